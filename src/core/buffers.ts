@@ -1,0 +1,258 @@
+/**
+ * Native buffers: memory allocated by Zig (page-aligned mappings), viewed from JS without a
+ * copy. The kernel reads and writes these directly. A BufferPool maps one region and carves
+ * fixed-size, aligned buffers out of it; acquiring and releasing is pure JS (no FFI call).
+ */
+import { native, nativeView } from "./native.ts";
+import { AbortError, ClosedError, InvalidArgumentError, ShoalError, SystemError } from "./errors.ts";
+
+/** Fill byte for released buffers when poisoning is on: views kept too long read 0xDE. */
+export const POISON_BYTE = 0xde;
+
+let poisonOnRelease = process.env.SHOAL_DEBUG_POISON === "1";
+
+/** Debug aid: fill buffers with 0xDE when they are released, so a view kept too long fails loudly. */
+export function setBufferPoisoning(on: boolean): void {
+  poisonOnRelease = on;
+}
+
+/** Thrown when a pool has no free buffer and the caller asked not to wait. */
+export class PoolExhaustedError extends ShoalError {
+  constructor(message: string) {
+    super("ERR_POOL_EXHAUSTED", message);
+  }
+}
+
+/**
+ * A buffer in native memory. `bytes` views it without copying; `address` is what the kernel
+ * gets. Valid until `release()`; an in-flight operation pins it so release waits for the kernel.
+ */
+export class NativeBuffer {
+  /** Zero-copy view of the buffer's memory. Do not keep it past release(). */
+  readonly bytes: Uint8Array;
+  readonly address: number;
+  readonly length: number;
+  /** @internal */ pool: BufferPool | null;
+  /** @internal */ index: number;
+  /** @internal */ released = false;
+  /** @internal */ pins = 0;
+  /** @internal */ deferredRecycle = false;
+
+  /** @internal */
+  constructor(bytes: Uint8Array, address: number, pool: BufferPool | null, index: number) {
+    this.bytes = bytes;
+    this.address = address;
+    this.length = bytes.length;
+    this.pool = pool;
+    this.index = index;
+  }
+
+  /** True once release() was called. */
+  get isReleased(): boolean {
+    return this.released;
+  }
+
+  /** Throws ClosedError if the buffer was released. Cost: one branch. */
+  check(what = "buffer"): void {
+    if (this.released) throw new ClosedError(`${what} was already released`, "ERR_BUFFER_RELEASED");
+  }
+
+  /**
+   * Returns the buffer to its pool (or unmaps a standalone one). If an operation still uses it,
+   * the memory is recycled when the kernel's completion arrives. Releasing twice throws.
+   */
+  release(): void {
+    this.check();
+    this.released = true;
+    if (this.pins > 0) {
+      this.deferredRecycle = true;
+      return;
+    }
+    this.recycle();
+  }
+
+  /** @internal Called by the reactor when an operation starts using the buffer. */
+  pin(): void {
+    this.pins++;
+  }
+
+  /** @internal Called when the kernel's completion for an operation using the buffer arrived. */
+  unpin(): void {
+    this.pins--;
+    if (this.pins === 0 && this.deferredRecycle) {
+      this.deferredRecycle = false;
+      this.recycle();
+    }
+  }
+
+  private recycle(): void {
+    if (poisonOnRelease) this.bytes.fill(POISON_BYTE);
+    if (this.pool) this.pool.recycle(this);
+    else native().shoal_mem_unmap(this.address, this.length);
+  }
+
+  [Symbol.dispose](): void {
+    if (!this.released) this.release();
+  }
+}
+
+function checkSize(name: string, value: number, min: number): void {
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got ${value}`);
+  }
+}
+
+function mapOrThrow(sizeBytes: number, what: string): number {
+  const address = native().shoal_mem_map(sizeBytes);
+  if (address < 0) throw new SystemError(`mmap (${what}, ${sizeBytes} bytes)`, -address);
+  return address;
+}
+
+/**
+ * Allocates one buffer of `size` bytes whose address is aligned to `alignment` (a power of two
+ * up to 4096; mappings are page-aligned). Costs one mmap syscall: use a BufferPool on hot paths.
+ */
+export function allocateAlignedBuffer(size: number, alignment = 4096): NativeBuffer {
+  checkSize("size", size, 1);
+  checkSize("alignment", alignment, 1);
+  if ((alignment & (alignment - 1)) !== 0 || alignment > 4096) {
+    throw new InvalidArgumentError(`alignment must be a power of two <= 4096, got ${alignment}`);
+  }
+  const address = mapOrThrow(size, "allocateAlignedBuffer");
+  const bytes = new Uint8Array(nativeView(address, size));
+  return new NativeBuffer(bytes, address, null, -1);
+}
+
+export interface BufferPoolOptions {
+  /** Bytes per buffer (rounded up to `alignment`). */
+  bufferSize: number;
+  /** Number of buffers. */
+  count: number;
+  /** Address alignment of every buffer (power of two, default 64, at most 4096). */
+  alignment?: number;
+}
+
+/**
+ * A fixed set of equal-size, aligned native buffers in one mapping, viewed through one
+ * ArrayBuffer created at start. acquire/release cost a few nanoseconds and never call native code.
+ */
+export class BufferPool {
+  readonly bufferSize: number;
+  readonly count: number;
+  readonly stride: number;
+  readonly address: number;
+  private readonly region: ArrayBuffer;
+  private readonly regionBytes: number;
+  private readonly free: Int32Array;
+  private freeCount: number;
+  private readonly buffers: (NativeBuffer | undefined)[];
+  private closed = false;
+  private waiters: ((b: NativeBuffer) => void)[] = [];
+
+  constructor(options: BufferPoolOptions) {
+    const alignment = options.alignment ?? 64;
+    checkSize("bufferSize", options.bufferSize, 1);
+    checkSize("count", options.count, 1);
+    checkSize("alignment", alignment, 1);
+    if ((alignment & (alignment - 1)) !== 0 || alignment > 4096) {
+      throw new InvalidArgumentError(`alignment must be a power of two <= 4096, got ${alignment}`);
+    }
+    this.bufferSize = options.bufferSize;
+    this.count = options.count;
+    this.stride = Math.ceil(options.bufferSize / alignment) * alignment;
+    this.regionBytes = this.stride * this.count;
+    this.address = mapOrThrow(this.regionBytes, "BufferPool");
+    this.region = nativeView(this.address, this.regionBytes);
+    this.free = new Int32Array(this.count);
+    for (let i = 0; i < this.count; i++) this.free[i] = this.count - 1 - i;
+    this.freeCount = this.count;
+    this.buffers = new Array(this.count);
+  }
+
+  /** Buffers currently free. */
+  get available(): number {
+    return this.freeCount;
+  }
+
+  /** True if `address..address+length` lies inside this pool's mapping. */
+  owns(address: number, length: number): boolean {
+    return address >= this.address && address + length <= this.address + this.regionBytes;
+  }
+
+  /** Takes a free buffer. Throws PoolExhaustedError if none is free (use acquireEventually to wait). */
+  acquire(): NativeBuffer {
+    if (this.closed) throw new ClosedError("BufferPool is closed");
+    if (this.freeCount === 0) {
+      throw new PoolExhaustedError(`BufferPool of ${this.count} x ${this.bufferSize} bytes has no free buffer`);
+    }
+    return this.take();
+  }
+
+  /** Takes a free buffer, or undefined when none is free. */
+  tryAcquire(): NativeBuffer | undefined {
+    if (this.closed || this.freeCount === 0) return undefined;
+    return this.take();
+  }
+
+  /** Waits (FIFO) for a free buffer. Rejects with AbortError through `signal`. */
+  acquireEventually(opts?: { signal?: AbortSignal }): Promise<NativeBuffer> {
+    if (this.closed) return Promise.reject(new ClosedError("BufferPool is closed"));
+    if (this.freeCount > 0 && this.waiters.length === 0) return Promise.resolve(this.take());
+    const signal = opts?.signal;
+    if (signal?.aborted) {
+      return Promise.reject(new AbortError("acquireEventually was aborted", { cause: signal.reason }));
+    }
+    return new Promise((resolve, reject) => {
+      const waiter = (b: NativeBuffer) => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve(b);
+      };
+      const onAbort = () => {
+        const i = this.waiters.indexOf(waiter);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(new AbortError("acquireEventually was aborted", { cause: signal!.reason }));
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
+  }
+
+  private take(): NativeBuffer {
+    const index = this.free[--this.freeCount]!;
+    let b = this.buffers[index];
+    if (b === undefined) {
+      const bytes = new Uint8Array(this.region, index * this.stride, this.bufferSize);
+      b = new NativeBuffer(bytes, this.address + index * this.stride, this, index);
+      this.buffers[index] = b;
+    } else {
+      // Recycled: a fresh handle so a stale holder's release() cannot free the new owner's buffer.
+      b = new NativeBuffer(b.bytes, b.address, this, index);
+      this.buffers[index] = b;
+    }
+    return b;
+  }
+
+  /** @internal */
+  recycle(b: NativeBuffer): void {
+    if (this.closed) return;
+    if (this.waiters.length > 0) {
+      const next = new NativeBuffer(b.bytes, b.address, this, b.index);
+      this.buffers[b.index] = next;
+      this.waiters.shift()!(next);
+      return;
+    }
+    this.free[this.freeCount++] = b.index;
+  }
+
+  /** Unmaps the pool. Buffers still held become invalid; only close once none is in use. */
+  close(): void {
+    if (this.closed) return;
+    if (this.freeCount !== this.count) {
+      throw new InvalidArgumentError(
+        `BufferPool.close: ${this.count - this.freeCount} buffer(s) still acquired; release them first`,
+      );
+    }
+    this.closed = true;
+    native().shoal_mem_unmap(this.address, this.regionBytes);
+  }
+}

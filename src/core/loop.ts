@@ -1,0 +1,180 @@
+/**
+ * The shard's loop (DESIGN.md "The loop"). It runs synchronously inside one Bun macrotask:
+ *
+ *   expire timers → run ready tasks group by group until the task quota is spent →
+ *   one native turn (submit queued descriptors, reap completions, maybe sleep) → repeat
+ *
+ * Bun's own event loop must keep turning (setTimeout, postMessage, Bun.file), and an await
+ * alone never lets it run, so the loop returns to it through setImmediate about once per
+ * millisecond while busy, and sleeps in the kernel in short slices while idle. When nothing
+ * is pending (no operation in flight, no armed timer, no ref) the loop stops so that the
+ * process can exit; new work starts it again.
+ */
+import { drainSettled, hasReadyTasks, loopState, runReadyTasks, setKick } from "./scheduler.ts";
+import { expireTimers, nextTimerDeadline, timerRefs, updateClock } from "./timer.ts";
+import { reactor, type Reactor } from "./reactor.ts";
+import { InvalidArgumentError } from "./errors.ts";
+
+export interface LoopOptions {
+  /** Task quota in ms (default 0.5): how long tasks run before I/O is polled again. */
+  taskQuotaMs?: number;
+  /** Busy-poll this long after the last work before sleeping in the kernel (default 200 µs). */
+  idlePollTimeUs?: number;
+  /** Never busy-poll (shared or oversubscribed CPUs). */
+  overprovisioned?: boolean;
+  /** A batch running longer than this is reported as a stall (default 25 ms). */
+  blockedReactorNotifyMs?: number;
+  /** Longest single sleep in the kernel before Bun's event loop gets a turn (default 2 ms). */
+  sleepSliceMs?: number;
+  /** While busy, return to Bun's event loop this often (default 1 ms). */
+  yieldIntervalMs?: number;
+}
+
+export const loopConfig = {
+  idlePollTimeUs: 200,
+  overprovisioned: false,
+  sleepSliceMs: 2,
+  yieldIntervalMs: 1,
+};
+
+function positive(name: string, v: number | undefined, allowZero: boolean): void {
+  if (v === undefined) return;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < 0 || (!allowZero && v === 0)) {
+    throw new InvalidArgumentError(`${name} must be a finite number ${allowZero ? ">=" : ">"} 0, got ${v}`);
+  }
+}
+
+/** Applies loop options (any time; takes effect on the next turn). */
+export function configureLoop(options: LoopOptions): void {
+  positive("taskQuotaMs", options.taskQuotaMs, false);
+  positive("idlePollTimeUs", options.idlePollTimeUs, true);
+  positive("blockedReactorNotifyMs", options.blockedReactorNotifyMs, false);
+  positive("sleepSliceMs", options.sleepSliceMs, false);
+  positive("yieldIntervalMs", options.yieldIntervalMs, false);
+  if (options.taskQuotaMs !== undefined) loopState.taskQuotaMs = options.taskQuotaMs;
+  if (options.blockedReactorNotifyMs !== undefined) loopState.blockedNotifyMs = options.blockedReactorNotifyMs;
+  if (options.idlePollTimeUs !== undefined) loopConfig.idlePollTimeUs = options.idlePollTimeUs;
+  if (options.overprovisioned !== undefined) loopConfig.overprovisioned = options.overprovisioned;
+  if (options.sleepSliceMs !== undefined) loopConfig.sleepSliceMs = options.sleepSliceMs;
+  if (options.yieldIntervalMs !== undefined) loopConfig.yieldIntervalMs = options.yieldIntervalMs;
+}
+
+let running = false;
+let scheduled = false;
+let refs = 0;
+let lastWork = 0;
+
+/** Loop statistics (JS side); reactor().counters() has the native ones. */
+export const loopStats = {
+  turns: 0,
+  bunYields: 0,
+  idleSlices: 0,
+  loopErrors: 0,
+};
+
+/** Starts the loop (through setImmediate) if it is stopped. Called by everything that adds work. */
+export function ensureLoopRunning(): void {
+  if (running || scheduled) return;
+  scheduled = true;
+  setImmediate(runLoop);
+}
+setKick(ensureLoopRunning);
+
+/**
+ * Keeps the loop (and process) alive while something may still produce work from outside the
+ * ring (a cross-shard channel, a listener). Returns a function that drops the ref.
+ */
+export function refLoop(): () => void {
+  refs++;
+  ensureLoopRunning();
+  let dropped = false;
+  return () => {
+    if (dropped) return;
+    dropped = true;
+    refs--;
+  };
+}
+
+/** Hooks run once per turn (cross-shard ring drains register here). Return true if they did work. */
+const pollers: (() => boolean)[] = [];
+
+/** @internal Registers a function the loop calls every turn before touching the kernel. */
+export function addPoller(fn: () => boolean): () => void {
+  pollers.push(fn);
+  return () => {
+    const i = pollers.indexOf(fn);
+    if (i >= 0) pollers.splice(i, 1);
+  };
+}
+
+function alive(r: Reactor): boolean {
+  return r.inFlight > 0 || timerRefs() > 0 || refs > 0 || hasReadyTasks() || r.queued > 0;
+}
+
+function runPollers(): boolean {
+  let did = false;
+  for (let i = 0; i < pollers.length; i++) if (pollers[i]!()) did = true;
+  return did;
+}
+
+function runLoop(): void {
+  scheduled = false;
+  if (running) return;
+  running = true;
+  loopState.idle = false;
+  const r = reactor();
+  const sliceStart = performance.now();
+  try {
+    for (;;) {
+      loopStats.turns++;
+      const t = updateClock();
+      expireTimers(t);
+      const ran = runReadyTasks();
+      const polled = pollers.length > 0 && runPollers();
+      let waitUs = 0;
+      const now = performance.now();
+      if (ran > 0 || polled) lastWork = now;
+      if (!hasReadyTasks() && r.queued === 0) {
+        if (!alive(r)) break;
+        const idleUs = (now - lastWork) * 1000;
+        if (loopConfig.overprovisioned || idleUs >= loopConfig.idlePollTimeUs) {
+          const untilTimer = nextTimerDeadline() - now;
+          if (untilTimer > 0) {
+            waitUs = Math.ceil(Math.min(untilTimer, loopConfig.sleepSliceMs) * 1000);
+          }
+        }
+      }
+      const completions = r.turn(waitUs);
+      if (r.settledInline) {
+        r.settledInline = false;
+        drainSettled();
+      }
+      const after = performance.now();
+      if (completions > 0) lastWork = after;
+      if (waitUs > 0 && completions === 0 && !hasReadyTasks() && nextTimerDeadline() > after) {
+        // A whole slice passed with nothing to do: let Bun's event loop run, then sleep again.
+        loopStats.idleSlices++;
+        yieldToBun();
+        return;
+      }
+      if (after - sliceStart >= loopConfig.yieldIntervalMs) {
+        yieldToBun();
+        return;
+      }
+    }
+  } catch (err) {
+    // The loop itself must survive; surface the error and keep serving.
+    loopStats.loopErrors++;
+    yieldToBun();
+    throw err;
+  }
+  running = false;
+  loopState.idle = true;
+}
+
+function yieldToBun(): void {
+  loopStats.bunYields++;
+  running = false;
+  scheduled = true;
+  setImmediate(runLoop);
+}

@@ -1,0 +1,69 @@
+/**
+ * The one typed wrapper around the native library's dlopen table. FFI details stay here.
+ * The library is found at $SHOAL_LIB, or zig-out/lib/libshoal.so beside the package.
+ */
+import { dlopen, ptr, toArrayBuffer, type Pointer } from "bun:ffi";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { StartupError } from "./errors.ts";
+
+/** Must equal zig/exports.zig's shoal_abi_version(). */
+export const ABI_VERSION = 1;
+
+import { coreSymbols } from "./symbols/core.ts";
+import { smpSymbols } from "./symbols/smp.ts";
+import { fsSymbols } from "./symbols/fs.ts";
+import { netSymbols } from "./symbols/net.ts";
+
+// One dlopen table for the whole library; each layer declares its exports in symbols/<layer>.ts.
+const symbols = { ...coreSymbols, ...smpSymbols, ...fsSymbols, ...netSymbols } as const;
+
+export type NativeSymbols = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
+
+/** Where the shared library is expected, in lookup order. */
+export function libraryPath(): string {
+  const fromEnv = process.env.SHOAL_LIB;
+  if (fromEnv) return fromEnv;
+  return fileURLToPath(new URL("../../zig-out/lib/libshoal.so", import.meta.url));
+}
+
+let lib: NativeSymbols | undefined;
+
+/** Loads libshoal once per thread (each Worker loads its own handle). Throws StartupError with the fix. */
+export function native(): NativeSymbols {
+  if (lib) return lib;
+  const path = libraryPath();
+  if (!existsSync(path)) {
+    throw new StartupError(
+      "ERR_NATIVE_MISSING",
+      `Shoal's native library is missing at ${path}. Build it with \`scripts/zig build\` ` +
+        "(run scripts/setup.sh first on a fresh machine), or point SHOAL_LIB at a built libshoal.so.",
+    );
+  }
+  let opened;
+  try {
+    opened = dlopen(path, symbols);
+  } catch (cause) {
+    throw new StartupError(
+      "ERR_NATIVE_LOAD",
+      `Shoal could not load its native library ${path}: ${(cause as Error).message}. Rebuild it with \`scripts/zig build\`.`,
+      { cause },
+    );
+  }
+  const version = opened.symbols.shoal_abi_version();
+  if (version !== ABI_VERSION) {
+    throw new StartupError(
+      "ERR_NATIVE_ABI",
+      `Shoal's native library at ${path} has ABI ${version}, this code needs ${ABI_VERSION}. Rebuild it with \`scripts/zig build\`.`,
+    );
+  }
+  lib = opened.symbols;
+  return lib;
+}
+
+/** A long-lived view of `length` bytes of native memory. Create once, then slice. */
+export function nativeView(address: number | Pointer, length: number): ArrayBuffer {
+  return toArrayBuffer(address as Pointer, 0, length);
+}
+
+export { ptr };

@@ -1,0 +1,570 @@
+/**
+ * The shard's reactor, JS side. Operations are written as descriptors into a native array
+ * (one 64-byte record each, through views created once); the loop hands the whole batch to
+ * native code in one FFI call per turn, which also reaps completions into another native
+ * array. Each operation owns a slot (its io_uring user_data) until the kernel's own final
+ * completion arrives, even when cancelled, so memory the kernel may still touch stays pinned.
+ */
+import { native, nativeView } from "./native.ts";
+import { probeIoUring } from "./probe.ts";
+import { AbortError, ClosedError, InvalidArgumentError, StartupError, SystemError, errorFromResult } from "./errors.ts";
+import { NativeBuffer } from "./buffers.ts";
+import { currentSchedulingGroup, enqueue, singleGroup, type Completable, type SchedulingGroup } from "./scheduler.ts";
+import { ensureLoopRunning } from "./loop.ts";
+
+/** io_uring opcodes (the kernel's IORING_OP numbers); descriptors carry them unchanged. */
+export const IoOp = {
+  NOP: 0, READV: 1, WRITEV: 2, FSYNC: 3, POLL_ADD: 6, SENDMSG: 9, RECVMSG: 10, TIMEOUT: 11,
+  ACCEPT: 13, ASYNC_CANCEL: 14, CONNECT: 16, FALLOCATE: 17, OPENAT: 18, CLOSE: 19, STATX: 21,
+  READ: 22, WRITE: 23, SEND: 26, RECV: 27, SHUTDOWN: 34, RENAMEAT: 35, UNLINKAT: 36, MKDIRAT: 37,
+  LINKAT: 39, SOCKET: 45, SEND_ZC: 47, FTRUNCATE: 55,
+} as const;
+
+/** CQE flag: more completions will follow for this slot (multishot). */
+export const CQE_F_MORE = 1 << 1;
+/** CQE flag: a provided buffer was selected; its id is flags >>> 16. */
+export const CQE_F_BUFFER = 1 << 0;
+
+const ECANCELED = 125;
+const ETIME = 62;
+const IOV_BLOCK = 64; // iovecs per readv/writev
+
+export interface ReactorOptions {
+  /** Submission queue entries (power of two, default 1024): descriptors one turn can carry. */
+  sqEntries?: number;
+  /** Completion queue entries (default 8 x sqEntries). */
+  cqEntries?: number;
+}
+
+export interface OpOptions {
+  /** Cancels the operation in the kernel; it then rejects with AbortError. */
+  signal?: AbortSignal;
+}
+
+export interface RwOptions extends OpOptions {
+  /** File offset; -1 or omitted means the current position (pipes, sockets, eventfds). */
+  offset?: number;
+  /** Start within the buffer (default 0). */
+  bufferOffset?: number;
+  /** Bytes to transfer (default: the rest of the buffer). */
+  length?: number;
+}
+
+/** Maps a non-negative result to the promise's value. */
+type ResultMap = 0 | 1 | 2; // 0: number, 1: void, 2: void with ETIME as success
+
+/** Rarely needed per-operation state: pinned buffers, an iovec block, an abort signal. */
+interface OpExtra {
+  buffers: NativeBuffer | NativeBuffer[] | undefined;
+  iov: number;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+// One executor for every operation's promise: no closure is allocated per operation.
+let capturedResolve: (v: any) => void = () => {};
+let capturedReject: (e: unknown) => void = () => {};
+function captureExecutor(resolve: (v: any) => void, reject: (e: unknown) => void): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
+}
+
+/** Ignores a completion (async-cancel requests). */
+const ignore: Completable = { complete() {} };
+
+export interface ReactorCounters {
+  turns: number;
+  enters: number;
+  sleeps: number;
+  submitted: number;
+  completed: number;
+  timeoutsArmed: number;
+  wakes: number;
+  busyRetries: number;
+  inFlight: number;
+}
+
+/**
+ * One io_uring and its descriptor/completion arrays. Obtain the shard's reactor with reactor().
+ */
+export class Reactor {
+  readonly sqCapacity: number;
+  readonly cqCapacity: number;
+  readonly setupFlags: number;
+  readonly eventfd: number;
+  private handle: number;
+  private readonly u32: Uint32Array;
+  private readonly i32: Int32Array;
+  private readonly f64: Float64Array;
+  private readonly cq: Int32Array;
+  private readonly counterView: BigUint64Array;
+  /** @internal descriptors written this turn, not yet handed to the kernel */
+  queued = 0;
+  private readonly handlers: (Completable | undefined)[] = [];
+  private readonly groupOf: (SchedulingGroup | undefined)[] = [];
+  // Awaited operations keep their promise's functions in slot-indexed arrays (no object per op).
+  private readonly resolvers: ((v: any) => void)[] = [];
+  private readonly rejecters: ((e: unknown) => void)[] = [];
+  private readonly opNames: string[] = [];
+  private readonly resultMaps: number[] = [];
+  private readonly extras: (OpExtra | undefined)[] = [];
+  private readonly promiseCompleter: Completable;
+  private readonly cancelledEarly: boolean[] = [];
+  /** @internal set when dispatch settled promises directly (single-group shards) */
+  settledInline = false;
+  private readonly freeSlots: number[] = [];
+  /** Operations handed out and not yet finally completed. */
+  inFlight = 0;
+  private closed = false;
+  private readonly iovRegions: { address: number; view: Uint32Array }[] = [];
+  private readonly freeIovBlocks: number[] = [];
+  private readonly turnFn: (h: number, n: number, w: number) => number;
+
+  constructor(options: ReactorOptions = {}) {
+    const sq = options.sqEntries ?? 1024;
+    const cq = options.cqEntries ?? sq * 8;
+    if (!Number.isInteger(sq) || sq < 2 || sq > 32768 || (sq & (sq - 1)) !== 0) {
+      throw new InvalidArgumentError(`sqEntries must be a power of two in 2..32768, got ${sq}`);
+    }
+    if (!Number.isInteger(cq) || cq < sq) throw new InvalidArgumentError(`cqEntries must be an integer >= sqEntries, got ${cq}`);
+    probeIoUring();
+    const lib = native();
+    const err = new Int32Array(1);
+    const handle = lib.shoal_reactor_create(sq, cq, err) as unknown as number | null;
+    if (!handle) {
+      const reasons: Record<number, string> = {
+        1: "io_uring is not supported by this kernel",
+        2: "io_uring was refused (permission: sysctl kernel.io_uring_disabled or seccomp)",
+        3: "io_uring could not allocate its rings (raise RLIMIT_MEMLOCK: ulimit -l unlimited)",
+        4: "out of file descriptors (raise ulimit -n)",
+        5: "io_uring rejected every setup flag combination (Shoal needs Linux 6.1+)",
+        6: "io_uring lacks IORING_FEAT_EXT_ARG (Shoal needs Linux 6.1+)",
+        7: "eventfd() failed",
+        8: "out of memory",
+      };
+      throw new StartupError("ERR_REACTOR_CREATE", `could not create the reactor: ${reasons[err[0]!] ?? `code ${err[0]}`}`);
+    }
+    this.handle = handle;
+    const info = new Int32Array(nativeView(lib.shoal_reactor_info(handle as never) as never, 24));
+    this.sqCapacity = info[0]!;
+    this.cqCapacity = info[1]!;
+    this.setupFlags = info[2]! >>> 0;
+    this.eventfd = info[4]!;
+    const ops = nativeView(lib.shoal_reactor_ops(handle as never) as never, this.sqCapacity * 64);
+    this.u32 = new Uint32Array(ops);
+    this.i32 = new Int32Array(ops);
+    this.f64 = new Float64Array(ops);
+    this.cq = new Int32Array(nativeView(lib.shoal_reactor_completions(handle as never) as never, this.cqCapacity * 16));
+    this.counterView = new BigUint64Array(nativeView(lib.shoal_reactor_counters(handle as never) as never, 64));
+    this.turnFn = lib.shoal_reactor_turn as unknown as (h: number, n: number, w: number) => number;
+    this.promiseCompleter = { complete: (slot: number, res: number) => this.settle(slot, res) };
+  }
+
+  /** @internal The native handle, for layers that add their own exports (net, fs). */
+  get nativeHandle(): number {
+    this.checkOpen();
+    return this.handle;
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new ClosedError("the reactor was closed", "ERR_REACTOR_CLOSED");
+  }
+
+  private allocSlot(h: Completable): number {
+    const slot = this.freeSlots.length > 0 ? this.freeSlots.pop()! : this.handlers.length;
+    this.handlers[slot] = h;
+    this.groupOf[slot] = currentSchedulingGroup();
+    this.inFlight++;
+    return slot;
+  }
+
+  /**
+   * Queues one operation descriptor; it reaches the kernel at the end of this loop turn.
+   * Fields follow the SQE: `addr`, `off` and `aux` are numbers (< 2^53). Returns the slot.
+   * Layers above (net, fs) use this to add operations without native changes.
+   */
+  prepare(
+    opcode: number,
+    fd: number,
+    addr: number,
+    len: number,
+    off: number,
+    opFlags: number,
+    handler: Completable,
+    extra?: { sqeFlags?: number; buf?: number; fileIndex?: number; aux?: number; aux2?: number; ioprio?: number },
+  ): number {
+    this.checkOpen();
+    if (this.queued === this.sqCapacity) this.flush();
+    const slot = this.allocSlot(handler);
+    const i = this.queued++;
+    const w = i << 4;
+    const d = i << 3;
+    const u32 = this.u32;
+    if (extra === undefined) {
+      u32[w] = opcode;
+      u32[w + 5] = 0;
+      u32[w + 6] = 0;
+      this.f64[d + 6] = 0;
+      this.f64[d + 7] = 0;
+    } else {
+      u32[w] = opcode | ((extra.sqeFlags ?? 0) << 8) | ((extra.ioprio ?? 0) << 16);
+      u32[w + 5] = extra.buf ?? 0;
+      u32[w + 6] = extra.fileIndex ?? 0;
+      this.f64[d + 6] = extra.aux ?? 0;
+      this.f64[d + 7] = extra.aux2 ?? 0;
+    }
+    this.i32[w + 1] = fd;
+    u32[w + 2] = slot;
+    u32[w + 3] = len;
+    u32[w + 4] = opFlags;
+    this.f64[d + 4] = addr;
+    this.f64[d + 5] = off;
+    ensureLoopRunning();
+    return slot;
+  }
+
+  /**
+   * Asks the kernel to cancel the operation in `slot`. Its handler still receives the final
+   * completion (usually -ECANCELED); until then the slot and its buffers stay owned.
+   * An operation still queued in this turn becomes a NOP and completes with 0.
+   */
+  cancelSlot(slot: number): void {
+    if (this.handlers[slot] === undefined) return;
+    for (let i = 0; i < this.queued; i++) {
+      if (this.u32[(i << 4) + 2] === slot) {
+        // Not yet submitted: run a NOP instead and report -ECANCELED for it.
+        this.u32[i << 4] = IoOp.NOP;
+        this.cancelledEarly[slot] = true;
+        return;
+      }
+    }
+    this.prepare(IoOp.ASYNC_CANCEL, -1, slot, 0, 0, 0, ignore);
+  }
+
+  /** Submits queued descriptors now (used when the descriptor array fills mid-turn). */
+  flush(): void {
+    this.turn(0);
+  }
+
+  /**
+   * @internal One native turn: submit what is queued, optionally sleep up to `waitUs` for a
+   * completion, copy out completions and queue them on their groups. Returns completions seen.
+   */
+  turn(waitUs: number): number {
+    this.checkOpen();
+    let n = this.turnFn(this.handle, this.queued, waitUs);
+    this.queued = 0;
+    if (n < 0) throw new SystemError("io_uring_enter", -n);
+    let total = n;
+    this.dispatch(n);
+    while (n === this.cqCapacity) {
+      n = this.turnFn(this.handle, 0, 0);
+      if (n < 0) throw new SystemError("io_uring_enter", -n);
+      this.dispatch(n);
+      total += n;
+    }
+    return total;
+  }
+
+  private dispatch(n: number): void {
+    const cq = this.cq;
+    for (let i = 0; i < n; i++) {
+      const j = i << 2;
+      const slot = cq[j]!;
+      let res = cq[j + 1]!;
+      const flags = cq[j + 2]!;
+      if (this.cancelledEarly[slot] === true) {
+        this.cancelledEarly[slot] = false;
+        res = -ECANCELED;
+      }
+      const h = this.handlers[slot]!;
+      const g = this.groupOf[slot]!;
+      if (h === this.promiseCompleter) {
+        if (singleGroup.value) {
+          // Only one scheduling group exists: nothing to order, settle now.
+          this.inFlight--;
+          this.settledInline = true;
+          this.settle(slot, res);
+          continue;
+        }
+        // The slot is freed when the promise settles, in its group's turn.
+        this.inFlight--;
+        enqueue(g, h, slot, res);
+        continue;
+      }
+      if ((flags & CQE_F_MORE) === 0) {
+        this.handlers[slot] = undefined;
+        this.groupOf[slot] = undefined;
+        this.freeSlots.push(slot);
+        this.inFlight--;
+      }
+      enqueue(g, h, res, flags);
+    }
+  }
+
+  /** Native counters plus in-flight operations. Reading costs a few BigInt conversions. */
+  counters(): ReactorCounters {
+    const c = this.counterView;
+    return {
+      turns: Number(c[0]),
+      enters: Number(c[1]),
+      sleeps: Number(c[2]),
+      submitted: Number(c[3]),
+      completed: Number(c[4]),
+      timeoutsArmed: Number(c[5]),
+      wakes: Number(c[6]),
+      busyRetries: Number(c[7]),
+      inFlight: this.inFlight,
+    };
+  }
+
+  /** Wakes this reactor from another thread or Worker (writes its eventfd). */
+  static wake(eventfd: number): void {
+    const rc = native().shoal_eventfd_wake(eventfd);
+    if (rc < 0) throw new SystemError("eventfd write", -rc);
+  }
+
+  /** @internal Runs the pure-native nop baseline. */
+  benchNativeNops(total: number, batch: number): void {
+    const rc = native().shoal_bench_nops(this.handle as never, total, batch);
+    if (rc < 0) throw new SystemError("bench_nops", -rc);
+  }
+
+  // ---- awaited operations -------------------------------------------------------------------
+
+  private start(
+    name: string,
+    map: ResultMap,
+    opts: OpOptions | undefined,
+    opcode: number,
+    fd: number,
+    addr: number,
+    len: number,
+    off: number,
+    opFlags: number,
+    buffers?: NativeBuffer | NativeBuffer[],
+    iov = -1,
+    extra?: { aux?: number; aux2?: number },
+  ): Promise<any> {
+    const signal = opts?.signal;
+    if (signal?.aborted) {
+      if (iov >= 0) this.freeIov(iov);
+      return Promise.reject(new AbortError(`${name} was aborted`, { cause: signal.reason }));
+    }
+    const p = new Promise(captureExecutor);
+    const slot = this.prepare(opcode, fd, addr, len, off, opFlags, this.promiseCompleter, extra);
+    this.resolvers[slot] = capturedResolve;
+    this.rejecters[slot] = capturedReject;
+    this.opNames[slot] = name;
+    this.resultMaps[slot] = map;
+    if (buffers === undefined && signal === undefined && iov < 0) {
+      this.extras[slot] = undefined;
+      return p;
+    }
+    const x: OpExtra = { buffers, iov, signal, onAbort: undefined };
+    this.extras[slot] = x;
+    if (buffers !== undefined) {
+      if (buffers instanceof NativeBuffer) buffers.pin();
+      else for (let i = 0; i < buffers.length; i++) buffers[i]!.pin();
+    }
+    if (signal !== undefined) {
+      x.onAbort = () => this.cancelSlot(slot);
+      signal.addEventListener("abort", x.onAbort, { once: true });
+    }
+    return p;
+  }
+
+  /** Settles an awaited operation's promise with the kernel's final result and frees its slot. */
+  private settle(slot: number, res: number): void {
+    const resolve = this.resolvers[slot]!;
+    const reject = this.rejecters[slot]!;
+    const map = this.resultMaps[slot]!;
+    const x = this.extras[slot];
+    const name = this.opNames[slot]!;
+    this.resolvers[slot] = undefined as never;
+    this.rejecters[slot] = undefined as never;
+    this.handlers[slot] = undefined;
+    this.groupOf[slot] = undefined;
+    this.freeSlots.push(slot);
+    if (x === undefined) {
+      if (res >= 0) resolve(map === 0 ? res : undefined);
+      else if (res === -ETIME && map === 2) resolve(undefined);
+      else reject(errorFromResult(name, res));
+      return;
+    }
+    this.extras[slot] = undefined;
+    const b = x.buffers;
+    if (b !== undefined) {
+      if (b instanceof NativeBuffer) b.unpin();
+      else for (let i = 0; i < b.length; i++) b[i]!.unpin();
+    }
+    if (x.iov >= 0) this.freeIov(x.iov);
+    const signal = x.signal;
+    if (signal !== undefined) signal.removeEventListener("abort", x.onAbort!);
+    if (signal?.aborted && res === -ECANCELED) {
+      reject(new AbortError(`${name} was aborted`, { cause: signal.reason }));
+    } else if (res >= 0) {
+      resolve(map === 0 ? res : undefined);
+    } else if (res === -ETIME && map === 2) {
+      resolve(undefined);
+    } else {
+      reject(errorFromResult(name, res));
+    }
+  }
+
+  /** A no-op through the kernel; resolves when its completion is delivered. */
+  nop(opts?: OpOptions): Promise<void> {
+    return this.start("nop", 1, opts, IoOp.NOP, -1, 0, 0, 0, 0);
+  }
+
+  /** A kernel timeout (IORING_OP_TIMEOUT) of `ms`. Prefer Timer/sleep: they share one kernel wait. */
+  timeout(ms: number, opts?: OpOptions): Promise<void> {
+    if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
+      throw new InvalidArgumentError(`timeout: ms must be a finite number >= 0, got ${ms}`);
+    }
+    const ns = Math.round(ms * 1e6);
+    const sec = Math.floor(ns / 1e9);
+    return this.start("timeout", 2, opts, IoOp.TIMEOUT, -1, 0, 0, 0, 0, undefined, -1, {
+      aux: sec,
+      aux2: ns - sec * 1e9,
+    });
+  }
+
+  private static checkFd(op: string, fd: number): void {
+    if (!Number.isInteger(fd) || fd < 0) throw new InvalidArgumentError(`${op}: fd must be an integer >= 0, got ${fd}`);
+  }
+
+  private static range(op: string, buf: NativeBuffer, opts: RwOptions | undefined): [number, number, number] {
+    if (!(buf instanceof NativeBuffer)) {
+      throw new InvalidArgumentError(`${op}: buffer must be a NativeBuffer (native memory from a BufferPool or allocateAlignedBuffer)`);
+    }
+    buf.check(`${op}: buffer`);
+    const start = opts?.bufferOffset ?? 0;
+    const length = opts?.length ?? buf.length - start;
+    const offset = opts?.offset ?? -1;
+    if (!Number.isInteger(start) || start < 0 || start > buf.length) {
+      throw new InvalidArgumentError(`${op}: bufferOffset ${start} outside a ${buf.length}-byte buffer`);
+    }
+    if (!Number.isInteger(length) || length < 0 || start + length > buf.length || length > 0x7fff_f000) {
+      throw new InvalidArgumentError(`${op}: length ${length} at ${start} exceeds a ${buf.length}-byte buffer`);
+    }
+    if (!Number.isSafeInteger(offset) || offset < -1) {
+      throw new InvalidArgumentError(`${op}: offset must be an integer >= 0, or -1 for the current position; got ${offset}`);
+    }
+    return [buf.address + start, length, offset];
+  }
+
+  /** Reads into `buf` (native memory). Resolves with bytes read (0 at end of file). */
+  read(fd: number, buf: NativeBuffer, opts?: RwOptions): Promise<number> {
+    Reactor.checkFd("read", fd);
+    const [addr, len, off] = Reactor.range("read", buf, opts);
+    return this.start("read", 0, opts, IoOp.READ, fd, addr, len, off, 0, buf);
+  }
+
+  /** Writes from `buf` (native memory). Resolves with bytes written (may be short). */
+  write(fd: number, buf: NativeBuffer, opts?: RwOptions): Promise<number> {
+    Reactor.checkFd("write", fd);
+    const [addr, len, off] = Reactor.range("write", buf, opts);
+    return this.start("write", 0, opts, IoOp.WRITE, fd, addr, len, off, 0, buf);
+  }
+
+  /** Scatter read into up to 64 whole buffers. Resolves with total bytes read. */
+  readv(fd: number, bufs: NativeBuffer[], opts?: OpOptions & { offset?: number }): Promise<number> {
+    return this.vector("readv", IoOp.READV, fd, bufs, opts);
+  }
+
+  /** Gather write from up to 64 whole buffers. Resolves with total bytes written (may be short). */
+  writev(fd: number, bufs: NativeBuffer[], opts?: OpOptions & { offset?: number }): Promise<number> {
+    return this.vector("writev", IoOp.WRITEV, fd, bufs, opts);
+  }
+
+  private vector(name: string, opcode: number, fd: number, bufs: NativeBuffer[], opts?: OpOptions & { offset?: number }): Promise<number> {
+    Reactor.checkFd(name, fd);
+    if (!Array.isArray(bufs) || bufs.length === 0 || bufs.length > IOV_BLOCK) {
+      throw new InvalidArgumentError(`${name}: expected 1..${IOV_BLOCK} buffers`);
+    }
+    const offset = opts?.offset ?? -1;
+    if (!Number.isSafeInteger(offset) || offset < -1) {
+      throw new InvalidArgumentError(`${name}: offset must be an integer >= 0, or -1; got ${offset}`);
+    }
+    for (const b of bufs) {
+      if (!(b instanceof NativeBuffer)) throw new InvalidArgumentError(`${name}: every buffer must be a NativeBuffer`);
+      b.check(`${name}: buffer`);
+    }
+    const block = this.allocIov();
+    const region = this.iovRegions[block >> 6]!;
+    // struct iovec { u64 base; u64 len; } as four u32 words (little endian), no BigInt.
+    const base = (block & 63) * IOV_BLOCK * 4;
+    const w = region.view;
+    for (let i = 0; i < bufs.length; i++) {
+      const a = bufs[i]!.address;
+      const j = base + i * 4;
+      w[j] = a >>> 0;
+      w[j + 1] = Math.floor(a / 0x1_0000_0000);
+      w[j + 2] = bufs[i]!.length;
+      w[j + 3] = 0;
+    }
+    const addr = region.address + base * 4;
+    return this.start(name, 0, opts, opcode, fd, addr, bufs.length, offset, 0, bufs.slice(), block);
+  }
+
+  private allocIov(): number {
+    if (this.freeIovBlocks.length === 0) {
+      const bytes = 64 * IOV_BLOCK * 16; // 64 blocks of 64 iovecs
+      const address = native().shoal_mem_map(bytes);
+      if (address < 0) throw new SystemError("mmap (iovec arena)", -address);
+      const index = this.iovRegions.length;
+      this.iovRegions.push({ address, view: new Uint32Array(nativeView(address, bytes)) });
+      for (let i = 63; i >= 0; i--) this.freeIovBlocks.push(index * 64 + i);
+    }
+    return this.freeIovBlocks.pop()!;
+  }
+
+  /** @internal */
+  freeIov(block: number): void {
+    this.freeIovBlocks.push(block);
+  }
+
+  /** Waits until `fd` is ready for `events` (POLLIN=1, POLLOUT=4, ...). Resolves with revents. */
+  poll(fd: number, events: number, opts?: OpOptions): Promise<number> {
+    Reactor.checkFd("poll", fd);
+    if (!Number.isInteger(events) || events <= 0 || events > 0xffff) {
+      throw new InvalidArgumentError(`poll: events must be a non-zero poll mask, got ${events}`);
+    }
+    return this.start("poll", 0, opts, IoOp.POLL_ADD, fd, 0, 0, 0, events);
+  }
+
+  /** Closes `fd` through the ring. */
+  close(fd: number): Promise<void> {
+    Reactor.checkFd("close", fd);
+    return this.start("close", 1, undefined, IoOp.CLOSE, fd, 0, 0, 0, 0);
+  }
+
+  /** @internal Destroys the native reactor; only when nothing is in flight. */
+  destroy(): void {
+    if (this.closed) return;
+    if (this.inFlight > 0) throw new InvalidArgumentError(`reactor has ${this.inFlight} operation(s) in flight`);
+    this.closed = true;
+    native().shoal_reactor_destroy(this.handle as never);
+    for (const r of this.iovRegions) native().shoal_mem_unmap(r.address, 64 * IOV_BLOCK * 16);
+  }
+}
+
+let instance: Reactor | undefined;
+let pendingOptions: ReactorOptions = {};
+
+/** Sets options for this shard's reactor; only before its first use. */
+export function configureReactor(options: ReactorOptions): void {
+  if (instance) throw new InvalidArgumentError("configureReactor: the reactor already started");
+  pendingOptions = { ...options };
+}
+
+/** This shard's reactor, created on first use (probing io_uring; throws StartupError with the fix). */
+export function reactor(): Reactor {
+  return instance ?? (instance = new Reactor(pendingOptions));
+}
+
+/** @internal True once the reactor exists. */
+export function hasReactor(): boolean {
+  return instance !== undefined;
+}

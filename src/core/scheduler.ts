@@ -1,0 +1,305 @@
+/**
+ * Scheduling groups and task queues (one shard). Work enters a shard as entries on its
+ * group's queue: plain tasks, I/O completions, timer expiries, cross-shard messages. The loop
+ * runs groups lowest virtual runtime first; a group's virtual runtime advances by the time its
+ * batches took divided by its shares (CFS-like), so CPU is shared in proportion to shares.
+ *
+ * Promise continuations run in the engine's microtask drain, outside any queue, so the group
+ * travels with the async context (AsyncLocalStorage): code inside withSchedulingGroup(sg, fn),
+ * and everything it awaits, issues operations tagged with sg.
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import { drainMicrotasks } from "bun:jsc";
+import { InvalidArgumentError } from "./errors.ts";
+
+/** Something a queue entry completes: an I/O slot handler, a timer, a message. */
+export interface Completable {
+  complete(a: number, b: number): void;
+}
+
+type Entry = Completable | (() => void);
+
+const MAX_GROUPS = 64;
+
+/**
+ * A scheduling group: a share of this shard's CPU. Create with createSchedulingGroup();
+ * run code in it with withSchedulingGroup().
+ */
+export class SchedulingGroup {
+  readonly name: string;
+  readonly id: number;
+  private _shares: number;
+  /** @internal virtual runtime in ms / shares */
+  vruntime = 0;
+  /** Total CPU time (ms) its batches have taken on this shard. */
+  runtimeMs = 0;
+  /** Entries executed. */
+  tasksRun = 0;
+  /** @internal */ entries: Entry[] = [];
+  /** @internal */ argA: number[] = [];
+  /** @internal */ argB: number[] = [];
+  /** @internal */ head = 0;
+  /** @internal */ active = false;
+
+  /** @internal */
+  constructor(name: string, shares: number, id: number) {
+    this.name = name;
+    this._shares = shares;
+    this.id = id;
+  }
+
+  get shares(): number {
+    return this._shares;
+  }
+
+  /** Changes the group's shares (1..1000). */
+  setShares(shares: number): void {
+    checkShares(shares);
+    this._shares = shares;
+  }
+
+  /** Entries waiting to run. */
+  get queued(): number {
+    return this.entries.length - this.head;
+  }
+}
+
+function checkShares(shares: number): void {
+  if (!Number.isFinite(shares) || shares < 1 || shares > 1000) {
+    throw new InvalidArgumentError(`shares must be a number in 1..1000, got ${shares}`);
+  }
+}
+
+const groups: SchedulingGroup[] = [];
+const active: SchedulingGroup[] = [];
+
+/** The group code runs in when none was chosen. */
+export const defaultSchedulingGroup = new SchedulingGroup("main", 1000, 0);
+groups.push(defaultSchedulingGroup);
+
+const storage = new AsyncLocalStorage<SchedulingGroup>();
+
+/** @internal True while the default group is the only one: completions need no ordering. */
+export const singleGroup = { value: true };
+
+/**
+ * Creates a scheduling group with `shares` (1..1000) of CPU relative to other groups.
+ * Groups are per shard and live as long as the shard; at most 64.
+ */
+export function createSchedulingGroup(name: string, shares: number): SchedulingGroup {
+  if (typeof name !== "string" || name.length === 0) {
+    throw new InvalidArgumentError("scheduling group name must be a non-empty string");
+  }
+  checkShares(shares);
+  if (groups.length >= MAX_GROUPS) throw new InvalidArgumentError(`at most ${MAX_GROUPS} scheduling groups`);
+  const g = new SchedulingGroup(name, shares, groups.length);
+  groups.push(g);
+  singleGroup.value = false;
+  return g;
+}
+
+/** All scheduling groups of this shard. */
+export function schedulingGroups(): readonly SchedulingGroup[] {
+  return groups;
+}
+
+/** Runs `fn` with `sg` as the current group; operations fn issues (even after awaits) are tagged sg. */
+export function withSchedulingGroup<T>(sg: SchedulingGroup, fn: () => T): T {
+  if (!(sg instanceof SchedulingGroup)) throw new InvalidArgumentError("withSchedulingGroup: not a SchedulingGroup");
+  return storage.run(sg, fn);
+}
+
+/** The group of the calling code. Costs about 5 ns. */
+export function currentSchedulingGroup(): SchedulingGroup {
+  return storage.getStore() ?? defaultSchedulingGroup;
+}
+
+/** Set by the loop: starts it (via setImmediate) when work arrives while it is stopped. */
+let kick: () => void = () => {};
+/** @internal */
+export function setKick(fn: () => void): void {
+  kick = fn;
+}
+
+let readyCount = 0;
+
+/** @internal Queues an entry on `g`; the loop runs it in g's turn. */
+export function enqueue(g: SchedulingGroup, e: Entry, a: number, b: number): void {
+  g.entries.push(e);
+  g.argA.push(a);
+  g.argB.push(b);
+  readyCount++;
+  if (!g.active) activate(g);
+}
+
+function activate(g: SchedulingGroup): void {
+  g.active = true;
+  // A group waking from idle starts at the smallest active virtual runtime: no hoarded credit.
+  let min = Infinity;
+  for (let i = 0; i < active.length; i++) min = Math.min(min, active[i]!.vruntime);
+  if (min !== Infinity && g.vruntime < min) g.vruntime = min;
+  active.push(g);
+  if (loopState.idle) kick();
+}
+
+/** Queues `fn` to run as a task in the current scheduling group. */
+export function schedule(fn: () => void): void {
+  if (typeof fn !== "function") throw new InvalidArgumentError("schedule: fn must be a function");
+  enqueue(currentSchedulingGroup(), fn, 0, 0);
+}
+
+/** True when any group has queued entries. */
+export function hasReadyTasks(): boolean {
+  return readyCount > 0;
+}
+
+/** Loop configuration and state shared with loop.ts. */
+export const loopState = {
+  /** Task quota in ms: a group's batch and the task phase end once they run this long. */
+  taskQuotaMs: 0.5,
+  /** A batch longer than this is reported as a stall (ms). */
+  blockedNotifyMs: 25,
+  /** Start of the current batch (performance.now()), for maybeYield. */
+  batchStart: 0,
+  /** True while the loop is stopped or asleep in Bun's event loop (a kick is needed). */
+  idle: true,
+  tasksRun: 0,
+  stalls: 0,
+  stallReportsSuppressed: 0,
+  lastStallReport: -Infinity,
+  /** Where stall reports go; replaced by the logger later. */
+  report: (msg: string) => console.warn(msg),
+};
+
+/**
+ * Cooperative preemption point: if the current batch has run past the task quota, returns a
+ * promise that resolves in a later turn (other groups and I/O run first); otherwise undefined.
+ * Use as `await maybeYield()` inside long loops. Costs one clock read when no yield is needed.
+ */
+export function maybeYield(): Promise<void> | undefined {
+  if (performance.now() - loopState.batchStart < loopState.taskQuotaMs) return undefined;
+  return yieldNow();
+}
+
+/** Always yields: resolves after other ready work had a turn. */
+export function yieldNow(): Promise<void> {
+  return new Promise<void>((resolve) => enqueue(currentSchedulingGroup(), resolve, 0, 0));
+}
+
+function pickGroup(): SchedulingGroup | undefined {
+  let best: SchedulingGroup | undefined;
+  for (let i = 0; i < active.length; i++) {
+    const g = active[i]!;
+    if (best === undefined || g.vruntime < best.vruntime) best = g;
+  }
+  return best;
+}
+
+function deactivate(g: SchedulingGroup): void {
+  g.active = false;
+  g.entries.length = 0;
+  g.argA.length = 0;
+  g.argB.length = 0;
+  g.head = 0;
+  const i = active.indexOf(g);
+  active[i] = active[active.length - 1]!;
+  active.pop();
+}
+
+function runBatch(g: SchedulingGroup, deadline: number): number {
+  const entries = g.entries;
+  const argA = g.argA;
+  const argB = g.argB;
+  let ran = 0;
+  // Entries queued while the batch runs (a task scheduling another) join this batch if time allows.
+  while (g.head < entries.length) {
+    const i = g.head++;
+    const e = entries[i]!;
+    entries[i] = undefined as unknown as Entry;
+    ran++;
+    try {
+      if (typeof e === "function") e();
+      else e.complete(argA[i]!, argB[i]!);
+    } catch (err) {
+      reportTaskError(g, err);
+    }
+    if ((ran & 15) === 0 && performance.now() >= deadline) break;
+  }
+  readyCount -= ran;
+  return ran;
+}
+
+function reportTaskError(g: SchedulingGroup, err: unknown): void {
+  // A throwing task must not take the loop down; surface it like an uncaught exception would.
+  queueMicrotask(() => {
+    throw Object.assign(err instanceof Error ? err : new Error(String(err)), { schedulingGroup: g.name });
+  });
+}
+
+/**
+ * Runs ready entries group by group, lowest virtual runtime first, until none is ready or the
+ * task quota is spent. Each group's batch ends with a full microtask drain so that promise
+ * continuations it released run (and are charged) inside its turn. Returns entries run.
+ */
+export function runReadyTasks(): number {
+  if (readyCount === 0) return 0;
+  const phaseStart = performance.now();
+  const quota = loopState.taskQuotaMs;
+  let total = 0;
+  for (;;) {
+    const g = pickGroup();
+    if (g === undefined) break;
+    const start = performance.now();
+    loopState.batchStart = start;
+    total += storage.run(g, runBatch, g, start + quota);
+    drainMicrotasks();
+    const end = performance.now();
+    const took = end - start;
+    g.runtimeMs += took;
+    g.vruntime += took / g.shares;
+    if (took >= loopState.blockedNotifyMs) reportStall(g, took);
+    if (g.head >= g.entries.length) deactivate(g);
+    else if (g.head > 1024 && g.head * 2 > g.entries.length) compact(g);
+    if (end - phaseStart >= quota) break;
+  }
+  loopState.tasksRun += total;
+  return total;
+}
+
+/**
+ * @internal Runs the continuations of completions settled directly by the reactor (single-group
+ * shards), charged to the default group like a batch.
+ */
+export function drainSettled(): void {
+  const g = defaultSchedulingGroup;
+  const start = performance.now();
+  loopState.batchStart = start;
+  drainMicrotasks();
+  const took = performance.now() - start;
+  g.runtimeMs += took;
+  g.vruntime += took / g.shares;
+  if (took >= loopState.blockedNotifyMs) reportStall(g, took);
+}
+
+function compact(g: SchedulingGroup): void {
+  g.entries = g.entries.slice(g.head);
+  g.argA = g.argA.slice(g.head);
+  g.argB = g.argB.slice(g.head);
+  g.head = 0;
+}
+
+function reportStall(g: SchedulingGroup, tookMs: number): void {
+  loopState.stalls++;
+  const now = performance.now();
+  if (now - loopState.lastStallReport < 1000) {
+    loopState.stallReportsSuppressed++;
+    return;
+  }
+  const suppressed = loopState.stallReportsSuppressed;
+  loopState.stallReportsSuppressed = 0;
+  loopState.lastStallReport = now;
+  loopState.report(
+    `shoal: reactor stalled for ${tookMs.toFixed(1)} ms in scheduling group "${g.name}"` +
+      ` (threshold ${loopState.blockedNotifyMs} ms${suppressed ? `; ${suppressed} more stall(s) not reported` : ""})`,
+  );
+}

@@ -1,0 +1,243 @@
+/**
+ * Timers on the shard's loop. All armed timers live in one binary heap ordered by deadline;
+ * the loop sleeps in the kernel until the earliest one (one kernel timeout, however many
+ * timers are armed) and fires expired timers as tasks in the group that armed them.
+ */
+import { AbortError, InvalidArgumentError } from "./errors.ts";
+import { currentSchedulingGroup, enqueue, type Completable, type SchedulingGroup } from "./scheduler.ts";
+import { ensureLoopRunning } from "./loop.ts";
+
+let lowres = performance.now();
+
+/** A cheap monotonic clock in ms, updated once per loop turn (reads cost ~1 ns). */
+export function now(): number {
+  return lowres;
+}
+
+/** @internal The loop refreshes the low-resolution clock once per turn. */
+export function updateClock(): number {
+  lowres = performance.now();
+  return lowres;
+}
+
+const heap: Timer[] = [];
+let sequence = 0;
+
+function checkDelay(name: string, ms: number): void {
+  if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
+    throw new InvalidArgumentError(`${name} must be a finite number of ms >= 0, got ${ms}`);
+  }
+}
+
+/**
+ * A timer that calls `callback` as a task in the scheduling group that armed it.
+ * arm/cancel cost O(log n) in the number of armed timers and no system call.
+ */
+export class Timer implements Completable {
+  private readonly callback: () => void;
+  /** @internal */ deadline = 0;
+  /** @internal */ seq = 0;
+  /** @internal */ index = -1;
+  /** @internal */ period = 0;
+  /** @internal */ group: SchedulingGroup | undefined;
+  /** @internal */ fireGeneration = 0;
+  private _unref = false;
+
+  constructor(callback: () => void) {
+    if (typeof callback !== "function") throw new InvalidArgumentError("Timer: callback must be a function");
+    this.callback = callback;
+  }
+
+  /** True while the timer is waiting to fire. */
+  get armed(): boolean {
+    return this.index >= 0;
+  }
+
+  /** Fires once after `delayMs`. Throws if already armed (use rearm). */
+  arm(delayMs: number): this {
+    checkDelay("delayMs", delayMs);
+    if (this.armed) throw new InvalidArgumentError("Timer.arm: already armed; use rearm()");
+    this.period = 0;
+    this.insert(performance.now() + delayMs);
+    return this;
+  }
+
+  /** Fires every `periodMs` (> 0) until cancelled; the first time after one period. */
+  armPeriodic(periodMs: number): this {
+    checkDelay("periodMs", periodMs);
+    if (periodMs <= 0) throw new InvalidArgumentError("Timer.armPeriodic: periodMs must be > 0");
+    if (this.armed) throw new InvalidArgumentError("Timer.armPeriodic: already armed; cancel() first");
+    this.period = periodMs;
+    this.insert(performance.now() + periodMs);
+    return this;
+  }
+
+  /** Cancels if armed, then arms for `delayMs` (one-shot). */
+  rearm(delayMs: number): this {
+    checkDelay("delayMs", delayMs);
+    this.cancel();
+    this.period = 0;
+    this.insert(performance.now() + delayMs);
+    return this;
+  }
+
+  /** Disarms. Returns true if it was armed. A cancelled timer never fires, even if already due. */
+  cancel(): boolean {
+    // Bumping the generation drops an expiry already queued for this turn.
+    this.fireGeneration++;
+    if (this.index < 0) return false;
+    removeAt(this.index);
+    if (!this._unref) refs--;
+    return true;
+  }
+
+  /** An unref'd timer does not keep the loop (and process) alive on its own. */
+  unref(): this {
+    if (!this._unref && this.armed) refs--;
+    this._unref = true;
+    return this;
+  }
+
+  private insert(deadline: number): void {
+    this.fireGeneration++;
+    this.deadline = deadline;
+    this.seq = sequence++;
+    this.group = currentSchedulingGroup();
+    push(this);
+    if (!this._unref) refs++;
+    ensureLoopRunning();
+  }
+
+  /** @internal runs as a task in the arming group */
+  complete(generation: number): void {
+    if (generation !== this.fireGeneration) return;
+    this.callback();
+  }
+
+  /** @internal */
+  expire(): void {
+    if (!this._unref) refs--;
+    this.index = -1;
+    const gen = this.fireGeneration;
+    if (this.period > 0) {
+      // Periodic timers keep their phase; a late loop skips missed periods rather than bursting.
+      let next = this.deadline + this.period;
+      const t = performance.now();
+      if (next <= t) next = t + this.period;
+      this.deadline = next;
+      this.seq = sequence++;
+      push(this);
+      if (!this._unref) refs++;
+    }
+    enqueue(this.group!, this, gen, 0);
+  }
+}
+
+let refs = 0;
+
+/** @internal Armed timers that keep the loop alive. */
+export function timerRefs(): number {
+  return refs;
+}
+
+/** Number of armed timers. */
+export function armedTimers(): number {
+  return heap.length;
+}
+
+/** @internal Deadline (performance.now() ms) of the earliest armed timer, or Infinity. */
+export function nextTimerDeadline(): number {
+  return heap.length > 0 ? heap[0]!.deadline : Infinity;
+}
+
+/** @internal Moves every timer due at `t` onto its group's queue, in deadline order. Returns how many. */
+export function expireTimers(t: number): number {
+  let n = 0;
+  while (heap.length > 0 && heap[0]!.deadline <= t) {
+    const timer = heap[0]!;
+    removeAt(0);
+    timer.expire();
+    n++;
+  }
+  return n;
+}
+
+function less(a: Timer, b: Timer): boolean {
+  return a.deadline < b.deadline || (a.deadline === b.deadline && a.seq < b.seq);
+}
+
+function push(t: Timer): void {
+  t.index = heap.length;
+  heap.push(t);
+  siftUp(t.index);
+}
+
+function removeAt(i: number): void {
+  const removed = heap[i]!;
+  const last = heap.pop()!;
+  removed.index = -1;
+  if (i < heap.length) {
+    heap[i] = last;
+    last.index = i;
+    siftUp(i);
+    siftDown(last.index);
+  }
+}
+
+function siftUp(i: number): void {
+  const t = heap[i]!;
+  while (i > 0) {
+    const p = (i - 1) >> 1;
+    const parent = heap[p]!;
+    if (!less(t, parent)) break;
+    heap[i] = parent;
+    parent.index = i;
+    i = p;
+  }
+  heap[i] = t;
+  t.index = i;
+}
+
+function siftDown(i: number): void {
+  const n = heap.length;
+  const t = heap[i]!;
+  for (;;) {
+    const l = 2 * i + 1;
+    if (l >= n) break;
+    const r = l + 1;
+    const c = r < n && less(heap[r]!, heap[l]!) ? r : l;
+    const child = heap[c]!;
+    if (!less(child, t)) break;
+    heap[i] = child;
+    child.index = i;
+    i = c;
+  }
+  heap[i] = t;
+  t.index = i;
+}
+
+/**
+ * Resolves after `ms` milliseconds, on the shard's loop. Rejects with AbortError (cause: the
+ * signal's reason) if `signal` aborts first; the timer is then cancelled.
+ */
+export function sleep(ms: number, opts?: { signal?: AbortSignal }): Promise<void> {
+  checkDelay("ms", ms);
+  const signal = opts?.signal;
+  if (signal?.aborted) return Promise.reject(new AbortError("sleep was aborted", { cause: signal.reason }));
+  return new Promise<void>((resolve, reject) => {
+    if (!signal) {
+      new Timer(resolve).arm(ms);
+      return;
+    }
+    const onAbort = () => {
+      timer.cancel();
+      reject(new AbortError("sleep was aborted", { cause: signal.reason }));
+    };
+    const timer = new Timer(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    });
+    signal.addEventListener("abort", onAbort, { once: true });
+    timer.arm(ms);
+  });
+}

@@ -1,0 +1,27 @@
+/**
+ * Shoal: a Seastar-style server framework for Bun. Public API.
+ */
+export * from "./core/errors.ts";
+export { BufferPool, NativeBuffer, PoolExhaustedError, allocateAlignedBuffer, setBufferPoisoning, POISON_BYTE } from "./core/buffers.ts";
+export type { BufferPoolOptions } from "./core/buffers.ts";
+export { Reactor, reactor, configureReactor, IoOp, CQE_F_MORE, CQE_F_BUFFER } from "./core/reactor.ts";
+export type { ReactorOptions, OpOptions, RwOptions, ReactorCounters } from "./core/reactor.ts";
+export { configureLoop, ensureLoopRunning, refLoop, loopStats } from "./core/loop.ts";
+export type { LoopOptions } from "./core/loop.ts";
+export {
+  SchedulingGroup,
+  createSchedulingGroup,
+  withSchedulingGroup,
+  currentSchedulingGroup,
+  defaultSchedulingGroup,
+  schedulingGroups,
+  schedule,
+  maybeYield,
+  yieldNow,
+} from "./core/scheduler.ts";
+export { Timer, sleep, now, armedTimers } from "./core/timer.ts";
+export { probeIoUring } from "./core/probe.ts";
+export type { Completable } from "./core/scheduler.ts";
+
+/** Shoal's version. */
+export const version = "0.1.0";

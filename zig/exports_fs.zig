@@ -1,0 +1,1 @@
+//! C ABI exports of the fs layer (imported by exports.zig).

@@ -1,0 +1,1 @@
+//! C ABI exports of the net layer (imported by exports.zig).

@@ -1,0 +1,1 @@
+//! C ABI exports of the smp layer (imported by exports.zig).

@@ -1,0 +1,456 @@
+//! One io_uring per shard. JS writes operation descriptors (`Op`) into a native array,
+//! calls `turn` once per loop iteration, and reads the copied-out completions (`Completion`)
+//! from another native array. Native code never calls into JS.
+const std = @import("std");
+const linux = std.os.linux;
+const IoUring = linux.IoUring;
+const assert = std.debug.assert;
+
+/// An operation descriptor, written by JS through long-lived typed-array views.
+/// It mirrors an SQE closely so that new io_uring operations need no native changes:
+/// `opcode` is the kernel's IORING_OP number and the generic fields map one to one.
+/// 64-bit fields are f64 so JS can store pointers and offsets without BigInt (exact below 2^53);
+/// a negative `off` means "-1" (the file position) for read/write.
+pub const Op = extern struct {
+    opcode: u8,
+    sqe_flags: u8,
+    ioprio: u16,
+    fd: i32,
+    slot: u32,
+    len: u32,
+    op_flags: u32,
+    buf: u16,
+    personality: u16,
+    file_index: u32,
+    _reserved: u32,
+    addr: f64,
+    off: f64,
+    /// TIMEOUT: seconds; other ops: SQE addr3.
+    aux: f64,
+    /// TIMEOUT: nanoseconds.
+    aux2: f64,
+
+    comptime {
+        assert(@sizeOf(Op) == 64);
+    }
+};
+
+/// A completion as JS reads it: slot (low 32 bits of user_data), result, CQE flags.
+pub const Completion = extern struct {
+    slot: u32,
+    res: i32,
+    flags: u32,
+    _reserved: u32,
+
+    comptime {
+        assert(@sizeOf(Completion) == 16);
+    }
+};
+
+/// Reactor counters, read by JS as a Float64Array-free BigUint64 view (rarely) or via `counters`.
+pub const Counters = extern struct {
+    turns: u64 = 0,
+    enters: u64 = 0,
+    sleeps: u64 = 0,
+    submitted: u64 = 0,
+    completed: u64 = 0,
+    timeouts_armed: u64 = 0,
+    wakes: u64 = 0,
+    busy_retries: u64 = 0,
+};
+
+/// Static facts about this reactor that JS reads once.
+pub const Info = extern struct {
+    sq_capacity: u32,
+    cq_capacity: u32,
+    setup_flags: u32,
+    features: u32,
+    eventfd: i32,
+    ring_fd: i32,
+};
+
+/// user_data values at or above this are the reactor's own; JS slots are u32.
+const internal_user_data: u64 = 1 << 32;
+const wake_user_data: u64 = internal_user_data | 1;
+
+pub const CreateError = error{
+    IoUringUnsupported,
+    IoUringPermission,
+    IoUringMemory,
+    IoUringFdLimit,
+    IoUringInvalid,
+    IoUringNoExtArg,
+    EventFd,
+    OutOfMemory,
+};
+
+/// Setup flag sets tried in order: the fastest first, then what older kernels accept.
+const setup_attempts = [_]u32{
+    linux.IORING_SETUP_SINGLE_ISSUER | linux.IORING_SETUP_DEFER_TASKRUN |
+        linux.IORING_SETUP_TASKRUN_FLAG | linux.IORING_SETUP_SUBMIT_ALL,
+    linux.IORING_SETUP_COOP_TASKRUN | linux.IORING_SETUP_TASKRUN_FLAG | linux.IORING_SETUP_SUBMIT_ALL,
+    linux.IORING_SETUP_SUBMIT_ALL,
+    0,
+};
+
+pub const Reactor = struct {
+    ring: IoUring,
+    ops: []Op,
+    cqes: []linux.io_uring_cqe,
+    out: []Completion,
+    counters: Counters,
+    info: Info,
+    eventfd: i32,
+    wake_buffer: u64,
+    wake_armed: bool,
+    /// Completions copied out of the kernel ring but not yet handed to JS (out was full).
+    backlog_start: u32,
+    backlog_count: u32,
+
+    pub fn create(sq_entries: u16, cq_capacity: u32) CreateError!*Reactor {
+        assert(std.math.isPowerOfTwo(sq_entries));
+        assert(cq_capacity >= sq_entries);
+        const allocator = std.heap.page_allocator;
+        const self = try allocator.create(Reactor);
+        errdefer allocator.destroy(self);
+
+        var last_error: CreateError = error.IoUringInvalid;
+        var ring: ?IoUring = null;
+        for (setup_attempts) |flags| {
+            var params = std.mem.zeroInit(linux.io_uring_params, .{
+                .flags = flags | linux.IORING_SETUP_CQSIZE,
+                .cq_entries = cq_capacity,
+            });
+            if (IoUring.init_params(sq_entries, &params)) |r| {
+                ring = r;
+                break;
+            } else |err| {
+                last_error = switch (err) {
+                    error.ArgumentsInvalid => error.IoUringInvalid,
+                    error.PermissionDenied => return error.IoUringPermission,
+                    error.SystemOutdated => return error.IoUringUnsupported,
+                    error.SystemResources => return error.IoUringMemory,
+                    error.ProcessFdQuotaExceeded, error.SystemFdQuotaExceeded => return error.IoUringFdLimit,
+                    else => error.IoUringInvalid,
+                };
+            }
+        }
+        self.ring = ring orelse return last_error;
+        errdefer self.ring.deinit();
+        if (self.ring.features & linux.IORING_FEAT_EXT_ARG == 0) return error.IoUringNoExtArg;
+
+        self.ops = try allocator.alloc(Op, self.ring.sq.sqes.len);
+        errdefer allocator.free(self.ops);
+        self.cqes = try allocator.alloc(linux.io_uring_cqe, self.ring.cq.cqes.len);
+        errdefer allocator.free(self.cqes);
+        self.out = try allocator.alloc(Completion, self.ring.cq.cqes.len);
+        errdefer allocator.free(self.out);
+        @memset(std.mem.sliceAsBytes(self.ops), 0);
+        @memset(std.mem.sliceAsBytes(self.out), 0);
+
+        const efd = linux.eventfd(0, linux.EFD.CLOEXEC | linux.EFD.NONBLOCK);
+        if (linux.E.init(efd) != .SUCCESS) return error.EventFd;
+        self.eventfd = @intCast(efd);
+        self.counters = .{};
+        self.wake_buffer = 0;
+        self.wake_armed = false;
+        self.backlog_start = 0;
+        self.backlog_count = 0;
+        self.info = .{
+            .sq_capacity = @intCast(self.ops.len),
+            .cq_capacity = @intCast(self.out.len),
+            .setup_flags = self.ring.flags,
+            .features = self.ring.features,
+            .eventfd = self.eventfd,
+            .ring_fd = self.ring.fd,
+        };
+        return self;
+    }
+
+    pub fn destroy(self: *Reactor) void {
+        const allocator = std.heap.page_allocator;
+        self.ring.deinit();
+        _ = linux.close(self.eventfd);
+        allocator.free(self.ops);
+        allocator.free(self.cqes);
+        allocator.free(self.out);
+        allocator.destroy(self);
+    }
+
+    fn f64_to_u64(value: f64) u64 {
+        if (value < 0) return @bitCast(@as(i64, @intFromFloat(value)));
+        return @intFromFloat(value);
+    }
+
+    fn prep(op: *Op, sqe: *linux.io_uring_sqe) void {
+        sqe.* = .{
+            .opcode = @enumFromInt(op.opcode),
+            .flags = op.sqe_flags,
+            .ioprio = op.ioprio,
+            .fd = op.fd,
+            .off = f64_to_u64(op.off),
+            .addr = f64_to_u64(op.addr),
+            .len = op.len,
+            .rw_flags = op.op_flags,
+            .user_data = op.slot,
+            .buf_index = op.buf,
+            .personality = op.personality,
+            .splice_fd_in = @bitCast(op.file_index),
+            .addr3 = f64_to_u64(op.aux),
+            .resv = 0,
+        };
+        const opcode: linux.IORING_OP = @enumFromInt(op.opcode);
+        if (opcode == .TIMEOUT or opcode == .LINK_TIMEOUT) {
+            // The kernel copies the timespec while preparing the SQE, during io_uring_enter,
+            // which happens before JS can reuse this descriptor. Store it in place.
+            const ts: *linux.kernel_timespec = @ptrCast(@alignCast(&op.aux));
+            const sec: i64 = @intFromFloat(op.aux);
+            const nsec: i64 = @intFromFloat(op.aux2);
+            ts.* = .{ .sec = sec, .nsec = nsec };
+            sqe.addr = @intFromPtr(ts);
+            sqe.addr3 = 0;
+            sqe.len = 1;
+            sqe.off = op.len; // completion count: JS passes it in len
+            if (op.len == 0) sqe.off = 0;
+        }
+    }
+
+    fn arm_wake(self: *Reactor) bool {
+        const sqe = self.ring.get_sqe() catch return false;
+        sqe.prep_read(self.eventfd, std.mem.asBytes(&self.wake_buffer), 0);
+        sqe.user_data = wake_user_data;
+        self.wake_armed = true;
+        return true;
+    }
+
+    /// Enters the kernel: submits what is queued, runs deferred task work and, when
+    /// `wait_us` > 0, waits for one completion with a kernel-side timeout.
+    fn enter(self: *Reactor, wait_us: u32) i32 {
+        const to_submit = self.ring.flush_sq();
+        var flags: u32 = linux.IORING_ENTER_GETEVENTS;
+        var min_complete: u32 = 0;
+        var ts: linux.kernel_timespec = undefined;
+        var arg: linux.io_uring_getevents_arg = .{ .sigmask = 0, .sigmask_sz = 0, .pad = 0, .ts = 0 };
+        if (wait_us > 0) {
+            ts = .{ .sec = @intCast(wait_us / 1_000_000), .nsec = @intCast((wait_us % 1_000_000) * 1000) };
+            arg.ts = @intFromPtr(&ts);
+            flags |= linux.IORING_ENTER_EXT_ARG;
+            min_complete = 1;
+            self.counters.sleeps += 1;
+            self.counters.timeouts_armed += 1;
+        }
+        self.counters.enters += 1;
+        const res = linux.syscall6(
+            .io_uring_enter,
+            @as(usize, @bitCast(@as(isize, self.ring.fd))),
+            to_submit,
+            min_complete,
+            flags,
+            if (wait_us > 0) @intFromPtr(&arg) else 0,
+            if (wait_us > 0) @sizeOf(linux.io_uring_getevents_arg) else 0,
+        );
+        switch (linux.E.init(res)) {
+            .SUCCESS => {
+                self.counters.submitted += res;
+                return 0;
+            },
+            // A timeout or a signal ends the wait; neither is an error for the loop.
+            .TIME, .INTR => return 0,
+            // The completion queue is overcommitted: reap first, the SQEs stay queued.
+            .BUSY, .AGAIN => {
+                self.counters.busy_retries += 1;
+                return 0;
+            },
+            else => |e| return -@as(i32, @intCast(@intFromEnum(e))),
+        }
+    }
+
+    fn needs_enter(self: *Reactor) bool {
+        if (self.ring.sq_ready() > 0) return true;
+        const sq_flags = @atomicLoad(u32, self.ring.sq.flags, .acquire);
+        if (sq_flags & (linux.IORING_SQ_TASKRUN | linux.IORING_SQ_CQ_OVERFLOW) != 0) return true;
+        // Without TASKRUN_FLAG the kernel cannot tell us about pending task work.
+        return self.ring.flags & linux.IORING_SETUP_TASKRUN_FLAG == 0;
+    }
+
+    /// One loop turn: submit `submit_count` descriptors, optionally wait up to `wait_us`
+    /// for a completion, then copy out completions. Returns the number of completions in
+    /// `out`, or a negative errno. Call again with (0, 0) while it returns `out.len`.
+    pub fn turn(self: *Reactor, submit_count: u32, wait_us: u32) i32 {
+        assert(submit_count <= self.ops.len);
+        self.counters.turns += 1;
+        if (!self.wake_armed) _ = self.arm_wake();
+        for (self.ops[0..submit_count]) |*op| {
+            const sqe = self.ring.get_sqe() catch blk: {
+                const rc = self.enter(0);
+                if (rc < 0) return rc;
+                break :blk self.ring.get_sqe() catch return -@as(i32, @intFromEnum(linux.E.BUSY));
+            };
+            prep(op, sqe);
+            const opcode: linux.IORING_OP = @enumFromInt(op.opcode);
+            if (opcode == .TIMEOUT) self.counters.timeouts_armed += 1;
+        }
+
+        var count = self.drain_backlog();
+        if (count < self.out.len) {
+            const ready = self.ring.cq_ready();
+            const wait = if (ready == 0 and count == 0) wait_us else 0;
+            if (wait > 0 or self.needs_enter()) {
+                const rc = self.enter(wait);
+                if (rc < 0) return rc;
+            }
+            count += self.reap(count);
+        }
+        return @intCast(count);
+    }
+
+    fn drain_backlog(self: *Reactor) u32 {
+        if (self.backlog_count == 0) return 0;
+        var count: u32 = 0;
+        while (self.backlog_count > 0 and count < self.out.len) {
+            const cqe = self.cqes[self.backlog_start];
+            self.backlog_start += 1;
+            self.backlog_count -= 1;
+            count += self.deliver(cqe, count);
+        }
+        return count;
+    }
+
+    fn deliver(self: *Reactor, cqe: linux.io_uring_cqe, index: u32) u32 {
+        if (cqe.user_data >= internal_user_data) {
+            if (cqe.user_data == wake_user_data) {
+                self.counters.wakes += 1;
+                self.wake_armed = false;
+                _ = self.arm_wake();
+            }
+            return 0;
+        }
+        self.out[index] = .{ .slot = @truncate(cqe.user_data), .res = cqe.res, .flags = cqe.flags, ._reserved = 0 };
+        self.counters.completed += 1;
+        return 1;
+    }
+
+    fn reap(self: *Reactor, start: u32) u32 {
+        assert(self.backlog_count == 0);
+        const n = self.ring.copy_cqes(self.cqes, 0) catch 0;
+        var count: u32 = 0;
+        var i: u32 = 0;
+        while (i < n) : (i += 1) {
+            if (start + count == self.out.len) {
+                self.backlog_start = i;
+                self.backlog_count = n - i;
+                break;
+            }
+            count += self.deliver(self.cqes[i], start + count);
+        }
+        return count;
+    }
+
+    /// Wakes this reactor if it sleeps in `turn`; safe from any thread.
+    pub fn wake(eventfd: i32) i32 {
+        var one: u64 = 1;
+        const rc = linux.write(eventfd, std.mem.asBytes(&one), 8);
+        return switch (linux.E.init(rc)) {
+            .SUCCESS, .AGAIN => 0,
+            else => |e| -@as(i32, @intCast(@intFromEnum(e))),
+        };
+    }
+};
+
+/// The pure-native baseline for the nop benchmark: `total` nops in batches of `batch`.
+pub fn bench_nops(self: *Reactor, total: u32, batch: u32) i32 {
+    assert(batch > 0 and batch <= self.ops.len);
+    var done: u32 = 0;
+    while (done < total) {
+        const n = @min(batch, total - done);
+        var i: u32 = 0;
+        while (i < n) : (i += 1) {
+            const sqe = self.ring.get_sqe() catch return -@as(i32, @intFromEnum(linux.E.BUSY));
+            sqe.prep_nop();
+            sqe.user_data = 0;
+        }
+        _ = self.ring.submit_and_wait(n) catch |err| return switch (err) {
+            else => -@as(i32, @intFromEnum(linux.E.IO)),
+        };
+        var got: u32 = 0;
+        while (got < n) {
+            got += self.ring.copy_cqes(self.cqes, n - got) catch return -@as(i32, @intFromEnum(linux.E.IO));
+        }
+        done += n;
+    }
+    return 0;
+}
+
+test "nop round trip through descriptors" {
+    const r = try Reactor.create(64, 256);
+    defer r.destroy();
+    for (0..10) |i| {
+        r.ops[i] = std.mem.zeroes(Op);
+        r.ops[i].opcode = @intFromEnum(linux.IORING_OP.NOP);
+        r.ops[i].slot = @intCast(i + 100);
+    }
+    var seen: u32 = 0;
+    var submit: u32 = 10;
+    while (seen < 10) {
+        const n = r.turn(submit, 100_000);
+        submit = 0;
+        try std.testing.expect(n >= 0);
+        for (r.out[0..@intCast(n)]) |c| {
+            try std.testing.expect(c.slot >= 100 and c.slot < 110);
+            try std.testing.expectEqual(@as(i32, 0), c.res);
+        }
+        seen += @intCast(n);
+    }
+    try std.testing.expectEqual(@as(u64, 10), r.counters.completed);
+}
+
+test "timeout descriptor fires with ETIME after its delay" {
+    const r = try Reactor.create(8, 16);
+    defer r.destroy();
+    r.ops[0] = std.mem.zeroes(Op);
+    r.ops[0].opcode = @intFromEnum(linux.IORING_OP.TIMEOUT);
+    r.ops[0].slot = 7;
+    r.ops[0].aux = 0;
+    r.ops[0].aux2 = 2_000_000; // 2 ms
+    var n = r.turn(1, 0);
+    try std.testing.expectEqual(@as(i32, 0), n);
+    n = r.turn(0, 1_000_000);
+    try std.testing.expectEqual(@as(i32, 1), n);
+    try std.testing.expectEqual(@as(u32, 7), r.out[0].slot);
+    try std.testing.expectEqual(-@as(i32, @intFromEnum(linux.E.TIME)), r.out[0].res);
+}
+
+test "eventfd wakes a sleeping reactor and is re-armed" {
+    const r = try Reactor.create(8, 16);
+    defer r.destroy();
+    _ = r.turn(0, 0);
+    try std.testing.expectEqual(@as(i32, 0), Reactor.wake(r.eventfd));
+    const n = r.turn(0, 5_000_000);
+    try std.testing.expectEqual(@as(i32, 0), n); // internal completion is not handed out
+    try std.testing.expectEqual(@as(u64, 1), r.counters.wakes);
+    try std.testing.expect(r.wake_armed);
+}
+
+test "more completions than the out array holds are kept for the next turn" {
+    const r = try Reactor.create(64, 64);
+    defer r.destroy();
+    // Shrink the visible out array to force a backlog.
+    const full = r.out;
+    r.out = full[0..4];
+    defer r.out = full;
+    for (0..10) |i| {
+        r.ops[i] = std.mem.zeroes(Op);
+        r.ops[i].opcode = @intFromEnum(linux.IORING_OP.NOP);
+        r.ops[i].slot = @intCast(i);
+    }
+    var total: u32 = 0;
+    var submit: u32 = 10;
+    var turns: u32 = 0;
+    while (total < 10 and turns < 100) : (turns += 1) {
+        const n = r.turn(submit, 10_000);
+        submit = 0;
+        try std.testing.expect(n >= 0 and n <= 4);
+        total += @intCast(n);
+    }
+    try std.testing.expectEqual(@as(u32, 10), total);
+}

@@ -1,0 +1,5 @@
+test {
+    _ = @import("reactor.zig");
+    _ = @import("memory.zig");
+    _ = @import("probe.zig");
+}
