@@ -107,6 +107,26 @@ export function addPoller(fn: () => boolean): () => void {
   };
 }
 
+/**
+ * Hooks around sleeping in the kernel. `beforeSleep` publishes "I am asleep" (e.g. a flag other
+ * shards read before writing the eventfd) and re-checks its sources; returning true cancels the
+ * sleep because work arrived meanwhile. `afterSleep` clears the flag.
+ */
+export interface SleepHook {
+  beforeSleep(): boolean;
+  afterSleep(): void;
+}
+const sleepHooks: SleepHook[] = [];
+
+/** @internal Registers a sleep hook (cross-shard wake-ups). Returns a function that removes it. */
+export function addSleepHook(hook: SleepHook): () => void {
+  sleepHooks.push(hook);
+  return () => {
+    const i = sleepHooks.indexOf(hook);
+    if (i >= 0) sleepHooks.splice(i, 1);
+  };
+}
+
 function alive(r: Reactor): boolean {
   return r.inFlight > 0 || timerRefs() > 0 || refs > 0 || hasReadyTasks() || r.queued > 0;
 }
@@ -144,14 +164,20 @@ function runLoop(): void {
           }
         }
       }
+      let hooked = false;
+      if (waitUs > 0 && sleepHooks.length > 0) {
+        hooked = true;
+        for (let i = 0; i < sleepHooks.length; i++) if (sleepHooks[i]!.beforeSleep()) waitUs = 0;
+      }
       const completions = r.turn(waitUs);
+      if (hooked) for (let i = 0; i < sleepHooks.length; i++) sleepHooks[i]!.afterSleep();
       if (r.settledInline) {
         r.settledInline = false;
         drainSettled();
       }
       const after = performance.now();
       if (completions > 0) lastWork = after;
-      if (waitUs > 0 && completions === 0 && !hasReadyTasks() && nextTimerDeadline() > after) {
+      if (waitUs > 0 && completions === 0 && !hasReadyTasks() && nextTimerDeadline() > after && !(pollers.length > 0 && runPollers())) {
         // A whole slice passed with nothing to do: let Bun's event loop run, then sleep again.
         loopStats.idleSlices++;
         yieldToBun();
