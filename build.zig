@@ -13,7 +13,8 @@ comptime {
 }
 
 pub fn build(b: *std.Build) void {
-    const target = b.standardTargetOptions(.{});
+    // Baseline CPU by default: the library ships prebuilt in the npm package.
+    const target = b.standardTargetOptions(.{ .default_target = .{ .cpu_model = .baseline } });
     // The library is always built optimized unless asked otherwise; tests run in Debug.
     const optimize = b.option(std.builtin.OptimizeMode, "optimize", "Optimization mode (default ReleaseFast)") orelse .ReleaseFast;
 
@@ -22,6 +23,7 @@ pub fn build(b: *std.Build) void {
         .target = target,
         .optimize = optimize,
         .link_libc = false,
+        .strip = optimize != .Debug,
     });
     const lib = b.addLibrary(.{ .name = "shoal", .linkage = .dynamic, .root_module = root });
     b.installArtifact(lib);

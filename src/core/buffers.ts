@@ -3,7 +3,7 @@
  * copy. The kernel reads and writes these directly. A BufferPool maps one region and carves
  * fixed-size, aligned buffers out of it; acquiring and releasing is pure JS (no FFI call).
  */
-import { native, nativeView } from "./native.ts";
+import { mapNative, native, nativeView } from "./native.ts";
 import { AbortError, ClosedError, InvalidArgumentError, ShoalError, SystemError } from "./errors.ts";
 
 /** Fill byte for released buffers when poisoning is on: views kept too long read 0xDE. */
@@ -103,7 +103,7 @@ function checkSize(name: string, value: number, min: number): void {
 }
 
 function mapOrThrow(sizeBytes: number, what: string): number {
-  const address = native().shoal_mem_map(sizeBytes);
+  const address = mapNative(sizeBytes);
   if (address < 0) throw new SystemError(`mmap (${what}, ${sizeBytes} bytes)`, -address);
   return address;
 }

@@ -26,6 +26,14 @@ export interface LoopOptions {
   blockedReactorNotifyMs?: number;
   /** Longest single sleep in the kernel before Bun's event loop gets a turn (default 2 ms). */
   sleepSliceMs?: number;
+  /**
+   * Sleep slice once the shard has been idle for `deepIdleAfterMs` (default 10 ms). Each wake
+   * costs ~25-40 µs of CPU here (VM timer + context switch), so short slices forever would keep
+   * an idle shard above 1% CPU; Bun timers and messages then wait at most this long.
+   */
+  idleSleepSliceMs?: number;
+  /** Idle time after which the loop switches to idleSleepSliceMs (default 100 ms). */
+  deepIdleAfterMs?: number;
   /** While busy, return to Bun's event loop this often (default 1 ms). */
   yieldIntervalMs?: number;
 }
@@ -34,6 +42,8 @@ export const loopConfig = {
   idlePollTimeUs: 200,
   overprovisioned: false,
   sleepSliceMs: 2,
+  idleSleepSliceMs: 10,
+  deepIdleAfterMs: 100,
   yieldIntervalMs: 1,
 };
 
@@ -51,12 +61,16 @@ export function configureLoop(options: LoopOptions): void {
   positive("blockedReactorNotifyMs", options.blockedReactorNotifyMs, false);
   positive("sleepSliceMs", options.sleepSliceMs, false);
   positive("yieldIntervalMs", options.yieldIntervalMs, false);
+  positive("idleSleepSliceMs", options.idleSleepSliceMs, false);
+  positive("deepIdleAfterMs", options.deepIdleAfterMs, true);
   if (options.taskQuotaMs !== undefined) loopState.taskQuotaMs = options.taskQuotaMs;
   if (options.blockedReactorNotifyMs !== undefined) loopState.blockedNotifyMs = options.blockedReactorNotifyMs;
   if (options.idlePollTimeUs !== undefined) loopConfig.idlePollTimeUs = options.idlePollTimeUs;
   if (options.overprovisioned !== undefined) loopConfig.overprovisioned = options.overprovisioned;
   if (options.sleepSliceMs !== undefined) loopConfig.sleepSliceMs = options.sleepSliceMs;
   if (options.yieldIntervalMs !== undefined) loopConfig.yieldIntervalMs = options.yieldIntervalMs;
+  if (options.idleSleepSliceMs !== undefined) loopConfig.idleSleepSliceMs = options.idleSleepSliceMs;
+  if (options.deepIdleAfterMs !== undefined) loopConfig.deepIdleAfterMs = options.deepIdleAfterMs;
 }
 
 let running = false;
@@ -160,7 +174,9 @@ function runLoop(): void {
         if (loopConfig.overprovisioned || idleUs >= loopConfig.idlePollTimeUs) {
           const untilTimer = nextTimerDeadline() - now;
           if (untilTimer > 0) {
-            waitUs = Math.ceil(Math.min(untilTimer, loopConfig.sleepSliceMs) * 1000);
+            const slice =
+              idleUs >= loopConfig.deepIdleAfterMs * 1000 ? loopConfig.idleSleepSliceMs : loopConfig.sleepSliceMs;
+            waitUs = Math.ceil(Math.min(untilTimer, slice) * 1000);
           }
         }
       }

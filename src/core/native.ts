@@ -66,4 +66,9 @@ export function nativeView(address: number | Pointer, length: number): ArrayBuff
   return toArrayBuffer(address as Pointer, 0, length);
 }
 
+/** Maps `sizeBytes` of zeroed, page-aligned native memory: the address, or a negative errno. */
+export function mapNative(sizeBytes: number): number {
+  return Number(native().shoal_mem_map(sizeBytes));
+}
+
 export { ptr };

@@ -5,7 +5,7 @@
  * array. Each operation owns a slot (its io_uring user_data) until the kernel's own final
  * completion arrives, even when cancelled, so memory the kernel may still touch stays pinned.
  */
-import { native, nativeView } from "./native.ts";
+import { mapNative, native, nativeView } from "./native.ts";
 import { probeIoUring } from "./probe.ts";
 import { AbortError, ClosedError, InvalidArgumentError, StartupError, SystemError, errorFromResult } from "./errors.ts";
 import { NativeBuffer } from "./buffers.ts";
@@ -511,7 +511,7 @@ export class Reactor {
   private allocIov(): number {
     if (this.freeIovBlocks.length === 0) {
       const bytes = 64 * IOV_BLOCK * 16; // 64 blocks of 64 iovecs
-      const address = native().shoal_mem_map(bytes);
+      const address = mapNative(bytes);
       if (address < 0) throw new SystemError("mmap (iovec arena)", -address);
       const index = this.iovRegions.length;
       this.iovRegions.push({ address, view: new Uint32Array(nativeView(address, bytes)) });

@@ -1,7 +1,7 @@
 /** FFI signatures of the core exports (zig/exports.zig). */
 import { FFIType } from "bun:ffi";
 
-const { u32, i32, i64_fast, usize, ptr: P, void: V, u8 } = FFIType;
+const { u32, i32, i64_fast, u64, ptr: P, void: V, u8 } = FFIType;
 
 export const coreSymbols = {
   shoal_abi_version: { args: [], returns: u32 },
@@ -15,7 +15,7 @@ export const coreSymbols = {
   shoal_reactor_turn: { args: [P, u32, u32], returns: i32 },
   shoal_eventfd_wake: { args: [i32], returns: i32 },
   shoal_bench_nops: { args: [P, u32, u32], returns: i32 },
-  shoal_mem_map: { args: [usize], returns: i64_fast },
-  shoal_mem_unmap: { args: [usize, usize], returns: i32 },
-  shoal_mem_fill: { args: [usize, usize, u8], returns: V },
+  shoal_mem_map: { args: [u64], returns: i64_fast },
+  shoal_mem_unmap: { args: [u64, u64], returns: i32 },
+  shoal_mem_fill: { args: [u64, u64, u8], returns: V },
 } as const;
