@@ -21,6 +21,26 @@ export {
 } from "./core/scheduler.ts";
 export { Timer, sleep, now, armedTimers } from "./core/timer.ts";
 export { probeIoUring } from "./core/probe.ts";
+export {
+  whenAll,
+  whenAllSucceed,
+  whenAny,
+  parallelForEach,
+  maxConcurrentForEach,
+  stopIteration,
+  repeat,
+  repeatUntilValue,
+  doUntil,
+  keepDoing,
+  withTimeout,
+} from "./core/future.ts";
+export type { Awaitable, FutureLike, Resolved, SignalOptions, WaitOptions, WhenAnyResult, StopIteration } from "./core/future.ts";
+export * from "./core/semaphore.ts";
+export * from "./core/gate.ts";
+export * from "./core/queue.ts";
+export * from "./core/pipe.ts";
+export * from "./core/condition-variable.ts";
+export * from "./core/shared-mutex.ts";
 export type { Completable } from "./core/scheduler.ts";
 
 /** Shoal's version. */

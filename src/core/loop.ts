@@ -166,10 +166,10 @@ function runLoop(): void {
       const ran = runReadyTasks();
       const polled = pollers.length > 0 && runPollers();
       let waitUs = 0;
-      const now = performance.now();
-      if (ran > 0 || polled) lastWork = now;
+      if (ran > 0 || polled) lastWork = t;
       if (!hasReadyTasks() && r.queued === 0) {
         if (!alive(r)) break;
+        const now = performance.now();
         const idleUs = (now - lastWork) * 1000;
         if (loopConfig.overprovisioned || idleUs >= loopConfig.idlePollTimeUs) {
           const untilTimer = nextTimerDeadline() - now;
@@ -187,11 +187,13 @@ function runLoop(): void {
       }
       const completions = r.turn(waitUs);
       if (hooked) for (let i = 0; i < sleepHooks.length; i++) sleepHooks[i]!.afterSleep();
+      let after: number;
       if (r.settledInline) {
         r.settledInline = false;
-        drainSettled();
+        after = drainSettled();
+      } else {
+        after = performance.now();
       }
-      const after = performance.now();
       if (completions > 0) lastWork = after;
       if (waitUs > 0 && completions === 0 && !hasReadyTasks() && nextTimerDeadline() > after && !(pollers.length > 0 && runPollers())) {
         // A whole slice passed with nothing to do: let Bun's event loop run, then sleep again.

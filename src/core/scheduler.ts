@@ -270,15 +270,17 @@ export function runReadyTasks(): number {
  * @internal Runs the continuations of completions settled directly by the reactor (single-group
  * shards), charged to the default group like a batch.
  */
-export function drainSettled(): void {
+export function drainSettled(): number {
   const g = defaultSchedulingGroup;
   const start = performance.now();
   loopState.batchStart = start;
   drainMicrotasks();
-  const took = performance.now() - start;
+  const end = performance.now();
+  const took = end - start;
   g.runtimeMs += took;
   g.vruntime += took / g.shares;
   if (took >= loopState.blockedNotifyMs) reportStall(g, took);
+  return end;
 }
 
 function compact(g: SchedulingGroup): void {

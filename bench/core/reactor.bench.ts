@@ -1,0 +1,124 @@
+/**
+ * Core runtime benchmarks (issue 2):
+ *  (a) io_uring nops awaited from TS, one Promise per op, batch 1/32/256, vs the same
+ *      submit-and-reap loop in pure Zig (shoal_bench_nops) on the same ring;
+ *  (b) one task through the scheduler vs a bare microtask; one awaited completion vs a
+ *      bare promise chain hop;
+ *  (c) timer arm+fire vs Bun's setTimeout(0).
+ * Run: node_modules/.bin/bun bench/core/reactor.bench.ts
+ */
+import { configureLoop, reactor, schedule, Timer } from "../../src/index.ts";
+import { interleaved } from "../lib/interleave.ts";
+
+configureLoop({ blockedReactorNotifyMs: 1e9 }); // the harness runs sync loops for long on purpose
+const r = reactor();
+const OPS = 256;
+
+function tsNops(batch: number) {
+  const per = OPS / batch;
+  const fiber = async () => {
+    for (let i = 0; i < per; i++) await r.nop();
+  };
+  return () => {
+    const ps: Promise<void>[] = new Array(batch);
+    for (let i = 0; i < batch; i++) ps[i] = fiber();
+    return Promise.all(ps);
+  };
+}
+
+const nopResults: Record<number, number> = {};
+for (const batch of [1, 32, 256]) {
+  const res = await interleaved(
+    `(a) nop, ${batch} in flight`,
+    { name: `pure Zig, batch ${batch}`, opsPerCall: OPS, fn: () => r.benchNativeNops(OPS, batch) },
+    [{ name: `TS await, one Promise per op, batch ${batch}`, opsPerCall: OPS, fn: tsNops(batch) }],
+  );
+  nopResults[batch] = 1 / res[1]!.ratio;
+}
+for (const b of [1, 32, 256]) console.log(`  TS rate at batch ${b}: ${(nopResults[b]! * 100).toFixed(0)}% of pure Zig`);
+
+// (b) scheduling cost
+const TASKS = 1000;
+await interleaved(
+  "(b1) schedule a task",
+  {
+    name: "bare microtask (queueMicrotask)",
+    opsPerCall: TASKS,
+    fn: () =>
+      new Promise<void>((resolve) => {
+        let n = 0;
+        const f = () => {
+          if (++n === TASKS) resolve();
+        };
+        for (let i = 0; i < TASKS; i++) queueMicrotask(f);
+      }),
+  },
+  [
+    {
+      name: "schedule() through the scheduler",
+      opsPerCall: TASKS,
+      fn: () =>
+        new Promise<void>((resolve) => {
+          let n = 0;
+          const f = () => {
+            if (++n === TASKS) resolve();
+          };
+          for (let i = 0; i < TASKS; i++) schedule(f);
+        }),
+    },
+  ],
+);
+
+const HOPS = 1000;
+await interleaved(
+  "(b2) one awaited completion",
+  {
+    name: "bare promise chain hop (await Promise.resolve())",
+    opsPerCall: HOPS,
+    fn: async () => {
+      for (let i = 0; i < HOPS; i++) await Promise.resolve();
+    },
+  },
+  [
+    {
+      name: "await reactor().nop() (kernel round trip)",
+      opsPerCall: HOPS,
+      fn: async () => {
+        for (let i = 0; i < HOPS; i++) await r.nop();
+      },
+    },
+  ],
+);
+
+// (c) timers
+const TIMERS = 1000;
+await interleaved(
+  "(c) timer arm + fire (1000 timers due now)",
+  {
+    name: "Bun setTimeout(0)",
+    opsPerCall: TIMERS,
+    fn: () =>
+      new Promise<void>((resolve) => {
+        let n = 0;
+        const f = () => {
+          if (++n === TIMERS) resolve();
+        };
+        for (let i = 0; i < TIMERS; i++) setTimeout(f, 0);
+      }),
+  },
+  [
+    {
+      name: "Shoal Timer.arm(0)",
+      opsPerCall: TIMERS,
+      fn: () =>
+        new Promise<void>((resolve) => {
+          let n = 0;
+          const f = () => {
+            if (++n === TIMERS) resolve();
+          };
+          for (let i = 0; i < TIMERS; i++) new Timer(f).arm(0);
+        }),
+    },
+  ],
+);
+console.log("\nreactor counters:", r.counters());

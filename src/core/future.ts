@@ -1,0 +1,722 @@
+/**
+ * Seastar's future combinators over native promises: whenAll, whenAllSucceed, whenAny,
+ * parallelForEach, maxConcurrentForEach, repeat, repeatUntilValue, doUntil, keepDoing and
+ * withTimeout.
+ *
+ * The file also holds the machinery every waiting primitive (Semaphore, Queue, Pipe,
+ * ConditionVariable, SharedMutex) shares: argument checks, the AbortSignal/timeout plumbing
+ * and an intrusive FIFO of waiters. Those exports are marked @internal and are not part of
+ * the public API.
+ */
+import { AbortError, InvalidArgumentError, TimedOutError } from "./errors.ts";
+import { Timer } from "./timer.ts";
+
+/** A value or a promise of it. */
+export type Awaitable<T> = T | PromiseLike<T>;
+
+/** An input to whenAll/whenAllSucceed/whenAny: a value, a promise, or a function returning either (called at once; a synchronous throw counts as a rejection). */
+export type FutureLike<T> = T | PromiseLike<T> | (() => T | PromiseLike<T>);
+
+/** What a FutureLike settles to. */
+export type Resolved<F> = F extends () => infer R ? Awaited<R> : Awaited<F>;
+
+/** The options every asynchronous call accepts. */
+export interface SignalOptions {
+  /** Abandons the call: it rejects with AbortError whose `cause` is `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/** The options every wait on a primitive (Semaphore, Queue, ConditionVariable...) accepts. */
+export interface WaitOptions extends SignalOptions {
+  /** Gives up after this many ms with TimedOutError and leaves the queue; Infinity (the default) waits forever. */
+  timeoutMs?: number;
+}
+
+// ---------------------------------------------------------------------------------------
+// Internal helpers shared by the primitives.
+
+/** @internal A settled promise handed out by every fast path, so an uncontended wait allocates nothing. */
+export const RESOLVED: Promise<void> = Promise.resolve();
+
+/** @internal Names a bad argument in an error message without dumping it. */
+export function describeValue(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "function") return "a function";
+  if (typeof value === "bigint") return `${value}n`;
+  if (value === null || typeof value !== "object") return String(value);
+  return Array.isArray(value) ? "an array" : "an object";
+}
+
+/** @internal Throws InvalidArgumentError unless `value` is a function. */
+export function checkFunction(value: unknown, name: string): asserts value is (...args: never[]) => unknown {
+  if (typeof value !== "function") {
+    throw new InvalidArgumentError(`${name} must be a function, got ${describeValue(value)}`);
+  }
+}
+
+/** @internal Throws InvalidArgumentError unless `value` is an integer in [min, 2^53). */
+export function checkInteger(value: unknown, name: string, min = 0): asserts value is number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) {
+    throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got ${describeValue(value)}`);
+  }
+}
+
+/** @internal Throws InvalidArgumentError unless `value` is a number of ms >= 0 (Infinity allowed). */
+export function checkMs(value: unknown, name: string): asserts value is number {
+  if (typeof value !== "number" || Number.isNaN(value) || value < 0) {
+    throw new InvalidArgumentError(`${name} must be a number of ms >= 0 (or Infinity), got ${describeValue(value)}`);
+  }
+}
+
+/** @internal Validates `{ signal, timeoutMs }` (timeoutMs only where `timeout` is set). */
+export function checkOptions(opts: unknown, name: string, timeout: boolean): void {
+  if (opts === undefined) return;
+  if (opts === null || typeof opts !== "object") {
+    throw new InvalidArgumentError(`${name} must be an object, got ${describeValue(opts)}`);
+  }
+  const { signal, timeoutMs } = opts as WaitOptions;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new InvalidArgumentError(`${name}.signal must be an AbortSignal, got ${describeValue(signal)}`);
+  }
+  if (timeout && timeoutMs !== undefined) checkMs(timeoutMs, `${name}.timeoutMs`);
+}
+
+/** @internal The AbortError for a signal that fired; its `cause` is the signal's reason. */
+export function abortError(signal: AbortSignal, what: string): AbortError {
+  return new AbortError(`${what} was aborted`, { cause: signal.reason });
+}
+
+/** @internal */
+export function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === "object" || typeof value === "function") &&
+    typeof (value as { then?: unknown }).then === "function"
+  );
+}
+
+/**
+ * @internal One pending wait: a node of an intrusive doubly linked list that owns its promise,
+ * its abort listener and its timer. Being its own abort listener (handleEvent) saves a closure.
+ */
+export class Waiter<V, D> implements EventListenerObject {
+  next: Waiter<V, D> | null = null;
+  prev: Waiter<V, D> | null = null;
+  /** True while queued in `list`. */
+  linked = false;
+  data: D;
+  readonly promise: Promise<V>;
+  private readonly list: WaitList<V, D>;
+  private resolveFn!: (value: V) => void;
+  private rejectFn!: (reason: unknown) => void;
+  private signal: AbortSignal | undefined;
+  private timer: Timer | undefined;
+  private timeoutMs: number;
+
+  constructor(list: WaitList<V, D>, data: D, signal: AbortSignal | undefined, timeoutMs: number) {
+    this.list = list;
+    this.data = data;
+    this.signal = signal;
+    this.timeoutMs = timeoutMs;
+    this.promise = new Promise<V>((resolve, reject) => {
+      this.resolveFn = resolve;
+      this.rejectFn = reject;
+    });
+  }
+
+  /** Starts listening for abort and timeout; called once the waiter is queued. */
+  arm(): void {
+    this.signal?.addEventListener("abort", this);
+    if (this.timeoutMs !== Infinity) this.timer = new Timer(() => this.expire()).arm(this.timeoutMs);
+  }
+
+  /** Settles the wait; the caller has already unlinked it. */
+  resolve(value: V): void {
+    this.disarm();
+    this.resolveFn(value);
+  }
+
+  /** Fails the wait; the caller has already unlinked it. */
+  reject(reason: unknown): void {
+    this.disarm();
+    this.rejectFn(reason);
+  }
+
+  /** The abort listener. */
+  handleEvent(): void {
+    const signal = this.signal;
+    if (signal) this.cancel(abortError(signal, this.list.what));
+  }
+
+  private expire(): void {
+    this.timer = undefined;
+    this.cancel(new TimedOutError(`${this.list.what} timed out after ${this.timeoutMs} ms`));
+  }
+
+  private cancel(reason: unknown): void {
+    if (!this.linked) return;
+    const list = this.list;
+    list.remove(this);
+    this.reject(reason);
+    // A departed head may unblock the waiters behind it.
+    list.onCancel?.();
+  }
+
+  private disarm(): void {
+    if (this.signal) {
+      this.signal.removeEventListener("abort", this);
+      this.signal = undefined;
+    }
+    if (this.timer) {
+      this.timer.cancel();
+      this.timer = undefined;
+    }
+  }
+}
+
+/**
+ * @internal A FIFO of waiters with O(1) append, pop and removal from the middle (a waiter
+ * that aborts or times out leaves at once, without a tombstone). `what` names the wait in
+ * AbortError and TimedOutError messages; `onCancel` runs after a waiter left by abort or timeout.
+ */
+export class WaitList<V, D> {
+  head: Waiter<V, D> | null = null;
+  tail: Waiter<V, D> | null = null;
+  length = 0;
+  readonly what: string;
+  readonly onCancel: (() => void) | undefined;
+
+  constructor(what: string, onCancel?: () => void) {
+    this.what = what;
+    this.onCancel = onCancel;
+  }
+
+  /** Queues a new waiter at the back, arms its signal and timer, and returns its promise. */
+  enqueue(data: D, opts: WaitOptions | undefined): Promise<V> {
+    const w = new Waiter<V, D>(this, data, opts?.signal, opts?.timeoutMs ?? Infinity);
+    this.append(w);
+    w.arm();
+    return w.promise;
+  }
+
+  /** Links `w` at the back (a new waiter, or one re-queued after a failed predicate). */
+  append(w: Waiter<V, D>): void {
+    w.prev = this.tail;
+    w.next = null;
+    if (this.tail) this.tail.next = w;
+    else this.head = w;
+    this.tail = w;
+    w.linked = true;
+    this.length++;
+  }
+
+  remove(w: Waiter<V, D>): void {
+    if (w.prev) w.prev.next = w.next;
+    else this.head = w.next;
+    if (w.next) w.next.prev = w.prev;
+    else this.tail = w.prev;
+    w.prev = w.next = null;
+    w.linked = false;
+    this.length--;
+  }
+
+  /** Unlinks and returns the head (still unsettled), or null. */
+  shift(): Waiter<V, D> | null {
+    const w = this.head;
+    if (w) this.remove(w);
+    return w;
+  }
+
+  /** Fails every waiter, in FIFO order. */
+  rejectAll(reason: unknown): void {
+    for (let w = this.shift(); w; w = this.shift()) w.reject(reason);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Failure bookkeeping shared by the joins.
+
+/** Rejection with the first failure; later ones ride along on it as a non-enumerable `errors` array (all failures, first included). */
+function firstFailure(errors: unknown[]): unknown {
+  const first = errors[0];
+  if (
+    errors.length > 1 &&
+    first !== null &&
+    typeof first === "object" &&
+    Object.isExtensible(first) &&
+    !Object.hasOwn(first, "errors")
+  ) {
+    Object.defineProperty(first, "errors", { value: errors, writable: true, configurable: true, enumerable: false });
+  }
+  return first;
+}
+
+function invoke<T>(f: FutureLike<T>): Awaitable<T> {
+  if (typeof f !== "function") return f;
+  try {
+    return (f as () => Awaitable<T>)();
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+function toArray<F>(futures: Iterable<F>, name: string): F[] {
+  if (futures === null || typeof futures !== "object" || typeof (futures as Iterable<F>)[Symbol.iterator] !== "function") {
+    throw new InvalidArgumentError(`${name} must be an iterable, got ${describeValue(futures)}`);
+  }
+  return Array.isArray(futures) ? futures : Array.from(futures);
+}
+
+// ---------------------------------------------------------------------------------------
+// Public combinators.
+
+/**
+ * Waits for every input to settle and returns their outcomes in input order; never rejects
+ * for an input's failure (Seastar's when_all). Functions are called at once and a synchronous
+ * throw becomes that slot's rejection.
+ * Cost: one settle record per input, as Promise.allSettled.
+ * Throws InvalidArgumentError (synchronously) if `futures` is not iterable.
+ */
+export function whenAll<const F extends readonly unknown[]>(
+  futures: F,
+): Promise<{ -readonly [K in keyof F]: PromiseSettledResult<Resolved<F[K]>> }>;
+export function whenAll<F>(futures: Iterable<F>): Promise<PromiseSettledResult<Resolved<F>>[]>;
+export function whenAll(futures: Iterable<unknown>): Promise<PromiseSettledResult<unknown>[]> {
+  const inputs = toArray(futures, "futures");
+  return Promise.allSettled(inputs.map(invoke));
+}
+
+/**
+ * Waits for every input to settle; resolves with their values in input order, or, if any
+ * failed, rejects with the first failure (in time) once all have settled, so no work is left
+ * running behind the caller's back (Seastar's when_all_succeed). With several failures the
+ * others are attached to the first as a non-enumerable `errors` array when it is an
+ * extensible object without one.
+ * Cost: one promise reaction per pending input.
+ * Throws InvalidArgumentError (synchronously) if `futures` is not iterable.
+ */
+export function whenAllSucceed<const F extends readonly unknown[]>(
+  futures: F,
+): Promise<{ -readonly [K in keyof F]: Resolved<F[K]> }>;
+export function whenAllSucceed<F>(futures: Iterable<F>): Promise<Resolved<F>[]>;
+export function whenAllSucceed(futures: Iterable<unknown>): Promise<unknown[]> {
+  const inputs = toArray(futures, "futures");
+  const n = inputs.length;
+  const values = new Array<unknown>(n);
+  if (n === 0) return Promise.resolve(values);
+  return new Promise<unknown[]>((resolve, reject) => {
+    let pending = n;
+    let errors: unknown[] | undefined;
+    const settle = () => {
+      if (--pending > 0) return;
+      if (errors) reject(firstFailure(errors));
+      else resolve(values);
+    };
+    for (let i = 0; i < n; i++) {
+      Promise.resolve(invoke(inputs[i])).then(
+        (v) => {
+          values[i] = v;
+          settle();
+        },
+        (err: unknown) => {
+          (errors ??= []).push(err);
+          settle();
+        },
+      );
+    }
+  });
+}
+
+/** The outcome of whenAny. */
+export interface WhenAnyResult<T> {
+  /** Input position of the first input to settle. */
+  index: number;
+  /** How that input settled. */
+  result: PromiseSettledResult<T>;
+  /** Every input as a promise (functions already called), so the others can still be awaited. */
+  futures: Promise<T>[];
+}
+
+/**
+ * Resolves as soon as the first input settles, successfully or not, naming it by index
+ * (Seastar's when_any); it never rejects for an input's failure. Rejections of the other
+ * inputs are observed, so they never surface as unhandled.
+ * Cost: one promise reaction per input.
+ * Throws InvalidArgumentError (synchronously) if `futures` is not iterable or is empty (an
+ * empty when_any could never resolve).
+ */
+export function whenAny<F>(futures: Iterable<F>): Promise<WhenAnyResult<Resolved<F>>> {
+  const inputs = toArray(futures, "futures");
+  if (inputs.length === 0) throw new InvalidArgumentError("futures must not be empty");
+  type T = Resolved<F>;
+  const promises = inputs.map((f) => Promise.resolve(invoke(f)) as Promise<T>);
+  return new Promise<WhenAnyResult<T>>((resolve) => {
+    let done = false;
+    promises.forEach((p, index) => {
+      p.then(
+        (value) => {
+          if (done) return;
+          done = true;
+          resolve({ index, result: { status: "fulfilled", value }, futures: promises });
+        },
+        (reason: unknown) => {
+          if (done) return;
+          done = true;
+          resolve({ index, result: { status: "rejected", reason }, futures: promises });
+        },
+      );
+    });
+  });
+}
+
+/**
+ * Calls `fn(item, index, signal)` for every item at once, then waits for EVERY call to finish,
+ * even after one has failed (Seastar's parallel_for_each), and rejects with the first failure
+ * in time; further failures ride on it as a non-enumerable `errors` array (see whenAllSucceed).
+ * A synchronous throw counts as that call's failure; the remaining items still run.
+ * `signal` is only checked before starting (an aborted one rejects with AbortError and calls
+ * nothing) and is handed to every call so that running work can stop itself.
+ * Cost: the items are iterated once; one promise reaction per call that returns a promise,
+ * none for calls that return plain values.
+ * Throws InvalidArgumentError (synchronously) for a non-iterable `items`, non-function `fn`
+ * or malformed options.
+ */
+export function parallelForEach<T>(
+  items: Iterable<T>,
+  fn: (item: T, index: number, signal: AbortSignal | undefined) => unknown,
+  opts?: SignalOptions,
+): Promise<void> {
+  if (items === null || typeof items !== "object" || typeof items[Symbol.iterator] !== "function") {
+    throw new InvalidArgumentError(`items must be an iterable, got ${describeValue(items)}`);
+  }
+  checkFunction(fn, "fn");
+  checkOptions(opts, "opts", false);
+  const signal = opts?.signal;
+  if (signal?.aborted) return Promise.reject(abortError(signal, "parallelForEach"));
+
+  let errors: unknown[] | undefined;
+  let pending = 1; // the iteration itself, so that early completions cannot finish the join
+  let finish: (() => void) | undefined;
+  const settle = () => {
+    if (--pending === 0 && finish) finish();
+  };
+  const fail = (err: unknown) => {
+    (errors ??= []).push(err);
+    settle();
+  };
+  let index = 0;
+  for (const item of items) {
+    let result: unknown;
+    try {
+      result = fn(item, index++, signal);
+    } catch (err) {
+      (errors ??= []).push(err);
+      continue;
+    }
+    if (isThenable(result)) {
+      pending++;
+      result.then(settle, fail);
+    }
+  }
+  if (--pending === 0) return errors ? Promise.reject(firstFailure(errors)) : RESOLVED;
+  return new Promise<void>((resolve, reject) => {
+    finish = () => (errors ? reject(firstFailure(errors)) : resolve());
+  });
+}
+
+/**
+ * Calls `fn(item, index, signal)` for the items in order with at most `limit` calls running
+ * at once (Seastar's max_concurrent_for_each). The iterable is consumed lazily, so it may be
+ * long or generated. A failure does not stop the others: every item still runs and the result
+ * rejects with the first failure (in time) once all have finished, further failures riding on
+ * it as `errors`. An abort of `signal` stops starting new items; the calls in flight (which
+ * get `signal`) are still waited for, and the result then rejects with AbortError unless a
+ * call failed first.
+ * Cost: one promise reaction per call that returns a promise; no per-item allocation otherwise.
+ * Throws InvalidArgumentError (synchronously) for a non-iterable `items`, `limit` not an
+ * integer >= 1, non-function `fn` or malformed options.
+ */
+export function maxConcurrentForEach<T>(
+  items: Iterable<T>,
+  limit: number,
+  fn: (item: T, index: number, signal: AbortSignal | undefined) => unknown,
+  opts?: SignalOptions,
+): Promise<void> {
+  if (items === null || typeof items !== "object" || typeof items[Symbol.iterator] !== "function") {
+    throw new InvalidArgumentError(`items must be an iterable, got ${describeValue(items)}`);
+  }
+  checkInteger(limit, "limit", 1);
+  checkFunction(fn, "fn");
+  checkOptions(opts, "opts", false);
+  const signal = opts?.signal;
+  if (signal?.aborted) return Promise.reject(abortError(signal, "maxConcurrentForEach"));
+
+  const it = items[Symbol.iterator]();
+  return new Promise<void>((resolve, reject) => {
+    let running = 0;
+    let index = 0;
+    let exhausted = false;
+    let aborted = false;
+    let errors: unknown[] | undefined;
+    let pumping = false;
+
+    const finishIfDone = () => {
+      if (running > 0 || !(exhausted || aborted)) return;
+      if (errors) reject(firstFailure(errors));
+      else if (aborted) reject(abortError(signal!, "maxConcurrentForEach"));
+      else resolve();
+    };
+    const settle = () => {
+      running--;
+      pump();
+    };
+    const fail = (err: unknown) => {
+      (errors ??= []).push(err);
+      settle();
+    };
+    // Starts items until `limit` are in flight; plain (non-promise) results complete inline.
+    const pump = () => {
+      if (pumping) return;
+      pumping = true;
+      try {
+        while (running < limit && !exhausted && !aborted) {
+          if (signal?.aborted) {
+            aborted = true;
+            break;
+          }
+          let next: IteratorResult<T>;
+          try {
+            next = it.next();
+          } catch (err) {
+            (errors ??= []).push(err);
+            exhausted = true;
+            break;
+          }
+          if (next.done) {
+            exhausted = true;
+            break;
+          }
+          let result: unknown;
+          try {
+            result = fn(next.value, index++, signal);
+          } catch (err) {
+            (errors ??= []).push(err);
+            continue;
+          }
+          if (isThenable(result)) {
+            running++;
+            result.then(settle, fail);
+          }
+        }
+      } finally {
+        pumping = false;
+      }
+      finishIfDone();
+    };
+    pump();
+  });
+}
+
+/** Seastar's stop_iteration: what a repeat() body returns to stop (`yes`) or go on (`no`). */
+export const stopIteration = Object.freeze({ yes: true as const, no: false as const });
+
+/** A repeat() body's verdict: `stopIteration.yes` (true) stops, `stopIteration.no` (false) goes on. */
+export type StopIteration = boolean;
+
+/**
+ * Calls `fn(signal)` again and again until it returns (or resolves to) `stopIteration.yes`
+ * (Seastar's repeat). A result that is not a boolean rejects with InvalidArgumentError, which
+ * catches a forgotten `return`. Rejects with fn's error if it throws, or with AbortError when
+ * `signal` is found aborted before an iteration.
+ * Cost: one await per iteration, even for a synchronous body; a body that never really
+ * suspends keeps other tasks waiting, so long loops should call maybeYield.
+ * Throws InvalidArgumentError (synchronously) for a non-function `fn` or malformed options.
+ */
+export function repeat(
+  fn: (signal: AbortSignal | undefined) => Awaitable<StopIteration>,
+  opts?: SignalOptions,
+): Promise<void> {
+  checkFunction(fn, "fn");
+  checkOptions(opts, "opts", false);
+  return repeatLoop(fn, opts?.signal);
+}
+
+async function repeatLoop(
+  fn: (signal: AbortSignal | undefined) => Awaitable<StopIteration>,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  for (;;) {
+    if (signal?.aborted) throw abortError(signal, "repeat");
+    const verdict: unknown = await fn(signal);
+    if (verdict === true) return;
+    if (verdict !== false) {
+      throw new InvalidArgumentError(
+        `repeat: fn must return stopIteration.yes or stopIteration.no, got ${describeValue(verdict)}`,
+      );
+    }
+  }
+}
+
+/**
+ * Calls `fn(signal)` until it returns (or resolves to) a value other than undefined, and
+ * resolves with that value (Seastar's repeat_until_value). Rejects with fn's error, or with
+ * AbortError when `signal` is found aborted before an iteration.
+ * Cost: one await per iteration.
+ * Throws InvalidArgumentError (synchronously) for a non-function `fn` or malformed options.
+ */
+export function repeatUntilValue<T>(
+  fn: (signal: AbortSignal | undefined) => Awaitable<T | undefined>,
+  opts?: SignalOptions,
+): Promise<T> {
+  checkFunction(fn, "fn");
+  checkOptions(opts, "opts", false);
+  return repeatUntilValueLoop(fn, opts?.signal);
+}
+
+async function repeatUntilValueLoop<T>(
+  fn: (signal: AbortSignal | undefined) => Awaitable<T | undefined>,
+  signal: AbortSignal | undefined,
+): Promise<T> {
+  for (;;) {
+    if (signal?.aborted) throw abortError(signal, "repeatUntilValue");
+    const value = await fn(signal);
+    if (value !== undefined) return value;
+  }
+}
+
+/**
+ * Checks `stopCond()` and, while it is falsy, calls `fn(signal)` and waits for it (Seastar's
+ * do_until: the condition is checked first, so `fn` may never run). A condition that returns
+ * a promise is awaited. Rejects with the first error from either function, or with AbortError
+ * when `signal` is found aborted before an iteration.
+ * Cost: one await per iteration.
+ * Throws InvalidArgumentError (synchronously) for non-function arguments or malformed options.
+ */
+export function doUntil(
+  stopCond: () => Awaitable<unknown>,
+  fn: (signal: AbortSignal | undefined) => unknown,
+  opts?: SignalOptions,
+): Promise<void> {
+  checkFunction(stopCond, "stopCond");
+  checkFunction(fn, "fn");
+  checkOptions(opts, "opts", false);
+  return doUntilLoop(stopCond, fn, opts?.signal);
+}
+
+async function doUntilLoop(
+  stopCond: () => Awaitable<unknown>,
+  fn: (signal: AbortSignal | undefined) => unknown,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  for (;;) {
+    if (signal?.aborted) throw abortError(signal, "doUntil");
+    let stop = stopCond();
+    if (isThenable(stop)) stop = await stop;
+    if (stop) return;
+    await fn(signal);
+  }
+}
+
+/**
+ * Calls `fn(signal)` forever, each call after the previous one finished (Seastar's
+ * keep_doing). The returned promise never resolves: it rejects with fn's error, or with
+ * AbortError once `signal` aborts (checked between iterations; `fn` gets the signal so that
+ * an iteration in progress can stop early).
+ * Cost: one await per iteration.
+ * Throws InvalidArgumentError (synchronously) for a non-function `fn` or malformed options.
+ */
+export function keepDoing(fn: (signal: AbortSignal | undefined) => unknown, opts?: SignalOptions): Promise<never> {
+  checkFunction(fn, "fn");
+  checkOptions(opts, "opts", false);
+  return keepDoingLoop(fn, opts?.signal);
+}
+
+async function keepDoingLoop(fn: (signal: AbortSignal | undefined) => unknown, signal: AbortSignal | undefined): Promise<never> {
+  for (;;) {
+    if (signal?.aborted) throw abortError(signal, "keepDoing");
+    await fn(signal);
+  }
+}
+
+/**
+ * Settles like `op`, or rejects with TimedOutError after `ms` milliseconds, whichever comes
+ * first (Seastar's with_timeout). `op` is either a promise, which on timeout is abandoned
+ * (its later rejection is observed, never unhandled), or a function `(signal) => result`,
+ * called at once with a signal that is aborted (reason: the TimedOutError) on timeout, or
+ * with `opts.signal`'s reason when that aborts, so the operation is cancelled rather than
+ * left running. The result rejects at the moment of the timeout; it does not wait for the
+ * cancelled operation to unwind. An abort of `opts.signal` rejects with AbortError.
+ * `ms` = Infinity never times out. The timer runs on the shard's loop (one Timer, no
+ * setTimeout); it and the abort listener are released as soon as the call settles.
+ * Cost: one promise, one Timer, plus an AbortController in the function form.
+ * Throws InvalidArgumentError (synchronously) for an `op` that is neither a promise nor a
+ * function, a negative or NaN `ms`, or malformed options.
+ */
+export function withTimeout<T>(
+  op: PromiseLike<T> | ((signal: AbortSignal) => Awaitable<T>),
+  ms: number,
+  opts?: SignalOptions,
+): Promise<T> {
+  if (typeof op !== "function" && !isThenable(op)) {
+    throw new InvalidArgumentError(`op must be a promise or a function (signal) => promise, got ${describeValue(op)}`);
+  }
+  checkMs(ms, "ms");
+  checkOptions(opts, "opts", false);
+  const outer = opts?.signal;
+  if (outer?.aborted) return Promise.reject(abortError(outer, "withTimeout"));
+
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    let controller: AbortController | undefined;
+    let timer: Timer | undefined;
+    const cleanup = () => {
+      settled = true;
+      timer?.cancel();
+      outer?.removeEventListener("abort", onAbort);
+    };
+    const onAbort = () => {
+      if (settled) return;
+      cleanup();
+      controller?.abort(outer!.reason);
+      reject(abortError(outer!, "withTimeout"));
+    };
+    const onTimeout = () => {
+      if (settled) return;
+      cleanup();
+      const err = new TimedOutError(`operation timed out after ${ms} ms`);
+      controller?.abort(err);
+      reject(err);
+    };
+
+    let pending: PromiseLike<T>;
+    if (typeof op === "function") {
+      controller = new AbortController();
+      try {
+        pending = Promise.resolve(op(controller.signal));
+      } catch (err) {
+        reject(err);
+        return;
+      }
+    } else {
+      pending = op;
+    }
+    if (ms !== Infinity) timer = new Timer(onTimeout).arm(ms);
+    if (outer) {
+      outer.addEventListener("abort", onAbort);
+      // op itself may have aborted the caller's signal before the listener was in place.
+      if (outer.aborted) onAbort();
+    }
+    pending.then(
+      (value) => {
+        if (settled) return;
+        cleanup();
+        resolve(value);
+      },
+      (err: unknown) => {
+        if (settled) return;
+        cleanup();
+        reject(err);
+      },
+    );
+  });
+}
