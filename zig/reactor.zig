@@ -454,3 +454,159 @@ test "more completions than the out array holds are kept for the next turn" {
     }
     try std.testing.expectEqual(@as(u32, 10), total);
 }
+
+// ---- behaviour pinned by the core test suite (test/core/*.test.ts has the JS side) ----------
+
+fn test_op(opcode: linux.IORING_OP, slot: u32) Op {
+    var op = std.mem.zeroes(Op);
+    op.opcode = @intFromEnum(opcode);
+    op.slot = slot;
+    return op;
+}
+
+fn test_pipe() ![2]i32 {
+    var fds: [2]i32 = undefined;
+    if (linux.E.init(linux.pipe2(&fds, .{ .CLOEXEC = true })) != .SUCCESS) return error.Pipe;
+    return fds;
+}
+
+/// Turns until `want` completions were handed out (or 1000 turns); returns them in order.
+fn test_collect(r: *Reactor, submit: u32, want: usize, into: []Completion) !usize {
+    var got: usize = 0;
+    var pending = submit;
+    var turns: u32 = 0;
+    while (got < want and turns < 1000) : (turns += 1) {
+        const n = r.turn(pending, 10_000);
+        pending = 0;
+        try std.testing.expect(n >= 0);
+        for (r.out[0..@intCast(n)]) |c| {
+            if (got < into.len) into[got] = c;
+            got += 1;
+        }
+    }
+    return got;
+}
+
+test "a full descriptor array is submitted although the wake read holds an SQ entry" {
+    const r = try Reactor.create(8, 64);
+    defer r.destroy();
+    _ = r.turn(0, 0); // arms the wake read: one SQ entry is now taken by the reactor itself
+    for (0..8) |i| r.ops[i] = test_op(.NOP, @intCast(i));
+    var seen: [8]Completion = undefined;
+    try std.testing.expectEqual(@as(usize, 8), try test_collect(r, 8, 8, &seen));
+    var mask: u32 = 0;
+    for (seen) |c| {
+        try std.testing.expectEqual(@as(i32, 0), c.res);
+        mask |= @as(u32, 1) << @intCast(c.slot);
+    }
+    try std.testing.expectEqual(@as(u32, 0xff), mask);
+}
+
+test "completions beyond the kernel CQ (overflow) are all delivered" {
+    const r = try Reactor.create(8, 8);
+    defer r.destroy();
+    // 32 nops submitted behind the reactor's back, never reaped: 24 overflow the 8-entry CQ.
+    var slot: u64 = 0;
+    for (0..4) |_| {
+        for (0..8) |_| {
+            const sqe = try r.ring.get_sqe();
+            sqe.prep_nop();
+            sqe.user_data = slot;
+            slot += 1;
+        }
+        _ = try r.ring.submit();
+    }
+    var seen: [32]Completion = undefined;
+    try std.testing.expectEqual(@as(usize, 32), try test_collect(r, 0, 32, &seen));
+    var mask: u64 = 0;
+    for (seen) |c| mask |= @as(u64, 1) << @intCast(c.slot);
+    try std.testing.expectEqual(~@as(u64, 0) >> 32, mask);
+}
+
+test "read and write with a negative offset use the file position (pipes)" {
+    const r = try Reactor.create(8, 16);
+    defer r.destroy();
+    const fds = try test_pipe();
+    defer _ = linux.close(fds[0]);
+    defer _ = linux.close(fds[1]);
+    var out_bytes = [_]u8{ 1, 2, 3 };
+    var in_bytes = [_]u8{ 0, 0, 0, 0 };
+    r.ops[0] = test_op(.WRITE, 1);
+    r.ops[0].fd = fds[1];
+    r.ops[0].addr = @floatFromInt(@intFromPtr(&out_bytes));
+    r.ops[0].len = 3;
+    r.ops[0].off = -1;
+    var seen: [1]Completion = undefined;
+    _ = try test_collect(r, 1, 1, &seen);
+    try std.testing.expectEqual(@as(i32, 3), seen[0].res);
+    r.ops[0] = test_op(.READ, 2);
+    r.ops[0].fd = fds[0];
+    r.ops[0].addr = @floatFromInt(@intFromPtr(&in_bytes));
+    r.ops[0].len = 4;
+    r.ops[0].off = -1;
+    _ = try test_collect(r, 1, 1, &seen);
+    try std.testing.expectEqual(@as(i32, 3), seen[0].res);
+    try std.testing.expectEqualSlices(u8, &.{ 1, 2, 3, 0 }, &in_bytes);
+}
+
+test "a kernel error comes back as a negative errno in res" {
+    const r = try Reactor.create(8, 16);
+    defer r.destroy();
+    const fds = try test_pipe();
+    defer _ = linux.close(fds[0]);
+    defer _ = linux.close(fds[1]);
+    var buf: [4]u8 = undefined;
+    r.ops[0] = test_op(.READ, 5);
+    r.ops[0].fd = fds[1]; // the write end: not open for reading
+    r.ops[0].addr = @floatFromInt(@intFromPtr(&buf));
+    r.ops[0].len = buf.len;
+    r.ops[0].off = -1;
+    var seen: [1]Completion = undefined;
+    _ = try test_collect(r, 1, 1, &seen);
+    try std.testing.expectEqual(@as(u32, 5), seen[0].slot);
+    try std.testing.expectEqual(-@as(i32, @intFromEnum(linux.E.BADF)), seen[0].res);
+}
+
+test "ASYNC_CANCEL of a read parked on an empty pipe: the read ends ECANCELED, the cancel 0" {
+    const r = try Reactor.create(8, 16);
+    defer r.destroy();
+    const fds = try test_pipe();
+    defer _ = linux.close(fds[0]);
+    defer _ = linux.close(fds[1]);
+    var buf: [4]u8 = undefined;
+    r.ops[0] = test_op(.READ, 1);
+    r.ops[0].fd = fds[0];
+    r.ops[0].addr = @floatFromInt(@intFromPtr(&buf));
+    r.ops[0].len = buf.len;
+    r.ops[0].off = -1;
+    try std.testing.expectEqual(@as(i32, 0), r.turn(1, 1000)); // parked: nothing completes
+    r.ops[0] = test_op(.ASYNC_CANCEL, 2);
+    r.ops[0].addr = 1; // the user_data (slot) to cancel
+    var seen: [2]Completion = undefined;
+    try std.testing.expectEqual(@as(usize, 2), try test_collect(r, 1, 2, &seen));
+    for (seen) |c| switch (c.slot) {
+        1 => try std.testing.expectEqual(-@as(i32, @intFromEnum(linux.E.CANCELED)), c.res),
+        2 => try std.testing.expectEqual(@as(i32, 0), c.res),
+        else => return error.UnexpectedSlot,
+    };
+}
+
+test "a TIMEOUT with a completion count ends with 0 once that many others completed" {
+    const r = try Reactor.create(8, 16);
+    defer r.destroy();
+    r.ops[0] = test_op(.TIMEOUT, 9);
+    r.ops[0].aux = 60; // 60 s: only the count can end it within the test
+    r.ops[0].len = 1;
+    r.ops[1] = test_op(.NOP, 3);
+    var seen: [2]Completion = undefined;
+    try std.testing.expectEqual(@as(usize, 2), try test_collect(r, 2, 2, &seen));
+    for (seen) |c| try std.testing.expectEqual(@as(i32, 0), c.res);
+}
+
+test "a wait with nothing in flight ends at its timeout and is not an error" {
+    const r = try Reactor.create(8, 16);
+    defer r.destroy();
+    try std.testing.expectEqual(@as(i32, 0), r.turn(0, 2_000));
+    try std.testing.expectEqual(@as(u64, 1), r.counters.sleeps);
+    try std.testing.expectEqual(@as(u64, 1), r.counters.timeouts_armed);
+}

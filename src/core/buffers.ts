@@ -197,11 +197,12 @@ export class BufferPool {
   /** Waits (FIFO) for a free buffer. Rejects with AbortError through `signal`. */
   acquireEventually(opts?: { signal?: AbortSignal }): Promise<NativeBuffer> {
     if (this.closed) return Promise.reject(new ClosedError("BufferPool is closed"));
-    if (this.freeCount > 0 && this.waiters.length === 0) return Promise.resolve(this.take());
     const signal = opts?.signal;
+    // An aborted signal rejects even when a buffer is free (as everywhere else: Semaphore.wait, sleep).
     if (signal?.aborted) {
       return Promise.reject(new AbortError("acquireEventually was aborted", { cause: signal.reason }));
     }
+    if (this.freeCount > 0 && this.waiters.length === 0) return Promise.resolve(this.take());
     return new Promise((resolve, reject) => {
       const waiter = (b: NativeBuffer) => {
         signal?.removeEventListener("abort", onAbort);

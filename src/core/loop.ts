@@ -77,18 +77,23 @@ let running = false;
 let scheduled = false;
 let refs = 0;
 let lastWork = 0;
+/** Set while the loop is parked in Bun's event loop, waiting for the next timer (see park). */
+let parked: ReturnType<typeof setTimeout> | undefined;
 
 /** Loop statistics (JS side); reactor().counters() has the native ones. */
 export const loopStats = {
   turns: 0,
   bunYields: 0,
   idleSlices: 0,
+  /** Times the loop parked in Bun's event loop (only timers armed, nothing in flight). */
+  parks: 0,
   loopErrors: 0,
 };
 
 /** Starts the loop (through setImmediate) if it is stopped. Called by everything that adds work. */
 export function ensureLoopRunning(): void {
   if (running || scheduled) return;
+  unpark();
   scheduled = true;
   setImmediate(runLoop);
 }
@@ -115,6 +120,7 @@ const pollers: (() => boolean)[] = [];
 /** @internal Registers a function the loop calls every turn before touching the kernel. */
 export function addPoller(fn: () => boolean): () => void {
   pollers.push(fn);
+  ensureLoopRunning(); // a parked loop must start polling it
   return () => {
     const i = pollers.indexOf(fn);
     if (i >= 0) pollers.splice(i, 1);
@@ -135,6 +141,7 @@ const sleepHooks: SleepHook[] = [];
 /** @internal Registers a sleep hook (cross-shard wake-ups). Returns a function that removes it. */
 export function addSleepHook(hook: SleepHook): () => void {
   sleepHooks.push(hook);
+  ensureLoopRunning(); // a parked loop must sleep in the kernel from now on
   return () => {
     const i = sleepHooks.indexOf(hook);
     if (i >= 0) sleepHooks.splice(i, 1);
@@ -154,9 +161,12 @@ function runPollers(): boolean {
 function runLoop(): void {
   scheduled = false;
   if (running) return;
+  unpark();
+  // First use creates the reactor; if io_uring is refused that throws StartupError (uncaught, it
+  // names the fix) and the loop stays stopped, so later work tries again rather than never running.
+  const r = reactor();
   running = true;
   loopState.idle = false;
-  const r = reactor();
   const sliceStart = performance.now();
   try {
     for (;;) {
@@ -173,6 +183,10 @@ function runLoop(): void {
         const idleUs = (now - lastWork) * 1000;
         if (loopConfig.overprovisioned || idleUs >= loopConfig.idlePollTimeUs) {
           const untilTimer = nextTimerDeadline() - now;
+          if (untilTimer > 2 * loopConfig.sleepSliceMs && untilTimer !== Infinity && onlyTimersPending(r)) {
+            park(untilTimer - loopConfig.sleepSliceMs);
+            return;
+          }
           if (untilTimer > 0) {
             const slice =
               idleUs >= loopConfig.deepIdleAfterMs * 1000 ? loopConfig.idleSleepSliceMs : loopConfig.sleepSliceMs;
@@ -214,6 +228,39 @@ function runLoop(): void {
   }
   running = false;
   loopState.idle = true;
+}
+
+/**
+ * Nothing is in flight in the ring and no outside source (ref, poller, cross-shard hook) is
+ * registered: only a timer can make work. Sleeping in kernel slices would still wake the shard
+ * ~100 times a second (each wake costs 25-100 µs of CPU on a VM), so the loop parks instead.
+ */
+function onlyTimersPending(r: Reactor): boolean {
+  return r.inFlight === 0 && !r.settledInline && refs === 0 && pollers.length === 0 && sleepHooks.length === 0;
+}
+
+/**
+ * Sleeps in Bun's event loop until shortly before the next timer: no wake-ups at all, and Bun's
+ * timers and messages are served at once. The last slice before the deadline is slept in the
+ * kernel, which is precise. Anything that adds work (an operation, a task, an earlier timer, the
+ * last timer's cancel) calls ensureLoopRunning, which unparks.
+ */
+function park(ms: number): void {
+  loopStats.parks++;
+  running = false;
+  loopState.idle = true;
+  parked = setTimeout(wakeFromPark, ms);
+}
+
+function wakeFromPark(): void {
+  parked = undefined;
+  if (!running && !scheduled) runLoop();
+}
+
+function unpark(): void {
+  if (parked === undefined) return;
+  clearTimeout(parked);
+  parked = undefined;
 }
 
 function yieldToBun(): void {

@@ -9,7 +9,7 @@ import { mapNative, native, nativeView } from "./native.ts";
 import { probeIoUring } from "./probe.ts";
 import { AbortError, ClosedError, InvalidArgumentError, StartupError, SystemError, errorFromResult } from "./errors.ts";
 import { NativeBuffer } from "./buffers.ts";
-import { currentSchedulingGroup, enqueue, singleGroup, type Completable, type SchedulingGroup } from "./scheduler.ts";
+import { currentSchedulingGroup, defaultSchedulingGroup, enqueue, singleGroup, type Completable, type SchedulingGroup } from "./scheduler.ts";
 import { ensureLoopRunning } from "./loop.ts";
 
 /** io_uring opcodes (the kernel's IORING_OP numbers); descriptors carry them unchanged. */
@@ -48,6 +48,18 @@ export interface RwOptions extends OpOptions {
   bufferOffset?: number;
   /** Bytes to transfer (default: the rest of the buffer). */
   length?: number;
+}
+
+/** Rarely used SQE fields of a descriptor (see Reactor.prepare). */
+export interface PrepareExtra {
+  sqeFlags?: number;
+  buf?: number;
+  fileIndex?: number;
+  /** SQE addr3 (TIMEOUT: seconds). */
+  aux?: number;
+  /** TIMEOUT: nanoseconds. */
+  aux2?: number;
+  ioprio?: number;
 }
 
 /** Maps a non-negative result to the promise's value. */
@@ -173,7 +185,8 @@ export class Reactor {
   private allocSlot(h: Completable): number {
     const slot = this.freeSlots.length > 0 ? this.freeSlots.pop()! : this.handlers.length;
     this.handlers[slot] = h;
-    this.groupOf[slot] = currentSchedulingGroup();
+    // With one group there is nothing to tag: skip the AsyncLocalStorage read.
+    this.groupOf[slot] = singleGroup.value ? defaultSchedulingGroup : currentSchedulingGroup();
     this.inFlight++;
     return slot;
   }
@@ -191,7 +204,7 @@ export class Reactor {
     off: number,
     opFlags: number,
     handler: Completable,
-    extra?: { sqeFlags?: number; buf?: number; fileIndex?: number; aux?: number; aux2?: number; ioprio?: number },
+    extra?: PrepareExtra,
   ): number {
     this.checkOpen();
     if (this.queued === this.sqCapacity) this.flush();
@@ -344,7 +357,7 @@ export class Reactor {
     opFlags: number,
     buffers?: NativeBuffer | NativeBuffer[],
     iov = -1,
-    extra?: { aux?: number; aux2?: number },
+    extra?: PrepareExtra,
   ): Promise<any> {
     const signal = opts?.signal;
     if (signal?.aborted) {
@@ -410,6 +423,30 @@ export class Reactor {
     } else {
       reject(errorFromResult(name, res));
     }
+  }
+
+  /**
+   * Issues any io_uring operation as an awaited promise: the generic counterpart of read/write
+   * for layers above the core (fs: openat, statx, fallocate...). Arguments are the SQE fields as
+   * in prepare(). `buffers` stay pinned (their release deferred) until the kernel's final
+   * completion, so put every piece of native memory the kernel reads or writes (paths, statx
+   * structs, data) there. Resolves with the result (>= 0); rejects with SystemError naming
+   * `name`, or AbortError when `opts.signal` cancelled it. Costs one slot and one descriptor;
+   * no FFI call until the loop's next turn. Throws ClosedError if the reactor was destroyed.
+   */
+  submit(
+    name: string,
+    opcode: number,
+    fd: number,
+    addr: number,
+    len: number,
+    off: number,
+    opFlags: number,
+    opts?: OpOptions,
+    buffers?: NativeBuffer | NativeBuffer[],
+    extra?: PrepareExtra,
+  ): Promise<number> {
+    return this.start(name, 0, opts, opcode, fd, addr, len, off, opFlags, buffers, -1, extra);
   }
 
   /** A no-op through the kernel; resolves when its completion is delivered. */

@@ -251,7 +251,9 @@ export function runReadyTasks(): number {
     if (g === undefined) break;
     const start = performance.now();
     loopState.batchStart = start;
-    total += storage.run(g, runBatch, g, start + quota);
+    const ran = storage.run(g, runBatch, g, start + quota);
+    g.tasksRun += ran;
+    total += ran;
     drainMicrotasks();
     const end = performance.now();
     const took = end - start;

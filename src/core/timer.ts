@@ -87,13 +87,13 @@ export class Timer implements Completable {
     this.fireGeneration++;
     if (this.index < 0) return false;
     removeAt(this.index);
-    if (!this._unref) refs--;
+    if (!this._unref) unrefOne();
     return true;
   }
 
   /** An unref'd timer does not keep the loop (and process) alive on its own. */
   unref(): this {
-    if (!this._unref && this.armed) refs--;
+    if (!this._unref && this.armed) unrefOne();
     this._unref = true;
     return this;
   }
@@ -134,6 +134,12 @@ export class Timer implements Completable {
 }
 
 let refs = 0;
+
+function unrefOne(): void {
+  // The last timer keeping the loop alive is gone: a loop parked until its deadline must look
+  // again (and stop, so that the process can exit).
+  if (--refs === 0) ensureLoopRunning();
+}
 
 /** @internal Armed timers that keep the loop alive. */
 export function timerRefs(): number {

@@ -1,0 +1,316 @@
+/**
+ * Native buffers: pools (acquire, release, exhaustion, FIFO waiters, abort), alignment, misuse
+ * (double release, stale handles, closing with buffers out), poisoning, and standalone aligned
+ * buffers.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import {
+  AbortError,
+  BufferPool,
+  ClosedError,
+  InvalidArgumentError,
+  NativeBuffer,
+  POISON_BYTE,
+  PoolExhaustedError,
+  allocateAlignedBuffer,
+  setBufferPoisoning,
+} from "../../src/index.ts";
+import { errorOf, quiet, thrownBy } from "./fixtures/util.ts";
+
+const status = (p: Promise<unknown>) => Bun.peek.status(p);
+
+// Every pool a test makes is closed after it (its buffers released first).
+const pools: { pool: BufferPool; held: Set<NativeBuffer> }[] = [];
+
+function newPool(bufferSize: number, count: number, alignment?: number) {
+  const pool = new BufferPool({ bufferSize, count, alignment });
+  const entry = { pool, held: new Set<NativeBuffer>() };
+  pools.push(entry);
+  return pool;
+}
+
+afterEach(() => {
+  setBufferPoisoning(false);
+  for (const { pool } of pools.splice(0)) {
+    try {
+      pool.close();
+    } catch {
+      // A failed test left buffers out; the mapping stays (a test process is short-lived).
+    }
+  }
+});
+
+describe("BufferPool", () => {
+  test("acquire hands out distinct buffers until exhausted, then throws PoolExhaustedError", () => {
+    const pool = newPool(100, 3);
+    expect(pool.available).toBe(3);
+    const a = pool.acquire();
+    const b = pool.acquire();
+    const c = pool.acquire();
+    expect(new Set([a.address, b.address, c.address]).size).toBe(3);
+    for (const x of [a, b, c]) {
+      expect(x).toBeInstanceOf(NativeBuffer);
+      expect(x.length).toBe(100);
+      expect(x.bytes.length).toBe(100);
+      expect(pool.owns(x.address, x.length)).toBe(true);
+    }
+    expect(pool.available).toBe(0);
+    const err = thrownBy(() => pool.acquire());
+    expect(err).toBeInstanceOf(PoolExhaustedError);
+    expect(err.code).toBe("ERR_POOL_EXHAUSTED");
+    expect(err.message).toContain("3 x 100");
+    expect(pool.tryAcquire()).toBeUndefined();
+    b.release();
+    expect(pool.available).toBe(1);
+    const again = pool.acquire();
+    expect(again.address).toBe(b.address);
+    a.release();
+    c.release();
+    again.release();
+    expect(pool.available).toBe(3);
+  });
+
+  test("buffers do not overlap and writes through one view never show in another", () => {
+    const pool = newPool(33, 8);
+    const bufs = Array.from({ length: 8 }, () => pool.acquire());
+    bufs.forEach((b, i) => b.bytes.fill(i + 1));
+    bufs.forEach((b, i) => expect(b.bytes.every((v) => v === i + 1)).toBe(true));
+    const sorted = bufs.map((b) => b.address).sort((x, y) => x - y);
+    for (let i = 1; i < sorted.length; i++) expect(sorted[i]! - sorted[i - 1]!).toBeGreaterThanOrEqual(33);
+    for (const b of bufs) b.release();
+  });
+
+  test("every buffer's address is aligned as asked (default 64, up to 4096)", () => {
+    for (const [size, alignment] of [
+      [100, undefined],
+      [100, 256],
+      [1, 512],
+      [5000, 4096],
+      [64, 64],
+      [3, 1],
+    ] as [number, number | undefined][]) {
+      const align = alignment ?? 64;
+      const pool = newPool(size, 5, alignment);
+      expect(pool.address % 4096).toBe(0);
+      const bufs = Array.from({ length: 5 }, () => pool.acquire());
+      for (const b of bufs) expect({ size, align, rem: b.address % align }).toEqual({ size, align, rem: 0 });
+      expect(pool.stride % align).toBe(0);
+      expect(pool.stride).toBeGreaterThanOrEqual(size);
+      for (const b of bufs) b.release();
+    }
+  });
+
+  test("pool options are validated", () => {
+    for (const options of [
+      { bufferSize: 0, count: 1 },
+      { bufferSize: -1, count: 1 },
+      { bufferSize: 1.5, count: 1 },
+      { bufferSize: 16, count: 0 },
+      { bufferSize: 16, count: 2, alignment: 3 },
+      { bufferSize: 16, count: 2, alignment: 8192 },
+      { bufferSize: 16, count: 2, alignment: 0 },
+    ]) {
+      const err = thrownBy(() => new BufferPool(options));
+      expect(err).toBeInstanceOf(InvalidArgumentError);
+      expect(err.code).toBe("ERR_INVALID_ARG");
+    }
+  });
+
+  test("acquireEventually resolves at once when a buffer is free, else waits in FIFO order", async () => {
+    const pool = newPool(16, 1);
+    const first = await pool.acquireEventually();
+    const order: number[] = [];
+    const waiters = [0, 1, 2].map((i) =>
+      pool.acquireEventually().then((b) => {
+        order.push(i);
+        return b;
+      }),
+    );
+    await Promise.resolve();
+    expect(waiters.map(status)).toEqual(["pending", "pending", "pending"]);
+    first.release();
+    const w0 = await waiters[0]!;
+    expect(order).toEqual([0]);
+    expect(w0.address).toBe(first.address);
+    // A free buffer does not jump the queue: tryAcquire sees none while others wait.
+    expect(pool.tryAcquire()).toBeUndefined();
+    w0.release();
+    const w1 = await waiters[1]!;
+    w1.release();
+    const w2 = await waiters[2]!;
+    expect(order).toEqual([0, 1, 2]);
+    w2.release();
+    expect(pool.available).toBe(1);
+  });
+
+  test("an aborted waiter rejects with AbortError and leaves the queue; the next waiter is served", async () => {
+    const pool = newPool(16, 1);
+    const held = pool.acquire();
+    const ac = new AbortController();
+    const aborted = quiet(pool.acquireEventually({ signal: ac.signal }));
+    const next = pool.acquireEventually();
+    const reason = new Error("no longer needed");
+    ac.abort(reason);
+    const err = await errorOf(aborted);
+    expect(err).toBeInstanceOf(AbortError);
+    expect(err.code).toBe("ABORT_ERR");
+    expect(err.cause).toBe(reason);
+    held.release();
+    const got = await next;
+    expect(got.address).toBe(held.address);
+    got.release();
+    expect(pool.available).toBe(1);
+
+    // An aborted signal rejects even though a buffer is free, and takes nothing.
+    const pre = await errorOf(pool.acquireEventually({ signal: AbortSignal.abort() }));
+    expect(pre).toBeInstanceOf(AbortError);
+    expect(pool.available).toBe(1);
+    // Aborting after the buffer was handed over changes nothing.
+    const late = new AbortController();
+    const b = await pool.acquireEventually({ signal: late.signal });
+    late.abort();
+    expect(b.isReleased).toBe(false);
+    b.release();
+  });
+
+  test("releasing twice throws ClosedError (ERR_BUFFER_RELEASED)", () => {
+    const pool = newPool(16, 2);
+    const b = pool.acquire();
+    b.release();
+    expect(b.isReleased).toBe(true);
+    const err = thrownBy(() => b.release());
+    expect(err).toBeInstanceOf(ClosedError);
+    expect(err.code).toBe("ERR_BUFFER_RELEASED");
+    expect(pool.available).toBe(2);
+    expect(() => b.check()).toThrow(ClosedError);
+  });
+
+  test("a stale handle kept after release cannot release the buffer's new owner", () => {
+    const pool = newPool(16, 1);
+    const stale = pool.acquire();
+    stale.release();
+    const owner = pool.acquire();
+    expect(owner.address).toBe(stale.address);
+    expect(owner).not.toBe(stale); // a fresh handle each time
+    expect(() => stale.release()).toThrow(ClosedError);
+    expect(owner.isReleased).toBe(false);
+    expect(pool.available).toBe(0);
+    expect(pool.tryAcquire()).toBeUndefined();
+    // Disposing a stale handle is a no-op too.
+    stale[Symbol.dispose]();
+    expect(pool.available).toBe(0);
+    owner.release();
+    expect(pool.available).toBe(1);
+  });
+
+  test("a buffer handed to a waiter is a new handle: the releaser's stale handle cannot free it", async () => {
+    const pool = newPool(16, 1);
+    const first = pool.acquire();
+    const waiter = pool.acquireEventually();
+    first.release();
+    const second = await waiter;
+    expect(second).not.toBe(first);
+    expect(() => first.release()).toThrow(ClosedError);
+    expect(second.isReleased).toBe(false);
+    second.release();
+  });
+
+  test("`using` releases a buffer at the end of its scope", () => {
+    const pool = newPool(16, 1);
+    {
+      using b = pool.acquire();
+      expect(pool.available).toBe(0);
+      b.bytes[0] = 1;
+    }
+    expect(pool.available).toBe(1);
+  });
+
+  test("with poisoning on, a view kept after release reads 0xDE", () => {
+    const pool = newPool(64, 1);
+    setBufferPoisoning(true);
+    const b = pool.acquire();
+    b.bytes.fill(7);
+    const kept = b.bytes;
+    b.release();
+    expect(kept.every((v) => v === POISON_BYTE)).toBe(true);
+    expect(POISON_BYTE).toBe(0xde);
+    // Off again: released memory keeps its last contents.
+    setBufferPoisoning(false);
+    const c = pool.acquire();
+    c.bytes.fill(9);
+    const keptC = c.bytes;
+    c.release();
+    expect(keptC.every((v) => v === 9)).toBe(true);
+  });
+
+  test("close() with buffers still acquired throws; afterwards acquire throws ClosedError", async () => {
+    const pool = new BufferPool({ bufferSize: 16, count: 2 });
+    const b = pool.acquire();
+    const err = thrownBy(() => pool.close());
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect(err.message).toContain("1 buffer(s) still acquired");
+    b.release();
+    pool.close();
+    pool.close(); // idempotent
+    expect(() => pool.acquire()).toThrow(ClosedError);
+    expect(pool.tryAcquire()).toBeUndefined();
+    expect(await errorOf(pool.acquireEventually())).toBeInstanceOf(ClosedError);
+  });
+
+  test("a large pool hands out every buffer exactly once", () => {
+    const n = 10_000;
+    const pool = newPool(8, n);
+    const seen = new Set<number>();
+    const bufs: NativeBuffer[] = [];
+    for (let i = 0; i < n; i++) {
+      const b = pool.acquire();
+      seen.add(b.address);
+      bufs.push(b);
+    }
+    expect(seen.size).toBe(n);
+    expect(pool.tryAcquire()).toBeUndefined();
+    for (const b of bufs) b.release();
+    expect(pool.available).toBe(n);
+  });
+});
+
+describe("allocateAlignedBuffer", () => {
+  test("gives zeroed native memory at the asked alignment", () => {
+    for (const [size, alignment] of [
+      [1, undefined],
+      [100, 512],
+      [4096, 4096],
+      [10_000, 64],
+    ] as [number, number | undefined][]) {
+      const b = allocateAlignedBuffer(size, alignment);
+      try {
+        expect(b.length).toBe(size);
+        expect(b.bytes.length).toBe(size);
+        expect(b.address % (alignment ?? 4096)).toBe(0);
+        expect(b.bytes.every((v) => v === 0)).toBe(true);
+        b.bytes.fill(1);
+      } finally {
+        b.release();
+      }
+      expect(b.isReleased).toBe(true);
+      expect(() => b.release()).toThrow(ClosedError);
+    }
+  });
+
+  test("rejects a non-power-of-two or too large alignment and a size of 0", () => {
+    for (const [size, alignment] of [
+      [0, 64],
+      [-1, 64],
+      [1.5, 64],
+      [Number.NaN, 64],
+      [16, 3],
+      [16, 0],
+      [16, 8192],
+      [16, 48],
+    ]) {
+      const err = thrownBy(() => allocateAlignedBuffer(size!, alignment));
+      expect(err).toBeInstanceOf(InvalidArgumentError);
+      expect(err.code).toBe("ERR_INVALID_ARG");
+    }
+  });
+});

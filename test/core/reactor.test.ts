@@ -1,0 +1,571 @@
+/**
+ * The reactor on real file descriptors: every operation goes through io_uring (pipes made with
+ * pipe2 into native memory, temp files), and what comes back is checked: bytes moved, results,
+ * typed errors, cancellation without leaked slots, pins on buffers, counters.
+ */
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { openSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  AbortError,
+  BufferPool,
+  ClosedError,
+  InvalidArgumentError,
+  NativeBuffer,
+  PoolExhaustedError,
+  Reactor,
+  SystemError,
+  allocateAlignedBuffer,
+  createSchedulingGroup,
+  currentSchedulingGroup,
+  reactor,
+  withSchedulingGroup,
+} from "../../src/index.ts";
+import { POLLIN, POLLOUT, closeQuietly, isOpen, pipe, tempDir, type PipePair } from "./fixtures/posix.ts";
+import { bunTick, errorOf, quiet, thrownBy, turnsUntil } from "./fixtures/util.ts";
+
+const status = (p: Promise<unknown>) => Bun.peek.status(p);
+
+// Everything a test opens is closed after it, whatever happened.
+const pipes: PipePair[] = [];
+const fds: number[] = [];
+const buffers: NativeBuffer[] = [];
+const dir = tempDir("reactor");
+
+function newPipe(): PipePair {
+  const p = pipe();
+  pipes.push(p);
+  return p;
+}
+
+function buffer(size: number): NativeBuffer {
+  const b = allocateAlignedBuffer(size);
+  buffers.push(b);
+  return b;
+}
+
+function tempFile(name: string, content = ""): { path: string; fd: number } {
+  const path = join(dir.path, name);
+  writeFileSync(path, content);
+  const fd = openSync(path, "r+");
+  fds.push(fd);
+  return { path, fd };
+}
+
+/** Writes `bytes` into a pipe synchronously (test setup, not what is under test). */
+function feed(p: PipePair, bytes: number[]): void {
+  writeFileSync(p.writeFd, new Uint8Array(bytes));
+}
+
+afterEach(async () => {
+  // Operations a failed test left in flight complete (EBADF/POLLHUP/ECANCELED) once fds close.
+  for (const p of pipes.splice(0)) p.close();
+  for (const fd of fds.splice(0)) closeQuietly(fd);
+  await turnsUntil(() => reactor().inFlight === 0, 200);
+  for (const b of buffers.splice(0)) if (!b.isReleased) b.release();
+});
+
+afterAll(() => dir.remove());
+
+describe("operations on real fds", () => {
+  test("nop resolves through the kernel and moves the submitted/completed counters", async () => {
+    const r = reactor();
+    const before = r.counters();
+    await Promise.all([r.nop(), r.nop(), r.nop()]);
+    const after = r.counters();
+    expect(after.completed - before.completed).toBeGreaterThanOrEqual(3);
+    expect(after.submitted - before.submitted).toBeGreaterThanOrEqual(3);
+    expect(after.turns).toBeGreaterThan(before.turns);
+    expect(after.inFlight).toBe(before.inFlight);
+  });
+
+  test("write then read move bytes through a pipe, honouring bufferOffset and length", async () => {
+    const r = reactor();
+    const p = newPipe();
+    const out = buffer(16);
+    out.bytes.set([9, 9, 1, 2, 3, 4, 5, 9]);
+    expect(await r.write(p.writeFd, out, { bufferOffset: 2, length: 5 })).toBe(5);
+    const into = buffer(16);
+    expect(await r.read(p.readFd, into, { bufferOffset: 4, length: 3 })).toBe(3);
+    expect(Array.from(into.bytes.subarray(0, 8))).toEqual([0, 0, 0, 0, 1, 2, 3, 0]);
+    expect(await r.read(p.readFd, into)).toBe(2);
+    expect(Array.from(into.bytes.subarray(0, 2))).toEqual([4, 5]);
+  });
+
+  test("read and write at file offsets; a read at end of file resolves 0", async () => {
+    const r = reactor();
+    const f = tempFile("rw.bin", "abcdefgh");
+    const b = buffer(4);
+    b.bytes.set([0x41, 0x42, 0x43, 0x44]); // "ABCD"
+    expect(await r.write(f.fd, b, { offset: 2, length: 3 })).toBe(3);
+    expect(readFileSync(f.path, "latin1")).toBe("abABCfgh");
+    const into = buffer(8);
+    expect(await r.read(f.fd, into, { offset: 6 })).toBe(2);
+    expect(new TextDecoder().decode(into.bytes.subarray(0, 2))).toBe("gh");
+    expect(await r.read(f.fd, into, { offset: 8 })).toBe(0);
+  });
+
+  test("writev gathers and readv scatters whole buffers, at an offset and on a pipe", async () => {
+    const r = reactor();
+    const f = tempFile("vec.bin");
+    const parts = [buffer(3), buffer(5), buffer(2)];
+    parts[0]!.bytes.set([1, 2, 3]);
+    parts[1]!.bytes.set([4, 5, 6, 7, 8]);
+    parts[2]!.bytes.set([9, 10]);
+    expect(await r.writev(f.fd, parts, { offset: 4 })).toBe(10);
+    expect(Array.from(readFileSync(f.path))).toEqual([0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+
+    const into = [buffer(6), buffer(4)];
+    expect(await r.readv(f.fd, into, { offset: 4 })).toBe(10);
+    expect(Array.from(into[0]!.bytes)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(Array.from(into[1]!.bytes)).toEqual([7, 8, 9, 10]);
+
+    const p = newPipe();
+    expect(await r.writev(p.writeFd, parts)).toBe(10);
+    const one = [buffer(7), buffer(7)];
+    expect(await r.readv(p.readFd, one)).toBe(10);
+    expect(Array.from(one[0]!.bytes)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(Array.from(one[1]!.bytes.subarray(0, 3))).toEqual([8, 9, 10]);
+  });
+
+  test("more concurrent readv/writev than one iovec arena holds all complete with the right data", async () => {
+    const r = reactor();
+    const f = tempFile("many-vec.bin");
+    const n = 150; // the iovec arena holds 64 blocks: this needs three
+    const writes: Promise<number>[] = [];
+    for (let i = 0; i < n; i++) {
+      const a = buffer(2);
+      const b = buffer(2);
+      a.bytes.set([i & 0xff, 1]);
+      b.bytes.set([2, i >> 8]);
+      writes.push(r.writev(f.fd, [a, b], { offset: i * 4 }));
+    }
+    expect(await Promise.all(writes)).toEqual(new Array(n).fill(4));
+    const data = readFileSync(f.path);
+    for (let i = 0; i < n; i++) expect(Array.from(data.subarray(i * 4, i * 4 + 4))).toEqual([i & 0xff, 1, 2, i >> 8]);
+  });
+
+  test("poll resolves with revents: POLLOUT at once, POLLIN only once data arrives", async () => {
+    const r = reactor();
+    const p = newPipe();
+    expect((await r.poll(p.writeFd, POLLOUT)) & POLLOUT).toBe(POLLOUT);
+    const readable = r.poll(p.readFd, POLLIN);
+    await r.nop();
+    await r.nop();
+    expect(status(readable)).toBe("pending");
+    feed(p, [1]);
+    expect((await readable) & POLLIN).toBe(POLLIN);
+  });
+
+  test("close through the ring closes the fd; closing an fd that is not open fails with EBADF", async () => {
+    const r = reactor();
+    const p = pipe(); // closed here, not by afterEach: once closed, its fd number may be reused
+    try {
+      await r.close(p.readFd);
+      expect(isOpen(p.readFd)).toBe(false);
+    } finally {
+      closeQuietly(p.writeFd);
+    }
+    // Not p.readFd again: by now another thread may have been given that number.
+    const err = await errorOf(r.close(1 << 29));
+    expect(err).toBeInstanceOf(SystemError);
+    expect(err.code).toBe("EBADF");
+    expect(err.op).toBe("close");
+  });
+
+  test("timeout resolves after its kernel timeout and arms one kernel timeout", async () => {
+    const r = reactor();
+    const before = r.counters().timeoutsArmed;
+    const t0 = performance.now();
+    await r.timeout(3);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(2.9); // a lower bound only
+    expect(r.counters().timeoutsArmed).toBeGreaterThan(before);
+    expect(() => r.timeout(-1)).toThrow(InvalidArgumentError);
+    expect(() => r.timeout(Number.NaN)).toThrow(InvalidArgumentError);
+  });
+
+  test("Reactor.wake writes the eventfd and the reactor counts the wake-up", async () => {
+    const r = reactor();
+    const before = r.counters().wakes;
+    Reactor.wake(r.eventfd);
+    expect(await turnsUntil(() => r.counters().wakes > before)).toBe(true);
+  });
+});
+
+describe("kernel errors", () => {
+  test("a read on an fd not open for reading rejects with SystemError EBADF naming the op", async () => {
+    const r = reactor();
+    const p = newPipe();
+    const err = await errorOf(r.read(p.writeFd, buffer(8)));
+    expect(err).toBeInstanceOf(SystemError);
+    expect(err.code).toBe("EBADF");
+    expect(err.errno).toBe(9);
+    expect(err.op).toBe("read");
+    expect(err.message).toContain("read");
+    expect(err.message).toContain("EBADF");
+  });
+
+  test("operations on a closed fd reject with EBADF (write, readv, poll)", async () => {
+    const r = reactor();
+    const closedFd = 1 << 29; // far above any open descriptor
+    expect(isOpen(closedFd)).toBe(false);
+    for (const [op, p] of [
+      ["write", r.write(closedFd, buffer(4))],
+      ["readv", r.readv(closedFd, [buffer(4)])],
+      ["poll", r.poll(closedFd, POLLIN)],
+    ] as const) {
+      const err = await errorOf(p);
+      expect(err).toBeInstanceOf(SystemError);
+      expect(err.code).toBe("EBADF");
+      expect(err.message).toStartWith(`${op} failed`);
+    }
+  });
+});
+
+describe("bad input is refused before it reaches the kernel", () => {
+  test("every invalid argument throws synchronously, queues nothing and takes no slot", () => {
+    const r = reactor();
+    const b = buffer(16);
+    const released = allocateAlignedBuffer(16);
+    released.release();
+    const inFlight = r.inFlight;
+    const queued = r.queued;
+    const cases: [string, () => unknown, string][] = [
+      ["negative fd", () => r.read(-1, b), "ERR_INVALID_ARG"],
+      ["fractional fd", () => r.write(1.5, b), "ERR_INVALID_ARG"],
+      ["NaN fd", () => r.poll(Number.NaN, POLLIN), "ERR_INVALID_ARG"],
+      ["plain Uint8Array", () => r.read(0, new Uint8Array(16) as unknown as NativeBuffer), "ERR_INVALID_ARG"],
+      ["ArrayBuffer", () => r.write(1, new ArrayBuffer(8) as unknown as NativeBuffer), "ERR_INVALID_ARG"],
+      ["released buffer (read)", () => r.read(0, released), "ERR_BUFFER_RELEASED"],
+      ["released buffer (writev)", () => r.writev(1, [b, released]), "ERR_BUFFER_RELEASED"],
+      ["length past the end", () => r.read(0, b, { length: 17 }), "ERR_INVALID_ARG"],
+      ["length past the end at bufferOffset", () => r.write(1, b, { bufferOffset: 10, length: 7 }), "ERR_INVALID_ARG"],
+      ["bufferOffset past the end", () => r.read(0, b, { bufferOffset: 17 }), "ERR_INVALID_ARG"],
+      ["negative bufferOffset", () => r.read(0, b, { bufferOffset: -1 }), "ERR_INVALID_ARG"],
+      ["negative length", () => r.read(0, b, { length: -1 }), "ERR_INVALID_ARG"],
+      ["negative file offset", () => r.read(0, b, { offset: -2 }), "ERR_INVALID_ARG"],
+      ["fractional file offset", () => r.write(1, b, { offset: 0.5 }), "ERR_INVALID_ARG"],
+      ["negative vector offset", () => r.readv(0, [b], { offset: -5 }), "ERR_INVALID_ARG"],
+      ["65 iovecs", () => r.writev(1, new Array(65).fill(b)), "ERR_INVALID_ARG"],
+      ["no iovecs", () => r.readv(0, []), "ERR_INVALID_ARG"],
+      ["not an array", () => r.readv(0, b as unknown as NativeBuffer[]), "ERR_INVALID_ARG"],
+      ["plain array in a vector", () => r.writev(1, [b, new Uint8Array(4) as unknown as NativeBuffer]), "ERR_INVALID_ARG"],
+      ["poll mask 0", () => r.poll(0, 0), "ERR_INVALID_ARG"],
+      ["poll mask too wide", () => r.poll(0, 0x10000), "ERR_INVALID_ARG"],
+      ["close of a negative fd", () => r.close(-3), "ERR_INVALID_ARG"],
+    ];
+    for (const [what, call, code] of cases) {
+      const err = thrownBy(call);
+      expect({ what, code: err.code }).toEqual({ what, code });
+      expect(err).toBeInstanceOf(code === "ERR_BUFFER_RELEASED" ? ClosedError : InvalidArgumentError);
+      expect(err.message.length).toBeGreaterThan(10);
+    }
+    expect(r.inFlight).toBe(inFlight);
+    expect(r.queued).toBe(queued);
+  });
+
+  test("64 iovecs is the limit, and it works", async () => {
+    const r = reactor();
+    const f = tempFile("iov64.bin");
+    const bufs = Array.from({ length: 64 }, (_, i) => {
+      const b = buffer(1);
+      b.bytes[0] = i;
+      return b;
+    });
+    expect(await r.writev(f.fd, bufs, { offset: 0 })).toBe(64);
+    expect(Array.from(readFileSync(f.path))).toEqual(Array.from({ length: 64 }, (_, i) => i));
+  });
+
+  test("reactor options are validated", () => {
+    for (const options of [{ sqEntries: 3 }, { sqEntries: 0 }, { sqEntries: 65536 }, { sqEntries: 8, cqEntries: 4 }, { sqEntries: 8, cqEntries: 8.5 }]) {
+      expect(() => new Reactor(options)).toThrow(InvalidArgumentError);
+    }
+  });
+});
+
+describe("cancellation", () => {
+  test("aborting an in-flight read on an empty pipe rejects AbortError and leaks no slot", async () => {
+    const r = reactor();
+    const p = newPipe();
+    const before = r.inFlight;
+    const ac = new AbortController();
+    const into = buffer(8);
+    const read = quiet(r.read(p.readFd, into, { signal: ac.signal }));
+    await r.nop(); // the read is now in the kernel, parked on the empty pipe
+    await r.nop();
+    expect(status(read)).toBe("pending");
+    expect(r.inFlight).toBe(before + 1);
+    const reason = new Error("caller gave up");
+    ac.abort(reason);
+    const err = await errorOf(read);
+    expect(err).toBeInstanceOf(AbortError);
+    expect(err.code).toBe("ABORT_ERR");
+    expect(err.cause).toBe(reason);
+    expect(await turnsUntil(() => r.inFlight === before)).toBe(true);
+    // The cancelled read consumed nothing: bytes written now are all there for the next read.
+    feed(p, [7, 8, 9]);
+    expect(await r.read(p.readFd, into)).toBe(3);
+    expect(Array.from(into.bytes.subarray(0, 3))).toEqual([7, 8, 9]);
+  });
+
+  test("aborting an operation still queued in this turn never runs it", async () => {
+    const r = reactor();
+    const p = newPipe();
+    feed(p, [1, 2, 3, 4]);
+    const before = r.inFlight;
+    const ac = new AbortController();
+    const into = buffer(4);
+    const read = quiet(r.read(p.readFd, into, { signal: ac.signal }));
+    ac.abort(); // same synchronous turn: the descriptor has not reached the kernel
+    const err = await errorOf(read);
+    expect(err).toBeInstanceOf(AbortError);
+    expect(err.code).toBe("ABORT_ERR");
+    expect(Array.from(into.bytes)).toEqual([0, 0, 0, 0]);
+    expect(await turnsUntil(() => r.inFlight === before)).toBe(true);
+    // The kernel never read: all four bytes are still in the pipe.
+    expect(await r.read(p.readFd, into)).toBe(4);
+    expect(Array.from(into.bytes)).toEqual([1, 2, 3, 4]);
+  });
+
+  test("an already aborted signal rejects at once without taking a slot", async () => {
+    const r = reactor();
+    const p = newPipe();
+    const before = r.inFlight;
+    const reason = new Error("already");
+    const read = quiet(r.read(p.readFd, buffer(4), { signal: AbortSignal.abort(reason) }));
+    expect(r.inFlight).toBe(before);
+    const err = await errorOf(read);
+    expect(err).toBeInstanceOf(AbortError);
+    expect(err.cause).toBe(reason);
+    const vec = await errorOf(r.readv(p.readFd, [buffer(4)], { signal: AbortSignal.abort() }));
+    expect(vec).toBeInstanceOf(AbortError);
+  });
+
+  test("aborting one of several reads leaves the others to complete", async () => {
+    const r = reactor();
+    const p = newPipe();
+    const before = r.inFlight;
+    const acs = [new AbortController(), new AbortController(), new AbortController()];
+    const reads = acs.map((ac) => quiet(r.read(p.readFd, buffer(1), { signal: ac.signal })));
+    await r.nop();
+    acs[1]!.abort();
+    expect(await errorOf(reads[1]!)).toBeInstanceOf(AbortError);
+    feed(p, [1, 2]);
+    expect(await reads[0]!).toBe(1);
+    expect(await reads[2]!).toBe(1);
+    expect(await turnsUntil(() => r.inFlight === before)).toBe(true);
+  });
+
+  test("abort after completion changes nothing", async () => {
+    const r = reactor();
+    const ac = new AbortController();
+    await r.nop({ signal: ac.signal });
+    ac.abort();
+    await r.nop();
+  });
+});
+
+describe("buffers the kernel uses are pinned", () => {
+  test("a pool buffer released while a read is in flight is recycled only after the completion", async () => {
+    const r = reactor();
+    const pool = new BufferPool({ bufferSize: 64, count: 1 });
+    const p = newPipe();
+    try {
+      const b = pool.acquire();
+      const read = r.read(p.readFd, b);
+      await r.nop();
+      b.release();
+      expect(b.isReleased).toBe(true);
+      // Still owned by the kernel: the pool must not hand it out.
+      expect(pool.available).toBe(0);
+      expect(() => pool.acquire()).toThrow(PoolExhaustedError);
+      expect(pool.tryAcquire()).toBeUndefined();
+      feed(p, [42, 43]);
+      expect(await read).toBe(2);
+      expect(pool.available).toBe(1);
+      const again = pool.acquire();
+      expect(again.address).toBe(b.address);
+      expect(Array.from(again.bytes.subarray(0, 2))).toEqual([42, 43]); // the kernel wrote before recycling
+      again.release();
+    } finally {
+      pool.close();
+    }
+  });
+
+  test("a waiter for a pinned buffer gets it only after the completion", async () => {
+    const r = reactor();
+    const pool = new BufferPool({ bufferSize: 16, count: 1 });
+    const p = newPipe();
+    try {
+      const b = pool.acquire();
+      const read = r.read(p.readFd, b);
+      const waiter = pool.acquireEventually();
+      b.release();
+      await r.nop();
+      expect(status(waiter)).toBe("pending");
+      feed(p, [5]);
+      expect(await read).toBe(1);
+      const next = await waiter;
+      expect(next.address).toBe(b.address);
+      next.release();
+    } finally {
+      pool.close();
+    }
+  });
+
+  test("every buffer of a readv stays pinned until the completion", async () => {
+    const r = reactor();
+    const pool = new BufferPool({ bufferSize: 8, count: 3 });
+    const p = newPipe();
+    try {
+      const bufs = [pool.acquire(), pool.acquire()];
+      const read = r.readv(p.readFd, bufs);
+      await r.nop();
+      for (const b of bufs) b.release();
+      expect(pool.available).toBe(1);
+      feed(p, [1]);
+      expect(await read).toBe(1);
+      expect(pool.available).toBe(3);
+    } finally {
+      pool.close();
+    }
+  });
+});
+
+describe("volume", () => {
+  test("5,000 concurrent nops (more than the 1024-entry SQ) all complete", async () => {
+    const r = reactor();
+    const before = r.counters();
+    const n = 5000;
+    let done = 0;
+    const all = Array.from({ length: n }, () => r.nop().then(() => done++));
+    // Each full descriptor array was flushed to the kernel while the rest were still being queued.
+    expect(r.counters().submitted - before.submitted).toBeGreaterThanOrEqual(Math.floor(n / r.sqCapacity) * r.sqCapacity);
+    await Promise.all(all);
+    expect(done).toBe(n);
+    const after = r.counters();
+    expect(after.completed - before.completed).toBeGreaterThanOrEqual(n);
+    expect(after.submitted - before.submitted).toBeGreaterThanOrEqual(n);
+    expect(await turnsUntil(() => r.inFlight === before.inFlight)).toBe(true);
+  });
+
+  test("5,000 concurrent writes and reads through pipes deliver every byte", async () => {
+    const r = reactor();
+    const n = 5000;
+    const p = newPipe();
+    const pool = new BufferPool({ bufferSize: 1, count: 2 * n });
+    try {
+      const outs = Array.from({ length: n }, (_, i) => {
+        const b = pool.acquire();
+        b.bytes[0] = i & 0xff;
+        return b;
+      });
+      const ins = Array.from({ length: n }, () => pool.acquire());
+      const writes = outs.map((b) => r.write(p.writeFd, b));
+      const reads = ins.map((b) => r.read(p.readFd, b));
+      expect(await Promise.all(writes)).toEqual(new Array(n).fill(1));
+      expect(await Promise.all(reads)).toEqual(new Array(n).fill(1));
+      // Bytes are a multiset of what was written: reads on one pipe may be served in any order.
+      const counts = new Array(256).fill(0);
+      for (const b of ins) counts[b.bytes[0]!]++;
+      const expected = new Array(256).fill(0);
+      for (let i = 0; i < n; i++) expected[i & 0xff]++;
+      expect(counts).toEqual(expected);
+      for (const b of [...outs, ...ins]) b.release();
+    } finally {
+      pool.close();
+    }
+  });
+
+  test("10,000 polls completing at once (more than the 8192-entry CQ) are all delivered", async () => {
+    const r = reactor();
+    const p = newPipe();
+    const before = r.inFlight;
+    const n = 10_000;
+    const polls = Array.from({ length: n }, () => r.poll(p.readFd, POLLIN));
+    await r.nop();
+    await r.nop();
+    expect(r.inFlight - before).toBe(n);
+    feed(p, [1]);
+    const revents = await Promise.all(polls);
+    expect(revents.every((e) => (e & POLLIN) === POLLIN)).toBe(true);
+    expect(await turnsUntil(() => r.inFlight === before)).toBe(true);
+  });
+});
+
+describe("a second, small reactor driven by hand", () => {
+  /** Turns `r` (not the loop's reactor) until `done()` or a bounded number of turns. */
+  async function drive(r: Reactor, done: () => boolean): Promise<void> {
+    for (let i = 0; i < 5000 && !done(); i++) {
+      r.turn(1000);
+      await bunTick();
+    }
+  }
+
+  test("a 4-entry SQ and CQ carry 50 operations: mid-turn flushes and CQ backlog lose nothing", async () => {
+    const r = new Reactor({ sqEntries: 4, cqEntries: 4 });
+    try {
+      expect(r.sqCapacity).toBe(4);
+      let done = 0;
+      const ops = Array.from({ length: 50 }, () => r.nop().then(() => done++));
+      await drive(r, () => done === 50);
+      await Promise.all(ops);
+      expect(done).toBe(50);
+      expect(r.counters().completed).toBe(50);
+      expect(r.inFlight).toBe(0);
+    } finally {
+      r.destroy();
+    }
+  });
+
+  test("destroy refuses while operations are in flight; afterwards operations throw ClosedError", async () => {
+    const r = new Reactor({ sqEntries: 8 });
+    const p = newPipe();
+    const ac = new AbortController();
+    const read = quiet(r.read(p.readFd, buffer(4), { signal: ac.signal }));
+    r.turn(0);
+    expect(() => r.destroy()).toThrow(InvalidArgumentError);
+    ac.abort();
+    await drive(r, () => r.inFlight === 0);
+    expect(await errorOf(read)).toBeInstanceOf(AbortError);
+    r.destroy();
+    const err = thrownBy(() => r.nop());
+    expect(err).toBeInstanceOf(ClosedError);
+    expect(err.code).toBe("ERR_REACTOR_CLOSED");
+    r.destroy(); // idempotent
+  });
+});
+
+// Last: creating a group switches this process to queued (per-group) completion delivery for good.
+describe("with scheduling groups", () => {
+  test("operations issued in a group complete in that group; cancellation still leaks nothing", async () => {
+    const r = reactor();
+    const g = createSchedulingGroup("reactor-test", 300);
+    const p = newPipe();
+    const before = r.inFlight;
+    await withSchedulingGroup(g, async () => {
+      const ran = g.tasksRun;
+      await r.nop();
+      expect(currentSchedulingGroup()).toBe(g);
+      expect(g.tasksRun).toBeGreaterThan(ran); // the completion was a task in g's queue
+
+      const ac = new AbortController();
+      const read = quiet(r.read(p.readFd, buffer(4), { signal: ac.signal }));
+      await r.nop();
+      ac.abort();
+      const err = await errorOf(read);
+      expect(err).toBeInstanceOf(AbortError);
+      expect(currentSchedulingGroup()).toBe(g);
+
+      const queuedCancel = new AbortController();
+      const early = quiet(r.read(p.readFd, buffer(4), { signal: queuedCancel.signal }));
+      queuedCancel.abort();
+      expect(await errorOf(early)).toBeInstanceOf(AbortError);
+    });
+    expect(await turnsUntil(() => r.inFlight === before)).toBe(true);
+    // A kernel error is still typed when delivered through the group's queue.
+    const err = await withSchedulingGroup(g, () => errorOf(r.read(p.writeFd, buffer(4))));
+    expect(err).toBeInstanceOf(SystemError);
+    expect(err.code).toBe("EBADF");
+  });
+});

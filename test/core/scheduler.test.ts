@@ -1,0 +1,306 @@
+/**
+ * Scheduling groups: validation, the current group travelling with the async context (across
+ * awaits, kernel completions and timer callbacks), CPU shared by shares under load, cooperative
+ * yielding, task errors that do not take the loop down, and rate-limited stall reports.
+ */
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import {
+  InvalidArgumentError,
+  SchedulingGroup,
+  Timer,
+  configureLoop,
+  createSchedulingGroup,
+  currentSchedulingGroup,
+  defaultSchedulingGroup,
+  maybeYield,
+  reactor,
+  schedule,
+  schedulingGroups,
+  sleep,
+  withSchedulingGroup,
+  yieldNow,
+} from "../../src/index.ts";
+import { loopState } from "../../src/core/scheduler.ts";
+import { busyUs } from "./fixtures/util.ts";
+
+const fixtures = join(import.meta.dir, "fixtures");
+
+/** Runs a fixture script in a child bun and parses the one JSON line it prints. */
+function runFixture(name: string): { exitCode: number; result: any; output: string } {
+  const out = Bun.spawnSync({
+    cmd: [process.execPath, join(fixtures, name)],
+    stdout: "pipe",
+    stderr: "pipe",
+    timeout: 30_000,
+    env: { ...process.env, SHOAL_DEBUG_POISON: undefined },
+  });
+  const stdout = out.stdout.toString();
+  const output = `${stdout}${out.stderr.toString()}`;
+  const line = stdout.trim().split("\n").pop() ?? "";
+  let result: any;
+  try {
+    result = JSON.parse(line);
+  } catch {
+    throw new Error(`fixture ${name} printed no JSON (exit ${out.exitCode}):\n${output}`);
+  }
+  return { exitCode: out.exitCode ?? -1, result, output };
+}
+
+/** Runs `fn` as a task (through `schedule`) in `g` and resolves with its result. */
+function inTask<T>(g: SchedulingGroup, fn: () => T): Promise<T> {
+  return new Promise((resolve, reject) =>
+    withSchedulingGroup(g, () =>
+      schedule(() => {
+        try {
+          resolve(fn());
+        } catch (err) {
+          reject(err);
+        }
+      }),
+    ),
+  );
+}
+
+describe("scheduling groups", () => {
+  test("createSchedulingGroup validates its name and shares", () => {
+    for (const [name, shares] of [
+      ["", 100],
+      [42, 100],
+      [undefined, 100],
+      ["bad-shares", 0],
+      ["bad-shares", 1001],
+      ["bad-shares", -5],
+      ["bad-shares", Number.NaN],
+      ["bad-shares", Number.POSITIVE_INFINITY],
+      ["bad-shares", "100"],
+    ] as [string, number][]) {
+      const err = (() => {
+        try {
+          createSchedulingGroup(name, shares);
+        } catch (e) {
+          return e as InvalidArgumentError;
+        }
+      })();
+      expect(err).toBeInstanceOf(InvalidArgumentError);
+      expect(err!.code).toBe("ERR_INVALID_ARG");
+    }
+    const g = createSchedulingGroup("validated", 1);
+    expect(g.name).toBe("validated");
+    expect(g.shares).toBe(1);
+    expect(schedulingGroups()).toContain(g);
+    expect(schedulingGroups()[0]).toBe(defaultSchedulingGroup);
+    g.setShares(1000);
+    expect(g.shares).toBe(1000);
+    expect(() => g.setShares(0)).toThrow(InvalidArgumentError);
+    expect(() => g.setShares(1001)).toThrow(InvalidArgumentError);
+    expect(g.shares).toBe(1000);
+    expect(() => withSchedulingGroup({} as SchedulingGroup, () => 0)).toThrow(InvalidArgumentError);
+    expect(() => schedule("not a function" as unknown as () => void)).toThrow(InvalidArgumentError);
+  });
+
+  test("a shard has at most 64 groups, the default included (child process: groups live as long as it)", () => {
+    const { exitCode, result } = runFixture("group-limit.ts");
+    expect(exitCode).toBe(0);
+    expect(result.created).toBe(63);
+    expect(result.total).toBe(64);
+    expect(result.error.code).toBe("ERR_INVALID_ARG");
+    expect(result.error.message).toContain("64");
+  });
+
+  test("the current group travels across awaits, kernel completions and timer callbacks", async () => {
+    const g = createSchedulingGroup("ctx", 200);
+    const h = createSchedulingGroup("ctx-inner", 200);
+    expect(currentSchedulingGroup()).toBe(defaultSchedulingGroup);
+    const seen: Record<string, SchedulingGroup> = {};
+    const value = await withSchedulingGroup(g, async () => {
+      seen.start = currentSchedulingGroup();
+      await null;
+      seen.afterAwait = currentSchedulingGroup();
+      await reactor().nop();
+      seen.afterNop = currentSchedulingGroup();
+      await reactor().timeout(1);
+      seen.afterKernelTimeout = currentSchedulingGroup();
+      await sleep(1);
+      seen.afterSleep = currentSchedulingGroup();
+      await yieldNow();
+      seen.afterYield = currentSchedulingGroup();
+      seen.timer = await new Promise<SchedulingGroup>((resolve) => new Timer(() => resolve(currentSchedulingGroup())).arm(1));
+      seen.task = await new Promise<SchedulingGroup>((resolve) => schedule(() => resolve(currentSchedulingGroup())));
+      seen.inner = await withSchedulingGroup(h, async () => {
+        await reactor().nop();
+        return currentSchedulingGroup();
+      });
+      seen.afterInner = currentSchedulingGroup();
+      return "done";
+    });
+    expect(value).toBe("done");
+    for (const [where, group] of Object.entries(seen)) {
+      expect({ where, group: group.name }).toEqual({ where, group: where === "inner" ? "ctx-inner" : "ctx" });
+    }
+    expect(currentSchedulingGroup()).toBe(defaultSchedulingGroup);
+  });
+
+  test("operations issued in a group complete as tasks of that group", async () => {
+    const g = createSchedulingGroup("owner", 300);
+    const before = g.tasksRun;
+    await withSchedulingGroup(g, async () => {
+      for (let i = 0; i < 10; i++) {
+        await reactor().nop();
+        expect(currentSchedulingGroup()).toBe(g);
+      }
+      await sleep(1);
+    });
+    expect(g.tasksRun - before).toBeGreaterThanOrEqual(11); // ten completions and one timer
+    expect(g.runtimeMs).toBeGreaterThan(0);
+  });
+
+  test("schedule runs tasks in order, in the current group", async () => {
+    const g = createSchedulingGroup("fifo", 300);
+    const order: number[] = [];
+    await new Promise<void>((resolve) =>
+      withSchedulingGroup(g, () => {
+        for (let i = 0; i < 100; i++) schedule(() => order.push(i));
+        schedule(() => resolve());
+      }),
+    );
+    expect(order).toEqual(Array.from({ length: 100 }, (_, i) => i));
+  });
+});
+
+describe("cooperative yielding", () => {
+  test("maybeYield returns undefined while the task quota lasts, a promise once it is spent", async () => {
+    const g = createSchedulingGroup("yielder", 300);
+    const quota = loopState.taskQuotaMs;
+    configureLoop({ taskQuotaMs: 200 }); // generous: the first check must not see a spent quota
+    try {
+      expect(await inTask(g, () => maybeYield())).toBeUndefined();
+    } finally {
+      configureLoop({ taskQuotaMs: quota });
+    }
+    const spent = await inTask(g, () => {
+      busyUs(quota * 1000 + 500);
+      return { p: maybeYield() };
+    });
+    expect(spent.p).toBeInstanceOf(Promise);
+    await withSchedulingGroup(g, async () => {
+      await spent.p;
+      expect(currentSchedulingGroup()).toBe(g);
+    });
+  });
+
+  test("two busy groups with shares 100 and 200 get CPU 1:2 (within 10%)", async () => {
+    const low = createSchedulingGroup("shares-100", 100);
+    const high = createSchedulingGroup("shares-200", 200);
+    let stop = false;
+    const work = new Map<SchedulingGroup, number>([
+      [low, 0],
+      [high, 0],
+    ]);
+    async function fiber(g: SchedulingGroup): Promise<void> {
+      while (!stop) {
+        busyUs(50);
+        work.set(g, work.get(g)! + 1);
+        await maybeYield();
+      }
+    }
+    const runtime0 = [low.runtimeMs, high.runtimeMs];
+    const cpu0 = process.cpuUsage();
+    const wall0 = performance.now();
+    const fibers: Promise<void>[] = [];
+    for (let i = 0; i < 4; i++) {
+      fibers.push(withSchedulingGroup(low, () => fiber(low)));
+      fibers.push(withSchedulingGroup(high, () => fiber(high)));
+    }
+    await sleep(1500);
+    stop = true;
+    await Promise.all(fibers);
+    const cpu = process.cpuUsage(cpu0);
+    const cpuShare = (cpu.user + cpu.system) / 1000 / (performance.now() - wall0);
+    const lowMs = low.runtimeMs - runtime0[0]!;
+    const highMs = high.runtimeMs - runtime0[1]!;
+    const cpuRatio = highMs / lowMs;
+    const workRatio = work.get(high)! / work.get(low)!;
+    const detail =
+      `runtime ${lowMs.toFixed(0)} ms : ${highMs.toFixed(0)} ms, work ${work.get(low)} : ${work.get(high)}, ` +
+      `this process had ${(cpuShare * 100).toFixed(0)}% of a CPU`;
+    expect(lowMs, detail).toBeGreaterThan(100);
+    expect(cpuRatio, detail).toBeGreaterThan(1.8);
+    expect(cpuRatio, detail).toBeLessThan(2.2);
+    // Work done tracks the split only when the process had the CPU to itself: group runtime is
+    // wall time, and time the OS gives to other processes lands in long runs of one group.
+    if (cpuShare >= 0.9) {
+      expect(workRatio, detail).toBeGreaterThan(1.8);
+      expect(workRatio, detail).toBeLessThan(2.2);
+    } else {
+      expect(workRatio, detail).toBeGreaterThan(1);
+    }
+  });
+});
+
+describe("failures and stalls", () => {
+  test("a throwing task or timer is reported as an uncaught exception with its group; the loop keeps running", () => {
+    const { exitCode, result, output } = runFixture("throwing-tasks.ts");
+    expect(exitCode, output).toBe(0);
+    expect(result.seen).toEqual([
+      { message: "boom in main", group: "main" },
+      { message: "a string, not an Error", group: "thrower" },
+      { message: "boom in a timer", group: "thrower" },
+    ]);
+    expect(result.later).toBe(3); // tasks after the throwing ones ran, and so did later I/O
+    expect(result.loopErrors).toBe(0);
+  });
+
+  test("a task that runs past blockedReactorNotifyMs is reported with its group; reports are rate-limited", async () => {
+    const reports: string[] = [];
+    const savedReport = loopState.report;
+    const savedThreshold = loopState.blockedNotifyMs;
+    const g = createSchedulingGroup("stall-test", 500);
+    const mine = () => reports.filter((m) => m.includes('"stall-test"'));
+    // The report is made when the batch ends, after the continuations it released: one more turn.
+    const stall = async () => {
+      await inTask(g, () => busyUs(20_000));
+      await reactor().nop();
+    };
+    // Reports are limited to one a second: start clear of the last one (from anyone).
+    const clearOfLastReport = async () => {
+      for (let wait = loopState.lastStallReport + 1000 - performance.now(); wait > 0; ) {
+        await sleep(wait + 1);
+        wait = loopState.lastStallReport + 1000 - performance.now();
+      }
+    };
+    loopState.report = (m) => reports.push(m);
+    configureLoop({ blockedReactorNotifyMs: 5 });
+    try {
+      // On a loaded machine any batch the OS preempts for 5 ms is a stall too (often the first
+      // batch after a sleep): such a report can take the slot just before ours, so retry.
+      for (let attempt = 0; attempt < 5 && mine().length === 0; attempt++) {
+        await clearOfLastReport();
+        await stall();
+      }
+      expect(mine().length).toBe(1);
+      const took = Number(/stalled for ([\d.]+) ms/.exec(mine()[0]!)?.[1]);
+      expect(took).toBeGreaterThanOrEqual(20);
+      expect(mine()[0]).toContain("threshold 5 ms");
+
+      // Back to back, within a second of that report: counted, not reported.
+      const stalls = loopState.stalls;
+      const suppressed = loopState.stallReportsSuppressed;
+      const reported = reports.length;
+      await stall();
+      expect(loopState.stalls).toBeGreaterThan(stalls);
+      expect(loopState.stallReportsSuppressed).toBeGreaterThan(suppressed);
+      expect(reports.length).toBe(reported);
+
+      // The next report, a second later, says how many were not reported.
+      await clearOfLastReport();
+      await stall();
+      expect(reports.length).toBeGreaterThan(reported);
+      const more = Number(/(\d+) more stall\(s\) not reported/.exec(reports[reported]!)?.[1]);
+      expect(more, reports[reported]).toBeGreaterThanOrEqual(1);
+    } finally {
+      loopState.report = savedReport;
+      configureLoop({ blockedReactorNotifyMs: savedThreshold });
+    }
+  });
+});
