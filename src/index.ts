@@ -43,5 +43,9 @@ export * from "./core/condition-variable.ts";
 export * from "./core/shared-mutex.ts";
 export type { Completable } from "./core/scheduler.ts";
 
+export * from "./smp/index.ts";
+export * from "./app/index.ts";
+export * from "./log/index.ts";
+
 /** Shoal's version. */
 export const version = "0.1.0";

@@ -2,4 +2,5 @@ test {
     _ = @import("reactor.zig");
     _ = @import("memory.zig");
     _ = @import("probe.zig");
+    _ = @import("smp.zig");
 }

@@ -1,0 +1,128 @@
+/**
+ * The app template (Seastar's app_template). The application module registers its handlers and
+ * services at top level and ends with:
+ *
+ *   app({ name: "counter", description: "...", options: { port: { type: "integer", default: 8080, description: "..." } } },
+ *     async ({ options, signal, log }) => { ... });
+ *
+ * Run as `bun main.ts --smp 4 --port 9000`: on the main thread app() parses the command line
+ * (--help, unknown options rejected) and becomes the supervisor, which starts one Worker per
+ * shard; every shard imports the same module (so the same registrations run everywhere), and
+ * main runs on shard 0 only. Its return value (a number) is the exit code; the shutdown signal
+ * fires on SIGINT/SIGTERM, after which main should return, and every running service is stopped.
+ */
+import { pathToFileURL } from "node:url";
+import { isMainThread } from "node:worker_threads";
+import { InvalidArgumentError } from "../core/errors.ts";
+import { logger, setLogLevel, setLogPrefix, type Logger } from "../log/logger.ts";
+import { registerShardMain, shardLaunch } from "../smp/control.ts";
+import { role, shutdownSignal } from "../smp/runtime.ts";
+import { EXIT_USAGE, runSupervisor } from "../smp/supervisor.ts";
+import { OptionError, checkSpecs, formatHelp, parseCommandLine, type OptionSpecs, type OptionValues, type SharedOptions } from "./options.ts";
+
+/** Describes an app. */
+export interface AppConfig<S extends OptionSpecs> {
+  /** Short name: --help's usage line, error messages, main's logger. */
+  name: string;
+  /** One paragraph for --help. */
+  description?: string;
+  /** The app's own command-line options. */
+  options?: S;
+  /** The module every shard imports (default: the script Bun was started with, Bun.main). */
+  module?: string | URL;
+  /** Bytes of data per cross-shard ring (power of two, default 256 KiB). */
+  ringBytes?: number;
+  /** A shard that does not report ready within this long fails the start (default 60 s). */
+  startTimeoutMs?: number;
+  /** Shutdown gives up after this long and exits 1 (default 30 s). */
+  shutdownTimeoutMs?: number;
+  /** After the shutdown signal, how long to wait for main to return before stopping services (default 5 s). */
+  mainGraceMs?: number;
+}
+
+/** What main receives. */
+export interface AppContext<S extends OptionSpecs> {
+  /** The parsed command line: the app's options and Shoal's (smp, cpuset, logLevel, ...). */
+  options: OptionValues<S> & SharedOptions;
+  /** Aborts when shutdown begins (SIGINT, SIGTERM, a shard failed): stop accepting work and return. */
+  signal: AbortSignal;
+  /** A logger named after the app. */
+  log: Logger;
+}
+
+let called = false;
+
+/**
+ * Runs the application: the supervisor on the main thread, a shard inside a shard Worker (main
+ * on shard 0). On the main thread the returned promise never settles: the process exits when
+ * the app ends (main's number, else 0; 1 after a failure; 2 for a bad command line). Inside a
+ * shard it resolves at once, so the module finishes loading.
+ * Throws InvalidArgumentError for a bad config or a second call.
+ */
+export function app<const S extends OptionSpecs = Record<never, never>>(
+  config: AppConfig<S>,
+  main: (ctx: AppContext<S>) => unknown,
+): Promise<void> {
+  if (config === null || typeof config !== "object" || typeof config.name !== "string" || config.name === "") {
+    throw new InvalidArgumentError("app: config.name must be a non-empty string");
+  }
+  if (typeof main !== "function") throw new InvalidArgumentError("app: main must be a function");
+  if (called) throw new InvalidArgumentError("app() was called twice; an application module calls it once");
+  called = true;
+  const specs = (config.options ?? {}) as S;
+  checkSpecs(specs);
+  const launch = shardLaunch();
+  if (role() === "shard" && launch !== undefined) {
+    registerShardMain(async () => {
+      const ctx: AppContext<S> = {
+        options: launch.options as OptionValues<S> & SharedOptions,
+        signal: shutdownSignal(),
+        log: logger(config.name),
+      };
+      return main(ctx);
+    });
+    return Promise.resolve();
+  }
+  if (!isMainThread) {
+    throw new InvalidArgumentError("app() runs on the main thread (as the supervisor) or in a shard it started, not in another Worker");
+  }
+  return supervise(config, specs);
+}
+
+async function supervise<S extends OptionSpecs>(config: AppConfig<S>, specs: S): Promise<never> {
+  setLogPrefix("supervisor");
+  let parsed;
+  try {
+    parsed = parseCommandLine(process.argv.slice(2), specs);
+  } catch (err) {
+    if (!(err instanceof OptionError)) throw err;
+    process.stderr.write(`${config.name}: ${err.message}\nRun \`${config.name} --help\` to list the options.\n`);
+    process.exit(EXIT_USAGE);
+  }
+  if (parsed.help) {
+    process.stdout.write(formatHelp(config.name, config.description, specs));
+    process.exit(0);
+  }
+  const shared = parsed.shared;
+  setLogLevel(shared.logLevel);
+  const module = config.module === undefined ? pathToFileURL(Bun.main).href : String(config.module);
+  return runSupervisor({
+    name: config.name,
+    module,
+    smp: shared.smp,
+    cpuset: shared.cpuset,
+    overprovisioned: shared.overprovisioned,
+    loop: {
+      taskQuotaMs: shared.taskQuotaMs,
+      idlePollTimeUs: shared.idlePollTimeUs,
+      blockedReactorNotifyMs: shared.blockedReactorNotifyMs,
+    },
+    logLevel: shared.logLevel,
+    encodeLocalCalls: shared.encodeLocalCalls,
+    options: { ...parsed.app, ...shared },
+    ringBytes: config.ringBytes,
+    startTimeoutMs: config.startTimeoutMs,
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    mainGraceMs: config.mainGraceMs,
+  });
+}

@@ -1,0 +1,737 @@
+/**
+ * The compact binary encoding of values that cross shards. Not structured clone and not JSON:
+ * a one-byte tag per value, little-endian numbers, strings as Latin-1 bytes or UTF-16 units
+ * (exact, lone surrogates included), containers with counts up front.
+ *
+ * Encodable: undefined, null, booleans, numbers (-0 and NaN exact), bigint, strings, arrays,
+ * plain objects (prototype Object.prototype or null; own enumerable string keys), Map, Set,
+ * Date, typed arrays and ArrayBuffer (copied), Errors (name, message, code, stack, cause and
+ * other own enumerable properties that can cross), and NativeBuffers (handed over, not copied:
+ * see handover.ts). Anything else (functions, symbols, class instances, promises, cycles)
+ * fails with an EncodeError naming where in the value it sits.
+ *
+ * A Writer writes either straight into a ring (`limit` is the space the ring has there; going
+ * past it throws RING_FULL and the caller re-encodes into scratch memory) or into a growable
+ * scratch buffer. A Reader reads from a ring or from scratch memory; decoded values never
+ * point into the buffer they came from, so the ring space can be reused at once.
+ */
+import type { NativeBuffer } from "../core/buffers.ts";
+import { AbortError, ClosedError, InvalidArgumentError, TimedOutError } from "../core/errors.ts";
+import * as smpErrors from "./errors.ts";
+import { EncodeError, MessageTooLargeError, RemoteError } from "./errors.ts";
+
+const T_UNDEFINED = 0;
+const T_NULL = 1;
+const T_FALSE = 2;
+const T_TRUE = 3;
+const T_INT32 = 4;
+const T_FLOAT64 = 5;
+const T_STR8 = 6; // u8 length, Latin-1 bytes
+const T_LATIN1 = 7; // u32 length, Latin-1 bytes
+const T_UTF16 = 8; // u32 length in code units, UTF-16LE
+const T_BIGINT = 9; // u8 sign, u32 words, u64 words (least significant first)
+const T_ARRAY = 10; // u32 count, values
+const T_OBJECT = 11; // u32 count, (string, value) pairs
+const T_MAP = 12; // u32 count, (value, value) pairs
+const T_SET = 13; // u32 count, values
+const T_DATE = 14; // f64 time value
+const T_TYPED = 15; // u8 kind, u32 byte length, bytes
+const T_ARRAY_BUFFER = 16; // u32 byte length, bytes
+const T_ERROR = 17; // name, message, code, stack, cause, extra properties (an object)
+const T_HANDOVER = 18; // u16 owner shard, u32 handover id, f64 address, u32 length
+const T_INT8 = 19; // i8: the small integers counters and indexes mostly are
+
+/** Node's fast Latin-1/UTF-16 copies, which Bun's Buffer has but its types do not list. */
+interface FastBuffer extends Buffer {
+  latin1Write(text: string, offset: number, length: number): number;
+  ucs2Write(text: string, offset: number, length: number): number;
+  latin1Slice(start: number, end: number): string;
+  ucs2Slice(start: number, end: number): string;
+}
+
+function fastBuffer(buffer: ArrayBufferLike, offset?: number, length?: number): FastBuffer {
+  return Buffer.from(buffer, offset, length) as FastBuffer;
+}
+
+/** Deepest nesting accepted; deeper values are almost always cycles. */
+export const MAX_DEPTH = 64;
+
+const typedKinds = [
+  Uint8Array, Int8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array,
+  Float32Array, Float64Array, BigInt64Array, BigUint64Array,
+] as const;
+type TypedCtor = (typeof typedKinds)[number];
+const typedKindOf = new Map<unknown, number>(typedKinds.map((c, i) => [c, i]));
+
+export { fastBuffer, type FastBuffer };
+
+/** Thrown by a ring-backed Writer that ran out of room; never escapes the smp layer. */
+export const RING_FULL: unique symbol = Symbol("shoal.smp.ringFull");
+
+/** Where handed-over NativeBuffers are registered while a message is encoded (see handover.ts). */
+export interface HandoverSink {
+  /** This shard's id: the owner recorded in the message. */
+  readonly shard: number;
+  /** Reserves an id for `buffer`; committed or cancelled with the message. */
+  reserve(buffer: NativeBuffer): number;
+}
+
+/** Turns a handed-over buffer description back into a NativeBuffer on the receiving shard. */
+export type ForeignBufferFactory = (owner: number, id: number, address: number, length: number) => NativeBuffer;
+
+/** Error classes rebuilt as themselves on the receiving shard (the smp layer's own), by name. */
+const knownErrors = new Map<string, new (...args: never[]) => Error>();
+
+/** @internal Lets an error class keep its identity across shards (framework errors only). */
+export function registerKnownError(ctor: new (...args: never[]) => Error): void {
+  knownErrors.set(ctor.name, ctor);
+}
+
+// Shoal's own error classes (except RemoteError) arrive as themselves.
+for (const ctor of [...Object.values(smpErrors), InvalidArgumentError, ClosedError, AbortError, TimedOutError]) {
+  if (ctor !== RemoteError) registerKnownError(ctor as new (...args: never[]) => Error);
+}
+
+let NativeBufferClass: (abstract new (...args: never[]) => NativeBuffer) | undefined;
+
+/** @internal Set once by handover.ts so that the codec recognizes NativeBuffers without importing them eagerly. */
+export function setNativeBufferClass(ctor: abstract new (...args: never[]) => NativeBuffer): void {
+  NativeBufferClass = ctor;
+}
+
+function typeName(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v !== "object") return typeof v;
+  const ctor = (v as { constructor?: { name?: string } }).constructor;
+  return ctor?.name ? `an instance of ${ctor.name}` : "an object with a custom prototype";
+}
+
+/** Encodes values into a ring (limited) or into growable scratch memory. */
+export class Writer {
+  u8: Uint8Array;
+  dv: DataView;
+  buf: FastBuffer;
+  pos = 0;
+  /** Writing stops here: the ring's room, or the scratch buffer's size. */
+  limit: number;
+  /** True when writing straight into a ring. */
+  ring = false;
+  /** Largest message a scratch writer grows to. */
+  readonly maxBytes: number;
+  /** Buffers handed over by the message being encoded, and their reserved ids. */
+  readonly handed: NativeBuffer[] = [];
+  readonly handedIds: number[] = [];
+  sink: HandoverSink | undefined;
+  private scratch: ArrayBuffer;
+
+  /** A scratch writer of `initialBytes`, growing up to `maxBytes`. */
+  constructor(initialBytes: number, maxBytes: number, sink?: HandoverSink) {
+    this.scratch = new ArrayBuffer(initialBytes);
+    this.u8 = new Uint8Array(this.scratch);
+    this.dv = new DataView(this.scratch);
+    this.buf = fastBuffer(this.scratch);
+    this.limit = initialBytes;
+    this.maxBytes = maxBytes;
+    this.sink = sink;
+  }
+
+  /** Points this writer at ring memory: [pos, limit) is free there. */
+  target(u8: Uint8Array, dv: DataView, buf: FastBuffer, pos: number, limit: number): void {
+    this.u8 = u8;
+    this.dv = dv;
+    this.buf = buf;
+    this.pos = pos;
+    this.limit = limit;
+    this.ring = true;
+    if (this.handed.length !== 0) this.forgetHandovers();
+  }
+
+  /** Setting an array's length costs ~25 ns in JSC even when it is 0 already: only when needed. */
+  private forgetHandovers(): void {
+    this.handed.length = 0;
+    this.handedIds.length = 0;
+  }
+
+  /** Points this writer back at its own scratch memory, empty. */
+  reset(): this {
+    if (this.ring) {
+      this.u8 = new Uint8Array(this.scratch);
+      this.dv = new DataView(this.scratch);
+      this.buf = fastBuffer(this.scratch);
+      this.ring = false;
+    }
+    this.pos = 0;
+    this.limit = this.scratch.byteLength;
+    if (this.handed.length !== 0) this.forgetHandovers();
+    return this;
+  }
+
+  /** Makes room for `n` more bytes or throws (RING_FULL in a ring, MessageTooLargeError past maxBytes). */
+  ensure(n: number): void {
+    if (this.pos + n > this.limit) this.grow(n);
+  }
+
+  private grow(n: number): void {
+    if (this.ring) throw RING_FULL;
+    const need = this.pos + n;
+    if (need > this.maxBytes) {
+      throw new MessageTooLargeError(
+        `a cross-shard message needs more than ${this.maxBytes} bytes (the ring limit); ` +
+          "send large payloads as NativeBuffers, which are handed over instead of copied",
+      );
+    }
+    let size = this.scratch.byteLength * 2;
+    while (size < need) size *= 2;
+    size = Math.min(size, Math.max(this.maxBytes, need));
+    const next = new ArrayBuffer(size);
+    new Uint8Array(next).set(new Uint8Array(this.scratch, 0, this.pos));
+    this.scratch = next;
+    this.u8 = new Uint8Array(next);
+    this.dv = new DataView(next);
+    this.buf = fastBuffer(next);
+    this.limit = size;
+  }
+
+  u8v(v: number): void {
+    this.ensure(1);
+    this.u8[this.pos++] = v;
+  }
+
+  u16(v: number): void {
+    this.ensure(2);
+    this.dv.setUint16(this.pos, v, true);
+    this.pos += 2;
+  }
+
+  u32(v: number): void {
+    this.ensure(4);
+    this.dv.setUint32(this.pos, v, true);
+    this.pos += 4;
+  }
+
+  f64(v: number): void {
+    this.ensure(8);
+    this.dv.setFloat64(this.pos, v, true);
+    this.pos += 8;
+  }
+
+  /** Encodes any encodable value. Throws EncodeError (with a path) for what cannot cross. */
+  value(v: unknown, depth = 0): void {
+    switch (typeof v) {
+      case "number":
+        this.number(v);
+        return;
+      case "string":
+        this.string(v);
+        return;
+      case "boolean":
+        this.u8v(v ? T_TRUE : T_FALSE);
+        return;
+      case "undefined":
+        this.u8v(T_UNDEFINED);
+        return;
+      case "object":
+        if (v === null) this.u8v(T_NULL);
+        else this.object(v, depth);
+        return;
+      case "bigint":
+        this.bigint(v);
+        return;
+      case "function":
+        throw new EncodeError(
+          `a function cannot cross shards (${(v as Function).name || "anonymous"}); register it with registerHandler and pass its name`,
+        );
+      default:
+        throw new EncodeError(`a ${typeof v} cannot cross shards`);
+    }
+  }
+
+  number(v: number): void {
+    if ((v | 0) === v && (v !== 0 || 1 / v > 0)) {
+      if (v >= -128 && v <= 127) {
+        this.ensure(2);
+        this.u8[this.pos] = T_INT8;
+        this.dv.setInt8(this.pos + 1, v);
+        this.pos += 2;
+        return;
+      }
+      this.ensure(5);
+      this.u8[this.pos] = T_INT32;
+      this.dv.setInt32(this.pos + 1, v, true);
+      this.pos += 5;
+      return;
+    }
+    this.ensure(9);
+    this.u8[this.pos] = T_FLOAT64;
+    this.dv.setFloat64(this.pos + 1, v, true);
+    this.pos += 9;
+  }
+
+  string(s: string): void {
+    const n = s.length;
+    if (n < 256) {
+      this.ensure(2 + n);
+      const u8 = this.u8;
+      let p = this.pos + 2;
+      for (let i = 0; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c > 255) {
+          this.utf16(s);
+          return;
+        }
+        u8[p++] = c;
+      }
+      u8[this.pos] = T_STR8;
+      u8[this.pos + 1] = n;
+      this.pos = p;
+      return;
+    }
+    for (let i = 0; i < n; i++) {
+      if (s.charCodeAt(i) > 255) {
+        this.utf16(s);
+        return;
+      }
+    }
+    this.ensure(5 + n);
+    this.u8[this.pos] = T_LATIN1;
+    this.dv.setUint32(this.pos + 1, n, true);
+    this.buf.latin1Write(s, this.pos + 5, n);
+    this.pos += 5 + n;
+  }
+
+  private utf16(s: string): void {
+    const bytes = s.length * 2;
+    this.ensure(5 + bytes);
+    this.u8[this.pos] = T_UTF16;
+    this.dv.setUint32(this.pos + 1, s.length, true);
+    this.buf.ucs2Write(s, this.pos + 5, bytes);
+    this.pos += 5 + bytes;
+  }
+
+  private bigint(v: bigint): void {
+    const negative = v < 0n;
+    let m = negative ? -v : v;
+    const words: bigint[] = [];
+    while (m > 0n) {
+      words.push(m & 0xffff_ffff_ffff_ffffn);
+      m >>= 64n;
+    }
+    this.ensure(6 + words.length * 8);
+    this.u8[this.pos] = T_BIGINT;
+    this.u8[this.pos + 1] = negative ? 1 : 0;
+    this.dv.setUint32(this.pos + 2, words.length, true);
+    let p = this.pos + 6;
+    for (const w of words) {
+      this.dv.setBigUint64(p, w, true);
+      p += 8;
+    }
+    this.pos = p;
+  }
+
+  private object(v: object, depth: number): void {
+    if (depth >= MAX_DEPTH) throw new EncodeError(`nesting deeper than ${MAX_DEPTH} levels (is the value circular?)`);
+    if (Array.isArray(v)) return this.array(v, depth + 1);
+    const proto = Object.getPrototypeOf(v);
+    if (proto === Object.prototype || proto === null) return this.plain(v as Record<string, unknown>, depth + 1);
+    if (ArrayBuffer.isView(v)) return this.typed(v);
+    if (v instanceof Error) return this.error(v, depth + 1);
+    if (v instanceof Date) {
+      this.u8v(T_DATE);
+      this.f64(v.getTime());
+      return;
+    }
+    if (v instanceof Map) return this.map(v, depth + 1);
+    if (v instanceof Set) return this.set(v, depth + 1);
+    if (v instanceof ArrayBuffer) {
+      this.u8v(T_ARRAY_BUFFER);
+      this.bytes(new Uint8Array(v));
+      return;
+    }
+    if (NativeBufferClass !== undefined && v instanceof NativeBufferClass) return this.handover(v);
+    if (typeof (v as { then?: unknown }).then === "function") {
+      throw new EncodeError("a promise cannot cross shards; await it first");
+    }
+    throw new EncodeError(`${typeName(v)} cannot cross shards; pass a plain object instead`);
+  }
+
+  private array(v: unknown[], depth: number): void {
+    const n = v.length;
+    this.u8v(T_ARRAY);
+    this.u32(n);
+    let i = 0;
+    try {
+      for (; i < n; i++) this.value(v[i], depth);
+    } catch (err) {
+      if (err instanceof EncodeError) err.prepend(`[${i}]`);
+      throw err;
+    }
+  }
+
+  private plain(v: Record<string, unknown>, depth: number): void {
+    this.u8v(T_OBJECT);
+    this.ensure(4);
+    const countAt = this.pos;
+    this.pos += 4;
+    let count = 0;
+    let key = "";
+    try {
+      for (key in v) {
+        if (!Object.hasOwn(v, key)) continue;
+        this.string(key);
+        this.value(v[key], depth);
+        count++;
+      }
+    } catch (err) {
+      if (err instanceof EncodeError) err.prepend(/^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`);
+      throw err;
+    }
+    this.dv.setUint32(countAt, count, true);
+  }
+
+  private map(v: Map<unknown, unknown>, depth: number): void {
+    this.u8v(T_MAP);
+    this.u32(v.size);
+    let i = 0;
+    try {
+      for (const [k, x] of v) {
+        this.value(k, depth);
+        this.value(x, depth);
+        i++;
+      }
+    } catch (err) {
+      if (err instanceof EncodeError) err.prepend(`<map entry ${i}>`);
+      throw err;
+    }
+  }
+
+  private set(v: Set<unknown>, depth: number): void {
+    this.u8v(T_SET);
+    this.u32(v.size);
+    let i = 0;
+    try {
+      for (const x of v) {
+        this.value(x, depth);
+        i++;
+      }
+    } catch (err) {
+      if (err instanceof EncodeError) err.prepend(`<set entry ${i}>`);
+      throw err;
+    }
+  }
+
+  private bytes(src: Uint8Array): void {
+    const n = src.byteLength;
+    this.u32(n);
+    this.ensure(n);
+    this.u8.set(src, this.pos);
+    this.pos += n;
+  }
+
+  private typed(v: ArrayBufferView): void {
+    const kind = typedKindOf.get(v.constructor) ?? (v instanceof Uint8Array ? 0 : undefined);
+    if (kind === undefined) {
+      throw new EncodeError(`${typeName(v)} cannot cross shards; pass a Uint8Array or another typed array`);
+    }
+    this.u8v(T_TYPED);
+    this.u8v(kind);
+    this.bytes(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+  }
+
+  private error(e: Error, depth: number): void {
+    this.u8v(T_ERROR);
+    this.string(String(e.name ?? "Error"));
+    this.string(String(e.message ?? ""));
+    const code = (e as { code?: unknown }).code;
+    this.value(typeof code === "string" || typeof code === "number" ? code : undefined);
+    this.value(typeof e.stack === "string" ? e.stack : undefined);
+    this.cause((e as { cause?: unknown }).cause, depth);
+    // Other own enumerable properties that can cross (errno, op, shard...); the rest are dropped.
+    const extra: Record<string, unknown> = {};
+    let n = 0;
+    for (const key of Object.keys(e)) {
+      if (key === "name" || key === "message" || key === "code" || key === "stack" || key === "cause") continue;
+      const x = (e as unknown as Record<string, unknown>)[key];
+      const t = typeof x;
+      if (t === "string" || t === "number" || t === "boolean" || t === "bigint" || x === null) {
+        extra[key] = x;
+        n++;
+      }
+    }
+    this.u32(n);
+    for (const key in extra) {
+      this.string(key);
+      this.value(extra[key]);
+    }
+  }
+
+  private cause(cause: unknown, depth: number): void {
+    if (cause === undefined) {
+      this.u8v(T_UNDEFINED);
+      return;
+    }
+    // A cause that cannot cross becomes its description rather than failing the whole error.
+    const start = this.pos;
+    const handed = this.handed.length;
+    try {
+      this.value(cause, depth);
+    } catch (err) {
+      if (!(err instanceof EncodeError)) throw err;
+      this.pos = start;
+      this.handed.length = handed;
+      this.handedIds.length = handed;
+      this.string(cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause));
+    }
+  }
+
+  private handover(b: NativeBuffer): void {
+    if (this.sink === undefined) throw new EncodeError("a NativeBuffer can only be handed over in a cross-shard call");
+    if (b.isReleased) throw new EncodeError("a released NativeBuffer cannot be handed over");
+    if (this.handed.includes(b)) throw new EncodeError("the same NativeBuffer appears twice in one message");
+    this.ensure(19);
+    const id = this.sink.reserve(b);
+    this.handed.push(b);
+    this.handedIds.push(id);
+    this.u8[this.pos] = T_HANDOVER;
+    this.dv.setUint16(this.pos + 1, this.sink.shard, true);
+    this.dv.setUint32(this.pos + 3, id, true);
+    this.dv.setFloat64(this.pos + 7, b.address, true);
+    this.dv.setUint32(this.pos + 15, b.length, true);
+    this.pos += 19;
+  }
+}
+
+/** Strings up to this many bytes are interned when decoded. */
+const SHORT_STRING = 6;
+/** The intern table is emptied when it reaches this size (it is a cache, not a registry). */
+const INTERN_LIMIT = 8192;
+const interned = new Map<number, string>();
+
+/** Decodes values written by a Writer, from a ring or from scratch memory. */
+export class Reader {
+  u8: Uint8Array;
+  dv: DataView;
+  buf: FastBuffer;
+  pos = 0;
+  /** Builds the receiving side of handed-over buffers. */
+  foreign: ForeignBufferFactory | undefined;
+  /** The shard whose message is being read (the origin of a decoded error). */
+  from = -1;
+
+  constructor(u8: Uint8Array, foreign?: ForeignBufferFactory) {
+    this.u8 = u8;
+    this.dv = new DataView(u8.buffer, u8.byteOffset, u8.byteLength);
+    this.buf = fastBuffer(u8.buffer, u8.byteOffset, u8.byteLength);
+    this.foreign = foreign;
+  }
+
+  /** Reads over other memory (a scratch writer's) from `pos`. */
+  over(w: Writer, pos: number): this {
+    this.u8 = w.u8;
+    this.dv = w.dv;
+    this.buf = w.buf;
+    this.pos = pos;
+    return this;
+  }
+
+  u16(): number {
+    const v = this.dv.getUint16(this.pos, true);
+    this.pos += 2;
+    return v;
+  }
+
+  u32(): number {
+    const v = this.dv.getUint32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+
+  /** Decodes one value. */
+  value(): unknown {
+    const tag = this.u8[this.pos++]!;
+    switch (tag) {
+      case T_INT8: {
+        const v = this.dv.getInt8(this.pos);
+        this.pos += 1;
+        return v;
+      }
+      case T_INT32: {
+        const v = this.dv.getInt32(this.pos, true);
+        this.pos += 4;
+        return v;
+      }
+      case T_FLOAT64: {
+        const v = this.dv.getFloat64(this.pos, true);
+        this.pos += 8;
+        return v;
+      }
+      case T_STR8:
+        return this.str8();
+      case T_UNDEFINED:
+        return undefined;
+      case T_NULL:
+        return null;
+      case T_FALSE:
+        return false;
+      case T_TRUE:
+        return true;
+      case T_LATIN1: {
+        const n = this.u32();
+        const s = this.buf.latin1Slice(this.pos, this.pos + n);
+        this.pos += n;
+        return s;
+      }
+      case T_UTF16: {
+        const n = this.u32() * 2;
+        const s = this.buf.ucs2Slice(this.pos, this.pos + n);
+        this.pos += n;
+        return s;
+      }
+      case T_ARRAY: {
+        const n = this.u32();
+        const a = new Array(n);
+        for (let i = 0; i < n; i++) a[i] = this.value();
+        return a;
+      }
+      case T_OBJECT: {
+        const n = this.u32();
+        const o: Record<string, unknown> = {};
+        for (let i = 0; i < n; i++) {
+          const key = this.value() as string;
+          const v = this.value();
+          if (key === "__proto__") Object.defineProperty(o, key, { value: v, enumerable: true, writable: true, configurable: true });
+          else o[key] = v;
+        }
+        return o;
+      }
+      case T_BIGINT:
+        return this.bigint();
+      case T_MAP: {
+        const n = this.u32();
+        const m = new Map();
+        for (let i = 0; i < n; i++) {
+          const k = this.value();
+          m.set(k, this.value());
+        }
+        return m;
+      }
+      case T_SET: {
+        const n = this.u32();
+        const s = new Set();
+        for (let i = 0; i < n; i++) s.add(this.value());
+        return s;
+      }
+      case T_DATE: {
+        const t = this.dv.getFloat64(this.pos, true);
+        this.pos += 8;
+        return new Date(t);
+      }
+      case T_TYPED: {
+        const kind = this.u8[this.pos++]!;
+        const n = this.u32();
+        const copy = this.u8.slice(this.pos, this.pos + n);
+        this.pos += n;
+        const ctor: TypedCtor = typedKinds[kind]!;
+        if (ctor === Uint8Array) return copy;
+        return new ctor(copy.buffer, 0, n / ctor.BYTES_PER_ELEMENT);
+      }
+      case T_ARRAY_BUFFER: {
+        const n = this.u32();
+        const copy = this.u8.slice(this.pos, this.pos + n);
+        this.pos += n;
+        return copy.buffer;
+      }
+      case T_ERROR:
+        return this.error();
+      case T_HANDOVER: {
+        const owner = this.dv.getUint16(this.pos, true);
+        const id = this.dv.getUint32(this.pos + 2, true);
+        const address = this.dv.getFloat64(this.pos + 6, true);
+        const length = this.dv.getUint32(this.pos + 14, true);
+        this.pos += 18;
+        if (this.foreign === undefined) throw new EncodeError("a NativeBuffer arrived where none can be received");
+        return this.foreign(owner, id, address, length);
+      }
+      default:
+        throw new EncodeError(`corrupt message: unknown tag ${tag} at byte ${this.pos - 1}`);
+    }
+  }
+
+  private str8(): string {
+    const n = this.u8[this.pos]!;
+    const start = this.pos + 1;
+    this.pos = start + n;
+    if (n > SHORT_STRING) return this.buf.latin1Slice(start, start + n);
+    // Short strings (object keys, names, small words) repeat: build each once. Up to six
+    // Latin-1 bytes and the length pack exactly into one number, the key of the intern table.
+    const u8 = this.u8;
+    let key = n;
+    for (let i = start; i < start + n; i++) key = key * 256 + u8[i]!;
+    let s = interned.get(key);
+    if (s === undefined) {
+      s = n === 0 ? "" : this.buf.latin1Slice(start, start + n);
+      if (interned.size >= INTERN_LIMIT) interned.clear();
+      interned.set(key, s);
+    }
+    return s;
+  }
+
+  private bigint(): bigint {
+    const negative = this.u8[this.pos] === 1;
+    const n = this.dv.getUint32(this.pos + 1, true);
+    this.pos += 5;
+    let v = 0n;
+    for (let i = 0; i < n; i++) {
+      v |= this.dv.getBigUint64(this.pos, true) << BigInt(64 * i);
+      this.pos += 8;
+    }
+    return negative ? -v : v;
+  }
+
+  private error(): Error {
+    const name = this.value() as string;
+    const message = this.value() as string;
+    const code = this.value() as string | number | undefined;
+    const stack = this.value() as string | undefined;
+    const cause = this.value();
+    const n = this.u32();
+    const extra: Record<string, unknown> = {};
+    for (let i = 0; i < n; i++) {
+      const key = this.value() as string;
+      extra[key] = this.value();
+    }
+    return rebuildError(name, message, code, stack, cause, extra, this.from);
+  }
+}
+
+function rebuildError(
+  name: string,
+  message: string,
+  code: string | number | undefined,
+  stack: string | undefined,
+  cause: unknown,
+  extra: Record<string, unknown>,
+  shard: number,
+): Error {
+  const known = knownErrors.get(name);
+  let e: Error;
+  if (known !== undefined) {
+    // One of the smp layer's own errors: keep its class so that instanceof works across shards.
+    e = Object.create(known.prototype) as Error;
+    Object.defineProperty(e, "message", { value: message, writable: true, configurable: true });
+    if (cause !== undefined) Object.defineProperty(e, "cause", { value: cause, writable: true, configurable: true });
+    (e as { code?: unknown }).code = code;
+    e.name = name;
+  } else {
+    e = new RemoteError(name, message, code === undefined ? "ERR_REMOTE" : String(code), cause === undefined ? undefined : { cause });
+  }
+  Object.defineProperty(e, "stack", {
+    value: stack ?? `${name}: ${message}`,
+    writable: true,
+    configurable: true,
+  });
+  for (const key in extra) {
+    if (key !== "shard") (e as unknown as Record<string, unknown>)[key] = extra[key];
+  }
+  Object.defineProperty(e, "shard", { value: shard, writable: true, enumerable: true, configurable: true });
+  return e;
+}

@@ -1,0 +1,338 @@
+/**
+ * The supervisor: the main thread of an app. It starts one Worker per shard, one after another
+ * (shard k+1 starts once shard k reported ready, so no two Workers dlopen at once), checks that
+ * every shard registered the same handlers and services, then lets shard 0 run main.
+ *
+ * It forwards SIGINT/SIGTERM as an orderly shutdown: every shard's shutdown signal fires, shard
+ * 0 waits for main to return, then stops every running service on every shard (newest first),
+ * and the process exits 0 (1 if a stop() failed). A shard that throws or exits is reported with
+ * its id and cause; the others are told (calls to it fail with ShardGoneError) and stopped the
+ * same way, and the process exits 1. A shard that fails to start gives one message and exit 1.
+ * A second signal during shutdown exits at once.
+ */
+import { native } from "../core/native.ts";
+import type { LoopOptions } from "../core/loop.ts";
+import { logger, setLogLevel, setLogPrefix } from "../log/logger.ts";
+import { formatCpuset, threadCpuAffinity } from "./affinity.ts";
+import { describeError, type ErrorInfo, type ToShard, type ToSupervisor } from "./control.ts";
+import { DEFAULT_RING_BYTES, SmpLayout, createSmpMemory } from "./ring.ts";
+import { becomeSupervisor } from "./runtime.ts";
+
+/** How the supervisor runs the shards. */
+export interface SupervisorOptions {
+  /** The application's name (messages, logger). */
+  name: string;
+  /** URL or path of the module every shard imports (it calls app()). */
+  module: string;
+  /** Shards to start; default: one per CPU in `cpuset` or in the process's CPU set. */
+  smp?: number;
+  /** CPUs to pin shards to, in order; default: the process's CPU set. */
+  cpuset?: number[];
+  /** Do not pin, and allow more shards than CPUs (shared machines, tests). */
+  overprovisioned?: boolean;
+  /** Loop options for every shard. */
+  loop?: LoopOptions;
+  /** Log level specification for every thread. */
+  logLevel?: string;
+  /** Route local calls through the encoder on every shard (debug). */
+  encodeLocalCalls?: boolean;
+  /** The parsed command line, handed to app() inside every shard. */
+  options?: Record<string, unknown>;
+  /** Bytes of data per ring (power of two, default 256 KiB). */
+  ringBytes?: number;
+  /** A shard that does not report ready within this long fails the start (default 60 s). */
+  startTimeoutMs?: number;
+  /** Shutdown gives up after this long and exits 1 (default 30 s). */
+  shutdownTimeoutMs?: number;
+  /** How long shard 0 waits for main to return after the shutdown signal (default 5 s). */
+  mainGraceMs?: number;
+}
+
+/** Exit code: the app ended normally. */
+export const EXIT_OK = 0;
+/** Exit code: a shard failed, main threw, a service failed to stop, or the start failed. */
+export const EXIT_FAILURE = 1;
+/** Exit code: a bad command line. */
+export const EXIT_USAGE = 2;
+
+interface Shard {
+  id: number;
+  worker: Worker;
+  state: "starting" | "ready" | "running" | "gone";
+  crash: ErrorInfo | undefined;
+  onReady: ((err: ErrorInfo | undefined) => void) | undefined;
+}
+
+/** Prints one line (or block) to stderr synchronously, prefixed with the app's name. */
+function say(name: string, text: string): void {
+  process.stderr.write(`${name}: ${text}\n`);
+}
+
+/**
+ * Runs the application as the supervisor; never returns (the process exits when the app ends).
+ * Startup problems (no native library, too few CPUs, a shard that cannot start) print one
+ * message and exit 1.
+ */
+export async function runSupervisor(opts: SupervisorOptions): Promise<never> {
+  const sup = new Supervisor(opts);
+  return sup.run();
+}
+
+class Supervisor {
+  private readonly opts: SupervisorOptions;
+  private readonly name: string;
+  private readonly log = logger("smp");
+  private shards: Shard[] = [];
+  private stopping = false;
+  private exitCode = EXIT_OK;
+  private servicesStopped = new Set<number>();
+  private coordinator = -1;
+  private expectedStops = new Set<number>();
+  private count = 0;
+
+  constructor(opts: SupervisorOptions) {
+    this.opts = opts;
+    this.name = opts.name;
+  }
+
+  async run(): Promise<never> {
+    becomeSupervisor();
+    setLogPrefix("supervisor");
+    if (this.opts.logLevel) setLogLevel(this.opts.logLevel);
+    const plan = this.plan();
+    process.on("SIGINT", () => this.onSignal("SIGINT"));
+    process.on("SIGTERM", () => this.onSignal("SIGTERM"));
+    this.count = plan.count;
+    const layout = new SmpLayout(plan.count, this.opts.ringBytes ?? DEFAULT_RING_BYTES);
+    const sab = createSmpMemory(layout);
+    this.log.debug(
+      `starting ${plan.count} shard(s)` + (plan.cpus.length ? ` on CPUs ${formatCpuset(plan.cpus)}` : " (overprovisioned, not pinned)"),
+    );
+    for (let k = 0; k < plan.count; k++) {
+      if (this.stopping) break;
+      const err = await this.startShard(k, plan.cpus.length ? plan.cpus[k]! : -1, sab, layout.ringBytes);
+      if (err !== undefined) this.failStart(k, err);
+    }
+    if (this.stopping) this.exit(this.exitCode);
+    const signature = this.shardSignatures[0];
+    for (let k = 1; k < plan.count; k++) {
+      if (this.shardSignatures[k] !== signature) {
+        this.failStart(k, {
+          name: "RegistrationError",
+          message:
+            `shard ${k} registered different handlers or services than shard 0 ` +
+            `(shard 0: ${signature}; shard ${k}: ${this.shardSignatures[k]}). ` +
+            "Register them at the top level of the application module, unconditionally.",
+        });
+      }
+    }
+    for (const s of this.shards) {
+      s.state = "running";
+      this.send(s, { type: "go" });
+    }
+    return new Promise<never>(() => {});
+  }
+
+  private readonly shardSignatures: string[] = [];
+
+  /** Decides the shard count and CPUs, or exits with a clear message. */
+  private plan(): { count: number; cpus: number[] } {
+    let available: number[];
+    try {
+      native();
+      available = threadCpuAffinity();
+    } catch (err) {
+      say(this.name, (err as Error).message);
+      return this.exit(EXIT_FAILURE);
+    }
+    const overprovisioned = this.opts.overprovisioned === true;
+    let cpus = available;
+    if (this.opts.cpuset !== undefined) {
+      const outside = this.opts.cpuset.filter((c) => !available.includes(c));
+      if (outside.length > 0 && !overprovisioned) {
+        say(this.name, `--cpuset ${formatCpuset(this.opts.cpuset)}: CPU ${formatCpuset(outside)} is not available to this process (allowed: ${formatCpuset(available)})`);
+        return this.exit(EXIT_USAGE);
+      }
+      cpus = this.opts.cpuset;
+    }
+    const count = this.opts.smp ?? cpus.length;
+    if (!overprovisioned && count > cpus.length) {
+      say(
+        this.name,
+        `--smp ${count} needs ${count} CPUs but only ${cpus.length} ${cpus.length === 1 ? "is" : "are"} available (${formatCpuset(cpus)}); ` +
+          "pass --overprovisioned to run more shards than CPUs (unpinned)",
+      );
+      return this.exit(EXIT_USAGE);
+    }
+    return { count, cpus: overprovisioned ? [] : cpus.slice(0, count) };
+  }
+
+  private startShard(k: number, cpu: number, sab: SharedArrayBuffer, ringBytes: number): Promise<ErrorInfo | undefined> {
+    const count = this.count;
+    const worker = new Worker(new URL("./shard-entry.ts", import.meta.url).href);
+    const s: Shard = { id: k, worker, state: "starting", crash: undefined, onReady: undefined };
+    this.shards.push(s);
+    worker.addEventListener("message", (e: MessageEvent<ToSupervisor>) => this.onMessage(s, e.data));
+    worker.addEventListener("error", (e: Event) => {
+      const message = (e as ErrorEvent).message || "the shard's Worker reported an error";
+      s.crash ??= { name: "Error", message };
+    });
+    worker.addEventListener("close", (e: Event) => this.onExit(s, (e as CloseEvent & { code?: number }).code ?? 0));
+    return new Promise<ErrorInfo | undefined>((resolve) => {
+      const timeoutMs = this.opts.startTimeoutMs ?? 60_000;
+      const timer = setTimeout(() => {
+        s.onReady = undefined;
+        resolve({ name: "Error", message: `did not report ready within ${timeoutMs} ms` });
+      }, timeoutMs);
+      s.onReady = (err) => {
+        clearTimeout(timer);
+        s.onReady = undefined;
+        resolve(err);
+      };
+      this.send(s, {
+        type: "init",
+        init: { shard: k, count, sab, ringBytes, cpu, encodeLocalCalls: this.opts.encodeLocalCalls === true },
+        module: this.opts.module,
+        name: this.name,
+        logLevel: this.opts.logLevel ?? "info",
+        loop: { ...this.opts.loop, overprovisioned: this.opts.overprovisioned === true },
+        options: this.opts.options ?? {},
+        mainGraceMs: this.opts.mainGraceMs ?? 5000,
+      });
+    });
+  }
+
+  private send(s: Shard, msg: ToShard): void {
+    if (s.state === "gone") return;
+    s.worker.postMessage(msg);
+  }
+
+  private failStart(k: number, err: ErrorInfo): never {
+    // One message: what went wrong, and where (the first stack frame), without the rest of the stack.
+    const where = err.stack?.split("\n").find((l) => l.trim().startsWith("at "));
+    say(this.name, `shard ${k} failed to start: ${err.message}${where ? `\n    ${where.trim()}` : ""}`);
+    for (const s of this.shards) s.worker.terminate();
+    return this.exit(EXIT_FAILURE);
+  }
+
+  private onMessage(s: Shard, msg: ToSupervisor): void {
+    switch (msg.type) {
+      case "ready":
+        this.shardSignatures[s.id] = msg.signature;
+        s.state = "ready";
+        s.onReady?.(undefined);
+        break;
+      case "start-failed":
+        s.onReady?.(msg.error);
+        break;
+      case "crash":
+        s.crash = msg.error;
+        break;
+      case "main-done":
+        if (!this.stopping) this.log.debug(`main returned ${msg.code}`);
+        this.shutdown(`main returned`, msg.code);
+        break;
+      case "main-failed":
+        say(this.name, `main failed on shard 0: ${describeError(msg.error)}`);
+        this.shutdown("main failed", EXIT_FAILURE);
+        break;
+      case "services-stopped":
+        for (const e of msg.errors) say(this.name, `shard ${msg.shard}: a service failed to stop: ${describeError(e)}`);
+        if (msg.errors.length > 0) this.exitCode = Math.max(this.exitCode, EXIT_FAILURE);
+        this.servicesStopped.add(msg.shard);
+        this.checkStopped();
+        break;
+      case "port": {
+        const to = this.shards[msg.to];
+        if (to !== undefined && to.state !== "gone") {
+          to.worker.postMessage({ type: "port", from: s.id, tag: msg.tag, port: msg.port } satisfies ToShard, [msg.port]);
+        }
+        break;
+      }
+    }
+  }
+
+  private onExit(s: Shard, code: number): void {
+    if (s.state === "gone") return;
+    const wasStarting = s.state === "starting";
+    s.state = "gone";
+    const cause = s.crash
+      ? describeError(s.crash)
+      : `its Worker exited unexpectedly with code ${code}`;
+    if (wasStarting && s.onReady) {
+      s.onReady(s.crash ?? { name: "Error", message: `its Worker exited with code ${code} before it was ready` });
+      return;
+    }
+    say(this.name, `shard ${s.id} failed: ${cause}`);
+    this.exitCode = EXIT_FAILURE;
+    const short = s.crash ? `${s.crash.name}: ${s.crash.message}` : `exit code ${code}`;
+    for (const other of this.shards) this.send(other, { type: "gone", shard: s.id, cause: short });
+    if (!this.stopping) {
+      this.shutdown(`shard ${s.id} failed`, EXIT_FAILURE);
+    } else {
+      this.expectedStops.delete(s.id);
+      if (s.id === this.coordinator) this.stopLocally();
+      this.checkStopped();
+    }
+  }
+
+  private onSignal(signal: string): void {
+    if (this.stopping) {
+      say(this.name, `${signal} again: exiting without waiting for services to stop`);
+      this.exit(EXIT_FAILURE);
+    }
+    this.log.info(`${signal} received: shutting down`);
+    this.shutdown(signal, EXIT_OK);
+  }
+
+  /** Begins the orderly shutdown once; later calls only raise the exit code. */
+  private shutdown(reason: string, code: number): void {
+    this.exitCode = Math.max(this.exitCode, code);
+    if (this.stopping) return;
+    this.stopping = true;
+    const live = this.shards.filter((s) => s.state !== "gone");
+    if (live.length === 0 || this.shards.some((s) => s.state === "starting" || s.state === "ready")) {
+      // main has not started yet: no service can be running, so there is nothing to stop.
+      for (const s of this.shards) s.worker.terminate();
+      this.exit(this.exitCode);
+    }
+    for (const s of live) this.send(s, { type: "stopping", reason });
+    const timeoutMs = this.opts.shutdownTimeoutMs ?? 30_000;
+    setTimeout(() => {
+      const waiting = [...this.expectedStops].filter((k) => !this.servicesStopped.has(k));
+      say(this.name, `shutdown did not finish within ${timeoutMs} ms (still stopping services on shard ${waiting.join(", ")}); exiting`);
+      this.exit(EXIT_FAILURE);
+    }, timeoutMs).unref();
+    const zero = this.shards[0];
+    if (zero !== undefined && zero.state !== "gone") {
+      this.coordinator = 0;
+      this.expectedStops = new Set([0]);
+      this.send(zero, { type: "stop-services" });
+    } else {
+      this.stopLocally();
+    }
+  }
+
+  /** Shard 0 is gone: every other shard stops its own instances. */
+  private stopLocally(): void {
+    this.coordinator = -1;
+    this.expectedStops = new Set();
+    for (const s of this.shards) {
+      if (s.state === "gone") continue;
+      this.expectedStops.add(s.id);
+      this.send(s, { type: "stop-local" });
+    }
+    this.checkStopped();
+  }
+
+  private checkStopped(): void {
+    if (!this.stopping) return;
+    for (const k of this.expectedStops) if (!this.servicesStopped.has(k) && this.shards[k]?.state !== "gone") return;
+    this.exit(this.exitCode);
+  }
+
+  private exit(code: number): never {
+    process.exit(code);
+  }
+}
+

@@ -1,0 +1,64 @@
+/** The app template from the outside: --help, rejected command lines, options reaching main, logging. */
+import { describe, expect, test } from "bun:test";
+import { runApp } from "../smp/helpers.ts";
+
+const APP = "../app/fixtures/echo-app.ts";
+
+describe("command line", () => {
+  test("--help prints usage, the app's options and Shoal's, and exits 0 without starting shards", async () => {
+    const run = await runApp(APP, ["--help"]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toStartWith("Usage: echo-app [options]\n\nPrints what it was given.\n");
+    expect(run.stdout).toContain("--greeting TEXT");
+    expect(run.stdout).toContain("--smp N");
+    expect(run.stdout).not.toContain("RESULT");
+  });
+
+  test("an unknown option is rejected with a clear message and exit 2", async () => {
+    const run = await runApp(APP, ["--greetin", "x"]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toBe("echo-app: unknown option --greetin; did you mean --greeting?\nRun `echo-app --help` to list the options.\n");
+  });
+
+  test("bad values and impossible shard counts exit 2", async () => {
+    expect((await runApp(APP, ["--times", "0"])).stderr).toContain("--times must be at least 1");
+    const tooMany = await runApp(APP, ["--smp", "64"]);
+    expect(tooMany.code).toBe(2);
+    expect(tooMany.stderr).toContain("--smp 64 needs 64 CPUs");
+    expect(tooMany.stderr).toContain("--overprovisioned");
+    const cpuset = await runApp(APP, ["--cpuset", "1000"]);
+    expect(cpuset.code).toBe(2);
+    expect(cpuset.stderr).toContain("CPU 1000 is not available to this process");
+  });
+
+  test("parsed options reach main on shard 0", async () => {
+    const run = await runApp(APP, ["--smp", "2", "--overprovisioned", "--greeting", "hi", "--times=3"]);
+    expect(run.code).toBe(0);
+    expect(run.result.count).toBe(2);
+    expect(run.result.options).toMatchObject({ greeting: "hi", times: 3, smp: 2, overprovisioned: true, logLevel: "info" });
+    expect(run.result.local).toBe("taken"); // a local call passes a function straight through
+  });
+
+  test("--encode-local-calls makes a local call with a function fail as it would across shards", async () => {
+    const run = await runApp(APP, ["--smp", "1", "--encode-local-calls"]);
+    expect(run.code).toBe(0);
+    expect(run.result.local).toBe("ERR_SMP_ENCODE");
+  });
+});
+
+describe("logging", () => {
+  test("lines carry a timestamp, the level, the shard and the logger; levels filter per logger", async () => {
+    const run = await runApp(APP, ["--smp", "1", "--log-level", "info,other=debug"]);
+    expect(run.code).toBe(0);
+    const lines = run.stderr.trim().split("\n");
+    expect(lines.some((l) => /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO  \[shard 0\] echo-app - info from main$/.test(l))).toBe(true);
+    expect(lines.some((l) => /DEBUG \[shard 0\] other - debug from other$/.test(l))).toBe(true);
+    expect(run.stderr).not.toContain("debug from main");
+  });
+
+  test("a bad --log-level is rejected", async () => {
+    const run = await runApp(APP, ["--log-level", "chatty"]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('bad log level "chatty"');
+  });
+});

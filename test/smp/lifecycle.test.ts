@@ -1,0 +1,119 @@
+/**
+ * Stopping, crashing and signals, each in its own app process: stop() during in-flight calls
+ * completes or refuses them clearly; a shard crash is reported with its id and cause and the
+ * process exits non-zero after the others stopped; SIGTERM/SIGINT exit 0 after every stop().
+ */
+import { describe, expect, test } from "bun:test";
+import { runApp, smpArgs } from "./helpers.ts";
+
+const FIXTURE = "./fixtures/lifecycle.ts";
+
+function stoppedLines(stdout: string, prefix = "STOPPED "): number[] {
+  return stdout
+    .split("\n")
+    .filter((l) => l.startsWith(prefix))
+    .map((l) => Number(l.slice(prefix.length).split(" ")[0]))
+    .sort((a, b) => a - b);
+}
+
+describe("stop() during in-flight calls", () => {
+  test("running calls complete, later ones fail with ServiceStoppedError, nothing hangs", async () => {
+    const run = await runApp(FIXTURE, [...smpArgs(3), "--scenario", "stop-inflight"], { timeoutMs: 30_000 });
+    if (run.code !== 0) console.log(run.stdout, run.stderr);
+    expect(run.code).toBe(0);
+    const { calls, counts, after } = run.result;
+    expect(counts.ok).toBeGreaterThan(0);
+    expect(counts.ERR_SERVICE_STOPPED).toBeGreaterThan(0);
+    expect(counts.ok + counts.ERR_SERVICE_STOPPED).toBe(calls); // nothing else, nothing lost
+    expect(after).toBe("ServiceStoppedError/ERR_SERVICE_STOPPED");
+    expect(stoppedLines(run.stdout)).toEqual([0, 1, 2]);
+  });
+});
+
+describe("signals", () => {
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    test(`${signal}: main sees the shutdown signal, every service's stop() runs on every shard, exit 0`, async () => {
+      let sent = false;
+      const run = await runApp(FIXTURE, [...smpArgs(3), "--scenario", "serve"], {
+        timeoutMs: 30_000,
+        onStdout: (text, proc) => {
+          if (!sent && text.includes("READY")) {
+            sent = true;
+            proc.kill(signal);
+          }
+        },
+      });
+      if (run.code !== 0) console.log(run.stdout, run.stderr);
+      expect(run.code).toBe(0);
+      expect(run.stdout).toContain("MAIN-SAW-SIGNAL");
+      expect(stoppedLines(run.stdout)).toEqual([0, 1, 2]);
+      expect(stoppedLines(run.stdout, "STOPPED-OTHER ")).toEqual([0, 1, 2]);
+      // Newest service first: every Worker instance stopped before any Other instance.
+      const lines = run.stdout.split("\n");
+      const lastWorker = Math.max(...lines.map((l, i) => (l.startsWith("STOPPED ") ? i : -1)));
+      const firstOther = lines.findIndex((l) => l.startsWith("STOPPED-OTHER"));
+      expect(lastWorker).toBeLessThan(firstOther);
+      // The call still running at the signal finished before its instance stopped.
+      for (const l of lines.filter((x) => x.startsWith("STOPPED "))) expect(l).toEndWith("after 1 calls");
+    });
+  }
+});
+
+describe("a shard that fails", () => {
+  for (const how of ["throw", "reject", "exit"] as const) {
+    test(`shard 2 fails (${how}): reported with id and cause, pending calls fail, others stop, exit 1`, async () => {
+      const run = await runApp(FIXTURE, [...smpArgs(3), "--scenario", "crash", "--crash-shard", "2", "--how", how], { timeoutMs: 30_000 });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain("shard 2 failed: ");
+      if (how === "throw") expect(run.stderr).toContain("Error: deliberate crash on shard 2");
+      if (how === "reject") expect(run.stderr).toContain("TypeError: deliberate rejection on shard 2");
+      if (how === "exit") expect(run.stderr).toContain("exited unexpectedly with code 7");
+      expect(run.stdout).toContain("PENDING ERR_SMP_SHARD_GONE");
+      expect(stoppedLines(run.stdout)).toEqual([0, 1]);
+    });
+  }
+
+  test("shard 0 (main's shard) fails: the others stop their own services, exit 1", async () => {
+    const run = await runApp(FIXTURE, [...smpArgs(3), "--scenario", "crash", "--crash-shard", "0"], { timeoutMs: 30_000 });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain("shard 0 failed: Error: deliberate crash on shard 0");
+    expect(stoppedLines(run.stdout)).toEqual([1, 2]);
+  });
+
+  test("main throws: reported, services stopped, exit 1", async () => {
+    const run = await runApp(FIXTURE, [...smpArgs(2), "--scenario", "main-throws"], { timeoutMs: 30_000 });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain("main failed on shard 0: RangeError: main gave up");
+    expect(stoppedLines(run.stdout)).toEqual([0, 1]);
+  });
+
+  test("main returns a number: that is the exit code, after services stopped", async () => {
+    const run = await runApp(FIXTURE, [...smpArgs(2), "--scenario", "main-returns", "--code", "3"], { timeoutMs: 30_000 });
+    expect(run.code).toBe(3);
+    expect(stoppedLines(run.stdout)).toEqual([0, 1]);
+  });
+});
+
+describe("a shard that fails to start", () => {
+  test("an exception while shard 1 loads the module: one clear message, exit 1, no hang", async () => {
+    const run = await runApp(FIXTURE, [...smpArgs(3), "--fail-start-shard", "1"], { timeoutMs: 30_000 });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toStartWith("lifecycle: shard 1 failed to start: deliberate start failure on shard 1");
+    expect(run.stderr.split("\n").filter((l) => l.includes("failed to start"))).toHaveLength(1);
+    expect(run.stdout).not.toContain("STOPPED");
+  });
+
+  test("shards that register different handlers are refused", async () => {
+    const run = await runApp(FIXTURE, [...smpArgs(2), "--mismatch"], { timeoutMs: 30_000 });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain("shard 1 failed to start: shard 1 registered different handlers or services than shard 0");
+    expect(run.stderr).toContain("only-on-shard-1");
+  });
+
+  test("a missing native library: one clear message before any shard starts", async () => {
+    const run = await runApp(FIXTURE, smpArgs(2), { env: { SHOAL_LIB: "/nonexistent/libshoal.so" }, timeoutMs: 30_000 });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain("Shoal's native library is missing at /nonexistent/libshoal.so");
+    expect(run.stderr.trim().split("\n")).toHaveLength(1);
+  });
+});
