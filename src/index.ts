@@ -46,6 +46,7 @@ export type { Completable } from "./core/scheduler.ts";
 export * from "./smp/index.ts";
 export * from "./app/index.ts";
 export * from "./log/index.ts";
+export * from "./fs/index.ts";
 
 /** Shoal's version. */
 export const version = "0.1.0";

@@ -3,4 +3,5 @@ test {
     _ = @import("memory.zig");
     _ = @import("probe.zig");
     _ = @import("smp.zig");
+    _ = @import("file.zig");
 }

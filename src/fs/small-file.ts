@@ -1,0 +1,69 @@
+/**
+ * Whole-file reads and writes of small text files (io-properties, sysfs attributes) through
+ * the ring with buffered I/O: configuration, not data, so no alignment rules and no scheduler.
+ */
+import { allocateAlignedBuffer } from "../core/buffers.ts";
+import { reactor } from "../core/reactor.ts";
+import { InvalidArgumentError } from "../core/errors.ts";
+import type { OpOptions } from "../core/reactor.ts";
+import { O_CLOEXEC, O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY } from "./constants.ts";
+import { IoOp } from "../core/reactor.ts";
+import { SystemError } from "../core/errors.ts";
+import { closeFd, fsync, openat, twoPathOp } from "./ops.ts";
+import { checkPath } from "./scratch.ts";
+
+const CHUNK = 64 * 1024;
+/** Larger files are refused: this helper is for configuration. */
+const MAX_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Reads a whole small text file (UTF-8) through io_uring. Cost: one open, reads of 64 KiB,
+ * one close. Throws SystemError (ENOENT...) or InvalidArgumentError past 16 MiB.
+ */
+export async function readSmallFile(path: string, opts?: OpOptions): Promise<string> {
+  checkPath("readSmallFile", path);
+  const fd = await openat("readSmallFile: open", path, O_RDONLY | O_CLOEXEC, 0, opts);
+  const buf = allocateAlignedBuffer(CHUNK);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  try {
+    for (;;) {
+      const n = await reactor().read(fd, buf, { offset: total, signal: opts?.signal });
+      if (n === 0) break;
+      chunks.push(buf.bytes.slice(0, n));
+      total += n;
+      if (total > MAX_BYTES) throw new InvalidArgumentError(`readSmallFile: ${path} is larger than ${MAX_BYTES} bytes`);
+    }
+  } finally {
+    buf.release();
+    await closeFd(fd);
+  }
+  return new TextDecoder().decode(Buffer.concat(chunks));
+}
+
+/**
+ * Replaces `path` with `text` atomically: writes `path.tmp-<pid>`, fdatasyncs it and renames it
+ * over `path`, so a reader never sees half a file. Throws SystemError.
+ */
+export async function writeSmallFile(path: string, text: string, opts?: OpOptions & { mode?: number }): Promise<void> {
+  checkPath("writeSmallFile", path);
+  const data = new TextEncoder().encode(text);
+  if (data.length > MAX_BYTES) throw new InvalidArgumentError(`writeSmallFile: text is larger than ${MAX_BYTES} bytes`);
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = await openat("writeSmallFile: open", tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, opts?.mode ?? 0o644, opts);
+  const buf = allocateAlignedBuffer(Math.max(1, data.length));
+  try {
+    buf.bytes.set(data);
+    let done = 0;
+    while (done < data.length) {
+      const n = await reactor().write(fd, buf, { offset: done, bufferOffset: done, length: data.length - done, signal: opts?.signal });
+      if (n === 0) throw new SystemError("writeSmallFile: write", 5, "the kernel wrote 0 bytes");
+      done += n;
+    }
+    await fsync("writeSmallFile: fdatasync", fd, 1, opts);
+  } finally {
+    buf.release();
+    await closeFd(fd);
+  }
+  await twoPathOp("writeSmallFile: rename", IoOp.RENAMEAT, tmp, path, 0, opts);
+}

@@ -1,0 +1,448 @@
+/**
+ * Buffered byte streams over a DmaFile: unaligned reads and writes of any size on top of
+ * aligned DMA. The input stream keeps `readAhead` reads in flight ahead of the reader; the
+ * output stream keeps up to `writeBehind` full buffers being written while the writer fills
+ * the next, pads the last block to the DMA alignment and truncates the padding away on close.
+ */
+import type { BufferPool, NativeBuffer } from "../core/buffers.ts";
+import { ClosedError, InvalidArgumentError } from "../core/errors.ts";
+import type { OpOptions } from "../core/reactor.ts";
+import { DmaFile, alignDown, alignUp, dmaBufferPool } from "./dma-file.ts";
+
+const DEFAULT_BUFFER = 128 * 1024;
+
+function checkStreamOptions(op: string, file: unknown, opts: unknown): void {
+  if (!(file instanceof DmaFile)) {
+    throw new InvalidArgumentError(`${op}: file must be a DmaFile from openFileDma()`);
+  }
+  if (opts !== undefined && (opts === null || typeof opts !== "object")) throw new InvalidArgumentError(`${op}: options must be an object`);
+  const s = (opts as OpOptions | undefined)?.signal;
+  if (s !== undefined && !(s instanceof AbortSignal)) throw new InvalidArgumentError(`${op}: signal must be an AbortSignal`);
+}
+
+function checkBufferSize(op: string, size: number, file: DmaFile, align: number): void {
+  if (!Number.isSafeInteger(size) || size < 4096 || size % 4096 !== 0 || size % align !== 0 || size > 64 * 1024 * 1024) {
+    throw new InvalidArgumentError(`${op}: bufferSize must be a multiple of 4096 (and of ${file.path}'s DMA alignment ${align}) up to 64 MiB, got ${size}`);
+  }
+}
+
+function checkCount(op: string, name: string, v: number, min: number): void {
+  if (!Number.isSafeInteger(v) || v < min || v > 64) throw new InvalidArgumentError(`${op}: ${name} must be an integer in ${min}..64, got ${v}`);
+}
+
+/** Options of FileInputStream. */
+export interface FileInputStreamOptions extends OpOptions {
+  /** Bytes per DMA read (multiple of 4096; default 128 KiB). */
+  bufferSize?: number;
+  /** Reads kept in flight ahead of the reader (default 2; 0 reads on demand). */
+  readAhead?: number;
+  /** First byte to read (any position; default 0). */
+  offset?: number;
+  /** Read at most this many bytes (default: to the end of the file). */
+  length?: number;
+  /** Close the file when the stream closes (default true: the stream owns the file). */
+  closeFile?: boolean;
+}
+
+interface PendingRead {
+  pos: number;
+  len: number;
+  buf: NativeBuffer;
+  done: Promise<number>;
+}
+
+/**
+ * Reads a file as a stream of byte chunks with read-ahead. Memory: (readAhead + 1) x bufferSize
+ * of native buffers, allocated once. Not safe for concurrent calls: await each before the next.
+ */
+export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Array> {
+  readonly file: DmaFile;
+  readonly bufferSize: number;
+  readonly readAhead: number;
+  private readonly pool: BufferPool;
+  private readonly end: number;
+  private readonly signal: AbortSignal | undefined;
+  private readonly closeFile: boolean;
+  private nextIssue: number;
+  /** Bytes to skip at the start of the first chunk (the offset was not aligned). */
+  private skipFirst: number;
+  private readonly pending: PendingRead[] = [];
+  private current: NativeBuffer | undefined;
+  /** Unconsumed bytes of the current chunk. */
+  private view: Uint8Array = new Uint8Array(0);
+  private eof = false;
+  private error: unknown;
+  private closed: Promise<void> | undefined;
+  private consumed = 0;
+
+  /**
+   * Starts a stream over `file` (opened readable). Issues the first reads at once.
+   * Throws InvalidArgumentError for bad options, ClosedError for a closed file.
+   */
+  constructor(file: DmaFile, opts?: FileInputStreamOptions) {
+    const op = "FileInputStream";
+    checkStreamOptions(op, file, opts);
+    if (file.isClosed) throw new ClosedError(`${op}: ${file.path} is closed`, "ERR_FILE_CLOSED");
+    if (!file.readable) throw new InvalidArgumentError(`${op}: ${file.path} was not opened for reading`);
+    const align = file.diskReadDmaAlignment;
+    this.bufferSize = opts?.bufferSize ?? Math.max(DEFAULT_BUFFER, alignUp(DEFAULT_BUFFER, align));
+    checkBufferSize(op, this.bufferSize, file, align);
+    this.readAhead = opts?.readAhead ?? 2;
+    checkCount(op, "readAhead", this.readAhead, 0);
+    const offset = opts?.offset ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new InvalidArgumentError(`${op}: offset must be an integer >= 0, got ${offset}`);
+    const length = opts?.length ?? Infinity;
+    if (length !== Infinity && (!Number.isSafeInteger(length) || length < 0)) throw new InvalidArgumentError(`${op}: length must be an integer >= 0, got ${length}`);
+    this.file = file;
+    this.signal = opts?.signal;
+    this.closeFile = opts?.closeFile ?? true;
+    this.end = offset + length;
+    this.nextIssue = alignDown(offset, align);
+    this.skipFirst = offset - this.nextIssue;
+    this.pool = dmaBufferPool({ bufferSize: this.bufferSize, count: this.readAhead + 1 });
+    this.fill();
+  }
+
+  /** Bytes handed to the reader so far. */
+  get position(): number {
+    return this.consumed;
+  }
+
+  private fill(): void {
+    const limit = this.readAhead + 1 - (this.current ? 1 : 0);
+    while (!this.eof && this.pending.length < limit && this.nextIssue < this.end) {
+      const buf = this.pool.tryAcquire();
+      if (buf === undefined) return;
+      const pos = this.nextIssue;
+      const len = Math.min(this.bufferSize, alignUp(this.end - pos, this.file.diskReadDmaAlignment));
+      const done = this.file.dmaReadInto(pos, buf, { length: len, signal: this.signal });
+      done.catch(() => {}); // observed when the reader reaches it
+      this.pending.push({ pos, len, buf, done });
+      this.nextIssue += len;
+    }
+  }
+
+  private releaseCurrent(): void {
+    if (this.current !== undefined) {
+      this.current.release();
+      this.current = undefined;
+    }
+  }
+
+  private checkUsable(op: string): void {
+    if (this.closed !== undefined) throw new ClosedError(`${op}: the stream is closed`);
+    if (this.error !== undefined) throw this.error;
+  }
+
+  /** Loads the next chunk into `view`; false at the end. */
+  private async next(): Promise<boolean> {
+    this.releaseCurrent();
+    this.view = new Uint8Array(0);
+    if (this.eof && this.pending.length === 0) return false;
+    this.fill();
+    const r = this.pending.shift();
+    if (r === undefined) {
+      this.eof = true;
+      return false;
+    }
+    let n: number;
+    try {
+      n = await r.done;
+    } catch (e) {
+      r.buf.release();
+      this.error = e;
+      throw e;
+    }
+    this.current = r.buf;
+    if (n < r.len || r.pos + n >= this.end) this.eof = true; // a short read is the end of the file
+    const start = this.skipFirst;
+    this.skipFirst = 0;
+    const stop = Math.min(n, this.end - r.pos);
+    this.view = start < stop ? r.buf.bytes.subarray(start, stop) : new Uint8Array(0);
+    if (this.eof) {
+      // Reads issued past the end return nothing; give their buffers back.
+      for (const p of this.pending.splice(0)) await p.done.then(() => p.buf.release(), () => p.buf.release());
+    } else {
+      this.fill();
+    }
+    if (this.view.length === 0) {
+      if (this.eof || r.pos + n >= this.end) {
+        this.eof = true;
+        return false;
+      }
+      return this.next();
+    }
+    return true;
+  }
+
+  /**
+   * The next chunk of bytes, or null at the end. Zero-copy: the view is valid until the next
+   * call on this stream. Rejects with the read's SystemError/AbortError (and keeps failing),
+   * or ClosedError after close().
+   */
+  async read(): Promise<Uint8Array | null> {
+    this.checkUsable("read");
+    if (this.view.length === 0 && !(await this.next())) return null;
+    const v = this.view;
+    this.view = new Uint8Array(0);
+    this.consumed += v.length;
+    return v;
+  }
+
+  /**
+   * Exactly `n` bytes as a new Uint8Array, copied across chunk boundaries; fewer only at the
+   * end of the file. Throws InvalidArgumentError for a bad `n`; rejects like read().
+   */
+  async readExactly(n: number): Promise<Uint8Array> {
+    if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`readExactly: n must be an integer >= 0, got ${n}`);
+    this.checkUsable("readExactly");
+    const out = new Uint8Array(n);
+    let got = 0;
+    while (got < n) {
+      if (this.view.length === 0 && !(await this.next())) break;
+      const take = Math.min(n - got, this.view.length);
+      out.set(this.view.subarray(0, take), got);
+      this.view = this.view.subarray(take);
+      got += take;
+    }
+    this.consumed += got;
+    return got === n ? out : out.subarray(0, got);
+  }
+
+  /** Skips `n` bytes (fewer at the end of the file). Resolves with the bytes skipped. */
+  async skip(n: number): Promise<number> {
+    if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`skip: n must be an integer >= 0, got ${n}`);
+    this.checkUsable("skip");
+    let left = n;
+    while (left > 0) {
+      if (this.view.length === 0 && !(await this.next())) break;
+      const take = Math.min(left, this.view.length);
+      this.view = this.view.subarray(take);
+      left -= take;
+    }
+    this.consumed += n - left;
+    return n - left;
+  }
+
+  /** Chunks until the end (each view valid until the next iteration). */
+  async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    for (;;) {
+      const v = await this.read();
+      if (v === null) return;
+      yield v;
+    }
+  }
+
+  /**
+   * Waits for reads in flight, frees the buffers and (by default) closes the file. Idempotent.
+   * Rejects with SystemError if closing the file fails.
+   */
+  close(): Promise<void> {
+    if (this.closed !== undefined) return this.closed;
+    this.closed = (async () => {
+      this.releaseCurrent();
+      this.view = new Uint8Array(0);
+      for (const p of this.pending.splice(0)) await p.done.then(() => p.buf.release(), () => p.buf.release());
+      this.pool.close();
+      if (this.closeFile) await this.file.close();
+    })();
+    return this.closed;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** Options of FileOutputStream. */
+export interface FileOutputStreamOptions extends OpOptions {
+  /** Bytes per DMA write (multiple of 4096; default 128 KiB). */
+  bufferSize?: number;
+  /** Full buffers being written while the writer fills the next (default 2; at least 1). */
+  writeBehind?: number;
+  /** Where the stream starts writing (a multiple of the file's write alignment; default 0). */
+  offset?: number;
+  /** Close the file when the stream closes (default true: the stream owns the file). */
+  closeFile?: boolean;
+}
+
+/**
+ * Writes a byte stream to a file through aligned DMA writes with write-behind. write() copies
+ * into the current buffer and returns at once unless `writeBehind` writes are already in
+ * flight (back-pressure). close() writes the padded tail, truncates the file to the true size
+ * and makes it durable. Not safe for concurrent calls: await each before the next.
+ */
+export class FileOutputStream implements AsyncDisposable {
+  readonly file: DmaFile;
+  readonly bufferSize: number;
+  readonly writeBehind: number;
+  private readonly pool: BufferPool;
+  private readonly signal: AbortSignal | undefined;
+  private readonly closeFile: boolean;
+  private buf: NativeBuffer | undefined;
+  private fillBytes = 0;
+  /** File position of the current buffer's first byte. */
+  private bufPos: number;
+  private readonly inflight = new Set<Promise<void>>();
+  private error: unknown;
+  private closed: Promise<void> | undefined;
+  private readonly start: number;
+
+  /**
+   * Starts a stream writing `file` (opened writable) from `opts.offset`.
+   * Throws InvalidArgumentError for bad options or a read-only file, ClosedError for a closed file.
+   */
+  constructor(file: DmaFile, opts?: FileOutputStreamOptions) {
+    const op = "FileOutputStream";
+    checkStreamOptions(op, file, opts);
+    if (file.isClosed) throw new ClosedError(`${op}: ${file.path} is closed`, "ERR_FILE_CLOSED");
+    if (!file.writable) throw new InvalidArgumentError(`${op}: ${file.path} was opened read-only`);
+    const align = file.diskWriteDmaAlignment;
+    this.bufferSize = opts?.bufferSize ?? Math.max(DEFAULT_BUFFER, alignUp(DEFAULT_BUFFER, align));
+    checkBufferSize(op, this.bufferSize, file, align);
+    this.writeBehind = opts?.writeBehind ?? 2;
+    checkCount(op, "writeBehind", this.writeBehind, 1);
+    const offset = opts?.offset ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset % align !== 0) {
+      throw new InvalidArgumentError(`${op}: offset must be an integer >= 0 and a multiple of ${align}, got ${offset}`);
+    }
+    this.file = file;
+    this.signal = opts?.signal;
+    this.closeFile = opts?.closeFile ?? true;
+    this.bufPos = offset;
+    this.start = offset;
+    this.pool = dmaBufferPool({ bufferSize: this.bufferSize, count: this.writeBehind + 1 });
+  }
+
+  /** Bytes written into the stream so far. */
+  get position(): number {
+    return this.bufPos + this.fillBytes - this.start;
+  }
+
+  private checkUsable(op: string): void {
+    if (this.closed !== undefined) throw new ClosedError(`${op}: the stream is closed`);
+    if (this.error !== undefined) throw this.error;
+  }
+
+  private issue(buf: NativeBuffer, pos: number, length: number): Promise<void> {
+    const p: Promise<void> = this.file.dmaWrite(pos, buf, { length, signal: this.signal }).then(
+      () => {
+        buf.release();
+        this.inflight.delete(p);
+      },
+      (e: unknown) => {
+        buf.release();
+        this.inflight.delete(p);
+        this.error ??= e;
+      },
+    );
+    this.inflight.add(p);
+    return p;
+  }
+
+  /**
+   * Appends `data` (bytes, or a string as UTF-8). Resolves at once when it fits the current
+   * buffer; otherwise once a buffer is free for the rest. Rejects with the first failed
+   * write's error (the stream then keeps failing), or ClosedError after close().
+   */
+  async write(data: Uint8Array | string): Promise<void> {
+    this.checkUsable("write");
+    const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+    if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError("write: data must be a Uint8Array or a string");
+    let off = 0;
+    while (off < bytes.length) {
+      if (this.buf === undefined) {
+        this.buf = this.pool.tryAcquire() ?? (await this.pool.acquireEventually({ signal: this.signal }));
+        this.checkUsable("write");
+      }
+      const take = Math.min(bytes.length - off, this.bufferSize - this.fillBytes);
+      this.buf.bytes.set(bytes.subarray(off, off + take), this.fillBytes);
+      this.fillBytes += take;
+      off += take;
+      if (this.fillBytes === this.bufferSize) {
+        void this.issue(this.buf, this.bufPos, this.bufferSize);
+        this.buf = undefined;
+        this.bufPos += this.bufferSize;
+        this.fillBytes = 0;
+      }
+    }
+  }
+
+  /** Writes the partial tail padded with zeros to the alignment and waits for it. Returns the padded length. */
+  private async writeTail(): Promise<number> {
+    if (this.buf === undefined || this.fillBytes === 0) return 0;
+    const padded = alignUp(this.fillBytes, this.file.diskWriteDmaAlignment);
+    this.buf.bytes.fill(0, this.fillBytes, padded);
+    await this.file.dmaWrite(this.bufPos, this.buf, { length: padded, signal: this.signal });
+    return padded;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.all([...this.inflight]);
+    if (this.error !== undefined) throw this.error;
+  }
+
+  /** Cuts the padding off again: the file ends at the true end of the stream. */
+  private async trimPadding(padded: number): Promise<void> {
+    if (padded === this.fillBytes) return;
+    const trueEnd = this.bufPos + this.fillBytes;
+    // Only when the padding extended the file: an existing longer file keeps its tail.
+    if ((await this.file.size()) <= this.bufPos + padded) await this.file.truncate(trueEnd);
+  }
+
+  /**
+   * Makes everything written so far durable: writes the padded tail, waits for all writes,
+   * trims the padding (ftruncate) and runs fdatasync. Later writes continue where the stream
+   * was. Rejects with the first write error.
+   */
+  async flush(): Promise<void> {
+    this.checkUsable("flush");
+    const padded = await this.writeTail();
+    await this.drain();
+    await this.trimPadding(padded);
+    await this.file.flush();
+  }
+
+  /**
+   * Finishes the stream: writes the padded tail, waits for every write, truncates the file to
+   * the true size, runs fdatasync and (by default) closes the file. Idempotent; rejects with the
+   * first write error (after still closing the file).
+   */
+  close(): Promise<void> {
+    if (this.closed !== undefined) return this.closed;
+    this.closed = (async () => {
+      try {
+        if (this.error === undefined) {
+          const padded = await this.writeTail();
+          await this.drain();
+          await this.trimPadding(padded);
+          await this.file.flush();
+        } else {
+          await this.drain().catch(() => {});
+          throw this.error;
+        }
+      } finally {
+        await Promise.allSettled([...this.inflight]);
+        this.buf?.release();
+        this.buf = undefined;
+        this.pool.close();
+        if (this.closeFile) await this.file.close();
+      }
+    })();
+    return this.closed;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** A FileInputStream over `file` (Seastar's make_file_input_stream). Throws like its constructor. */
+export function makeFileInputStream(file: DmaFile, opts?: FileInputStreamOptions): FileInputStream {
+  return new FileInputStream(file, opts);
+}
+
+/** A FileOutputStream over `file` (Seastar's make_file_output_stream). Throws like its constructor. */
+export function makeFileOutputStream(file: DmaFile, opts?: FileOutputStreamOptions): FileOutputStream {
+  return new FileOutputStream(file, opts);
+}
