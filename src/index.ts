@@ -47,6 +47,7 @@ export * from "./smp/index.ts";
 export * from "./app/index.ts";
 export * from "./log/index.ts";
 export * from "./fs/index.ts";
+export * from "./net/index.ts";
 
 /** Shoal's version. */
 export const version = "0.1.0";

@@ -3,5 +3,6 @@ test {
     _ = @import("memory.zig");
     _ = @import("probe.zig");
     _ = @import("smp.zig");
+    _ = @import("net.zig");
     _ = @import("file.zig");
 }

@@ -1,0 +1,73 @@
+/**
+ * TCP echo server on every shard: each shard listens on the same port (SO_REUSEPORT) and
+ * writes back whatever its connections send, until SIGINT/SIGTERM. Received views of 1 KiB or
+ * more are forwarded without a copy; smaller ones are coalesced into one send per loop turn.
+ *
+ *   bun examples/echo/main.ts --port 7000             # one shard per CPU
+ *   bun examples/echo/main.ts --port 7000 --smp 1 --host 127.0.0.1
+ *   bun examples/echo/main.ts --help                  # Shoal's shared options (--smp, ...)
+ */
+import { app } from "../../src/app/index.ts";
+import { sharded, thisShard } from "../../src/smp/index.ts";
+import { serve, formatAddress, type Connection, type Listener } from "../../src/net/index.ts";
+
+/** Output bytes queued before the handler waits for them to drain (the connections' writeHighWater). */
+const HIGH_WATER = 256 * 1024;
+
+/** Echoes until the peer shuts down its side; serve() closes (or resets) the connection after. */
+async function echo(c: Connection): Promise<void> {
+  const input = c.input;
+  const output = c.output;
+  for (;;) {
+    // Take what is buffered without a promise; wait only when nothing is.
+    let v = input.tryRead();
+    if (v === undefined) v = await input.read();
+    if (v === null) return;
+    const written = output.write(v);
+    // write()'s promise resolves at once below the high-water mark: await it only above.
+    if (output.buffered > HIGH_WATER) await written;
+  }
+}
+
+/** One echo listener per shard. */
+class EchoShard {
+  private readonly listener: Listener;
+
+  constructor(host: string, port: number, idleTimeoutMs: number) {
+    this.listener = serve({ host, port }, echo, { idleTimeoutMs, backlog: 4096, writeHighWater: HIGH_WATER });
+  }
+
+  /** The address this shard listens on. */
+  address(): string {
+    return `shard ${thisShard()}: ${formatAddress(this.listener.localAddress)}`;
+  }
+
+  /** Stops accepting; open connections finish on their own. */
+  async stop(): Promise<void> {
+    await this.listener.close();
+  }
+}
+
+const shards = sharded(EchoShard, { name: "echo" });
+
+await app(
+  {
+    name: "echo",
+    description: "TCP echo server: every shard listens on --port and writes back what it reads.",
+    options: {
+      port: { type: "integer", default: 7000, min: 1, max: 65535, description: "TCP port every shard listens on" },
+      host: { type: "string", default: "0.0.0.0", description: "address to listen on (IPv4 or IPv6 literal)" },
+      idleTimeoutMs: { type: "integer", default: 0, min: 0, description: "reset connections idle this long (0: never)" },
+    },
+  },
+  async ({ options, signal, log }) => {
+    await shards.start(options.host, options.port, options.idleTimeoutMs);
+    for (const a of await shards.invokeOnAll("address")) log.info(`listening, ${a}`);
+    console.log(`echo: listening on port ${options.port}`);
+    await new Promise<void>((resolve) => {
+      if (signal.aborted) resolve();
+      else signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    return 0;
+  },
+);

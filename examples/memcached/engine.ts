@@ -1,0 +1,136 @@
+/**
+ * One shard's memcached engine: its store, clock, counters and settings, shared by every
+ * connection (session) of that shard. Commands that concern the whole server (flush_all,
+ * stats, verbosity, cache_memlimit) reach the other shards through the `Cluster` hooks; with
+ * one shard the engine is the whole server.
+ */
+import { Clock } from "./clock.ts";
+import { Store, CS } from "./store.ts";
+import type { Settings } from "./settings.ts";
+import { PrefixStats, type StatsSink } from "./stats.ts";
+import type { Router } from "./router.ts";
+
+/** Counters a shard keeps per thread in stock memcached (stock's thread_stats names). */
+export class ThreadStats {
+  get_cmds = 0;
+  get_misses = 0;
+  touch_cmds = 0;
+  touch_misses = 0;
+  delete_misses = 0;
+  incr_misses = 0;
+  decr_misses = 0;
+  cas_misses = 0;
+  flush_cmds = 0;
+  meta_cmds = 0;
+  store_too_large = 0;
+  store_no_memory = 0;
+  auth_cmds = 0;
+  auth_errors = 0;
+  bytes_read = 0;
+  bytes_written = 0;
+  conn_yields = 0;
+  curr_conns = 0;
+  total_conns = 0;
+  rejected_conns = 0;
+  conn_structs = 0;
+  idle_kicks = 0;
+
+  /** Zeroes the resettable counters (stats reset). */
+  reset(): void {
+    for (const k of Object.keys(this) as (keyof ThreadStats)[]) {
+      if (k === "curr_conns" || k === "conn_structs") continue;
+      (this as unknown as Record<string, number>)[k] = 0;
+    }
+  }
+}
+
+/** Hooks into the other shards; absent with one shard. */
+export interface Cluster {
+  readonly shards: number;
+  readonly shardId: number;
+}
+
+/** What a shard's engine owns. */
+export class Engine {
+  readonly settings: Settings;
+  readonly clock: Clock;
+  readonly store: Store;
+  readonly stats = new ThreadStats();
+  /** Sends commands for other shards' keys to their owner (null with one shard). */
+  router: Router | null = null;
+  /** Per key prefix counters (stats detail). */
+  readonly prefixStats = new PrefixStats();
+  /** Called after a text flush_all ran here with the client's delay: the server repeats it on the other shards. */
+  onFlush?: (delay: number) => void;
+  /** Called after a binary flush ran here with its (unsigned) expiration. */
+  onFlushUntil?: (expiration: number) => void;
+  /** `shutdown` (enabled by -A): graceful or not. */
+  onShutdown?: (graceful: boolean) => void;
+  /** `stats reset` ran here: the server resets the other shards. */
+  onStatsReset?: () => void;
+  /** `stats conns`: the server lists its connections into the sink. */
+  connStats?: (sink: StatsSink) => void;
+  /** Number of shards in the server and this one's index. */
+  readonly shards: number;
+  readonly shardId: number;
+  /** Server start (for uptime), rel_time. */
+  readonly startedAt: number;
+
+  /**
+   * @param settings server settings (every shard gets the same)
+   * @param clock defaults to a wall clock based on settings.processStarted
+   * @param shards number of shards; each gets maxBytes / shards of item memory
+   */
+  constructor(settings: Settings, options: { clock?: Clock; shards?: number; shardId?: number; memory?: "native" | "js" } = {}) {
+    this.settings = settings;
+    this.clock = options.clock ?? new Clock(settings.processStarted);
+    this.shards = options.shards ?? 1;
+    this.shardId = options.shardId ?? 0;
+    this.startedAt = this.clock.now;
+    const share = Math.floor(settings.maxBytes / this.shards);
+    this.store = new Store({
+      maxBytes: share,
+      itemSizeMax: settings.itemSizeMax,
+      factor: settings.factor,
+      chunkSize: settings.chunkSize,
+      slabChunkMax: settings.slabChunkMax,
+      evictToFree: settings.evictToFree,
+      useCas: settings.useCas,
+      slabReassign: settings.slabReassign,
+      hashPower: settings.hashpowerInit,
+      memory: options.memory,
+      clock: this.clock,
+    });
+  }
+
+  /**
+   * cache_memlimit: the store's arena is mapped once at start, so the limit can only move
+   * within it (lowering it stops new pages from being used). Returns false when out of bounds.
+   */
+  adjustMemLimit(bytes: number): boolean {
+    const share = Math.floor(bytes / this.shards);
+    if (!this.store.setPageLimit(share)) return false;
+    this.settings.maxBytes = bytes;
+    return true;
+  }
+
+  /** Releases the store's memory. */
+  close(): void {
+    this.store.close();
+  }
+
+  /** stats reset: thread and slab counters (not items, bytes or connections). */
+  resetStats(): void {
+    this.stats.reset();
+    const cs = this.store.classStats;
+    for (let i = 0; i < cs.length; i++) {
+      const slot = i % CS.COUNT;
+      if (slot === CS.NUMBER || slot === CS.MEM_REQUESTED) continue;
+      cs[i] = 0;
+    }
+    this.store.totalItems = 0;
+    this.store.getExpired = 0;
+    this.store.getFlushed = 0;
+    this.store.slabsMoved = 0;
+  }
+}

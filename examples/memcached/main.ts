@@ -1,0 +1,109 @@
+/**
+ * memcached on Shoal: a drop-in replacement for stock memcached 1.6, one shard per core.
+ *
+ *   bun examples/memcached/main.ts                    # every core, port 11211
+ *   bun examples/memcached/main.ts -p 11311 -t 2 -m 256 -U 11311 -vv
+ *   bun examples/memcached/main.ts -h
+ *
+ * The command line is memcached's (cli.ts). On the main thread it is parsed and handed to
+ * Shoal's app template as one option; the supervisor starts one Worker per shard (-t / --smp),
+ * each of which runs a ShardServer: a listener on the shared port (SO_REUSEPORT), its own
+ * store holding the keys it owns, and the router that sends commands for other shards' keys
+ * to their owner. SIGINT/SIGTERM stop it gracefully: listeners close, every connection answers
+ * what it has received, then closes.
+ */
+import { isMainThread } from "node:worker_threads";
+import { availableParallelism } from "node:os";
+import { app } from "../../src/app/index.ts";
+import { sharded, smp, thisShard } from "../../src/smp/index.ts";
+import { parseCommandLine, usage, UsageError } from "./cli.ts";
+import { ShardServer } from "./server.ts";
+import { VERSION, type Settings } from "./settings.ts";
+import { installRouter } from "./router.ts";
+
+/** The memcached service: one instance (a ShardServer) per shard. */
+class MemcachedShard {
+  readonly server: ShardServer;
+
+  constructor(settings: Settings) {
+    this.server = new ShardServer(settings, { shards: smp.count, shardId: thisShard() });
+    installRouter(this.server.engine);
+    this.server.start();
+  }
+
+  /** Graceful stop of this shard's server. */
+  async stop(): Promise<void> {
+    await this.server.stop();
+  }
+}
+
+const shards = sharded(MemcachedShard, { name: "memcached" });
+
+if (isMainThread) {
+  let cl;
+  try {
+    cl = parseCommandLine(process.argv.slice(2));
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`memcached: ${e.message}\nRun with -h to list the options.\n`);
+    process.exit(e.exitCode);
+  }
+  if (cl.action === "help") {
+    process.stdout.write(usage());
+    process.exit(0);
+  }
+  if (cl.action === "version") {
+    process.stdout.write(`memcached ${VERSION}\n`);
+    process.exit(0);
+  }
+  if (cl.action === "license") {
+    process.stdout.write("memcached protocol compatible server, part of Shoal (see the repository's license).\n");
+    process.exit(0);
+  }
+  if (cl.unixSocket !== null) {
+    cl.settings.listen = `unix:${cl.unixSocket}`;
+    cl.settings.udpPort = 0;
+  }
+  for (const w of cl.warnings) process.stderr.write(`memcached: warning: ${w}\n`);
+  const cpus = availableParallelism();
+  const threads = cl.threadsGiven ? cl.settings.threads : cpus;
+  cl.settings.threads = threads;
+  // Hand the parsed settings to the app template (and through it to every shard) as one option.
+  process.argv = [
+    process.argv[0]!,
+    process.argv[1]!,
+    "--smp",
+    String(threads),
+    ...(threads > cpus ? ["--overprovisioned"] : []),
+    // Busy-polling an idle ring costs CPU per request that stock memcached does not spend;
+    // clients keep the ring busy enough that sleeping in io_uring_enter costs no throughput.
+    "--idle-poll-time-us",
+    process.env.SHOAL_IDLE_POLL_US ?? "0",
+    "--log-level",
+    cl.settings.verbose > 0 ? "debug" : "info",
+    "--memcached-settings",
+    JSON.stringify(cl.settings),
+  ];
+}
+
+await app(
+  {
+    name: "memcached",
+    description: "memcached-compatible server (run with -h for memcached's options)",
+    options: {
+      memcachedSettings: { type: "string", required: true, description: "the parsed memcached command line (internal)" },
+    },
+  },
+  async ({ options, signal }) => {
+    const settings = JSON.parse(options.memcachedSettings) as Settings;
+    await shards.start(settings);
+    if (settings.verbose > 0) {
+      console.error(`memcached ${VERSION} on Shoal: ${smp.count} shard(s), port ${settings.port}${settings.udpPort ? `, udp ${settings.udpPort}` : ""}`);
+    }
+    await new Promise<void>((resolve) => {
+      if (signal.aborted) resolve();
+      else signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    return 0;
+  },
+);

@@ -1,0 +1,136 @@
+/**
+ * A growable byte buffer that responses are rendered into. One per connection (plus one per
+ * shard for forwarded work): rendering never allocates once the buffer has grown to the
+ * connection's usual batch size. The transport copies `bytes()` out and calls `reset()`.
+ */
+import { writeInt, writeUint } from "./numbers.ts";
+
+const encoder = new TextEncoder();
+
+/** Pre-encodes an ASCII constant. */
+export function ascii(s: string): Uint8Array {
+  return encoder.encode(s);
+}
+
+/** Copies up to this many bytes with a loop; longer ones with TypedArray.set (a view object each). */
+const COPY_LOOP_MAX = 32;
+
+/** Response bytes under construction. */
+export class Out {
+  buf: Uint8Array;
+  pos = 0;
+
+  constructor(initialSize = 16 * 1024) {
+    this.buf = new Uint8Array(initialSize);
+  }
+
+  /** Makes room for `n` more bytes. */
+  ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+  }
+
+  /** Appends pre-encoded bytes. */
+  put(b: Uint8Array): void {
+    const n = b.length;
+    if (this.pos + n > this.buf.length) this.ensure(n);
+    if (n <= 16) {
+      const buf = this.buf;
+      let p = this.pos;
+      for (let i = 0; i < n; i++) buf[p++] = b[i]!;
+      this.pos = p;
+    } else {
+      this.buf.set(b, this.pos);
+      this.pos += n;
+    }
+  }
+
+  /** Appends `len` bytes of `src` from `off`. */
+  copy(src: Uint8Array, off: number, len: number): void {
+    if (this.pos + len > this.buf.length) this.ensure(len);
+    if (len <= COPY_LOOP_MAX) {
+      const buf = this.buf;
+      let p = this.pos;
+      for (let i = 0; i < len; i++) buf[p++] = src[off + i]!;
+      this.pos = p;
+    } else {
+      this.buf.set(src.subarray(off, off + len), this.pos);
+      this.pos += len;
+    }
+  }
+
+  /** Appends one byte. */
+  byte(c: number): void {
+    if (this.pos + 1 > this.buf.length) this.ensure(1);
+    this.buf[this.pos++] = c;
+  }
+
+  /** Appends "\r\n". */
+  crlf(): void {
+    if (this.pos + 2 > this.buf.length) this.ensure(2);
+    this.buf[this.pos++] = 13;
+    this.buf[this.pos++] = 10;
+  }
+
+  /** Appends a non-negative integer below 2^53 in decimal. */
+  uint(n: number): void {
+    if (this.pos + 20 > this.buf.length) this.ensure(20);
+    this.pos = writeUint(this.buf, this.pos, n);
+  }
+
+  /** Appends a signed integer in decimal. */
+  int(n: number): void {
+    if (this.pos + 21 > this.buf.length) this.ensure(21);
+    this.pos = writeInt(this.buf, this.pos, n);
+  }
+
+  /** Appends a Latin-1 string (slow path: stats and rare messages). */
+  str(s: string): void {
+    const n = s.length;
+    if (this.pos + n > this.buf.length) this.ensure(n);
+    const buf = this.buf;
+    let p = this.pos;
+    for (let i = 0; i < n; i++) buf[p++] = s.charCodeAt(i) & 0xff;
+    this.pos = p;
+  }
+
+  /** Appends a big-endian u16/u32. */
+  u16(v: number): void {
+    this.ensure(2);
+    this.buf[this.pos++] = (v >>> 8) & 0xff;
+    this.buf[this.pos++] = v & 0xff;
+  }
+  u32(v: number): void {
+    this.ensure(4);
+    const b = this.buf;
+    b[this.pos++] = (v >>> 24) & 0xff;
+    b[this.pos++] = (v >>> 16) & 0xff;
+    b[this.pos++] = (v >>> 8) & 0xff;
+    b[this.pos++] = v & 0xff;
+  }
+  /** Appends a big-endian u64 given as a double (exact below 2^53). */
+  u64(v: number): void {
+    const hi = Math.floor(v / 4294967296);
+    this.u32(hi >>> 0);
+    this.u32((v - hi * 4294967296) >>> 0);
+  }
+
+  /** The rendered bytes (a view; valid until the next write or reset). */
+  bytes(): Uint8Array {
+    return this.buf.subarray(0, this.pos);
+  }
+
+  /** Forgets the contents (keeps the memory). */
+  reset(): void {
+    this.pos = 0;
+  }
+
+  /** Drops everything after `mark` (a previous `pos`). */
+  truncate(mark: number): void {
+    this.pos = mark;
+  }
+}

@@ -1,0 +1,750 @@
+/**
+ * Per-key ownership across shards (Seastar's memcached design): the key's hash picks the shard
+ * that stores it, and a command for another shard's key travels there as its own bytes (the
+ * command line with its data block, or the binary packet), runs in a session on the owner,
+ * and its response bytes come back to take their place in the client's response stream.
+ *
+ * Units for one shard are gathered for the whole loop turn (every connection of this shard)
+ * into one batch, sent as one cross-shard call; the owner runs them in order and answers with
+ * one buffer of responses. Per connection the order of responses is kept: the session leaves a
+ * hole in its output for each forwarded unit, and the server fills the holes when the
+ * batches come back, before it reads the connection again. Commands that concern every shard
+ * (flush_all, stats, verbosity, ...) are forwarded to every other shard through the same
+ * batches, so they stay ordered with the keyed commands around them.
+ *
+ * Large batches and answers (items up to -I) cross as native buffers handed over, not copied.
+ */
+import { allocateAlignedBuffer, NativeBuffer } from "../../src/index.ts";
+import { registerHandler, submitTo } from "../../src/smp/index.ts";
+import type { Engine } from "./engine.ts";
+import { murmur3, shardOf } from "./hash.ts";
+import { Out } from "./out.ts";
+import { parsed, parseI32, parseU32, parseU64 } from "./numbers.ts";
+import { Proto, Session } from "./session.ts";
+import { base64Decode } from "./base64.ts";
+import { BinarySink, binaryKeyedValid } from "./binary.ts";
+import { merge, renderStats, snapshot, type StatsSink, type StatsSnapshot } from "./stats.ts";
+
+/** What a forwarded unit is. */
+export const enum UnitKind {
+  /** Text command (line + data): the answer as is. */
+  TEXT = 0,
+  /** Part of a multiget: the answer without its final "END\r\n". */
+  TEXT_GET_PART = 1,
+  /** Binary packet (header, extras, key, value). */
+  BINARY = 2,
+  /** Text command run for its effect everywhere (flush_all, verbosity...): no answer. */
+  TEXT_SILENT = 3,
+  /** Stats snapshot request: answered with the shard's counters (JSON). */
+  STATS = 4,
+  /** Text command whose raw answer is gathered (stats conns, metadump, detail dump). */
+  TEXT_GATHER = 5,
+}
+
+const SHARD_FAILED = new TextEncoder().encode("SERVER_ERROR the shard owning this key is unavailable\r\n");
+
+/** Batches bigger than this cross as handed-over native buffers. */
+const INLINE_MAX = 32 * 1024;
+
+/** One turn's units for one shard, and (once sent) the answer. */
+export class Batch {
+  readonly dest: number;
+  buf = new Uint8Array(4096);
+  len = 0;
+  count = 0;
+  /** Resolves once the answer arrived and was split into units (never rejects). */
+  readonly reply: Promise<void>;
+  private resolveReply!: () => void;
+  /** Why the batch failed (the shard is gone...), if it did. */
+  failure: unknown;
+  /** Answer bytes and where each unit's answer starts/ends. */
+  answer: Uint8Array = new Uint8Array(0);
+  starts: number[] = [];
+  ends: number[] = [];
+  private native: NativeBuffer | undefined;
+
+  constructor(dest: number) {
+    this.dest = dest;
+    this.reply = new Promise<void>((resolve) => (this.resolveReply = resolve));
+  }
+
+  /** Starts a unit; returns its index. */
+  begin(kind: UnitKind | number, proto: Proto, bodyLength: number): number {
+    this.ensure(6 + bodyLength);
+    this.buf[this.len] = kind;
+    this.buf[this.len + 1] = proto;
+    new DataView(this.buf.buffer, this.buf.byteOffset).setUint32(this.len + 2, bodyLength, true);
+    this.len += 6;
+    return this.count++;
+  }
+
+  /** Appends body bytes of the current unit. */
+  append(src: Uint8Array, from: number, to: number): void {
+    const n = to - from;
+    this.ensure(n);
+    this.buf.set(src.subarray(from, to), this.len);
+    this.len += n;
+  }
+
+  private ensure(n: number): void {
+    if (this.len + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.len + n) size *= 2;
+    const b = new Uint8Array(size);
+    b.set(this.buf.subarray(0, this.len));
+    this.buf = b;
+  }
+
+  /** Sends the batch; `reply` resolves once the answer is split into units. */
+  send(from: number): void {
+    let payload: Uint8Array | NativeBuffer;
+    if (this.len > INLINE_MAX) {
+      const nb = allocateAlignedBuffer(this.len);
+      nb.bytes.set(this.buf.subarray(0, this.len));
+      payload = nb;
+    } else {
+      payload = this.buf.subarray(0, this.len);
+    }
+    (submitTo(this.dest, EXEC, from, payload) as Promise<Uint8Array | NativeBuffer>).then(
+      (answer) => {
+        this.split(answer);
+        this.resolveReply();
+      },
+      (err: unknown) => {
+        this.failure = err;
+        this.resolveReply();
+      },
+    );
+  }
+
+  private split(answer: Uint8Array | NativeBuffer): void {
+    let bytes: Uint8Array;
+    if (answer instanceof NativeBuffer) {
+      bytes = answer.bytes.slice();
+      answer.release();
+    } else {
+      bytes = answer;
+    }
+    this.answer = bytes;
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let p = 0;
+    while (p < bytes.length) {
+      const n = dv.getUint32(p, true);
+      this.starts.push(p + 4);
+      this.ends.push(p + 4 + n);
+      p += 4 + n;
+    }
+  }
+
+  /** Answer of unit `i` (after `reply` resolved); a SERVER_ERROR line if the batch failed. */
+  unitAnswer(i: number): Uint8Array {
+    if (this.failure !== undefined) return SHARD_FAILED;
+    return this.answer.subarray(this.starts[i]!, this.ends[i]!);
+  }
+}
+
+/**
+ * A place in a session's output waiting for other shards' answers: either a run of consecutive
+ * units of one batch (`batch`, `first`, `count`: a pipeline of forwarded commands costs one hole),
+ * or answers from several shards (`parts`) merged by `render`.
+ */
+export interface Hole {
+  /** Position in the session's `out` where the answers go. */
+  at: number;
+  batch?: Batch;
+  first: number;
+  count: number;
+  parts?: { batch: Batch; index: number }[];
+  render?: (answers: Uint8Array[]) => Uint8Array;
+}
+
+/** The shard's router: open batches per destination, flushed once per turn. */
+export class Router {
+  readonly engine: Engine;
+  readonly shards: number;
+  readonly self: number;
+  private open: (Batch | undefined)[];
+  private scheduled = false;
+
+  constructor(engine: Engine) {
+    this.engine = engine;
+    this.shards = engine.shards;
+    this.self = engine.shardId;
+    this.open = new Array(this.shards);
+  }
+
+  /** Owner shard of a key. */
+  owner(buf: Uint8Array, off: number, len: number): number {
+    return shardOf(murmur3(buf, off, len), this.shards);
+  }
+
+  /** The batch being filled for `dest` this turn. */
+  batch(dest: number): Batch {
+    let b = this.open[dest];
+    if (b === undefined) {
+      b = new Batch(dest);
+      this.open[dest] = b;
+      if (!this.scheduled) {
+        this.scheduled = true;
+        queueMicrotask(() => this.flush());
+      }
+    }
+    return b;
+  }
+
+  /** Sends every open batch. */
+  flush(): void {
+    this.scheduled = false;
+    for (let d = 0; d < this.shards; d++) {
+      const b = this.open[d];
+      if (b !== undefined) {
+        this.open[d] = undefined;
+        b.send(this.self);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------- owner side
+
+/** This shard's engine, for units arriving from other shards. */
+let localEngine: Engine | undefined;
+/** Sessions that run other shards' units, per source shard and protocol. */
+const remoteSessions = new Map<number, Session>();
+const answerOut = new Out(64 * 1024);
+
+function remoteSession(from: number, proto: Proto): Session {
+  const key = from * 4 + proto;
+  let s = remoteSessions.get(key);
+  if (s === undefined) {
+    s = new Session(localEngine!, { protocol: proto });
+    s.countBytes = false;
+    s.routing = false;
+    remoteSessions.set(key, s);
+  }
+  return s;
+}
+
+/** Runs a batch of units from shard `from`; answers [u32 length][bytes] per unit. */
+function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array | NativeBuffer {
+  const engine = localEngine;
+  if (engine === undefined) throw new Error("memcached: a batch arrived before this shard's server started");
+  const bytes = payload instanceof NativeBuffer ? payload.bytes : payload;
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = answerOut;
+  out.reset();
+  let p = 0;
+  while (p < bytes.length) {
+    const kind = bytes[p]! as UnitKind;
+    const proto = bytes[p + 1]! as Proto;
+    const n = dv.getUint32(p + 2, true);
+    const bodyStart = p + 6;
+    p += 6 + n;
+    const lenAt = out.pos;
+    out.u32(0);
+    const start = out.pos;
+    if (kind === UnitKind.STATS) {
+      out.str(JSON.stringify(snapshot(engine)));
+    } else if (kind === UnitKind.TEXT_SILENT) {
+      const s = remoteSession(from, proto);
+      s.reset();
+      s.silent = true;
+      s.feedRange(bytes, bodyStart, bodyStart + n);
+      s.silent = false;
+      s.reset();
+      s.out.reset();
+    } else {
+      const s = remoteSession(from, proto);
+      const sOut = s.out;
+      s.reset();
+      s.feedRange(bytes, bodyStart, bodyStart + n);
+      s.reset();
+      let len = sOut.pos;
+      if (kind === UnitKind.TEXT_GET_PART && len >= 5) len -= 5;
+      out.copy(sOut.buf, 0, len);
+      sOut.reset();
+    }
+    const len = out.pos - start;
+    out.buf[lenAt] = len & 0xff;
+    out.buf[lenAt + 1] = (len >>> 8) & 0xff;
+    out.buf[lenAt + 2] = (len >>> 16) & 0xff;
+    out.buf[lenAt + 3] = len >>> 24;
+  }
+  if (payload instanceof NativeBuffer) payload.release();
+  if (out.pos > INLINE_MAX) {
+    const nb = allocateAlignedBuffer(out.pos);
+    nb.bytes.set(out.bytes());
+    return nb;
+  }
+  return out.bytes().slice();
+}
+
+const EXEC = registerHandler("memcached.exec", execBatch);
+
+// ---------------------------------------------------------------------------------------- requester side
+
+/** Sets up routing for a shard's engine (a no-op with one shard). */
+export function installRouter(engine: Engine): void {
+  localEngine = engine;
+  // SHOAL_MC_ROUTING=off is a benchmark knob only: every shard then answers from its own
+  // store, which no client should ever see (it measures what routing costs).
+  if (engine.shards > 1 && process.env.SHOAL_MC_ROUTING !== "off") engine.router = new Router(engine);
+}
+
+const W = (s: string): Uint8Array => new TextEncoder().encode(s);
+const CMD_GET = W("get");
+const CMD_GETS = W("gets");
+const CMD_GAT = W("gat");
+const CMD_GATS = W("gats");
+const CMD_BGET = W("bget");
+const STORAGE = ["set", "add", "replace", "append", "prepend"].map(W);
+const CMD_CAS = W("cas");
+const KEYED = ["touch", "incr", "decr", "delete"].map(W);
+const KEY_MAX = 250;
+
+function tokEq(s: Session, buf: Uint8Array, i: number, w: Uint8Array): boolean {
+  const st = s.tokS[i]!;
+  if (s.tokE[i]! - st !== w.length) return false;
+  for (let k = 0; k < w.length; k++) if (buf[st + k] !== w[k]) return false;
+  return true;
+}
+
+function tokString(s: Session, buf: Uint8Array, i: number): string {
+  let r = "";
+  for (let k = s.tokS[i]!; k < s.tokE[i]!; k++) r += String.fromCharCode(buf[k]!);
+  return r;
+}
+
+const keyScratch = new Uint8Array(256);
+
+/**
+ * Decides where a tokenized text command runs. Returns true when it was forwarded (or
+ * broadcast and answered) here; false to run it locally. `lineStart..lineNext` is the whole line
+ * including its "\n".
+ */
+export function routeText(s: Session, r: Router, buf: Uint8Array, lineStart: number, lineNext: number): boolean {
+  const nt = s.ntokens;
+  if (nt < 2) return false;
+  const c0 = buf[s.tokS[0]!]!;
+  const len0 = s.tokE[0]! - s.tokS[0]!;
+  // ---- retrieval: split multigets by owner
+  if (c0 === 103 || c0 === 98) {
+    const touch = tokEq(s, buf, 0, CMD_GAT) || tokEq(s, buf, 0, CMD_GATS);
+    if (!touch && !tokEq(s, buf, 0, CMD_GET) && !tokEq(s, buf, 0, CMD_GETS) && !tokEq(s, buf, 0, CMD_BGET)) return false;
+    if (nt < 3) return false;
+    return routeGet(s, r, buf, touch, lineStart, lineNext);
+  }
+  // ---- meta commands: key in token 1 (maybe base64)
+  if (c0 === 109 && len0 === 2) {
+    const c1 = buf[s.tokS[0]! + 1]!;
+    if (nt < 3 || s.tokE[1]! - s.tokS[1]! > KEY_MAX) return false;
+    if (c1 === 110) return false; // mn
+    if (c1 !== 103 && c1 !== 115 && c1 !== 100 && c1 !== 97 && c1 !== 101) return false;
+    let kb = buf;
+    let ko = s.tokS[1]!;
+    let kl = s.tokE[1]! - ko;
+    const firstFlag = c1 === 115 ? 3 : 2;
+    let b64 = false;
+    if (c1 === 101) b64 = nt >= 4 && s.tokE[2]! - s.tokS[2]! === 1 && buf[s.tokS[2]!] === 98;
+    else for (let i = firstFlag; i < nt - 1; i++) if (buf[s.tokS[i]!] === 98) b64 = true;
+    if (b64) {
+      const n = base64Decode(buf, ko, kl, keyScratch);
+      if (n === 0) return false;
+      kb = keyScratch;
+      ko = 0;
+      kl = n;
+    }
+    const dest = r.owner(kb, ko, kl);
+    if (dest === r.self) return false;
+    if (c1 !== 115) {
+      forwardLine(s, r, dest, UnitKind.TEXT, buf, lineStart, lineNext, 0);
+      return true;
+    }
+    // ms <key> <datalen> <flags>*: the data block goes along unless it is too large.
+    if (nt < 4 || !parseI32(buf, s.tokS[2]!, s.tokE[2]!)) return false;
+    const vlen = parsed.num;
+    if (vlen < 0 || vlen > 2147483645) return false;
+    let flags = 0;
+    for (let i = 3; i < nt - 1; i++) {
+      if (buf[s.tokS[i]!] === 70 && parseU32(buf, s.tokS[i]! + 1, s.tokE[i]!)) flags = parsed.num;
+    }
+    forwardStorage(s, r, dest, buf, lineStart, lineNext, kl, flags, vlen + 2);
+    return true;
+  }
+  // ---- classic keyed commands
+  for (const w of STORAGE) {
+    if (tokEq(s, buf, 0, w)) {
+      if (nt !== 6 && nt !== 7) return false;
+      return routeStorage(s, r, buf, lineStart, lineNext, w === STORAGE[3] || w === STORAGE[4]);
+    }
+  }
+  if (tokEq(s, buf, 0, CMD_CAS)) {
+    if (nt !== 7 && nt !== 8) return false;
+    if (!parseU64(buf, s.tokS[5]!, s.tokE[5]!)) return false;
+    return routeStorage(s, r, buf, lineStart, lineNext, false);
+  }
+  for (const w of KEYED) {
+    if (tokEq(s, buf, 0, w)) {
+      if (nt < 3 || s.tokE[1]! - s.tokS[1]! > KEY_MAX) return false;
+      const dest = r.owner(buf, s.tokS[1]!, s.tokE[1]! - s.tokS[1]!);
+      if (dest === r.self) return false;
+      forwardLine(s, r, dest, UnitKind.TEXT, buf, lineStart, lineNext, 0);
+      return true;
+    }
+  }
+  // ---- commands for every shard
+  const name = tokString(s, buf, 0);
+  if (name === "flush_all" || name === "verbosity" || name === "cache_memlimit") {
+    if (name === "flush_all" && !s.engine.settings.flushEnabled) return false;
+    broadcastLine(s, r, buf, lineStart, lineNext);
+    return false; // and run here too, which gives the answer
+  }
+  if (name === "lru_crawler" && nt === 4 && tokString(s, buf, 1) === "crawl") {
+    broadcastLine(s, r, buf, lineStart, lineNext);
+    return false;
+  }
+  if (name === "slabs" && nt >= 4 && tokString(s, buf, 1) === "automove") {
+    broadcastLine(s, r, buf, lineStart, lineNext);
+    return false;
+  }
+  if (name === "stats") return routeStats(s, r, buf, lineStart, lineNext);
+  if (name === "lru_crawler" && nt === 4 && tokString(s, buf, 1) === "metadump") {
+    gatherLine(s, r, buf, lineStart, lineNext, mergeDumps);
+    return true;
+  }
+  return false;
+}
+
+const getKeys: number[] = [];
+const getLine = new Out(1024);
+
+/** get/gets/gat/gats k1 k2 ...: consecutive keys of one owner go together. */
+function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineStart: number, lineNext: number): boolean {
+  const end = s.lineEnd;
+  let p = touch ? s.tokE[1]! : s.tokS[1]!;
+  // Every key must be valid first: a too-long key fails the whole command (locally).
+  const keys = getKeys;
+  keys.length = 0;
+  let remote = false;
+  let oneDest = -1;
+  for (;;) {
+    while (p < end && buf[p] === 32) p++;
+    if (p >= end) break;
+    const k = p;
+    while (p < end && buf[p] !== 32) p++;
+    if (p - k > KEY_MAX) return false;
+    const dest = r.owner(buf, k, p - k);
+    if (dest !== r.self) remote = true;
+    oneDest = keys.length === 0 || oneDest === dest ? dest : -2;
+    keys.push(k, p, dest);
+  }
+  if (!remote) return false;
+  if (touch && !parseI32(buf, s.tokS[1]!, s.tokE[1]!)) return false;
+  if (oneDest >= 0) {
+    // Every key lives on one other shard (a single-key get, usually): the line goes as is.
+    forwardLine(s, r, oneDest, UnitKind.TEXT, buf, lineStart, lineNext, 0);
+    return true;
+  }
+  const cmdStart = s.tokS[0]!;
+  const cmdEnd = touch ? s.tokE[1]! : s.tokE[0]!;
+  const out = s.out;
+  const local = getLine;
+  let i = 0;
+  while (i < keys.length) {
+    const dest = keys[i + 2]!;
+    let j = i;
+    while (j < keys.length && keys[j + 2] === dest) j += 3;
+    // "<cmd> [exptime] k.. k\r\n"
+    local.reset();
+    local.copy(buf, cmdStart, cmdEnd - cmdStart);
+    for (let q = i; q < j; q += 3) {
+      local.byte(32);
+      local.copy(buf, keys[q]!, keys[q + 1]! - keys[q]!);
+    }
+    local.crlf();
+    const line = local.bytes();
+    if (dest === r.self) {
+      // Run the part here, without its END.
+      const sub = s.subSession();
+      sub.feed(line);
+      const answer = sub.out.bytes();
+      out.copy(answer, 0, Math.max(0, answer.length - 5));
+      sub.out.reset();
+    } else {
+      const b = r.batch(dest);
+      const index = b.begin(UnitKind.TEXT_GET_PART, Proto.TEXT, line.length);
+      b.append(line, 0, line.length);
+      addHole(s, b, index);
+    }
+    i = j;
+  }
+  out.str("END\r\n");
+  return true;
+}
+
+/** set/add/replace/append/prepend/cas: forward the line and its data block to the owner. */
+function routeStorage(s: Session, r: Router, buf: Uint8Array, lineStart: number, lineNext: number, noFlags: boolean): boolean {
+  const klen = s.tokE[1]! - s.tokS[1]!;
+  if (klen > KEY_MAX) return false;
+  if (!parseU32(buf, s.tokS[2]!, s.tokE[2]!)) return false;
+  const flags = noFlags ? 0 : parsed.num;
+  if (!parseI32(buf, s.tokS[3]!, s.tokE[3]!)) return false;
+  if (!parseI32(buf, s.tokS[4]!, s.tokE[4]!)) return false;
+  const vlen = parsed.num;
+  if (vlen < 0 || vlen > 2147483645) return false;
+  const dest = r.owner(buf, s.tokS[1]!, klen);
+  if (dest === r.self) return false;
+  forwardStorage(s, r, dest, buf, lineStart, lineNext, klen, flags, vlen + 2);
+  return true;
+}
+
+/** Forwards a storage line; its data follows (or is swallowed here when too large). */
+function forwardStorage(s: Session, r: Router, dest: number, buf: Uint8Array, lineStart: number, lineNext: number, klen: number, flags: number, nbytes: number): void {
+  const tooLarge = !s.store.sizeOk(klen, flags, nbytes);
+  s.forwardUnit(dest, UnitKind.TEXT, Proto.TEXT, buf, lineStart, lineNext, tooLarge ? 0 : nbytes);
+  if (tooLarge) s.swallow(nbytes);
+  void r;
+}
+
+/** Forwards one whole line to `dest`. */
+function forwardLine(s: Session, r: Router, dest: number, kind: UnitKind, buf: Uint8Array, lineStart: number, lineNext: number, _extra: number): void {
+  const b = r.batch(dest);
+  const index = b.begin(kind, Proto.TEXT, lineNext - lineStart);
+  b.append(buf, lineStart, lineNext);
+  if (kind !== UnitKind.TEXT_SILENT) addHole(s, b, index);
+}
+
+/** Records that unit `index` of `b` answers at the session's current output position. */
+export function addHole(s: Session, b: Batch, index: number): void {
+  const holes = s.holes;
+  const at = s.out.pos;
+  const last = holes.length > 0 ? holes[holes.length - 1]! : undefined;
+  if (last !== undefined && last.batch === b && last.at === at && last.first + last.count === index) {
+    last.count++;
+    return;
+  }
+  holes.push({ at, batch: b, first: index, count: 1 });
+}
+
+/** Runs a line's effect on every other shard (in order with forwarded commands). */
+function broadcastLine(s: Session, r: Router, buf: Uint8Array, lineStart: number, lineNext: number): void {
+  for (let d = 0; d < r.shards; d++) {
+    if (d !== r.self) forwardLine(s, r, d, UnitKind.TEXT_SILENT, buf, lineStart, lineNext, 0);
+  }
+}
+
+/** Runs a line on every shard and merges the answers (this shard's first). */
+function gatherLine(s: Session, r: Router, buf: Uint8Array, lineStart: number, lineNext: number, mergeAnswers: (answers: Uint8Array[]) => Uint8Array): void {
+  const sub = s.subSession();
+  sub.feed(buf.subarray(lineStart, lineNext));
+  const mine = sub.out.bytes().slice();
+  sub.out.reset();
+  const parts: { batch: Batch; index: number }[] = [];
+  for (let d = 0; d < r.shards; d++) {
+    if (d === r.self) continue;
+    const b = r.batch(d);
+    const index = b.begin(UnitKind.TEXT_GATHER, Proto.TEXT, lineNext - lineStart);
+    b.append(buf, lineStart, lineNext);
+    parts.push({ batch: b, index });
+  }
+  s.holes.push({ at: s.out.pos, first: 0, count: 0, parts, render: (answers) => mergeAnswers([mine, ...answers]) });
+}
+
+const dec = new TextDecoder("latin1");
+const enc = (str: string): Uint8Array => {
+  const u = new Uint8Array(str.length);
+  for (let i = 0; i < str.length; i++) u[i] = str.charCodeAt(i) & 0xff;
+  return u;
+};
+
+/** Concatenates "...END\r\n" answers into one, with one END. */
+function mergeDumps(answers: Uint8Array[]): Uint8Array {
+  let text = "";
+  for (const a of answers) {
+    const t = dec.decode(a);
+    text += t.endsWith("END\r\n") ? t.slice(0, -5) : t;
+  }
+  return enc(text + "END\r\n");
+}
+
+/** Sums "PREFIX p get g hit h set s del d" lines by prefix. */
+function mergePrefixDumps(answers: Uint8Array[]): Uint8Array {
+  const sums = new Map<string, number[]>();
+  for (const a of answers) {
+    for (const line of dec.decode(a).split("\r\n")) {
+      const m = /^PREFIX (\S+) get (\d+) hit (\d+) set (\d+) del (\d+)$/.exec(line);
+      if (!m) continue;
+      const v = sums.get(m[1]!) ?? [0, 0, 0, 0];
+      for (let i = 0; i < 4; i++) v[i]! += Number(m[i + 2]);
+      sums.set(m[1]!, v);
+    }
+  }
+  let text = "";
+  for (const [p, v] of sums) text += `PREFIX ${p} get ${v[0]} hit ${v[1]} set ${v[2]} del ${v[3]}\r\n`;
+  return enc(text + "END\r\n");
+}
+
+/** stats [items|slabs|settings|reset|detail ...|conns]: the whole server's numbers. */
+function routeStats(s: Session, r: Router, buf: Uint8Array, lineStart: number, lineNext: number): boolean {
+  const nt = s.ntokens;
+  const sub = nt === 2 ? "" : tokString(s, buf, 1);
+  if (sub === "reset" || (sub === "detail" && nt >= 4 && (tokString(s, buf, 2) === "on" || tokString(s, buf, 2) === "off"))) {
+    broadcastLine(s, r, buf, lineStart, lineNext);
+    return false;
+  }
+  if (sub === "detail" && nt >= 4 && tokString(s, buf, 2) === "dump") {
+    gatherLine(s, r, buf, lineStart, lineNext, mergePrefixDumps);
+    return true;
+  }
+  if (sub === "conns") {
+    gatherLine(s, r, buf, lineStart, lineNext, mergeDumps);
+    return true;
+  }
+  if (sub !== "" && sub !== "items" && sub !== "slabs") return false;
+  const parts: { batch: Batch; index: number }[] = [];
+  for (let d = 0; d < r.shards; d++) {
+    if (d === r.self) continue;
+    const b = r.batch(d);
+    parts.push({ batch: b, index: b.begin(UnitKind.STATS, Proto.TEXT, 0) });
+  }
+  const mine = snapshot(s.engine);
+  s.holes.push({
+    at: s.out.pos,
+    first: 0,
+    count: 0,
+    parts,
+    render: (answers) => {
+      const snaps: StatsSnapshot[] = [mine, ...answers.map((a) => JSON.parse(dec.decode(a)) as StatsSnapshot)];
+      const tmp = s.subSession();
+      renderStats(tmp, sub, textSink(tmp.out), snaps);
+      const bytes = tmp.out.bytes().slice();
+      tmp.out.reset();
+      return bytes;
+    },
+  });
+  return true;
+}
+
+function textSink(out: Out): StatsSink {
+  return {
+    add(key: string, value: string): void {
+      out.str(value === "" ? `STAT ${key}\r\n` : `STAT ${key} ${value}\r\n`);
+    },
+    end(): void {
+      out.str("END\r\n");
+    },
+  };
+}
+
+/** Merged counters of all shards (for callers outside a session). */
+export { merge };
+
+/**
+ * Decides where a binary packet runs; true when it was forwarded. `pos` is the packet's start,
+ * `need` its header+extras+key length, `bodyRest` the value bytes that follow.
+ */
+export function routeBinary(s: Session, r: Router, buf: Uint8Array, pos: number, need: number, bodyRest: number): boolean {
+  const opcode = buf[pos + 1]!;
+  const keylen = (buf[pos + 2]! << 8) | buf[pos + 3]!;
+  const extlen = buf[pos + 4]!;
+  const bodylen = ((buf[pos + 8]! << 24) | (buf[pos + 9]! << 16) | (buf[pos + 10]! << 8) | buf[pos + 11]!) >>> 0;
+  if (keylen > bodylen || keylen + extlen > bodylen || keylen > KEY_MAX) return false;
+  if (opcode === 0x10 && extlen === 0) return routeBinaryStats(s, r, buf, pos, need, keylen);
+  if (opcode === 0x08 || opcode === 0x18) {
+    // flush: everywhere, in order.
+    for (let d = 0; d < r.shards; d++) {
+      if (d === r.self) continue;
+      const b = r.batch(d);
+      b.begin(UnitKind.TEXT_SILENT, Proto.BINARY, need);
+      b.append(buf, pos, pos + need);
+    }
+    return false;
+  }
+  if (!binaryKeyedValid(opcode, keylen, extlen, bodylen)) return false;
+  const key = pos + 24 + extlen;
+  const dest = r.owner(buf, key, keylen);
+  if (dest === r.self) return false;
+  const hasValue = opcode === 0x01 || opcode === 0x02 || opcode === 0x03 || opcode === 0x0e || opcode === 0x0f ||
+    opcode === 0x11 || opcode === 0x12 || opcode === 0x13 || opcode === 0x19 || opcode === 0x1a;
+  const vlen = hasValue ? bodyRest : 0;
+  const flags = opcode <= 0x03 || (opcode >= 0x11 && opcode <= 0x13) ? (extlen >= 4 ? ((buf[pos + 24]! << 24) | (buf[pos + 25]! << 16) | (buf[pos + 26]! << 8) | buf[pos + 27]!) >>> 0 : 0) : 0;
+  const tooLarge = hasValue && !s.store.sizeOk(keylen, flags, vlen + 2);
+  s.forwardUnit(dest, UnitKind.BINARY, Proto.BINARY, buf, pos, pos + need, tooLarge ? 0 : vlen);
+  if (tooLarge) s.swallow(vlen);
+  return true;
+}
+
+/**
+ * Fills a session's holes with the answers of the units they wait for, in order, and leaves
+ * the complete response stream in `s.out`. Call after feed() when `s.holes` is not empty.
+ */
+export async function fillHoles(s: Session): Promise<void> {
+  const holes = s.holes;
+  s.holes = [];
+  let waited: Batch | undefined;
+  for (const h of holes) {
+    if (h.batch !== undefined) {
+      if (h.batch !== waited) await h.batch.reply;
+      waited = h.batch;
+    } else {
+      for (const p of h.parts!) await p.batch.reply;
+    }
+  }
+  const src = s.out.bytes().slice();
+  const out = s.out;
+  out.reset();
+  let prev = 0;
+  for (const h of holes) {
+    out.copy(src, prev, h.at - prev);
+    prev = h.at;
+    if (h.batch !== undefined) {
+      for (let i = h.first; i < h.first + h.count; i++) {
+        const a = h.batch.unitAnswer(i);
+        out.copy(a, 0, a.length);
+      }
+    } else if (h.render) {
+      const bytes = h.render(h.parts!.map((p) => p.batch.unitAnswer(p.index)));
+      out.copy(bytes, 0, bytes.length);
+    }
+  }
+  out.copy(src, prev, src.length - prev);
+}
+
+/** Binary STAT for the whole server: general, items and slabs gather every shard; reset goes everywhere. */
+function routeBinaryStats(s: Session, r: Router, buf: Uint8Array, pos: number, need: number, keylen: number): boolean {
+  let sub = "";
+  for (let i = 0; i < keylen; i++) sub += String.fromCharCode(buf[pos + 24 + i]!);
+  if (sub.startsWith("reset") || sub.startsWith("detail on") || sub.startsWith("detail off")) {
+    for (let d = 0; d < r.shards; d++) {
+      if (d === r.self) continue;
+      const b = r.batch(d);
+      b.begin(UnitKind.TEXT_SILENT, Proto.BINARY, need);
+      b.append(buf, pos, pos + need);
+    }
+    return false;
+  }
+  if (sub !== "" && sub !== "items" && sub !== "slabs") return false;
+  const opaque = ((buf[pos + 12]! << 24) | (buf[pos + 13]! << 16) | (buf[pos + 14]! << 8) | buf[pos + 15]!) >>> 0;
+  const parts: { batch: Batch; index: number }[] = [];
+  for (let d = 0; d < r.shards; d++) {
+    if (d === r.self) continue;
+    const b = r.batch(d);
+    parts.push({ batch: b, index: b.begin(UnitKind.STATS, Proto.TEXT, 0) });
+  }
+  const mine = snapshot(s.engine);
+  s.holes.push({
+    at: s.out.pos,
+    first: 0,
+    count: 0,
+    parts,
+    render: (answers) => {
+      const snaps: StatsSnapshot[] = [mine, ...answers.map((a) => JSON.parse(dec.decode(a)) as StatsSnapshot)];
+      const tmp = new Session(s.engine, { protocol: Proto.BINARY });
+      tmp.binOpcode = 0x10;
+      tmp.binOpaque = opaque;
+      renderStats(tmp, sub, new BinarySink(tmp), snaps);
+      return tmp.out.bytes().slice();
+    },
+  });
+  return true;
+}

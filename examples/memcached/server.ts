@@ -1,0 +1,260 @@
+/**
+ * One shard's memcached server: its engine, a TCP listener on the shared port (SO_REUSEPORT:
+ * the kernel spreads connections over the shards), an optional UDP channel, the LRU crawler,
+ * and graceful shutdown. Each connection parses straight from the views the stack received
+ * into (no copy unless a command spans two receive buffers) and writes its batch of responses
+ * once per received chunk; the stack sends every connection's writes of a loop turn in one
+ * submission.
+ */
+import { Timer, sleep } from "../../src/index.ts";
+import { bindUdp, listen, formatAddress } from "../../src/net/index.ts";
+import type { Connection, Listener, UdpChannel } from "../../src/net/index.ts";
+import { Engine } from "./engine.ts";
+import { Session, Proto } from "./session.ts";
+import { Out } from "./out.ts";
+import type { Settings } from "./settings.ts";
+import type { StatsSink } from "./stats.ts";
+import { fillHoles } from "./router.ts";
+
+/** Output bytes queued on a connection beyond which we wait for the peer to read. */
+const WRITE_HIGH_WATER = 1 << 20;
+/** Items the crawler checks per second (expired and flushed items are freed). */
+const CRAWL_PER_TICK = 2000;
+/** How long a graceful stop waits for requests already in flight before ending idle connections. */
+const GRACE_MS = 100;
+/** UDP: payload bytes per datagram after the 8-byte frame header (stock's UDP_DATA_SIZE). */
+const UDP_DATA_SIZE = 1392;
+
+const tooMany = new TextEncoder().encode("ERROR Too many open connections\r\n");
+
+/** One connection's state on this shard. */
+interface Conn {
+  id: number;
+  connection: Connection;
+  session: Session;
+  lastCmd: number;
+  /** Waiting in read() with nothing buffered (a graceful stop ends it with shutdownInput). */
+  idle: boolean;
+}
+
+/** Options of a shard server. */
+export interface ShardServerOptions {
+  shards: number;
+  shardId: number;
+}
+
+/** The memcached server of one shard. */
+export class ShardServer {
+  readonly engine: Engine;
+  readonly settings: Settings;
+  private listeners: Listener[] = [];
+  private udp: UdpChannel[] = [];
+  private readonly conns = new Map<number, Conn>();
+  private nextId = 1;
+  private stopping = false;
+  private crawler: Timer | undefined;
+  private readonly maxConns: number;
+  private readonly done: Promise<void>[] = [];
+
+  constructor(settings: Settings, options: ShardServerOptions) {
+    this.settings = settings;
+    this.engine = new Engine(settings, { shards: options.shards, shardId: options.shardId });
+    this.engine.connStats = (sink) => this.connStats(sink);
+    this.maxConns = Math.max(1, Math.ceil(settings.maxConns / options.shards));
+  }
+
+  /** Binds the TCP (and UDP) sockets and starts serving. Throws SystemError (EADDRINUSE...). */
+  start(): void {
+    const s = this.settings;
+    const hosts = s.listen === null ? [undefined] : s.listen.split(",").filter((h) => h !== "");
+    if (s.port !== 0) {
+      for (const host of hosts) {
+        const l = listen(host === undefined ? s.port : { host, port: s.port }, {
+          reusePort: true,
+          backlog: s.backlog,
+          writeHighWater: WRITE_HIGH_WATER,
+          idleTimeoutMs: s.idleTimeout > 0 ? s.idleTimeout * 1000 : 0,
+        });
+        this.listeners.push(l);
+        this.done.push(this.acceptLoop(l));
+      }
+    }
+    if (s.udpPort !== 0) {
+      for (const host of hosts) {
+        const ch = bindUdp(host === undefined ? s.udpPort : { host, port: s.udpPort }, { reusePort: true, maxQueued: 256 });
+        this.udp.push(ch);
+        this.done.push(this.udpLoop(ch));
+      }
+    }
+    this.crawler = new Timer(() => {
+      this.engine.clock.tick();
+      if (this.settings.lruCrawler) this.engine.store.crawl(CRAWL_PER_TICK);
+    }).armPeriodic(1000);
+  }
+
+  /** The TCP port actually bound (for tests that ask for port 0). */
+  get port(): number {
+    const a = this.listeners[0]?.localAddress;
+    return a && a.family !== "unix" ? a.port : 0;
+  }
+
+  private async acceptLoop(l: Listener): Promise<void> {
+    try {
+      for await (const c of l) {
+        if (this.stopping) {
+          c.reset();
+          continue;
+        }
+        const stats = this.engine.stats;
+        if (this.conns.size >= this.maxConns) {
+          stats.rejected_conns++;
+          void c.output.write(tooMany);
+          void c.close();
+          continue;
+        }
+        stats.total_conns++;
+        void this.serve(c);
+      }
+    } catch {
+      // accept() fails with ECONNABORTED once the listener closes.
+    }
+  }
+
+  /** Runs one connection until it ends. */
+  private async serve(connection: Connection): Promise<void> {
+    const stats = this.engine.stats;
+    const session = new Session(this.engine);
+    const conn: Conn = { id: this.nextId++, connection, session, lastCmd: this.engine.clock.now, idle: false };
+    this.conns.set(conn.id, conn);
+    stats.curr_conns++;
+    stats.conn_structs = Math.max(stats.conn_structs, this.conns.size);
+    const input = connection.input;
+    const output = connection.output;
+    try {
+      for (;;) {
+        let data: Uint8Array | null | undefined = input.tryRead();
+        if (data === undefined) {
+          if (this.stopping) break;
+          conn.idle = true;
+          data = await input.read();
+          conn.idle = false;
+        }
+        if (data === null) break;
+        session.feed(data);
+        conn.lastCmd = this.engine.clock.now;
+        const out = session.out;
+        if (session.holes.length > 0) {
+          if (session.abort) session.holes.length = 0;
+          // A forwarded command still waiting for its value: read on first.
+          else if (session.forwarding) continue;
+          else await fillHoles(session);
+        }
+        if (session.abort) {
+          if (session.keep > 0) {
+            stats.bytes_written += session.keep;
+            void output.write(out.buf.subarray(0, session.keep));
+          }
+          out.reset();
+          break;
+        }
+        if (out.pos > 0) {
+          stats.bytes_written += out.pos;
+          const p = output.write(out.bytes());
+          out.reset();
+          if (output.buffered > WRITE_HIGH_WATER) await p;
+        }
+        if (session.closeAfterWrite) break;
+      }
+    } catch {
+      // The peer reset or the connection failed: nothing to answer.
+    } finally {
+      session.close();
+      this.conns.delete(conn.id);
+      stats.curr_conns--;
+      await connection.close().catch(() => {});
+    }
+  }
+
+  /** UDP: one datagram, one request (8-byte frame header), the answer in ≤1400-byte datagrams. */
+  private async udpLoop(ch: UdpChannel): Promise<void> {
+    const out = new Out(64 * 1024);
+    const header = new Uint8Array(8);
+    for (;;) {
+      let d;
+      try {
+        d = await ch.receive();
+      } catch {
+        return;
+      }
+      if (d === null) return;
+      const data = d.data;
+      this.engine.stats.bytes_read += data.length;
+      if (data.length <= 8) continue;
+      const requestId = (data[0]! << 8) | data[1]!;
+      // Multi-datagram requests are not supported (stock drops them too).
+      if (data[4] !== 0 || data[5] !== 1) continue;
+      const proto = data[8] === 0x80 ? Proto.BINARY : Proto.TEXT;
+      const session = new Session(this.engine, { out, protocol: proto });
+      session.feed(data.subarray(8));
+      session.close();
+      if (session.holes.length > 0) await fillHoles(session);
+      const body = session.abort ? out.buf.subarray(0, session.keep) : out.bytes();
+      const total = Math.min(65535, Math.ceil(body.length / UDP_DATA_SIZE));
+      for (let seq = 0; seq < total; seq++) {
+        const part = body.subarray(seq * UDP_DATA_SIZE, Math.min(body.length, (seq + 1) * UDP_DATA_SIZE));
+        const dgram = new Uint8Array(8 + part.length);
+        header[0] = requestId >>> 8;
+        header[1] = requestId & 0xff;
+        header[2] = seq >>> 8;
+        header[3] = seq & 0xff;
+        header[4] = total >>> 8;
+        header[5] = total & 0xff;
+        dgram.set(header);
+        dgram.set(part, 8);
+        this.engine.stats.bytes_written += dgram.length;
+        void ch.send(dgram, d.from).catch(() => {});
+      }
+      out.reset();
+    }
+  }
+
+  private connStats(sink: StatsSink): void {
+    const now = this.engine.clock.now;
+    for (const c of this.conns.values()) {
+      const k = `${this.engine.shardId * 100000 + c.id}`;
+      let addr = "?";
+      let local = "?";
+      try {
+        addr = `tcp:${formatAddress(c.connection.remoteAddress)}`;
+        local = `tcp:${formatAddress(c.connection.localAddress)}`;
+      } catch {
+        // the socket is already gone
+      }
+      sink.add(`${k}:addr`, addr);
+      sink.add(`${k}:listen_addr`, local);
+      sink.add(`${k}:state`, "conn_parse_cmd");
+      sink.add(`${k}:secs_since_last_cmd`, String(now - c.lastCmd));
+    }
+  }
+
+  /**
+   * Graceful stop: no new connections; every connection answers what it has received, then
+   * closes. Resolves when all connections are closed (or after `timeoutMs`, resetting the rest).
+   */
+  async stop(timeoutMs = 5000): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.crawler?.cancel();
+    await Promise.all(this.listeners.map((l) => l.close().catch(() => {})));
+    for (const ch of this.udp) await ch.close().catch(() => {});
+    // Requests already on their way (sent before the stop) get a moment to arrive and be
+    // answered; then idle connections end, and busy ones end once they answered what they got.
+    await sleep(GRACE_MS);
+    for (const c of this.conns.values()) if (c.idle) c.connection.shutdownInput();
+    const deadline = Date.now() + timeoutMs;
+    while (this.conns.size > 0 && Date.now() < deadline) await sleep(5);
+    for (const c of this.conns.values()) c.connection.reset();
+    await Promise.allSettled(this.done);
+    this.engine.close();
+  }
+}

@@ -1,0 +1,515 @@
+/**
+ * One client connection's protocol state: stock memcached's connection state machine
+ * (conn_parse_cmd, conn_nread, conn_swallow), transport-independent. The transport calls
+ * `feed(bytes)` with whatever arrived (any segmentation: half a command, many commands), then
+ * writes `out.bytes()` and resets it. Views passed to feed() may be reused by the caller after
+ * it returns: an incomplete command is copied into the session's carry buffer, value bytes go
+ * straight into the item's memory.
+ *
+ * The first byte of a connection picks the protocol, as in stock: 0x80 is binary, anything
+ * else is text (which includes the meta commands).
+ */
+import type { Engine } from "./engine.ts";
+import { Out, ascii } from "./out.ts";
+import { NIL, type Store, Comm } from "./store.ts";
+import { processTextLine } from "./text.ts";
+import { processBinaryPacket, completeBinaryNread, BIN_HEADER } from "./binary.ts";
+import { completeTextNread } from "./text.ts";
+import { addHole, routeBinary, routeText, type Hole } from "./router.ts";
+
+/** Protocol of a connection. */
+export const enum Proto {
+  NEGOTIATE = 0,
+  TEXT = 1,
+  BINARY = 2,
+}
+
+/** Where the session is in its input. */
+export const enum St {
+  /** Waiting for a command line or packet header. */
+  CMD = 0,
+  /** Reading a value into `item`. */
+  NREAD = 1,
+  /** Discarding `sbytes` bytes (after an error on a storage command). */
+  SWALLOW = 2,
+  /** Copying a value into a forwarded unit (its key lives on another shard). */
+  FORWARD = 3,
+}
+
+/** Why an nread is happening (which completion to run). */
+export const enum NreadKind {
+  TEXT_STORE = 0,
+  META_SET = 1,
+  BINARY_SET = 2,
+}
+
+/** Bytes of input without a newline after which a text connection must be a big multiget or is closed (stock: 2048). */
+export const LINE_LIMIT = 2048;
+/** Largest multiget line we buffer before closing (stock grows without bound). */
+export const MULTIGET_LINE_MAX = 32 * 1024 * 1024;
+/** Most tokens the text tokenizer produces (stock's MAX_TOKENS - 1 real ones). */
+export const MAX_TOKENS = 24;
+
+const CRLF = ascii("\r\n");
+
+/** A binary header's body length. */
+function binaryBody(buf: Uint8Array, pos: number): number {
+  return ((buf[pos + 8]! << 24) | (buf[pos + 9]! << 16) | (buf[pos + 10]! << 8) | buf[pos + 11]!) >>> 0;
+}
+
+/** A client connection's protocol engine. */
+export class Session {
+  readonly engine: Engine;
+  readonly store: Store;
+  /** Responses rendered so far; the transport sends and resets it. */
+  readonly out: Out;
+
+  protocol: Proto;
+  state: St = St.CMD;
+  /** The current command asked for no reply (stock's c->noreply). */
+  noreply = false;
+  /** Close once `out` has been sent (quit, protocol errors). */
+  closeAfterWrite = false;
+  /** Close at once, dropping unsent responses (garbage, over-long lines), as stock does. */
+  abort = false;
+  /**
+   * Bytes of `out` stock would already have sent when it aborts: it transmits after `mn`,
+   * binary NOOP, and every reqs_per_event commands, and drops the rest on an abort. The
+   * transport sends `out.buf[0..keep)` before closing an aborted connection.
+   */
+  keep = 0;
+  private reqs = 0;
+
+  // ---- text tokenizer output (stock's token_t array): starts/ends in `line`.
+  line: Uint8Array = new Uint8Array(0);
+  lineEnd = 0;
+  readonly tokS = new Int32Array(MAX_TOKENS + 1);
+  readonly tokE = new Int32Array(MAX_TOKENS + 1);
+  /** Stock's ntokens: real tokens plus the terminal one. */
+  ntokens = 0;
+
+  // ---- nread state (a value arriving into a pending item)
+  item = NIL;
+  rlbytes = 0;
+  ritem = 0;
+  nreadKind: NreadKind = NreadKind.TEXT_STORE;
+  nreadComm: Comm = Comm.SET;
+  nreadHash = 0;
+  nreadCas = 0;
+  setStale = false;
+  /** Meta set: the return flags stashed in request order (stock keeps them in wbuf). */
+  readonly msetStash = new Uint8Array(1024);
+  msetStashLen = 0;
+  msetBase64 = false;
+  readonly msetKey = new Uint8Array(256);
+  msetKeyLen = 0;
+
+  // ---- binary request in progress
+  binOpcode = 0;
+  binOpaque = 0;
+  binCmd = 0;
+  binCas = 0;
+  /** CAS to echo in the next binary response header (stock's c->cas). */
+  cas = 0;
+
+  /** Bytes left to swallow. */
+  sbytes = 0;
+
+  /** Count received bytes in stats (not for units run on behalf of another shard). */
+  countBytes = true;
+  /** Send commands for other shards' keys to their owners (off for units that already were). */
+  routing = true;
+  /** Run for its effect on this shard only (a broadcast from another shard): no counters. */
+  silent = false;
+  /** Places in `out` waiting for other shards' answers (see router.ts). */
+  holes: Hole[] = [];
+  /** A forwarded unit being completed (its value is still arriving). */
+  private fwdUnit = new Out(256);
+  private fwdDest = 0;
+  private fwdKind = 0;
+  private fwdProto: Proto = Proto.TEXT;
+  private fwdLeft = 0;
+  private sub: Session | undefined;
+
+  /** An incomplete command line or packet header carried to the next feed. */
+  private carry = new Uint8Array(256);
+  private carryLen = 0;
+
+  constructor(engine: Engine, options: { out?: Out; protocol?: Proto } = {}) {
+    this.engine = engine;
+    this.store = engine.store;
+    this.out = options.out ?? new Out();
+    const bound = engine.settings.protocol;
+    this.protocol = options.protocol ?? (bound === "ascii" ? Proto.TEXT : bound === "binary" ? Proto.BINARY : Proto.NEGOTIATE);
+  }
+
+  /** True once the connection must close (after `out` is sent, unless `abort`). */
+  get closing(): boolean {
+    return this.closeAfterWrite || this.abort;
+  }
+
+  /**
+   * Processes received bytes: every complete command produces its response in `out`.
+   * `data` is only read during the call.
+   */
+  feed(data: Uint8Array): void {
+    if (this.countBytes) this.engine.stats.bytes_read += data.length;
+    if (this.closing) return;
+    this.keep = this.out.pos;
+    this.reqs = 0;
+    let pos = 0;
+    if (this.carryLen > 0) {
+      pos = this.feedCarry(data);
+      if (pos < 0 || this.closing) return;
+    }
+    const stop = this.run(data, pos, data.length);
+    if (stop < data.length && !this.closing) this.saveCarry(data, stop, data.length);
+  }
+
+  /** Back to a fresh state between units run for another shard (keeps `out`). */
+  reset(): void {
+    this.close();
+    this.noreply = false;
+    this.closeAfterWrite = false;
+    this.abort = false;
+    this.sbytes = 0;
+    this.fwdLeft = 0;
+  }
+
+  /** A helper session on the same engine (multiget parts, gathered answers), with its own output. */
+  subSession(): Session {
+    if (this.sub === undefined) {
+      this.sub = new Session(this.engine, { protocol: Proto.TEXT });
+      this.sub.countBytes = false;
+      this.sub.routing = false;
+    }
+    this.sub.reset();
+    return this.sub;
+  }
+
+  /**
+   * Forwards a unit whose head is `buf[from..to)` and whose next `bytes` bytes of input
+   * follow; its answer goes where the output is now. The unit joins a batch only once
+   * complete, so a batch never leaves with half a command (and no output can come in between).
+   */
+  forwardUnit(dest: number, kind: number, proto: Proto, buf: Uint8Array, from: number, to: number, bytes: number): void {
+    this.fwdUnit.reset();
+    this.fwdUnit.copy(buf, from, to - from);
+    this.fwdDest = dest;
+    this.fwdKind = kind;
+    this.fwdProto = proto;
+    this.fwdLeft = bytes;
+    if (bytes === 0) this.finishForward();
+    else this.state = St.FORWARD;
+  }
+
+  private finishForward(): void {
+    this.state = St.CMD;
+    const unit = this.fwdUnit.bytes();
+    const b = this.engine.router!.batch(this.fwdDest);
+    const index = b.begin(this.fwdKind, this.fwdProto, unit.length);
+    b.append(unit, 0, unit.length);
+    addHole(this, b, index);
+    this.fwdUnit.reset();
+  }
+
+  /** True while a forwarded unit waits for more input (its answer cannot be placed yet). */
+  get forwarding(): boolean {
+    return this.state === St.FORWARD;
+  }
+
+  /**
+   * Runs one complete unit `buf[from..to)` forwarded by another shard (no carry: the unit is
+   * whole; what it leaves incomplete is dropped by the caller's reset()).
+   */
+  feedRange(buf: Uint8Array, from: number, to: number): void {
+    if (this.closing) return;
+    this.keep = this.out.pos;
+    this.reqs = 0;
+    this.run(buf, from, to);
+  }
+
+  /** The connection is going away: frees an upload in progress. */
+  close(): void {
+    if (this.item !== NIL) {
+      this.store.freePending(this.item);
+      this.item = NIL;
+    }
+    this.state = St.CMD;
+    this.carryLen = 0;
+  }
+
+  /** Bytes buffered for an incomplete command. */
+  get carried(): number {
+    return this.carryLen;
+  }
+
+  /**
+   * Runs the state machine over `buf[pos..end)`. Returns where it stopped: `end`, or the start
+   * of an incomplete command line / packet header.
+   */
+  run(buf: Uint8Array, pos: number, end: number): number {
+    while (pos < end) {
+      if (this.closing) return end;
+      switch (this.state) {
+        case St.NREAD: {
+          const n = Math.min(this.rlbytes, end - pos);
+          this.store.mem.set(pos === 0 && n === buf.length ? buf : buf.subarray(pos, pos + n), this.ritem);
+          this.ritem += n;
+          this.rlbytes -= n;
+          pos += n;
+          if (this.rlbytes === 0) this.completeNread();
+          continue;
+        }
+        case St.SWALLOW: {
+          const n = Math.min(this.sbytes, end - pos);
+          this.sbytes -= n;
+          pos += n;
+          if (this.sbytes === 0) this.state = St.CMD;
+          continue;
+        }
+        case St.FORWARD: {
+          const n = Math.min(this.fwdLeft, end - pos);
+          this.fwdUnit.copy(buf, pos, n);
+          this.fwdLeft -= n;
+          pos += n;
+          if (this.fwdLeft === 0) this.finishForward();
+          continue;
+        }
+        default:
+          break;
+      }
+      if (this.protocol === Proto.NEGOTIATE) {
+        this.protocol = buf[pos] === 0x80 ? Proto.BINARY : Proto.TEXT;
+      }
+      if (this.protocol === Proto.TEXT) {
+        const nl = buf.indexOf(10, pos);
+        if (nl < 0 || nl >= end) {
+          this.checkLongLine(buf, pos, end);
+          return pos;
+        }
+        this.noreply = false;
+        this.processLine(buf, pos, nl);
+        pos = nl + 1;
+        this.counted();
+      } else {
+        if (end - pos < BIN_HEADER) return pos;
+        if (buf[pos] !== 0x80) {
+          // Invalid magic: stock closes at once, unsent responses included.
+          this.abort = true;
+          return end;
+        }
+        const need = BIN_HEADER + buf[pos + 4]! + ((buf[pos + 2]! << 8) | buf[pos + 3]!);
+        if (end - pos < need) return pos;
+        this.noreply = false;
+        const router = this.engine.router;
+        if (router === null || !this.routing || !routeBinary(this, router, buf, pos, need, binaryBody(buf, pos) - (need - BIN_HEADER))) {
+          processBinaryPacket(this, buf, pos);
+        }
+        pos += need;
+        this.counted();
+      }
+    }
+    return pos;
+  }
+
+  /** Tokenizes and executes one text line `buf[start..nl)` (nl is the '\n'). */
+  private processLine(buf: Uint8Array, start: number, nl: number): void {
+    let end = nl;
+    if (end - start > 1 && buf[end - 1] === 13) end--;
+    this.line = buf;
+    this.lineEnd = end;
+    this.tokenize(buf, start, end);
+    const router = this.engine.router;
+    if (router !== null && this.routing && routeText(this, router, buf, start, nl + 1)) return;
+    processTextLine(this, buf);
+  }
+
+  /**
+   * stock's tokenize_command: splits on spaces into at most 23 tokens (later text stays in
+   * the line). A NUL byte ends the line, as strlen() does in stock. Sets `lineEnd` to the
+   * effective end.
+   */
+  tokenize(buf: Uint8Array, start: number, end: number): void {
+    const tokS = this.tokS;
+    const tokE = this.tokE;
+    let n = 0;
+    let s = start;
+    let i = start;
+    for (; i < end; i++) {
+      const c = buf[i]!;
+      if (c === 32) {
+        if (s !== i) {
+          tokS[n] = s;
+          tokE[n] = i;
+          n++;
+          if (n === MAX_TOKENS - 1) {
+            s = i + 1;
+            i++;
+            break;
+          }
+        }
+        s = i + 1;
+      } else if (c === 0) {
+        end = i;
+        break;
+      }
+    }
+    if (n < MAX_TOKENS - 1) {
+      if (s < i && s < end) {
+        tokS[n] = s;
+        tokE[n] = Math.min(i, end);
+        n++;
+      }
+    } else {
+      // Truncated at 23 tokens: find the true end (first NUL) of what remains.
+      for (let j = i; j < end; j++) {
+        if (buf[j] === 0) {
+          end = j;
+          break;
+        }
+      }
+    }
+    // The terminal token: empty, at the first unprocessed byte.
+    tokS[n] = n === MAX_TOKENS - 1 ? s : end;
+    tokE[n] = tokS[n]!;
+    this.ntokens = n + 1;
+    this.lineEnd = end;
+  }
+
+  /** stock's try_read_command_ascii rule for input without a newline. */
+  private checkLongLine(buf: Uint8Array, pos: number, end: number): void {
+    const have = end - pos;
+    if (have <= LINE_LIMIT) return;
+    let p = pos;
+    while (p < end && buf[p] === 32) p++;
+    const isGet =
+      p - pos <= 100 &&
+      ((end - p >= 4 && buf[p] === 103 && buf[p + 1] === 101 && buf[p + 2] === 116 && buf[p + 3] === 32) ||
+        (end - p >= 5 && buf[p] === 103 && buf[p + 1] === 101 && buf[p + 2] === 116 && buf[p + 3] === 115 && buf[p + 4] === 32));
+    if (!isGet || have > MULTIGET_LINE_MAX) this.abort = true;
+  }
+
+  /** Appends an incomplete command to the carry buffer. */
+  private saveCarry(data: Uint8Array, from: number, to: number): void {
+    const n = to - from;
+    this.ensureCarry(this.carryLen + n);
+    this.carry.set(data.subarray(from, to), this.carryLen);
+    this.carryLen += n;
+  }
+
+  private ensureCarry(size: number): void {
+    if (size <= this.carry.length) return;
+    let next = this.carry.length * 2;
+    while (next < size) next *= 2;
+    const c = new Uint8Array(next);
+    c.set(this.carry.subarray(0, this.carryLen));
+    this.carry = c;
+  }
+
+  /**
+   * Completes the carried command with the front of `data`, runs it, and returns how much of
+   * `data` it took (-1: all of it, still incomplete).
+   */
+  private feedCarry(data: Uint8Array): number {
+    if (this.protocol === Proto.TEXT) {
+      const nl = data.indexOf(10);
+      if (nl < 0) {
+        this.saveCarry(data, 0, data.length);
+        this.checkLongLine(this.carry, 0, this.carryLen);
+        return -1;
+      }
+      this.saveCarry(data, 0, nl + 1);
+      this.runCarry();
+      return nl + 1;
+    }
+    // Binary: header first, then extras and key.
+    let taken = 0;
+    for (;;) {
+      let need = BIN_HEADER;
+      if (this.carryLen >= BIN_HEADER) {
+        if (this.carry[0] !== 0x80) break; // run() aborts the connection
+        need = BIN_HEADER + this.carry[4]! + ((this.carry[2]! << 8) | this.carry[3]!);
+      }
+      if (this.carryLen >= need) break;
+      const take = Math.min(need - this.carryLen, data.length - taken);
+      if (take === 0) return -1;
+      this.saveCarry(data, taken, taken + take);
+      taken += take;
+    }
+    this.runCarry();
+    return taken;
+  }
+
+  private runCarry(): void {
+    const len = this.carryLen;
+    this.carryLen = 0;
+    // run() may re-enter saveCarry only for an incomplete unit, which cannot happen here.
+    const carry = this.carry;
+    const stop = this.run(carry, 0, len);
+    if (stop < len && !this.closing) {
+      const rest = carry.slice(stop, len);
+      this.saveCarry(rest, 0, rest.length);
+    }
+  }
+
+  private completeNread(): void {
+    this.state = St.CMD;
+    if (this.nreadKind === NreadKind.BINARY_SET) completeBinaryNread(this);
+    else completeTextNread(this);
+  }
+
+  /** One more command ran: stock yields (and sends) after reqs_per_event + 1 of them. */
+  private counted(): void {
+    if (++this.reqs > this.engine.settings.reqsPerEvent) {
+      this.reqs = 0;
+      this.flushPoint();
+    }
+  }
+
+  // ------------------------------------------------------------------ helpers for handlers
+
+  /** Responses so far count as sent (stock transmits here: mn, NOOP, yields). */
+  flushPoint(): void {
+    this.keep = this.out.pos;
+  }
+
+  /** stock's out_string: `msg` (with its "\r\n") unless the command asked for no reply. */
+  reply(msg: Uint8Array): void {
+    if (this.noreply) return;
+    this.out.put(msg);
+  }
+
+  /** stock's out_errstring: like reply() but ignores noreply. */
+  replyError(msg: Uint8Array): void {
+    this.noreply = false;
+    this.out.put(msg);
+  }
+
+  /** Writes a dynamic line with "\r\n" (stock's out_string with a computed string). */
+  replyString(s: string): void {
+    if (this.noreply) return;
+    this.out.str(s);
+    this.out.put(CRLF);
+  }
+
+  /** Starts reading `bytes` of value into pending item `ref`. */
+  startNread(ref: number, kind: NreadKind, comm: Comm, hv: number, reqCas: number, bytes: number): void {
+    this.item = ref;
+    this.nreadKind = kind;
+    this.nreadComm = comm;
+    this.nreadHash = hv;
+    this.nreadCas = reqCas;
+    this.ritem = this.store.valueOffset(ref);
+    this.rlbytes = bytes;
+    this.state = St.NREAD;
+    if (bytes === 0) this.completeNread();
+  }
+
+  /** Discards the next `bytes` bytes of input. */
+  swallow(bytes: number): void {
+    if (bytes <= 0) return;
+    this.sbytes = bytes;
+    this.state = St.SWALLOW;
+  }
+}

@@ -1,0 +1,28 @@
+/**
+ * Shoal's socket API (both network stacks): listen, connect, UDP channels, addresses.
+ * src/index.ts re-exports everything here.
+ */
+export { listen, connect, bindUdp, serve, netStats, configureNet, networkStack, setNetworkStack } from "./api.ts";
+export type { ServeOptions } from "./api.ts";
+export type { PosixStackOptions } from "./posix/stack.ts";
+export { CONSUME_ALL, needBytes } from "./types.ts";
+export type {
+  Connection,
+  ConnectionInput,
+  ConnectionOutput,
+  ConnectionOptions,
+  ConnectOptions,
+  Datagram,
+  KeepAliveOptions,
+  Listener,
+  ListenOptions,
+  NetStats,
+  NetworkStack,
+  StreamConsumer,
+  UdpChannel,
+  UdpOptions,
+  WriteData,
+} from "./types.ts";
+export { UnexpectedEofError } from "./errors.ts";
+export { parseAddress, formatAddress } from "./address.ts";
+export type { AddressInput, SocketAddress, Ipv4Address, Ipv6Address, UnixAddress } from "./address.ts";

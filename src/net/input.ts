@@ -1,0 +1,478 @@
+/**
+ * The receiving side of a stream connection, shared by every stack. A stack pushes received
+ * chunks (a token naming a native receive buffer, and a length); the reader gets views of them
+ * without copying. A chunk handed out by read() is leased until the next read-family call,
+ * then released to the stack (which recycles the buffer). Buffered chunks are bounded: past the
+ * pause mark the stack is told to stop receiving, and to resume once half are consumed.
+ */
+import { AbortError, InvalidArgumentError } from "../core/errors.ts";
+import { now } from "../core/timer.ts";
+import { UnexpectedEofError } from "./errors.ts";
+import { CONSUME_ALL, type ConnectionInput, type SignalOptions, type StreamConsumer } from "./types.ts";
+
+/** What a stack provides to a StreamInput. */
+export interface InputSource {
+  /** The whole receive buffer named by `token` (a long-lived view). */
+  chunkBase(token: number): Uint8Array;
+  /** Drops the input's reference to `token`'s buffer. */
+  releaseChunk(token: number): void;
+  /** Buffered input reached the pause mark (true), or fell back to the resume mark (false). */
+  inputPressure(paused: boolean): void;
+  /** The reader saw the end of the stream (read returned null). */
+  inputEnded(): void;
+}
+
+const WAIT_NONE = 0;
+const WAIT_READ = 1;
+const WAIT_EXACT = 2;
+const WAIT_DATA = 3;
+
+const RESOLVED_NULL: Promise<null> = Promise.resolve(null);
+const EMPTY = new Uint8Array(0);
+
+let capturedResolve: (v: any) => void = () => {};
+let capturedReject: (e: unknown) => void = () => {};
+function captureExecutor(resolve: (v: any) => void, reject: (e: unknown) => void): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
+}
+
+/**
+ * ConnectionInput over receive buffers a stack pushes. Costs per read: one view object, and a
+ * promise when nothing is buffered; no copy unless readExactly/needBytes spans buffers.
+ */
+export class StreamInput implements ConnectionInput {
+  private readonly src: InputSource;
+  private tok = new Int32Array(8);
+  private off = new Int32Array(8);
+  private len = new Int32Array(8);
+  private head = 0;
+  private n = 0;
+  private bytes = 0;
+  private readonly lease: number[] = [];
+  private eof = false;
+  private endRead = false;
+  private err: Error | undefined;
+  private paused = false;
+  private readonly pauseChunks: number;
+  private readonly resumeChunks: number;
+  private waitKind = WAIT_NONE;
+  private waitN = 0;
+  /** Bytes a waiting reader needs before it can proceed (readExactly, consume's needBytes). */
+  private need = 0;
+  private resolveWait: (v: any) => void = capturedResolve;
+  private rejectWait: (e: unknown) => void = capturedReject;
+  private waitSignal: AbortSignal | undefined;
+  private readonly onAbort = () => this.abortWait();
+  private assembly: Uint8Array | undefined;
+  /** now() when a read began waiting, 0 when none waits (read timeouts). */
+  waitingSince = 0;
+
+  private readonly chunkBytes: number;
+
+  /**
+   * `pauseChunks`: buffered chunks at which the source is asked to stop receiving (>= 2);
+   * `chunkBytes`: the size of one receive buffer.
+   */
+  constructor(src: InputSource, pauseChunks: number, chunkBytes: number) {
+    this.src = src;
+    this.chunkBytes = chunkBytes;
+    this.pauseChunks = Math.max(2, pauseChunks);
+    this.resumeChunks = this.pauseChunks >> 1;
+  }
+
+  get buffered(): number {
+    return this.bytes;
+  }
+
+  get ended(): boolean {
+    return this.endRead;
+  }
+
+  /** Chunks buffered (not leased). */
+  get chunks(): number {
+    return this.n;
+  }
+
+  /**
+   * Bytes the input will take before it pauses: what fits below the pause mark, or what a
+   * waiting reader still needs, whichever is more (0 while paused or finished).
+   */
+  get receiveBudget(): number {
+    if (this.paused || this.finished) return 0;
+    return Math.max((this.pauseChunks - this.n) * this.chunkBytes, this.need - this.bytes, 0);
+  }
+
+  /** True while the stack was asked to stop receiving. */
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /** True once end of stream or an error was pushed. */
+  get finished(): boolean {
+    return this.eof || this.err !== undefined;
+  }
+
+  // ---- stack side ---------------------------------------------------------------------------
+
+  /** A chunk arrived: `len` bytes at the start of `token`'s buffer. The input owns one reference. */
+  push(token: number, len: number): void {
+    if (this.eof || this.err !== undefined) {
+      this.src.releaseChunk(token);
+      return;
+    }
+    if (this.n === this.tok.length) this.growQueue();
+    const i = (this.head + this.n) & (this.tok.length - 1);
+    this.tok[i] = token;
+    this.off[i] = 0;
+    this.len[i] = len;
+    this.n++;
+    this.bytes += len;
+    if (this.waitKind !== WAIT_NONE) this.wake();
+    this.checkPause();
+  }
+
+  /** Asks the source to stop receiving past the pause mark, unless a reader needs more bytes. */
+  private checkPause(): void {
+    if (!this.paused && this.n >= this.pauseChunks && this.bytes >= this.need) {
+      this.paused = true;
+      this.src.inputPressure(true);
+    }
+  }
+
+  /** The peer shut down its side: reads return null once buffered bytes are read. */
+  pushEof(): void {
+    if (this.eof || this.err !== undefined) return;
+    this.eof = true;
+    if (this.waitKind !== WAIT_NONE) this.wake();
+  }
+
+  /**
+   * The connection failed. With `discard`, buffered bytes are dropped and waiting reads fail
+   * now; otherwise they are read first.
+   */
+  pushError(err: Error, discard: boolean): void {
+    if (this.err !== undefined) return;
+    if (this.eof && !discard) return;
+    this.err = err;
+    if (discard) this.dropAll();
+    if (this.waitKind !== WAIT_NONE) this.wake();
+  }
+
+  /** Drops buffered bytes and ends the stream (shutdownInput). */
+  shutdown(): void {
+    this.dropAll();
+    this.pushEof();
+  }
+
+  /** Releases every buffer the input holds (the connection is gone). */
+  dispose(): void {
+    this.dropAll();
+    this.releaseLease();
+    if (this.err === undefined) this.eof = true;
+    if (this.waitKind !== WAIT_NONE) this.wake();
+  }
+
+  private dropAll(): void {
+    while (this.n > 0) {
+      this.src.releaseChunk(this.tok[this.head]!);
+      this.head = (this.head + 1) & (this.tok.length - 1);
+      this.n--;
+    }
+    this.bytes = 0;
+    this.head = 0;
+  }
+
+  private growQueue(): void {
+    const cap = this.tok.length * 2;
+    const tok = new Int32Array(cap);
+    const off = new Int32Array(cap);
+    const len = new Int32Array(cap);
+    for (let k = 0; k < this.n; k++) {
+      const i = (this.head + k) & (this.tok.length - 1);
+      tok[k] = this.tok[i]!;
+      off[k] = this.off[i]!;
+      len[k] = this.len[i]!;
+    }
+    this.tok = tok;
+    this.off = off;
+    this.len = len;
+    this.head = 0;
+  }
+
+  // ---- reader side --------------------------------------------------------------------------
+
+  private releaseLease(): void {
+    const l = this.lease;
+    for (let i = 0; i < l.length; i++) this.src.releaseChunk(l[i]!);
+    l.length = 0;
+  }
+
+  private popHead(): void {
+    this.head = (this.head + 1) & (this.tok.length - 1);
+    this.n--;
+    if (this.paused && this.n <= this.resumeChunks) {
+      this.paused = false;
+      this.src.inputPressure(false);
+    }
+  }
+
+  /** Hands out the head chunk's remaining bytes and leases its buffer. */
+  private takeHead(): Uint8Array {
+    const h = this.head;
+    const t = this.tok[h]!;
+    const o = this.off[h]!;
+    const l = this.len[h]!;
+    this.bytes -= l;
+    this.popHead();
+    this.lease.push(t);
+    return this.src.chunkBase(t).subarray(o, o + l);
+  }
+
+  /** Consumes `count` (<= buffered) bytes from the front, releasing emptied chunks at once. */
+  private advance(count: number): void {
+    this.bytes -= count;
+    while (count > 0) {
+      const h = this.head;
+      const l = this.len[h]!;
+      if (count < l) {
+        this.off[h]! += count;
+        this.len[h] = l - count;
+        return;
+      }
+      count -= l;
+      const t = this.tok[h]!;
+      this.popHead();
+      this.src.releaseChunk(t);
+    }
+  }
+
+  /** Copies the first `count` (<= buffered) bytes into the assembly buffer, consuming nothing. */
+  private assemble(count: number): Uint8Array {
+    if (this.assembly === undefined || this.assembly.length < count) {
+      this.assembly = new Uint8Array(Math.max(count, 4096, (this.assembly?.length ?? 0) * 2));
+    }
+    const out = this.assembly;
+    let filled = 0;
+    for (let k = 0; filled < count; k++) {
+      const i = (this.head + k) & (this.tok.length - 1);
+      const o = this.off[i]!;
+      const take = Math.min(this.len[i]!, count - filled);
+      out.set(this.src.chunkBase(this.tok[i]!).subarray(o, o + take), filled);
+      filled += take;
+    }
+    return out.subarray(0, count);
+  }
+
+  private takeExactly(count: number): Uint8Array {
+    const h = this.head;
+    const l = this.len[h]!;
+    if (l >= count) {
+      const t = this.tok[h]!;
+      const o = this.off[h]!;
+      const view = this.src.chunkBase(t).subarray(o, o + count);
+      this.bytes -= count;
+      if (l === count) {
+        this.popHead();
+        this.lease.push(t);
+      } else {
+        this.off[h] = o + count;
+        this.len[h] = l - count;
+      }
+      return view;
+    }
+    const view = this.assemble(count);
+    this.advance(count);
+    return view;
+  }
+
+  private markEnded(): void {
+    if (this.endRead) return;
+    this.endRead = true;
+    this.src.inputEnded();
+  }
+
+  private checkIdle(op: string): void {
+    if (this.waitKind !== WAIT_NONE) throw new InvalidArgumentError(`${op}: another read is pending on this input`);
+  }
+
+  read(opts?: SignalOptions): Promise<Uint8Array | null> {
+    this.checkIdle("read");
+    this.releaseLease();
+    if (this.n > 0) return Promise.resolve(this.takeHead());
+    if (this.err !== undefined) return Promise.reject(this.err);
+    if (this.eof) {
+      this.markEnded();
+      return RESOLVED_NULL;
+    }
+    return this.wait(WAIT_READ, 0, opts);
+  }
+
+  tryRead(): Uint8Array | null | undefined {
+    this.checkIdle("tryRead");
+    this.releaseLease();
+    if (this.n > 0) return this.takeHead();
+    if (this.err !== undefined) throw this.err;
+    if (this.eof) {
+      this.markEnded();
+      return null;
+    }
+    return undefined;
+  }
+
+  readExactly(count: number, opts?: SignalOptions): Promise<Uint8Array | null> {
+    this.checkIdle("readExactly");
+    if (!Number.isSafeInteger(count) || count < 0) {
+      throw new InvalidArgumentError(`readExactly: n must be an integer >= 0, got ${count}`);
+    }
+    this.releaseLease();
+    if (count === 0) return Promise.resolve(EMPTY);
+    if (this.bytes >= count) return Promise.resolve(this.takeExactly(count));
+    if (this.err !== undefined) return Promise.reject(this.err);
+    if (this.eof) return this.endedEarly(count);
+    return this.wait(WAIT_EXACT, count, opts);
+  }
+
+  private endedEarly(count: number): Promise<null> {
+    if (this.bytes === 0) {
+      this.markEnded();
+      return RESOLVED_NULL;
+    }
+    return Promise.reject(new UnexpectedEofError("readExactly", this.bytes, count));
+  }
+
+  async consume(parser: StreamConsumer, opts?: SignalOptions): Promise<boolean> {
+    if (typeof parser !== "function") throw new InvalidArgumentError("consume: parser must be a function");
+    this.checkIdle("consume");
+    this.releaseLease();
+    let want = 0;
+    for (;;) {
+      while (this.bytes === 0 || this.bytes < want) {
+        if (this.err !== undefined) throw this.err;
+        if (this.eof) {
+          if (this.bytes === 0) this.markEnded();
+          return false;
+        }
+        await this.wait(WAIT_DATA, want, opts);
+      }
+      const h = this.head;
+      const l = this.len[h]!;
+      let view: Uint8Array;
+      if (l >= want) {
+        const o = this.off[h]!;
+        view = this.src.chunkBase(this.tok[h]!).subarray(o, o + l);
+      } else {
+        view = this.assemble(want);
+      }
+      const r = parser(view);
+      if (r === CONSUME_ALL) {
+        this.advance(view.length);
+        want = 0;
+        continue;
+      }
+      if (!Number.isInteger(r)) throw new InvalidArgumentError(`consume: the parser returned ${r}, not an integer`);
+      if (r >= 0) {
+        if (r > view.length) {
+          throw new InvalidArgumentError(`consume: the parser consumed ${r} bytes of ${view.length}`);
+        }
+        this.advance(r);
+        return true;
+      }
+      const k = -2 - r;
+      if (k <= view.length) {
+        throw new InvalidArgumentError(`consume: needBytes(${k}) must ask for more than the ${view.length} bytes shown`);
+      }
+      want = k;
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    return {
+      next: async (): Promise<IteratorResult<Uint8Array>> => {
+        const v = await this.read();
+        return v === null ? { done: true, value: undefined } : { done: false, value: v };
+      },
+      return: async (): Promise<IteratorResult<Uint8Array>> => ({ done: true, value: undefined }),
+    };
+  }
+
+  private wait(kind: number, count: number, opts: SignalOptions | undefined): Promise<any> {
+    const signal = opts?.signal;
+    if (signal?.aborted) return Promise.reject(new AbortError("read was aborted", { cause: signal.reason }));
+    const p = new Promise(captureExecutor);
+    this.resolveWait = capturedResolve;
+    this.rejectWait = capturedReject;
+    this.waitKind = kind;
+    this.waitN = count;
+    this.waitingSince = now() || 1e-9;
+    this.need = count;
+    if (this.paused && this.bytes < count) {
+      // The reader needs more than the pause mark allows: receive until it has it.
+      this.paused = false;
+      this.src.inputPressure(false);
+    }
+    if (signal !== undefined) {
+      this.waitSignal = signal;
+      signal.addEventListener("abort", this.onAbort, { once: true });
+    }
+    return p;
+  }
+
+  /** Clears the waiting read (its resolve/reject stay readable until the next wait). */
+  private clearWait(): void {
+    this.waitKind = WAIT_NONE;
+    this.waitingSince = 0;
+    this.need = 0;
+    if (this.waitSignal !== undefined) {
+      this.waitSignal.removeEventListener("abort", this.onAbort);
+      this.waitSignal = undefined;
+    }
+  }
+
+  private abortWait(): void {
+    if (this.waitKind === WAIT_NONE) return;
+    const reason = this.waitSignal?.reason;
+    this.clearWait();
+    this.rejectWait(new AbortError("read was aborted", { cause: reason }));
+  }
+
+  /** Fails a waiting read with `err` (read timeouts); the stack then resets the connection. */
+  failWait(err: Error): void {
+    if (this.waitKind === WAIT_NONE) return;
+    this.clearWait();
+    this.rejectWait(err);
+  }
+
+  private wake(): void {
+    const kind = this.waitKind;
+    if (kind === WAIT_READ) {
+      if (this.n > 0) {
+        this.clearWait();
+        this.resolveWait(this.takeHead());
+      } else if (this.err !== undefined) {
+        this.clearWait();
+        this.rejectWait(this.err);
+      } else if (this.eof) {
+        this.clearWait();
+        this.resolveWait(null);
+        this.markEnded();
+      }
+    } else if (kind === WAIT_EXACT) {
+      const count = this.waitN;
+      if (this.bytes >= count) {
+        this.clearWait();
+        this.resolveWait(this.takeExactly(count));
+      } else if (this.err !== undefined) {
+        this.clearWait();
+        this.rejectWait(this.err);
+      } else if (this.eof) {
+        this.clearWait();
+        this.endedEarly(count).then(this.resolveWait, this.rejectWait);
+      }
+    } else if (this.n > 0 || this.eof || this.err !== undefined) {
+      // WAIT_DATA: consume() re-checks what arrived.
+      this.clearWait();
+      this.resolveWait(undefined);
+    }
+  }
+}

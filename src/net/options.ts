@@ -1,0 +1,98 @@
+/**
+ * Validation and defaults of the socket API's options, shared by every stack so that both
+ * reject the same mistakes with the same messages.
+ */
+import { InvalidArgumentError } from "../core/errors.ts";
+import type { ConnectionOptions, ListenOptions } from "./types.ts";
+
+/** ConnectionOptions with every default applied. */
+export interface ResolvedConnectionOptions {
+  noDelay: boolean;
+  idleTimeoutMs: number;
+  readTimeoutMs: number;
+  maxReadBuffered: number;
+  writeHighWater: number;
+  closeTimeoutMs: number;
+}
+
+/** Defaults of ConnectionOptions (documented there). */
+export const connectionDefaults: Readonly<ResolvedConnectionOptions> = {
+  noDelay: true,
+  idleTimeoutMs: 0,
+  readTimeoutMs: 0,
+  maxReadBuffered: 256 * 1024,
+  writeHighWater: 256 * 1024,
+  closeTimeoutMs: 10_000,
+};
+
+/** Throws InvalidArgumentError unless `opts` is undefined or an object. */
+export function checkOptionsObject(what: string, opts: unknown): void {
+  if (opts !== undefined && (typeof opts !== "object" || opts === null)) {
+    throw new InvalidArgumentError(`${what}: options must be an object`);
+  }
+}
+
+/** A number option: a finite number >= min (and integer when asked), or the default. */
+export function numberOption(what: string, name: string, v: unknown, fallback: number, min: number, integer = true): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== "number" || Number.isNaN(v) || v < min || (integer && v !== Infinity && !Number.isInteger(v))) {
+    throw new InvalidArgumentError(`${what}: ${name} must be ${integer ? "an integer" : "a number"} >= ${min}, got ${String(v)}`);
+  }
+  return v;
+}
+
+/** A boolean option, or the default. Throws InvalidArgumentError. */
+export function booleanOption(what: string, name: string, v: unknown, fallback: boolean): boolean {
+  if (v === undefined) return fallback;
+  if (typeof v !== "boolean") throw new InvalidArgumentError(`${what}: ${name} must be a boolean, got ${String(v)}`);
+  return v;
+}
+
+function finiteMs(what: string, name: string, v: unknown, fallback: number): number {
+  const ms = numberOption(what, name, v, fallback, 0, false);
+  if (!Number.isFinite(ms)) throw new InvalidArgumentError(`${what}: ${name} must be finite`);
+  return ms;
+}
+
+/** Applies defaults to connection options and validates them. Throws InvalidArgumentError. */
+export function resolveConnectionOptions(what: string, opts: ConnectionOptions | undefined): ResolvedConnectionOptions {
+  checkOptionsObject(what, opts);
+  const o = opts ?? {};
+  const d = connectionDefaults;
+  return {
+    noDelay: booleanOption(what, "noDelay", o.noDelay, d.noDelay),
+    idleTimeoutMs: finiteMs(what, "idleTimeoutMs", o.idleTimeoutMs, d.idleTimeoutMs),
+    readTimeoutMs: finiteMs(what, "readTimeoutMs", o.readTimeoutMs, d.readTimeoutMs),
+    maxReadBuffered: numberOption(what, "maxReadBuffered", o.maxReadBuffered, d.maxReadBuffered, 1),
+    writeHighWater: numberOption(what, "writeHighWater", o.writeHighWater, d.writeHighWater, 0),
+    closeTimeoutMs: finiteMs(what, "closeTimeoutMs", o.closeTimeoutMs, d.closeTimeoutMs),
+  };
+}
+
+/** ListenOptions with every default applied. */
+export interface ResolvedListenOptions {
+  connection: ResolvedConnectionOptions;
+  backlog: number;
+  reusePort: boolean;
+  reuseAddress: boolean;
+  ipv6Only: boolean;
+  maxConnections: number;
+  acceptQueueLimit: number;
+  unlinkOnClose: boolean;
+}
+
+/** Applies defaults to listen options and validates them. Throws InvalidArgumentError. */
+export function resolveListenOptions(opts: ListenOptions | undefined): ResolvedListenOptions {
+  const what = "listen";
+  const o = opts ?? {};
+  return {
+    connection: resolveConnectionOptions(what, opts),
+    backlog: numberOption(what, "backlog", o.backlog, 1024, 0),
+    reusePort: booleanOption(what, "reusePort", o.reusePort, true),
+    reuseAddress: booleanOption(what, "reuseAddress", o.reuseAddress, true),
+    ipv6Only: booleanOption(what, "ipv6Only", o.ipv6Only, false),
+    maxConnections: numberOption(what, "maxConnections", o.maxConnections, Infinity, 1),
+    acceptQueueLimit: numberOption(what, "acceptQueueLimit", o.acceptQueueLimit, 1024, 1),
+    unlinkOnClose: booleanOption(what, "unlinkOnClose", o.unlinkOnClose, true),
+  };
+}

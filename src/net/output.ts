@@ -1,0 +1,379 @@
+/**
+ * The sending side of a stream connection, shared by every stack. Writes append entries
+ * (native address, length, owner) to a queue; small writes are copied into the open send
+ * chunk and coalesced with what is already queued, so a turn's writes leave as one send.
+ * The stack sends from the head of the queue (one send in flight per socket) and reports
+ * how many bytes went; short sends just leave the rest queued. Back-pressure: write()'s
+ * promise waits while more than writeHighWater bytes are queued.
+ */
+import { NativeBuffer } from "../core/buffers.ts";
+import { ClosedError, InvalidArgumentError } from "../core/errors.ts";
+import { markHandled, rejectedHandled } from "./errors.ts";
+import { NativeSlab } from "./slab.ts";
+import type { ConnectionOutput, WriteData } from "./types.ts";
+
+/** Send chunk size: small writes are copied into (and coalesced within) chunks of this size. */
+export const SEND_CHUNK = 16384;
+
+/** Native send memory shared by every connection of this shard (mapped 1 MiB at a time). */
+export const sendChunks = new NativeSlab("send buffers", SEND_CHUNK, 64);
+
+/** Received views at least this long are sent in place instead of copied. */
+export const FORWARD_MIN = 1024;
+
+const KIND_CHUNK = 1;
+const KIND_RECEIVED = 2;
+const KIND_NATIVE = 3;
+
+/** What a stack provides to a StreamOutput. */
+export interface OutputSink {
+  /** Entries were queued: send them in this turn's batch. */
+  outputReady(): void;
+  /**
+   * If `view` lies in one of the stack's held receive buffers, adds a reference to that buffer
+   * and returns the view's native address; otherwise returns -1.
+   */
+  retainReceived(view: Uint8Array): number;
+  /** Drops the reference retainReceived took (by the address it returned). */
+  releaseReceived(address: number): void;
+  /** Everything was sent after output.close(): shut down the sending side. */
+  outputShutdown(): void;
+}
+
+const RESOLVED: Promise<void> = Promise.resolve();
+const encoder = new TextEncoder();
+
+interface Waiter {
+  target: number;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+/**
+ * ConnectionOutput as a queue of native (address, length) entries that a stack sends from.
+ * Costs per write: a copy into the send chunk for JS bytes (none for NativeBuffers and large
+ * received views), no native call; the send itself is issued once per loop turn.
+ */
+export class StreamOutput implements ConnectionOutput {
+  private readonly sink: OutputSink;
+  private readonly highWater: number;
+  private addr = new Float64Array(16);
+  private len = new Int32Array(16);
+  private kind = new Uint8Array(16);
+  private ref = new Int32Array(16);
+  private objs: (NativeBuffer | undefined)[] = new Array(16);
+  private head = 0;
+  private n = 0;
+  private queued = 0;
+  private written = 0;
+  private sentTotal = 0;
+  private tailChunk = -1;
+  private tailFill = 0;
+  private err: Error | undefined;
+  private closing: Promise<void> | undefined;
+  private shutdownDone = false;
+  private sealed = false;
+  private drainWaiters: Waiter[] = [];
+  private flushWaiters: Waiter[] = [];
+
+  constructor(sink: OutputSink, highWater: number) {
+    this.sink = sink;
+    this.highWater = highWater;
+  }
+
+  get buffered(): number {
+    return this.queued;
+  }
+
+  /** Queue entries waiting to be sent (the head ones may be in flight). */
+  get entries(): number {
+    return this.n;
+  }
+
+  /** True once close() was called and everything was sent and shut down. */
+  get isShutDown(): boolean {
+    return this.shutdownDone;
+  }
+
+  /** True once close() was called. */
+  get isClosing(): boolean {
+    return this.closing !== undefined;
+  }
+
+  /** The failure that ended this output, if any. */
+  get error(): Error | undefined {
+    return this.err;
+  }
+
+  /** Native address of the `i`-th queued entry. */
+  entryAddress(i: number): number {
+    return this.addr[(this.head + i) & (this.addr.length - 1)]!;
+  }
+
+  /** Length of the `i`-th queued entry. */
+  entryLength(i: number): number {
+    return this.len[(this.head + i) & (this.addr.length - 1)]!;
+  }
+
+  /** The NativeBuffer behind the `i`-th entry, if it is one. */
+  entryNative(i: number): NativeBuffer | undefined {
+    const j = (this.head + i) & (this.addr.length - 1);
+    return this.kind[j] === KIND_NATIVE ? this.objs[j] : undefined;
+  }
+
+  // ---- writer side --------------------------------------------------------------------------
+
+  write(data: WriteData): Promise<void> {
+    const e = this.refuse();
+    if (e !== undefined) return rejectedHandled(e);
+    this.append(data);
+    this.sink.outputReady();
+    return this.pressure();
+  }
+
+  writev(data: readonly WriteData[]): Promise<void> {
+    if (!Array.isArray(data)) return rejectedHandled(new InvalidArgumentError("writev: expected an array"));
+    const e = this.refuse();
+    if (e !== undefined) return rejectedHandled(e);
+    for (let i = 0; i < data.length; i++) this.append(data[i]!);
+    if (data.length > 0) this.sink.outputReady();
+    return this.pressure();
+  }
+
+  flush(): Promise<void> {
+    if (this.err !== undefined) return rejectedHandled(this.err);
+    if (this.queued === 0) return RESOLVED;
+    return this.waitFor(this.flushWaiters, this.written);
+  }
+
+  close(): Promise<void> {
+    if (this.closing === undefined) {
+      this.closing = markHandled(
+        this.flush().then(() => {
+          if (this.err !== undefined) throw this.err;
+          if (!this.shutdownDone) {
+            this.shutdownDone = true;
+            this.sink.outputShutdown();
+          }
+        }),
+      );
+    }
+    return this.closing;
+  }
+
+  /** Refuses further writes (the connection is closing); queued bytes are still sent. */
+  seal(): void {
+    this.sealed = true;
+  }
+
+  private refuse(): Error | undefined {
+    if (this.err !== undefined) return this.err;
+    if (this.closing !== undefined) return new ClosedError("write after output.close()", "ERR_OUTPUT_CLOSED");
+    if (this.sealed) return new ClosedError("write after close()", "ERR_CONNECTION_CLOSED");
+    return undefined;
+  }
+
+  private pressure(): Promise<void> {
+    if (this.queued <= this.highWater) return RESOLVED;
+    return this.waitFor(this.drainWaiters, 0);
+  }
+
+  private waitFor(list: Waiter[], target: number): Promise<void> {
+    return markHandled(
+      new Promise<void>((resolve, reject) => {
+        list.push({ target, resolve, reject });
+      }),
+    );
+  }
+
+  private append(data: WriteData): void {
+    if (data instanceof Uint8Array) {
+      if (data.length === 0) return;
+      if (data.length >= FORWARD_MIN) {
+        const address = this.sink.retainReceived(data);
+        if (address >= 0) {
+          this.push(KIND_RECEIVED, address, data.length, -1, undefined);
+          return;
+        }
+      }
+      this.copy(data);
+    } else if (typeof data === "string") {
+      this.appendString(data);
+    } else if (data instanceof NativeBuffer) {
+      data.check("write: buffer");
+      if (data.length === 0) return;
+      data.pin();
+      this.push(KIND_NATIVE, data.address, data.length, -1, data);
+    } else {
+      throw new InvalidArgumentError("write: data must be a Uint8Array, a string or a NativeBuffer");
+    }
+  }
+
+  private appendString(s: string): void {
+    if (s.length === 0) return;
+    // Encode straight into the send chunk when it surely fits (3 bytes per UTF-16 unit at most).
+    if (this.tailChunk >= 0 && SEND_CHUNK - this.tailFill >= s.length * 3) {
+      const start = this.tailFill;
+      const r = encoder.encodeInto(s, sendChunks.view(this.tailChunk).subarray(start));
+      this.tailFill += r.written;
+      this.pushChunk(start, r.written);
+      return;
+    }
+    this.copy(encoder.encode(s));
+  }
+
+  private copy(data: Uint8Array): void {
+    const total = data.length;
+    let done = 0;
+    while (done < total) {
+      if (this.tailChunk < 0 || this.tailFill === SEND_CHUNK) this.openChunk();
+      const k = Math.min(total - done, SEND_CHUNK - this.tailFill);
+      const start = this.tailFill;
+      sendChunks.view(this.tailChunk).set(k === total ? data : data.subarray(done, done + k), start);
+      this.tailFill += k;
+      done += k;
+      this.pushChunk(start, k);
+    }
+  }
+
+  private openChunk(): void {
+    if (this.tailChunk >= 0) sendChunks.release(this.tailChunk);
+    this.tailChunk = sendChunks.acquire();
+    this.tailFill = 0;
+  }
+
+  private pushChunk(start: number, k: number): void {
+    if (k === 0) return;
+    const chunk = this.tailChunk;
+    const address = sendChunks.address(chunk) + start;
+    if (this.n > 0) {
+      const last = (this.head + this.n - 1) & (this.addr.length - 1);
+      if (this.kind[last] === KIND_CHUNK && this.ref[last] === chunk && this.addr[last]! + this.len[last]! === address) {
+        // Contiguous with the last entry: grow it (bytes past an in-flight send are not in it).
+        this.len[last]! += k;
+        this.queued += k;
+        this.written += k;
+        return;
+      }
+    }
+    sendChunks.retain(chunk);
+    this.push(KIND_CHUNK, address, k, chunk, undefined);
+  }
+
+  private push(kind: number, address: number, length: number, ref: number, obj: NativeBuffer | undefined): void {
+    if (this.n === this.addr.length) this.growQueue();
+    const i = (this.head + this.n) & (this.addr.length - 1);
+    this.addr[i] = address;
+    this.len[i] = length;
+    this.kind[i] = kind;
+    this.ref[i] = ref;
+    this.objs[i] = obj;
+    this.n++;
+    this.queued += length;
+    this.written += length;
+  }
+
+  private growQueue(): void {
+    const cap = this.addr.length * 2;
+    const mask = this.addr.length - 1;
+    const addr = new Float64Array(cap);
+    const len = new Int32Array(cap);
+    const kind = new Uint8Array(cap);
+    const ref = new Int32Array(cap);
+    const objs: (NativeBuffer | undefined)[] = new Array(cap);
+    for (let k = 0; k < this.n; k++) {
+      const i = (this.head + k) & mask;
+      addr[k] = this.addr[i]!;
+      len[k] = this.len[i]!;
+      kind[k] = this.kind[i]!;
+      ref[k] = this.ref[i]!;
+      objs[k] = this.objs[i];
+    }
+    this.addr = addr;
+    this.len = len;
+    this.kind = kind;
+    this.ref = ref;
+    this.objs = objs;
+    this.head = 0;
+  }
+
+  // ---- stack side ---------------------------------------------------------------------------
+
+  /** The kernel took `count` bytes from the head of the queue. */
+  sent(count: number): void {
+    this.queued -= count;
+    this.sentTotal += count;
+    const mask = this.addr.length - 1;
+    while (count > 0) {
+      const h = this.head;
+      const l = this.len[h]!;
+      if (count < l) {
+        this.addr[h]! += count;
+        this.len[h] = l - count;
+        break;
+      }
+      count -= l;
+      this.releaseEntry(h);
+      this.head = (h + 1) & mask;
+      this.n--;
+    }
+    if (this.n === 0) {
+      // Idle connections hold no send memory.
+      this.head = 0;
+      if (this.tailChunk >= 0) {
+        sendChunks.release(this.tailChunk);
+        this.tailChunk = -1;
+      }
+    }
+    if (this.drainWaiters.length > 0 && this.queued <= this.highWater) {
+      const list = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const w of list) w.resolve();
+    }
+    if (this.flushWaiters.length > 0) {
+      const list = this.flushWaiters;
+      let keep = 0;
+      for (let i = 0; i < list.length; i++) {
+        const w = list[i]!;
+        if (w.target <= this.sentTotal) w.resolve();
+        else list[keep++] = w;
+      }
+      list.length = keep;
+    }
+  }
+
+  private releaseEntry(i: number): void {
+    const kind = this.kind[i];
+    if (kind === KIND_CHUNK) sendChunks.release(this.ref[i]!);
+    else if (kind === KIND_RECEIVED) this.sink.releaseReceived(this.addr[i]!);
+    else {
+      this.objs[i]!.unpin();
+      this.objs[i] = undefined;
+    }
+  }
+
+  /** The connection failed or closed: waiting and later calls fail with `err` (the first one wins). */
+  fail(err: Error): void {
+    if (this.err === undefined) this.err = err;
+    const waiters = this.drainWaiters.concat(this.flushWaiters);
+    this.drainWaiters = [];
+    this.flushWaiters = [];
+    for (const w of waiters) w.reject(this.err);
+  }
+
+  /** Drops everything queued and releases its memory. Only when no send is in flight. */
+  discard(): void {
+    const mask = this.addr.length - 1;
+    while (this.n > 0) {
+      this.releaseEntry(this.head);
+      this.head = (this.head + 1) & mask;
+      this.n--;
+    }
+    this.head = 0;
+    this.queued = 0;
+    if (this.tailChunk >= 0) {
+      sendChunks.release(this.tailChunk);
+      this.tailChunk = -1;
+    }
+  }
+}

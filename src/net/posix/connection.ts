@@ -1,0 +1,499 @@
+/**
+ * A kernel stream socket (TCP or Unix) driven by io_uring. Receiving is one multishot RECV
+ * selecting from the shard's provided-buffer ring, stopped (cancelled) when the reader falls
+ * behind and re-armed when it catches up or when buffers come back after ENOBUFS. Sending is
+ * at most one SEND/SENDMSG/SEND_ZC in flight, issued from the stack's once-per-turn flush with
+ * everything written meanwhile; a short send leaves the rest queued for the next one.
+ *
+ * Life cycle: OPEN → (close: flush, bounded by closeTimeoutMs) → TEARDOWN (cancel receive,
+ * wait for the kernel to finish with every slot) → CLOSE through the ring → CLOSED (every
+ * buffer released, the close() promise resolves).
+ */
+import { ClosedError, InvalidArgumentError, SystemError } from "../../core/errors.ts";
+import { CQE_F_BUFFER, CQE_F_MORE, IoOp, reactor, type Reactor } from "../../core/reactor.ts";
+import { Timer, now } from "../../core/timer.ts";
+import type { NativeBuffer } from "../../core/buffers.ts";
+import type { Completable } from "../../core/scheduler.ts";
+import { StreamInput, type InputSource } from "../input.ts";
+import { StreamOutput, type OutputSink } from "../output.ts";
+import type { Connection, KeepAliveOptions } from "../types.ts";
+import type { SocketAddress } from "../address.ts";
+import {
+  IPPROTO_TCP,
+  MSG_NOSIGNAL,
+  SHUT_RD,
+  SHUT_WR,
+  TCP_NODELAY,
+  localAddressOf,
+  peerAddressOf,
+  setIntOption,
+  setKeepAliveOption,
+  setResetOnClose,
+  shutdownSocket,
+} from "./sys.ts";
+import type { PosixStack } from "./stack.ts";
+import type { ResolvedConnectionOptions } from "../options.ts";
+
+const ENOBUFS = 105;
+const ECANCELED = 125;
+const EINTR = 4;
+const EAGAIN = 11;
+const EINVAL = 22;
+const ETIMEDOUT = 110;
+const IORING_CQE_F_NOTIF = 1 << 3;
+
+const OPEN = 0;
+const CLOSING = 1;
+const TEARDOWN = 2;
+const CLOSING_FD = 3;
+const CLOSED = 4;
+
+/** iovecs per SENDMSG; the msghdr block holds a msghdr (64 bytes) and this many iovecs. */
+export const MAX_IOV = 64;
+
+/** Completion of the connection's send (SEND or SENDMSG). */
+class SendHandler implements Completable {
+  constructor(private readonly c: PosixConnection) {}
+  complete(res: number): void {
+    this.c.onSent(res);
+  }
+}
+
+/** Completion of a zero-copy send: the result, then (F_NOTIF) the kernel's release of the buffer. */
+class ZeroCopyHandler implements Completable {
+  constructor(
+    private readonly c: PosixConnection,
+    private readonly buffer: NativeBuffer,
+  ) {}
+  complete(res: number, flags: number): void {
+    if ((flags & IORING_CQE_F_NOTIF) !== 0) {
+      this.buffer.unpin();
+      return;
+    }
+    // Without F_MORE no notification follows (the send failed before using the buffer).
+    if ((flags & CQE_F_MORE) === 0) this.buffer.unpin();
+    this.c.onSent(res);
+  }
+}
+
+class CloseHandler implements Completable {
+  constructor(private readonly c: PosixConnection) {}
+  complete(): void {
+    this.c.onClosed();
+  }
+}
+
+/** Connection on a kernel stream socket (see the file comment). From accept() or connect(). */
+export class PosixConnection implements Connection, InputSource, OutputSink, Completable {
+  readonly input: StreamInput;
+  readonly output: StreamOutput;
+  /** @internal */ fd: number;
+  /** @internal now() of the last byte received or sent. */ lastActivity: number;
+  /** @internal */ readonly idleTimeoutMs: number;
+  /** @internal */ readonly readTimeoutMs: number;
+  /** @internal set while queued in the stack's flush list */ dirty = false;
+  /** @internal set while waiting for receive buffers (ENOBUFS) */ starved = false;
+  private readonly stack: PosixStack;
+  private readonly r: Reactor;
+  private readonly isInet: boolean;
+  private readonly closeTimeoutMs: number;
+  private readonly onRelease: ((c: PosixConnection) => void) | undefined;
+  private local: SocketAddress | undefined;
+  private remote: SocketAddress | undefined;
+  private state = OPEN;
+  private recvSlot = -1;
+  private recvCancelled = false;
+  private recvLimited = false;
+  private sendSlot = -1;
+  private sendCancelled = false;
+  private sendingBytes = 0;
+  private msgBlock = -1;
+  private readonly sendHandler: SendHandler;
+  private closePromise: Promise<void> | undefined;
+  private resolveClose: (() => void) | undefined;
+  private closeTimer: Timer | undefined;
+
+  /** @internal Wraps a connected socket `fd` and starts receiving. */
+  constructor(
+    stack: PosixStack,
+    fd: number,
+    family: SocketAddress["family"],
+    opts: ResolvedConnectionOptions,
+    onRelease: ((c: PosixConnection) => void) | undefined,
+    remote?: SocketAddress,
+  ) {
+    this.stack = stack;
+    this.r = reactor();
+    this.fd = fd;
+    this.isInet = family !== "unix";
+    this.remote = remote;
+    this.onRelease = onRelease;
+    this.idleTimeoutMs = opts.idleTimeoutMs;
+    this.readTimeoutMs = opts.readTimeoutMs;
+    this.closeTimeoutMs = opts.closeTimeoutMs;
+    this.lastActivity = now();
+    this.input = new StreamInput(this, Math.ceil(opts.maxReadBuffered / stack.rx.bufferSize), stack.rx.bufferSize);
+    this.output = new StreamOutput(this, opts.writeHighWater);
+    this.sendHandler = new SendHandler(this);
+    stack.connectionOpened(this);
+    this.armRecv();
+  }
+
+  // ---- addresses and options ----------------------------------------------------------------
+
+  get localAddress(): SocketAddress {
+    if (this.local === undefined) {
+      this.checkOpen("localAddress");
+      this.local = localAddressOf(this.fd);
+    }
+    return this.local;
+  }
+
+  get remoteAddress(): SocketAddress {
+    if (this.remote === undefined) {
+      this.checkOpen("remoteAddress");
+      this.remote = peerAddressOf(this.fd);
+    }
+    return this.remote;
+  }
+
+  get closed(): boolean {
+    return this.state !== OPEN;
+  }
+
+  private checkOpen(op: string): void {
+    if (this.state >= CLOSING_FD) throw new ClosedError(`${op}: the connection is closed`, "ERR_CONNECTION_CLOSED");
+  }
+
+  setNoDelay(on = true): void {
+    this.checkOpen("setNoDelay");
+    if (this.isInet) setIntOption("setsockopt(TCP_NODELAY)", this.fd, IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0);
+  }
+
+  setKeepAlive(on: boolean, opts?: KeepAliveOptions): void {
+    this.checkOpen("setKeepAlive");
+    if (!this.isInet) return;
+    const n = (v: number | undefined, name: string) => {
+      if (v === undefined) return 0;
+      if (!Number.isInteger(v) || v < 1 || v > 32767) throw new InvalidArgumentError(`setKeepAlive: ${name} must be an integer in 1..32767`);
+      return v;
+    };
+    setKeepAliveOption(this.fd, on, n(opts?.idleS, "idleS"), n(opts?.intervalS, "intervalS"), n(opts?.count, "count"));
+  }
+
+  // ---- receiving ----------------------------------------------------------------------------
+
+  private armRecv(): void {
+    const stack = this.stack;
+    let extra = stack.recvExtra;
+    this.recvLimited = false;
+    if (stack.recvLimitSupported) {
+      // Newer kernels end a multishot receive after a total byte count: it cannot run more
+      // than one buffer past what the reader will take.
+      const budget = Math.min(Math.max(this.input.receiveBudget, stack.rx.bufferSize), 0x7fff_ffff);
+      extra = stack.recvExtraLimited;
+      extra.fileIndex = budget;
+      this.recvLimited = true;
+    }
+    this.recvSlot = this.r.prepare(IoOp.RECV, this.fd, 0, 0, 0, 0, this, extra);
+    this.recvCancelled = false;
+  }
+
+  private cancelRecv(): void {
+    if (this.recvSlot >= 0 && !this.recvCancelled) {
+      this.recvCancelled = true;
+      this.r.cancelSlot(this.recvSlot);
+    }
+  }
+
+  /** @internal Receive completions (multishot: one per filled buffer). */
+  complete(res: number, flags: number): void {
+    if ((flags & CQE_F_MORE) === 0) this.recvSlot = -1;
+    if (res > 0) {
+      const bid = flags >>> 16;
+      this.stack.rx.taken(bid);
+      this.lastActivity = now();
+      this.input.push(bid, res);
+    } else {
+      if ((flags & CQE_F_BUFFER) !== 0) {
+        const bid = flags >>> 16;
+        this.stack.rx.taken(bid);
+        this.stack.rx.release(bid);
+      }
+      if (res === 0) {
+        this.input.pushEof();
+      } else if (res === -ENOBUFS) {
+        if (this.state < TEARDOWN && !this.input.finished) this.stack.starve(this);
+      } else if (res === -EINVAL && this.recvLimited && this.recvSlot < 0) {
+        // This kernel has no multishot length limit: fall back to pausing by cancellation.
+        this.stack.recvLimitSupported = false;
+      } else if (res !== -ECANCELED && res !== -EINTR && res !== -EAGAIN) {
+        this.abort(new SystemError("recv", -res), false);
+      }
+    }
+    if (this.recvSlot < 0) this.recvStopped();
+  }
+
+  private recvStopped(): void {
+    if (this.state >= TEARDOWN) {
+      this.maybeCloseFd();
+      return;
+    }
+    if (!this.input.finished && !this.input.isPaused && !this.starved) this.armRecv();
+  }
+
+  /** @internal The stack has buffers again after ENOBUFS. */
+  resumeAfterStarve(): void {
+    this.starved = false;
+    if (this.state < TEARDOWN && this.recvSlot < 0 && !this.input.finished && !this.input.isPaused) this.armRecv();
+  }
+
+  /** @internal InputSource */
+  chunkBase(token: number): Uint8Array {
+    return this.stack.rx.views[token]!;
+  }
+
+  /** @internal InputSource */
+  releaseChunk(token: number): void {
+    this.stack.rx.release(token);
+  }
+
+  /** @internal InputSource */
+  inputPressure(paused: boolean): void {
+    if (paused) {
+      this.stack.counters.recvPauses++;
+      this.cancelRecv();
+    } else if (this.state < TEARDOWN && this.recvSlot < 0 && !this.starved && !this.input.finished) {
+      this.armRecv();
+    }
+  }
+
+  /** @internal InputSource: the reader saw end of stream. */
+  inputEnded(): void {
+    if (this.output.isShutDown && this.state === OPEN) this.teardown(false);
+  }
+
+  // ---- sending ------------------------------------------------------------------------------
+
+  /** @internal OutputSink */
+  outputReady(): void {
+    if (!this.dirty && this.sendSlot < 0 && this.state < TEARDOWN) this.stack.markDirty(this);
+  }
+
+  /** @internal OutputSink */
+  retainReceived(view: Uint8Array): number {
+    const rx = this.stack.rx;
+    if (view.buffer !== rx.region) return -1;
+    const address = rx.bufsAddress + view.byteOffset;
+    const bid = rx.bidOf(address);
+    // A view kept past its validity points at a recycled buffer: copy it (it is already garbage).
+    if (!rx.held(bid) || rx.bidOf(address + view.length - 1) !== bid) return -1;
+    rx.retain(bid);
+    return address;
+  }
+
+  /** @internal OutputSink */
+  releaseReceived(address: number): void {
+    this.stack.rx.release(this.stack.rx.bidOf(address));
+  }
+
+  /** @internal OutputSink: everything written before output.close() was sent. */
+  outputShutdown(): void {
+    if (this.state >= TEARDOWN) return;
+    shutdownSocket(this.fd, SHUT_WR);
+    // Both directions are done once the reader has seen the end too.
+    if (this.input.ended) this.teardown(false);
+  }
+
+  /** @internal Called by the stack's flush, once per turn, for connections with queued output. */
+  startSend(): void {
+    this.dirty = false;
+    if (this.sendSlot >= 0 || this.state >= TEARDOWN) return;
+    const out = this.output;
+    const n = out.entries;
+    if (n === 0) return;
+    const stack = this.stack;
+    const first = out.entryLength(0);
+    const native = out.entryNative(0);
+    if (native !== undefined && first >= stack.zeroCopySendMin) {
+      // Large native buffers go without a kernel copy; it stays pinned until F_NOTIF.
+      native.pin();
+      this.sendSlot = this.r.prepare(IoOp.SEND_ZC, this.fd, out.entryAddress(0), first, 0, MSG_NOSIGNAL, new ZeroCopyHandler(this, native));
+      this.sendingBytes = first;
+      stack.counters.sendsZeroCopy++;
+    } else if (n === 1) {
+      this.sendSlot = this.r.prepare(IoOp.SEND, this.fd, out.entryAddress(0), first, 0, MSG_NOSIGNAL, this.sendHandler);
+      this.sendingBytes = first;
+    } else {
+      const block = stack.msgs.acquire();
+      const w = stack.msgs.u32(block);
+      const base = stack.msgs.address(block);
+      let count = 0;
+      let bytes = 0;
+      for (; count < n && count < MAX_IOV; count++) {
+        const len = out.entryLength(count);
+        if (count > 0 && len >= stack.zeroCopySendMin && out.entryNative(count) !== undefined) break;
+        const a = out.entryAddress(count);
+        const j = 16 + count * 4;
+        w[j] = a >>> 0;
+        w[j + 1] = Math.floor(a / 0x1_0000_0000);
+        w[j + 2] = len;
+        w[j + 3] = 0;
+        bytes += len;
+      }
+      // struct msghdr: name, namelen, iov, iovlen, control, controllen, flags.
+      w.fill(0, 0, 14);
+      const iov = base + 64;
+      w[4] = iov >>> 0;
+      w[5] = Math.floor(iov / 0x1_0000_0000);
+      w[6] = count;
+      this.msgBlock = block;
+      this.sendSlot = this.r.prepare(IoOp.SENDMSG, this.fd, base, 1, 0, MSG_NOSIGNAL, this.sendHandler);
+      this.sendingBytes = bytes;
+    }
+    this.sendCancelled = false;
+    stack.counters.sends++;
+  }
+
+  /** @internal A send's result. */
+  onSent(res: number): void {
+    this.sendSlot = -1;
+    if (this.msgBlock >= 0) {
+      this.stack.msgs.release(this.msgBlock);
+      this.msgBlock = -1;
+    }
+    const out = this.output;
+    if (res > 0) {
+      this.stack.counters.sendBytes += res;
+      if (res < this.sendingBytes) this.stack.counters.sendsShort++;
+      this.lastActivity = now();
+      out.sent(res);
+    }
+    if (this.state >= TEARDOWN) {
+      out.discard();
+      this.maybeCloseFd();
+      return;
+    }
+    if (res >= 0 || res === -ECANCELED || res === -EINTR || res === -EAGAIN) {
+      if (out.entries > 0) this.stack.markDirty(this);
+      return;
+    }
+    this.abort(new SystemError("send", -res), false);
+  }
+
+  // ---- closing ------------------------------------------------------------------------------
+
+  shutdownInput(): void {
+    if (this.state >= TEARDOWN) return;
+    shutdownSocket(this.fd, SHUT_RD);
+    this.input.shutdown();
+  }
+
+  shutdownOutput(): Promise<void> {
+    return this.output.close();
+  }
+
+  close(): Promise<void> {
+    if (this.closePromise !== undefined) return this.closePromise;
+    this.closePromise = new Promise<void>((resolve) => {
+      this.resolveClose = resolve;
+    });
+    if (this.state === OPEN) {
+      this.state = CLOSING;
+      this.output.seal();
+      if (this.output.buffered === 0) {
+        this.teardown(false);
+      } else {
+        this.closeTimer = new Timer(() => {
+          this.closeTimer = undefined;
+          this.abort(new SystemError("close", ETIMEDOUT, `could not flush within ${this.closeTimeoutMs} ms`), true);
+        }).arm(this.closeTimeoutMs);
+        this.output.flush().then(
+          () => this.teardown(false),
+          () => this.teardown(true),
+        );
+      }
+    }
+    return this.closePromise;
+  }
+
+  reset(): void {
+    this.abort(new ClosedError("the connection was reset locally", "ERR_CONNECTION_RESET"), true);
+  }
+
+  /** @internal Fails both directions with `err` and releases the socket (RST when `rst`). */
+  abort(err: Error, rst: boolean): void {
+    if (this.state >= TEARDOWN) return;
+    this.input.pushError(err, true);
+    this.output.fail(err);
+    this.teardown(rst);
+  }
+
+  /** @internal Read and idle timeouts, checked by the stack's sweep. */
+  checkTimeouts(t: number): void {
+    if (this.state >= TEARDOWN) return;
+    if (this.readTimeoutMs > 0) {
+      const since = this.input.waitingSince;
+      if (since > 0 && t - since >= this.readTimeoutMs) {
+        const err = new SystemError("read", ETIMEDOUT, `no data for ${this.readTimeoutMs} ms`);
+        this.stack.counters.timeouts++;
+        this.input.failWait(err);
+        this.abort(err, true);
+        return;
+      }
+    }
+    if (this.idleTimeoutMs > 0 && t - this.lastActivity >= this.idleTimeoutMs) {
+      this.stack.counters.timeouts++;
+      this.abort(new SystemError("idle", ETIMEDOUT, `no traffic for ${this.idleTimeoutMs} ms`), true);
+    }
+  }
+
+  private teardown(rst: boolean): void {
+    if (this.state >= TEARDOWN) return;
+    this.state = TEARDOWN;
+    if (this.closeTimer !== undefined) {
+      this.closeTimer.cancel();
+      this.closeTimer = undefined;
+    }
+    if (this.closePromise === undefined) {
+      this.closePromise = new Promise<void>((resolve) => {
+        this.resolveClose = resolve;
+      });
+    }
+    this.stack.connectionClosing(this);
+    if (rst) setResetOnClose(this.fd);
+    this.input.dispose();
+    this.output.fail(new ClosedError("the connection is closed", "ERR_CONNECTION_CLOSED"));
+    this.cancelRecv();
+    if (this.sendSlot >= 0) {
+      if (rst && !this.sendCancelled) {
+        this.sendCancelled = true;
+        this.r.cancelSlot(this.sendSlot);
+      }
+    } else {
+      this.output.discard();
+    }
+    this.maybeCloseFd();
+  }
+
+  private maybeCloseFd(): void {
+    if (this.state !== TEARDOWN || this.recvSlot >= 0 || this.sendSlot >= 0) return;
+    this.state = CLOSING_FD;
+    this.r.prepare(IoOp.CLOSE, this.fd, 0, 0, 0, 0, new CloseHandler(this));
+  }
+
+  /** @internal The kernel closed the fd. */
+  onClosed(): void {
+    this.state = CLOSED;
+    this.fd = -1;
+    this.input.dispose();
+    this.output.discard();
+    this.stack.connectionReleased(this);
+    this.onRelease?.(this);
+    this.resolveClose!();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

@@ -1,0 +1,294 @@
+/**
+ * A listening kernel socket with one multishot ACCEPT in flight. Every shard binds the same
+ * port with SO_REUSEPORT, so the kernel spreads new connections over the shards' own accept
+ * queues (no funnel through shard 0). Accepting pauses (the multishot accept is cancelled and
+ * the kernel backlog holds new peers) while the connection limit is reached, while the queue
+ * of accepted-but-untaken connections is full, or for a moment after EMFILE/ENFILE.
+ */
+import { unlinkSync } from "node:fs";
+import { AbortError, SystemError } from "../../core/errors.ts";
+import { CQE_F_MORE, IoOp, reactor, type Reactor } from "../../core/reactor.ts";
+import { Timer } from "../../core/timer.ts";
+import type { Completable } from "../../core/scheduler.ts";
+import { rejectedHandled } from "../errors.ts";
+import type { ResolvedListenOptions } from "../options.ts";
+import { formatAddress, type SocketAddress } from "../address.ts";
+import type { Connection, Listener, SignalOptions } from "../types.ts";
+import { PosixConnection } from "./connection.ts";
+import { OPEN_NO_DELAY, OPEN_REUSE_ADDR, OPEN_REUSE_PORT, OPEN_V6_ONLY, SHUT_RD, SOCK_CLOEXEC, SOCK_STREAM, closeNow, localAddressOf, openSocket, shutdownSocket } from "./sys.ts";
+import type { PosixStack } from "./stack.ts";
+
+const ECANCELED = 125;
+const ECONNABORTED = 103;
+const EMFILE = 24;
+const ENFILE = 23;
+const ENOBUFS = 105;
+const ENOMEM = 12;
+const IORING_ACCEPT_MULTISHOT = 1 << 0;
+/** Accepted fds parked past a limit before further ones are shed (closed). */
+const OVERFLOW_LIMIT = 64;
+/** Pause after the process or system ran out of descriptors or memory. */
+const BACKOFF_MS = 50;
+
+interface AcceptWaiter {
+  resolve: (c: Connection) => void;
+  reject: (e: unknown) => void;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+class ListenerCloseHandler implements Completable {
+  constructor(private readonly l: PosixListener) {}
+  complete(): void {
+    this.l.onClosed();
+  }
+}
+
+/** Listener on a kernel socket (see the file comment). Create with listen. */
+export class PosixListener implements Listener, Completable {
+  readonly localAddress: SocketAddress;
+  private readonly stack: PosixStack;
+  private readonly r: Reactor;
+  private readonly opts: ResolvedListenOptions;
+  private fd: number;
+  private acceptSlot = -1;
+  private acceptCancelled = false;
+  private readonly queue: PosixConnection[] = [];
+  /** Accepted fds that arrived past a limit, waiting for room (no buffers attached). */
+  private readonly overflow: number[] = [];
+  private queueHead = 0;
+  private readonly waiters: AcceptWaiter[] = [];
+  private open = 0;
+  private aborted = false;
+  private closing: Promise<void> | undefined;
+  private resolveClosed: (() => void) | undefined;
+  private backoff: Timer | undefined;
+  private readonly release = (c: PosixConnection) => this.connectionReleased(c);
+  private readonly acceptExtra = { ioprio: IORING_ACCEPT_MULTISHOT };
+
+  /** @internal Binds and listens; throws SystemError (op "listen") naming the address. */
+  constructor(stack: PosixStack, address: SocketAddress, opts: ResolvedListenOptions) {
+    this.stack = stack;
+    this.r = reactor();
+    this.opts = opts;
+    let flags = 0;
+    if (opts.reusePort) flags |= OPEN_REUSE_PORT;
+    if (opts.reuseAddress) flags |= OPEN_REUSE_ADDR;
+    if (opts.ipv6Only) flags |= OPEN_V6_ONLY;
+    // Accepted sockets inherit TCP_NODELAY from the listener: no setsockopt per connection.
+    if (opts.connection.noDelay) flags |= OPEN_NO_DELAY;
+    this.fd = openSocket("listen", address, SOCK_STREAM, flags, opts.backlog);
+    try {
+      this.localAddress = address.family === "unix" ? address : localAddressOf(this.fd);
+    } catch (e) {
+      closeNow(this.fd);
+      throw e;
+    }
+    stack.listenerChanged(1);
+    this.arm();
+  }
+
+  get connections(): number {
+    return this.open;
+  }
+
+  private get queued(): number {
+    return this.queue.length - this.queueHead;
+  }
+
+  private paused(): boolean {
+    return (
+      this.aborted ||
+      this.backoff !== undefined ||
+      this.open >= this.opts.maxConnections ||
+      this.queued >= this.opts.acceptQueueLimit
+    );
+  }
+
+  private arm(): void {
+    this.acceptSlot = this.r.prepare(IoOp.ACCEPT, this.fd, 0, 0, 0, SOCK_CLOEXEC, this, this.acceptExtra);
+    this.acceptCancelled = false;
+  }
+
+  private cancelAccept(): void {
+    if (this.acceptSlot >= 0 && !this.acceptCancelled) {
+      this.acceptCancelled = true;
+      this.r.cancelSlot(this.acceptSlot);
+    }
+  }
+
+  private maybeArm(): void {
+    if (this.acceptSlot < 0 && this.closing === undefined && this.overflow.length === 0 && !this.paused()) this.arm();
+  }
+
+  /** @internal Accept completions (multishot: one per connection). */
+  complete(res: number, flags: number): void {
+    if ((flags & CQE_F_MORE) === 0) this.acceptSlot = -1;
+    if (res >= 0) {
+      if (this.aborted || this.overflow.length >= OVERFLOW_LIMIT) {
+        closeNow(res);
+        this.stack.counters.connectionsRejected++;
+      } else if (this.open >= this.opts.maxConnections || this.queued >= this.opts.acceptQueueLimit) {
+        // Accepted in the same batch as the one that reached a limit (the cancel was still in
+        // flight): park the bare fd, no buffers, until there is room.
+        this.overflow.push(res);
+      } else {
+        this.admit(res);
+      }
+    } else if (res === -EMFILE || res === -ENFILE || res === -ENOBUFS || res === -ENOMEM) {
+      // Out of descriptors or memory: retrying at once would spin. Pause, then try again.
+      if (this.backoff === undefined) {
+        this.backoff = new Timer(() => {
+          this.backoff = undefined;
+          this.maybeArm();
+        }).arm(BACKOFF_MS);
+      }
+    }
+    // Other errors (ECANCELED, ECONNABORTED from a peer that gave up, EINVAL after abort) only end this shot.
+    if (this.paused()) this.cancelAccept();
+    if (this.acceptSlot < 0) {
+      if (this.closing !== undefined) this.maybeCloseFd();
+      else this.maybeArm();
+    }
+  }
+
+  private admit(fd: number): void {
+    this.open++;
+    this.stack.counters.connectionsAccepted++;
+    this.deliver(new PosixConnection(this.stack, fd, this.localAddress.family, this.opts.connection, this.release));
+  }
+
+  /** Admits parked fds while there is room, then re-arms accepting if nothing is parked. */
+  private makeRoom(): void {
+    while (this.overflow.length > 0 && !this.aborted && this.open < this.opts.maxConnections && this.queued < this.opts.acceptQueueLimit) {
+      this.admit(this.overflow.shift()!);
+    }
+    if (this.overflow.length === 0) this.maybeArm();
+  }
+
+  private deliver(c: PosixConnection): void {
+    const w = this.waiters.shift();
+    if (w !== undefined) {
+      this.settle(w);
+      w.resolve(c);
+      return;
+    }
+    this.queue.push(c);
+  }
+
+  private settle(w: AcceptWaiter): void {
+    if (w.signal !== undefined) w.signal.removeEventListener("abort", w.onAbort!);
+  }
+
+  private connectionReleased(_c: PosixConnection): void {
+    this.open--;
+    this.makeRoom();
+  }
+
+  private abortedError(): SystemError {
+    return new SystemError("accept", ECONNABORTED, `listener ${formatAddress(this.localAddress)} stopped accepting`);
+  }
+
+  accept(opts?: SignalOptions): Promise<Connection> {
+    if (this.aborted) return rejectedHandled(this.abortedError());
+    const signal = opts?.signal;
+    if (signal?.aborted) return Promise.reject(new AbortError("accept was aborted", { cause: signal.reason }));
+    if (this.queued > 0) {
+      const c = this.queue[this.queueHead]!;
+      this.queue[this.queueHead++] = undefined as never;
+      if (this.queueHead > 64 && this.queueHead * 2 > this.queue.length) {
+        this.queue.splice(0, this.queueHead);
+        this.queueHead = 0;
+      }
+      this.makeRoom();
+      return Promise.resolve(c);
+    }
+    return new Promise<Connection>((resolve, reject) => {
+      const w: AcceptWaiter = { resolve, reject, signal, onAbort: undefined };
+      if (signal !== undefined) {
+        w.onAbort = () => {
+          const i = this.waiters.indexOf(w);
+          if (i >= 0) this.waiters.splice(i, 1);
+          reject(new AbortError("accept was aborted", { cause: signal.reason }));
+        };
+        signal.addEventListener("abort", w.onAbort, { once: true });
+      }
+      this.waiters.push(w);
+    });
+  }
+
+  abortAccept(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.cancelAccept();
+    // SHUT_RD on a listening socket stops it: the kernel refuses new peers from now on.
+    shutdownSocket(this.fd, SHUT_RD);
+    const waiters = this.waiters.splice(0);
+    for (const w of waiters) {
+      this.settle(w);
+      w.reject(this.abortedError());
+    }
+    while (this.queued > 0) {
+      const c = this.queue[this.queueHead]!;
+      this.queue[this.queueHead++] = undefined as never;
+      c.reset();
+    }
+    this.queue.length = 0;
+    this.queueHead = 0;
+    for (const fd of this.overflow.splice(0)) {
+      closeNow(fd);
+      this.stack.counters.connectionsRejected++;
+    }
+  }
+
+  close(): Promise<void> {
+    if (this.closing !== undefined) return this.closing;
+    this.abortAccept();
+    this.backoff?.cancel();
+    this.backoff = undefined;
+    this.closing = new Promise<void>((resolve) => {
+      this.resolveClosed = resolve;
+    });
+    this.maybeCloseFd();
+    return this.closing;
+  }
+
+  private maybeCloseFd(): void {
+    if (this.acceptSlot >= 0 || this.fd < 0) return;
+    const fd = this.fd;
+    this.fd = -1;
+    this.r.prepare(IoOp.CLOSE, fd, 0, 0, 0, 0, new ListenerCloseHandler(this));
+  }
+
+  /** @internal The kernel closed the listening socket. */
+  onClosed(): void {
+    const a = this.localAddress;
+    if (a.family === "unix" && this.opts.unlinkOnClose && !a.path.startsWith("\0")) {
+      try {
+        unlinkSync(a.path);
+      } catch {
+        // Already removed by someone else: nothing to clean up.
+      }
+    }
+    this.stack.listenerChanged(-1);
+    this.resolveClosed!();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Connection> {
+    return {
+      next: async (): Promise<IteratorResult<Connection>> => {
+        try {
+          return { done: false, value: await this.accept() };
+        } catch (e) {
+          if (this.aborted && e instanceof SystemError && e.errno === ECONNABORTED) return { done: true, value: undefined };
+          throw e;
+        }
+      },
+      return: async (): Promise<IteratorResult<Connection>> => ({ done: true, value: undefined }),
+    };
+  }
+}

@@ -1,0 +1,380 @@
+/**
+ * The posix network stack: kernel sockets driven by the shard's io_uring. One per shard
+ * (module state, like the reactor). It owns the provided-buffer ring every receive draws
+ * from, the msghdr blocks, and a hook the loop runs once per turn, before the kernel is
+ * entered, which (1) publishes recycled receive buffers, (2) re-arms receives that stopped on
+ * ENOBUFS once buffers are back, and (3) issues one send for every connection written to in
+ * this turn, so that all of a turn's sends reach the kernel in the same io_uring_enter.
+ */
+import { AbortError, InvalidArgumentError, SystemError } from "../../core/errors.ts";
+import { IoOp, reactor, type PrepareExtra } from "../../core/reactor.ts";
+import { addPoller, refLoop } from "../../core/loop.ts";
+import { Timer, now } from "../../core/timer.ts";
+import { probeIoUring } from "../../core/probe.ts";
+import { NativeSlab } from "../slab.ts";
+import { sendChunks } from "../output.ts";
+import { resolveConnectionOptions, resolveListenOptions } from "../options.ts";
+import { encodeSockaddr, formatAddress, parseAddress, type AddressInput } from "../address.ts";
+import { resolveAddress } from "../resolve.ts";
+import type { ConnectOptions, Connection, ListenOptions, NetStats, NetworkStack, UdpChannel, UdpOptions } from "../types.ts";
+import { RxRing } from "./rx-ring.ts";
+import { MAX_IOV, PosixConnection } from "./connection.ts";
+import { PosixListener } from "./listener.ts";
+import { PosixUdpChannel } from "./udp.ts";
+import { IPPROTO_TCP, SOCK_STREAM, TCP_NODELAY, bindTo, closeNow, setIntOption, socketFor } from "./sys.ts";
+
+
+const IOSQE_BUFFER_SELECT = 1 << 5;
+const IORING_RECV_MULTISHOT = 1 << 1;
+const ETIMEDOUT = 110;
+/** The buffer group id of the posix stack's receive ring. */
+const RECV_GROUP = 0x5e;
+
+/** Settings of the posix stack; see configureNet. */
+export interface PosixStackOptions {
+  /** Bytes per receive buffer (multiple of 64, default 16384). */
+  recvBufferSize?: number;
+  /** Receive buffers the shard starts with (default 1024). */
+  recvBufferCount?: number;
+  /**
+   * Receive buffers the pool may grow to when readers hold many (power of two up to 32768,
+   * default 8192: 128 MiB of address space at 16 KiB, touched only as used). Past it, receives
+   * wait for buffers (ENOBUFS) until readers release some.
+   */
+  recvBufferMax?: number;
+  /** NativeBuffer writes at least this long use zero-copy sends (default 65536; Infinity: never). */
+  zeroCopySendMin?: number;
+  /** Poison recycled receive buffers (debug; default: SHOAL_DEBUG_POISON=1). */
+  poisonBuffers?: boolean;
+}
+
+/** The operations the posix stack needs beyond the core set. */
+const NET_OPS = [IoOp.ACCEPT, IoOp.CONNECT, IoOp.SEND, IoOp.RECV, IoOp.SENDMSG, IoOp.RECVMSG, IoOp.SEND_ZC];
+
+interface Sender {
+  dirty: boolean;
+  startSend(): void;
+}
+
+/** A socket whose multishot receive stopped with ENOBUFS. */
+interface Starvable {
+  starved: boolean;
+  resumeAfterStarve(): void;
+}
+
+/** The posix NetworkStack of this shard (see the file comment); get it with posixStack(). */
+export class PosixStack implements NetworkStack {
+  readonly name = "posix";
+  /** Receive-buffer ring (created with the first socket). */
+  rx!: RxRing;
+  /** msghdr + iovec blocks (sendmsg, connect sockaddrs, datagrams). */
+  readonly msgs = new NativeSlab("msghdr blocks", 64 + MAX_IOV * 16 + 64, 256);
+  /** SQE extras of every multishot receive. */
+  recvExtra!: PrepareExtra;
+  /** The same with a total length limit (sqe optlen, which shares file_index's field). */
+  recvExtraLimited!: PrepareExtra & { fileIndex: number };
+  /** False once the kernel refused a multishot receive length limit (older than the feature). */
+  recvLimitSupported = true;
+  zeroCopySendMin = 65536;
+  readonly counters = {
+    connectionsAccepted: 0,
+    connectionsRejected: 0,
+    recvPauses: 0,
+    recvStarved: 0,
+    sends: 0,
+    sendBytes: 0,
+    sendsShort: 0,
+    sendsZeroCopy: 0,
+    timeouts: 0,
+  };
+  private config: Required<PosixStackOptions> = {
+    recvBufferSize: 16384,
+    recvBufferCount: 1024,
+    recvBufferMax: 8192,
+    zeroCopySendMin: 65536,
+    poisonBuffers: process.env.SHOAL_DEBUG_POISON === "1",
+  };
+  private started = false;
+  private growStep = 1024;
+  private dirty: Sender[] = [];
+  private spare: Sender[] = [];
+  private starved: Starvable[] = [];
+  private readonly timed = new Set<PosixConnection>();
+  private sweeper: Timer | undefined;
+  private sweepPeriodMs = Infinity;
+  private sockets = 0;
+  private connections = 0;
+  private listeners = 0;
+  private channels = 0;
+  private removePoller: (() => void) | undefined;
+  private unref: (() => void) | undefined;
+  private readonly poll = () => this.onTurn();
+
+  /** Changes settings; buffer sizes only before the first socket. Throws InvalidArgumentError. */
+  configure(options: PosixStackOptions): void {
+    const o = options;
+    if (this.started && (o.recvBufferSize !== undefined || o.recvBufferCount !== undefined || o.recvBufferMax !== undefined)) {
+      throw new InvalidArgumentError("configureNet: receive buffers are fixed once the first socket opened");
+    }
+    if (o.recvBufferSize !== undefined) {
+      if (!Number.isInteger(o.recvBufferSize) || o.recvBufferSize < 512 || o.recvBufferSize > 1 << 20 || o.recvBufferSize % 64 !== 0) {
+        throw new InvalidArgumentError(`configureNet: recvBufferSize must be a multiple of 64 in 512..1048576, got ${o.recvBufferSize}`);
+      }
+      this.config.recvBufferSize = o.recvBufferSize;
+    }
+    if (o.recvBufferMax !== undefined) {
+      const n = o.recvBufferMax;
+      if (!Number.isInteger(n) || n < 2 || n > 32768 || (n & (n - 1)) !== 0) {
+        throw new InvalidArgumentError(`configureNet: recvBufferMax must be a power of two in 2..32768, got ${n}`);
+      }
+      this.config.recvBufferMax = n;
+      this.config.recvBufferCount = Math.min(this.config.recvBufferCount, n);
+    }
+    if (o.recvBufferCount !== undefined) {
+      const n = o.recvBufferCount;
+      if (!Number.isInteger(n) || n < 1 || n > this.config.recvBufferMax) {
+        throw new InvalidArgumentError(`configureNet: recvBufferCount must be an integer in 1..recvBufferMax (${this.config.recvBufferMax}), got ${n}`);
+      }
+      this.config.recvBufferCount = n;
+    }
+    if (o.zeroCopySendMin !== undefined) {
+      if (typeof o.zeroCopySendMin !== "number" || !(o.zeroCopySendMin >= 1)) {
+        throw new InvalidArgumentError(`configureNet: zeroCopySendMin must be a number >= 1, got ${o.zeroCopySendMin}`);
+      }
+      this.config.zeroCopySendMin = o.zeroCopySendMin;
+      this.zeroCopySendMin = o.zeroCopySendMin;
+    }
+    if (o.poisonBuffers !== undefined) {
+      this.config.poisonBuffers = !!o.poisonBuffers;
+      if (this.started) this.rx.poison = this.config.poisonBuffers;
+    }
+  }
+
+  private start(): void {
+    if (this.started) return;
+    probeIoUring(NET_OPS);
+    const r = reactor();
+    const c = this.config;
+    this.rx = new RxRing(r.nativeHandle, RECV_GROUP, c.recvBufferMax, c.recvBufferSize, c.recvBufferCount);
+    this.growStep = c.recvBufferCount;
+    this.rx.poison = this.config.poisonBuffers;
+    this.recvExtra = { sqeFlags: IOSQE_BUFFER_SELECT, buf: RECV_GROUP, ioprio: IORING_RECV_MULTISHOT };
+    this.recvExtraLimited = { ...this.recvExtra, fileIndex: 0 };
+    this.zeroCopySendMin = this.config.zeroCopySendMin;
+    this.started = true;
+  }
+
+  /** @internal A socket opened: the per-turn hook and a loop ref live while any is open. */
+  socketOpened(): void {
+    this.start();
+    if (this.sockets++ === 0) {
+      this.removePoller = addPoller(this.poll);
+      this.unref = refLoop();
+    }
+  }
+
+  /** @internal A socket was released. */
+  socketClosed(): void {
+    if (--this.sockets === 0) {
+      this.removePoller?.();
+      this.unref?.();
+      this.removePoller = undefined;
+      this.unref = undefined;
+    }
+  }
+
+  // ---- the per-turn hook --------------------------------------------------------------------
+
+  private onTurn(): boolean {
+    const rx = this.rx;
+    // Readers hold many buffers (leases of many idle connections, slow readers): grow the pool
+    // before receives run dry, up to recvBufferMax.
+    if (rx.total < rx.entries && (this.starved.length > 0 || rx.available < rx.total >> 3)) rx.grow(this.growStep);
+    let did = rx.publish();
+    if (this.starved.length > 0 && this.rx.available >= Math.min(32, this.rx.entries >> 3)) {
+      // Each re-armed receive needs at least one buffer: wake no more than there are.
+      const list = this.starved;
+      let budget = this.rx.available;
+      let i = 0;
+      for (; i < list.length && budget > 0; i++) {
+        const c = list[i]!;
+        if (!c.starved) continue;
+        c.resumeAfterStarve();
+        budget--;
+      }
+      this.starved = list.slice(i);
+      did = true;
+    }
+    if (this.dirty.length > 0) {
+      const list = this.dirty;
+      this.dirty = this.spare;
+      for (let i = 0; i < list.length; i++) list[i]!.startSend();
+      list.length = 0;
+      this.spare = list;
+      did = true;
+    }
+    return did;
+  }
+
+  /** @internal Queues `s` for this turn's send batch. */
+  markDirty(s: Sender): void {
+    if (s.dirty) return;
+    s.dirty = true;
+    this.dirty.push(s);
+  }
+
+  /** @internal `c`'s receive stopped with ENOBUFS: re-arm it once buffers are back. */
+  starve(c: Starvable): void {
+    if (c.starved) return;
+    c.starved = true;
+    this.counters.recvStarved++;
+    this.starved.push(c);
+  }
+
+  // ---- connections and timeouts -------------------------------------------------------------
+
+  /** @internal */
+  connectionOpened(c: PosixConnection): void {
+    this.socketOpened();
+    this.connections++;
+    if (c.idleTimeoutMs > 0 || c.readTimeoutMs > 0) {
+      this.timed.add(c);
+      const shortest = Math.min(c.idleTimeoutMs || Infinity, c.readTimeoutMs || Infinity);
+      const period = Math.min(250, Math.max(5, shortest / 4));
+      if (this.sweeper === undefined || period < this.sweepPeriodMs) {
+        this.sweeper?.cancel();
+        this.sweepPeriodMs = period;
+        this.sweeper = new Timer(() => this.sweep()).unref().armPeriodic(period);
+      }
+    }
+  }
+
+  /** @internal `c` started closing: no more timeouts or receive re-arms. */
+  connectionClosing(c: PosixConnection): void {
+    c.starved = false;
+    if (this.timed.delete(c) && this.timed.size === 0 && this.sweeper !== undefined) {
+      this.sweeper.cancel();
+      this.sweeper = undefined;
+      this.sweepPeriodMs = Infinity;
+    }
+  }
+
+  /** @internal `c`'s fd is closed and its buffers released. */
+  connectionReleased(_c: PosixConnection): void {
+    this.connections--;
+    this.socketClosed();
+  }
+
+  private sweep(): void {
+    const t = now();
+    for (const c of this.timed) c.checkTimeouts(t);
+  }
+
+  /** @internal */
+  listenerChanged(delta: number): void {
+    this.listeners += delta;
+    if (delta > 0) this.socketOpened();
+    else this.socketClosed();
+  }
+
+  /** @internal */
+  channelChanged(delta: number): void {
+    this.channels += delta;
+    if (delta > 0) this.socketOpened();
+    else this.socketClosed();
+  }
+
+  // ---- NetworkStack -------------------------------------------------------------------------
+
+  listen(address: AddressInput, options?: ListenOptions): PosixListener {
+    const a = parseAddress(address, "listen");
+    const opts = resolveListenOptions(options);
+    this.start();
+    return new PosixListener(this, a, opts);
+  }
+
+  async connect(address: AddressInput, options?: ConnectOptions): Promise<Connection> {
+    const opts = resolveConnectionOptions("connect", options);
+    const timeoutMs = options?.timeoutMs;
+    if (timeoutMs !== undefined && (typeof timeoutMs !== "number" || !(timeoutMs > 0) || !Number.isFinite(timeoutMs))) {
+      throw new InvalidArgumentError(`connect: timeoutMs must be a finite number > 0, got ${String(timeoutMs)}`);
+    }
+    const local = options?.localAddress !== undefined ? parseAddress(options.localAddress, "connect localAddress") : undefined;
+    const signal = options?.signal;
+    const a = await resolveAddress(address, "connect", signal);
+    if (signal?.aborted) throw new AbortError("connect was aborted", { cause: signal.reason });
+    this.start();
+    const fd = socketFor(a, SOCK_STREAM);
+    let block = -1;
+    let timer: Timer | undefined;
+    let controller: AbortController | undefined;
+    let forward: (() => void) | undefined;
+    const timedOut = { reason: "timeout" };
+    try {
+      if (a.family !== "unix" && opts.noDelay) setIntOption("setsockopt(TCP_NODELAY)", fd, IPPROTO_TCP, TCP_NODELAY, 1);
+      if (local !== undefined) bindTo(fd, local);
+      block = this.msgs.acquire();
+      const len = encodeSockaddr(a, this.msgs.view(block));
+      let sig = signal;
+      if (timeoutMs !== undefined) {
+        const c = (controller = new AbortController());
+        timer = new Timer(() => c.abort(timedOut)).arm(timeoutMs);
+        if (signal !== undefined) {
+          forward = () => c.abort(signal.reason);
+          signal.addEventListener("abort", forward, { once: true });
+        }
+        sig = c.signal;
+      }
+      await reactor().submit("connect", IoOp.CONNECT, fd, this.msgs.address(block), 0, len, 0, sig ? { signal: sig } : undefined);
+    } catch (e) {
+      closeNow(fd);
+      if (e instanceof AbortError && controller?.signal.reason === timedOut) {
+        throw new SystemError("connect", ETIMEDOUT, `${formatAddress(a)} did not answer within ${timeoutMs} ms`);
+      }
+      if (e instanceof SystemError && e.op === "connect") throw new SystemError("connect", e.errno, formatAddress(a));
+      throw e;
+    } finally {
+      if (block >= 0) this.msgs.release(block);
+      timer?.cancel();
+      if (forward !== undefined) signal!.removeEventListener("abort", forward);
+    }
+    return new PosixConnection(this, fd, a.family, opts, undefined, a);
+  }
+
+  bindUdp(address: AddressInput, options?: UdpOptions): UdpChannel {
+    const a = parseAddress(address, "bindUdp");
+    this.start();
+    return new PosixUdpChannel(this, a, options);
+  }
+
+  stats(): NetStats {
+    const rx = this.started ? this.rx : undefined;
+    return {
+      connectionsOpen: this.connections,
+      connectionsAccepted: this.counters.connectionsAccepted,
+      connectionsRejected: this.counters.connectionsRejected,
+      listenersOpen: this.listeners,
+      udpChannelsOpen: this.channels,
+      recvBuffersFree: rx?.available ?? 0,
+      recvBuffersTotal: rx?.total ?? 0,
+      recvBuffersHeld: rx?.inUse ?? 0,
+      recvPauses: this.counters.recvPauses,
+      recvStarved: this.counters.recvStarved,
+      sendMemoryMapped: sendChunks.mappedBytes,
+      sendMemoryInUse: sendChunks.usedBytes,
+      sends: this.counters.sends,
+      sendBytes: this.counters.sendBytes,
+      sendsShort: this.counters.sendsShort,
+      sendsZeroCopy: this.counters.sendsZeroCopy,
+      timeouts: this.counters.timeouts,
+    };
+  }
+}
+
+let instance: PosixStack | undefined;
+
+/** This shard's posix stack (created on first use; sockets open lazily). */
+export function posixStack(): PosixStack {
+  return (instance ??= new PosixStack());
+}
+

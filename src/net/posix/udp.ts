@@ -1,0 +1,356 @@
+/**
+ * A UDP socket on io_uring. Receiving is one multishot RECVMSG selecting from the shard's
+ * receive-buffer ring: the kernel writes an io_uring_recvmsg_out header, the source address
+ * and the payload into each buffer, so a datagram costs one CQE and no copy. Sending is a
+ * SENDMSG per datagram with its msghdr, iovecs and destination in one native block; several
+ * may be in flight.
+ */
+import { AbortError, ClosedError, InvalidArgumentError, SystemError } from "../../core/errors.ts";
+import { NativeBuffer } from "../../core/buffers.ts";
+import { CQE_F_BUFFER, CQE_F_MORE, IoOp, reactor, type Reactor } from "../../core/reactor.ts";
+import type { Completable } from "../../core/scheduler.ts";
+import { markHandled, rejectedHandled } from "../errors.ts";
+import { SEND_CHUNK, sendChunks } from "../output.ts";
+import { booleanOption, checkOptionsObject, numberOption } from "../options.ts";
+import { SOCKADDR_MAX, decodeSockaddr, encodeSockaddr, formatAddress, parseAddress, type AddressInput, type SocketAddress } from "../address.ts";
+import type { Datagram, SignalOptions, UdpChannel, UdpOptions, WriteData } from "../types.ts";
+import { MAX_IOV } from "./connection.ts";
+import { OPEN_REUSE_PORT, OPEN_V6_ONLY, SOCK_DGRAM, SOL_SOCKET, SO_BROADCAST, MSG_NOSIGNAL, localAddressOf, openSocket, setIntOption, closeNow } from "./sys.ts";
+import type { PosixStack } from "./stack.ts";
+
+const ECANCELED = 125;
+const ENOBUFS = 105;
+const MSG_TRUNC = 0x20;
+/** io_uring_recvmsg_out, then the name area (msg_namelen bytes), then the payload. */
+const RECVMSG_OUT = 16;
+const NAME_AREA = SOCKADDR_MAX;
+const PAYLOAD_OFFSET = RECVMSG_OUT + NAME_AREA;
+const NAME_OFFSET = 128;
+const encoder = new TextEncoder();
+
+class UdpSend implements Completable {
+  constructor(
+    private readonly ch: PosixUdpChannel,
+    readonly block: number,
+    readonly chunks: number[],
+    readonly native: NativeBuffer | undefined,
+    readonly resolve: () => void,
+    readonly reject: (e: unknown) => void,
+    readonly to: SocketAddress,
+  ) {}
+  complete(res: number): void {
+    this.ch.onSent(this, res);
+  }
+}
+
+class UdpCloseHandler implements Completable {
+  constructor(private readonly ch: PosixUdpChannel) {}
+  complete(): void {
+    this.ch.onClosed();
+  }
+}
+
+/** UdpChannel on a kernel UDP socket (see the file comment). Create with bindUdp. */
+export class PosixUdpChannel implements UdpChannel, Completable {
+  readonly localAddress: SocketAddress;
+  private readonly stack: PosixStack;
+  private readonly r: Reactor;
+  private fd: number;
+  private readonly family: SocketAddress["family"];
+  private readonly maxQueued: number;
+  private readonly msgBlock: number;
+  private recvSlot = -1;
+  private recvCancelled = false;
+  /** @internal set while waiting for receive buffers (ENOBUFS) */ starved = false;
+  private readonly bids: number[] = [];
+  private readonly lens: number[] = [];
+  private head = 0;
+  private lease = -1;
+  private sendsInFlight = 0;
+  private waiter: { resolve: (d: Datagram | null) => void; reject: (e: unknown) => void; signal?: AbortSignal; onAbort?: () => void } | undefined;
+  private closing: Promise<void> | undefined;
+  private resolveClosed: (() => void) | undefined;
+  private closedFd = false;
+
+  /** @internal Binds; throws SystemError (op "bind") naming the address. */
+  constructor(stack: PosixStack, address: SocketAddress, options: UdpOptions | undefined) {
+    checkOptionsObject("bindUdp", options);
+    const o = options ?? {};
+    const reusePort = booleanOption("bindUdp", "reusePort", o.reusePort, false);
+    const v6Only = booleanOption("bindUdp", "ipv6Only", o.ipv6Only, false);
+    const broadcast = booleanOption("bindUdp", "broadcast", o.broadcast, false);
+    this.maxQueued = numberOption("bindUdp", "maxQueued", o.maxQueued, 64, 2);
+    if (address.family === "unix") throw new InvalidArgumentError("bindUdp: UDP needs an IPv4 or IPv6 address");
+    this.stack = stack;
+    this.r = reactor();
+    this.family = address.family;
+    this.fd = openSocket("bind", address, SOCK_DGRAM, (reusePort ? OPEN_REUSE_PORT : 0) | (v6Only ? OPEN_V6_ONLY : 0), -1);
+    try {
+      if (broadcast) setIntOption("setsockopt(SO_BROADCAST)", this.fd, SOL_SOCKET, SO_BROADCAST, 1);
+      this.localAddress = localAddressOf(this.fd);
+    } catch (e) {
+      closeNow(this.fd);
+      throw e;
+    }
+    // The receive msghdr: only msg_namelen matters for multishot RECVMSG (no iovec, no control).
+    this.msgBlock = stack.msgs.acquire();
+    const w = stack.msgs.u32(this.msgBlock);
+    w.fill(0, 0, 14);
+    w[2] = NAME_AREA;
+    stack.channelChanged(1);
+    this.arm();
+  }
+
+  private arm(): void {
+    this.recvSlot = this.r.prepare(IoOp.RECVMSG, this.fd, this.stack.msgs.address(this.msgBlock), 1, 0, 0, this, this.stack.recvExtra);
+    this.recvCancelled = false;
+  }
+
+  private get queued(): number {
+    return this.bids.length - this.head;
+  }
+
+  /** @internal Receive completions: one per datagram. */
+  complete(res: number, flags: number): void {
+    if ((flags & CQE_F_MORE) === 0) this.recvSlot = -1;
+    const rx = this.stack.rx;
+    if ((flags & CQE_F_BUFFER) !== 0) {
+      const bid = flags >>> 16;
+      rx.taken(bid);
+      if (res > 0 && this.closing === undefined) {
+        this.bids.push(bid);
+        this.lens.push(res);
+        if (this.queued >= this.maxQueued && this.recvSlot >= 0 && !this.recvCancelled) {
+          this.recvCancelled = true;
+          this.r.cancelSlot(this.recvSlot);
+        }
+        if (this.waiter !== undefined) this.deliver();
+      } else {
+        rx.release(bid);
+      }
+    } else if (res === -ENOBUFS) {
+      if (this.closing === undefined) this.stack.starve(this);
+    } else if (res < 0 && res !== -ECANCELED && this.waiter !== undefined) {
+      const w = this.waiter;
+      this.settleWaiter();
+      w.reject(new SystemError("recvmsg", -res));
+    }
+    if (this.recvSlot < 0) this.maybeRearm();
+  }
+
+  private maybeRearm(): void {
+    if (this.closing !== undefined) {
+      this.maybeCloseFd();
+      return;
+    }
+    if (this.recvSlot < 0 && this.queued < this.maxQueued && !this.starved) this.arm();
+  }
+
+  /** @internal The stack has buffers again after ENOBUFS. */
+  resumeAfterStarve(): void {
+    this.starved = false;
+    this.maybeRearm();
+  }
+
+  private releaseLease(): void {
+    if (this.lease >= 0) {
+      this.stack.rx.release(this.lease);
+      this.lease = -1;
+    }
+  }
+
+  private take(): Datagram {
+    const bid = this.bids[this.head]!;
+    const len = this.lens[this.head]!;
+    this.head++;
+    if (this.head > 64 && this.head * 2 > this.bids.length) {
+      this.bids.splice(0, this.head);
+      this.lens.splice(0, this.head);
+      this.head = 0;
+    }
+    this.lease = bid;
+    const view = this.stack.rx.views[bid]!;
+    const dv = new DataView(view.buffer, view.byteOffset, RECVMSG_OUT);
+    const namelen = dv.getUint32(0, true);
+    const payloadLen = dv.getUint32(8, true);
+    const msgFlags = dv.getUint32(12, true);
+    const got = len - PAYLOAD_OFFSET;
+    const from = decodeSockaddr(view, RECVMSG_OUT, Math.min(namelen, NAME_AREA));
+    if (this.recvSlot < 0) this.maybeRearm();
+    return {
+      data: view.subarray(PAYLOAD_OFFSET, PAYLOAD_OFFSET + Math.max(0, got)),
+      from,
+      truncated: (msgFlags & MSG_TRUNC) !== 0 || payloadLen > got,
+    };
+  }
+
+  receive(opts?: SignalOptions): Promise<Datagram | null> {
+    if (this.waiter !== undefined) throw new InvalidArgumentError("receive: another receive is pending on this channel");
+    this.releaseLease();
+    if (this.queued > 0) return Promise.resolve(this.take());
+    if (this.closing !== undefined) return Promise.resolve(null);
+    const signal = opts?.signal;
+    if (signal?.aborted) return Promise.reject(new AbortError("receive was aborted", { cause: signal.reason }));
+    if (this.recvSlot < 0) this.maybeRearm();
+    return new Promise<Datagram | null>((resolve, reject) => {
+      const w: NonNullable<PosixUdpChannel["waiter"]> = { resolve, reject, signal };
+      if (signal !== undefined) {
+        w.onAbort = () => {
+          this.waiter = undefined;
+          reject(new AbortError("receive was aborted", { cause: signal.reason }));
+        };
+        signal.addEventListener("abort", w.onAbort, { once: true });
+      }
+      this.waiter = w;
+    });
+  }
+
+  private settleWaiter(): void {
+    const w = this.waiter!;
+    this.waiter = undefined;
+    if (w.signal !== undefined) w.signal.removeEventListener("abort", w.onAbort!);
+  }
+
+  private deliver(): void {
+    const w = this.waiter!;
+    this.settleWaiter();
+    w.resolve(this.take());
+  }
+
+  send(data: WriteData, to: AddressInput): Promise<void> {
+    if (this.closing !== undefined) return rejectedHandled(new ClosedError("send on a closed UDP channel", "ERR_CHANNEL_CLOSED"));
+    let dest: SocketAddress;
+    try {
+      dest = parseAddress(to, "send");
+      if (dest.family === "unix") throw new InvalidArgumentError("send: a UDP destination must be an IP address");
+      if (this.family === "ipv4" && dest.family === "ipv6") {
+        throw new InvalidArgumentError(`send: an IPv4 channel cannot reach ${formatAddress(dest)}`);
+      }
+      // A dual-stack IPv6 channel reaches IPv4 peers through IPv4-mapped addresses.
+      if (this.family === "ipv6" && dest.family === "ipv4") dest = parseAddress({ host: `::ffff:${dest.host}`, port: dest.port }, "send");
+    } catch (e) {
+      return rejectedHandled(e);
+    }
+    const msgs = this.stack.msgs;
+    const block = msgs.acquire();
+    const w = msgs.u32(block);
+    const base = msgs.address(block);
+    const chunks: number[] = [];
+    let native: NativeBuffer | undefined;
+    let iov = 0;
+    const addIov = (address: number, len: number) => {
+      const j = 16 + iov * 4;
+      w[j] = address >>> 0;
+      w[j + 1] = Math.floor(address / 0x1_0000_0000);
+      w[j + 2] = len;
+      w[j + 3] = 0;
+      iov++;
+    };
+    if (data instanceof NativeBuffer) {
+      data.check("send: buffer");
+      data.pin();
+      native = data;
+      addIov(data.address, data.length);
+    } else {
+      const bytes = typeof data === "string" ? encoder.encode(data) : data;
+      if (!(bytes instanceof Uint8Array)) {
+        msgs.release(block);
+        return rejectedHandled(new InvalidArgumentError("send: data must be a Uint8Array, a string or a NativeBuffer"));
+      }
+      if (bytes.length > SEND_CHUNK * (MAX_IOV - 1)) {
+        msgs.release(block);
+        return rejectedHandled(new SystemError("sendmsg", 90, `${bytes.length}-byte datagram`));
+      }
+      for (let off = 0; off < bytes.length || iov === 0; off += SEND_CHUNK) {
+        const k = Math.min(SEND_CHUNK, bytes.length - off);
+        const id = sendChunks.acquire();
+        chunks.push(id);
+        sendChunks.view(id).set(bytes.subarray(off, off + k));
+        addIov(sendChunks.address(id), k);
+        if (k === 0) break;
+      }
+    }
+    const nameLen = encodeSockaddr(dest, msgs.view(block), NAME_OFFSET);
+    // struct msghdr: name, namelen, iov, iovlen, control, controllen, flags.
+    w.fill(0, 0, 14);
+    const name = base + NAME_OFFSET;
+    w[0] = name >>> 0;
+    w[1] = Math.floor(name / 0x1_0000_0000);
+    w[2] = nameLen;
+    const iovAddress = base + 64;
+    w[4] = iovAddress >>> 0;
+    w[5] = Math.floor(iovAddress / 0x1_0000_0000);
+    w[6] = iov;
+    let resolve!: () => void;
+    let reject!: (e: unknown) => void;
+    const p = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const op = new UdpSend(this, block, chunks, native, resolve, reject, dest);
+    this.r.prepare(IoOp.SENDMSG, this.fd, base, 1, 0, MSG_NOSIGNAL, op);
+    this.sendsInFlight++;
+    return markHandled(p);
+  }
+
+  /** @internal */
+  onSent(op: UdpSend, res: number): void {
+    this.sendsInFlight--;
+    this.stack.msgs.release(op.block);
+    for (const id of op.chunks) sendChunks.release(id);
+    op.native?.unpin();
+    if (res >= 0) op.resolve();
+    else if (res === -ECANCELED) op.reject(new ClosedError("the UDP channel closed before the datagram was sent", "ERR_CHANNEL_CLOSED"));
+    else op.reject(new SystemError("sendmsg", -res, formatAddress(op.to)));
+    if (this.closing !== undefined) this.maybeCloseFd();
+  }
+
+  close(): Promise<void> {
+    if (this.closing !== undefined) return this.closing;
+    this.closing = new Promise<void>((resolve) => {
+      this.resolveClosed = resolve;
+    });
+    this.starved = false;
+    if (this.recvSlot >= 0 && !this.recvCancelled) {
+      this.recvCancelled = true;
+      this.r.cancelSlot(this.recvSlot);
+    }
+    if (this.waiter !== undefined) {
+      const w = this.waiter;
+      this.settleWaiter();
+      w.resolve(null);
+    }
+    this.maybeCloseFd();
+    return this.closing;
+  }
+
+  private maybeCloseFd(): void {
+    if (this.recvSlot >= 0 || this.sendsInFlight > 0 || this.closedFd) return;
+    this.closedFd = true;
+    this.r.prepare(IoOp.CLOSE, this.fd, 0, 0, 0, 0, new UdpCloseHandler(this));
+  }
+
+  /** @internal */
+  onClosed(): void {
+    this.fd = -1;
+    this.releaseLease();
+    while (this.queued > 0) this.stack.rx.release(this.bids[this.head++]!);
+    this.stack.msgs.release(this.msgBlock);
+    this.stack.channelChanged(-1);
+    this.resolveClosed!();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Datagram> {
+    return {
+      next: async (): Promise<IteratorResult<Datagram>> => {
+        const d = await this.receive();
+        return d === null ? { done: true, value: undefined } : { done: false, value: d };
+      },
+      return: async (): Promise<IteratorResult<Datagram>> => ({ done: true, value: undefined }),
+    };
+  }
+}

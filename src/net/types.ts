@@ -1,0 +1,287 @@
+/**
+ * The socket API every network stack implements (DESIGN.md "Networking"): the posix stack
+ * (kernel sockets on io_uring) now, the native Zig stack later. Applications and the
+ * conformance suite (test/net/conformance) see only these interfaces.
+ */
+import type { NativeBuffer } from "../core/buffers.ts";
+import type { SignalOptions } from "../core/future.ts";
+import type { AddressInput, SocketAddress } from "./address.ts";
+
+export type { SignalOptions };
+
+/** Per-connection limits, set on a listener (for its connections) or on connect(). */
+export interface ConnectionOptions {
+  /** TCP_NODELAY (default true): writes are already batched per loop turn. */
+  noDelay?: boolean;
+  /**
+   * Close (reset) the connection when no byte was received or sent for this long
+   * (default 0: never). Pending reads and writes then fail with ETIMEDOUT (op "idle").
+   */
+  idleTimeoutMs?: number;
+  /**
+   * A read() (or readExactly/consume) waiting longer than this fails with ETIMEDOUT (op "read")
+   * and the connection is reset (default 0: no limit).
+   */
+  readTimeoutMs?: number;
+  /**
+   * Received bytes held for the reader before the stack stops receiving on this connection
+   * (default 256 KiB). The peer is then slowed by TCP flow control; receiving resumes once the
+   * reader has consumed half.
+   */
+  maxReadBuffered?: number;
+  /**
+   * Output back-pressure bound (default 256 KiB): write() returns a promise that resolves once
+   * buffered, unsent bytes drop to this bound.
+   */
+  writeHighWater?: number;
+  /** A graceful close() that cannot flush within this long resets the connection (default 10 s). */
+  closeTimeoutMs?: number;
+}
+
+/** listen() options. */
+export interface ListenOptions extends ConnectionOptions {
+  /** Kernel accept backlog (default 1024). */
+  backlog?: number;
+  /**
+   * SO_REUSEPORT (default true for TCP/IP): every shard listens on the same port and the kernel
+   * spreads connections over them. Ignored for Unix sockets.
+   */
+  reusePort?: boolean;
+  /** SO_REUSEADDR (default true). */
+  reuseAddress?: boolean;
+  /** IPv6 listeners accept only IPv6 peers (default false: IPv4-mapped peers too). */
+  ipv6Only?: boolean;
+  /**
+   * At most this many connections of this listener open at once, queued ones included
+   * (default: unlimited). At the limit the stack stops accepting; the kernel backlog holds
+   * new peers until a connection closes.
+   */
+  maxConnections?: number;
+  /** Connections accepted but not yet taken by accept() before accepting pauses (default 1024). */
+  acceptQueueLimit?: number;
+  /** Unix sockets: remove the socket file on close (default true). */
+  unlinkOnClose?: boolean;
+}
+
+/** connect() options. */
+export interface ConnectOptions extends ConnectionOptions, SignalOptions {
+  /** Fail with ETIMEDOUT (op "connect") if not connected within this long (default: the kernel's). */
+  timeoutMs?: number;
+  /** Bind the socket to this local address before connecting. */
+  localAddress?: AddressInput;
+}
+
+/** TCP keep-alive tuning (seconds); unset fields keep the kernel's defaults. */
+export interface KeepAliveOptions {
+  idleS?: number;
+  intervalS?: number;
+  count?: number;
+}
+
+/**
+ * A zero-copy stream parser for ConnectionInput.consume(). It gets views of received bytes,
+ * valid only during the call, and returns:
+ * - CONSUME_ALL (-1): every byte was consumed, call again when more arrives;
+ * - n >= 0: stop; n bytes were consumed, the rest stays for the next read or consume;
+ * - needBytes(k): nothing consumed yet; call again once k contiguous bytes can be shown
+ *   (the input assembles them when they span receive buffers).
+ */
+export type StreamConsumer = (data: Uint8Array) => number;
+
+/** Consumer result: all bytes consumed, continue. */
+export const CONSUME_ALL = -1;
+
+/** Consumer result: call again with at least `k` (>= 1) contiguous bytes. */
+export function needBytes(k: number): number {
+  return -2 - k;
+}
+
+/** The receiving side of a connection. One read at a time. */
+export interface ConnectionInput extends AsyncIterable<Uint8Array> {
+  /**
+   * Resolves with the next received bytes, or null at end of stream (the peer shut down its
+   * side). The view points into a receive buffer without copying and stays valid only until the
+   * next read, readExactly, tryRead or consume call on this input (or the connection closes):
+   * copy what must outlive that. Rejects with SystemError (ECONNRESET, ETIMEDOUT...) when the
+   * connection failed, after every byte received before the failure was read. Throws
+   * InvalidArgumentError if another read is pending.
+   */
+  read(opts?: SignalOptions): Promise<Uint8Array | null>;
+  /**
+   * Like read() without waiting: the next bytes, null at end of stream, or undefined when
+   * nothing is buffered. Throws the connection's error. Same validity rule as read().
+   */
+  tryRead(): Uint8Array | null | undefined;
+  /**
+   * Resolves with exactly `n` bytes (a view when they lie in one receive buffer, else a copy
+   * into a buffer owned by this input; valid until the next read), or null when the stream
+   * ended before any byte. Rejects with UnexpectedEofError when it ended mid-way.
+   */
+  readExactly(n: number, opts?: SignalOptions): Promise<Uint8Array | null>;
+  /**
+   * Feeds received bytes to `parser` in place (see StreamConsumer) until it stops; resolves
+   * true when it stopped, false at end of stream. Views are valid only during each call.
+   */
+  consume(parser: StreamConsumer, opts?: SignalOptions): Promise<boolean>;
+  /** Bytes received and not yet read. */
+  readonly buffered: number;
+  /** True once the end of stream was read. */
+  readonly ended: boolean;
+}
+
+/** Data write() accepts: bytes (copied, or referenced when they are received or native memory), text (UTF-8) or a NativeBuffer. */
+export type WriteData = Uint8Array | string | NativeBuffer;
+
+/** The sending side of a connection. Writes are queued and sent in one batch per loop turn. */
+export interface ConnectionOutput {
+  /**
+   * Queues `data` and returns a promise that resolves at once while buffered bytes stay within
+   * the connection's writeHighWater, and otherwise when they drain to it (back-pressure: await
+   * it). A JS Uint8Array or string is copied into native send memory (it may be reused when
+   * write returns); a NativeBuffer is sent in place and pinned until the kernel is done with it
+   * (large ones with zero-copy sends); a view from read() of at least 1 KiB is sent in place
+   * (zero-copy forwarding). Rejects with the connection's error (SystemError EPIPE,
+   * ECONNRESET...) or ClosedError after close. Rejections are marked handled: a write nobody
+   * awaits never becomes an unhandled rejection, and the error resurfaces on the next call.
+   */
+  write(data: WriteData): Promise<void>;
+  /** write() for several pieces: one back-pressure check. */
+  writev(data: readonly WriteData[]): Promise<void>;
+  /** Resolves when every byte written so far has been handed to the kernel. */
+  flush(): Promise<void>;
+  /**
+   * Flushes, then shuts down the sending side (the peer reads end of stream). The input stays
+   * readable; the connection is released once input has ended too, or by Connection.close().
+   */
+  close(): Promise<void>;
+  /** Bytes queued and not yet handed to the kernel. */
+  readonly buffered: number;
+}
+
+/** A TCP or Unix stream connection. */
+export interface Connection extends AsyncDisposable {
+  readonly input: ConnectionInput;
+  readonly output: ConnectionOutput;
+  /** The local address (read from the kernel on first use, then cached). */
+  readonly localAddress: SocketAddress;
+  /** The peer's address (read from the kernel on first use, then cached). */
+  readonly remoteAddress: SocketAddress;
+  /** True once close() or reset() started, or the connection failed. */
+  readonly closed: boolean;
+  /** TCP_NODELAY (Nagle off) for TCP; a no-op for Unix sockets. Throws SystemError. */
+  setNoDelay(on?: boolean): void;
+  /** SO_KEEPALIVE and its timings. A no-op for Unix sockets. Throws SystemError. */
+  setKeepAlive(on: boolean, opts?: KeepAliveOptions): void;
+  /** Stops receiving: buffered bytes are dropped and reads return end of stream. */
+  shutdownInput(): void;
+  /** Same as output.close(): flush, then send FIN. */
+  shutdownOutput(): Promise<void>;
+  /**
+   * Graceful close: flushes what was written (bounded by closeTimeoutMs, then reset), then
+   * releases the socket and every buffer. Pending reads end with null. Idempotent.
+   */
+  close(): Promise<void>;
+  /** Abortive close (RST): unsent data is dropped; pending reads and writes fail. Idempotent. */
+  reset(): void;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** A listening socket. One per shard for a shared port (SO_REUSEPORT). */
+export interface Listener extends AsyncDisposable, AsyncIterable<Connection> {
+  /** The bound address (with the kernel's port when 0 was asked for). */
+  readonly localAddress: SocketAddress;
+  /** Connections of this listener now open (queued ones included). */
+  readonly connections: number;
+  /**
+   * Resolves with the next connection. Rejects with SystemError ECONNABORTED (op "accept")
+   * after abortAccept() or close(), AbortError through `signal`.
+   */
+  accept(opts?: SignalOptions): Promise<Connection>;
+  /**
+   * Stops accepting: pending and later accept() calls fail promptly with ECONNABORTED, queued
+   * connections are reset, and the socket stops taking new peers. Open connections stay.
+   */
+  abortAccept(): void;
+  /** abortAccept(), then closes the socket (and removes a Unix socket file). Open connections stay. */
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** A received datagram. `data` is valid until the next receive on its channel. */
+export interface Datagram {
+  readonly data: Uint8Array;
+  readonly from: SocketAddress;
+  /** The datagram was larger than a receive buffer and was cut. */
+  readonly truncated: boolean;
+}
+
+/** UDP channel options. */
+export interface UdpOptions {
+  /** SO_REUSEPORT (default false). */
+  reusePort?: boolean;
+  /** IPv6 channels accept only IPv6 (default false). */
+  ipv6Only?: boolean;
+  /** Datagrams held for the reader before receiving pauses (default 64); the kernel drops beyond. */
+  maxQueued?: number;
+  /** SO_BROADCAST. */
+  broadcast?: boolean;
+}
+
+/** A bound UDP socket. */
+export interface UdpChannel extends AsyncDisposable, AsyncIterable<Datagram> {
+  readonly localAddress: SocketAddress;
+  /**
+   * Sends one datagram to `to`. Bytes are copied into native memory (a NativeBuffer is sent in
+   * place). Resolves when the kernel took it; rejects with SystemError (EMSGSIZE,
+   * ECONNREFUSED...) or ClosedError. Rejections are marked handled.
+   */
+  send(data: WriteData, to: AddressInput): Promise<void>;
+  /**
+   * Resolves with the next datagram, or null once the channel is closed. Its data view stays
+   * valid until the next receive. One receive at a time.
+   */
+  receive(opts?: SignalOptions): Promise<Datagram | null>;
+  /** Stops receiving, waits for sends in flight, releases the socket. Idempotent. */
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** Counters of a stack on this shard (cheap to read). */
+export interface NetStats {
+  connectionsOpen: number;
+  connectionsAccepted: number;
+  connectionsRejected: number;
+  listenersOpen: number;
+  udpChannelsOpen: number;
+  /** Receive buffers the kernel may fill now, and in all. */
+  recvBuffersFree: number;
+  recvBuffersTotal: number;
+  /** Receive buffers held by readers and queues. */
+  recvBuffersHeld: number;
+  /** Times a connection's receive paused because its reader fell behind. */
+  recvPauses: number;
+  /** Times receiving stopped because every receive buffer was in use (ENOBUFS). */
+  recvStarved: number;
+  /** Native send memory mapped, and in use, in bytes. */
+  sendMemoryMapped: number;
+  sendMemoryInUse: number;
+  /** Sends (and their bytes) issued to the kernel; sendsShort: partial sends resumed. */
+  sends: number;
+  sendBytes: number;
+  sendsShort: number;
+  sendsZeroCopy: number;
+  timeouts: number;
+}
+
+/** A network stack: the posix stack, or the native one later. */
+export interface NetworkStack {
+  readonly name: string;
+  /** Binds and listens (synchronous). Throws InvalidArgumentError or SystemError (EADDRINUSE...). */
+  listen(address: AddressInput, options?: ListenOptions): Listener;
+  /** Connects. Rejects with SystemError (ECONNREFUSED, ETIMEDOUT, op "connect") or AbortError. */
+  connect(address: AddressInput, options?: ConnectOptions): Promise<Connection>;
+  /** Binds a UDP channel (synchronous). Throws InvalidArgumentError or SystemError. */
+  bindUdp(address: AddressInput, options?: UdpOptions): UdpChannel;
+  /** This stack's counters on this shard. */
+  stats(): NetStats;
+}

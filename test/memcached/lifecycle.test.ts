@@ -1,0 +1,170 @@
+/**
+ * The server as a process: graceful SIGTERM (requests already sent are answered, then every
+ * connection closes and the process exits 0), UDP with its 8-byte frame header and answers cut
+ * into datagrams of at most 1400 bytes, and memcached's command line (-h, -V, both `-p N` and
+ * `-pN`, long options, unknown flags refused clearly).
+ */
+import { describe, expect, test } from "bun:test";
+import { spawnSync } from "bun";
+import dgram from "node:dgram";
+import net from "node:net";
+import { b, dec, exchange, startOurs, waitForPort } from "./lib/harness.ts";
+import { parseCommandLine, UsageError } from "../../examples/memcached/cli.ts";
+
+describe("graceful SIGTERM", () => {
+  test("pipelined requests sent before the signal are all answered, then connections close", async () => {
+    const server = await startOurs(["-t", "2"]);
+    const idle = net.connect(server.port, "127.0.0.1");
+    let idleClosed = false;
+    idle.on("close", () => (idleClosed = true));
+    idle.on("error", () => {});
+    await new Promise<void>((r) => idle.once("connect", () => r()));
+
+    const busy = net.connect(server.port, "127.0.0.1");
+    await new Promise<void>((r) => busy.once("connect", () => r()));
+    let answer = "";
+    let busyClosed = false;
+    busy.on("data", (d) => (answer += d.toString("latin1")));
+    busy.on("close", () => (busyClosed = true));
+    busy.on("error", () => {});
+    let req = "";
+    const n = 2000;
+    for (let i = 0; i < n; i++) req += `set g${i} 0 0 2\r\nok\r\nget g${i}\r\n`;
+    busy.write(req);
+    server.proc.kill("SIGTERM");
+    const code = await server.proc.exited;
+    for (let i = 0; i < 100 && !(busyClosed && idleClosed); i++) await Bun.sleep(10);
+    expect(code).toBe(0);
+    expect(busyClosed).toBe(true);
+    expect(idleClosed).toBe(true);
+    expect(answer.split("STORED\r\n").length - 1).toBe(n);
+    expect(answer.split("END\r\n").length - 1).toBe(n);
+    expect(answer.endsWith("VALUE g1999 0 2\r\nok\r\nEND\r\n")).toBe(true);
+    // Nothing listens any more.
+    const refused = await new Promise<boolean>((resolve) => {
+      const s = net.connect(server.port, "127.0.0.1");
+      s.once("connect", () => {
+        s.destroy();
+        resolve(false);
+      });
+      s.once("error", () => resolve(true));
+    });
+    expect(refused).toBe(true);
+  }, 60_000);
+});
+
+describe("UDP (-U)", () => {
+  function udpRequest(port: number, requestId: number, payload: string): Promise<Buffer[]> {
+    return new Promise((resolve) => {
+      const sock = dgram.createSocket("udp4");
+      const parts: Buffer[] = [];
+      sock.on("message", (m) => {
+        parts.push(m);
+        const total = m.readUInt16BE(4);
+        if (parts.length === total) {
+          sock.close();
+          resolve(parts);
+        }
+      });
+      const header = Buffer.alloc(8);
+      header.writeUInt16BE(requestId, 0);
+      header.writeUInt16BE(0, 2);
+      header.writeUInt16BE(1, 4);
+      sock.send(Buffer.concat([header, Buffer.from(payload, "latin1")]), port, "127.0.0.1");
+      setTimeout(() => {
+        sock.close();
+        resolve(parts);
+      }, 3000);
+    });
+  }
+
+  test("frame header, every shard answers, large answers in ≤1400-byte datagrams", async () => {
+    const server = await startOurs(["-t", "2"], { udp: true });
+    try {
+      const set = await udpRequest(server.udpPort, 7, "set u1 0 0 5\r\nhello\r\n");
+      expect(set.length).toBe(1);
+      expect(set[0]!.readUInt16BE(0)).toBe(7);
+      expect(set[0]!.readUInt16BE(2)).toBe(0);
+      expect(set[0]!.readUInt16BE(4)).toBe(1);
+      expect(set[0]!.subarray(8).toString()).toBe("STORED\r\n");
+      // A value visible over TCP too (whichever shard owns it).
+      const tcp = await exchange(server.port, b("get u1\r\n"), { until: b("END\r\n") });
+      expect(dec.decode(tcp.bytes)).toBe("VALUE u1 0 5\r\nhello\r\nEND\r\n");
+
+      const big = "z".repeat(5000);
+      await exchange(server.port, b(`set big 0 0 5000\r\n${big}\r\n`), { until: b("STORED\r\n") });
+      const parts = await udpRequest(server.udpPort, 300, "get big\r\n");
+      const expected = `VALUE big 0 5000\r\n${big}\r\nEND\r\n`;
+      expect(parts.length).toBe(Math.ceil(expected.length / 1392));
+      parts.sort((x, y) => x.readUInt16BE(2) - y.readUInt16BE(2));
+      for (const [i, p] of parts.entries()) {
+        expect(p.length).toBeLessThanOrEqual(1400);
+        expect(p.readUInt16BE(0)).toBe(300);
+        expect(p.readUInt16BE(2)).toBe(i);
+        expect(p.readUInt16BE(4)).toBe(parts.length);
+      }
+      expect(Buffer.concat(parts.map((p) => p.subarray(8))).toString("latin1")).toBe(expected);
+    } finally {
+      await server.stop();
+    }
+  }, 60_000);
+});
+
+describe("command line", () => {
+  test("memcached's syntax: -p N, -pN, --port=N, grouped -vv, -o lists, --smp", () => {
+    expect(parseCommandLine(["-p", "1234"]).settings.port).toBe(1234);
+    expect(parseCommandLine(["-p1234"]).settings.port).toBe(1234);
+    expect(parseCommandLine(["--port=1234"]).settings.port).toBe(1234);
+    expect(parseCommandLine(["--port", "1234"]).settings.port).toBe(1234);
+    expect(parseCommandLine(["--po", "1234"]).settings.port).toBe(1234);
+    expect(parseCommandLine(["-vv"]).settings.verbose).toBe(2);
+    const cl = parseCommandLine(["-U11211", "-l", "127.0.0.1", "-m", "128", "-c", "50", "-I", "2m", "-t", "3", "-u", "nobody"]);
+    expect(cl.settings).toMatchObject({ udpPort: 11211, listen: "127.0.0.1", maxBytes: 128 << 20, maxConns: 50, itemSizeMax: 2 << 20, threads: 3 });
+    expect(cl.user).toBe("nobody");
+    expect(parseCommandLine(["--smp", "2"]).settings.threads).toBe(2);
+    expect(parseCommandLine(["-o", "idle_timeout=5,hashpower=20,no_maxconns_fast"]).settings).toMatchObject({
+      idleTimeout: 5,
+      hashpowerInit: 20,
+      maxconnsFast: false,
+    });
+  });
+
+  test("unknown or impossible options are refused with a clear message", () => {
+    const fails = (args: string[], message: RegExp): void => {
+      let err: unknown;
+      try {
+        parseCommandLine(args);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(UsageError);
+      expect((err as Error).message).toMatch(message);
+    };
+    fails(["-x"], /invalid option -- 'x'/);
+    fails(["--bogus"], /unrecognized option '--bogus'/);
+    fails(["-p"], /requires an argument/);
+    fails(["-I", "100"], /less than 1024/);
+    fails(["-m", "1", "-I", "1m"], /1\/2 of memory max/);
+    fails(["-o", "nonsense"], /Illegal suboption "nonsense"/);
+    fails(["-d"], /daemon/);
+    fails(["-t", "0"], /greater than 0/);
+    fails(["stray"], /unexpected argument/);
+  });
+
+  test("the process: -h prints the options, -V the version, a bad flag exits non-zero", async () => {
+    const help = spawnSync([process.execPath, "examples/memcached/main.ts", "-h"]);
+    expect(help.exitCode).toBe(0);
+    expect(help.stdout.toString()).toContain("-p, --port=<num>");
+    const version = spawnSync([process.execPath, "examples/memcached/main.ts", "-V"]);
+    expect(version.stdout.toString()).toBe("memcached 1.6.18\n");
+    const bad = spawnSync([process.execPath, "examples/memcached/main.ts", "-Q"]);
+    expect(bad.exitCode).not.toBe(0);
+    expect(bad.stderr.toString()).toContain("invalid option -- 'Q'");
+    // -p with the value attached, on a real server.
+    const server = await startOurs(["-t1"]);
+    await waitForPort(server.port);
+    const a = await exchange(server.port, b("version\r\n"), { until: b("\r\n") });
+    expect(dec.decode(a.bytes)).toBe("VERSION 1.6.18\r\n");
+    await server.stop();
+  }, 60_000);
+});

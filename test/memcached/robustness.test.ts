@@ -1,0 +1,134 @@
+/**
+ * Bad input against the real server (2 shards): garbage, half a command and a hang, a
+ * pipelined flood from a client that does not read, a huge multiget line, more connections
+ * than -c, and memory under a set flood. In every case the server keeps running, its memory
+ * stays bounded (item memory within -m), and another client is served correctly throughout.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import net from "node:net";
+import { readFileSync } from "node:fs";
+import { b, dec, exchange, startOurs, type ServerProcess } from "./lib/harness.ts";
+
+let server: ServerProcess;
+
+beforeAll(async () => {
+  server = await startOurs(["-t", "2", "-m", "32", "-c", "64"]);
+}, 60_000);
+
+afterAll(async () => {
+  await server?.stop();
+}, 30_000);
+
+/** Resident memory of the server process, in MiB. */
+function rssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
+}
+
+/** A well-behaved client that checks set/get round trips while something else misbehaves. */
+async function healthy(port: number): Promise<void> {
+  const key = `healthy${Math.floor(Math.random() * 1e9)}`;
+  const a = await exchange(port, b(`set ${key} 0 0 5\r\nhello\r\nget ${key}\r\n`), { until: b("END\r\n"), idleMs: 3000 });
+  expect(dec.decode(a.bytes)).toBe(`STORED\r\nVALUE ${key} 0 5\r\nhello\r\nEND\r\n`);
+}
+
+function connectRaw(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1", () => resolve(s));
+    s.once("error", reject);
+  });
+}
+
+describe("bad input", () => {
+  test("random binary garbage: that connection closes, the server and others go on", async () => {
+    for (let i = 0; i < 20; i++) {
+      const junk = new Uint8Array(4096);
+      crypto.getRandomValues(junk);
+      if (i % 2 === 0) junk[0] = 0x80; // binary protocol with a garbage header
+      const a = await exchange(server.port, junk, { idleMs: 300 });
+      expect(a.bytes.length).toBeLessThan(1 << 20);
+    }
+    await healthy(server.port);
+  }, 60_000);
+
+  test("half a command, then silence: nothing is answered, others are served", async () => {
+    const s = await connectRaw(server.port);
+    let got = "";
+    s.on("data", (d) => (got += d.toString("latin1")));
+    s.write("set halfway 0 0 100\r\nonly part of the value");
+    s.write("get half");
+    await Bun.sleep(300);
+    await healthy(server.port);
+    expect(got).toBe("");
+    s.destroy();
+  });
+
+  test("a pipelined flood from a client that never reads: bounded memory, others unaffected", async () => {
+    const before = rssMiB(server.proc.pid);
+    const s = await connectRaw(server.port);
+    s.on("error", () => {});
+    s.pause();
+    const chunk = Buffer.from("get flood:key\r\n".repeat(4096));
+    let written = 0;
+    const deadline = Date.now() + 3000;
+    while (Date.now() < deadline) {
+      if (!s.write(chunk)) await new Promise<void>((r) => setTimeout(r, 5));
+      written += chunk.length;
+      if (written > 256 * 1024 * 1024) break;
+    }
+    await healthy(server.port);
+    const grown = rssMiB(server.proc.pid) - before;
+    expect(grown).toBeLessThan(64);
+    s.destroy();
+    await healthy(server.port);
+  }, 60_000);
+
+  test("a multiget line without end: buffered up to a limit, then the connection closes", async () => {
+    const s = await connectRaw(server.port);
+    let closed = false;
+    s.on("close", () => (closed = true));
+    s.on("error", () => {});
+    s.write("get ");
+    const keys = Buffer.from("k ".repeat(64 * 1024));
+    for (let i = 0; i < 300 && !closed; i++) {
+      if (!s.write(keys)) await new Promise<void>((r) => setTimeout(r, 2));
+    }
+    await Bun.sleep(200);
+    expect(closed).toBe(true);
+    await healthy(server.port);
+  }, 60_000);
+
+  test("more connections than -c: the extra ones get stock's error", async () => {
+    const socks: net.Socket[] = [];
+    const answers: string[] = [];
+    for (let i = 0; i < 80; i++) {
+      const s = await connectRaw(server.port);
+      s.on("data", (d) => answers.push(d.toString()));
+      s.on("error", () => {});
+      socks.push(s);
+    }
+    await Bun.sleep(200);
+    expect(answers.filter((a) => a === "ERROR Too many open connections\r\n").length).toBeGreaterThan(0);
+    for (const s of socks) s.destroy();
+    await Bun.sleep(100);
+    await healthy(server.port);
+  }, 30_000);
+
+  test("a set flood far beyond -m keeps item memory within -m", async () => {
+    const base = rssMiB(server.proc.pid);
+    const value = "x".repeat(4000);
+    for (let round = 0; round < 8; round++) {
+      let req = "";
+      for (let i = 0; i < 4000; i++) req += `set fill:${round}:${i} 0 0 4000 noreply\r\n${value}\r\n`;
+      await exchange(server.port, b(req + "mn\r\n"), { until: b("MN\r\n"), idleMs: 5000 });
+    }
+    const a = await exchange(server.port, b("stats\r\n"), { until: b("END\r\n") });
+    const bytes = Number(/STAT bytes (\d+)/.exec(dec.decode(a.bytes))![1]);
+    const limit = Number(/STAT limit_maxbytes (\d+)/.exec(dec.decode(a.bytes))![1]);
+    expect(bytes).toBeLessThanOrEqual(limit);
+    expect(Number(/STAT evictions (\d+)/.exec(dec.decode(a.bytes))![1])).toBeGreaterThan(0);
+    // 128 MB were stored into 32 MB: the process grows by the item memory, not by what was sent.
+    expect(rssMiB(server.proc.pid) - base).toBeLessThan(32 + 40);
+    await healthy(server.port);
+  }, 120_000);
+});

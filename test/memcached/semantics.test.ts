@@ -1,0 +1,255 @@
+/**
+ * Cache semantics with a controllable clock (in process): expiry (relative, absolute,
+ * negative, the 30-day boundary), touch/gat, delayed flush_all, eviction under -m in LRU order
+ * with the second chance for fetched items, memory that moves between slab classes, items up to
+ * -I, CAS changing on every modification, incr/decr wrap rules, and stock's counter names and
+ * counting rules in `stats`.
+ */
+import { describe, expect, test } from "bun:test";
+import { ManualClock, REALTIME_MAXDELTA } from "../../examples/memcached/clock.ts";
+import { Engine } from "../../examples/memcached/engine.ts";
+import { Session } from "../../examples/memcached/session.ts";
+import { b, dec, stockLikeSettings } from "./lib/harness.ts";
+import type { Settings } from "../../examples/memcached/settings.ts";
+
+function setup(over: Partial<Settings> = {}) {
+  const clock = new ManualClock();
+  const engine = new Engine(stockLikeSettings(over), { clock, memory: "js" });
+  const session = new Session(engine);
+  const run = (text: string): string => {
+    session.feed(b(text));
+    const r = dec.decode(session.out.bytes());
+    session.out.reset();
+    return r;
+  };
+  const stats = (): Record<string, string> => {
+    const out: Record<string, string> = {};
+    for (const line of run("stats\r\n").split("\r\n")) {
+      const m = /^STAT (\S+) (.*)$/.exec(line);
+      if (m) out[m[1]!] = m[2]!;
+    }
+    return out;
+  };
+  return { clock, engine, run, stats, close: () => engine.close() };
+}
+
+const value = (n: number, c = "v"): string => c.repeat(n);
+
+describe("expiry", () => {
+  test("relative exptime: alive until the second it names", () => {
+    const t = setup();
+    expect(t.run("set a 0 10 1\r\nx\r\n")).toBe("STORED\r\n");
+    t.clock.advance(9);
+    expect(t.run("get a\r\n")).toBe("VALUE a 0 1\r\nx\r\nEND\r\n");
+    t.clock.advance(1);
+    expect(t.run("get a\r\n")).toBe("END\r\n");
+    expect(t.stats().get_expired).toBe("1");
+    t.close();
+  });
+
+  test("0 never expires; negative expires at once", () => {
+    const t = setup();
+    t.run("set a 0 0 1\r\nx\r\nset b 0 -1 1\r\ny\r\n");
+    t.clock.advance(REALTIME_MAXDELTA * 3);
+    expect(t.run("get a b\r\n")).toBe("VALUE a 0 1\r\nx\r\nEND\r\n");
+    t.close();
+  });
+
+  test("up to 30 days is relative, beyond that an absolute Unix time", () => {
+    const t = setup();
+    const unixNow = t.clock.unixNow();
+    t.run(`set rel 0 ${REALTIME_MAXDELTA} 1\r\nx\r\nset abs 0 ${unixNow + 100} 1\r\ny\r\nset past 0 ${REALTIME_MAXDELTA + 1} 1\r\nz\r\n`);
+    expect(t.run("get past\r\n")).toBe("END\r\n");
+    t.clock.advance(99);
+    expect(t.run("get abs\r\n")).toBe("VALUE abs 0 1\r\ny\r\nEND\r\n");
+    t.clock.advance(1);
+    expect(t.run("get abs\r\n")).toBe("END\r\n");
+    t.clock.advance(REALTIME_MAXDELTA - 101);
+    expect(t.run("get rel\r\n")).toBe("VALUE rel 0 1\r\nx\r\nEND\r\n");
+    t.clock.advance(1);
+    expect(t.run("get rel\r\n")).toBe("END\r\n");
+    t.close();
+  });
+
+  test("touch and gat move the deadline; mg t reports the remaining time", () => {
+    const t = setup();
+    t.run("set a 0 10 1\r\nx\r\n");
+    t.clock.advance(8);
+    expect(t.run("touch a 10\r\n")).toBe("TOUCHED\r\n");
+    t.clock.advance(8);
+    expect(t.run("mg a t v\r\n")).toBe("VA 1 t2\r\nx\r\n");
+    expect(t.run("gat 100 a\r\n")).toBe("VALUE a 0 1\r\nx\r\nEND\r\n");
+    t.clock.advance(50);
+    expect(t.run("mg a t\r\n")).toBe("HD t50\r\n");
+    const s = t.stats();
+    expect(s.cmd_touch).toBe("2");
+    expect(s.touch_hits).toBe("2");
+    t.close();
+  });
+
+  test("the crawler frees expired items without a get", () => {
+    const t = setup();
+    for (let i = 0; i < 100; i++) t.run(`set k${i} 0 5 3\r\nabc\r\n`);
+    t.run("set keep 0 0 1\r\nx\r\n");
+    expect(t.stats().curr_items).toBe("101");
+    t.clock.advance(6);
+    t.engine.store.crawl(10_000);
+    const s = t.stats();
+    expect(s.curr_items).toBe("1");
+    expect(s.reclaimed).toBe("100");
+    expect(s.expired_unfetched).toBe("100");
+    t.close();
+  });
+});
+
+describe("flush_all", () => {
+  test("immediate: everything stored before is gone, later sets survive", () => {
+    const t = setup();
+    t.run("set a 0 0 1\r\nx\r\n");
+    expect(t.run("flush_all\r\n")).toBe("OK\r\n");
+    t.run("set b 0 0 1\r\ny\r\n");
+    expect(t.run("get a b\r\n")).toBe("VALUE b 0 1\r\ny\r\nEND\r\n");
+    expect(t.stats().get_flushed).toBe("1");
+    t.close();
+  });
+
+  test("delayed: items live until the deadline, then everything set before it goes", () => {
+    const t = setup();
+    t.run("set a 0 0 1\r\nx\r\n");
+    expect(t.run("flush_all 10\r\n")).toBe("OK\r\n");
+    t.clock.advance(5);
+    t.run("set b 0 0 1\r\ny\r\n");
+    expect(t.run("get a b\r\n")).toBe("VALUE a 0 1\r\nx\r\nVALUE b 0 1\r\ny\r\nEND\r\n");
+    t.clock.advance(5);
+    expect(t.run("get a b\r\n")).toBe("END\r\n");
+    t.clock.advance(1);
+    t.run("set c 0 0 1\r\nz\r\n");
+    expect(t.run("get c\r\n")).toBe("VALUE c 0 1\r\nz\r\nEND\r\n");
+    t.close();
+  });
+
+  test("noreply and -F", () => {
+    const t = setup({ flushEnabled: false });
+    expect(t.run("flush_all\r\n")).toBe("CLIENT_ERROR flush_all not allowed\r\n");
+    expect(t.run("flush_all noreply\r\n")).toBe("");
+    expect(t.stats().cmd_flush).toBe("2");
+    t.close();
+  });
+});
+
+describe("memory limit and eviction", () => {
+  test("the LRU tail goes first; stats count evictions", () => {
+    const t = setup({ maxBytes: 2 * 1024 * 1024, itemSizeMax: 1024 * 1024 });
+    const v = value(1000);
+    let n = 0;
+    for (; n < 5000; n++) t.run(`set key${n} 0 0 1000\r\n${v}\r\n`);
+    const s = t.stats();
+    expect(Number(s.evictions)).toBeGreaterThan(0);
+    expect(Number(s.curr_items)).toBeLessThan(2100);
+    expect(t.run(`get key0\r\n`)).toBe("END\r\n");
+    expect(t.run(`get key${n - 1}\r\n`)).toBe(`VALUE key${n - 1} 0 1000\r\n${v}\r\nEND\r\n`);
+    expect(Number(s.bytes)).toBeLessThanOrEqual(2 * 1024 * 1024);
+    t.close();
+  });
+
+  test("items fetched twice get a second chance", () => {
+    const t = setup({ maxBytes: 2 * 1024 * 1024, itemSizeMax: 1024 * 1024 });
+    const v = value(1000);
+    t.run(`set hot 0 0 1000\r\n${v}\r\n`);
+    t.run("get hot\r\nget hot\r\n");
+    for (let n = 0; n < 3000; n++) t.run(`set key${n} 0 0 1000\r\n${v}\r\n`);
+    expect(t.run("mg hot s\r\n")).toBe("HD s1000\r\n");
+    expect(t.run("get key0\r\n")).toBe("END\r\n");
+    t.close();
+  });
+
+  test("-M: out of memory instead of evicting", () => {
+    const t = setup({ maxBytes: 2 * 1024 * 1024, itemSizeMax: 1024 * 1024, evictToFree: false });
+    const v = value(1000);
+    let answer = "";
+    for (let n = 0; n < 5000 && !answer.startsWith("SERVER_ERROR"); n++) answer = t.run(`set key${n} 0 0 1000\r\n${v}\r\n`);
+    expect(answer).toBe("SERVER_ERROR out of memory storing object\r\n");
+    expect(t.run("get key0\r\n")).toBe(`VALUE key0 0 1000\r\n${v}\r\nEND\r\n`);
+    expect(Number(t.stats().store_no_memory)).toBeGreaterThan(0);
+    t.close();
+  });
+
+  test("memory moves to the slab class that needs it", () => {
+    const t = setup({ maxBytes: 4 * 1024 * 1024, itemSizeMax: 1024 * 1024 });
+    const small = value(50);
+    for (let n = 0; n < 60_000; n++) t.run(`set s${n} 0 0 50\r\n${small}\r\n`);
+    const big = value(20_000);
+    for (let n = 0; n < 200; n++) expect(t.run(`set b${n} 0 0 20000\r\n${big}\r\n`)).toBe("STORED\r\n");
+    expect(t.run("get b199\r\n")).toBe(`VALUE b199 0 20000\r\n${big}\r\nEND\r\n`);
+    const s = t.stats();
+    expect(Number(s.slabs_moved) + Number(s.slab_reassign_evictions_nomem)).toBeGreaterThan(0);
+    t.close();
+  });
+
+  test("items up to -I, in whole pages when larger than a chunk", () => {
+    const t = setup({ maxBytes: 8 * 1024 * 1024, itemSizeMax: 2 * 1024 * 1024 });
+    const v = value(1_500_000, "q");
+    expect(t.run(`set huge 0 0 1500000\r\n${v}\r\n`)).toBe("STORED\r\n");
+    expect(t.run("get huge\r\n")).toBe(`VALUE huge 0 1500000\r\n${v}\r\nEND\r\n`);
+    for (let i = 0; i < 10; i++) expect(t.run(`set huge${i} 0 0 1500000\r\n${v}\r\n`)).toBe("STORED\r\n");
+    expect(t.run("get huge9\r\n")).toBe(`VALUE huge9 0 1500000\r\n${v}\r\nEND\r\n`);
+    expect(t.run(`set over 0 0 2100000\r\n${value(2_100_000)}\r\n`)).toBe("SERVER_ERROR object too large for cache\r\n");
+    t.close();
+  });
+});
+
+describe("CAS, incr/decr, counters", () => {
+  test("CAS changes on every modification", () => {
+    const t = setup();
+    const cas = (): string => /VALUE a \d+ \d+ (\d+)/.exec(t.run("gets a\r\n"))![1]!;
+    t.run("set a 0 0 1\r\n1\r\n");
+    const seen = new Set([cas()]);
+    for (const cmd of ["set a 0 0 1\r\n2\r\n", "append a 0 0 1\r\n3\r\n", "prepend a 0 0 1\r\n4\r\n", "incr a 1\r\n", "decr a 1\r\n", "touch a 100\r\n", "replace a 0 0 1\r\n5\r\n"]) {
+      t.run(cmd);
+      seen.add(cas());
+    }
+    // touch does not change the value, and keeps the CAS, as in stock.
+    expect(seen.size).toBe(7);
+    t.close();
+  });
+
+  test("incr wraps at 2^64, decr stops at 0, in place when it fits", () => {
+    const t = setup();
+    t.run("set n 0 0 20\r\n18446744073709551614\r\n");
+    expect(t.run("incr n 3\r\n")).toBe("1\r\n");
+    expect(t.run("get n\r\n")).toBe("VALUE n 0 20\r\n1                   \r\nEND\r\n");
+    expect(t.run("decr n 5\r\n")).toBe("0\r\n");
+    t.close();
+  });
+
+  test("stats counting rules: per key for multigets, hits and misses, cas results", () => {
+    const t = setup();
+    t.run("set a 0 0 1\r\nx\r\nset b 0 0 1\r\ny\r\n");
+    t.run("get a b c d\r\n");
+    t.run("gets a\r\ncas a 0 0 1 99999\r\nz\r\ncas zz 0 0 1 1\r\nz\r\n");
+    t.run("delete a\r\ndelete a\r\nincr b 1\r\nincr q 1\r\ndecr q 1\r\n");
+    const s = t.stats();
+    expect([s.cmd_get, s.get_hits, s.get_misses]).toEqual(["5", "3", "2"]);
+    expect([s.cmd_set, s.cas_badval, s.cas_misses, s.cas_hits]).toEqual(["4", "1", "1", "0"]);
+    expect([s.delete_hits, s.delete_misses]).toEqual(["1", "1"]);
+    expect([s.incr_misses, s.incr_hits, s.decr_misses]).toEqual(["1", "0", "1"]);
+    expect([s.curr_items, s.total_items]).toEqual(["1", "2"]);
+    expect(t.run("stats reset\r\n")).toBe("RESET\r\n");
+    expect(t.stats().cmd_get).toBe("0");
+    expect(t.stats().curr_items).toBe("1");
+    t.close();
+  });
+
+  test("stats items / slabs / settings use stock's names", () => {
+    const t = setup();
+    t.run("set a 0 0 1\r\nx\r\n");
+    expect(t.run("stats items\r\n")).toContain("STAT items:1:number 1\r\nSTAT items:1:age 0\r\nSTAT items:1:mem_requested 61\r\n");
+    expect(t.run("stats slabs\r\n")).toContain("STAT 1:chunk_size 96\r\nSTAT 1:chunks_per_page 10922\r\nSTAT 1:total_pages 1\r\n");
+    const settings = t.run("stats settings\r\n");
+    for (const k of ["maxbytes 67108864", "maxconns 1024", "item_size_max 1048576", "growth_factor 1.25", "cas_enabled yes", "evictions on"]) {
+      expect(settings).toContain(`STAT ${k}\r\n`);
+    }
+    expect(t.stats().bytes).toBe("61");
+    t.close();
+  });
+});

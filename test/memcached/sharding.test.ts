@@ -1,0 +1,112 @@
+/**
+ * Behaviour that only exists with several shards: keys spread over the shards and each is
+ * found from any connection; multigets that span shards keep the key order; commands for the
+ * whole server (flush_all, stats, stats reset, detail, verbosity) act on every shard, over text
+ * and binary; and the order of one connection's commands holds across shards.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { b, dec, exchange, startOurs, type ServerProcess } from "./lib/harness.ts";
+import { binRequest, parseResponses } from "./lib/binproto.ts";
+
+let server: ServerProcess;
+
+beforeAll(async () => {
+  server = await startOurs(["-t", "3"]);
+}, 60_000);
+
+afterAll(async () => {
+  await server?.stop();
+}, 30_000);
+
+async function text(req: string, until = "END\r\n"): Promise<string> {
+  const a = await exchange(server.port, b(req), { until: b(until), idleMs: 3000 });
+  return dec.decode(a.bytes);
+}
+
+function stat(stats: string, name: string): number {
+  return Number(new RegExp(`STAT ${name} (\\d+)`).exec(stats)![1]);
+}
+
+describe("several shards", () => {
+  test("keys are spread over the shards and reachable from every connection", async () => {
+    let req = "";
+    for (let i = 0; i < 300; i++) req += `set spread${i} 0 0 ${String(i).length}\r\n${i}\r\n`;
+    await text(req + "mn\r\n", "MN\r\n");
+    const items = await text("stats items\r\n");
+    // Every shard stores some: the merged count is all of them.
+    expect(stat(items, "items:1:number")).toBe(300);
+    for (let c = 0; c < 6; c++) {
+      const i = (c * 53) % 300;
+      expect(await text(`get spread${i}\r\n`)).toBe(`VALUE spread${i} 0 ${String(i).length}\r\n${i}\r\nEND\r\n`);
+    }
+  });
+
+  test("a multiget across shards answers in key order", async () => {
+    const keys = Array.from({ length: 50 }, (_, i) => `spread${(i * 7) % 300}`);
+    keys.splice(10, 0, "missing-key");
+    const answer = await text(`get ${keys.join(" ")}\r\n`);
+    const expected = keys.filter((k) => k !== "missing-key").map((k) => {
+      const v = k.slice(6);
+      return `VALUE ${k} 0 ${v.length}\r\n${v}\r\n`;
+    });
+    expect(answer).toBe(expected.join("") + "END\r\n");
+  });
+
+  test("one connection's commands stay in order across shards", async () => {
+    let req = "";
+    let expected = "";
+    for (let i = 0; i < 200; i++) {
+      req += `set order${i} 0 0 1\r\n${i % 10}\r\nincr order${i} 5\r\nget order${i}\r\ndelete order${i}\r\n`;
+      const v = String((i % 10) + 5);
+      expected += `STORED\r\n${v}\r\nVALUE order${i} 0 ${v.length}\r\n${v}\r\nEND\r\nDELETED\r\n`;
+    }
+    expect(await text(req + "mn\r\n", "MN\r\n")).toBe(expected + "MN\r\n");
+  });
+
+  test("stats sums every shard; stats reset resets every shard", async () => {
+    await text("stats reset\r\n", "RESET\r\n");
+    let req = "";
+    for (let i = 0; i < 90; i++) req += `get spread${i} nothere${i}\r\n`;
+    await text(req + "mn\r\n", "MN\r\n");
+    const s = await text("stats\r\n");
+    expect(stat(s, "cmd_get")).toBe(180);
+    expect(stat(s, "get_hits")).toBe(90);
+    expect(stat(s, "get_misses")).toBe(90);
+    expect(stat(s, "threads")).toBe(3);
+    await text("stats reset\r\n", "RESET\r\n");
+    expect(stat(await text("stats\r\n"), "cmd_get")).toBe(0);
+  });
+
+  test("binary stats sum every shard too", async () => {
+    const a = await exchange(server.port, binRequest(0x10, { opaque: 42 }), { idleMs: 500 });
+    const packets = parseResponses(a.bytes);
+    const items = packets.find((p) => p.key === "curr_items");
+    expect(Number(new TextDecoder().decode(items!.value))).toBeGreaterThanOrEqual(300);
+    expect(packets.every((p) => p.opaque === 42 && p.opcode === 0x10)).toBe(true);
+    expect(packets.at(-1)!.key).toBe("");
+  });
+
+  test("stats detail dump merges the prefixes of every shard", async () => {
+    await text("stats detail on\r\n", "OK\r\n");
+    let req = "";
+    for (let i = 0; i < 40; i++) req += `set user:${i} 0 0 1\r\nx\r\nget user:${i} user:miss${i}\r\n`;
+    await text(req + "mn\r\n", "MN\r\n");
+    const dump = await text("stats detail dump\r\n");
+    expect(dump).toBe("PREFIX user get 80 hit 40 set 40 del 0\r\nEND\r\n");
+    await text("stats detail off\r\n", "OK\r\n");
+  });
+
+  test("flush_all empties every shard, in order with the commands around it", async () => {
+    const answer = await text("set f1 0 0 1\r\na\r\nset f2 0 0 1\r\nb\r\nflush_all\r\nget f1 f2 spread1 spread2\r\nset f3 0 0 1\r\nc\r\nget f3\r\n");
+    expect(answer).toBe("STORED\r\nSTORED\r\nOK\r\nEND\r\nSTORED\r\nVALUE f3 0 1\r\nc\r\nEND\r\n");
+    expect(stat(await text("stats\r\n"), "cmd_flush")).toBe(1);
+  });
+
+  test("verbosity and cache_memlimit reach every shard", async () => {
+    expect(await text("verbosity 1\r\n", "OK\r\n")).toBe("OK\r\n");
+    expect(await text("stats settings\r\n")).toContain("STAT verbosity 1\r\n");
+    expect(await text("verbosity 0\r\n", "OK\r\n")).toBe("OK\r\n");
+    expect(await text("cache_memlimit 48\r\n", "OK\r\n")).toBe("OK\r\n");
+    expect(await text("stats\r\n")).toContain("STAT limit_maxbytes 50331648\r\n");
+  });
+});

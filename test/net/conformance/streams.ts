@@ -1,0 +1,589 @@
+/**
+ * Conformance: stream connections (TCP over IPv4 and IPv6, Unix sockets). Behaviour every
+ * stack must show: echo and addresses, read/readExactly/consume/tryRead semantics, EOF,
+ * half-close, back-pressure, close and reset, ECONNREFUSED, abortAccept, limits and timeouts.
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { AbortError, ClosedError, InvalidArgumentError, SystemError } from "../../../src/core/errors.ts";
+import { NativeBuffer, allocateAlignedBuffer } from "../../../src/core/buffers.ts";
+import { UnexpectedEofError } from "../../../src/net/errors.ts";
+import { CONSUME_ALL, needBytes, type Connection } from "../../../src/net/types.ts";
+import { formatAddress } from "../../../src/net/address.ts";
+import { crc, drain, echo, expectQuiescent, expectSystemError, fillRandom, loopback, readBytes, serveWith, until, rejection, type StackUnderTest } from "./harness.ts";
+
+const text = (v: Uint8Array | null) => (v === null ? null : new TextDecoder().decode(v));
+
+export function streamConformance(s: StackUnderTest): void {
+  const stack = s.stack;
+
+  for (const family of s.families) {
+    describe(`${s.name} ${family} streams`, () => {
+      test("echo round trip; addresses name both ends", async () => {
+        const l = stack.listen(loopback(family));
+        const served = serveWith(l, echo);
+        const c = await stack.connect(l.localAddress);
+        expect(c.remoteAddress.family).toBe(family);
+        expect(c.localAddress.family).toBe(family);
+        if (family !== "unix") {
+          expect(c.remoteAddress).toEqual(l.localAddress);
+          expect((l.localAddress as { port: number }).port).toBeGreaterThan(0);
+        } else {
+          expect(existsSync((l.localAddress as { path: string }).path)).toBe(true);
+        }
+        await c.output.write("ping");
+        expect(text(await c.input.readExactly(4))).toBe("ping");
+        await c.output.writev([new TextEncoder().encode("a"), "bc", new Uint8Array([100])]);
+        expect(text(await c.input.readExactly(4))).toBe("abcd");
+        await c.close();
+        await l.close();
+        await served;
+        if (family === "unix") expect(existsSync((l.localAddress as { path: string }).path)).toBe(false);
+        await expectQuiescent(stack);
+      });
+
+      test("half-close: the server answers everything it received after the client's FIN", async () => {
+        const l = stack.listen(loopback(family));
+        const served = serveWith(l, async (c) => {
+          // Read to EOF first, then answer with the byte count and checksum, then close.
+          const { bytes, crc: sum } = await drain(c);
+          await c.output.write(`${bytes} ${sum}`);
+          await c.close();
+        });
+        const c = await stack.connect(l.localAddress);
+        const data = new Uint8Array(300_000);
+        fillRandom(data, 7);
+        await c.output.write(data);
+        await c.shutdownOutput();
+        expect(await rejection(c.output.write("more"))).toBeInstanceOf(ClosedError);
+        const answer = text(await c.input.read());
+        expect(answer).toBe(`${data.length} ${crc(data)}`);
+        expect(await c.input.read()).toBeNull();
+        expect(c.input.ended).toBe(true);
+        await c.close();
+        await l.close();
+        await served;
+        await expectQuiescent(stack);
+      });
+
+      test("connection is released once output is closed and the end of input was read", async () => {
+        const l = stack.listen(loopback(family));
+        const accepted = l.accept();
+        const c = await stack.connect(l.localAddress);
+        const srv = await accepted;
+        await srv.output.close(); // FIN to the client
+        expect(await c.input.read()).toBeNull();
+        await c.output.close(); // FIN to the server: the client side is now done
+        expect(await srv.input.read()).toBeNull();
+        await until(() => stack.stats().connectionsOpen === 0, 2000, "both ends to release");
+        expect(c.closed).toBe(true);
+        expect(srv.closed).toBe(true);
+        await c.close();
+        await srv.close();
+        await l.close();
+        await expectQuiescent(stack);
+      });
+    });
+  }
+
+  describe(`${s.name} stream reads`, () => {
+    async function pair(): Promise<{ client: Connection; server: Connection; done: () => Promise<void> }> {
+      const l = stack.listen("127.0.0.1:0");
+      const accepted = l.accept();
+      const client = await stack.connect(l.localAddress);
+      const server = await accepted;
+      return {
+        client,
+        server,
+        done: async () => {
+          await client.close();
+          await server.close();
+          await l.close();
+          await expectQuiescent(stack);
+        },
+      };
+    }
+
+    test("readExactly spans receive buffers, EOF mid-way is UnexpectedEofError, EOF before is null", async () => {
+      const { client, server, done } = await pair();
+      const big = new Uint8Array(s.recvBufferSize * 3 + 17);
+      fillRandom(big, 3);
+      await client.output.write(big);
+      const got = await readBytes(server, big.length);
+      expect(crc(got)).toBe(crc(big));
+      await client.output.write("abc");
+      await client.output.close();
+      const err = await server.input.readExactly(5).catch((e) => e);
+      expect(err).toBeInstanceOf(UnexpectedEofError);
+      expect((err as UnexpectedEofError).received).toBe(3);
+      await done();
+      const { client: c2, server: s2, done: done2 } = await pair();
+      await c2.output.close();
+      expect(await s2.input.readExactly(4)).toBeNull();
+      expect(await s2.input.read()).toBeNull();
+      await done2();
+    });
+
+    test("tryRead returns undefined when empty, data when buffered, null at end", async () => {
+      const { client, server, done } = await pair();
+      expect(server.input.tryRead()).toBeUndefined();
+      await client.output.write("xyz");
+      await until(() => server.input.buffered === 3, 2000, "data to arrive");
+      expect(text(server.input.tryRead()!)).toBe("xyz");
+      await client.output.close();
+      await until(() => server.input.tryRead() === null, 2000, "end of stream");
+      await done();
+    });
+
+    test("consume feeds a zero-copy parser; needBytes assembles across buffers; leftovers stay readable", async () => {
+      const { client, server, done } = await pair();
+      // Length-prefixed frames: u32 length, then payload. Parse two frames, then stop.
+      const frames = [new Uint8Array(10).fill(1), new Uint8Array(s.recvBufferSize + 100).fill(2)];
+      const wire: Uint8Array[] = [];
+      for (const f of frames) {
+        const h = new Uint8Array(4);
+        new DataView(h.buffer).setUint32(0, f.length);
+        wire.push(h, f);
+      }
+      wire.push(new TextEncoder().encode("tail"));
+      await client.output.writev(wire);
+      const seen: number[] = [];
+      let sawAssembled = false;
+      const parser = (v: Uint8Array): number => {
+        if (v.length < 4) return needBytes(4);
+        const len = new DataView(v.buffer, v.byteOffset).getUint32(0);
+        if (v.length < 4 + len) {
+          return needBytes(4 + len);
+        }
+        if (len > s.recvBufferSize) sawAssembled = true;
+        expect(v[4]).toBe(seen.length + 1);
+        expect(v[4 + len - 1]).toBe(seen.length + 1);
+        seen.push(len);
+        return seen.length === 2 ? 4 + len : 4 + len === v.length ? CONSUME_ALL : 4 + len;
+      };
+      // The parser stops after each frame that does not end its view; call until both frames are seen.
+      while (seen.length < 2) expect(await server.input.consume(parser)).toBe(true);
+      expect(seen).toEqual([10, s.recvBufferSize + 100]);
+      expect(sawAssembled).toBe(true);
+      expect(text(await server.input.readExactly(4))).toBe("tail");
+      await client.output.close();
+      expect(await server.input.consume(() => CONSUME_ALL)).toBe(false);
+      expect(await server.input.consume(() => 99)).toBe(false);
+      await done();
+    });
+
+    test("consume rejects parser results that make no sense", async () => {
+      const { client, server, done } = await pair();
+      await client.output.write("hello");
+      expect(await rejection(server.input.consume((v) => v.length + 1))).toBeInstanceOf(InvalidArgumentError);
+      expect(await rejection(server.input.consume(() => needBytes(1)))).toBeInstanceOf(InvalidArgumentError);
+      expect(await rejection(server.input.consume(() => 1.5))).toBeInstanceOf(InvalidArgumentError);
+      await done();
+    });
+
+    test("one read at a time; a signal aborts a pending read; the for-await iterator ends at EOF", async () => {
+      const { client, server, done } = await pair();
+      const ac = new AbortController();
+      const pending = server.input.read({ signal: ac.signal });
+      expect(() => server.input.read()).toThrow(InvalidArgumentError);
+      ac.abort("stop");
+      const err = await pending.catch((e) => e);
+      expect(err).toBeInstanceOf(AbortError);
+      expect((err as AbortError).cause).toBe("stop");
+      await client.output.write("a");
+      await client.output.write("b");
+      await client.output.close();
+      let all = "";
+      for await (const v of server.input) all += text(v);
+      expect(all).toBe("ab");
+      await done();
+    });
+
+    test("a view is valid until the next read; poisoning makes a stale view fail loudly", async () => {
+      s.setPoisoning(true);
+      try {
+        const { client, server, done } = await pair();
+        await client.output.write("first");
+        const v = (await server.input.read())!;
+        expect(text(v)).toBe("first");
+        await client.output.write("second");
+        const w = (await server.input.read())!;
+        expect(text(w)).toBe("second");
+        // v's buffer went back to the stack at the second read and was poisoned.
+        expect(Array.from(v)).toEqual(new Array(5).fill(0xde));
+        await done();
+      } finally {
+        s.setPoisoning(false);
+      }
+    });
+
+    test("a received view written back is forwarded in place and stays intact until sent", async () => {
+      const { client, server, done } = await pair();
+      const data = new Uint8Array(8000);
+      fillRandom(data, 11);
+      s.setPoisoning(true);
+      try {
+        await client.output.write(data);
+        let forwarded = 0;
+        while (forwarded < data.length) {
+          const v = (await server.input.read())!;
+          void server.output.write(v); // not awaited: the next read must not poison it
+          forwarded += v.length;
+        }
+        const back = await readBytes(client, data.length);
+        expect(crc(back)).toBe(crc(data));
+      } finally {
+        s.setPoisoning(false);
+      }
+      await done();
+    });
+  });
+
+  describe(`${s.name} stream writes`, () => {
+    test("back-pressure: write waits above writeHighWater and resumes when the peer reads", async () => {
+      const l = stack.listen("127.0.0.1:0", { writeHighWater: 64 * 1024 });
+      const accepted = l.accept();
+      const c = await stack.connect(l.localAddress, { maxReadBuffered: 64 * 1024 });
+      const srv = await accepted;
+      const chunk = new Uint8Array(32 * 1024).fill(5);
+      let blocked = false;
+      let written = 0;
+      while (!blocked) {
+        const p = srv.output.write(chunk);
+        written += chunk.length;
+        blocked = (await Promise.race([p.then(() => false), Bun.sleep(50).then(() => true)])) as boolean;
+        if (written > 64 * 1024 * 1024) throw new Error("write never applied back-pressure");
+      }
+      expect(srv.output.buffered).toBeGreaterThan(64 * 1024);
+      const stats = stack.stats();
+      expect(stats.sendMemoryInUse).toBeLessThan(1024 * 1024);
+      // The client reads everything; the blocked write resolves.
+      let got = 0;
+      while (got < written) got += (await c.input.read())!.length;
+      await srv.output.flush();
+      expect(srv.output.buffered).toBe(0);
+      await c.close();
+      await srv.close();
+      await l.close();
+      await expectQuiescent(stack);
+    });
+
+    test("NativeBuffer writes are sent in place (zero-copy sends when large) and unpinned after", async () => {
+      const l = stack.listen("127.0.0.1:0");
+      const accepted = l.accept();
+      const c = await stack.connect(l.localAddress);
+      const srv = await accepted;
+      const nb: NativeBuffer = allocateAlignedBuffer(256 * 1024);
+      fillRandom(nb.bytes, 99);
+      const expected = crc(nb.bytes);
+      const small = allocateAlignedBuffer(100);
+      small.bytes.fill(7);
+      const writes = srv.output.writev([nb, small]);
+      nb.release(); // deferred while the stack holds it
+      expect(nb.isReleased).toBe(true);
+      const back = await readBytes(c, 256 * 1024 + 100);
+      expect(crc(back.subarray(0, 256 * 1024))).toBe(expected);
+      expect(back[256 * 1024 + 50]).toBe(7);
+      await writes;
+      await srv.output.flush();
+      small.release();
+      await c.close();
+      await srv.close();
+      await l.close();
+      await expectQuiescent(stack);
+    });
+
+    test("writes after close fail with ClosedError; close is idempotent; bad data is InvalidArgumentError", async () => {
+      const l = stack.listen("127.0.0.1:0");
+      const accepted = l.accept();
+      const c = await stack.connect(l.localAddress);
+      const srv = await accepted;
+      expect(() => srv.output.write(42 as never)).toThrow(InvalidArgumentError);
+      const p1 = c.close();
+      const p2 = c.close();
+      expect(p1).toBe(p2);
+      await p1;
+      expect(await rejection(c.output.write("x"))).toBeInstanceOf(ClosedError);
+      expect(await srv.input.read()).toBeNull();
+      await srv.close();
+      await l.close();
+      await expectQuiescent(stack);
+    });
+  });
+
+  describe(`${s.name} failures`, () => {
+    test("connect to a closed port fails with ECONNREFUSED (op connect)", async () => {
+      const l = stack.listen("127.0.0.1:0");
+      const addr = l.localAddress;
+      await l.close();
+      const err = await expectSystemError(stack.connect(addr), "ECONNREFUSED", "connect");
+      expect(err.message).toContain(formatAddress(addr));
+      await expectQuiescent(stack);
+    });
+
+    test("connect honours signal and timeoutMs", async () => {
+      const ac = new AbortController();
+      ac.abort("no");
+      expect(await rejection(stack.connect("127.0.0.1:1", { signal: ac.signal }))).toBeInstanceOf(AbortError);
+      // 192.0.2.0/24 (TEST-NET-1) is never routed: a SYN there goes unanswered (or fails fast).
+      const t0 = performance.now();
+      const err = await stack.connect("192.0.2.1:9", { timeoutMs: 100 }).catch((e) => e);
+      expect(err).toBeInstanceOf(SystemError);
+      expect(["ETIMEDOUT", "ENETUNREACH", "EHOSTUNREACH", "ECONNREFUSED"]).toContain((err as SystemError).code);
+      expect(performance.now() - t0).toBeLessThan(3000);
+      expect(await rejection(stack.connect("127.0.0.1:1", { timeoutMs: -1 }))).toBeInstanceOf(InvalidArgumentError);
+      await expectQuiescent(stack);
+    });
+
+    test("listen on a port in use without SO_REUSEPORT fails with EADDRINUSE (op listen)", async () => {
+      const l = stack.listen("127.0.0.1:0", { reusePort: false });
+      expect(() => stack.listen(l.localAddress, { reusePort: false })).toThrow(SystemError);
+      try {
+        stack.listen(l.localAddress, { reusePort: false });
+      } catch (e) {
+        expect((e as SystemError).code).toBe("EADDRINUSE");
+        expect((e as SystemError).op).toBe("listen");
+      }
+      await l.close();
+      expect(() => stack.listen("999.1.1.1:80")).toThrow(InvalidArgumentError);
+      expect(() => stack.listen("127.0.0.1:0", { maxConnections: 0 })).toThrow(InvalidArgumentError);
+      await expectQuiescent(stack);
+    });
+
+    test("abortAccept fails a pending accept promptly; for-await over the listener ends", async () => {
+      const l = stack.listen("127.0.0.1:0");
+      const pending = l.accept();
+      const iterated = (async () => {
+        let n = 0;
+        for await (const _ of l) n++;
+        return n;
+      })();
+      await Bun.sleep(20);
+      const t0 = performance.now();
+      l.abortAccept();
+      await expectSystemError(pending, "ECONNABORTED", "accept");
+      expect(performance.now() - t0).toBeLessThan(100);
+      expect(await iterated).toBe(0);
+      await expectSystemError(l.accept(), "ECONNABORTED", "accept");
+      // The socket no longer takes peers.
+      expect(await rejection(stack.connect(l.localAddress, { timeoutMs: 500 }))).toBeInstanceOf(SystemError);
+      await l.close();
+      await expectQuiescent(stack);
+    });
+
+    test("reset by the peer in the middle of a write: the writer gets ECONNRESET or EPIPE (op send)", async () => {
+      const l = stack.listen("127.0.0.1:0");
+      const accepted = l.accept();
+      const c = await stack.connect(l.localAddress, { maxReadBuffered: 32 * 1024 });
+      const srv = await accepted;
+      const chunk = new Uint8Array(64 * 1024).fill(1);
+      const writer = (async () => {
+        for (;;) await srv.output.write(chunk);
+      })();
+      await c.input.read(); // the stream is flowing
+      c.reset();
+      const err = await writer.catch((e) => e);
+      expect(err).toBeInstanceOf(SystemError);
+      expect(["ECONNRESET", "EPIPE"]).toContain((err as SystemError).code);
+      expect(["send", "recv"]).toContain((err as SystemError).op);
+      expect(await rejection(srv.input.read())).toBeInstanceOf(SystemError);
+      await srv.close();
+      await l.close();
+      await expectQuiescent(stack);
+    });
+
+    test("reset() drops unsent data and fails pending reads and writes at once", async () => {
+      const l = stack.listen("127.0.0.1:0");
+      const accepted = l.accept();
+      const c = await stack.connect(l.localAddress);
+      const srv = await accepted;
+      const read = c.input.read();
+      c.reset();
+      expect(await rejection(read)).toBeInstanceOf(ClosedError);
+      expect(await rejection(c.output.write("x"))).toBeInstanceOf(ClosedError);
+      expect(await rejection(srv.input.read())).toMatchObject({ code: "ECONNRESET" });
+      await srv.close();
+      await l.close();
+      await expectQuiescent(stack);
+    });
+  });
+
+  describe(`${s.name} API details`, () => {
+    test("an independent peer (node:net) half-closes; the server answers, then closes", async () => {
+      const { connect: nodeConnect } = await import("node:net");
+      const l = stack.listen("127.0.0.1:0");
+      const served = serveWith(l, async (c) => {
+        const { bytes } = await drain(c);
+        await c.output.write(`got ${bytes}`);
+        await c.close();
+      });
+      const port = (l.localAddress as { port: number }).port;
+      const answer = await new Promise<string>((resolve, reject) => {
+        const sock = nodeConnect({ host: "127.0.0.1", port, allowHalfOpen: true }, () => {
+          sock.write("x".repeat(10_000));
+          sock.end();
+        });
+        let text = "";
+        sock.on("data", (d) => (text += d.toString()));
+        sock.on("end", () => resolve(text));
+        sock.on("error", reject);
+      });
+      expect(answer).toBe("got 10000");
+      await l.close();
+      await served;
+      await expectQuiescent(stack);
+    });
+
+    test("accept honours its signal; close resets connections nobody accepted; connections counts them", async () => {
+      const l = stack.listen("127.0.0.1:0");
+      const ac = new AbortController();
+      const pending = l.accept({ signal: ac.signal });
+      ac.abort("enough");
+      expect(await rejection(pending)).toBeInstanceOf(AbortError);
+      const c = await stack.connect(l.localAddress);
+      await until(() => l.connections === 1, 2000, "the connection to be queued");
+      await l.close();
+      expect(await rejection(c.input.read())).toMatchObject({ code: "ECONNRESET" });
+      await c.close();
+      await expectQuiescent(stack);
+    });
+
+    test("acceptQueueLimit: accepting pauses while that many wait for accept()", async () => {
+      const l = stack.listen("127.0.0.1:0", { acceptQueueLimit: 2 });
+      const clients = await Promise.all(Array.from({ length: 5 }, () => stack.connect(l.localAddress)));
+      await Bun.sleep(50);
+      // Two queued, at most a few parked (accepted in the same batch); the rest stay in the kernel backlog.
+      expect(l.connections).toBeLessThanOrEqual(2);
+      const got = [];
+      for (let i = 0; i < 5; i++) got.push(await l.accept());
+      expect(got.length).toBe(5);
+      for (const x of [...got, ...clients]) await x.close();
+      await l.close();
+      await expectQuiescent(stack);
+    });
+
+    test("options: setNoDelay, setKeepAlive, localAddress binding; shutdownInput ends reads", async () => {
+      const l = stack.listen("127.0.0.1:0");
+      const accepted = l.accept();
+      const c = await stack.connect(l.localAddress, { localAddress: "127.0.0.1:0" });
+      const srv = await accepted;
+      expect(c.localAddress.family).toBe("ipv4");
+      expect(srv.remoteAddress).toEqual(c.localAddress);
+      c.setNoDelay(false);
+      c.setNoDelay();
+      c.setKeepAlive(true, { idleS: 30, intervalS: 5, count: 3 });
+      c.setKeepAlive(false);
+      expect(() => c.setKeepAlive(true, { idleS: 0 })).toThrow(InvalidArgumentError);
+      await c.output.write("dropped?");
+      await until(() => srv.input.buffered > 0, 2000, "data");
+      srv.shutdownInput();
+      expect(srv.input.buffered).toBe(0);
+      expect(await srv.input.read()).toBeNull();
+      // The other direction still works.
+      await srv.output.write("still here");
+      expect(text(await c.input.readExactly(10))).toBe("still here");
+      await c.close();
+      await srv.close();
+      await l.close();
+      expect(() => c.setNoDelay()).toThrow(ClosedError);
+      await expectQuiescent(stack);
+    });
+
+    test("connect rejects bad options and names the problem", async () => {
+      for (const bad of [{ idleTimeoutMs: -1 }, { maxReadBuffered: 0 }, { noDelay: "yes" }, { writeHighWater: 1.5 }]) {
+        expect(await rejection(stack.connect("127.0.0.1:1", bad as never))).toBeInstanceOf(InvalidArgumentError);
+      }
+      expect(await rejection(stack.connect("nonsense"))).toBeInstanceOf(InvalidArgumentError);
+    });
+  });
+
+  describe(`${s.name} limits and timeouts`, () => {
+    test("maxConnections: accepting pauses at the limit and resumes when one closes", async () => {
+      const l = stack.listen("127.0.0.1:0", { maxConnections: 2 });
+      const clients = await Promise.all([0, 1, 2].map(() => stack.connect(l.localAddress)));
+      const a = await l.accept();
+      const b = await l.accept();
+      expect(l.connections).toBe(2);
+      const third = l.accept();
+      await Bun.sleep(50);
+      expect(Bun.peek.status(third)).toBe("pending");
+      await a.close();
+      const c = await third;
+      expect(l.connections).toBe(2);
+      for (const x of [b, c, ...clients]) await x.close();
+      await l.close();
+      await expectQuiescent(stack);
+    });
+
+    test("idle timeout resets a silent peer's connection (ETIMEDOUT, op idle)", async () => {
+      const l = stack.listen("127.0.0.1:0", { idleTimeoutMs: 100 });
+      const accepted = l.accept();
+      const c = await stack.connect(l.localAddress);
+      const srv = await accepted;
+      const t0 = performance.now();
+      await expectSystemError(srv.input.read(), "ETIMEDOUT", "idle");
+      expect(performance.now() - t0).toBeGreaterThan(80);
+      expect(srv.closed).toBe(true);
+      expect(await rejection(c.input.read())).toMatchObject({ code: "ECONNRESET" });
+      expect(stack.stats().timeouts).toBeGreaterThan(0);
+      await c.close();
+      await l.close();
+      await expectQuiescent(stack);
+    });
+
+    test("read timeout fails a read that waits too long (ETIMEDOUT, op read); traffic keeps it alive", async () => {
+      const l = stack.listen("127.0.0.1:0", { readTimeoutMs: 150 });
+      const accepted = l.accept();
+      const c = await stack.connect(l.localAddress);
+      const srv = await accepted;
+      for (let i = 0; i < 4; i++) {
+        setTimeout(() => void c.output.write("k"), 60);
+        expect(text(await srv.input.read())).toBe("k");
+      }
+      await expectSystemError(srv.input.read(), "ETIMEDOUT", "read");
+      await c.close();
+      await l.close();
+      await expectQuiescent(stack);
+    });
+
+    test("a client that stops reading: bounded memory on both ends, other clients unaffected", async () => {
+      const highWater = 128 * 1024;
+      const maxRead = 64 * 1024;
+      const l = stack.listen("127.0.0.1:0", { writeHighWater: highWater, maxReadBuffered: maxRead });
+      const served = serveWith(l, echo);
+      const stuck = await stack.connect(l.localAddress, { maxReadBuffered: maxRead, writeHighWater: highWater });
+      const chunk = new Uint8Array(64 * 1024).fill(9);
+      // Push until the writes stall: the echo server is blocked on its own output.
+      let pushed = 0;
+      for (;;) {
+        const p = stuck.output.write(chunk);
+        pushed += chunk.length;
+        const stalled = await Promise.race([p.then(() => false), Bun.sleep(100).then(() => true)]);
+        if (stalled) break;
+        if (pushed > 256 * 1024 * 1024) throw new Error("no back-pressure");
+      }
+      const stats = stack.stats();
+      // Held receive buffers: both inputs' bounds (each may run one buffer past it), what the
+      // echo server forwards in place (bounded by its output's high water), a lease and slack.
+      const perInput = Math.ceil(maxRead / s.recvBufferSize) + 1;
+      const forwarded = Math.ceil(highWater / s.recvBufferSize) + 2;
+      expect(stats.recvBuffersHeld).toBeLessThanOrEqual(2 * perInput + forwarded + 4);
+      // Send memory: the server's blocked output plus the client's, each bounded by highWater + a chunk.
+      expect(stats.sendMemoryInUse).toBeLessThanOrEqual(2 * (highWater + 2 * chunk.length) + 64 * 1024);
+      expect(stats.recvPauses).toBeGreaterThan(0);
+      // Another client still gets prompt echoes.
+      const other = await stack.connect(l.localAddress);
+      for (let i = 0; i < 20; i++) {
+        const t0 = performance.now();
+        await other.output.write("hi");
+        expect(text(await other.input.readExactly(2))).toBe("hi");
+        expect(performance.now() - t0).toBeLessThan(200);
+      }
+      await other.close();
+      stuck.reset();
+      await l.close();
+      await served;
+      await expectQuiescent(stack);
+    });
+  });
+}

@@ -1,0 +1,64 @@
+// Posix stack specifics: large NativeBuffer writes leave with IORING_OP_SEND_ZC (no kernel copy
+// where the device allows) and stay pinned until the kernel's notification; socket options
+// reach the kernel (accepted sockets inherit TCP_NODELAY from the listener).
+import { expect, test } from "bun:test";
+import { allocateAlignedBuffer } from "../../src/core/buffers.ts";
+import { posixStack } from "../../src/net/posix/stack.ts";
+import { IPPROTO_TCP, SOL_SOCKET, TCP_NODELAY, getIntOption } from "../../src/net/posix/sys.ts";
+import type { PosixConnection } from "../../src/net/posix/connection.ts";
+import { crc, expectQuiescent, fillRandom, readBytes } from "./conformance/harness.ts";
+
+const SO_KEEPALIVE = 9;
+
+const stack = posixStack();
+
+test("a 4 MiB NativeBuffer goes out with zero-copy sends; released early, it is recycled only after the kernel is done", async () => {
+  const l = stack.listen("127.0.0.1:0");
+  const accepted = l.accept();
+  const c = await stack.connect(l.localAddress);
+  const srv = await accepted;
+  const size = 4 * 1024 * 1024;
+  const nb = allocateAlignedBuffer(size);
+  fillRandom(nb.bytes, 5);
+  const sum = crc(nb.bytes);
+  const before = stack.stats();
+  const writing = srv.output.write(nb);
+  nb.release();
+  const back = await readBytes(c, size);
+  expect(crc(back)).toBe(sum);
+  await writing;
+  const after = stack.stats();
+  expect(after.sendsZeroCopy).toBeGreaterThan(before.sendsZeroCopy);
+  expect(after.sendBytes - before.sendBytes).toBe(size);
+  await c.close();
+  await srv.close();
+  await l.close();
+  await expectQuiescent(stack);
+});
+
+test("TCP_NODELAY is on for accepted and connected sockets by default; options reach the kernel", async () => {
+  const l = stack.listen("127.0.0.1:0");
+  const accepted = l.accept();
+  const c = (await stack.connect(l.localAddress)) as PosixConnection;
+  const srv = (await accepted) as PosixConnection;
+  const opt = (x: PosixConnection, level: number, name: number) => getIntOption("getsockopt", x.fd, level, name);
+  expect(opt(srv, IPPROTO_TCP, TCP_NODELAY)).toBe(1);
+  expect(opt(c, IPPROTO_TCP, TCP_NODELAY)).toBe(1);
+  c.setNoDelay(false);
+  expect(opt(c, IPPROTO_TCP, TCP_NODELAY)).toBe(0);
+  srv.setKeepAlive(true, { idleS: 60 });
+  expect(opt(srv, SOL_SOCKET, SO_KEEPALIVE)).toBe(1);
+  await c.close();
+  await srv.close();
+  await l.close();
+  const l2 = stack.listen("127.0.0.1:0", { noDelay: false });
+  const accepted2 = l2.accept();
+  const c2 = await stack.connect(l2.localAddress, { noDelay: false });
+  const srv2 = (await accepted2) as PosixConnection;
+  expect(opt(srv2, IPPROTO_TCP, TCP_NODELAY)).toBe(0);
+  expect(opt(c2 as PosixConnection, IPPROTO_TCP, TCP_NODELAY)).toBe(0);
+  await c2.close();
+  await srv2.close();
+  await l2.close();
+  await expectQuiescent(stack);
+});

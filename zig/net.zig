@@ -1,0 +1,444 @@
+//! Kernel-socket helpers for the posix network stack: the few socket calls that have no
+//! io_uring operation on Linux 6.1 (socket set-up, options, addresses) and provided-buffer
+//! rings (IORING_REGISTER_PBUF_RING) that multishot receives draw from.
+//!
+//! Everything here is a short synchronous syscall made once per socket, never per message;
+//! data moves through io_uring operations that JS queues on the reactor. Addresses are
+//! `struct sockaddr` bytes that JS encodes into native memory. Errors are negative errno.
+const std = @import("std");
+const linux = std.os.linux;
+const assert = std.debug.assert;
+
+fn errno_of(rc: usize) i32 {
+    return switch (linux.E.init(rc)) {
+        .SUCCESS => 0,
+        else => |e| -@as(i32, @intCast(@intFromEnum(e))),
+    };
+}
+
+fn result_fd(rc: usize) i32 {
+    const e = errno_of(rc);
+    if (e != 0) return e;
+    return @intCast(rc);
+}
+
+pub const ipv6_v6only: u32 = 26;
+
+/// Bits of `open_socket`'s `flags`.
+pub const OpenFlags = struct {
+    pub const reuse_port: u32 = 1 << 0;
+    pub const reuse_addr: u32 = 1 << 1;
+    /// IPv6 sockets accept only IPv6 (no IPv4-mapped peers).
+    pub const v6_only: u32 = 1 << 2;
+    /// TCP_NODELAY on the socket; Linux copies it to every socket a listener accepts.
+    pub const no_delay: u32 = 1 << 3;
+    pub const all: u32 = (1 << 4) - 1;
+};
+
+/// Creates a close-on-exec socket. Returns the fd or a negative errno.
+pub fn socket(domain: u32, sock_type: u32, protocol: u32) i32 {
+    return result_fd(linux.socket(domain, sock_type | linux.SOCK.CLOEXEC, protocol));
+}
+
+pub fn set_int(fd: i32, level: i32, name: u32, value: i32) i32 {
+    return errno_of(linux.setsockopt(fd, level, name, std.mem.asBytes(&value), @sizeOf(i32)));
+}
+
+/// Reads an int-valued socket option: the value (>= 0) or a negative errno.
+pub fn get_int(fd: i32, level: i32, name: u32) i32 {
+    var value: i32 = 0;
+    var len: linux.socklen_t = @sizeOf(i32);
+    const e = errno_of(linux.getsockopt(fd, level, name, std.mem.asBytes(&value), &len));
+    if (e != 0) return e;
+    return value;
+}
+
+/// Creates a socket, applies `flags` (OpenFlags), binds it to `addr` and, when `backlog` >= 0,
+/// listens. The one call a listener or a UDP channel needs. Returns the fd or a negative
+/// errno; on failure nothing stays open.
+pub fn open_socket(domain: u32, sock_type: u32, addr: *const anyopaque, addr_len: u32, flags: u32, backlog: i32) i32 {
+    assert(flags & ~OpenFlags.all == 0);
+    const fd = socket(domain, sock_type, 0);
+    if (fd < 0) return fd;
+    const rc = configure_and_bind(fd, domain, sock_type, addr, addr_len, flags, backlog);
+    if (rc < 0) {
+        _ = linux.close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+fn configure_and_bind(fd: i32, domain: u32, sock_type: u32, addr: *const anyopaque, addr_len: u32, flags: u32, backlog: i32) i32 {
+    const steps = [_]struct { bit: u32, level: i32, name: u32, inet_only: bool }{
+        .{ .bit = OpenFlags.reuse_addr, .level = linux.SOL.SOCKET, .name = linux.SO.REUSEADDR, .inet_only = false },
+        .{ .bit = OpenFlags.reuse_port, .level = linux.SOL.SOCKET, .name = linux.SO.REUSEPORT, .inet_only = true },
+        .{ .bit = OpenFlags.v6_only, .level = linux.IPPROTO.IPV6, .name = ipv6_v6only, .inet_only = true },
+        .{ .bit = OpenFlags.no_delay, .level = linux.IPPROTO.TCP, .name = linux.TCP.NODELAY, .inet_only = true },
+    };
+    const inet = domain == linux.AF.INET or domain == linux.AF.INET6;
+    for (steps) |s| {
+        if (flags & s.bit == 0) continue;
+        if (s.inet_only and !inet) continue;
+        if (s.level == linux.IPPROTO.IPV6 and domain != linux.AF.INET6) continue;
+        if (s.level == linux.IPPROTO.TCP and sock_type != linux.SOCK.STREAM) continue;
+        const e = set_int(fd, s.level, s.name, 1);
+        if (e < 0) return e;
+    }
+    const e = errno_of(linux.bind(fd, @ptrCast(@alignCast(addr)), addr_len));
+    if (e < 0 or backlog < 0) return e;
+    return errno_of(linux.listen(fd, @intCast(backlog)));
+}
+
+/// Binds `fd` to the sockaddr at `addr` (connect's optional local address).
+pub fn bind(fd: i32, addr: *const anyopaque, addr_len: u32) i32 {
+    return errno_of(linux.bind(fd, @ptrCast(@alignCast(addr)), addr_len));
+}
+
+/// Writes the socket's local address into `out` (at most `cap` bytes). Returns its length.
+pub fn local_address(fd: i32, out: [*]u8, cap: u32) i32 {
+    var len: linux.socklen_t = cap;
+    const e = errno_of(linux.getsockname(fd, @ptrCast(@alignCast(out)), &len));
+    if (e != 0) return e;
+    return @intCast(len);
+}
+
+/// Writes the connected peer's address into `out` (at most `cap` bytes). Returns its length.
+pub fn peer_address(fd: i32, out: [*]u8, cap: u32) i32 {
+    var len: linux.socklen_t = cap;
+    const e = errno_of(linux.getpeername(fd, @ptrCast(@alignCast(out)), &len));
+    if (e != 0) return e;
+    return @intCast(len);
+}
+
+pub fn shutdown(fd: i32, how: i32) i32 {
+    return errno_of(linux.shutdown(fd, how));
+}
+
+pub fn close(fd: i32) i32 {
+    return errno_of(linux.close(fd));
+}
+
+/// SO_LINGER {on, seconds}; {1, 0} makes close() send RST instead of FIN.
+pub fn set_linger(fd: i32, on: bool, seconds: i32) i32 {
+    const Linger = extern struct { onoff: i32, linger: i32 };
+    const value: Linger = .{ .onoff = @intFromBool(on), .linger = seconds };
+    return errno_of(linux.setsockopt(fd, linux.SOL.SOCKET, linux.SO.LINGER, std.mem.asBytes(&value), @sizeOf(Linger)));
+}
+
+/// SO_KEEPALIVE plus, when > 0, the idle time, probe interval and probe count.
+pub fn set_keepalive(fd: i32, on: bool, idle_s: i32, interval_s: i32, count: i32) i32 {
+    var e = set_int(fd, linux.SOL.SOCKET, linux.SO.KEEPALIVE, @intFromBool(on));
+    if (e < 0 or !on) return e;
+    if (idle_s > 0) e = set_int(fd, linux.IPPROTO.TCP, linux.TCP.KEEPIDLE, idle_s);
+    if (e < 0) return e;
+    if (interval_s > 0) e = set_int(fd, linux.IPPROTO.TCP, linux.TCP.KEEPINTVL, interval_s);
+    if (e < 0) return e;
+    if (count > 0) e = set_int(fd, linux.IPPROTO.TCP, linux.TCP.KEEPCNT, count);
+    return e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provided-buffer rings
+
+/// A provided-buffer ring and the buffers it hands to the kernel, as JS reads it (48 bytes).
+/// JS recycles a buffer by writing its ring entry and publishing `tail` (a u16 at byte 14 of
+/// the ring) with a release store: a few stores, no system call. All buffers start in the ring.
+pub const BufRing = extern struct {
+    /// The io_uring_buf entries (entries x 16 bytes, page aligned, shared with the kernel).
+    ring_addr: u64,
+    /// Buffer `bid` lives at bufs_addr + bid * buf_size.
+    bufs_addr: u64,
+    entries: u32,
+    buf_size: u32,
+    bgid: u32,
+    ring_fd: i32,
+    ring_bytes: u64,
+    bufs_bytes: u64,
+
+    comptime {
+        assert(@sizeOf(BufRing) == 48);
+    }
+
+    fn entry(self: *BufRing, index: u32) *linux.io_uring_buf {
+        const bufs: [*]linux.io_uring_buf = @ptrFromInt(self.ring_addr);
+        return &bufs[index & (self.entries - 1)];
+    }
+
+    fn ring(self: *BufRing) *linux.io_uring_buf_ring {
+        return @ptrFromInt(self.ring_addr);
+    }
+
+    /// Hands buffer `bid` back to the kernel (visible once `publish` runs).
+    pub fn add(self: *BufRing, bid: u16, offset: u16) void {
+        assert(bid < self.entries);
+        const e = self.entry(self.ring().tail +% offset);
+        e.addr = self.bufs_addr + @as(u64, bid) * self.buf_size;
+        e.len = self.buf_size;
+        e.bid = bid;
+    }
+
+    pub fn publish(self: *BufRing, count: u16) void {
+        const r = self.ring();
+        @atomicStore(u16, &r.tail, r.tail +% count, .release);
+    }
+
+    /// Recycles `bids` in one batch: the native counterpart of JS's in-place recycling.
+    pub fn recycle(self: *BufRing, bids: []const u16) void {
+        assert(bids.len <= self.entries);
+        for (bids, 0..) |bid, i| self.add(bid, @intCast(i));
+        self.publish(@intCast(bids.len));
+    }
+
+    pub fn buffer(self: *BufRing, bid: u16) []u8 {
+        assert(bid < self.entries);
+        const p: [*]u8 = @ptrFromInt(self.bufs_addr + @as(u64, bid) * self.buf_size);
+        return p[0..self.buf_size];
+    }
+};
+
+pub const BufRingError = error{ InvalidArgument, OutOfMemory, Register };
+
+fn map_bytes(len: usize) ?u64 {
+    const rc = linux.mmap(null, len, linux.PROT.READ | linux.PROT.WRITE, .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .NORESERVE = true }, -1, 0);
+    if (errno_of(rc) != 0) return null;
+    return rc;
+}
+
+/// Maps room for `entries` buffers of `buf_size` bytes (address space only: pages are touched
+/// as the kernel fills them) and a ring for them, registers the ring with io_uring `ring_fd` as
+/// buffer group `bgid`, and puts the first `initial` buffers in it; JS adds the others when the
+/// pool must grow, the same way it recycles. `register_errno` receives the kernel's errno when
+/// registration fails.
+pub fn buf_ring_create(ring_fd: i32, bgid: u16, entries: u32, buf_size: u32, initial: u32, register_errno: *i32) BufRingError!*BufRing {
+    register_errno.* = 0;
+    if (entries == 0 or entries > 32768 or !std.math.isPowerOfTwo(entries)) return error.InvalidArgument;
+    if (initial == 0 or initial > entries) return error.InvalidArgument;
+    if (buf_size == 0 or buf_size > 1 << 24 or buf_size % 64 != 0) return error.InvalidArgument;
+    const page = std.heap.page_allocator;
+    const self = page.create(BufRing) catch return error.OutOfMemory;
+    errdefer page.destroy(self);
+    const ring_bytes = std.mem.alignForward(usize, entries * @sizeOf(linux.io_uring_buf), 4096);
+    const bufs_bytes = std.mem.alignForward(usize, @as(usize, entries) * buf_size, 4096);
+    const ring_addr = map_bytes(ring_bytes) orelse return error.OutOfMemory;
+    errdefer _ = linux.munmap(@ptrFromInt(ring_addr), ring_bytes);
+    const bufs_addr = map_bytes(bufs_bytes) orelse return error.OutOfMemory;
+    errdefer _ = linux.munmap(@ptrFromInt(bufs_addr), bufs_bytes);
+    self.* = .{
+        .ring_addr = ring_addr,
+        .bufs_addr = bufs_addr,
+        .entries = entries,
+        .buf_size = buf_size,
+        .bgid = bgid,
+        .ring_fd = ring_fd,
+        .ring_bytes = ring_bytes,
+        .bufs_bytes = bufs_bytes,
+    };
+    var reg = std.mem.zeroInit(linux.io_uring_buf_reg, .{
+        .ring_addr = ring_addr,
+        .ring_entries = entries,
+        .bgid = bgid,
+        .flags = .{ .inc = false },
+    });
+    const rc = linux.io_uring_register(ring_fd, .REGISTER_PBUF_RING, @ptrCast(&reg), 1);
+    if (errno_of(rc) != 0) {
+        register_errno.* = errno_of(rc);
+        return error.Register;
+    }
+    self.ring().tail = 0;
+    var bid: u32 = 0;
+    while (bid < initial) : (bid += 1) self.add(@intCast(bid), @intCast(bid));
+    self.publish(@intCast(initial & 0xffff));
+    return self;
+}
+
+/// Unregisters the ring (the kernel stops selecting from it) and unmaps its memory. Only when
+/// no operation that selects from its group is in flight.
+pub fn buf_ring_destroy(self: *BufRing) i32 {
+    var reg = std.mem.zeroInit(linux.io_uring_buf_reg, .{ .bgid = @as(u16, @intCast(self.bgid)) });
+    const e = errno_of(linux.io_uring_register(self.ring_fd, .UNREGISTER_PBUF_RING, @ptrCast(&reg), 1));
+    _ = linux.munmap(@ptrFromInt(self.bufs_addr), self.bufs_bytes);
+    _ = linux.munmap(@ptrFromInt(self.ring_addr), self.ring_bytes);
+    std.heap.page_allocator.destroy(self);
+    return e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+const testing = std.testing;
+const IoUring = linux.IoUring;
+
+fn loopback(port: u16) linux.sockaddr.in {
+    return .{ .port = std.mem.nativeToBig(u16, port), .addr = std.mem.nativeToBig(u32, 0x7f00_0001) };
+}
+
+fn port_of(fd: i32) !u16 {
+    var sa: linux.sockaddr.in = undefined;
+    const len = local_address(fd, @ptrCast(&sa), @sizeOf(linux.sockaddr.in));
+    try testing.expectEqual(@as(i32, @sizeOf(linux.sockaddr.in)), len);
+    return std.mem.bigToNative(u16, sa.port);
+}
+
+test "open_socket listens with SO_REUSEPORT; two listeners share a port; NODELAY is inherited" {
+    var sa = loopback(0);
+    const flags = OpenFlags.reuse_port | OpenFlags.reuse_addr | OpenFlags.no_delay;
+    const a = open_socket(linux.AF.INET, linux.SOCK.STREAM, &sa, @sizeOf(@TypeOf(sa)), flags, 128);
+    try testing.expect(a >= 0);
+    defer _ = close(a);
+    const port = try port_of(a);
+    try testing.expect(port != 0);
+    try testing.expectEqual(@as(i32, 1), get_int(a, linux.SOL.SOCKET, linux.SO.REUSEPORT));
+
+    sa = loopback(port);
+    const b = open_socket(linux.AF.INET, linux.SOCK.STREAM, &sa, @sizeOf(@TypeOf(sa)), flags, 128);
+    try testing.expect(b >= 0);
+    defer _ = close(b);
+    try testing.expectEqual(port, try port_of(b));
+
+    // Without SO_REUSEPORT the same port is taken.
+    const c = open_socket(linux.AF.INET, linux.SOCK.STREAM, &sa, @sizeOf(@TypeOf(sa)), 0, 128);
+    try testing.expectEqual(-@as(i32, @intFromEnum(linux.E.ADDRINUSE)), c);
+
+    // A client connects; whichever listener got it, the accepted socket has TCP_NODELAY.
+    const client = socket(linux.AF.INET, linux.SOCK.STREAM, 0);
+    try testing.expect(client >= 0);
+    defer _ = close(client);
+    try testing.expectEqual(@as(i32, 0), errno_of(linux.connect(client, &sa, @sizeOf(@TypeOf(sa)))));
+    var fds = [_]linux.pollfd{ .{ .fd = a, .events = linux.POLL.IN, .revents = 0 }, .{ .fd = b, .events = linux.POLL.IN, .revents = 0 } };
+    try testing.expectEqual(@as(usize, 1), linux.poll(&fds, 2, 1000));
+    const ready = if (fds[0].revents != 0) a else b;
+    const accepted = result_fd(linux.accept4(ready, null, null, linux.SOCK.CLOEXEC));
+    try testing.expect(accepted >= 0);
+    defer _ = close(accepted);
+    try testing.expectEqual(@as(i32, 1), get_int(accepted, linux.IPPROTO.TCP, linux.TCP.NODELAY));
+
+    // The peer address is the client's local address.
+    var peer: linux.sockaddr.in = undefined;
+    try testing.expectEqual(@as(i32, @sizeOf(linux.sockaddr.in)), peer_address(accepted, @ptrCast(&peer), @sizeOf(linux.sockaddr.in)));
+    try testing.expectEqual(try port_of(client), std.mem.bigToNative(u16, peer.port));
+}
+
+test "open_socket reports bind errors and closes the socket" {
+    var sa = loopback(0);
+    sa.addr = std.mem.nativeToBig(u32, 0x0102_0304); // not a local address
+    const rc = open_socket(linux.AF.INET, linux.SOCK.STREAM, &sa, @sizeOf(@TypeOf(sa)), 0, 16);
+    try testing.expectEqual(-@as(i32, @intFromEnum(linux.E.ADDRNOTAVAIL)), rc);
+}
+
+test "socket options: keepalive, linger, shutdown" {
+    const fd = socket(linux.AF.INET, linux.SOCK.STREAM, 0);
+    try testing.expect(fd >= 0);
+    defer _ = close(fd);
+    try testing.expectEqual(@as(i32, 0), set_keepalive(fd, true, 30, 5, 3));
+    try testing.expectEqual(@as(i32, 1), get_int(fd, linux.SOL.SOCKET, linux.SO.KEEPALIVE));
+    try testing.expectEqual(@as(i32, 30), get_int(fd, linux.IPPROTO.TCP, linux.TCP.KEEPIDLE));
+    try testing.expectEqual(@as(i32, 0), set_linger(fd, true, 0));
+    try testing.expectEqual(-@as(i32, @intFromEnum(linux.E.NOTCONN)), shutdown(fd, linux.SHUT.WR));
+    try testing.expect(get_int(-1, linux.SOL.SOCKET, linux.SO.KEEPALIVE) < 0);
+}
+
+fn wait_cqe(ring: *IoUring) !linux.io_uring_cqe {
+    return ring.copy_cqe();
+}
+
+test "multishot recv draws from a provided-buffer ring, ends with ENOBUFS, resumes after recycling" {
+    var ring = try IoUring.init(8, 0);
+    defer ring.deinit();
+    var err: i32 = 0;
+    const br = try buf_ring_create(ring.fd, 3, 4, 64, 4, &err);
+    defer _ = buf_ring_destroy(br);
+    try testing.expectEqual(@as(u16, 4), @as(*linux.io_uring_buf_ring, @ptrFromInt(br.ring_addr)).tail);
+
+    var pair: [2]i32 = undefined;
+    try testing.expectEqual(@as(i32, 0), errno_of(linux.socketpair(linux.AF.UNIX, linux.SOCK.SEQPACKET | linux.SOCK.CLOEXEC, 0, &pair)));
+    defer _ = close(pair[0]);
+    defer _ = close(pair[1]);
+
+    const arm = struct {
+        fn arm(r: *IoUring, fd: i32) !void {
+            const sqe = try r.get_sqe();
+            sqe.prep_rw(.RECV, fd, 0, 0, 0);
+            sqe.flags |= linux.IOSQE_BUFFER_SELECT;
+            sqe.buf_index = 3;
+            sqe.ioprio |= linux.IORING_RECV_MULTISHOT;
+            sqe.user_data = 42;
+            _ = try r.submit();
+        }
+    }.arm;
+    try arm(&ring, pair[1]);
+
+    // Five messages, four buffers: four CQEs with data (F_MORE), then a final ENOBUFS.
+    var seen: [4]u16 = undefined;
+    for (0..5) |i| {
+        const msg = [_]u8{ 'm', @intCast('0' + i) };
+        try testing.expectEqual(@as(usize, 2), linux.write(pair[0], &msg, 2));
+    }
+    for (0..4) |i| {
+        const cqe = try wait_cqe(&ring);
+        try testing.expectEqual(@as(i32, 2), cqe.res);
+        try testing.expect(cqe.flags & linux.IORING_CQE_F_BUFFER != 0);
+        try testing.expect(cqe.flags & linux.IORING_CQE_F_MORE != 0);
+        const bid: u16 = @intCast(cqe.flags >> linux.IORING_CQE_BUFFER_SHIFT);
+        try testing.expectEqual(@as(u8, @intCast('0' + i)), br.buffer(bid)[1]);
+        seen[i] = bid;
+    }
+    const last = try wait_cqe(&ring);
+    try testing.expectEqual(-@as(i32, @intFromEnum(linux.E.NOBUFS)), last.res);
+    try testing.expect(last.flags & linux.IORING_CQE_F_MORE == 0);
+
+    // Recycle two buffers in one batch and re-arm: the fifth message arrives.
+    br.recycle(seen[0..2]);
+    try arm(&ring, pair[1]);
+    const cqe = try wait_cqe(&ring);
+    try testing.expectEqual(@as(i32, 2), cqe.res);
+    const bid: u16 = @intCast(cqe.flags >> linux.IORING_CQE_BUFFER_SHIFT);
+    try testing.expect(bid == seen[0] or bid == seen[1]);
+    try testing.expectEqual(@as(u8, '4'), br.buffer(bid)[1]);
+}
+
+test "a multishot recv with a total length limit ends once the limit is reached (newer kernels)" {
+    var ring = try IoUring.init(8, 0);
+    defer ring.deinit();
+    var err: i32 = 0;
+    const br = try buf_ring_create(ring.fd, 5, 64, 64, 64, &err);
+    defer _ = buf_ring_destroy(br);
+    var pair: [2]i32 = undefined;
+    try testing.expectEqual(@as(i32, 0), errno_of(linux.socketpair(linux.AF.UNIX, linux.SOCK.STREAM | linux.SOCK.CLOEXEC, 0, &pair)));
+    defer _ = close(pair[0]);
+    defer _ = close(pair[1]);
+    var data: [1000]u8 = undefined;
+    @memset(&data, 'a');
+    try testing.expectEqual(@as(usize, 1000), linux.write(pair[0], &data, data.len));
+    const sqe = try ring.get_sqe();
+    sqe.prep_rw(.RECV, pair[1], 0, 0, 0);
+    sqe.flags |= linux.IOSQE_BUFFER_SELECT;
+    sqe.buf_index = 5;
+    sqe.ioprio |= linux.IORING_RECV_MULTISHOT;
+    sqe.splice_fd_in = 200; // sqe->optlen: stop after 200 bytes
+    sqe.user_data = 1;
+    _ = try ring.submit();
+    var total: i32 = 0;
+    while (true) {
+        const cqe = try ring.copy_cqe();
+        if (cqe.res == -@as(i32, @intFromEnum(linux.E.INVAL))) return error.SkipZigTest; // kernel without the limit
+        try testing.expect(cqe.res > 0);
+        total += cqe.res;
+        if (cqe.flags & linux.IORING_CQE_F_MORE == 0) break;
+    }
+    // It stops at the first buffer that reaches the limit: at most one buffer past it.
+    try testing.expect(total >= 200 and total < 200 + 64);
+}
+
+test "buf_ring_create validates its arguments and reports a duplicate group" {
+    var ring = try IoUring.init(4, 0);
+    defer ring.deinit();
+    var err: i32 = 0;
+    try testing.expectError(error.InvalidArgument, buf_ring_create(ring.fd, 0, 3, 64, 3, &err));
+    try testing.expectError(error.InvalidArgument, buf_ring_create(ring.fd, 0, 4, 60, 4, &err));
+    try testing.expectError(error.InvalidArgument, buf_ring_create(ring.fd, 0, 4, 64, 5, &err));
+    const a = try buf_ring_create(ring.fd, 1, 4, 64, 2, &err);
+    defer _ = buf_ring_destroy(a);
+    try testing.expectEqual(@as(u16, 2), @as(*linux.io_uring_buf_ring, @ptrFromInt(a.ring_addr)).tail);
+    try testing.expectError(error.Register, buf_ring_create(ring.fd, 1, 4, 64, 4, &err));
+    try testing.expectEqual(-@as(i32, @intFromEnum(linux.E.EXIST)), err);
+}
