@@ -3,7 +3,6 @@
  * stock memcached 1.6.18's proto_bin.c: the same length checks, status codes, error texts,
  * quiet-command rules and swallowing of rejected bodies.
  */
-import type { Out } from "./out.ts";
 import { murmur3 as hashKey } from "./hash.ts";
 import { NIL, Comm, CS, StoreResult, AllocError, DeltaResult } from "./store.ts";
 import { type Session, NreadKind } from "./session.ts";
@@ -526,9 +525,4 @@ function binStat(s: Session, buf: Uint8Array, key: number, nkey: number): void {
     return;
   }
   binError(s, Status.KEY_ENOENT, null, 0);
-}
-
-/** For tests: an Out-independent check that a buffer starts with a binary response. */
-export function isBinaryResponse(out: Out): boolean {
-  return out.pos >= BIN_HEADER && out.buf[0] === RES_MAGIC;
 }

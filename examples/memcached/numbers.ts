@@ -150,11 +150,6 @@ export function parseU64(buf: Uint8Array, start: number, end: number): boolean {
   return (parsed.ok = true);
 }
 
-/** Parses an ASCII number the way strtoull(ptr, NULL, 10) does for incr: digits after optional space/sign. */
-export function parseStoredU64(buf: Uint8Array, start: number, end: number): boolean {
-  return parseU64(buf, start, end);
-}
-
 /** Number of decimal digits of a non-negative integer below 2^53. */
 export function decimalLength(n: number): number {
   let len = 1;
@@ -200,9 +195,4 @@ export function writeInt(buf: Uint8Array, pos: number, n: number): number {
     return writeUint(buf, pos, -n);
   }
   return writeUint(buf, pos, n);
-}
-
-/** ASCII digits of a u64 BigInt. */
-export function u64Digits(v: bigint): string {
-  return BigInt.asUintN(64, v).toString();
 }

@@ -23,7 +23,7 @@ import { parsed, parseI32, parseU32, parseU64 } from "./numbers.ts";
 import { Proto, Session } from "./session.ts";
 import { base64Decode } from "./base64.ts";
 import { BinarySink, binaryKeyedValid } from "./binary.ts";
-import { merge, renderStats, snapshot, type StatsSink, type StatsSnapshot } from "./stats.ts";
+import { renderStats, snapshot, type StatsSink, type StatsSnapshot } from "./stats.ts";
 
 /** What a forwarded unit is. */
 export const enum UnitKind {
@@ -357,7 +357,7 @@ export function routeText(s: Session, r: Router, buf: Uint8Array, lineStart: num
     const dest = r.owner(kb, ko, kl);
     if (dest === r.self) return false;
     if (c1 !== 115) {
-      forwardLine(s, r, dest, UnitKind.TEXT, buf, lineStart, lineNext, 0);
+      forwardLine(s, r, dest, UnitKind.TEXT, buf, lineStart, lineNext);
       return true;
     }
     // ms <key> <datalen> <flags>*: the data block goes along unless it is too large.
@@ -388,7 +388,7 @@ export function routeText(s: Session, r: Router, buf: Uint8Array, lineStart: num
       if (nt < 3 || s.tokE[1]! - s.tokS[1]! > KEY_MAX) return false;
       const dest = r.owner(buf, s.tokS[1]!, s.tokE[1]! - s.tokS[1]!);
       if (dest === r.self) return false;
-      forwardLine(s, r, dest, UnitKind.TEXT, buf, lineStart, lineNext, 0);
+      forwardLine(s, r, dest, UnitKind.TEXT, buf, lineStart, lineNext);
       return true;
     }
   }
@@ -442,7 +442,7 @@ function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineSt
   if (touch && !parseI32(buf, s.tokS[1]!, s.tokE[1]!)) return false;
   if (oneDest >= 0) {
     // Every key lives on one other shard (a single-key get, usually): the line goes as is.
-    forwardLine(s, r, oneDest, UnitKind.TEXT, buf, lineStart, lineNext, 0);
+    forwardLine(s, r, oneDest, UnitKind.TEXT, buf, lineStart, lineNext);
     return true;
   }
   const cmdStart = s.tokS[0]!;
@@ -507,7 +507,7 @@ function forwardStorage(s: Session, r: Router, dest: number, buf: Uint8Array, li
 }
 
 /** Forwards one whole line to `dest`. */
-function forwardLine(s: Session, r: Router, dest: number, kind: UnitKind, buf: Uint8Array, lineStart: number, lineNext: number, _extra: number): void {
+function forwardLine(s: Session, r: Router, dest: number, kind: UnitKind, buf: Uint8Array, lineStart: number, lineNext: number): void {
   const b = r.batch(dest);
   const index = b.begin(kind, Proto.TEXT, lineNext - lineStart);
   b.append(buf, lineStart, lineNext);
@@ -529,7 +529,7 @@ export function addHole(s: Session, b: Batch, index: number): void {
 /** Runs a line's effect on every other shard (in order with forwarded commands). */
 function broadcastLine(s: Session, r: Router, buf: Uint8Array, lineStart: number, lineNext: number): void {
   for (let d = 0; d < r.shards; d++) {
-    if (d !== r.self) forwardLine(s, r, d, UnitKind.TEXT_SILENT, buf, lineStart, lineNext, 0);
+    if (d !== r.self) forwardLine(s, r, d, UnitKind.TEXT_SILENT, buf, lineStart, lineNext);
   }
 }
 
@@ -636,8 +636,6 @@ function textSink(out: Out): StatsSink {
   };
 }
 
-/** Merged counters of all shards (for callers outside a session). */
-export { merge };
 
 /**
  * Decides where a binary packet runs; true when it was forwarded. `pos` is the packet's start,

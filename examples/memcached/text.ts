@@ -6,7 +6,7 @@
 import { ascii } from "./out.ts";
 import { parsed, parseI32, parseU32, parseU64 } from "./numbers.ts";
 import { murmur3 as hashKey } from "./hash.ts";
-import { NIL, Comm, CS, StoreResult, AllocError, DeltaResult, F_KEY_BINARY } from "./store.ts";
+import { NIL, Comm, CS, StoreResult, AllocError, DeltaResult } from "./store.ts";
 import { type Session, NreadKind } from "./session.ts";
 import { processMeta, finalizeMetaSet } from "./meta.ts";
 import { processStats } from "./stats.ts";
@@ -623,9 +623,4 @@ function processLru(s: Session, buf: Uint8Array): void {
 /** The -D prefix delimiter as a byte. */
 export function delimiter(s: Session): number {
   return s.engine.settings.prefixDelimiter.charCodeAt(0);
-}
-
-/** Keys flagged binary (meta 'b') are never shown by cachedump. */
-export function isBinaryKey(s: Session, ref: number): boolean {
-  return (s.store.itFlags(ref) & F_KEY_BINARY) !== 0;
 }
