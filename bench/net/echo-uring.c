@@ -1,6 +1,6 @@
 // Echo server floor for io_uring: one thread, one ring set up with SINGLE_ISSUER |
-// DEFER_TASKRUN, multishot accept, multishot recv into a provided-buffer ring (1024 x 16 KiB,
-// like Shoal's default), and the received buffer sent back as is (no copy). One send in flight
+// DEFER_TASKRUN, multishot accept, multishot recv into a provided-buffer ring (1024 x 16 KiB;
+// Shoal starts with 256 and grows), and the received buffer sent back as is (no copy). One send in flight
 // per connection (later buffers wait in order, so bytes never reorder); short sends resume.
 // Raw syscalls, no liburing. Usage: echo-uring PORT
 #define _GNU_SOURCE

@@ -174,7 +174,8 @@ function saturation(r: Row): string {
     // One shared CPU: whoever takes more of it is the limit; the rest is idle or context switching.
     const busy = r.serverShare + r.clientShare;
     const side = r.serverShare >= r.clientShare ? "server" : "client";
-    return busy < 0.8 ? `neither (core ${(busy * 100).toFixed(0)}% busy: latency-bound)` : `${side} (${(Math.max(r.serverShare, r.clientShare) * 100).toFixed(0)}% of the shared core)`;
+    if (busy < 0.8) return `neither: together ${(busy * 100).toFixed(0)}% of the core (the rest idle or taken by other load)`;
+    return `${side} (${(Math.max(r.serverShare, r.clientShare) * 100).toFixed(0)}% of the shared core)`;
   }
   if (r.serverShare > 0.9) return "server";
   if (r.clientShare > 0.9) return "client";
@@ -238,8 +239,9 @@ ${lines.join("\n")}
 
 Server CPU per message, Shoal relative to each baseline (lower is better). "Shoal reactor
 floor" (\`bench/net/reactor-floor.ts\`) echoes through the same reactor and loop without the
-socket API: its ratio to C io_uring is what the core loop and the runtime cost, and
-"Shoal − floor" what the socket API adds per message.
+socket API and without the app template (main thread, no shard Worker): its ratio to C
+io_uring is what the core loop and the runtime cost; "Shoal − floor" is what the socket API
+(promises, views, queues) and the app template's shard add per message.
 
 ${ratios.join("\n")}
 `;

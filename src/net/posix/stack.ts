@@ -34,7 +34,11 @@ const RECV_GROUP = 0x5e;
 export interface PosixStackOptions {
   /** Bytes per receive buffer (multiple of 64, default 16384). */
   recvBufferSize?: number;
-  /** Receive buffers the shard starts with (default 1024). */
+  /**
+   * Receive buffers the shard starts with, and the step it grows by (default 256: 4 MiB at
+   * 16 KiB). The ring hands buffers out in FIFO order, so under load every buffer in it is
+   * touched: this is the resident size of an idle-again shard.
+   */
   recvBufferCount?: number;
   /**
    * Receive buffers the pool may grow to when readers hold many (power of two up to 32768,
@@ -89,13 +93,13 @@ export class PosixStack implements NetworkStack {
   };
   private config: Required<PosixStackOptions> = {
     recvBufferSize: 16384,
-    recvBufferCount: 1024,
+    recvBufferCount: 256,
     recvBufferMax: 8192,
     zeroCopySendMin: 65536,
     poisonBuffers: process.env.SHOAL_DEBUG_POISON === "1",
   };
   private started = false;
-  private growStep = 1024;
+  private growStep = 256;
   private dirty: Sender[] = [];
   private spare: Sender[] = [];
   private starved: Starvable[] = [];

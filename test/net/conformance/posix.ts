@@ -9,7 +9,7 @@ export function posixUnderTest(): StackUnderTest {
     stack: posixStack(),
     setPoisoning: (on) => configureNet({ poisonBuffers: on }),
     recvBufferSize: 16384,
-    recvBufferCount: 1024,
+    recvBufferCount: 256,
     families: ["ipv4", "ipv6", "unix"],
   };
 }

@@ -1,0 +1,82 @@
+// The network examples start, serve, and stop on SIGTERM: examples/echo and examples/http-hello.
+import { afterEach, expect, test } from "bun:test";
+import { connect as nodeConnect } from "node:net";
+import { fileURLToPath } from "node:url";
+import { BUN } from "../smp/helpers.ts";
+import { listen } from "../../src/net/api.ts";
+
+const procs: ReturnType<typeof Bun.spawn>[] = [];
+afterEach(() => {
+  for (const p of procs.splice(0)) p.kill("SIGKILL");
+});
+
+/** A port nobody listens on right now. */
+async function freePort(): Promise<number> {
+  const l = listen("127.0.0.1:0", { reusePort: false });
+  const port = (l.localAddress as { port: number }).port;
+  await l.close();
+  return port;
+}
+
+async function start(script: string, port: number): Promise<ReturnType<typeof Bun.spawn>> {
+  const p = Bun.spawn([BUN, fileURLToPath(new URL(`../../${script}`, import.meta.url)), "--port", String(port), "--host", "127.0.0.1", "--smp", "2", "--overprovisioned"], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  procs.push(p);
+  const reader = (p.stdout as ReadableStream<Uint8Array>).getReader();
+  let out = "";
+  while (!out.includes("listening")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`${script} exited: ${out}`);
+    out += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  return p;
+}
+
+test("examples/echo echoes on every shard and exits 0 on SIGTERM", async () => {
+  const port = await freePort();
+  const p = await start("examples/echo/main.ts", port);
+  for (let i = 0; i < 8; i++) {
+    const text = await new Promise<string>((resolve, reject) => {
+      const s = nodeConnect({ host: "127.0.0.1", port }, () => s.end(`hello ${i}`));
+      let got = "";
+      s.on("data", (d) => (got += d));
+      s.on("end", () => resolve(got));
+      s.on("error", reject);
+    });
+    expect(text).toBe(`hello ${i}`);
+  }
+  p.kill("SIGTERM");
+  expect(await p.exited).toBe(0);
+}, 60_000);
+
+test("examples/http-hello answers keep-alive and pipelined requests", async () => {
+  const port = await freePort();
+  const p = await start("examples/http-hello/main.ts", port);
+  for (let i = 0; i < 5; i++) {
+    const r = await fetch(`http://127.0.0.1:${port}/x`);
+    expect(r.status).toBe(200);
+    expect(await r.text()).toBe("Hello, World!");
+  }
+  // Three pipelined requests in one write, split across the headers.
+  const answers = await new Promise<string>((resolve, reject) => {
+    const s = nodeConnect({ host: "127.0.0.1", port }, () => {
+      s.write("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHo");
+      setTimeout(() => s.write("st: b\r\n\r\nGET / HTTP/1.1\r\n\r\n"), 20);
+    });
+    let got = "";
+    s.on("data", (d) => {
+      got += d;
+      if (got.split("Hello, World!").length === 4) {
+        s.end();
+        resolve(got);
+      }
+    });
+    s.on("error", reject);
+  });
+  expect(answers.split("HTTP/1.1 200 OK").length).toBe(4);
+  p.kill("SIGTERM");
+  expect(await p.exited).toBe(0);
+}, 60_000);
