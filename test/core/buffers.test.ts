@@ -15,9 +15,8 @@ import {
   allocateAlignedBuffer,
   setBufferPoisoning,
 } from "../../src/index.ts";
-import { errorOf, quiet, thrownBy } from "./fixtures/util.ts";
+import { errorOf, quiet, status, thrownBy } from "./fixtures/util.ts";
 
-const status = (p: Promise<unknown>) => Bun.peek.status(p);
 
 // Every pool a test makes is closed after it (its buffers released first).
 const pools: { pool: BufferPool; held: Set<NativeBuffer> }[] = [];

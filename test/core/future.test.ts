@@ -15,32 +15,8 @@ import {
 } from "../../src/core/future.ts";
 import { Semaphore } from "../../src/core/semaphore.ts";
 import { Timer, sleep } from "../../src/core/timer.ts";
+import { armedBy, errorOf, status } from "./fixtures/util.ts";
 
-const status = (p: Promise<unknown>) => Bun.peek.status(p);
-
-/** Runs `fn` and returns its result with the Timers it armed synchronously, to check later that they were released. */
-function armedBy<R>(fn: () => R): { result: R; timers: Timer[] } {
-  const timers: Timer[] = [];
-  const arm = Timer.prototype.arm;
-  Timer.prototype.arm = function (this: Timer, delayMs: number) {
-    timers.push(this);
-    return arm.call(this, delayMs);
-  };
-  try {
-    return { result: fn(), timers };
-  } finally {
-    Timer.prototype.arm = arm;
-  }
-}
-
-async function errorOf(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected a rejection");
-}
 
 class Expected extends Error {}
 

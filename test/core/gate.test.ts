@@ -2,17 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { InvalidArgumentError, ShoalError } from "../../src/core/errors.ts";
 import { Gate, GateClosedError, withGate } from "../../src/core/gate.ts";
 import { sleep } from "../../src/core/timer.ts";
+import { errorOf, status } from "./fixtures/util.ts";
 
-const status = (p: Promise<unknown>) => Bun.peek.status(p);
-
-async function errorOf(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected a rejection");
-}
 
 function expectClosed(fn: () => unknown, message = "gate closed"): void {
   let caught: unknown;

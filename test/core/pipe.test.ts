@@ -2,22 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { AbortError, ClosedError, InvalidArgumentError, ShoalError } from "../../src/core/errors.ts";
 import { BrokenPipeError, Pipe } from "../../src/core/pipe.ts";
 import { sleep } from "../../src/core/timer.ts";
+import { errorOf, quiet, status } from "./fixtures/util.ts";
 
-const status = (p: Promise<unknown>) => Bun.peek.status(p);
-
-function quiet<T>(p: Promise<T>): Promise<T> {
-  p.catch(() => {});
-  return p;
-}
-
-async function errorOf(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected a rejection");
-}
 
 describe("Pipe", () => {
   test("validates its arguments", () => {

@@ -3,22 +3,8 @@ import { AbortError, InvalidArgumentError, TimedOutError } from "../../src/core/
 import { repeat, stopIteration } from "../../src/core/future.ts";
 import { Queue, QueueAbortedError, QueueEmptyError } from "../../src/core/queue.ts";
 import { sleep } from "../../src/core/timer.ts";
+import { errorOf, quiet, status } from "./fixtures/util.ts";
 
-const status = (p: Promise<unknown>) => Bun.peek.status(p);
-
-function quiet<T>(p: Promise<T>): Promise<T> {
-  p.catch(() => {});
-  return p;
-}
-
-async function errorOf(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected a rejection");
-}
 
 describe("Queue", () => {
   test("validates its arguments", () => {

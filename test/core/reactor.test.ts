@@ -22,9 +22,8 @@ import {
   withSchedulingGroup,
 } from "../../src/index.ts";
 import { POLLIN, POLLOUT, closeQuietly, isOpen, pipe, tempDir, type PipePair } from "./fixtures/posix.ts";
-import { bunTick, errorOf, quiet, thrownBy, turnsUntil } from "./fixtures/util.ts";
+import { bunTick, errorOf, quiet, status, thrownBy, turnsUntil } from "./fixtures/util.ts";
 
-const status = (p: Promise<unknown>) => Bun.peek.status(p);
 
 // Everything a test opens is closed after it, whatever happened.
 const pipes: PipePair[] = [];

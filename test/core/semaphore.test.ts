@@ -2,38 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { AbortError, InvalidArgumentError, TimedOutError } from "../../src/core/errors.ts";
 import { BrokenSemaphoreError, Semaphore, SemaphoreUnits, withSemaphore } from "../../src/core/semaphore.ts";
 import { Timer, sleep } from "../../src/core/timer.ts";
+import { armedBy, errorOf, quiet, status } from "./fixtures/util.ts";
 
-const status = (p: Promise<unknown>) => Bun.peek.status(p);
-
-/** Marks a promise as handled (so a rejection before the test awaits it is not reported) and returns it. */
-function quiet<T>(p: Promise<T>): Promise<T> {
-  p.catch(() => {});
-  return p;
-}
-
-/** Runs `fn` and returns its result with the Timers it armed synchronously, to check later that they were released. */
-function armedBy<R>(fn: () => R): { result: R; timers: Timer[] } {
-  const timers: Timer[] = [];
-  const arm = Timer.prototype.arm;
-  Timer.prototype.arm = function (this: Timer, delayMs: number) {
-    timers.push(this);
-    return arm.call(this, delayMs);
-  };
-  try {
-    return { result: fn(), timers };
-  } finally {
-    Timer.prototype.arm = arm;
-  }
-}
-
-async function errorOf(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected a rejection");
-}
 
 /** Counts the abort listeners a signal gains and loses. */
 function countListeners(signal: AbortSignal) {

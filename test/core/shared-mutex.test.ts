@@ -3,22 +3,8 @@ import { AbortError, InvalidArgumentError, ShoalError, TimedOutError } from "../
 import { parallelForEach } from "../../src/core/future.ts";
 import { SharedMutex } from "../../src/core/shared-mutex.ts";
 import { sleep } from "../../src/core/timer.ts";
+import { errorOf, quiet, status } from "./fixtures/util.ts";
 
-const status = (p: Promise<unknown>) => Bun.peek.status(p);
-
-function quiet<T>(p: Promise<T>): Promise<T> {
-  p.catch(() => {});
-  return p;
-}
-
-async function errorOf(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected a rejection");
-}
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
