@@ -73,6 +73,17 @@ interface OpExtra {
   onAbort: (() => void) | undefined;
 }
 
+/** Per-slot state of an awaited operation; one object per slot, reused (no allocation per op). */
+class OpRecord {
+  resolve: (v: any) => void = noop;
+  reject: (e: unknown) => void = noop;
+  name = "";
+  map = 0;
+  extra: OpExtra | undefined = undefined;
+}
+
+function noop(): void {}
+
 // One executor for every operation's promise: no closure is allocated per operation.
 let capturedResolve: (v: any) => void = () => {};
 let capturedReject: (e: unknown) => void = () => {};
@@ -115,11 +126,7 @@ export class Reactor {
   private readonly handlers: (Completable | undefined)[] = [];
   private readonly groupOf: (SchedulingGroup | undefined)[] = [];
   // Awaited operations keep their promise's functions in slot-indexed arrays (no object per op).
-  private readonly resolvers: ((v: any) => void)[] = [];
-  private readonly rejecters: ((e: unknown) => void)[] = [];
-  private readonly opNames: string[] = [];
-  private readonly resultMaps: number[] = [];
-  private readonly extras: (OpExtra | undefined)[] = [];
+  private readonly records: OpRecord[] = [];
   private readonly promiseCompleter: Completable;
   private readonly cancelledEarly: boolean[] = [];
   /** @internal set when dispatch settled promises directly (single-group shards) */
@@ -366,16 +373,18 @@ export class Reactor {
     }
     const p = new Promise(captureExecutor);
     const slot = this.prepare(opcode, fd, addr, len, off, opFlags, this.promiseCompleter, extra);
-    this.resolvers[slot] = capturedResolve;
-    this.rejecters[slot] = capturedReject;
-    this.opNames[slot] = name;
-    this.resultMaps[slot] = map;
+    let rec = this.records[slot];
+    if (rec === undefined) rec = this.records[slot] = new OpRecord();
+    rec.resolve = capturedResolve;
+    rec.reject = capturedReject;
+    rec.name = name;
+    rec.map = map;
     if (buffers === undefined && signal === undefined && iov < 0) {
-      this.extras[slot] = undefined;
+      rec.extra = undefined;
       return p;
     }
     const x: OpExtra = { buffers, iov, signal, onAbort: undefined };
-    this.extras[slot] = x;
+    rec.extra = x;
     if (buffers !== undefined) {
       if (buffers instanceof NativeBuffer) buffers.pin();
       else for (let i = 0; i < buffers.length; i++) buffers[i]!.pin();
@@ -389,13 +398,14 @@ export class Reactor {
 
   /** Settles an awaited operation's promise with the kernel's final result and frees its slot. */
   private settle(slot: number, res: number): void {
-    const resolve = this.resolvers[slot]!;
-    const reject = this.rejecters[slot]!;
-    const map = this.resultMaps[slot]!;
-    const x = this.extras[slot];
-    const name = this.opNames[slot]!;
-    this.resolvers[slot] = undefined as never;
-    this.rejecters[slot] = undefined as never;
+    const rec = this.records[slot]!;
+    const resolve = rec.resolve;
+    const reject = rec.reject;
+    const map = rec.map;
+    const x = rec.extra;
+    const name = rec.name;
+    rec.resolve = noop;
+    rec.reject = noop;
     this.handlers[slot] = undefined;
     this.groupOf[slot] = undefined;
     this.freeSlots.push(slot);
@@ -405,7 +415,7 @@ export class Reactor {
       else reject(errorFromResult(name, res));
       return;
     }
-    this.extras[slot] = undefined;
+    rec.extra = undefined;
     const b = x.buffers;
     if (b !== undefined) {
       if (b instanceof NativeBuffer) b.unpin();
