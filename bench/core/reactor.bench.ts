@@ -37,6 +37,16 @@ for (const batch of [1, 32, 256]) {
 }
 for (const b of [1, 32, 256]) console.log(`  TS rate at batch ${b}: ${(nopResults[b]! * 100).toFixed(0)}% of pure Zig`);
 
+/** A promise that resolves once `start` has called the given callback `n` times. */
+function countdown(n: number, start: (done: () => void) => void): Promise<void> {
+  return new Promise<void>((resolve) => {
+    let left = n;
+    start(() => {
+      if (--left === 0) resolve();
+    });
+  });
+}
+
 // (b) scheduling cost
 const TASKS = 1000;
 await interleaved(
@@ -44,27 +54,17 @@ await interleaved(
   {
     name: "bare microtask (queueMicrotask)",
     opsPerCall: TASKS,
-    fn: () =>
-      new Promise<void>((resolve) => {
-        let n = 0;
-        const f = () => {
-          if (++n === TASKS) resolve();
-        };
-        for (let i = 0; i < TASKS; i++) queueMicrotask(f);
-      }),
+    fn: () => countdown(TASKS, (f) => {
+      for (let i = 0; i < TASKS; i++) queueMicrotask(f);
+    }),
   },
   [
     {
       name: "schedule() through the scheduler",
       opsPerCall: TASKS,
-      fn: () =>
-        new Promise<void>((resolve) => {
-          let n = 0;
-          const f = () => {
-            if (++n === TASKS) resolve();
-          };
-          for (let i = 0; i < TASKS; i++) schedule(f);
-        }),
+      fn: () => countdown(TASKS, (f) => {
+        for (let i = 0; i < TASKS; i++) schedule(f);
+      }),
     },
   ],
 );
@@ -97,27 +97,17 @@ await interleaved(
   {
     name: "Bun setTimeout(0)",
     opsPerCall: TIMERS,
-    fn: () =>
-      new Promise<void>((resolve) => {
-        let n = 0;
-        const f = () => {
-          if (++n === TIMERS) resolve();
-        };
-        for (let i = 0; i < TIMERS; i++) setTimeout(f, 0);
-      }),
+    fn: () => countdown(TIMERS, (f) => {
+      for (let i = 0; i < TIMERS; i++) setTimeout(f, 0);
+    }),
   },
   [
     {
       name: "Shoal Timer.arm(0)",
       opsPerCall: TIMERS,
-      fn: () =>
-        new Promise<void>((resolve) => {
-          let n = 0;
-          const f = () => {
-            if (++n === TIMERS) resolve();
-          };
-          for (let i = 0; i < TIMERS; i++) new Timer(f).arm(0);
-        }),
+      fn: () => countdown(TIMERS, (f) => {
+        for (let i = 0; i < TIMERS; i++) new Timer(f).arm(0);
+      }),
     },
   ],
 );
