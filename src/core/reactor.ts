@@ -247,9 +247,13 @@ export class Reactor {
    * Asks the kernel to cancel the operation in `slot`. Its handler still receives the final
    * completion (usually -ECANCELED); until then the slot and its buffers stay owned.
    * An operation still queued in this turn becomes a NOP and completes with 0.
+   * Pass `owner` (the handler the operation was prepared with) when the caller may hold a stale
+   * slot number: a slot is free again once its final completion was reaped, possibly before the
+   * owner's handler ran, and may already belong to another operation; then nothing is cancelled.
    */
-  cancelSlot(slot: number): void {
-    if (this.handlers[slot] === undefined) return;
+  cancelSlot(slot: number, owner?: Completable): void {
+    const h = this.handlers[slot];
+    if (h === undefined || (owner !== undefined && h !== owner)) return;
     for (let i = 0; i < this.queued; i++) {
       if (this.u32[(i << 4) + 2] === slot) {
         // Not yet submitted: run a NOP instead and report -ECANCELED for it.

@@ -19,6 +19,7 @@ import {
   createSchedulingGroup,
   currentSchedulingGroup,
   reactor,
+  sleep,
   withSchedulingGroup,
 } from "../../src/index.ts";
 import { POLLIN, POLLOUT, closeQuietly, isOpen, pipe, tempDir, type PipePair } from "./fixtures/posix.ts";
@@ -566,5 +567,35 @@ describe("with scheduling groups", () => {
     const err = await withSchedulingGroup(g, () => errorOf(r.read(p.writeFd, buffer(4))));
     expect(err).toBeInstanceOf(SystemError);
     expect(err.code).toBe("EBADF");
+  });
+});
+
+describe("cancelSlot with an owner", () => {
+  test("a stale slot number does not cancel the operation that reuses the slot", async () => {
+    const r = reactor();
+    const p = pipe();
+    try {
+      const results: { who: string; res: number }[] = [];
+      const first = { complete: (res: number) => results.push({ who: "first", res }) };
+      const second = { complete: (res: number) => results.push({ who: "second", res }) };
+      // The first poll completes at once (the write end is writable) and frees its slot.
+      const slot = r.prepare(6 /* POLL_ADD */, p.writeFd, 0, 0, 0, POLLOUT, first);
+      // Wait on timers only (no other operation may take the freed slot in between).
+      for (let i = 0; i < 200 && results.length === 0; i++) await sleep(1);
+      expect(results.length).toBe(1);
+      // The next operation reuses that slot number (free slots are reused last-in first-out).
+      const reused = r.prepare(6 /* POLL_ADD */, p.readFd, 0, 0, 0, POLLIN, second);
+      expect(reused).toBe(slot);
+      // The first owner still holds the number: cancelling with it must not touch the new poll.
+      r.cancelSlot(slot, first);
+      await sleep(5);
+      expect(results.length).toBe(1);
+      // The rightful owner's cancel works.
+      r.cancelSlot(reused, second);
+      expect(await turnsUntil(() => results.length === 2)).toBe(true);
+      expect(results[1]).toEqual({ who: "second", res: -125 });
+    } finally {
+      p.close();
+    }
   });
 });

@@ -202,7 +202,7 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   private cancelRecv(): void {
     if (this.recvSlot >= 0 && !this.recvCancelled) {
       this.recvCancelled = true;
-      this.r.cancelSlot(this.recvSlot);
+      this.r.cancelSlot(this.recvSlot, this);
     }
   }
 

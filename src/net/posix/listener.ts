@@ -113,7 +113,7 @@ export class PosixListener implements Listener, Completable {
   private cancelAccept(): void {
     if (this.acceptSlot >= 0 && !this.acceptCancelled) {
       this.acceptCancelled = true;
-      this.r.cancelSlot(this.acceptSlot);
+      this.r.cancelSlot(this.acceptSlot, this);
     }
   }
 

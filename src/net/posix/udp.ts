@@ -122,7 +122,7 @@ export class PosixUdpChannel implements UdpChannel, Completable {
         this.lens.push(res);
         if (this.queued >= this.maxQueued && this.recvSlot >= 0 && !this.recvCancelled) {
           this.recvCancelled = true;
-          this.r.cancelSlot(this.recvSlot);
+          this.r.cancelSlot(this.recvSlot, this);
         }
         if (this.waiter !== undefined) this.deliver();
       } else {
@@ -313,7 +313,7 @@ export class PosixUdpChannel implements UdpChannel, Completable {
     this.starved = false;
     if (this.recvSlot >= 0 && !this.recvCancelled) {
       this.recvCancelled = true;
-      this.r.cancelSlot(this.recvSlot);
+      this.r.cancelSlot(this.recvSlot, this);
     }
     if (this.waiter !== undefined) {
       const w = this.waiter;
