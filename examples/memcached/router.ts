@@ -601,12 +601,7 @@ function routeStats(s: Session, r: Router, buf: Uint8Array, lineStart: number, l
     return true;
   }
   if (sub !== "" && sub !== "items" && sub !== "slabs") return false;
-  const parts: { batch: Batch; index: number }[] = [];
-  for (let d = 0; d < r.shards; d++) {
-    if (d === r.self) continue;
-    const b = r.batch(d);
-    parts.push({ batch: b, index: b.begin(UnitKind.STATS, Proto.TEXT, 0) });
-  }
+  const parts = askOthersForStats(r);
   const mine = snapshot(s.engine);
   s.holes.push({
     at: s.out.pos,
@@ -623,6 +618,17 @@ function routeStats(s: Session, r: Router, buf: Uint8Array, lineStart: number, l
     },
   });
   return true;
+}
+
+/** Asks every other shard for its stats snapshot (answered in the next batch exchange). */
+function askOthersForStats(r: Router): { batch: Batch; index: number }[] {
+  const parts: { batch: Batch; index: number }[] = [];
+  for (let d = 0; d < r.shards; d++) {
+    if (d === r.self) continue;
+    const b = r.batch(d);
+    parts.push({ batch: b, index: b.begin(UnitKind.STATS, Proto.TEXT, 0) });
+  }
+  return parts;
 }
 
 function textSink(out: Out): StatsSink {
@@ -723,12 +729,7 @@ function routeBinaryStats(s: Session, r: Router, buf: Uint8Array, pos: number, n
   }
   if (sub !== "" && sub !== "items" && sub !== "slabs") return false;
   const opaque = ((buf[pos + 12]! << 24) | (buf[pos + 13]! << 16) | (buf[pos + 14]! << 8) | buf[pos + 15]!) >>> 0;
-  const parts: { batch: Batch; index: number }[] = [];
-  for (let d = 0; d < r.shards; d++) {
-    if (d === r.self) continue;
-    const b = r.batch(d);
-    parts.push({ batch: b, index: b.begin(UnitKind.STATS, Proto.TEXT, 0) });
-  }
+  const parts = askOthersForStats(r);
   const mine = snapshot(s.engine);
   s.holes.push({
     at: s.out.pos,
