@@ -98,19 +98,39 @@ export function createSmpMemory(layout: SmpLayout): SharedArrayBuffer {
   return new SharedArrayBuffer(layout.totalBytes);
 }
 
-/** The producer's end of one ring: written only by shard `from`. */
-export class OutRing {
+/** What both ends of one ring view: the shared control words and the data area. */
+abstract class RingEnd {
   readonly from: number;
   readonly to: number;
-  readonly capacity: number;
-  private readonly maxRecord: number;
-  private readonly mask: number;
-  private readonly i32: Int32Array;
-  private readonly tailWord: number;
-  private readonly headWord: number;
-  private readonly waitingWord: number;
+  protected readonly mask: number;
+  protected readonly i32: Int32Array;
+  protected readonly tailWord: number;
+  protected readonly headWord: number;
+  protected readonly waitingWord: number;
   readonly u8: Uint8Array;
   readonly dv: DataView;
+  /** Byte offset of the data area in the shared memory. */
+  protected readonly dataAt: number;
+
+  constructor(sab: SharedArrayBuffer, layout: SmpLayout, from: number, to: number) {
+    const at = layout.ring(from, to);
+    this.from = from;
+    this.to = to;
+    this.mask = layout.ringBytes - 1;
+    this.i32 = new Int32Array(sab);
+    this.tailWord = (at >> 2) + TAIL_WORD;
+    this.headWord = (at >> 2) + HEAD_WORD;
+    this.waitingWord = (at >> 2) + WAITING_WORD;
+    this.dataAt = at + RING_HEADER_BYTES;
+    this.u8 = new Uint8Array(sab, this.dataAt, layout.ringBytes);
+    this.dv = new DataView(sab, this.dataAt, layout.ringBytes);
+  }
+}
+
+/** The producer's end of one ring: written only by shard `from`. */
+export class OutRing extends RingEnd {
+  readonly capacity: number;
+  private readonly maxRecord: number;
   readonly buf: FastBuffer;
   /** Write position: records before it are written, not necessarily published. */
   tail = 0;
@@ -128,20 +148,10 @@ export class OutRing {
   messages = 0;
 
   constructor(sab: SharedArrayBuffer, layout: SmpLayout, from: number, to: number) {
-    const at = layout.ring(from, to);
-    this.from = from;
-    this.to = to;
+    super(sab, layout, from, to);
     this.capacity = layout.ringBytes;
     this.maxRecord = layout.maxRecordBytes;
-    this.mask = layout.ringBytes - 1;
-    this.i32 = new Int32Array(sab);
-    this.tailWord = (at >> 2) + TAIL_WORD;
-    this.headWord = (at >> 2) + HEAD_WORD;
-    this.waitingWord = (at >> 2) + WAITING_WORD;
-    const dataAt = at + RING_HEADER_BYTES;
-    this.u8 = new Uint8Array(sab, dataAt, layout.ringBytes);
-    this.dv = new DataView(sab, dataAt, layout.ringBytes);
-    this.buf = fastBuffer(sab, dataAt, layout.ringBytes);
+    this.buf = fastBuffer(sab, this.dataAt, layout.ringBytes);
     // Start where the shared words say (zero for a fresh buffer).
     this.tail = this.published = this.headCache = Atomics.load(this.i32, this.tailWord) >>> 0;
   }
@@ -308,16 +318,7 @@ export class OutRing {
 export type RecordHandler = (ring: InRing, at: number) => void;
 
 /** The consumer's end of one ring: read only by shard `to`. */
-export class InRing {
-  readonly from: number;
-  readonly to: number;
-  private readonly mask: number;
-  private readonly i32: Int32Array;
-  private readonly tailWord: number;
-  private readonly headWord: number;
-  private readonly waitingWord: number;
-  readonly u8: Uint8Array;
-  readonly dv: DataView;
+export class InRing extends RingEnd {
   /** Decodes this ring's records in place. */
   readonly reader: Reader;
   /** Read position: records before it are consumed. */
@@ -326,17 +327,7 @@ export class InRing {
   messages = 0;
 
   constructor(sab: SharedArrayBuffer, layout: SmpLayout, from: number, to: number, foreign?: ForeignBufferFactory) {
-    const at = layout.ring(from, to);
-    this.from = from;
-    this.to = to;
-    this.mask = layout.ringBytes - 1;
-    this.i32 = new Int32Array(sab);
-    this.tailWord = (at >> 2) + TAIL_WORD;
-    this.headWord = (at >> 2) + HEAD_WORD;
-    this.waitingWord = (at >> 2) + WAITING_WORD;
-    const dataAt = at + RING_HEADER_BYTES;
-    this.u8 = new Uint8Array(sab, dataAt, layout.ringBytes);
-    this.dv = new DataView(sab, dataAt, layout.ringBytes);
+    super(sab, layout, from, to);
     this.reader = new Reader(this.u8, foreign);
     this.reader.from = from;
     this.head = Atomics.load(this.i32, this.headWord) >>> 0;
