@@ -8,7 +8,7 @@ const Reactor = reactor.Reactor;
 
 /// Bumped whenever an exported signature or shared struct layout changes.
 export fn shoal_abi_version() u32 {
-    return 1;
+    return 2;
 }
 
 export fn shoal_probe(out: *probe.Result, extra_ops: ?[*]const u8, extra_len: u32) void {
@@ -75,6 +75,10 @@ export fn shoal_bench_nops(r: *Reactor, total: u32, batch: u32) i32 {
 
 export fn shoal_mem_map(size_bytes: usize) isize {
     return memory.map(size_bytes);
+}
+
+export fn shoal_mem_map_huge(size_bytes: usize) isize {
+    return memory.mapHuge(size_bytes);
 }
 
 export fn shoal_mem_unmap(address: usize, size_bytes: usize) i32 {

@@ -427,7 +427,7 @@ export function usage(): string {
 -W, --disable-watch       accepted (watch streams nothing here)
 -o, --extended            comma separated list of extended options:
    - maxconns_fast, no_maxconns_fast
-   - hashpower=<n>:       initial hash table size (power of two; default: sized from -m)
+   - hashpower=<n>:       initial hash table size (power of two; default: 16, doubles as items grow)
    - idle_timeout=<s>:    close connections idle this long (default: 0, never)
    - slab_chunk_max=<kb>: largest slab chunk (default: 512)
    - slab_reassign, no_slab_reassign, slab_automove=<0|1|2>

@@ -46,7 +46,7 @@ export interface Settings {
   shutdownCommand: boolean;
   /** Close connections idle for this many seconds (-o idle_timeout); 0 never. */
   idleTimeout: number;
-  /** Initial hash table power (-o hashpower); 0 = sized from -m. */
+  /** Initial hash table power (-o hashpower); 0 = stock's 16. The table doubles as items grow. */
   hashpowerInit: number;
   /** Close new connections at once when over the limit (-o maxconns_fast). */
   maxconnsFast: boolean;

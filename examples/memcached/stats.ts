@@ -63,6 +63,7 @@ export function snapshot(engine: Engine): StatsSnapshot {
       crawlerStarts: st.crawlerStarts,
       hashPower: st.hashPower,
       hashBytes: st.hashBytes,
+      hashExpanding: st.hashExpanding ? 1 : 0,
       pagesMalloced: st.pagesMalloced,
     },
     classStats: Array.from(st.classStats),
@@ -83,7 +84,7 @@ export function merge(snaps: StatsSnapshot[]): StatsSnapshot {
   const addArr = (key: "classStats" | "classPages" | "freeChunks"): number[] =>
     first[key].map((_, i) => snaps.reduce((a, s) => a + s[key][i]!, 0));
   const store = sum("store");
-  store.hashPower = first.store.hashPower!;
+  store.hashPower = Math.max(...snaps.map((s) => s.store.hashPower!));
   return {
     thread: sum("thread"),
     store,
@@ -319,7 +320,7 @@ function general(engine: Engine, snap: StatsSnapshot, sink: StatsSink): void {
   add("conn_yields", t.conn_yields!);
   add("hash_power_level", st.hashPower!);
   add("hash_bytes", st.hashBytes!);
-  add("hash_is_expanding", 0);
+  add("hash_is_expanding", st.hashExpanding! > 0 ? 1 : 0);
   if (settings.slabReassign) {
     add("slab_reassign_rescues", 0);
     add("slab_reassign_chunk_rescues", 0);

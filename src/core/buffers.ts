@@ -3,7 +3,7 @@
  * copy. The kernel reads and writes these directly. A BufferPool maps one region and carves
  * fixed-size, aligned buffers out of it; acquiring and releasing is pure JS (no FFI call).
  */
-import { mapNative, native, nativeView } from "./native.ts";
+import { mapNative, mapNativeHuge, native, nativeView } from "./native.ts";
 import { AbortError, ClosedError, InvalidArgumentError, ShoalError, SystemError } from "./errors.ts";
 
 /** Fill byte for released buffers when poisoning is on: views kept too long read 0xDE. */
@@ -37,12 +37,15 @@ export class NativeBuffer {
   /** @internal */ released = false;
   /** @internal */ pins = 0;
   /** @internal */ deferredRecycle = false;
+  /** @internal Bytes to unmap for a standalone buffer (huge-page mappings round up to 2 MiB). */
+  mappedLength: number;
 
   /** @internal */
   constructor(bytes: Uint8Array, address: number, pool: BufferPool | null, index: number) {
     this.bytes = bytes;
     this.address = address;
     this.length = bytes.length;
+    this.mappedLength = bytes.length;
     this.pool = pool;
     this.index = index;
   }
@@ -88,7 +91,7 @@ export class NativeBuffer {
   private recycle(): void {
     if (poisonOnRelease) this.bytes.fill(POISON_BYTE);
     if (this.pool) this.pool.recycle(this);
-    else native().shoal_mem_unmap(this.address, this.length);
+    else native().shoal_mem_unmap(this.address, this.mappedLength);
   }
 
   [Symbol.dispose](): void {
@@ -102,25 +105,41 @@ function checkSize(name: string, value: number, min: number): void {
   }
 }
 
-function mapOrThrow(sizeBytes: number, what: string): number {
-  const address = mapNative(sizeBytes);
+function mapOrThrow(sizeBytes: number, what: string, huge = false): number {
+  const address = huge ? mapNativeHuge(sizeBytes) : mapNative(sizeBytes);
   if (address < 0) throw new SystemError(`mmap (${what}, ${sizeBytes} bytes)`, -address);
   return address;
+}
+
+/** Size of one transparent huge page (x86-64 PMD). */
+export const HUGE_PAGE_SIZE = 2 * 1024 * 1024;
+
+export interface AlignedBufferOptions {
+  /**
+   * Back the buffer with transparent huge pages (MADV_HUGEPAGE; the mapping rounds up to whole
+   * 2 MiB pages). For large tables read at random (hash tables, item arenas): one TLB entry per
+   * 2 MiB instead of 512 cuts the cost of each cache miss. Best effort: with THP set to "never"
+   * the buffer keeps 4 KiB pages. Memory is committed 2 MiB at a time as it is first touched.
+   */
+  hugePages?: boolean;
 }
 
 /**
  * Allocates one buffer of `size` bytes whose address is aligned to `alignment` (a power of two
  * up to 4096; mappings are page-aligned). Costs one mmap syscall: use a BufferPool on hot paths.
  */
-export function allocateAlignedBuffer(size: number, alignment = 4096): NativeBuffer {
+export function allocateAlignedBuffer(size: number, alignment = 4096, options: AlignedBufferOptions = {}): NativeBuffer {
   checkSize("size", size, 1);
   checkSize("alignment", alignment, 1);
   if ((alignment & (alignment - 1)) !== 0 || alignment > 4096) {
     throw new InvalidArgumentError(`alignment must be a power of two <= 4096, got ${alignment}`);
   }
-  const address = mapOrThrow(size, "allocateAlignedBuffer");
+  const huge = options.hugePages === true;
+  const address = mapOrThrow(size, "allocateAlignedBuffer", huge);
   const bytes = new Uint8Array(nativeView(address, size));
-  return new NativeBuffer(bytes, address, null, -1);
+  const buffer = new NativeBuffer(bytes, address, null, -1);
+  if (huge) buffer.mappedLength = Math.ceil(size / HUGE_PAGE_SIZE) * HUGE_PAGE_SIZE;
+  return buffer;
 }
 
 export interface BufferPoolOptions {

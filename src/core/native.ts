@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { StartupError } from "./errors.ts";
 
 /** Must equal zig/exports.zig's shoal_abi_version(). */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 import { coreSymbols } from "./symbols/core.ts";
 import { smpSymbols } from "./symbols/smp.ts";
@@ -69,6 +69,11 @@ export function nativeView(address: number | Pointer, length: number): ArrayBuff
 /** Maps `sizeBytes` of zeroed, page-aligned native memory: the address, or a negative errno. */
 export function mapNative(sizeBytes: number): number {
   return Number(native().shoal_mem_map(sizeBytes));
+}
+
+/** Maps `sizeBytes` rounded up to whole 2 MiB pages, advised MADV_HUGEPAGE; address or -errno. */
+export function mapNativeHuge(sizeBytes: number): number {
+  return Number(native().shoal_mem_map_huge(sizeBytes));
 }
 
 export { ptr };

@@ -12,9 +12,9 @@ import { Session } from "../../examples/memcached/session.ts";
 import { b, dec, stockLikeSettings } from "./lib/harness.ts";
 import type { Settings } from "../../examples/memcached/settings.ts";
 
-function setup(over: Partial<Settings> = {}) {
+function setup(over: Partial<Settings> = {}, memory: "js" | "native" = "js") {
   const clock = new ManualClock();
-  const engine = new Engine(stockLikeSettings(over), { clock, memory: "js" });
+  const engine = new Engine(stockLikeSettings(over), { clock, memory });
   const session = new Session(engine);
   const run = (text: string): string => {
     session.feed(b(text));
@@ -133,6 +133,52 @@ describe("flush_all", () => {
     expect(t.run("flush_all\r\n")).toBe("CLIENT_ERROR flush_all not allowed\r\n");
     expect(t.run("flush_all noreply\r\n")).toBe("");
     expect(t.stats().cmd_flush).toBe("2");
+    t.close();
+  });
+});
+
+describe("hash table expansion", () => {
+  for (const memory of ["js", "native"] as const) {
+    test(`the table doubles past 1.5 items per bucket and every key stays reachable mid-migration (${memory})`, () => {
+      const t = setup({ maxBytes: 16 * 1024 * 1024, hashpowerInit: 12 }, memory);
+      expect(t.stats().hash_power_level).toBe("12");
+      let sawExpanding = false;
+      const N = 20_000;
+      for (let n = 0; n < N; n++) {
+        expect(t.run(`set k${n} ${n} 0 ${String(n).length}\r\n${n}\r\n`)).toBe("STORED\r\n");
+        if (t.engine.store.hashExpanding) {
+          sawExpanding = true;
+          // Mid-migration: keys in moved and unmoved buckets, and a delete of an older key.
+          const probe = (n * 7919) % (n + 1);
+          expect(t.run(`get k${probe}\r\n`)).toBe(probe % 97 === 0 && probe < n - 100 ? "END\r\n" : `VALUE k${probe} ${probe} ${String(probe).length}\r\n${probe}\r\nEND\r\n`);
+        }
+        // Every 97th key is deleted a while after it was stored (often while the table expands).
+        const old = n - 100;
+        if (old >= 0 && old % 97 === 0) expect(t.run(`delete k${old}\r\n`)).toBe("DELETED\r\n");
+      }
+      expect(sawExpanding).toBe(true);
+      const s = t.stats();
+      expect(Number(s.hash_power_level)).toBeGreaterThanOrEqual(14);
+      expect(Number(s.curr_items)).toBe(N - Math.floor((N - 100 - 1) / 97) - 1);
+      for (let n = 0; n < N; n++) {
+        const want = n % 97 === 0 && n < N - 100 ? "END\r\n" : `VALUE k${n} ${n} ${String(n).length}\r\n${n}\r\nEND\r\n`;
+        expect(t.run(`get k${n}\r\n`)).toBe(want);
+      }
+      // A read-only period finishes a migration through the maintenance tick alone.
+      while (t.engine.store.hashExpanding) t.engine.store.maintainHash(1024);
+      expect(t.stats().hash_is_expanding).toBe("0");
+      expect(Number(t.stats().hash_bytes)).toBe(4 * 2 ** Number(t.stats().hash_power_level));
+      t.close();
+    });
+  }
+
+  test("the table stops growing at the size the arena can fill", () => {
+    const t = setup({ maxBytes: 2 * 1024 * 1024, hashpowerInit: 12 });
+    const v = value(10);
+    for (let n = 0; n < 60_000; n++) t.run(`set k${n} 0 0 10\r\n${v}\r\n`);
+    while (t.engine.store.hashExpanding) t.engine.store.maintainHash(1024);
+    // 2 MiB / 96-byte chunks = 21,845 items at most: 2^14 buckets hold them at load 1.33.
+    expect(Number(t.stats().hash_power_level)).toBe(14);
     t.close();
   });
 });

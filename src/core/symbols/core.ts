@@ -16,6 +16,7 @@ export const coreSymbols = {
   shoal_eventfd_wake: { args: [i32], returns: i32 },
   shoal_bench_nops: { args: [P, u32, u32], returns: i32 },
   shoal_mem_map: { args: [u64], returns: i64_fast },
+  shoal_mem_map_huge: { args: [u64], returns: i64_fast },
   shoal_mem_unmap: { args: [u64, u64], returns: i32 },
   shoal_mem_fill: { args: [u64, u64, u8], returns: V },
 } as const;
