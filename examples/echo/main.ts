@@ -16,17 +16,13 @@ const HIGH_WATER = 256 * 1024;
 
 /** Echoes until the peer shuts down its side; serve() closes (or resets) the connection after. */
 async function echo(c: Connection): Promise<void> {
-  const input = c.input;
   const output = c.output;
-  for (;;) {
-    // Take what is buffered without a promise; wait only when nothing is.
-    let v = input.tryRead();
-    if (v === undefined) v = await input.read();
-    if (v === null) return;
+  // Push mode: every received chunk is written back from the completion that received it.
+  await c.input.receive((v) => {
     const written = output.write(v);
-    // write()'s promise resolves at once below the high-water mark: await it only above.
-    if (output.buffered > HIGH_WATER) await written;
-  }
+    // write()'s promise resolves at once below the high-water mark: hold input only above it.
+    if (output.buffered > HIGH_WATER) return written;
+  });
 }
 
 /** One echo listener per shard. */

@@ -20,12 +20,16 @@ import { fillHoles } from "./router.ts";
 const WRITE_HIGH_WATER = 1 << 20;
 /** Items the crawler checks per second (expired and flushed items are freed). */
 const CRAWL_PER_TICK = 2000;
+/** Hash buckets an expanding table migrates per second besides those moved by inserts (~0.2 ms). */
+const HASH_MIGRATE_PER_TICK = 32768;
 /** How long a graceful stop waits for requests already in flight before ending idle connections. */
 const GRACE_MS = 100;
 /** UDP: payload bytes per datagram after the 8-byte frame header (stock's UDP_DATA_SIZE). */
 const UDP_DATA_SIZE = 1392;
 
 const tooMany = new TextEncoder().encode("ERROR Too many open connections\r\n");
+/** Thrown by a connection's receiver to end it (quit, a fatal protocol error, a graceful stop). */
+const STOP = new Error("connection done");
 
 /** One connection's state on this shard. */
 interface Conn {
@@ -33,7 +37,7 @@ interface Conn {
   connection: Connection;
   session: Session;
   lastCmd: number;
-  /** Waiting in read() with nothing buffered (a graceful stop ends it with shutdownInput). */
+  /** Answered everything received and waits for more (a graceful stop ends it with shutdownInput). */
   idle: boolean;
 }
 
@@ -88,6 +92,7 @@ export class ShardServer {
     }
     this.crawler = new Timer(() => {
       this.engine.clock.tick();
+      this.engine.store.maintainHash(HASH_MIGRATE_PER_TICK);
       if (this.settings.lruCrawler) this.engine.store.crawl(CRAWL_PER_TICK);
     }).armPeriodic(1000);
   }
@@ -124,49 +129,58 @@ export class ShardServer {
   private async serve(connection: Connection): Promise<void> {
     const stats = this.engine.stats;
     const session = new Session(this.engine);
-    const conn: Conn = { id: this.nextId++, connection, session, lastCmd: this.engine.clock.now, idle: false };
+    const conn: Conn = { id: this.nextId++, connection, session, lastCmd: this.engine.clock.now, idle: true };
     this.conns.set(conn.id, conn);
     stats.curr_conns++;
     stats.conn_structs = Math.max(stats.conn_structs, this.conns.size);
     const input = connection.input;
     const output = connection.output;
-    try {
-      for (;;) {
-        let data: Uint8Array | null | undefined = input.tryRead();
-        if (data === undefined) {
-          if (this.stopping) break;
-          conn.idle = true;
-          data = await input.read();
-          conn.idle = false;
+    const clock = this.engine.clock;
+
+    /** Writes the responses of what was fed; a promise while the peer is slow to read. */
+    const answer = (): Promise<void> | undefined => {
+      if (session.abort) {
+        if (session.keep > 0) {
+          stats.bytes_written += session.keep;
+          void output.write(session.out.buf.subarray(0, session.keep));
         }
-        if (data === null) break;
-        session.feed(data);
-        conn.lastCmd = this.engine.clock.now;
-        const out = session.out;
-        if (session.holes.length > 0) {
-          if (session.abort) session.holes.length = 0;
-          // A forwarded command still waiting for its value: read on first.
-          else if (session.forwarding) continue;
-          else await fillHoles(session);
-        }
-        if (session.abort) {
-          if (session.keep > 0) {
-            stats.bytes_written += session.keep;
-            void output.write(out.buf.subarray(0, session.keep));
-          }
-          out.reset();
-          break;
-        }
-        if (out.pos > 0) {
-          stats.bytes_written += out.pos;
-          const p = output.write(out.bytes());
-          out.reset();
-          if (output.buffered > WRITE_HIGH_WATER) await p;
-        }
-        if (session.closeAfterWrite) break;
+        session.out.reset();
+        throw STOP;
       }
+      const out = session.out;
+      let p: Promise<void> | undefined;
+      if (out.pos > 0) {
+        stats.bytes_written += out.pos;
+        const w = output.write(out.bytes());
+        out.reset();
+        if (output.buffered > WRITE_HIGH_WATER) p = w;
+      }
+      if (session.closeAfterWrite) throw STOP;
+      if (this.stopping && input.buffered === 0) throw STOP;
+      conn.idle = input.buffered === 0;
+      return p;
+    };
+
+    // Push mode: each received chunk is parsed and answered straight from its completion (no
+    // promise or task per request); only a cross-shard command or a slow reader returns a
+    // promise, which holds further chunks until it settles.
+    const onData = (data: Uint8Array): Promise<void> | undefined => {
+      conn.idle = false;
+      session.feed(data);
+      conn.lastCmd = clock.now;
+      if (session.holes.length > 0) {
+        if (session.abort) session.holes.length = 0;
+        // A forwarded command still waiting for its value: read on first.
+        else if (session.forwarding) return undefined;
+        else return fillHoles(session).then(answer);
+      }
+      return answer();
+    };
+
+    try {
+      if (!this.stopping) await input.receive(onData);
     } catch {
-      // The peer reset or the connection failed: nothing to answer.
+      // STOP, or the peer reset / the connection failed: nothing more to answer.
     } finally {
       session.close();
       this.conns.delete(conn.id);

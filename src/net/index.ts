@@ -19,6 +19,7 @@ export type {
   NetStats,
   NetworkStack,
   StreamConsumer,
+  StreamReceiver,
   UdpChannel,
   UdpOptions,
   WriteData,

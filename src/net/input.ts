@@ -8,7 +8,7 @@
 import { AbortError, InvalidArgumentError } from "../core/errors.ts";
 import { now } from "../core/timer.ts";
 import { UnexpectedEofError } from "./errors.ts";
-import { CONSUME_ALL, type ConnectionInput, type SignalOptions, type StreamConsumer } from "./types.ts";
+import { CONSUME_ALL, type ConnectionInput, type SignalOptions, type StreamConsumer, type StreamReceiver } from "./types.ts";
 
 /** What a stack provides to a StreamInput. */
 export interface InputSource {
@@ -26,6 +26,8 @@ const WAIT_NONE = 0;
 const WAIT_READ = 1;
 const WAIT_EXACT = 2;
 const WAIT_DATA = 3;
+/** receive(): chunks go to a handler as they arrive. */
+const WAIT_RECEIVE = 4;
 
 const RESOLVED_NULL: Promise<null> = Promise.resolve(null);
 const EMPTY = new Uint8Array(0);
@@ -65,6 +67,14 @@ export class StreamInput implements ConnectionInput {
   private waitSignal: AbortSignal | undefined;
   private readonly onAbort = () => this.abortWait();
   private assembly: Uint8Array | undefined;
+  /** receive(): the handler, while one is installed. */
+  private receiver: StreamReceiver | undefined;
+  /** receive(): the handler's promise for the chunk it holds, while one is pending. */
+  private holding = false;
+  /** receive(): inside deliver() (a push from the handler's own actions must not recurse). */
+  private delivering = false;
+  private readonly onHeldDone = () => this.heldDone();
+  private readonly onHeldFailed = (e: unknown) => this.finishReceive(e instanceof Error ? e : new Error(String(e)), true);
   /** now() when a read began waiting, 0 when none waits (read timeouts). */
   waitingSince = 0;
 
@@ -386,6 +396,95 @@ export class StreamInput implements ConnectionInput {
     }
   }
 
+  receive(receiver: StreamReceiver, opts?: SignalOptions): Promise<void> {
+    if (typeof receiver !== "function") throw new InvalidArgumentError("receive: the receiver must be a function");
+    this.checkIdle("receive");
+    this.releaseLease();
+    const signal = opts?.signal;
+    if (signal?.aborted) return Promise.reject(new AbortError("receive was aborted", { cause: signal.reason }));
+    const p = new Promise<void>(captureExecutor);
+    this.resolveWait = capturedResolve;
+    this.rejectWait = capturedReject;
+    this.receiver = receiver;
+    this.waitKind = WAIT_RECEIVE;
+    this.waitN = 0;
+    this.need = 0;
+    if (signal !== undefined) {
+      this.waitSignal = signal;
+      signal.addEventListener("abort", this.onAbort, { once: true });
+    }
+    if (this.paused && this.n < this.pauseChunks) {
+      this.paused = false;
+      this.src.inputPressure(false);
+    }
+    this.deliver();
+    return p;
+  }
+
+  /**
+   * receive(): hands buffered chunks to the handler, one at a time, until it holds one (returns
+   * a promise), the queue is empty, or the stream is over.
+   */
+  private deliver(): void {
+    if (this.delivering || this.holding) return;
+    this.delivering = true;
+    try {
+      while (this.n > 0 && this.waitKind === WAIT_RECEIVE) {
+        const view = this.takeHead();
+        let r: void | Promise<void>;
+        try {
+          r = this.receiver!(view);
+        } catch (e) {
+          this.finishReceive(e instanceof Error ? e : new Error(String(e)), true);
+          return;
+        }
+        if (r !== undefined && typeof (r as Promise<void>).then === "function") {
+          // The handler is busy: further chunks wait (and pause the source past the mark).
+          this.holding = true;
+          this.waitingSince = 0;
+          (r as Promise<void>).then(this.onHeldDone, this.onHeldFailed);
+          this.checkPause();
+          return;
+        }
+        this.releaseLease();
+      }
+      if (this.waitKind !== WAIT_RECEIVE) return;
+      if (this.err !== undefined) this.finishReceive(this.err, false);
+      else if (this.eof) this.finishReceive(undefined, false);
+      else this.waitingSince = now() || 1e-9;
+    } finally {
+      this.delivering = false;
+    }
+  }
+
+  private heldDone(): void {
+    this.holding = false;
+    if (this.waitKind !== WAIT_RECEIVE) return;
+    this.releaseLease();
+    if (this.paused && this.n <= this.resumeChunks) {
+      this.paused = false;
+      this.src.inputPressure(false);
+    }
+    this.deliver();
+  }
+
+  /** Ends receive(): resolves at end of stream, rejects with the connection's or handler's error. */
+  private finishReceive(err: Error | undefined, fromHandler: boolean): void {
+    if (this.waitKind !== WAIT_RECEIVE) return;
+    this.holding = false;
+    this.receiver = undefined;
+    this.releaseLease();
+    this.clearWait();
+    if (err !== undefined) {
+      this.rejectWait(err);
+      // A handler failure leaves the connection as it is (the caller decides); unread bytes stay.
+      if (fromHandler) this.checkPause();
+      return;
+    }
+    this.markEnded();
+    this.resolveWait(undefined);
+  }
+
   [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
     return {
       next: async (): Promise<IteratorResult<Uint8Array>> => {
@@ -421,6 +520,7 @@ export class StreamInput implements ConnectionInput {
   /** Clears the waiting read (its resolve/reject stay readable until the next wait). */
   private clearWait(): void {
     this.waitKind = WAIT_NONE;
+    this.receiver = undefined;
     this.waitingSince = 0;
     this.need = 0;
     if (this.waitSignal !== undefined) {
@@ -432,6 +532,10 @@ export class StreamInput implements ConnectionInput {
   private abortWait(): void {
     if (this.waitKind === WAIT_NONE) return;
     const reason = this.waitSignal?.reason;
+    if (this.waitKind === WAIT_RECEIVE) {
+      this.finishReceive(new AbortError("receive was aborted", { cause: reason }), true);
+      return;
+    }
     this.clearWait();
     this.rejectWait(new AbortError("read was aborted", { cause: reason }));
   }
@@ -439,13 +543,19 @@ export class StreamInput implements ConnectionInput {
   /** Fails a waiting read with `err` (read timeouts); the stack then resets the connection. */
   failWait(err: Error): void {
     if (this.waitKind === WAIT_NONE) return;
+    if (this.waitKind === WAIT_RECEIVE) {
+      this.finishReceive(err, false);
+      return;
+    }
     this.clearWait();
     this.rejectWait(err);
   }
 
   private wake(): void {
     const kind = this.waitKind;
-    if (kind === WAIT_READ) {
+    if (kind === WAIT_RECEIVE) {
+      this.deliver();
+    } else if (kind === WAIT_READ) {
       if (this.n > 0) {
         this.clearWait();
         this.resolveWait(this.takeHead());

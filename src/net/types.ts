@@ -88,6 +88,15 @@ export interface KeepAliveOptions {
  */
 export type StreamConsumer = (data: Uint8Array) => number;
 
+/**
+ * A push-mode handler for ConnectionInput.receive(): called from the loop with each chunk of
+ * received bytes as it arrives (a view valid only during the call, or until the promise it
+ * returns settles). Returning a promise holds further delivery until it settles (the stack stops
+ * receiving once the pause mark is reached meanwhile); returning nothing takes the next chunk at
+ * once. A throw or rejection ends receive() with that error.
+ */
+export type StreamReceiver = (data: Uint8Array) => void | Promise<void>;
+
 /** Consumer result: all bytes consumed, continue. */
 export const CONSUME_ALL = -1;
 
@@ -123,6 +132,15 @@ export interface ConnectionInput extends AsyncIterable<Uint8Array> {
    * true when it stopped, false at end of stream. Views are valid only during each call.
    */
   consume(parser: StreamConsumer, opts?: SignalOptions): Promise<boolean>;
+  /**
+   * Push mode: calls `receiver` with every chunk as it arrives, straight from the completion
+   * that received it — no promise, no task switch per chunk, the cheapest way to serve a
+   * request/response protocol. Bytes already buffered go first. Resolves at end of stream (after
+   * the last chunk), rejects with the connection's error (after the chunks received before
+   * it), the receiver's own error (which stops delivery; the connection stays open) or
+   * AbortError from `opts.signal`. While it runs no other read may start (InvalidArgumentError).
+   */
+  receive(receiver: StreamReceiver, opts?: SignalOptions): Promise<void>;
   /** Bytes received and not yet read. */
   readonly buffered: number;
   /** True once the end of stream was read. */

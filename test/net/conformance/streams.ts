@@ -172,6 +172,119 @@ export function streamConformance(s: StackUnderTest): void {
       await done();
     });
 
+    test("receive pushes every chunk in order, buffered bytes first, and resolves at end of stream", async () => {
+      const { client, server, done } = await pair();
+      await client.output.write("early");
+      await until(() => server.input.buffered === 5, 2000, "data to arrive");
+      const big = new Uint8Array(s.recvBufferSize * 4 + 3);
+      fillRandom(big, 11);
+      let got = 0;
+      let sum = 0;
+      let first = "";
+      let calls = 0;
+      const received = server.input.receive((v) => {
+        calls++;
+        // Views are only valid during the call: read them here.
+        if (first.length < 5) {
+          first += text(v.subarray(0, 5 - first.length));
+          v = v.subarray(Math.min(v.length, 5));
+          if (v.length === 0) return;
+        }
+        sum = crc(v, sum);
+        got += v.length;
+      });
+      expect(() => server.input.read()).toThrow(InvalidArgumentError);
+      await client.output.write(big);
+      await client.output.close();
+      expect(await received).toBeUndefined();
+      expect(first).toBe("early");
+      expect(got).toBe(big.length);
+      expect(sum).toBe(crc(big));
+      expect(calls).toBeGreaterThanOrEqual(2);
+      expect(server.input.ended).toBe(true);
+      expect(await server.input.read()).toBeNull();
+      await done();
+    });
+
+    test("receive: a returned promise holds delivery (back-pressure), then delivery resumes with the rest", async () => {
+      const { client, server, done } = await pair();
+      const total = s.recvBufferSize * 64;
+      const data = new Uint8Array(total);
+      fillRandom(data, 5);
+      let got = 0;
+      let sum = 0;
+      let release: () => void = () => {};
+      let holds = 0;
+      const received = server.input.receive((v) => {
+        sum = crc(v, sum);
+        got += v.length;
+        if (holds === 0) {
+          holds++;
+          // The view stays valid until the promise settles.
+          const copy = v[0];
+          return new Promise<void>((resolve) => {
+            release = () => {
+              expect(v[0]).toBe(copy!);
+              resolve();
+            };
+          });
+        }
+      });
+      const writing = client.output.write(data);
+      await until(() => holds === 1, 2000, "the first chunk");
+      // Held: the server buffers until its pause mark, then stops receiving; nothing is lost.
+      await Bun.sleep(50);
+      const gotWhileHeld = got;
+      expect(server.input.buffered).toBeGreaterThan(0);
+      release();
+      await writing;
+      await client.output.close();
+      await received;
+      expect(gotWhileHeld).toBeLessThan(total);
+      expect(got).toBe(total);
+      expect(sum).toBe(crc(data));
+      await done();
+    });
+
+    test("receive: a throwing receiver ends it with that error and the connection stays usable; a signal aborts it", async () => {
+      const { client, server, done } = await pair();
+      await client.output.write("abc");
+      const boom = new Error("parser failed");
+      expect(await rejection(server.input.receive(() => {
+        throw boom;
+      }))).toBe(boom);
+      // A rejected promise from the receiver does the same.
+      await client.output.write("def");
+      const viaPromise = await rejection(server.input.receive(() => Promise.reject(new RangeError("later"))));
+      expect(viaPromise).toBeInstanceOf(RangeError);
+      await server.output.write("still open");
+      expect(text(await client.input.readExactly(10))).toBe("still open");
+      const ac = new AbortController();
+      const pending = server.input.receive(() => {}, { signal: ac.signal });
+      ac.abort("stop");
+      const err = await rejection(pending);
+      expect(err).toBeInstanceOf(AbortError);
+      expect((err as AbortError).cause).toBe("stop");
+      expect(() => server.input.receive(42 as never)).toThrow(InvalidArgumentError);
+      await client.output.write("ghi");
+      expect(text(await server.input.readExactly(3))).toBe("ghi");
+      await done();
+    });
+
+    test("receive: the peer's reset rejects it with ECONNRESET after the bytes sent before it", async () => {
+      const { client, server, done } = await pair();
+      let got = "";
+      const received = server.input.receive((v) => {
+        got += text(v);
+      });
+      await client.output.write("before");
+      await until(() => got === "before", 2000, "bytes before the reset");
+      client.reset();
+      await expectSystemError(received, "ECONNRESET");
+      expect(got).toBe("before");
+      await done();
+    });
+
     test("consume rejects parser results that make no sense", async () => {
       const { client, server, done } = await pair();
       await client.output.write("hello");
