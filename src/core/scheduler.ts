@@ -161,6 +161,8 @@ export const loopState = {
   blockedNotifyMs: 25,
   /** Start of the current batch (performance.now()), for maybeYield. */
   batchStart: 0,
+  /** The latest clock read of the loop (the end of the last batch). */
+  lastClock: 0,
   /** True while the loop is stopped or asleep in Bun's event loop (a kick is needed). */
   idle: true,
   tasksRun: 0,
@@ -241,21 +243,23 @@ function reportTaskError(g: SchedulingGroup, err: unknown): void {
  * task quota is spent. Each group's batch ends with a full microtask drain so that promise
  * continuations it released run (and are charged) inside its turn. Returns entries run.
  */
-export function runReadyTasks(): number {
+export function runReadyTasks(now?: number): number {
   if (readyCount === 0) return 0;
-  const phaseStart = performance.now();
+  // `now`: a clock read the caller just made (the loop's turn start), saving one here.
+  const phaseStart = now ?? performance.now();
   const quota = loopState.taskQuotaMs;
   let total = 0;
+  let start = phaseStart;
   for (;;) {
     const g = pickGroup();
     if (g === undefined) break;
-    const start = performance.now();
     loopState.batchStart = start;
-    const ran = storage.run(g, runBatch, g, start + quota);
+    const ran = singleGroup.value ? runBatch(g, start + quota) : storage.run(g, runBatch, g, start + quota);
     g.tasksRun += ran;
     total += ran;
     drainMicrotasks();
     const end = performance.now();
+    loopState.lastClock = end;
     const took = end - start;
     g.runtimeMs += took;
     g.vruntime += took / g.shares;
@@ -263,6 +267,7 @@ export function runReadyTasks(): number {
     if (g.head >= g.entries.length) deactivate(g);
     else if (g.head > 1024 && g.head * 2 > g.entries.length) compact(g);
     if (end - phaseStart >= quota) break;
+    start = end;
   }
   loopState.tasksRun += total;
   return total;
@@ -272,9 +277,8 @@ export function runReadyTasks(): number {
  * @internal Runs the continuations of completions settled directly by the reactor (single-group
  * shards), charged to the default group like a batch.
  */
-export function drainSettled(): number {
+export function drainSettled(start: number): number {
   const g = defaultSchedulingGroup;
-  const start = performance.now();
   loopState.batchStart = start;
   drainMicrotasks();
   const end = performance.now();

@@ -871,13 +871,13 @@ function poll(): boolean {
   if (needsDrain) {
     needsDrain = false;
     // Continuations of what ran now run too, so their calls go out in this turn's flush.
-    drainSettled();
+    drainSettled(performance.now());
   }
   if (dirty.length > 0 && flush()) did = true;
   if (needsDrain) {
     // The flush made room for senders that were waiting: let them write, then flush again.
     needsDrain = false;
-    drainSettled();
+    drainSettled(performance.now());
     if (dirty.length > 0) flush();
   }
   return did;
