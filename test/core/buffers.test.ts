@@ -3,6 +3,7 @@
  * (double release, stale handles, closing with buffers out), poisoning, and standalone aligned
  * buffers.
  */
+import { readFileSync } from "node:fs";
 import { afterEach, describe, expect, test } from "bun:test";
 import {
   AbortError,
@@ -294,6 +295,41 @@ describe("allocateAlignedBuffer", () => {
       expect(b.isReleased).toBe(true);
       expect(() => b.release()).toThrow(ClosedError);
     }
+  });
+
+  test("hugePages: the mapping rounds up to whole 2 MiB pages, is advised for THP, and is unmapped whole", () => {
+    const size = 3 * 1024 * 1024 + 5;
+    const b = allocateAlignedBuffer(size, 4096, { hugePages: true });
+    expect(b.length).toBe(size);
+    expect(b.bytes.every((v) => v === 0)).toBe(true);
+    b.bytes.fill(7);
+    const start = b.address;
+    // /proc/self/smaps: the VMA holding the buffer, and whether THP may back it.
+    const vma = (): { size: number; eligible: boolean } | undefined => {
+      const lines = readFileSync("/proc/self/smaps", "utf8").split("\n");
+      for (let i = 0; i < lines.length; i++) {
+        const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(lines[i]!);
+        if (!m) continue;
+        const lo = parseInt(m[1]!, 16);
+        const hi = parseInt(m[2]!, 16);
+        if (start < lo || start >= hi) continue;
+        let eligible = false;
+        for (let j = i + 1; j < lines.length && !/^[0-9a-f]+-/.test(lines[j]!); j++) {
+          if (lines[j]!.startsWith("THPeligible:")) eligible = lines[j]!.trim().endsWith("1");
+        }
+        return { size: hi - lo, eligible };
+      }
+      return undefined;
+    };
+    const mode = readFileSync("/sys/kernel/mm/transparent_hugepage/enabled", "utf8");
+    const v = vma()!;
+    expect(v.size).toBeGreaterThanOrEqual(4 * 1024 * 1024);
+    expect(v.eligible).toBe(!mode.includes("[never]"));
+    b.release();
+    // The whole rounded-up mapping is gone (nothing of it stays mapped at its start).
+    const after = vma();
+    if (after !== undefined) expect(after.size).not.toBe(v.size);
+    expect(() => b.release()).toThrow(ClosedError);
   });
 
   test("rejects a non-power-of-two or too large alignment and a size of 0", () => {
