@@ -177,7 +177,10 @@ function runLoop(): void {
       loopState.lastClock = t;
       expireTimers(t);
       const ran = runReadyTasks(t);
-      const polled = pollers.length > 0 && runPollers();
+      let polled = pollers.length > 0 && runPollers();
+      // A poller's work can feed one that ran before it this turn (a cross-shard reply that
+      // writes to a socket whose flush already ran): one more pass before sleeping.
+      if (polled && pollers.length > 1) polled = runPollers() || polled;
       let waitUs = 0;
       if (ran > 0 || polled) lastWork = t;
       // Nothing left to run: sleep in the same io_uring_enter that submits what this turn
