@@ -15,7 +15,7 @@ import {
   reactor,
   sleep,
 } from "../../src/index.ts";
-import { loopConfig } from "../../src/core/loop.ts";
+import { addPoller, loopConfig } from "../../src/core/loop.ts";
 import { pipe, tempDir } from "./fixtures/posix.ts";
 import { busyUs, errorOf, quiet } from "./fixtures/util.ts";
 
@@ -208,6 +208,52 @@ describe("idle cost", () => {
     },
     60_000,
   );
+});
+
+describe("pollers", () => {
+  test("work a later poller hands to an earlier one is done before the loop sleeps again", async () => {
+    // An earlier poller (say a socket flush) and a later one (say cross-shard replies) that
+    // produces work for it: the loop must not sleep in the kernel with that work pending.
+    configureLoop({ overprovisioned: true });
+    const r = reactor();
+    let pending = false;
+    let handOff = false;
+    let handedAt = -1;
+    let doneAt = -1;
+    const removeFirst = addPoller(() => {
+      if (!pending) return false;
+      pending = false;
+      doneAt = r.counters().sleeps;
+      return true;
+    });
+    const removeSecond = addPoller(() => {
+      if (!handOff) return false;
+      handOff = false;
+      pending = true;
+      handedAt = r.counters().sleeps;
+      return true;
+    });
+    // An operation in flight keeps the loop sleeping in the kernel between turns.
+    const p = pipe();
+    const into = allocateAlignedBuffer(4);
+    const read = r.read(p.readFd, into);
+    try {
+      for (let i = 0; i < 5; i++) {
+        await sleep(3);
+        handOff = true; // runs inside the loop's turn, before the pollers
+        while (handedAt < 0 || doneAt < handedAt) await Bun.sleep(1);
+        expect(doneAt).toBe(handedAt);
+        handedAt = -1;
+      }
+    } finally {
+      removeFirst();
+      removeSecond();
+      configureLoop({ overprovisioned: false });
+      p.close();
+      await read.catch(() => {});
+      into.release();
+    }
+  });
 });
 
 describe("modes and exit", () => {
