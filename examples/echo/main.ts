@@ -17,9 +17,10 @@ const HIGH_WATER = 256 * 1024;
 /** Echoes until the peer shuts down its side; serve() closes (or resets) the connection after. */
 async function echo(c: Connection): Promise<void> {
   const output = c.output;
-  // Push mode: every received chunk is written back from the completion that received it.
-  await c.input.receive((v) => {
-    const written = output.write(v);
+  // Push mode: every received chunk is written back from the completion that received it,
+  // as a range of the receive buffer (no view per chunk; 1 KiB or more is sent in place).
+  await c.input.receiveRanges((buf, start, end) => {
+    const written = output.write(buf, start, end);
     // write()'s promise resolves at once below the high-water mark: hold input only above it.
     if (output.buffered > HIGH_WATER) return written;
   });

@@ -151,7 +151,7 @@ export class ShardServer {
       let p: Promise<void> | undefined;
       if (out.pos > 0) {
         stats.bytes_written += out.pos;
-        const w = output.write(out.bytes());
+        const w = output.write(out.buf, 0, out.pos);
         out.reset();
         if (output.buffered > WRITE_HIGH_WATER) p = w;
       }
@@ -164,9 +164,9 @@ export class ShardServer {
     // Push mode: each received chunk is parsed and answered straight from its completion (no
     // promise or task per request); only a cross-shard command or a slow reader returns a
     // promise, which holds further chunks until it settles.
-    const onData = (data: Uint8Array): Promise<void> | undefined => {
+    const onData = (buf: Uint8Array, start: number, end: number): Promise<void> | undefined => {
       conn.idle = false;
-      session.feed(data);
+      session.feed(buf, start, end);
       conn.lastCmd = clock.now;
       if (session.holes.length > 0) {
         if (session.abort) session.holes.length = 0;
@@ -178,7 +178,7 @@ export class ShardServer {
     };
 
     try {
-      if (!this.stopping) await input.receive(onData);
+      if (!this.stopping) await input.receiveRanges(onData);
     } catch {
       // STOP, or the peer reset / the connection failed: nothing more to answer.
     } finally {

@@ -152,18 +152,19 @@ export class Session {
    * Processes received bytes: every complete command produces its response in `out`.
    * `data` is only read during the call.
    */
-  feed(data: Uint8Array): void {
-    if (this.countBytes) this.engine.stats.bytes_read += data.length;
+  feed(data: Uint8Array, start = 0, end = data.length): void {
+    if (this.countBytes) this.engine.stats.bytes_read += end - start;
     if (this.closing) return;
     this.keep = this.out.pos;
     this.reqs = 0;
-    let pos = 0;
+    let pos = start;
     if (this.carryLen > 0) {
-      pos = this.feedCarry(data);
-      if (pos < 0 || this.closing) return;
+      const took = this.feedCarry(start === 0 && end === data.length ? data : data.subarray(start, end));
+      if (took < 0 || this.closing) return;
+      pos = start + took;
     }
-    const stop = this.run(data, pos, data.length);
-    if (stop < data.length && !this.closing) this.saveCarry(data, stop, data.length);
+    const stop = this.run(data, pos, end);
+    if (stop < end && !this.closing) this.saveCarry(data, stop, end);
   }
 
   /** Back to a fresh state between units run for another shard (keeps `out`). */

@@ -20,6 +20,7 @@ export type {
   NetworkStack,
   StreamConsumer,
   StreamReceiver,
+  StreamRangeReceiver,
   UdpChannel,
   UdpOptions,
   WriteData,

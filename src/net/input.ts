@@ -8,7 +8,7 @@
 import { AbortError, InvalidArgumentError } from "../core/errors.ts";
 import { now } from "../core/timer.ts";
 import { UnexpectedEofError } from "./errors.ts";
-import { CONSUME_ALL, type ConnectionInput, type SignalOptions, type StreamConsumer, type StreamReceiver } from "./types.ts";
+import { CONSUME_ALL, type ConnectionInput, type SignalOptions, type StreamConsumer, type StreamRangeReceiver, type StreamReceiver } from "./types.ts";
 
 /** What a stack provides to a StreamInput. */
 export interface InputSource {
@@ -69,6 +69,8 @@ export class StreamInput implements ConnectionInput {
   private assembly: Uint8Array | undefined;
   /** receive(): the handler, while one is installed. */
   private receiver: StreamReceiver | undefined;
+  /** receiveRanges(): the handler, while one is installed (then `receiver` is unset). */
+  private rangeReceiver: StreamRangeReceiver | undefined;
   /** receive(): the handler's promise for the chunk it holds, while one is pending. */
   private holding = false;
   /** receive(): inside deliver() (a push from the handler's own actions must not recurse). */
@@ -398,14 +400,29 @@ export class StreamInput implements ConnectionInput {
 
   receive(receiver: StreamReceiver, opts?: SignalOptions): Promise<void> {
     if (typeof receiver !== "function") throw new InvalidArgumentError("receive: the receiver must be a function");
-    this.checkIdle("receive");
+    return this.startReceive("receive", receiver, undefined, opts);
+  }
+
+  receiveRanges(receiver: StreamRangeReceiver, opts?: SignalOptions): Promise<void> {
+    if (typeof receiver !== "function") throw new InvalidArgumentError("receiveRanges: the receiver must be a function");
+    return this.startReceive("receiveRanges", undefined, receiver, opts);
+  }
+
+  private startReceive(
+    op: string,
+    receiver: StreamReceiver | undefined,
+    rangeReceiver: StreamRangeReceiver | undefined,
+    opts: SignalOptions | undefined,
+  ): Promise<void> {
+    this.checkIdle(op);
     this.releaseLease();
     const signal = opts?.signal;
-    if (signal?.aborted) return Promise.reject(new AbortError("receive was aborted", { cause: signal.reason }));
+    if (signal?.aborted) return Promise.reject(new AbortError(`${op} was aborted`, { cause: signal.reason }));
     const p = new Promise<void>(captureExecutor);
     this.resolveWait = capturedResolve;
     this.rejectWait = capturedReject;
     this.receiver = receiver;
+    this.rangeReceiver = rangeReceiver;
     this.waitKind = WAIT_RECEIVE;
     this.waitN = 0;
     this.need = 0;
@@ -430,10 +447,22 @@ export class StreamInput implements ConnectionInput {
     this.delivering = true;
     try {
       while (this.n > 0 && this.waitKind === WAIT_RECEIVE) {
-        const view = this.takeHead();
         let r: void | Promise<void>;
         try {
-          r = this.receiver!(view);
+          const ranges = this.rangeReceiver;
+          if (ranges === undefined) {
+            r = this.receiver!(this.takeHead());
+          } else {
+            // The whole receive buffer (a long-lived view) and the new bytes' range: no view made.
+            const h = this.head;
+            const t = this.tok[h]!;
+            const o = this.off[h]!;
+            const l = this.len[h]!;
+            this.bytes -= l;
+            this.popHead();
+            this.lease.push(t);
+            r = ranges(this.src.chunkBase(t), o, o + l);
+          }
         } catch (e) {
           this.finishReceive(e instanceof Error ? e : new Error(String(e)), true);
           return;
@@ -473,6 +502,7 @@ export class StreamInput implements ConnectionInput {
     if (this.waitKind !== WAIT_RECEIVE) return;
     this.holding = false;
     this.receiver = undefined;
+    this.rangeReceiver = undefined;
     this.releaseLease();
     this.clearWait();
     if (err !== undefined) {
@@ -521,6 +551,7 @@ export class StreamInput implements ConnectionInput {
   private clearWait(): void {
     this.waitKind = WAIT_NONE;
     this.receiver = undefined;
+    this.rangeReceiver = undefined;
     this.waitingSince = 0;
     this.need = 0;
     if (this.waitSignal !== undefined) {
@@ -533,7 +564,7 @@ export class StreamInput implements ConnectionInput {
     if (this.waitKind === WAIT_NONE) return;
     const reason = this.waitSignal?.reason;
     if (this.waitKind === WAIT_RECEIVE) {
-      this.finishReceive(new AbortError("receive was aborted", { cause: reason }), true);
+      this.finishReceive(new AbortError(`${this.rangeReceiver === undefined ? "receive" : "receiveRanges"} was aborted`, { cause: reason }), true);
       return;
     }
     this.clearWait();

@@ -97,6 +97,15 @@ export type StreamConsumer = (data: Uint8Array) => number;
  */
 export type StreamReceiver = (data: Uint8Array) => void | Promise<void>;
 
+/**
+ * A push-mode handler for ConnectionInput.receiveRanges(): like StreamReceiver, but given the
+ * whole receive buffer (a long-lived view, the same object for every chunk of that buffer) and
+ * the range [start, end) of the new bytes, so no view is created per chunk. Bytes outside the
+ * range belong to nobody: read only [start, end), and only during the call (or until the
+ * returned promise settles).
+ */
+export type StreamRangeReceiver = (buffer: Uint8Array, start: number, end: number) => void | Promise<void>;
+
 /** Consumer result: all bytes consumed, continue. */
 export const CONSUME_ALL = -1;
 
@@ -141,6 +150,12 @@ export interface ConnectionInput extends AsyncIterable<Uint8Array> {
    * AbortError from `opts.signal`. While it runs no other read may start (InvalidArgumentError).
    */
   receive(receiver: StreamReceiver, opts?: SignalOptions): Promise<void>;
+  /**
+   * receive() without a view per chunk: the receiver gets the receive buffer and the range of
+   * the new bytes (StreamRangeReceiver). For parsers that work on offsets anyway; the same
+   * rules for holding, errors, end of stream and abort.
+   */
+  receiveRanges(receiver: StreamRangeReceiver, opts?: SignalOptions): Promise<void>;
   /** Bytes received and not yet read. */
   readonly buffered: number;
   /** True once the end of stream was read. */
@@ -161,8 +176,11 @@ export interface ConnectionOutput {
    * (zero-copy forwarding). Rejects with the connection's error (SystemError EPIPE,
    * ECONNRESET...) or ClosedError after close. Rejections are marked handled: a write nobody
    * awaits never becomes an unhandled rejection, and the error resurfaces on the next call.
+   * `start`/`end` (bytes only) write `data[start, end)` without making a view: what a protocol
+   * encoder that fills its own buffer passes (small ranges are copied without a native call);
+   * a range outside the data rejects with InvalidArgumentError.
    */
-  write(data: WriteData): Promise<void>;
+  write(data: WriteData, start?: number, end?: number): Promise<void>;
   /** write() for several pieces: one back-pressure check. */
   writev(data: readonly WriteData[]): Promise<void>;
   /** Resolves when every byte written so far has been handed to the kernel. */

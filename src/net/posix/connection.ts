@@ -281,13 +281,13 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   }
 
   /** @internal OutputSink */
-  retainReceived(view: Uint8Array): number {
+  retainReceived(view: Uint8Array, start: number, length: number): number {
     const rx = this.stack.rx;
     if (view.buffer !== rx.region) return -1;
-    const address = rx.bufsAddress + view.byteOffset;
+    const address = rx.bufsAddress + view.byteOffset + start;
     const bid = rx.bidOf(address);
     // A view kept past its validity points at a recycled buffer: copy it (it is already garbage).
-    if (!rx.held(bid) || rx.bidOf(address + view.length - 1) !== bid) return -1;
+    if (!rx.held(bid) || rx.bidOf(address + length - 1) !== bid) return -1;
     rx.retain(bid);
     return address;
   }

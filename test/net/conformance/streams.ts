@@ -285,6 +285,63 @@ export function streamConformance(s: StackUnderTest): void {
       await done();
     });
 
+    test("receiveRanges hands the receive buffer and a range, no view per chunk; write(buf, start, end) echoes ranges", async () => {
+      const { client, server, done } = await pair();
+      const big = new Uint8Array(s.recvBufferSize * 3 + 101);
+      fillRandom(big, 21);
+      let sum = 0;
+      let got = 0;
+      const buffers = new Set<Uint8Array>();
+      const received = server.input.receiveRanges((buf, start, end) => {
+        expect(start).toBeGreaterThanOrEqual(0);
+        expect(end).toBeGreaterThan(start);
+        expect(end).toBeLessThanOrEqual(buf.length);
+        buffers.add(buf);
+        sum = crc(buf.subarray(start, end), sum);
+        got += end - start;
+        // Echo the range back: small ranges are copied, large ones sent in place.
+        void server.output.write(buf, start, end);
+      });
+      expect(() => server.input.receive(() => {})).toThrow(InvalidArgumentError);
+      const echoed = readBytes(client, big.length);
+      await client.output.write(big);
+      expect(crc(await echoed)).toBe(crc(big));
+      await client.output.close();
+      await received;
+      expect(got).toBe(big.length);
+      expect(sum).toBe(crc(big));
+      // Chunks of one receive buffer come with the same long-lived view.
+      expect(buffers.size).toBeLessThan(64);
+      await done();
+    });
+
+    test("write(data, start, end): ranges of bytes and native buffers; bad ranges and string ranges reject", async () => {
+      const { client, server, done } = await pair();
+      const enc = new TextEncoder();
+      const bytes = enc.encode("0123456789");
+      await server.output.write(bytes, 2, 5);
+      expect(text(await client.input.readExactly(3))).toBe("234");
+      const long = new Uint8Array(5000);
+      fillRandom(long, 3);
+      await server.output.write(long, 100, 4100);
+      expect(crc((await readBytes(client, 4000)))).toBe(crc(long.subarray(100, 4100)));
+      const nb = allocateAlignedBuffer(4096);
+      nb.bytes.set(enc.encode("native range"), 0);
+      await server.output.write(nb, 7, 12);
+      expect(text(await client.input.readExactly(5))).toBe("range");
+      await server.output.write(bytes, 4, 4); // empty: nothing sent
+      for (const [a, b] of [[-1, 2], [3, 2], [0, 11], [1.5, 3], [Number.NaN, 3]] as [number, number][]) {
+        expect(await rejection(server.output.write(bytes, a, b))).toBeInstanceOf(InvalidArgumentError);
+      }
+      expect(await rejection(server.output.write("text", 0, 2))).toBeInstanceOf(InvalidArgumentError);
+      // Nothing of the refused writes went out; the connection still works.
+      await server.output.write(bytes, 9);
+      expect(text(await client.input.readExactly(1))).toBe("9");
+      await server.output.flush();
+      nb.release();
+      await done();
+    });
+
     test("consume rejects parser results that make no sense", async () => {
       const { client, server, done } = await pair();
       await client.output.write("hello");
