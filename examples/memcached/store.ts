@@ -314,6 +314,11 @@ export class Store {
     return { table: new Int32Array(nb.bytes.buffer, nb.bytes.byteOffset, count).fill(NIL), native: nb };
   }
 
+  /** During an expansion: the key's bucket has not moved yet (it is in the old table). */
+  private inOldTable(hv: number): boolean {
+    return this.oldBuckets !== null && (hv & this.oldMask) >= this.expandBucket;
+  }
+
   /** Current hash power (stats hash_power_level). */
   get hashPower(): number {
     return this.hashPowerNow;
@@ -449,10 +454,7 @@ export class Store {
   /** Finds a linked item by key bytes, or NIL. No expiry check, no LRU effect. */
   find(key: Uint8Array, koff: number, klen: number, hv: number): number {
     const mem = this.mem;
-    const old = this.oldBuckets;
-    let ref: number;
-    if (old !== null && (hv & this.oldMask) >= this.expandBucket) ref = old[hv & this.oldMask]!;
-    else ref = this.buckets[hv & this.hashMask]!;
+    let ref = this.inOldTable(hv) ? this.oldBuckets![hv & this.oldMask]! : this.buckets[hv & this.hashMask]!;
     while (ref !== NIL) {
       const base = ref << 3;
       if (mem[base + 31] === klen) {
@@ -900,16 +902,11 @@ export class Store {
     this.u32[w + 3] = this.clock.now;
     this.f64[ref + 4] = this.useCas ? ++this.casId : 0;
     this.u32[w + 10] = hv;
-    const old = this.oldBuckets;
-    if (old !== null && (hv & this.oldMask) >= this.expandBucket) {
-      const bucket = hv & this.oldMask;
-      this.i32[w + 2] = old[bucket]!;
-      old[bucket] = ref;
-    } else {
-      const bucket = hv & this.hashMask;
-      this.i32[w + 2] = this.buckets[bucket]!;
-      this.buckets[bucket] = ref;
-    }
+    const old = this.inOldTable(hv);
+    const table = old ? this.oldBuckets! : this.buckets;
+    const bucket = hv & (old ? this.oldMask : this.hashMask);
+    this.i32[w + 2] = table[bucket]!;
+    table[bucket] = ref;
     const cls = this.mem[b + 30]!;
     this.lruPushHead(ref, cls);
     const total = this.ntotal(ref);
@@ -938,9 +935,9 @@ export class Store {
 
   private hashRemove(ref: number): void {
     const hv = this.u32[(ref << 1) + 10]!;
-    const old = this.oldBuckets;
-    const table = old !== null && (hv & this.oldMask) >= this.expandBucket ? old : this.buckets;
-    const bucket = hv & (table === old ? this.oldMask : this.hashMask);
+    const old = this.inOldTable(hv);
+    const table = old ? this.oldBuckets! : this.buckets;
+    const bucket = hv & (old ? this.oldMask : this.hashMask);
     let cur = table[bucket]!;
     let prev = NIL;
     while (cur !== NIL && cur !== ref) {

@@ -77,6 +77,9 @@ export class StreamInput implements ConnectionInput {
   private delivering = false;
   private readonly onHeldDone = () => this.heldDone();
   private readonly onHeldFailed = (e: unknown) => this.finishReceive(e instanceof Error ? e : new Error(String(e)), true);
+  /** The range of the chunk leaseHead() took last. */
+  private leasedOff = 0;
+  private leasedEnd = 0;
   /** now() when a read began waiting, 0 when none waits (read timeouts). */
   waitingSince = 0;
 
@@ -229,16 +232,27 @@ export class StreamInput implements ConnectionInput {
     }
   }
 
-  /** Hands out the head chunk's remaining bytes and leases its buffer. */
-  private takeHead(): Uint8Array {
+  /**
+   * Takes the head chunk and leases its buffer: returns the token; its bytes are
+   * chunkBase(token)[leasedOff, leasedEnd).
+   */
+  private leaseHead(): number {
     const h = this.head;
     const t = this.tok[h]!;
     const o = this.off[h]!;
     const l = this.len[h]!;
+    this.leasedOff = o;
+    this.leasedEnd = o + l;
     this.bytes -= l;
     this.popHead();
     this.lease.push(t);
-    return this.src.chunkBase(t).subarray(o, o + l);
+    return t;
+  }
+
+  /** Hands out the head chunk's remaining bytes as a view and leases its buffer. */
+  private takeHead(): Uint8Array {
+    const t = this.leaseHead();
+    return this.src.chunkBase(t).subarray(this.leasedOff, this.leasedEnd);
   }
 
   /** Consumes `count` (<= buffered) bytes from the front, releasing emptied chunks at once. */
@@ -454,14 +468,8 @@ export class StreamInput implements ConnectionInput {
             r = this.receiver!(this.takeHead());
           } else {
             // The whole receive buffer (a long-lived view) and the new bytes' range: no view made.
-            const h = this.head;
-            const t = this.tok[h]!;
-            const o = this.off[h]!;
-            const l = this.len[h]!;
-            this.bytes -= l;
-            this.popHead();
-            this.lease.push(t);
-            r = ranges(this.src.chunkBase(t), o, o + l);
+            const t = this.leaseHead();
+            r = ranges(this.src.chunkBase(t), this.leasedOff, this.leasedEnd);
           }
         } catch (e) {
           this.finishReceive(e instanceof Error ? e : new Error(String(e)), true);

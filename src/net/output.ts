@@ -141,29 +141,18 @@ export class StreamOutput implements ConnectionOutput {
   /** write(data, start, end): bytes [start, end) of a Uint8Array or NativeBuffer, no view made. */
   private appendRange(data: WriteData, start: number | undefined, end: number | undefined): Error | undefined {
     if (typeof data === "string") return new InvalidArgumentError("write: a range applies to bytes, not to a string");
-    const length = data instanceof NativeBuffer ? data.length : data instanceof Uint8Array ? data.length : -1;
-    if (length < 0) return new InvalidArgumentError("write: data must be a Uint8Array, a string or a NativeBuffer");
+    const isNative = data instanceof NativeBuffer;
+    if (!isNative && !(data instanceof Uint8Array)) {
+      return new InvalidArgumentError("write: data must be a Uint8Array, a string or a NativeBuffer");
+    }
+    const length = data.length;
     const s = start ?? 0;
     const e = end ?? length;
     if (!Number.isSafeInteger(s) || !Number.isSafeInteger(e) || s < 0 || e < s || e > length) {
       return new InvalidArgumentError(`write: the range [${start}, ${end}) is not within 0..${length}`);
     }
-    if (e === s) return undefined;
-    if (data instanceof NativeBuffer) {
-      data.check("write: buffer");
-      data.pin();
-      this.push(KIND_NATIVE, data.address + s, e - s, -1, data);
-      return undefined;
-    }
-    const bytes = data as Uint8Array;
-    if (e - s >= FORWARD_MIN) {
-      const address = this.sink.retainReceived(bytes, s, e - s);
-      if (address >= 0) {
-        this.push(KIND_RECEIVED, address, e - s, -1, undefined);
-        return undefined;
-      }
-    }
-    this.copyRange(bytes, s, e);
+    if (isNative) this.appendNative(data, s, e);
+    else this.appendBytes(data, s, e);
     return undefined;
   }
 
@@ -223,26 +212,31 @@ export class StreamOutput implements ConnectionOutput {
   }
 
   private append(data: WriteData): void {
-    if (data instanceof Uint8Array) {
-      if (data.length === 0) return;
-      if (data.length >= FORWARD_MIN) {
-        const address = this.sink.retainReceived(data, 0, data.length);
-        if (address >= 0) {
-          this.push(KIND_RECEIVED, address, data.length, -1, undefined);
-          return;
-        }
+    if (data instanceof Uint8Array) this.appendBytes(data, 0, data.length);
+    else if (typeof data === "string") this.appendString(data);
+    else if (data instanceof NativeBuffer) this.appendNative(data, 0, data.length);
+    else throw new InvalidArgumentError("write: data must be a Uint8Array, a string or a NativeBuffer");
+  }
+
+  /** data[start, end): a received range of 1 KiB or more is sent in place, the rest copied. */
+  private appendBytes(data: Uint8Array, start: number, end: number): void {
+    if (end === start) return;
+    if (end - start >= FORWARD_MIN) {
+      const address = this.sink.retainReceived(data, start, end - start);
+      if (address >= 0) {
+        this.push(KIND_RECEIVED, address, end - start, -1, undefined);
+        return;
       }
-      this.copy(data);
-    } else if (typeof data === "string") {
-      this.appendString(data);
-    } else if (data instanceof NativeBuffer) {
-      data.check("write: buffer");
-      if (data.length === 0) return;
-      data.pin();
-      this.push(KIND_NATIVE, data.address, data.length, -1, data);
-    } else {
-      throw new InvalidArgumentError("write: data must be a Uint8Array, a string or a NativeBuffer");
     }
+    this.copyRange(data, start, end);
+  }
+
+  /** A NativeBuffer's [start, end), sent in place and pinned until the kernel is done with it. */
+  private appendNative(data: NativeBuffer, start: number, end: number): void {
+    data.check("write: buffer");
+    if (end === start) return;
+    data.pin();
+    this.push(KIND_NATIVE, data.address + start, end - start, -1, data);
   }
 
   private appendString(s: string): void {
@@ -272,11 +266,11 @@ export class StreamOutput implements ConnectionOutput {
     }
   }
 
-  /** copy() of data[start, end) without making a view: small ranges byte by byte. */
+  /** Copies data[start, end) into send memory: small ranges byte by byte, without a view. */
   private copyRange(data: Uint8Array, start: number, end: number): void {
     const total = end - start;
     if (total > SMALL_COPY || (this.tailChunk >= 0 && SEND_CHUNK - this.tailFill < total)) {
-      this.copy(data.subarray(start, end));
+      this.copy(start === 0 && end === data.length ? data : data.subarray(start, end));
       return;
     }
     if (this.tailChunk < 0 || this.tailFill === SEND_CHUNK) this.openChunk();
