@@ -24,7 +24,7 @@ pub const huge_page_size: usize = 2 * 1024 * 1024;
 /// transparent huge pages (MADV_HUGEPAGE). Large random-access tables (a hash table, an item
 /// arena) then cost one TLB entry per 2 MiB instead of 512. The advice is best effort: with THP
 /// set to "never" the mapping keeps 4 KiB pages. Returns the address, or a negative errno.
-/// Free it with `unmap(address, size_bytes)` (the length rounds up the same way).
+/// Free it with `unmap(address, mappedLength(size_bytes, true))` (JS: NativeBuffer.mappedLength).
 pub fn mapHuge(size_bytes: usize) isize {
     if (size_bytes == 0) return -@as(isize, @intFromEnum(linux.E.INVAL));
     const len = std.mem.alignForward(usize, size_bytes, huge_page_size);
