@@ -526,11 +526,31 @@ export function addHole(s: Session, b: Batch, index: number): void {
   holes.push({ at, batch: b, first: index, count: 1 });
 }
 
-/** Runs a line's effect on every other shard (in order with forwarded commands). */
+/**
+ * Runs a line's effect on every other shard (in order with forwarded commands), then here. The
+ * local answer waits behind a barrier hole until every other shard has applied it, so a client
+ * that sees "RESET" or "OK" can rely on the whole server having done it, from any connection.
+ */
 function broadcastLine(s: Session, r: Router, buf: Uint8Array, lineStart: number, lineNext: number): void {
+  broadcastUnits(s, r, Proto.TEXT, buf, lineStart, lineNext);
+}
+
+function broadcastUnits(s: Session, r: Router, proto: Proto, buf: Uint8Array, start: number, end: number): void {
+  const parts: { batch: Batch; index: number }[] = [];
   for (let d = 0; d < r.shards; d++) {
-    if (d !== r.self) forwardLine(s, r, d, UnitKind.TEXT_SILENT, buf, lineStart, lineNext);
+    if (d === r.self) continue;
+    const b = r.batch(d);
+    const index = b.begin(UnitKind.TEXT_SILENT, proto, end - start);
+    b.append(buf, start, end);
+    parts.push({ batch: b, index });
   }
+  if (parts.length > 0) s.holes.push({ at: s.out.pos, first: 0, count: 0, parts, render: barrierRender });
+}
+
+const NO_BYTES = new Uint8Array(0);
+/** A barrier adds no bytes: the command's one answer is the local shard's. */
+function barrierRender(): Uint8Array {
+  return NO_BYTES;
 }
 
 /** Runs a line on every shard and merges the answers (this shard's first). */
@@ -656,12 +676,7 @@ export function routeBinary(s: Session, r: Router, buf: Uint8Array, pos: number,
   if (opcode === 0x10 && extlen === 0) return routeBinaryStats(s, r, buf, pos, need, keylen);
   if (opcode === 0x08 || opcode === 0x18) {
     // flush: everywhere, in order.
-    for (let d = 0; d < r.shards; d++) {
-      if (d === r.self) continue;
-      const b = r.batch(d);
-      b.begin(UnitKind.TEXT_SILENT, Proto.BINARY, need);
-      b.append(buf, pos, pos + need);
-    }
+    broadcastUnits(s, r, Proto.BINARY, buf, pos, pos + need);
     return false;
   }
   if (!binaryKeyedValid(opcode, keylen, extlen, bodylen)) return false;
@@ -719,12 +734,7 @@ function routeBinaryStats(s: Session, r: Router, buf: Uint8Array, pos: number, n
   let sub = "";
   for (let i = 0; i < keylen; i++) sub += String.fromCharCode(buf[pos + 24 + i]!);
   if (sub.startsWith("reset") || sub.startsWith("detail on") || sub.startsWith("detail off")) {
-    for (let d = 0; d < r.shards; d++) {
-      if (d === r.self) continue;
-      const b = r.batch(d);
-      b.begin(UnitKind.TEXT_SILENT, Proto.BINARY, need);
-      b.append(buf, pos, pos + need);
-    }
+    broadcastUnits(s, r, Proto.BINARY, buf, pos, pos + need);
     return false;
   }
   if (sub !== "" && sub !== "items" && sub !== "slabs") return false;

@@ -77,6 +77,18 @@ describe("several shards", () => {
     expect(stat(await text("stats\r\n"), "cmd_get")).toBe(0);
   });
 
+  test("a reset is done on every shard before its answer: stats from any connection right after see it", async () => {
+    let gets = "";
+    for (let i = 0; i < 60; i++) gets += `get spread${i}\r\n`;
+    for (let round = 0; round < 15; round++) {
+      await text(gets + "mn\r\n", "MN\r\n");
+      await text("stats reset\r\n", "RESET\r\n");
+      // New connections land on any shard; each asks every shard at once.
+      const seen = await Promise.all(Array.from({ length: 6 }, () => text("stats\r\n")));
+      expect(seen.map((st) => stat(st, "cmd_get"))).toEqual([0, 0, 0, 0, 0, 0]);
+    }
+  });
+
   test("binary stats sum every shard too", async () => {
     const a = await exchange(server.port, binRequest(0x10, { opaque: 42 }), { idleMs: 500 });
     const packets = parseResponses(a.bytes);
