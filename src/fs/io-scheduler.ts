@@ -39,6 +39,13 @@ export interface IoSchedulerOptions {
   maxInFlight?: number;
   /** The fraction (0, 1] of each disk's capacity this shard may use (1 / shards; default 1). */
   shareOfDevice?: number;
+  /**
+   * Hand requests to the kernel as soon as this many descriptors are queued in a turn, instead
+   * of at the turn's end (default 4; 0: only at the turn's end). A device starts on a request
+   * only once it is submitted: on a virtio disk, 4 KiB random writes at queue depth 32 ran at
+   * ~83k IOPS with one submit per turn against ~97-104k with a submit every 1-4 requests.
+   */
+  submitBatch?: number;
 }
 
 /** I/O statistics of one scheduling group on one device queue. */
@@ -79,6 +86,7 @@ const config = {
   maxRequestSize: 128 * 1024,
   maxInFlight: 128,
   shareOfDevice: 1,
+  submitBatch: 4,
 };
 
 /** Who issued a request: told when each piece starts and finishes (DmaFile counts them for close()). */
@@ -343,6 +351,8 @@ export class IoQueue {
       this.settle(req, 0, e); // the reactor was destroyed
       return;
     }
+    const early = config.submitBatch;
+    if (early > 0 && r.queuedCount >= early) r.submitNow();
     req.state = IN_FLIGHT;
     this.charge(cls, req.cost);
     this.inFlight++;
@@ -513,6 +523,10 @@ export async function configureIoScheduler(opts: IoSchedulerOptions): Promise<vo
   if (opts.maxInFlight !== undefined && !Number.isInteger(opts.maxInFlight)) {
     throw new InvalidArgumentError(`configureIoScheduler: maxInFlight must be an integer, got ${opts.maxInFlight}`);
   }
+  const sb = opts.submitBatch;
+  if (sb !== undefined && (!Number.isInteger(sb) || sb < 0 || sb > 4096)) {
+    throw new InvalidArgumentError(`configureIoScheduler: submitBatch must be an integer in [0, 4096], got ${sb}`);
+  }
   const mrs = opts.maxRequestSize;
   if (mrs !== undefined && (!Number.isSafeInteger(mrs) || mrs < 4096 || mrs % 4096 !== 0 || mrs > 0x7fff_f000)) {
     throw new InvalidArgumentError(`configureIoScheduler: maxRequestSize must be a multiple of 4096 >= 4096, got ${mrs}`);
@@ -533,6 +547,7 @@ export async function configureIoScheduler(opts: IoSchedulerOptions): Promise<vo
   if (opts.shareOfDevice !== undefined) config.shareOfDevice = opts.shareOfDevice;
   if (opts.maxInFlight !== undefined) config.maxInFlight = opts.maxInFlight;
   if (mrs !== undefined) config.maxRequestSize = mrs;
+  if (opts.submitBatch !== undefined) config.submitBatch = opts.submitBatch;
   ioScheduler().reconfigure();
 }
 
@@ -543,5 +558,6 @@ export function resetIoScheduler(): void {
   config.maxRequestSize = 128 * 1024;
   config.maxInFlight = 128;
   config.shareOfDevice = 1;
+  config.submitBatch = 4;
   ioScheduler().reconfigure();
 }

@@ -184,6 +184,27 @@ describe("operations on real fds", () => {
     expect(() => r.timeout(Number.NaN)).toThrow(InvalidArgumentError);
   });
 
+  test("submitNow hands queued descriptors to the kernel mid-turn; their completions come with the next turn", async () => {
+    const r = reactor();
+    const p = newPipe();
+    feed(p, [1, 2, 3]);
+    const c0 = r.counters();
+    const into = buffer(3);
+    const read = r.read(p.readFd, into);
+    const nops = [r.nop(), r.nop()];
+    expect(r.queuedCount).toBe(3);
+    r.submitNow();
+    r.submitNow(); // nothing queued: no syscall
+    const c1 = r.counters();
+    expect(r.queuedCount).toBe(0);
+    expect(c1.submitted - c0.submitted).toBe(3);
+    expect(c1.enters - c0.enters).toBe(1);
+    expect(c1.completed).toBe(c0.completed); // nothing reaped yet
+    expect(await read).toBe(3);
+    expect(Array.from(into.bytes)).toEqual([1, 2, 3]);
+    await Promise.all(nops);
+  });
+
   test("Reactor.wake writes the eventfd and the reactor counts the wake-up", async () => {
     const r = reactor();
     const before = r.counters().wakes;
@@ -325,6 +346,26 @@ describe("cancellation", () => {
     // The kernel never read: all four bytes are still in the pipe.
     expect(await r.read(p.readFd, into)).toBe(4);
     expect(Array.from(into.bytes)).toEqual([1, 2, 3, 4]);
+  });
+
+  test("an operation handed over early with submitNow() is cancelled in the kernel", async () => {
+    const r = reactor();
+    const p = newPipe();
+    const before = r.inFlight;
+    const ac = new AbortController();
+    const into = buffer(4);
+    const read = quiet(r.read(p.readFd, into, { signal: ac.signal }));
+    const submitted = r.counters().submitted;
+    r.submitNow();
+    expect(r.queuedCount).toBe(0);
+    expect(r.counters().submitted).toBe(submitted + 1);
+    ac.abort(); // same synchronous turn, but the read is already parked in the kernel
+    const err = await errorOf(read);
+    expect(err).toBeInstanceOf(AbortError);
+    expect(await turnsUntil(() => r.inFlight === before)).toBe(true);
+    feed(p, [5, 6, 7, 8]);
+    expect(await r.read(p.readFd, into)).toBe(4);
+    expect(Array.from(into.bytes)).toEqual([5, 6, 7, 8]);
   });
 
   test("an already aborted signal rejects at once without taking a slot", async () => {

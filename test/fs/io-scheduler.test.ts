@@ -85,6 +85,8 @@ describe("io-properties", () => {
     await expect(configureIoScheduler({ latencyGoalMs: -1 })).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(configureIoScheduler({ shareOfDevice: 2 })).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(configureIoScheduler({ maxInFlight: 1.5 })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(configureIoScheduler({ submitBatch: -1 })).rejects.toThrow(/submitBatch must be an integer/);
+    await expect(configureIoScheduler({ submitBatch: 2.5 })).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(configureIoScheduler({ properties: `${scratch.dir}/missing.yaml` })).rejects.toMatchObject({ code: "ENOENT" });
   });
 });
@@ -112,6 +114,28 @@ describe("capacity and splitting", () => {
     expect((await Promise.all(reads)).every((n) => n === 4096)).toBe(true);
     expect(maxInFlight).toBeLessThanOrEqual(2);
     for (const b of bufs) b.release();
+    pool.close();
+  });
+
+  test("requests reach the kernel every submitBatch descriptors, not only at the turn's end", async () => {
+    await using f = await dataFile(1 << 20);
+    const pool = dmaBufferPool({ bufferSize: 4096, count: 10 });
+    const r = reactor();
+    for (const batch of [4, 0, 1]) {
+      await configureIoScheduler({ submitBatch: batch });
+      await r.nop(); // start from an empty descriptor array
+      const bufs = Array.from({ length: 10 }, () => pool.acquire());
+      const before = r.counters().submitted;
+      const reads = bufs.map((b, i) => f.dmaReadInto(i * 4096, b));
+      const early = r.counters().submitted - before;
+      expect(early).toBe(batch === 0 ? 0 : Math.floor(10 / batch) * batch);
+      expect(r.queuedCount).toBe(10 - early);
+      expect(await Promise.all(reads)).toEqual(bufs.map(() => 4096));
+      for (let i = 0; i < bufs.length; i++) {
+        expect(bufs[i]!.bytes[100]).toBe((i * 4096 + 100) * 31 & 0xff);
+        bufs[i]!.release();
+      }
+    }
     pool.close();
   });
 
