@@ -282,6 +282,7 @@ pub const Reactor = struct {
         if (!self.wake_armed) _ = self.arm_wake();
         const prc = self.prep_ops(submit_count);
         if (prc < 0) return prc;
+        if (prc < submit_count) return -@as(i32, @intFromEnum(linux.E.BUSY));
 
         var count = self.drain_backlog();
         if (count < self.out.len) {
@@ -297,41 +298,44 @@ pub const Reactor = struct {
     }
 
     /// Copies descriptors `ops[0..count]` into SQEs (entering the kernel if the SQ fills).
+    /// Returns how many were copied (all, unless the kernel would not take any more: then
+    /// the rest are left for the caller), or a negative errno from entering.
     fn prep_ops(self: *Reactor, count: u32) i32 {
-        for (self.ops[0..count]) |*op| {
+        for (self.ops[0..count], 0..) |*op, i| {
             const sqe = self.ring.get_sqe() catch blk: {
                 const rc = self.enter(0);
                 if (rc < 0) return rc;
-                break :blk self.ring.get_sqe() catch return -@as(i32, @intFromEnum(linux.E.BUSY));
+                break :blk self.ring.get_sqe() catch return @intCast(i);
             };
             prep(op, sqe);
             const opcode: linux.IORING_OP = @enumFromInt(op.opcode);
             if (opcode == .TIMEOUT) self.counters.timeouts_armed += 1;
         }
-        return 0;
+        return @intCast(count);
     }
 
     /// Submits descriptors `ops[0..count]` now, mid-turn, without reaping or running task
     /// work: for operations whose latency matters more than one more batched syscall (a
     /// device starts on a request only once it is submitted). Completions still arrive
-    /// through `turn`. Returns 0 or a negative errno.
+    /// through `turn`. Returns how many descriptors were taken (the first ones; the caller
+    /// keeps the rest queued when the kernel is backed up), or a negative errno.
     pub fn submit_now(self: *Reactor, count: u32) i32 {
         assert(count <= self.ops.len);
-        const prc = self.prep_ops(count);
-        if (prc < 0) return prc;
+        const taken = self.prep_ops(count);
+        if (taken < 0) return taken;
         const to_submit = self.ring.flush_sq();
-        if (to_submit == 0) return 0;
+        if (to_submit == 0) return taken;
         self.counters.enters += 1;
         const res = linux.syscall6(.io_uring_enter, @as(usize, @bitCast(@as(isize, self.ring.fd))), to_submit, 0, 0, 0, 0);
         switch (linux.E.init(res)) {
             .SUCCESS => {
                 self.counters.submitted += res;
-                return 0;
+                return taken;
             },
             // Whatever was not taken stays in the SQ ring for the turn's own enter.
             .BUSY, .AGAIN, .INTR => {
                 self.counters.busy_retries += 1;
-                return 0;
+                return taken;
             },
             else => |e| return -@as(i32, @intCast(@intFromEnum(e))),
         }

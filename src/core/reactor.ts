@@ -275,9 +275,17 @@ export class Reactor {
   submitNow(): void {
     if (this.queued === 0) return;
     this.checkOpen();
-    const rc = this.submitFn(this.handle, this.queued);
-    this.queued = 0;
-    if (rc < 0) throw new SystemError("io_uring_enter", -rc);
+    const n = this.queued;
+    const taken = this.submitFn(this.handle, n);
+    if (taken < 0) {
+      this.queued = 0;
+      throw new SystemError("io_uring_enter", -taken);
+    }
+    if (taken < n) {
+      // The kernel is backed up (completion queue overflow): keep the rest for the turn.
+      this.u32.copyWithin(0, taken << 4, n << 4);
+    }
+    this.queued = n - taken;
   }
 
   /** Descriptors queued in this turn and not yet handed to the kernel. */
