@@ -74,7 +74,13 @@ if (isMainThread) {
     process.argv[1]!,
     "--smp",
     String(threads),
-    ...(threads > cpus ? ["--overprovisioned"] : []),
+    // Shards are pinned only when they take every CPU. With fewer shards than CPUs (e.g. -t 1
+    // on a machine that also runs clients), a pinned shard fights the rest of the machine's
+    // work for its one CPU while another idles: TCP wake-ups pull a local client onto the
+    // shard's CPU. Stock memcached's threads float too. Measured with memcaslap (-T 1, 100
+    // connections) against -t 1 on 2 CPUs: pinned 144k TPS with the shard at 0.6 of a core,
+    // unpinned 175-186k at 1.0 core, stock 188-192k (bench/memcached/RESULTS-memcached.md).
+    ...(threads !== cpus ? ["--overprovisioned"] : []),
     // Busy-polling an idle ring costs CPU per request that stock memcached does not spend;
     // clients keep the ring busy enough that sleeping in io_uring_enter costs no throughput.
     "--idle-poll-time-us",
