@@ -4,6 +4,7 @@
  * connection's usual batch size. The transport copies `bytes()` out and calls `reset()`.
  */
 import { writeInt, writeUint } from "./numbers.ts";
+import { DataViewCache, copyBytes, dataViewOf } from "./bytes.ts";
 
 const encoder = new TextEncoder();
 
@@ -12,16 +13,20 @@ export function ascii(s: string): Uint8Array {
   return encoder.encode(s);
 }
 
-/** Copies up to this many bytes with a loop; longer ones with TypedArray.set (a view object each). */
+/** Copies up to this many bytes with a byte loop (inline); longer ones with copyBytes. */
 const COPY_LOOP_MAX = 32;
 
 /** Response bytes under construction. */
 export class Out {
   buf: Uint8Array;
   pos = 0;
+  /** A DataView of `buf` (replaced with it). */
+  private dv: DataView;
+  private readonly sources = new DataViewCache();
 
   constructor(initialSize = 16 * 1024) {
     this.buf = new Uint8Array(initialSize);
+    this.dv = dataViewOf(this.buf);
   }
 
   /** Makes room for `n` more bytes. */
@@ -32,6 +37,7 @@ export class Out {
     const next = new Uint8Array(size);
     next.set(this.buf.subarray(0, this.pos));
     this.buf = next;
+    this.dv = dataViewOf(next);
   }
 
   /** Appends pre-encoded bytes. */
@@ -58,7 +64,7 @@ export class Out {
       for (let i = 0; i < len; i++) buf[p++] = src[off + i]!;
       this.pos = p;
     } else {
-      this.buf.set(src.subarray(off, off + len), this.pos);
+      copyBytes(this.buf, this.dv, this.pos, src, this.sources.of(src), off, len);
       this.pos += len;
     }
   }

@@ -22,6 +22,8 @@ const WRITE_HIGH_WATER = 1 << 20;
 const CRAWL_PER_TICK = 2000;
 /** Hash buckets an expanding table migrates per second besides those moved by inserts (~0.2 ms). */
 const HASH_MIGRATE_PER_TICK = 32768;
+/** A shard that read this much since its last collection collects once it sees an idle second. */
+const IDLE_GC_AFTER_BYTES = 16 * 1024 * 1024;
 /** How long a graceful stop waits for requests already in flight before ending idle connections. */
 const GRACE_MS = 100;
 /** UDP: payload bytes per datagram after the 8-byte frame header (stock's UDP_DATA_SIZE). */
@@ -90,10 +92,23 @@ export class ShardServer {
         this.done.push(this.udpLoop(ch));
       }
     }
+    let lastRead = 0;
+    let readSinceGc = 0;
     this.crawler = new Timer(() => {
       this.engine.clock.tick();
       this.engine.store.maintainHash(HASH_MIGRATE_PER_TICK);
       if (this.settings.lruCrawler) this.engine.store.crawl(CRAWL_PER_TICK);
+      // Once traffic stops after a burst, collect its garbage (cross-shard batches, receive
+      // copies) so the memory goes back to the system instead of waiting for the next burst's
+      // allocations to trigger a collection. Only on an idle second: the pause delays no request.
+      const read = this.engine.stats.bytes_read;
+      if (read !== lastRead) {
+        readSinceGc += read - lastRead;
+        lastRead = read;
+      } else if (readSinceGc >= IDLE_GC_AFTER_BYTES) {
+        readSinceGc = 0;
+        Bun.gc(true);
+      }
     }).armPeriodic(1000);
   }
 

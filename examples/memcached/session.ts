@@ -9,6 +9,7 @@
  * The first byte of a connection picks the protocol, as in stock: 0x80 is binary, anything
  * else is text (which includes the meta commands).
  */
+import { DataViewCache, copyBytes } from "./bytes.ts";
 import type { Engine } from "./engine.ts";
 import { Out, ascii } from "./out.ts";
 import { NIL, type Store, Comm } from "./store.ts";
@@ -133,6 +134,8 @@ export class Session {
 
   /** An incomplete command line or packet header carried to the next feed. */
   private carry = new Uint8Array(256);
+  /** DataViews of the buffers fed (values are copied into the store 4 bytes at a time). */
+  private readonly inputViews = new DataViewCache();
   private carryLen = 0;
 
   constructor(engine: Engine, options: { out?: Out; protocol?: Proto } = {}) {
@@ -255,7 +258,8 @@ export class Session {
       switch (this.state) {
         case St.NREAD: {
           const n = Math.min(this.rlbytes, end - pos);
-          this.store.mem.set(pos === 0 && n === buf.length ? buf : buf.subarray(pos, pos + n), this.ritem);
+          const store = this.store;
+          copyBytes(store.mem, store.memView, this.ritem, buf, this.inputViews.of(buf), pos, n);
           this.ritem += n;
           this.rlbytes -= n;
           pos += n;

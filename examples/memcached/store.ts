@@ -28,6 +28,7 @@
  * Expired and flushed items are removed lazily when found, by the tail check before an eviction,
  * and by `crawl()` (the LRU crawler), which the server runs a little every second.
  */
+import { DataViewCache, copyBytes, dataViewOf } from "./bytes.ts";
 import { allocateAlignedBuffer, HUGE_PAGE_SIZE, type NativeBuffer } from "../../src/index.ts";
 import type { Clock } from "./clock.ts";
 import { ITEM_UPDATE_INTERVAL } from "./clock.ts";
@@ -153,6 +154,9 @@ const STOCK_ITEM_HEADER = 48;
 export class Store {
   /** Arena bytes. Key of `ref` at keyOffset(ref), value at valueOffset(ref). */
   readonly mem: Uint8Array;
+  /** A DataView of `mem`, for copies without a view object (bytes.ts). */
+  readonly memView: DataView;
+  private readonly keyViews = new DataViewCache();
   private readonly i32: Int32Array;
   private readonly u32: Uint32Array;
   private readonly f64: Float64Array;
@@ -282,6 +286,7 @@ export class Store {
       this.native = null;
       this.mem = new Uint8Array(bytes);
     }
+    this.memView = dataViewOf(this.mem);
     const ab = this.mem.buffer;
     const base = this.mem.byteOffset;
     this.i32 = new Int32Array(ab, base, bytes >>> 2);
@@ -563,11 +568,7 @@ export class Store {
     this.f64[ref + 4] = 0;
     this.u32[w + 10] = 0;
     const dst = b + HDR;
-    if (klen < 32) {
-      for (let i = 0; i < klen; i++) this.mem[dst + i] = key[koff + i]!;
-    } else {
-      this.mem.set(key.subarray(koff, koff + klen), dst);
-    }
+    copyBytes(this.mem, this.memView, dst, key, this.keyViews.of(key), koff, klen);
     return ref;
   }
 

@@ -115,20 +115,32 @@ describe("bad input", () => {
   }, 30_000);
 
   test("a set flood far beyond -m keeps item memory within -m", async () => {
-    const base = rssMiB(server.proc.pid);
     const value = "x".repeat(4000);
-    for (let round = 0; round < 8; round++) {
+    const round = async (tag: string): Promise<void> => {
       let req = "";
-      for (let i = 0; i < 4000; i++) req += `set fill:${round}:${i} 0 0 4000 noreply\r\n${value}\r\n`;
+      for (let i = 0; i < 4000; i++) req += `set fill:${tag}:${i} 0 0 4000 noreply\r\n${value}\r\n`;
       await exchange(server.port, b(req + "mn\r\n"), { until: b("MN\r\n"), idleMs: 5000 });
-    }
+    };
+    // One round first: the buffers a flood needs (receive buffers, cross-shard batches, the JS
+    // heap) reach their size here, and half of the 32 MB of item memory is touched. Measured
+    // from a cold server these alone were 50-90 MiB.
+    await round("warm");
+    const base = rssMiB(server.proc.pid);
+    for (let r = 0; r < 8; r++) await round(String(r));
     const a = await exchange(server.port, b("stats\r\n"), { until: b("END\r\n") });
     const bytes = Number(/STAT bytes (\d+)/.exec(dec.decode(a.bytes))![1]);
     const limit = Number(/STAT limit_maxbytes (\d+)/.exec(dec.decode(a.bytes))![1]);
     expect(bytes).toBeLessThanOrEqual(limit);
     expect(Number(/STAT evictions (\d+)/.exec(dec.decode(a.bytes))![1])).toBeGreaterThan(0);
-    // 128 MB were stored into 32 MB: the process grows by the item memory, not by what was sent.
-    expect(rssMiB(server.proc.pid) - base).toBeLessThan(32 + 40);
+    // 128 MB more were stored into 32 MB: the process grows by the rest of the item memory
+    // (at most 16 MiB after the first round), not by what was sent.
+    // A shard collects its garbage on the first idle second after a burst: give it five.
+    let grown = rssMiB(server.proc.pid) - base;
+    for (let i = 0; i < 50 && grown >= 16 + 40; i++) {
+      await Bun.sleep(100);
+      grown = Math.min(grown, rssMiB(server.proc.pid) - base);
+    }
+    expect(grown).toBeLessThan(16 + 40);
     await healthy(server.port);
   }, 120_000);
 });

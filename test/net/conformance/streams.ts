@@ -330,6 +330,32 @@ export function streamConformance(s: StackUnderTest): void {
       await server.output.write(nb, 7, 12);
       expect(text(await client.input.readExactly(5))).toBe("range");
       await server.output.write(bytes, 4, 4); // empty: nothing sent
+      // Every copy path: byte loop (<= 96), word loop (97..512, any alignment and tail, the
+      // source switching between buffers and subarrays of one), TypedArray.set (> 512), ranges
+      // straddling send chunks; all queued before one flush, then checked byte for byte.
+      const a = new Uint8Array(3000);
+      const b2 = new Uint8Array(3000);
+      fillRandom(a, 11);
+      fillRandom(b2, 12);
+      const view = a.subarray(1);
+      const expected: Uint8Array[] = [];
+      let sent = 0;
+      for (let i = 0; sent < 40_000; i++) {
+        const src = i % 3 === 0 ? a : i % 3 === 1 ? b2 : view;
+        const len = [97, 98, 99, 100, 101, 255, 256, 257, 511, 512, 513, 60, 1000][i % 13]!;
+        const start = (i * 37) % (src.length - len);
+        void server.output.write(src, start, start + len);
+        expected.push(src.slice(start, start + len));
+        sent += len;
+      }
+      await server.output.flush();
+      const all = new Uint8Array(sent);
+      let at = 0;
+      for (const e of expected) {
+        all.set(e, at);
+        at += e.length;
+      }
+      expect(crc(await readBytes(client, sent))).toBe(crc(all));
       for (const [a, b] of [[-1, 2], [3, 2], [0, 11], [1.5, 3], [Number.NaN, 3]] as [number, number][]) {
         expect(await rejection(server.output.write(bytes, a, b))).toBeInstanceOf(InvalidArgumentError);
       }
