@@ -14,6 +14,7 @@
  *
  * Large batches and answers (items up to -I) cross as native buffers handed over, not copied.
  */
+import { DataViewCache, copyBytes, dataViewOf } from "./bytes.ts";
 import { allocateAlignedBuffer, NativeBuffer } from "../../src/index.ts";
 import { registerHandler, submitTo } from "../../src/smp/index.ts";
 import type { Engine } from "./engine.ts";
@@ -45,11 +46,14 @@ const SHARD_FAILED = new TextEncoder().encode("SERVER_ERROR the shard owning thi
 
 /** Batches bigger than this cross as handed-over native buffers. */
 const INLINE_MAX = 32 * 1024;
+/** DataViews of the buffers units are copied from (receive buffers, session buffers). */
+const sourceViews = new DataViewCache();
 
 /** One turn's units for one shard, and (once sent) the answer. */
 export class Batch {
   readonly dest: number;
   buf = new Uint8Array(4096);
+  private view = dataViewOf(this.buf);
   len = 0;
   count = 0;
   /** Resolves once the answer arrived and was split into units (never rejects). */
@@ -71,9 +75,14 @@ export class Batch {
   /** Starts a unit; returns its index. */
   begin(kind: UnitKind | number, proto: Proto, bodyLength: number): number {
     this.ensure(6 + bodyLength);
-    this.buf[this.len] = kind;
-    this.buf[this.len + 1] = proto;
-    new DataView(this.buf.buffer, this.buf.byteOffset).setUint32(this.len + 2, bodyLength, true);
+    const buf = this.buf;
+    const at = this.len;
+    buf[at] = kind;
+    buf[at + 1] = proto;
+    buf[at + 2] = bodyLength & 0xff;
+    buf[at + 3] = (bodyLength >>> 8) & 0xff;
+    buf[at + 4] = (bodyLength >>> 16) & 0xff;
+    buf[at + 5] = bodyLength >>> 24;
     this.len += 6;
     return this.count++;
   }
@@ -82,7 +91,7 @@ export class Batch {
   append(src: Uint8Array, from: number, to: number): void {
     const n = to - from;
     this.ensure(n);
-    this.buf.set(src.subarray(from, to), this.len);
+    copyBytes(this.buf, this.view, this.len, src, sourceViews.of(src), from, n);
     this.len += n;
   }
 
@@ -93,6 +102,7 @@ export class Batch {
     const b = new Uint8Array(size);
     b.set(this.buf.subarray(0, this.len));
     this.buf = b;
+    this.view = dataViewOf(b);
   }
 
   /** Sends the batch; `reply` resolves once the answer is split into units. */
