@@ -44,6 +44,7 @@ const MIGRATE_PER_LINK = 16;
 
 /** Bytes of our item header before the key. */
 export const HDR = 44;
+if (HDR % 4 !== 0) throw new Error("store: keys must start 4-byte aligned (find compares words)");
 
 /** it_flags bits (stock's values where stock has the flag). */
 export const F_LINKED = 1;
@@ -459,16 +460,23 @@ export class Store {
   /** Finds a linked item by key bytes, or NIL. No expiry check, no LRU effect. */
   find(key: Uint8Array, koff: number, klen: number, hv: number): number {
     const mem = this.mem;
+    const i32 = this.i32;
     let ref = this.inOldTable(hv) ? this.oldBuckets![hv & this.oldMask]! : this.buckets[hv & this.hashMask]!;
+    if (ref === NIL) return NIL;
+    // Keys compare 4 bytes at a time (stored keys start 4-byte aligned at HDR), then the tail.
+    const kv = this.keyViews.of(key);
+    const kb = key.byteOffset + koff;
+    const words = klen & ~3;
     while (ref !== NIL) {
       const base = ref << 3;
       if (mem[base + 31] === klen) {
-        let i = 0;
         const k = base + HDR;
-        while (i < klen && mem[k + i] === key[koff + i]) i++;
+        let i = 0;
+        while (i < words && i32[(k + i) >> 2] === kv.getInt32(kb + i, true)) i += 4;
+        if (i === words) while (i < klen && mem[k + i] === key[koff + i]) i++;
         if (i === klen) return ref;
       }
-      ref = this.i32[(ref << 1) + 2]!;
+      ref = i32[(ref << 1) + 2]!;
     }
     return NIL;
   }
