@@ -4,7 +4,7 @@
  * connection's usual batch size. The transport copies `bytes()` out and calls `reset()`.
  */
 import { writeInt, writeUint } from "./numbers.ts";
-import { DataViewCache, copyBytes, dataViewOf } from "./bytes.ts";
+import { DataViewCache, copyBytes, dataViewOf } from "../../src/core/bytes.ts";
 
 const encoder = new TextEncoder();
 

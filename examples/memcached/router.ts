@@ -14,7 +14,7 @@
  *
  * Large batches and answers (items up to -I) cross as native buffers handed over, not copied.
  */
-import { DataViewCache, copyBytes, dataViewOf } from "./bytes.ts";
+import { DataViewCache, copyBytes, dataViewOf } from "../../src/core/bytes.ts";
 import { allocateAlignedBuffer, NativeBuffer } from "../../src/index.ts";
 import { registerHandler, submitTo } from "../../src/smp/index.ts";
 import type { Engine } from "./engine.ts";

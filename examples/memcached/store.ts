@@ -28,7 +28,7 @@
  * Expired and flushed items are removed lazily when found, by the tail check before an eviction,
  * and by `crawl()` (the LRU crawler), which the server runs a little every second.
  */
-import { DataViewCache, copyBytes, dataViewOf } from "./bytes.ts";
+import { DataViewCache, copyBytes, dataViewOf } from "../../src/core/bytes.ts";
 import { allocateAlignedBuffer, HUGE_PAGE_SIZE, type NativeBuffer } from "../../src/index.ts";
 import type { Clock } from "./clock.ts";
 import { ITEM_UPDATE_INTERVAL } from "./clock.ts";

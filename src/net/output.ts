@@ -7,6 +7,7 @@
  * promise waits while more than writeHighWater bytes are queued.
  */
 import { NativeBuffer } from "../core/buffers.ts";
+import { COPY_WORDS_MAX, DataViewCache, copyBytes } from "../core/bytes.ts";
 import { ClosedError, InvalidArgumentError } from "../core/errors.ts";
 import { markHandled, rejectedHandled } from "./errors.ts";
 import { NativeSlab } from "./slab.ts";
@@ -14,13 +15,10 @@ import type { ConnectionOutput, WriteData } from "./types.ts";
 
 /** Send chunk size: small writes are copied into (and coalesced within) chunks of this size. */
 export const SEND_CHUNK = 16384;
-/** write(data, start, end) copies up to this many bytes with a loop instead of a native set(). */
-const SMALL_COPY = 96;
-/** Ranges up to this long are copied 4 bytes at a time (see copyRange). */
-const WORD_COPY_MAX = 512;
-
 /** Native send memory shared by every connection of this shard (mapped 1 MiB at a time). */
 export const sendChunks = new NativeSlab("send buffers", SEND_CHUNK, 64);
+/** DataViews of the send chunks' regions (copyRange). */
+const chunkViews = new DataViewCache();
 
 /** Received views at least this long are sent in place instead of copied. */
 export const FORWARD_MIN = 1024;
@@ -73,9 +71,8 @@ export class StreamOutput implements ConnectionOutput {
   private sentTotal = 0;
   private tailChunk = -1;
   private tailFill = 0;
-  /** The last buffer copyRange read words from, and its DataView. */
-  private srcBytes: Uint8Array | undefined;
-  private srcView: DataView | undefined;
+  /** DataViews of the buffers this connection writes from (copyRange). */
+  private readonly sourceViews = new DataViewCache();
   private err: Error | undefined;
   private closing: Promise<void> | undefined;
   private shutdownDone = false;
@@ -272,37 +269,20 @@ export class StreamOutput implements ConnectionOutput {
   }
 
   /**
-   * Copies data[start, end) into send memory without a view object: small ranges byte by byte,
-   * medium ones 4 bytes at a time through DataViews (the source's is cached while the caller
-   * keeps writing from the same buffer, as a connection's response buffer does), large ones
-   * (or ones that straddle send chunks) with TypedArray.set.
+   * Copies data[start, end) into send memory without a view object (copyBytes: byte loop, then
+   * 4-byte words through DataViews, cached per connection for its sources); ranges longer than
+   * COPY_WORDS_MAX, or that straddle send chunks, go through copy() with TypedArray.set.
    */
   private copyRange(data: Uint8Array, start: number, end: number): void {
     const total = end - start;
-    if (total > WORD_COPY_MAX || (this.tailChunk >= 0 && SEND_CHUNK - this.tailFill < total)) {
+    if (total > COPY_WORDS_MAX || (this.tailChunk >= 0 && SEND_CHUNK - this.tailFill < total)) {
       this.copy(start === 0 && end === data.length ? data : data.subarray(start, end));
       return;
     }
     if (this.tailChunk < 0 || this.tailFill === SEND_CHUNK) this.openChunk();
     const at = this.tailFill;
-    if (total <= SMALL_COPY) {
-      // A loop beats TypedArray.prototype.set below ~100 bytes (a native call plus a view).
-      const to = sendChunks.view(this.tailChunk);
-      for (let i = 0; i < total; i++) to[at + i] = data[start + i]!;
-    } else {
-      let src = this.srcView;
-      if (this.srcBytes !== data || src === undefined) {
-        src = this.srcView = new DataView(data.buffer, data.byteOffset, data.byteLength);
-        this.srcBytes = data;
-      }
-      const to = sendChunks.dataView(this.tailChunk);
-      let i = 0;
-      for (; i + 4 <= total; i += 4) to.setUint32(at + i, src.getUint32(start + i, true), true);
-      if (i < total) {
-        const bytes = sendChunks.view(this.tailChunk);
-        for (; i < total; i++) bytes[at + i] = data[start + i]!;
-      }
-    }
+    const to = sendChunks.view(this.tailChunk);
+    copyBytes(to, chunkViews.of(to), at, data, this.sourceViews.of(data), start, total);
     this.tailFill += total;
     this.pushChunk(at, total);
   }

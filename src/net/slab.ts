@@ -17,7 +17,6 @@ export class NativeSlab {
   private readonly addresses: number[] = [];
   private readonly views: Uint8Array[] = [];
   private readonly words: (Uint32Array | undefined)[] = [];
-  private readonly dataViews: (DataView | undefined)[] = [];
   private readonly free: number[] = [];
   /** Reference counts, for blocks shared by several queue entries. */
   readonly refs: number[] = [];
@@ -67,17 +66,6 @@ export class NativeSlab {
   /** The whole block as a view (created once per block). */
   view(id: number): Uint8Array {
     return this.views[id]!;
-  }
-
-  /** The whole block as a DataView (created on first use, then cached). */
-  dataView(id: number): DataView {
-    let d = this.dataViews[id];
-    if (d === undefined) {
-      const v = this.views[id]!;
-      d = new DataView(v.buffer, v.byteOffset, this.blockSize);
-      this.dataViews[id] = d;
-    }
-    return d;
   }
 
   /** The whole block as 32-bit words (created on first use, then cached). */

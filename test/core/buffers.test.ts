@@ -17,6 +17,7 @@ import {
   setBufferPoisoning,
 } from "../../src/index.ts";
 import { errorOf, quiet, status, thrownBy } from "./fixtures/util.ts";
+import { COPY_WORDS_MAX, DataViewCache, copyBytes, dataViewOf } from "../../src/core/bytes.ts";
 
 
 // Every pool a test makes is closed after it (its buffers released first).
@@ -347,5 +348,29 @@ describe("allocateAlignedBuffer", () => {
       expect(err).toBeInstanceOf(InvalidArgumentError);
       expect(err.code).toBe("ERR_INVALID_ARG");
     }
+  });
+});
+
+describe("copyBytes", () => {
+  test("copies every length and alignment between views of shared buffers, like set(subarray)", () => {
+    const srcBuf = new ArrayBuffer(4096);
+    const src = new Uint8Array(srcBuf, 3); // views that do not start at their buffer's start
+    for (let i = 0; i < src.length; i++) src[i] = (i * 131 + 7) & 0xff;
+    const other = new Uint8Array(1024).map((_, i) => (i * 17) & 0xff);
+    const dst = new Uint8Array(new ArrayBuffer(8192), 5);
+    const expected = new Uint8Array(dst.length);
+    const dstView = dataViewOf(dst);
+    const sources = new DataViewCache();
+    let at = 0;
+    for (let len = 0; len <= COPY_WORDS_MAX + 40; len++) {
+      const from = (len * 7) % 13;
+      const s = len % 3 === 0 ? other : len % 3 === 1 ? src : src.subarray(9);
+      copyBytes(dst, dstView, at, s, sources.of(s), from, len);
+      expected.set(s.subarray(from, from + len), at);
+      at = (at + len + 1) % (dst.length - COPY_WORDS_MAX - 64);
+    }
+    expect(Buffer.compare(dst, expected)).toBe(0);
+    // The cache returns one view per buffer (views of one buffer share it).
+    expect(sources.of(src)).toBe(sources.of(src.subarray(9)));
   });
 });

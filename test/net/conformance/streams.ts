@@ -330,8 +330,8 @@ export function streamConformance(s: StackUnderTest): void {
       await server.output.write(nb, 7, 12);
       expect(text(await client.input.readExactly(5))).toBe("range");
       await server.output.write(bytes, 4, 4); // empty: nothing sent
-      // Every copy path: byte loop (<= 96), word loop (97..512, any alignment and tail, the
-      // source switching between buffers and subarrays of one), TypedArray.set (> 512), ranges
+      // Every copy path: byte loop (<= 16), word loop (17..256, any alignment and tail, the
+      // source switching between buffers and subarrays of one), TypedArray.set (> 256), ranges
       // straddling send chunks; all queued before one flush, then checked byte for byte.
       const a = new Uint8Array(3000);
       const b2 = new Uint8Array(3000);
