@@ -15,6 +15,7 @@ import { Out } from "./out.ts";
 import type { Settings } from "./settings.ts";
 import type { StatsSink } from "./stats.ts";
 import { fillHoles } from "./router.ts";
+import { lookahead } from "./lookahead.ts";
 
 /** Output bytes queued on a connection beyond which we wait for the peer to read. */
 const WRITE_HIGH_WATER = 1 << 20;
@@ -151,6 +152,9 @@ export class ShardServer {
     const input = connection.input;
     const output = connection.output;
     const clock = this.engine.clock;
+    const store = this.engine.store;
+    const { shards, shardId } = this.engine;
+    const look = (buf: Uint8Array, start: number, end: number): void => lookahead(store, shards, shardId, buf, start, end);
 
     /** Writes the responses of what was fed; a promise while the peer is slow to read. */
     const answer = (): Promise<void> | undefined => {
@@ -181,6 +185,8 @@ export class ShardServer {
     // promise, which holds further chunks until it settles.
     const onData = (buf: Uint8Array, start: number, end: number): Promise<void> | undefined => {
       conn.idle = false;
+      // The first delivery after a batch of receives warms the caches for all of its keys.
+      store.warm();
       session.feed(buf, start, end);
       conn.lastCmd = clock.now;
       if (session.holes.length > 0) {
@@ -193,7 +199,7 @@ export class ShardServer {
     };
 
     try {
-      if (!this.stopping) await input.receiveRanges(onData);
+      if (!this.stopping) await input.receiveRanges(onData, { lookahead: look });
     } catch {
       // STOP, or the peer reset / the connection failed: nothing more to answer.
     } finally {

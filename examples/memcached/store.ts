@@ -42,6 +42,9 @@ export const HASHPOWER_DEFAULT = 16;
 /** Old buckets an insert moves to the new table while the hash table expands. */
 const MIGRATE_PER_LINK = 16;
 
+/** Keys noted for warm() per batch (more are served without warming). */
+const AHEAD_MAX = 128;
+
 /** Bytes of our item header before the key. */
 export const HDR = 44;
 if (HDR % 4 !== 0) throw new Error("store: keys must start 4-byte aligned (find compares words)");
@@ -158,6 +161,11 @@ export class Store {
   /** A DataView of `mem`, for copies without a view object (bytes.ts). */
   readonly memView: DataView;
   private readonly keyViews = new DataViewCache();
+  private readonly aheadHv = new Int32Array(AHEAD_MAX);
+  private readonly aheadRef = new Int32Array(AHEAD_MAX);
+  private aheadN = 0;
+  /** Where warm() leaves what it read (so the loads are not dead code). */
+  aheadSink = 0;
   private readonly i32: Int32Array;
   private readonly u32: Uint32Array;
   private readonly f64: Float64Array;
@@ -479,6 +487,62 @@ export class Store {
       ref = i32[(ref << 1) + 2]!;
     }
     return NIL;
+  }
+
+  // ------------------------------------------------------------------ batched cache warming
+
+  /**
+   * Notes the hash of a key a request about to be served will look up (the server's receive
+   * lookahead sees every connection's new requests of a loop turn before serving any).
+   */
+  noteAhead(hv: number): void {
+    const n = this.aheadN;
+    if (n < AHEAD_MAX) {
+      this.aheadHv[n] = hv;
+      this.aheadN = n + 1;
+    }
+  }
+
+  /**
+   * Touches the bucket heads, then the first item headers, of every noted key, in two loops of
+   * independent loads: the cache misses of a whole batch of requests overlap (memory-level
+   * parallelism) instead of each lookup stalling on its own two misses in turn. Results are
+   * discarded; only the caches change.
+   */
+  warm(): void {
+    const n = this.aheadN;
+    if (n === 0) return;
+    this.aheadN = 0;
+    const hvs = this.aheadHv;
+    const refs = this.aheadRef;
+    const buckets = this.buckets;
+    const mask = this.hashMask;
+    if (this.oldBuckets === null) {
+      for (let i = 0; i < n; i++) refs[i] = buckets[hvs[i]! & mask]!;
+    } else {
+      for (let i = 0; i < n; i++) {
+        const hv = hvs[i]!;
+        refs[i] = this.inOldTable(hv) ? this.oldBuckets[hv & this.oldMask]! : buckets[hv & mask]!;
+      }
+    }
+    // Then each head item's header and the start of its key (which may be the next line)...
+    const mem = this.mem;
+    let acc = 0;
+    for (let i = 0; i < n; i++) {
+      const r = refs[i]!;
+      if (r !== NIL) acc += mem[(r << 3) + 31]! + mem[(r << 3) + HDR + 15]!;
+    }
+    // ...then the lines of its value (up to 256 bytes) that a hit will copy out.
+    const u32 = this.u32;
+    for (let i = 0; i < n; i++) {
+      const r = refs[i]!;
+      if (r === NIL) continue;
+      const v = (r << 3) + HDR + mem[(r << 3) + 31]!;
+      const e = v + Math.min(u32[(r << 1) + 5]!, 256);
+      for (let a = v + 16; a < e; a += 64) acc += mem[a]!;
+      acc += mem[e - 1]!;
+    }
+    this.aheadSink = acc;
   }
 
   /** True if flush_all has invalidated the item (stock's item_is_flushed). */

@@ -21,6 +21,7 @@ export type {
   StreamConsumer,
   StreamReceiver,
   StreamRangeReceiver,
+  ReceiveRangesOptions,
   UdpChannel,
   UdpOptions,
   WriteData,

@@ -6,9 +6,10 @@
  * pause mark the stack is told to stop receiving, and to resume once half are consumed.
  */
 import { AbortError, InvalidArgumentError } from "../core/errors.ts";
+import { currentSchedulingGroup, enqueue } from "../core/scheduler.ts";
 import { now } from "../core/timer.ts";
 import { UnexpectedEofError } from "./errors.ts";
-import { CONSUME_ALL, type ConnectionInput, type SignalOptions, type StreamConsumer, type StreamRangeReceiver, type StreamReceiver } from "./types.ts";
+import { CONSUME_ALL, type ConnectionInput, type ReceiveRangesOptions, type SignalOptions, type StreamConsumer, type StreamRangeReceiver, type StreamReceiver } from "./types.ts";
 
 /** What a stack provides to a StreamInput. */
 export interface InputSource {
@@ -71,6 +72,14 @@ export class StreamInput implements ConnectionInput {
   private receiver: StreamReceiver | undefined;
   /** receiveRanges(): the handler, while one is installed (then `receiver` is unset). */
   private rangeReceiver: StreamRangeReceiver | undefined;
+  /** receiveRanges(): the lookahead, while one is installed. */
+  private lookahead: ((buffer: Uint8Array, start: number, end: number) => void) | undefined;
+  /** A lookahead saw new chunks: their delivery is queued behind the current batch. */
+  private wakeQueued = false;
+  private readonly deferredWake = () => {
+    this.wakeQueued = false;
+    if (this.waitKind !== WAIT_NONE) this.wake();
+  };
   /** receive(): the handler's promise for the chunk it holds, while one is pending. */
   private holding = false;
   /** receive(): inside deliver() (a push from the handler's own actions must not recurse). */
@@ -143,7 +152,23 @@ export class StreamInput implements ConnectionInput {
     this.len[i] = len;
     this.n++;
     this.bytes += len;
-    if (this.waitKind !== WAIT_NONE) this.wake();
+    if (this.waitKind !== WAIT_NONE) {
+      const la = this.lookahead;
+      if (la === undefined) {
+        this.wake();
+      } else {
+        // Look now, deliver after the rest of this batch of completions (same group).
+        try {
+          la(this.src.chunkBase(token), 0, len);
+        } catch {
+          // A lookahead only warms caches: its failure changes nothing.
+        }
+        if (!this.wakeQueued) {
+          this.wakeQueued = true;
+          enqueue(currentSchedulingGroup(), this.deferredWake, 0, 0);
+        }
+      }
+    }
     this.checkPause();
   }
 
@@ -417,9 +442,13 @@ export class StreamInput implements ConnectionInput {
     return this.startReceive("receive", receiver, undefined, opts);
   }
 
-  receiveRanges(receiver: StreamRangeReceiver, opts?: SignalOptions): Promise<void> {
+  receiveRanges(receiver: StreamRangeReceiver, opts?: ReceiveRangesOptions): Promise<void> {
     if (typeof receiver !== "function") throw new InvalidArgumentError("receiveRanges: the receiver must be a function");
-    return this.startReceive("receiveRanges", undefined, receiver, opts);
+    const la = opts?.lookahead;
+    if (la !== undefined && typeof la !== "function") throw new InvalidArgumentError("receiveRanges: lookahead must be a function");
+    const p = this.startReceive("receiveRanges", undefined, receiver, opts);
+    if (this.waitKind === WAIT_RECEIVE) this.lookahead = la;
+    return p;
   }
 
   private startReceive(
@@ -560,6 +589,7 @@ export class StreamInput implements ConnectionInput {
     this.waitKind = WAIT_NONE;
     this.receiver = undefined;
     this.rangeReceiver = undefined;
+    this.lookahead = undefined;
     this.waitingSince = 0;
     this.need = 0;
     if (this.waitSignal !== undefined) {

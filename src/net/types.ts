@@ -106,6 +106,21 @@ export type StreamReceiver = (data: Uint8Array) => void | Promise<void>;
  */
 export type StreamRangeReceiver = (buffer: Uint8Array, start: number, end: number) => void | Promise<void>;
 
+/** Options of ConnectionInput.receiveRanges(). */
+export interface ReceiveRangesOptions extends SignalOptions {
+  /**
+   * Called with each chunk's bytes as soon as its completion is processed, before any chunk of
+   * the same batch of completions is delivered to the receiver: every connection's new bytes of
+   * a loop turn are looked at first, then delivered. For warming caches in batches (a key-value
+   * server touches the hash buckets and items of every key it is about to serve, so the cache
+   * misses of many requests overlap instead of stalling one after another). It must not keep
+   * the view, consume anything or fail: what it throws is ignored. Bytes are delivered exactly
+   * as without it; only when they are delivered changes (at the end of the batch, in the same
+   * scheduling group).
+   */
+  lookahead?: (buffer: Uint8Array, start: number, end: number) => void;
+}
+
 /** Consumer result: all bytes consumed, continue. */
 export const CONSUME_ALL = -1;
 
@@ -153,9 +168,10 @@ export interface ConnectionInput extends AsyncIterable<Uint8Array> {
   /**
    * receive() without a view per chunk: the receiver gets the receive buffer and the range of
    * the new bytes (StreamRangeReceiver). For parsers that work on offsets anyway; the same
-   * rules for holding, errors, end of stream and abort.
+   * rules for holding, errors, end of stream and abort. `opts.lookahead`: see
+   * ReceiveRangesOptions.
    */
-  receiveRanges(receiver: StreamRangeReceiver, opts?: SignalOptions): Promise<void>;
+  receiveRanges(receiver: StreamRangeReceiver, opts?: ReceiveRangesOptions): Promise<void>;
   /** Bytes received and not yet read. */
   readonly buffered: number;
   /** True once the end of stream was read. */

@@ -58,23 +58,27 @@ describe("UDP (-U)", () => {
     return new Promise((resolve) => {
       const sock = dgram.createSocket("udp4");
       const parts: Buffer[] = [];
+      // One way out: the last datagram or the 3 s fallback, whichever is first (the other is
+      // cancelled; closing twice throws from a timer into whatever test runs then).
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        clearTimeout(fallback);
+        sock.close();
+        resolve(parts);
+      };
       sock.on("message", (m) => {
         parts.push(m);
         const total = m.readUInt16BE(4);
-        if (parts.length === total) {
-          sock.close();
-          resolve(parts);
-        }
+        if (parts.length === total) finish();
       });
       const header = Buffer.alloc(8);
       header.writeUInt16BE(requestId, 0);
       header.writeUInt16BE(0, 2);
       header.writeUInt16BE(1, 4);
       sock.send(Buffer.concat([header, Buffer.from(payload, "latin1")]), port, "127.0.0.1");
-      setTimeout(() => {
-        sock.close();
-        resolve(parts);
-      }, 3000);
+      const fallback = setTimeout(finish, 3000);
     });
   }
 

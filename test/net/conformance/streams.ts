@@ -315,6 +315,63 @@ export function streamConformance(s: StackUnderTest): void {
       await done();
     });
 
+    test("receiveRanges lookahead: sees every chunk before it is delivered; a batch's chunks are all looked at before the first is delivered", async () => {
+      const pairs = await Promise.all(Array.from({ length: 8 }, () => pair()));
+      // Events in order: "L<i>:<bytes>" from lookaheads, "D<i>:<bytes>" from deliveries.
+      const log: string[] = [];
+      const looked = pairs.map(() => "");
+      const delivered = pairs.map(() => "");
+      let throwNext = false;
+      const receivers = pairs.map(({ server }, i) =>
+        server.input.receiveRanges(
+          (buf, start, end) => {
+            const t = text(buf.subarray(start, end));
+            delivered[i] += t;
+            log.push(`D${i}:${t}`);
+          },
+          {
+            lookahead: (buf, start, end) => {
+              const t = text(buf.subarray(start, end));
+              looked[i] += t;
+              log.push(`L${i}:${t}`);
+              if (throwNext) throw new Error("a lookahead's failure changes nothing");
+            },
+          },
+        ),
+      );
+      expect(() => pairs[0]!.server.input.receiveRanges(() => {}, { lookahead: 7 as never })).toThrow(InvalidArgumentError);
+      let batched = false;
+      for (let round = 0; round < 6; round++) {
+        throwNext = round === 1;
+        const mark = log.length;
+        // All clients write in the same turn: their bytes arrive in one batch of completions.
+        for (let i = 0; i < pairs.length; i++) void pairs[i]!.client.output.write(`r${round}c${i};`);
+        await until(() => delivered.every((d, i) => d.endsWith(`r${round}c${i};`)), 2000, `round ${round} delivered`);
+        const events = log.slice(mark);
+        // Every delivery's bytes were looked at before (and in the same order).
+        const seen = new Map<string, number>();
+        for (const e of events) {
+          const key = e.slice(1);
+          if (e[0] === "L") seen.set(key, (seen.get(key) ?? 0) + 1);
+          else {
+            expect(seen.get(key) ?? 0).toBeGreaterThan(0);
+            seen.set(key, seen.get(key)! - 1);
+          }
+        }
+        const firstD = events.findIndex((e) => e[0] === "D");
+        if (events.slice(0, firstD).filter((e) => e[0] === "L").length >= 2) batched = true;
+      }
+      expect(batched).toBe(true);
+      expect(looked).toEqual(delivered);
+      for (let i = 0; i < pairs.length; i++) {
+        expect(delivered[i]).toBe(Array.from({ length: 6 }, (_, r) => `r${r}c${i};`).join(""));
+      }
+      for (const { client } of pairs) await client.output.close();
+      await Promise.all(receivers);
+      // Each done() waits for the whole stack to be quiet: close them together.
+      await Promise.all(pairs.map((p) => p.done()));
+    });
+
     test("write(data, start, end): ranges of bytes and native buffers; bad ranges and string ranges reject", async () => {
       const { client, server, done } = await pair();
       const enc = new TextEncoder();
