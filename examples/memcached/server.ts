@@ -58,6 +58,8 @@ export class ShardServer {
   private udp: UdpChannel[] = [];
   private readonly conns = new Map<number, Conn>();
   private nextId = 1;
+  /** The response buffer this shard's connections share (Session.detachOut). */
+  private readonly sharedOut = new Out();
   private stopping = false;
   private crawler: Timer | undefined;
   private readonly maxConns: number;
@@ -144,7 +146,9 @@ export class ShardServer {
   /** Runs one connection until it ends. */
   private async serve(connection: Connection): Promise<void> {
     const stats = this.engine.stats;
-    const session = new Session(this.engine);
+    // Responses are rendered into one buffer shared by the shard's connections (it stays in the
+    // cache; each connection's own would be cold), copied to the connection's output at once.
+    const session = new Session(this.engine, { sharedOut: this.sharedOut });
     const conn: Conn = { id: this.nextId++, connection, session, lastCmd: this.engine.clock.now, idle: true };
     this.conns.set(conn.id, conn);
     stats.curr_conns++;
@@ -174,6 +178,7 @@ export class ShardServer {
         out.reset();
         if (output.buffered > WRITE_HIGH_WATER) p = w;
       }
+      session.attachOut();
       if (session.closeAfterWrite) throw STOP;
       if (this.stopping && input.buffered === 0) throw STOP;
       conn.idle = input.buffered === 0;
@@ -187,13 +192,24 @@ export class ShardServer {
       conn.idle = false;
       // The first delivery after a batch of receives warms the caches for all of its keys.
       store.warm();
-      session.feed(buf, start, end);
+      try {
+        session.feed(buf, start, end);
+      } catch (e) {
+        // Nothing half-rendered may stay in the shared buffer for the next connection.
+        session.out.reset();
+        throw e;
+      }
       conn.lastCmd = clock.now;
       if (session.holes.length > 0) {
-        if (session.abort) session.holes.length = 0;
-        // A forwarded command still waiting for its value: read on first.
-        else if (session.forwarding) return undefined;
-        else return fillHoles(session).then(answer);
+        if (session.abort) {
+          session.holes.length = 0;
+        } else {
+          // Output waits for other shards past this call: into the session's own buffer.
+          session.detachOut();
+          // A forwarded command still waiting for its value: read on first.
+          if (session.forwarding) return undefined;
+          return fillHoles(session).then(answer);
+        }
       }
       return answer();
     };

@@ -62,8 +62,16 @@ function binaryBody(buf: Uint8Array, pos: number): number {
 export class Session {
   readonly engine: Engine;
   readonly store: Store;
-  /** Responses rendered so far; the transport sends and resets it. */
-  readonly out: Out;
+  /**
+   * Responses rendered so far; the transport sends and resets it. May be a buffer the shard's
+   * connections share (cache-hot, see detachOut): then it holds only what this session rendered
+   * since the transport last reset it, and must be sent or detached before another session runs.
+   */
+  out: Out;
+  /** This session's own buffer, made the first time a shared one had to be detached. */
+  private ownOut: Out | undefined;
+  /** The shared buffer this session renders into while it keeps nothing across calls. */
+  private readonly sharedOut: Out | undefined;
 
   protocol: Proto;
   state: St = St.CMD;
@@ -138,12 +146,36 @@ export class Session {
   private readonly inputViews = new DataViewCache();
   private carryLen = 0;
 
-  constructor(engine: Engine, options: { out?: Out; protocol?: Proto } = {}) {
+  /**
+   * `out`: render into this buffer (the session's own); `sharedOut`: a buffer shared with other
+   * sessions of the shard, which the transport empties after every feed (detachOut/attachOut).
+   */
+  constructor(engine: Engine, options: { out?: Out; sharedOut?: Out; protocol?: Proto } = {}) {
     this.engine = engine;
     this.store = engine.store;
-    this.out = options.out ?? new Out();
+    this.sharedOut = options.sharedOut;
+    this.out = options.out ?? options.sharedOut ?? new Out();
     const bound = engine.settings.protocol;
     this.protocol = options.protocol ?? (bound === "ascii" ? Proto.TEXT : bound === "binary" ? Proto.BINARY : Proto.NEGOTIATE);
+  }
+
+  /**
+   * The session must keep its output past this call (holes waiting for other shards): moves
+   * what it rendered into the shared buffer to its own buffer, at the same offsets.
+   */
+  detachOut(): void {
+    const shared = this.out;
+    if (shared !== this.sharedOut) return;
+    const own = (this.ownOut ??= new Out(1024));
+    own.reset();
+    own.copy(shared.buf, 0, shared.pos);
+    shared.reset();
+    this.out = own;
+  }
+
+  /** Output sent and nothing pending: back to the shared buffer (if any). */
+  attachOut(): void {
+    if (this.sharedOut !== undefined && this.out !== this.sharedOut && this.out.pos === 0 && this.holes.length === 0) this.out = this.sharedOut;
   }
 
   /** True once the connection must close (after `out` is sent, unless `abort`). */

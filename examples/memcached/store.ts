@@ -525,20 +525,33 @@ export class Store {
         refs[i] = this.inOldTable(hv) ? this.oldBuckets[hv & this.oldMask]! : buckets[hv & mask]!;
       }
     }
-    // Then each head item's header and the start of its key (which may be the next line)...
+    // Then the chains, a link per round for every key at once: an item whose stored hash is the
+    // key's is (almost surely) the one find() will stop at; else its successor is loaded next.
     const mem = this.mem;
+    const i32 = this.i32;
     let acc = 0;
-    for (let i = 0; i < n; i++) {
-      const r = refs[i]!;
-      if (r !== NIL) acc += mem[(r << 3) + 31]! + mem[(r << 3) + HDR + 15]!;
+    let pending = n;
+    for (let round = 0; round < 3 && pending > 0; round++) {
+      pending = 0;
+      for (let i = 0; i < n; i++) {
+        const r = refs[i]!;
+        if (r < 0) continue; // NIL, or found (-2 - ref)
+        if (i32[(r << 1) + 10] === hvs[i]) {
+          refs[i] = -2 - r;
+        } else {
+          refs[i] = i32[(r << 1) + 2]!;
+          pending++;
+        }
+      }
     }
-    // ...then the lines of its value (up to 256 bytes) that a hit will copy out.
-    const u32 = this.u32;
+    // Then the key and the lines of the value (up to 256 bytes) that a hit copies out.
     for (let i = 0; i < n; i++) {
-      const r = refs[i]!;
-      if (r === NIL) continue;
-      const v = (r << 3) + HDR + mem[(r << 3) + 31]!;
-      const e = v + Math.min(u32[(r << 1) + 5]!, 256);
+      const r = -2 - refs[i]!;
+      if (r < 0) continue; // not found (in three links)
+      const k = (r << 3) + HDR;
+      const v = k + mem[(r << 3) + 31]!;
+      const e = v + Math.min(this.u32[(r << 1) + 5]!, 256);
+      acc += mem[k + 15]!;
       for (let a = v + 16; a < e; a += 64) acc += mem[a]!;
       acc += mem[e - 1]!;
     }

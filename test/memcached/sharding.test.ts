@@ -52,6 +52,38 @@ describe("several shards", () => {
     expect(answer).toBe(expected.join("") + "END\r\n");
   });
 
+  test("many connections at once, each pipelining across shards in odd pieces, get exactly their own answers", async () => {
+    // Responses are rendered into a buffer the connections of a shard share, and a connection
+    // waiting for other shards moves its output to its own: no byte may land on the wrong one.
+    const conns = 24;
+    const runs = Array.from({ length: conns }, async (_, c) => {
+      let req = "";
+      let expected = "";
+      for (let i = 0; i < 60; i++) {
+        const k = `iso${c}_${i}`;
+        const v = `c${c}v${i}`.repeat(1 + ((c + i) % 5));
+        req += `set ${k} ${c} 0 ${v.length}\r\n${v}\r\nget ${k} iso${(c + 1) % conns}_none ${k}\r\n`;
+        expected += `STORED\r\nVALUE ${k} ${c} ${v.length}\r\n${v}\r\nVALUE ${k} ${c} ${v.length}\r\n${v}\r\nEND\r\n`;
+        if (i % 7 === 3) {
+          req += `incr nonum${c} 1\r\nbogus command ${c}\r\n`;
+          expected += "NOT_FOUND\r\nERROR\r\n";
+        }
+      }
+      req += "mn\r\n";
+      expected += "MN\r\n";
+      const bytes = b(req);
+      const chunks: number[] = [];
+      for (let sent = 0, j = 0; sent < bytes.length - 200; j++) {
+        const n = 1 + ((c * 31 + j * 17) % 200);
+        chunks.push(n);
+        sent += n;
+      }
+      const a = await exchange(server.port, bytes, { chunks, pauseMs: 1, until: b("MN\r\n"), idleMs: 5000 });
+      return [dec.decode(a.bytes), expected];
+    });
+    for (const [got, expected] of await Promise.all(runs)) expect(got).toBe(expected);
+  });
+
   test("one connection's commands stay in order across shards", async () => {
     let req = "";
     let expected = "";
