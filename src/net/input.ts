@@ -6,7 +6,7 @@
  * pause mark the stack is told to stop receiving, and to resume once half are consumed.
  */
 import { AbortError, InvalidArgumentError } from "../core/errors.ts";
-import { currentSchedulingGroup, enqueue } from "../core/scheduler.ts";
+import { currentSchedulingGroup, defaultSchedulingGroup, enqueue, singleGroup } from "../core/scheduler.ts";
 import { now } from "../core/timer.ts";
 import { UnexpectedEofError } from "./errors.ts";
 import { CONSUME_ALL, type ConnectionInput, type ReceiveRangesOptions, type SignalOptions, type StreamConsumer, type StreamRangeReceiver, type StreamReceiver } from "./types.ts";
@@ -165,7 +165,7 @@ export class StreamInput implements ConnectionInput {
         }
         if (!this.wakeQueued) {
           this.wakeQueued = true;
-          enqueue(currentSchedulingGroup(), this.deferredWake, 0, 0);
+          enqueue(singleGroup.value ? defaultSchedulingGroup : currentSchedulingGroup(), this.deferredWake, 0, 0);
         }
       }
     }
