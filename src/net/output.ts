@@ -19,6 +19,21 @@ export const SEND_CHUNK = 16384;
 export const sendChunks = new NativeSlab("send buffers", SEND_CHUNK, 64);
 /** DataViews of the send chunks' regions (copyRange). */
 const chunkViews = new DataViewCache();
+/**
+ * The open send chunk, shared by every connection of this shard: a turn's small writes from
+ * all connections land one after another in the same few cache lines instead of each in its
+ * own chunk. The tail holds one reference; every queue entry in it holds another, so a chunk
+ * goes back to the slab once it is no longer the tail and every entry in it was sent.
+ */
+const tail = { chunk: -1, fill: 0 };
+
+/** Idle shards hold no send memory: the tail goes back once no queue entry is in it. */
+function releaseIdleTail(): void {
+  if (tail.chunk >= 0 && sendChunks.refs[tail.chunk] === 1) {
+    sendChunks.release(tail.chunk);
+    tail.chunk = -1;
+  }
+}
 
 /** Received views at least this long are sent in place instead of copied. */
 export const FORWARD_MIN = 1024;
@@ -69,8 +84,6 @@ export class StreamOutput implements ConnectionOutput {
   private queued = 0;
   private written = 0;
   private sentTotal = 0;
-  private tailChunk = -1;
-  private tailFill = 0;
   /** DataViews of the buffers this connection writes from (copyRange). */
   private readonly sourceViews = new DataViewCache();
   private err: Error | undefined;
@@ -244,10 +257,10 @@ export class StreamOutput implements ConnectionOutput {
   private appendString(s: string): void {
     if (s.length === 0) return;
     // Encode straight into the send chunk when it surely fits (3 bytes per UTF-16 unit at most).
-    if (this.tailChunk >= 0 && SEND_CHUNK - this.tailFill >= s.length * 3) {
-      const start = this.tailFill;
-      const r = encoder.encodeInto(s, sendChunks.view(this.tailChunk).subarray(start));
-      this.tailFill += r.written;
+    if (tail.chunk >= 0 && SEND_CHUNK - tail.fill >= s.length * 3) {
+      const start = tail.fill;
+      const r = encoder.encodeInto(s, sendChunks.view(tail.chunk).subarray(start));
+      tail.fill += r.written;
       this.pushChunk(start, r.written);
       return;
     }
@@ -258,11 +271,11 @@ export class StreamOutput implements ConnectionOutput {
     const total = data.length;
     let done = 0;
     while (done < total) {
-      if (this.tailChunk < 0 || this.tailFill === SEND_CHUNK) this.openChunk();
-      const k = Math.min(total - done, SEND_CHUNK - this.tailFill);
-      const start = this.tailFill;
-      sendChunks.view(this.tailChunk).set(k === total ? data : data.subarray(done, done + k), start);
-      this.tailFill += k;
+      if (tail.chunk < 0 || tail.fill === SEND_CHUNK) this.openChunk();
+      const k = Math.min(total - done, SEND_CHUNK - tail.fill);
+      const start = tail.fill;
+      sendChunks.view(tail.chunk).set(k === total ? data : data.subarray(done, done + k), start);
+      tail.fill += k;
       done += k;
       this.pushChunk(start, k);
     }
@@ -275,27 +288,27 @@ export class StreamOutput implements ConnectionOutput {
    */
   private copyRange(data: Uint8Array, start: number, end: number): void {
     const total = end - start;
-    if (total > COPY_WORDS_MAX || (this.tailChunk >= 0 && SEND_CHUNK - this.tailFill < total)) {
+    if (total > COPY_WORDS_MAX || (tail.chunk >= 0 && SEND_CHUNK - tail.fill < total)) {
       this.copy(start === 0 && end === data.length ? data : data.subarray(start, end));
       return;
     }
-    if (this.tailChunk < 0 || this.tailFill === SEND_CHUNK) this.openChunk();
-    const at = this.tailFill;
-    const to = sendChunks.view(this.tailChunk);
+    if (tail.chunk < 0 || tail.fill === SEND_CHUNK) this.openChunk();
+    const at = tail.fill;
+    const to = sendChunks.view(tail.chunk);
     copyBytes(to, chunkViews.of(to), at, data, this.sourceViews.of(data), start, total);
-    this.tailFill += total;
+    tail.fill += total;
     this.pushChunk(at, total);
   }
 
   private openChunk(): void {
-    if (this.tailChunk >= 0) sendChunks.release(this.tailChunk);
-    this.tailChunk = sendChunks.acquire();
-    this.tailFill = 0;
+    if (tail.chunk >= 0) sendChunks.release(tail.chunk);
+    tail.chunk = sendChunks.acquire();
+    tail.fill = 0;
   }
 
   private pushChunk(start: number, k: number): void {
     if (k === 0) return;
-    const chunk = this.tailChunk;
+    const chunk = tail.chunk;
     const address = sendChunks.address(chunk) + start;
     if (this.n > 0) {
       const last = (this.head + this.n - 1) & (this.addr.length - 1);
@@ -369,12 +382,8 @@ export class StreamOutput implements ConnectionOutput {
       this.n--;
     }
     if (this.n === 0) {
-      // Idle connections hold no send memory.
       this.head = 0;
-      if (this.tailChunk >= 0) {
-        sendChunks.release(this.tailChunk);
-        this.tailChunk = -1;
-      }
+      releaseIdleTail();
     }
     if (this.drainWaiters.length > 0 && this.queued <= this.highWater) {
       const list = this.drainWaiters;
@@ -422,9 +431,6 @@ export class StreamOutput implements ConnectionOutput {
     }
     this.head = 0;
     this.queued = 0;
-    if (this.tailChunk >= 0) {
-      sendChunks.release(this.tailChunk);
-      this.tailChunk = -1;
-    }
+    releaseIdleTail();
   }
 }
