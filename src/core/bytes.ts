@@ -22,10 +22,20 @@ export class DataViewCache {
   private av: DataView | undefined;
   private b: ArrayBufferLike | undefined;
   private bv: DataView | undefined;
+  /** The view asked for last: `.buffer` is a native getter (~8 ns), identity is free. */
+  private lastView: Uint8Array | undefined;
+  private lastDv: DataView | undefined;
 
   /** A DataView of all of `bytes.buffer` (index it with `bytes.byteOffset + i`). */
   of(bytes: Uint8Array): DataView {
-    const buffer = bytes.buffer;
+    if (bytes === this.lastView) return this.lastDv!;
+    const v = this.lookup(bytes.buffer);
+    this.lastView = bytes;
+    this.lastDv = v;
+    return v;
+  }
+
+  private lookup(buffer: ArrayBufferLike): DataView {
     if (buffer === this.a) return this.av!;
     if (buffer === this.b) {
       // Most recent first.
