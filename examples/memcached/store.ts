@@ -504,10 +504,12 @@ export class Store {
   }
 
   /**
-   * Touches the bucket heads, then the first item headers, of every noted key, in two loops of
-   * independent loads: the cache misses of a whole batch of requests overlap (memory-level
-   * parallelism) instead of each lookup stalling on its own two misses in turn. Results are
-   * discarded; only the caches change.
+   * Touches, for every noted key at once, the bucket head, then up to three chain links (an
+   * item whose stored hash is the key's ends its chain), then the found item's key and value
+   * lines, each step one loop of independent loads: the cache misses of a whole batch of
+   * requests overlap (memory-level parallelism) instead of each lookup stalling on its own
+   * misses in turn. Results are discarded; only the caches change. Cost when nothing was
+   * noted: one branch.
    */
   warm(): void {
     const n = this.aheadN;
