@@ -8,7 +8,7 @@ const Reactor = reactor.Reactor;
 
 /// Bumped whenever an exported signature or shared struct layout changes.
 export fn shoal_abi_version() u32 {
-    return 3;
+    return 4;
 }
 
 export fn shoal_probe(out: *probe.Result, extra_ops: ?[*]const u8, extra_len: u32) void {
@@ -59,9 +59,9 @@ export fn shoal_reactor_info(r: *Reactor) *reactor.Info {
     return &r.info;
 }
 
-export fn shoal_reactor_turn(r: *Reactor, submit_count: u32, wait_us: u32) i32 {
+export fn shoal_reactor_turn(r: *Reactor, submit_count: u32, wait_us: u32, now_us: f64) i32 {
     if (submit_count > r.ops.len) return -@as(i32, @intFromEnum(std.os.linux.E.INVAL));
-    return r.turn(submit_count, wait_us);
+    return r.turn(submit_count, wait_us, now_us);
 }
 
 export fn shoal_reactor_submit(r: *Reactor, count: u32) i32 {

@@ -19,7 +19,7 @@ pub const Result = extern struct {
 };
 
 pub const required_ops = [_]linux.IORING_OP{
-    .NOP, .TIMEOUT, .READ, .WRITE, .READV, .WRITEV, .POLL_ADD, .ASYNC_CANCEL, .CLOSE,
+    .NOP, .TIMEOUT, .TIMEOUT_REMOVE, .READ, .WRITE, .READV, .WRITEV, .POLL_ADD, .ASYNC_CANCEL, .CLOSE,
 };
 
 fn read_sysctl() i32 {

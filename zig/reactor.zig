@@ -72,6 +72,11 @@ pub const Info = extern struct {
 /// user_data values at or above this are the reactor's own; JS slots are u32.
 const internal_user_data: u64 = 1 << 32;
 const wake_user_data: u64 = internal_user_data | 1;
+/// The sleep timer (a TIMEOUT operation that ends waits) and the updates that move it.
+const sleep_timer_user_data: u64 = internal_user_data | 2;
+const sleep_update_user_data: u64 = internal_user_data | 3;
+/// A sleep timer due at most this much after the wanted deadline is kept as it is.
+const sleep_slack_us: f64 = 20;
 
 pub const CreateError = error{
     IoUringUnsupported,
@@ -103,6 +108,17 @@ pub const Reactor = struct {
     eventfd: i32,
     wake_buffer: u64,
     wake_armed: bool,
+    /// Waits end at a TIMEOUT operation that stays armed across turns, not at a timeout of
+    /// their own: arming and cancelling a kernel timer on every sleep reprograms the CPU's
+    /// timer twice per wait (a VM exit each on a virtual machine, ~0.4 µs per message in the
+    /// one-connection echo). The timer is re-armed only once it fired, and moved only when a
+    /// wait must end earlier than it.
+    sleep_timer_armed: bool,
+    /// When the armed sleep timer fires, in the caller's clock (µs; the `now_us` of `turn`).
+    sleep_deadline_us: f64,
+    sleep_ts: linux.kernel_timespec,
+    /// Cleared if the kernel refuses to move a timer: waits then carry their own timeout.
+    sleep_timer_usable: bool,
     /// Completions copied out of the kernel ring but not yet handed to JS (out was full).
     backlog_start: u32,
     backlog_count: u32,
@@ -154,6 +170,10 @@ pub const Reactor = struct {
         self.counters = .{};
         self.wake_buffer = 0;
         self.wake_armed = false;
+        self.sleep_timer_armed = false;
+        self.sleep_deadline_us = 0;
+        self.sleep_ts = .{ .sec = 0, .nsec = 0 };
+        self.sleep_timer_usable = true;
         self.backlog_start = 0;
         self.backlog_count = 0;
         self.info = .{
@@ -223,20 +243,56 @@ pub const Reactor = struct {
         return true;
     }
 
+    fn set_sleep_ts(self: *Reactor, wait_us: u32) void {
+        self.sleep_ts = .{ .sec = @intCast(wait_us / 1_000_000), .nsec = @intCast((wait_us % 1_000_000) * 1000) };
+    }
+
+    /// Makes sure the sleep timer fires by `now_us + wait_us` (plus the slack). Returns false
+    /// if it cannot (no free SQE, or the kernel refused an update): the wait then carries its
+    /// own timeout.
+    fn arm_sleep_timer(self: *Reactor, wait_us: u32, now_us: f64) bool {
+        if (!self.sleep_timer_usable) return false;
+        const want = now_us + @as(f64, @floatFromInt(wait_us));
+        if (self.sleep_timer_armed and self.sleep_deadline_us <= want + sleep_slack_us) return true;
+        const sqe = self.ring.get_sqe() catch return false;
+        // The kernel copies the timespec while it prepares the SQE, inside this turn's enter.
+        self.set_sleep_ts(wait_us);
+        if (self.sleep_timer_armed) {
+            // Due too late for this wait (a nearer timer): move it (5.11+, relative to now).
+            sqe.prep_timeout_remove(sleep_timer_user_data, linux.IORING_TIMEOUT_UPDATE);
+            sqe.off = @intFromPtr(&self.sleep_ts);
+            sqe.user_data = sleep_update_user_data;
+            // A completion of its own would end the very wait it is for (5.17+).
+            sqe.flags |= linux.IOSQE_CQE_SKIP_SUCCESS;
+        } else {
+            sqe.prep_timeout(&self.sleep_ts, 0, 0);
+            sqe.user_data = sleep_timer_user_data;
+            self.sleep_timer_armed = true;
+        }
+        self.sleep_deadline_us = want;
+        self.counters.timeouts_armed += 1;
+        return true;
+    }
+
     /// Enters the kernel: submits what is queued, runs deferred task work and, when
-    /// `wait_us` > 0, waits for one completion with a kernel-side timeout.
-    fn enter(self: *Reactor, wait_us: u32) i32 {
+    /// `wait_us` > 0, waits for one completion for at most `wait_us` (the sleep timer, or a
+    /// timeout of the wait's own).
+    fn enter(self: *Reactor, wait_us: u32, now_us: f64) i32 {
+        const timer = wait_us > 0 and self.arm_sleep_timer(wait_us, now_us);
         const to_submit = self.ring.flush_sq();
         var flags: u32 = linux.IORING_ENTER_GETEVENTS;
         var min_complete: u32 = 0;
         var ts: linux.kernel_timespec = undefined;
         var arg: linux.io_uring_getevents_arg = .{ .sigmask = 0, .sigmask_sz = 0, .pad = 0, .ts = 0 };
+        const own_timeout = wait_us > 0 and !timer;
         if (wait_us > 0) {
+            min_complete = 1;
+            self.counters.sleeps += 1;
+        }
+        if (own_timeout) {
             ts = .{ .sec = @intCast(wait_us / 1_000_000), .nsec = @intCast((wait_us % 1_000_000) * 1000) };
             arg.ts = @intFromPtr(&ts);
             flags |= linux.IORING_ENTER_EXT_ARG;
-            min_complete = 1;
-            self.counters.sleeps += 1;
             self.counters.timeouts_armed += 1;
         }
         self.counters.enters += 1;
@@ -246,8 +302,8 @@ pub const Reactor = struct {
             to_submit,
             min_complete,
             flags,
-            if (wait_us > 0) @intFromPtr(&arg) else 0,
-            if (wait_us > 0) @sizeOf(linux.io_uring_getevents_arg) else 0,
+            if (own_timeout) @intFromPtr(&arg) else 0,
+            if (own_timeout) @sizeOf(linux.io_uring_getevents_arg) else 0,
         );
         switch (linux.E.init(res)) {
             .SUCCESS => {
@@ -276,7 +332,8 @@ pub const Reactor = struct {
     /// One loop turn: submit `submit_count` descriptors, optionally wait up to `wait_us`
     /// for a completion, then copy out completions. Returns the number of completions in
     /// `out`, or a negative errno. Call again with (0, 0) while it returns `out.len`.
-    pub fn turn(self: *Reactor, submit_count: u32, wait_us: u32) i32 {
+    /// `now_us` is the caller's clock (any monotonic base, in µs) when it chose `wait_us`.
+    pub fn turn(self: *Reactor, submit_count: u32, wait_us: u32, now_us: f64) i32 {
         assert(submit_count <= self.ops.len);
         self.counters.turns += 1;
         if (!self.wake_armed) _ = self.arm_wake();
@@ -289,7 +346,7 @@ pub const Reactor = struct {
             const ready = self.ring.cq_ready();
             const wait = if (ready == 0 and count == 0) wait_us else 0;
             if (wait > 0 or self.needs_enter()) {
-                const rc = self.enter(wait);
+                const rc = self.enter(wait, now_us);
                 if (rc < 0) return rc;
             }
             count += self.reap(count);
@@ -303,7 +360,7 @@ pub const Reactor = struct {
     fn prep_ops(self: *Reactor, count: u32) i32 {
         for (self.ops[0..count], 0..) |*op, i| {
             const sqe = self.ring.get_sqe() catch blk: {
-                const rc = self.enter(0);
+                const rc = self.enter(0, 0);
                 if (rc < 0) return rc;
                 break :blk self.ring.get_sqe() catch return @intCast(i);
             };
@@ -359,6 +416,11 @@ pub const Reactor = struct {
                 self.counters.wakes += 1;
                 self.wake_armed = false;
                 _ = self.arm_wake();
+            } else if (cqe.user_data == sleep_timer_user_data) {
+                self.sleep_timer_armed = false;
+            } else if (cqe.user_data == sleep_update_user_data) {
+                // ENOENT: the timer fired before the update (its completion is on its way).
+                if (cqe.res < 0 and cqe.res != -@as(i32, @intFromEnum(linux.E.NOENT))) self.sleep_timer_usable = false;
             }
             return 0;
         }
@@ -418,6 +480,13 @@ pub fn bench_nops(self: *Reactor, total: u32, batch: u32) i32 {
     return 0;
 }
 
+/// A monotonic clock in µs, as `turn`'s callers pass it.
+fn test_now_us() f64 {
+    var ts: linux.timespec = undefined;
+    _ = linux.clock_gettime(.MONOTONIC, &ts);
+    return @as(f64, @floatFromInt(ts.sec)) * 1e6 + @as(f64, @floatFromInt(ts.nsec)) / 1e3;
+}
+
 test "nop round trip through descriptors" {
     const r = try Reactor.create(64, 256);
     defer r.destroy();
@@ -429,7 +498,7 @@ test "nop round trip through descriptors" {
     var seen: u32 = 0;
     var submit: u32 = 10;
     while (seen < 10) {
-        const n = r.turn(submit, 100_000);
+        const n = r.turn(submit, 100_000, test_now_us());
         submit = 0;
         try std.testing.expect(n >= 0);
         for (r.out[0..@intCast(n)]) |c| {
@@ -449,9 +518,9 @@ test "timeout descriptor fires with ETIME after its delay" {
     r.ops[0].slot = 7;
     r.ops[0].aux = 0;
     r.ops[0].aux2 = 2_000_000; // 2 ms
-    var n = r.turn(1, 0);
+    var n = r.turn(1, 0, test_now_us());
     try std.testing.expectEqual(@as(i32, 0), n);
-    n = r.turn(0, 1_000_000);
+    n = r.turn(0, 1_000_000, test_now_us());
     try std.testing.expectEqual(@as(i32, 1), n);
     try std.testing.expectEqual(@as(u32, 7), r.out[0].slot);
     try std.testing.expectEqual(-@as(i32, @intFromEnum(linux.E.TIME)), r.out[0].res);
@@ -460,9 +529,9 @@ test "timeout descriptor fires with ETIME after its delay" {
 test "eventfd wakes a sleeping reactor and is re-armed" {
     const r = try Reactor.create(8, 16);
     defer r.destroy();
-    _ = r.turn(0, 0);
+    _ = r.turn(0, 0, test_now_us());
     try std.testing.expectEqual(@as(i32, 0), Reactor.wake(r.eventfd));
-    const n = r.turn(0, 5_000_000);
+    const n = r.turn(0, 5_000_000, test_now_us());
     try std.testing.expectEqual(@as(i32, 0), n); // internal completion is not handed out
     try std.testing.expectEqual(@as(u64, 1), r.counters.wakes);
     try std.testing.expect(r.wake_armed);
@@ -484,7 +553,7 @@ test "more completions than the out array holds are kept for the next turn" {
     var submit: u32 = 10;
     var turns: u32 = 0;
     while (total < 10 and turns < 100) : (turns += 1) {
-        const n = r.turn(submit, 10_000);
+        const n = r.turn(submit, 10_000, test_now_us());
         submit = 0;
         try std.testing.expect(n >= 0 and n <= 4);
         total += @intCast(n);
@@ -513,7 +582,7 @@ fn test_collect(r: *Reactor, submit: u32, want: usize, into: []Completion) !usiz
     var pending = submit;
     var turns: u32 = 0;
     while (got < want and turns < 1000) : (turns += 1) {
-        const n = r.turn(pending, 10_000);
+        const n = r.turn(pending, 10_000, test_now_us());
         pending = 0;
         try std.testing.expect(n >= 0);
         for (r.out[0..@intCast(n)]) |c| {
@@ -527,7 +596,7 @@ fn test_collect(r: *Reactor, submit: u32, want: usize, into: []Completion) !usiz
 test "a full descriptor array is submitted although the wake read holds an SQ entry" {
     const r = try Reactor.create(8, 64);
     defer r.destroy();
-    _ = r.turn(0, 0); // arms the wake read: one SQ entry is now taken by the reactor itself
+    _ = r.turn(0, 0, test_now_us()); // arms the wake read: one SQ entry is now taken by the reactor itself
     for (0..8) |i| r.ops[i] = test_op(.NOP, @intCast(i));
     var seen: [8]Completion = undefined;
     try std.testing.expectEqual(@as(usize, 8), try test_collect(r, 8, 8, &seen));
@@ -616,7 +685,7 @@ test "ASYNC_CANCEL of a read parked on an empty pipe: the read ends ECANCELED, t
     r.ops[0].addr = @floatFromInt(@intFromPtr(&buf));
     r.ops[0].len = buf.len;
     r.ops[0].off = -1;
-    try std.testing.expectEqual(@as(i32, 0), r.turn(1, 1000)); // parked: nothing completes
+    try std.testing.expectEqual(@as(i32, 0), r.turn(1, 1000, test_now_us())); // parked: nothing completes
     r.ops[0] = test_op(.ASYNC_CANCEL, 2);
     r.ops[0].addr = 1; // the user_data (slot) to cancel
     var seen: [2]Completion = undefined;
@@ -643,7 +712,53 @@ test "a TIMEOUT with a completion count ends with 0 once that many others comple
 test "a wait with nothing in flight ends at its timeout and is not an error" {
     const r = try Reactor.create(8, 16);
     defer r.destroy();
-    try std.testing.expectEqual(@as(i32, 0), r.turn(0, 2_000));
+    try std.testing.expectEqual(@as(i32, 0), r.turn(0, 2_000, test_now_us()));
     try std.testing.expectEqual(@as(u64, 1), r.counters.sleeps);
     try std.testing.expectEqual(@as(u64, 1), r.counters.timeouts_armed);
+}
+
+test "one sleep timer serves many waits: it is armed once, not per wait" {
+    const r = try Reactor.create(8, 16);
+    defer r.destroy();
+    for (0..20) |_| {
+        try std.testing.expectEqual(@as(i32, 0), Reactor.wake(r.eventfd));
+        try std.testing.expectEqual(@as(i32, 0), r.turn(0, 500_000, test_now_us()));
+    }
+    try std.testing.expectEqual(@as(u64, 20), r.counters.sleeps);
+    try std.testing.expectEqual(@as(u64, 20), r.counters.wakes);
+    try std.testing.expectEqual(@as(u64, 1), r.counters.timeouts_armed);
+    try std.testing.expect(r.sleep_timer_armed);
+}
+
+test "a wait shorter than the armed sleep timer moves it, and it still ends on time" {
+    const r = try Reactor.create(8, 16);
+    defer r.destroy();
+    try std.testing.expectEqual(@as(i32, 0), Reactor.wake(r.eventfd));
+    _ = r.turn(0, 10_000_000, test_now_us()); // arms a 10 s timer; the wake ends the wait
+    const t0 = test_now_us();
+    _ = r.turn(0, 3_000, t0); // must end after ~3 ms, not 10 s
+    const waited = test_now_us() - t0;
+    try std.testing.expect(waited >= 2_500 and waited < 1_000_000);
+    try std.testing.expectEqual(@as(u64, 2), r.counters.timeouts_armed);
+    try std.testing.expect(r.sleep_timer_usable);
+    // The timer fired: the next wait arms a new one, which ends it on time too.
+    while (r.sleep_timer_armed) _ = r.turn(0, 0, test_now_us());
+    const t1 = test_now_us();
+    _ = r.turn(0, 2_000, t1);
+    const waited2 = test_now_us() - t1;
+    try std.testing.expect(waited2 >= 1_500 and waited2 < 1_000_000);
+    try std.testing.expectEqual(@as(u64, 3), r.counters.timeouts_armed);
+}
+
+test "a timer already due sooner than the wait is kept and ends the wait early" {
+    const r = try Reactor.create(8, 16);
+    defer r.destroy();
+    try std.testing.expectEqual(@as(i32, 0), Reactor.wake(r.eventfd));
+    _ = r.turn(0, 5_000, test_now_us()); // arms ~5 ms; the wake ends the wait at once
+    const t0 = test_now_us();
+    _ = r.turn(0, 2_000_000, t0); // a 2 s wait ends when the 5 ms timer fires
+    const waited = test_now_us() - t0;
+    try std.testing.expect(waited < 1_000_000);
+    try std.testing.expectEqual(@as(u64, 1), r.counters.timeouts_armed);
+    try std.testing.expect(!r.sleep_timer_armed);
 }

@@ -208,7 +208,7 @@ function runLoop(): void {
         hooked = true;
         for (let i = 0; i < sleepHooks.length; i++) if (sleepHooks[i]!.beforeSleep()) waitUs = 0;
       }
-      const completions = r.turn(waitUs);
+      const completions = r.turn(waitUs, loopState.lastClock);
       if (hooked) for (let i = 0; i < sleepHooks.length; i++) sleepHooks[i]!.afterSleep();
       // After a sleep time moved; after a poll the turn start is close enough.
       let after = waitUs > 0 ? performance.now() : loopState.lastClock;

@@ -137,7 +137,7 @@ export class Reactor {
   private closed = false;
   private readonly iovRegions: { address: number; view: Uint32Array }[] = [];
   private readonly freeIovBlocks: number[] = [];
-  private readonly turnFn: (h: number, n: number, w: number) => number;
+  private readonly turnFn: (h: number, n: number, w: number, nowUs: number) => number;
   private readonly submitFn: (h: number, n: number) => number;
 
   constructor(options: ReactorOptions = {}) {
@@ -176,7 +176,7 @@ export class Reactor {
     this.f64 = new Float64Array(ops);
     this.cq = new Int32Array(nativeView(lib.shoal_reactor_completions(handle as never) as never, this.cqCapacity * 16));
     this.counterView = new BigUint64Array(nativeView(lib.shoal_reactor_counters(handle as never) as never, 64));
-    this.turnFn = lib.shoal_reactor_turn as unknown as (h: number, n: number, w: number) => number;
+    this.turnFn = lib.shoal_reactor_turn as unknown as (h: number, n: number, w: number, nowUs: number) => number;
     this.submitFn = lib.shoal_reactor_submit as unknown as (h: number, n: number) => number;
     this.promiseCompleter = { complete: (slot: number, res: number) => this.settle(slot, res) };
   }
@@ -301,16 +301,18 @@ export class Reactor {
   /**
    * @internal One native turn: submit what is queued, optionally sleep up to `waitUs` for a
    * completion, copy out completions and queue them on their groups. Returns completions seen.
+   * `nowMs` (performance.now()) is when `waitUs` was chosen: the reactor keeps one kernel timer
+   * armed across sleeps and moves it only when a sleep must end before it fires.
    */
-  turn(waitUs: number): number {
+  turn(waitUs: number, nowMs: number = waitUs > 0 ? performance.now() : 0): number {
     this.checkOpen();
-    let n = this.turnFn(this.handle, this.queued, waitUs);
+    let n = this.turnFn(this.handle, this.queued, waitUs, nowMs * 1000);
     this.queued = 0;
     if (n < 0) throw new SystemError("io_uring_enter", -n);
     let total = n;
     this.dispatch(n);
     while (n === this.cqCapacity) {
-      n = this.turnFn(this.handle, 0, 0);
+      n = this.turnFn(this.handle, 0, 0, 0);
       if (n < 0) throw new SystemError("io_uring_enter", -n);
       this.dispatch(n);
       total += n;

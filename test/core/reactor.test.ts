@@ -184,6 +184,29 @@ describe("operations on real fds", () => {
     expect(() => r.timeout(Number.NaN)).toThrow(InvalidArgumentError);
   });
 
+  test("sleeps that I/O ends share one kernel timer: it is armed again only after it fired, not per sleep", async () => {
+    const r = reactor();
+    const p = newPipe();
+    const into = buffer(64);
+    const w = new Worker(new URL("./fixtures/pipe-writer.ts", import.meta.url).href);
+    try {
+      w.postMessage({ fd: p.writeFd, count: 300, gapUs: 300 });
+      // Counted from the first byte on: while the Worker starts, every sleep ends at its timer.
+      let got = await r.read(p.readFd, into);
+      const c0 = r.counters();
+      while (got < 300) got += await r.read(p.readFd, into);
+      const c1 = r.counters();
+      const sleeps = c1.sleeps - c0.sleeps;
+      const armed = c1.timeoutsArmed - c0.timeoutsArmed;
+      // ~90 ms of bytes 0.3 ms apart: the loop sleeps between most of them, and the 2 ms sleep
+      // timer fires (and is armed again) about every 2 ms. Armed per sleep, it would be ~1:1.
+      expect(sleeps).toBeGreaterThan(60);
+      expect(armed).toBeLessThan(sleeps / 2);
+    } finally {
+      w.terminate();
+    }
+  });
+
   test("submitNow hands queued descriptors to the kernel mid-turn; their completions come with the next turn", async () => {
     const r = reactor();
     const p = newPipe();

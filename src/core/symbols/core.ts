@@ -12,7 +12,7 @@ export const coreSymbols = {
   shoal_reactor_completions: { args: [P], returns: P },
   shoal_reactor_counters: { args: [P], returns: P },
   shoal_reactor_info: { args: [P], returns: P },
-  shoal_reactor_turn: { args: [P, u32, u32], returns: i32 },
+  shoal_reactor_turn: { args: [P, u32, u32, FFIType.f64], returns: i32 },
   shoal_reactor_submit: { args: [P, u32], returns: i32 },
   shoal_eventfd_wake: { args: [i32], returns: i32 },
   shoal_bench_nops: { args: [P, u32, u32], returns: i32 },
