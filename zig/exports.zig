@@ -8,7 +8,7 @@ const Reactor = reactor.Reactor;
 
 /// Bumped whenever an exported signature or shared struct layout changes.
 export fn shoal_abi_version() u32 {
-    return 4;
+    return 5;
 }
 
 export fn shoal_probe(out: *probe.Result, extra_ops: ?[*]const u8, extra_len: u32) void {
@@ -67,6 +67,11 @@ export fn shoal_reactor_turn(r: *Reactor, submit_count: u32, wait_us: u32, now_u
 export fn shoal_reactor_submit(r: *Reactor, count: u32) i32 {
     if (count > r.ops.len) return -@as(i32, @intFromEnum(std.os.linux.E.INVAL));
     return r.submit_now(count);
+}
+
+export fn shoal_reactor_msg_wake(r: *Reactor, target_ring: i32, target_eventfd: i32) i32 {
+    if (target_ring < 0 or target_eventfd < 0 or target_eventfd >= (1 << 24)) return -@as(i32, @intFromEnum(std.os.linux.E.INVAL));
+    return r.msg_wake(target_ring, target_eventfd);
 }
 
 export fn shoal_eventfd_wake(eventfd: i32) i32 {

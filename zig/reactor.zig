@@ -57,6 +57,8 @@ pub const Counters = extern struct {
     timeouts_armed: u64 = 0,
     wakes: u64 = 0,
     busy_retries: u64 = 0,
+    /// Wakes of other reactors sent as ring messages (msg_wake).
+    ring_wakes_sent: u64 = 0,
 };
 
 /// Static facts about this reactor that JS reads once.
@@ -75,6 +77,11 @@ const wake_user_data: u64 = internal_user_data | 1;
 /// The sleep timer (a TIMEOUT operation that ends waits) and the updates that move it.
 const sleep_timer_user_data: u64 = internal_user_data | 2;
 const sleep_update_user_data: u64 = internal_user_data | 3;
+/// A wake sent by another reactor's MSG_RING (no eventfd involved).
+const ring_wake_user_data: u64 = internal_user_data | 4;
+/// Our own MSG_RING wakes report only failures; their user_data carries the target's eventfd
+/// (below 2^24) so that a failed one falls back to writing it.
+const msg_wake_tag: u64 = internal_user_data | (1 << 24);
 /// A sleep timer due at most this much after the wanted deadline is kept as it is.
 const sleep_slack_us: f64 = 20;
 
@@ -416,6 +423,12 @@ pub const Reactor = struct {
                 self.counters.wakes += 1;
                 self.wake_armed = false;
                 _ = self.arm_wake();
+            } else if (cqe.user_data == ring_wake_user_data) {
+                self.counters.wakes += 1;
+            } else if (cqe.user_data & msg_wake_tag == msg_wake_tag and cqe.res < 0) {
+                // The ring message did not arrive (the target ring went away or is full):
+                // wake the target through its eventfd instead, so no wake is ever lost.
+                _ = wake(@intCast(cqe.user_data & ((1 << 24) - 1)));
             } else if (cqe.user_data == sleep_timer_user_data) {
                 self.sleep_timer_armed = false;
             } else if (cqe.user_data == sleep_update_user_data) {
@@ -443,6 +456,25 @@ pub const Reactor = struct {
             count += self.deliver(self.cqes[i], start + count);
         }
         return count;
+    }
+
+    /// Queues a wake of another reactor (its ring fd `target_ring`) as a MSG_RING operation on
+    /// this ring: it leaves with this reactor's next enter, which every loop iteration makes
+    /// anyway, so the wake costs no syscall of its own (an eventfd write is one, and the
+    /// target then re-arms its eventfd read). A failure falls back to `target_eventfd`.
+    /// Returns 0, or -EBUSY when the SQ is full (the caller writes the eventfd itself).
+    pub fn msg_wake(self: *Reactor, target_ring: i32, target_eventfd: i32) i32 {
+        assert(target_eventfd >= 0 and target_eventfd < (1 << 24));
+        const sqe = self.ring.get_sqe() catch return -@as(i32, @intFromEnum(linux.E.BUSY));
+        sqe.* = std.mem.zeroes(linux.io_uring_sqe);
+        sqe.opcode = .MSG_RING;
+        sqe.fd = target_ring;
+        sqe.addr = @intFromEnum(linux.IORING_MSG_RING_COMMAND.DATA);
+        sqe.off = ring_wake_user_data; // the user_data of the target's completion
+        sqe.flags = linux.IOSQE_CQE_SKIP_SUCCESS;
+        sqe.user_data = msg_wake_tag | @as(u64, @intCast(target_eventfd));
+        self.counters.ring_wakes_sent += 1;
+        return 0;
     }
 
     /// Wakes this reactor if it sleeps in `turn`; safe from any thread.
@@ -761,4 +793,39 @@ test "a timer already due sooner than the wait is kept and ends the wait early" 
     try std.testing.expect(waited < 1_000_000);
     try std.testing.expectEqual(@as(u64, 1), r.counters.timeouts_armed);
     try std.testing.expect(!r.sleep_timer_armed);
+}
+
+test "a ring message from another reactor wakes a sleeping one, with no eventfd write" {
+    const a = try Reactor.create(8, 16);
+    defer a.destroy();
+    const b = try Reactor.create(8, 16);
+    defer b.destroy();
+    _ = b.turn(0, 0, test_now_us()); // arms b's eventfd read
+    try std.testing.expectEqual(@as(i32, 0), a.msg_wake(b.ring.fd, b.eventfd));
+    _ = a.turn(0, 0, test_now_us()); // the message leaves with a's enter
+    const t0 = test_now_us();
+    try std.testing.expectEqual(@as(i32, 0), b.turn(0, 5_000_000, t0));
+    try std.testing.expect(test_now_us() - t0 < 1_000_000);
+    try std.testing.expectEqual(@as(u64, 1), b.counters.wakes);
+    try std.testing.expect(b.wake_armed); // the eventfd read was not used
+    try std.testing.expectEqual(@as(u64, 1), a.counters.ring_wakes_sent);
+    try std.testing.expectEqual(@as(u64, 0), a.counters.completed); // success posts nothing to a
+}
+
+test "a ring message that cannot be delivered falls back to the target's eventfd" {
+    const a = try Reactor.create(8, 16);
+    defer a.destroy();
+    const b = try Reactor.create(8, 16);
+    defer b.destroy();
+    const fds = try test_pipe();
+    defer _ = linux.close(fds[0]);
+    defer _ = linux.close(fds[1]);
+    _ = b.turn(0, 0, test_now_us());
+    // Not a ring: MSG_RING fails, and a's reap writes b's eventfd instead.
+    try std.testing.expectEqual(@as(i32, 0), a.msg_wake(fds[0], b.eventfd));
+    _ = a.turn(0, 0, test_now_us());
+    const t0 = test_now_us();
+    try std.testing.expectEqual(@as(i32, 0), b.turn(0, 5_000_000, t0));
+    try std.testing.expect(test_now_us() - t0 < 1_000_000);
+    try std.testing.expectEqual(@as(u64, 1), b.counters.wakes);
 }

@@ -149,7 +149,7 @@ export function addSleepHook(hook: SleepHook): () => void {
 }
 
 function alive(r: Reactor): boolean {
-  return r.inFlight > 0 || timerRefs() > 0 || refs > 0 || hasReadyTasks() || r.queued > 0;
+  return r.inFlight > 0 || timerRefs() > 0 || refs > 0 || hasReadyTasks() || r.queued > 0 || r.nativeQueued;
 }
 
 function runPollers(): boolean {
@@ -244,7 +244,7 @@ function runLoop(): void {
  * ~100 times a second (each wake costs 25-100 µs of CPU on a VM), so the loop parks instead.
  */
 function onlyTimersPending(r: Reactor): boolean {
-  return r.inFlight === 0 && r.queued === 0 && !r.settledInline && refs === 0 && pollers.length === 0 && sleepHooks.length === 0;
+  return r.inFlight === 0 && r.queued === 0 && !r.nativeQueued && !r.settledInline && refs === 0 && pollers.length === 0 && sleepHooks.length === 0;
 }
 
 /**

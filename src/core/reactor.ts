@@ -104,6 +104,8 @@ export interface ReactorCounters {
   timeoutsArmed: number;
   wakes: number;
   busyRetries: number;
+  /** Wakes of other shards' reactors sent as ring messages (msgWake). */
+  ringWakesSent: number;
   inFlight: number;
 }
 
@@ -115,6 +117,10 @@ export class Reactor {
   readonly cqCapacity: number;
   readonly setupFlags: number;
   readonly eventfd: number;
+  /** The io_uring's own fd (other reactors send ring messages to it). */
+  readonly ringFd: number;
+  /** @internal The reactor queued an SQE of its own (msgWake): the loop must turn once more. */
+  nativeQueued = false;
   private handle: number;
   private readonly u32: Uint32Array;
   private readonly i32: Int32Array;
@@ -138,6 +144,7 @@ export class Reactor {
   private readonly iovRegions: { address: number; view: Uint32Array }[] = [];
   private readonly freeIovBlocks: number[] = [];
   private readonly turnFn: (h: number, n: number, w: number, nowUs: number) => number;
+  private readonly msgWakeFn: (h: number, ring: number, eventfd: number) => number;
   private readonly submitFn: (h: number, n: number) => number;
 
   constructor(options: ReactorOptions = {}) {
@@ -170,14 +177,16 @@ export class Reactor {
     this.cqCapacity = info[1]!;
     this.setupFlags = info[2]! >>> 0;
     this.eventfd = info[4]!;
+    this.ringFd = info[5]!;
     const ops = nativeView(lib.shoal_reactor_ops(handle as never) as never, this.sqCapacity * 64);
     this.u32 = new Uint32Array(ops);
     this.i32 = new Int32Array(ops);
     this.f64 = new Float64Array(ops);
     this.cq = new Int32Array(nativeView(lib.shoal_reactor_completions(handle as never) as never, this.cqCapacity * 16));
-    this.counterView = new BigUint64Array(nativeView(lib.shoal_reactor_counters(handle as never) as never, 64));
+    this.counterView = new BigUint64Array(nativeView(lib.shoal_reactor_counters(handle as never) as never, 72));
     this.turnFn = lib.shoal_reactor_turn as unknown as (h: number, n: number, w: number, nowUs: number) => number;
     this.submitFn = lib.shoal_reactor_submit as unknown as (h: number, n: number) => number;
+    this.msgWakeFn = lib.shoal_reactor_msg_wake as unknown as (h: number, ring: number, eventfd: number) => number;
     this.promiseCompleter = { complete: (slot: number, res: number) => this.settle(slot, res) };
   }
 
@@ -306,6 +315,7 @@ export class Reactor {
    */
   turn(waitUs: number, nowMs: number = waitUs > 0 ? performance.now() : 0): number {
     this.checkOpen();
+    this.nativeQueued = false;
     let n = this.turnFn(this.handle, this.queued, waitUs, nowMs * 1000);
     this.queued = 0;
     if (n < 0) throw new SystemError("io_uring_enter", -n);
@@ -368,8 +378,22 @@ export class Reactor {
       timeoutsArmed: Number(c[5]),
       wakes: Number(c[6]),
       busyRetries: Number(c[7]),
+      ringWakesSent: Number(c[8]),
       inFlight: this.inFlight,
     };
+  }
+
+  /**
+   * @internal Wakes another reactor (ring fd `targetRingFd`, eventfd `targetEventfd`) with a
+   * ring message that leaves with this reactor's next enter, at the end of this loop
+   * iteration: no syscall of its own, unlike wake(). If the message cannot be delivered the
+   * reactor writes the target's eventfd instead. Returns false when this reactor's SQ is full
+   * (then call wake()).
+   */
+  msgWake(targetRingFd: number, targetEventfd: number): boolean {
+    if (this.msgWakeFn(this.handle, targetRingFd, targetEventfd) !== 0) return false;
+    this.nativeQueued = true;
+    return true;
   }
 
   /** Wakes this reactor from another thread or Worker (writes its eventfd). */

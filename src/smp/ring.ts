@@ -33,6 +33,8 @@ export const CTL_EVENTFD = 1;
 export const CTL_CPU = 3;
 /** Control word: the shard's kernel thread id. */
 export const CTL_TID = 4;
+/** Control word: the shard's io_uring fd (other shards wake it with ring messages). */
+export const CTL_RINGFD = 5;
 /** Global control words (after the shards' blocks). */
 export const GLOBAL_START_SEQ = 0;
 

@@ -44,7 +44,7 @@ import {
   UnknownMethodError,
 } from "./errors.ts";
 import { HandoverTable, receiveBuffer } from "./handover.ts";
-import { CTL_CPU, CTL_EVENTFD, CTL_SLEEPING, CTL_TID, GLOBAL_START_SEQ, InRing, OutRing, SmpLayout } from "./ring.ts";
+import { CTL_CPU, CTL_EVENTFD, CTL_RINGFD, CTL_SLEEPING, CTL_TID, GLOBAL_START_SEQ, InRing, OutRing, SmpLayout } from "./ring.ts";
 import { handlerById, handlerId, serviceById, type AnyFunction, type HandlerRef, type ServiceHost } from "./registry.ts";
 import { logger } from "../log/logger.ts";
 
@@ -96,6 +96,7 @@ const rt = {
   out: [] as (OutRing | undefined)[],
   inn: [] as InRing[],
   eventfds: [] as number[],
+  ringFds: [] as number[],
   gone: [] as boolean[],
   sleepWord: 0,
 };
@@ -291,6 +292,7 @@ export function startShard(init: ShardInit): void {
   for (let k = 0; k < init.count; k++) {
     rt.gone[k] = false;
     rt.eventfds[k] = -1;
+    rt.ringFds[k] = -1;
     if (k === init.shard) {
       rt.out.push(undefined);
       continue;
@@ -300,6 +302,7 @@ export function startShard(init: ShardInit): void {
   }
   const r = reactor();
   Atomics.store(rt.i32, layout.ctl(init.shard, CTL_EVENTFD), r.eventfd);
+  Atomics.store(rt.i32, layout.ctl(init.shard, CTL_RINGFD), r.ringFd);
   Atomics.store(rt.i32, layout.ctl(init.shard, CTL_CPU), init.cpu);
 }
 
@@ -381,7 +384,7 @@ function markDirty(ring: OutRing): void {
   }
   // A long burst within one loop turn publishes every few KiB, so that the consumer works on
   // the first messages while later ones are written (still one atomic store per batch).
-  if (ring.unpublishedBytes >= EARLY_PUBLISH_BYTES && ring.publish()) wake(ring.to);
+  if (ring.unpublishedBytes >= EARLY_PUBLISH_BYTES && ring.publish()) wake(ring.to, true);
 }
 
 /** Sets the record's length, padded to 8 bytes (so a PAD record always has room for its kind byte). */
@@ -813,15 +816,27 @@ function reply(to: number, slot: number, kind: number, value: unknown, callKind:
   }
 }
 
-function wake(k: number): void {
+/**
+ * Wakes shard `k` if it published that it sleeps. From the loop (flush, poll, the sleep hook)
+ * the wake is a ring message that leaves with this shard's own enter at the end of the
+ * iteration: no syscall of its own, and the target does not re-arm an eventfd read.
+ * `immediate` (a mid-turn early publish, which wants the consumer started now) writes the
+ * eventfd at once, as does a shard whose SQ is full.
+ */
+function wake(k: number, immediate = false): void {
   const word = rt.layout!.ctl(k, CTL_SLEEPING);
   if (Atomics.load(rt.i32, word) === 0) return;
-  // Whoever clears the flag writes the eventfd; other senders see it cleared and skip the syscall.
+  // Whoever clears the flag wakes the shard; other senders see it cleared and skip the syscall.
   if (Atomics.compareExchange(rt.i32, word, 1, 0) !== 1 || rt.gone[k]) return;
   let fd = rt.eventfds[k]!;
   if (fd < 0) fd = rt.eventfds[k] = Atomics.load(rt.i32, rt.layout!.ctl(k, CTL_EVENTFD));
   if (fd > 0) {
     stats.wakes++;
+    if (!immediate && rt.role === "shard" && !loopState.idle) {
+      let ringFd = rt.ringFds[k]!;
+      if (ringFd < 0) ringFd = rt.ringFds[k] = Atomics.load(rt.i32, rt.layout!.ctl(k, CTL_RINGFD));
+      if (ringFd > 0 && reactor().msgWake(ringFd, fd)) return;
+    }
     Reactor.wake(fd);
   }
 }

@@ -22,6 +22,12 @@ for (const groups of [false, true]) describe(groups ? "across shards, two schedu
     expect(r).toBeDefined();
   });
 
+  test("a sleeping shard is woken by a ring message (no eventfd write), and every call completes", () => {
+    expect(r.sleepyCalls).toBe(20);
+    expect(r.ringWakes).toBeGreaterThanOrEqual(10);
+    expect(r.ringWakes).toBe(r.smpWakes);
+  });
+
   test("a remote exception arrives with its name, message, code, own properties, stack and shard", () => {
     for (const key of ["remoteThrow", "remoteReject"]) {
       expect(r[key]).toMatchObject({

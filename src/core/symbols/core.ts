@@ -14,6 +14,7 @@ export const coreSymbols = {
   shoal_reactor_info: { args: [P], returns: P },
   shoal_reactor_turn: { args: [P, u32, u32, FFIType.f64], returns: i32 },
   shoal_reactor_submit: { args: [P, u32], returns: i32 },
+  shoal_reactor_msg_wake: { args: [P, i32, i32], returns: i32 },
   shoal_eventfd_wake: { args: [i32], returns: i32 },
   shoal_bench_nops: { args: [P, u32, u32], returns: i32 },
   shoal_mem_map: { args: [u64], returns: i64_fast },
