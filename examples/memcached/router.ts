@@ -50,11 +50,40 @@ const INLINE_MAX = 32 * 1024;
 /** DataViews of the buffers units are copied from (receive buffers, session buffers). */
 const sourceViews = new DataViewCache();
 
+/** A request buffer and its DataView, reused from batch to batch. */
+interface RequestBuffer {
+  buf: Uint8Array;
+  view: DataView;
+}
+/**
+ * Request buffers of sent batches. submitTo copies the payload into the ring (or its backlog)
+ * before it returns, so a batch gives its buffer back as soon as it is sent: one buffer serves
+ * every batch of a shard instead of a fresh 4 KiB array (allocated outside the GC's fast path,
+ * zeroed, finalized) per destination per turn.
+ */
+const freeRequestBuffers: RequestBuffer[] = [];
+const EMPTY = new Uint8Array(0);
+/** Request buffers that grew beyond this are dropped rather than kept. */
+const REQUEST_BUFFER_KEEP = 64 * 1024;
+
+function takeRequestBuffer(): RequestBuffer {
+  const b = freeRequestBuffers.pop();
+  if (b !== undefined) return b;
+  const buf = new Uint8Array(4096);
+  return { buf, view: dataViewOf(buf) };
+}
+
+/** Little-endian u32 at `p` (unit lengths; no DataView needed). */
+function u32le(b: Uint8Array, p: number): number {
+  return (b[p]! | (b[p + 1]! << 8) | (b[p + 2]! << 16) | (b[p + 3]! << 24)) >>> 0;
+}
+
 /** One turn's units for one shard, and (once sent) the answer. */
 export class Batch {
   readonly dest: number;
-  buf = new Uint8Array(4096);
-  private view = dataViewOf(this.buf);
+  private req: RequestBuffer = takeRequestBuffer();
+  buf = this.req.buf;
+  private view = this.req.view;
   len = 0;
   count = 0;
   /** Resolves once the answer arrived and was split into units (never rejects). */
@@ -104,6 +133,7 @@ export class Batch {
     b.set(this.buf.subarray(0, this.len));
     this.buf = b;
     this.view = dataViewOf(b);
+    this.req = { buf: b, view: this.view };
   }
 
   /** Sends the batch; `reply` resolves once the answer is split into units. */
@@ -116,7 +146,12 @@ export class Batch {
     } else {
       payload = this.buf.subarray(0, this.len);
     }
-    (submitTo(this.dest, EXEC, from, payload) as Promise<Uint8Array | NativeBuffer>).then(
+    const sent = submitTo(this.dest, EXEC, from, payload) as Promise<Uint8Array | NativeBuffer>;
+    // The bytes were copied (ring or backlog): the buffer serves the next batch.
+    if (this.req.buf.length <= REQUEST_BUFFER_KEEP) freeRequestBuffers.push(this.req);
+    this.buf = EMPTY;
+    this.len = 0;
+    sent.then(
       (answer) => {
         this.split(answer);
         this.resolveReply();
@@ -137,10 +172,9 @@ export class Batch {
       bytes = answer;
     }
     this.answer = bytes;
-    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     let p = 0;
     while (p < bytes.length) {
-      const n = dv.getUint32(p, true);
+      const n = u32le(bytes, p);
       this.starts.push(p + 4);
       this.ends.push(p + 4 + n);
       p += 4 + n;
@@ -241,13 +275,12 @@ function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array
   const engine = localEngine;
   if (engine === undefined) throw new Error("memcached: a batch arrived before this shard's server started");
   const bytes = payload instanceof NativeBuffer ? payload.bytes : payload;
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out = answerOut;
   out.reset();
   // Warm the caches for every text unit's keys first (their misses overlap), then run them.
   const store = engine.store;
   for (let q = 0; q < bytes.length; ) {
-    const n = dv.getUint32(q + 2, true);
+    const n = u32le(bytes, q + 2);
     if (bytes[q]! <= UnitKind.TEXT_GET_PART && bytes[q + 1]! === Proto.TEXT) lookahead(store, 1, 0, bytes, q + 6, q + 6 + n);
     q += 6 + n;
   }
@@ -256,7 +289,7 @@ function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array
   while (p < bytes.length) {
     const kind = bytes[p]! as UnitKind;
     const proto = bytes[p + 1]! as Proto;
-    const n = dv.getUint32(p + 2, true);
+    const n = u32le(bytes, p + 2);
     const bodyStart = p + 6;
     p += 6 + n;
     const lenAt = out.pos;
@@ -295,7 +328,9 @@ function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array
     nb.bytes.set(out.bytes());
     return nb;
   }
-  return out.bytes().slice();
+  // A view of the shared answer buffer: a synchronous handler's result is encoded into the
+  // reply as it returns, before the next batch can reuse the buffer.
+  return out.bytes();
 }
 
 const EXEC = registerHandler("memcached.exec", execBatch);
