@@ -8,7 +8,7 @@ import { StartupError, errnoName } from "./errors.ts";
 const opNames: Record<number, string> = {
   0: "NOP", 1: "READV", 2: "WRITEV", 3: "FSYNC", 6: "POLL_ADD", 11: "TIMEOUT", 12: "TIMEOUT_REMOVE", 13: "ACCEPT",
   14: "ASYNC_CANCEL", 16: "CONNECT", 17: "FALLOCATE", 18: "OPENAT", 19: "CLOSE", 21: "STATX",
-  22: "READ", 23: "WRITE", 26: "SEND", 27: "RECV", 34: "SHUTDOWN",
+  22: "READ", 23: "WRITE", 26: "SEND", 27: "RECV", 34: "SHUTDOWN", 40: "MSG_RING",
 };
 
 export interface ProbeReport {

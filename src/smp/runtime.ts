@@ -19,7 +19,8 @@
  *   REPLY, THROW        [u8 kind][3 bytes 0][u32 reply slot] value
  *   RELEASE             [u8 kind][3 bytes 0][u32 handover id]
  */
-import { Reactor, reactor } from "../core/reactor.ts";
+import { IoOp, Reactor, reactor } from "../core/reactor.ts";
+import { probeIoUring } from "../core/probe.ts";
 import { addPoller, addSleepHook, ensureLoopRunning, refLoop } from "../core/loop.ts";
 import {
   currentSchedulingGroup,
@@ -300,6 +301,8 @@ export function startShard(init: ShardInit): void {
     rt.out.push(new OutRing(init.sab, layout, init.shard, k));
     rt.inn.push(new InRing(init.sab, layout, k, init.shard, foreignBuffer));
   }
+  // Shards wake each other with ring messages (IORING_OP_MSG_RING, Linux 5.18+).
+  probeIoUring([IoOp.MSG_RING]);
   const r = reactor();
   Atomics.store(rt.i32, layout.ctl(init.shard, CTL_EVENTFD), r.eventfd);
   Atomics.store(rt.i32, layout.ctl(init.shard, CTL_RINGFD), r.ringFd);
