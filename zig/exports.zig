@@ -8,7 +8,7 @@ const Reactor = reactor.Reactor;
 
 /// Bumped whenever an exported signature or shared struct layout changes.
 export fn shoal_abi_version() u32 {
-    return 5;
+    return 6;
 }
 
 export fn shoal_probe(out: *probe.Result, extra_ops: ?[*]const u8, extra_len: u32) void {
@@ -97,6 +97,13 @@ export fn shoal_mem_unmap(address: usize, size_bytes: usize) i32 {
 
 export fn shoal_mem_fill(address: usize, len: usize, byte: u8) void {
     memory.fill(address, len, byte);
+}
+
+/// dst[dst_off..][0..len] = src[src_off..][0..len] (the ranges may overlap). JS passes
+/// Uint8Arrays (bun:ffi hands over their data pointers) and checks the ranges itself: a
+/// 100-byte copy costs ~9 ns this way against ~45 ns in a JS loop.
+export fn shoal_copy(dst: [*]u8, dst_off: u32, src: [*]const u8, src_off: u32, len: u32) void {
+    @memmove(dst[dst_off..][0..len], src[src_off..][0..len]);
 }
 
 comptime {

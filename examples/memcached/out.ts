@@ -4,7 +4,7 @@
  * connection's usual batch size. The transport copies `bytes()` out and calls `reset()`.
  */
 import { writeInt, writeUint } from "./numbers.ts";
-import { DataViewCache, copyBytes, dataViewOf } from "../../src/core/bytes.ts";
+import { copyBytes } from "../../src/core/bytes.ts";
 
 const encoder = new TextEncoder();
 
@@ -20,13 +20,9 @@ const COPY_LOOP_MAX = 32;
 export class Out {
   buf: Uint8Array;
   pos = 0;
-  /** A DataView of `buf` (replaced with it). */
-  private dv: DataView;
-  private readonly sources = new DataViewCache();
 
   constructor(initialSize = 16 * 1024) {
     this.buf = new Uint8Array(initialSize);
-    this.dv = dataViewOf(this.buf);
   }
 
   /** Makes room for `n` more bytes. */
@@ -37,7 +33,6 @@ export class Out {
     const next = new Uint8Array(size);
     next.set(this.buf.subarray(0, this.pos));
     this.buf = next;
-    this.dv = dataViewOf(next);
   }
 
   /** Appends pre-encoded bytes. */
@@ -64,7 +59,7 @@ export class Out {
       for (let i = 0; i < len; i++) buf[p++] = src[off + i]!;
       this.pos = p;
     } else {
-      copyBytes(this.buf, this.dv, this.pos, src, this.sources.of(src), off, len);
+      copyBytes(this.buf, this.pos, src, off, len);
       this.pos += len;
     }
   }

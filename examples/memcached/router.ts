@@ -14,7 +14,7 @@
  *
  * Large batches and answers (items up to -I) cross as native buffers handed over, not copied.
  */
-import { DataViewCache, copyBytes, dataViewOf } from "../../src/core/bytes.ts";
+import { copyBytes } from "../../src/core/bytes.ts";
 import { allocateAlignedBuffer, NativeBuffer } from "../../src/index.ts";
 import { registerHandler, submitTo } from "../../src/smp/index.ts";
 import type { Engine } from "./engine.ts";
@@ -47,13 +47,10 @@ const SHARD_FAILED = new TextEncoder().encode("SERVER_ERROR the shard owning thi
 
 /** Batches bigger than this cross as handed-over native buffers. */
 const INLINE_MAX = 32 * 1024;
-/** DataViews of the buffers units are copied from (receive buffers, session buffers). */
-const sourceViews = new DataViewCache();
 
-/** A request buffer and its DataView, reused from batch to batch. */
+/** A request buffer, reused from batch to batch. */
 interface RequestBuffer {
   buf: Uint8Array;
-  view: DataView;
 }
 /**
  * Request buffers of sent batches. submitTo copies the payload into the ring (or its backlog)
@@ -69,8 +66,7 @@ const REQUEST_BUFFER_KEEP = 64 * 1024;
 function takeRequestBuffer(): RequestBuffer {
   const b = freeRequestBuffers.pop();
   if (b !== undefined) return b;
-  const buf = new Uint8Array(4096);
-  return { buf, view: dataViewOf(buf) };
+  return { buf: new Uint8Array(4096) };
 }
 
 /** Little-endian u32 at `p` (unit lengths; no DataView needed). */
@@ -83,7 +79,6 @@ export class Batch {
   readonly dest: number;
   private req: RequestBuffer = takeRequestBuffer();
   buf = this.req.buf;
-  private view = this.req.view;
   len = 0;
   count = 0;
   /** Resolves once the answer arrived and was split into units (never rejects). */
@@ -121,7 +116,7 @@ export class Batch {
   append(src: Uint8Array, from: number, to: number): void {
     const n = to - from;
     this.ensure(n);
-    copyBytes(this.buf, this.view, this.len, src, sourceViews.of(src), from, n);
+    copyBytes(this.buf, this.len, src, from, n);
     this.len += n;
   }
 
@@ -132,8 +127,7 @@ export class Batch {
     const b = new Uint8Array(size);
     b.set(this.buf.subarray(0, this.len));
     this.buf = b;
-    this.view = dataViewOf(b);
-    this.req = { buf: b, view: this.view };
+    this.req = { buf: b };
   }
 
   /** Sends the batch; `reply` resolves once the answer is split into units. */

@@ -9,7 +9,7 @@
  * The first byte of a connection picks the protocol, as in stock: 0x80 is binary, anything
  * else is text (which includes the meta commands).
  */
-import { DataViewCache, copyBytes } from "../../src/core/bytes.ts";
+import { copyBytes } from "../../src/core/bytes.ts";
 import type { Engine } from "./engine.ts";
 import { Out, ascii } from "./out.ts";
 import { NIL, type Store, Comm } from "./store.ts";
@@ -142,8 +142,6 @@ export class Session {
 
   /** An incomplete command line or packet header carried to the next feed. */
   private carry = new Uint8Array(256);
-  /** DataViews of the buffers fed (values are copied into the store 4 bytes at a time). */
-  private readonly inputViews = new DataViewCache();
   private carryLen = 0;
 
   /**
@@ -291,7 +289,7 @@ export class Session {
         case St.NREAD: {
           const n = Math.min(this.rlbytes, end - pos);
           const store = this.store;
-          copyBytes(store.mem, store.memView, this.ritem, buf, this.inputViews.of(buf), pos, n);
+          copyBytes(store.mem, this.ritem, buf, pos, n);
           this.ritem += n;
           this.rlbytes -= n;
           pos += n;

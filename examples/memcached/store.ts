@@ -28,7 +28,7 @@
  * Expired and flushed items are removed lazily when found, by the tail check before an eviction,
  * and by `crawl()` (the LRU crawler), which the server runs a little every second.
  */
-import { DataViewCache, copyBytes, dataViewOf } from "../../src/core/bytes.ts";
+import { DataViewCache, copyBytes } from "../../src/core/bytes.ts";
 import { allocateAlignedBuffer, HUGE_PAGE_SIZE, type NativeBuffer } from "../../src/index.ts";
 import type { Clock } from "./clock.ts";
 import { ITEM_UPDATE_INTERVAL } from "./clock.ts";
@@ -158,8 +158,6 @@ const STOCK_ITEM_HEADER = 48;
 export class Store {
   /** Arena bytes. Key of `ref` at keyOffset(ref), value at valueOffset(ref). */
   readonly mem: Uint8Array;
-  /** A DataView of `mem`, for copies without a view object (bytes.ts). */
-  readonly memView: DataView;
   private readonly keyViews = new DataViewCache();
   private readonly aheadHv = new Int32Array(AHEAD_MAX);
   private readonly aheadRef = new Int32Array(AHEAD_MAX);
@@ -295,7 +293,6 @@ export class Store {
       this.native = null;
       this.mem = new Uint8Array(bytes);
     }
-    this.memView = dataViewOf(this.mem);
     const ab = this.mem.buffer;
     const base = this.mem.byteOffset;
     this.i32 = new Int32Array(ab, base, bytes >>> 2);
@@ -655,7 +652,7 @@ export class Store {
     this.f64[ref + 4] = 0;
     this.u32[w + 10] = 0;
     const dst = b + HDR;
-    copyBytes(this.mem, this.memView, dst, key, this.keyViews.of(key), koff, klen);
+    copyBytes(this.mem, dst, key, koff, klen);
     return ref;
   }
 

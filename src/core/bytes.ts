@@ -2,15 +2,17 @@
  * Copying bytes between Uint8Arrays without a view object per call. `dst.set(src.subarray(...))`
  * allocates a view each time; on a server's per-request path those views can be most of its
  * garbage (memcached: one per get response and two per set, ~11 MB/s at 88,000 requests/s, an
- * eden collection about every second). Short ranges go byte by byte, medium ones 4 bytes at a
- * time through DataViews the caller keeps (DataViewCache), long ones through TypedArray.set,
- * which is cheaper there than the loop.
+ * eden collection about every second). Short ranges go byte by byte; longer ones through one
+ * native call (bun:ffi passes the arrays' data pointers): ~9 ns for 100 bytes, against ~45 ns
+ * for a JS loop of 4-byte words and ~40 ns for a subarray plus set.
  */
+import { native } from "./native.ts";
 
-/** Up to this many bytes: a byte loop. */
+/** Up to this many bytes: a byte loop; above, one native memmove. */
 const BYTES_MAX = 16;
-/** Up to this many: 4-byte words through DataViews; above, TypedArray.set with a view. */
-export const COPY_WORDS_MAX = 256;
+
+type NativeCopy = (dst: Uint8Array, dstOff: number, src: Uint8Array, srcOff: number, len: number) => void;
+let nativeCopy: NativeCopy | undefined;
 
 /**
  * DataViews over whole ArrayBuffers, for the two most recently used ones. The buffers a hot
@@ -61,19 +63,13 @@ export function dataViewOf(b: Uint8Array): DataView {
 }
 
 /**
- * Copies src[from, from + len) to dst[at, ...). `dstView` and `srcView` view the whole
- * ArrayBuffers of `dst` and `src` (dataViewOf, DataViewCache).
+ * Copies src[from, from + len) to dst[at, ...) (the ranges may overlap). The caller keeps both
+ * ranges inside their arrays: the native copy does not check them.
  */
-export function copyBytes(dst: Uint8Array, dstView: DataView, at: number, src: Uint8Array, srcView: DataView, from: number, len: number): void {
+export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, from: number, len: number): void {
   if (len <= BYTES_MAX) {
     for (let i = 0; i < len; i++) dst[at + i] = src[from + i]!;
-  } else if (len <= COPY_WORDS_MAX) {
-    const d = dst.byteOffset + at;
-    const s = src.byteOffset + from;
-    let i = 0;
-    for (; i + 4 <= len; i += 4) dstView.setUint32(d + i, srcView.getUint32(s + i, true), true);
-    for (; i < len; i++) dst[at + i] = src[from + i]!;
   } else {
-    dst.set(src.subarray(from, from + len), at);
+    (nativeCopy ??= native().shoal_copy as unknown as NativeCopy)(dst, at, src, from, len);
   }
 }

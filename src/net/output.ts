@@ -7,7 +7,7 @@
  * promise waits while more than writeHighWater bytes are queued.
  */
 import { NativeBuffer } from "../core/buffers.ts";
-import { COPY_WORDS_MAX, DataViewCache, copyBytes } from "../core/bytes.ts";
+import { copyBytes } from "../core/bytes.ts";
 import { ClosedError, InvalidArgumentError } from "../core/errors.ts";
 import { markHandled, rejectedHandled } from "./errors.ts";
 import { NativeSlab } from "./slab.ts";
@@ -17,8 +17,6 @@ import type { ConnectionOutput, WriteData } from "./types.ts";
 export const SEND_CHUNK = 16384;
 /** Native send memory shared by every connection of this shard (mapped 1 MiB at a time). */
 export const sendChunks = new NativeSlab("send buffers", SEND_CHUNK, 64);
-/** DataViews of the send chunks' regions (copyRange). */
-const chunkViews = new DataViewCache();
 /**
  * The open send chunk, shared by every connection of this shard: a turn's small writes from
  * all connections land one after another in the same few cache lines instead of each in its
@@ -84,8 +82,6 @@ export class StreamOutput implements ConnectionOutput {
   private queued = 0;
   private written = 0;
   private sentTotal = 0;
-  /** DataViews of the buffers this connection writes from (copyRange). */
-  private readonly sourceViews = new DataViewCache();
   private err: Error | undefined;
   private closing: Promise<void> | undefined;
   private shutdownDone = false;
@@ -282,20 +278,18 @@ export class StreamOutput implements ConnectionOutput {
   }
 
   /**
-   * Copies data[start, end) into send memory without a view object (copyBytes: byte loop, then
-   * 4-byte words through DataViews, cached per connection for its sources); ranges longer than
-   * COPY_WORDS_MAX, or that straddle send chunks, go through copy() with TypedArray.set.
+   * Copies data[start, end) into send memory without a view object (copyBytes: a byte loop or
+   * one native copy); ranges that straddle send chunks go through copy().
    */
   private copyRange(data: Uint8Array, start: number, end: number): void {
     const total = end - start;
-    if (total > COPY_WORDS_MAX || (tail.chunk >= 0 && SEND_CHUNK - tail.fill < total)) {
+    if (total > SEND_CHUNK || (tail.chunk >= 0 && SEND_CHUNK - tail.fill < total)) {
       this.copy(start === 0 && end === data.length ? data : data.subarray(start, end));
       return;
     }
     if (tail.chunk < 0 || tail.fill === SEND_CHUNK) this.openChunk();
     const at = tail.fill;
-    const to = sendChunks.view(tail.chunk);
-    copyBytes(to, chunkViews.of(to), at, data, this.sourceViews.of(data), start, total);
+    copyBytes(sendChunks.view(tail.chunk), at, data, start, total);
     tail.fill += total;
     this.pushChunk(at, total);
   }

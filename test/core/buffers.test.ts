@@ -17,7 +17,7 @@ import {
   setBufferPoisoning,
 } from "../../src/index.ts";
 import { errorOf, quiet, status, thrownBy } from "./fixtures/util.ts";
-import { COPY_WORDS_MAX, DataViewCache, copyBytes, dataViewOf } from "../../src/core/bytes.ts";
+import { DataViewCache, copyBytes, dataViewOf } from "../../src/core/bytes.ts";
 
 
 // Every pool a test makes is closed after it (its buffers released first).
@@ -357,20 +357,35 @@ describe("copyBytes", () => {
     const src = new Uint8Array(srcBuf, 3); // views that do not start at their buffer's start
     for (let i = 0; i < src.length; i++) src[i] = (i * 131 + 7) & 0xff;
     const other = new Uint8Array(1024).map((_, i) => (i * 17) & 0xff);
+    const native = allocateAlignedBuffer(4096);
+    for (let i = 0; i < native.length; i++) native.bytes[i] = (i * 29 + 3) & 0xff;
     const dst = new Uint8Array(new ArrayBuffer(8192), 5);
     const expected = new Uint8Array(dst.length);
-    const dstView = dataViewOf(dst);
-    const sources = new DataViewCache();
     let at = 0;
-    for (let len = 0; len <= COPY_WORDS_MAX + 40; len++) {
+    for (let len = 0; len <= 600; len++) {
       const from = (len * 7) % 13;
-      const s = len % 3 === 0 ? other : len % 3 === 1 ? src : src.subarray(9);
-      copyBytes(dst, dstView, at, s, sources.of(s), from, len);
+      const s = len % 4 === 0 ? other : len % 4 === 1 ? src : len % 4 === 2 ? src.subarray(9) : native.bytes.subarray(5);
+      copyBytes(dst, at, s, from, len);
       expected.set(s.subarray(from, from + len), at);
-      at = (at + len + 1) % (dst.length - COPY_WORDS_MAX - 64);
+      at = (at + len + 1) % (dst.length - 700);
     }
     expect(Buffer.compare(dst, expected)).toBe(0);
-    // The cache returns one view per buffer (views of one buffer share it).
+    // Into native memory (a send chunk, the item arena), and within one array, overlapping.
+    const into = native.bytes.subarray(100);
+    copyBytes(into, 7, src, 11, 300);
+    expect(Buffer.compare(into.subarray(7, 307), src.subarray(11, 311))).toBe(0);
+    const o = Uint8Array.from({ length: 200 }, (_, i) => i);
+    copyBytes(o, 10, o, 0, 150);
+    expect([...o.subarray(10, 160)]).toEqual(Array.from({ length: 150 }, (_, i) => i));
+    copyBytes(o, 0, o, 40, 150);
+    expect(o[0]).toBe(30); // o[40] after the first copy held 30
+    native.release();
+  });
+
+  test("the DataView cache returns one view per buffer (views of one buffer share it)", () => {
+    const src = new Uint8Array(new ArrayBuffer(64), 3);
+    const sources = new DataViewCache();
     expect(sources.of(src)).toBe(sources.of(src.subarray(9)));
+    expect(sources.of(src).byteLength).toBe(dataViewOf(src).byteLength);
   });
 });
