@@ -63,10 +63,13 @@ export function dataViewOf(b: Uint8Array): DataView {
 }
 
 /**
- * Copies src[from, from + len) to dst[at, ...) (the ranges may overlap). The caller keeps both
- * ranges inside their arrays: the native copy does not check them.
+ * Copies src[from, from + len) to dst[at, ...) (the ranges may overlap). A range outside its
+ * array throws RangeError before anything is copied (the native copy must never run past one).
  */
 export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, from: number, len: number): void {
+  if (!(at >= 0 && from >= 0 && len >= 0 && at + len <= dst.length && from + len <= src.length)) {
+    throw new RangeError(`copyBytes: [${from}, ${from + len}) of ${src.length} bytes to [${at}, ${at + len}) of ${dst.length}`);
+  }
   if (len <= BYTES_MAX) {
     for (let i = 0; i < len; i++) dst[at + i] = src[from + i]!;
   } else {

@@ -382,6 +382,15 @@ describe("copyBytes", () => {
     native.release();
   });
 
+  test("a range outside either array throws RangeError and copies nothing", () => {
+    const a = new Uint8Array(64).fill(1);
+    const b = new Uint8Array(64).fill(2);
+    for (const [at, from, len] of [[0, 40, 30], [40, 0, 30], [-1, 0, 20], [0, -1, 20], [0, 0, -1], [0, Number.NaN, 20], [60, 0, 5]]) {
+      expect(() => copyBytes(a, at!, b, from!, len!)).toThrow(RangeError);
+    }
+    expect(a.every((x) => x === 1)).toBe(true);
+  });
+
   test("the DataView cache returns one view per buffer (views of one buffer share it)", () => {
     const src = new Uint8Array(new ArrayBuffer(64), 3);
     const sources = new DataViewCache();
