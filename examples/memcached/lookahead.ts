@@ -7,6 +7,7 @@
  * unaffected whatever the lookahead saw.
  */
 import { murmur3 as hashKey, shardOf } from "./hash.ts";
+import { KEY_MAX_LENGTH } from "./text.ts";
 
 /** Where the lookahead notes key hashes (Store). */
 export interface AheadSink {
@@ -20,8 +21,6 @@ const LF = 10;
 const LINES_MAX = 32;
 /** Keys noted per get line. */
 const KEYS_PER_LINE = 24;
-/** Longest key (stock's KEY_MAX_LENGTH). */
-const KEY_MAX = 250;
 
 /** Notes in `store` the hashes of the keys owned by `shardId` (of `shards`) in buf[start, end). */
 export function lookahead(store: AheadSink, shards: number, shardId: number, buf: Uint8Array, start: number, end: number): void {
@@ -58,7 +57,7 @@ export function lookahead(store: AheadSink, shards: number, shardId: number, buf
       while (q < end && buf[q] !== SP && buf[q] !== CR && buf[q] !== LF) q++;
       if (q >= end) return; // partial line: the rest comes with the next chunk
       const klen = q - k;
-      if (klen <= KEY_MAX && keys < KEYS_PER_LINE) {
+      if (klen <= KEY_MAX_LENGTH && keys < KEYS_PER_LINE) {
         const hv = hashKey(buf, k, klen);
         if (shards === 1 || shardOf(hv, shards) === shardId) store.noteAhead(hv);
       }
@@ -115,7 +114,7 @@ function lookMeta(store: AheadSink, shards: number, shardId: number, buf: Uint8A
   while (q < end && buf[q] !== SP && buf[q] !== CR && buf[q] !== LF) q++;
   if (q >= end) return;
   const klen = q - k;
-  if (klen === 0 || klen > KEY_MAX) return;
+  if (klen === 0 || klen > KEY_MAX_LENGTH) return;
   const hv = hashKey(buf, k, klen);
   if (shards === 1 || shardOf(hv, shards) === shardId) store.noteAhead(hv);
   // One ms per chunk is enough: a meta pipeline continues in the next lookahead.

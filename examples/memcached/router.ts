@@ -20,6 +20,7 @@ import { registerHandler, submitTo } from "../../src/smp/index.ts";
 import type { Engine } from "./engine.ts";
 import { murmur3, shardOf } from "./hash.ts";
 import { Out } from "./out.ts";
+import { KEY_MAX_LENGTH } from "./text.ts";
 import { parsed, parseI32, parseU32, parseU64 } from "./numbers.ts";
 import { Proto, Session } from "./session.ts";
 import { base64Decode } from "./base64.ts";
@@ -48,25 +49,19 @@ const SHARD_FAILED = new TextEncoder().encode("SERVER_ERROR the shard owning thi
 /** Batches bigger than this cross as handed-over native buffers. */
 const INLINE_MAX = 32 * 1024;
 
-/** A request buffer, reused from batch to batch. */
-interface RequestBuffer {
-  buf: Uint8Array;
-}
 /**
  * Request buffers of sent batches. submitTo copies the payload into the ring (or its backlog)
  * before it returns, so a batch gives its buffer back as soon as it is sent: one buffer serves
  * every batch of a shard instead of a fresh 4 KiB array (allocated outside the GC's fast path,
  * zeroed, finalized) per destination per turn.
  */
-const freeRequestBuffers: RequestBuffer[] = [];
+const freeRequestBuffers: Uint8Array[] = [];
 const EMPTY = new Uint8Array(0);
 /** Request buffers that grew beyond this are dropped rather than kept. */
 const REQUEST_BUFFER_KEEP = 64 * 1024;
 
-function takeRequestBuffer(): RequestBuffer {
-  const b = freeRequestBuffers.pop();
-  if (b !== undefined) return b;
-  return { buf: new Uint8Array(4096) };
+function takeRequestBuffer(): Uint8Array {
+  return freeRequestBuffers.pop() ?? new Uint8Array(4096);
 }
 
 /** Little-endian u32 at `p` (unit lengths; no DataView needed). */
@@ -77,8 +72,7 @@ function u32le(b: Uint8Array, p: number): number {
 /** One turn's units for one shard, and (once sent) the answer. */
 export class Batch {
   readonly dest: number;
-  private req: RequestBuffer = takeRequestBuffer();
-  buf = this.req.buf;
+  buf = takeRequestBuffer();
   len = 0;
   count = 0;
   /** Resolves once the answer arrived and was split into units (never rejects). */
@@ -127,7 +121,6 @@ export class Batch {
     const b = new Uint8Array(size);
     b.set(this.buf.subarray(0, this.len));
     this.buf = b;
-    this.req = { buf: b };
   }
 
   /** Sends the batch; `reply` resolves once the answer is split into units. */
@@ -142,7 +135,7 @@ export class Batch {
     }
     const sent = submitTo(this.dest, EXEC, from, payload) as Promise<Uint8Array | NativeBuffer>;
     // The bytes were copied (ring or backlog): the buffer serves the next batch.
-    if (this.req.buf.length <= REQUEST_BUFFER_KEEP) freeRequestBuffers.push(this.req);
+    if (this.buf.length <= REQUEST_BUFFER_KEEP) freeRequestBuffers.push(this.buf);
     this.buf = EMPTY;
     this.len = 0;
     sent.then(
@@ -348,7 +341,6 @@ const CMD_BGET = W("bget");
 const STORAGE = ["set", "add", "replace", "append", "prepend"].map(W);
 const CMD_CAS = W("cas");
 const KEYED = ["touch", "incr", "decr", "delete"].map(W);
-const KEY_MAX = 250;
 
 function tokEq(s: Session, buf: Uint8Array, i: number, w: Uint8Array): boolean {
   const st = s.tokS[i]!;
@@ -385,7 +377,7 @@ export function routeText(s: Session, r: Router, buf: Uint8Array, lineStart: num
   // ---- meta commands: key in token 1 (maybe base64)
   if (c0 === 109 && len0 === 2) {
     const c1 = buf[s.tokS[0]! + 1]!;
-    if (nt < 3 || s.tokE[1]! - s.tokS[1]! > KEY_MAX) return false;
+    if (nt < 3 || s.tokE[1]! - s.tokS[1]! > KEY_MAX_LENGTH) return false;
     if (c1 === 110) return false; // mn
     if (c1 !== 103 && c1 !== 115 && c1 !== 100 && c1 !== 97 && c1 !== 101) return false;
     let kb = buf;
@@ -433,7 +425,7 @@ export function routeText(s: Session, r: Router, buf: Uint8Array, lineStart: num
   }
   for (const w of KEYED) {
     if (tokEq(s, buf, 0, w)) {
-      if (nt < 3 || s.tokE[1]! - s.tokS[1]! > KEY_MAX) return false;
+      if (nt < 3 || s.tokE[1]! - s.tokS[1]! > KEY_MAX_LENGTH) return false;
       const dest = r.owner(buf, s.tokS[1]!, s.tokE[1]! - s.tokS[1]!);
       if (dest === r.self) return false;
       forwardLine(s, r, dest, UnitKind.TEXT, buf, lineStart, lineNext);
@@ -480,7 +472,7 @@ function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineSt
     if (p >= end) break;
     const k = p;
     while (p < end && buf[p] !== 32) p++;
-    if (p - k > KEY_MAX) return false;
+    if (p - k > KEY_MAX_LENGTH) return false;
     const dest = r.owner(buf, k, p - k);
     if (dest !== r.self) remote = true;
     oneDest = keys.length === 0 || oneDest === dest ? dest : -2;
@@ -533,7 +525,7 @@ function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineSt
 /** set/add/replace/append/prepend/cas: forward the line and its data block to the owner. */
 function routeStorage(s: Session, r: Router, buf: Uint8Array, lineStart: number, lineNext: number, noFlags: boolean): boolean {
   const klen = s.tokE[1]! - s.tokS[1]!;
-  if (klen > KEY_MAX) return false;
+  if (klen > KEY_MAX_LENGTH) return false;
   if (!parseU32(buf, s.tokS[2]!, s.tokE[2]!)) return false;
   const flags = noFlags ? 0 : parsed.num;
   if (!parseI32(buf, s.tokS[3]!, s.tokE[3]!)) return false;
@@ -720,7 +712,7 @@ export function routeBinary(s: Session, r: Router, buf: Uint8Array, pos: number,
   const keylen = (buf[pos + 2]! << 8) | buf[pos + 3]!;
   const extlen = buf[pos + 4]!;
   const bodylen = ((buf[pos + 8]! << 24) | (buf[pos + 9]! << 16) | (buf[pos + 10]! << 8) | buf[pos + 11]!) >>> 0;
-  if (keylen > bodylen || keylen + extlen > bodylen || keylen > KEY_MAX) return false;
+  if (keylen > bodylen || keylen + extlen > bodylen || keylen > KEY_MAX_LENGTH) return false;
   if (opcode === 0x10 && extlen === 0) return routeBinaryStats(s, r, buf, pos, need, keylen);
   if (opcode === 0x08 || opcode === 0x18) {
     // flush: everywhere, in order.
