@@ -91,7 +91,7 @@ export class NativeBuffer {
   private recycle(): void {
     if (poisonOnRelease) this.bytes.fill(POISON_BYTE);
     if (this.pool) this.pool.recycle(this);
-    else native().shoal_mem_unmap(this.address, this.mappedLength);
+    else unmapViewed(this.bytes.buffer as ArrayBuffer, this.address, this.mappedLength);
   }
 
   [Symbol.dispose](): void {
@@ -103,6 +103,16 @@ function checkSize(name: string, value: number, min: number): void {
   if (!Number.isSafeInteger(value) || value < min) {
     throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got ${value}`);
   }
+}
+
+/**
+ * Unmaps native memory that JS views: first detaches the ArrayBuffer over it (transfer() moves
+ * the external memory to a new ArrayBuffer, dropped at once, without copying), so that every
+ * view kept by anyone reads as empty instead of touching unmapped pages (a SIGSEGV).
+ */
+function unmapViewed(region: ArrayBuffer, address: number, length: number): void {
+  if (!region.detached) region.transfer();
+  native().shoal_mem_unmap(address, length);
 }
 
 function mapOrThrow(sizeBytes: number, what: string, huge = false): number {
@@ -264,7 +274,10 @@ export class BufferPool {
     this.free[this.freeCount++] = b.index;
   }
 
-  /** Unmaps the pool. Buffers still held become invalid; only close once none is in use. */
+  /**
+   * Unmaps the pool; only once every buffer was released (else throws). Views of its buffers
+   * that someone kept are detached (length 0) rather than left pointing at unmapped memory.
+   */
   close(): void {
     if (this.closed) return;
     if (this.freeCount !== this.count) {
@@ -273,6 +286,7 @@ export class BufferPool {
       );
     }
     this.closed = true;
-    native().shoal_mem_unmap(this.address, this.regionBytes);
+    // Views of its buffers kept past close read as empty rather than crash.
+    unmapViewed(this.region, this.address, this.regionBytes);
   }
 }

@@ -134,6 +134,9 @@ export class ConditionVariable {
       w.reject(err);
       return;
     }
+    // The predicate (or what it called) may have aborted this waiter's signal while it was
+    // unlinked, when its abort listener could not take it off the list.
+    if (w.rejectIfAborted()) return;
     if (ready) w.resolve();
     else if (this.isBrokenFlag) w.reject(this.error); // the predicate itself broke us
     else this.waitList.append(w);

@@ -142,6 +142,19 @@ export class Waiter<V, D> implements EventListenerObject {
     this.rejectFn(reason);
   }
 
+  /**
+   * For a waiter its owner has unlinked and is about to grant: if its signal was aborted
+   * meanwhile (its listener had not run yet, e.g. several waiters share one signal, or a
+   * predicate aborted it), fails it with AbortError instead and returns true. The owner must
+   * then not grant it.
+   */
+  rejectIfAborted(): boolean {
+    const signal = this.signal;
+    if (signal === undefined || !signal.aborted) return false;
+    this.reject(abortError(signal, this.list.what));
+    return true;
+  }
+
   /** The abort listener. */
   handleEvent(): void {
     const signal = this.signal;
@@ -405,18 +418,28 @@ export function parallelForEach<T>(
     settle();
   };
   let index = 0;
-  for (const item of items) {
-    let result: unknown;
-    try {
-      result = fn(item, index++, signal);
-    } catch (err) {
-      (errors ??= []).push(err);
-      continue;
+  try {
+    for (const item of items) {
+      let result: unknown;
+      try {
+        result = fn(item, index++, signal);
+      } catch (err) {
+        (errors ??= []).push(err);
+        continue;
+      }
+      if (isThenable(result)) {
+        pending++;
+        try {
+          result.then(settle, fail);
+        } catch (err) {
+          // A thenable whose then() throws: its fiber failed, and nothing will settle it.
+          fail(err);
+        }
+      }
     }
-    if (isThenable(result)) {
-      pending++;
-      result.then(settle, fail);
-    }
+  } catch (err) {
+    // The iterable itself failed: no more fibers start, and the ones started are still joined.
+    (errors ??= []).push(err);
   }
   if (--pending === 0) return errors ? Promise.reject(firstFailure(errors)) : RESOLVED;
   return new Promise<void>((resolve, reject) => {

@@ -187,7 +187,16 @@ function runLoop(): void {
       // queued (like io_uring_submit_and_wait), rather than one enter to submit and another to
       // wait. An operation that completes at once (a send) ends the wait at once.
       if (!hasReadyTasks()) {
-        if (!alive(r)) break;
+        if (!alive(r)) {
+          // Only unref'd timers (if any) are left: they must not keep the process alive, but
+          // they still fire while something else (a Bun server, a setTimeout) does.
+          const untilTimer = nextTimerDeadline() - loopState.lastClock;
+          if (untilTimer !== Infinity) {
+            park(Math.max(0, untilTimer), false);
+            return;
+          }
+          break;
+        }
         const now = loopState.lastClock;
         const idleUs = (now - lastWork) * 1000;
         if (loopConfig.overprovisioned || idleUs >= loopConfig.idlePollTimeUs) {
@@ -253,12 +262,17 @@ function onlyTimersPending(r: Reactor): boolean {
  * kernel, which is precise. Anything that adds work (an operation, a task, an earlier timer, the
  * last timer's cancel) calls ensureLoopRunning, which unparks.
  */
-function park(ms: number): void {
+function park(ms: number, ref = true): void {
   loopStats.parks++;
   running = false;
   loopState.idle = true;
-  parked = setTimeout(wakeFromPark, ms);
+  // Bun's setTimeout takes at most 2^31-1 ms (longer fires after 1 ms, with a warning): a
+  // longer wait parks again when that one ends.
+  parked = setTimeout(wakeFromPark, Math.min(ms, MAX_SET_TIMEOUT_MS));
+  if (!ref) parked.unref();
 }
+
+const MAX_SET_TIMEOUT_MS = 2 ** 31 - 1;
 
 function wakeFromPark(): void {
   parked = undefined;

@@ -4,7 +4,7 @@
  * are drained; closing the reader breaks the pipe for the writer.
  */
 import { ClosedError, InvalidArgumentError, ShoalError } from "./errors.ts";
-import { checkInteger, checkOptions, type SignalOptions } from "./future.ts";
+import { abortError, checkInteger, checkOptions, type SignalOptions } from "./future.ts";
 import { Queue } from "./queue.ts";
 
 /** Writing to a pipe whose reader is gone (code ERR_BROKEN_PIPE). */
@@ -76,6 +76,8 @@ export class PipeReader<T extends {} | null> implements Disposable, AsyncIterabl
    */
   read(opts?: SignalOptions): Promise<T | undefined> {
     checkOptions(opts, "opts", false);
+    const signal = opts?.signal;
+    if (signal?.aborted) return Promise.reject(abortError(signal, "pipe read"));
     if (this.hasUnread) {
       const item = this.unreadItem as T;
       this.hasUnread = false;

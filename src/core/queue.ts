@@ -142,8 +142,9 @@ export class Queue<T> {
    */
   push(item: T): boolean {
     if (this.aborted) throw this.error;
-    const popper = this.poppers.shift();
-    if (popper) {
+    for (let popper = this.poppers.shift(); popper; popper = this.poppers.shift()) {
+      // A consumer aborted but not yet told (a shared signal) must not take the item.
+      if (popper.rejectIfAborted()) continue;
       popper.resolve(item);
       return true;
     }
@@ -262,6 +263,8 @@ export class Queue<T> {
     while (this.items.length < this.max) {
       const w = pushers.shift();
       if (!w) break;
+      // A producer aborted but not yet told keeps its item (its push is rejected).
+      if (w.rejectIfAborted()) continue;
       const item = w.data;
       w.data = undefined as T; // the queue owns the item now
       this.items.push(item);

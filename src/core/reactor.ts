@@ -368,6 +368,7 @@ export class Reactor {
 
   /** Native counters plus in-flight operations. Reading costs a few BigInt conversions. */
   counters(): ReactorCounters {
+    this.checkOpen();
     const c = this.counterView;
     return {
       turns: Number(c[0]),
@@ -524,8 +525,9 @@ export class Reactor {
 
   /** A kernel timeout (IORING_OP_TIMEOUT) of `ms`. Prefer Timer/sleep: they share one kernel wait. */
   timeout(ms: number, opts?: OpOptions): Promise<void> {
-    if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
-      throw new InvalidArgumentError(`timeout: ms must be a finite number >= 0, got ${ms}`);
+    // Up to about 285 years: the seconds must fit the kernel's timespec (s64) exactly.
+    if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0 || ms > MAX_TIMEOUT_MS) {
+      throw new InvalidArgumentError(`timeout: ms must be a number from 0 to ${MAX_TIMEOUT_MS}, got ${ms}`);
     }
     const ns = Math.round(ms * 1e6);
     const sec = Math.floor(ns / 1e9);
@@ -536,7 +538,10 @@ export class Reactor {
   }
 
   private static checkFd(op: string, fd: number): void {
-    if (!Number.isInteger(fd) || fd < 0) throw new InvalidArgumentError(`${op}: fd must be an integer >= 0, got ${fd}`);
+    // The descriptor holds an s32, as the kernel's fds are: a larger number would wrap to a low fd.
+    if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) {
+      throw new InvalidArgumentError(`${op}: fd must be an integer from 0 to 2^31-1, got ${fd}`);
+    }
   }
 
   private static range(op: string, buf: NativeBuffer, opts: RwOptions | undefined): [number, number, number] {
@@ -650,10 +655,19 @@ export class Reactor {
     if (this.closed) return;
     if (this.inFlight > 0) throw new InvalidArgumentError(`reactor has ${this.inFlight} operation(s) in flight`);
     this.closed = true;
+    // Detach the views first (no copy): a late read of counters or descriptors must not touch
+    // freed memory.
+    for (const view of [this.u32, this.cq, this.counterView, ...this.iovRegions.map((r) => r.view)]) {
+      const b = view.buffer as ArrayBuffer;
+      if (!b.detached) b.transfer();
+    }
     native().shoal_reactor_destroy(this.handle as never);
     for (const r of this.iovRegions) native().shoal_mem_unmap(r.address, 64 * IOV_BLOCK * 16);
   }
 }
+
+/** Longest kernel timeout Reactor.timeout() takes: 2^53 ns, so the nanoseconds stay exact. */
+const MAX_TIMEOUT_MS = 2 ** 53 / 1e6;
 
 let instance: Reactor | undefined;
 let pendingOptions: ReactorOptions = {};

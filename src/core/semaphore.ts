@@ -164,8 +164,11 @@ export class Semaphore {
   private wake(): void {
     const list = this.waitList;
     for (let w = list.head; w !== null && this.count >= w.data; w = list.head) {
-      this.count -= w.data;
       list.shift();
+      // Aborted while queued, its listener not run yet (a signal shared with the waiter
+      // ahead of it, which just left): it must not get units.
+      if (w.rejectIfAborted()) continue;
+      this.count -= w.data;
       w.resolve();
     }
   }

@@ -140,14 +140,16 @@ export class SharedMutex {
     const list = this.waitList;
     for (let w = list.head; w !== null; w = list.head) {
       if (w.data) {
-        if (this.readers === 0) {
-          list.shift();
-          this.writer = true;
-          w.resolve();
-        }
+        if (this.readers > 0) return;
+        list.shift();
+        // Aborted while queued, its listener not run yet (a shared signal): skip it.
+        if (w.rejectIfAborted()) continue;
+        this.writer = true;
+        w.resolve();
         return;
       }
       list.shift();
+      if (w.rejectIfAborted()) continue;
       this.readers++;
       w.resolve();
     }

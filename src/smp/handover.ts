@@ -29,7 +29,11 @@ class HomeShard {
     private readonly send: ReleaseSender,
   ) {}
 
-  recycle(_buffer: NativeBuffer): void {
+  recycle(buffer: NativeBuffer): void {
+    // The memory goes back to its owner, which may reuse or unmap it: a view of it kept here
+    // past release() is detached (reads as empty) rather than left pointing at it.
+    const view = buffer.bytes.buffer as ArrayBuffer;
+    if (!view.detached) view.transfer();
     this.send(this.owner, this.id);
   }
 }

@@ -251,8 +251,12 @@ describe("BufferPool", () => {
     expect(err).toBeInstanceOf(InvalidArgumentError);
     expect(err.message).toContain("1 buffer(s) still acquired");
     b.release();
+    const kept = b.bytes; // a view kept past release and close
     pool.close();
     pool.close(); // idempotent
+    // The mapping is gone: the kept view is detached (reads as empty) instead of faulting.
+    expect(kept.length).toBe(0);
+    expect(kept[0]).toBeUndefined();
     expect(() => pool.acquire()).toThrow(ClosedError);
     expect(pool.tryAcquire()).toBeUndefined();
     expect(await errorOf(pool.acquireEventually())).toBeInstanceOf(ClosedError);
@@ -276,6 +280,20 @@ describe("BufferPool", () => {
 });
 
 describe("allocateAlignedBuffer", () => {
+  test("release() unmaps the buffer and detaches its view: a view kept too long reads as empty, never faults", () => {
+    const b = allocateAlignedBuffer(8192);
+    const kept = b.bytes;
+    const sub = kept.subarray(100, 200);
+    kept[5] = 7;
+    b.release();
+    expect(b.isReleased).toBe(true);
+    expect(kept.length).toBe(0);
+    expect(sub.length).toBe(0);
+    expect(kept[5]).toBeUndefined(); // reading unmapped memory here would be a SIGSEGV
+    expect(() => kept.set([1], 0)).toThrow(TypeError); // "detached"
+    expect(() => copyBytes(new Uint8Array(64), 0, kept, 0, 32)).toThrow(RangeError);
+  });
+
   test("gives zeroed native memory at the asked alignment", () => {
     for (const [size, alignment] of [
       [1, undefined],

@@ -203,3 +203,22 @@ describe("ConditionVariable", () => {
     expect(cv.hasWaiters).toBe(false);
   });
 });
+
+describe("ConditionVariable: abort from inside a predicate", () => {
+  test("a waiter whose signal its own predicate aborts is rejected, not re-queued with a dead signal", async () => {
+    const cv = new ConditionVariable();
+    const ac = new AbortController();
+    const w = quiet(
+      cv.wait(
+        () => {
+          ac.abort();
+          return false;
+        },
+        { signal: ac.signal },
+      ),
+    );
+    cv.signal();
+    expect(await errorOf(w)).toBeInstanceOf(AbortError);
+    expect(cv.waiters).toBe(0);
+  });
+});

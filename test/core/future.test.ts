@@ -582,3 +582,38 @@ describe("withTimeout", () => {
     expect(() => withTimeout(Promise.resolve(), 1, { signal: 1 as never })).toThrow(InvalidArgumentError);
   });
 });
+
+describe("parallelForEach: an iterable that throws", () => {
+  test("joins the fibers already started, then rejects with the iterable's error", async () => {
+    function* items() {
+      yield 1;
+      yield 2;
+      throw new Error("iterator broke");
+    }
+    let finished = 0;
+    const p = parallelForEach(items(), async () => {
+      await sleep(10);
+      finished++;
+    });
+    const err = await errorOf(p);
+    expect(err.message).toBe("iterator broke");
+    expect(finished).toBe(2);
+  });
+
+  test("a thenable whose then() throws fails its fiber; the others are still joined", async () => {
+    let finished = 0;
+    const bad = { then() { throw new Error("bad thenable"); } };
+    const err = await errorOf(
+      // Not an async function: parallelForEach itself calls the thenable's then().
+      parallelForEach([1, 2, 3], (i) =>
+        i === 2
+          ? (bad as unknown as Promise<void>)
+          : sleep(5).then(() => {
+              finished++;
+            }),
+      ),
+    );
+    expect(err.message).toBe("bad thenable");
+    expect(finished).toBe(2);
+  });
+});

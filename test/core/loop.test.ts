@@ -343,4 +343,26 @@ describe("modes and exit", () => {
     expect(res.exitCode, res.stderr).toBe(0);
     expect(res.stdout).toBe("done");
   });
+
+  test("an unref'd timer fires while something else (a Bun timer) keeps the process alive", () => {
+    const res = child(
+      `import { Timer } from ${index}; let fired = false; new Timer(() => { fired = true; }).unref().arm(20); ` +
+        `setTimeout(() => { console.log(fired ? "fired" : "not fired"); }, 300);`,
+    );
+    expect(res.exitCode, res.stderr).toBe(0);
+    expect(res.stdout).toBe("fired");
+  });
+
+  test("a wait longer than setTimeout's 2^31-1 ms limit parks instead of waking every millisecond", () => {
+    // Bun's setTimeout turns a longer delay into 1 ms (with a warning): the parked loop would
+    // wake ~1000 times a second.
+    const res = child(
+      `import { sleep } from ${index}; import { loopStats } from ${JSON.stringify(join(repo, "src", "core", "loop.ts"))}; ` +
+        `const ac = new AbortController(); const p = sleep(2 ** 32, { signal: ac.signal }).catch(() => {}); ` +
+        `await Bun.sleep(300); const parks = loopStats.parks; ac.abort(); await p; console.log(parks);`,
+    );
+    expect(res.exitCode, res.stderr).toBe(0);
+    expect(res.stderr).not.toContain("TimeoutOverflowWarning");
+    expect(Number(res.stdout)).toBeLessThan(5);
+  });
 });

@@ -183,3 +183,17 @@ describe("Pipe", () => {
     expect(p.reader.isOpen).toBe(false);
   });
 });
+
+describe("Pipe: read with a signal aborted before the call", () => {
+  test("rejects with AbortError even with an item ready or after the writer closed", async () => {
+    const { reader, writer } = new Pipe<number>(4);
+    await writer.write(1);
+    const ac = new AbortController();
+    ac.abort();
+    expect(await errorOf(reader.read({ signal: ac.signal }))).toBeInstanceOf(AbortError);
+    expect(await reader.read()).toBe(1); // the item was not consumed
+    writer.close();
+    expect(await errorOf(reader.read({ signal: ac.signal }))).toBeInstanceOf(AbortError);
+    expect(await reader.read()).toBeUndefined();
+  });
+});

@@ -199,3 +199,20 @@ describe("Queue", () => {
     expect(popped).toEqual(Array.from({ length: total }, (_, i) => i));
   });
 });
+
+describe("Queue: waiters sharing one AbortSignal", () => {
+  test("an item pushed while an aborted consumer's listener has not run goes to the next consumer or the queue", async () => {
+    const q = new Queue<number>(4);
+    const ac = new AbortController();
+    const a = quiet(q.popEventually({ signal: ac.signal }));
+    // Runs between the two consumers' abort listeners (listeners run in the order they were
+    // added), as a shutdown path might: the second consumer, aborted but not told yet, must
+    // not receive the item.
+    ac.signal.addEventListener("abort", () => q.push(7), { once: true });
+    const b = quiet(q.popEventually({ signal: ac.signal }));
+    ac.abort();
+    expect(await errorOf(a)).toBeInstanceOf(AbortError);
+    expect(await errorOf(b)).toBeInstanceOf(AbortError);
+    expect(q.pop()).toBe(7);
+  });
+});

@@ -182,6 +182,8 @@ describe("operations on real fds", () => {
     expect(r.counters().timeoutsArmed).toBeGreaterThan(before);
     expect(() => r.timeout(-1)).toThrow(InvalidArgumentError);
     expect(() => r.timeout(Number.NaN)).toThrow(InvalidArgumentError);
+    // Seconds past what the kernel's timespec holds exactly are refused, not sent.
+    expect(() => r.timeout(1e300)).toThrow(InvalidArgumentError);
   });
 
   test("sleeps that I/O ends share one kernel timer: it is armed again only after it fired, not per sleep", async () => {
@@ -297,6 +299,10 @@ describe("bad input is refused before it reaches the kernel", () => {
       ["poll mask 0", () => r.poll(0, 0), "ERR_INVALID_ARG"],
       ["poll mask too wide", () => r.poll(0, 0x10000), "ERR_INVALID_ARG"],
       ["close of a negative fd", () => r.close(-3), "ERR_INVALID_ARG"],
+      // Descriptors hold the kernel's s32: 2^32+1 would wrap to fd 1 (stdout).
+      ["fd of 2^32 + 1", () => r.write(2 ** 32 + 1, b), "ERR_INVALID_ARG"],
+      ["close of fd 2^32 + 2", () => r.close(2 ** 32 + 2), "ERR_INVALID_ARG"],
+      ["poll of fd 2^31", () => r.poll(2 ** 31, 1), "ERR_INVALID_ARG"],
     ];
     for (const [what, call, code] of cases) {
       const err = thrownBy(call);
@@ -596,6 +602,8 @@ describe("a second, small reactor driven by hand", () => {
     const err = thrownBy(() => r.nop());
     expect(err).toBeInstanceOf(ClosedError);
     expect(err.code).toBe("ERR_REACTOR_CLOSED");
+    // Its counters lived in the freed native reactor: reading them throws, not crashes.
+    expect(thrownBy(() => r.counters())).toBeInstanceOf(ClosedError);
     r.destroy(); // idempotent
   });
 });

@@ -357,3 +357,21 @@ describe("Semaphore", () => {
     expect(served).toEqual(Array.from({ length: 1000 }, (_, i) => i));
   });
 });
+
+describe("Semaphore: waiters sharing one AbortSignal", () => {
+  test("when the signal aborts, a waiter behind the aborted head is not granted units", async () => {
+    // The head's abort listener runs first and leaves; the semaphore then looks at the next
+    // waiter, whose listener has not run yet. It must be failed, not granted.
+    const sem = new Semaphore(2);
+    sem.consume(2);
+    const ac = new AbortController();
+    const big = quiet(sem.wait(3, { signal: ac.signal }));
+    const small = quiet(sem.wait(1, { signal: ac.signal }));
+    sem.signal(1); // 1 unit free: the small waiter is held back only by the big head
+    ac.abort();
+    expect((await errorOf(big)).code).toBe("ABORT_ERR");
+    expect((await errorOf(small)).code).toBe("ABORT_ERR");
+    expect(sem.available).toBe(1);
+    expect(sem.waiters).toBe(0);
+  });
+});

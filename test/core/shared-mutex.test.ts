@@ -205,3 +205,20 @@ describe("SharedMutex", () => {
     expect(m.sharedHolders).toBe(0);
   });
 });
+
+describe("SharedMutex: waiters sharing one AbortSignal", () => {
+  test("a reader behind an aborted writer does not take the lock when the signal aborts", async () => {
+    const m = new SharedMutex();
+    await m.lockShared();
+    const ac = new AbortController();
+    const writer = quiet(m.lock({ signal: ac.signal }));
+    const reader = quiet(m.lockShared({ signal: ac.signal }));
+    ac.abort();
+    expect(await errorOf(writer)).toBeInstanceOf(AbortError);
+    expect(await errorOf(reader)).toBeInstanceOf(AbortError);
+    m.unlockShared();
+    // Nobody holds it: an exclusive lock is granted at once.
+    await m.lock();
+    m.unlock();
+  });
+});
