@@ -33,8 +33,25 @@ function releaseIdleTail(): void {
   }
 }
 
+/** Why `data` cannot be written (an error naming `what`), or undefined. */
+function badData(data: unknown, what: string): Error | undefined {
+  if (data instanceof Uint8Array || typeof data === "string") return undefined;
+  if (data instanceof NativeBuffer) {
+    return data.isReleased ? new ClosedError(`${what}: buffer was already released`, "ERR_BUFFER_RELEASED") : undefined;
+  }
+  return new InvalidArgumentError(`${what}: data must be a Uint8Array, a string or a NativeBuffer`);
+}
+
 /** Received views at least this long are sent in place instead of copied. */
 export const FORWARD_MIN = 1024;
+
+/**
+ * At most this many received buffers are held by one output's queue (sent in place). A
+ * range keeps its whole receive buffer (16 KiB) alive however short it is, while only its
+ * length counts toward the high-water mark: past this, ranges are copied, so a peer that does
+ * not read cannot pin more than this many of the shard's receive buffers.
+ */
+export const MAX_RECEIVED_HELD = 8;
 
 const KIND_CHUNK = 1;
 const KIND_RECEIVED = 2;
@@ -140,6 +157,8 @@ export class StreamOutput implements ConnectionOutput {
     const e = this.refuse();
     if (e !== undefined) return rejectedHandled(e);
     if (start === undefined && end === undefined) {
+      const bad = badData(data, "write");
+      if (bad !== undefined) return rejectedHandled(bad);
       this.append(data);
     } else {
       const r = this.appendRange(data, start, end);
@@ -171,6 +190,12 @@ export class StreamOutput implements ConnectionOutput {
     if (!Array.isArray(data)) return rejectedHandled(new InvalidArgumentError("writev: expected an array"));
     const e = this.refuse();
     if (e !== undefined) return rejectedHandled(e);
+    // All or nothing: a bad piece must not leave the ones before it queued, to be glued onto
+    // the next write.
+    for (let i = 0; i < data.length; i++) {
+      const bad = badData(data[i], `writev: piece ${i}`);
+      if (bad !== undefined) return rejectedHandled(bad);
+    }
     for (let i = 0; i < data.length; i++) this.append(data[i]!);
     if (data.length > 0) this.sink.outputReady();
     return this.pressure();
@@ -222,6 +247,9 @@ export class StreamOutput implements ConnectionOutput {
     );
   }
 
+  /** Received buffers the queue holds (entries sent in place), at most MAX_RECEIVED_HELD. */
+  private receivedHeld = 0;
+
   private append(data: WriteData): void {
     if (data instanceof Uint8Array) this.appendBytes(data, 0, data.length);
     else if (typeof data === "string") this.appendString(data);
@@ -232,9 +260,10 @@ export class StreamOutput implements ConnectionOutput {
   /** data[start, end): a received range of 1 KiB or more is sent in place, the rest copied. */
   private appendBytes(data: Uint8Array, start: number, end: number): void {
     if (end === start) return;
-    if (end - start >= FORWARD_MIN) {
+    if (end - start >= FORWARD_MIN && this.receivedHeld < MAX_RECEIVED_HELD) {
       const address = this.sink.retainReceived(data, start, end - start);
       if (address >= 0) {
+        this.receivedHeld++;
         this.push(KIND_RECEIVED, address, end - start, -1, undefined);
         return;
       }
@@ -399,7 +428,10 @@ export class StreamOutput implements ConnectionOutput {
   private releaseEntry(i: number): void {
     const kind = this.kind[i];
     if (kind === KIND_CHUNK) sendChunks.release(this.ref[i]!);
-    else if (kind === KIND_RECEIVED) this.sink.releaseReceived(this.addr[i]!);
+    else if (kind === KIND_RECEIVED) {
+      this.receivedHeld--;
+      this.sink.releaseReceived(this.addr[i]!);
+    }
     else {
       this.objs[i]!.unpin();
       this.objs[i] = undefined;

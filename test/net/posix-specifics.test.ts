@@ -3,12 +3,16 @@
 // reach the kernel (accepted sockets inherit TCP_NODELAY from the listener).
 import { expect, test } from "bun:test";
 import { allocateAlignedBuffer } from "../../src/core/buffers.ts";
+import { reactor } from "../../src/core/reactor.ts";
 import { posixStack } from "../../src/net/posix/stack.ts";
-import { IPPROTO_TCP, SOL_SOCKET, TCP_NODELAY, getIntOption } from "../../src/net/posix/sys.ts";
+import { IPPROTO_TCP, SOL_SOCKET, TCP_NODELAY, getIntOption, setIntOption } from "../../src/net/posix/sys.ts";
 import type { PosixConnection } from "../../src/net/posix/connection.ts";
+import { MAX_RECEIVED_HELD } from "../../src/net/output.ts";
 import { crc, expectQuiescent, fillRandom, readBytes } from "./conformance/harness.ts";
 
 const SO_KEEPALIVE = 9;
+const SO_SNDBUF = 7;
+const SO_RCVBUF = 8;
 
 const stack = posixStack();
 
@@ -60,5 +64,47 @@ test("TCP_NODELAY is on for accepted and connected sockets by default; options r
   await c2.close();
   await srv2.close();
   await l2.close();
+  await expectQuiescent(stack);
+});
+
+test("echoing received ranges to a peer that does not read pins a bounded number of receive buffers", async () => {
+  // Each 1.1 KiB range sent in place keeps its whole 16 KiB receive buffer alive while only its
+  // length counts toward the write high-water mark: without a cap a peer that never reads
+  // pinned ~250 buffers per connection (a few such peers starve the shard's whole pool).
+  const l = stack.listen("127.0.0.1:0");
+  const accepted = l.accept();
+  const c = await stack.connect(l.localAddress);
+  const srv = await accepted;
+  // Small kernel buffers on both sides, so the server's output backs up after a few KiB.
+  setIntOption("setsockopt", (srv as PosixConnection).fd, SOL_SOCKET, SO_SNDBUF, 4096);
+  setIntOption("setsockopt", (c as PosixConnection).fd, SOL_SOCKET, SO_RCVBUF, 4096);
+  const highWater = 256 * 1024;
+  const echoing = srv.input.receiveRanges((buf, start, end) => {
+    const written = srv.output.write(buf, start, end);
+    if (srv.output.buffered > highWater) return written;
+  });
+  echoing.catch(() => {});
+  const msg = new Uint8Array(1100).fill(7);
+  let maxHeld = 0;
+  const perBuffer = 16384; // the default receive buffer size
+  // One message per loop turn (each goes out as its own segment and lands in a receive buffer
+  // of its own), until the server's socket and output are backed up; the client reads nothing.
+  for (let i = 0; i < 1500; i++) {
+    void c.output.write(msg).catch(() => {});
+    await reactor().nop();
+    await reactor().nop();
+    if (i % 50 === 49) maxHeld = Math.max(maxHeld, stack.stats().recvBuffersHeld);
+  }
+  await Bun.sleep(100);
+  maxHeld = Math.max(maxHeld, stack.stats().recvBuffersHeld);
+  // The server output's in-place ranges, plus the read bound of the server's input and of the
+  // client's (same shard, and it reads nothing), plus a batch in delivery.
+  expect(MAX_RECEIVED_HELD).toBeLessThanOrEqual(16);
+  const bound = MAX_RECEIVED_HELD + 2 * Math.ceil((256 * 1024) / perBuffer) + 8;
+  expect(srv.output.buffered).toBeGreaterThan(0); // it did back up
+  expect(maxHeld).toBeLessThanOrEqual(bound);
+  c.reset();
+  srv.reset();
+  await l.close();
   await expectQuiescent(stack);
 });

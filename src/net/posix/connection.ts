@@ -109,6 +109,10 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   private sendingBytes = 0;
   private msgBlock = -1;
   private readonly sendHandler: SendHandler;
+  /** Torn down by a kernel error with received bytes left readable (see abort). */
+  private inputKept = false;
+  /** The handler the send in flight was prepared with (sendHandler or a ZeroCopyHandler). */
+  private sendOwner: Completable | undefined;
   private closePromise: Promise<void> | undefined;
   private resolveClose: (() => void) | undefined;
   private closeTimer: Timer | undefined;
@@ -318,10 +322,12 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     if (native !== undefined && first >= stack.zeroCopySendMin) {
       // Large native buffers go without a kernel copy; it stays pinned until F_NOTIF.
       native.pin();
-      this.sendSlot = this.r.prepare(IoOp.SEND_ZC, this.fd, out.entryAddress(0), first, 0, MSG_NOSIGNAL, new ZeroCopyHandler(this, native));
+      this.sendOwner = new ZeroCopyHandler(this, native);
+      this.sendSlot = this.r.prepare(IoOp.SEND_ZC, this.fd, out.entryAddress(0), first, 0, MSG_NOSIGNAL, this.sendOwner);
       this.sendingBytes = first;
       stack.counters.sendsZeroCopy++;
     } else if (n === 1) {
+      this.sendOwner = this.sendHandler;
       this.sendSlot = this.r.prepare(IoOp.SEND, this.fd, out.entryAddress(0), first, 0, MSG_NOSIGNAL, this.sendHandler);
       this.sendingBytes = first;
     } else {
@@ -348,6 +354,7 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
       w[5] = Math.floor(iov / 0x1_0000_0000);
       w[6] = count;
       this.msgBlock = block;
+      this.sendOwner = this.sendHandler;
       this.sendSlot = this.r.prepare(IoOp.SENDMSG, this.fd, base, 1, 0, MSG_NOSIGNAL, this.sendHandler);
       this.sendingBytes = bytes;
     }
@@ -394,7 +401,11 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   }
 
   close(): Promise<void> {
-    if (this.closePromise !== undefined) return this.closePromise;
+    if (this.closePromise !== undefined) {
+      // Torn down by a peer error: drop what was received before it and is still unread.
+      if (this.state >= TEARDOWN) this.input.dispose();
+      return this.closePromise;
+    }
     this.closePromise = new Promise<void>((resolve) => {
       this.resolveClose = resolve;
     });
@@ -418,15 +429,24 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   }
 
   reset(): void {
+    if (this.state >= TEARDOWN) {
+      this.input.dispose();
+      return;
+    }
     this.abort(new ClosedError("the connection was reset locally", "ERR_CONNECTION_RESET"), true);
   }
 
-  /** @internal Fails both directions with `err` and releases the socket (RST when `rst`). */
+  /**
+   * @internal Fails both directions with `err` and releases the socket. `rst` (a local reset or
+   * timeout): send RST and drop unread input. Otherwise (the kernel failed a receive or send,
+   * e.g. the peer reset) bytes received before the failure stay readable, as the kernel's own
+   * recv() returns them before the error; close() or reset() drops them.
+   */
   abort(err: Error, rst: boolean): void {
     if (this.state >= TEARDOWN) return;
-    this.input.pushError(err, true);
+    this.input.pushError(err, rst);
     this.output.fail(err);
-    this.teardown(rst);
+    this.teardown(rst, !rst);
   }
 
   /** @internal Read and idle timeouts, checked by the stack's sweep. */
@@ -448,7 +468,7 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     }
   }
 
-  private teardown(rst: boolean): void {
+  private teardown(rst: boolean, keepInput = false): void {
     if (this.state >= TEARDOWN) return;
     this.state = TEARDOWN;
     if (this.closeTimer !== undefined) {
@@ -462,13 +482,16 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     }
     this.stack.connectionClosing(this);
     if (rst) setResetOnClose(this.fd);
-    this.input.dispose();
+    if (keepInput) this.inputKept = true;
+    else this.input.dispose();
     this.output.fail(new ClosedError("the connection is closed", "ERR_CONNECTION_CLOSED"));
     this.cancelRecv();
     if (this.sendSlot >= 0) {
       if (rst && !this.sendCancelled) {
         this.sendCancelled = true;
-        this.r.cancelSlot(this.sendSlot);
+        // Name the owner: the slot is free again once the send's completion was reaped, before
+        // its handler runs, and may already carry another operation.
+        this.r.cancelSlot(this.sendSlot, this.sendOwner);
       }
     } else {
       this.output.discard();
@@ -486,7 +509,8 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   onClosed(): void {
     this.state = CLOSED;
     this.fd = -1;
-    this.input.dispose();
+    // Bytes received before a peer error stay readable until read, close() or reset().
+    if (!this.inputKept) this.input.dispose();
     this.output.discard();
     this.stack.connectionReleased(this);
     this.onRelease?.(this);

@@ -14,11 +14,11 @@ import { SEND_CHUNK, sendChunks } from "../output.ts";
 import { booleanOption, checkOptionsObject, numberOption } from "../options.ts";
 import { SOCKADDR_MAX, decodeSockaddr, encodeSockaddr, formatAddress, parseAddress, type AddressInput, type SocketAddress } from "../address.ts";
 import type { Datagram, SignalOptions, UdpChannel, UdpOptions, WriteData } from "../types.ts";
-import { MAX_IOV } from "./connection.ts";
 import { OPEN_REUSE_PORT, OPEN_V6_ONLY, SOCK_DGRAM, SOL_SOCKET, SO_BROADCAST, MSG_NOSIGNAL, localAddressOf, openSocket, setIntOption, closeNow } from "./sys.ts";
 import type { PosixStack } from "./stack.ts";
 
 const ECANCELED = 125;
+const EMSGSIZE = 90;
 const ENOBUFS = 105;
 const MSG_TRUNC = 0x20;
 /** io_uring_recvmsg_out, then the name area (msg_namelen bytes), then the payload. */
@@ -217,6 +217,11 @@ export class PosixUdpChannel implements UdpChannel, Completable {
     w.resolve(this.take());
   }
 
+  /** The largest UDP payload: 65535 less the IP and UDP headers (IPv6: its 40-byte header is not counted). */
+  private maxPayload(): number {
+    return this.family === "ipv6" ? 65527 : 65507;
+  }
+
   send(data: WriteData, to: AddressInput): Promise<void> {
     if (this.closing !== undefined) return rejectedHandled(new ClosedError("send on a closed UDP channel", "ERR_CHANNEL_CLOSED"));
     let dest: SocketAddress;
@@ -247,6 +252,10 @@ export class PosixUdpChannel implements UdpChannel, Completable {
       iov++;
     };
     if (data instanceof NativeBuffer) {
+      if (data.length > this.maxPayload()) {
+        msgs.release(block);
+        return rejectedHandled(new SystemError("sendmsg", EMSGSIZE, `${data.length}-byte datagram (at most ${this.maxPayload()})`));
+      }
       data.check("send: buffer");
       data.pin();
       native = data;
@@ -257,9 +266,11 @@ export class PosixUdpChannel implements UdpChannel, Completable {
         msgs.release(block);
         return rejectedHandled(new InvalidArgumentError("send: data must be a Uint8Array, a string or a NativeBuffer"));
       }
-      if (bytes.length > SEND_CHUNK * (MAX_IOV - 1)) {
+      // The payload's iovecs (one per 16 KiB chunk, at most 4 for the largest datagram) must
+      // stay below the destination name at NAME_OFFSET in the block.
+      if (bytes.length > this.maxPayload()) {
         msgs.release(block);
-        return rejectedHandled(new SystemError("sendmsg", 90, `${bytes.length}-byte datagram`));
+        return rejectedHandled(new SystemError("sendmsg", EMSGSIZE, `${bytes.length}-byte datagram (at most ${this.maxPayload()})`));
       }
       for (let off = 0; off < bytes.length || iov === 0; off += SEND_CHUNK) {
         const k = Math.min(SEND_CHUNK, bytes.length - off);

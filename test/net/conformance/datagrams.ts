@@ -51,6 +51,22 @@ export function datagramConformance(s: StackUnderTest): void {
         await expectQuiescent(stack);
       });
 
+      test("a datagram over the largest UDP payload rejects with EMSGSIZE; the largest one is sent", async () => {
+        const a = stack.bindUdp(host);
+        const b = stack.bindUdp(host);
+        const max = family === "ipv4" ? 65507 : 65527;
+        for (const size of [max + 1, 70_000, 2_000_000]) {
+          const err = await rejection(a.send(new Uint8Array(size), b.localAddress));
+          expect(err).toMatchObject({ code: "EMSGSIZE", op: "sendmsg" });
+        }
+        await a.send(new Uint8Array(max).fill(9), b.localAddress);
+        const d = (await b.receive())!;
+        expect(d.data[0]).toBe(9);
+        await a.close();
+        await b.close();
+        await expectQuiescent(stack);
+      });
+
       test("a datagram larger than a receive buffer arrives truncated and flagged", async () => {
         const a = stack.bindUdp(host);
         const b = stack.bindUdp(host);

@@ -285,6 +285,31 @@ export function streamConformance(s: StackUnderTest): void {
       await done();
     });
 
+    test("bytes received before the peer's reset stay readable: read() returns them, then ECONNRESET", async () => {
+      const { client, server, done } = await pair();
+      await client.output.write("hello");
+      await until(() => server.input.buffered === 5, 2000, "the bytes before the reset");
+      client.reset();
+      // Let the reset arrive and fail the server's receive before anything is read.
+      await Bun.sleep(50);
+      expect(text((await server.input.read())!)).toBe("hello");
+      await expectSystemError(server.input.read(), "ECONNRESET");
+      await done();
+    });
+
+    test("writev is all or nothing: a bad piece rejects and leaves nothing queued for the next write", async () => {
+      const { client, server, done } = await pair();
+      const err = await rejection(client.output.writev(["abc", 5 as never]));
+      expect(err).toBeInstanceOf(InvalidArgumentError);
+      expect(client.output.buffered).toBe(0);
+      // Bad data rejects (it does not throw) for write() too.
+      expect(await rejection(client.output.write(123 as never))).toBeInstanceOf(InvalidArgumentError);
+      expect(await rejection(client.output.write(null as never))).toBeInstanceOf(InvalidArgumentError);
+      await client.output.write("Z");
+      expect(text(await server.input.readExactly(1))).toBe("Z");
+      await done();
+    });
+
     test("receiveRanges hands the receive buffer and a range, no view per chunk; write(buf, start, end) echoes ranges", async () => {
       const { client, server, done } = await pair();
       const big = new Uint8Array(s.recvBufferSize * 3 + 101);
