@@ -84,8 +84,14 @@ export class StreamInput implements ConnectionInput {
   private holding = false;
   /** receive(): inside deliver() (a push from the handler's own actions must not recurse). */
   private delivering = false;
-  private readonly onHeldDone = () => this.heldDone();
-  private readonly onHeldFailed = (e: unknown) => this.finishReceive(e instanceof Error ? e : new Error(String(e)), true);
+  /** Counts holds: a held promise settling for an older hold belongs to a receive() that ended. */
+  private holdGen = 0;
+  /**
+   * Chunks a receive() handler still held when its call ended (aborted, failed, timed out):
+   * they stay leased to that handler until its promise settles (or the connection goes), and
+   * that promise no longer affects later receives.
+   */
+  private orphans: { gen: number; tokens: number[] }[] = [];
   /** The range of the chunk leaseHead() took last. */
   private leasedOff = 0;
   private leasedEnd = 0;
@@ -209,6 +215,9 @@ export class StreamInput implements ConnectionInput {
   dispose(): void {
     this.dropAll();
     this.releaseLease();
+    // The connection is gone: handlers of ended receives lose what they still held too.
+    for (const o of this.orphans) for (const t of o.tokens) this.src.releaseChunk(t);
+    this.orphans.length = 0;
     if (this.err === undefined) this.eof = true;
     if (this.waitKind !== WAIT_NONE) this.wake();
   }
@@ -508,7 +517,11 @@ export class StreamInput implements ConnectionInput {
           // The handler is busy: further chunks wait (and pause the source past the mark).
           this.holding = true;
           this.waitingSince = 0;
-          (r as Promise<void>).then(this.onHeldDone, this.onHeldFailed);
+          const gen = ++this.holdGen;
+          (r as Promise<void>).then(
+            () => this.heldSettled(gen, undefined),
+            (e: unknown) => this.heldSettled(gen, e instanceof Error ? e : new Error(String(e))),
+          );
           this.checkPause();
           return;
         }
@@ -521,6 +534,25 @@ export class StreamInput implements ConnectionInput {
     } finally {
       this.delivering = false;
     }
+  }
+
+  /** A receive() handler's promise for the chunk it held settled. */
+  private heldSettled(gen: number, err: Error | undefined): void {
+    if (!this.holding || gen !== this.holdGen) {
+      // Its receive() already ended: give back what it held; its outcome concerns nobody now.
+      const i = this.orphans.findIndex((o) => o.gen === gen);
+      if (i >= 0) {
+        for (const t of this.orphans[i]!.tokens) this.src.releaseChunk(t);
+        this.orphans.splice(i, 1);
+      }
+      return;
+    }
+    if (err === undefined) {
+      this.heldDone();
+      return;
+    }
+    this.holding = false;
+    this.finishReceive(err, true);
   }
 
   private heldDone(): void {
@@ -537,10 +569,16 @@ export class StreamInput implements ConnectionInput {
   /** Ends receive(): resolves at end of stream, rejects with the connection's or handler's error. */
   private finishReceive(err: Error | undefined, fromHandler: boolean): void {
     if (this.waitKind !== WAIT_RECEIVE) return;
-    this.holding = false;
+    if (this.holding) {
+      // The call ends while its handler still holds a chunk: the chunk stays valid for the
+      // handler until its promise settles, and the next read or receive leases its own.
+      this.holding = false;
+      if (this.lease.length > 0) this.orphans.push({ gen: this.holdGen, tokens: this.lease.splice(0) });
+    } else {
+      this.releaseLease();
+    }
     this.receiver = undefined;
     this.rangeReceiver = undefined;
-    this.releaseLease();
     this.clearWait();
     if (err !== undefined) {
       this.rejectWait(err);

@@ -495,6 +495,49 @@ export function streamConformance(s: StackUnderTest): void {
       }
     });
 
+    test("receive() aborted while its handler holds a chunk: the chunk stays valid until the handler's promise settles, which then affects no later receive", async () => {
+      s.setPoisoning(true);
+      try {
+        const { client, server, done } = await pair();
+        const ac = new AbortController();
+        let held: Uint8Array | undefined;
+        let failFirst!: (e: Error) => void;
+        const r1 = server.input.receive(
+          (v) => {
+            held = v;
+            return new Promise<void>((_, reject) => {
+              failFirst = reject;
+            });
+          },
+          { signal: ac.signal },
+        );
+        await client.output.write("AAAA");
+        await until(() => held !== undefined, 2000, "the first chunk");
+        ac.abort();
+        expect(await rejection(r1)).toBeInstanceOf(AbortError);
+        expect(text(held!)).toBe("AAAA"); // not recycled (poisoned) while still held
+        const got: string[] = [];
+        const r2 = server.input.receive((v) => {
+          got.push(text(v)!);
+        });
+        await client.output.write("BBBB");
+        await until(() => got.length === 1, 2000, "the next chunk");
+        // The first handler fails now: its receive() is long over, so r2 goes on.
+        failFirst(new Error("stale failure of the first handler"));
+        await Bun.sleep(10);
+        expect(Array.from(held!)).toEqual(new Array(4).fill(0xde)); // released, then poisoned
+        await client.output.write("CCCC");
+        await until(() => got.length === 2, 2000, "a chunk after the stale failure");
+        expect(got).toEqual(["BBBB", "CCCC"]);
+        expect(Bun.peek.status(r2)).toBe("pending");
+        await client.output.close();
+        await r2;
+        await done();
+      } finally {
+        s.setPoisoning(false);
+      }
+    });
+
     test("a received view written back is forwarded in place and stays intact until sent", async () => {
       const { client, server, done } = await pair();
       const data = new Uint8Array(8000);
