@@ -48,6 +48,12 @@ export function booleanOption(what: string, name: string, v: unknown, fallback: 
   return v;
 }
 
+function finiteInt(what: string, name: string, v: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = numberOption(what, name, v, fallback, min);
+  if (!Number.isFinite(n) || n > max) throw new InvalidArgumentError(`${what}: ${name} must be an integer from ${min} to ${max}, got ${String(v)}`);
+  return n;
+}
+
 function finiteMs(what: string, name: string, v: unknown, fallback: number): number {
   const ms = numberOption(what, name, v, fallback, 0, false);
   if (!Number.isFinite(ms)) throw new InvalidArgumentError(`${what}: ${name} must be finite`);
@@ -63,7 +69,8 @@ export function resolveConnectionOptions(what: string, opts: ConnectionOptions |
     noDelay: booleanOption(what, "noDelay", o.noDelay, d.noDelay),
     idleTimeoutMs: finiteMs(what, "idleTimeoutMs", o.idleTimeoutMs, d.idleTimeoutMs),
     readTimeoutMs: finiteMs(what, "readTimeoutMs", o.readTimeoutMs, d.readTimeoutMs),
-    maxReadBuffered: numberOption(what, "maxReadBuffered", o.maxReadBuffered, d.maxReadBuffered, 1),
+    // Finite: the receive buffers are the shard's, shared by every connection.
+    maxReadBuffered: finiteInt(what, "maxReadBuffered", o.maxReadBuffered, d.maxReadBuffered, 1),
     writeHighWater: numberOption(what, "writeHighWater", o.writeHighWater, d.writeHighWater, 0),
     closeTimeoutMs: finiteMs(what, "closeTimeoutMs", o.closeTimeoutMs, d.closeTimeoutMs),
   };
@@ -87,7 +94,8 @@ export function resolveListenOptions(opts: ListenOptions | undefined): ResolvedL
   const o = opts ?? {};
   return {
     connection: resolveConnectionOptions(what, opts),
-    backlog: numberOption(what, "backlog", o.backlog, 1024, 0),
+    // listen(2) takes an int (the kernel then caps it at net.core.somaxconn).
+    backlog: finiteInt(what, "backlog", o.backlog, 1024, 0, 0x7fff_ffff),
     reusePort: booleanOption(what, "reusePort", o.reusePort, true),
     reuseAddress: booleanOption(what, "reuseAddress", o.reuseAddress, true),
     ipv6Only: booleanOption(what, "ipv6Only", o.ipv6Only, false),

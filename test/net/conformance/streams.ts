@@ -811,8 +811,12 @@ export function streamConformance(s: StackUnderTest): void {
     });
 
     test("connect rejects bad options and names the problem", async () => {
-      for (const bad of [{ idleTimeoutMs: -1 }, { maxReadBuffered: 0 }, { noDelay: "yes" }, { writeHighWater: 1.5 }]) {
+      for (const bad of [{ idleTimeoutMs: -1 }, { maxReadBuffered: 0 }, { maxReadBuffered: Infinity }, { noDelay: "yes" }, { writeHighWater: 1.5 }]) {
         expect(await rejection(stack.connect("127.0.0.1:1", bad as never))).toBeInstanceOf(InvalidArgumentError);
+      }
+      // listen: the backlog is an int for listen(2); reading is bounded.
+      for (const bad of [{ backlog: Infinity }, { backlog: 2 ** 40 }, { backlog: -1 }, { maxReadBuffered: Infinity }]) {
+        expect(() => stack.listen("127.0.0.1:0", bad as never)).toThrow(InvalidArgumentError);
       }
       expect(await rejection(stack.connect("nonsense"))).toBeInstanceOf(InvalidArgumentError);
     });
