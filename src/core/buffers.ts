@@ -139,6 +139,7 @@ export interface AlignedBufferOptions {
  * up to 4096; mappings are page-aligned). Costs one mmap syscall: use a BufferPool on hot paths.
  */
 export function allocateAlignedBuffer(size: number, alignment = 4096, options: AlignedBufferOptions = {}): NativeBuffer {
+  if (options === null || typeof options !== "object") throw new InvalidArgumentError("allocateAlignedBuffer: options must be an object");
   checkSize("size", size, 1);
   checkSize("alignment", alignment, 1);
   if ((alignment & (alignment - 1)) !== 0 || alignment > 4096) {
@@ -179,6 +180,9 @@ export class BufferPool {
   private waiters: ((b: NativeBuffer) => void)[] = [];
 
   constructor(options: BufferPoolOptions) {
+    if (options === null || typeof options !== "object") {
+      throw new InvalidArgumentError("BufferPool: options { bufferSize, count, alignment? } are required");
+    }
     const alignment = options.alignment ?? 64;
     checkSize("bufferSize", options.bufferSize, 1);
     checkSize("count", options.count, 1);
@@ -227,6 +231,9 @@ export class BufferPool {
   acquireEventually(opts?: { signal?: AbortSignal }): Promise<NativeBuffer> {
     if (this.closed) return Promise.reject(new ClosedError("BufferPool is closed"));
     const signal = opts?.signal;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      return Promise.reject(new InvalidArgumentError("acquireEventually: opts.signal must be an AbortSignal"));
+    }
     // An aborted signal rejects even when a buffer is free (as everywhere else: Semaphore.wait, sleep).
     if (signal?.aborted) {
       return Promise.reject(new AbortError("acquireEventually was aborted", { cause: signal.reason }));

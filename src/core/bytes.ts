@@ -67,7 +67,10 @@ export function dataViewOf(b: Uint8Array): DataView {
  * array throws RangeError before anything is copied (the native copy must never run past one).
  */
 export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, from: number, len: number): void {
-  if (!(at >= 0 && from >= 0 && len >= 0 && at + len <= dst.length && from + len <= src.length)) {
+  if (
+    !(at >= 0 && from >= 0 && len >= 0 && at + len <= dst.length && from + len <= src.length) ||
+    !(Number.isInteger(at) && Number.isInteger(from) && Number.isInteger(len))
+  ) {
     throw new RangeError(`copyBytes: [${from}, ${from + len}) of ${src.length} bytes to [${at}, ${at + len}) of ${dst.length}`);
   }
   if (len <= BYTES_MAX) {

@@ -56,6 +56,7 @@ function positive(name: string, v: number | undefined, allowZero: boolean): void
 
 /** Applies loop options (any time; takes effect on the next turn). */
 export function configureLoop(options: LoopOptions): void {
+  if (options === null || typeof options !== "object") throw new InvalidArgumentError("configureLoop: options must be an object");
   positive("taskQuotaMs", options.taskQuotaMs, false);
   positive("idlePollTimeUs", options.idlePollTimeUs, true);
   positive("blockedReactorNotifyMs", options.blockedReactorNotifyMs, false);

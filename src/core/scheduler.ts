@@ -106,6 +106,7 @@ export function schedulingGroups(): readonly SchedulingGroup[] {
 /** Runs `fn` with `sg` as the current group; operations fn issues (even after awaits) are tagged sg. */
 export function withSchedulingGroup<T>(sg: SchedulingGroup, fn: () => T): T {
   if (!(sg instanceof SchedulingGroup)) throw new InvalidArgumentError("withSchedulingGroup: not a SchedulingGroup");
+  if (typeof fn !== "function") throw new InvalidArgumentError("withSchedulingGroup: fn must be a function");
   return storage.run(sg, fn);
 }
 

@@ -228,7 +228,13 @@ function siftDown(i: number): void {
  */
 export function sleep(ms: number, opts?: { signal?: AbortSignal }): Promise<void> {
   checkDelay("ms", ms);
+  if (opts !== undefined && (opts === null || typeof opts !== "object")) {
+    throw new InvalidArgumentError(`sleep: options must be an object, got ${String(opts)}`);
+  }
   const signal = opts?.signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new InvalidArgumentError("sleep: opts.signal must be an AbortSignal");
+  }
   if (signal?.aborted) return Promise.reject(new AbortError("sleep was aborted", { cause: signal.reason }));
   return new Promise<void>((resolve, reject) => {
     if (!signal) {

@@ -101,6 +101,14 @@ describe("BufferPool", () => {
     }
   });
 
+  test("missing or malformed options throw InvalidArgumentError, not TypeError", async () => {
+    expect(thrownBy(() => new BufferPool(undefined as never))).toBeInstanceOf(InvalidArgumentError);
+    expect(thrownBy(() => allocateAlignedBuffer(10, 4096, null as never))).toBeInstanceOf(InvalidArgumentError);
+    const pool = new BufferPool({ bufferSize: 16, count: 1 });
+    expect(await errorOf(pool.acquireEventually({ signal: 1 as never }))).toBeInstanceOf(InvalidArgumentError);
+    pool.close();
+  });
+
   test("pool options are validated", () => {
     for (const options of [
       { bufferSize: 0, count: 1 },
@@ -403,7 +411,7 @@ describe("copyBytes", () => {
   test("a range outside either array throws RangeError and copies nothing", () => {
     const a = new Uint8Array(64).fill(1);
     const b = new Uint8Array(64).fill(2);
-    for (const [at, from, len] of [[0, 40, 30], [40, 0, 30], [-1, 0, 20], [0, -1, 20], [0, 0, -1], [0, Number.NaN, 20], [60, 0, 5]]) {
+    for (const [at, from, len] of [[0, 40, 30], [40, 0, 30], [-1, 0, 20], [0, -1, 20], [0, 0, -1], [0, Number.NaN, 20], [60, 0, 5], [0.5, 0, 4], [0, 0.5, 20], [0, 0, 17.5]]) {
       expect(() => copyBytes(a, at!, b, from!, len!)).toThrow(RangeError);
     }
     expect(a.every((x) => x === 1)).toBe(true);

@@ -8,6 +8,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
+  InvalidArgumentError,
   Timer,
   allocateAlignedBuffer,
   configureLoop,
@@ -296,6 +297,7 @@ describe("modes and exit", () => {
   });
 
   test("loop options are validated", () => {
+    expect(() => configureLoop(null as never)).toThrow(InvalidArgumentError);
     for (const bad of [
       { taskQuotaMs: 0 },
       { taskQuotaMs: -1 },

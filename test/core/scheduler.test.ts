@@ -96,6 +96,7 @@ describe("scheduling groups", () => {
     expect(() => g.setShares(1001)).toThrow(InvalidArgumentError);
     expect(g.shares).toBe(1000);
     expect(() => withSchedulingGroup({} as SchedulingGroup, () => 0)).toThrow(InvalidArgumentError);
+    expect(() => withSchedulingGroup(g, 42 as never)).toThrow(InvalidArgumentError);
     expect(() => schedule("not a function" as unknown as () => void)).toThrow(InvalidArgumentError);
   });
 

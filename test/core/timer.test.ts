@@ -253,6 +253,11 @@ describe("periodic, rearm and misuse", () => {
   test("sleep(0) resolves", async () => {
     await sleep(0);
   });
+
+  test("sleep refuses malformed options with InvalidArgumentError (not a TypeError later)", () => {
+    expect(() => sleep(10, { signal: {} as AbortSignal })).toThrow(InvalidArgumentError);
+    expect(() => sleep(10, null as never)).toThrow(InvalidArgumentError);
+  });
 });
 
 describe("cost", () => {
