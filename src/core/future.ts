@@ -249,17 +249,28 @@ export class WaitList<V, D> {
 // ---------------------------------------------------------------------------------------
 // Failure bookkeeping shared by the joins.
 
-/** Rejection with the first failure; later ones ride along on it as a non-enumerable `errors` array (all failures, first included). */
+/** Errors whose `errors` property a join attached (so a later join may replace it). */
+const annotated = new WeakSet<object>();
+
+/**
+ * Rejection with the first failure; later ones ride along on it as a non-enumerable `errors`
+ * array (all failures, first included). An `errors` of the error's own (an AggregateError's) is
+ * left alone; one an earlier join attached to the same error object (a shared sentinel) is
+ * replaced, or removed when this join had a single failure, so no stale list is reported.
+ */
 function firstFailure(errors: unknown[]): unknown {
   const first = errors[0];
-  if (
-    errors.length > 1 &&
-    first !== null &&
-    typeof first === "object" &&
-    Object.isExtensible(first) &&
-    !Object.hasOwn(first, "errors")
-  ) {
-    Object.defineProperty(first, "errors", { value: errors, writable: true, configurable: true, enumerable: false });
+  if (first === null || typeof first !== "object") return first;
+  const ours = annotated.has(first);
+  if (Object.hasOwn(first, "errors") && !ours) return first;
+  if (errors.length > 1) {
+    if (ours || Object.isExtensible(first)) {
+      Object.defineProperty(first, "errors", { value: errors, writable: true, configurable: true, enumerable: false });
+      annotated.add(first);
+    }
+  } else if (ours) {
+    delete (first as { errors?: unknown }).errors;
+    annotated.delete(first);
   }
   return first;
 }

@@ -617,3 +617,32 @@ describe("parallelForEach: an iterable that throws", () => {
     expect(finished).toBe(2);
   });
 });
+
+describe("the errors list of a join", () => {
+  test("an error object shared by two joins reports each join's own failures, not a stale list", async () => {
+    const sentinel = new Error("shared sentinel");
+    const e1 = await errorOf(
+      parallelForEach([1, 2], async (i) => {
+        throw i === 1 ? sentinel : new Error("call-1 other");
+      }),
+    );
+    expect(e1).toBe(sentinel);
+    expect((e1 as { errors: Error[] }).errors.map((e) => e.message)).toEqual(["shared sentinel", "call-1 other"]);
+    // Second join: only the sentinel fails. No list from the first call may remain on it.
+    const e2 = await errorOf(
+      parallelForEach([1, 2], async (i) => {
+        if (i === 1) throw sentinel;
+      }),
+    );
+    expect(e2).toBe(sentinel);
+    expect((e2 as { errors?: unknown }).errors).toBeUndefined();
+    // An AggregateError's own errors are never touched.
+    const agg = new AggregateError([new Error("inner")], "agg");
+    const e3 = await errorOf(
+      parallelForEach([1, 2], async (i) => {
+        throw i === 1 ? agg : new Error("other");
+      }),
+    );
+    expect((e3 as AggregateError).errors.map((e: Error) => e.message)).toEqual(["inner"]);
+  });
+});
