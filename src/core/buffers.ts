@@ -285,6 +285,11 @@ export class BufferPool {
    * Unmaps the pool; only once every buffer was released (else throws). Views of its buffers
    * that someone kept are detached (length 0) rather than left pointing at unmapped memory.
    */
+  /** `using pool = new BufferPool(...)`: closed at the end of the scope (throws if buffers are still out). */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
   close(): void {
     if (this.closed) return;
     if (this.freeCount !== this.count) {

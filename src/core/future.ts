@@ -299,15 +299,43 @@ function toArray<F>(futures: Iterable<F>, name: string): F[] {
  * for an input's failure (Seastar's when_all). Functions are called at once and a synchronous
  * throw becomes that slot's rejection.
  * Cost: one settle record per input, as Promise.allSettled.
+ * `opts.signal`: the join rejects with AbortError as soon as it aborts (an aborted one rejects
+ * at once and calls no function input). The inputs are not cancelled: hand them the signal too.
  * Throws InvalidArgumentError (synchronously) if `futures` is not iterable.
  */
 export function whenAll<const F extends readonly unknown[]>(
   futures: F,
+  opts?: SignalOptions,
 ): Promise<{ -readonly [K in keyof F]: PromiseSettledResult<Resolved<F[K]>> }>;
-export function whenAll<F>(futures: Iterable<F>): Promise<PromiseSettledResult<Resolved<F>>[]>;
-export function whenAll(futures: Iterable<unknown>): Promise<PromiseSettledResult<unknown>[]> {
+export function whenAll<F>(futures: Iterable<F>, opts?: SignalOptions): Promise<PromiseSettledResult<Resolved<F>>[]>;
+export function whenAll(futures: Iterable<unknown>, opts?: SignalOptions): Promise<PromiseSettledResult<unknown>[]> {
   const inputs = toArray(futures, "futures");
-  return Promise.allSettled(inputs.map(invoke));
+  checkOptions(opts, "opts", false);
+  const signal = opts?.signal;
+  if (signal?.aborted) return Promise.reject(abortError(signal, "whenAll"));
+  return abortable(Promise.allSettled(inputs.map(invoke)), signal, "whenAll");
+}
+
+/**
+ * `p`, or AbortError as soon as `signal` aborts. What `p` waits for is not cancelled (hand the
+ * signal to that work too); the abort listener goes when `p` settles.
+ */
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+  if (signal === undefined) return p;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal, what));
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
 }
 
 /**
@@ -317,18 +345,24 @@ export function whenAll(futures: Iterable<unknown>): Promise<PromiseSettledResul
  * others are attached to the first as a non-enumerable `errors` array when it is an
  * extensible object without one.
  * Cost: one promise reaction per pending input.
+ * `opts.signal`: the join rejects with AbortError as soon as it aborts (an aborted one rejects
+ * at once and calls no function input). The inputs are not cancelled: hand them the signal too.
  * Throws InvalidArgumentError (synchronously) if `futures` is not iterable.
  */
 export function whenAllSucceed<const F extends readonly unknown[]>(
   futures: F,
+  opts?: SignalOptions,
 ): Promise<{ -readonly [K in keyof F]: Resolved<F[K]> }>;
-export function whenAllSucceed<F>(futures: Iterable<F>): Promise<Resolved<F>[]>;
-export function whenAllSucceed(futures: Iterable<unknown>): Promise<unknown[]> {
+export function whenAllSucceed<F>(futures: Iterable<F>, opts?: SignalOptions): Promise<Resolved<F>[]>;
+export function whenAllSucceed(futures: Iterable<unknown>, opts?: SignalOptions): Promise<unknown[]> {
   const inputs = toArray(futures, "futures");
+  checkOptions(opts, "opts", false);
+  const signal = opts?.signal;
+  if (signal?.aborted) return Promise.reject(abortError(signal, "whenAllSucceed"));
   const n = inputs.length;
   const values = new Array<unknown>(n);
   if (n === 0) return Promise.resolve(values);
-  return new Promise<unknown[]>((resolve, reject) => {
+  return abortable(new Promise<unknown[]>((resolve, reject) => {
     let pending = n;
     let errors: unknown[] | undefined;
     const settle = () => {
@@ -348,7 +382,7 @@ export function whenAllSucceed(futures: Iterable<unknown>): Promise<unknown[]> {
         },
       );
     }
-  });
+  }), signal, "whenAllSucceed");
 }
 
 /** The outcome of whenAny. */
@@ -366,15 +400,20 @@ export interface WhenAnyResult<T> {
  * (Seastar's when_any); it never rejects for an input's failure. Rejections of the other
  * inputs are observed, so they never surface as unhandled.
  * Cost: one promise reaction per input.
+ * `opts.signal`: the join rejects with AbortError as soon as it aborts (an aborted one rejects
+ * at once and calls no function input). The inputs are not cancelled: hand them the signal too.
  * Throws InvalidArgumentError (synchronously) if `futures` is not iterable or is empty (an
  * empty when_any could never resolve).
  */
-export function whenAny<F>(futures: Iterable<F>): Promise<WhenAnyResult<Resolved<F>>> {
+export function whenAny<F>(futures: Iterable<F>, opts?: SignalOptions): Promise<WhenAnyResult<Resolved<F>>> {
   const inputs = toArray(futures, "futures");
   if (inputs.length === 0) throw new InvalidArgumentError("futures must not be empty");
+  checkOptions(opts, "opts", false);
+  const signal = opts?.signal;
+  if (signal?.aborted) return Promise.reject(abortError(signal, "whenAny"));
   type T = Resolved<F>;
   const promises = inputs.map((f) => Promise.resolve(invoke(f)) as Promise<T>);
-  return new Promise<WhenAnyResult<T>>((resolve) => {
+  return abortable(new Promise<WhenAnyResult<T>>((resolve) => {
     let done = false;
     promises.forEach((p, index) => {
       p.then(
@@ -390,7 +429,7 @@ export function whenAny<F>(futures: Iterable<F>): Promise<WhenAnyResult<Resolved
         },
       );
     });
-  });
+  }), signal, "whenAny");
 }
 
 /**

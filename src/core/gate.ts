@@ -3,7 +3,7 @@
  * it can refuse new work and then wait for the work in flight to drain.
  */
 import { InvalidArgumentError, ShoalError } from "./errors.ts";
-import { checkFunction, type Awaitable } from "./future.ts";
+import { abortError, checkFunction, checkOptions, type Awaitable, type SignalOptions } from "./future.ts";
 
 /** Entering a closed gate (code ERR_GATE_CLOSED). */
 export class GateClosedError extends ShoalError {
@@ -91,12 +91,33 @@ export class Gate implements AsyncDisposable {
 
   /**
    * Closes the gate to new entries and resolves once every holder has left (at once if none
-   * is inside). Never rejects.
+   * is inside). Rejects only with AbortError when `opts.signal` aborts first: the gate stays
+   * closed and the holders inside are not interrupted (hand them the signal too). A signal
+   * aborted before the call rejects at once and leaves the gate open.
    * Throws GateClosedError if the gate was already closed: two owners racing to stop a service
    * is a bug to surface, not to paper over.
    */
-  close(): Promise<void> {
+  close(opts?: SignalOptions): Promise<void> {
+    checkOptions(opts, "opts", false);
     if (this.closing) throw new GateClosedError(`${this.label()}gate is already closed; close() may be called once`);
+    const signal = opts?.signal;
+    // Already aborted: nothing happens (the gate stays open), as for every other wait.
+    if (signal?.aborted) return Promise.reject(abortError(signal, "gate close"));
+    if (signal !== undefined && this.holders > 0) {
+      const drained = this.closeDrained();
+      return new Promise<void>((resolve, reject) => {
+        const onAbort = () => reject(abortError(signal, "gate close"));
+        signal.addEventListener("abort", onAbort, { once: true });
+        void drained.then(() => {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        });
+      });
+    }
+    return this.closeDrained();
+  }
+
+  private closeDrained(): Promise<void> {
     if (this.holders === 0) {
       this.closing = Promise.resolve();
     } else {

@@ -81,6 +81,11 @@ export class Timer implements Completable {
     return this;
   }
 
+  /** `using timer = new Timer(fn).arm(ms)`: cancelled at the end of the scope. */
+  [Symbol.dispose](): void {
+    this.cancel();
+  }
+
   /** Disarms. Returns true if it was armed. A cancelled timer never fires, even if already due. */
   cancel(): boolean {
     // Bumping the generation drops an expiry already queued for this turn.

@@ -109,6 +109,17 @@ describe("BufferPool", () => {
     pool.close();
   });
 
+  test("`using` closes a pool at the end of its scope", () => {
+    let kept: Uint8Array;
+    {
+      using pool = new BufferPool({ bufferSize: 64, count: 2 });
+      const b = pool.acquire();
+      kept = b.bytes;
+      b.release();
+    }
+    expect(kept.length).toBe(0); // unmapped (and detached) by the dispose
+  });
+
   test("pool options are validated", () => {
     for (const options of [
       { bufferSize: 0, count: 1 },

@@ -646,3 +646,41 @@ describe("the errors list of a join", () => {
     expect((e3 as AggregateError).errors.map((e: Error) => e.message)).toEqual(["inner"]);
   });
 });
+
+describe("joins with an AbortSignal", () => {
+  test("whenAll, whenAllSucceed and whenAny reject with AbortError when it aborts; an aborted one calls no input", async () => {
+    for (const join of [whenAll, whenAllSucceed, whenAny] as ((f: unknown[], o?: { signal?: AbortSignal }) => Promise<unknown>)[]) {
+      const ac = new AbortController();
+      const slow = sleep(10_000, { signal: ac.signal }).catch(() => {});
+      const p = join([slow, () => sleep(10_000, { signal: ac.signal }).catch(() => {})], { signal: ac.signal });
+      ac.abort("stop");
+      const err = await errorOf(p);
+      expect(err).toBeInstanceOf(AbortError);
+      expect(err.cause).toBe("stop");
+      let called = false;
+      const again = join([() => (called = true)], { signal: ac.signal });
+      expect(await errorOf(again)).toBeInstanceOf(AbortError);
+      expect(called).toBe(false);
+    }
+  });
+
+  test("a join that settles first removes its abort listener and is not affected by a later abort", async () => {
+    const ac = new AbortController();
+    let listeners = 0;
+    const signal = ac.signal;
+    const add = signal.addEventListener.bind(signal);
+    const remove = signal.removeEventListener.bind(signal);
+    signal.addEventListener = ((...a: Parameters<typeof add>) => (listeners++, add(...a))) as typeof add;
+    signal.removeEventListener = ((...a: Parameters<typeof remove>) => (listeners--, remove(...a))) as typeof remove;
+    expect(await whenAllSucceed([1, Promise.resolve(2)], { signal })).toEqual([1, 2]);
+    expect((await whenAny([sleep(1).then(() => 3)], { signal })).index).toBe(0);
+    expect((await whenAll([Promise.reject(new Error("x"))], { signal }))[0]!.status).toBe("rejected");
+    expect(listeners).toBe(0);
+    ac.abort();
+  });
+
+  test("bad options are refused", () => {
+    expect(() => whenAll([], { signal: 1 as never })).toThrow(InvalidArgumentError);
+    expect(() => whenAny([1], null as never)).toThrow(InvalidArgumentError);
+  });
+});

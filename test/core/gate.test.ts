@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { InvalidArgumentError, ShoalError } from "../../src/core/errors.ts";
+import { AbortError, InvalidArgumentError, ShoalError } from "../../src/core/errors.ts";
 import { Gate, GateClosedError, withGate } from "../../src/core/gate.ts";
 import { sleep } from "../../src/core/timer.ts";
 import { errorOf, status } from "./fixtures/util.ts";
@@ -175,5 +175,28 @@ describe("Gate", () => {
     const closed = g2.close();
     await g2[Symbol.asyncDispose]();
     await closed;
+  });
+});
+
+describe("Gate.close with an AbortSignal", () => {
+  test("aborting stops the wait (AbortError) but the gate stays closed; an aborted signal leaves it open", async () => {
+    const g = new Gate();
+    g.enter();
+    const ac = new AbortController();
+    const closing = g.close({ signal: ac.signal });
+    expect(status(closing)).toBe("pending");
+    ac.abort();
+    expect(await errorOf(closing)).toBeInstanceOf(AbortError);
+    expect(() => g.enter()).toThrow(GateClosedError);
+    g.leave();
+    await g[Symbol.asyncDispose](); // still waits for (here: finds no) holders
+
+    const open = new Gate();
+    const dead = AbortSignal.abort();
+    expect(await errorOf(open.close({ signal: dead }))).toBeInstanceOf(AbortError);
+    open.enter(); // not closed
+    open.leave();
+    await open.close();
+    expect(() => new Gate().close({ signal: 5 as never })).toThrow(InvalidArgumentError);
   });
 });

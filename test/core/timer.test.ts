@@ -295,3 +295,15 @@ test("now() is a low-resolution clock that advances with the loop", async () => 
   expect(b - a).toBeGreaterThanOrEqual(5);
   expect(b).toBeLessThanOrEqual(performance.now());
 });
+
+describe("dispose", () => {
+  test("`using` cancels a timer at the end of its scope", async () => {
+    let fired = false;
+    {
+      using t = new Timer(() => (fired = true)).arm(5);
+      expect(t.armed).toBe(true);
+    }
+    await sleep(20);
+    expect(fired).toBe(false);
+  });
+});
