@@ -422,7 +422,9 @@ export class StreamInput implements ConnectionInput {
         const o = this.off[h]!;
         view = this.src.chunkBase(this.tok[h]!).subarray(o, o + l);
       } else {
-        view = this.assemble(want);
+        // Show every buffered byte, not just `want`: a parser asking for one byte more than it
+        // saw (a line parser looking for its end) then runs once per arrival, not once per byte.
+        view = this.assemble(this.bytes);
       }
       const r = parser(view);
       if (r === CONSUME_ALL) {

@@ -84,7 +84,8 @@ export interface KeepAliveOptions {
  * - CONSUME_ALL (-1): every byte was consumed, call again when more arrives;
  * - n >= 0: stop; n bytes were consumed, the rest stays for the next read or consume;
  * - needBytes(k): nothing consumed yet; call again once k contiguous bytes can be shown
- *   (the input assembles them when they span receive buffers).
+ *   (the input assembles them when they span receive buffers, and then shows every byte
+ *   buffered, at least k: asking for one byte more than shown costs one call per arrival).
  */
 export type StreamConsumer = (data: Uint8Array) => number;
 

@@ -297,6 +297,25 @@ export function streamConformance(s: StackUnderTest): void {
       await done();
     });
 
+    test("consume: a parser asking for one byte more than it saw runs once per arrival, not once per byte", async () => {
+      const { client, server, done } = await pair();
+      const limit = 64 * 1024;
+      await client.output.write(new Uint8Array(limit + 100).fill(65));
+      await until(() => server.input.buffered === limit + 100, 2000, "the whole line");
+      let calls = 0;
+      const consumed = await server.input.consume((v) => {
+        calls++;
+        const nl = v.indexOf(10);
+        if (nl >= 0) return nl + 1;
+        if (v.length >= limit) return 0; // the line limit: give up
+        return needBytes(v.length + 1);
+      });
+      expect(consumed).toBe(true);
+      // The head receive buffer, then everything buffered: a handful of calls, not ~50,000.
+      expect(calls).toBeLessThanOrEqual(4);
+      await done();
+    });
+
     test("writev is all or nothing: a bad piece rejects and leaves nothing queued for the next write", async () => {
       const { client, server, done } = await pair();
       const err = await rejection(client.output.writev(["abc", 5 as never]));
