@@ -94,12 +94,26 @@ export class HandoverTable implements HandoverSink {
     b.unpin();
   }
 
-  /** Shard `k` is gone: everything lent to it comes back. */
+  /**
+   * Shard `k` is gone. What was lent to it is NOT recycled: it may have handed a buffer on to
+   * a third shard, which still reads it (recycling would reuse or unmap memory under that
+   * shard's views: a crash of the whole process). Those buffers stay pinned for good and are
+   * counted in `lost`; the application is shutting down anyway once a shard failed.
+   */
   shardGone(k: number): void {
     for (let id = 0; id < this.lent.length; id++) {
-      if (this.lent[id] !== undefined && this.lentTo[id] === k) this.returned(id);
+      if (this.lent[id] === undefined || this.lentTo[id] !== k) continue;
+      // The id is retired too: a release from the dead shard still in its ring must not
+      // recycle a buffer lent under the same id later.
+      this.lent[id] = undefined;
+      this.lentTo[id] = -2;
+      this.count--;
+      this.lost++;
     }
   }
+
+  /** Buffers lent to shards that died: never recycled (see shardGone). */
+  lost = 0;
 }
 
 /**

@@ -933,6 +933,8 @@ export interface SmpStats {
   pendingCalls: number;
   /** Buffers handed to other shards and not yet released. */
   buffersLent: number;
+  /** Buffers lent to shards that died: kept mapped for good (a third shard may still read them). */
+  buffersLost: number;
   /** Messages waiting for ring room now, over all outgoing rings. */
   backlog: number;
   /** The most messages ever waiting for room in one outgoing ring. */
@@ -956,6 +958,7 @@ export function smpStats(): SmpStats {
     ...stats,
     pendingCalls: pendingCount,
     buffersLent: handovers.outstanding,
+    buffersLost: handovers.lost,
     backlog,
     maxBacklog,
     ringBytesUsed: used,

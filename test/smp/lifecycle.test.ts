@@ -73,6 +73,15 @@ describe("a shard that fails", () => {
     });
   }
 
+  test("a shard that dies after handing a lent buffer on: the owner does not recycle it under the third shard's views", async () => {
+    // Recycling what was lent to a dead shard unmapped memory shard 2 still read: SIGSEGV of
+    // the whole process instead of the orderly "shard failed" shutdown.
+    const run = await runApp(FIXTURE, [...smpArgs(3), "--scenario", "chain"], { timeoutMs: 30_000 });
+    expect(run.signal, run.stderr).toBeNull();
+    expect(run.stderr).toContain("shard 1 failed: ");
+    expect(run.stdout).toContain(`CHAIN ${1 << 20} ${7 * 256}`);
+  });
+
   test("shard 0 (main's shard) fails: the others stop their own services, exit 1", async () => {
     const run = await runApp(FIXTURE, [...smpArgs(3), "--scenario", "crash", "--crash-shard", "0"], { timeoutMs: 30_000 });
     expect(run.code).toBe(1);
