@@ -802,21 +802,60 @@ function reply(to: number, slot: number, kind: number, value: unknown, callKind:
     stats.repliesSent++;
     return;
   } catch (err) {
-    // The result (or the exception) cannot cross: the caller gets an error that says why.
-    let replacement: unknown = err;
-    if (kind === K_THROW) {
-      const e = value instanceof Error ? value : undefined;
-      replacement = new Error(e ? `${e.name}: ${e.message}` : `a thrown ${typeof value} that cannot cross shards: ${String(value)}`);
-      if (e?.stack) (replacement as Error).stack = e.stack;
-    } else if (err instanceof EncodeError) {
-      err.prepend(`the result of ${describeTarget(callKind, target)}`);
+    // The result (or the exception) cannot cross: the caller gets an error that says why. Nothing
+    // here may throw (it runs from the ring's drain), and the caller must always get an answer.
+    let replacement: unknown;
+    try {
+      replacement = replacementFor(kind, value, err, callKind, target);
+      send(ring, K_THROW, 0, 0, slot, NO_ARGS, undefined, replacement);
+      return;
+    } catch {
+      // Even that did not encode (a huge message, a hostile getter): a short, plain error does.
     }
     try {
-      send(ring, K_THROW, 0, 0, slot, NO_ARGS, undefined, replacement);
+      const what = kind === K_THROW ? "the exception" : "the result";
+      const last = new Error(`${what} of ${describeTarget(callKind, target)} could not cross shards: ${clip(safeString(err), 500)}`);
+      last.stack = undefined;
+      send(ring, K_THROW, 0, 0, slot, NO_ARGS, undefined, last);
     } catch (again) {
       log.error(`could not send a reply to shard ${to}:`, again);
     }
   }
+}
+
+/** The error sent instead of a result or exception that could not be encoded (`err` says why). */
+function replacementFor(kind: number, value: unknown, err: unknown, callKind: number, target: number): Error {
+  if (kind === K_THROW) {
+    const e = value instanceof Error ? value : undefined;
+    const text = e !== undefined ? `${safeString(e.name)}: ${safeString(e.message)}` : `a thrown ${typeof value} that cannot cross shards: ${safeString(value)}`;
+    const replacement = new Error(clip(text, 4096));
+    const stack = e !== undefined ? safeString(e.stack) : "";
+    replacement.stack = stack === "" ? undefined : clip(stack, 8192);
+    return replacement;
+  }
+  if (err instanceof EncodeError) {
+    err.prepend(`the result of ${describeTarget(callKind, target)}`);
+    return err;
+  }
+  return new Error(clip(`the result of ${describeTarget(callKind, target)} could not be encoded: ${safeString(err)}`, 4096));
+}
+
+/** String(v) that never throws (null-prototype objects, hostile toString, symbols in getters). */
+function safeString(v: unknown): string {
+  if (v === undefined) return "";
+  try {
+    return String(v);
+  } catch {
+    try {
+      return Object.prototype.toString.call(v);
+    } catch {
+      return typeof v;
+    }
+  }
+}
+
+function clip(s: string, max: number): string {
+  return s.length <= max ? s : `${s.slice(0, max)}... (${s.length - max} more characters)`;
 }
 
 /**

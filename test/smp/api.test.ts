@@ -49,6 +49,15 @@ for (const groups of [false, true]) describe(groups ? "across shards, two schedu
     expect(r.badResult.message).toStartWith('the result of handler "api.returnsFunction": a function cannot cross shards');
   });
 
+  test("a thrown value or result whose fallback cannot cross either still answers the caller (short error), and the target lives", () => {
+    expect(r.nullProtoThrow).toMatchObject({ ok: false, class: "RemoteError" });
+    expect(r.nullProtoThrow.message).toContain("cannot cross shards");
+    expect(r.hugeThrow).toMatchObject({ ok: false, class: "RemoteError" });
+    expect(r.hugeThrow.message.length).toBeLessThan(5000); // clipped
+    expect(r.hostileResult).toMatchObject({ ok: false });
+    expect(r.hostileResult.message).toContain('handler "api.hostileResult"');
+  });
+
   test("bad input fails at the call site with typed errors", () => {
     expect(r.unknownHandler).toMatchObject({ class: "UnknownHandlerError", code: "ERR_SMP_UNKNOWN_HANDLER" });
     for (const key of ["shardTooHigh", "shardNegative", "shardNotInteger"]) {
