@@ -516,6 +516,12 @@ export class Reader {
   foreign: ForeignBufferFactory | undefined;
   /** The shard whose message is being read (the origin of a decoded error). */
   from = -1;
+  /**
+   * While true, every handed-over buffer decoded is also pushed to `received` (a call's
+   * arguments: if the call never runs, they must go back to their owner).
+   */
+  collect = false;
+  readonly received: unknown[] = [];
 
   constructor(u8: Uint8Array, foreign?: ForeignBufferFactory) {
     this.u8 = u8;
@@ -649,7 +655,9 @@ export class Reader {
         const length = this.dv.getUint32(this.pos + 14, true);
         this.pos += 18;
         if (this.foreign === undefined) throw new EncodeError("a NativeBuffer arrived where none can be received");
-        return this.foreign(owner, id, address, length);
+        const b = this.foreign(owner, id, address, length);
+        if (this.collect) this.received.push(b);
+        return b;
       }
       default:
         throw new EncodeError(`corrupt message: unknown tag ${tag} at byte ${this.pos - 1}`);

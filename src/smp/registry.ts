@@ -30,6 +30,8 @@ export interface ServiceHost {
   readonly name: string;
   /** Method name by method id (ids are the same on every shard). */
   methodName(id: number): string | undefined;
+  /** Throws what invokeLocal would throw before it calls `name` (not running, no such method). */
+  checkInvocable(name: string): void;
   /** Runs method `name` on this shard's instance; throws or rejects like the method. */
   invokeLocal(name: string, args: unknown[]): unknown;
 }

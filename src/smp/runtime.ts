@@ -34,6 +34,7 @@ import {
   type SchedulingGroup,
 } from "../core/scheduler.ts";
 import { isThenable } from "../core/future.ts";
+import type { NativeBuffer } from "../core/buffers.ts";
 import { InvalidArgumentError } from "../core/errors.ts";
 import { Reader, RING_FULL, Writer } from "./codec.ts";
 import {
@@ -735,23 +736,37 @@ function onCall(ring: InRing, at: number, kind: number): void {
   r.pos = at + CALL_HEADER;
   let name: string | undefined;
   let args: unknown[];
+  r.collect = true;
   try {
     if (method === NAMED_METHOD && kind === K_INVOKE) name = r.value() as string;
     args = new Array(argc);
     for (let i = 0; i < argc; i++) args[i] = r.value();
   } catch (err) {
+    r.collect = false;
+    releaseReceived(r.received.splice(0)); // the buffers decoded before the failure
     if (kind === K_POST) postFailed(describeTarget(kind, target), from, err);
     else reply(from, slot, K_THROW, err, kind, target);
     return;
   }
+  r.collect = false;
+  const received = r.received.length > 0 ? r.received.splice(0) : undefined;
   needsDrain = true;
   if (singleGroup.value) {
-    run(from, kind, target, method, name, slot, args);
+    run(from, kind, target, method, name, slot, args, received);
     return;
   }
   // Run in the group with the caller's group id on this shard (groups created in the same order everywhere).
   const g = schedulingGroups()[group] ?? defaultSchedulingGroup;
-  enqueue(g, () => run(from, kind, target, method, name, slot, args), 0, 0);
+  enqueue(g, () => run(from, kind, target, method, name, slot, args, received), 0, 0);
+}
+
+/** Gives back buffers handed to a call that never ran (their owner recycles them). */
+function releaseReceived(buffers: unknown[] | undefined): void {
+  if (buffers === undefined) return;
+  for (const b of buffers) {
+    const nb = b as NativeBuffer;
+    if (!nb.isReleased) nb.release();
+  }
 }
 
 function describeTarget(kind: number, target: number): string {
@@ -759,20 +774,35 @@ function describeTarget(kind: number, target: number): string {
   return `handler "${handlerById(target)?.ref.name ?? `#${target}`}"`;
 }
 
-function run(from: number, kind: number, target: number, method: number, name: string | undefined, slot: number, args: unknown[]): void {
+function run(
+  from: number,
+  kind: number,
+  target: number,
+  method: number,
+  name: string | undefined,
+  slot: number,
+  args: unknown[],
+  received: unknown[] | undefined,
+): void {
   let result: unknown;
   let handlerName = "";
+  // Until the code is called, the buffers handed over with its arguments are this call's to
+  // give back; afterwards they are the code's.
+  let called = false;
   try {
     if (kind === K_INVOKE) {
       const host = serviceById(target);
       if (host === undefined) throw new UnknownHandlerError(`no service #${target} is registered on shard ${rt.id}`);
       const m = name ?? host.methodName(method);
       if (m === undefined) throw new UnknownMethodError(`service "${host.name}" has no method #${method}`);
+      host.checkInvocable(m);
+      called = true;
       result = host.invokeLocal(m, args);
     } else {
       const entry = handlerById(target);
       if (entry === undefined) throw new UnknownHandlerError(`no handler #${target} is registered on shard ${rt.id}`);
       handlerName = entry.ref.name;
+      called = true;
       if (kind === K_POST) {
         runPosted(entry.fn, args, handlerName, from);
         return;
@@ -780,6 +810,7 @@ function run(from: number, kind: number, target: number, method: number, name: s
       result = entry.fn.apply(undefined, args);
     }
   } catch (err) {
+    if (!called) releaseReceived(received);
     if (kind === K_POST) postFailed(handlerName || describeTarget(kind, target), from, err);
     else reply(from, slot, K_THROW, err, kind, target);
     return;

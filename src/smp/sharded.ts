@@ -121,6 +121,14 @@ class Host<T extends object> implements ServiceHost {
     return new ServiceNotStartedError(`${where} is ${this.state === "starting" ? "still starting" : "not started"}; call start() first (${method}() was not run)`);
   }
 
+  /** Throws what invokeLocal would throw before calling `method` (not running, no such method). */
+  checkInvocable(method: string): void {
+    if (this.state !== "running") throw this.notRunning(method);
+    if (typeof (this.instance as Record<string, unknown>)[method] !== "function") {
+      throw new UnknownMethodError(`service "${this.name}" has no method "${method}"`);
+    }
+  }
+
   invokeLocal(method: string, args: unknown[]): unknown {
     if (this.state !== "running") throw this.notRunning(method);
     const inst = this.instance as Record<string, unknown>;

@@ -90,6 +90,11 @@ for (const groups of [false, true]) describe(groups ? "across shards, two schedu
     expect(r.middleRecovered).toBe(true);
   });
 
+  test("a buffer handed to a call that never runs (service not started) goes back to its owner", () => {
+    expect(r.notStartedCall).toMatchObject({ ok: false, code: "ERR_SERVICE_NOT_STARTED" });
+    expect(r.notStartedRecovered).toBe(true);
+  });
+
   test("a buffer returned as a reply goes back to the replying shard's pool when released", () => {
     expect(r.givenSum).toBe(112);
     expect(r.givenBefore).toBe(7);
