@@ -368,13 +368,47 @@ export class FileOutputStream implements AsyncDisposable {
     }
   }
 
-  /** Writes the partial tail padded with zeros to the alignment and waits for it. Returns the padded length. */
+  /**
+   * Writes the partial tail padded to the alignment and waits for it. Returns the padded length.
+   * The padding is zeros past the end of the file; where the file already has bytes there (a
+   * stream over an existing file that ends before it), they are read first and written back
+   * unchanged. A write-only file cannot be read: then that case fails (nothing is overwritten).
+   */
   private async writeTail(): Promise<number> {
     if (this.buf === undefined || this.fillBytes === 0) return 0;
-    const padded = alignUp(this.fillBytes, this.file.diskWriteDmaAlignment);
+    const align = this.file.diskWriteDmaAlignment;
+    const padded = alignUp(this.fillBytes, align);
     this.buf.bytes.fill(0, this.fillBytes, padded);
+    if (padded > this.fillBytes) {
+      const end = this.bufPos + this.fillBytes;
+      const size = await this.file.size({ signal: this.signal });
+      if (size > end) await this.keepExistingTail(end, padded);
+    }
     await this.file.dmaWrite(this.bufPos, this.buf, { length: padded, signal: this.signal });
     return padded;
+  }
+
+  /** Copies the file's bytes under the tail block's padding into the buffer (read-modify-write). */
+  private async keepExistingTail(end: number, padded: number): Promise<void> {
+    const file = this.file;
+    if (!file.readable) {
+      throw new InvalidArgumentError(
+        `FileOutputStream: the stream ends at ${end}, inside ${file.path}, which has bytes after it; ` +
+          "its last block must be read to keep them, but the file was opened write-only",
+      );
+    }
+    const align = Math.max(file.diskReadDmaAlignment, file.diskWriteDmaAlignment);
+    const blockStart = alignDown(end, align);
+    const block = await file.dmaRead(blockStart, align, { signal: this.signal });
+    try {
+      // Bytes [end, bufPos + padded) of the file go under the padding; a short read (the
+      // file ends inside the block) leaves zeros past its end.
+      const from = end - blockStart;
+      const to = Math.min(block.length, this.bufPos + padded - blockStart);
+      if (to > from) this.buf!.bytes.set(block.bytes.subarray(from, to), this.fillBytes);
+    } finally {
+      block.release();
+    }
   }
 
   private async drain(): Promise<void> {

@@ -85,6 +85,38 @@ describe("FileOutputStream", () => {
     expect(disk.subarray(4096).toString()).toBe("tail");
   });
 
+  test("a stream that ends inside a longer existing file leaves the bytes after it intact", async () => {
+    // The tail block is padded to the alignment: the padding must be the file's own bytes, not
+    // zeros written over them.
+    const p = path();
+    const old = bytes(16384, 4);
+    writeFileSync(p, old);
+    const out = new FileOutputStream(await openFileDma(p, { flags: "r+" }), { offset: 4096 });
+    await out.write("hello");
+    await out.flush(); // the tail block is written twice: at flush and at close
+    await out.write(" world");
+    await out.close();
+    const disk = readFileSync(p);
+    expect(disk.length).toBe(16384); // not truncated: the file was longer
+    expect(disk.subarray(4096, 4107).toString()).toBe("hello world");
+    expect(Buffer.compare(disk.subarray(0, 4096), Buffer.from(old.subarray(0, 4096)))).toBe(0);
+    expect(Buffer.compare(disk.subarray(4107), Buffer.from(old.subarray(4107)))).toBe(0);
+  });
+
+  test("...and refuses to pad over them when the file is write-only (it cannot read them)", async () => {
+    const p = path();
+    const old = bytes(8192, 5);
+    writeFileSync(p, old);
+    const out = new FileOutputStream(await openFileDma(p, { flags: { access: "write" } }), { offset: 0 });
+    await out.write("abc");
+    const err = await out.close().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect(Buffer.compare(readFileSync(p), Buffer.from(old))).toBe(0); // nothing overwritten
+  });
+
   test("bad options and read-only files are refused", async () => {
     const p = path();
     writeFileSync(p, "x");
