@@ -129,6 +129,8 @@ const pReject: (((e: unknown) => void) | undefined)[] = [];
 const pDest: number[] = [];
 const pGroup: (SchedulingGroup | undefined)[] = [];
 const pValue: unknown[] = [];
+/** Bumped each time a slot is taken: a reply queued for an earlier call in it is dropped. */
+const pGen: number[] = [];
 const freeSlots: number[] = [];
 let pendingCount = 0;
 
@@ -141,6 +143,7 @@ function capture(resolve: (v: unknown) => void, reject: (e: unknown) => void): v
 
 function allocSlot(dest: number): number {
   const slot = freeSlots.length > 0 ? freeSlots.pop()! : pResolve.length;
+  pGen[slot] = ((pGen[slot] ?? 0) + 1) & 0x3fff_ffff;
   pDest[slot] = dest;
   pGroup[slot] = singleGroup.value ? undefined : currentSchedulingGroup();
   pendingCount++;
@@ -159,7 +162,10 @@ function freeSlot(slot: number): void {
 
 /** Delivers a reply in the caller's scheduling group (multi-group shards). */
 const replyCompleter: Completable = {
-  complete(slot: number, ok: number): void {
+  complete(slot: number, genOk: number): void {
+    // The call may have failed meanwhile (its shard went) and the slot gone to another call.
+    if (pGen[slot] !== genOk >>> 1) return;
+    const ok = genOk & 1;
     const resolve = pResolve[slot];
     const reject = pReject[slot];
     if (resolve === undefined || reject === undefined) return;
@@ -183,7 +189,7 @@ function settle(slot: number, ok: boolean, value: unknown): void {
     return;
   }
   pValue[slot] = value;
-  enqueue(g, replyCompleter, slot, ok ? 1 : 0);
+  enqueue(g, replyCompleter, slot, (pGen[slot]! << 1) | (ok ? 1 : 0));
 }
 
 // ---- thread identity -------------------------------------------------------------------------
