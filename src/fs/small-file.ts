@@ -9,7 +9,7 @@ import type { OpOptions } from "../core/reactor.ts";
 import { O_CLOEXEC, O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY } from "./constants.ts";
 import { IoOp } from "../core/reactor.ts";
 import { SystemError } from "../core/errors.ts";
-import { closeFd, fsync, openat, twoPathOp } from "./ops.ts";
+import { closeFd, fsync, openat, twoPathOp, unlinkat } from "./ops.ts";
 import { checkPath } from "./scratch.ts";
 
 const CHUNK = 64 * 1024;
@@ -28,7 +28,12 @@ export async function readSmallFile(path: string, opts?: OpOptions): Promise<str
   let total = 0;
   try {
     for (;;) {
-      const n = await reactor().read(fd, buf, { offset: total, signal: opts?.signal });
+      const n = await reactor()
+        .read(fd, buf, { offset: total, signal: opts?.signal })
+        .catch((e: unknown) => {
+          // Name this call and the file (a directory gives EISDIR here, not at open).
+          throw e instanceof SystemError ? new SystemError(`readSmallFile: read ${path}`, e.errno) : e;
+        });
       if (n === 0) break;
       chunks.push(buf.bytes.slice(0, n));
       total += n;
@@ -53,17 +58,23 @@ export async function writeSmallFile(path: string, text: string, opts?: OpOption
   const fd = await openat("writeSmallFile: open", tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, opts?.mode ?? 0o644, opts);
   const buf = allocateAlignedBuffer(Math.max(1, data.length));
   try {
-    buf.bytes.set(data);
-    let done = 0;
-    while (done < data.length) {
-      const n = await reactor().write(fd, buf, { offset: done, bufferOffset: done, length: data.length - done, signal: opts?.signal });
-      if (n === 0) throw new SystemError("writeSmallFile: write", 5, "the kernel wrote 0 bytes");
-      done += n;
+    try {
+      buf.bytes.set(data);
+      let done = 0;
+      while (done < data.length) {
+        const n = await reactor().write(fd, buf, { offset: done, bufferOffset: done, length: data.length - done, signal: opts?.signal });
+        if (n === 0) throw new SystemError("writeSmallFile: write", 5, "the kernel wrote 0 bytes");
+        done += n;
+      }
+      await fsync("writeSmallFile: fdatasync", fd, 1, opts);
+    } finally {
+      buf.release();
+      await closeFd(fd);
     }
-    await fsync("writeSmallFile: fdatasync", fd, 1, opts);
-  } finally {
-    buf.release();
-    await closeFd(fd);
+    await twoPathOp("writeSmallFile: rename", IoOp.RENAMEAT, tmp, path, 0, opts);
+  } catch (e) {
+    // Leave nothing behind: the temporary file goes (best effort; `path` is untouched).
+    await unlinkat("writeSmallFile: unlink", tmp, 0).catch(() => {});
+    throw e;
   }
-  await twoPathOp("writeSmallFile: rename", IoOp.RENAMEAT, tmp, path, 0, opts);
 }

@@ -4,7 +4,7 @@
  * withTempDir, readSmallFile/writeSmallFile, and their typed errors.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { readdirSync, readFileSync, statSync, symlinkSync, writeFileSync, existsSync, statfsSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync, existsSync, statfsSync } from "node:fs";
 import { InvalidArgumentError, SystemError, reactor } from "../../src/index.ts";
 import {
   fileExists,
@@ -218,5 +218,16 @@ describe("fsSpace and withTempDir", () => {
     expect(await readSmallFile(p)).toBe("second ü\n");
     expect(readdirSync(root).some((n) => n.includes(".tmp-"))).toBe(false);
     expect(await codeOf(readSmallFile(`${p}.missing`))).toBe("ENOENT");
+  });
+
+  test("readSmallFile of a directory names the call and the path; a failed writeSmallFile leaves no temporary file", async () => {
+    const dir = fresh("adir");
+    mkdirSync(dir);
+    const err = (await readSmallFile(dir).catch((e: unknown) => e)) as SystemError;
+    expect(err.code).toBe("EISDIR");
+    expect(err.op).toBe(`readSmallFile: read ${dir}`);
+    // The rename fails (a directory is in the way): the temporary file is removed.
+    expect(await codeOf(writeSmallFile(dir, "x"))).toBe("EISDIR");
+    expect(readdirSync(root).some((n) => n.includes(".tmp-"))).toBe(false);
   });
 });
