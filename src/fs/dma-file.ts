@@ -394,7 +394,9 @@ export class DmaFile implements AsyncDisposable, IoOwner {
     for (const b of bufs) {
       const end = offset + b.length;
       if (done < end) {
-        await this.dmaWrite(pos + done, b, { bufferOffset: done - offset, length: end - done, signal: opts?.signal });
+        // Straight to the queue, not through dmaWrite: a close() called meanwhile waits for this
+        // writev (it is tracked), so the fd is still open, but dmaWrite would refuse a closing file.
+        await this.queue.submitRw("writev", true, this.fd, b.address + (done - offset), end - done, pos + done, opts, b, this, this.diskWriteDmaAlignment);
         done = end;
       }
       offset = end;
