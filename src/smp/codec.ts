@@ -74,6 +74,8 @@ export interface HandoverSink {
   readonly shard: number;
   /** Reserves an id for `buffer`; committed or cancelled with the message. */
   reserve(buffer: NativeBuffer): number;
+  /** Gives back reserved ids whose buffers are not in the message after all. */
+  cancel(ids: readonly number[]): void;
 }
 
 /** Turns a handed-over buffer description back into a NativeBuffer on the receiving shard. */
@@ -477,6 +479,8 @@ export class Writer {
     } catch (err) {
       if (!(err instanceof EncodeError)) throw err;
       this.pos = start;
+      // Ids reserved inside the dropped cause are given back, not just forgotten here.
+      if (this.handedIds.length > handed) this.sink?.cancel(this.handedIds.slice(handed));
       this.handed.length = handed;
       this.handedIds.length = handed;
       this.string(cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause));

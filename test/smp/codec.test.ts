@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { Reader, RING_FULL, Writer } from "../../src/smp/codec.ts";
+import { Reader, RING_FULL, Writer, setNativeBufferClass } from "../../src/smp/codec.ts";
+import { NativeBuffer, allocateAlignedBuffer } from "../../src/core/buffers.ts";
 import { EncodeError, MessageTooLargeError, RemoteError } from "../../src/smp/errors.ts";
 
 function roundTrip(v: unknown): unknown {
@@ -103,6 +104,29 @@ describe("codec: values round-trip exactly", () => {
     const plain = roundTrip(new Error("x", { cause: () => 1 })) as RemoteError;
     expect(plain.code).toBe("ERR_REMOTE");
     expect(typeof plain.cause).toBe("string");
+  });
+
+  test("a cause dropped because it cannot cross gives back the handover ids reserved inside it", () => {
+    const reserved: number[] = [];
+    const cancelled: number[] = [];
+    let next = 0;
+    const sink = {
+      shard: 0,
+      reserve: () => {
+        reserved.push(next);
+        return next++;
+      },
+      cancel: (ids: readonly number[]) => cancelled.push(...ids),
+    };
+    setNativeBufferClass(NativeBuffer); // as the smp runtime does
+    const w = new Writer(64, 1 << 20, sink);
+    const nb = allocateAlignedBuffer(64);
+    // The cause holds a buffer (reserved) and a function (cannot cross): it becomes a string.
+    w.value(new Error("outer", { cause: { buffer: nb, fn: () => 1 } }));
+    expect(reserved).toEqual([0]);
+    expect(cancelled).toEqual([0]);
+    expect(w.handedIds).toEqual([]);
+    nb.release();
   });
 
   test("the smp layer's own errors keep their class", () => {
