@@ -124,7 +124,9 @@ function binError(s: Session, status: Status, text: string | null, swallow: numb
   const msg = text ?? statusText(status);
   header(s, status, 0, 0, msg.length, s.cas);
   s.out.str(msg);
+  // stock's write_bin_error transmits at once (conn_mwrite), unless it swallows a body first.
   if (swallow > 0) s.swallow(swallow);
+  else s.flushPoint();
 }
 
 /** stock's write_bin_response: skipped for quiet commands (except get hits, written elsewhere). */

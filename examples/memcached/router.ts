@@ -372,7 +372,9 @@ export function routeText(s: Session, r: Router, buf: Uint8Array, lineStart: num
     const touch = tokEq(s, buf, 0, CMD_GAT) || tokEq(s, buf, 0, CMD_GATS);
     if (!touch && !tokEq(s, buf, 0, CMD_GET) && !tokEq(s, buf, 0, CMD_GETS) && !tokEq(s, buf, 0, CMD_BGET)) return false;
     if (nt < 3) return false;
-    return routeGet(s, r, buf, touch, lineStart, lineNext);
+    if (!routeGet(s, r, buf, touch, lineStart, lineNext)) return false;
+    s.flushPoint(); // stock transmits after every get (conn_mwrite)
+    return true;
   }
   // ---- meta commands: key in token 1 (maybe base64)
   if (c0 === 109 && len0 === 2) {
@@ -753,9 +755,14 @@ export async function fillHoles(s: Session): Promise<void> {
   const out = s.out;
   out.reset();
   let prev = 0;
-  for (const h of holes) {
+  // `keep` (what stock would have sent by now) moves with the answers put in before it.
+  let keepShift = 0;
+  let sentTo = 0;
+  for (let i = 0; i < holes.length; i++) {
+    const h = holes[i]!;
     out.copy(src, prev, h.at - prev);
     prev = h.at;
+    const before = out.pos;
     if (h.batch !== undefined) {
       for (let i = h.first; i < h.first + h.count; i++) {
         const a = h.batch.unitAnswer(i);
@@ -765,8 +772,27 @@ export async function fillHoles(s: Session): Promise<void> {
       const bytes = h.render(h.parts!.map((p) => p.batch.unitAnswer(p.index)));
       out.copy(bytes, 0, bytes.length);
     }
+    if (i < s.keepHoles) keepShift += out.pos - before;
+    // A binary error reply from the owner was a send point for stock (write_bin_error):
+    // everything up to it counts as sent.
+    else if (s.protocol === Proto.BINARY && out.pos - before >= 24 && endsWithBinaryError(out.buf, before, out.pos)) {
+      sentTo = out.pos;
+    }
   }
   out.copy(src, prev, src.length - prev);
+  s.keep = Math.max(s.keep + keepShift, sentTo);
+  s.keepHoles = 0;
+}
+
+/** True if the binary responses in `b[from, to)` end with one whose status is not 0. */
+function endsWithBinaryError(b: Uint8Array, from: number, to: number): boolean {
+  let p = from;
+  let last = -1;
+  while (to - p >= 24 && b[p] === 0x81) {
+    last = p;
+    p += 24 + (((b[p + 8]! << 24) | (b[p + 9]! << 16) | (b[p + 10]! << 8) | b[p + 11]!) >>> 0);
+  }
+  return last >= 0 && p === to && ((b[last + 6]! << 8) | b[last + 7]!) !== 0;
 }
 
 /** Binary STAT for the whole server: general, items and slabs gather every shard; reset goes everywhere. */

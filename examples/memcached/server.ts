@@ -202,7 +202,13 @@ export class ShardServer {
       conn.lastCmd = clock.now;
       if (session.holes.length > 0) {
         if (session.abort) {
-          session.holes.length = 0;
+          // Stock had already sent what came before its last send point, the other shards'
+          // answers included (one of them may be a send point itself: a binary error): wait
+          // for them (every hole is a complete command: one still waiting for its value has none).
+          if (session.holes.length > 0) {
+            session.detachOut();
+            return fillHoles(session).then(answer);
+          }
         } else {
           // Output waits for other shards past this call: into the session's own buffer.
           session.detachOut();

@@ -87,6 +87,8 @@ export class Session {
    * transport sends `out.buf[0..keep)` before closing an aborted connection.
    */
   keep = 0;
+  /** Holes opened before `keep`: their answers are part of what stock would have sent. */
+  keepHoles = 0;
   private reqs = 0;
 
   // ---- text tokenizer output (stock's token_t array): starts/ends in `line`.
@@ -188,7 +190,7 @@ export class Session {
   feed(data: Uint8Array, start = 0, end = data.length): void {
     if (this.countBytes) this.engine.stats.bytes_read += end - start;
     if (this.closing) return;
-    this.keep = this.out.pos;
+    this.flushPoint();
     this.reqs = 0;
     let pos = start;
     if (this.carryLen > 0) {
@@ -258,7 +260,7 @@ export class Session {
    */
   feedRange(buf: Uint8Array, from: number, to: number): void {
     if (this.closing) return;
-    this.keep = this.out.pos;
+    this.flushPoint();
     this.reqs = 0;
     this.run(buf, from, to);
   }
@@ -507,6 +509,7 @@ export class Session {
   /** Responses so far count as sent (stock transmits here: mn, NOOP, yields). */
   flushPoint(): void {
     this.keep = this.out.pos;
+    this.keepHoles = this.holes.length;
   }
 
   /** stock's out_string: `msg` (with its "\r\n") unless the command asked for no reply. */

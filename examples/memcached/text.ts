@@ -224,7 +224,11 @@ function processGet(s: Session, buf: Uint8Array, returnCas: boolean, shouldTouch
     while (p < end && buf[p] !== 32) p++;
     const klen = p - k;
     if (klen > KEY_MAX_LENGTH) {
-      out.truncate(mark);
+      // Stock releases every response since its last send point (conn_release_items), not just
+      // this get's values.
+      out.truncate(Math.min(mark, s.keep));
+      // Answers of other shards opened after that point go too.
+      if (s.holes.length > s.keepHoles) s.holes.length = s.keepHoles;
       s.reply(BAD_FORMAT);
       return;
     }
@@ -263,6 +267,7 @@ function processGet(s: Session, buf: Uint8Array, returnCas: boolean, shouldTouch
     }
   }
   out.put(END);
+  s.flushPoint(); // stock transmits after every get (conn_mwrite)
 }
 
 // ------------------------------------------------------------------------------ storage

@@ -174,6 +174,13 @@ const text: [string, string, Partial<Case>?][] = [
   // ---- garbage and closing
   ["binary garbage text", "\x01\x02\x03\xff\xfe\r\n"],
   ["HTTP request", "GET / HTTP/1.1\r\n", { noSentinel: true }],
+  // What stock had already sent when a later command aborts the connection: everything before
+  // its last send point (mn, every get, binary errors), other shards' answers included.
+  ["sets, mn, then an abort", Array.from({ length: 6 }, (_, i) => `set ab${i} 0 0 1\r\nx\r\n`).join("") + "mn\r\nGET / HTTP/1.1\r\n", { noSentinel: true }],
+  ["a get is a send point before an abort", "set ab9 0 0 1\r\nx\r\nget ab9\r\nGET / HTTP/1.1\r\n", { noSentinel: true }],
+  ["a missing get is a send point too", "set ab8 0 0 1\r\nx\r\nget ab-none\r\nGET / HTTP/1.1\r\n", { noSentinel: true }],
+  // Stock also transmits whenever it runs out of input: split into pieces, more was sent.
+  ["a multiget with a too-long key drops the replies since the last send point", `set ab7 0 0 1\r\nx\r\ndelete ab7\r\nget ab7 ${"y".repeat(251)}\r\n`, { segmentSensitive: true }],
   ["quit", "get foo\r\nquit\r\nget foo\r\n", { noSentinel: true }],
   ["quit extra", "quit now\r\n", { noSentinel: true }],
   ["long line closes", big(3000, "a"), { noSentinel: true, segmentSensitive: true }],
@@ -217,6 +224,18 @@ function binaryCases(): Case[] {
     { name: "bin protocol error closes", send: cat(binRequest(0x00, { key: "", opaque: 9 }), binRequest(0x0a, {})), binary: true, noSentinel: true },
     { name: "bin key too long", send: binRequest(0x00, { key: K251 }), binary: true, noSentinel: true },
     { name: "bin bad magic", send: cat(binRequest(0x0a, {}), binRequest(0x0a, { magic: 0x81 })), binary: true, noSentinel: true },
+    {
+      name: "bin sets, noop, then bad magic",
+      send: cat(...Array.from({ length: 6 }, (_, i) => set(`bab${i}`, "x")), binRequest(0x0a, {}), binRequest(0x0a, { magic: 0x99 })),
+      binary: true,
+      noSentinel: true,
+    },
+    {
+      name: "bin an error reply is a send point before bad magic",
+      send: cat(set("bab9", "x"), binRequest(0x00, { key: "bab-none" }), binRequest(0x0a, { magic: 0x99 })),
+      binary: true,
+      noSentinel: true,
+    },
     { name: "bin keylen > bodylen", send: binRequest(0x00, { key: "abc", bodylen: 1 }), binary: true, noSentinel: true },
     { name: "bin quit", send: cat(binRequest(0x07, { opaque: 4 }), binRequest(0x0a, {})), binary: true, noSentinel: true },
     { name: "bin quitq", send: cat(binRequest(0x17, {}), binRequest(0x0a, {})), binary: true, noSentinel: true },
