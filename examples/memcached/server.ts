@@ -256,7 +256,10 @@ export class ShardServer {
       session.close();
       if (session.holes.length > 0) await fillHoles(session);
       const body = session.abort ? out.buf.subarray(0, session.keep) : out.bytes();
-      const total = Math.min(65535, Math.ceil(body.length / UDP_DATA_SIZE));
+      let total = Math.min(65535, Math.ceil(body.length / UDP_DATA_SIZE));
+      // `quit` answers with a bare frame header (0 datagrams in the response), as stock does.
+      const bare = total === 0 && session.closeAfterWrite && !session.abort;
+      if (bare) total = 1;
       for (let seq = 0; seq < total; seq++) {
         const part = body.subarray(seq * UDP_DATA_SIZE, Math.min(body.length, (seq + 1) * UDP_DATA_SIZE));
         const dgram = new Uint8Array(8 + part.length);
@@ -264,8 +267,8 @@ export class ShardServer {
         header[1] = requestId & 0xff;
         header[2] = seq >>> 8;
         header[3] = seq & 0xff;
-        header[4] = total >>> 8;
-        header[5] = total & 0xff;
+        header[4] = bare ? 0 : total >>> 8;
+        header[5] = bare ? 0 : total & 0xff;
         dgram.set(header);
         dgram.set(part, 8);
         this.engine.stats.bytes_written += dgram.length;

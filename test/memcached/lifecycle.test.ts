@@ -108,6 +108,11 @@ describe("UDP (-U)", () => {
         expect(p.readUInt16BE(4)).toBe(parts.length);
       }
       expect(Buffer.concat(parts.map((p) => p.subarray(8))).toString("latin1")).toBe(expected);
+
+      // quit: a bare 8-byte frame header whose datagram count is 0, as stock answers.
+      const quit = await udpRequest(server.udpPort, 9, "quit\r\n");
+      expect(quit.length).toBe(1);
+      expect([...quit[0]!]).toEqual([0, 9, 0, 0, 0, 0, 0, 0]);
     } finally {
       await server.stop();
     }
