@@ -188,6 +188,8 @@ export interface Hole {
   count: number;
   parts?: { batch: Batch; index: number }[];
   render?: (answers: Uint8Array[]) => Uint8Array;
+  /** Its answer is not a send point even if a binary error (stock swallows a value first). */
+  swallowed?: boolean;
 }
 
 /** The shard's router: open batches per destination, flushed once per turn. */
@@ -731,7 +733,10 @@ export function routeBinary(s: Session, r: Router, buf: Uint8Array, pos: number,
   const flags = opcode <= 0x03 || (opcode >= 0x11 && opcode <= 0x13) ? (extlen >= 4 ? ((buf[pos + 24]! << 24) | (buf[pos + 25]! << 16) | (buf[pos + 26]! << 8) | buf[pos + 27]!) >>> 0 : 0) : 0;
   const tooLarge = hasValue && !s.store.sizeOk(keylen, flags, vlen + 2);
   s.forwardUnit(dest, UnitKind.BINARY, Proto.BINARY, buf, pos, pos + need, tooLarge ? 0 : vlen);
-  if (tooLarge) s.swallow(vlen);
+  if (tooLarge) {
+    s.holes[s.holes.length - 1]!.swallowed = true;
+    s.swallow(vlen);
+  }
   return true;
 }
 
@@ -775,7 +780,7 @@ export async function fillHoles(s: Session): Promise<void> {
     if (i < s.keepHoles) keepShift += out.pos - before;
     // A binary error reply from the owner was a send point for stock (write_bin_error):
     // everything up to it counts as sent.
-    else if (s.protocol === Proto.BINARY && out.pos - before >= 24 && endsWithBinaryError(out.buf, before, out.pos)) {
+    else if (s.protocol === Proto.BINARY && h.swallowed !== true && out.pos - before >= 24 && endsWithBinaryError(out.buf, before, out.pos)) {
       sentTo = out.pos;
     }
   }

@@ -172,12 +172,15 @@ export class ShardServer {
       }
       const out = session.out;
       let p: Promise<void> | undefined;
-      if (out.pos > 0) {
-        stats.bytes_written += out.pos;
-        const w = output.write(out.buf, 0, out.pos);
-        out.reset();
+      // Waiting for a value, stock sends nothing: what came after its last send point waits.
+      const send = session.midValue ? session.keep : out.pos;
+      if (send > 0) {
+        stats.bytes_written += send;
+        const w = output.write(out.buf, 0, send);
         if (output.buffered > WRITE_HIGH_WATER) p = w;
       }
+      // What was sent is gone from `out`; `keep` counts from the new start (0).
+      session.holdFrom(send);
       session.attachOut();
       if (session.closeAfterWrite) throw STOP;
       if (this.stopping && input.buffered === 0) throw STOP;

@@ -173,6 +173,40 @@ export class Session {
     this.out = own;
   }
 
+  /**
+   * True while a value is still arriving (a set's data, bytes being swallowed, a forwarded
+   * command's data): stock sends nothing in that state, so what was rendered since its last
+   * send point waits for the value (see holdFrom).
+   */
+  get midValue(): boolean {
+    return this.state === St.NREAD || this.state === St.SWALLOW || this.state === St.FORWARD;
+  }
+
+  /**
+   * The transport sent `out[0..from)`: keeps `out[from..pos)` (moved to the session's own buffer,
+   * from its start) for the next write; `keep` counts from that new start.
+   */
+  holdFrom(from: number): void {
+    this.keep = 0;
+    this.keepHoles = 0;
+    const cur = this.out;
+    const n = cur.pos - from;
+    if (n === 0) {
+      cur.reset();
+      return;
+    }
+    const own = (this.ownOut ??= new Out(1024));
+    if (cur === own) {
+      own.buf.copyWithin(0, from, cur.pos);
+      own.pos = n;
+    } else {
+      own.reset();
+      own.copy(cur.buf, from, n);
+      cur.reset();
+      this.out = own;
+    }
+  }
+
   /** Output sent and nothing pending: back to the shared buffer (if any). */
   attachOut(): void {
     if (this.sharedOut !== undefined && this.out !== this.sharedOut && this.out.pos === 0 && this.holes.length === 0) this.out = this.sharedOut;
@@ -190,7 +224,8 @@ export class Session {
   feed(data: Uint8Array, start = 0, end = data.length): void {
     if (this.countBytes) this.engine.stats.bytes_read += end - start;
     if (this.closing) return;
-    this.flushPoint();
+    // Stock sends what it has whenever it runs out of input, except while a value is arriving.
+    if (!this.midValue) this.flushPoint();
     this.reqs = 0;
     let pos = start;
     if (this.carryLen > 0) {

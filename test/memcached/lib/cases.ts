@@ -186,6 +186,9 @@ const text: [string, string, Partial<Case>?][] = [
   ["long line closes", big(3000, "a"), { noSentinel: true, segmentSensitive: true }],
   ["half a command hangs", "get fo", { noSentinel: true }],
   ["set without data", "set hang 0 0 5\r\nab", { noSentinel: true }],
+  // While a value is arriving stock sends nothing, not even the answers before it.
+  ["answers wait for a value still arriving", "delete hang2\r\nset hang2 0 0 5\r\nab", { noSentinel: true, segmentSensitive: true }],
+  ["a too-large value is answered once it was swallowed whole", "delete hang3\r\nset hang3 0 0 2000000\r\nab", { noSentinel: true, segmentSensitive: true }],
   ["flush_all", "flush_all\r\nget foo\r\nflush_all 0\r\nflush_all noreply\r\nflush_all 0 noreply\r\n"],
   ["flush_all delayed", "set late 0 0 1\r\nx\r\nflush_all 100\r\nget late\r\n"],
   ["after flush", "set fresh 0 0 1\r\nx\r\ngets fresh\r\n"],
@@ -224,6 +227,12 @@ function binaryCases(): Case[] {
     { name: "bin protocol error closes", send: cat(binRequest(0x00, { key: "", opaque: 9 }), binRequest(0x0a, {})), binary: true, noSentinel: true },
     { name: "bin key too long", send: binRequest(0x00, { key: K251 }), binary: true, noSentinel: true },
     { name: "bin bad magic", send: cat(binRequest(0x0a, {}), binRequest(0x0a, { magic: 0x81 })), binary: true, noSentinel: true },
+    {
+      name: "bin a too-large value is answered once it was swallowed whole",
+      send: binRequest(0x01, { key: "btl2", value: "x".repeat(100), extras: setExtras(0, 0), bodylen: 2_000_009 }),
+      binary: true,
+      noSentinel: true,
+    },
     {
       name: "bin sets, noop, then bad magic",
       send: cat(...Array.from({ length: 6 }, (_, i) => set(`bab${i}`, "x")), binRequest(0x0a, {}), binRequest(0x0a, { magic: 0x99 })),

@@ -205,8 +205,11 @@ export class InProcess {
         out.push(s.out.bytes().slice(0, s.keep));
         return;
       }
-      out.push(s.out.bytes().slice());
-      s.out.reset();
+      // As the TCP transport does: while a value is arriving only what precedes the last send
+      // point goes out, the rest waits (stock sends nothing in that state).
+      const send = s.midValue ? s.keep : s.out.pos;
+      out.push(s.out.bytes().slice(0, send));
+      s.holdFrom(send);
     };
     for (const n of chunks) {
       feed(data.subarray(off, off + n));
