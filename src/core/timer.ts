@@ -41,6 +41,8 @@ export class Timer implements Completable {
   /** @internal */ period = 0;
   /** @internal */ group: SchedulingGroup | undefined;
   /** @internal */ fireGeneration = 0;
+  /** The generation whose expiry is queued as a task and has not run yet (-1: none). */
+  private queuedGeneration = -1;
   private _unref = false;
 
   constructor(callback: () => void) {
@@ -115,6 +117,7 @@ export class Timer implements Completable {
 
   /** @internal runs as a task in the arming group */
   complete(generation: number): void {
+    if (this.queuedGeneration === generation) this.queuedGeneration = -1;
     if (generation !== this.fireGeneration) return;
     this.callback();
   }
@@ -134,6 +137,10 @@ export class Timer implements Completable {
       push(this);
       if (!this._unref) refs++;
     }
+    // A periodic timer whose last fire is still queued (the task quota ran out) skips this one:
+    // two fires back to back would be the burst the phase rule avoids.
+    if (this.queuedGeneration === gen) return;
+    this.queuedGeneration = gen;
     enqueue(this.group!, this, gen, 0);
   }
 }

@@ -6,6 +6,8 @@
 import { describe, expect, test } from "bun:test";
 import { AbortError, InvalidArgumentError, Timer, armedTimers, now, reactor, sleep } from "../../src/index.ts";
 import { errorOf, prng, quiet, shuffled } from "./fixtures/util.ts";
+import { loopStats } from "../../src/core/loop.ts";
+import { schedule } from "../../src/core/scheduler.ts";
 
 /**
  * Runs `fn` with performance.now() frozen, so timers armed inside get exactly `delay` past the
@@ -187,6 +189,23 @@ describe("cancellation", () => {
 });
 
 describe("periodic, rearm and misuse", () => {
+  test("a periodic timer whose fire is still queued behind busy tasks does not fire twice in a row", async () => {
+    // Tasks ahead of it take longer than a period: its next expiry comes while the last fire is
+    // still queued. Two queued fires would run back to back (a burst) in the same loop turn.
+    const turns: number[] = [];
+    const t = new Timer(() => turns.push(loopStats.turns)).armPeriodic(1);
+    for (let i = 0; i < 30; i++) {
+      schedule(() => {
+        const end = performance.now() + 0.4;
+        while (performance.now() < end) {}
+      });
+    }
+    await sleep(40);
+    t.cancel();
+    expect(turns.length).toBeGreaterThan(3);
+    expect(new Set(turns).size).toBe(turns.length);
+  });
+
   test("a periodic timer fires repeatedly and stops on cancel", async () => {
     let count = 0;
     const third = signal();
