@@ -79,6 +79,8 @@ const sleep_timer_user_data: u64 = internal_user_data | 2;
 const sleep_update_user_data: u64 = internal_user_data | 3;
 /// A wake sent by another reactor's MSG_RING (no eventfd involved).
 const ring_wake_user_data: u64 = internal_user_data | 4;
+/// The nops of bench_nops (never delivered).
+const bench_user_data: u64 = internal_user_data | 5;
 /// Our own MSG_RING wakes report only failures; their user_data carries the target's eventfd
 /// (below 2^24) so that a failed one falls back to writing it.
 const msg_wake_tag: u64 = internal_user_data | (1 << 24);
@@ -204,8 +206,23 @@ pub const Reactor = struct {
         allocator.destroy(self);
     }
 
+    /// A descriptor's number field as the SQE's u64. JS passes any double: out of range (beyond
+    /// ±2^63 / 2^64, ±Infinity) or NaN would be undefined behaviour for @intFromFloat, so those
+    /// become all ones, which the kernel refuses (EINVAL/EFAULT) instead of getting garbage.
     fn f64_to_u64(value: f64) u64 {
-        if (value < 0) return @bitCast(@as(i64, @intFromFloat(value)));
+        if (value >= 0) {
+            if (value < 0x1p64) return @intFromFloat(value);
+        } else if (value >= -0x1p63) {
+            return @bitCast(@as(i64, @intFromFloat(value)));
+        }
+        return std.math.maxInt(u64);
+    }
+
+    /// A timespec field from JS: NaN, negative or past i64 clamps (the kernel rejects a
+    /// negative one with EINVAL).
+    fn f64_to_i64_clamped(value: f64) i64 {
+        if (!(value >= -0x1p63)) return -1;
+        if (value >= 0x1p63) return std.math.maxInt(i64);
         return @intFromFloat(value);
     }
 
@@ -231,8 +248,8 @@ pub const Reactor = struct {
             // The kernel copies the timespec while preparing the SQE, during io_uring_enter,
             // which happens before JS can reuse this descriptor. Store it in place.
             const ts: *linux.kernel_timespec = @ptrCast(@alignCast(&op.aux));
-            const sec: i64 = @intFromFloat(op.aux);
-            const nsec: i64 = @intFromFloat(op.aux2);
+            const sec: i64 = f64_to_i64_clamped(op.aux);
+            const nsec: i64 = f64_to_i64_clamped(op.aux2);
             ts.* = .{ .sec = sec, .nsec = nsec };
             sqe.addr = @intFromPtr(ts);
             sqe.addr3 = 0;
@@ -489,8 +506,14 @@ pub const Reactor = struct {
 };
 
 /// The pure-native baseline for the nop benchmark: `total` nops in batches of `batch`.
+/// Completions of other operations that arrive meanwhile (the wake read, the sleep timer, I/O
+/// in flight) go to the backlog, which the next `turn` delivers; the reactor must have none
+/// queued when it starts (-EBUSY otherwise).
 pub fn bench_nops(self: *Reactor, total: u32, batch: u32) i32 {
     assert(batch > 0 and batch <= self.ops.len);
+    if (self.backlog_count != 0 or self.ring.sq_ready() != 0) return -@as(i32, @intFromEnum(linux.E.BUSY));
+    self.backlog_start = 0;
+    var buf: [256]linux.io_uring_cqe = undefined;
     var done: u32 = 0;
     while (done < total) {
         const n = @min(batch, total - done);
@@ -498,14 +521,25 @@ pub fn bench_nops(self: *Reactor, total: u32, batch: u32) i32 {
         while (i < n) : (i += 1) {
             const sqe = self.ring.get_sqe() catch return -@as(i32, @intFromEnum(linux.E.BUSY));
             sqe.prep_nop();
-            sqe.user_data = 0;
+            sqe.user_data = bench_user_data;
         }
         _ = self.ring.submit_and_wait(n) catch |err| return switch (err) {
             else => -@as(i32, @intFromEnum(linux.E.IO)),
         };
         var got: u32 = 0;
         while (got < n) {
-            got += self.ring.copy_cqes(self.cqes, n - got) catch return -@as(i32, @intFromEnum(linux.E.IO));
+            const k = self.ring.copy_cqes(&buf, 1) catch return -@as(i32, @intFromEnum(linux.E.IO));
+            for (buf[0..k]) |cqe| {
+                if (cqe.user_data == bench_user_data) {
+                    got += 1;
+                } else if (self.backlog_count < self.cqes.len) {
+                    // Not ours: kept for the loop's next turn, in order.
+                    self.cqes[self.backlog_start + self.backlog_count] = cqe;
+                    self.backlog_count += 1;
+                } else {
+                    return -@as(i32, @intFromEnum(linux.E.OVERFLOW));
+                }
+            }
         }
         done += n;
     }
@@ -828,4 +862,55 @@ test "a ring message that cannot be delivered falls back to the target's eventfd
     try std.testing.expectEqual(@as(i32, 0), b.turn(0, 5_000_000, t0));
     try std.testing.expect(test_now_us() - t0 < 1_000_000);
     try std.testing.expectEqual(@as(u64, 1), b.counters.wakes);
+}
+
+test "descriptor numbers out of range or NaN reach the kernel as an invalid value, not undefined behaviour" {
+    const r = try Reactor.create(8, 16);
+    defer r.destroy();
+    const bad = [_]f64{ 1e300, -1e300, std.math.inf(f64), -std.math.inf(f64), std.math.nan(f64), 0x1p64 };
+    for (bad, 0..) |v, i| {
+        r.ops[i] = std.mem.zeroes(Op);
+        // A read into address `v` of fd -1: refused by the kernel whatever the address.
+        r.ops[i].opcode = @intFromEnum(linux.IORING_OP.READ);
+        r.ops[i].fd = -1;
+        r.ops[i].addr = v;
+        r.ops[i].off = v;
+        r.ops[i].len = 1;
+        r.ops[i].slot = @intCast(i + 1);
+    }
+    var seen: usize = 0;
+    var submit: u32 = bad.len;
+    while (seen < bad.len) {
+        const n = r.turn(submit, 100_000, test_now_us());
+        submit = 0;
+        try std.testing.expect(n >= 0);
+        for (r.out[0..@intCast(n)]) |c| try std.testing.expect(c.res < 0);
+        seen += @intCast(n);
+    }
+    // A TIMEOUT with absurd seconds: clamped, refused or harmless, never a panic.
+    r.ops[0] = std.mem.zeroes(Op);
+    r.ops[0].opcode = @intFromEnum(linux.IORING_OP.TIMEOUT);
+    r.ops[0].slot = 50;
+    r.ops[0].aux = std.math.nan(f64);
+    r.ops[0].aux2 = 1e300;
+    const n = r.turn(1, 100_000, test_now_us());
+    try std.testing.expect(n >= 0);
+    try std.testing.expectEqual(@as(u64, std.math.maxInt(u64)), Reactor.f64_to_u64(-1e300));
+    try std.testing.expectEqual(@as(u64, 5), Reactor.f64_to_u64(5));
+    try std.testing.expectEqual(@as(u64, @bitCast(@as(i64, -1))), Reactor.f64_to_u64(-1));
+}
+
+test "bench_nops keeps other completions (a wake) for the loop instead of counting them" {
+    const r = try Reactor.create(64, 256);
+    defer r.destroy();
+    _ = r.turn(0, 0, test_now_us()); // arms the wake read
+    try std.testing.expectEqual(@as(i32, 0), Reactor.wake(r.eventfd));
+    try std.testing.expectEqual(@as(i32, 0), bench_nops(r, 1000, 32));
+    // The wake's completion was kept: the next turn handles it and re-arms the read.
+    _ = r.turn(0, 0, test_now_us());
+    try std.testing.expectEqual(@as(u64, 1), r.counters.wakes);
+    try std.testing.expect(r.wake_armed);
+    try std.testing.expectEqual(@as(i32, 0), Reactor.wake(r.eventfd));
+    _ = r.turn(0, 1_000_000, test_now_us());
+    try std.testing.expectEqual(@as(u64, 2), r.counters.wakes);
 }

@@ -115,6 +115,13 @@ function unmapViewed(region: ArrayBuffer, address: number, length: number): void
   native().shoal_mem_unmap(address, length);
 }
 
+/** Largest mapping one ArrayBuffer can view (checked before mapping, so nothing leaks). */
+export const MAX_VIEW_BYTES = 2 ** 32;
+
+function checkViewable(what: string, bytes: number): void {
+  if (bytes > MAX_VIEW_BYTES) throw new InvalidArgumentError(`${what} is ${bytes} bytes; at most ${MAX_VIEW_BYTES} (4 GiB) fit one view`);
+}
+
 function mapOrThrow(sizeBytes: number, what: string, huge = false): number {
   const address = huge ? mapNativeHuge(sizeBytes) : mapNative(sizeBytes);
   if (address < 0) throw new SystemError(`mmap (${what}, ${sizeBytes} bytes)`, -address);
@@ -145,6 +152,7 @@ export function allocateAlignedBuffer(size: number, alignment = 4096, options: A
   if ((alignment & (alignment - 1)) !== 0 || alignment > 4096) {
     throw new InvalidArgumentError(`alignment must be a power of two <= 4096, got ${alignment}`);
   }
+  checkViewable("allocateAlignedBuffer: size", size);
   const huge = options.hugePages === true;
   const address = mapOrThrow(size, "allocateAlignedBuffer", huge);
   const bytes = new Uint8Array(nativeView(address, size));
@@ -194,6 +202,7 @@ export class BufferPool {
     this.count = options.count;
     this.stride = Math.ceil(options.bufferSize / alignment) * alignment;
     this.regionBytes = this.stride * this.count;
+    checkViewable("BufferPool: bufferSize x count", this.regionBytes);
     this.address = mapOrThrow(this.regionBytes, "BufferPool");
     this.region = nativeView(this.address, this.regionBytes);
     this.free = new Int32Array(this.count);

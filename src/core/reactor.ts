@@ -392,6 +392,7 @@ export class Reactor {
    * (then call wake()).
    */
   msgWake(targetRingFd: number, targetEventfd: number): boolean {
+    this.checkOpen();
     if (this.msgWakeFn(this.handle, targetRingFd, targetEventfd) !== 0) return false;
     this.nativeQueued = true;
     return true;
@@ -405,6 +406,10 @@ export class Reactor {
 
   /** @internal Runs the pure-native nop baseline. */
   benchNativeNops(total: number, batch: number): void {
+    this.checkOpen();
+    if (!Number.isInteger(total) || total < 0 || total > 0xffff_ffff || !Number.isInteger(batch) || batch < 1 || batch > this.sqCapacity) {
+      throw new InvalidArgumentError(`benchNativeNops: total must be a u32 and batch in 1..${this.sqCapacity}`);
+    }
     const rc = native().shoal_bench_nops(this.handle as never, total, batch);
     if (rc < 0) throw new SystemError("bench_nops", -rc);
   }

@@ -101,6 +101,12 @@ describe("BufferPool", () => {
     }
   });
 
+  test("more than one view can hold (4 GiB) is refused before anything is mapped", () => {
+    // The mapping used to be made first and leaked when the view could not be built.
+    expect(thrownBy(() => allocateAlignedBuffer(2 ** 32 + 4096))).toBeInstanceOf(InvalidArgumentError);
+    expect(thrownBy(() => new BufferPool({ bufferSize: 1 << 20, count: 4097 }))).toBeInstanceOf(InvalidArgumentError);
+  });
+
   test("missing or malformed options throw InvalidArgumentError, not TypeError", async () => {
     expect(thrownBy(() => new BufferPool(undefined as never))).toBeInstanceOf(InvalidArgumentError);
     expect(thrownBy(() => allocateAlignedBuffer(10, 4096, null as never))).toBeInstanceOf(InvalidArgumentError);

@@ -602,8 +602,11 @@ describe("a second, small reactor driven by hand", () => {
     const err = thrownBy(() => r.nop());
     expect(err).toBeInstanceOf(ClosedError);
     expect(err.code).toBe("ERR_REACTOR_CLOSED");
-    // Its counters lived in the freed native reactor: reading them throws, not crashes.
+    // Its counters lived in the freed native reactor: reading them throws, not crashes; so do
+    // the internal calls that reach native code (a use after free before).
     expect(thrownBy(() => r.counters())).toBeInstanceOf(ClosedError);
+    expect(thrownBy(() => r.msgWake(0, 0))).toBeInstanceOf(ClosedError);
+    expect(thrownBy(() => r.benchNativeNops(10, 1))).toBeInstanceOf(ClosedError);
     r.destroy(); // idempotent
   });
 });

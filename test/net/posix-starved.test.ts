@@ -2,12 +2,20 @@
 // readers release buffers; every byte still arrives intact and the pool never exceeds its cap.
 import { expect, test } from "bun:test";
 import { configureNet } from "../../src/net/api.ts";
+import { InvalidArgumentError } from "../../src/core/errors.ts";
 import { posixStack } from "../../src/net/posix/stack.ts";
 import type { Connection } from "../../src/net/types.ts";
 import { crc, echo, expectQuiescent, fillRandom, serveWith } from "./conformance/harness.ts";
 
 configureNet({ recvBufferSize: 4096, recvBufferCount: 8, recvBufferMax: 16 });
 const stack = posixStack();
+
+test("a receive pool over 4 GiB (one mapping, one view) is refused before anything is mapped or registered", () => {
+  // 1 MiB buffers with the default recvBufferMax (8192) would be 8 GiB: the view failed after
+  // the ring was registered, leaking it and leaving the group id taken (EEXIST) for good.
+  expect(() => configureNet({ recvBufferSize: 1 << 20, recvBufferMax: 8192 })).toThrow(InvalidArgumentError);
+  expect(() => configureNet({ recvBufferSize: 1 << 20, recvBufferMax: 8192 })).toThrow(/at most 4 GiB/);
+});
 
 test("64 connections share 16 receive buffers: ENOBUFS stops and re-arms receives, data intact", async () => {
   const l = stack.listen("127.0.0.1:0");

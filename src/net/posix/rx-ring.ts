@@ -55,10 +55,17 @@ export class RxRing {
     this.entries = entries;
     this.bufferSize = bufferSize;
     this.mask = entries - 1;
-    const ring = nativeView(ringAddress, entries * 16);
+    let ring: ArrayBuffer;
+    try {
+      ring = nativeView(ringAddress, entries * 16);
+      this.region = nativeView(this.bufsAddress, entries * bufferSize);
+    } catch (e) {
+      // Registered and mapped already: give both back, or the group id stays taken (EEXIST).
+      lib.shoal_net_buf_ring_destroy(handle as never);
+      throw e;
+    }
     this.ring32 = new Uint32Array(ring);
     this.ring16 = new Uint16Array(ring);
-    this.region = nativeView(this.bufsAddress, entries * bufferSize);
     this.views = [];
     for (let i = 0; i < initial; i++) this.views.push(new Uint8Array(this.region, i * bufferSize, bufferSize));
     this.refs = new Uint16Array(entries);

@@ -120,6 +120,14 @@ export class PosixStack implements NetworkStack {
     if (this.started && (o.recvBufferSize !== undefined || o.recvBufferCount !== undefined || o.recvBufferMax !== undefined)) {
       throw new InvalidArgumentError("configureNet: receive buffers are fixed once the first socket opened");
     }
+    // The whole pool is one mapping viewed by one ArrayBuffer, which holds at most 4 GiB.
+    const size = o.recvBufferSize ?? this.config.recvBufferSize;
+    const max = o.recvBufferMax ?? this.config.recvBufferMax;
+    if (typeof size === "number" && typeof max === "number" && size * max > 2 ** 32) {
+      throw new InvalidArgumentError(
+        `configureNet: recvBufferSize x recvBufferMax must be at most 4 GiB (one mapping), got ${size} x ${max}; lower recvBufferMax`,
+      );
+    }
     if (o.recvBufferSize !== undefined) {
       if (!Number.isInteger(o.recvBufferSize) || o.recvBufferSize < 512 || o.recvBufferSize > 1 << 20 || o.recvBufferSize % 64 !== 0) {
         throw new InvalidArgumentError(`configureNet: recvBufferSize must be a multiple of 64 in 512..1048576, got ${o.recvBufferSize}`);
