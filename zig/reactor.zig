@@ -336,8 +336,10 @@ pub const Reactor = struct {
             },
             // A timeout or a signal ends the wait; neither is an error for the loop.
             .TIME, .INTR => return 0,
-            // The completion queue is overcommitted: reap first, the SQEs stay queued.
-            .BUSY, .AGAIN => {
+            // The completion queue is overcommitted: reap first, the SQEs stay queued. BADR: the
+            // kernel had to drop completions (overflow memory ran out); the loop goes on with
+            // the ones it has rather than failing every later turn.
+            .BUSY, .AGAIN, .BADR => {
                 self.counters.busy_retries += 1;
                 return 0;
             },

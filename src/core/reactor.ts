@@ -238,8 +238,9 @@ export class Reactor {
       this.f64[d + 6] = 0;
       this.f64[d + 7] = 0;
     } else {
-      u32[w] = opcode | ((extra.sqeFlags ?? 0) << 8) | ((extra.ioprio ?? 0) << 16);
-      u32[w + 5] = extra.buf ?? 0;
+      // Masked to their SQE widths: a wider value must not spill into the next field.
+      u32[w] = opcode | (((extra.sqeFlags ?? 0) & 0xff) << 8) | (((extra.ioprio ?? 0) & 0xffff) << 16);
+      u32[w + 5] = (extra.buf ?? 0) & 0xffff;
       u32[w + 6] = extra.fileIndex ?? 0;
       this.f64[d + 6] = extra.aux ?? 0;
       this.f64[d + 7] = extra.aux2 ?? 0;
@@ -316,7 +317,8 @@ export class Reactor {
   turn(waitUs: number, nowMs: number = waitUs > 0 ? performance.now() : 0): number {
     this.checkOpen();
     this.nativeQueued = false;
-    let n = this.turnFn(this.handle, this.queued, waitUs, nowMs * 1000);
+    // The native wait is a u32 of µs: a longer one (a huge configured slice) would wrap.
+    let n = this.turnFn(this.handle, this.queued, waitUs > 0x7fff_ffff ? 0x7fff_ffff : waitUs, nowMs * 1000);
     this.queued = 0;
     if (n < 0) throw new SystemError("io_uring_enter", -n);
     let total = n;
