@@ -5,7 +5,8 @@
  * the kernel backlog holds new peers) while the connection limit is reached, while the queue
  * of accepted-but-untaken connections is full, or for a moment after EMFILE/ENFILE.
  */
-import { unlinkSync } from "node:fs";
+import { lstatSync, unlinkSync } from "node:fs";
+import { resolve as resolvePath } from "node:path";
 import { AbortError, SystemError } from "../../core/errors.ts";
 import { CQE_F_MORE, IoOp, reactor, type Reactor } from "../../core/reactor.ts";
 import { Timer } from "../../core/timer.ts";
@@ -65,6 +66,8 @@ export class PosixListener implements Listener, Completable {
   private backoff: Timer | undefined;
   private readonly release = (c: PosixConnection) => this.connectionReleased(c);
   private readonly acceptExtra = { ioprio: IORING_ACCEPT_MULTISHOT };
+  /** A Unix socket's file as bound: removed at close only if it is still that file. */
+  private socketFile: { path: string; dev: bigint; ino: bigint } | undefined;
 
   /** @internal Binds and listens; throws SystemError (op "listen") naming the address. */
   constructor(stack: PosixStack, address: SocketAddress, opts: ResolvedListenOptions) {
@@ -80,6 +83,13 @@ export class PosixListener implements Listener, Completable {
     this.fd = openSocket("listen", address, SOCK_STREAM, flags, opts.backlog);
     try {
       this.localAddress = address.family === "unix" ? address : localAddressOf(this.fd);
+      if (address.family === "unix" && !address.path.startsWith("\0")) {
+        // The file to remove at close: by absolute path (a later chdir must not redirect it)
+        // and by identity (a file someone put there since is not ours to delete).
+        const path = resolvePath(address.path);
+        const st = lstatSync(path, { bigint: true });
+        this.socketFile = { path, dev: st.dev, ino: st.ino };
+      }
     } catch (e) {
       closeNow(this.fd);
       throw e;
@@ -262,10 +272,12 @@ export class PosixListener implements Listener, Completable {
 
   /** @internal The kernel closed the listening socket. */
   onClosed(): void {
-    const a = this.localAddress;
-    if (a.family === "unix" && this.opts.unlinkOnClose && !a.path.startsWith("\0")) {
+    const f = this.socketFile;
+    if (f !== undefined && this.opts.unlinkOnClose) {
       try {
-        unlinkSync(a.path);
+        const st = lstatSync(f.path, { bigint: true });
+        // Only the socket this listener bound: not a file or a newer server's socket since.
+        if (st.isSocket() && st.dev === f.dev && st.ino === f.ino) unlinkSync(f.path);
       } catch {
         // Already removed by someone else: nothing to clean up.
       }

@@ -4,7 +4,7 @@
  * half-close, back-pressure, close and reset, ECONNREFUSED, abortAccept, limits and timeouts.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { AbortError, ClosedError, InvalidArgumentError, SystemError } from "../../../src/core/errors.ts";
 import { NativeBuffer, allocateAlignedBuffer } from "../../../src/core/buffers.ts";
 import { UnexpectedEofError } from "../../../src/net/errors.ts";
@@ -41,6 +41,39 @@ export function streamConformance(s: StackUnderTest): void {
         if (family === "unix") expect(existsSync((l.localAddress as { path: string }).path)).toBe(false);
         await expectQuiescent(stack);
       });
+
+      if (family === "unix") {
+        test("close removes only the socket file it bound: not one a newer listener bound since, not a file a chdir points at", async () => {
+          const path = (loopback("unix") as string).slice("unix:".length);
+          const old = stack.listen(`unix:${path}`);
+          unlinkSync(path); // a restart: the old file goes, a new server binds the same path
+          const fresh = stack.listen(`unix:${path}`);
+          await old.close();
+          expect(existsSync(path)).toBe(true); // the new server's socket is still there
+          const c = await stack.connect(`unix:${path}`);
+          await c.close();
+          await fresh.close();
+          expect(existsSync(path)).toBe(false);
+          // A relative path is remembered absolutely.
+          const dir = mkdtempSync("/tmp/shoal-net-rel-");
+          const other = mkdtempSync("/tmp/shoal-net-other-");
+          const cwd = process.cwd();
+          process.chdir(dir);
+          try {
+            const rel = stack.listen("unix:./rel.sock");
+            process.chdir(other);
+            writeFileSync(`${other}/rel.sock`, "not a socket");
+            await rel.close();
+            expect(existsSync(`${dir}/rel.sock`)).toBe(false);
+            expect(readFileSync(`${other}/rel.sock`, "utf8")).toBe("not a socket");
+          } finally {
+            process.chdir(cwd);
+            rmSync(dir, { recursive: true, force: true });
+            rmSync(other, { recursive: true, force: true });
+          }
+          await expectQuiescent(stack);
+        });
+      }
 
       test("half-close: the server answers everything it received after the client's FIN", async () => {
         const l = stack.listen(loopback(family));
