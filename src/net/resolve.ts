@@ -9,14 +9,35 @@ import { needsLookup, parseAddress, type AddressInput, type SocketAddress } from
 
 const ENOENT = 2;
 
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+  if (signal === undefined) return p;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new AbortError(`${what} was aborted`, { cause: signal.reason }));
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
 /** Parses `input`, resolving a host name to its first address. Rejects with SystemError (op "getaddrinfo"). */
 export async function resolveAddress(input: AddressInput, what: string, signal?: AbortSignal): Promise<SocketAddress> {
   const name = needsLookup(input);
   if (name === undefined) return parseAddress(input, what);
+  if (signal?.aborted) throw new AbortError(`${what} was aborted`, { cause: signal.reason });
   let found: { address: string; family: number };
   try {
-    found = await lookup(name.host);
+    // The resolver cannot be cancelled; an abort (or the caller's timeout) stops the wait.
+    found = await abortable(lookup(name.host), signal, what);
   } catch (cause) {
+    if (cause instanceof AbortError) throw cause;
     const err = new SystemError("getaddrinfo", ENOENT, `${name.host}: ${(cause as Error).message}`);
     (err as { cause?: unknown }).cause = cause;
     throw err;

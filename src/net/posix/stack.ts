@@ -14,7 +14,14 @@ import { probeIoUring } from "../../core/probe.ts";
 import { NativeSlab } from "../slab.ts";
 import { sendChunks } from "../output.ts";
 import { resolveConnectionOptions, resolveListenOptions } from "../options.ts";
-import { encodeSockaddr, formatAddress, parseAddress, type AddressInput } from "../address.ts";
+import { encodeSockaddr, formatAddress, parseAddress, type AddressInput, type SocketAddress } from "../address.ts";
+
+/** An address as the caller gave it, for messages before it was resolved. */
+function describeInput(input: AddressInput): string {
+  if (typeof input === "string" || typeof input === "number") return String(input);
+  const o = input as { host?: string; port?: number; path?: string };
+  return o.path ?? `${o.host}:${o.port}`;
+}
 import { resolveAddress } from "../resolve.ts";
 import type { ConnectOptions, Connection, ListenOptions, NetStats, NetworkStack, UdpChannel, UdpOptions } from "../types.ts";
 import { RxRing } from "./rx-ring.ts";
@@ -313,37 +320,42 @@ export class PosixStack implements NetworkStack {
     }
     const local = options?.localAddress !== undefined ? parseAddress(options.localAddress, "connect localAddress") : undefined;
     const signal = options?.signal;
-    const a = await resolveAddress(address, "connect", signal);
     if (signal?.aborted) throw new AbortError("connect was aborted", { cause: signal.reason });
-    this.start();
-    const fd = socketFor(a, SOCK_STREAM);
-    let block = -1;
+    // The timeout and the signal cover the whole call: name resolution, then the connect.
+    let sig = signal;
     let timer: Timer | undefined;
     let controller: AbortController | undefined;
     let forward: (() => void) | undefined;
     const timedOut = { reason: "timeout" };
+    if (timeoutMs !== undefined) {
+      const c = (controller = new AbortController());
+      timer = new Timer(() => c.abort(timedOut)).arm(timeoutMs);
+      if (signal !== undefined) {
+        forward = () => c.abort(signal.reason);
+        signal.addEventListener("abort", forward, { once: true });
+      }
+      sig = c.signal;
+    }
+    let a: SocketAddress | undefined;
+    let fd = -1;
+    let block = -1;
     try {
+      a = await resolveAddress(address, "connect", sig);
+      if (sig?.aborted) throw new AbortError("connect was aborted", { cause: sig.reason });
+      this.start();
+      fd = socketFor(a, SOCK_STREAM);
       if (a.family !== "unix" && opts.noDelay) setIntOption("setsockopt(TCP_NODELAY)", fd, IPPROTO_TCP, TCP_NODELAY, 1);
       if (local !== undefined) bindTo(fd, local);
       block = this.msgs.acquire();
       const len = encodeSockaddr(a, this.msgs.view(block));
-      let sig = signal;
-      if (timeoutMs !== undefined) {
-        const c = (controller = new AbortController());
-        timer = new Timer(() => c.abort(timedOut)).arm(timeoutMs);
-        if (signal !== undefined) {
-          forward = () => c.abort(signal.reason);
-          signal.addEventListener("abort", forward, { once: true });
-        }
-        sig = c.signal;
-      }
       await reactor().submit("connect", IoOp.CONNECT, fd, this.msgs.address(block), 0, len, 0, sig ? { signal: sig } : undefined);
     } catch (e) {
-      closeNow(fd);
+      if (fd >= 0) closeNow(fd);
+      const where = a !== undefined ? formatAddress(a) : describeInput(address);
       if (e instanceof AbortError && controller?.signal.reason === timedOut) {
-        throw new SystemError("connect", ETIMEDOUT, `${formatAddress(a)} did not answer within ${timeoutMs} ms`);
+        throw new SystemError("connect", ETIMEDOUT, `${where} did not answer within ${timeoutMs} ms`);
       }
-      if (e instanceof SystemError && e.op === "connect") throw new SystemError("connect", e.errno, formatAddress(a));
+      if (e instanceof SystemError && e.op === "connect") throw new SystemError("connect", e.errno, where);
       throw e;
     } finally {
       if (block >= 0) this.msgs.release(block);
