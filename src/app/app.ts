@@ -8,7 +8,8 @@
  * Run as `bun main.ts --smp 4 --port 9000`: on the main thread app() parses the command line
  * (--help, unknown options rejected) and becomes the supervisor, which starts one Worker per
  * shard; every shard imports the same module (so the same registrations run everywhere), and
- * main runs on shard 0 only. Its return value (a number) is the exit code; the shutdown signal
+ * main runs on shard 0 only. Its return value is the exit code (nothing: 0; an integer 0..255;
+ * anything else is reported and exits 1); the shutdown signal
  * fires on SIGINT/SIGTERM, after which main should return, and every running service is stopped.
  */
 import { pathToFileURL } from "node:url";

@@ -70,10 +70,22 @@ async function init(msg: Extract<ToShard, { type: "init" }>): Promise<void> {
   }
 }
 
+/**
+ * main's return value as a process exit code: nothing (undefined, null) is 0, an integer
+ * 0..255 is itself, anything else (negative, 256+, fractions, strings) is 1 with a warning: the
+ * kernel keeps only the low 8 bits, so -1 or 256 would otherwise report success.
+ */
+function exitCodeOf(value: unknown): number {
+  if (value === undefined || value === null) return 0;
+  if (typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= 255) return value;
+  console.error(`main returned ${typeof value === "string" ? JSON.stringify(value) : String(value)}, not an exit code 0..255: exiting with 1`);
+  return 1;
+}
+
 function runMain(): void {
   const run = shardMain()!;
   mainPromise = run().then(
-    (code) => post({ type: "main-done", code: typeof code === "number" && Number.isInteger(code) ? code : 0 }),
+    (code) => post({ type: "main-done", code: exitCodeOf(code) }),
     (err: unknown) => post({ type: "main-failed", error: errorInfo(err) }),
   );
 }

@@ -101,6 +101,14 @@ describe("a shard that fails", () => {
     expect(run.code).toBe(3);
     expect(stoppedLines(run.stdout)).toEqual([0, 1]);
   });
+
+  for (const code of ["-1", "256"]) {
+    test(`main returns ${code}, which is no exit code: reported, exit 1 (the kernel's low 8 bits would say 0)`, async () => {
+      const run = await runApp(FIXTURE, [...smpArgs(2), "--scenario", "main-returns", `--code=${code}`], { timeoutMs: 30_000 });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain(`main returned ${code}, not an exit code 0..255`);
+    });
+  }
 });
 
 describe("a shard that fails to start", () => {
