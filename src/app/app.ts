@@ -15,6 +15,7 @@
 import { pathToFileURL } from "node:url";
 import { isMainThread } from "node:worker_threads";
 import { InvalidArgumentError } from "../core/errors.ts";
+import { MAX_RING_BYTES, MIN_RING_BYTES } from "../smp/ring.ts";
 import { logger, setLogLevel, setLogPrefix, type Logger } from "../log/logger.ts";
 import { registerShardMain, shardLaunch } from "../smp/control.ts";
 import { role, shutdownSignal } from "../smp/runtime.ts";
@@ -60,6 +61,20 @@ let called = false;
  * shard it resolves at once, so the module finishes loading.
  * Throws InvalidArgumentError for a bad config or a second call.
  */
+/** The numeric fields of the config, checked before anything starts (not as a later rejection). */
+function checkConfigNumbers(config: AppConfig<OptionSpecs>): void {
+  const rb = config.ringBytes;
+  if (rb !== undefined && (!Number.isInteger(rb) || rb < MIN_RING_BYTES || rb > MAX_RING_BYTES || (rb & (rb - 1)) !== 0)) {
+    throw new InvalidArgumentError(`app: config.ringBytes must be a power of two in ${MIN_RING_BYTES}..${MAX_RING_BYTES}, got ${String(rb)}`);
+  }
+  for (const key of ["startTimeoutMs", "shutdownTimeoutMs", "mainGraceMs"] as const) {
+    const v = config[key];
+    if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || v <= 0)) {
+      throw new InvalidArgumentError(`app: config.${key} must be a finite number of ms > 0, got ${String(v)}`);
+    }
+  }
+}
+
 export function app<const S extends OptionSpecs = Record<never, never>>(
   config: AppConfig<S>,
   main: (ctx: AppContext<S>) => unknown,
@@ -68,6 +83,7 @@ export function app<const S extends OptionSpecs = Record<never, never>>(
     throw new InvalidArgumentError("app: config.name must be a non-empty string");
   }
   if (typeof main !== "function") throw new InvalidArgumentError("app: main must be a function");
+  checkConfigNumbers(config);
   if (called) throw new InvalidArgumentError("app() was called twice; an application module calls it once");
   called = true;
   const specs = (config.options ?? {}) as S;

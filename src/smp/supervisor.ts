@@ -10,6 +10,7 @@
  * same way, and the process exits 1. A shard that fails to start gives one message and exit 1.
  * A second signal during shutdown exits at once.
  */
+import { totalmem } from "node:os";
 import { native } from "../core/native.ts";
 import type { LoopOptions } from "../core/loop.ts";
 import { logger, setLogLevel, setLogPrefix } from "../log/logger.ts";
@@ -103,8 +104,26 @@ class Supervisor {
     process.on("SIGINT", () => this.onSignal("SIGINT"));
     process.on("SIGTERM", () => this.onSignal("SIGTERM"));
     this.count = plan.count;
-    const layout = new SmpLayout(plan.count, this.opts.ringBytes ?? DEFAULT_RING_BYTES);
-    const sab = createSmpMemory(layout);
+    let layout: SmpLayout;
+    let sab: SharedArrayBuffer;
+    try {
+      layout = new SmpLayout(plan.count, this.opts.ringBytes ?? DEFAULT_RING_BYTES);
+      // One ring per ordered pair of shards: the memory grows with the square of --smp.
+      const limit = Math.min(2 ** 32, totalmem() / 4);
+      if (layout.totalBytes > limit) {
+        say(
+          this.name,
+          `--smp ${plan.count} needs ${(layout.totalBytes / 2 ** 30).toFixed(1)} GiB of shared memory for its ` +
+            `${plan.count * (plan.count - 1)} rings of ${layout.ringBytes / 1024} KiB (at most ${(limit / 2 ** 30).toFixed(1)} GiB here); ` +
+            "run fewer shards or give app() a smaller ringBytes",
+        );
+        return this.exit(EXIT_USAGE);
+      }
+      sab = createSmpMemory(layout);
+    } catch (err) {
+      say(this.name, `cannot set up the shards' rings: ${(err as Error).message}`);
+      return this.exit(EXIT_USAGE);
+    }
     this.log.debug(
       `starting ${plan.count} shard(s)` + (plan.cpus.length ? ` on CPUs ${formatCpuset(plan.cpus)}` : " (overprovisioned, not pinned)"),
     );

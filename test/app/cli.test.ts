@@ -29,6 +29,19 @@ describe("command line", () => {
     const cpuset = await runApp(APP, ["--cpuset", "1000"]);
     expect(cpuset.code).toBe(2);
     expect(cpuset.stderr).toContain("CPU 1000 is not available to this process");
+    // Rings grow with the square of the shard count: a clear message, not an allocation failure.
+    const huge = await runApp(APP, ["--smp", "1000", "--overprovisioned"]);
+    expect(huge.code).toBe(2);
+    expect(huge.stderr).toContain("--smp 1000 needs 244.1 GiB of shared memory");
+    expect(huge.stderr).not.toContain("    at ");
+  });
+
+  test("the config's numbers are checked when app() is called, before anything starts", async () => {
+    const { app } = await import("../../src/app/index.ts");
+    const { InvalidArgumentError } = await import("../../src/core/errors.ts");
+    for (const bad of [{ ringBytes: 1000 }, { startTimeoutMs: 0 }, { shutdownTimeoutMs: -1 }, { mainGraceMs: Number.NaN }]) {
+      expect(() => app({ name: "x", ...bad }, () => 0)).toThrow(InvalidArgumentError);
+    }
   });
 
   test("parsed options reach main on shard 0", async () => {
