@@ -35,6 +35,11 @@ async function http(c: Connection): Promise<void> {
     for (;;) {
       const end = headerEnd(v, pos);
       if (end < 0) break;
+      if (end - pos > MAX_HEADER) {
+        // Too long even though complete (it came in one piece).
+        bad = true;
+        return pos;
+      }
       void output.write(RESPONSE);
       pos = end;
       // Many pipelined requests: stop and let the responses drain first.
@@ -42,7 +47,7 @@ async function http(c: Connection): Promise<void> {
     }
     if (pos === v.length) return CONSUME_ALL;
     if (pos > 0) return pos; // a partial request follows: the next consume sees it first
-    if (v.length >= MAX_HEADER) {
+    if (v.length > MAX_HEADER) {
       bad = true;
       return 0;
     }
@@ -61,7 +66,8 @@ async function http(c: Connection): Promise<void> {
 class HttpShard {
   private readonly listener: Listener;
   constructor(host: string, port: number) {
-    this.listener = serve({ host, port }, http, { backlog: 4096 });
+    // A client that goes quiet (headers never finished) is dropped after 30 s.
+    this.listener = serve({ host, port }, http, { backlog: 4096, idleTimeoutMs: 30_000 });
   }
   async stop(): Promise<void> {
     await this.listener.close();

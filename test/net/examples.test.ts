@@ -77,6 +77,15 @@ test("examples/http-hello answers keep-alive and pipelined requests", async () =
     s.on("error", reject);
   });
   expect(answers.split("HTTP/1.1 200 OK").length).toBe(4);
+  // Headers over 8 KiB get 431 even when the request arrives whole in one read.
+  const tooLong = await new Promise<string>((resolve, reject) => {
+    const s = nodeConnect({ host: "127.0.0.1", port }, () => s.write(`GET / HTTP/1.1\r\nX: ${"a".repeat(9000)}\r\n\r\n`));
+    let got = "";
+    s.on("data", (d) => (got += d));
+    s.on("close", () => resolve(got));
+    s.on("error", reject);
+  });
+  expect(tooLong).toStartWith("HTTP/1.1 431 ");
   p.kill("SIGTERM");
   expect(await p.exited).toBe(0);
 }, 60_000);
