@@ -15,6 +15,10 @@ export interface ErrorInfo {
   message: string;
   code?: string;
   stack?: string;
+  /** The error's cause, flattened the same way (a few levels deep). */
+  cause?: ErrorInfo;
+  /** An AggregateError's errors (the first ten). */
+  errors?: ErrorInfo[];
 }
 
 /** The supervisor's messages to a shard. */
@@ -48,25 +52,38 @@ export type ToSupervisor =
   | { type: "services-stopped"; shard: number; errors: ErrorInfo[] }
   | { type: "port"; to: number; tag: string; port: MessagePort };
 
-/** Flattens any thrown value into an ErrorInfo. */
-export function errorInfo(err: unknown): ErrorInfo {
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    return {
-      name: err.name,
-      message: err.message,
-      code: typeof code === "string" ? code : undefined,
-      stack: typeof err.stack === "string" ? err.stack : undefined,
-    };
+/** Flattens any thrown value into an ErrorInfo; never throws (hostile values are described). */
+export function errorInfo(err: unknown, depth = 0): ErrorInfo {
+  try {
+    if (err instanceof Error) {
+      const code = (err as { code?: unknown }).code;
+      const info: ErrorInfo = {
+        name: String(err.name),
+        message: String(err.message),
+        code: typeof code === "string" ? code : undefined,
+        stack: typeof err.stack === "string" ? err.stack : undefined,
+      };
+      if (depth < 4 && err.cause !== undefined) info.cause = errorInfo(err.cause, depth + 1);
+      if (depth < 4 && err instanceof AggregateError && Array.isArray(err.errors)) {
+        info.errors = err.errors.slice(0, 10).map((e: unknown) => errorInfo(e, depth + 1));
+      }
+      return info;
+    }
+    return { name: "Error", message: `a thrown ${typeof err}: ${String(err)}` };
+  } catch {
+    return { name: "Error", message: `a thrown ${typeof err} that cannot be described` };
   }
-  return { name: "Error", message: `a thrown ${typeof err}: ${String(err)}` };
 }
 
-/** One readable description: the stack if it names the error, else "name: message". */
+/** One readable description: the stack if it names the error, else "name: message"; then causes. */
 export function describeError(info: ErrorInfo): string {
   const head = `${info.name}: ${info.message}`;
-  if (info.stack && info.stack.includes(info.message)) return info.stack;
-  return info.stack ? `${head}\n${info.stack}` : head;
+  let text = info.stack && info.stack.includes(info.message) ? info.stack : info.stack ? `${head}\n${info.stack}` : head;
+  if (info.errors !== undefined) {
+    info.errors.forEach((e, i) => (text += `\n  [${i}] ${describeError(e).replace(/\n/g, "\n      ")}`));
+  }
+  if (info.cause !== undefined) text += `\nCaused by: ${describeError(info.cause)}`;
+  return text;
 }
 
 // ---- inside a shard Worker: the entry and app() meet here ----------------------------------------

@@ -93,6 +93,10 @@ describe("a shard that fails", () => {
     const run = await runApp(FIXTURE, [...smpArgs(2), "--scenario", "main-throws"], { timeoutMs: 30_000 });
     expect(run.code).toBe(1);
     expect(run.stderr).toContain("main failed on shard 0: RangeError: main gave up");
+    // Its cause and the cause's inner errors are reported too (a null-prototype one described).
+    expect(run.stderr).toContain("Caused by: AggregateError: two things failed");
+    expect(run.stderr).toContain("[0] Error: first inner");
+    expect(run.stderr).toContain("[1] Error: a thrown object");
     expect(stoppedLines(run.stdout)).toEqual([0, 1]);
   });
 
