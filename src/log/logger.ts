@@ -22,8 +22,18 @@ const LABELS = ["ERROR", "WARN ", "INFO ", "DEBUG", "TRACE"] as const;
 /** Where formatted lines go: `line` ends with a newline. */
 export type LogSink = (line: string, level: LogLevel) => void;
 
+let stderrGuarded = false;
 const defaultSink: LogSink = (line) => {
-  process.stderr.write(line);
+  if (!stderrGuarded) {
+    // Nobody reads stderr any more (a closed pipe: EPIPE): log lines are lost, the server goes on.
+    stderrGuarded = true;
+    process.stderr.on("error", () => {});
+  }
+  try {
+    process.stderr.write(line);
+  } catch {
+    // Same: a log line must never take the process down.
+  }
 };
 
 const state = {
@@ -184,8 +194,13 @@ export class Logger {
 
   private write(level: number, args: unknown[]): void {
     const text = formatWithOptions({ colors: false, depth: 4 }, ...args);
-    const line = `${state.timestamps ? timestamp() : ""}${LABELS[level]} ${state.prefix}${this.name} - ${text}\n`;
-    state.sink(line, LOG_LEVELS[level]!);
+    // One line per call: a newline inside the message cannot forge a line of its own.
+    const line = `${state.timestamps ? timestamp() : ""}${LABELS[level]} ${state.prefix}${this.name} - ${text.replace(/\n/g, "\n    ")}\n`;
+    try {
+      state.sink(line, LOG_LEVELS[level]!);
+    } catch {
+      // A custom sink that throws loses its line; the caller (a server's error path) goes on.
+    }
   }
 }
 

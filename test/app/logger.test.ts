@@ -32,6 +32,17 @@ describe("Logger", () => {
     ]);
   });
 
+  test("a message cannot forge a line of its own; a sink that throws does not reach the caller", () => {
+    capture();
+    const log = new Logger("http");
+    log.info("GET /x\nERROR [shard 0] admin - forged");
+    expect(lines).toEqual(["INFO  http - GET /x\n    ERROR [shard 0] admin - forged\n"]);
+    setLogSink(() => {
+      throw new Error("sink down");
+    });
+    expect(() => log.error("still fine")).not.toThrow();
+  });
+
   test("per-logger levels, and a logger's own level", () => {
     capture();
     setLogLevel("warn,db=trace");
