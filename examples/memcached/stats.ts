@@ -189,6 +189,11 @@ export function processStats(s: Session, buf: Uint8Array): void {
   if (tokIs(s, buf, 1, ITEMS) || tokIs(s, buf, 1, SLABS) || sub === "sizes" || sub === "sizes_enable" || sub === "sizes_disable") {
     return renderStats(s, sub, new TextSink(s));
   }
+  // Debian's stock is built with extstore; without an external store configured it lists nothing.
+  if (sub === "extstore") {
+    s.out.str("END\r\n");
+    return;
+  }
   s.out.put(ERROR);
 }
 

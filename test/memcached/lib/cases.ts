@@ -125,6 +125,7 @@ const text: [string, string, Partial<Case>?][] = [
   ["lru bad", "lru\r\nlru foo\r\nlru mode fast\r\nlru tune 50 50 1 1\r\nlru mode flat\r\nlru mode segmented\r\n"],
   ["stats bad", "stats nonsense\r\nstats detail\r\nstats detail foo\r\nstats cachedump\r\nstats cachedump x 1\r\nstats cachedump 99 1\r\n"],
   ["stats sizes", "stats sizes\r\n"],
+  ["stats extstore", "stats extstore\r\n"],
   ["stats detail", "stats detail on\r\nset p:a 0 0 1\r\nx\r\nget p:a p:b\r\ndelete p:a\r\nstats detail dump\r\nstats detail off\r\n"],
   // ---- meta: mn, me
   ["mn", "mn\r\nmn foo\r\n"],
