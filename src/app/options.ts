@@ -184,7 +184,8 @@ function convert(flag: string, type: OptionType, text: string, bounds: { min?: n
       return text;
     case "number":
     case "integer": {
-      const v = text.trim() === "" ? NaN : Number(text);
+      // Plain decimal only: Number() would also take "0x1F90", "0b10", " 2 " and "".
+      const v = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text) ? Number(text) : NaN;
       if (!Number.isFinite(v)) throw new OptionError(`--${flag} takes a number, got "${text}"`);
       if (type === "integer" && !Number.isInteger(v)) throw new OptionError(`--${flag} takes an integer, got "${text}"`);
       if (bounds.min !== undefined && v < bounds.min) throw new OptionError(`--${flag} must be at least ${bounds.min}, got ${text}`);

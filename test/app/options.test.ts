@@ -96,6 +96,10 @@ describe("parseCommandLine", () => {
     fails(["--port", "70000"], "--port must be at most 65535");
     fails(["--mode", "slow"], "--mode must be one of fast, safe");
     fails(["--verbose=maybe"], "--verbose takes true or false");
+    // Plain decimal numbers only (Number() takes hex, binary and padded text).
+    fails(["--port", "0x1F90"], '--port takes a number, got "0x1F90"');
+    fails(["--smp", " 2 "], "--smp takes a number");
+    fails(["--smp", "0b10"], "--smp takes a number");
   });
 
   test("required options", () => {
