@@ -296,13 +296,21 @@ class Supervisor {
   }
 
   private onSignal(signal: string): void {
+    this.signals++;
     if (this.stopping) {
+      if (this.signals === 1) {
+        // The first signal, while a shutdown that main started runs: it is already happening.
+        this.log.info(`${signal} received: already shutting down`);
+        return;
+      }
       say(this.name, `${signal} again: exiting without waiting for services to stop`);
       this.exit(EXIT_FAILURE);
     }
     this.log.info(`${signal} received: shutting down`);
     this.shutdown(signal, EXIT_OK);
   }
+
+  private signals = 0;
 
   /** Begins the orderly shutdown once; later calls only raise the exit code. */
   private shutdown(reason: string, code: number): void {

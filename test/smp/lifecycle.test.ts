@@ -31,6 +31,24 @@ describe("stop() during in-flight calls", () => {
 });
 
 describe("signals", () => {
+  test("the first SIGTERM while a shutdown main began is running only waits for it: main's exit code stands", async () => {
+    let sent = false;
+    const run = await runApp(FIXTURE, [...smpArgs(2), "--scenario", "main-returns", "--code", "3"], {
+      timeoutMs: 30_000,
+      env: { LIFECYCLE_STOP_MS: "400" },
+      onStdout: (text, proc) => {
+        if (!sent && text.includes("STOPPING")) {
+          sent = true;
+          proc.kill("SIGTERM");
+        }
+      },
+    });
+    expect(sent).toBe(true);
+    expect(run.stderr).not.toContain("again");
+    expect(run.code).toBe(3);
+    expect(stoppedLines(run.stdout)).toEqual([0, 1]);
+  });
+
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     test(`${signal}: main sees the shutdown signal, every service's stop() runs on every shard, exit 0`, async () => {
       let sent = false;
