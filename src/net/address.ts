@@ -235,9 +235,10 @@ export function parseAddress(input: AddressInput, what = "address"): SocketAddre
 }
 
 /** True when `input` names a host that needs DNS (connect resolves it; listen refuses it). */
-export function needsLookup(input: AddressInput): { host: string; port: number } | undefined {
+export function needsLookup(input: AddressInput): { host: string; port: number; family?: "ipv4" | "ipv6" } | undefined {
   let host: string | undefined;
   let port: number | undefined;
+  let family: "ipv4" | "ipv6" | undefined;
   if (typeof input === "string") {
     const m = /^([^:[\]/@]+):(\d{1,5})$/.exec(input);
     if (!m) return undefined;
@@ -246,10 +247,12 @@ export function needsLookup(input: AddressInput): { host: string; port: number }
   } else if (typeof input === "object" && input !== null && "host" in input && typeof input.host === "string") {
     host = input.host;
     port = (input as { port: number }).port;
+    const f = (input as { family?: unknown }).family;
+    if (f === "ipv4" || f === "ipv6") family = f;
   }
   if (host === undefined || host === "localhost" || host === "" || parseIpv4(host) >= 0) return undefined;
   if (host.includes(":")) return undefined;
-  return { host, port: checkPort(port, "connect") };
+  return { host, port: checkPort(port, "connect"), family };
 }
 
 /** "1.2.3.4:80", "[::1]:80", "unix:/path" or "unix:@abstract". */

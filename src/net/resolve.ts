@@ -35,7 +35,9 @@ export async function resolveAddress(input: AddressInput, what: string, signal?:
   let found: { address: string; family: number };
   try {
     // The resolver cannot be cancelled; an abort (or the caller's timeout) stops the wait.
-    found = await abortable(lookup(name.host), signal, what);
+    // An asked-for family resolves only addresses of that family (A or AAAA).
+    const lookedUp = name.family === undefined ? lookup(name.host) : lookup(name.host, { family: name.family === "ipv6" ? 6 : 4 });
+    found = await abortable(lookedUp, signal, what);
   } catch (cause) {
     if (cause instanceof AbortError) throw cause;
     const err = new SystemError("getaddrinfo", ENOENT, `${name.host}: ${(cause as Error).message}`);

@@ -6,9 +6,12 @@
 import { expect, mock, test } from "bun:test";
 
 let lookups = 0;
+let lastOptions: unknown;
 mock.module("node:dns/promises", () => ({
-  lookup: async () => {
+  lookup: async (host: string, options?: unknown) => {
     lookups++;
+    lastOptions = options;
+    if (host === "v6.example") return { address: "::1", family: 6 };
     await new Promise((r) => setTimeout(r, 10_000).unref());
     return { address: "127.0.0.1", family: 4 };
   },
@@ -52,4 +55,14 @@ test("a signal aborted before the call rejects with AbortError without asking th
   );
   expect(err).toBeInstanceOf(AbortError);
   expect(lookups).toBe(before);
+});
+
+test("a family asked for in the address reaches the resolver (AAAA for ipv6)", async () => {
+  const l = listen("[::1]:0");
+  const port = (l.localAddress as { port: number }).port;
+  const c = await connect({ host: "v6.example", port, family: "ipv6" });
+  expect(lastOptions).toEqual({ family: 6 });
+  expect(c.remoteAddress.family).toBe("ipv6");
+  await c.close();
+  await l.close();
 });
