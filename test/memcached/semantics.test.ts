@@ -209,6 +209,25 @@ describe("memory limit and eviction", () => {
     t.close();
   });
 
+  test("a run of hot items at the LRU tail all survive (not every fifth evicted)", () => {
+    // Hot keys stored one after another end up together at the tail: each read marks them
+    // active, and the tail walk must move every active one back, not give up after four.
+    const t = setup({ maxBytes: 4 * 1024 * 1024, itemSizeMax: 1024 * 1024 });
+    const v = value(1000);
+    const hot = 400;
+    for (let i = 0; i < hot; i++) t.run(`set hot${i} 0 0 1000\r\n${v}\r\n`);
+    let n = 0;
+    for (let round = 0; round < 30; round++) {
+      for (let i = 0; i < hot; i++) t.run(`get hot${i}\r\n`);
+      for (let k = 0; k < 300; k++, n++) t.run(`set cold${n} 0 0 1000\r\n${v}\r\n`);
+    }
+    expect(Number(t.stats().evictions)).toBeGreaterThan(3000); // the cache turned over
+    let alive = 0;
+    for (let i = 0; i < hot; i++) if (t.run(`mg hot${i}\r\n`) === "HD\r\n") alive++;
+    expect(alive).toBe(hot);
+    t.close();
+  });
+
   test("-M: out of memory instead of evicting", () => {
     const t = setup({ maxBytes: 2 * 1024 * 1024, itemSizeMax: 1024 * 1024, evictToFree: false });
     const v = value(1000);
@@ -256,6 +275,19 @@ describe("CAS, incr/decr, counters", () => {
     }
     // touch does not change the value, and keeps the CAS, as in stock.
     expect(seen.size).toBe(7);
+    t.close();
+  });
+
+  test("incr on a long run of digits answers at once: leading zeros count, more than 20 significant digits do not fit", () => {
+    // The number was built digit by digit over the whole value: quadratic, a 1 MB value of 9s
+    // froze the shard for about a minute and a half.
+    const t = setup({ itemSizeMax: 2 * 1024 * 1024, maxBytes: 16 * 1024 * 1024 });
+    const nines = "9".repeat(1_000_000);
+    t.run(`set big 0 0 ${nines.length}\r\n${nines}\r\n`);
+    expect(t.run("incr big 1\r\n")).toBe("CLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
+    const zeros = `${"0".repeat(100_000)}41`;
+    t.run(`set z 0 0 ${zeros.length}\r\n${zeros}\r\n`);
+    expect(t.run("incr z 1\r\n")).toBe("42\r\n");
     t.close();
   });
 
