@@ -204,21 +204,15 @@ export class ShardServer {
       }
       conn.lastCmd = clock.now;
       if (session.holes.length > 0) {
-        if (session.abort) {
-          // Stock had already sent what came before its last send point, the other shards'
-          // answers included (one of them may be a send point itself: a binary error): wait
-          // for them (every hole is a complete command: one still waiting for its value has none).
-          if (session.holes.length > 0) {
-            session.detachOut();
-            return fillHoles(session).then(answer);
-          }
-        } else {
-          // Output waits for other shards past this call: into the session's own buffer.
-          session.detachOut();
-          // A forwarded command still waiting for its value: read on first.
-          if (session.forwarding) return undefined;
-          return fillHoles(session).then(answer);
-        }
+        // Output waits for other shards past this call: into the session's own buffer.
+        session.detachOut();
+        // A forwarded command still waiting for its value: read on first (an aborted session
+        // reads nothing more; every hole it has is a complete command).
+        if (session.forwarding && !session.abort) return undefined;
+        // On an abort, stock had already sent what came before its last send point, the other
+        // shards' answers included (one of them may be a send point itself: a binary error):
+        // answer() writes exactly that once they are in.
+        return fillHoles(session).then(answer);
       }
       return answer();
     };
