@@ -317,10 +317,10 @@ export function whenAll(futures: Iterable<unknown>, opts?: SignalOptions): Promi
 }
 
 /**
- * `p`, or AbortError as soon as `signal` aborts. What `p` waits for is not cancelled (hand the
- * signal to that work too); the abort listener goes when `p` settles.
+ * @internal `p`, or AbortError as soon as `signal` aborts. What `p` waits for is not cancelled
+ * (hand the signal to that work too); the abort listener goes when `p` settles.
  */
-function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
   if (signal === undefined) return p;
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(abortError(signal, what));

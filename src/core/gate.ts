@@ -3,7 +3,7 @@
  * it can refuse new work and then wait for the work in flight to drain.
  */
 import { InvalidArgumentError, ShoalError } from "./errors.ts";
-import { abortError, checkFunction, checkOptions, type Awaitable, type SignalOptions } from "./future.ts";
+import { abortError, abortable, checkFunction, checkOptions, type Awaitable, type SignalOptions } from "./future.ts";
 
 /** Entering a closed gate (code ERR_GATE_CLOSED). */
 export class GateClosedError extends ShoalError {
@@ -103,18 +103,7 @@ export class Gate implements AsyncDisposable {
     const signal = opts?.signal;
     // Already aborted: nothing happens (the gate stays open), as for every other wait.
     if (signal?.aborted) return Promise.reject(abortError(signal, "gate close"));
-    if (signal !== undefined && this.holders > 0) {
-      const drained = this.closeDrained();
-      return new Promise<void>((resolve, reject) => {
-        const onAbort = () => reject(abortError(signal, "gate close"));
-        signal.addEventListener("abort", onAbort, { once: true });
-        void drained.then(() => {
-          signal.removeEventListener("abort", onAbort);
-          resolve();
-        });
-      });
-    }
-    return this.closeDrained();
+    return abortable(this.closeDrained(), signal, "gate close");
   }
 
   private closeDrained(): Promise<void> {

@@ -5,27 +5,10 @@
  */
 import { lookup } from "node:dns/promises";
 import { AbortError, SystemError } from "../core/errors.ts";
+import { abortable } from "../core/future.ts";
 import { needsLookup, parseAddress, type AddressInput, type SocketAddress } from "./address.ts";
 
 const ENOENT = 2;
-
-function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
-  if (signal === undefined) return p;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new AbortError(`${what} was aborted`, { cause: signal.reason }));
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
-}
 
 /** Parses `input`, resolving a host name to its first address. Rejects with SystemError (op "getaddrinfo"). */
 export async function resolveAddress(input: AddressInput, what: string, signal?: AbortSignal): Promise<SocketAddress> {
