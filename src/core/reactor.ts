@@ -433,6 +433,11 @@ export class Reactor {
     extra?: PrepareExtra,
   ): Promise<any> {
     const signal = opts?.signal;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      // Before anything is queued: a bad signal must not leave an operation behind.
+      if (iov >= 0) this.freeIov(iov);
+      throw new InvalidArgumentError(`${name}: signal must be an AbortSignal, got ${signal === null ? "null" : typeof signal}`);
+    }
     if (signal?.aborted) {
       if (iov >= 0) this.freeIov(iov);
       return Promise.reject(new AbortError(`${name} was aborted`, { cause: signal.reason }));

@@ -469,6 +469,9 @@ export class DmaFile implements AsyncDisposable, IoOwner {
    */
   async allocate(pos: number, len: number, opts?: OpOptions & { keepSize?: boolean }): Promise<void> {
     checkSignal("allocate", opts);
+    if (opts?.keepSize !== undefined && typeof opts.keepSize !== "boolean") {
+      throw new InvalidArgumentError(`allocate: keepSize must be a boolean, got ${typeof opts.keepSize}`);
+    }
     this.checkAccess("allocate", true);
     this.checkRange("allocate", pos, len);
     const mode = opts?.keepSize === false ? 0 : FALLOC_FL_KEEP_SIZE;
@@ -550,6 +553,8 @@ export async function openFileDma(path: string, opts?: OpenFileOptions): Promise
       // open(2) answers EINVAL for O_DIRECT on a directory too: tell the two apart.
       const st = await statx(`${op}: statx`, -1, path, 0).catch(() => undefined);
       if (st?.type === "directory") throw new SystemError(op, EISDIR, `${path} is a directory`);
+      // A device, FIFO or socket refuses O_DIRECT for what it is, not for its file system.
+      if (st !== undefined && st.type !== "file") throw new SystemError(op, EINVAL, `${path} is a ${st.type}, not a regular file`);
       throw new SystemError(op, EINVAL, `${path}: the file system refuses O_DIRECT (or the flags are invalid)`);
     }
     if (e instanceof SystemError) throw new SystemError(op, e.errno, path);

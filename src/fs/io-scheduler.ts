@@ -364,7 +364,9 @@ export class IoQueue {
   private abort(req: IoRequest): void {
     if (req.state === IN_FLIGHT) {
       // The kernel's final completion still arrives (-ECANCELED, or the result if too late).
-      reactor().cancelSlot(req.slot);
+      // Named by its owner: once the completion was reaped the slot is free and may belong
+      // to another operation before completed() runs in the request's group turn.
+      reactor().cancelSlot(req.slot, req);
       return;
     }
     if (req.state !== QUEUED) return;

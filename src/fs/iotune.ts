@@ -108,6 +108,9 @@ export async function iotune(opts: IotuneOptions): Promise<IotuneResult> {
   for (const [k, v] of [["randomDepth", randomDepth], ["sequentialDepth", sequentialDepth]] as const) {
     if (!Number.isInteger(v) || v < 1 || v > 512) throw new InvalidArgumentError(`iotune: ${k} must be an integer in 1..512, got ${v}`);
   }
+  if (opts.fileSize !== undefined && (!Number.isSafeInteger(opts.fileSize) || opts.fileSize < 16 * MiB)) {
+    throw new InvalidArgumentError(`iotune: fileSize must be an integer of at least 16 MiB, got ${opts.fileSize}`);
+  }
   const log = opts.log ?? (() => {});
   const space = fsSpace(opts.directory);
   let fileSize = opts.fileSize ?? Math.min(1024 * MiB, Math.floor(space.availableBytes / 4 / MiB) * MiB);

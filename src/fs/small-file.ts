@@ -13,6 +13,13 @@ import { closeFd, fsync, openat, twoPathOp, unlinkat } from "./ops.ts";
 import { checkPath } from "./scratch.ts";
 
 const CHUNK = 64 * 1024;
+
+function checkOpts(op: string, opts: unknown): void {
+  if (opts === undefined) return;
+  if (opts === null || typeof opts !== "object") throw new InvalidArgumentError(`${op}: options must be an object`);
+  const s = (opts as OpOptions).signal;
+  if (s !== undefined && !(s instanceof AbortSignal)) throw new InvalidArgumentError(`${op}: signal must be an AbortSignal`);
+}
 /** Larger files are refused: this helper is for configuration. */
 const MAX_BYTES = 16 * 1024 * 1024;
 
@@ -22,6 +29,7 @@ const MAX_BYTES = 16 * 1024 * 1024;
  */
 export async function readSmallFile(path: string, opts?: OpOptions): Promise<string> {
   checkPath("readSmallFile", path);
+  checkOpts("readSmallFile", opts);
   const fd = await openat("readSmallFile: open", path, O_RDONLY | O_CLOEXEC, 0, opts);
   const buf = allocateAlignedBuffer(CHUNK);
   const chunks: Uint8Array[] = [];
@@ -52,10 +60,17 @@ export async function readSmallFile(path: string, opts?: OpOptions): Promise<str
  */
 export async function writeSmallFile(path: string, text: string, opts?: OpOptions & { mode?: number }): Promise<void> {
   checkPath("writeSmallFile", path);
+  checkOpts("writeSmallFile", opts);
+  if (typeof text !== "string") throw new InvalidArgumentError(`writeSmallFile: text must be a string, got ${typeof text}`);
+  // Permission bits only: no setuid, setgid or sticky bit on a configuration file.
+  const mode = opts?.mode ?? 0o644;
+  if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) {
+    throw new InvalidArgumentError(`writeSmallFile: mode must be an integer in 0..0o777 (permission bits), got ${typeof mode === "number" ? "0o" + mode.toString(8) : String(mode)}`);
+  }
   const data = new TextEncoder().encode(text);
   if (data.length > MAX_BYTES) throw new InvalidArgumentError(`writeSmallFile: text is larger than ${MAX_BYTES} bytes`);
   const tmp = `${path}.tmp-${process.pid}`;
-  const fd = await openat("writeSmallFile: open", tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, opts?.mode ?? 0o644, opts);
+  const fd = await openat("writeSmallFile: open", tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode, opts);
   const buf = allocateAlignedBuffer(Math.max(1, data.length));
   try {
     try {

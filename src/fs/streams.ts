@@ -74,6 +74,8 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
   private error: unknown;
   private closed: Promise<void> | undefined;
   private consumed = 0;
+  /** The chunk load in progress (read, readExactly, skip): close() waits for it. */
+  private loading: Promise<boolean> | undefined;
 
   /**
    * Starts a stream over `file` (opened readable). Issues the first reads at once.
@@ -134,6 +136,13 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
     if (this.error !== undefined) throw this.error;
   }
 
+  /** next(), remembered so that close() can wait for it before freeing the buffers. */
+  private advance(): Promise<boolean> {
+    const p = this.next();
+    this.loading = p;
+    return p;
+  }
+
   /** Loads the next chunk into `view`; false at the end. */
   private async next(): Promise<boolean> {
     this.releaseCurrent();
@@ -182,7 +191,7 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
    */
   async read(): Promise<Uint8Array | null> {
     this.checkUsable("read");
-    if (this.view.length === 0 && !(await this.next())) return null;
+    if (this.view.length === 0 && !(await this.advance())) return null;
     const v = this.view;
     this.view = new Uint8Array(0);
     this.consumed += v.length;
@@ -199,7 +208,7 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
     const out = new Uint8Array(n);
     let got = 0;
     while (got < n) {
-      if (this.view.length === 0 && !(await this.next())) break;
+      if (this.view.length === 0 && !(await this.advance())) break;
       const take = Math.min(n - got, this.view.length);
       out.set(this.view.subarray(0, take), got);
       this.view = this.view.subarray(take);
@@ -215,7 +224,7 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
     this.checkUsable("skip");
     let left = n;
     while (left > 0) {
-      if (this.view.length === 0 && !(await this.next())) break;
+      if (this.view.length === 0 && !(await this.advance())) break;
       const take = Math.min(left, this.view.length);
       this.view = this.view.subarray(take);
       left -= take;
@@ -240,11 +249,17 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
   close(): Promise<void> {
     if (this.closed !== undefined) return this.closed;
     this.closed = (async () => {
-      this.releaseCurrent();
-      this.view = new Uint8Array(0);
-      for (const p of this.pending.splice(0)) await p.done.then(() => p.buf.release(), () => p.buf.release());
-      this.pool.close();
-      if (this.closeFile) await this.file.close();
+      try {
+        // A read in progress holds a buffer out of `pending`: let it finish first (its view,
+        // like every view, is invalid once close() is called).
+        if (this.loading !== undefined) await this.loading.catch(() => {});
+        this.releaseCurrent();
+        this.view = new Uint8Array(0);
+        for (const p of this.pending.splice(0)) await p.done.then(() => p.buf.release(), () => p.buf.release());
+        this.pool.close();
+      } finally {
+        if (this.closeFile) await this.file.close();
+      }
     })();
     return this.closed;
   }
@@ -287,6 +302,8 @@ export class FileOutputStream implements AsyncDisposable {
   private error: unknown;
   private closed: Promise<void> | undefined;
   private readonly start: number;
+  /** The file's size just before the last padded tail write (see trimPadding). */
+  private sizeBeforeTail = 0;
 
   /**
    * Starts a stream writing `file` (opened writable) from `opts.offset`.
@@ -382,6 +399,7 @@ export class FileOutputStream implements AsyncDisposable {
     if (padded > this.fillBytes) {
       const end = this.bufPos + this.fillBytes;
       const size = await this.file.size({ signal: this.signal });
+      this.sizeBeforeTail = size;
       if (size > end) await this.keepExistingTail(end, padded);
     }
     await this.file.dmaWrite(this.bufPos, this.buf, { length: padded, signal: this.signal });
@@ -416,12 +434,15 @@ export class FileOutputStream implements AsyncDisposable {
     if (this.error !== undefined) throw this.error;
   }
 
-  /** Cuts the padding off again: the file ends at the true end of the stream. */
+  /**
+   * Cuts the padding off again: the file ends at the true end of the stream, or where it ended
+   * before the padded tail was written if that is further (an existing longer file keeps its
+   * bytes; the tail write carried them over, see keepExistingTail).
+   */
   private async trimPadding(padded: number): Promise<void> {
     if (padded === this.fillBytes) return;
-    const trueEnd = this.bufPos + this.fillBytes;
-    // Only when the padding extended the file: an existing longer file keeps its tail.
-    if ((await this.file.size()) <= this.bufPos + padded) await this.file.truncate(trueEnd);
+    const keepTo = Math.max(this.bufPos + this.fillBytes, this.sizeBeforeTail);
+    if ((await this.file.size()) > keepTo) await this.file.truncate(keepTo);
   }
 
   /**

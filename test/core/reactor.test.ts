@@ -303,6 +303,10 @@ describe("bad input is refused before it reaches the kernel", () => {
       ["fd of 2^32 + 1", () => r.write(2 ** 32 + 1, b), "ERR_INVALID_ARG"],
       ["close of fd 2^32 + 2", () => r.close(2 ** 32 + 2), "ERR_INVALID_ARG"],
       ["poll of fd 2^31", () => r.poll(2 ** 31, 1), "ERR_INVALID_ARG"],
+      // A signal that is not an AbortSignal used to be found out after the operation was queued.
+      ["signal not an AbortSignal (nop)", () => r.nop({ signal: {} as AbortSignal }), "ERR_INVALID_ARG"],
+      ["signal not an AbortSignal (read)", () => r.read(0, b, { signal: "x" as unknown as AbortSignal }), "ERR_INVALID_ARG"],
+      ["signal not an AbortSignal (writev)", () => r.writev(1, [b], { signal: 1 as unknown as AbortSignal }), "ERR_INVALID_ARG"],
     ];
     for (const [what, call, code] of cases) {
       const err = thrownBy(call);

@@ -220,6 +220,32 @@ describe("fsSpace and withTempDir", () => {
     expect(await codeOf(readSmallFile(`${p}.missing`))).toBe("ENOENT");
   });
 
+  test("readSmallFile/writeSmallFile refuse bad options, modes and text before opening anything", async () => {
+    const p = fresh("args");
+    const fds = () => readdirSync("/proc/self/fd").length;
+    const before = fds();
+    const bad: [() => Promise<unknown>, RegExp][] = [
+      [() => readSmallFile(p, { signal: {} as never }), /signal must be an AbortSignal/],
+      [() => writeSmallFile(p, "x", { signal: 1 as never }), /signal must be an AbortSignal/],
+      [() => writeSmallFile(p, "x", { mode: -1 }), /mode/],
+      [() => writeSmallFile(p, "x", { mode: 0o104755 }), /mode/], // setuid: refused
+      [() => writeSmallFile(p, "x", { mode: 0o4755 }), /mode/],
+      [() => writeSmallFile(p, "x", { mode: 1.5 }), /mode/],
+      [() => writeSmallFile(p, "x", { mode: "abc" as never }), /mode/],
+      [() => writeSmallFile(p, 42 as never), /text must be a string/],
+    ];
+    for (const [call, message] of bad) {
+      const err = await call().then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(InvalidArgumentError);
+      expect((err as Error).message).toMatch(message);
+    }
+    expect(fds()).toBe(before); // nothing was opened (a bad signal used to leak the descriptor)
+    expect(existsSync(p) || readdirSync(root).some((n) => n.includes(".tmp-"))).toBe(false);
+    expect(reactor().counters().inFlight).toBe(0);
+    await writeSmallFile(p, "ok", { mode: 0o600 });
+    expect(statSync(p).mode & 0o7777).toBe(0o600);
+  });
+
   test("readSmallFile of a directory names the call and the path; a failed writeSmallFile leaves no temporary file", async () => {
     const dir = fresh("adir");
     mkdirSync(dir);

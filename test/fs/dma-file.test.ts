@@ -194,6 +194,10 @@ describe("openFileDma on ext4", () => {
     expect((e2 as SystemError).code).toBe("EEXIST");
     const e3 = await openFileDma(dir).catch((e: unknown) => e);
     expect((e3 as SystemError).code).toBe("EISDIR");
+    // A device refuses O_DIRECT for what it is: say so, not that the file system refuses it.
+    const e4 = await openFileDma("/dev/null").catch((e: unknown) => e);
+    expect((e4 as SystemError).code).toBe("EINVAL");
+    expect((e4 as SystemError).message).toMatch(/is a char-device, not a regular file/);
     // Object flags: create without truncating.
     await using f = await openFileDma(p, { flags: { access: "readWrite", create: true } });
     expect(await f.size()).toBe(1);
@@ -221,6 +225,7 @@ describe("bad input fails before anything reaches the kernel", () => {
       [() => f.readv(0, []), InvalidArgumentError, /1\.\.64/],
       [() => f.writev(4096, [good, new Uint8Array(1) as never]), InvalidArgumentError, /buffers\[1\]/],
       [() => f.truncate(-1), InvalidArgumentError, /length/],
+      [() => f.allocate(0, 4096, { keepSize: "no" as never }), InvalidArgumentError, /keepSize must be a boolean/],
     ];
     for (const [call, type, message] of bad) {
       let err: unknown;

@@ -139,6 +139,36 @@ describe("capacity and splitting", () => {
     pool.close();
   });
 
+  test("aborting a request whose completion was reaped but not yet delivered cancels nothing else", async () => {
+    // Two groups' reads complete in one reap; the reactor frees their slots at once, and each
+    // request's handler runs in its own group's turn. The group that runs first issues nops
+    // (reusing those slots) and aborts the other group's request: that abort used to cancel
+    // whichever nop had taken the freed slot.
+    await using f = await dataFile(1 << 20);
+    await configureIoScheduler({ submitBatch: 1 }); // each read reaches the kernel at once
+    const ca = new AbortController();
+    const cb = new AbortController();
+    const nops: Promise<string>[] = [];
+    const victims = () => {
+      for (let i = 0; i < 4; i++) nops.push(reactor().nop().then(() => "ok", (e: Error) => `${e.name}: ${e.message}`));
+    };
+    const ra = withSchedulingGroup(groupA, () => f.dmaRead(0, 4096, { signal: ca.signal })).then((b) => {
+      victims();
+      cb.abort();
+      b.release();
+    }, () => {});
+    const rb = withSchedulingGroup(groupB, () => f.dmaRead(8192, 4096, { signal: cb.signal })).then((b) => {
+      victims();
+      ca.abort();
+      b.release();
+    }, () => {});
+    const t = performance.now();
+    while (performance.now() - t < 30) {} // both completions land in one reap
+    await Promise.all([ra, rb]);
+    expect(await Promise.all(nops)).toEqual(nops.map(() => "ok"));
+    expect(reactor().counters().inFlight).toBe(0);
+  });
+
   test("requests larger than the maximum are split transparently", async () => {
     await using f = await dataFile(4 << 20);
     await configureIoScheduler({ maxRequestSize: 128 * 1024 });

@@ -5,6 +5,7 @@
 import { afterAll, expect, test } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
+import { InvalidArgumentError } from "../../src/index.ts";
 import { configureIoScheduler, ioScheduler, iotune, mountPointOf, openFileDma, parseIoProperties, readSmallFile, resetIoScheduler } from "../../src/fs/index.ts";
 import { ext4Scratch } from "./fixtures/ext4.ts";
 
@@ -53,4 +54,13 @@ test("the iotune command writes the file and explains its usage", () => {
   const bad = Bun.spawnSync([bun, script, "--evaluation-directory", `${scratch.dir}/missing`]);
   expect(bad.exitCode).toBe(1);
   expect(bad.stderr.toString()).toContain("ENOENT");
+});
+
+test("bad options are refused before a test file is created", async () => {
+  for (const fileSize of [Number.NaN, 17.5, 1 << 20, -1]) {
+    const err = await iotune({ directory: scratch.dir, fileSize, durationMs: 100 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect((err as Error).message).toMatch(/fileSize/);
+  }
+  expect(readdirSync(scratch.dir).filter((n) => n.includes("iotune"))).toEqual([]);
 });

@@ -103,6 +103,28 @@ describe("FileOutputStream", () => {
     expect(Buffer.compare(disk.subarray(4107), Buffer.from(old.subarray(4107)))).toBe(0);
   });
 
+  test("a stream over a file that ends inside the stream's padded last block keeps the file's end", async () => {
+    // 300-byte file, 100 bytes written from 0: the tail block padded to the alignment reaches
+    // past the old end, so the padded write grows the file; trimming must cut back to 300, not
+    // to 100 (flush and close alike).
+    for (const flushFirst of [false, true]) {
+      const p = path();
+      const old = bytes(300, 8);
+      writeFileSync(p, old);
+      const out = new FileOutputStream(await openFileDma(p, { flags: "r+" }));
+      await out.write(new Uint8Array(100).fill(0x42));
+      if (flushFirst) {
+        await out.flush();
+        expect(statSync(p).size).toBe(300);
+      }
+      await out.close();
+      const disk = readFileSync(p);
+      expect(disk.length).toBe(300);
+      expect(disk.subarray(0, 100).every((x) => x === 0x42)).toBe(true);
+      expect(Buffer.compare(disk.subarray(100), Buffer.from(old.subarray(100)))).toBe(0);
+    }
+  });
+
   test("...and refuses to pad over them when the file is write-only (it cannot read them)", async () => {
     const p = path();
     const old = bytes(8192, 5);
@@ -179,6 +201,20 @@ describe("FileInputStream", () => {
     await input.close();
     expect(back.length).toBe(data.length);
     expect(Buffer.compare(back, data)).toBe(0);
+  });
+
+  test("close() while a read() is in flight waits for it, frees its buffer and closes the file", async () => {
+    const p = path();
+    writeFileSync(p, bytes(1 << 20, 9));
+    const f = await openFileDma(p);
+    const input = new FileInputStream(f, { bufferSize: 65536, readAhead: 2 });
+    const read = input.read(); // not awaited: its DMA read is in flight
+    await input.close(); // used to throw "BufferPool.close: 2 buffer(s) still acquired" and leave the file open
+    // The read completes; its view, like any view after close(), is no longer valid (detached).
+    expect(await read).toBeInstanceOf(Uint8Array);
+    expect(f.isClosed).toBe(true);
+    expect(reactor().counters().inFlight).toBe(0);
+    await expect(input.read()).rejects.toBeInstanceOf(ClosedError);
   });
 
   test("closing early waits for read-ahead and frees everything", async () => {
