@@ -223,9 +223,14 @@ export class ShardServer {
       // STOP, or the peer reset / the connection failed: nothing more to answer.
     } finally {
       session.close();
-      this.conns.delete(conn.id);
-      stats.curr_conns--;
-      await connection.close().catch(() => {});
+      // The connection counts until its output is flushed and it is closed: stop() waits for
+      // the count to reach zero, and answers still queued must reach the client first.
+      try {
+        await connection.close().catch(() => {});
+      } finally {
+        this.conns.delete(conn.id);
+        stats.curr_conns--;
+      }
     }
   }
 

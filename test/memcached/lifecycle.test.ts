@@ -10,6 +10,7 @@ import dgram from "node:dgram";
 import net from "node:net";
 import { b, dec, exchange, startOurs, waitForPort } from "./lib/harness.ts";
 import { parseCommandLine, UsageError } from "../../examples/memcached/cli.ts";
+import { connect } from "../../src/net/index.ts";
 
 describe("graceful SIGTERM", () => {
   test("pipelined requests sent before the signal are all answered, then connections close", async () => {
@@ -50,6 +51,48 @@ describe("graceful SIGTERM", () => {
       s.once("error", () => resolve(true));
     });
     expect(refused).toBe(true);
+  }, 60_000);
+
+  test("a client that reads slowly gets every answer in full before its connection closes", async () => {
+    // 60 gets of 100 KB values (6 MB of answers) are all received before the signal, but the
+    // client reads only after it, slowly: the answers wait in the connection's output. The server
+    // used to stop counting the connection before its output was flushed and exit with part
+    // of a value sent, followed by a normal close.
+    const server = await startOurs(["-t", "2"]);
+    const value = "z".repeat(100_000);
+    const keys = Array.from({ length: 10 }, (_, i) => `slow${i}`);
+    let fill = "";
+    for (const k of keys) fill += `set ${k} 0 0 ${value.length}\r\n${value}\r\n`;
+    const setup = await exchange(server.port, b(fill + "mn\r\n"), { until: b("MN\r\n"), idleMs: 5000 });
+    expect(dec.decode(setup.bytes).split("STORED\r\n").length - 1).toBe(keys.length);
+
+    const n = 60;
+    let req = "";
+    for (let i = 0; i < n; i++) req += `get ${keys[i % keys.length]}\r\n`;
+    // Shoal's own client: it stops receiving once 64 KiB wait unread, so the answers back up
+    // into the server (a Bun socket would keep reading while paused).
+    const c = await connect(`127.0.0.1:${server.port}`, { maxReadBuffered: 64 * 1024 });
+    await c.output.write(req);
+    await c.output.flush();
+    await Bun.sleep(300);
+    server.proc.kill("SIGTERM");
+    await Bun.sleep(300);
+    let got = 0;
+    let tail = "";
+    for (;;) {
+      // Slowly: the server's connection ends (its input shut, its last write accepted) while
+      // about a megabyte still waits in its output.
+      await Bun.sleep(4);
+      const chunk = await c.input.read();
+      if (chunk === null) break;
+      got += chunk.length;
+      tail = (tail + dec.decode(chunk.subarray(Math.max(0, chunk.length - 64)))).slice(-64);
+    }
+    await c.close();
+    const one = `VALUE slow0 0 ${value.length}\r\n`.length + value.length + "\r\nEND\r\n".length;
+    expect(got).toBe(one * n);
+    expect(tail.endsWith("zzzz\r\nEND\r\n")).toBe(true);
+    expect(await server.proc.exited).toBe(0);
   }, 60_000);
 });
 
