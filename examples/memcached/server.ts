@@ -206,12 +206,11 @@ export class ShardServer {
       if (session.holes.length > 0) {
         // Output waits for other shards past this call: into the session's own buffer.
         session.detachOut();
-        // A forwarded command still waiting for its value: read on first (an aborted session
-        // reads nothing more; every hole it has is a complete command).
-        if (session.forwarding && !session.abort) return undefined;
-        // On an abort, stock had already sent what came before its last send point, the other
-        // shards' answers included (one of them may be a send point itself: a binary error):
-        // answer() writes exactly that once they are in.
+        // The other shards' answers go in first, then answer() sends what stock would have
+        // sent by now: up to the last send point (a get, a binary error...) when a value is
+        // still arriving (a forwarded set waiting for its data has no hole yet: it is not
+        // disturbed), or, on an abort, what came before it, the other shards' answers
+        // included (one of them may be a send point itself: a binary error).
         return fillHoles(session).then(answer);
       }
       return answer();

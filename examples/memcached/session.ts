@@ -284,11 +284,6 @@ export class Session {
     this.fwdUnit.reset();
   }
 
-  /** True while a forwarded unit waits for more input (its answer cannot be placed yet). */
-  get forwarding(): boolean {
-    return this.state === St.FORWARD;
-  }
-
   /**
    * Runs one complete unit `buf[from..to)` forwarded by another shard (no carry: the unit is
    * whole; what it leaves incomplete is dropped by the caller's reset()).

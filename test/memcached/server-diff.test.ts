@@ -7,7 +7,9 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { allCases, BIN_SENTINEL, BIN_SENTINEL_ANSWER, maskCas, TEXT_SENTINEL, TEXT_SENTINEL_ANSWER, type Case } from "./lib/cases.ts";
-import { cat, exchange, show, startOurs, startStock, type Answer, type ServerProcess } from "./lib/harness.ts";
+import { b, cat, dec, exchange, show, startOurs, startStock, type Answer, type ServerProcess } from "./lib/harness.ts";
+import { binRequest, setExtras } from "./lib/binproto.ts";
+import { murmur3, shardOf } from "../../examples/memcached/hash.ts";
 
 const cases = allCases();
 
@@ -93,4 +95,42 @@ describe("commands split across many TCP segments (2 shards)", () => {
       await ours.stop();
     }
   }, 240_000);
+});
+
+/** A key (prefix + n) that shard `shard` of `shards` owns. */
+function keyOwnedBy(shard: number, shards: number, prefix: string): string {
+  for (let i = 0; ; i++) {
+    const k = `${prefix}${i}`;
+    if (shardOf(murmur3(b(k), 0, k.length), shards) === shard) return k;
+  }
+}
+
+describe("answers already due while a forwarded value is still arriving (2 shards)", () => {
+  test("gets (text) and a binary noop before an unfinished set are answered at once, as stock does", async () => {
+    // Two gets (one key per shard) are send points for stock; the set after them waits for
+    // its value. Whichever shard the connection lands on, the set's key is forwarded on half
+    // of the connections; those used to send nothing until the value was complete.
+    const k0 = keyOwnedBy(0, 2, "due-a");
+    const k1 = keyOwnedBy(1, 2, "due-b");
+    const stock = await startStock(["-t", "2"]);
+    const ours = await startOurs(["-t", "2"]);
+    try {
+      const seen = [stock, ours].map(() => ({ text: [] as string[], binary: [] as number[] }));
+      for (const [i, server] of [stock, ours].entries()) {
+        for (const kx of [k0, k1, k0, k1, k0, k1, k0, k1]) {
+          const t = await exchange(server.port, b(`get ${k0}\r\nget ${k1}\r\nset ${kx} 0 0 10\r\nhello`), { idleMs: 300 });
+          seen[i]!.text.push(dec.decode(t.bytes));
+          const set = binRequest(0x01, { key: kx, extras: setExtras(0, 0), value: "0123456789", opaque: 4 });
+          const req = cat(binRequest(0x0c, { key: k0, opaque: 1 }), binRequest(0x0c, { key: k1, opaque: 2 }), binRequest(0x0a, { opaque: 3 }), set.subarray(0, set.length - 5));
+          seen[i]!.binary.push((await exchange(server.port, req, { idleMs: 300 })).bytes.length);
+        }
+      }
+      expect(seen[0]!.text).toEqual(seen[0]!.text.map(() => "END\r\nEND\r\n"));
+      expect(seen[0]!.binary.every((n) => n >= 72)).toBe(true); // two getk misses and the noop
+      expect(seen[1]).toEqual(seen[0]!);
+    } finally {
+      await stock.stop();
+      await ours.stop();
+    }
+  }, 60_000);
 });
