@@ -96,6 +96,7 @@ export class Engine {
       slabChunkMax: settings.slabChunkMax,
       evictToFree: settings.evictToFree,
       useCas: settings.useCas,
+      casSeries: { index: this.shardId, count: this.shards },
       slabReassign: settings.slabReassign,
       hashPower: settings.hashpowerInit,
       memory: options.memory,

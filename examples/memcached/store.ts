@@ -146,6 +146,11 @@ export interface StoreOptions {
   /** Where the arena lives: "native" (default: mmap'd by Shoal, committed as used) or "js". */
   memory?: "native" | "js";
   clock: Clock;
+  /**
+   * CAS ids of a store that is one of `casSeries.count` shards: this one hands out
+   * index+1, index+1+count, ... so no two shards ever hand out the same id (default: 1, 2, 3...).
+   */
+  casSeries?: { index: number; count: number };
 }
 
 const PAGE_SIZE = 1024 * 1024;
@@ -227,8 +232,13 @@ export class Store {
   /** Completed expansions. */
   hashExpansions = 0;
 
-  /** Last CAS id handed out (stock's global cas_id, here per shard). */
+  /**
+   * Last CAS id handed out (stock's global cas_id). With several shards each counts in steps
+   * of the shard count from its own offset: ids stay unique server-wide (a token from one key
+   * never matches another key's item on another shard) and increase within a shard.
+   */
   casId = 0;
+  private readonly casStep: number;
   /** flush_all state: items last updated at or before oldestLive (once reached) are invalid. */
   oldestLive = 0;
   oldestCas = 0;
@@ -254,6 +264,12 @@ export class Store {
 
   constructor(options: StoreOptions) {
     this.clock = options.clock;
+    const series = options.casSeries ?? { index: 0, count: 1 };
+    if (!Number.isInteger(series.count) || series.count < 1 || !Number.isInteger(series.index) || series.index < 0 || series.index >= series.count) {
+      throw new RangeError(`casSeries must be an index in 0..count-1, got ${series.index} of ${series.count}`);
+    }
+    this.casStep = series.count;
+    this.casId = series.index + 1 - series.count;
     this.itemSizeMax = options.itemSizeMax;
     this.useCas = options.useCas ?? true;
     this.evictToFree = options.evictToFree ?? true;
@@ -457,7 +473,7 @@ export class Store {
   }
   /** The next CAS id (stock's get_cas_id). */
   nextCas(): number {
-    return ++this.casId;
+    return (this.casId += this.casStep);
   }
 
   // ------------------------------------------------------------------ lookup
@@ -990,7 +1006,7 @@ export class Store {
     const w = ref << 1;
     this.mem[b + 28] = (this.mem[b + 28]! & ~F_PENDING) | F_LINKED;
     this.u32[w + 3] = this.clock.now;
-    this.f64[ref + 4] = this.useCas ? ++this.casId : 0;
+    this.f64[ref + 4] = this.useCas ? (this.casId += this.casStep) : 0;
     this.u32[w + 10] = hv;
     const old = this.inOldTable(hv);
     const table = old ? this.oldBuckets! : this.buckets;
@@ -1168,7 +1184,7 @@ export class Store {
       // In place, padded with spaces, as stock does when nobody else holds the item.
       for (let i = 0; i < res; i++) this.mem[voff + i] = digits.charCodeAt(i);
       for (let i = res; i < nb - 2; i++) this.mem[voff + i] = 32;
-      this.setCas(ref, this.useCas ? ++this.casId : 0);
+      this.setCas(ref, this.useCas ? (this.casId += this.casStep) : 0);
       this.update(ref);
       this.deltaRef = ref;
       this.deltaReplaced = false;
@@ -1211,7 +1227,7 @@ export class Store {
   flushUntil(newOldest: number): void {
     if (this.useCas) {
       this.oldestLive = (newOldest - 1) >>> 0;
-      if (this.oldestLive <= this.clock.now) this.oldestCas = ++this.casId;
+      if (this.oldestLive <= this.clock.now) this.oldestCas = (this.casId += this.casStep);
     } else {
       this.oldestLive = newOldest;
     }

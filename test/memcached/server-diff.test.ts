@@ -2,7 +2,7 @@
  * The differential cases again, this time over TCP against our real server process
  * (examples/memcached/main.ts on Shoal's posix stack) with 1 shard and with 2 shards, compared
  * with stock memcached 1.6.18 started fresh for each. One shard must match byte for byte; two
- * shards must match with CAS values masked (each shard counts its own), except the few cases
+ * shards must match with CAS values masked (each shard counts its own series of unique ids), except the few cases
  * that send CAS numbers they expect stock's single counter to have produced.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";

@@ -84,6 +84,25 @@ describe("several shards", () => {
     for (const [got, expected] of await Promise.all(runs)) expect(got).toBe(expected);
   });
 
+  test("CAS ids are unique server-wide: one key's token never matches another key's item", async () => {
+    // Each shard counts its own CAS ids; they used to start at 1 on every shard, so a token
+    // from one key could update another key's item on another shard.
+    let req = "";
+    for (let i = 0; i < 60; i++) req += `set casu${i} 0 0 1\r\n${i % 10}\r\n`;
+    await text(req + "mn\r\n", "MN\r\n");
+    const keys = Array.from({ length: 60 }, (_, i) => `casu${i}`);
+    const gets = await text(`gets ${keys.join(" ")}\r\n`);
+    const tokens = [...gets.matchAll(/VALUE (casu\d+) 0 1 (\d+)\r\n/g)].map((m) => [m[1]!, Number(m[2])] as const);
+    expect(tokens.length).toBe(60);
+    expect(new Set(tokens.map(([, c]) => c)).size).toBe(60);
+    // Every other key's token is refused for casu0.
+    const [, own] = tokens.find(([k]) => k === "casu0")!;
+    let cas = "";
+    for (const [k, c] of tokens) if (k !== "casu0") cas += `cas casu0 0 0 1 ${c}\r\nX\r\n`;
+    expect(await text(cas + "mn\r\n", "MN\r\n")).toBe("EXISTS\r\n".repeat(59) + "MN\r\n");
+    expect(await text(`cas casu0 0 0 1 ${own}\r\nY\r\n`, "\r\n")).toBe("STORED\r\n");
+  });
+
   test("one connection's commands stay in order across shards", async () => {
     let req = "";
     let expected = "";
