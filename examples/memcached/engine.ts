@@ -70,6 +70,11 @@ export class Engine {
   onStatsReset?: () => void;
   /** `stats conns`: the server lists its connections into the sink. */
   connStats?: (sink: StatsSink) => void;
+  /**
+   * Listening sockets stock would count as connections (TCP addresses, UDP addresses x
+   * threads); 0 when the engine serves no sockets (in-process tests).
+   */
+  listenConns = 0;
   /** Number of shards in the server and this one's index. */
   readonly shards: number;
   readonly shardId: number;

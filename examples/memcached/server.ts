@@ -6,7 +6,7 @@
  * once per received chunk; the stack sends every connection's writes of a loop turn in one
  * submission.
  */
-import { Timer, sleep } from "../../src/index.ts";
+import { SystemError, Timer, sleep } from "../../src/index.ts";
 import { bindUdp, listen, formatAddress } from "../../src/net/index.ts";
 import type { Connection, Listener, UdpChannel } from "../../src/net/index.ts";
 import { Engine } from "./engine.ts";
@@ -72,29 +72,44 @@ export class ShardServer {
     this.maxConns = Math.max(1, Math.ceil(settings.maxConns / options.shards));
   }
 
-  /** Binds the TCP (and UDP) sockets and starts serving. Throws SystemError (EADDRINUSE...). */
+  /**
+   * Binds the TCP (and UDP) sockets and starts serving. Throws SystemError (EADDRINUSE...).
+   * Without -l, like stock: every IPv4 address and every IPv6 address (an IPv6-only socket
+   * next to the IPv4 one; skipped where the machine has no IPv6).
+   */
   start(): void {
     const s = this.settings;
-    const hosts = s.listen === null ? [undefined] : s.listen.split(",").filter((h) => h !== "");
-    if (s.port !== 0) {
+    const explicit = s.listen !== null;
+    const hosts = explicit ? s.listen!.split(",").filter((h) => h !== "") : ["0.0.0.0", "::"];
+    /** Binds `bind(host, v6Only)` for every host; the wildcard IPv6 socket may fail where IPv6 is off. */
+    const each = <T>(bind: (host: string, v6Only: boolean) => T): T[] => {
+      const out: T[] = [];
       for (const host of hosts) {
-        const l = listen(host === undefined ? s.port : { host, port: s.port }, {
-          reusePort: true,
-          backlog: s.backlog,
-          writeHighWater: WRITE_HIGH_WATER,
-          idleTimeoutMs: s.idleTimeout > 0 ? s.idleTimeout * 1000 : 0,
-        });
+        const wildcard6 = !explicit && host === "::";
+        try {
+          out.push(bind(host, wildcard6));
+        } catch (e) {
+          if (!(wildcard6 && e instanceof SystemError && (e.code === "EAFNOSUPPORT" || e.code === "EADDRNOTAVAIL"))) throw e;
+        }
+      }
+      return out;
+    };
+    if (s.port !== 0) {
+      const opts = { reusePort: true, backlog: s.backlog, writeHighWater: WRITE_HIGH_WATER, idleTimeoutMs: s.idleTimeout > 0 ? s.idleTimeout * 1000 : 0 };
+      for (const l of each((host, ipv6Only) => listen({ host, port: s.port }, { ...opts, ipv6Only }))) {
         this.listeners.push(l);
         this.done.push(this.acceptLoop(l));
       }
     }
     if (s.udpPort !== 0) {
-      for (const host of hosts) {
-        const ch = bindUdp(host === undefined ? s.udpPort : { host, port: s.udpPort }, { reusePort: true, maxQueued: 256 });
+      for (const ch of each((host, ipv6Only) => bindUdp({ host, port: s.udpPort }, { reusePort: true, ipv6Only, maxQueued: 256 }))) {
         this.udp.push(ch);
         this.done.push(this.udpLoop(ch));
       }
     }
+    // Stock counts its listening sockets as connections: one per TCP address, one per UDP
+    // address per worker thread (stats curr_connections, total_connections, structures).
+    this.engine.listenConns = this.listeners.length + this.udp.length * this.engine.shards;
     let lastRead = 0;
     let readSinceGc = 0;
     this.crawler = new Timer(() => {

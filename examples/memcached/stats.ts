@@ -278,10 +278,12 @@ function general(engine: Engine, snap: StatsSnapshot, sink: StatsSink): void {
   add("rusage_user", secs(usage.user));
   add("rusage_system", secs(usage.system));
   add("max_connections", settings.maxConns);
-  add("curr_connections", t.curr_conns!);
-  add("total_connections", t.total_conns!);
+  // Stock's counts include its listening sockets, and curr_connections subtracts one.
+  const listening = engine.listenConns;
+  add("curr_connections", listening > 0 ? t.curr_conns! + listening - 1 : t.curr_conns!);
+  add("total_connections", t.total_conns! + listening);
   if (settings.maxconnsFast) add("rejected_connections", t.rejected_conns!);
-  add("connection_structures", t.conn_structs!);
+  add("connection_structures", t.conn_structs! + listening);
   add("response_obj_oom", 0);
   add("response_obj_count", 0);
   add("response_obj_bytes", 0);
