@@ -88,8 +88,8 @@ export class StreamInput implements ConnectionInput {
   private holdGen = 0;
   /**
    * Chunks a receive() handler still held when its call ended (aborted, failed, timed out):
-   * they stay leased to that handler until its promise settles (or the connection goes), and
-   * that promise no longer affects later receives.
+   * they stay leased to that handler until its promise settles (even after the connection is
+   * gone), and that promise no longer affects later receives.
    */
   private orphans: { gen: number; tokens: number[] }[] = [];
   /** The range of the chunk leaseHead() took last. */
@@ -211,13 +211,16 @@ export class StreamInput implements ConnectionInput {
     this.pushEof();
   }
 
-  /** Releases every buffer the input holds (the connection is gone). */
+  /**
+   * Releases every buffer the input holds (the connection is gone), except chunks a receive()
+   * handler still has: its view stays valid until its promise settles (heldSettled releases
+   * them then, orphaned or not), or, inside a synchronous handler that closed its own
+   * connection, until it returns (deliver releases it). Recycling them now would let the
+   * buffer be refilled with another connection's bytes under the handler.
+   */
   dispose(): void {
     this.dropAll();
-    this.releaseLease();
-    // The connection is gone: handlers of ended receives lose what they still held too.
-    for (const o of this.orphans) for (const t of o.tokens) this.src.releaseChunk(t);
-    this.orphans.length = 0;
+    if (!this.holding && !this.delivering) this.releaseLease();
     if (this.err === undefined) this.eof = true;
     if (this.waitKind !== WAIT_NONE) this.wake();
   }

@@ -108,3 +108,23 @@ test("echoing received ranges to a peer that does not read pins a bounded number
   await l.close();
   await expectQuiescent(stack);
 });
+
+test("received bytes left unread when close() is flushing and the peer resets are released with the connection", async () => {
+  // Bytes received before a peer error stay readable, unless close() was already called: then
+  // nobody reads them, and they used to pin their receive buffers for good.
+  const l = stack.listen("127.0.0.1:0");
+  const accepted = l.accept();
+  const c = await stack.connect(l.localAddress, { closeTimeoutMs: 5000 });
+  const srv = await accepted;
+  await srv.output.write(new Uint8Array(100_000)); // c never reads these
+  for (let i = 0; i < 200 && c.input.buffered < 100_000; i++) await Bun.sleep(5);
+  expect(c.input.buffered).toBe(100_000);
+  c.output.write(new Uint8Array(32 << 20)).catch(() => {}); // srv never reads: close() waits to flush
+  const closing = c.close();
+  await Bun.sleep(50);
+  srv.reset();
+  await closing;
+  await l.close();
+  await expectQuiescent(stack);
+  expect(stack.stats().recvBuffersHeld).toBe(0);
+});

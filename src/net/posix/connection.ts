@@ -446,7 +446,9 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     if (this.state >= TEARDOWN) return;
     this.input.pushError(err, rst);
     this.output.fail(err);
-    this.teardown(rst, !rst);
+    // Unread bytes stay readable after a peer error, unless close() was already asked for:
+    // nobody reads after that, and they would pin receive buffers for good.
+    this.teardown(rst, !rst && this.closePromise === undefined);
   }
 
   /** @internal Read and idle timeouts, checked by the stack's sweep. */

@@ -590,6 +590,53 @@ export function streamConformance(s: StackUnderTest): void {
       }
     });
 
+    test("a receive() handler's chunk stays intact until its promise settles when the connection is closed, reset or times out under it", async () => {
+      s.setPoisoning(true);
+      try {
+        for (const how of ["close", "reset", "idle", "sync close", "sync reset"] as const) {
+          const l = stack.listen("127.0.0.1:0", how === "idle" ? { idleTimeoutMs: 30 } : {});
+          const accepted = l.accept();
+          const client = await stack.connect(l.localAddress);
+          const server = await accepted;
+          let held: Uint8Array | undefined;
+          let seenAfter = "";
+          let release!: () => void;
+          const gate = new Promise<void>((r) => (release = r));
+          const sync = how.startsWith("sync");
+          const r = server.input.receive((v) => {
+            held = v;
+            if (sync) {
+              // A "QUIT" handler: ends its own connection, then still reads its view.
+              if (how === "sync close") void server.close();
+              else server.reset();
+              seenAfter = text(v)!;
+              return;
+            }
+            return gate.then(() => {
+              seenAfter = text(v)!;
+            });
+          });
+          r.catch(() => {});
+          await client.output.write("HELLO-WORLD");
+          await until(() => held !== undefined, 2000, "the chunk");
+          if (how === "close") void server.close();
+          else if (how === "reset") server.reset();
+          else if (how === "idle") await until(() => server.closed, 2000, "the idle timeout");
+          await Bun.sleep(20);
+          release();
+          await r.catch(() => {});
+          // Its buffer was recycled (and poisoned) under the handler before.
+          expect({ how, seenAfter }).toEqual({ how, seenAfter: "HELLO-WORLD" });
+          await client.close();
+          await server.close();
+          await l.close();
+          await expectQuiescent(stack); // the held chunk went back once the handler settled
+        }
+      } finally {
+        s.setPoisoning(false);
+      }
+    });
+
     test("a received view written back is forwarded in place and stays intact until sent", async () => {
       const { client, server, done } = await pair();
       const data = new Uint8Array(8000);
