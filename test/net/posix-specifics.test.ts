@@ -2,6 +2,9 @@
 // where the device allows) and stay pinned until the kernel's notification; socket options
 // reach the kernel (accepted sockets inherit TCP_NODELAY from the listener).
 import { expect, test } from "bun:test";
+import { tmpdir } from "node:os";
+import { AbortError, ClosedError, SystemError } from "../../src/core/errors.ts";
+import type { Connection } from "../../src/net/types.ts";
 import { allocateAlignedBuffer } from "../../src/core/buffers.ts";
 import { reactor } from "../../src/core/reactor.ts";
 import { posixStack } from "../../src/net/posix/stack.ts";
@@ -127,4 +130,71 @@ test("received bytes left unread when close() is flushing and the peer resets ar
   await l.close();
   await expectQuiescent(stack);
   expect(stack.stats().recvBuffersHeld).toBe(0);
+});
+
+test("a large NativeBuffer write over a Unix socket is sent (zero-copy is TCP only: Unix answers EOPNOTSUPP)", async () => {
+  const path = `unix:${tmpdir()}/shoal-zc-${process.pid}.sock`;
+  const l = stack.listen(path);
+  const accepted = l.accept();
+  const c = await stack.connect(path);
+  const srv = await accepted;
+  const nb = allocateAlignedBuffer(128 * 1024);
+  fillRandom(nb.bytes, 9);
+  const sum = crc(nb.bytes);
+  const writing = srv.output.write(nb);
+  expect(crc(await readBytes(c, nb.length))).toBe(sum);
+  await writing;
+  nb.release();
+  await c.close();
+  await srv.close();
+  await l.close();
+  await expectQuiescent(stack);
+});
+
+test("connect() to a full Unix backlog gives ETIMEDOUT for timeoutMs and AbortError for the caller's signal", async () => {
+  // A CONNECT the kernel hands to a worker completes with EINTR when cancelled, not ECANCELED.
+  const path = `unix:${tmpdir()}/shoal-bl-${process.pid}.sock`;
+  const l = stack.listen(path, { maxConnections: 1, backlog: 0 });
+  const first = await stack.connect(path);
+  const s0 = await l.accept();
+  const fill: Connection[] = [];
+  for (let i = 0; i < 4; i++) {
+    const c = await stack.connect(path, { timeoutMs: 100 }).catch(() => undefined);
+    if (c === undefined) break;
+    fill.push(c);
+  }
+  const timedOut = await stack.connect(path, { timeoutMs: 150 }).catch((e: unknown) => e);
+  expect(timedOut).toBeInstanceOf(SystemError);
+  expect((timedOut as SystemError).code).toBe("ETIMEDOUT");
+  expect((timedOut as SystemError).op).toBe("connect");
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(new Error("gave up")), 150);
+  expect(await stack.connect(path, { signal: ac.signal }).catch((e: unknown) => e)).toBeInstanceOf(AbortError);
+  expect(await stack.connect(path, { signal: AbortSignal.timeout(150) }).catch((e: unknown) => e)).toBeInstanceOf(AbortError);
+  for (const c of fill) c.reset();
+  first.reset();
+  s0.reset();
+  await l.close();
+  await expectQuiescent(stack);
+});
+
+test("UdpChannel.send() of a released NativeBuffer rejects with ClosedError and takes no message block", async () => {
+  const ch = stack.bindUdp("127.0.0.1:0");
+  const nb = allocateAlignedBuffer(64);
+  nb.release();
+  const before = stack.msgs.blocksInUse;
+  let p: Promise<void> | undefined;
+  let thrown: unknown;
+  try {
+    p = ch.send(nb, ch.localAddress);
+  } catch (e) {
+    thrown = e;
+  }
+  expect(thrown).toBeUndefined(); // a rejected promise, not a synchronous throw
+  const err = await p!.catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(ClosedError);
+  expect((err as ClosedError).code).toBe("ERR_BUFFER_RELEASED");
+  expect(stack.msgs.blocksInUse).toBe(before);
+  await ch.close();
+  await expectQuiescent(stack);
 });

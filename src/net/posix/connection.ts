@@ -319,7 +319,9 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     const stack = this.stack;
     const first = out.entryLength(0);
     const native = out.entryNative(0);
-    if (native !== undefined && first >= stack.zeroCopySendMin) {
+    // Zero-copy sends exist for TCP only (a Unix socket answers EOPNOTSUPP).
+    const zeroCopyMin = this.isInet ? stack.zeroCopySendMin : Infinity;
+    if (native !== undefined && first >= zeroCopyMin) {
       // Large native buffers go without a kernel copy; it stays pinned until F_NOTIF.
       native.pin();
       this.sendOwner = new ZeroCopyHandler(this, native);
@@ -338,7 +340,7 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
       let bytes = 0;
       for (; count < n && count < MAX_IOV; count++) {
         const len = out.entryLength(count);
-        if (count > 0 && len >= stack.zeroCopySendMin && out.entryNative(count) !== undefined) break;
+        if (count > 0 && len >= zeroCopyMin && out.entryNative(count) !== undefined) break;
         const a = out.entryAddress(count);
         const j = 16 + count * 4;
         w[j] = a >>> 0;

@@ -352,8 +352,12 @@ export class PosixStack implements NetworkStack {
     } catch (e) {
       if (fd >= 0) closeNow(fd);
       const where = a !== undefined ? formatAddress(a) : describeInput(address);
-      if (e instanceof AbortError && controller?.signal.reason === timedOut) {
-        throw new SystemError("connect", ETIMEDOUT, `${where} did not answer within ${timeoutMs} ms`);
+      // A cancelled CONNECT usually completes with ECANCELED (an AbortError), but one the
+      // kernel had handed to a worker (a Unix listener with a full backlog) with EINTR: the
+      // signal decides what the caller gets.
+      if (sig?.aborted) {
+        if (controller?.signal.reason === timedOut) throw new SystemError("connect", ETIMEDOUT, `${where} did not answer within ${timeoutMs} ms`);
+        if (!(e instanceof AbortError)) throw new AbortError("connect was aborted", { cause: sig.reason });
       }
       if (e instanceof SystemError && e.op === "connect") throw new SystemError("connect", e.errno, where);
       throw e;

@@ -233,6 +233,8 @@ export class PosixUdpChannel implements UdpChannel, Completable {
       }
       // A dual-stack IPv6 channel reaches IPv4 peers through IPv4-mapped addresses.
       if (this.family === "ipv6" && dest.family === "ipv4") dest = parseAddress({ host: `::ffff:${dest.host}`, port: dest.port }, "send");
+      // A released buffer fails before anything is taken.
+      if (data instanceof NativeBuffer) data.check("send: buffer");
     } catch (e) {
       return rejectedHandled(e);
     }
@@ -256,7 +258,6 @@ export class PosixUdpChannel implements UdpChannel, Completable {
         msgs.release(block);
         return rejectedHandled(new SystemError("sendmsg", EMSGSIZE, `${data.length}-byte datagram (at most ${this.maxPayload()})`));
       }
-      data.check("send: buffer");
       data.pin();
       native = data;
       addIov(data.address, data.length);
