@@ -10,7 +10,7 @@
  * is pending (no operation in flight, no armed timer, no ref) the loop stops so that the
  * process can exit; new work starts it again.
  */
-import { drainSettled, hasReadyTasks, loopState, runReadyTasks, setKick } from "./scheduler.ts";
+import { drainSettled, hasReadyTasks, loopState, outsideGroups, runReadyTasks, setKick } from "./scheduler.ts";
 import { expireTimers, nextTimerDeadline, timerRefs, updateClock } from "./timer.ts";
 import { reactor, type Reactor } from "./reactor.ts";
 import { InvalidArgumentError } from "./errors.ts";
@@ -96,7 +96,7 @@ export function ensureLoopRunning(): void {
   if (running || scheduled) return;
   unpark();
   scheduled = true;
-  setImmediate(runLoop);
+  outsideGroups(() => setImmediate(runLoop));
 }
 setKick(ensureLoopRunning);
 
@@ -269,7 +269,7 @@ function park(ms: number, ref = true): void {
   loopState.idle = true;
   // Bun's setTimeout takes at most 2^31-1 ms (longer fires after 1 ms, with a warning): a
   // longer wait parks again when that one ends.
-  parked = setTimeout(wakeFromPark, Math.min(ms, MAX_SET_TIMEOUT_MS));
+  parked = outsideGroups(() => setTimeout(wakeFromPark, Math.min(ms, MAX_SET_TIMEOUT_MS)));
   if (!ref) parked.unref();
 }
 
@@ -290,5 +290,5 @@ function yieldToBun(): void {
   loopStats.bunYields++;
   running = false;
   scheduled = true;
-  setImmediate(runLoop);
+  outsideGroups(() => setImmediate(runLoop));
 }

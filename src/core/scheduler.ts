@@ -111,6 +111,15 @@ export function withSchedulingGroup<T>(sg: SchedulingGroup, fn: () => T): T {
 }
 
 /** The group of the calling code. Costs about 5 ns. */
+/**
+ * @internal Runs `fn` outside every scheduling group's context: the loop schedules itself
+ * (setImmediate, setTimeout) through this, so that it does not run in the context of whichever
+ * group's code last woke it (its pollers, and what they issue, belong to the default group).
+ */
+export function outsideGroups<T>(fn: () => T): T {
+  return storage.exit(fn);
+}
+
 export function currentSchedulingGroup(): SchedulingGroup {
   return storage.getStore() ?? defaultSchedulingGroup;
 }
@@ -133,12 +142,21 @@ export function enqueue(g: SchedulingGroup, e: Entry, a: number, b: number): voi
   if (!g.active) activate(g);
 }
 
+/** How far (in task quotas of its own) a waking group may stay behind the others. */
+const WAKE_SLACK_QUOTAS = 4;
+
 function activate(g: SchedulingGroup): void {
   g.active = true;
-  // A group waking from idle starts at the smallest active virtual runtime: no hoarded credit.
+  // A group waking from idle starts no further behind the smallest active virtual runtime than
+  // a few quotas of its own (CFS's wake-up slack): no hoarded credit from a long sleep, but a
+  // group whose work alternates with I/O (idle between its chunks every turn) keeps what its
+  // share earned, instead of being levelled to take turns 1:1 with the others.
   let min = Infinity;
   for (let i = 0; i < active.length; i++) min = Math.min(min, active[i]!.vruntime);
-  if (min !== Infinity && g.vruntime < min) g.vruntime = min;
+  if (min !== Infinity) {
+    const floor = min - (WAKE_SLACK_QUOTAS * loopState.taskQuotaMs) / g.shares;
+    if (g.vruntime < floor) g.vruntime = floor;
+  }
   active.push(g);
   if (loopState.idle) kick();
 }
@@ -214,6 +232,11 @@ function runBatch(g: SchedulingGroup, deadline: number): number {
   const argA = g.argA;
   const argB = g.argB;
   let ran = 0;
+  // The clock is read after every entry until the first few prove short (under 4 µs each on
+  // average); then every 16th, where a read would cost as much as the tasks themselves. Long
+  // tasks thus end their batch at the quota, not 16 tasks later.
+  let mask = 0;
+  const started = performance.now();
   // Entries queued while the batch runs (a task scheduling another) join this batch if time allows.
   while (g.head < entries.length) {
     const i = g.head++;
@@ -226,7 +249,11 @@ function runBatch(g: SchedulingGroup, deadline: number): number {
     } catch (err) {
       reportTaskError(g, err);
     }
-    if ((ran & 15) === 0 && performance.now() >= deadline) break;
+    if ((ran & mask) === 0) {
+      const t = performance.now();
+      if (t >= deadline) break;
+      if (mask === 0 && ran >= 8 && t - started < ran * 0.004) mask = 15;
+    }
   }
   readyCount -= ran;
   return ran;

@@ -22,6 +22,7 @@ import {
   yieldNow,
 } from "../../src/index.ts";
 import { loopState } from "../../src/core/scheduler.ts";
+import { addPoller } from "../../src/core/loop.ts";
 import { busyUs } from "./fixtures/util.ts";
 
 const fixtures = join(import.meta.dir, "fixtures");
@@ -303,5 +304,73 @@ describe("failures and stalls", () => {
       loopState.report = savedReport;
       configureLoop({ blockedReactorNotifyMs: savedThreshold });
     }
+  });
+});
+
+describe("groups whose work alternates with I/O, long tasks, and the loop's own context", () => {
+  test("groups that wait on kernel I/O between chunks of work still get CPU by their shares (100:300)", async () => {
+    // Each group goes idle between its chunks: a waking group used to be levelled with the
+    // others, so the two took turns 1:1 whatever their shares.
+    const a = createSchedulingGroup("io-100", 100);
+    const b = createSchedulingGroup("io-300", 300);
+    let stop = false;
+    const work = new Map<SchedulingGroup, number>([[a, 0], [b, 0]]);
+    const fiber = (g: SchedulingGroup) => async () => {
+      while (!stop) {
+        busyUs(200);
+        work.set(g, work.get(g)! + 1);
+        await reactor().nop();
+      }
+    };
+    const fibers: Promise<void>[] = [];
+    for (let i = 0; i < 4; i++) {
+      fibers.push(withSchedulingGroup(a, fiber(a)));
+      fibers.push(withSchedulingGroup(b, fiber(b)));
+    }
+    await sleep(1000);
+    stop = true;
+    await Promise.all(fibers);
+    const ratio = work.get(b)! / work.get(a)!;
+    expect(ratio, `work ${work.get(a)} : ${work.get(b)}`).toBeGreaterThan(2.4);
+    expect(ratio, `work ${work.get(a)} : ${work.get(b)}`).toBeLessThan(3.6);
+  });
+
+  test("a batch of 1 ms tasks ends at the task quota, not 16 tasks later", async () => {
+    let stop = false;
+    let lastBatch = -1;
+    let inBatch = 0;
+    let most = 0;
+    const task = (): void => {
+      if (stop) return;
+      if (loopState.batchStart !== lastBatch) {
+        lastBatch = loopState.batchStart;
+        inBatch = 0;
+      }
+      most = Math.max(most, ++inBatch);
+      busyUs(1000);
+      schedule(task);
+    };
+    schedule(task);
+    await sleep(100);
+    stop = true;
+    await sleep(5);
+    expect(most).toBeLessThanOrEqual(2);
+  });
+
+  test("the loop runs in no group's context, whoever's code woke it: its pollers belong to the default group", async () => {
+    const g = createSchedulingGroup("waker", 100);
+    const seen = new Set<string>();
+    const remove = addPoller(() => {
+      seen.add(currentSchedulingGroup().name);
+      return false;
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 30)); // nothing alive: the loop stops
+      withSchedulingGroup(g, () => schedule(() => {})); // the group's code restarts it
+      await new Promise((r) => setTimeout(r, 30));
+    } finally {
+      remove();
+    }
+    expect([...seen]).toEqual([defaultSchedulingGroup.name]);
   });
 });
