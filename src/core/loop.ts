@@ -200,7 +200,12 @@ function runLoop(): void {
         }
         const now = loopState.lastClock;
         const idleUs = (now - lastWork) * 1000;
-        if (loopConfig.overprovisioned || idleUs >= loopConfig.idlePollTimeUs) {
+        // Busy-polling is pointless when only timers are pending and the next is further away
+        // than the poll would last: nothing can complete meanwhile, and Bun's callbacks cannot
+        // run during a synchronous poll either. (Timers due sooner are polled for: a sleep
+        // would cost a kernel timeout each.)
+        const timersOnly = onlyTimersPending(r) && (nextTimerDeadline() - now) * 1000 > loopConfig.idlePollTimeUs;
+        if (loopConfig.overprovisioned || idleUs >= loopConfig.idlePollTimeUs || timersOnly) {
           const untilTimer = nextTimerDeadline() - now;
           if (untilTimer > 2 * loopConfig.sleepSliceMs && untilTimer !== Infinity && onlyTimersPending(r)) {
             park(untilTimer - loopConfig.sleepSliceMs);

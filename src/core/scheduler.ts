@@ -112,13 +112,17 @@ export function withSchedulingGroup<T>(sg: SchedulingGroup, fn: () => T): T {
 
 /** The group of the calling code. Costs about 5 ns. */
 /**
- * @internal Runs `fn` outside every scheduling group's context: the loop schedules itself
- * (setImmediate, setTimeout) through this, so that it does not run in the context of whichever
- * group's code last woke it (its pollers, and what they issue, belong to the default group).
+ * @internal Runs `fn` in the root async context (no scheduling group, no other store of the
+ * caller): the loop schedules itself (setImmediate, setTimeout) through this, so that it does
+ * not run in the context of whichever code last woke it (its pollers, and what they issue,
+ * belong to the default group; a timer armed under one request never sees another's context).
  */
 export function outsideGroups<T>(fn: () => T): T {
-  return storage.exit(fn);
+  return inRootContext(fn);
 }
+
+/** Runs a function in the async context of this module's load: no caller's stores leak in. */
+const inRootContext: <T>(fn: () => T) => T = AsyncLocalStorage.snapshot();
 
 export function currentSchedulingGroup(): SchedulingGroup {
   return storage.getStore() ?? defaultSchedulingGroup;
@@ -142,8 +146,24 @@ export function enqueue(g: SchedulingGroup, e: Entry, a: number, b: number): voi
   if (!g.active) activate(g);
 }
 
-/** How far (in task quotas of its own) a waking group may stay behind the others. */
+/** How far (in task quotas of the smallest share) a waking group may stay behind the others. */
 const WAKE_SLACK_QUOTAS = 4;
+
+/** The shard's minimum virtual runtime: only increases (raised after every batch). */
+let minVruntime = 0;
+
+function smallestShares(): number {
+  let m = Infinity;
+  for (let i = 0; i < groups.length; i++) m = Math.min(m, groups[i]!.shares);
+  return m;
+}
+
+/** Raises minVruntime to the smallest virtual runtime among the active groups (and `g`). */
+function advanceMinVruntime(g: SchedulingGroup): void {
+  let min = g.vruntime;
+  for (let i = 0; i < active.length; i++) min = Math.min(min, active[i]!.vruntime);
+  if (min > minVruntime) minVruntime = min;
+}
 
 function activate(g: SchedulingGroup): void {
   g.active = true;
@@ -151,12 +171,15 @@ function activate(g: SchedulingGroup): void {
   // a few quotas of its own (CFS's wake-up slack): no hoarded credit from a long sleep, but a
   // group whose work alternates with I/O (idle between its chunks every turn) keeps what its
   // share earned, instead of being levelled to take turns 1:1 with the others.
+  // The reference is the smallest active virtual runtime, or, when no group is active, the
+  // shard's (only increasing) minimum: a group that was idle while others ran must not come
+  // back with all the credit of that time. The slack is measured in the smallest share of any
+  // group (the largest step a batch can take), so a low-share I/O group is not levelled either.
   let min = Infinity;
   for (let i = 0; i < active.length; i++) min = Math.min(min, active[i]!.vruntime);
-  if (min !== Infinity) {
-    const floor = min - (WAKE_SLACK_QUOTAS * loopState.taskQuotaMs) / g.shares;
-    if (g.vruntime < floor) g.vruntime = floor;
-  }
+  const base = min === Infinity ? minVruntime : Math.max(min, minVruntime);
+  const floor = base - (WAKE_SLACK_QUOTAS * loopState.taskQuotaMs) / smallestShares();
+  if (g.vruntime < floor) g.vruntime = floor;
   active.push(g);
   if (loopState.idle) kick();
 }
@@ -232,11 +255,8 @@ function runBatch(g: SchedulingGroup, deadline: number): number {
   const argA = g.argA;
   const argB = g.argB;
   let ran = 0;
-  // The clock is read after every entry until the first few prove short (under 4 µs each on
-  // average); then every 16th, where a read would cost as much as the tasks themselves. Long
-  // tasks thus end their batch at the quota, not 16 tasks later.
-  let mask = 0;
-  const started = performance.now();
+  // The clock is read after every entry (~30 ns): a long task ends its batch at the quota,
+  // however cheap the entries before it were.
   // Entries queued while the batch runs (a task scheduling another) join this batch if time allows.
   while (g.head < entries.length) {
     const i = g.head++;
@@ -249,11 +269,7 @@ function runBatch(g: SchedulingGroup, deadline: number): number {
     } catch (err) {
       reportTaskError(g, err);
     }
-    if ((ran & mask) === 0) {
-      const t = performance.now();
-      if (t >= deadline) break;
-      if (mask === 0 && ran >= 8 && t - started < ran * 0.004) mask = 15;
-    }
+    if (performance.now() >= deadline) break;
   }
   readyCount -= ran;
   return ran;
@@ -294,6 +310,7 @@ export function runReadyTasks(now?: number): number {
     if (took >= loopState.blockedNotifyMs) reportStall(g, took);
     if (g.head >= g.entries.length) deactivate(g);
     else if (g.head > 1024 && g.head * 2 > g.entries.length) compact(g);
+    advanceMinVruntime(g);
     if (end - phaseStart >= quota) break;
     start = end;
   }

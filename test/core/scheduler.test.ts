@@ -374,3 +374,67 @@ describe("groups whose work alternates with I/O, long tasks, and the loop's own 
     expect([...seen]).toEqual([defaultSchedulingGroup.name]);
   });
 });
+
+describe("fairness across idle periods and large share ratios", () => {
+  test("a group that ran alone does not starve one that becomes ready while no group is active", async () => {
+    const a = createSchedulingGroup("alone-100", 100);
+    const b = createSchedulingGroup("later-200", 200);
+    let stop = false;
+    const spin = (g: SchedulingGroup) => async () => {
+      while (!stop) {
+        busyUs(100);
+        await maybeYield();
+      }
+    };
+    // A runs alone for 300 ms: its virtual runtime grows while B's stays 0.
+    const lone = withSchedulingGroup(a, spin(a));
+    await sleep(300);
+    stop = true;
+    await lone;
+    stop = false;
+    await new Promise((r) => setTimeout(r, 5)); // no group active
+    const r0 = [a.runtimeMs, b.runtimeMs];
+    const fibers = [withSchedulingGroup(b, spin(b)), withSchedulingGroup(a, spin(a))];
+    await sleep(400);
+    stop = true;
+    await Promise.all(fibers);
+    const aMs = a.runtimeMs - r0[0]!;
+    const bMs = b.runtimeMs - r0[1]!;
+    // B used to take everything until it caught up with A's 300 ms of credit.
+    expect(aMs, `A ${aMs.toFixed(0)} ms, B ${bMs.toFixed(0)} ms`).toBeGreaterThan(50);
+    expect(bMs / aMs).toBeLessThan(2.6);
+  });
+
+  test("an I/O-driven group with 1000 shares against a CPU group with 100 gets ~10x the CPU", async () => {
+    const io = createSchedulingGroup("io-1000", 1000);
+    const cpu = createSchedulingGroup("cpu-100", 100);
+    let stop = false;
+    const r0 = [io.runtimeMs, cpu.runtimeMs];
+    const fibers: Promise<void>[] = [];
+    for (let i = 0; i < 8; i++) {
+      fibers.push(
+        withSchedulingGroup(io, async () => {
+          while (!stop) {
+            await reactor().nop();
+            busyUs(100);
+          }
+        }),
+      );
+    }
+    fibers.push(
+      withSchedulingGroup(cpu, async () => {
+        while (!stop) {
+          busyUs(50);
+          await maybeYield();
+        }
+      }),
+    );
+    await sleep(800);
+    stop = true;
+    await Promise.all(fibers);
+    const ratio = (io.runtimeMs - r0[0]!) / (cpu.runtimeMs - r0[1]!);
+    expect(ratio).toBeGreaterThan(8);
+    expect(ratio).toBeLessThan(12);
+  });
+
+});
