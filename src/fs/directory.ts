@@ -11,7 +11,7 @@ import {
   AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_DIRECTORY, O_RDONLY, RENAME_NOREPLACE,
 } from "./constants.ts";
 import { closeFd, mkdirat, openat, statx, twoPathOp, unlinkat } from "./ops.ts";
-import { checkPath } from "./scratch.ts";
+import { checkOpts, checkPath } from "./scratch.ts";
 import type { FileStat, FileType } from "./stat.ts";
 import { readFsInfoAt, type FsInfo } from "./fs-info.ts";
 
@@ -30,13 +30,6 @@ export interface DirectoryEntry {
 const direntTypes: Record<number, FileType> = {
   1: "fifo", 2: "char-device", 4: "directory", 6: "block-device", 8: "file", 10: "symlink", 12: "socket",
 };
-
-function checkOpts(op: string, opts: unknown): void {
-  if (opts === undefined) return;
-  if (opts === null || typeof opts !== "object") throw new InvalidArgumentError(`${op}: options must be an object`);
-  const s = (opts as OpOptions).signal;
-  if (s !== undefined && !(s instanceof AbortSignal)) throw new InvalidArgumentError(`${op}: signal must be an AbortSignal`);
-}
 
 function signalOnly(opts: OpOptions | undefined): OpOptions | undefined {
   return opts?.signal ? { signal: opts.signal } : undefined;

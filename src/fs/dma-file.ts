@@ -13,7 +13,7 @@ import {
   O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, fsName, memoryBackedFs,
 } from "./constants.ts";
 import { closeFd, fallocate, fsync, ftruncate, openat, statx } from "./ops.ts";
-import { checkPath, nativeIovecs } from "./scratch.ts";
+import { checkOpts, checkPath, nativeIovecs } from "./scratch.ts";
 import { ioScheduler, type IoOwner, type IoQueue } from "./io-scheduler.ts";
 import type { FileStat } from "./stat.ts";
 import { readFsInfo } from "./fs-info.ts";
@@ -97,13 +97,6 @@ function decodeFlags(flags: unknown): [number, boolean, boolean] {
   if (o.truncate) bits |= O_TRUNC;
   if (o.exclusive) bits |= O_EXCL;
   return [bits, access[1], access[2]];
-}
-
-function checkSignal(op: string, opts: unknown): void {
-  if (opts === undefined) return;
-  if (opts === null || typeof opts !== "object") throw new InvalidArgumentError(`${op}: options must be an object`);
-  const s = (opts as OpOptions).signal;
-  if (s !== undefined && !(s instanceof AbortSignal)) throw new InvalidArgumentError(`${op}: signal must be an AbortSignal`);
 }
 
 /** Rounds `value` up to a multiple of `alignment` (a power of two). */
@@ -290,7 +283,7 @@ export class DmaFile implements AsyncDisposable, IoOwner {
    */
   async dmaRead(pos: number, len: number, opts?: DmaReadOptions): Promise<NativeBuffer> {
     const op = "dmaRead";
-    checkSignal(op, opts);
+    checkOpts(op, opts);
     this.checkAccess(op, false);
     this.checkPosition(op, pos, this.diskReadDmaAlignment);
     this.checkLength(op, len, this.diskReadDmaAlignment);
@@ -323,7 +316,7 @@ export class DmaFile implements AsyncDisposable, IoOwner {
     let address: number;
     let len: number;
     try {
-      checkSignal(op, opts);
+      checkOpts(op, opts);
       this.checkAccess(op, false);
       this.checkPosition(op, pos, this.diskReadDmaAlignment);
       [address, len] = this.checkBuffer(op, buf, opts, this.diskReadDmaAlignment);
@@ -346,7 +339,7 @@ export class DmaFile implements AsyncDisposable, IoOwner {
     let address: number;
     let len: number;
     try {
-      checkSignal(op, opts);
+      checkOpts(op, opts);
       this.checkAccess(op, true);
       this.checkPosition(op, pos, this.diskWriteDmaAlignment);
       [address, len] = this.checkBuffer(op, buf, opts, this.diskWriteDmaAlignment);
@@ -357,7 +350,7 @@ export class DmaFile implements AsyncDisposable, IoOwner {
   }
 
   private vector(op: string, write: boolean, pos: number, bufs: unknown, opts: OpOptions | undefined): VectorArgs {
-    checkSignal(op, opts);
+    checkOpts(op, opts);
     this.checkAccess(op, write);
     const align = write ? this.diskWriteDmaAlignment : this.diskReadDmaAlignment;
     this.checkPosition(op, pos, align);
@@ -435,7 +428,7 @@ export class DmaFile implements AsyncDisposable, IoOwner {
 
   /** The file's metadata (statx through the ring). Throws ClosedError, SystemError. */
   async stat(opts?: OpOptions): Promise<FileStat> {
-    checkSignal("stat", opts);
+    checkOpts("stat", opts);
     this.checkOpen("stat");
     return this.track(statx("stat", this.fd, "", 0, opts));
   }
@@ -450,7 +443,7 @@ export class DmaFile implements AsyncDisposable, IoOwner {
    * dropping or zero-extending the tail. Throws InvalidArgumentError, ClosedError, SystemError.
    */
   async truncate(length: number, opts?: OpOptions): Promise<void> {
-    checkSignal("truncate", opts);
+    checkOpts("truncate", opts);
     this.checkAccess("truncate", true);
     if (!Number.isSafeInteger(length) || length < 0) throw new InvalidArgumentError(`truncate: length must be an integer >= 0, got ${length}`);
     await this.track(ftruncate("truncate", this.fd, length, opts));
@@ -468,7 +461,7 @@ export class DmaFile implements AsyncDisposable, IoOwner {
    * ClosedError, SystemError (ENOSPC, EOPNOTSUPP).
    */
   async allocate(pos: number, len: number, opts?: OpOptions & { keepSize?: boolean }): Promise<void> {
-    checkSignal("allocate", opts);
+    checkOpts("allocate", opts);
     if (opts?.keepSize !== undefined && typeof opts.keepSize !== "boolean") {
       throw new InvalidArgumentError(`allocate: keepSize must be a boolean, got ${typeof opts.keepSize}`);
     }
@@ -484,7 +477,7 @@ export class DmaFile implements AsyncDisposable, IoOwner {
    * Throws InvalidArgumentError, ClosedError, SystemError (EOPNOTSUPP).
    */
   async discard(pos: number, len: number, opts?: OpOptions): Promise<void> {
-    checkSignal("discard", opts);
+    checkOpts("discard", opts);
     this.checkAccess("discard", true);
     this.checkRange("discard", pos, len);
     await this.track(fallocate("discard", this.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pos, len, opts));
@@ -495,7 +488,7 @@ export class DmaFile implements AsyncDisposable, IoOwner {
    * data survives a crash. Writes still in flight are not covered. Throws ClosedError, SystemError.
    */
   async flush(opts?: OpOptions): Promise<void> {
-    checkSignal("flush", opts);
+    checkOpts("flush", opts);
     this.checkOpen("flush");
     await this.track(fsync("flush", this.fd, IORING_FSYNC_DATASYNC, opts));
   }
@@ -540,7 +533,7 @@ export class DmaFile implements AsyncDisposable, IoOwner {
 export async function openFileDma(path: string, opts?: OpenFileOptions): Promise<DmaFile> {
   const op = "openFileDma";
   checkPath(op, path);
-  checkSignal(op, opts);
+  checkOpts(op, opts);
   const [flags, readable, writable] = decodeFlags(opts?.flags);
   const mode = opts?.mode ?? 0o644;
   if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new InvalidArgumentError(`${op}: mode must be an integer in 0..0o7777, got ${mode}`);

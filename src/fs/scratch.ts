@@ -24,6 +24,14 @@ function pathPool(): BufferPool {
 }
 
 /** Checks a path argument before anything reaches the kernel. */
+/** Checks an operation's options: undefined or an object whose `signal`, if any, is an AbortSignal. */
+export function checkOpts(op: string, opts: unknown): void {
+  if (opts === undefined) return;
+  if (opts === null || typeof opts !== "object") throw new InvalidArgumentError(`${op}: options must be an object`);
+  const s = (opts as { signal?: unknown }).signal;
+  if (s !== undefined && !(s instanceof AbortSignal)) throw new InvalidArgumentError(`${op}: signal must be an AbortSignal`);
+}
+
 export function checkPath(op: string, path: unknown, name = "path"): asserts path is string {
   if (typeof path !== "string" || path.length === 0) {
     throw new InvalidArgumentError(`${op}: ${name} must be a non-empty string, got ${typeof path === "string" ? '""' : typeof path}`);

@@ -10,16 +10,9 @@ import { O_CLOEXEC, O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY } from "./constants.ts"
 import { IoOp } from "../core/reactor.ts";
 import { SystemError } from "../core/errors.ts";
 import { closeFd, fsync, openat, twoPathOp, unlinkat } from "./ops.ts";
-import { checkPath } from "./scratch.ts";
+import { checkOpts, checkPath } from "./scratch.ts";
 
 const CHUNK = 64 * 1024;
-
-function checkOpts(op: string, opts: unknown): void {
-  if (opts === undefined) return;
-  if (opts === null || typeof opts !== "object") throw new InvalidArgumentError(`${op}: options must be an object`);
-  const s = (opts as OpOptions).signal;
-  if (s !== undefined && !(s instanceof AbortSignal)) throw new InvalidArgumentError(`${op}: signal must be an AbortSignal`);
-}
 /** Larger files are refused: this helper is for configuration. */
 const MAX_BYTES = 16 * 1024 * 1024;
 
