@@ -21,17 +21,33 @@ import { ShardServer } from "./server.ts";
 import { VERSION, type Settings } from "./settings.ts";
 import { installRouter } from "./router.ts";
 
-/** The memcached service: one instance (a ShardServer) per shard. */
+/**
+ * The memcached service: one instance (a ShardServer) per shard. Started in two steps, as
+ * Seastar servers are: every shard builds its store and router (start()), and only then does
+ * any shard listen (listen() on all), so no request is forwarded to a shard that cannot take it
+ * yet. Stopped in two steps too: every shard drains (no new connections; the ones open answer
+ * what they received, which may still forward to other shards), and only then do the stores go
+ * (stop()).
+ */
 class MemcachedShard {
   readonly server: ShardServer;
 
   constructor(settings: Settings) {
     this.server = new ShardServer(settings, { shards: smp.count, shardId: thisShard() });
     installRouter(this.server.engine);
+  }
+
+  /** Binds this shard's sockets and starts serving. */
+  listen(): void {
     this.server.start();
   }
 
-  /** Graceful stop of this shard's server. */
+  /** Graceful stop of this shard's connections; the store stays for other shards' requests. */
+  async drain(): Promise<void> {
+    await this.server.drain();
+  }
+
+  /** Drains (if main did not) and frees this shard's store. */
   async stop(): Promise<void> {
     await this.server.stop();
   }
@@ -95,6 +111,8 @@ if (isMainThread) {
 await app(
   {
     name: "memcached",
+    // Draining waits up to 5 s for busy connections (ShardServer.drain); main returns after it.
+    mainGraceMs: 15_000,
     description: "memcached-compatible server (run with -h for memcached's options)",
     options: {
       memcachedSettings: { type: "string", required: true, description: "the parsed memcached command line (internal)" },
@@ -103,6 +121,20 @@ await app(
   async ({ options, signal }) => {
     const settings = JSON.parse(options.memcachedSettings) as Settings;
     await shards.start(settings);
+    try {
+      await shards.invokeOnAll("listen");
+    } catch (e) {
+      await shards.stop().catch(() => {});
+      // A port in use, an address not on this machine...: one line and stock's exit code
+      // (EX_OSERR), not a stack trace. The error may come from another shard (a RemoteError
+      // keeping the code).
+      const code = (e as { code?: unknown }).code;
+      if (typeof code === "string" && /^E[A-Z0-9]+$/.test(code)) {
+        console.error(`memcached: failed to listen: ${(e as Error).message}`);
+        return 71;
+      }
+      throw e;
+    }
     if (settings.verbose > 0) {
       console.error(`memcached ${VERSION} on Shoal: ${smp.count} shard(s), port ${settings.port}${settings.udpPort ? `, udp ${settings.udpPort}` : ""}`);
     }
@@ -110,6 +142,8 @@ await app(
       if (signal.aborted) resolve();
       else signal.addEventListener("abort", () => resolve(), { once: true });
     });
+    // Every shard finishes its connections before any shard's store goes (services stop after main).
+    await shards.invokeOnAll("drain").catch(() => {});
     return 0;
   },
 );

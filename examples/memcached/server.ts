@@ -25,7 +25,7 @@ const CRAWL_PER_TICK = 2000;
 const HASH_MIGRATE_PER_TICK = 32768;
 /** A shard that read this much since its last collection collects once it sees an idle second. */
 const IDLE_GC_AFTER_BYTES = 16 * 1024 * 1024;
-/** How long a graceful stop waits for requests already in flight before ending idle connections. */
+/** How long a graceful stop waits for requests already in flight before shutting connections' input. */
 const GRACE_MS = 100;
 /** UDP: payload bytes per datagram after the 8-byte frame header (stock's UDP_DATA_SIZE). */
 const UDP_DATA_SIZE = 1392;
@@ -40,8 +40,6 @@ interface Conn {
   connection: Connection;
   session: Session;
   lastCmd: number;
-  /** Answered everything received and waits for more (a graceful stop ends it with shutdownInput). */
-  idle: boolean;
 }
 
 /** Options of a shard server. */
@@ -61,6 +59,8 @@ export class ShardServer {
   /** The response buffer this shard's connections share (Session.detachOut). */
   private readonly sharedOut = new Out();
   private stopping = false;
+  private draining: Promise<void> | undefined;
+  private closed = false;
   private crawler: Timer | undefined;
   private readonly maxConns: number;
   private readonly done: Promise<void>[] = [];
@@ -94,17 +94,19 @@ export class ShardServer {
       }
       return out;
     };
+    // UDP first: once the TCP port accepts (how clients and scripts see readiness), the UDP
+    // one is bound too (bound second, a datagram sent at once could find no socket).
+    if (s.udpPort !== 0) {
+      for (const ch of each((host, ipv6Only) => bindUdp({ host, port: s.udpPort }, { reusePort: true, ipv6Only, maxQueued: 256 }))) {
+        this.udp.push(ch);
+        this.done.push(this.udpLoop(ch));
+      }
+    }
     if (s.port !== 0) {
       const opts = { reusePort: true, backlog: s.backlog, writeHighWater: WRITE_HIGH_WATER, idleTimeoutMs: s.idleTimeout > 0 ? s.idleTimeout * 1000 : 0 };
       for (const l of each((host, ipv6Only) => listen({ host, port: s.port }, { ...opts, ipv6Only }))) {
         this.listeners.push(l);
         this.done.push(this.acceptLoop(l));
-      }
-    }
-    if (s.udpPort !== 0) {
-      for (const ch of each((host, ipv6Only) => bindUdp({ host, port: s.udpPort }, { reusePort: true, ipv6Only, maxQueued: 256 }))) {
-        this.udp.push(ch);
-        this.done.push(this.udpLoop(ch));
       }
     }
     // Stock counts its listening sockets as connections: one per TCP address, one per UDP
@@ -164,7 +166,7 @@ export class ShardServer {
     // Responses are rendered into one buffer shared by the shard's connections (it stays in the
     // cache; each connection's own would be cold), copied to the connection's output at once.
     const session = new Session(this.engine, { sharedOut: this.sharedOut });
-    const conn: Conn = { id: this.nextId++, connection, session, lastCmd: this.engine.clock.now, idle: true };
+    const conn: Conn = { id: this.nextId++, connection, session, lastCmd: this.engine.clock.now };
     this.conns.set(conn.id, conn);
     stats.curr_conns++;
     stats.conn_structs = Math.max(stats.conn_structs, this.conns.size);
@@ -198,8 +200,6 @@ export class ShardServer {
       session.holdFrom(send);
       session.attachOut();
       if (session.closeAfterWrite) throw STOP;
-      if (this.stopping && input.buffered === 0) throw STOP;
-      conn.idle = input.buffered === 0;
       return p;
     };
 
@@ -207,7 +207,6 @@ export class ShardServer {
     // promise or task per request); only a cross-shard command or a slow reader returns a
     // promise, which holds further chunks until it settles.
     const onData = (buf: Uint8Array, start: number, end: number): Promise<void> | undefined => {
-      conn.idle = false;
       // The first delivery after a batch of receives warms the caches for all of its keys.
       store.warm();
       try {
@@ -314,23 +313,37 @@ export class ShardServer {
   }
 
   /**
-   * Graceful stop: no new connections; every connection answers what it has received, then
-   * closes. Resolves when all connections are closed (or after `timeoutMs`, resetting the rest).
+   * Graceful stop: no new connections; every connection answers what it has received (read
+   * or in the kernel's queue after a short grace), then closes. Resolves when all connections
+   * are closed (or after `timeoutMs`, resetting the rest). The store stays: other shards may
+   * still forward their connections' requests here until they drained too (stop() frees it).
    */
+  drain(timeoutMs = 5000): Promise<void> {
+    this.draining ??= this.drainNow(timeoutMs);
+    return this.draining;
+  }
+
+  /** Drains (see drain()), then frees the store: no request may reach this shard after it. */
   async stop(timeoutMs = 5000): Promise<void> {
-    if (this.stopping) return;
+    await this.drain(timeoutMs);
+    if (this.closed) return;
+    this.closed = true;
+    this.engine.close();
+  }
+
+  private async drainNow(timeoutMs: number): Promise<void> {
     this.stopping = true;
     this.crawler?.cancel();
     await Promise.all(this.listeners.map((l) => l.close().catch(() => {})));
     for (const ch of this.udp) await ch.close().catch(() => {});
-    // Requests already on their way (sent before the stop) get a moment to arrive and be
-    // answered; then idle connections end, and busy ones end once they answered what they got.
+    // Requests already on their way (sent before the stop) get a moment to arrive; then every
+    // connection's input shuts, keeping what the kernel received: each connection answers all
+    // of it (a slow reader's unparsed pipeline included), sees end of stream and closes.
     await sleep(GRACE_MS);
-    for (const c of this.conns.values()) if (c.idle) c.connection.shutdownInput();
+    for (const c of this.conns.values()) c.connection.shutdownInput({ keepReceived: true });
     const deadline = Date.now() + timeoutMs;
     while (this.conns.size > 0 && Date.now() < deadline) await sleep(5);
     for (const c of this.conns.values()) c.connection.reset();
     await Promise.allSettled(this.done);
-    this.engine.close();
   }
 }

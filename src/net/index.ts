@@ -14,6 +14,7 @@ export type {
   ConnectOptions,
   Datagram,
   KeepAliveOptions,
+  ShutdownInputOptions,
   Listener,
   ListenOptions,
   NetStats,

@@ -72,6 +72,12 @@ export interface ConnectOptions extends ConnectionOptions, SignalOptions {
 }
 
 /** TCP keep-alive tuning (seconds); unset fields keep the kernel's defaults. */
+/** Options of Connection.shutdownInput(). */
+export interface ShutdownInputOptions {
+  /** Deliver the bytes already received (buffered here or queued in the kernel) before end of stream (default false: drop them). */
+  keepReceived?: boolean;
+}
+
 export interface KeepAliveOptions {
   idleS?: number;
   intervalS?: number;
@@ -225,8 +231,13 @@ export interface Connection extends AsyncDisposable {
   setNoDelay(on?: boolean): void;
   /** SO_KEEPALIVE and its timings. A no-op for Unix sockets. Throws SystemError. */
   setKeepAlive(on: boolean, opts?: KeepAliveOptions): void;
-  /** Stops receiving: buffered bytes are dropped and reads return end of stream. */
-  shutdownInput(): void;
+  /**
+   * Stops receiving (shutdown(SHUT_RD)): by default, bytes not yet read are dropped and reads
+   * return end of stream at once. With `keepReceived`, what the input buffers and what the
+   * kernel has already received are still delivered, then end of stream (a server's graceful
+   * stop: answer what clients sent, take nothing new). Throws InvalidArgumentError for bad options.
+   */
+  shutdownInput(options?: ShutdownInputOptions): void;
   /** Same as output.close(): flush, then send FIN. */
   shutdownOutput(): Promise<void>;
   /**

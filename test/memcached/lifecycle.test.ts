@@ -8,9 +8,10 @@ import { describe, expect, test } from "bun:test";
 import { spawnSync } from "bun";
 import dgram from "node:dgram";
 import net from "node:net";
-import { b, dec, exchange, freePort, startOurs, waitForPort } from "./lib/harness.ts";
+import { b, dec, exchange, freePort, freeUdpPort, startOurs, waitForPort } from "./lib/harness.ts";
 import { existsSync, readFileSync } from "node:fs";
 import { parseCommandLine, UsageError } from "../../examples/memcached/cli.ts";
+import { murmur3, shardOf } from "../../examples/memcached/hash.ts";
 import { connect } from "../../src/net/index.ts";
 
 describe("graceful SIGTERM", () => {
@@ -97,6 +98,107 @@ describe("graceful SIGTERM", () => {
   }, 60_000);
 });
 
+/** One UDP request (8-byte frame header) and its answer datagrams (none after 3 s of silence). */
+function udpRequest(port: number, requestId: number, payload: string): Promise<Buffer[]> {
+  return new Promise((resolve) => {
+    const sock = dgram.createSocket("udp4");
+    const parts: Buffer[] = [];
+    // One way out: the last datagram or the 3 s fallback, whichever is first (the other is
+    // cancelled; closing twice throws from a timer into whatever test runs then).
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(fallback);
+      sock.close();
+      resolve(parts);
+    };
+    sock.on("message", (m) => {
+      parts.push(m);
+      const total = m.readUInt16BE(4);
+      if (parts.length === total) finish();
+    });
+    const header = Buffer.alloc(8);
+    header.writeUInt16BE(requestId, 0);
+    header.writeUInt16BE(0, 2);
+    header.writeUInt16BE(1, 4);
+    sock.send(Buffer.concat([header, Buffer.from(payload, "latin1")]), port, "127.0.0.1");
+    const fallback = setTimeout(finish, 3000);
+  });
+}
+
+/** `count` keys named `${prefix}N` that shard `shard` of `shards` owns. */
+function keysOf(prefix: string, shard: number, shards: number, count: number): string[] {
+  const out: string[] = [];
+  for (let i = 0; out.length < count; i++) {
+    const k = b(`${prefix}${i}`);
+    if (shardOf(murmur3(k, 0, k.length), shards) === shard) out.push(`${prefix}${i}`);
+  }
+  return out;
+}
+
+describe("shards start and stop together", () => {
+  test("a stopping shard keeps its store until every shard has drained: late requests forwarded to it are answered", async () => {
+    // One connection (on whichever shard the kernel picks) reads slowly, so the second half of
+    // its pipeline is still unparsed when SIGTERM arrives. The other shard has no connection of
+    // its own and drains at once; the store it owns must still answer what the busy shard
+    // forwards afterwards (it went with its own drain: those gets failed or came back empty).
+    const server = await startOurs(["-t", "2"]);
+    const big = "v".repeat(100_000);
+    const bigKeys = [...keysOf("big", 0, 2, 5), ...keysOf("big", 1, 2, 5)];
+    const small = [...keysOf("small", 0, 2, 10), ...keysOf("small", 1, 2, 10)];
+    let fill = "";
+    for (const k of bigKeys) fill += `set ${k} 0 0 ${big.length}\r\n${big}\r\n`;
+    for (const k of small) fill += `set ${k} 7 0 ${k.length}\r\n${k}\r\n`;
+    const setup = await exchange(server.port, b(fill + "mn\r\n"), { until: b("MN\r\n"), idleMs: 5000 });
+    expect(dec.decode(setup.bytes).split("STORED\r\n").length - 1).toBe(bigKeys.length + small.length);
+
+    const c = await connect(`127.0.0.1:${server.port}`, { maxReadBuffered: 64 * 1024 });
+    let first = "";
+    for (let i = 0; i < 100; i++) first += `get ${bigKeys[i % bigKeys.length]}\r\n`;
+    await c.output.write(first);
+    await c.output.flush();
+    await Bun.sleep(300); // 10 MB of answers: more than the kernel buffers, the rest waits in the server
+    let second = "";
+    for (const k of small) second += `get ${k}\r\n`;
+    await c.output.write(second);
+    await c.output.flush();
+    await Bun.sleep(100);
+    server.proc.kill("SIGTERM");
+    await Bun.sleep(600); // the idle shard has drained long ago
+    const chunks: Uint8Array[] = [];
+    for (;;) {
+      const chunk = await c.input.read();
+      if (chunk === null) break;
+      chunks.push(chunk.slice());
+    }
+    await c.close();
+    let expected = "";
+    for (let i = 0; i < 100; i++) expected += `VALUE ${bigKeys[i % bigKeys.length]} 0 ${big.length}\r\n${big}\r\nEND\r\n`;
+    for (const k of small) expected += `VALUE ${k} 7 ${k.length}\r\n${k}\r\nEND\r\n`;
+    const got = dec.decode(Buffer.concat(chunks));
+    expect(got.length).toBe(expected.length);
+    expect(got.slice(-2000)).toBe(expected.slice(-2000));
+    expect(got === expected).toBe(true);
+    expect(await server.proc.exited).toBe(0);
+  }, 60_000);
+
+  test("UDP is served as soon as the TCP port accepts (fresh starts, 2 shards)", async () => {
+    // Readiness is "the TCP port accepts": every shard binds UDP before TCP, and no shard
+    // listens before every shard's store can take forwarded requests. (Binding TCP first lost
+    // the first datagram of about 1 start in 15 here.)
+    for (let round = 0; round < 12; round++) {
+      const server = await startOurs(["-t", "2"], { udp: true });
+      try {
+        const set = await udpRequest(server.udpPort, round, `set r${round} 0 0 2\r\nok\r\n`);
+        expect(set.map((d) => d.subarray(8).toString())).toEqual(["STORED\r\n"]);
+      } finally {
+        await server.stop();
+      }
+    }
+  }, 120_000);
+});
+
 /** The machine has IPv6 (an address on some interface, ::1 at least). */
 const hasIpv6 = existsSync("/proc/net/if_inet6") && readFileSync("/proc/net/if_inet6", "utf8").trim() !== "";
 
@@ -104,7 +206,7 @@ describe("listening without -l", () => {
   // Skipped only on a machine without IPv6 (no /proc/net/if_inet6 entries): nothing to compare.
   test.skipIf(!hasIpv6)("IPv4 and IPv6, TCP and UDP, as stock; connection counts include the listening sockets", async () => {
     const tcp = [await freePort(), await freePort()];
-    const udp = [await freePort(), await freePort()];
+    const udp = [await freeUdpPort(), await freeUdpPort()];
     const stock = Bun.spawn(["memcached", "-u", "root", "-t", "2", "-p", String(tcp[0]), "-U", String(udp[0])], { stdout: "ignore", stderr: "ignore" });
     const ours = Bun.spawn([process.execPath, "examples/memcached/main.ts", "-t", "2", "-p", String(tcp[1]), "-U", String(udp[1])], { stdout: "ignore", stderr: "pipe" });
     try {
@@ -151,34 +253,6 @@ describe("listening without -l", () => {
 });
 
 describe("UDP (-U)", () => {
-  function udpRequest(port: number, requestId: number, payload: string): Promise<Buffer[]> {
-    return new Promise((resolve) => {
-      const sock = dgram.createSocket("udp4");
-      const parts: Buffer[] = [];
-      // One way out: the last datagram or the 3 s fallback, whichever is first (the other is
-      // cancelled; closing twice throws from a timer into whatever test runs then).
-      let done = false;
-      const finish = () => {
-        if (done) return;
-        done = true;
-        clearTimeout(fallback);
-        sock.close();
-        resolve(parts);
-      };
-      sock.on("message", (m) => {
-        parts.push(m);
-        const total = m.readUInt16BE(4);
-        if (parts.length === total) finish();
-      });
-      const header = Buffer.alloc(8);
-      header.writeUInt16BE(requestId, 0);
-      header.writeUInt16BE(0, 2);
-      header.writeUInt16BE(1, 4);
-      sock.send(Buffer.concat([header, Buffer.from(payload, "latin1")]), port, "127.0.0.1");
-      const fallback = setTimeout(finish, 3000);
-    });
-  }
-
   test("frame header, every shard answers, large answers in ≤1400-byte datagrams", async () => {
     const server = await startOurs(["-t", "2"], { udp: true });
     try {
@@ -272,5 +346,29 @@ describe("command line", () => {
     const a = await exchange(server.port, b("version\r\n"), { until: b("\r\n") });
     expect(dec.decode(a.bytes)).toBe("VERSION 1.6.18\r\n");
     await server.stop();
+  }, 60_000);
+
+  test("a port in use: one clear line and exit 71 (stock's EX_OSERR), on any shard, UDP or TCP", async () => {
+    const holder = net.createServer();
+    await new Promise<void>((r) => holder.listen(0, "127.0.0.1", () => r()));
+    const busy = (holder.address() as net.AddressInfo).port;
+    const udpHolder = dgram.createSocket("udp4");
+    await new Promise<void>((r) => udpHolder.bind(0, "127.0.0.1", () => r()));
+    const busyUdp = udpHolder.address().port;
+    try {
+      const free = await freePort();
+      for (const args of [["-p", String(busy)], ["-p", String(free), "-U", String(busyUdp)]]) {
+        const run = Bun.spawn([process.execPath, "examples/memcached/main.ts", "-l", "127.0.0.1", "-t", "2", ...args], { stdout: "pipe", stderr: "pipe" });
+        const code = await run.exited;
+        const err = await new Response(run.stderr).text();
+        expect(code).toBe(71);
+        expect(err).toContain("memcached: failed to listen:");
+        expect(err).toContain("EADDRINUSE (127.0.0.1:");
+        expect(err).not.toContain("    at ");
+      }
+    } finally {
+      holder.close();
+      udpHolder.close();
+    }
   }, 60_000);
 });

@@ -16,7 +16,7 @@ import type { NativeBuffer } from "../../core/buffers.ts";
 import type { Completable } from "../../core/scheduler.ts";
 import { StreamInput, type InputSource } from "../input.ts";
 import { StreamOutput, type OutputSink } from "../output.ts";
-import type { Connection, KeepAliveOptions } from "../types.ts";
+import type { Connection, KeepAliveOptions, ShutdownInputOptions } from "../types.ts";
 import type { SocketAddress } from "../address.ts";
 import {
   IPPROTO_TCP,
@@ -32,7 +32,7 @@ import {
   shutdownSocket,
 } from "./sys.ts";
 import type { PosixStack } from "./stack.ts";
-import type { ResolvedConnectionOptions } from "../options.ts";
+import { booleanOption, checkOptionsObject, type ResolvedConnectionOptions } from "../options.ts";
 
 const ENOBUFS = 105;
 const ECANCELED = 125;
@@ -392,10 +392,14 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
 
   // ---- closing ------------------------------------------------------------------------------
 
-  shutdownInput(): void {
+  shutdownInput(options?: ShutdownInputOptions): void {
+    checkOptionsObject("shutdownInput", options);
+    const keep = booleanOption("shutdownInput", "keepReceived", options?.keepReceived, false);
     if (this.state >= TEARDOWN) return;
+    // Linux (TCP and Unix streams) still returns what the receive queue holds after SHUT_RD,
+    // then 0: the receive path sees an ordinary end of stream after the last byte.
     shutdownSocket(this.fd, SHUT_RD);
-    this.input.shutdown();
+    if (!keep) this.input.shutdown();
   }
 
   shutdownOutput(): Promise<void> {

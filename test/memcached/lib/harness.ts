@@ -6,6 +6,7 @@
  */
 import { spawn, type Subprocess } from "bun";
 import net from "node:net";
+import dgram from "node:dgram";
 import { Engine } from "../../../examples/memcached/engine.ts";
 import { Session } from "../../../examples/memcached/session.ts";
 import { defaultSettings, type Settings } from "../../../examples/memcached/settings.ts";
@@ -45,6 +46,22 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** A port that no UDP socket holds on 127.0.0.1 now (and no TCP listener: freePort's pick). */
+export async function freeUdpPort(): Promise<number> {
+  for (;;) {
+    const port = await freePort();
+    const free = await new Promise<boolean>((resolve) => {
+      const s = dgram.createSocket("udp4");
+      s.once("error", () => {
+        s.close();
+        resolve(false);
+      });
+      s.bind(port, "127.0.0.1", () => s.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+}
+
 /** A running server process. */
 export interface ServerProcess {
   port: number;
@@ -74,7 +91,7 @@ export async function waitForPort(port: number, timeoutMs = 10000): Promise<void
 /** Starts stock memcached (run as root: -u root) with extra arguments. */
 export async function startStock(args: string[] = [], opts: { udp?: boolean } = {}): Promise<ServerProcess> {
   const port = await freePort();
-  const udpPort = opts.udp ? await freePort() : 0;
+  const udpPort = opts.udp ? await freeUdpPort() : 0;
   const proc = spawn(["memcached", "-u", "root", "-l", "127.0.0.1", "-p", String(port), "-U", String(udpPort), ...args], {
     stdout: "ignore",
     stderr: "pipe",
@@ -155,7 +172,7 @@ export async function exchange(port: number, data: Uint8Array, opts: ExchangeOpt
 /** Starts our memcached (examples/memcached/main.ts) with memcached arguments. */
 export async function startOurs(args: string[] = [], opts: { udp?: boolean; env?: Record<string, string> } = {}): Promise<ServerProcess> {
   const port = await freePort();
-  const udpPort = opts.udp ? await freePort() : 0;
+  const udpPort = opts.udp ? await freeUdpPort() : 0;
   const proc = spawn(
     [process.execPath, "examples/memcached/main.ts", "-l", "127.0.0.1", "-p", String(port), "-U", String(udpPort), ...args],
     { stdout: "pipe", stderr: "pipe", env: { ...process.env, ...opts.env } },

@@ -909,6 +909,44 @@ export function streamConformance(s: StackUnderTest): void {
       await expectQuiescent(stack);
     });
 
+    test("shutdownInput({ keepReceived: true }): what was received is still read, then end of stream", async () => {
+      // Reading is bounded at 4 KiB: most of the 64 KiB wait in the kernel's receive queue
+      // (sent in full before the shutdown: bytes still in the sender's queue are not "received").
+      const l = stack.listen("127.0.0.1:0", { maxReadBuffered: 4096 });
+      const accepted = l.accept();
+      const c = await stack.connect(l.localAddress);
+      const srv = await accepted;
+      const sent = new Uint8Array(64 * 1024);
+      for (let i = 0; i < sent.length; i++) sent[i] = (i * 7) & 0xff;
+      await c.output.write(sent);
+      await c.output.flush();
+      await until(() => srv.input.buffered > 0, 2000, "data");
+      await Bun.sleep(20);
+      expect(srv.input.buffered).toBeLessThan(sent.length);
+      expect(() => srv.shutdownInput({ keepReceived: "yes" } as never)).toThrow(InvalidArgumentError);
+      expect(() => srv.shutdownInput(7 as never)).toThrow(InvalidArgumentError);
+      srv.shutdownInput({ keepReceived: true });
+      const got: Uint8Array[] = [];
+      let n = 0;
+      for (;;) {
+        const chunk = await srv.input.read();
+        if (chunk === null) break;
+        got.push(chunk.slice());
+        n += chunk.length;
+        if (n === sent.length) break;
+      }
+      expect(n).toBe(sent.length);
+      expect(Buffer.concat(got).equals(Buffer.from(sent))).toBe(true);
+      expect(await srv.input.read()).toBeNull();
+      // Output still works after the input ended.
+      await srv.output.write("answer");
+      expect(text(await c.input.readExactly(6))).toBe("answer");
+      await c.close();
+      await srv.close();
+      await l.close();
+      await expectQuiescent(stack);
+    });
+
     test("connect rejects bad options and names the problem", async () => {
       for (const bad of [{ idleTimeoutMs: -1 }, { maxReadBuffered: 0 }, { maxReadBuffered: Infinity }, { noDelay: "yes" }, { writeHighWater: 1.5 }]) {
         expect(await rejection(stack.connect("127.0.0.1:1", bad as never))).toBeInstanceOf(InvalidArgumentError);
