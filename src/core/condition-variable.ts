@@ -92,9 +92,12 @@ export class ConditionVariable {
   /** Wakes the first waiter, or remembers the signal for the next wait() if nobody waits. O(1) plus its predicate. */
   signal(): void {
     if (this.isBrokenFlag) return;
-    const w = this.waitList.shift();
-    if (w) this.wake(w);
-    else this.signalled = true;
+    // A waiter whose signal was aborted before its listener ran does not take the wakeup: it
+    // goes to the next one, or is remembered.
+    for (let w = this.waitList.shift(); w; w = this.waitList.shift()) {
+      if (this.wake(w)) return;
+    }
+    this.signalled = true;
   }
 
   /** Wakes every current waiter, in FIFO order. O(waiters) plus their predicates. */
@@ -121,24 +124,27 @@ export class ConditionVariable {
     this.waitList.rejectAll(err);
   }
 
-  private wake(w: Waiter<void, Predicate | undefined>): void {
+  /** Wakes an unlinked waiter; false when it was aborted (rejected, the wakeup not used). */
+  private wake(w: Waiter<void, Predicate | undefined>): boolean {
+    if (w.rejectIfAborted()) return false;
     const predicate = w.data;
     if (!predicate) {
       w.resolve();
-      return;
+      return true;
     }
     let ready: unknown;
     try {
       ready = predicate();
     } catch (err) {
       w.reject(err);
-      return;
+      return true;
     }
     // The predicate (or what it called) may have aborted this waiter's signal while it was
     // unlinked, when its abort listener could not take it off the list.
-    if (w.rejectIfAborted()) return;
+    if (w.rejectIfAborted()) return false;
     if (ready) w.resolve();
     else if (this.isBrokenFlag) w.reject(this.error); // the predicate itself broke us
-    else this.waitList.append(w);
+    else this.waitList.append(w); // the wakeup is spent on the re-check, as in Seastar
+    return true;
   }
 }

@@ -8,6 +8,7 @@
  * and an intrusive FIFO of waiters. Those exports are marked @internal and are not part of
  * the public API.
  */
+import { describeValue } from "./describe.ts";
 import { AbortError, InvalidArgumentError, TimedOutError } from "./errors.ts";
 import { Timer } from "./timer.ts";
 
@@ -37,15 +38,6 @@ export interface WaitOptions extends SignalOptions {
 
 /** @internal A settled promise handed out by every fast path, so an uncontended wait allocates nothing. */
 export const RESOLVED: Promise<void> = Promise.resolve();
-
-/** @internal Names a bad argument in an error message without dumping it. */
-export function describeValue(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value);
-  if (typeof value === "function") return "a function";
-  if (typeof value === "bigint") return `${value}n`;
-  if (value === null || typeof value !== "object") return String(value);
-  return Array.isArray(value) ? "an array" : "an object";
-}
 
 /** @internal Throws InvalidArgumentError unless `value` is a function. */
 export function checkFunction(value: unknown, name: string): asserts value is (...args: never[]) => unknown {
@@ -480,9 +472,11 @@ export function parallelForEach<T>(
       if (isThenable(result)) {
         pending++;
         try {
-          result.then(settle, fail);
+          // Through Promise.resolve: a hand-made thenable may call back twice or throw from
+          // then(); its promise settles once (a native promise is used as is, no extra tick).
+          Promise.resolve(result).then(settle, fail);
         } catch (err) {
-          // A thenable whose then() throws: its fiber failed, and nothing will settle it.
+          // Reading `result.constructor` threw: its fiber failed, and nothing will settle it.
           fail(err);
         }
       }
@@ -555,6 +549,12 @@ export function maxConcurrentForEach<T>(
         while (running < limit && !exhausted && !aborted) {
           if (signal?.aborted) {
             aborted = true;
+            // Stopping early, as a for...of break would: a generator's finally runs now.
+            try {
+              it.return?.();
+            } catch {
+              // The join rejects with AbortError (or a call's failure) either way.
+            }
             break;
           }
           let next: IteratorResult<T>;
@@ -578,7 +578,12 @@ export function maxConcurrentForEach<T>(
           }
           if (isThenable(result)) {
             running++;
-            result.then(settle, fail);
+            try {
+              // Once per call whatever the thenable does (see parallelForEach).
+              Promise.resolve(result).then(settle, fail);
+            } catch (err) {
+              fail(err);
+            }
           }
         }
       } finally {
@@ -771,7 +776,9 @@ export function withTimeout<T>(
         return;
       }
     } else {
-      pending = op;
+      // A thenable's then() runs in a later job: one that throws rejects `pending` (the timer
+      // and the listener below are cleaned up then) instead of escaping past them.
+      pending = Promise.resolve(op);
     }
     if (ms !== Infinity) timer = new Timer(onTimeout).arm(ms);
     if (outer) {

@@ -257,7 +257,10 @@ export class SemaphoreUnits implements Disposable {
     if (!(other instanceof SemaphoreUnits) || other.sem !== this.sem) {
       throw new InvalidArgumentError("other must be a SemaphoreUnits of the same semaphore");
     }
-    this.units += other.detach();
+    if (other === this) return;
+    // detach() first: `this.units += ...` would read this.units before it runs.
+    const n = other.detach();
+    this.units += n;
   }
 
   /** Returns every held unit (the `using` exit). */

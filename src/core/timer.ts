@@ -3,6 +3,7 @@
  * the loop sleeps in the kernel until the earliest one (one kernel timeout, however many
  * timers are armed) and fires expired timers as tasks in the group that armed them.
  */
+import { describeValue } from "./describe.ts";
 import { AbortError, InvalidArgumentError } from "./errors.ts";
 import { currentSchedulingGroup, enqueue, type Completable, type SchedulingGroup } from "./scheduler.ts";
 import { ensureLoopRunning } from "./loop.ts";
@@ -25,7 +26,7 @@ let sequence = 0;
 
 function checkDelay(name: string, ms: number): void {
   if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
-    throw new InvalidArgumentError(`${name} must be a finite number of ms >= 0, got ${ms}`);
+    throw new InvalidArgumentError(`${name} must be a finite number of ms >= 0, got ${describeValue(ms)}`);
   }
 }
 

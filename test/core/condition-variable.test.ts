@@ -204,6 +204,34 @@ describe("ConditionVariable", () => {
   });
 });
 
+describe("ConditionVariable: a waiter aborted before its listener ran", () => {
+  // A stop signal whose first listener (registered before any wait) signals the condition: the
+  // aborted head waiter is unlinked by signal() before its own abort listener runs.
+  for (const kind of ["plain", "predicate"] as const) {
+    test(`${kind}: it rejects with AbortError and the wakeup goes to the next waiter`, async () => {
+      const cv = new ConditionVariable();
+      const stop = new AbortController();
+      stop.signal.addEventListener("abort", () => cv.signal());
+      const a = kind === "plain" ? cv.wait({ signal: stop.signal }) : cv.wait(() => stop.signal.aborted, { signal: stop.signal });
+      const b = cv.wait();
+      stop.abort();
+      expect(await errorOf(a)).toBeInstanceOf(AbortError);
+      await b; // woken (it hung)
+      expect(cv.waiters).toBe(0);
+    });
+  }
+
+  test("with nobody else waiting, the signal is remembered for the next wait()", async () => {
+    const cv = new ConditionVariable();
+    const stop = new AbortController();
+    stop.signal.addEventListener("abort", () => cv.signal());
+    const a = cv.wait({ signal: stop.signal });
+    stop.abort();
+    expect(await errorOf(a)).toBeInstanceOf(AbortError);
+    await cv.wait(); // resolves at once from the remembered signal
+  });
+});
+
 describe("ConditionVariable: abort from inside a predicate", () => {
   test("a waiter whose signal its own predicate aborts is rejected, not re-queued with a dead signal", async () => {
     const cv = new ConditionVariable();

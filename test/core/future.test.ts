@@ -14,7 +14,7 @@ import {
   withTimeout,
 } from "../../src/core/future.ts";
 import { Semaphore } from "../../src/core/semaphore.ts";
-import { Timer, sleep } from "../../src/core/timer.ts";
+import { Timer, armedTimers, sleep } from "../../src/core/timer.ts";
 import { armedBy, errorOf, status } from "./fixtures/util.ts";
 
 
@@ -615,6 +615,78 @@ describe("parallelForEach: an iterable that throws", () => {
     );
     expect(err.message).toBe("bad thenable");
     expect(finished).toBe(2);
+  });
+});
+
+describe("hand-made thenables and early stops", () => {
+  const throwingThen = { then() { throw new Expected("then() threw"); } };
+  const callsTwice = { then(ok: () => void) { ok(); ok(); } };
+  const slow = (done: { v: boolean }) => sleep(30).then(() => void (done.v = true));
+
+  test("a thenable whose then() throws fails its call only: the joins still wait for every call", async () => {
+    for (const join of [
+      (fn: (i: number) => unknown) => parallelForEach([0, 1, 2], fn),
+      (fn: (i: number) => unknown) => maxConcurrentForEach([0, 1, 2], 2, fn),
+      (fn: (i: number) => unknown) => maxConcurrentForEach([0, 1, 2], 1, fn), // reached from a settle
+    ]) {
+      const done = { v: false };
+      const err = await errorOf(join((i) => (i === 0 ? slow(done) : i === 1 ? throwingThen : undefined)));
+      expect(err).toBeInstanceOf(Expected);
+      expect(done.v).toBe(true);
+    }
+  });
+
+  test("a thenable that calls back twice counts once (the join waited for nobody else)", async () => {
+    const done = { v: false };
+    await parallelForEach([0, 1], (i) => (i === 0 ? slow(done) : callsTwice));
+    expect(done.v).toBe(true);
+    done.v = false;
+    let running = 0;
+    let most = 0;
+    await maxConcurrentForEach([0, 1, 2, 3, 4, 5], 2, (i) => {
+      if (i === 0) return callsTwice;
+      running++;
+      most = Math.max(most, running);
+      return sleep(5).then(() => void running--);
+    });
+    expect(most).toBeLessThanOrEqual(2);
+    await maxConcurrentForEach([0, 1], 2, (i) => (i === 0 ? slow(done) : callsTwice));
+    expect(done.v).toBe(true);
+  });
+
+  test("maxConcurrentForEach stopped by an abort closes a generator (its finally runs), as a for...of break would", async () => {
+    let closed = false;
+    function* items(): Generator<number> {
+      try {
+        for (let i = 0; ; i++) yield i;
+      } finally {
+        closed = true;
+      }
+    }
+    const ac = new AbortController();
+    const err = await errorOf(
+      maxConcurrentForEach(items(), 2, (i) => {
+        if (i === 3) ac.abort();
+        return sleep(1);
+      }, { signal: ac.signal }),
+    );
+    expect(err).toBeInstanceOf(AbortError);
+    expect(closed).toBe(true);
+  });
+
+  test("withTimeout of a thenable whose then() throws rejects and leaves no timer or listener behind", async () => {
+    const ac = new AbortController();
+    let listeners = 0;
+    const add = ac.signal.addEventListener.bind(ac.signal);
+    const remove = ac.signal.removeEventListener.bind(ac.signal);
+    ac.signal.addEventListener = ((t: string, l: EventListener, o?: AddEventListenerOptions) => (listeners++, add(t, l, o))) as typeof add;
+    ac.signal.removeEventListener = ((t: string, l: EventListener, o?: EventListenerOptions) => (listeners--, remove(t, l, o))) as typeof remove;
+    const before = armedTimers();
+    for (let i = 0; i < 10; i++) {
+      expect(await errorOf(withTimeout(throwingThen as unknown as Promise<void>, 60_000, { signal: ac.signal }))).toBeInstanceOf(Expected);
+    }
+    expect(armedTimers()).toBe(before);
+    expect(listeners).toBe(0);
   });
 });
 

@@ -304,6 +304,15 @@ describe("Semaphore", () => {
     expect(() => units.adopt(new SemaphoreUnits(new Semaphore(1), 0))).toThrow(InvalidArgumentError);
   });
 
+  test("a permit adopting itself keeps its units (it doubled them: the semaphore grew on return)", () => {
+    const sem = new Semaphore(4);
+    const units = sem.tryGetUnits(3)!;
+    units.adopt(units);
+    expect(units.count).toBe(3);
+    units[Symbol.dispose]();
+    expect(sem.available).toBe(4);
+  });
+
   test("tryGetUnits fails without waiting when units are short", () => {
     const sem = new Semaphore(1);
     const first = sem.tryGetUnits(1);

@@ -315,6 +315,17 @@ test("now() is a low-resolution clock that advances with the loop", async () => 
   expect(b).toBeLessThanOrEqual(performance.now());
 });
 
+describe("bad delays", () => {
+  test("symbols and objects without a string form are InvalidArgumentError, not a TypeError from the message", () => {
+    const bad = [Symbol("x"), Object.create(null), { toString: () => { throw new Error("boom"); } }];
+    for (const ms of bad) {
+      expect(() => sleep(ms as never)).toThrow(InvalidArgumentError);
+      expect(() => new Timer(() => {}).arm(ms as never)).toThrow(InvalidArgumentError);
+      expect(() => new Timer(() => {}).armPeriodic(ms as never)).toThrow(InvalidArgumentError);
+    }
+  });
+});
+
 describe("dispose", () => {
   test("`using` cancels a timer at the end of its scope", async () => {
     let fired = false;
