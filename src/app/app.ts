@@ -12,6 +12,7 @@
  * anything else is reported and exits 1); the shutdown signal
  * fires on SIGINT/SIGTERM, after which main should return, and every running service is stopped.
  */
+import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { isMainThread } from "node:worker_threads";
 import { InvalidArgumentError } from "../core/errors.ts";
@@ -55,12 +56,20 @@ export interface AppContext<S extends OptionSpecs> {
 let called = false;
 
 /**
- * Runs the application: the supervisor on the main thread, a shard inside a shard Worker (main
- * on shard 0). On the main thread the returned promise never settles: the process exits when
- * the app ends (main's number, else 0; 1 after a failure; 2 for a bad command line). Inside a
- * shard it resolves at once, so the module finishes loading.
- * Throws InvalidArgumentError for a bad config or a second call.
+ * The module every shard imports, as a URL: Bun.main by default; a path (relative ones from the
+ * working directory, as the command line would take them) or a URL given in the config.
  */
+function moduleUrl(module: string | URL | undefined): string {
+  if (module === undefined) return pathToFileURL(Bun.main).href;
+  if (module instanceof URL) return module.href;
+  if (typeof module !== "string" || module === "") throw new InvalidArgumentError("app: config.module must be a path or a URL");
+  if (/^[a-z][a-z0-9+.-]*:/i.test(module)) return module;
+  return pathToFileURL(resolve(module)).href;
+}
+
+/** The longest delay a timer honours (2^31-1 ms, about 24.8 days). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
 /** The numeric fields of the config, checked before anything starts (not as a later rejection). */
 function checkConfigNumbers(config: AppConfig<OptionSpecs>): void {
   const rb = config.ringBytes;
@@ -69,12 +78,20 @@ function checkConfigNumbers(config: AppConfig<OptionSpecs>): void {
   }
   for (const key of ["startTimeoutMs", "shutdownTimeoutMs", "mainGraceMs"] as const) {
     const v = config[key];
-    if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || v <= 0)) {
-      throw new InvalidArgumentError(`app: config.${key} must be a finite number of ms > 0, got ${String(v)}`);
+    // Timers longer than 2^31-1 ms fire at once (setTimeout clamps them to 1 ms).
+    if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || v <= 0 || v > MAX_TIMEOUT_MS)) {
+      throw new InvalidArgumentError(`app: config.${key} must be a number of ms in (0, ${MAX_TIMEOUT_MS}], got ${String(v)}`);
     }
   }
 }
 
+/**
+ * Runs the application: the supervisor on the main thread, a shard inside a shard Worker (main
+ * on shard 0). On the main thread the returned promise never settles: the process exits when
+ * the app ends (main's number, else 0; 1 after a failure; 2 for a bad command line). Inside a
+ * shard it resolves at once, so the module finishes loading.
+ * Throws InvalidArgumentError for a bad config or a second call.
+ */
 export function app<const S extends OptionSpecs = Record<never, never>>(
   config: AppConfig<S>,
   main: (ctx: AppContext<S>) => unknown,
@@ -84,6 +101,7 @@ export function app<const S extends OptionSpecs = Record<never, never>>(
   }
   if (typeof main !== "function") throw new InvalidArgumentError("app: main must be a function");
   checkConfigNumbers(config);
+  const module = moduleUrl(config.module);
   if (called) throw new InvalidArgumentError("app() was called twice; an application module calls it once");
   called = true;
   const specs = (config.options ?? {}) as S;
@@ -103,10 +121,10 @@ export function app<const S extends OptionSpecs = Record<never, never>>(
   if (!isMainThread) {
     throw new InvalidArgumentError("app() runs on the main thread (as the supervisor) or in a shard it started, not in another Worker");
   }
-  return supervise(config, specs);
+  return supervise(config, specs, module);
 }
 
-async function supervise<S extends OptionSpecs>(config: AppConfig<S>, specs: S): Promise<never> {
+async function supervise<S extends OptionSpecs>(config: AppConfig<S>, specs: S, module: string): Promise<never> {
   setLogPrefix("supervisor");
   let parsed;
   try {
@@ -122,7 +140,6 @@ async function supervise<S extends OptionSpecs>(config: AppConfig<S>, specs: S):
   }
   const shared = parsed.shared;
   setLogLevel(shared.logLevel);
-  const module = config.module === undefined ? pathToFileURL(Bun.main).href : String(config.module);
   return runSupervisor({
     name: config.name,
     module,

@@ -447,23 +447,32 @@ export class Writer {
     this.value(typeof code === "string" || typeof code === "number" ? code : undefined);
     this.value(typeof e.stack === "string" ? e.stack : undefined);
     this.cause((e as { cause?: unknown }).cause, depth);
-    // Other own enumerable properties that can cross (errno, op, shard...); the rest are dropped.
-    const extra: Record<string, unknown> = {};
+    // Other own enumerable properties (errno, op, shard, details objects...) and an
+    // AggregateError's `errors` (the first 10): each that cannot cross is left out on its own.
+    const countAt = this.pos;
+    this.u32(0);
     let n = 0;
-    for (const key of Object.keys(e)) {
-      if (key === "name" || key === "message" || key === "code" || key === "stack" || key === "cause") continue;
-      const x = (e as unknown as Record<string, unknown>)[key];
-      const t = typeof x;
-      if (t === "string" || t === "number" || t === "boolean" || t === "bigint" || x === null) {
-        extra[key] = x;
+    const keys = Object.keys(e);
+    if (e instanceof AggregateError && !keys.includes("errors")) keys.push("errors");
+    for (const key of keys) {
+      if (key === "name" || key === "message" || key === "code" || key === "stack" || key === "cause" || key === "__proto__") continue;
+      let x = (e as unknown as Record<string, unknown>)[key];
+      if (key === "errors" && e instanceof AggregateError && Array.isArray(x)) x = x.slice(0, MAX_AGGREGATED);
+      const start = this.pos;
+      const handed = this.handed.length;
+      try {
+        this.string(key);
+        this.value(x, depth + 1);
         n++;
+      } catch (err) {
+        if (!(err instanceof EncodeError)) throw err;
+        this.pos = start;
+        if (this.handedIds.length > handed) this.sink?.cancel(this.handedIds.slice(handed));
+        this.handed.length = handed;
+        this.handedIds.length = handed;
       }
     }
-    this.u32(n);
-    for (const key in extra) {
-      this.string(key);
-      this.value(extra[key]);
-    }
+    this.dv.setUint32(countAt, n, true);
   }
 
   private cause(cause: unknown, depth: number): void {
@@ -503,6 +512,9 @@ export class Writer {
     this.pos += 19;
   }
 }
+
+/** An AggregateError crosses with this many of its `errors`. */
+const MAX_AGGREGATED = 10;
 
 /** Strings up to this many bytes are interned when decoded. */
 const SHORT_STRING = 6;
@@ -706,7 +718,7 @@ export class Reader {
     const stack = this.value() as string | undefined;
     const cause = this.value();
     const n = this.u32();
-    const extra: Record<string, unknown> = {};
+    const extra = Object.create(null) as Record<string, unknown>;
     for (let i = 0; i < n; i++) {
       const key = this.value() as string;
       extra[key] = this.value();
@@ -742,8 +754,11 @@ function rebuildError(
     configurable: true,
   });
   for (const key in extra) {
-    if (key !== "shard") (e as unknown as Record<string, unknown>)[key] = extra[key];
+    if (key !== "shard" && key !== "__proto__") (e as unknown as Record<string, unknown>)[key] = extra[key];
   }
-  Object.defineProperty(e, "shard", { value: shard, writable: true, enumerable: true, configurable: true });
+  // The shard it names: set where it was thrown (RemoteError) or by the smp layer (ShardGoneError),
+  // kept across further hops; otherwise the shard it came from.
+  const named = extra.shard;
+  Object.defineProperty(e, "shard", { value: typeof named === "number" ? named : shard, writable: true, enumerable: true, configurable: true });
   return e;
 }

@@ -327,6 +327,8 @@ export class InRing extends RingEnd {
   head = 0;
   /** Records consumed. */
   messages = 0;
+  /** True inside drain(): a handler must not drain the same ring again (its loop holds the head). */
+  draining = false;
 
   constructor(sab: SharedArrayBuffer, layout: SmpLayout, from: number, to: number, foreign?: ForeignBufferFactory) {
     super(sab, layout, from, to);
@@ -348,6 +350,7 @@ export class InRing extends RingEnd {
     const tail = Atomics.load(this.i32, this.tailWord) >>> 0;
     let head = this.head;
     let n = 0;
+    this.draining = true;
     try {
       while (head !== tail && n < budget) {
         const at = head & this.mask;
@@ -363,6 +366,7 @@ export class InRing extends RingEnd {
         handle(this, at);
       }
     } finally {
+      this.draining = false;
       this.messages += n;
       Atomics.store(this.i32, this.headWord, this.head | 0);
     }

@@ -39,6 +39,7 @@ import { InvalidArgumentError } from "../core/errors.ts";
 import { Reader, RING_FULL, Writer } from "./codec.ts";
 import {
   EncodeError,
+  MessageTooLargeError,
   ShardGoneError,
   ShardRangeError,
   SmpNotRunningError,
@@ -368,6 +369,16 @@ let localStartSeq = 0;
 export function markShardGone(k: number, cause: string): void {
   if (k < 0 || k >= rt.count || k === rt.id || rt.gone[k]) return;
   rt.gone[k] = true;
+  // What k published before it went is valid (the notice travels by postMessage and can
+  // overtake the ring): its replies settle their calls first; only calls still waiting fail.
+  const ring = rt.inn.find((r) => r.from === k);
+  if (ring !== undefined && !ring.draining) {
+    try {
+      ring.drain(onRecord, Infinity);
+    } catch (err) {
+      log.error(`shard ${k}'s last messages could not be read:`, err);
+    }
+  }
   for (let slot = 0; slot < pDest.length; slot++) {
     if (pDest[slot] !== k) continue;
     const reject = pReject[slot];
@@ -712,6 +723,9 @@ function onRecord(ring: InRing, at: number): void {
     const r = ring.reader;
     r.pos = at + REPLY_HEADER;
     const slot = ring.dv.getUint32(at + 8, true);
+    // A reply for a call this shard no longer waits for from `ring.from` (failed when its shard
+    // was reported gone; the slot may be another call's now): dropped, never settles another.
+    if (pDest[slot] !== ring.from) return;
     let value: unknown;
     let ok = kind === K_REPLY;
     try {
@@ -873,6 +887,10 @@ function replacementFor(kind: number, value: unknown, err: unknown, callKind: nu
   if (err instanceof EncodeError) {
     err.prepend(`the result of ${describeTarget(callKind, target)}`);
     return err;
+  }
+  if (err instanceof MessageTooLargeError) {
+    // Keeps its class (and code) for the caller, as an oversized argument does.
+    return new MessageTooLargeError(clip(`the result of ${describeTarget(callKind, target)}: ${err.message}`, 4096));
   }
   return new Error(clip(`the result of ${describeTarget(callKind, target)} could not be encoded: ${safeString(err)}`, 4096));
 }

@@ -39,8 +39,41 @@ describe("command line", () => {
   test("the config's numbers are checked when app() is called, before anything starts", async () => {
     const { app } = await import("../../src/app/index.ts");
     const { InvalidArgumentError } = await import("../../src/core/errors.ts");
-    for (const bad of [{ ringBytes: 1000 }, { startTimeoutMs: 0 }, { shutdownTimeoutMs: -1 }, { mainGraceMs: Number.NaN }]) {
+    // Past 2^31-1 ms a timer fires at once: a start timeout of 2^31 ms failed every start.
+    for (const bad of [
+      { ringBytes: 1000 },
+      { startTimeoutMs: 0 },
+      { shutdownTimeoutMs: -1 },
+      { mainGraceMs: Number.NaN },
+      { startTimeoutMs: 2 ** 31 },
+      { shutdownTimeoutMs: 2 ** 31 },
+      { mainGraceMs: 2 ** 40 },
+      { module: "" },
+      { module: 7 as unknown as string },
+    ]) {
       expect(() => app({ name: "x", ...bad }, () => 0)).toThrow(InvalidArgumentError);
+    }
+  });
+
+  test("config.module as a relative path is taken from the working directory (it was resolved against Shoal's own files)", async () => {
+    const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join, resolve } = await import("node:path");
+    const dir = mkdtempSync(join(tmpdir(), "shoal-module-"));
+    try {
+      const appIndex = resolve("src/app/index.ts");
+      writeFileSync(
+        join(dir, "rel-app.ts"),
+        `import { app } from ${JSON.stringify(appIndex)};\n` +
+          `app({ name: "rel", module: "./rel-app.ts" }, () => { console.log("MAIN RAN"); return 0; });\n`,
+      );
+      const run = Bun.spawn([process.execPath, "rel-app.ts", "--smp", "1"], { cwd: dir, stdout: "pipe", stderr: "pipe" });
+      const [out, err, code] = await Promise.all([new Response(run.stdout).text(), new Response(run.stderr).text(), run.exited]);
+      expect(err).not.toContain("Cannot find module");
+      expect(out).toContain("MAIN RAN");
+      expect(code).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
