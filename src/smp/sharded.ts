@@ -223,6 +223,12 @@ const START = registerHandler("shoal.sharded.start", (service: number, seq: numb
   hostOf(service).startLocal(seq, args),
 );
 const STOP = registerHandler("shoal.sharded.stop", (service: number) => hostOf(service).stopLocal());
+// start() and stop() from any shard run on shard 0, one at a time per service.
+const LIFECYCLE = registerHandler("shoal.sharded.lifecycle", (service: number, op: number, ...args: unknown[]) =>
+  (hostOf(service).owner as Sharded<object>).coordinate(op, args),
+);
+const OP_START = 0;
+const OP_STOP = 1;
 
 function hostOf(service: number): Host<object> {
   const host = serviceById(service);
@@ -291,8 +297,24 @@ export class Sharded<T extends object, A extends unknown[] = unknown[]> implemen
    * start are stopped again and the first error (lowest shard) is thrown.
    * Throws ServiceStateError if the service is already running, EncodeError for arguments
    * that cannot cross, or what a constructor or factory threw.
+   * start() and stop() are coordinated by shard 0, one at a time per service, whichever shard
+   * calls them: a stop() called while a start() runs waits for it (then stops everything).
    */
-  async start(...args: A): Promise<void> {
+  start(...args: A): Promise<void> {
+    return thisShard() === 0 ? this.coordinate(OP_START, args) : (submitTo(0, LIFECYCLE, this.host.id, OP_START, ...args) as Promise<void>);
+  }
+
+  /** @internal Runs a lifecycle operation on shard 0 after the ones before it. */
+  coordinate(op: number, args: unknown[]): Promise<void> {
+    const run = (): Promise<void> => (op === OP_START ? this.startAll(args as A) : this.stopAll());
+    const p = this.lifecycle.then(run, run);
+    this.lifecycle = p.catch(() => {});
+    return p;
+  }
+
+  private lifecycle: Promise<void> = Promise.resolve();
+
+  private async startAll(args: A): Promise<void> {
     if (this.host.state !== "idle") {
       throw new ServiceStateError(`service "${this.name}" is already ${this.host.state} on shard ${thisShard()}; stop() it first`);
     }
@@ -313,7 +335,11 @@ export class Sharded<T extends object, A extends unknown[] = unknown[]> implemen
    * instance's stop() if it has one. Stopping a stopped service does nothing. Shards that are
    * gone are skipped. Throws the first stop() failure (lowest shard), after all shards finished.
    */
-  async stop(): Promise<void> {
+  stop(): Promise<void> {
+    return thisShard() === 0 ? this.coordinate(OP_STOP, []) : (submitTo(0, LIFECYCLE, this.host.id, OP_STOP) as Promise<void>);
+  }
+
+  private async stopAll(): Promise<void> {
     const stopped: Promise<void>[] = [];
     for (let k = 0; k < smp.count; k++) stopped.push(submitTo(k, STOP, this.host.id) as Promise<void>);
     await allOrFirstError(stopped, true);

@@ -30,6 +30,25 @@ describe("stop() during in-flight calls", () => {
   });
 });
 
+describe("start() and stop() from different shards", () => {
+  test("they run one at a time (coordinated by shard 0): the service runs on every shard or on none", async () => {
+    const run = await runApp(FIXTURE, [...smpArgs(3), "--scenario", "races"], { timeoutMs: 30_000 });
+    if (run.code !== 0) console.log(run.stdout, run.stderr);
+    expect(run.code).toBe(0);
+    const { rounds, duringStart } = run.result;
+    for (const r of rounds) {
+      expect(r.start).toBe("ok");
+      expect(r.stop).toBe("ok");
+      // A stop that came first stopped nothing; the start after it left every shard running.
+      const all = r.running.every((x: boolean) => x);
+      const none = r.running.every((x: boolean) => !x);
+      expect(all || none).toBe(true);
+      expect(r.ping).toBe(all ? "0,1,2" : "ERR_SERVICE_STOPPED");
+    }
+    expect(duringStart).toEqual({ start: "ok", stop: "ok", running: [false, false, false] });
+  });
+});
+
 describe("signals", () => {
   test("the first SIGTERM while a shutdown main began is running only waits for it: main's exit code stands", async () => {
     let sent = false;
