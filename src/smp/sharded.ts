@@ -307,12 +307,20 @@ export class Sharded<T extends object, A extends unknown[] = unknown[]> implemen
   /** @internal Runs a lifecycle operation on shard 0 after the ones before it. */
   coordinate(op: number, args: unknown[]): Promise<void> {
     const run = (): Promise<void> => (op === OP_START ? this.startAll(args as A) : this.stopAll());
-    const p = this.lifecycle.then(run, run);
-    this.lifecycle = p.catch(() => {});
+    // With nothing in progress it starts at once: a stop() refuses calls made right after it.
+    const p = this.lifecycleOps === 0 ? run() : this.lifecycle.then(run, run);
+    this.lifecycleOps++;
+    const done = p.then(
+      () => void this.lifecycleOps--,
+      () => void this.lifecycleOps--,
+    );
+    this.lifecycle = done;
     return p;
   }
 
+  /** The last lifecycle operation (shard 0), settled or not, and how many are unfinished. */
   private lifecycle: Promise<void> = Promise.resolve();
+  private lifecycleOps = 0;
 
   private async startAll(args: A): Promise<void> {
     if (this.host.state !== "idle") {
