@@ -19,6 +19,8 @@ export interface ErrorInfo {
   cause?: ErrorInfo;
   /** An AggregateError's errors (the first ten). */
   errors?: ErrorInfo[];
+  /** The shard it names (RemoteError: where it was thrown; ShardGoneError: the shard gone). */
+  shard?: number;
 }
 
 /** The supervisor's messages to a shard. */
@@ -63,6 +65,8 @@ export function errorInfo(err: unknown, depth = 0): ErrorInfo {
         code: typeof code === "string" ? code : undefined,
         stack: typeof err.stack === "string" ? err.stack : undefined,
       };
+      const shard = (err as { shard?: unknown }).shard;
+      if (typeof shard === "number") info.shard = shard;
       if (depth < 4 && err.cause !== undefined) info.cause = errorInfo(err.cause, depth + 1);
       if (depth < 4 && err instanceof AggregateError && Array.isArray(err.errors)) {
         info.errors = err.errors.slice(0, 10).map((e: unknown) => errorInfo(e, depth + 1));

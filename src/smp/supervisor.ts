@@ -256,7 +256,8 @@ class Supervisor {
         this.shutdown("main failed", EXIT_FAILURE);
         break;
       case "services-stopped":
-        for (const e of msg.errors) say(this.name, `shard ${msg.shard}: a service failed to stop: ${describeError(e)}`);
+        // Shard 0 stops every shard's instances: a failure names the shard it came from.
+        for (const e of msg.errors) say(this.name, `shard ${e.shard ?? msg.shard}: a service failed to stop: ${describeError(e)}`);
         if (msg.errors.length > 0) this.exitCode = Math.max(this.exitCode, EXIT_FAILURE);
         this.servicesStopped.add(msg.shard);
         this.checkStopped();

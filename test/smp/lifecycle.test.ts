@@ -49,6 +49,18 @@ describe("start() and stop() from different shards", () => {
   });
 });
 
+describe("a failing stop()", () => {
+  test("is reported with the shard it failed on (shard 0 stops them all) and the exit code is 1", async () => {
+    const run = await runApp(FIXTURE, [...smpArgs(2), "--scenario", "main-returns", "--code", "0"], {
+      timeoutMs: 30_000,
+      env: { LIFECYCLE_FAIL_STOP_SHARD: "1" },
+    });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain("shard 1: a service failed to stop: Error: stop failed on shard 1");
+    expect(run.stderr).not.toContain("shard 0: a service failed to stop");
+  });
+});
+
 describe("signals", () => {
   test("the first SIGTERM while a shutdown main began is running only waits for it: main's exit code stands", async () => {
     let sent = false;
