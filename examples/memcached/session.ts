@@ -59,6 +59,9 @@ function binaryBody(buf: Uint8Array, pos: number): number {
 }
 
 /** A client connection's protocol engine. */
+/** Stock's read buffer (READ_BUFFER_SIZE): what one read takes in before commands are parsed. */
+const STOCK_READ_BUFFER = 16384;
+
 export class Session {
   readonly engine: Engine;
   readonly store: Store;
@@ -89,6 +92,14 @@ export class Session {
   keep = 0;
   /** Holes opened before `keep`: their answers are part of what stock would have sent. */
   keepHoles = 0;
+  /**
+   * The value (or bytes to swallow or forward) now arriving did not fit in what stock's 16 KiB
+   * read buffer held when its command was parsed: stock reads the rest straight from the
+   * socket, so its buffer is empty once the value is in, and it sends what it has then.
+   */
+  private direct = false;
+  /** Head length of a command run from the carry buffer: its value's room is known only after. */
+  private carriedHead = -1;
   private reqs = 0;
 
   // ---- text tokenizer output (stock's token_t array): starts/ends in `line`.
@@ -232,6 +243,10 @@ export class Session {
       const took = this.feedCarry(start === 0 && end === data.length ? data : data.subarray(start, end));
       if (took < 0 || this.closing) return;
       pos = start + took;
+      if (this.carriedHead >= 0) {
+        this.noteValueRoom(this.carriedHead, end - pos);
+        this.carriedHead = -1;
+      }
     }
     const stop = this.run(data, pos, end);
     if (stop < end && !this.closing) this.saveCarry(data, stop, end);
@@ -245,6 +260,8 @@ export class Session {
     this.abort = false;
     this.sbytes = 0;
     this.fwdLeft = 0;
+    this.direct = false;
+    this.carriedHead = -1;
   }
 
   /** A helper session on the same engine (multiget parts, gathered answers), with its own output. */
@@ -325,14 +342,20 @@ export class Session {
           this.ritem += n;
           this.rlbytes -= n;
           pos += n;
-          if (this.rlbytes === 0) this.completeNread();
+          if (this.rlbytes === 0) {
+            this.completeNread();
+            this.afterValue();
+          }
           continue;
         }
         case St.SWALLOW: {
           const n = Math.min(this.sbytes, end - pos);
           this.sbytes -= n;
           pos += n;
-          if (this.sbytes === 0) this.state = St.CMD;
+          if (this.sbytes === 0) {
+            this.state = St.CMD;
+            this.afterValue();
+          }
           continue;
         }
         case St.FORWARD: {
@@ -340,7 +363,10 @@ export class Session {
           this.fwdUnit.copy(buf, pos, n);
           this.fwdLeft -= n;
           pos += n;
-          if (this.fwdLeft === 0) this.finishForward();
+          if (this.fwdLeft === 0) {
+            this.finishForward();
+            this.afterValue();
+          }
           continue;
         }
         default:
@@ -356,8 +382,10 @@ export class Session {
           return pos;
         }
         this.noreply = false;
+        const lineStart = pos;
         this.processLine(buf, pos, nl);
         pos = nl + 1;
+        if (this.midValue) this.noteValueRoom(pos - lineStart, buf === this.carry ? -1 : end - pos);
         this.counted();
       } else {
         if (end - pos < BIN_HEADER) return pos;
@@ -374,6 +402,7 @@ export class Session {
           processBinaryPacket(this, buf, pos);
         }
         pos += need;
+        if (this.midValue) this.noteValueRoom(need, buf === this.carry ? -1 : end - pos);
         this.counted();
       }
     }
@@ -518,6 +547,26 @@ export class Session {
       const rest = carry.slice(stop, len);
       this.saveCarry(rest, 0, rest.length);
     }
+  }
+
+  /**
+   * A command of `head` bytes left a value of the current length to read with `room` bytes of
+   * input after it (-1: run from the carry buffer, known once the caller is back in feed()).
+   */
+  private noteValueRoom(head: number, room: number): void {
+    if (room < 0) {
+      this.carriedHead = head;
+      return;
+    }
+    const left = this.state === St.NREAD ? this.rlbytes : this.state === St.SWALLOW ? this.sbytes : this.fwdLeft;
+    this.direct = left > room || left + head > STOCK_READ_BUFFER;
+  }
+
+  /** A value (or swallowed/forwarded bytes) is complete: stock's buffer is empty if it read the tail directly. */
+  private afterValue(): void {
+    if (!this.direct) return;
+    this.direct = false;
+    if (!this.midValue) this.flushPoint();
   }
 
   private completeNread(): void {

@@ -134,3 +134,45 @@ describe("answers already due while a forwarded value is still arriving (2 shard
     }
   }, 60_000);
 });
+
+describe("answers stock sent before input that closes the connection", () => {
+  // Stock reads a value's tail straight from the socket when its 16 KiB read buffer does not
+  // hold all of it (the value arrives later, or is larger); its buffer is then empty and it
+  // sends what it has before reading on, so a later line that closes the connection (HTTP/, a
+  // 2 KiB line without a newline, a bad binary magic) finds those answers already gone.
+  const big = "x".repeat(20_000);
+  const cases: { name: string; data: Uint8Array; chunks?: number[]; binary?: boolean }[] = [
+    { name: "value in a later segment, then HTTP/", data: b("set a 0 0 5\r\nabcde\r\nGET / HTTP/1.1\r\n"), chunks: [13] },
+    { name: "a 20000-byte value, then HTTP/", data: b(`set a 0 0 20000\r\n${big}\r\nGET / HTTP/1.1\r\n`) },
+    { name: "a too-large value swallowed, then a long line", data: b(`set a 0 0 1048577\r\n${"x".repeat(1_048_577)}\r\n${"a".repeat(3000)}`) },
+    {
+      name: "binary set of 20000 bytes, then a bad magic",
+      data: cat(binRequest(0x01, { key: "bigb", extras: setExtras(0, 0), value: big }), binRequest(0x0a, { magic: 0 })),
+      binary: true,
+    },
+    { name: "a small value in the same segment, then HTTP/ (nothing sent)", data: b("set a 0 0 5\r\nabcde\r\nGET / HTTP/1.1\r\n") },
+  ];
+
+  test("ours sends the same before closing, with 1 and 2 shards", async () => {
+    const stock = await startStock(["-t", "1"]);
+    const one = await startOurs(["-t", "1"]);
+    const two = await startOurs(["-t", "2"]);
+    try {
+      for (const c of cases) {
+        const opts = { idleMs: 1000, chunks: c.chunks, pauseMs: 50 };
+        const [theirs, mine1, mine2] = [await exchange(stock.port, c.data, opts), await exchange(one.port, c.data, opts), await exchange(two.port, c.data, opts)];
+        const e = show(theirs.bytes);
+        if (show(mine1.bytes) !== e) console.log(`--- ${c.name}\nstock: ${e}\nours -t 1: ${show(mine1.bytes)}`);
+        expect(theirs.closed).toBe(true);
+        expect(show(mine1.bytes)).toBe(e);
+        expect(mine1.closed).toBe(true);
+        expect(maskCas(mine2.bytes, !!c.binary)).toBe(maskCas(theirs.bytes, !!c.binary));
+        expect(mine2.closed).toBe(true);
+      }
+    } finally {
+      await stock.stop();
+      await one.stop();
+      await two.stop();
+    }
+  }, 120_000);
+});
