@@ -447,12 +447,18 @@ export function routeText(s: Session, r: Router, buf: Uint8Array, lineStart: num
     broadcastLine(s, r, buf, lineStart, lineNext);
     return false;
   }
+  if (name === "lru_crawler" && nt === 3 && (tokString(s, buf, 1) === "enable" || tokString(s, buf, 1) === "disable")) {
+    // One crawler setting for the whole server: every shard follows; the answer is this one's.
+    broadcastLine(s, r, buf, lineStart, lineNext);
+    return false;
+  }
   if (name === "slabs" && nt >= 4 && tokString(s, buf, 1) === "automove") {
     broadcastLine(s, r, buf, lineStart, lineNext);
     return false;
   }
   if (name === "stats") return routeStats(s, r, buf, lineStart, lineNext);
   if (name === "lru_crawler" && nt === 4 && tokString(s, buf, 1) === "metadump") {
+    if (s.othersPending) return false; // refused here, as stock refuses it
     gatherLine(s, r, buf, lineStart, lineNext, mergeDumps);
     return true;
   }
@@ -622,7 +628,17 @@ const enc = (str: string): Uint8Array => {
 };
 
 /** Concatenates "...END\r\n" answers into one, with one END. */
+function startsWith(a: Uint8Array, prefix: string): boolean {
+  if (a.length < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (a[i] !== prefix.charCodeAt(i)) return false;
+  return true;
+}
+
 function mergeDumps(answers: Uint8Array[]): Uint8Array {
+  // Every shard has the same settings: a refusal (crawler disabled, dumps not allowed) is
+  // everyone's, and is sent once.
+  const first = answers[0];
+  if (first !== undefined && (startsWith(first, "CLIENT_ERROR") || startsWith(first, "ERROR"))) return first;
   let text = "";
   for (const a of answers) {
     const t = dec.decode(a);

@@ -84,6 +84,10 @@ export class Session {
   closeAfterWrite = false;
   /** Close at once, dropping unsent responses (garbage, over-long lines), as stock does. */
   abort = false;
+  /** `watch` succeeded: stock hands the connection to its logger and reads nothing more from it. */
+  watching = false;
+  /** Commands since the last send point, the current one included (stock's response queue). */
+  private cmdsSinceFlush = 0;
   /**
    * Bytes of `out` stock would already have sent when it aborts: it transmits after `mn`,
    * binary NOOP, and every reqs_per_event commands, and drops the rest on an abort. The
@@ -228,11 +232,17 @@ export class Session {
     return this.closeAfterWrite || this.abort;
   }
 
+  /** Answers of earlier commands wait unsent (stock refuses `watch` and `metadump` then). */
+  get othersPending(): boolean {
+    return this.cmdsSinceFlush > 1;
+  }
+
   /**
    * Processes received bytes: every complete command produces its response in `out`.
    * `data` is only read during the call.
    */
   feed(data: Uint8Array, start = 0, end = data.length): void {
+    if (this.watching) return; // never read, as stock's logger connection
     if (this.countBytes) this.engine.stats.bytes_read += end - start;
     if (this.closing) return;
     // Stock sends what it has whenever it runs out of input, except while a value is arriving.
@@ -333,7 +343,7 @@ export class Session {
    */
   run(buf: Uint8Array, pos: number, end: number): number {
     while (pos < end) {
-      if (this.closing) return end;
+      if (this.closing || this.watching) return end;
       switch (this.state) {
         case St.NREAD: {
           const n = Math.min(this.rlbytes, end - pos);
@@ -383,6 +393,7 @@ export class Session {
         }
         this.noreply = false;
         const lineStart = pos;
+        this.cmdsSinceFlush++;
         this.processLine(buf, pos, nl);
         pos = nl + 1;
         if (this.midValue) this.noteValueRoom(pos - lineStart, buf === this.carry ? -1 : end - pos);
@@ -587,6 +598,7 @@ export class Session {
 
   /** Responses so far count as sent (stock transmits here: mn, NOOP, yields). */
   flushPoint(): void {
+    this.cmdsSinceFlush = 0;
     this.keep = this.out.pos;
     this.keepHoles = this.holes.length;
   }

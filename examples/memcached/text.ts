@@ -517,6 +517,7 @@ function processLruCrawler(s: Session, buf: Uint8Array): void {
   if (nt === 4 && (sub === "crawl" || sub === "metadump")) {
     if (!settings.lruCrawler) return s.replyString("CLIENT_ERROR lru crawler disabled");
     if (sub === "metadump" && !settings.dumpEnabled) return s.replyString("ERROR metadump not allowed");
+    if (sub === "metadump" && s.othersPending) return s.replyString("ERROR cannot pipeline other commands before metadump");
     const classes = parseClassList(tokStr(s, buf, 2), s.store.large);
     if (classes === null) return s.replyString("BADCLASS invalid class id");
     if (sub === "crawl") {
@@ -534,6 +535,8 @@ function processLruCrawler(s: Session, buf: Uint8Array): void {
   }
   if (nt === 3) {
     if (sub === "enable") {
+      // Stock starts its crawler thread here, and fails when one runs already.
+      if (settings.lruCrawler) return s.replyString("ERROR failed to start lru crawler thread");
       settings.lruCrawler = true;
       return s.reply(OK);
     }
@@ -591,12 +594,15 @@ function uriEncodeByte(b: number): string {
 /** watch [rawcmds|evictions|fetchers|mutations|sysevents|connevents]: log streams. */
 function processWatch(s: Session, buf: Uint8Array): void {
   setNoreplyMaybe(s, buf);
+  if (s.othersPending) return s.replyString("ERROR cannot pipeline other commands before watch");
   const known = new Set(["rawcmds", "evictions", "fetchers", "mutations", "sysevents", "connevents", "proxyreqs", "proxyevents", "proxyuser"]);
   for (let i = 1; i < s.ntokens - 1; i++) {
     if (!known.has(tokStr(s, buf, i))) return s.reply(ERROR);
   }
-  // Shoal's memcached keeps no log stream: the watcher is accepted and sees no events.
+  // Shoal's memcached keeps no log stream: the watcher is accepted and sees no events; as in
+  // stock, the connection is a log stream from now on and its input is not read.
   s.reply(OK);
+  s.watching = true;
 }
 
 /** lru tune|mode|temp_ttl (settings only; the LRU here has one policy). */

@@ -176,3 +176,28 @@ describe("answers stock sent before input that closes the connection", () => {
     }
   }, 120_000);
 });
+
+describe("the LRU crawler setting is the whole server's (2 shards)", () => {
+  test("metadump and crawl with the crawler off answer once, on every shard, as stock", async () => {
+    const req = b("lru_crawler metadump all\r\nlru_crawler crawl all\r\nmn\r\n");
+    const expected = "CLIENT_ERROR lru crawler disabled\r\nCLIENT_ERROR lru crawler disabled\r\nMN\r\n";
+    // Off from the start (-o no_lru_crawler), and switched off at run time on one connection.
+    for (const [args, disable] of [[["-o", "no_lru_crawler"], false], [[], true]] as const) {
+      const stock = await startStock(["-t", "1", ...args]);
+      const ours = await startOurs(["-t", "2", ...args]);
+      try {
+        for (const server of [stock, ours]) {
+          if (disable) expect(dec.decode((await exchange(server.port, b("lru_crawler disable\r\n"), { until: b("\r\n") })).bytes)).toBe("OK\r\n");
+          await Bun.sleep(100); // stock's crawler thread stops asynchronously
+          // Several connections: the kernel spreads them over both shards.
+          for (let i = 0; i < 6; i++) {
+            expect(dec.decode((await exchange(server.port, req, { until: b("MN\r\n") })).bytes)).toBe(expected);
+          }
+        }
+      } finally {
+        await stock.stop();
+        await ours.stop();
+      }
+    }
+  }, 60_000);
+});

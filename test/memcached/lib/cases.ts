@@ -122,6 +122,12 @@ const text: [string, string, Partial<Case>?][] = [
   ["shutdown disabled", "shutdown\r\n"],
   ["slabs", "slabs\r\nslabs automove 1\r\nslabs automove 9\r\nslabs reassign 1 1\r\nslabs reassign 99 1\r\nslabs reassign x 1\r\n"],
   ["lru_crawler bad", "lru_crawler\r\nlru_crawler foo\r\nlru_crawler crawl 99\r\nlru_crawler sleep 2000000\r\nlru_crawler tocrawl x\r\n"],
+  ["lru_crawler enable while it runs", "lru_crawler enable\r\n"],
+  // Stock refuses watch and metadump while answers of earlier commands wait unsent.
+  ["watch after other answers in the same read", "version\r\nwatch\r\n", { segmentSensitive: true }],
+  ["watch refused before its arguments are read", "verbosity 0\r\nwatch x\r\n", { segmentSensitive: true }],
+  ["metadump after other answers in the same read", "version\r\nlru_crawler metadump all\r\n", { segmentSensitive: true }],
+  ["watch: a log stream from then on, commands unread", "watch\r\nversion\r\n", { noSentinel: true }],
   ["lru bad", "lru\r\nlru foo\r\nlru mode fast\r\nlru tune 50 50 1 1\r\nlru mode flat\r\nlru mode segmented\r\n"],
   ["stats bad", "stats nonsense\r\nstats detail\r\nstats detail foo\r\nstats cachedump\r\nstats cachedump x 1\r\nstats cachedump 99 1\r\n"],
   ["stats sizes", "stats sizes\r\n"],
