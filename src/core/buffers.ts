@@ -5,6 +5,7 @@
  */
 import { mapNative, mapNativeHuge, native, nativeView } from "./native.ts";
 import { AbortError, ClosedError, InvalidArgumentError, ShoalError, SystemError } from "./errors.ts";
+import { describeValue } from "./describe.ts";
 
 /** Fill byte for released buffers when poisoning is on: views kept too long read 0xDE. */
 export const POISON_BYTE = 0xde;
@@ -101,7 +102,7 @@ export class NativeBuffer {
 
 function checkSize(name: string, value: number, min: number): void {
   if (!Number.isSafeInteger(value) || value < min) {
-    throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got ${value}`);
+    throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got ${describeValue(value)}`);
   }
 }
 
@@ -150,7 +151,7 @@ export function allocateAlignedBuffer(size: number, alignment = 4096, options: A
   checkSize("size", size, 1);
   checkSize("alignment", alignment, 1);
   if ((alignment & (alignment - 1)) !== 0 || alignment > 4096) {
-    throw new InvalidArgumentError(`alignment must be a power of two <= 4096, got ${alignment}`);
+    throw new InvalidArgumentError(`alignment must be a power of two <= 4096, got ${describeValue(alignment)}`);
   }
   checkViewable("allocateAlignedBuffer: size", size);
   const huge = options.hugePages === true;
@@ -196,7 +197,7 @@ export class BufferPool {
     checkSize("count", options.count, 1);
     checkSize("alignment", alignment, 1);
     if ((alignment & (alignment - 1)) !== 0 || alignment > 4096) {
-      throw new InvalidArgumentError(`alignment must be a power of two <= 4096, got ${alignment}`);
+      throw new InvalidArgumentError(`alignment must be a power of two <= 4096, got ${describeValue(alignment)}`);
     }
     this.bufferSize = options.bufferSize;
     this.count = options.count;

@@ -14,6 +14,7 @@ import { drainSettled, hasReadyTasks, loopState, outsideGroups, runReadyTasks, s
 import { expireTimers, nextTimerDeadline, timerRefs, updateClock } from "./timer.ts";
 import { reactor, type Reactor } from "./reactor.ts";
 import { InvalidArgumentError } from "./errors.ts";
+import { describeValue } from "./describe.ts";
 
 export interface LoopOptions {
   /** Task quota in ms (default 0.5): how long tasks run before I/O is polled again. */
@@ -50,7 +51,7 @@ export const loopConfig = {
 function positive(name: string, v: number | undefined, allowZero: boolean): void {
   if (v === undefined) return;
   if (typeof v !== "number" || !Number.isFinite(v) || v < 0 || (!allowZero && v === 0)) {
-    throw new InvalidArgumentError(`${name} must be a finite number ${allowZero ? ">=" : ">"} 0, got ${v}`);
+    throw new InvalidArgumentError(`${name} must be a finite number ${allowZero ? ">=" : ">"} 0, got ${describeValue(v)}`);
   }
 }
 

@@ -8,6 +8,7 @@
 import { mapNative, native, nativeView } from "./native.ts";
 import { probeIoUring } from "./probe.ts";
 import { AbortError, ClosedError, InvalidArgumentError, StartupError, SystemError, errorFromResult } from "./errors.ts";
+import { describeValue } from "./describe.ts";
 import { NativeBuffer } from "./buffers.ts";
 import { currentSchedulingGroup, defaultSchedulingGroup, enqueue, singleGroup, type Completable, type SchedulingGroup } from "./scheduler.ts";
 import { ensureLoopRunning } from "./loop.ts";
@@ -151,9 +152,9 @@ export class Reactor {
     const sq = options.sqEntries ?? 1024;
     const cq = options.cqEntries ?? sq * 8;
     if (!Number.isInteger(sq) || sq < 2 || sq > 32768 || (sq & (sq - 1)) !== 0) {
-      throw new InvalidArgumentError(`sqEntries must be a power of two in 2..32768, got ${sq}`);
+      throw new InvalidArgumentError(`sqEntries must be a power of two in 2..32768, got ${describeValue(sq)}`);
     }
-    if (!Number.isInteger(cq) || cq < sq) throw new InvalidArgumentError(`cqEntries must be an integer >= sqEntries, got ${cq}`);
+    if (!Number.isInteger(cq) || cq < sq) throw new InvalidArgumentError(`cqEntries must be an integer >= sqEntries, got ${describeValue(cq)}`);
     probeIoUring();
     const lib = native();
     const err = new Int32Array(1);
@@ -438,6 +439,16 @@ export class Reactor {
       if (iov >= 0) this.freeIov(iov);
       throw new InvalidArgumentError(`${name}: signal must be an AbortSignal, got ${signal === null ? "null" : typeof signal}`);
     }
+    // Reading `signal` may have run a getter that released a buffer checked before.
+    if (buffers !== undefined && signal !== undefined) {
+      try {
+        if (buffers instanceof NativeBuffer) buffers.check(`${name}: buffer`);
+        else for (let i = 0; i < buffers.length; i++) buffers[i]!.check(`${name}: buffer`);
+      } catch (e) {
+        if (iov >= 0) this.freeIov(iov);
+        throw e;
+      }
+    }
     if (signal?.aborted) {
       if (iov >= 0) this.freeIov(iov);
       return Promise.reject(new AbortError(`${name} was aborted`, { cause: signal.reason }));
@@ -539,7 +550,7 @@ export class Reactor {
   timeout(ms: number, opts?: OpOptions): Promise<void> {
     // Up to about 285 years: the seconds must fit the kernel's timespec (s64) exactly.
     if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0 || ms > MAX_TIMEOUT_MS) {
-      throw new InvalidArgumentError(`timeout: ms must be a number from 0 to ${MAX_TIMEOUT_MS}, got ${ms}`);
+      throw new InvalidArgumentError(`timeout: ms must be a number from 0 to ${MAX_TIMEOUT_MS}, got ${describeValue(ms)}`);
     }
     const ns = Math.round(ms * 1e6);
     const sec = Math.floor(ns / 1e9);
@@ -552,7 +563,7 @@ export class Reactor {
   private static checkFd(op: string, fd: number): void {
     // The descriptor holds an s32, as the kernel's fds are: a larger number would wrap to a low fd.
     if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) {
-      throw new InvalidArgumentError(`${op}: fd must be an integer from 0 to 2^31-1, got ${fd}`);
+      throw new InvalidArgumentError(`${op}: fd must be an integer from 0 to 2^31-1, got ${describeValue(fd)}`);
     }
   }
 
@@ -560,19 +571,24 @@ export class Reactor {
     if (!(buf instanceof NativeBuffer)) {
       throw new InvalidArgumentError(`${op}: buffer must be a NativeBuffer (native memory from a BufferPool or allocateAlignedBuffer)`);
     }
-    buf.check(`${op}: buffer`);
-    const start = opts?.bufferOffset ?? 0;
-    const length = opts?.length ?? buf.length - start;
-    const offset = opts?.offset ?? -1;
-    if (!Number.isInteger(start) || start < 0 || start > buf.length) {
-      throw new InvalidArgumentError(`${op}: bufferOffset ${start} outside a ${buf.length}-byte buffer`);
+    if (opts !== undefined && (typeof opts !== "object" || opts === null)) {
+      throw new InvalidArgumentError(`${op}: options must be an object, got ${describeValue(opts)}`);
     }
+    // Every option is read (getters run) before the buffer is checked and used.
+    const start = opts?.bufferOffset ?? 0;
+    const lengthOpt = opts?.length;
+    const offset = opts?.offset ?? -1;
+    if (!Number.isInteger(start) || (start as number) < 0 || (start as number) > buf.length) {
+      throw new InvalidArgumentError(`${op}: bufferOffset ${describeValue(start)} outside a ${buf.length}-byte buffer`);
+    }
+    const length = lengthOpt ?? buf.length - start;
     if (!Number.isInteger(length) || length < 0 || start + length > buf.length || length > 0x7fff_f000) {
-      throw new InvalidArgumentError(`${op}: length ${length} at ${start} exceeds a ${buf.length}-byte buffer`);
+      throw new InvalidArgumentError(`${op}: length ${describeValue(length)} at ${start} exceeds a ${buf.length}-byte buffer (or 0x7ffff000, one transfer's limit)`);
     }
     if (!Number.isSafeInteger(offset) || offset < -1) {
-      throw new InvalidArgumentError(`${op}: offset must be an integer >= 0, or -1 for the current position; got ${offset}`);
+      throw new InvalidArgumentError(`${op}: offset must be an integer >= 0, or -1 for the current position; got ${describeValue(offset)}`);
     }
+    buf.check(`${op}: buffer`);
     return [buf.address + start, length, offset];
   }
 
@@ -605,9 +621,12 @@ export class Reactor {
     if (!Array.isArray(bufs) || bufs.length === 0 || bufs.length > IOV_BLOCK) {
       throw new InvalidArgumentError(`${name}: expected 1..${IOV_BLOCK} buffers`);
     }
+    if (opts !== undefined && (typeof opts !== "object" || opts === null)) {
+      throw new InvalidArgumentError(`${name}: options must be an object, got ${describeValue(opts)}`);
+    }
     const offset = opts?.offset ?? -1;
     if (!Number.isSafeInteger(offset) || offset < -1) {
-      throw new InvalidArgumentError(`${name}: offset must be an integer >= 0, or -1; got ${offset}`);
+      throw new InvalidArgumentError(`${name}: offset must be an integer >= 0, or -1; got ${describeValue(offset)}`);
     }
     for (const b of bufs) {
       if (!(b instanceof NativeBuffer)) throw new InvalidArgumentError(`${name}: every buffer must be a NativeBuffer`);
@@ -620,11 +639,14 @@ export class Reactor {
     const w = region.view;
     for (let i = 0; i < bufs.length; i++) {
       const a = bufs[i]!.address;
+      const len = bufs[i]!.length;
       const j = base + i * 4;
       w[j] = a >>> 0;
       w[j + 1] = Math.floor(a / 0x1_0000_0000);
-      w[j + 2] = bufs[i]!.length;
-      w[j + 3] = 0;
+      // iov_len is 64-bit: a 4 GiB buffer's low word alone is 0 (it moved nothing). The kernel
+      // moves at most 0x7ffff000 bytes per call; the result says how many.
+      w[j + 2] = len >>> 0;
+      w[j + 3] = Math.floor(len / 0x1_0000_0000);
     }
     const addr = region.address + base * 4;
     return this.start(name, 0, opts, opcode, fd, addr, bufs.length, offset, 0, bufs.slice(), block);
@@ -651,7 +673,7 @@ export class Reactor {
   poll(fd: number, events: number, opts?: OpOptions): Promise<number> {
     Reactor.checkFd("poll", fd);
     if (!Number.isInteger(events) || events <= 0 || events > 0xffff) {
-      throw new InvalidArgumentError(`poll: events must be a non-zero poll mask, got ${events}`);
+      throw new InvalidArgumentError(`poll: events must be a non-zero poll mask, got ${describeValue(events)}`);
     }
     return this.start("poll", 0, opts, IoOp.POLL_ADD, fd, 0, 0, 0, events);
   }

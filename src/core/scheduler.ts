@@ -11,6 +11,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { drainMicrotasks } from "bun:jsc";
 import { InvalidArgumentError } from "./errors.ts";
+import { describeValue } from "./describe.ts";
 
 /** Something a queue entry completes: an I/O slot handler, a timer, a message. */
 export interface Completable {
@@ -66,7 +67,7 @@ export class SchedulingGroup {
 
 function checkShares(shares: number): void {
   if (!Number.isFinite(shares) || shares < 1 || shares > 1000) {
-    throw new InvalidArgumentError(`shares must be a number in 1..1000, got ${shares}`);
+    throw new InvalidArgumentError(`shares must be a number in 1..1000, got ${describeValue(shares)}`);
   }
 }
 

@@ -14,6 +14,7 @@ import { closeFd, mkdirat, openat, statx, twoPathOp, unlinkat } from "./ops.ts";
 import { checkOpts, checkPath } from "./scratch.ts";
 import type { FileStat, FileType } from "./stat.ts";
 import { readFsInfoAt, type FsInfo } from "./fs-info.ts";
+import { describeValue } from "../core/describe.ts";
 
 const ENOENT = 2;
 const EEXIST = 17;
@@ -104,7 +105,7 @@ export async function mkdir(path: string, opts?: OpOptions & { mode?: number; re
   checkPath("mkdir", path);
   checkOpts("mkdir", opts);
   const mode = opts?.mode ?? 0o755;
-  if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new InvalidArgumentError(`mkdir: mode must be an integer in 0..0o7777, got ${mode}`);
+  if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new InvalidArgumentError(`mkdir: mode must be an integer in 0..0o7777, got ${describeValue(mode)}`);
   const s = signalOnly(opts);
   if (!opts?.recursive) {
     await mkdirat("mkdir", path, mode, s).catch((e: unknown) => rethrowWithPath(e, "mkdir", path));

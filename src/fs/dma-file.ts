@@ -17,6 +17,7 @@ import { checkOpts, checkPath, nativeIovecs } from "./scratch.ts";
 import { ioScheduler, type IoOwner, type IoQueue } from "./io-scheduler.ts";
 import type { FileStat } from "./stat.ts";
 import { readFsInfo } from "./fs-info.ts";
+import { describeValue } from "../core/describe.ts";
 
 const EBADF = 9;
 const EINVAL = 22;
@@ -119,7 +120,7 @@ export function dmaBufferPool(opts: { bufferSize: number; count: number }): Buff
   if (opts === null || typeof opts !== "object") throw new InvalidArgumentError("dmaBufferPool: options must be an object");
   const { bufferSize, count } = opts;
   if (!Number.isSafeInteger(bufferSize) || bufferSize < 4096 || bufferSize % 4096 !== 0) {
-    throw new InvalidArgumentError(`dmaBufferPool: bufferSize must be a multiple of 4096, got ${bufferSize}`);
+    throw new InvalidArgumentError(`dmaBufferPool: bufferSize must be a multiple of 4096, got ${describeValue(bufferSize)}`);
   }
   return new BufferPool({ bufferSize, count, alignment: 4096 });
 }
@@ -243,7 +244,7 @@ export class DmaFile implements AsyncDisposable, IoOwner {
     buf.check(`${op}: buffer`);
     const start = opts?.bufferOffset ?? 0;
     if (!Number.isSafeInteger(start) || start < 0 || start >= buf.length) {
-      throw new InvalidArgumentError(`${op}: bufferOffset ${start} is outside a ${buf.length}-byte buffer`);
+      throw new InvalidArgumentError(`${op}: bufferOffset ${describeValue(start)} is outside a ${buf.length}-byte buffer`);
     }
     const len = opts?.length ?? buf.length - start;
     this.checkLength(op, len, align);
@@ -367,6 +368,16 @@ export class DmaFile implements AsyncDisposable, IoOwner {
 
   private async submitVector(op: string, write: boolean, pos: number, bufs: NativeBuffer[], total: number, iovP: NativeBuffer | Promise<NativeBuffer>, opts: OpOptions | undefined): Promise<number> {
     const iov = iovP instanceof NativeBuffer ? iovP : await iovP;
+    if (iov !== iovP) {
+      // While waiting for an iovec array, a buffer may have been released (and reused):
+      // refuse it now rather than let the kernel write into someone else's memory.
+      for (let i = 0; i < bufs.length; i++) {
+        if (bufs[i]!.isReleased) {
+          iov.release();
+          throw new ClosedError(`${op}: buffers[${i}] was released before the request was submitted`, "ERR_BUFFER_RELEASED");
+        }
+      }
+    }
     // struct iovec { u64 base; u64 len; } as four u32 words, little endian, no BigInt.
     const w = new Uint32Array(iov.bytes.buffer, iov.bytes.byteOffset, bufs.length * 4);
     for (let i = 0; i < bufs.length; i++) {
@@ -445,13 +456,13 @@ export class DmaFile implements AsyncDisposable, IoOwner {
   async truncate(length: number, opts?: OpOptions): Promise<void> {
     checkOpts("truncate", opts);
     this.checkAccess("truncate", true);
-    if (!Number.isSafeInteger(length) || length < 0) throw new InvalidArgumentError(`truncate: length must be an integer >= 0, got ${length}`);
+    if (!Number.isSafeInteger(length) || length < 0) throw new InvalidArgumentError(`truncate: length must be an integer >= 0, got ${describeValue(length)}`);
     await this.track(ftruncate("truncate", this.fd, length, opts));
   }
 
   private checkRange(op: string, pos: number, len: number): void {
-    if (!Number.isSafeInteger(pos) || pos < 0) throw new InvalidArgumentError(`${op}: position must be an integer >= 0, got ${pos}`);
-    if (!Number.isSafeInteger(len) || len <= 0) throw new InvalidArgumentError(`${op}: length must be an integer > 0, got ${len}`);
+    if (!Number.isSafeInteger(pos) || pos < 0) throw new InvalidArgumentError(`${op}: position must be an integer >= 0, got ${describeValue(pos)}`);
+    if (!Number.isSafeInteger(len) || len <= 0) throw new InvalidArgumentError(`${op}: length must be an integer > 0, got ${describeValue(len)}`);
   }
 
   /**
@@ -495,7 +506,7 @@ export class DmaFile implements AsyncDisposable, IoOwner {
 
   /** A page-aligned buffer of at least `size` bytes, rounded up to the write alignment (one mmap). */
   allocateDmaBuffer(size: number): NativeBuffer {
-    if (!Number.isSafeInteger(size) || size <= 0) throw new InvalidArgumentError(`allocateDmaBuffer: size must be an integer > 0, got ${size}`);
+    if (!Number.isSafeInteger(size) || size <= 0) throw new InvalidArgumentError(`allocateDmaBuffer: size must be an integer > 0, got ${describeValue(size)}`);
     return allocateAlignedBuffer(alignUp(size, this.diskWriteDmaAlignment), 4096);
   }
 
@@ -536,7 +547,7 @@ export async function openFileDma(path: string, opts?: OpenFileOptions): Promise
   checkOpts(op, opts);
   const [flags, readable, writable] = decodeFlags(opts?.flags);
   const mode = opts?.mode ?? 0o644;
-  if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new InvalidArgumentError(`${op}: mode must be an integer in 0..0o7777, got ${mode}`);
+  if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new InvalidArgumentError(`${op}: mode must be an integer in 0..0o7777, got ${describeValue(mode)}`);
   const signalOpts = opts?.signal ? { signal: opts.signal } : undefined;
   let fd: number;
   try {

@@ -26,6 +26,7 @@ import { currentSchedulingGroup, withSchedulingGroup, type Completable, type Sch
 import { checkDiskProperties, parseIoProperties, type DiskProperties } from "./io-properties.ts";
 import { statx } from "./ops.ts";
 import { readSmallFile } from "./small-file.ts";
+import { describeValue } from "../core/describe.ts";
 
 /** Options of configureIoScheduler(). */
 export interface IoSchedulerOptions {
@@ -505,7 +506,7 @@ export function ioScheduler(): IoScheduler {
 function positive(name: string, v: number | undefined, max = Infinity): void {
   if (v === undefined) return;
   if (typeof v !== "number" || !Number.isFinite(v) || v <= 0 || v > max) {
-    throw new InvalidArgumentError(`configureIoScheduler: ${name} must be a number in (0, ${max}], got ${v}`);
+    throw new InvalidArgumentError(`configureIoScheduler: ${name} must be a number in (0, ${max}], got ${describeValue(v)}`);
   }
 }
 
@@ -523,15 +524,15 @@ export async function configureIoScheduler(opts: IoSchedulerOptions): Promise<vo
   positive("shareOfDevice", opts.shareOfDevice, 1);
   positive("maxInFlight", opts.maxInFlight, 4096);
   if (opts.maxInFlight !== undefined && !Number.isInteger(opts.maxInFlight)) {
-    throw new InvalidArgumentError(`configureIoScheduler: maxInFlight must be an integer, got ${opts.maxInFlight}`);
+    throw new InvalidArgumentError(`configureIoScheduler: maxInFlight must be an integer, got ${describeValue(opts.maxInFlight)}`);
   }
   const sb = opts.submitBatch;
   if (sb !== undefined && (!Number.isInteger(sb) || sb < 0 || sb > 4096)) {
-    throw new InvalidArgumentError(`configureIoScheduler: submitBatch must be an integer in [0, 4096], got ${sb}`);
+    throw new InvalidArgumentError(`configureIoScheduler: submitBatch must be an integer in [0, 4096], got ${describeValue(sb)}`);
   }
   const mrs = opts.maxRequestSize;
   if (mrs !== undefined && (!Number.isSafeInteger(mrs) || mrs < 4096 || mrs % 4096 !== 0 || mrs > 0x7fff_f000)) {
-    throw new InvalidArgumentError(`configureIoScheduler: maxRequestSize must be a multiple of 4096 >= 4096, got ${mrs}`);
+    throw new InvalidArgumentError(`configureIoScheduler: maxRequestSize must be a multiple of 4096 >= 4096, got ${describeValue(mrs)}`);
   }
   let disks = config.disks;
   if (opts.properties !== undefined) {

@@ -18,6 +18,7 @@ import { dmaBufferPool, openFileDma, type DmaFile } from "./dma-file.ts";
 import { fsSpace, remove, stat } from "./directory.ts";
 import { formatIoProperties, type DiskProperties } from "./io-properties.ts";
 import { readSmallFile, writeSmallFile } from "./small-file.ts";
+import { describeValue } from "../core/describe.ts";
 
 /** Options of iotune(). */
 export interface IotuneOptions {
@@ -104,12 +105,12 @@ export async function iotune(opts: IotuneOptions): Promise<IotuneResult> {
   const durationMs = opts.durationMs ?? 3000;
   const randomDepth = opts.randomDepth ?? 128;
   const sequentialDepth = opts.sequentialDepth ?? 8;
-  if (!Number.isFinite(durationMs) || durationMs < 100) throw new InvalidArgumentError(`iotune: durationMs must be >= 100, got ${durationMs}`);
+  if (!Number.isFinite(durationMs) || durationMs < 100) throw new InvalidArgumentError(`iotune: durationMs must be >= 100, got ${describeValue(durationMs)}`);
   for (const [k, v] of [["randomDepth", randomDepth], ["sequentialDepth", sequentialDepth]] as const) {
-    if (!Number.isInteger(v) || v < 1 || v > 512) throw new InvalidArgumentError(`iotune: ${k} must be an integer in 1..512, got ${v}`);
+    if (!Number.isInteger(v) || v < 1 || v > 512) throw new InvalidArgumentError(`iotune: ${k} must be an integer in 1..512, got ${describeValue(v)}`);
   }
   if (opts.fileSize !== undefined && (!Number.isSafeInteger(opts.fileSize) || opts.fileSize < 16 * MiB)) {
-    throw new InvalidArgumentError(`iotune: fileSize must be an integer of at least 16 MiB, got ${opts.fileSize}`);
+    throw new InvalidArgumentError(`iotune: fileSize must be an integer of at least 16 MiB, got ${describeValue(opts.fileSize)}`);
   }
   const log = opts.log ?? (() => {});
   const space = fsSpace(opts.directory);
@@ -198,7 +199,7 @@ async function main(argv: string[]): Promise<number> {
   const num = (k: string, v: string | undefined): number | undefined => {
     if (v === undefined) return undefined;
     const n = Number(v);
-    if (!Number.isFinite(n)) throw new InvalidArgumentError(`--${k} must be a number, got ${v}`);
+    if (!Number.isFinite(n)) throw new InvalidArgumentError(`--${k} must be a number, got ${describeValue(v)}`);
     return n;
   };
   const result = await iotune({

@@ -8,6 +8,7 @@ import type { BufferPool, NativeBuffer } from "../core/buffers.ts";
 import { ClosedError, InvalidArgumentError } from "../core/errors.ts";
 import type { OpOptions } from "../core/reactor.ts";
 import { DmaFile, alignDown, alignUp, dmaBufferPool } from "./dma-file.ts";
+import { describeValue } from "../core/describe.ts";
 
 const DEFAULT_BUFFER = 128 * 1024;
 
@@ -22,12 +23,12 @@ function checkStreamOptions(op: string, file: unknown, opts: unknown): void {
 
 function checkBufferSize(op: string, size: number, file: DmaFile, align: number): void {
   if (!Number.isSafeInteger(size) || size < 4096 || size % 4096 !== 0 || size % align !== 0 || size > 64 * 1024 * 1024) {
-    throw new InvalidArgumentError(`${op}: bufferSize must be a multiple of 4096 (and of ${file.path}'s DMA alignment ${align}) up to 64 MiB, got ${size}`);
+    throw new InvalidArgumentError(`${op}: bufferSize must be a multiple of 4096 (and of ${file.path}'s DMA alignment ${align}) up to 64 MiB, got ${describeValue(size)}`);
   }
 }
 
 function checkCount(op: string, name: string, v: number, min: number): void {
-  if (!Number.isSafeInteger(v) || v < min || v > 64) throw new InvalidArgumentError(`${op}: ${name} must be an integer in ${min}..64, got ${v}`);
+  if (!Number.isSafeInteger(v) || v < min || v > 64) throw new InvalidArgumentError(`${op}: ${name} must be an integer in ${min}..64, got ${describeValue(v)}`);
 }
 
 /** Options of FileInputStream. */
@@ -92,9 +93,9 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
     this.readAhead = opts?.readAhead ?? 2;
     checkCount(op, "readAhead", this.readAhead, 0);
     const offset = opts?.offset ?? 0;
-    if (!Number.isSafeInteger(offset) || offset < 0) throw new InvalidArgumentError(`${op}: offset must be an integer >= 0, got ${offset}`);
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new InvalidArgumentError(`${op}: offset must be an integer >= 0, got ${describeValue(offset)}`);
     const length = opts?.length ?? Infinity;
-    if (length !== Infinity && (!Number.isSafeInteger(length) || length < 0)) throw new InvalidArgumentError(`${op}: length must be an integer >= 0, got ${length}`);
+    if (length !== Infinity && (!Number.isSafeInteger(length) || length < 0)) throw new InvalidArgumentError(`${op}: length must be an integer >= 0, got ${describeValue(length)}`);
     this.file = file;
     this.signal = opts?.signal;
     this.closeFile = opts?.closeFile ?? true;
@@ -203,7 +204,7 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
    * end of the file. Throws InvalidArgumentError for a bad `n`; rejects like read().
    */
   async readExactly(n: number): Promise<Uint8Array> {
-    if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`readExactly: n must be an integer >= 0, got ${n}`);
+    if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`readExactly: n must be an integer >= 0, got ${describeValue(n)}`);
     this.checkUsable("readExactly");
     const out = new Uint8Array(n);
     let got = 0;
@@ -220,7 +221,7 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
 
   /** Skips `n` bytes (fewer at the end of the file). Resolves with the bytes skipped. */
   async skip(n: number): Promise<number> {
-    if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`skip: n must be an integer >= 0, got ${n}`);
+    if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`skip: n must be an integer >= 0, got ${describeValue(n)}`);
     this.checkUsable("skip");
     let left = n;
     while (left > 0) {
@@ -321,7 +322,7 @@ export class FileOutputStream implements AsyncDisposable {
     checkCount(op, "writeBehind", this.writeBehind, 1);
     const offset = opts?.offset ?? 0;
     if (!Number.isSafeInteger(offset) || offset < 0 || offset % align !== 0) {
-      throw new InvalidArgumentError(`${op}: offset must be an integer >= 0 and a multiple of ${align}, got ${offset}`);
+      throw new InvalidArgumentError(`${op}: offset must be an integer >= 0 and a multiple of ${align}, got ${describeValue(offset)}`);
     }
     this.file = file;
     this.signal = opts?.signal;

@@ -5,6 +5,7 @@
  * TS (no DNS): a host must be an IP literal, "localhost", or empty (any address).
  */
 import { InvalidArgumentError } from "../core/errors.ts";
+import { describeValue } from "../core/describe.ts";
 
 /** An IPv4 endpoint. `host` is dotted-quad. */
 export interface Ipv4Address {
@@ -177,6 +178,7 @@ function hostAddress(host: string | undefined, port: number, what: string, famil
   if (host === undefined || host === "" || host === "*") {
     return family === "ipv6" ? ipv6(new Uint16Array(8), port) : ipv4("0.0.0.0", port);
   }
+  if (typeof host !== "string") throw new InvalidArgumentError(`${what}: host must be a string, got ${describeValue(host)}`);
   if (host === "localhost") return family === "ipv6" ? ipv6(parseIpv6("::1")!, port) : ipv4("127.0.0.1", port);
   let h = host;
   if (h.startsWith("[") && h.endsWith("]")) h = h.slice(1, -1);

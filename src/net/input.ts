@@ -9,7 +9,9 @@ import { AbortError, InvalidArgumentError } from "../core/errors.ts";
 import { currentSchedulingGroup, defaultSchedulingGroup, enqueue, singleGroup } from "../core/scheduler.ts";
 import { now } from "../core/timer.ts";
 import { UnexpectedEofError } from "./errors.ts";
+import { signalOption } from "./options.ts";
 import { CONSUME_ALL, type ConnectionInput, type ReceiveRangesOptions, type SignalOptions, type StreamConsumer, type StreamRangeReceiver, type StreamReceiver } from "./types.ts";
+import { describeValue } from "../core/describe.ts";
 
 /** What a stack provides to a StreamInput. */
 export interface InputSource {
@@ -386,7 +388,7 @@ export class StreamInput implements ConnectionInput {
   readExactly(count: number, opts?: SignalOptions): Promise<Uint8Array | null> {
     this.checkIdle("readExactly");
     if (!Number.isSafeInteger(count) || count < 0) {
-      throw new InvalidArgumentError(`readExactly: n must be an integer >= 0, got ${count}`);
+      throw new InvalidArgumentError(`readExactly: n must be an integer >= 0, got ${describeValue(count)}`);
     }
     this.releaseLease();
     if (count === 0) return Promise.resolve(EMPTY);
@@ -472,8 +474,13 @@ export class StreamInput implements ConnectionInput {
     opts: SignalOptions | undefined,
   ): Promise<void> {
     this.checkIdle(op);
+    let signal: AbortSignal | undefined;
+    try {
+      signal = signalOption(op, opts);
+    } catch (e) {
+      return Promise.reject(e); // before anything changes: the input stays as it was
+    }
     this.releaseLease();
-    const signal = opts?.signal;
     if (signal?.aborted) return Promise.reject(new AbortError(`${op} was aborted`, { cause: signal.reason }));
     const p = new Promise<void>(captureExecutor);
     this.resolveWait = capturedResolve;
@@ -606,7 +613,12 @@ export class StreamInput implements ConnectionInput {
   }
 
   private wait(kind: number, count: number, opts: SignalOptions | undefined): Promise<any> {
-    const signal = opts?.signal;
+    let signal: AbortSignal | undefined;
+    try {
+      signal = signalOption("read", opts);
+    } catch (e) {
+      return Promise.reject(e); // before anything changes: the input stays as it was
+    }
     if (signal?.aborted) return Promise.reject(new AbortError("read was aborted", { cause: signal.reason }));
     const p = new Promise(captureExecutor);
     this.resolveWait = capturedResolve;

@@ -2,6 +2,7 @@
  * Validation and defaults of the socket API's options, shared by every stack so that both
  * reject the same mistakes with the same messages.
  */
+import { describeValue } from "../core/describe.ts";
 import { InvalidArgumentError } from "../core/errors.ts";
 import type { ConnectionOptions, ListenOptions } from "./types.ts";
 
@@ -30,6 +31,16 @@ export function checkOptionsObject(what: string, opts: unknown): void {
   if (opts !== undefined && (typeof opts !== "object" || opts === null)) {
     throw new InvalidArgumentError(`${what}: options must be an object`);
   }
+}
+
+/** The `signal` of an options object (undefined or an AbortSignal). Throws InvalidArgumentError. */
+export function signalOption(what: string, opts: unknown): AbortSignal | undefined {
+  checkOptionsObject(what, opts);
+  const s = (opts as { signal?: unknown } | undefined)?.signal;
+  if (s !== undefined && !(s instanceof AbortSignal)) {
+    throw new InvalidArgumentError(`${what}: options.signal must be an AbortSignal, got ${describeValue(s)}`);
+  }
+  return s;
 }
 
 /** A number option: a finite number >= min (and integer when asked), or the default. */

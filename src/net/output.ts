@@ -9,6 +9,7 @@
 import { NativeBuffer } from "../core/buffers.ts";
 import { copyBytes } from "../core/bytes.ts";
 import { ClosedError, InvalidArgumentError } from "../core/errors.ts";
+import { describeValue } from "../core/describe.ts";
 import { markHandled, rejectedHandled } from "./errors.ts";
 import { NativeSlab } from "./slab.ts";
 import type { ConnectionOutput, WriteData } from "./types.ts";
@@ -80,6 +81,9 @@ interface Waiter {
   resolve: () => void;
   reject: (e: unknown) => void;
 }
+
+/** The longest queue entry (a NativeBuffer range is split into entries of at most this). */
+const MAX_ENTRY_BYTES = 2 ** 30;
 
 /**
  * ConnectionOutput as a queue of native (address, length) entries that a stack sends from.
@@ -179,7 +183,7 @@ export class StreamOutput implements ConnectionOutput {
     const s = start ?? 0;
     const e = end ?? length;
     if (!Number.isSafeInteger(s) || !Number.isSafeInteger(e) || s < 0 || e < s || e > length) {
-      return new InvalidArgumentError(`write: the range [${start}, ${end}) is not within 0..${length}`);
+      return new InvalidArgumentError(`write: the range [${describeValue(start)}, ${describeValue(end)}) is not within 0..${length}`);
     }
     if (isNative) this.appendNative(data, s, e);
     else this.appendBytes(data, s, e);
@@ -274,9 +278,13 @@ export class StreamOutput implements ConnectionOutput {
   /** A NativeBuffer's [start, end), sent in place and pinned until the kernel is done with it. */
   private appendNative(data: NativeBuffer, start: number, end: number): void {
     data.check("write: buffer");
-    if (end === start) return;
-    data.pin();
-    this.push(KIND_NATIVE, data.address + start, end - start, -1, data);
+    // One entry per GiB, each pinned: an entry's length is an int32, and one send moves at
+    // most 0x7ffff000 bytes (a 4 GiB buffer wrapped to 0 and spun; 2 GiB went negative).
+    for (let at = start; at < end; at += MAX_ENTRY_BYTES) {
+      const n = Math.min(MAX_ENTRY_BYTES, end - at);
+      data.pin();
+      this.push(KIND_NATIVE, data.address + at, n, -1, data);
+    }
   }
 
   private appendString(s: string): void {

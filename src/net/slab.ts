@@ -6,6 +6,7 @@
  */
 import { mapNative, nativeView } from "../core/native.ts";
 import { InvalidArgumentError, SystemError } from "../core/errors.ts";
+import { describeValue } from "../core/describe.ts";
 
 /** A pool of fixed-size native blocks, addressed by id (see the file comment). */
 export class NativeSlab {
@@ -29,7 +30,7 @@ export class NativeSlab {
    */
   constructor(what: string, blockSize: number, perRegion: number, maxBlocks = Infinity) {
     if (!Number.isInteger(blockSize) || blockSize <= 0 || blockSize % 64 !== 0) {
-      throw new InvalidArgumentError(`${what}: block size must be a positive multiple of 64, got ${blockSize}`);
+      throw new InvalidArgumentError(`${what}: block size must be a positive multiple of 64, got ${describeValue(blockSize)}`);
     }
     this.what = what;
     this.blockSize = blockSize;

@@ -5,6 +5,7 @@
  */
 import { native } from "../core/native.ts";
 import { InvalidArgumentError, StartupError, errnoName } from "../core/errors.ts";
+import { describeValue } from "../core/describe.ts";
 
 /** Highest CPU number a mask can hold, plus one. */
 export const MAX_CPUS = 1024;
@@ -41,7 +42,7 @@ export function threadCpuAffinity(): number[] {
  * (a CPU that does not exist or lies outside this process's cgroup cpuset).
  */
 export function pinThread(cpu: number): void {
-  if (!Number.isInteger(cpu) || cpu < 0 || cpu >= MAX_CPUS) throw new InvalidArgumentError(`cpu must be an integer in 0..${MAX_CPUS - 1}, got ${cpu}`);
+  if (!Number.isInteger(cpu) || cpu < 0 || cpu >= MAX_CPUS) throw new InvalidArgumentError(`cpu must be an integer in 0..${MAX_CPUS - 1}, got ${describeValue(cpu)}`);
   const rc = native().shoal_smp_pin_thread(cpu);
   if (rc < 0) {
     throw new StartupError("ERR_AFFINITY", `could not pin the shard's thread to CPU ${cpu}: sched_setaffinity failed with ${errnoName(-rc)}`);
@@ -52,7 +53,7 @@ export function pinThread(cpu: number): void {
 export function setThreadCpuAffinity(cpus: readonly number[]): void {
   const mask = maskBuffer();
   for (const cpu of cpus) {
-    if (!Number.isInteger(cpu) || cpu < 0 || cpu >= MAX_CPUS) throw new InvalidArgumentError(`cpu must be an integer in 0..${MAX_CPUS - 1}, got ${cpu}`);
+    if (!Number.isInteger(cpu) || cpu < 0 || cpu >= MAX_CPUS) throw new InvalidArgumentError(`cpu must be an integer in 0..${MAX_CPUS - 1}, got ${describeValue(cpu)}`);
     mask[cpu >> 3]! |= 1 << (cpu & 7);
   }
   const rc = native().shoal_smp_set_affinity(mask, mask.length);

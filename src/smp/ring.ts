@@ -19,6 +19,7 @@
  */
 import { InvalidArgumentError } from "../core/errors.ts";
 import { Reader, Writer, fastBuffer, type FastBuffer, type ForeignBufferFactory } from "./codec.ts";
+import { describeValue } from "../core/describe.ts";
 
 /** Record kind of the filler before a wrap. */
 export const K_PAD = 0;
@@ -60,10 +61,10 @@ export class SmpLayout {
 
   constructor(count: number, ringBytes: number) {
     if (!Number.isInteger(count) || count < 1 || count > 4096) {
-      throw new InvalidArgumentError(`shard count must be an integer in 1..4096, got ${count}`);
+      throw new InvalidArgumentError(`shard count must be an integer in 1..4096, got ${describeValue(count)}`);
     }
     if (!Number.isInteger(ringBytes) || ringBytes < MIN_RING_BYTES || ringBytes > MAX_RING_BYTES || (ringBytes & (ringBytes - 1)) !== 0) {
-      throw new InvalidArgumentError(`ringBytes must be a power of two in ${MIN_RING_BYTES}..${MAX_RING_BYTES}, got ${ringBytes}`);
+      throw new InvalidArgumentError(`ringBytes must be a power of two in ${MIN_RING_BYTES}..${MAX_RING_BYTES}, got ${describeValue(ringBytes)}`);
     }
     this.count = count;
     this.ringBytes = ringBytes;
@@ -239,7 +240,7 @@ export class OutRing extends RingEnd {
    */
   write(src: Uint8Array, bytes: number): boolean {
     if (bytes < 8 || (bytes & 7) !== 0 || bytes > this.maxRecord) {
-      throw new Error(`OutRing.write: a record must be 8-byte aligned and 8..${this.maxRecord} bytes, got ${bytes}`);
+      throw new Error(`OutRing.write: a record must be 8-byte aligned and 8..${this.maxRecord} bytes, got ${describeValue(bytes)}`);
     }
     if (this.backlog.length === this.backlogHead && this.tryCopy(src, bytes)) return true;
     if (this.backlog.length === this.backlogHead) Atomics.store(this.i32, this.waitingWord, 1);

@@ -33,6 +33,7 @@ import {
 } from "./sys.ts";
 import type { PosixStack } from "./stack.ts";
 import { booleanOption, checkOptionsObject, type ResolvedConnectionOptions } from "../options.ts";
+import { describeValue } from "../../core/describe.ts";
 
 const ENOBUFS = 105;
 const ECANCELED = 125;
@@ -170,11 +171,15 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   }
 
   setNoDelay(on = true): void {
+    if (typeof on !== "boolean") throw new InvalidArgumentError(`setNoDelay: on must be a boolean, got ${describeValue(on)}`);
     this.checkOpen("setNoDelay");
     if (this.isInet) setIntOption("setsockopt(TCP_NODELAY)", this.fd, IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0);
   }
 
   setKeepAlive(on: boolean, opts?: KeepAliveOptions): void {
+    // A string "false" would turn it on: only a boolean says which.
+    if (typeof on !== "boolean") throw new InvalidArgumentError(`setKeepAlive: on must be a boolean, got ${describeValue(on)}`);
+    checkOptionsObject("setKeepAlive", opts);
     this.checkOpen("setKeepAlive");
     if (!this.isInet) return;
     const n = (v: number | undefined, name: string) => {

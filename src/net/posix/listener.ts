@@ -12,7 +12,7 @@ import { CQE_F_MORE, IoOp, reactor, type Reactor } from "../../core/reactor.ts";
 import { Timer } from "../../core/timer.ts";
 import type { Completable } from "../../core/scheduler.ts";
 import { rejectedHandled } from "../errors.ts";
-import type { ResolvedListenOptions } from "../options.ts";
+import { signalOption, type ResolvedListenOptions } from "../options.ts";
 import { formatAddress, type SocketAddress } from "../address.ts";
 import type { Connection, Listener, SignalOptions } from "../types.ts";
 import { PosixConnection } from "./connection.ts";
@@ -201,7 +201,12 @@ export class PosixListener implements Listener, Completable {
 
   accept(opts?: SignalOptions): Promise<Connection> {
     if (this.aborted) return rejectedHandled(this.abortedError());
-    const signal = opts?.signal;
+    let signal: AbortSignal | undefined;
+    try {
+      signal = signalOption("accept", opts);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     if (signal?.aborted) return Promise.reject(new AbortError("accept was aborted", { cause: signal.reason }));
     if (this.queued > 0) {
       const c = this.queue[this.queueHead]!;

@@ -13,12 +13,13 @@ import { Timer, now } from "../../core/timer.ts";
 import { probeIoUring } from "../../core/probe.ts";
 import { NativeSlab } from "../slab.ts";
 import { sendChunks } from "../output.ts";
-import { resolveConnectionOptions, resolveListenOptions } from "../options.ts";
+import { resolveConnectionOptions, resolveListenOptions, signalOption } from "../options.ts";
 import { encodeSockaddr, formatAddress, parseAddress, type AddressInput, type SocketAddress } from "../address.ts";
 
 /** An address as the caller gave it, for messages before it was resolved. */
 function describeInput(input: AddressInput): string {
   if (typeof input === "string" || typeof input === "number") return String(input);
+  if (input === null || typeof input !== "object") return describeValue(input);
   const o = input as { host?: string; port?: number; path?: string };
   return o.path ?? `${o.host}:${o.port}`;
 }
@@ -29,6 +30,7 @@ import { MAX_IOV, PosixConnection } from "./connection.ts";
 import { PosixListener } from "./listener.ts";
 import { PosixUdpChannel } from "./udp.ts";
 import { IPPROTO_TCP, SOCK_STREAM, TCP_NODELAY, bindTo, closeNow, setIntOption, socketFor } from "./sys.ts";
+import { describeValue } from "../../core/describe.ts";
 
 
 const IOSQE_BUFFER_SELECT = 1 << 5;
@@ -132,19 +134,19 @@ export class PosixStack implements NetworkStack {
     const max = o.recvBufferMax ?? this.config.recvBufferMax;
     if (typeof size === "number" && typeof max === "number" && size * max > 2 ** 32) {
       throw new InvalidArgumentError(
-        `configureNet: recvBufferSize x recvBufferMax must be at most 4 GiB (one mapping), got ${size} x ${max}; lower recvBufferMax`,
+        `configureNet: recvBufferSize x recvBufferMax must be at most 4 GiB (one mapping), got ${describeValue(size)} x ${max}; lower recvBufferMax`,
       );
     }
     if (o.recvBufferSize !== undefined) {
       if (!Number.isInteger(o.recvBufferSize) || o.recvBufferSize < 512 || o.recvBufferSize > 1 << 20 || o.recvBufferSize % 64 !== 0) {
-        throw new InvalidArgumentError(`configureNet: recvBufferSize must be a multiple of 64 in 512..1048576, got ${o.recvBufferSize}`);
+        throw new InvalidArgumentError(`configureNet: recvBufferSize must be a multiple of 64 in 512..1048576, got ${describeValue(o.recvBufferSize)}`);
       }
       this.config.recvBufferSize = o.recvBufferSize;
     }
     if (o.recvBufferMax !== undefined) {
       const n = o.recvBufferMax;
       if (!Number.isInteger(n) || n < 2 || n > 32768 || (n & (n - 1)) !== 0) {
-        throw new InvalidArgumentError(`configureNet: recvBufferMax must be a power of two in 2..32768, got ${n}`);
+        throw new InvalidArgumentError(`configureNet: recvBufferMax must be a power of two in 2..32768, got ${describeValue(n)}`);
       }
       this.config.recvBufferMax = n;
       this.config.recvBufferCount = Math.min(this.config.recvBufferCount, n);
@@ -152,13 +154,13 @@ export class PosixStack implements NetworkStack {
     if (o.recvBufferCount !== undefined) {
       const n = o.recvBufferCount;
       if (!Number.isInteger(n) || n < 1 || n > this.config.recvBufferMax) {
-        throw new InvalidArgumentError(`configureNet: recvBufferCount must be an integer in 1..recvBufferMax (${this.config.recvBufferMax}), got ${n}`);
+        throw new InvalidArgumentError(`configureNet: recvBufferCount must be an integer in 1..recvBufferMax (${this.config.recvBufferMax}), got ${describeValue(n)}`);
       }
       this.config.recvBufferCount = n;
     }
     if (o.zeroCopySendMin !== undefined) {
       if (typeof o.zeroCopySendMin !== "number" || !(o.zeroCopySendMin >= 1)) {
-        throw new InvalidArgumentError(`configureNet: zeroCopySendMin must be a number >= 1, got ${o.zeroCopySendMin}`);
+        throw new InvalidArgumentError(`configureNet: zeroCopySendMin must be a number >= 1, got ${describeValue(o.zeroCopySendMin)}`);
       }
       this.config.zeroCopySendMin = o.zeroCopySendMin;
       this.zeroCopySendMin = o.zeroCopySendMin;
@@ -319,7 +321,8 @@ export class PosixStack implements NetworkStack {
       throw new InvalidArgumentError(`connect: timeoutMs must be a finite number > 0, got ${String(timeoutMs)}`);
     }
     const local = options?.localAddress !== undefined ? parseAddress(options.localAddress, "connect localAddress") : undefined;
-    const signal = options?.signal;
+    // Checked before anything is armed (a bad one left the timeout timer armed for good).
+    const signal = signalOption("connect", options);
     if (signal?.aborted) throw new AbortError("connect was aborted", { cause: signal.reason });
     // The timeout and the signal cover the whole call: name resolution, then the connect.
     let sig = signal;

@@ -11,7 +11,7 @@ import { CQE_F_BUFFER, CQE_F_MORE, IoOp, reactor, type Reactor } from "../../cor
 import type { Completable } from "../../core/scheduler.ts";
 import { markHandled, rejectedHandled } from "../errors.ts";
 import { SEND_CHUNK, sendChunks } from "../output.ts";
-import { booleanOption, checkOptionsObject, numberOption } from "../options.ts";
+import { booleanOption, checkOptionsObject, numberOption, signalOption } from "../options.ts";
 import { SOCKADDR_MAX, decodeSockaddr, encodeSockaddr, formatAddress, parseAddress, type AddressInput, type SocketAddress } from "../address.ts";
 import type { Datagram, SignalOptions, UdpChannel, UdpOptions, WriteData } from "../types.ts";
 import { OPEN_REUSE_PORT, OPEN_V6_ONLY, SOCK_DGRAM, SOL_SOCKET, SO_BROADCAST, MSG_NOSIGNAL, localAddressOf, openSocket, setIntOption, closeNow } from "./sys.ts";
@@ -186,10 +186,15 @@ export class PosixUdpChannel implements UdpChannel, Completable {
 
   receive(opts?: SignalOptions): Promise<Datagram | null> {
     if (this.waiter !== undefined) throw new InvalidArgumentError("receive: another receive is pending on this channel");
+    let signal: AbortSignal | undefined;
+    try {
+      signal = signalOption("receive", opts);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     this.releaseLease();
     if (this.queued > 0) return Promise.resolve(this.take());
     if (this.closing !== undefined) return Promise.resolve(null);
-    const signal = opts?.signal;
     if (signal?.aborted) return Promise.reject(new AbortError("receive was aborted", { cause: signal.reason }));
     if (this.recvSlot < 0) this.maybeRearm();
     return new Promise<Datagram | null>((resolve, reject) => {
