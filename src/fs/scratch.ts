@@ -23,7 +23,6 @@ function pathPool(): BufferPool {
   return (paths ??= new BufferPool({ bufferSize: PATH_MAX, count: 64, alignment: 64 }));
 }
 
-/** Checks a path argument before anything reaches the kernel. */
 /** Checks an operation's options: undefined or an object whose `signal`, if any, is an AbortSignal. */
 export function checkOpts(op: string, opts: unknown): void {
   if (opts === undefined) return;
@@ -32,6 +31,7 @@ export function checkOpts(op: string, opts: unknown): void {
   if (s !== undefined && !(s instanceof AbortSignal)) throw new InvalidArgumentError(`${op}: signal must be an AbortSignal`);
 }
 
+/** Checks a path argument before anything reaches the kernel. */
 export function checkPath(op: string, path: unknown, name = "path"): asserts path is string {
   if (typeof path !== "string" || path.length === 0) {
     throw new InvalidArgumentError(`${op}: ${name} must be a non-empty string, got ${typeof path === "string" ? '""' : typeof path}`);
@@ -50,7 +50,12 @@ export function checkPath(op: string, path: unknown, name = "path"): asserts pat
 export async function nativePath(path: string): Promise<NativeBuffer> {
   const pool = pathPool();
   const b = pool.tryAcquire() ?? (await pool.acquireEventually());
-  const { written } = encoder.encodeInto(path, b.bytes);
+  const { read, written } = encoder.encodeInto(path, b.bytes);
+  // No room for the NUL (a path checkPath did not see): the kernel would read past the end.
+  if (read < path.length || written >= b.bytes.length) {
+    b.release();
+    throw new InvalidArgumentError(`a path is longer than PATH_MAX (${PATH_MAX - 1} bytes)`);
+  }
   b.bytes[written] = 0;
   return b;
 }

@@ -63,6 +63,7 @@ export async function writeSmallFile(path: string, text: string, opts?: OpOption
   const data = new TextEncoder().encode(text);
   if (data.length > MAX_BYTES) throw new InvalidArgumentError(`writeSmallFile: text is larger than ${MAX_BYTES} bytes`);
   const tmp = `${path}.tmp-${process.pid}`;
+  checkPath("writeSmallFile", tmp, "path with its .tmp-<pid> suffix");
   const fd = await openat("writeSmallFile: open", tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode, opts);
   const buf = allocateAlignedBuffer(Math.max(1, data.length));
   try {

@@ -233,6 +233,9 @@ describe("fsSpace and withTempDir", () => {
       [() => writeSmallFile(p, "x", { mode: 1.5 }), /mode/],
       [() => writeSmallFile(p, "x", { mode: "abc" as never }), /mode/],
       [() => writeSmallFile(p, 42 as never), /text must be a string/],
+      // A path just under PATH_MAX whose temporary name is over it: the name was cut without
+      // its NUL and the kernel read past it (ENAMETOOLONG by luck).
+      [() => writeSmallFile("/" + "a".repeat(4090), "x"), /PATH_MAX/],
     ];
     for (const [call, message] of bad) {
       const err = await call().then(() => undefined, (e: unknown) => e);
