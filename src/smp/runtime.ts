@@ -490,7 +490,16 @@ function send(ring: OutRing, kind: number, target: number, method: number, slot:
     markDirty(ring);
   } finally {
     encoding = false;
+    if (deferredReleases.length > 0) flushDeferredReleases();
   }
+}
+
+/** Releases noted while a record was being encoded in place (a getter released a buffer). */
+const deferredReleases: number[] = [];
+
+function flushDeferredReleases(): void {
+  const list = deferredReleases.splice(0);
+  for (let i = 0; i < list.length; i += 2) sendRelease(list[i]!, list[i + 1]!);
 }
 
 /** Calls a remote shard and returns the reply's promise. Encoding errors reject it; the rings are untouched. */
@@ -711,6 +720,11 @@ function sendRelease(owner: number, id: number): void {
   if (rt.gone[owner]) return;
   const ring = rt.out[owner];
   if (ring === undefined) return;
+  // Never in the middle of a record being encoded into the same ring: after it.
+  if (encoding) {
+    deferredReleases.push(owner, id);
+    return;
+  }
   releaseView.setUint32(8, id, true);
   ring.write(releaseRecord, RELEASE_BYTES);
   markDirty(ring);

@@ -32,6 +32,15 @@ describe("errors across shards", () => {
   });
 });
 
+describe("releases while encoding", () => {
+  test("a buffer released by a getter during the encoding of a call to its owner goes back after the call's record", async () => {
+    const run = await runApp(FIXTURE, [...smpArgs(2), "--scenario", "getter-release"], { timeoutMs: 30_000 });
+    if (run.code !== 0) console.log(run.stdout, run.stderr);
+    expect(run.code).toBe(0);
+    expect(run.result).toEqual({ echoed: 42, lent: 0, available: 4 });
+  });
+});
+
 describe("late replies", () => {
   test("a reply published before its shard exited settles its own call, never the call that reuses the slot", async () => {
     const run = await runApp(FIXTURE, [...smpArgs(3), "--scenario", "late-reply"], { timeoutMs: 30_000 });
