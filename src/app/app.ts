@@ -31,10 +31,11 @@ export interface AppConfig<S extends OptionSpecs> {
   description?: string;
   /** The app's own command-line options. */
   options?: S;
-  /** The module every shard imports (default: the script Bun was started with, Bun.main). */
+  /** The module every shard imports (default: the script Bun was started with, Bun.main): a URL, or a path (a relative one from the working directory). */
   module?: string | URL;
   /** Bytes of data per cross-shard ring (power of two, default 256 KiB). */
   ringBytes?: number;
+  // The three timeouts below: ms in (0, 2^31-1].
   /** A shard that does not report ready within this long fails the start (default 60 s). */
   startTimeoutMs?: number;
   /** Shutdown gives up after this long and exits 1 (default 30 s). */
