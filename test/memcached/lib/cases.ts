@@ -253,6 +253,8 @@ function binaryCases(): Case[] {
       noSentinel: true,
     },
     { name: "bin keylen > bodylen", send: binRequest(0x00, { key: "abc", bodylen: 1 }), binary: true, noSentinel: true },
+    // Stock reads the key before it checks the lengths: the header alone gets no answer yet.
+    { name: "bin keylen 65535 > bodylen, the header alone", send: binRequest(0x00, { keylen: 0xffff, bodylen: 1 }), binary: true, noSentinel: true },
     { name: "bin quit", send: cat(binRequest(0x07, { opaque: 4 }), binRequest(0x0a, {})), binary: true, noSentinel: true },
     { name: "bin quitq", send: cat(binRequest(0x17, {}), binRequest(0x0a, {})), binary: true, noSentinel: true },
     { name: "bin set bad extlen", send: binRequest(0x01, { key: "x", value: "y", extras: new Uint8Array(4) }), binary: true, noSentinel: true },
