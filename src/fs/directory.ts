@@ -3,7 +3,7 @@
  * statx, mkdirat, unlinkat, renameat, linkat, close). Two calls have none and are synchronous
  * system calls, documented where they are used: getdents64 (listDirectory) and statfs (fsSpace).
  */
-import { BufferPool, type NativeBuffer } from "../core/buffers.ts";
+import { BufferPool, allocateAlignedBuffer, type NativeBuffer } from "../core/buffers.ts";
 import { AbortError, InvalidArgumentError, SystemError } from "../core/errors.ts";
 import { native } from "../core/native.ts";
 import { IoOp, type OpOptions } from "../core/reactor.ts";
@@ -77,7 +77,9 @@ export async function* listDirectory(path: string, opts?: OpOptions): AsyncGener
   const pool = (dirBuffers ??= new BufferPool({ bufferSize: DIR_BATCH, count: 8, alignment: 4096 }));
   let buf: NativeBuffer | undefined;
   try {
-    buf = pool.tryAcquire() ?? (await pool.acquireEventually(signalOnly(opts)));
+    // Never waits: a recursive walk keeps every parent's listing open (with 8 shared buffers
+    // the ninth level waited for good); past the pool, a listing maps its own.
+    buf = pool.tryAcquire() ?? allocateAlignedBuffer(DIR_BATCH, 4096);
     const decoder = new TextDecoder();
     const batch: DirectoryEntry[] = [];
     for (;;) {

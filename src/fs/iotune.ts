@@ -81,16 +81,31 @@ async function timed(depth: number, durationMs: number, pool: NativeBuffer[], io
   let seq = 0;
   const start = performance.now();
   const deadline = start + durationMs;
+  const stop = { failed: false };
   const worker = async (w: number): Promise<void> => {
     const buf = pool[w]!;
-    while (performance.now() < deadline) {
+    while (performance.now() < deadline && !stop.failed) {
       const n = await io(buf, seq++);
       requests++;
       bytes += n;
     }
   };
-  await Promise.all(Array.from({ length: depth }, (_, w) => worker(w)));
+  await joinWorkers(Array.from({ length: depth }, (_, w) => worker(w)), stop);
   return [requests, bytes, (performance.now() - start) / 1000];
+}
+
+/**
+ * Waits for every worker, then throws the first failure: the others stop issuing at once but
+ * their requests in flight finish first (their buffers stay pinned until then, and the file
+ * must not close under them).
+ */
+async function joinWorkers(workers: Promise<void>[], stop: { failed: boolean }): Promise<void> {
+  const settled = await Promise.allSettled(workers.map((w) => w.catch((e: unknown) => {
+    stop.failed = true;
+    throw e;
+  })));
+  const bad = settled.find((x) => x.status === "rejected");
+  if (bad !== undefined) throw (bad as PromiseRejectedResult).reason;
 }
 
 /**
@@ -133,6 +148,7 @@ export async function iotune(opts: IotuneOptions): Promise<IotuneResult> {
   randBufs.forEach((b, i) => b.bytes.set(first.subarray((i % 256) * RAND, (i % 256) * RAND + RAND)));
   const r = reactor();
   const fd = file.descriptor;
+  let ok = false;
   const blocks = fileSize / SEQ;
   const pages = fileSize / RAND;
   try {
@@ -140,10 +156,12 @@ export async function iotune(opts: IotuneOptions): Promise<IotuneResult> {
     await file.allocate(0, fileSize, { keepSize: false });
     // Fill the file once so every block is written: reads of unwritten extents skip the disk.
     let next = 0;
-    await Promise.all(
+    const fillStop = { failed: false };
+    await joinWorkers(
       seqBufs.map(async (buf) => {
-        for (let i = next++; i < blocks; i = next++) await r.write(fd, buf, { offset: i * SEQ });
+        for (let i = next++; i < blocks && !fillStop.failed; i = next++) await r.write(fd, buf, { offset: i * SEQ });
       }),
+      fillStop,
     );
     await file.flush();
 
@@ -166,14 +184,26 @@ export async function iotune(opts: IotuneOptions): Promise<IotuneResult> {
       await writeSmallFile(opts.propertiesFile, formatIoProperties([properties]));
       log(`iotune: wrote ${opts.propertiesFile}`);
     }
+    ok = true;
     return { properties, fileSystem: file.fileSystem, fileSize, dmaIsReal: file.dmaIsReal };
   } finally {
+    // Every step runs (the test file is up to 1 GiB); a cleanup failure is thrown only when
+    // nothing failed before it, never in place of the measurement's own error.
+    let cleanup: unknown;
+    const step = async (f: () => unknown): Promise<void> => {
+      try {
+        await f();
+      } catch (e) {
+        cleanup ??= e;
+      }
+    };
     for (const b of seqBufs) b.release();
     for (const b of randBufs) b.release();
-    await file.close();
-    seqPool.close();
-    randPool.close();
-    await remove(path);
+    await step(() => file.close());
+    await step(() => remove(path));
+    await step(() => seqPool.close());
+    await step(() => randPool.close());
+    if (ok && cleanup !== undefined) throw cleanup;
   }
 }
 

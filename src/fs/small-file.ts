@@ -6,7 +6,8 @@ import { allocateAlignedBuffer } from "../core/buffers.ts";
 import { reactor } from "../core/reactor.ts";
 import { InvalidArgumentError } from "../core/errors.ts";
 import type { OpOptions } from "../core/reactor.ts";
-import { O_CLOEXEC, O_CREAT, O_RDONLY, O_TRUNC, O_WRONLY } from "./constants.ts";
+import { threadId } from "node:worker_threads";
+import { O_CLOEXEC, O_CREAT, O_EXCL, O_RDONLY, O_WRONLY } from "./constants.ts";
 import { IoOp } from "../core/reactor.ts";
 import { SystemError } from "../core/errors.ts";
 import { closeFd, fsync, openat, twoPathOp, unlinkat } from "./ops.ts";
@@ -15,6 +16,9 @@ import { checkOpts, checkPath } from "./scratch.ts";
 const CHUNK = 64 * 1024;
 /** Larger files are refused: this helper is for configuration. */
 const MAX_BYTES = 16 * 1024 * 1024;
+/** Temporary names made by this thread (with pid, thread id and a random part: unique). */
+let tmpCounter = 0;
+const EEXIST = 17;
 
 /**
  * Reads a whole small text file (UTF-8) through io_uring. Cost: one open, reads of 64 KiB,
@@ -48,7 +52,8 @@ export async function readSmallFile(path: string, opts?: OpOptions): Promise<str
 }
 
 /**
- * Replaces `path` with `text` atomically: writes `path.tmp-<pid>`, fdatasyncs it and renames it
+ * Replaces `path` with `text` atomically: writes a new `path.tmp-<pid>-<thread>-<n>-<random>`
+ * (created exclusively: concurrent writers of one path never share it), fdatasyncs it and renames it
  * over `path`, so a reader never sees half a file. Throws SystemError.
  */
 export async function writeSmallFile(path: string, text: string, opts?: OpOptions & { mode?: number }): Promise<void> {
@@ -62,9 +67,19 @@ export async function writeSmallFile(path: string, text: string, opts?: OpOption
   }
   const data = new TextEncoder().encode(text);
   if (data.length > MAX_BYTES) throw new InvalidArgumentError(`writeSmallFile: text is larger than ${MAX_BYTES} bytes`);
-  const tmp = `${path}.tmp-${process.pid}`;
-  checkPath("writeSmallFile", tmp, "path with its .tmp-<pid> suffix");
-  const fd = await openat("writeSmallFile: open", tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode, opts);
+  // A name of its own per call, created exclusively: two writers of one path (two shards share
+  // a pid) wrote into the same temporary file, and the first rename published the mix.
+  let tmp = "";
+  let fd = -1;
+  for (let attempt = 0; fd < 0; attempt++) {
+    tmp = `${path}.tmp-${process.pid}-${threadId}-${++tmpCounter}-${Math.floor(Math.random() * 0x1_0000_0000).toString(36)}`;
+    checkPath("writeSmallFile", tmp, "path with its temporary suffix");
+    try {
+      fd = await openat("writeSmallFile: open", tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode, opts);
+    } catch (e) {
+      if (!(e instanceof SystemError && e.errno === EEXIST) || attempt >= 16) throw e;
+    }
+  }
   const buf = allocateAlignedBuffer(Math.max(1, data.length));
   try {
     try {

@@ -139,6 +139,8 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
 
   /** next(), remembered so that close() can wait for it before freeing the buffers. */
   private advance(): Promise<boolean> {
+    // A skip() or readExactly() looping over chunks resumes after close() began: no new reads.
+    if (this.closed !== undefined) return Promise.reject(new ClosedError("the stream was closed during the read"));
     const p = this.next();
     this.loading = p;
     return p;
@@ -162,6 +164,11 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
       r.buf.release();
       this.error = e;
       throw e;
+    }
+    if (this.closed !== undefined) {
+      // close() waits for this read; nothing more is issued, its buffer goes back now.
+      r.buf.release();
+      throw new ClosedError("the stream was closed during the read");
     }
     this.current = r.buf;
     if (n < r.len || r.pos + n >= this.end) this.eof = true; // a short read is the end of the file
@@ -253,7 +260,9 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
       try {
         // A read in progress holds a buffer out of `pending`: let it finish first (its view,
         // like every view, is invalid once close() is called).
-        if (this.loading !== undefined) await this.loading.catch(() => {});
+        for (let l = this.loading; l !== undefined; l = this.loading === l ? undefined : this.loading) {
+          await l.catch(() => {});
+        }
         this.releaseCurrent();
         this.view = new Uint8Array(0);
         for (const p of this.pending.splice(0)) await p.done.then(() => p.buf.release(), () => p.buf.release());
