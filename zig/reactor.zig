@@ -445,9 +445,11 @@ pub const Reactor = struct {
             } else if (cqe.user_data == ring_wake_user_data) {
                 self.counters.wakes += 1;
             } else if (cqe.user_data & msg_wake_tag == msg_wake_tag and cqe.res < 0) {
-                // The ring message did not arrive (the target ring went away or is full):
-                // wake the target through its eventfd instead, so no wake is ever lost.
-                _ = wake(@intCast(cqe.user_data & ((1 << 24) - 1)));
+                // The ring message could not be posted (the target's CQ is full, or memory or
+                // the ring's lock was short): wake the target through its eventfd instead, so
+                // no wake is lost. Not when the ring fd is no ring (EBADF, EBADFD): the target
+                // is gone and its eventfd number may now name an unrelated file.
+                if (msg_wake_retryable(cqe.res)) _ = wake(@intCast(cqe.user_data & ((1 << 24) - 1)));
             } else if (cqe.user_data == sleep_timer_user_data) {
                 self.sleep_timer_armed = false;
             } else if (cqe.user_data == sleep_update_user_data) {
@@ -475,6 +477,12 @@ pub const Reactor = struct {
             count += self.deliver(self.cqes[i], start + count);
         }
         return count;
+    }
+
+    fn msg_wake_retryable(res: i32) bool {
+        const e = -res;
+        return e == @intFromEnum(linux.E.OVERFLOW) or e == @intFromEnum(linux.E.AGAIN) or
+            e == @intFromEnum(linux.E.NOMEM) or e == @intFromEnum(linux.E.BUSY);
     }
 
     /// Queues a wake of another reactor (its ring fd `target_ring`) as a MSG_RING operation on
@@ -530,16 +538,18 @@ pub fn bench_nops(self: *Reactor, total: u32, batch: u32) i32 {
         };
         var got: u32 = 0;
         while (got < n) {
-            const k = self.ring.copy_cqes(&buf, 1) catch return -@as(i32, @intFromEnum(linux.E.IO));
+            // Never take more than the backlog can keep: a completion taken off the CQ and
+            // not kept would be lost (its operation would never settle).
+            const room = self.cqes.len - self.backlog_count;
+            if (room == 0) return -@as(i32, @intFromEnum(linux.E.OVERFLOW));
+            const k = self.ring.copy_cqes(buf[0..@min(buf.len, room)], 1) catch return -@as(i32, @intFromEnum(linux.E.IO));
             for (buf[0..k]) |cqe| {
                 if (cqe.user_data == bench_user_data) {
                     got += 1;
-                } else if (self.backlog_count < self.cqes.len) {
+                } else {
                     // Not ours: kept for the loop's next turn, in order.
                     self.cqes[self.backlog_start + self.backlog_count] = cqe;
                     self.backlog_count += 1;
-                } else {
-                    return -@as(i32, @intFromEnum(linux.E.OVERFLOW));
                 }
             }
         }

@@ -33,7 +33,7 @@ const IOV_BLOCK = 64; // iovecs per readv/writev
 export interface ReactorOptions {
   /** Submission queue entries (power of two, default 1024): descriptors one turn can carry. */
   sqEntries?: number;
-  /** Completion queue entries (default 8 x sqEntries). */
+  /** Completion queue entries, sqEntries..65536 (default 8 x sqEntries, at most 65536). */
   cqEntries?: number;
 }
 
@@ -135,6 +135,8 @@ export class Reactor {
   // Awaited operations keep their promise's functions in slot-indexed arrays (no object per op).
   private readonly records: OpRecord[] = [];
   private readonly promiseCompleter: Completable;
+  /** Marks the slot of a multishot promise operation whose promise settled (never called). */
+  private readonly moreCompleter: Completable;
   private readonly cancelledEarly: boolean[] = [];
   /** @internal set when dispatch settled promises directly (single-group shards) */
   settledInline = false;
@@ -150,11 +152,15 @@ export class Reactor {
 
   constructor(options: ReactorOptions = {}) {
     const sq = options.sqEntries ?? 1024;
-    const cq = options.cqEntries ?? sq * 8;
+    const cq = options.cqEntries ?? Math.min(sq * 8, 65536);
     if (!Number.isInteger(sq) || sq < 2 || sq > 32768 || (sq & (sq - 1)) !== 0) {
       throw new InvalidArgumentError(`sqEntries must be a power of two in 2..32768, got ${describeValue(sq)}`);
     }
-    if (!Number.isInteger(cq) || cq < sq) throw new InvalidArgumentError(`cqEntries must be an integer >= sqEntries, got ${describeValue(cq)}`);
+    // The kernel's limit (IORING_MAX_CQ_ENTRIES); past it io_uring_setup fails with EINVAL, which
+    // read as "needs a newer kernel", and past 2^32 the FFI argument wrapped.
+    if (!Number.isInteger(cq) || cq < sq || cq > 65536) {
+      throw new InvalidArgumentError(`cqEntries must be an integer in sqEntries..65536, got ${describeValue(cq)}`);
+    }
     probeIoUring();
     const lib = native();
     const err = new Int32Array(1);
@@ -189,6 +195,7 @@ export class Reactor {
     this.submitFn = lib.shoal_reactor_submit as unknown as (h: number, n: number) => number;
     this.msgWakeFn = lib.shoal_reactor_msg_wake as unknown as (h: number, ring: number, eventfd: number) => number;
     this.promiseCompleter = { complete: (slot: number, res: number) => this.settle(slot, res) };
+    this.moreCompleter = { complete: () => {} };
   }
 
   /** @internal The native handle, for layers that add their own exports (net, fs). */
@@ -344,8 +351,26 @@ export class Reactor {
         this.cancelledEarly[slot] = false;
         res = -ECANCELED;
       }
-      const h = this.handlers[slot]!;
+      const h = this.handlers[slot];
+      // Nothing owns the slot: no operation can complete there (a guard, not a path).
+      if (h === undefined) continue;
       const g = this.groupOf[slot]!;
+      if ((flags & CQE_F_MORE) !== 0 && (h === this.promiseCompleter || h === this.moreCompleter)) {
+        // A multishot operation issued through the promise API (submit() with a multishot
+        // flag): its promise takes the first completion; the slot, its buffers and its
+        // listener stay the operation's until the final one (a later one settled whichever
+        // operation had reused the slot).
+        if (h === this.promiseCompleter) {
+          this.settleOnly(slot, res);
+          this.handlers[slot] = this.moreCompleter;
+        }
+        continue;
+      }
+      if (h === this.moreCompleter) {
+        this.inFlight--;
+        this.settle(slot, res); // its promise has settled: this frees the slot and its extras
+        continue;
+      }
       if (h === this.promiseCompleter) {
         if (singleGroup.value) {
           // Only one scheduling group exists: nothing to order, settle now.
@@ -479,6 +504,20 @@ export class Reactor {
   }
 
   /** Settles an awaited operation's promise with the kernel's final result and frees its slot. */
+  /** Settles a multishot operation's promise with its first completion; the slot stays. */
+  private settleOnly(slot: number, res: number): void {
+    const rec = this.records[slot]!;
+    const resolve = rec.resolve;
+    const reject = rec.reject;
+    rec.resolve = noop;
+    rec.reject = noop;
+    const signal = rec.extra?.signal;
+    if (signal?.aborted && res === -ECANCELED) reject(new AbortError(`${rec.name} was aborted`, { cause: signal.reason }));
+    else if (res >= 0) resolve(rec.map === 0 ? res : undefined);
+    else if (res === -ETIME && rec.map === 2) resolve(undefined);
+    else reject(errorFromResult(rec.name, res));
+  }
+
   private settle(slot: number, res: number): void {
     const rec = this.records[slot]!;
     const resolve = rec.resolve;
