@@ -11,7 +11,7 @@ import {
   AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_DIRECTORY, O_RDONLY, RENAME_NOREPLACE,
 } from "./constants.ts";
 import { closeFd, mkdirat, openat, statx, twoPathOp, unlinkat } from "./ops.ts";
-import { checkOpts, checkPath } from "./scratch.ts";
+import { checkOpts, checkPath, describePath, type FsPath } from "./scratch.ts";
 import type { FileStat, FileType } from "./stat.ts";
 import { readFsInfoAt, type FsInfo } from "./fs-info.ts";
 import { describeValue } from "../core/describe.ts";
@@ -23,7 +23,10 @@ const EISDIR = 21;
 
 /** One entry of a directory listing. */
 export interface DirectoryEntry {
+  /** The name (UTF-8 decoded; a name that is not valid UTF-8 has U+FFFD where bytes could not be decoded). */
   name: string;
+  /** The name's bytes, present only when they are not valid UTF-8 (no string names such a file exactly). */
+  rawName?: Uint8Array;
   /** From the directory itself (d_type); "unknown" on file systems that do not record it. */
   type: FileType;
 }
@@ -40,7 +43,10 @@ function signalOnly(opts: OpOptions | undefined): OpOptions | undefined {
 const DIR_BATCH = 32 * 1024;
 let dirBuffers: BufferPool | undefined;
 
-function parseBatch(bytes: Uint8Array, n: number, out: DirectoryEntry[], decoder: TextDecoder): void {
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+const lossyDecoder = new TextDecoder();
+
+function parseBatch(bytes: Uint8Array, n: number, out: DirectoryEntry[]): void {
   // linux_dirent64: u64 d_ino, i64 d_off, u16 d_reclen (16), u8 d_type (18), name (19..) NUL.
   let pos = 0;
   while (pos < n) {
@@ -50,8 +56,15 @@ function parseBatch(bytes: Uint8Array, n: number, out: DirectoryEntry[], decoder
     let end = pos + 19;
     const limit = pos + reclen;
     while (end < limit && bytes[end] !== 0) end++;
-    const name = decoder.decode(bytes.subarray(pos + 19, end));
+    const raw = bytes.subarray(pos + 19, end);
     pos += reclen;
+    let name: string;
+    try {
+      name = strictDecoder.decode(raw);
+    } catch {
+      out.push({ name: lossyDecoder.decode(raw), rawName: raw.slice(), type: direntTypes[type] ?? "unknown" });
+      continue;
+    }
     if (name === "." || name === "..") continue;
     out.push({ name, type: direntTypes[type] ?? "unknown" });
   }
@@ -66,13 +79,18 @@ function parseBatch(bytes: Uint8Array, n: number, out: DirectoryEntry[], decoder
  * Opening and closing go through the ring.
  * Throws InvalidArgumentError, SystemError (ENOENT, ENOTDIR, EACCES), AbortError.
  */
-export async function* listDirectory(path: string, opts?: OpOptions): AsyncGenerator<DirectoryEntry, void, undefined> {
+export function listDirectory(path: string, opts?: OpOptions): AsyncGenerator<DirectoryEntry, void, undefined> {
+  checkPath("listDirectory", path);
+  checkOpts("listDirectory", opts);
+  return entries(path, opts);
+}
+
+/** listDirectory for a checked path, which may be raw bytes (removeTree under a name that is not UTF-8). */
+async function* entries(path: FsPath, opts?: OpOptions): AsyncGenerator<DirectoryEntry, void, undefined> {
   const op = "listDirectory";
-  checkPath(op, path);
-  checkOpts(op, opts);
   const signal = opts?.signal;
   const fd = await openat(`${op}: open`, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, signalOnly(opts)).catch((e: unknown) => {
-    throw e instanceof SystemError ? new SystemError(op, e.errno, path) : e;
+    throw e instanceof SystemError ? new SystemError(op, e.errno, describePath(path)) : e;
   });
   const pool = (dirBuffers ??= new BufferPool({ bufferSize: DIR_BATCH, count: 8, alignment: 4096 }));
   let buf: NativeBuffer | undefined;
@@ -80,15 +98,14 @@ export async function* listDirectory(path: string, opts?: OpOptions): AsyncGener
     // Never waits: a recursive walk keeps every parent's listing open (with 8 shared buffers
     // the ninth level waited for good); past the pool, a listing maps its own.
     buf = pool.tryAcquire() ?? allocateAlignedBuffer(DIR_BATCH, 4096);
-    const decoder = new TextDecoder();
     const batch: DirectoryEntry[] = [];
     for (;;) {
       if (signal?.aborted) throw new AbortError(`${op} was aborted`, { cause: signal.reason });
       const n = native().shoal_fs_getdents(fd, buf.address, DIR_BATCH);
-      if (n < 0) throw new SystemError(`${op}: getdents64`, -n, path);
+      if (n < 0) throw new SystemError(`${op}: getdents64`, -n, describePath(path));
       if (n === 0) break;
       batch.length = 0;
-      parseBatch(buf.bytes, n, batch, decoder);
+      parseBatch(buf.bytes, n, batch);
       // The batch is copied out of the buffer, so the next call may reuse it while the caller works.
       for (const e of batch) yield e;
     }
@@ -173,7 +190,25 @@ export async function remove(path: string, opts?: OpOptions): Promise<void> {
 export async function removeTree(path: string, opts?: OpOptions): Promise<void> {
   checkPath("removeTree", path);
   checkOpts("removeTree", opts);
-  const s = signalOnly(opts);
+  await removeTreeAt(path, signalOnly(opts));
+}
+
+const utf8 = new TextEncoder();
+
+/** `dir`/`entry` as a path: a string while every part is UTF-8, else bytes. */
+function childPath(dir: FsPath, e: DirectoryEntry): FsPath {
+  if (typeof dir === "string" && e.rawName === undefined) return `${dir}/${e.name}`;
+  const a = typeof dir === "string" ? utf8.encode(dir) : dir;
+  const b = e.rawName ?? utf8.encode(e.name);
+  const out = new Uint8Array(a.length + 1 + b.length);
+  out.set(a);
+  out[a.length] = 0x2f; // "/"
+  out.set(b, a.length + 1);
+  return out;
+}
+
+async function removeTreeAt(path: FsPath, s: OpOptions | undefined): Promise<void> {
+  const shown = describePath(path);
   let st: FileStat;
   try {
     st = await statx("removeTree: statx", -1, path, AT_SYMLINK_NOFOLLOW, s);
@@ -183,13 +218,15 @@ export async function removeTree(path: string, opts?: OpOptions): Promise<void> 
   }
   if (st.type === "directory") {
     const names: DirectoryEntry[] = [];
-    for await (const e of listDirectory(path, s)) names.push(e);
-    for (const e of names) await removeTree(`${path}/${e.name}`, s);
-    await unlinkat("removeTree", path, AT_REMOVEDIR, s).catch((e: unknown) => rethrowWithPath(e, "removeTree", path));
+    for await (const e of entries(path, s)) names.push(e);
+    // A name that is not UTF-8 is removed by its bytes (by its decoded name it named nothing,
+    // and the directory then failed with ENOTEMPTY).
+    for (const e of names) await removeTreeAt(childPath(path, e), s);
+    await unlinkat("removeTree", path, AT_REMOVEDIR, s).catch((e: unknown) => rethrowWithPath(e, "removeTree", shown));
   } else {
     await unlinkat("removeTree", path, 0, s).catch((e: unknown) => {
       if (e instanceof SystemError && e.errno === ENOENT) return;
-      rethrowWithPath(e, "removeTree", path);
+      rethrowWithPath(e, "removeTree", shown);
     });
   }
 }
@@ -272,7 +309,8 @@ let tempCounter = 0;
  * Creates a fresh private directory (mode 0o700) under `parent` (default $TMPDIR or /tmp),
  * runs `fn` with its path, and removes it with everything in it afterwards, whether `fn`
  * succeeded or threw. For tests and scratch work. Returns fn's result.
- * Throws InvalidArgumentError, SystemError (from mkdir or the removal), or what fn threw.
+ * Throws InvalidArgumentError, SystemError (from mkdir or the removal), or what fn threw (a
+ * failed removal then rides on it as `cleanupError`).
  */
 export async function withTempDir<T>(fn: (dir: string) => T | Promise<T>, opts?: { parent?: string; prefix?: string }): Promise<T> {
   if (typeof fn !== "function") throw new InvalidArgumentError("withTempDir: fn must be a function");
@@ -293,9 +331,18 @@ export async function withTempDir<T>(fn: (dir: string) => T | Promise<T>, opts?:
       if (!(e instanceof SystemError) || e.errno !== EEXIST || attempt >= 16) rethrowWithPath(e, "withTempDir", dir);
     }
   }
+  let result: T;
   try {
-    return await fn(dir);
-  } finally {
-    await removeTree(dir);
+    result = await fn(dir);
+  } catch (e) {
+    // fn's error is what the caller sees; a failed cleanup rides on it (as `cleanupError`).
+    try {
+      await removeTree(dir);
+    } catch (cleanup) {
+      if (e !== null && typeof e === "object") Object.assign(e, { cleanupError: cleanup });
+    }
+    throw e;
   }
+  await removeTree(dir);
+  return result;
 }

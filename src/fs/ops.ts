@@ -8,7 +8,7 @@ import { reactor, IoOp } from "../core/reactor.ts";
 import { probeIoUring } from "../core/probe.ts";
 import type { OpOptions } from "../core/reactor.ts";
 import { AT_FDCWD, AT_EMPTY_PATH, STATX_BASIC_STATS, STATX_DIOALIGN, STATX_DIO_READ_ALIGN } from "./constants.ts";
-import { nativePath, nativeStatx } from "./scratch.ts";
+import { nativePath, nativeStatx, type FsPath } from "./scratch.ts";
 import { parseStatx, type FileStat } from "./stat.ts";
 
 let probed = false;
@@ -24,7 +24,7 @@ export function probeFsOps(): void {
 }
 
 /** openat(AT_FDCWD, path, flags, mode). Resolves with the new descriptor. */
-export async function openat(op: string, path: string, flags: number, mode: number, opts?: OpOptions): Promise<number> {
+export async function openat(op: string, path: FsPath, flags: number, mode: number, opts?: OpOptions): Promise<number> {
   probeFsOps();
   const p = await nativePath(path);
   const res = reactor().submit(op, IoOp.OPENAT, AT_FDCWD, p.address, mode, 0, flags, opts, p);
@@ -35,7 +35,7 @@ export async function openat(op: string, path: string, flags: number, mode: numb
 const STATX_MASK = STATX_BASIC_STATS | STATX_DIOALIGN | STATX_DIO_READ_ALIGN;
 
 /** statx of `path` (relative to the cwd), or of `fd` itself when `path` is "". */
-export async function statx(op: string, fd: number, path: string, flags: number, opts?: OpOptions): Promise<FileStat> {
+export async function statx(op: string, fd: number, path: FsPath, flags: number, opts?: OpOptions): Promise<FileStat> {
   probeFsOps();
   const p = await nativePath(path);
   const out = await nativeStatx();
@@ -52,7 +52,7 @@ export async function statx(op: string, fd: number, path: string, flags: number,
 }
 
 /** unlinkat(AT_FDCWD, path, flags). */
-export async function unlinkat(op: string, path: string, flags: number, opts?: OpOptions): Promise<void> {
+export async function unlinkat(op: string, path: FsPath, flags: number, opts?: OpOptions): Promise<void> {
   probeFsOps();
   const p = await nativePath(path);
   const res = reactor().submit(op, IoOp.UNLINKAT, AT_FDCWD, p.address, 0, 0, flags, opts, p);

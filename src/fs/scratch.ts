@@ -23,6 +23,17 @@ function pathPool(): BufferPool {
   return (paths ??= new BufferPool({ bufferSize: PATH_MAX, count: 64, alignment: 64 }));
 }
 
+/**
+ * A path for the kernel: a string (UTF-8 encoded), or raw bytes (internal: a directory entry
+ * whose name is not valid UTF-8, which no string can name).
+ */
+export type FsPath = string | Uint8Array;
+
+/** A path for messages (raw bytes decoded, invalid sequences as U+FFFD). */
+export function describePath(path: FsPath): string {
+  return typeof path === "string" ? path : new TextDecoder().decode(path);
+}
+
 /** Checks an operation's options: undefined or an object whose `signal`, if any, is an AbortSignal. */
 export function checkOpts(op: string, opts: unknown): void {
   if (opts === undefined) return;
@@ -47,9 +58,19 @@ export function checkPath(op: string, path: unknown, name = "path"): asserts pat
  * A NUL-terminated copy of `path` in native memory. The caller passes it to submit() as a
  * pinned buffer and releases it right after submitting. Waits if 64 paths are in use.
  */
-export async function nativePath(path: string): Promise<NativeBuffer> {
+export async function nativePath(path: FsPath): Promise<NativeBuffer> {
   const pool = pathPool();
   const b = pool.tryAcquire() ?? (await pool.acquireEventually());
+  if (path instanceof Uint8Array) {
+    // The bytes of a name that is not UTF-8 (from a directory listing), kept as they are.
+    if (path.length >= b.bytes.length || path.includes(0)) {
+      b.release();
+      throw new InvalidArgumentError(`a path is longer than PATH_MAX (${PATH_MAX - 1} bytes) or contains a NUL byte`);
+    }
+    b.bytes.set(path);
+    b.bytes[path.length] = 0;
+    return b;
+  }
   const { read, written } = encoder.encodeInto(path, b.bytes);
   // No room for the NUL (a path checkPath did not see): the kernel would read past the end.
   if (read < path.length || written >= b.bytes.length) {

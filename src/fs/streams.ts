@@ -165,12 +165,7 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
       this.error = e;
       throw e;
     }
-    if (this.closed !== undefined) {
-      // close() waits for this read; nothing more is issued, its buffer goes back now.
-      r.buf.release();
-      throw new ClosedError("the stream was closed during the read");
-    }
-    this.current = r.buf;
+    this.current = r.buf; // close() (which waits for this read) releases it
     if (n < r.len || r.pos + n >= this.end) this.eof = true; // a short read is the end of the file
     const start = this.skipFirst;
     this.skipFirst = 0;
@@ -179,10 +174,11 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
     if (this.eof) {
       // Reads issued past the end return nothing; give their buffers back.
       for (const p of this.pending.splice(0)) await p.done.then(() => p.buf.release(), () => p.buf.release());
-    } else {
-      this.fill();
+    } else if (this.closed === undefined) {
+      this.fill(); // no new reads once close() began
     }
     if (this.view.length === 0) {
+      if (this.closed !== undefined) return false;
       if (this.eof || r.pos + n >= this.end) {
         this.eof = true;
         return false;

@@ -260,3 +260,58 @@ describe("fsSpace and withTempDir", () => {
     expect(readdirSync(root).some((n) => n.includes(".tmp-"))).toBe(false);
   });
 });
+
+describe("after a second review", () => {
+  test("a recursive walk keeps every parent listing open: 11 levels finish (the ninth waited for a buffer for good)", async () => {
+    const top = fresh("deep");
+    let p = top;
+    for (let i = 0; i < 11; i++) {
+      p = `${p}/d${i}`;
+      mkdirSync(p, { recursive: true });
+      writeFileSync(`${p}/f`, "x");
+    }
+    let deepest = 0;
+    const walk = async (dir: string, depth: number): Promise<void> => {
+      deepest = Math.max(deepest, depth);
+      for await (const e of listDirectory(dir)) if (e.type === "directory") await walk(`${dir}/${e.name}`, depth + 1);
+    };
+    await walk(top, 0);
+    expect(deepest).toBe(11);
+  });
+
+  test("names that are not UTF-8: listed with their bytes, removed by removeTree and withTempDir", async () => {
+    const d = fresh("bytes");
+    mkdirSync(d);
+    const bad = Buffer.from([0xff, 0x78]); // not UTF-8
+    writeFileSync(Buffer.concat([Buffer.from(`${d}/`), bad]), "x");
+    mkdirSync(Buffer.concat([Buffer.from(`${d}/`), Buffer.from([0xfe]), Buffer.from("sub")]) as unknown as string);
+    writeFileSync(Buffer.concat([Buffer.from(`${d}/`), Buffer.from([0xfe]), Buffer.from("sub/"), bad]), "y");
+    const listed: { name: string; raw?: number[] }[] = [];
+    for await (const e of listDirectory(d)) listed.push({ name: e.name, raw: e.rawName && [...e.rawName] });
+    listed.sort((a, b) => a.name.localeCompare(b.name));
+    expect(listed).toEqual([
+      { name: "\uFFFDsub", raw: [0xfe, 0x73, 0x75, 0x62] },
+      { name: "\uFFFDx", raw: [0xff, 0x78] },
+    ]);
+    await removeTree(d); // rmdir failed with ENOTEMPTY: the decoded names named nothing
+    expect(existsSync(d)).toBe(false);
+    const result = await withTempDir((dir) => {
+      writeFileSync(Buffer.concat([Buffer.from(`${dir}/`), bad]), "z");
+      return 42;
+    }, { parent: root });
+    expect(result).toBe(42);
+    expect(readdirSync(root).filter((n) => n.startsWith("shoal-"))).toEqual([]);
+  });
+
+  test("writeSmallFile: two writers of one path each publish a whole file (they shared a temporary file)", async () => {
+    const p = fresh("race");
+    const a = "A".repeat(100_000);
+    const b = "B".repeat(10);
+    for (let i = 0; i < 5; i++) {
+      await Promise.all([writeSmallFile(p, a), writeSmallFile(p, b)]);
+      const text = readFileSync(p, "utf8");
+      expect(text === a || text === b).toBe(true);
+    }
+    expect(readdirSync(root).filter((n) => n.includes(".tmp-"))).toEqual([]);
+  });
+});

@@ -5,7 +5,7 @@
 import { afterAll, expect, test } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { InvalidArgumentError } from "../../src/index.ts";
+import { InvalidArgumentError, SystemError, reactor, type NativeBuffer, type RwOptions } from "../../src/index.ts";
 import { configureIoScheduler, ioScheduler, iotune, mountPointOf, openFileDma, parseIoProperties, readSmallFile, resetIoScheduler } from "../../src/fs/index.ts";
 import { ext4Scratch } from "./fixtures/ext4.ts";
 
@@ -63,4 +63,25 @@ test("bad options are refused before a test file is created", async () => {
     expect((err as Error).message).toMatch(/fileSize/);
   }
   expect(readdirSync(scratch.dir).filter((n) => n.includes("iotune"))).toEqual([]);
+});
+
+test("a failed write during the measurement: iotune rejects with it and removes its test file", async () => {
+  // A disk error on the 20th write, while 7 other 1 MiB writes are in flight. The EIO was
+  // replaced by "BufferPool.close: buffer(s) still acquired" and the test file was left behind.
+  const r = reactor();
+  const write = r.write;
+  let calls = 0;
+  r.write = ((fd: number, buf: NativeBuffer, opts?: RwOptions) => {
+    if (++calls === 20) return Promise.reject(new SystemError("write", 5));
+    return write.call(r, fd, buf, opts);
+  }) as typeof r.write;
+  try {
+    const err = await iotune({ directory: scratch.dir, durationMs: 100, fileSize: 64 << 20 }).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(SystemError);
+    expect((err as SystemError).code).toBe("EIO");
+  } finally {
+    r.write = write;
+  }
+  expect(readdirSync(scratch.dir).filter((n) => n.includes("iotune"))).toEqual([]);
+  expect(reactor().counters().inFlight).toBe(0);
 });

@@ -229,4 +229,19 @@ describe("FileInputStream", () => {
     await f.close();
     expect(() => new FileInputStream(f)).toThrow(ClosedError);
   });
+  test("close() during a multi-chunk skip() or readExactly(): it stops the loop, frees everything and closes the file", async () => {
+    const p = path();
+    writeFileSync(p, new Uint8Array(1 << 20).fill(5));
+    for (const which of ["skip", "readExactly"] as const) {
+      const f = await openFileDma(p);
+      const input = new FileInputStream(f, { bufferSize: 65536, readAhead: 2 });
+      const op = which === "skip" ? input.skip(300_000) : input.readExactly(300_000);
+      const outcome = op.then(() => "resolved", (e: unknown) => e);
+      await input.close(); // threw "buffer(s) still acquired" and left the pool mapped
+      const r = await outcome;
+      expect(r === "resolved" || r instanceof ClosedError).toBe(true);
+      expect(f.isClosed).toBe(true);
+      expect(reactor().counters().inFlight).toBe(0);
+    }
+  });
 });
