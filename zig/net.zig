@@ -72,16 +72,20 @@ fn configure_and_bind(fd: i32, domain: u32, sock_type: u32, addr: *const anyopaq
     const steps = [_]struct { bit: u32, level: i32, name: u32, inet_only: bool }{
         .{ .bit = OpenFlags.reuse_addr, .level = linux.SOL.SOCKET, .name = linux.SO.REUSEADDR, .inet_only = false },
         .{ .bit = OpenFlags.reuse_port, .level = linux.SOL.SOCKET, .name = linux.SO.REUSEPORT, .inet_only = true },
-        .{ .bit = OpenFlags.v6_only, .level = linux.IPPROTO.IPV6, .name = ipv6_v6only, .inet_only = true },
         .{ .bit = OpenFlags.no_delay, .level = linux.IPPROTO.TCP, .name = linux.TCP.NODELAY, .inet_only = true },
     };
     const inet = domain == linux.AF.INET or domain == linux.AF.INET6;
     for (steps) |s| {
         if (flags & s.bit == 0) continue;
         if (s.inet_only and !inet) continue;
-        if (s.level == linux.IPPROTO.IPV6 and domain != linux.AF.INET6) continue;
         if (s.level == linux.IPPROTO.TCP and sock_type != linux.SOCK.STREAM) continue;
         const e = set_int(fd, s.level, s.name, 1);
+        if (e < 0) return e;
+    }
+    // IPv6: dual-stack or not is always said, never left to net.ipv6.bindv6only (where it is
+    // 1, an unset option made every "dual-stack" socket IPv6-only).
+    if (domain == linux.AF.INET6) {
+        const e = set_int(fd, linux.IPPROTO.IPV6, ipv6_v6only, if (flags & OpenFlags.v6_only != 0) 1 else 0);
         if (e < 0) return e;
     }
     const e = errno_of(linux.bind(fd, @ptrCast(@alignCast(addr)), addr_len));

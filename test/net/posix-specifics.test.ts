@@ -198,3 +198,21 @@ test("UdpChannel.send() of a released NativeBuffer rejects with ClosedError and 
   await ch.close();
   await expectQuiescent(stack);
 });
+
+test("dual stack does not depend on net.ipv6.bindv6only: ipv6Only false is set on the socket (with the sysctl at 1, [::] refused IPv4 peers)", async () => {
+  // A private network namespace (root, as CI runs) whose sysctl says IPv6-only by default.
+  const fixture = new URL("./fixtures/dual-stack.ts", import.meta.url).pathname;
+  const run = Bun.spawn(
+    ["unshare", "-n", "sh", "-c", `ip link set lo up && sysctl -q -w net.ipv6.bindv6only=1 && exec "${process.execPath}" "${fixture}"`],
+    { stdout: "pipe", stderr: "pipe" },
+  );
+  const [out, err, code] = await Promise.all([new Response(run.stdout).text(), new Response(run.stderr).text(), run.exited]);
+  if (code !== 0) console.log(out, err);
+  expect(code).toBe(0);
+  const line = out.split("\n").find((l) => l.startsWith("RESULT "));
+  const r = JSON.parse(line!.slice(7));
+  expect(r.tcpDefault).toBe("ok");
+  expect(r.tcpExplicit).toBe("ok");
+  expect(r.tcpV6Only).toContain("ECONNREFUSED");
+  expect(r.udp).toBe("ok");
+}, 30_000);
