@@ -37,7 +37,8 @@ export type SocketAddress = Ipv4Address | Ipv6Address | UnixAddress;
 
 /**
  * What listen/connect/send accept: a SocketAddress; "host:port", "[v6]:port" or ":port";
- * "unix:PATH", an absolute path or "@abstract"; a port number (any address); or
+ * "unix:PATH", an absolute path, "@abstract" or "unix:@abstract" (as formatAddress writes it);
+ * a port number (any address); or
  * { host?, port } / { path }.
  */
 export type AddressInput =
@@ -191,7 +192,7 @@ function hostAddress(host: string | undefined, port: number, what: string, famil
     if (!/^\d+$/.test(zone)) {
       throw new InvalidArgumentError(`${what}: IPv6 zone "${zone}" must be a numeric interface index`);
     }
-    scopeId = Number(zone);
+    scopeId = checkU32(Number(zone), "the IPv6 zone (interface index)", what);
     h = h.slice(0, pct);
   }
   const v6 = parseIpv6(h);
@@ -201,6 +202,14 @@ function hostAddress(host: string | undefined, port: number, what: string, famil
   );
 }
 
+/** A 32-bit unsigned field of sockaddr_in6 (it wrapped: 2^32 + 4 named interface 4). */
+function checkU32(v: unknown, name: string, what: string): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > 0xffff_ffff) {
+    throw new InvalidArgumentError(`${what}: ${name} must be an integer in 0..4294967295, got ${describeValue(v)}`);
+  }
+  return v;
+}
+
 /**
  * Parses any AddressInput into a SocketAddress without DNS. Throws InvalidArgumentError
  * naming `what` (the calling operation) when the input is malformed.
@@ -208,6 +217,9 @@ function hostAddress(host: string | undefined, port: number, what: string, famil
 export function parseAddress(input: AddressInput, what = "address"): SocketAddress {
   if (typeof input === "number") return hostAddress(undefined, checkPort(input, what), what);
   if (typeof input === "string") {
+    // "unix:@name" is the abstract name, as formatAddress writes it ("unix:./@x" for a file
+    // named "@x"); it used to be a file named "@name" in the working directory.
+    if (input.startsWith("unix:@")) return unix(`\0${input.slice(6)}`, what);
     if (input.startsWith("unix:")) return unix(input.slice(5), what);
     if (input.startsWith("/") || input.startsWith("./")) return unix(input, what);
     if (input.startsWith("@")) return unix(`\0${input.slice(1)}`, what);
@@ -231,7 +243,9 @@ export function parseAddress(input: AddressInput, what = "address"): SocketAddre
   }
   const a = hostAddress(o.host, port, what, o.family as "ipv4" | "ipv6" | undefined);
   if (a.family === "ipv6" && (o.scopeId !== undefined || o.flowInfo !== undefined)) {
-    return { ...a, scopeId: o.scopeId ?? a.scopeId, flowInfo: o.flowInfo ?? a.flowInfo };
+    const scopeId = o.scopeId === undefined ? a.scopeId : checkU32(o.scopeId, "scopeId", what);
+    const flowInfo = o.flowInfo === undefined ? a.flowInfo : checkU32(o.flowInfo, "flowInfo", what);
+    return { ...a, scopeId, flowInfo };
   }
   return a;
 }

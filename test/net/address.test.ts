@@ -87,6 +87,27 @@ describe("address parsing", () => {
   });
 });
 
+describe("round trips and ranges (a review)", () => {
+  test("formatAddress of an abstract Unix address parses back to it (it named a file \"@name\")", () => {
+    for (const input of ["@abc", "unix:@abc", { path: "\0abc" }]) {
+      const a = parseAddress(input as never);
+      expect(a).toEqual({ family: "unix", path: "\0abc" });
+      expect(parseAddress(formatAddress(a))).toEqual(a);
+    }
+    expect(parseAddress("unix:./@file")).toEqual({ family: "unix", path: "./@file" });
+  });
+
+  test("IPv6 zones, scopeId and flowInfo past 32 bits are refused (they wrapped: 2^32 + 4 named interface 4)", () => {
+    for (const bad of ["[fe80::1%4294967300]:1", "[fe80::1%99999999999999999999]:1"]) {
+      expect(() => parseAddress(bad)).toThrow(InvalidArgumentError);
+    }
+    for (const o of [{ scopeId: 2 ** 32 + 4 }, { scopeId: -1 }, { scopeId: 1.5 }, { flowInfo: 2 ** 32 }, { flowInfo: -4 }]) {
+      expect(() => parseAddress({ host: "fe80::1", port: 1, ...o })).toThrow(InvalidArgumentError);
+    }
+    expect(parseAddress({ host: "fe80::1", port: 1, scopeId: 0xffff_ffff })).toMatchObject({ scopeId: 0xffff_ffff });
+  });
+});
+
 describe("sockaddr encoding", () => {
   const buf = new Uint8Array(SOCKADDR_MAX + 8);
   test("IPv4, IPv6 and Unix addresses survive encode then decode", () => {
