@@ -10,17 +10,20 @@ import { needsLookup, parseAddress, type AddressInput, type SocketAddress } from
 
 const ENOENT = 2;
 
-/** Parses `input`, resolving a host name to its first address. Rejects with SystemError (op "getaddrinfo"). */
-export async function resolveAddress(input: AddressInput, what: string, signal?: AbortSignal): Promise<SocketAddress> {
+/**
+ * Parses `input`, resolving a host name to all of its addresses, in the resolver's order
+ * (connect tries them in turn). Rejects with SystemError (op "getaddrinfo"), AbortError.
+ */
+export async function resolveAddresses(input: AddressInput, what: string, signal?: AbortSignal): Promise<SocketAddress[]> {
   const name = needsLookup(input);
-  if (name === undefined) return parseAddress(input, what);
+  if (name === undefined) return [parseAddress(input, what)];
   if (signal?.aborted) throw new AbortError(`${what} was aborted`, { cause: signal.reason });
-  let found: { address: string; family: number };
+  let found: { address: string; family: number }[];
   try {
     // The resolver cannot be cancelled; an abort (or the caller's timeout) stops the wait.
     // An asked-for family resolves only addresses of that family (A or AAAA).
-    const lookedUp = name.family === undefined ? lookup(name.host) : lookup(name.host, { family: name.family === "ipv6" ? 6 : 4 });
-    found = await abortable(lookedUp, signal, what);
+    const opts = name.family === undefined ? { all: true as const } : { all: true as const, family: name.family === "ipv6" ? 6 : 4 };
+    found = await abortable(lookup(name.host, opts), signal, what);
   } catch (cause) {
     if (cause instanceof AbortError) throw cause;
     const err = new SystemError("getaddrinfo", ENOENT, `${name.host}: ${(cause as Error).message}`);
@@ -28,5 +31,19 @@ export async function resolveAddress(input: AddressInput, what: string, signal?:
     throw err;
   }
   if (signal?.aborted) throw new AbortError(`${what} was aborted`, { cause: signal.reason });
-  return parseAddress({ host: found.address, port: name.port, family: found.family === 6 ? "ipv6" : "ipv4" }, what);
+  if (found.length === 0) throw new SystemError("getaddrinfo", ENOENT, `${name.host}: no address`);
+  const out: SocketAddress[] = [];
+  const seen = new Set<string>();
+  for (const f of found) {
+    const key = `${f.family}/${f.address}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(parseAddress({ host: f.address, port: name.port, family: f.family === 6 ? "ipv6" : "ipv4" }, what));
+  }
+  return out;
+}
+
+/** Parses `input`, resolving a host name to its first address. Rejects like resolveAddresses. */
+export async function resolveAddress(input: AddressInput, what: string, signal?: AbortSignal): Promise<SocketAddress> {
+  return (await resolveAddresses(input, what, signal))[0]!;
 }

@@ -216,3 +216,23 @@ test("dual stack does not depend on net.ipv6.bindv6only: ipv6Only false is set o
   expect(r.tcpV6Only).toContain("ECONNREFUSED");
   expect(r.udp).toBe("ok");
 }, 30_000);
+
+test("connect tries a name's next address when the first is refused (::1 first, the server on 127.0.0.1)", async () => {
+  const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
+  const dir = mkdtempSync(`${tmpdir()}/shoal-hosts-`);
+  try {
+    writeFileSync(`${dir}/hosts`, "127.0.0.1 localhost\n::1 multi6first\n127.0.0.1 multi6first\n");
+    const fixture = new URL("./fixtures/multi-address.ts", import.meta.url).pathname;
+    const run = Bun.spawn(
+      ["unshare", "-m", "--propagation", "private", "sh", "-c", `mount --bind "${dir}/hosts" /etc/hosts && exec "${process.execPath}" "${fixture}"`],
+      { stdout: "pipe", stderr: "pipe" },
+    );
+    const [out, err, code] = await Promise.all([new Response(run.stdout).text(), new Response(run.stderr).text(), run.exited]);
+    if (code !== 0) console.log(out, err);
+    expect(code).toBe(0);
+    const line = out.split("\n").find((l) => l.startsWith("RESULT "));
+    expect(JSON.parse(line!.slice(7))).toEqual({ result: "ok 127.0.0.1" }); // ECONNREFUSED ([::1]) before
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 30_000);

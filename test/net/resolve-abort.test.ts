@@ -8,12 +8,14 @@ import { expect, mock, test } from "bun:test";
 let lookups = 0;
 let lastOptions: unknown;
 mock.module("node:dns/promises", () => ({
-  lookup: async (host: string, options?: unknown) => {
+  // As node:dns lookup: an array of every address with { all: true }.
+  lookup: async (host: string, options?: { all?: boolean }) => {
     lookups++;
     lastOptions = options;
-    if (host === "v6.example") return { address: "::1", family: 6 };
+    const answer = (a: { address: string; family: number }) => (options?.all ? [a] : a);
+    if (host === "v6.example") return answer({ address: "::1", family: 6 });
     await new Promise((r) => setTimeout(r, 10_000).unref());
-    return { address: "127.0.0.1", family: 4 };
+    return answer({ address: "127.0.0.1", family: 4 });
   },
 }));
 const { connect, listen } = await import("../../src/net/api.ts");
@@ -61,7 +63,7 @@ test("a family asked for in the address reaches the resolver (AAAA for ipv6)", a
   const l = listen("[::1]:0");
   const port = (l.localAddress as { port: number }).port;
   const c = await connect({ host: "v6.example", port, family: "ipv6" });
-  expect(lastOptions).toEqual({ family: 6 });
+  expect(lastOptions).toEqual({ all: true, family: 6 }); // every address of that family
   expect(c.remoteAddress.family).toBe("ipv6");
   await c.close();
   await l.close();

@@ -16,6 +16,16 @@ import { sendChunks } from "../output.ts";
 import { resolveConnectionOptions, resolveListenOptions, signalOption } from "../options.ts";
 import { encodeSockaddr, formatAddress, parseAddress, type AddressInput, type SocketAddress } from "../address.ts";
 
+/** connect() errors after which a name's next address is tried. */
+const TRY_NEXT = new Set([
+  111, // ECONNREFUSED
+  101, // ENETUNREACH
+  113, // EHOSTUNREACH
+  99, // EADDRNOTAVAIL
+  97, // EAFNOSUPPORT
+  110, // ETIMEDOUT (the kernel's own, not the caller's timeoutMs)
+]);
+
 /** An address as the caller gave it, for messages before it was resolved. */
 function describeInput(input: AddressInput): string {
   if (typeof input === "string" || typeof input === "number") return String(input);
@@ -23,7 +33,7 @@ function describeInput(input: AddressInput): string {
   const o = input as { host?: string; port?: number; path?: string };
   return o.path ?? `${o.host}:${o.port}`;
 }
-import { resolveAddress } from "../resolve.ts";
+import { resolveAddresses } from "../resolve.ts";
 import type { ConnectOptions, Connection, ListenOptions, NetStats, NetworkStack, UdpChannel, UdpOptions } from "../types.ts";
 import { RxRing } from "./rx-ring.ts";
 import { MAX_IOV, PosixConnection } from "./connection.ts";
@@ -343,15 +353,30 @@ export class PosixStack implements NetworkStack {
     let fd = -1;
     let block = -1;
     try {
-      a = await resolveAddress(address, "connect", sig);
-      if (sig?.aborted) throw new AbortError("connect was aborted", { cause: sig.reason });
-      this.start();
-      fd = socketFor(a, SOCK_STREAM);
-      if (a.family !== "unix" && opts.noDelay) setIntOption("setsockopt(TCP_NODELAY)", fd, IPPROTO_TCP, TCP_NODELAY, 1);
-      if (local !== undefined) bindTo(fd, local);
-      block = this.msgs.acquire();
-      const len = encodeSockaddr(a, this.msgs.view(block));
-      await reactor().submit("connect", IoOp.CONNECT, fd, this.msgs.address(block), 0, len, 0, sig ? { signal: sig } : undefined);
+      // A name with several addresses: each is tried in turn (within the one timeout and
+      // signal) while the ones before it are refused or unreachable.
+      const candidates = await resolveAddresses(address, "connect", sig);
+      for (let i = 0; ; i++) {
+        a = candidates[i]!;
+        if (sig?.aborted) throw new AbortError("connect was aborted", { cause: sig.reason });
+        this.start();
+        try {
+          fd = socketFor(a, SOCK_STREAM);
+          if (a.family !== "unix" && opts.noDelay) setIntOption("setsockopt(TCP_NODELAY)", fd, IPPROTO_TCP, TCP_NODELAY, 1);
+          if (local !== undefined) bindTo(fd, local);
+          block = this.msgs.acquire();
+          const len = encodeSockaddr(a, this.msgs.view(block));
+          await reactor().submit("connect", IoOp.CONNECT, fd, this.msgs.address(block), 0, len, 0, sig ? { signal: sig } : undefined);
+          break;
+        } catch (e) {
+          const next = i + 1 < candidates.length && !sig?.aborted && e instanceof SystemError && TRY_NEXT.has(e.errno);
+          if (!next) throw e;
+          closeNow(fd);
+          fd = -1;
+          this.msgs.release(block);
+          block = -1;
+        }
+      }
     } catch (e) {
       if (fd >= 0) closeNow(fd);
       const where = a !== undefined ? formatAddress(a) : describeInput(address);
