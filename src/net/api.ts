@@ -45,7 +45,8 @@ export function listen(address: AddressInput, options?: ListenOptions): Listener
 }
 
 /**
- * Opens a stream connection to `address` (a host name is resolved first). Costs a socket()
+ * Opens a stream connection to `address` (a host name is resolved first; its addresses are tried
+ * in turn while refused or unreachable, within one timeoutMs and signal). Costs a socket()
  * and a setsockopt() system call, then one CONNECT on the ring. Rejects with SystemError
  * (ECONNREFUSED, ETIMEDOUT after `timeoutMs`, ENOENT from name resolution; op "connect" or
  * "getaddrinfo") or AbortError through `signal`.
