@@ -296,8 +296,9 @@ export interface UdpChannel extends AsyncDisposable, AsyncIterable<Datagram> {
   readonly localAddress: SocketAddress;
   /**
    * Sends one datagram to `to`. Bytes are copied into native memory (a NativeBuffer is sent in
-   * place). Resolves when the kernel took it; rejects with SystemError (EMSGSIZE,
-   * ECONNREFUSED...) or ClosedError. Rejections are marked handled.
+   * place). Resolves when the kernel took it (UDP reports no delivery: a datagram to a closed
+   * port is lost silently on an unconnected socket); rejects with SystemError (EMSGSIZE,
+   * ENETUNREACH, EACCES without broadcast...) or ClosedError. Rejections are marked handled.
    */
   send(data: WriteData, to: AddressInput): Promise<void>;
   /**
