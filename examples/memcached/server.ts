@@ -69,6 +69,9 @@ export class ShardServer {
     this.settings = settings;
     this.engine = new Engine(settings, { shards: options.shards, shardId: options.shardId });
     this.engine.connStats = (sink) => this.connStats(sink);
+    // `shutdown` (-A): the whole server stops, gracefully (connections answer what they got),
+    // as SIGTERM does; stock exits too (SIGINT for "shutdown", SIGUSR1 for "shutdown graceful").
+    this.engine.onShutdown = () => process.kill(process.pid, "SIGTERM");
     this.maxConns = Math.max(1, Math.ceil(settings.maxConns / options.shards));
   }
 

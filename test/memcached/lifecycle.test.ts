@@ -137,6 +137,19 @@ function keysOf(prefix: string, shard: number, shards: number, count: number): s
   return out;
 }
 
+describe("shutdown (-A)", () => {
+  test("the shutdown command stops the whole server, as stock's does (it only closed the connection)", async () => {
+    for (const args of [["-t", "1", "-A"], ["-t", "2", "-A"]]) {
+      const server = await startOurs(args);
+      const answer = await exchange(server.port, b("shutdown\r\n"), { idleMs: 500 });
+      expect(answer.closed).toBe(true);
+      const code = await Promise.race([server.proc.exited, Bun.sleep(10_000).then(() => "still running")]);
+      if (code === "still running") server.proc.kill("SIGKILL");
+      expect(code).toBe(0);
+    }
+  }, 60_000);
+});
+
 describe("shards start and stop together", () => {
   test("a stopping shard keeps its store until every shard has drained: late requests forwarded to it are answered", async () => {
     // One connection (on whichever shard the kernel picks) reads slowly, so the second half of
