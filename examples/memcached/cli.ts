@@ -362,12 +362,16 @@ function extended(cl: CommandLine, spec: string): void {
       case "read_buf_mem_limit":
       case "slab_automove_ratio":
       case "slab_automove_window":
+      case "slab_automove_freeratio":
+      case "sock_cookie_id":
         need(name);
         cl.warnings.push(`-o ${name}: accepted and ignored (no such tuning here)`);
         break;
       case "slab_sizes":
         throw new UsageError("-o slab_sizes is not supported: use -f and -n", 1);
       default:
+        if (name.startsWith("ext_")) throw new UsageError(`-o ${name}: extstore is not supported (items live in memory only)`, 1);
+        if (name.startsWith("ssl_")) throw new UsageError(`-o ${name}: TLS is not supported`, 1);
         throw new UsageError(`Illegal suboption "${item}"`, 1);
     }
   }
@@ -407,7 +411,7 @@ export function usage(): string {
 -M, --disable-evictions   return error on memory exhausted instead of evicting
 -c, --conn-limit=<num>    max simultaneous connections (default: ${d.maxConns})
 -v, --verbose             verbose (print errors/warnings while in event loop)
--vv                       very verbose (also print client commands/responses)
+-vv                       the same as -v here (client commands are not printed)
 -h, --help                print this help and exit
 -i, --license             print the license and exit
 -V, --version             print version and exit
@@ -433,7 +437,9 @@ export function usage(): string {
    - slab_reassign, no_slab_reassign, slab_automove=<0|1|2>
    - lru_crawler, no_lru_crawler
    - hash_algorithm=murmur3
-   other stock sub-options are accepted and ignored; unknown ones are refused.
+   stock's tuning sub-options (tail_repair_time, lru_crawler_sleep, hot_lru_pct,
+   slab_automove_ratio, sock_cookie_id, modern, ...) are accepted and ignored; slab_sizes,
+   extstore (ext_*), TLS (ssl_*), other hashes and unknown sub-options are refused.
 Not supported (refused with a message): -d, -k/-r (accepted, no effect), -L, -S, -Z, -Y, -e, -N.
 `;
 }

@@ -339,6 +339,10 @@ describe("command line", () => {
     fails(["-I", "100"], /less than 1024/);
     fails(["-m", "1", "-I", "1m"], /1\/2 of memory max/);
     fails(["-o", "nonsense"], /Illegal suboption "nonsense"/);
+    fails(["-o", "ext_page_size=64"], /extstore is not supported/);
+    fails(["-o", "ssl_chain_cert=x"], /TLS is not supported/);
+    // Stock's tuning sub-options are taken (with a warning), as the help says.
+    expect(parseCommandLine(["-o", "sock_cookie_id=1,slab_automove_freeratio=0.01"]).warnings.length).toBe(2);
     fails(["-d"], /daemon/);
     fails(["-t", "0"], /greater than 0/);
     fails(["stray"], /unexpected argument/);
