@@ -13,7 +13,7 @@ export class ShoalError extends Error {
   }
 }
 
-/** A wrong argument: a negative size, an unaligned buffer, an unknown option. Thrown before anything reaches the kernel. */
+/** A wrong argument: a negative size, an unaligned buffer, a value of the wrong type. Thrown before anything reaches the kernel. */
 export class InvalidArgumentError extends ShoalError {
   constructor(message: string, options?: { cause?: unknown }) {
     super("ERR_INVALID_ARG", message, options);

@@ -1,5 +1,5 @@
 /**
- * The shard's loop (DESIGN.md "The loop"). It runs synchronously inside one Bun macrotask:
+ * The shard's loop. It runs synchronously inside one Bun macrotask:
  *
  *   expire timers → run ready tasks group by group until the task quota is spent →
  *   one native turn (submit queued descriptors, reap completions, maybe sleep) → repeat

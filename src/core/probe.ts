@@ -5,10 +5,13 @@
 import { native } from "./native.ts";
 import { StartupError, errnoName } from "./errors.ts";
 
-const opNames: Record<number, string> = {
-  0: "NOP", 1: "READV", 2: "WRITEV", 3: "FSYNC", 6: "POLL_ADD", 11: "TIMEOUT", 12: "TIMEOUT_REMOVE", 13: "ACCEPT",
-  14: "ASYNC_CANCEL", 16: "CONNECT", 17: "FALLOCATE", 18: "OPENAT", 19: "CLOSE", 21: "STATX",
-  22: "READ", 23: "WRITE", 26: "SEND", 27: "RECV", 34: "SHUTDOWN", 40: "MSG_RING",
+/** The io_uring operations Shoal uses: name, and the Linux release that added it when after 6.1. */
+const opNames: Record<number, [string, string?]> = {
+  0: ["NOP"], 1: ["READV"], 2: ["WRITEV"], 3: ["FSYNC"], 6: ["POLL_ADD"], 9: ["SENDMSG"], 10: ["RECVMSG"],
+  11: ["TIMEOUT"], 12: ["TIMEOUT_REMOVE"], 13: ["ACCEPT"], 14: ["ASYNC_CANCEL"], 16: ["CONNECT"],
+  17: ["FALLOCATE"], 18: ["OPENAT"], 19: ["CLOSE"], 21: ["STATX"], 22: ["READ"], 23: ["WRITE"],
+  26: ["SEND"], 27: ["RECV"], 34: ["SHUTDOWN"], 35: ["RENAMEAT"], 36: ["UNLINKAT"], 37: ["MKDIRAT"],
+  39: ["LINKAT"], 40: ["MSG_RING"], 47: ["SEND_ZC"], 55: ["FTRUNCATE", "6.9"],
 };
 
 export interface ProbeReport {
@@ -47,10 +50,10 @@ export function probeIoUring(extraOps: readonly number[] = []): ProbeReport {
     );
   }
   if (missingOp >= 0) {
-    const name = opNames[missingOp] ?? `#${missingOp}`;
+    const [name, since] = opNames[missingOp] ?? [`#${missingOp}`];
     throw new StartupError(
       "ERR_IO_URING_OP_MISSING",
-      `io_uring on this kernel does not support IORING_OP_${name}, which Shoal needs. Upgrade to Linux 6.1 or newer.`,
+      `io_uring on this kernel does not support IORING_OP_${name}, which Shoal needs. Upgrade to Linux ${since ?? "6.1"} or newer.`,
     );
   }
   const report = { features, memlockKiB, ioUringDisabled: disabled };

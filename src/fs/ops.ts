@@ -12,13 +12,14 @@ import { nativePath, nativeStatx, type FsPath } from "./scratch.ts";
 import { parseStatx, type FileStat } from "./stat.ts";
 
 let probed = false;
+let ftruncateProbed = false;
 
 /** Checks once per thread that the kernel has every io_uring op the fs layer uses. */
 export function probeFsOps(): void {
   if (probed) return;
   probeIoUring([
     IoOp.OPENAT, IoOp.STATX, IoOp.FALLOCATE, IoOp.FSYNC, IoOp.READ, IoOp.WRITE, IoOp.READV,
-    IoOp.WRITEV, IoOp.CLOSE, IoOp.RENAMEAT, IoOp.UNLINKAT, IoOp.MKDIRAT, IoOp.LINKAT, IoOp.FTRUNCATE,
+    IoOp.WRITEV, IoOp.CLOSE, IoOp.RENAMEAT, IoOp.UNLINKAT, IoOp.MKDIRAT, IoOp.LINKAT,
   ]);
   probed = true;
 }
@@ -95,6 +96,11 @@ export function fsync(op: string, fd: number, flags: number, opts?: OpOptions): 
 
 /** ftruncate(fd, length) (IORING_OP_FTRUNCATE, Linux 6.9+): the length travels in off. */
 export function ftruncate(op: string, fd: number, length: number, opts?: OpOptions): Promise<number> {
+  // Probed here, not with the rest: only truncation needs Linux 6.9 (the fs layer 6.1).
+  if (!ftruncateProbed) {
+    probeIoUring([IoOp.FTRUNCATE]);
+    ftruncateProbed = true;
+  }
   return reactor().submit(op, IoOp.FTRUNCATE, fd, 0, 0, length, 0, opts);
 }
 

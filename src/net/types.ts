@@ -1,5 +1,5 @@
 /**
- * The socket API every network stack implements (DESIGN.md "Networking"): the posix stack
+ * The socket API every network stack implements: the posix stack
  * (kernel sockets on io_uring) now, the native Zig stack later. Applications and the
  * conformance suite (test/net/conformance) see only these interfaces.
  */
