@@ -503,7 +503,6 @@ export class Reactor {
     return p;
   }
 
-  /** Settles an awaited operation's promise with the kernel's final result and frees its slot. */
   /** Settles a multishot operation's promise with its first completion; the slot stays. */
   private settleOnly(slot: number, res: number): void {
     const rec = this.records[slot]!;
@@ -518,6 +517,7 @@ export class Reactor {
     else reject(errorFromResult(rec.name, res));
   }
 
+  /** Settles an awaited operation's promise with the kernel's final result and frees its slot. */
   private settle(slot: number, res: number): void {
     const rec = this.records[slot]!;
     const resolve = rec.resolve;
