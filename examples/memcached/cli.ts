@@ -310,7 +310,8 @@ function extended(cl: CommandLine, spec: string): void {
         s.idleTimeout = atoi(need("numeric argument for idle_timeout"));
         break;
       case "slab_chunk_max":
-        s.slabChunkMax = atoi(need("slab_chunk_max")) * 1024;
+        // Bytes, as stock parses it (its -h says kilobytes; its code takes bytes).
+        s.slabChunkMax = atoi(need("slab_chunk_max"));
         break;
       case "slab_reassign":
         s.slabReassign = true;
@@ -433,7 +434,7 @@ export function usage(): string {
    - maxconns_fast, no_maxconns_fast
    - hashpower=<n>:       initial hash table size (power of two; default: 16, doubles as items grow)
    - idle_timeout=<s>:    close connections idle this long (default: 0, never)
-   - slab_chunk_max=<kb>: largest slab chunk (default: 512)
+   - slab_chunk_max=<bytes>: largest slab chunk (default: 524288)
    - slab_reassign, no_slab_reassign, slab_automove=<0|1|2>
    - lru_crawler, no_lru_crawler
    - hash_algorithm=murmur3

@@ -341,6 +341,9 @@ describe("command line", () => {
     fails(["-o", "nonsense"], /Illegal suboption "nonsense"/);
     fails(["-o", "ext_page_size=64"], /extstore is not supported/);
     fails(["-o", "ssl_chain_cert=x"], /TLS is not supported/);
+    // slab_chunk_max is in bytes, as stock's code reads it (its -h says kilobytes): a stock
+    // command line like this one was refused (65536 KiB > -I).
+    expect(parseCommandLine(["-I", "2m", "-o", "slab_chunk_max=65536"]).settings.slabChunkMax).toBe(65536);
     // Stock's tuning sub-options are taken (with a warning), as the help says.
     expect(parseCommandLine(["-o", "sock_cookie_id=1,slab_automove_freeratio=0.01"]).warnings.length).toBe(2);
     fails(["-d"], /daemon/);
