@@ -188,6 +188,10 @@ function convert(flag: string, type: OptionType, text: string, bounds: { min?: n
       const v = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text) ? Number(text) : NaN;
       if (!Number.isFinite(v)) throw new OptionError(`--${flag} takes a number, got "${text}"`);
       if (type === "integer" && !Number.isInteger(v)) throw new OptionError(`--${flag} takes an integer, got "${text}"`);
+      // Past 2^53 a number no longer holds the integer written (9007199254740993 became ...992).
+      if (type === "integer" && !Number.isSafeInteger(v)) {
+        throw new OptionError(`--${flag} takes an integer of at most ${Number.MAX_SAFE_INTEGER} in magnitude, got "${text}"`);
+      }
       if (bounds.min !== undefined && v < bounds.min) throw new OptionError(`--${flag} must be at least ${bounds.min}, got ${text}`);
       if (bounds.max !== undefined && v > bounds.max) throw new OptionError(`--${flag} must be at most ${bounds.max}, got ${text}`);
       return v;

@@ -87,6 +87,9 @@ describe("parseCommandLine", () => {
     fails(["--smp", "0"], "--smp must be at least 1");
     fails(["--smp", "two"], '--smp takes a number, got "two"');
     fails(["--smp", "1.5"], "--smp takes an integer");
+    // Past 2^53 the value read would not be the one written: refused, not rounded.
+    fails(["--max-connections", "9007199254740993"], "--max-connections takes an integer of at most");
+    fails(["--max-connections", "99999999999999999999"], "--max-connections takes an integer of at most");
     fails(["--smp"], "--smp needs a value");
     fails(["--smp", "--verbose"], "--smp needs a value");
     fails(["--cpuset", "3-1"], "runs backwards");
