@@ -14,18 +14,32 @@ const tick = new Timer(() => {
   );
 }).armPeriodic(1000);
 
+// Optional: stop after N seconds (bun examples/hello/main.ts 5).
+const arg = process.argv[2];
+if (arg === "--help" || arg === "-h") {
+  console.log("usage: bun examples/hello/main.ts [SECONDS]   (until SIGINT/SIGTERM without SECONDS)");
+  process.exit(0);
+}
+const seconds = arg === undefined ? 0 : Number(arg);
+if (!Number.isFinite(seconds) || seconds < 0) {
+  console.error(`hello: SECONDS must be a number >= 0, got "${arg}"`);
+  process.exit(2);
+}
+
+// A signal ends the wait too: the pending sleep must not keep the process alive.
+const done = new AbortController();
 let stopping = false;
 const stop = () => {
   if (stopping) return;
   stopping = true;
   tick.cancel();
+  done.abort();
   console.log("hello: stopped");
 };
 process.on("SIGINT", stop);
 process.on("SIGTERM", stop);
 
-const seconds = Number(process.argv[2] ?? "0");
 if (seconds > 0) {
-  await sleep(seconds * 1000);
+  await sleep(seconds * 1000, { signal: done.signal }).catch(() => {});
   stop();
 }

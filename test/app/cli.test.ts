@@ -108,3 +108,18 @@ describe("logging", () => {
     expect(run.stderr).toContain('bad log level "chatty"');
   });
 });
+
+describe("examples/hello", () => {
+  test("SIGINT ends it even while it waits for its duration; a bad duration is a usage error", async () => {
+    const proc = Bun.spawn([process.execPath, "examples/hello/main.ts", "100"], { stdout: "pipe", stderr: "pipe" });
+    await Bun.sleep(1500);
+    proc.kill("SIGINT");
+    const code = await Promise.race([proc.exited, Bun.sleep(5000).then(() => "still running")]);
+    if (code === "still running") proc.kill("SIGKILL"); // it kept running for the whole 100 s
+    expect(code).toBe(0);
+    expect(await new Response(proc.stdout).text()).toContain("hello: stopped");
+    const bad = Bun.spawnSync([process.execPath, "examples/hello/main.ts", "abc"]);
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr.toString()).toContain("SECONDS must be a number");
+  }, 20_000);
+});
