@@ -58,10 +58,10 @@ function binaryBody(buf: Uint8Array, pos: number): number {
   return ((buf[pos + 8]! << 24) | (buf[pos + 9]! << 16) | (buf[pos + 10]! << 8) | buf[pos + 11]!) >>> 0;
 }
 
-/** A client connection's protocol engine. */
 /** Stock's read buffer (READ_BUFFER_SIZE): what one read takes in before commands are parsed. */
 const STOCK_READ_BUFFER = 16384;
 
+/** A client connection's protocol engine. */
 export class Session {
   readonly engine: Engine;
   readonly store: Store;
