@@ -13,7 +13,7 @@
  */
 import { maybeYield } from "../../src/index.ts";
 import { app } from "../../src/app/index.ts";
-import { sharded, smp, thisShard, type Sharded } from "../../src/smp/index.ts";
+import { sharded, shutdownSignal, smp, thisShard, type Sharded } from "../../src/smp/index.ts";
 
 function hash(word: string): number {
   let h = 0x811c9dc5;
@@ -54,9 +54,14 @@ class WordCounter {
     const batches: string[][] = Array.from({ length: smp.count }, () => []);
     const sent: Promise<number>[] = [];
     let n = 0;
+    const stop = shutdownSignal();
     for (const word of text(words, thisShard())) {
-      // A long loop on a shard gives the loop a turn now and then (the task quota).
-      if ((++n & 1023) === 0) await maybeYield();
+      // A long loop on a shard gives the loop a turn now and then (the task quota), and stops
+      // when the app shuts down (SIGINT/SIGTERM): it ran on to the shutdown timeout.
+      if ((++n & 1023) === 0) {
+        await maybeYield();
+        if (stop.aborted) break;
+      }
       const owner = hash(word) % smp.count;
       const b = batches[owner]!;
       b.push(word);
@@ -67,7 +72,7 @@ class WordCounter {
     }
     batches.forEach((b, owner) => b.length > 0 && sent.push(observed(counters.invokeOn(owner, "addAll", b))));
     await Promise.all(sent);
-    return words;
+    return stop.aborted ? n : words;
   }
 
   /** How this shard's part looks (for the per-shard table). */
@@ -118,7 +123,7 @@ app(
       top: { type: "integer", default: 10, min: 1, description: "how many of the most frequent words to print" },
     },
   },
-  async ({ options, log }) => {
+  async ({ options, log, signal }) => {
     await counters.start();
     const started = performance.now();
     // Every shard reads its share; the first shards take the remainder.
@@ -126,6 +131,10 @@ app(
     const reading: Promise<number>[] = [];
     for (let k = 0; k < smp.count; k++) reading.push(counters.invokeOn(k, "ingest", share(k), options.batch));
     await Promise.all(reading);
+    if (signal.aborted) {
+      log.info("interrupted: the count is incomplete");
+      return 0;
+    }
     const ms = performance.now() - started;
 
     const total = await counters.mapReduce("totalWords", "sum", 0);

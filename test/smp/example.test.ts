@@ -14,3 +14,16 @@ for (const shards of [1, 3]) {
     expect(run.stdout).toMatch(/top 3:\n {2}the +\d+\n/);
   });
 }
+
+test("sharded-counter stops on SIGTERM during a long count (it ran on until the 30 s shutdown timeout, exit 1)", async () => {
+  const fixture = new URL("../../examples/sharded-counter/main.ts", import.meta.url).pathname;
+  const proc = Bun.spawn([process.execPath, fixture, ...smpArgs(2), "--words", "99999999999"], { stdout: "pipe", stderr: "pipe" });
+  await Bun.sleep(2500); // counting by now
+  const t0 = performance.now();
+  proc.kill("SIGTERM");
+  const code = await Promise.race([proc.exited, Bun.sleep(20_000).then(() => "still running")]);
+  if (code === "still running") proc.kill("SIGKILL");
+  expect(code).toBe(0);
+  expect(performance.now() - t0).toBeLessThan(10_000);
+  expect(await new Response(proc.stderr).text()).toContain("interrupted");
+}, 40_000);
