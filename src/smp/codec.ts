@@ -466,13 +466,21 @@ export class Writer {
         n++;
       } catch (err) {
         if (!(err instanceof EncodeError)) throw err;
-        this.pos = start;
-        if (this.handedIds.length > handed) this.sink?.cancel(this.handedIds.slice(handed));
-        this.handed.length = handed;
-        this.handedIds.length = handed;
+        this.rollback(start, handed);
       }
     }
     this.dv.setUint32(countAt, n, true);
+  }
+
+  /**
+   * Drops what was written since `start` (a part that cannot cross), giving back the handover
+   * ids reserved inside it (not just forgetting them here).
+   */
+  private rollback(start: number, handed: number): void {
+    this.pos = start;
+    if (this.handedIds.length > handed) this.sink?.cancel(this.handedIds.slice(handed));
+    this.handed.length = handed;
+    this.handedIds.length = handed;
   }
 
   private cause(cause: unknown, depth: number): void {
@@ -487,11 +495,7 @@ export class Writer {
       this.value(cause, depth);
     } catch (err) {
       if (!(err instanceof EncodeError)) throw err;
-      this.pos = start;
-      // Ids reserved inside the dropped cause are given back, not just forgotten here.
-      if (this.handedIds.length > handed) this.sink?.cancel(this.handedIds.slice(handed));
-      this.handed.length = handed;
-      this.handedIds.length = handed;
+      this.rollback(start, handed);
       this.string(cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause));
     }
   }

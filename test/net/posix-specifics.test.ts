@@ -199,18 +199,23 @@ test("UdpChannel.send() of a released NativeBuffer rejects with ClosedError and 
   await expectQuiescent(stack);
 });
 
-test("dual stack does not depend on net.ipv6.bindv6only: ipv6Only false is set on the socket (with the sysctl at 1, [::] refused IPv4 peers)", async () => {
-  // A private network namespace (root, as CI runs) whose sysctl says IPv6-only by default.
-  const fixture = new URL("./fixtures/dual-stack.ts", import.meta.url).pathname;
-  const run = Bun.spawn(
-    ["unshare", "-n", "sh", "-c", `ip link set lo up && sysctl -q -w net.ipv6.bindv6only=1 && exec "${process.execPath}" "${fixture}"`],
-    { stdout: "pipe", stderr: "pipe" },
-  );
+/**
+ * Runs fixtures/`name` with bun inside `unshare <unshareArgs> sh -c "<setup> && exec bun ..."`
+ * (root, as CI runs: a private namespace of its own) and returns its `RESULT {...}` line.
+ */
+async function fixtureInNamespace(unshareArgs: string[], setup: string, name: string): Promise<any> {
+  const fixture = new URL(`./fixtures/${name}`, import.meta.url).pathname;
+  const run = Bun.spawn(["unshare", ...unshareArgs, "sh", "-c", `${setup} && exec "${process.execPath}" "${fixture}"`], { stdout: "pipe", stderr: "pipe" });
   const [out, err, code] = await Promise.all([new Response(run.stdout).text(), new Response(run.stderr).text(), run.exited]);
   if (code !== 0) console.log(out, err);
   expect(code).toBe(0);
   const line = out.split("\n").find((l) => l.startsWith("RESULT "));
-  const r = JSON.parse(line!.slice(7));
+  return JSON.parse(line!.slice(7));
+}
+
+test("dual stack does not depend on net.ipv6.bindv6only: ipv6Only false is set on the socket (with the sysctl at 1, [::] refused IPv4 peers)", async () => {
+  // A private network namespace whose sysctl says IPv6-only by default.
+  const r = await fixtureInNamespace(["-n"], "ip link set lo up && sysctl -q -w net.ipv6.bindv6only=1", "dual-stack.ts");
   expect(r.tcpDefault).toBe("ok");
   expect(r.tcpExplicit).toBe("ok");
   expect(r.tcpV6Only).toContain("ECONNREFUSED");
@@ -222,16 +227,8 @@ test("connect tries a name's next address when the first is refused (::1 first, 
   const dir = mkdtempSync(`${tmpdir()}/shoal-hosts-`);
   try {
     writeFileSync(`${dir}/hosts`, "127.0.0.1 localhost\n::1 multi6first\n127.0.0.1 multi6first\n");
-    const fixture = new URL("./fixtures/multi-address.ts", import.meta.url).pathname;
-    const run = Bun.spawn(
-      ["unshare", "-m", "--propagation", "private", "sh", "-c", `mount --bind "${dir}/hosts" /etc/hosts && exec "${process.execPath}" "${fixture}"`],
-      { stdout: "pipe", stderr: "pipe" },
-    );
-    const [out, err, code] = await Promise.all([new Response(run.stdout).text(), new Response(run.stderr).text(), run.exited]);
-    if (code !== 0) console.log(out, err);
-    expect(code).toBe(0);
-    const line = out.split("\n").find((l) => l.startsWith("RESULT "));
-    expect(JSON.parse(line!.slice(7))).toEqual({ result: "ok 127.0.0.1" }); // ECONNREFUSED ([::1]) before
+    const r = await fixtureInNamespace(["-m", "--propagation", "private"], `mount --bind "${dir}/hosts" /etc/hosts`, "multi-address.ts");
+    expect(r).toEqual({ result: "ok 127.0.0.1" }); // ECONNREFUSED ([::1]) before
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
