@@ -101,6 +101,12 @@ export class StreamInput implements ConnectionInput {
   waitingSince = 0;
 
   private readonly chunkBytes: number;
+  /**
+   * Chunks up to this long (a quarter buffer) are copied behind the previous queued chunk when
+   * it has room: every queued buffer then holds at least a quarter buffer of bytes on average,
+   * whatever the peer's segment sizes, and larger chunks stay zero-copy.
+   */
+  private readonly coalesceMax: number;
 
   /**
    * `pauseChunks`: buffered chunks at which the source is asked to stop receiving (>= 2);
@@ -110,6 +116,7 @@ export class StreamInput implements ConnectionInput {
     this.src = src;
     this.chunkBytes = chunkBytes;
     this.pauseChunks = Math.max(2, pauseChunks);
+    this.coalesceMax = chunkBytes >> 2;
     this.resumeChunks = this.pauseChunks >> 1;
   }
 
@@ -153,12 +160,24 @@ export class StreamInput implements ConnectionInput {
       this.src.releaseChunk(token);
       return;
     }
-    if (this.n === this.tok.length) this.growQueue();
-    const i = (this.head + this.n) & (this.tok.length - 1);
-    this.tok[i] = token;
-    this.off[i] = 0;
-    this.len[i] = len;
-    this.n++;
+    let base: Uint8Array;
+    let start = 0;
+    if (len <= this.coalesceMax && this.n > 0 && this.appendToTail(token, len)) {
+      // Copied behind the queued bytes of the last chunk, and its own buffer given back: a
+      // peer sending a byte per segment holds one buffer per buffer's worth of bytes, not one
+      // per segment (a reader waiting for a whole line would otherwise pin the shard's pool).
+      const t = (this.head + this.n - 1) & (this.tok.length - 1);
+      base = this.src.chunkBase(this.tok[t]!);
+      start = this.off[t]! + this.len[t]! - len;
+    } else {
+      if (this.n === this.tok.length) this.growQueue();
+      const i = (this.head + this.n) & (this.tok.length - 1);
+      this.tok[i] = token;
+      this.off[i] = 0;
+      this.len[i] = len;
+      this.n++;
+      base = EMPTY;
+    }
     this.bytes += len;
     if (this.waitKind !== WAIT_NONE) {
       const la = this.lookahead;
@@ -167,7 +186,8 @@ export class StreamInput implements ConnectionInput {
       } else {
         // Look now, deliver after the rest of this batch of completions (same group).
         try {
-          la(this.src.chunkBase(token), 0, len);
+          if (base === EMPTY) base = this.src.chunkBase(token);
+          la(base, start, start + len);
         } catch {
           // A lookahead only warms caches: its failure changes nothing.
         }
@@ -178,6 +198,23 @@ export class StreamInput implements ConnectionInput {
       }
     }
     this.checkPause();
+  }
+
+  /**
+   * Copies `len` bytes of `token`'s buffer behind the last queued chunk when its buffer has the
+   * room, and releases `token`. The space behind a queued chunk's bytes is never in a view: views
+   * handed out cover bytes before it (read, readExactly, consume), and the kernel no longer
+   * writes into a buffer once it completed it.
+   */
+  private appendToTail(token: number, len: number): boolean {
+    const t = (this.head + this.n - 1) & (this.tok.length - 1);
+    const end = this.off[t]! + this.len[t]!;
+    const base = this.src.chunkBase(this.tok[t]!);
+    if (end + len > base.length) return false;
+    base.set(this.src.chunkBase(token).subarray(0, len), end);
+    this.len[t] = this.len[t]! + len;
+    this.src.releaseChunk(token);
+    return true;
   }
 
   /** Asks the source to stop receiving past the pause mark, unless a reader needs more bytes. */

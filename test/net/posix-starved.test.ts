@@ -4,7 +4,8 @@ import { expect, test } from "bun:test";
 import { configureNet } from "../../src/net/api.ts";
 import { InvalidArgumentError } from "../../src/core/errors.ts";
 import { posixStack } from "../../src/net/posix/stack.ts";
-import type { Connection } from "../../src/net/types.ts";
+import { needBytes, type Connection } from "../../src/net/types.ts";
+import { sleep } from "../../src/core/timer.ts";
 import { crc, echo, expectQuiescent, fillRandom, serveWith } from "./conformance/harness.ts";
 
 configureNet({ recvBufferSize: 4096, recvBufferCount: 8, recvBufferMax: 16 });
@@ -48,6 +49,56 @@ test("64 connections share 16 receive buffers: ENOBUFS stops and re-arms receive
   await served;
   await expectQuiescent(stack);
 }, 60_000);
+
+test("a peer sending a byte per segment to a reader waiting for a whole line holds one buffer, not one per byte", async () => {
+  // Each segment completes a receive of its own; queued, each held a 4 KiB buffer for one byte,
+  // and a reader waiting for more bytes (needBytes) never paused the receive: 16 bytes took the
+  // shard's whole pool, and every other connection waited on ENOBUFS for good.
+  const l = stack.listen("127.0.0.1:0");
+  const accepted = l.accept();
+  const trickler = await stack.connect(l.localAddress);
+  trickler.setNoDelay(true);
+  const srv = await accepted;
+  let line = "";
+  const gotLine = srv.input.consume((view) => {
+    const nl = view.indexOf(10);
+    if (nl < 0) return needBytes(view.length + 1);
+    line = new TextDecoder().decode(view.subarray(0, nl));
+    return nl + 1;
+  });
+  const text = "x".repeat(199);
+  let maxHeld = 0;
+  for (const ch of text) {
+    await trickler.output.write(ch);
+    await trickler.output.flush();
+    await sleep(0);
+    maxHeld = Math.max(maxHeld, stack.stats().recvBuffersHeld);
+  }
+  // Meanwhile another connection is served in full.
+  const served = serveWith(l, echo);
+  const other = await stack.connect(l.localAddress);
+  const data = new Uint8Array(100_000);
+  fillRandom(data, 7);
+  const writing = other.output.write(data);
+  let sum = 0;
+  for (let got = 0; got < data.length; ) {
+    const v = (await other.input.read())!;
+    got += v.length;
+    sum = crc(v, sum);
+  }
+  await writing;
+  expect(sum).toBe(crc(data));
+  await other.close();
+  await trickler.output.write("y\n");
+  expect(await gotLine).toBe(true);
+  expect(line).toBe(text + "y");
+  expect(maxHeld).toBeLessThanOrEqual(2);
+  await trickler.close();
+  await srv.close();
+  await l.close();
+  await served;
+  await expectQuiescent(stack);
+}, 30_000);
 
 test("receive buffer settings are fixed once sockets opened", () => {
   expect(() => configureNet({ recvBufferCount: 4 })).toThrow();
