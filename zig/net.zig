@@ -56,8 +56,107 @@ pub fn get_int(fd: i32, level: i32, name: u32) i32 {
 /// Creates a socket, applies `flags` (OpenFlags), binds it to `addr` and, when `backlog` >= 0,
 /// listens. The one call a listener or a UDP channel needs. Returns the fd or a negative
 /// errno; on failure nothing stays open.
+///
+/// With `reuse_port` the port is shared by this process's shards only: the first socket on a
+/// port is preceded by a trial bind without SO_REUSEPORT, so a port another process holds
+/// (with SO_REUSEPORT too: a second server started by mistake) fails with EADDRINUSE instead
+/// of silently taking a share of its connections. See `SharedPorts`.
 pub fn open_socket(domain: u32, sock_type: u32, addr: *const anyopaque, addr_len: u32, flags: u32, backlog: i32) i32 {
     assert(flags & ~OpenFlags.all == 0);
+    const inet = domain == linux.AF.INET or domain == linux.AF.INET6;
+    if (flags & OpenFlags.reuse_port == 0 or !inet) return open_plain(domain, sock_type, addr, addr_len, flags, backlog);
+    SharedPorts.mutex.lock();
+    defer SharedPorts.mutex.unlock();
+    const port = sockaddr_port(addr);
+    if (port != 0 and !SharedPorts.holds(sock_type, port)) {
+        const e = trial_bind(domain, sock_type, addr, addr_len, flags);
+        if (e < 0) return e;
+    }
+    const fd = open_plain(domain, sock_type, addr, addr_len, flags, backlog);
+    if (fd < 0) return fd;
+    const bound = bound_port(fd);
+    if (bound < 0) {
+        _ = linux.close(fd);
+        return bound;
+    }
+    SharedPorts.add(fd, sock_type, @intCast(bound)) catch {
+        _ = linux.close(fd);
+        return -@as(i32, @intFromEnum(linux.E.NOMEM));
+    };
+    return fd;
+}
+
+/// The sockets this process shares a port among with SO_REUSEPORT. Every shard is a thread of
+/// one process and loads this library once, so the table is process-wide (behind a mutex; it
+/// is touched only when a socket opens). Rows are not removed on close: a row whose fd no
+/// longer is a SO_REUSEPORT socket of that type on that port is dropped when next looked at.
+const SharedPorts = struct {
+    const Row = struct { fd: i32, sock_type: u32, port: u16 };
+    var mutex: std.Thread.Mutex = .{};
+    var rows: std.ArrayListUnmanaged(Row) = .empty;
+
+    /// True if a live socket of this process shares `port` (any address, same type).
+    fn holds(sock_type: u32, port: u16) bool {
+        var i: usize = 0;
+        var found = false;
+        while (i < rows.items.len) {
+            const r = rows.items[i];
+            if (!still_shared(r)) {
+                _ = rows.swapRemove(i);
+                continue;
+            }
+            if (r.sock_type == sock_type and r.port == port) found = true;
+            i += 1;
+        }
+        return found;
+    }
+
+    fn add(fd: i32, sock_type: u32, port: u16) !void {
+        for (rows.items) |*r| {
+            if (r.fd == fd) {
+                r.* = .{ .fd = fd, .sock_type = sock_type, .port = port };
+                return;
+            }
+        }
+        try rows.append(std.heap.page_allocator, .{ .fd = fd, .sock_type = sock_type, .port = port });
+    }
+
+    fn still_shared(r: Row) bool {
+        if (get_int(r.fd, linux.SOL.SOCKET, linux.SO.TYPE) != @as(i32, @intCast(r.sock_type))) return false;
+        if (get_int(r.fd, linux.SOL.SOCKET, linux.SO.REUSEPORT) != 1) return false;
+        return bound_port(r.fd) == r.port;
+    }
+};
+
+/// The port of an AF_INET or AF_INET6 sockaddr (same offset in both).
+fn sockaddr_port(addr: *const anyopaque) u16 {
+    const bytes: *const [4]u8 = @ptrCast(addr);
+    return std.mem.readInt(u16, bytes[2..4], .big);
+}
+
+/// The local port of an inet socket, or a negative errno.
+fn bound_port(fd: i32) i32 {
+    var storage: linux.sockaddr.storage = undefined;
+    var len: linux.socklen_t = @sizeOf(linux.sockaddr.storage);
+    const e = errno_of(linux.getsockname(fd, @ptrCast(&storage), &len));
+    if (e != 0) return e;
+    const family = @as(*const u16, @ptrCast(&storage)).*;
+    if (family != linux.AF.INET and family != linux.AF.INET6) return -@as(i32, @intFromEnum(linux.E.AFNOSUPPORT));
+    return sockaddr_port(&storage);
+}
+
+/// Binds a throwaway socket to `addr` without SO_REUSEPORT (TCP: with SO_REUSEADDR, so that
+/// connections in TIME_WAIT do not count): fails with EADDRINUSE where any socket, of any
+/// process, holds the address. Returns 0 or a negative errno.
+fn trial_bind(domain: u32, sock_type: u32, addr: *const anyopaque, addr_len: u32, flags: u32) i32 {
+    const trial_flags = flags & (OpenFlags.v6_only | if (sock_type == linux.SOCK.STREAM) OpenFlags.reuse_addr else 0);
+    const fd = open_plain(domain, sock_type, addr, addr_len, trial_flags, -1);
+    if (fd < 0) return fd;
+    _ = linux.close(fd);
+    return 0;
+}
+
+fn open_plain(domain: u32, sock_type: u32, addr: *const anyopaque, addr_len: u32, flags: u32, backlog: i32) i32 {
     const fd = socket(domain, sock_type, 0);
     if (fd < 0) return fd;
     const rc = configure_and_bind(fd, domain, sock_type, addr, addr_len, flags, backlog);
@@ -320,6 +419,55 @@ test "open_socket listens with SO_REUSEPORT; two listeners share a port; NODELAY
     var peer: linux.sockaddr.in = undefined;
     try testing.expectEqual(@as(i32, @sizeOf(linux.sockaddr.in)), peer_address(accepted, @ptrCast(&peer), @sizeOf(linux.sockaddr.in)));
     try testing.expectEqual(try port_of(client), std.mem.bigToNative(u16, peer.port));
+}
+
+test "open_socket: a port another owner shares with SO_REUSEPORT is refused; this process's own sockets share it" {
+    // "Another process": a SO_REUSEPORT listener this library did not open (not in its table).
+    const foreign = socket(linux.AF.INET, linux.SOCK.STREAM, 0);
+    try testing.expect(foreign >= 0);
+    defer _ = close(foreign);
+    try testing.expectEqual(@as(i32, 0), set_int(foreign, linux.SOL.SOCKET, linux.SO.REUSEPORT, 1));
+    var sa = loopback(0);
+    try testing.expectEqual(@as(i32, 0), bind(foreign, &sa, @sizeOf(@TypeOf(sa))));
+    try testing.expectEqual(@as(usize, 0), linux.listen(foreign, 16));
+    const port = try port_of(foreign);
+    sa = loopback(port);
+    const flags = OpenFlags.reuse_port | OpenFlags.reuse_addr;
+    const refused = open_socket(linux.AF.INET, linux.SOCK.STREAM, &sa, @sizeOf(@TypeOf(sa)), flags, 16);
+    try testing.expectEqual(-@as(i32, @intFromEnum(linux.E.ADDRINUSE)), refused);
+    // UDP the same way (the trial has neither SO_REUSEADDR nor SO_REUSEPORT).
+    const foreign_udp = socket(linux.AF.INET, linux.SOCK.DGRAM, 0);
+    try testing.expect(foreign_udp >= 0);
+    defer _ = close(foreign_udp);
+    try testing.expectEqual(@as(i32, 0), set_int(foreign_udp, linux.SOL.SOCKET, linux.SO.REUSEPORT, 1));
+    try testing.expectEqual(@as(i32, 0), bind(foreign_udp, &sa, @sizeOf(@TypeOf(sa))));
+    try testing.expectEqual(-@as(i32, @intFromEnum(linux.E.ADDRINUSE)), open_socket(linux.AF.INET, linux.SOCK.DGRAM, &sa, @sizeOf(@TypeOf(sa)), OpenFlags.reuse_port, -1));
+
+    // Once the foreign listener is gone, the first socket takes the port and later ones share it.
+    _ = close(foreign);
+    const a = open_socket(linux.AF.INET, linux.SOCK.STREAM, &sa, @sizeOf(@TypeOf(sa)), flags, 16);
+    try testing.expect(a >= 0);
+    defer _ = close(a);
+    const b = open_socket(linux.AF.INET, linux.SOCK.STREAM, &sa, @sizeOf(@TypeOf(sa)), flags, 16);
+    try testing.expect(b >= 0);
+    defer _ = close(b);
+    // A port picked by the kernel (port 0) is recorded under the port it got.
+    var any = loopback(0);
+    const c = open_socket(linux.AF.INET, linux.SOCK.STREAM, &any, @sizeOf(@TypeOf(any)), flags, 16);
+    try testing.expect(c >= 0);
+    defer _ = close(c);
+    const c_port = try port_of(c);
+    any = loopback(c_port);
+    const d = open_socket(linux.AF.INET, linux.SOCK.STREAM, &any, @sizeOf(@TypeOf(any)), flags, 16);
+    try testing.expect(d >= 0);
+    _ = close(d);
+    // A closed row is dropped: its fd number, reused by an unrelated socket, does not share.
+    _ = close(c);
+    const reused = socket(linux.AF.INET, linux.SOCK.STREAM, 0);
+    try testing.expect(reused >= 0);
+    defer _ = close(reused);
+    try testing.expect(SharedPorts.holds(linux.SOCK.STREAM, port));
+    try testing.expect(!SharedPorts.holds(linux.SOCK.STREAM, c_port));
 }
 
 test "open_socket reports bind errors and closes the socket" {

@@ -36,7 +36,8 @@ export function configureNet(options: PosixStackOptions): void {
 
 /**
  * Binds and listens on `address` with the current stack. Every shard may listen on the same
- * TCP port (SO_REUSEPORT, on by default); port 0 picks a free port per call, so shards that
+ * TCP port (SO_REUSEPORT, on by default; shared within this process only: a port another
+ * process holds fails with EADDRINUSE); port 0 picks a free port per call, so shards that
  * share a port must agree on a fixed one. Costs a few system calls. Throws
  * InvalidArgumentError (bad address or option) or SystemError (EADDRINUSE, EACCES...).
  */

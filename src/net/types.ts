@@ -44,7 +44,9 @@ export interface ListenOptions extends ConnectionOptions {
   backlog?: number;
   /**
    * SO_REUSEPORT (default true for TCP/IP): every shard listens on the same port and the kernel
-   * spreads connections over them. Ignored for Unix sockets.
+   * spreads connections over them. Shared within this process only: a port another process
+   * holds, with SO_REUSEPORT or without, fails with EADDRINUSE (the first socket on a port is
+   * preceded by a trial bind without it). Ignored for Unix sockets.
    */
   reusePort?: boolean;
   /** SO_REUSEADDR (default true). */
@@ -281,7 +283,10 @@ export interface Datagram {
 
 /** UDP channel options. */
 export interface UdpOptions {
-  /** SO_REUSEPORT (default false). */
+  /**
+   * SO_REUSEPORT (default false): the shards of this process may bind the same port; a port
+   * another process holds fails with EADDRINUSE, as for listen().
+   */
   reusePort?: boolean;
   /** IPv6 channels accept only IPv6 (default false). */
   ipv6Only?: boolean;

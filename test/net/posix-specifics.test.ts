@@ -233,3 +233,45 @@ test("connect tries a name's next address when the first is refused (::1 first, 
     rmSync(dir, { recursive: true, force: true });
   }
 }, 30_000);
+
+test("a port another process holds with SO_REUSEPORT is refused (EADDRINUSE); this process's own listeners still share one", async () => {
+  // Before, a second server started by mistake on a port in use took a share of its connections.
+  const fixture = new URL("./fixtures/hold-port.ts", import.meta.url).pathname;
+  const child = Bun.spawn([process.execPath, fixture], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+  try {
+    const reader = child.stdout.getReader();
+    let out = "";
+    while (!/PORT \d+/.test(out)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`fixture ended before printing its port: ${out}`);
+      out += new TextDecoder().decode(value);
+    }
+    const port = Number(/PORT (\d+)/.exec(out)![1]);
+    let err: unknown;
+    try {
+      stack.listen({ host: "127.0.0.1", port }, { reusePort: true }).close();
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(SystemError);
+    expect((err as SystemError).code).toBe("EADDRINUSE");
+    err = undefined;
+    try {
+      stack.bindUdp({ host: "127.0.0.1", port }, { reusePort: true }).close();
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(SystemError);
+    expect((err as SystemError).code).toBe("EADDRINUSE");
+  } finally {
+    child.stdin.end();
+    await child.exited;
+  }
+  // Two listeners of this process on one fixed port share it, and both accept.
+  const first = stack.listen("127.0.0.1:0", { reusePort: true });
+  const port = (first.localAddress as { port: number }).port;
+  const second = stack.listen({ host: "127.0.0.1", port }, { reusePort: true });
+  expect((second.localAddress as { port: number }).port).toBe(port);
+  await second.close();
+  await first.close();
+}, 30_000);
