@@ -1,73 +1,284 @@
 /**
  * A bare HTTP/1.1 "hello" server for benchmarks (not an HTTP implementation): every request
- * (headers up to the blank line; bodies are not supported) gets the same 200 response, keep-
- * alive and pipelining included. Requests are found in place with input.consume(), without
- * copying or decoding them; responses are queued and leave in one send per loop turn.
+ * gets the same 200 response, keep-alive and pipelining included. Requests are found in place
+ * with input.consume(), without copying or decoding them; responses are queued and leave in one
+ * send per loop turn.
+ *
+ * It reads request heads only, and answers what it cannot serve instead of misreading it:
+ * - a request with a body (Content-Length > 0) gets 413, Transfer-Encoding gets 501: a body
+ *   would otherwise be parsed as further requests;
+ * - a request line that is not "METHOD target HTTP/1.x", or a malformed header line, gets 400;
+ * - a head over 8 KiB gets 431; a head not complete within --header-timeout-ms (default 10 s)
+ *   of its first byte gets 408 (a client trickling one forever would hold its connection);
+ * - lines may end in LF alone as well as CRLF (RFC 9112 2.2 allows it, and many servers do);
+ * - HTTP/1.0 without "Connection: keep-alive", or "Connection: close", is answered and closed.
+ * Every answer that closes says "Connection: close", then the server sends FIN and reads and
+ * drops what the client still sends, up to 64 KiB for up to 1 s (a lingering close), so that
+ * closing does not reset the connection under the response.
  *
  *   bun examples/http-hello/main.ts --port 8080 --smp 1
  *   wrk -t1 -c64 -d10s http://127.0.0.1:8080/
  */
 import { app } from "../../src/app/index.ts";
+import { Timer } from "../../src/core/timer.ts";
 import { sharded } from "../../src/smp/index.ts";
 import { CONSUME_ALL, needBytes, serve, type Connection, type Listener } from "../../src/net/index.ts";
 
+const encoder = new TextEncoder();
 const BODY = "Hello, World!";
-const RESPONSE = new TextEncoder().encode(
-  `HTTP/1.1 200 OK\r\nServer: shoal\r\nContent-Type: text/plain\r\nContent-Length: ${BODY.length}\r\n\r\n${BODY}`,
-);
-const BAD_REQUEST = new TextEncoder().encode("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-const MAX_HEADER = 8192;
-const HIGH_WATER = 256 * 1024;
+const HELLO = `HTTP/1.1 200 OK\r\nServer: shoal\r\nContent-Type: text/plain\r\nContent-Length: ${BODY.length}\r\n`;
+const RESPONSE = encoder.encode(`${HELLO}\r\n${BODY}`);
+const RESPONSE_KEEP_ALIVE = encoder.encode(`${HELLO}Connection: keep-alive\r\n\r\n${BODY}`); // HTTP/1.0 asked for it
+const RESPONSE_CLOSE = encoder.encode(`${HELLO}Connection: close\r\n\r\n${BODY}`);
 
-/** Index just past the next "\r\n\r\n" at or after `from`, or -1. */
-function headerEnd(v: Uint8Array, from: number): number {
-  for (let i = v.indexOf(13, from); i >= 0 && i + 3 < v.length; i = v.indexOf(13, i + 1)) {
-    if (v[i + 1] === 10 && v[i + 2] === 13 && v[i + 3] === 10) return i + 4;
+function refusal(status: string, why: string): Uint8Array {
+  const body = `${why}\n`;
+  return encoder.encode(`HTTP/1.1 ${status}\r\nServer: shoal\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+}
+const BAD_REQUEST = refusal("400 Bad Request", "malformed request");
+const TIMED_OUT = refusal("408 Request Timeout", "request head not received in time");
+const BODY_REFUSED = refusal("413 Content Too Large", "request bodies are not supported");
+const HEAD_TOO_LARGE = refusal("431 Request Header Fields Too Large", "request head over 8 KiB");
+const CODING_REFUSED = refusal("501 Not Implemented", "Transfer-Encoding is not supported");
+
+/** Longest request head, blank line included. */
+const MAX_HEAD_BYTES = 8192;
+const HIGH_WATER = 256 * 1024;
+/** Lingering close: read and drop this much, for at most this long, after the last answer. */
+const LINGER_BYTES = 64 * 1024;
+const LINGER_MS = 1000;
+
+// What a request head says, as bits; errors are the high ones (flags >= F_BAD: refuse).
+const F_REQUEST_LINE = 1; // the request line was read
+const F_HTTP10 = 2;
+const F_CLOSE = 4; // Connection: close
+const F_KEEP_ALIVE = 8; // Connection: keep-alive
+const F_BAD = 16;
+const F_BODY = 32;
+const F_CODING = 64;
+const F_TOO_LARGE = 128;
+
+const LF = 10;
+const CR = 13;
+const SP = 32;
+const HTAB = 9;
+const COLON = 58;
+const COMMA = 44;
+const HTTP1 = encoder.encode("HTTP/1.");
+const CONTENT_LENGTH = encoder.encode("content-length");
+const CONNECTION = encoder.encode("connection");
+const TRANSFER_ENCODING = encoder.encode("transfer-encoding");
+const CLOSE = encoder.encode("close");
+const KEEP_ALIVE = encoder.encode("keep-alive");
+
+/** v[s, e) equals `word` (lower case), letters compared without case. */
+function sameWord(v: Uint8Array, s: number, e: number, word: Uint8Array): boolean {
+  if (e - s !== word.length) return false;
+  for (let i = 0; i < word.length; i++) {
+    const b = v[s + i]!;
+    const w = word[i]!;
+    if (b !== w && !(w >= 97 && w <= 122 && (b | 0x20) === w)) return false;
   }
-  return -1;
+  return true;
 }
 
-async function http(c: Connection): Promise<void> {
+/** Flags of a request line v[s, e) (its line end excluded): "METHOD SP target SP HTTP/1.d", else F_BAD. */
+function requestLine(v: Uint8Array, s: number, e: number): number {
+  const sp = e - 9; // the space before "HTTP/1.d"
+  const first = v.indexOf(SP, s);
+  // A method, one space, a target without spaces, one space, the version.
+  if (first <= s || first + 1 >= sp || v.indexOf(SP, first + 1) !== sp) return F_BAD;
+  for (let i = 0; i < HTTP1.length; i++) if (v[sp + 1 + i] !== HTTP1[i]) return F_BAD;
+  const minor = v[e - 1]!;
+  if (minor < 48 || minor > 57) return F_BAD;
+  return minor === 48 ? F_REQUEST_LINE | F_HTTP10 : F_REQUEST_LINE;
+}
+
+/** Flags of a header line v[s, e): only the three fields that change how a request is answered are read. */
+function headerLine(v: Uint8Array, s: number, e: number): number {
+  const c = v[s]!;
+  const colon = v.indexOf(COLON, s);
+  // No name, no colon, a folded line, or space before the colon (RFC 9112 5.1, 5.2).
+  if (colon <= s || colon >= e || c === SP || c === HTAB || v[colon - 1] === SP || v[colon - 1] === HTAB) return F_BAD;
+  const lower = c | 0x20;
+  if (lower === 99) {
+    if (sameWord(v, s, colon, CONTENT_LENGTH)) return contentLength(v, colon + 1, e);
+    if (sameWord(v, s, colon, CONNECTION)) return connection(v, colon + 1, e);
+  } else if (lower === 116 && sameWord(v, s, colon, TRANSFER_ENCODING)) {
+    return F_CODING;
+  }
+  return 0;
+}
+
+/** Content-Length value v[s, e): digits only; F_BODY unless zero. */
+function contentLength(v: Uint8Array, s: number, e: number): number {
+  while (s < e && (v[s] === SP || v[s] === HTAB)) s++;
+  while (e > s && (v[e - 1] === SP || v[e - 1] === HTAB)) e--;
+  if (s === e) return F_BAD;
+  let flags = 0;
+  for (let i = s; i < e; i++) {
+    const d = v[i]!;
+    if (d < 48 || d > 57) return F_BAD;
+    if (d !== 48) flags = F_BODY;
+  }
+  return flags;
+}
+
+/** Connection value v[s, e): a comma-separated list; "close" and "keep-alive" count. */
+function connection(v: Uint8Array, s: number, e: number): number {
+  let flags = 0;
+  while (s < e) {
+    let t = s;
+    while (t < e && v[t] !== COMMA) t++;
+    let a = s;
+    let b = t;
+    while (a < b && (v[a] === SP || v[a] === HTAB)) a++;
+    while (b > a && (v[b - 1] === SP || v[b - 1] === HTAB)) b--;
+    if (sameWord(v, a, b, CLOSE)) flags |= F_CLOSE;
+    else if (sameWord(v, a, b, KEEP_ALIVE)) flags |= F_KEEP_ALIVE;
+    s = t + 1;
+  }
+  return flags;
+}
+
+/**
+ * Sends FIN after the last answer, then reads and drops what the client still sends until it
+ * closes too, for at most LINGER_MS or LINGER_BYTES: closing with unread bytes would send RST,
+ * and a client still sending (a body, pipelined requests) could lose the answer to it.
+ */
+async function lingeringClose(c: Connection): Promise<void> {
+  const abort = new AbortController();
+  const timer = new Timer(() => abort.abort()).arm(LINGER_MS);
+  // Not awaited: a client that writes before it reads must be read from while the answer drains.
+  c.shutdownOutput().catch(() => {});
+  try {
+    const opts = { signal: abort.signal };
+    for (let left = LINGER_BYTES; left > 0; ) {
+      const data = await c.input.read(opts);
+      if (data === null) break;
+      left -= data.length;
+    }
+  } catch {
+    // Out of time, or the peer reset: close anyway.
+  } finally {
+    timer.cancel();
+  }
+}
+
+async function http(c: Connection, headerTimeoutMs: number): Promise<void> {
   const output = c.output;
-  let bad = false;
+  // The head being read, in offsets from its first byte: each later view starts there (the
+  // parser consumes up to it, or nothing), so scanning resumes where it stopped.
+  let lineAt = 0; // start of the line being read
+  let scanAt = 0; // bytes already searched for a line end
+  let flags = 0;
+  // The last answer was queued: close after it.
+  let closing = false;
+  // A head is incomplete and its deadline runs. consume() gets the deadline's signal only then:
+  // heads that arrive whole (the benchmark case) arm nothing.
+  let pending = false;
+  let deadline: Timer | undefined;
+  let expired: AbortController | undefined;
+  let deadlineOpts: { signal: AbortSignal } | undefined;
+  const startDeadline = () => {
+    if (deadline === undefined) {
+      const abort = (expired = new AbortController());
+      deadlineOpts = { signal: abort.signal };
+      deadline = new Timer(() => abort.abort());
+    }
+    pending = true;
+    deadline.arm(headerTimeoutMs);
+  };
+
   const parser = (v: Uint8Array): number => {
-    let pos = 0;
+    const wasPending = pending;
+    let pos = 0; // start of the head being read
     for (;;) {
-      const end = headerEnd(v, pos);
-      if (end < 0) break;
-      if (end - pos > MAX_HEADER) {
-        // Too long even though complete (it came in one piece).
-        bad = true;
-        return pos;
+      let line = pos + lineAt;
+      let at = pos + scanAt;
+      let end = -1;
+      while (flags < F_BAD) {
+        const lf = v.indexOf(LF, at);
+        if (lf < 0) break;
+        if (lf - pos >= MAX_HEAD_BYTES) {
+          flags |= F_TOO_LARGE;
+          break;
+        }
+        const lineEnd = lf > line && v[lf - 1] === CR ? lf - 1 : lf;
+        if (flags & F_REQUEST_LINE) {
+          if (lineEnd === line) {
+            end = lf + 1;
+            break;
+          }
+          flags |= headerLine(v, line, lineEnd);
+        } else if (lineEnd > line) {
+          flags |= requestLine(v, line, lineEnd);
+        } // else an empty line before the request line: skipped (RFC 9112 2.2)
+        at = line = lf + 1;
       }
-      void output.write(RESPONSE);
+      if (flags < F_BAD && end < 0 && v.length - pos >= MAX_HEAD_BYTES) flags |= F_TOO_LARGE;
+      if (flags >= F_BAD) {
+        void output.write(
+          flags & F_TOO_LARGE ? HEAD_TOO_LARGE : flags & F_BAD ? BAD_REQUEST : flags & F_CODING ? CODING_REFUSED : BODY_REFUSED,
+        );
+        closing = true;
+        return pos; // the rest is dropped by the lingering close
+      }
+      if (end < 0) {
+        // The head at `pos` is incomplete (or absent).
+        lineAt = line - pos;
+        scanAt = v.length - pos;
+        if (pos === v.length) return wasPending ? pos : CONSUME_ALL; // leave the deadline's consume
+        if (!pending) {
+          startDeadline();
+          return pos; // consume again, with the deadline's signal
+        }
+        if (pos > 0) return pos; // the next consume shows this head first
+        return needBytes(v.length + 1); // the head spans receive buffers: show more, contiguous
+      }
+      if (pending) {
+        pending = false;
+        deadline!.cancel();
+      }
+      if (flags & F_CLOSE || (flags & (F_HTTP10 | F_KEEP_ALIVE)) === F_HTTP10) {
+        void output.write(RESPONSE_CLOSE);
+        closing = true;
+        return end; // anything after it is dropped by the lingering close
+      }
+      void output.write(flags & F_HTTP10 ? RESPONSE_KEEP_ALIVE : RESPONSE);
       pos = end;
+      lineAt = scanAt = flags = 0;
       // Many pipelined requests: stop and let the responses drain first.
       if (output.buffered > HIGH_WATER) return pos;
     }
-    if (pos === v.length) return CONSUME_ALL;
-    if (pos > 0) return pos; // a partial request follows: the next consume sees it first
-    if (v.length > MAX_HEADER) {
-      bad = true;
-      return 0;
-    }
-    return needBytes(v.length + 1); // headers span receive buffers: show more, contiguous
   };
-  while (await c.input.consume(parser)) {
-    if (bad) {
-      await output.write(BAD_REQUEST);
-      return;
+
+  try {
+    for (;;) {
+      let more: boolean;
+      try {
+        more = await c.input.consume(parser, pending ? deadlineOpts : undefined);
+      } catch (e) {
+        if (!expired?.signal.aborted) throw e;
+        void output.write(TIMED_OUT);
+        closing = true;
+        more = true;
+      }
+      if (!more) return;
+      if (closing) return await lingeringClose(c);
+      if (output.buffered > HIGH_WATER) await output.flush();
     }
-    if (output.buffered > HIGH_WATER) await output.flush();
+  } finally {
+    deadline?.cancel();
   }
 }
 
 /** One listener per shard on the shared port. */
 class HttpShard {
   private readonly listener: Listener;
-  constructor(host: string, port: number) {
-    // A client that goes quiet (headers never finished) is dropped after 30 s.
-    this.listener = serve({ host, port }, http, { backlog: 4096, idleTimeoutMs: 30_000 });
+  constructor(host: string, port: number, headerTimeoutMs: number) {
+    // Idle keep-alive connections are dropped after 30 s; unfinished heads after headerTimeoutMs.
+    this.listener = serve({ host, port }, (c) => http(c, headerTimeoutMs), { backlog: 4096, idleTimeoutMs: 30_000 });
   }
   async stop(): Promise<void> {
     await this.listener.close();
@@ -83,10 +294,18 @@ await app(
     options: {
       port: { type: "integer", default: 8080, min: 1, max: 65535, description: "TCP port every shard listens on" },
       host: { type: "string", default: "0.0.0.0", description: "address to listen on" },
+      headerTimeoutMs: {
+        type: "integer",
+        default: 10_000,
+        min: 1,
+        max: 3_600_000,
+        valueName: "MS",
+        description: "a request head not complete this long after its first byte gets 408 and the connection closes",
+      },
     },
   },
   async ({ options, signal }) => {
-    await shards.start(options.host, options.port);
+    await shards.start(options.host, options.port, options.headerTimeoutMs);
     console.log(`http-hello: listening on port ${options.port}`);
     await new Promise<void>((resolve) => {
       if (signal.aborted) resolve();
