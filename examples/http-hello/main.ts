@@ -64,7 +64,6 @@ const SP = 32;
 const HTAB = 9;
 const COLON = 58;
 const COMMA = 44;
-const HTTP1 = encoder.encode("HTTP/1.");
 const CONTENT_LENGTH = encoder.encode("content-length");
 const CONNECTION = encoder.encode("connection");
 const TRANSFER_ENCODING = encoder.encode("transfer-encoding");
@@ -84,11 +83,18 @@ function sameWord(v: Uint8Array, s: number, e: number, word: Uint8Array): boolea
 
 /** Flags of a request line v[s, e) (its line end excluded): "METHOD SP target SP HTTP/1.d", else F_BAD. */
 function requestLine(v: Uint8Array, s: number, e: number): number {
+  // A method, one space, a target without spaces, one space, the version. Plain loops: the
+  // parts are short, and indexOf() costs a native call each.
   const sp = e - 9; // the space before "HTTP/1.d"
-  const first = v.indexOf(SP, s);
-  // A method, one space, a target without spaces, one space, the version.
-  if (first <= s || first + 1 >= sp || v.indexOf(SP, first + 1) !== sp) return F_BAD;
-  for (let i = 0; i < HTTP1.length; i++) if (v[sp + 1 + i] !== HTTP1[i]) return F_BAD;
+  if (sp <= s || v[sp] !== SP) return F_BAD;
+  let first = s;
+  while (first < sp && v[first] !== SP) first++;
+  if (first === s || first + 1 >= sp) return F_BAD;
+  for (let i = first + 1; i < sp; i++) if (v[i] === SP) return F_BAD;
+  // "HTTP/1." (versions are case-sensitive)
+  if (v[sp + 1] !== 72 || v[sp + 2] !== 84 || v[sp + 3] !== 84 || v[sp + 4] !== 80 || v[sp + 5] !== 47 || v[sp + 6] !== 49 || v[sp + 7] !== 46) {
+    return F_BAD;
+  }
   const minor = v[e - 1]!;
   if (minor < 48 || minor > 57) return F_BAD;
   return minor === 48 ? F_REQUEST_LINE | F_HTTP10 : F_REQUEST_LINE;
@@ -97,9 +103,10 @@ function requestLine(v: Uint8Array, s: number, e: number): number {
 /** Flags of a header line v[s, e): only the three fields that change how a request is answered are read. */
 function headerLine(v: Uint8Array, s: number, e: number): number {
   const c = v[s]!;
-  const colon = v.indexOf(COLON, s);
+  let colon = s;
+  while (colon < e && v[colon] !== COLON) colon++;
   // No name, no colon, a folded line, or space before the colon (RFC 9112 5.1, 5.2).
-  if (colon <= s || colon >= e || c === SP || c === HTAB || v[colon - 1] === SP || v[colon - 1] === HTAB) return F_BAD;
+  if (colon === s || colon === e || c === SP || c === HTAB || v[colon - 1] === SP || v[colon - 1] === HTAB) return F_BAD;
   const lower = c | 0x20;
   if (lower === 99) {
     if (sameWord(v, s, colon, CONTENT_LENGTH)) return contentLength(v, colon + 1, e);
