@@ -44,6 +44,15 @@ export class ThreadStats {
   }
 }
 
+/**
+ * The largest limit cache_memlimit can set for a server started with -m `maxBytes`: 4 x -m
+ * or 4 GiB, whichever is larger (address space reserved at start; untouched, it costs
+ * nothing), and at most about 4 GiB per shard (one arena is one typed-array view).
+ */
+export function memLimitMax(maxBytes: number): number {
+  return Math.max(4 * maxBytes, 4 * 1024 * 1024 * 1024);
+}
+
 /** Hooks into the other shards; absent with one shard. */
 export interface Cluster {
   readonly shards: number;
@@ -103,6 +112,7 @@ export class Engine {
       useCas: settings.useCas,
       casSeries: { index: this.shardId, count: this.shards },
       slabReassign: settings.slabReassign,
+      limitMaxBytes: Math.floor(memLimitMax(settings.maxBytes) / this.shards),
       hashPower: settings.hashpowerInit,
       memory: options.memory,
       clock: this.clock,
@@ -110,8 +120,8 @@ export class Engine {
   }
 
   /**
-   * cache_memlimit: the store's arena is mapped once at start, so the limit can only move
-   * within it (lowering it stops new pages from being used). Returns false when out of bounds.
+   * cache_memlimit: the store's arena reserves room for a limit up to memLimitMax(-m) at
+   * start (lowering the limit stops new pages from being counted). False when out of bounds.
    */
   adjustMemLimit(bytes: number): boolean {
     const share = Math.floor(bytes / this.shards);
@@ -138,5 +148,7 @@ export class Engine {
     this.store.getExpired = 0;
     this.store.getFlushed = 0;
     this.store.slabsMoved = 0;
+    this.store.slabReassignRescues = 0;
+    this.store.slabReassignEvictionsNomem = 0;
   }
 }

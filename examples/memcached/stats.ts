@@ -60,6 +60,8 @@ export function snapshot(engine: Engine): StatsSnapshot {
       getFlushed: st.getFlushed,
       slabsMoved: st.slabsMoved,
       slabReassignEvictionsNomem: st.slabReassignEvictionsNomem,
+      slabReassignRescues: st.slabReassignRescues,
+      globalPagePool: st.globalPagePool,
       crawlerStarts: st.crawlerStarts,
       hashPower: st.hashPower,
       hashBytes: st.hashBytes,
@@ -329,7 +331,7 @@ function general(engine: Engine, snap: StatsSnapshot, sink: StatsSink): void {
   add("hash_bytes", st.hashBytes!);
   add("hash_is_expanding", st.hashExpanding! > 0 ? 1 : 0);
   if (settings.slabReassign) {
-    add("slab_reassign_rescues", 0);
+    add("slab_reassign_rescues", st.slabReassignRescues!);
     add("slab_reassign_chunk_rescues", 0);
     add("slab_reassign_evictions_nomem", st.slabReassignEvictionsNomem!);
     add("slab_reassign_inline_reclaim", 0);
@@ -353,7 +355,7 @@ function general(engine: Engine, snap: StatsSnapshot, sink: StatsSink): void {
   add("bytes", st.currBytes!);
   add("curr_items", st.currItems!);
   add("total_items", st.totalItems!);
-  add("slab_global_page_pool", 0);
+  add("slab_global_page_pool", st.globalPagePool!);
   add("expired_unfetched", classSum(snap, engine, CS.EXPIRED_UNFETCHED));
   add("evicted_unfetched", classSum(snap, engine, CS.EVICTED_UNFETCHED));
   add("evictions", classSum(snap, engine, CS.EVICTED));
@@ -453,7 +455,8 @@ function slabs(engine: Engine, snap: StatsSnapshot, sink: StatsSink): void {
     if (pages === 0) continue;
     const b = c * CS.COUNT;
     const perSlab = st.perSlab[c]!;
-    const totalChunks = c === st.large ? snap.classStats[b + CS.NUMBER]! : pages * perSlab;
+    // The large class's "chunks" are its pages (free: pages no item holds).
+    const totalChunks = pages * perSlab;
     const free = snap.freeChunks[c]!;
     const add = (k: string, v: number): void => sink.add(`${c}:${k}`, String(v));
     add("chunk_size", c === st.large ? st.pageSize : st.classSize[c]!);

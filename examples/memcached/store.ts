@@ -20,8 +20,12 @@
  * class and is cut into equal chunks (96 bytes, then x1.25 up to 512 KiB); an item takes the
  * chunk of the class that stock's own item size (`ntotal`) selects, so `stats slabs`, size
  * limits and the number of items that fit match stock. Items larger than the largest chunk take
- * whole contiguous pages. The limit is strict: the arena is exactly -m (this shard's share), and
- * a class that needs memory when none is free takes a page from another class.
+ * whole contiguous pages of the large class. Pages are counted against the limit as stock's
+ * mem_malloced is: a class takes a new page while the count stays within -m (this shard's
+ * share), its first page even past it; a class with pages evicts from its own LRU. Pages move
+ * between classes only through `reassign()` and `automove()` (stock's slab mover and
+ * automover). The arena reserves address space for the largest limit plus a first page per
+ * class; pages are handed out lowest first, so only what is counted is ever touched.
  *
  * Eviction is per class, from the LRU tail, with a second chance for items fetched twice
  * (stock's segmented LRU approximated: a hit sets a bit instead of moving the item).
@@ -139,8 +143,13 @@ export interface StoreOptions {
   evictToFree?: boolean;
   /** CAS counted in item sizes and assigned on link (default true). */
   useCas?: boolean;
-  /** Take pages from other classes when a class runs dry (default true). */
+  /** Pages may move between classes (slabs reassign, the automover; default true). */
   slabReassign?: boolean;
+  /**
+   * Largest limit cache_memlimit may raise this store's to, in bytes (default: maxBytes). The
+   * arena reserves address space for it; if that mapping fails, for maxBytes only.
+   */
+  limitMaxBytes?: number;
   /** Initial hash power; 0 sizes the table so that it never needs to grow. */
   hashPower?: number;
   /** Where the arena lives: "native" (default: mmap'd by Shoal, committed as used) or "js". */
@@ -154,6 +163,13 @@ export interface StoreOptions {
 }
 
 const PAGE_SIZE = 1024 * 1024;
+/** Pages one arena may reserve: one typed-array view spans at most 4 GiB. */
+const ARENA_PAGES_MAX = 4095;
+/** Runs in stock's automover window (slab_automove_window) and its age ratio. */
+const AUTOMOVE_WINDOW = 30;
+const AUTOMOVE_RATIO = 0.8;
+/** Pool reclaims one automove tick may make (stock reruns at once after each). */
+const AUTOMOVE_RUNS_MAX = 64;
 const STOCK_ITEM_HEADER = 48;
 
 /**
@@ -176,7 +192,8 @@ export class Store {
   readonly clock: Clock;
 
   readonly pageSize = PAGE_SIZE;
-  readonly pages: number;
+  /** Pages the arena reserves (address space; only what is used is ever touched). */
+  readonly capacity: number;
   readonly itemSizeMax: number;
   readonly useCas: boolean;
   evictToFree: boolean;
@@ -195,20 +212,39 @@ export class Store {
   /** Per-class counters, `classStats[cls * CS.COUNT + CS.X]`. */
   readonly classStats: Float64Array;
 
-  /** Owner class of each page (0: free). */
+  /** Owner class of each page (0: in the global pool, or not in use). */
   private readonly pageClass: Uint8Array;
+  /** 1 for a page in the global pool (free, still counted in pagesMalloced). */
+  private readonly inPool: Uint8Array;
   /** Pages of a multi-page item: at its first page, the run length; elsewhere 0. */
   private readonly pageRun: Int32Array;
-  /** Chunks in use (linked or pending) per page. */
-  private readonly pageUsed: Int32Array;
-  private freePages: number;
-  /** Pages that may be in use at once (cache_memlimit lowers it). */
+  /** Large class only: 1 if the page holds (part of) an item, 0 if spare. */
+  private readonly pageUsed: Uint8Array;
+  /** The limit pages are counted against (stock's mem_limit; -m, cache_memlimit). */
   private pageLimit: number;
-  /** Pages of chunk classes with no chunk in use (can move without evicting). */
-  private emptyClassPages = 0;
-  private pageCursor = 0;
-  /** Pages ever handed out (stock's total_malloced / page size). */
+  /** Largest limit cache_memlimit may set (the arena reserves it, plus first pages). */
+  private readonly limitMaxPages: number;
+  /** Pages taken from the system: in classes or in the pool (stock's mem_malloced / page size). */
   pagesMalloced = 0;
+  /** Pages in the global pool. */
+  private poolPages = 0;
+  /** Pages below this index have been used (the rest of the arena was never touched). */
+  private highWater = 0;
+  /** A reassign whose source pages were all busy, retried on the next automove tick. */
+  private retrySrc = NIL;
+  private retryDst = 0;
+  private pickCursor = 0;
+  /** The automover's windows (stock's window_data), AUTOMOVE_WINDOW slots per class. */
+  private readonly amAge: Float64Array;
+  private readonly amRatio: Float64Array;
+  private readonly amDirty: Uint8Array;
+  private readonly amSeen: Uint8Array;
+  /** Per class counters at the automover's previous run. */
+  private readonly amEvicted: Float64Array;
+  private readonly amOom: Float64Array;
+  private readonly amPages: Int32Array;
+  private amCur = 0;
+  private automoveSrc = -1;
 
   /**
    * The hash table (stock's assoc.c): bucket heads chained through the items. It starts at
@@ -297,31 +333,52 @@ export class Store {
     this.lruTail = new Int32Array(nclasses).fill(NIL);
     this.classStats = new Float64Array(nclasses * CS.COUNT);
 
-    this.pages = Math.max(1, Math.floor(options.maxBytes / PAGE_SIZE));
-    const bytes = this.pages * PAGE_SIZE;
-    if ((options.memory ?? "native") === "native") {
+    const pages = Math.max(1, Math.floor(options.maxBytes / PAGE_SIZE));
+    // Room for one page per class past the limit (stock lets a class with no page take one)
+    // and for a large item's first run.
+    const slack = this.largest + Math.ceil(this.itemSizeMax / PAGE_SIZE) + 1;
+    // A JS arena is allocated whole: no room to raise the limit into.
+    const native = (options.memory ?? "native") === "native";
+    let limitMax = native ? Math.max(pages, Math.floor((options.limitMaxBytes ?? 0) / PAGE_SIZE)) : pages;
+    limitMax = Math.max(pages, Math.min(limitMax, ARENA_PAGES_MAX - slack));
+    let mapped: NativeBuffer | null = null;
+    if (native) {
       // Huge pages: every get touches a random bucket and a random item header; with 4 KiB
       // pages each of those misses also walks the page tables (measured: ~14% of a shard's
-      // CPU on a 100k-key workload was these two loads).
-      this.native = allocateAlignedBuffer(bytes, 4096, { hugePages: true });
-      this.mem = this.native.bytes;
-    } else {
-      this.native = null;
-      this.mem = new Uint8Array(bytes);
+      // CPU on a 100k-key workload was these two loads). Untouched pages cost nothing.
+      try {
+        mapped = allocateAlignedBuffer((limitMax + slack) * PAGE_SIZE, 4096, { hugePages: true });
+      } catch (e) {
+        if (limitMax === pages) throw e;
+        limitMax = pages;
+        mapped = allocateAlignedBuffer((limitMax + slack) * PAGE_SIZE, 4096, { hugePages: true });
+      }
     }
+    this.limitMaxPages = limitMax;
+    this.capacity = limitMax + slack;
+    const bytes = this.capacity * PAGE_SIZE;
+    this.native = mapped;
+    this.mem = mapped !== null ? mapped.bytes : new Uint8Array(bytes);
     const ab = this.mem.buffer;
     const base = this.mem.byteOffset;
-    this.i32 = new Int32Array(ab, base, bytes >>> 2);
-    this.u32 = new Uint32Array(ab, base, bytes >>> 2);
-    this.f64 = new Float64Array(ab, base, bytes >>> 3);
-    this.pageClass = new Uint8Array(this.pages);
-    this.pageRun = new Int32Array(this.pages);
-    this.pageUsed = new Int32Array(this.pages);
-    this.freePages = this.pages;
-    this.pageLimit = this.pages;
+    this.i32 = new Int32Array(ab, base, bytes / 4);
+    this.u32 = new Uint32Array(ab, base, bytes / 4);
+    this.f64 = new Float64Array(ab, base, bytes / 8);
+    this.pageClass = new Uint8Array(this.capacity);
+    this.inPool = new Uint8Array(this.capacity);
+    this.pageRun = new Int32Array(this.capacity);
+    this.pageUsed = new Uint8Array(this.capacity);
+    this.pageLimit = pages;
+    this.amAge = new Float64Array(nclasses * AUTOMOVE_WINDOW);
+    this.amRatio = new Float64Array(nclasses * AUTOMOVE_WINDOW);
+    this.amDirty = new Uint8Array(nclasses * AUTOMOVE_WINDOW);
+    this.amSeen = new Uint8Array(nclasses * AUTOMOVE_WINDOW);
+    this.amEvicted = new Float64Array(nclasses);
+    this.amOom = new Float64Array(nclasses);
+    this.amPages = new Int32Array(nclasses);
 
     // Every item takes at least a 96-byte chunk: past this size the load stays under 1.5.
-    const maxItems = bytes / this.classSize[1]!;
+    const maxItems = (limitMax * PAGE_SIZE) / this.classSize[1]!;
     let maxHp = 12;
     while ((1 << maxHp) * 1.5 < maxItems && maxHp < 30) maxHp++;
     const hp = Math.min(30, (options.hashPower ?? 0) > 0 ? options.hashPower! : Math.min(HASHPOWER_DEFAULT, maxHp));
@@ -691,40 +748,61 @@ export class Store {
   }
 
   private allocChunk(cls: number): number {
+    // stock's do_item_alloc_pull: the free list, else a new page, else evict from this class's
+    // own LRU (never another class's: pages move between classes only through the page mover).
     for (let attempt = 0; attempt < 10; attempt++) {
       const head = this.freeHead[cls]!;
       if (head !== NIL) {
         this.freeHead[cls] = this.i32[(head << 1) + 1]!;
         this.freeCount[cls]!--;
-        const page = Math.floor((head << 3) / PAGE_SIZE);
-        if (this.pageUsed[page]++ === 0) this.emptyClassPages--;
         if (attempt > 0) this.classStats[cls * CS.COUNT + CS.DIRECT_RECLAIMS]! += attempt;
         return head;
       }
-      if (this.growClass(cls)) continue;
-      if (this.lruPullTail(cls, true)) continue;
-      if (!this.stealPageFor(cls)) return NIL;
+      if (this.newSlab(cls)) continue;
+      if (!this.lruPullTail(cls, true)) return NIL;
     }
     return NIL;
   }
 
-  /** Gives class `cls` a free page (or a page another class holds without using it). */
-  private growClass(cls: number): boolean {
-    let page = this.freePages > 0 ? this.findFreeRun(1) : -1;
-    if (page < 0 && this.emptyClassPages > 0 && this.slabReassign) page = this.takeEmptyPage(cls);
+  /** stock's do_slabs_newslab: gives class `cls` one more page if the limit allows it. */
+  private newSlab(cls: number): boolean {
+    const page = this.takePage(this.classPages[cls]! === 0);
     if (page < 0) return false;
     this.assignPage(page, cls);
     return true;
   }
 
-  private assignPage(page: number, cls: number): void {
-    if (this.pageClass[page] === 0) {
-      this.freePages--;
-      if (page >= this.pagesMalloced) this.pagesMalloced = page + 1;
+  /**
+   * A page for a class: from the global pool if it holds one, else a page never used (or
+   * released), counted in `pagesMalloced`, while that stays within the limit. `first` (the
+   * class has no page yet) may go past the limit, as stock lets it: the arena reserves room
+   * for one page per class beyond the largest limit. Returns the page, or -1.
+   */
+  private takePage(first: boolean): number {
+    if (this.poolPages > 0) {
+      for (let p = 0; p < this.highWater; p++) {
+        if (this.inPool[p] === 1) {
+          this.inPool[p] = 0;
+          this.poolPages--;
+          return p;
+        }
+      }
     }
+    if (!first && this.pagesMalloced >= this.pageLimit) return -1;
+    // Lowest first, so that the memory touched stays what is counted.
+    for (let p = 0; p < this.capacity; p++) {
+      if (this.pageClass[p] === 0 && this.inPool[p] === 0) {
+        this.pagesMalloced++;
+        if (p >= this.highWater) this.highWater = p + 1;
+        return p;
+      }
+    }
+    return -1;
+  }
+
+  /** Hands a page to a chunk class: its chunks go on the class's free list. */
+  private assignPage(page: number, cls: number): void {
     this.pageClass[page] = cls;
-    this.pageUsed[page] = 0;
-    this.emptyClassPages++;
     this.classPages[cls]!++;
     const size = this.classSize[cls]!;
     const n = this.perSlab[cls]!;
@@ -741,190 +819,115 @@ export class Store {
     this.freeCount[cls]! += n;
   }
 
-  /** A page of another class that holds no item: unhooks its chunks from that class. */
-  private takeEmptyPage(cls: number): number {
-    for (let p = 0; p < this.pages; p++) {
-      const owner = this.pageClass[p]!;
-      if (owner !== 0 && owner !== cls && owner !== this.large && this.pageUsed[p] === 0 && this.pageRun[p] === 0) {
-        this.detachPage(p);
-        this.slabsMoved++;
-        return p;
-      }
-    }
-    return -1;
-  }
-
-  /** Removes page `p` (no chunk in use) from its class and marks it free. */
-  private detachPage(p: number): void {
-    const owner = this.pageClass[p]!;
-    const start = p * PAGE_SIZE;
-    const end = start + PAGE_SIZE;
-    let prev = NIL;
-    let ref = this.freeHead[owner]!;
-    let removed = 0;
-    while (ref !== NIL) {
-      const next = this.i32[(ref << 1) + 1]!;
-      const off = ref << 3;
-      if (off >= start && off < end) {
-        if (prev === NIL) this.freeHead[owner] = next;
-        else this.i32[(prev << 1) + 1] = next;
-        removed++;
-      } else {
-        prev = ref;
-      }
-      ref = next;
-    }
-    this.freeCount[owner]! -= removed;
-    this.classPages[owner]!--;
-    this.pageClass[p] = 0;
-    this.emptyClassPages--;
-    this.freePages++;
-  }
-
   /**
-   * When a class has nothing left to evict: free the page that holds the least recently used
-   * tail among the other classes (evicting its items), so that memory follows the workload.
+   * An item of `bytes` (our layout) in whole contiguous pages of the large class. The class
+   * keeps its pages when its items go (spare pages, its free chunks), as stock's largest class
+   * keeps its chunks; it grows as any class does, and evicts from its own LRU.
    */
-  private stealPageFor(cls: number): boolean {
-    if (!this.evictToFree || !this.slabReassign) return false;
-    let victim = NIL;
-    let oldest = Infinity;
-    for (let c = 1; c <= this.large; c++) {
-      if (c === cls) continue;
-      const t = this.lruTail[c]!;
-      if (t !== NIL && this.time(t) < oldest) {
-        oldest = this.time(t);
-        victim = t;
-      }
-    }
-    if (victim === NIL) return false;
-    const page = Math.floor((victim << 3) / PAGE_SIZE);
-    return this.freePageRange(page, 1, true) && this.findFreeRun(1) >= 0 && this.growClass(cls);
-  }
-
-  /**
-   * Frees pages [first, first+count): evicts their items (large items lose their whole run)
-   * and detaches them from their classes. Fails if an upload in progress uses one of them.
-   */
-  private freePageRange(first: number, count: number, counted: boolean): boolean {
-    for (let p = first; p < first + count; p++) {
-      let head = p;
-      if (this.pageClass[p] === this.large) {
-        while (this.pageRun[head] === 0) head--;
-      }
-      if (this.pageClass[p] === 0) continue;
-      if (this.pageClass[p] === this.large) {
-        const ref = (head * PAGE_SIZE) >>> 3;
-        if (this.itFlags(ref) & F_PENDING) return false;
-        if (this.itFlags(ref) & F_LINKED) {
-          this.evict(ref, this.large);
-          if (counted) this.slabReassignEvictionsNomem++;
-        }
-        continue;
-      }
-      const owner = this.pageClass[p]!;
-      const size = this.classSize[owner]!;
-      const n = this.perSlab[owner]!;
-      const start = p * PAGE_SIZE;
-      for (let i = 0; i < n; i++) {
-        const ref = (start + i * size) >>> 3;
-        if (this.itFlags(ref) & F_PENDING) return false;
-      }
-      for (let i = 0; i < n; i++) {
-        const ref = (start + i * size) >>> 3;
-        if (this.itFlags(ref) & F_LINKED) {
-          this.evict(ref, owner);
-          if (counted) this.slabReassignEvictionsNomem++;
-        }
-      }
-      this.detachPage(p);
-      this.slabsMoved++;
-    }
-    return true;
-  }
-
-  /** First page of `count` contiguous free pages, or -1. */
-  private findFreeRun(count: number): number {
-    if (this.freePages < count || this.pages - this.freePages + count > this.pageLimit) return -1;
-    const pages = this.pages;
-    for (let scanned = 0, p = this.pageCursor; scanned < pages; scanned++, p = p + 1 === pages ? 0 : p + 1) {
-      if (this.pageClass[p] !== 0 || p + count > pages) continue;
-      let k = 1;
-      while (k < count && this.pageClass[p + k] === 0) k++;
-      if (k === count) {
-        this.pageCursor = p;
-        return p;
-      }
-    }
-    return -1;
-  }
-
-  /** An item of `bytes` (our layout) in whole contiguous pages. */
   private allocLarge(bytes: number): number {
     const count = Math.ceil(bytes / PAGE_SIZE);
-    if (count > this.pages) return NIL;
-    for (let attempt = 0; attempt < this.pages + 8; attempt++) {
-      const first = this.findFreeRun(count);
+    if (count > this.capacity) return NIL;
+    const base = this.large * CS.COUNT;
+    // Each eviction frees at least one page; the class holds at most classPages items.
+    const attempts = this.classPages[this.large]! + 10;
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      const first = this.findLargeRun(count, 2);
       if (first >= 0) {
-        for (let p = first; p < first + count; p++) {
-          this.pageClass[p] = this.large;
-          this.pageRun[p] = 0;
-          if (p >= this.pagesMalloced) this.pagesMalloced = p + 1;
-        }
-        this.pageRun[first] = count;
-        this.freePages -= count;
-        this.classPages[this.large]! += count;
-        this.pageUsed[first] = 1;
+        this.claimLargeRun(first, count);
+        if (attempt > 0) this.classStats[base + CS.DIRECT_RECLAIMS]! += attempt;
         return (first * PAGE_SIZE) >>> 3;
       }
-      if (this.emptyClassPages > 0 && this.slabReassign) {
-        const p = this.takeEmptyPage(this.large);
-        if (p >= 0) continue;
-      }
-      if (!this.evictToFree) return NIL;
-      if (this.lruPullTail(this.large, true)) continue;
-      // Free a window of pages, starting with the one holding the oldest tail item.
-      let victim = NIL;
-      let oldest = Infinity;
-      for (let c = 1; c < this.large; c++) {
-        const t = this.lruTail[c]!;
-        if (t !== NIL && this.time(t) < oldest) {
-          oldest = this.time(t);
-          victim = t;
-        }
-      }
-      if (victim === NIL || !this.slabReassign) return NIL;
-      let first2 = Math.floor((victim << 3) / PAGE_SIZE);
-      if (first2 + count > this.pages) first2 = this.pages - count;
-      if (!this.freePageRange(first2, count, true)) return NIL;
+      if (!this.lruPullTail(this.large, true)) return NIL;
     }
     return NIL;
+  }
+
+  /**
+   * First page of `count` contiguous pages an item of the large class may take, or -1. Level
+   * 0 takes the class's spare pages only, 1 also pool pages, 2 also new pages within the
+   * limit (or past it for the class's first pages). The lowest level that finds a run wins.
+   */
+  private findLargeRun(count: number, maxLevel: number): number {
+    const large = this.large;
+    const end = Math.min(this.capacity, this.highWater + count);
+    for (let level = 0; level <= maxLevel; level++) {
+      // New pages within the limit; a class with no page yet may take its first run past it.
+      let allowance = level < 2 ? 0 : Math.max(0, this.pageLimit - this.pagesMalloced);
+      if (level === 2 && this.classPages[large] === 0) allowance = Math.max(allowance, count);
+      let run = 0;
+      let fresh = 0;
+      for (let p = 0; p < end; p++) {
+        const owner = this.pageClass[p]!;
+        let ok: boolean;
+        let isNew = false;
+        if (owner === large) ok = this.pageUsed[p] === 0;
+        else if (owner !== 0) ok = false;
+        else if (this.inPool[p] === 1) ok = level >= 1;
+        else {
+          ok = level >= 2;
+          isNew = true;
+        }
+        if (!ok) {
+          run = 0;
+          fresh = 0;
+          continue;
+        }
+        run++;
+        if (isNew) fresh++;
+        if (run > count) {
+          // Slide: the page leaving the window.
+          const out = p - count;
+          if (this.pageClass[out] === 0 && this.inPool[out] === 0) fresh--;
+          run = count;
+        }
+        if (run === count && fresh <= allowance) return p - count + 1;
+      }
+    }
+    return -1;
+  }
+
+  /** Takes pages [first, first+count) for one large item (they were spare, pool or new). */
+  private claimLargeRun(first: number, count: number): void {
+    const large = this.large;
+    for (let p = first; p < first + count; p++) {
+      if (this.pageClass[p] === large) {
+        this.freeCount[large]!--;
+      } else {
+        if (this.inPool[p] === 1) {
+          this.inPool[p] = 0;
+          this.poolPages--;
+        } else {
+          this.pagesMalloced++;
+          if (p >= this.highWater) this.highWater = p + 1;
+        }
+        this.pageClass[p] = large;
+        this.classPages[large]!++;
+      }
+      this.pageUsed[p] = 1;
+      this.pageRun[p] = 0;
+    }
+    this.pageRun[first] = count;
   }
 
   private freeItem(ref: number): void {
     const cls = this.clsid(ref);
     const b = ref << 3;
+    this.mem[b + 28] = F_SLABBED;
+    this.mem[b + 29] = 0;
     if (cls === this.large) {
+      // The pages stay the class's, spare.
       const first = Math.floor(b / PAGE_SIZE);
       const count = this.pageRun[first]!;
       for (let p = first; p < first + count; p++) {
-        this.pageClass[p] = 0;
         this.pageRun[p] = 0;
         this.pageUsed[p] = 0;
       }
-      this.freePages += count;
-      this.classPages[this.large]! -= count;
-      this.mem[b + 28] = F_SLABBED;
-      this.mem[b + 29] = 0;
+      this.freeCount[cls]! += count;
       return;
     }
-    this.mem[b + 28] = F_SLABBED;
-    this.mem[b + 29] = 0;
     this.i32[(ref << 1) + 1] = this.freeHead[cls]!;
     this.freeHead[cls] = ref;
     this.freeCount[cls]!++;
-    const page = Math.floor(b / PAGE_SIZE);
-    if (--this.pageUsed[page]! === 0) this.emptyClassPages++;
   }
 
   // ------------------------------------------------------------------ LRU
@@ -1028,6 +1031,12 @@ export class Store {
   /** stock's do_item_unlink + free: out of the hash table and LRU, memory back to its class. */
   unlink(ref: number): void {
     if ((this.itFlags(ref) & F_LINKED) === 0) return;
+    this.unlinkOnly(ref);
+    this.freeItem(ref);
+  }
+
+  /** Out of the hash table and LRU, counted out; the memory is the caller's. */
+  private unlinkOnly(ref: number): void {
     const cls = this.clsid(ref);
     const total = this.ntotal(ref);
     this.hashRemove(ref);
@@ -1036,7 +1045,7 @@ export class Store {
     this.currBytes -= total;
     this.classStats[cls * CS.COUNT + CS.NUMBER]!--;
     this.classStats[cls * CS.COUNT + CS.MEM_REQUESTED]! -= total;
-    this.freeItem(ref);
+    this.mem[(ref << 3) + 28] = this.mem[(ref << 3) + 28]! & ~F_LINKED;
   }
 
   private hashRemove(ref: number): void {
@@ -1233,39 +1242,309 @@ export class Store {
     }
   }
 
-  /** Sets how much of the arena may be used (cache_memlimit); false if more than the arena. */
+  /**
+   * cache_memlimit: sets the limit new pages are counted against. False when above what the
+   * arena reserved. Pool pages beyond a lowered limit are released, as stock frees them.
+   */
   setPageLimit(bytes: number): boolean {
     const pages = Math.floor(bytes / PAGE_SIZE);
-    if (pages < 1 || pages > this.pages) return false;
+    if (pages < 1 || pages > this.limitMaxPages) return false;
     this.pageLimit = pages;
+    this.releasePool();
     return true;
   }
 
+  /** Largest limit setPageLimit accepts, in bytes. */
+  get limitMaxBytes(): number {
+    return this.limitMaxPages * PAGE_SIZE;
+  }
+
+  /** Pages in the global pool (stock's slab_global_page_pool). */
+  get globalPagePool(): number {
+    return this.poolPages;
+  }
+
+  /** stock's memory_release: pool pages go while more is counted than the limit. */
+  private releasePool(): void {
+    for (let p = 0; p < this.highWater && this.poolPages > 0 && this.pagesMalloced > this.pageLimit; p++) {
+      if (this.inPool[p] === 1) {
+        this.inPool[p] = 0;
+        this.poolPages--;
+        this.pagesMalloced--;
+      }
+    }
+  }
+
   /**
-   * slabs reassign: moves one page from class `src` (-1: any with a spare page) to `dst`,
-   * evicting what the page held.
+   * slabs reassign: moves one page from class `src` (-1: the next class with a spare page;
+   * 0: the global pool) to `dst` (0: the pool). The page's items are rescued into free chunks
+   * of their class where there are any, else dropped (stock's slab_reassign_evictions_nomem).
+   * Stock's mover runs in the background and answers OK at once; here the move is done before
+   * the answer (or, when every page of `src` holds an upload in progress, on a later tick).
    */
   reassign(src: number, dst: number): "ok" | "badclass" | "nospare" | "same" {
     if (src === dst) return "same";
-    if (src === -1) {
-      for (let c = 1; c <= this.largest; c++) {
-        if (c !== dst && this.classPages[c]! > 1) {
-          src = c;
-          break;
-        }
-      }
+    if (src === -1) src = this.pickAnySource(dst);
+    if (src < 0 || src > this.large || dst < 0 || dst > this.large) return "badclass";
+    if ((src === 0 ? this.poolPages : this.classPages[src]!) < 2) return "nospare";
+    if (!this.movePage(src, dst)) {
+      this.retrySrc = src;
+      this.retryDst = dst;
     }
-    if (src < 0 || src > this.largest || dst < 0 || dst > this.largest) return "badclass";
-    if (src === 0 || this.classPages[src]! < 2) return "nospare";
-    for (let p = 0; p < this.pages; p++) {
-      if (this.pageClass[p] === src && this.freePageRange(p, 1, false)) {
-        if (dst !== 0) this.assignPage(p, dst);
-        return "ok";
-      }
-    }
-    return "nospare";
+    return "ok";
   }
 
+  /** stock's slabs_reassign_pick_any: round robin over the classes with more than one page. */
+  private pickAnySource(dst: number): number {
+    for (let tries = this.large; tries > 0; tries--) {
+      this.pickCursor = this.pickCursor >= this.large ? 1 : this.pickCursor + 1;
+      if (this.pickCursor !== dst && this.classPages[this.pickCursor]! > 1) return this.pickCursor;
+    }
+    return -1;
+  }
+
+  /**
+   * Moves one page of class `src` (0: the pool) to `dst` (0: the pool); false when every page
+   * of `src` holds an upload in progress. Stock's slab_rebalance_move/finish, done at once:
+   * live items are copied into free chunks of their own class outside the page (relinked as
+   * stock's do_item_replace does: new CAS, now, LRU head, total_items), the others dropped.
+   */
+  private movePage(src: number, dst: number): boolean {
+    let page = -1;
+    if (src === 0) {
+      for (let p = 0; p < this.highWater && page < 0; p++) if (this.inPool[p] === 1) page = p;
+      if (page < 0) return false;
+      this.inPool[page] = 0;
+      this.poolPages--;
+    } else {
+      for (let p = 0; p < this.highWater && page < 0; p++) {
+        if (this.pageClass[p] === src && !this.pageBusy(p)) page = p;
+      }
+      if (page < 0) return false;
+      if (src === this.large) this.emptyLargePage(page);
+      else this.emptyChunkPage(page, src);
+      this.pageClass[page] = 0;
+      this.classPages[src]!--;
+    }
+    if (dst === 0) {
+      this.inPool[page] = 1;
+      this.poolPages++;
+      this.releasePool();
+    } else if (dst === this.large) {
+      this.pageClass[page] = dst;
+      this.pageUsed[page] = 0;
+      this.pageRun[page] = 0;
+      this.classPages[dst]!++;
+      this.freeCount[dst]!++;
+    } else {
+      this.assignPage(page, dst);
+    }
+    this.slabsMoved++;
+    return true;
+  }
+
+  /** True if page `p` holds (part of) an item allocated for an upload still arriving. */
+  private pageBusy(p: number): boolean {
+    const cls = this.pageClass[p]!;
+    if (cls === this.large) {
+      if (this.pageUsed[p] === 0) return false;
+      let head = p;
+      while (this.pageRun[head] === 0) head--;
+      return (this.itFlags((head * PAGE_SIZE) >>> 3) & F_PENDING) !== 0;
+    }
+    const size = this.classSize[cls]!;
+    const start = p * PAGE_SIZE;
+    for (let i = 0, n = this.perSlab[cls]!; i < n; i++) {
+      if (this.mem[start + i * size + 28]! & F_PENDING) return true;
+    }
+    return false;
+  }
+
+  /** Empties a chunk page of class `cls`: its free chunks leave the free list, its items move or go. */
+  private emptyChunkPage(page: number, cls: number): void {
+    const start = page * PAGE_SIZE;
+    const end = start + PAGE_SIZE;
+    let prev = NIL;
+    let ref = this.freeHead[cls]!;
+    while (ref !== NIL) {
+      const next = this.i32[(ref << 1) + 1]!;
+      const off = ref << 3;
+      if (off >= start && off < end) {
+        if (prev === NIL) this.freeHead[cls] = next;
+        else this.i32[(prev << 1) + 1] = next;
+        this.freeCount[cls]!--;
+      } else {
+        prev = ref;
+      }
+      ref = next;
+    }
+    const size = this.classSize[cls]!;
+    const now = this.clock.now;
+    for (let i = 0, n = this.perSlab[cls]!; i < n; i++) {
+      const old = (start + i * size) >>> 3;
+      if ((this.itFlags(old) & F_LINKED) === 0) continue;
+      const exp = this.exptime(old);
+      const head = this.freeHead[cls]!;
+      if ((exp !== 0 && exp <= now) || this.isFlushed(old)) {
+        this.unlinkOnly(old);
+      } else if (head === NIL) {
+        this.unlinkOnly(old);
+        this.slabReassignEvictionsNomem++;
+      } else {
+        this.freeHead[cls] = this.i32[(head << 1) + 1]!;
+        this.freeCount[cls]!--;
+        this.rescue(old, head);
+      }
+    }
+  }
+
+  /** Empties a page of the large class: the item on it moves to spare pages, or goes. */
+  private emptyLargePage(page: number): void {
+    if (this.pageUsed[page] === 0) {
+      this.freeCount[this.large]!--;
+      return;
+    }
+    let first = page;
+    while (this.pageRun[first] === 0) first--;
+    const old = (first * PAGE_SIZE) >>> 3;
+    const count = this.pageRun[first]!;
+    const exp = this.exptime(old);
+    if ((this.itFlags(old) & F_LINKED) !== 0 && !((exp !== 0 && exp <= this.clock.now) || this.isFlushed(old))) {
+      const to = this.findLargeRun(count, 0);
+      if (to >= 0) {
+        this.claimLargeRun(to, count);
+        this.rescue(old, (to * PAGE_SIZE) >>> 3);
+      } else {
+        this.unlinkOnly(old);
+        this.slabReassignEvictionsNomem++;
+      }
+    } else if ((this.itFlags(old) & F_LINKED) !== 0) {
+      this.unlinkOnly(old);
+    }
+    // The run's pages become spare; this one leaves the class.
+    this.freeItem(old);
+    this.freeCount[this.large]!--;
+  }
+
+  /** Copies linked item `old` into free chunk `to` of its class and links the copy in its place. */
+  private rescue(old: number, to: number): void {
+    const from = old << 3;
+    const bytes = HDR + this.nkey(old) + this.nbytes(old);
+    this.mem.copyWithin(to << 3, from, from + bytes);
+    const hv = this.u32[(old << 1) + 10]!;
+    this.unlinkOnly(old);
+    this.link(to, hv);
+    this.slabReassignRescues++;
+  }
+
+  /**
+   * stock's slab automover (slab_automove=1), run once a second: per class, a window of the
+   * last 30 runs records evictions, out-of-memory, new pages and the LRU tail's age. A class
+   * with more than 2.5 pages of free chunks and a clean window gives a page to the global pool
+   * (and the next run follows at once); else, once the window has filled, the class with the
+   * youngest tail that keeps evicting takes a page from the one with the oldest tail (more than
+   * two pages) when the young age is below 0.8 of the old one. At most one such page a second.
+   * Returns the pages moved.
+   */
+  automove(level = 1): number {
+    let moved = 0;
+    if (this.retrySrc !== NIL) {
+      const src = this.retrySrc;
+      this.retrySrc = NIL;
+      if (this.movePage(src, this.retryDst)) moved++;
+    }
+    if (level === 2) return moved + this.automoveAggressive();
+    for (let run = 0; run < AUTOMOVE_RUNS_MAX; run++) {
+      const dst = this.automoveDecide();
+      if (dst < 0 || !this.movePage(this.automoveSrc, dst)) break;
+      moved++;
+      if (dst !== 0) break;
+    }
+    return moved;
+  }
+
+  /**
+   * slab_automove=2: stock asks for a page from any class with a spare one on every eviction;
+   * here each class that evicted since the last tick gets one page per tick.
+   */
+  private automoveAggressive(): number {
+    let moved = 0;
+    for (let c = 1; c <= this.large; c++) {
+      const evicted = this.classStats[c * CS.COUNT + CS.EVICTED]!;
+      if (evicted === this.amEvicted[c]) continue;
+      this.amEvicted[c] = evicted;
+      const src = this.pickAnySource(c);
+      if (src > 0 && this.movePage(src, c)) moved++;
+    }
+    return moved;
+  }
+
+  /** One decision of stock's slab_automove_run: the destination (0: pool) or -1; source in automoveSrc. */
+  private automoveDecide(): number {
+    const W = AUTOMOVE_WINDOW;
+    const n = this.large + 1;
+    const cs = this.classStats;
+    let evictedTotal = 0;
+    for (let c = 1; c < n; c++) evictedTotal += Math.max(0, cs[c * CS.COUNT + CS.EVICTED]! - this.amEvicted[c]!);
+    this.amCur++;
+    let oldest = -1;
+    let oldestAge = 0;
+    let youngest = -1;
+    let youngestAge = Infinity;
+    let youngestEvicting = false;
+    let src = -1;
+    let dst = -1;
+    for (let c = 1; c < n; c++) {
+      const slot = c * W + (this.amCur % W);
+      const evicted = Math.max(0, cs[c * CS.COUNT + CS.EVICTED]! - this.amEvicted[c]!);
+      const oom = cs[c * CS.COUNT + CS.OUTOFMEMORY]! - this.amOom[c]!;
+      this.amEvicted[c] = cs[c * CS.COUNT + CS.EVICTED]!;
+      this.amOom[c] = cs[c * CS.COUNT + CS.OUTOFMEMORY]!;
+      const pages = this.classPages[c]!;
+      this.amDirty[slot] = evicted > 0 || oom > 0 || pages > this.amPages[c]! ? 1 : 0;
+      this.amPages[c] = pages;
+      this.amRatio[slot] = evicted > 0 ? evicted / evictedTotal : 0;
+      this.amSeen[slot] = evicted > 0 ? 1 : 0;
+      this.amAge[slot] = this.tailAge(c);
+      if (dst >= 0) continue; // stock stops here; the other classes' windows get this run next time
+      let ageSum = 0;
+      let dirty = 0;
+      let ratio = 0;
+      let seen = 0;
+      for (let i = c * W; i < c * W + W; i++) {
+        ageSum += this.amAge[i]!;
+        dirty += this.amDirty[i]!;
+        ratio += this.amRatio[i]!;
+        seen += this.amSeen[i]!;
+      }
+      const age = Math.floor(ageSum / W);
+      const perPage = this.perSlab[c]!;
+      if (this.freeCount[c]! > perPage * 2.5 && dirty === 0) {
+        src = c;
+        dst = 0;
+        youngest = oldest = -1;
+        continue;
+      }
+      if (age > oldestAge && pages > 2) {
+        oldest = c;
+        oldestAge = age;
+      }
+      if (age < youngestAge && (seen > W / 2 || ratio / W > 0.25)) {
+        youngest = c;
+        youngestAge = age;
+        youngestEvicting = this.amSeen[slot] === 1;
+      }
+    }
+    if (dst === 0) {
+      this.automoveSrc = src;
+      return 0;
+    }
+    if (youngest !== -1 && oldest !== -1 && this.amCur > W && youngestAge < oldestAge * AUTOMOVE_RATIO && youngestEvicting) {
+      this.automoveSrc = oldest;
+      return youngest;
+    }
+    return -1;
+  }
   /**
    * The LRU crawler: checks up to `budget` items (round robin over classes, from the tails) and
    * removes expired and flushed ones. Returns the number removed.
