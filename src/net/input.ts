@@ -107,6 +107,14 @@ export class StreamInput implements ConnectionInput {
    * whatever the peer's segment sizes, and larger chunks stay zero-copy.
    */
   private readonly coalesceMax: number;
+  /**
+   * Bytes moved out of the source's receive buffers (spill): token -1-k names heap[k]. Such a
+   * chunk is read like any other; dropping it frees the slot.
+   */
+  private heap: (Uint8Array | undefined)[] = [];
+  private heapFree: number[] = [];
+  /** Inside consume(), the parser included: no other read may start. */
+  private consuming = false;
 
   /**
    * `pauseChunks`: buffered chunks at which the source is asked to stop receiving (>= 2);
@@ -157,7 +165,7 @@ export class StreamInput implements ConnectionInput {
   /** A chunk arrived: `len` bytes at the start of `token`'s buffer. The input owns one reference. */
   push(token: number, len: number): void {
     if (this.eof || this.err !== undefined) {
-      this.src.releaseChunk(token);
+      this.drop(token);
       return;
     }
     let base: Uint8Array;
@@ -167,7 +175,7 @@ export class StreamInput implements ConnectionInput {
       // peer sending a byte per segment holds one buffer per buffer's worth of bytes, not one
       // per segment (a reader waiting for a whole line would otherwise pin the shard's pool).
       const t = (this.head + this.n - 1) & (this.tok.length - 1);
-      base = this.src.chunkBase(this.tok[t]!);
+      base = this.base(this.tok[t]!);
       start = this.off[t]! + this.len[t]! - len;
     } else {
       if (this.n === this.tok.length) this.growQueue();
@@ -180,13 +188,15 @@ export class StreamInput implements ConnectionInput {
     }
     this.bytes += len;
     if (this.waitKind !== WAIT_NONE) {
+      // A read timeout counts from the last arrival, not from when a long read began.
+      if (this.waitingSince !== 0) this.waitingSince = now() || 1e-9;
       const la = this.lookahead;
       if (la === undefined) {
         this.wake();
       } else {
         // Look now, deliver after the rest of this batch of completions (same group).
         try {
-          if (base === EMPTY) base = this.src.chunkBase(token);
+          if (base === EMPTY) base = this.base(token);
           la(base, start, start + len);
         } catch {
           // A lookahead only warms caches: its failure changes nothing.
@@ -209,12 +219,85 @@ export class StreamInput implements ConnectionInput {
   private appendToTail(token: number, len: number): boolean {
     const t = (this.head + this.n - 1) & (this.tok.length - 1);
     const end = this.off[t]! + this.len[t]!;
-    const base = this.src.chunkBase(this.tok[t]!);
+    const base = this.base(this.tok[t]!);
     if (end + len > base.length) return false;
-    base.set(this.src.chunkBase(token).subarray(0, len), end);
+    base.set(this.base(token).subarray(0, len), end);
     this.len[t] = this.len[t]! + len;
-    this.src.releaseChunk(token);
+    this.drop(token);
     return true;
+  }
+
+  /** The whole buffer of chunk `t`: a source buffer, or one of this input's spilled chunks. */
+  private base(t: number): Uint8Array {
+    return t >= 0 ? this.src.chunkBase(t) : this.heap[-1 - t]!;
+  }
+
+  /** Lets go of chunk `t`: back to the source, or a spilled chunk's slot freed. */
+  private drop(t: number): void {
+    if (t >= 0) {
+      this.src.releaseChunk(t);
+      return;
+    }
+    this.heap[-1 - t] = undefined;
+    this.heapFree.push(-1 - t);
+  }
+
+  /**
+   * Moves the queued bytes out of the source's receive buffers into memory of this input's own
+   * and gives those buffers back (the stack calls this when its pool is exhausted: queued
+   * partial messages must not keep every other connection from receiving). A head chunk part
+   * of which was already handed out (readExactly) stays leased until the next read, as its
+   * view must stay valid. Returns the source buffers released or leased.
+   */
+  spill(): number {
+    let sourced = 0;
+    const mask = this.tok.length - 1;
+    for (let k = 0; k < this.n; k++) if (this.tok[(this.head + k) & mask]! >= 0) sourced++;
+    if (sourced === 0) return 0;
+    const total = this.bytes;
+    const h0 = this.head;
+    const t0 = this.tok[h0]!;
+    if (t0 < 0) {
+      const first = this.heap[-1 - t0]!;
+      const end = this.off[h0]! + this.len[h0]!;
+      if (first.length - end >= total - this.len[h0]!) {
+        // The head is spilled already and has the room: append the rest behind it.
+        let filled = end;
+        for (let k = 1; k < this.n; k++) {
+          const i = (h0 + k) & mask;
+          const t = this.tok[i]!;
+          const o = this.off[i]!;
+          first.set(this.base(t).subarray(o, o + this.len[i]!), filled);
+          filled += this.len[i]!;
+          this.drop(t);
+        }
+        this.len[h0] = total;
+        this.n = 1;
+        return sourced;
+      }
+    }
+    // Room for what a waiting reader needs, and to double: later spills append, not copy again.
+    const out = new Uint8Array(Math.max(total * 2, this.need, 4096));
+    let filled = 0;
+    for (let k = 0; k < this.n; k++) {
+      const i = (this.head + k) & mask;
+      const t = this.tok[i]!;
+      const o = this.off[i]!;
+      out.set(this.base(t).subarray(o, o + this.len[i]!), filled);
+      filled += this.len[i]!;
+      if (k === 0 && o > 0 && t >= 0) this.lease.push(t);
+      else this.drop(t);
+    }
+    const slot = this.heapFree.length > 0 ? this.heapFree.pop()! : this.heap.length;
+    this.heap[slot] = out;
+    this.head = 0;
+    this.n = 1;
+    this.tok[0] = -1 - slot;
+    this.off[0] = 0;
+    this.len[0] = total;
+    // A paused input stays paused (its reader has not asked for more): the spill only moved
+    // its bytes, and it resumes when they are read, as before.
+    return sourced;
   }
 
   /** Asks the source to stop receiving past the pause mark, unless a reader needs more bytes. */
@@ -265,8 +348,15 @@ export class StreamInput implements ConnectionInput {
   }
 
   private dropAll(): void {
+    // A head chunk partly handed out (readExactly's view of its first bytes) stays valid until
+    // the next read: leased, not dropped.
+    if (this.n > 0 && this.off[this.head]! > 0) {
+      this.lease.push(this.tok[this.head]!);
+      this.head = (this.head + 1) & (this.tok.length - 1);
+      this.n--;
+    }
     while (this.n > 0) {
-      this.src.releaseChunk(this.tok[this.head]!);
+      this.drop(this.tok[this.head]!);
       this.head = (this.head + 1) & (this.tok.length - 1);
       this.n--;
     }
@@ -295,7 +385,7 @@ export class StreamInput implements ConnectionInput {
 
   private releaseLease(): void {
     const l = this.lease;
-    for (let i = 0; i < l.length; i++) this.src.releaseChunk(l[i]!);
+    for (let i = 0; i < l.length; i++) this.drop(l[i]!);
     l.length = 0;
   }
 
@@ -328,7 +418,7 @@ export class StreamInput implements ConnectionInput {
   /** Hands out the head chunk's remaining bytes as a view and leases its buffer. */
   private takeHead(): Uint8Array {
     const t = this.leaseHead();
-    return this.src.chunkBase(t).subarray(this.leasedOff, this.leasedEnd);
+    return this.base(t).subarray(this.leasedOff, this.leasedEnd);
   }
 
   /** Consumes `count` (<= buffered) bytes from the front, releasing emptied chunks at once. */
@@ -345,7 +435,7 @@ export class StreamInput implements ConnectionInput {
       count -= l;
       const t = this.tok[h]!;
       this.popHead();
-      this.src.releaseChunk(t);
+      this.drop(t);
     }
   }
 
@@ -360,7 +450,7 @@ export class StreamInput implements ConnectionInput {
       const i = (this.head + k) & (this.tok.length - 1);
       const o = this.off[i]!;
       const take = Math.min(this.len[i]!, count - filled);
-      out.set(this.src.chunkBase(this.tok[i]!).subarray(o, o + take), filled);
+      out.set(this.base(this.tok[i]!).subarray(o, o + take), filled);
       filled += take;
     }
     return out.subarray(0, count);
@@ -372,7 +462,7 @@ export class StreamInput implements ConnectionInput {
     if (l >= count) {
       const t = this.tok[h]!;
       const o = this.off[h]!;
-      const view = this.src.chunkBase(t).subarray(o, o + count);
+      const view = this.base(t).subarray(o, o + count);
       this.bytes -= count;
       if (l === count) {
         this.popHead();
@@ -395,7 +485,7 @@ export class StreamInput implements ConnectionInput {
   }
 
   private checkIdle(op: string): void {
-    if (this.waitKind !== WAIT_NONE) throw new InvalidArgumentError(`${op}: another read is pending on this input`);
+    if (this.waitKind !== WAIT_NONE || this.consuming) throw new InvalidArgumentError(`${op}: another read is pending on this input`);
   }
 
   read(opts?: SignalOptions): Promise<Uint8Array | null> {
@@ -447,6 +537,17 @@ export class StreamInput implements ConnectionInput {
     if (typeof parser !== "function") throw new InvalidArgumentError("consume: parser must be a function");
     this.checkIdle("consume");
     this.releaseLease();
+    // A read from inside the parser (or while consume waits) is refused: it would take the bytes
+    // the parser is looking at.
+    this.consuming = true;
+    try {
+      return await this.consumeLoop(parser, opts);
+    } finally {
+      this.consuming = false;
+    }
+  }
+
+  private async consumeLoop(parser: StreamConsumer, opts: SignalOptions | undefined): Promise<boolean> {
     let want = 0;
     for (;;) {
       while (this.bytes === 0 || this.bytes < want) {
@@ -462,7 +563,7 @@ export class StreamInput implements ConnectionInput {
       let view: Uint8Array;
       if (l >= want) {
         const o = this.off[h]!;
-        view = this.src.chunkBase(this.tok[h]!).subarray(o, o + l);
+        view = this.base(this.tok[h]!).subarray(o, o + l);
       } else {
         // Show every buffered byte, not just `want`: a parser asking for one byte more than it
         // saw (a line parser looking for its end) then runs once per arrival, not once per byte.
@@ -556,7 +657,7 @@ export class StreamInput implements ConnectionInput {
           } else {
             // The whole receive buffer (a long-lived view) and the new bytes' range: no view made.
             const t = this.leaseHead();
-            r = ranges(this.src.chunkBase(t), this.leasedOff, this.leasedEnd);
+            r = ranges(this.base(t), this.leasedOff, this.leasedEnd);
           }
         } catch (e) {
           this.finishReceive(e instanceof Error ? e : new Error(String(e)), true);
@@ -591,7 +692,7 @@ export class StreamInput implements ConnectionInput {
       // Its receive() already ended: give back what it held; its outcome concerns nobody now.
       const i = this.orphans.findIndex((o) => o.gen === gen);
       if (i >= 0) {
-        for (const t of this.orphans[i]!.tokens) this.src.releaseChunk(t);
+        for (const t of this.orphans[i]!.tokens) this.drop(t);
         this.orphans.splice(i, 1);
       }
       return;

@@ -332,6 +332,11 @@ export interface NetStats {
   recvPauses: number;
   /** Times receiving stopped because every receive buffer was in use (ENOBUFS). */
   recvStarved: number;
+  /**
+   * Receive buffers given back by moving queued, unread bytes into the connections' own memory
+   * (done when the pool is at its cap and a receive ran dry).
+   */
+  recvSpilled: number;
   /** Native send memory mapped, and in use, in bytes. */
   sendMemoryMapped: number;
   sendMemoryInUse: number;

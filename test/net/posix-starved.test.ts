@@ -6,7 +6,9 @@ import { InvalidArgumentError } from "../../src/core/errors.ts";
 import { posixStack } from "../../src/net/posix/stack.ts";
 import { needBytes, type Connection } from "../../src/net/types.ts";
 import { sleep } from "../../src/core/timer.ts";
-import { crc, echo, expectQuiescent, fillRandom, serveWith } from "./conformance/harness.ts";
+import { crc, echo, expectQuiescent, fillRandom, serveWith, until } from "./conformance/harness.ts";
+
+const text = (v: Uint8Array) => new TextDecoder().decode(v);
 
 configureNet({ recvBufferSize: 4096, recvBufferCount: 8, recvBufferMax: 16 });
 const stack = posixStack();
@@ -97,6 +99,117 @@ test("a peer sending a byte per segment to a reader waiting for a whole line hol
   await srv.close();
   await l.close();
   await served;
+  await expectQuiescent(stack);
+}, 30_000);
+
+/** Serves 4-byte messages with readExactly (echoes each); counts handlers that ended. */
+function serveHeaders(l: ReturnType<typeof stack.listen>, sides: Connection[] = []) {
+  const state = { served: 0, ended: 0 };
+  void (async () => {
+    for await (const c of l) {
+      sides.push(c);
+      void (async () => {
+        try {
+          for (;;) {
+            const h = await c.input.readExactly(4);
+            if (h === null) break;
+            state.served++;
+            await c.output.write(h);
+          }
+        } catch {
+          // reset by the test or the peer
+        }
+        state.ended++;
+        c.reset();
+      })();
+    }
+  })();
+  return state;
+}
+
+test("partial messages of many peers do not hold the pool: their bytes move out of it; everyone is served, closes are seen", async () => {
+  // 16 peers each sent 1 byte of a 4-byte header: they held all 16 buffers, every other
+  // connection of the shard waited on ENOBUFS for good, and so did the peers' own FINs.
+  const l = stack.listen("127.0.0.1:0");
+  const state = serveHeaders(l);
+  const good = await stack.connect(l.localAddress);
+  const partial: Connection[] = [];
+  for (let i = 0; i < 24; i++) {
+    const c = await stack.connect(l.localAddress);
+    await c.output.write("x");
+    partial.push(c);
+  }
+  await good.output.write("ping");
+  expect(text((await good.input.readExactly(4))!)).toBe("ping");
+  expect(stack.stats().recvSpilled).toBeGreaterThan(0);
+  // The rest of each header arrives: all are answered with what they sent.
+  for (const c of partial) await c.output.write("yz!");
+  for (const c of partial) {
+    expect(text((await c.input.readExactly(4))!)).toBe("xyz!");
+    // Closing also releases the view's buffer (a read's lease lasts until the next read).
+    await c.close();
+  }
+  await until(() => state.ended === 24, 5000, "every partial peer's close seen");
+  await good.close();
+  await until(() => state.ended === 25);
+  await l.close();
+  await expectQuiescent(stack);
+}, 30_000);
+
+test("readExactly of more than the whole pool completes, and other connections are served meanwhile", async () => {
+  const l = stack.listen("127.0.0.1:0");
+  const accepted = l.accept();
+  const client = await stack.connect(l.localAddress);
+  const srv = await accepted;
+  const data = new Uint8Array(200_000); // 16 x 4096 = 64 KiB pool
+  fillRandom(data, 11);
+  const reading = srv.input.readExactly(data.length);
+  const writing = client.output.write(data);
+  const served = serveWith(l, echo);
+  const other = await stack.connect(l.localAddress);
+  await other.output.write("hello");
+  expect(text((await other.input.readExactly(5))!)).toBe("hello");
+  const got = (await reading)!;
+  expect(crc(got)).toBe(crc(data));
+  await writing;
+  for (const c of [other, client, srv]) await c.close();
+  await l.close();
+  await served;
+  await expectQuiescent(stack);
+}, 30_000);
+
+test("at the pool's cap a starved receive is re-armed as soon as one buffer is back", async () => {
+  // It waited for min(32, max/8) free buffers: with one back, a request sat unserved.
+  const l = stack.listen("127.0.0.1:0");
+  const sides: Connection[] = [];
+  const reads: Promise<Uint8Array | null>[] = [];
+  let holding = 0;
+  void (async () => {
+    for await (const c of l) {
+      sides.push(c);
+      // Reads one chunk and keeps its view (a lease: not movable out of the pool).
+      const r = c.input.read();
+      reads.push(r);
+      void r.then(() => holding++, () => {});
+    }
+  })();
+  const peers: Connection[] = [];
+  for (let i = 0; i < 16; i++) {
+    const c = await stack.connect(l.localAddress);
+    await c.output.write("x");
+    peers.push(c);
+  }
+  await until(() => holding === 16);
+  const good = await stack.connect(l.localAddress);
+  await until(() => sides.length === 17);
+  const reading = reads[16]!;
+  await good.output.write("ping");
+  await until(() => stack.stats().recvStarved > 0);
+  sides[0]!.reset();
+  expect(text((await reading)!)).toBe("ping");
+  for (const c of [...peers, good]) c.reset();
+  for (const c of sides) c.reset();
+  await l.close();
   await expectQuiescent(stack);
 }, 30_000);
 

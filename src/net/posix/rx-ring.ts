@@ -28,6 +28,8 @@ export class RxRing {
   readonly views: Uint8Array[];
   /** Buffers the kernel can select now. */
   available: number;
+  /** Buffers the kernel filled since the pool was made (wraps past 2^53: never in practice). */
+  takes = 0;
   /** Fill recycled buffers with RX_POISON_BYTE (debug). */
   poison = false;
   private readonly handle: number;
@@ -95,6 +97,7 @@ export class RxRing {
   taken(bid: number): void {
     this.refs[bid] = 1;
     this.available--;
+    this.takes++;
   }
 
 

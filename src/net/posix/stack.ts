@@ -104,6 +104,7 @@ export class PosixStack implements NetworkStack {
     connectionsRejected: 0,
     recvPauses: 0,
     recvStarved: 0,
+    recvSpilled: 0,
     sends: 0,
     sendBytes: 0,
     sendsShort: 0,
@@ -122,6 +123,10 @@ export class PosixStack implements NetworkStack {
   private dirty: Sender[] = [];
   private spare: Sender[] = [];
   private starved: Starvable[] = [];
+  /** Connections not yet released (their inputs may hold receive buffers). */
+  private readonly open = new Set<PosixConnection>();
+  /** rx.takes at the last spill. */
+  private spilledAtTakes = -1;
   private readonly timed = new Set<PosixConnection>();
   private sweeper: Timer | undefined;
   private sweepPeriodMs = Infinity;
@@ -222,7 +227,18 @@ export class PosixStack implements NetworkStack {
     // before receives run dry, up to recvBufferMax.
     if (rx.total < rx.entries && (this.starved.length > 0 || rx.available < rx.total >> 3)) rx.grow(this.growStep);
     let did = rx.publish();
-    if (this.starved.length > 0 && this.rx.available >= Math.min(32, this.rx.entries >> 3)) {
+    // At the cap nothing more is coming: re-arm with whatever came back.
+    const rearmAt = rx.total < rx.entries ? Math.min(32, rx.entries >> 3) : 1;
+    if (this.starved.length > 0 && rx.total >= rx.entries && rx.available < rearmAt && rx.takes !== this.spilledAtTakes) {
+      // Receives ran dry at the pool's cap: bytes queued unread (partial messages waiting for
+      // their rest, readers behind) move out of the pool, so that they cannot keep every
+      // connection of the shard from receiving, their own rest and peers' FINs included. Not
+      // again until the kernel has filled buffers since (leases and sends cannot be moved).
+      this.spilledAtTakes = rx.takes;
+      for (const c of this.open) this.counters.recvSpilled += c.input.spill();
+      did = rx.publish() || did;
+    }
+    if (this.starved.length > 0 && this.rx.available >= rearmAt) {
       // Each re-armed receive needs at least one buffer: wake no more than there are.
       const list = this.starved;
       let budget = this.rx.available;
@@ -268,6 +284,7 @@ export class PosixStack implements NetworkStack {
   connectionOpened(c: PosixConnection): void {
     this.socketOpened();
     this.connections++;
+    this.open.add(c);
     if (c.idleTimeoutMs > 0 || c.readTimeoutMs > 0) {
       this.timed.add(c);
       const shortest = Math.min(c.idleTimeoutMs || Infinity, c.readTimeoutMs || Infinity);
@@ -291,7 +308,8 @@ export class PosixStack implements NetworkStack {
   }
 
   /** @internal `c`'s fd is closed and its buffers released. */
-  connectionReleased(_c: PosixConnection): void {
+  connectionReleased(c: PosixConnection): void {
+    this.open.delete(c);
     this.connections--;
     this.socketClosed();
   }
@@ -416,6 +434,7 @@ export class PosixStack implements NetworkStack {
       recvBuffersHeld: rx?.inUse ?? 0,
       recvPauses: this.counters.recvPauses,
       recvStarved: this.counters.recvStarved,
+      recvSpilled: this.counters.recvSpilled,
       sendMemoryMapped: sendChunks.mappedBytes,
       sendMemoryInUse: sendChunks.usedBytes,
       sends: this.counters.sends,

@@ -547,6 +547,54 @@ export function streamConformance(s: StackUnderTest): void {
       }
     });
 
+    test("a readExactly view of part of a buffer stays valid through shutdownInput (not a read)", async () => {
+      // shutdownInput released the buffer the view pointed into: poisoned (or another
+      // connection's bytes) although no read call was made.
+      s.setPoisoning(true);
+      try {
+        const { client, server, done } = await pair();
+        await client.output.write("HEADBODYBODYBODY");
+        const head = (await server.input.readExactly(4))!;
+        expect(text(head)).toBe("HEAD");
+        server.shutdownInput();
+        expect(text(head)).toBe("HEAD");
+        expect(await server.input.read()).toBeNull();
+        await done();
+      } finally {
+        s.setPoisoning(false);
+      }
+    });
+
+    test("a read from inside a consume() parser is refused; the parser's bytes stay as it saw them", async () => {
+      // It was let through: it took the chunk the parser was looking at, and the parser's
+      // result was then applied to the next bytes (buffered went to -2).
+      const { client, server, done } = await pair();
+      await client.output.write("AAAA");
+      await until(() => server.input.buffered === 4);
+      let inner: unknown;
+      expect(
+        await server.input.consume((view) => {
+          expect(text(view)).toBe("AAAA");
+          try {
+            server.input.tryRead();
+          } catch (e) {
+            inner = e;
+          }
+          return 2;
+        }),
+      ).toBe(true);
+      expect(inner).toBeInstanceOf(InvalidArgumentError);
+      expect(server.input.buffered).toBe(2);
+      expect(text(server.input.tryRead()!)).toBe("AA");
+      // Refused while consume waits for more bytes too.
+      const waiting = server.input.consume((v) => (v.length < 3 ? needBytes(3) : 3));
+      expect(() => server.input.tryRead()).toThrow(InvalidArgumentError);
+      await client.output.write("xyz");
+      expect(await waiting).toBe(true);
+      expect(server.input.buffered).toBe(0);
+      await done();
+    });
+
     test("receive() aborted while its handler holds a chunk: the chunk stays valid until the handler's promise settles, which then affects no later receive", async () => {
       s.setPoisoning(true);
       try {
@@ -1003,6 +1051,27 @@ export function streamConformance(s: StackUnderTest): void {
         expect(text(await srv.input.read())).toBe("k");
       }
       await expectSystemError(srv.input.read(), "ETIMEDOUT", "read");
+      await c.close();
+      await l.close();
+      await expectQuiescent(stack);
+    });
+
+    test("read timeout counts from the last arrival: a long readExactly fed slowly does not time out", async () => {
+      // It counted from the start of the call: "no data for 200 ms" while 10 bytes came every 50 ms.
+      const l = stack.listen("127.0.0.1:0", { readTimeoutMs: 200 });
+      const accepted = l.accept();
+      const c = await stack.connect(l.localAddress);
+      const srv = await accepted;
+      const writer = (async () => {
+        for (let i = 0; i < 12; i++) {
+          await c.output.write("0123456789");
+          await Bun.sleep(50);
+        }
+      })();
+      const v = await srv.input.readExactly(120);
+      expect(v!.length).toBe(120);
+      await writer;
+      await expectSystemError(srv.input.readExactly(10), "ETIMEDOUT", "read");
       await c.close();
       await l.close();
       await expectQuiescent(stack);
