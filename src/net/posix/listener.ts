@@ -1,5 +1,7 @@
 /**
- * A listening kernel socket with one multishot ACCEPT in flight. Every shard binds the same
+ * A listening kernel socket with one ACCEPT in flight: multishot while the room below the
+ * connection and accept-queue limits exceeds what the backlog can hold, one at a time when it
+ * does not (a multishot accept drains the backlog before a cancel lands). Every shard binds the same
  * port with SO_REUSEPORT, so the kernel spreads new connections over the shards' own accept
  * queues (no funnel through shard 0). Accepting pauses (the multishot accept is cancelled and
  * the kernel backlog holds new peers) while the connection limit is reached, while the queue
@@ -116,7 +118,12 @@ export class PosixListener implements Listener, Completable {
   }
 
   private arm(): void {
-    this.acceptSlot = this.r.prepare(IoOp.ACCEPT, this.fd, 0, 0, 0, SOCK_CLOEXEC, this, this.acceptExtra);
+    // A multishot accept takes everything the backlog holds in one go, ahead of any cancel:
+    // unless that fits below the limits, accept one at a time, so that peers past a limit wait
+    // in the kernel's backlog instead of being accepted and then shed.
+    const room = Math.min(this.opts.maxConnections - this.open, this.opts.acceptQueueLimit - this.queued);
+    const extra = room > this.opts.backlog + OVERFLOW_LIMIT ? this.acceptExtra : undefined;
+    this.acceptSlot = this.r.prepare(IoOp.ACCEPT, this.fd, 0, 0, 0, SOCK_CLOEXEC, this, extra);
     this.acceptCancelled = false;
   }
 

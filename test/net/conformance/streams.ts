@@ -1025,6 +1025,33 @@ export function streamConformance(s: StackUnderTest): void {
       await expectQuiescent(stack);
     });
 
+    test("maxConnections under a burst of connects: peers past the limit wait in the backlog, none is accepted and shed", async () => {
+      // A multishot accept took the whole burst: 4 admitted, 64 parked, the rest closed (EOF).
+      const l = stack.listen("127.0.0.1:0", { maxConnections: 4, backlog: 512 });
+      const held: Connection[] = [];
+      const accepting = (async () => {
+        for await (const c of l) held.push(c);
+      })();
+      const clients = await Promise.all(Array.from({ length: 150 }, () => stack.connect(l.localAddress)));
+      const ended: unknown[] = [];
+      for (const c of clients) c.input.read().then((v) => ended.push(v), (e) => ended.push(e));
+      await until(() => held.length === 4);
+      await Bun.sleep(100);
+      expect(ended).toEqual([]);
+      expect(l.connections).toBe(4);
+      // Slots freed one by one admit the waiting peers, all of them.
+      for (let served = 0; served < clients.length; served++) {
+        await until(() => held.length > 0);
+        await held.shift()!.close();
+        expect(l.connections).toBeLessThanOrEqual(4);
+      }
+      expect(stack.stats().connectionsRejected).toBe(0);
+      for (const c of clients) c.reset();
+      await l.close();
+      await accepting;
+      await expectQuiescent(stack);
+    }, 30_000);
+
     test("idle timeout resets a silent peer's connection (ETIMEDOUT, op idle)", async () => {
       const l = stack.listen("127.0.0.1:0", { idleTimeoutMs: 100 });
       const accepted = l.accept();
