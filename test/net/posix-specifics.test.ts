@@ -11,7 +11,7 @@ import { posixStack } from "../../src/net/posix/stack.ts";
 import { IPPROTO_TCP, SOL_SOCKET, TCP_NODELAY, getIntOption, setIntOption } from "../../src/net/posix/sys.ts";
 import type { PosixConnection } from "../../src/net/posix/connection.ts";
 import { MAX_RECEIVED_HELD } from "../../src/net/output.ts";
-import { crc, expectQuiescent, fillRandom, readBytes } from "./conformance/harness.ts";
+import { crc, expectQuiescent, expectSystemError, fillRandom, readBytes, until } from "./conformance/harness.ts";
 
 const SO_KEEPALIVE = 9;
 const SO_SNDBUF = 7;
@@ -275,3 +275,23 @@ test("a port another process holds with SO_REUSEPORT is refused (EADDRINUSE); th
   await second.close();
   await first.close();
 }, 30_000);
+
+test("bytes left unread by a connection a peer reset hold no receive buffer once its socket is closed; they stay readable", async () => {
+  // They pinned their receive buffers until the application read, closed or reset it: a server
+  // abandoning failed connections leaked the shard's pool with nothing counting it.
+  const l = stack.listen("127.0.0.1:0");
+  const accepted = l.accept();
+  const c = await stack.connect(l.localAddress);
+  const srv = await accepted;
+  await c.output.write("unread bytes");
+  await until(() => srv.input.buffered === 12);
+  expect(stack.stats().recvBuffersHeld).toBe(1);
+  c.reset();
+  await until(() => stack.stats().connectionsOpen === 0, 2000, "both sockets closed");
+  expect(stack.stats().recvBuffersHeld).toBe(0);
+  expect(new TextDecoder().decode((await srv.input.read())!)).toBe("unread bytes");
+  await expectSystemError(srv.input.read(), "ECONNRESET");
+  await srv.close();
+  await l.close();
+  await expectQuiescent(stack);
+});

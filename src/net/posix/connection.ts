@@ -522,8 +522,10 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   onClosed(): void {
     this.state = CLOSED;
     this.fd = -1;
-    // Bytes received before a peer error stay readable until read, close() or reset().
+    // Bytes received before a peer error stay readable until read, close() or reset(), in the
+    // input's own memory: a connection the application abandons holds no receive buffer.
     if (!this.inputKept) this.input.dispose();
+    else this.stack.counters.recvSpilled += this.input.spill();
     this.output.discard();
     this.stack.connectionReleased(this);
     this.onRelease?.(this);

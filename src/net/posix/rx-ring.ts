@@ -36,7 +36,7 @@ export class RxRing {
   private readonly ring32: Uint32Array;
   private readonly ring16: Uint16Array;
   private readonly mask: number;
-  private readonly refs: Uint16Array;
+  private readonly refs: Uint32Array;
   private tail: number;
   private published: number;
 
@@ -70,7 +70,7 @@ export class RxRing {
     this.ring16 = new Uint16Array(ring);
     this.views = [];
     for (let i = 0; i < initial; i++) this.views.push(new Uint8Array(this.region, i * bufferSize, bufferSize));
-    this.refs = new Uint16Array(entries);
+    this.refs = new Uint32Array(entries);
     // Native code put the first `initial` buffers in the ring and published tail = initial.
     this.total = initial;
     this.tail = initial;
