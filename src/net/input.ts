@@ -244,12 +244,13 @@ export class StreamInput implements ConnectionInput {
 
   /**
    * Moves the queued bytes out of the source's receive buffers into memory of this input's own
-   * and gives those buffers back (the stack calls this when its pool is exhausted: queued
-   * partial messages must not keep every other connection from receiving). A head chunk part
+   * (one chunk, with room for `capacity` bytes and to double) and gives those buffers back. The
+   * stack calls this when its pool is exhausted (queued partial messages must not keep every
+   * other connection from receiving); consume() to show a parser contiguous bytes. A head chunk part
    * of which was already handed out (readExactly) stays leased until the next read, as its
    * view must stay valid. Returns the source buffers released or leased.
    */
-  spill(): number {
+  spill(capacity: number = this.need): number {
     let sourced = 0;
     const mask = this.tok.length - 1;
     for (let k = 0; k < this.n; k++) if (this.tok[(this.head + k) & mask]! >= 0) sourced++;
@@ -277,7 +278,7 @@ export class StreamInput implements ConnectionInput {
       }
     }
     // Room for what a waiting reader needs, and to double: later spills append, not copy again.
-    const out = new Uint8Array(Math.max(total * 2, this.need, 4096));
+    const out = new Uint8Array(Math.max(total * 2, capacity, 4096));
     let filled = 0;
     for (let k = 0; k < this.n; k++) {
       const i = (this.head + k) & mask;
@@ -567,7 +568,13 @@ export class StreamInput implements ConnectionInput {
       } else {
         // Show every buffered byte, not just `want`: a parser asking for one byte more than it
         // saw (a line parser looking for its end) then runs once per arrival, not once per byte.
-        view = this.assemble(this.bytes);
+        // The bytes are merged into one chunk of this input's memory, with room for what is
+        // wanted: later arrivals are appended to it, so a message that arrives in many pieces
+        // is copied about once, not once per arrival.
+        this.spill(want);
+        const t = this.tok[this.head]!;
+        const o = this.off[this.head]!;
+        view = this.base(t).subarray(o, o + this.len[this.head]!);
       }
       const r = parser(view);
       if (r === CONSUME_ALL) {
