@@ -296,6 +296,10 @@ export class Store {
   lastCas = 0;
 
   private crawlClass = 1;
+  /**
+   * The crawler's position between ticks: the next item of class crawlClass it checks (NIL: the
+   * next class). Always a linked item: lruRemove() steps it on when its item leaves the LRU.
+   */
   private crawlRef = NIL;
 
   constructor(options: StoreOptions) {
@@ -946,6 +950,10 @@ export class Store {
     const w = ref << 1;
     const prev = this.i32[w]!;
     const next = this.i32[w + 1]!;
+    // The crawler's saved position goes on to the next item it would have checked: left on an
+    // item that moves or is freed, it would read whatever later takes the chunk (or the page,
+    // re-cut for another class) as an item header.
+    if (ref === this.crawlRef) this.crawlRef = prev;
     if (prev !== NIL) this.i32[(prev << 1) + 1] = next;
     else this.lruHead[cls] = next;
     if (next !== NIL) this.i32[next << 1] = prev;
@@ -1323,6 +1331,9 @@ export class Store {
       if (page < 0) return false;
       if (src === this.large) this.emptyLargePage(page);
       else this.emptyChunkPage(page, src);
+      // Every item of the page has left the LRU, which stepped the crawler past them; the page
+      // is about to be re-cut, so make sure no position is left inside it.
+      if (this.crawlRef !== NIL && Math.floor(this.crawlRef / (PAGE_SIZE >>> 3)) === page) this.crawlRef = NIL;
       this.pageClass[page] = 0;
       this.classPages[src]!--;
     }

@@ -102,6 +102,32 @@ describe("expiry", () => {
   });
 });
 
+describe("the LRU crawler across page moves", () => {
+  test("a page moved to another class is not read as items of the old one", () => {
+    const t = setup({ maxBytes: 64 * 1024 * 1024 });
+    // Three pages of class 1 (96-byte chunks), stored in address order: the LRU tail is chunk 0.
+    for (let i = 0; i < 30_000; i++) t.run(`set k${String(i).padStart(5, "0")} 0 0 1 noreply\r\nx\r\n`);
+    // A tick that stops 5000 items up from the tail: its saved position is chunk 5000 of page 0
+    // (byte 480,000), which after the move is inside the value of a class-10 item.
+    t.engine.store.crawl(5000);
+    expect(t.run("slabs reassign 1 10\r\n")).toBe("OK\r\n");
+    // Values that read, at every 8-byte boundary, as a linked, expired class-1 item header.
+    const fake = String.fromCharCode(1, 0, 0, 0, 1, 0, 1, 0).repeat(80);
+    // 1394 four-byte keys (the value starts 8-byte aligned): exactly the page, in class 10.
+    const keys: string[] = [];
+    for (let i = 0; i < 1394; i++) keys.push(`${i < 1000 ? "d" : "e"}${String(i % 1000).padStart(3, "0")}`);
+    for (const k of keys) expect(t.run(`set ${k} 0 0 ${fake.length}\r\n${fake}\r\n`)).toBe("STORED\r\n");
+    t.clock.advance(2);
+    t.engine.store.crawl(5000);
+    for (let i = 0; i < 3000; i++) t.run(`set z${String(i).padStart(5, "0")} 0 0 1 noreply\r\nx\r\n`);
+    let bad = 0;
+    for (const k of keys) if (t.run(`get ${k}\r\n`) !== `VALUE ${k} 0 ${fake.length}\r\n${fake}\r\nEND\r\n`) bad++;
+    expect(bad).toBe(0);
+    expect(t.run("stats items\r\n")).toContain("STAT items:1:crawler_reclaimed 0\r\n");
+    t.close();
+  });
+});
+
 describe("flush_all", () => {
   test("immediate: everything stored before is gone, later sets survive", () => {
     const t = setup();
