@@ -153,11 +153,8 @@ const WAKE_SLACK_QUOTAS = 4;
 /** The shard's minimum virtual runtime: only increases (raised after every batch). */
 let minVruntime = 0;
 
-function smallestShares(): number {
-  let m = Infinity;
-  for (let i = 0; i < groups.length; i++) m = Math.min(m, groups[i]!.shares);
-  return m;
-}
+/** The most a group waking from idle may run before the others get a turn: 100 task quotas. */
+const WAKE_BURST_QUOTAS = 100;
 
 /** Raises minVruntime to the smallest virtual runtime among the active groups (and `g`). */
 function advanceMinVruntime(g: SchedulingGroup): void {
@@ -174,12 +171,23 @@ function activate(g: SchedulingGroup): void {
   // share earned, instead of being levelled to take turns 1:1 with the others.
   // The reference is the smallest active virtual runtime, or, when no group is active, the
   // shard's (only increasing) minimum: a group that was idle while others ran must not come
-  // back with all the credit of that time. The slack is measured in the smallest share of any
-  // group (the largest step a batch can take), so a low-share I/O group is not levelled either.
+  // back with all the credit of that time. The slack is measured in the smallest share among
+  // the groups competing now (the largest step one of their batches can take), so a low-share
+  // I/O group is not levelled either; groups that have nothing queued do not count (an unused
+  // 1-share group made every waking group's slack 1000 quotas). And whatever the shares, the
+  // waking group's catch-up is at most WAKE_BURST_QUOTAS of its own running time: a 1000-share
+  // group back from idle kept a busy 1-share group waiting for 2 s.
   let min = Infinity;
-  for (let i = 0; i < active.length; i++) min = Math.min(min, active[i]!.vruntime);
+  let smallest = g.shares;
+  for (let i = 0; i < active.length; i++) {
+    const a = active[i]!;
+    if (a.vruntime < min) min = a.vruntime;
+    if (a.shares < smallest) smallest = a.shares;
+  }
   const base = min === Infinity ? minVruntime : Math.max(min, minVruntime);
-  const floor = base - (WAKE_SLACK_QUOTAS * loopState.taskQuotaMs) / smallestShares();
+  const quota = loopState.taskQuotaMs;
+  const slack = Math.min((WAKE_SLACK_QUOTAS * quota) / smallest, (WAKE_BURST_QUOTAS * quota) / g.shares);
+  const floor = base - slack;
   if (g.vruntime < floor) g.vruntime = floor;
   active.push(g);
   if (loopState.idle) kick();

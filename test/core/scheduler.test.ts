@@ -437,4 +437,37 @@ describe("fairness across idle periods and large share ratios", () => {
     expect(ratio).toBeLessThan(12);
   });
 
+
+  test("a group back from idle catches up within a bounded burst: an unused 1-share group does not widen it", async () => {
+    // The wake-up slack was measured in the smallest share of every group ever created: one
+    // unused 1-share group let a 400-share group back from idle run alone for ~800 ms.
+    createSchedulingGroup("unused-1", 1);
+    const a = createSchedulingGroup("burst-a-100", 100);
+    const b = createSchedulingGroup("burst-b-400", 400);
+    let stop = false;
+    const bWork = (ms: number) =>
+      withSchedulingGroup(b, async () => {
+        const end = performance.now() + ms;
+        while (performance.now() < end) {
+          busyUs(20);
+          await maybeYield();
+        }
+      });
+    const aFiber = withSchedulingGroup(a, async () => {
+      while (!stop) {
+        busyUs(20);
+        await maybeYield();
+      }
+    });
+    await bWork(150);
+    await sleep(300); // b idles; a runs alone
+    const ra = a.runtimeMs;
+    const rb = b.runtimeMs;
+    await bWork(500);
+    stop = true;
+    await aFiber;
+    const aShare = (a.runtimeMs - ra) / (a.runtimeMs - ra + b.runtimeMs - rb);
+    // Shares say 20%; before, a got next to nothing while b caught up.
+    expect(aShare).toBeGreaterThan(0.1);
+  });
 });
