@@ -11,6 +11,7 @@
 import { describeValue } from "./describe.ts";
 import { AbortError, InvalidArgumentError, TimedOutError } from "./errors.ts";
 import { Timer } from "./timer.ts";
+import { currentSchedulingGroup, defaultSchedulingGroup, enqueue, singleGroup, type SchedulingGroup } from "./scheduler.ts";
 
 /** A value or a promise of it. */
 export type Awaitable<T> = T | PromiseLike<T>;
@@ -104,12 +105,15 @@ export class Waiter<V, D> implements EventListenerObject {
   private signal: AbortSignal | undefined;
   private timer: Timer | undefined;
   private timeoutMs: number;
+  /** The waiting code's scheduling group: its continuation runs (and is charged) there. */
+  private readonly group: SchedulingGroup;
 
   constructor(list: WaitList<V, D>, data: D, signal: AbortSignal | undefined, timeoutMs: number) {
     this.list = list;
     this.data = data;
     this.signal = signal;
     this.timeoutMs = timeoutMs;
+    this.group = singleGroup.value ? defaultSchedulingGroup : currentSchedulingGroup();
     this.promise = new Promise<V>((resolve, reject) => {
       this.resolveFn = resolve;
       this.rejectFn = reject;
@@ -122,15 +126,29 @@ export class Waiter<V, D> implements EventListenerObject {
     if (this.timeoutMs !== Infinity) this.timer = new Timer(() => this.expire()).arm(this.timeoutMs);
   }
 
-  /** Settles the wait; the caller has already unlinked it. */
+  /**
+   * Settles the wait; the caller has already unlinked it. Settled from another scheduling group
+   * (a producer in group A waking a consumer in group B), the settling is queued as a task of the
+   * waiter's group: its continuation then runs in B's turn and is charged to B, not to A.
+   */
   resolve(value: V): void {
     this.disarm();
+    if (!singleGroup.value && this.group !== currentSchedulingGroup()) {
+      const fn = this.resolveFn;
+      enqueue(this.group, () => fn(value), 0, 0);
+      return;
+    }
     this.resolveFn(value);
   }
 
-  /** Fails the wait; the caller has already unlinked it. */
+  /** Fails the wait; the caller has already unlinked it. From another group, as resolve(). */
   reject(reason: unknown): void {
     this.disarm();
+    if (!singleGroup.value && this.group !== currentSchedulingGroup()) {
+      const fn = this.rejectFn;
+      enqueue(this.group, () => fn(reason), 0, 0);
+      return;
+    }
     this.rejectFn(reason);
   }
 

@@ -104,7 +104,14 @@ export function schedulingGroups(): readonly SchedulingGroup[] {
   return groups;
 }
 
-/** Runs `fn` with `sg` as the current group; operations fn issues (even after awaits) are tagged sg. */
+/**
+ * Runs `fn` with `sg` as the current group; operations fn issues (even after awaits) are tagged
+ * sg, and their completions run in sg's turns. fn's synchronous part runs at once, in the
+ * caller's turn (and is charged to the caller's group): start fn with `await yieldNow()` to
+ * run even that part as a task of sg. Semaphores, queues, pipes and condition variables wake a
+ * waiter in its own group; a bare promise settled from another group resumes its awaiting code
+ * in the settling group's turn.
+ */
 export function withSchedulingGroup<T>(sg: SchedulingGroup, fn: () => T): T {
   if (!(sg instanceof SchedulingGroup)) throw new InvalidArgumentError("withSchedulingGroup: not a SchedulingGroup");
   if (typeof fn !== "function") throw new InvalidArgumentError("withSchedulingGroup: fn must be a function");

@@ -7,6 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import {
   InvalidArgumentError,
+  Queue,
   SchedulingGroup,
   Timer,
   configureLoop,
@@ -469,5 +470,58 @@ describe("fairness across idle periods and large share ratios", () => {
     const aShare = (a.runtimeMs - ra) / (a.runtimeMs - ra + b.runtimeMs - rb);
     // Shares say 20%; before, a got next to nothing while b caught up.
     expect(aShare).toBeGreaterThan(0.1);
+  });
+
+  test("a consumer woken through a Queue by another group runs in its own group, charged there: equal shares get equal CPU", async () => {
+    // The consumer's continuation ran in the producer's batch: a 100-share consumer fed by a
+    // 1000-share producer got 10x the CPU of another 100-share group, charged to the producer.
+    const x = createSchedulingGroup("xg-consumer-100", 100);
+    const y = createSchedulingGroup("xg-producer-1000", 1000);
+    const z = createSchedulingGroup("xg-cpu-100", 100);
+    const q = new Queue<number>(1);
+    let stop = false;
+    let xCpu = 0;
+    let zCpu = 0;
+    const fibers = [
+      withSchedulingGroup(y, async () => {
+        try {
+          while (!stop) {
+            await q.pushEventually(1);
+            await yieldNow();
+          }
+        } catch {
+          // aborted at the end
+        }
+      }),
+      withSchedulingGroup(x, async () => {
+        while (!stop) {
+          try {
+            await q.popEventually();
+          } catch {
+            return;
+          }
+          const t = performance.now();
+          busyUs(400);
+          xCpu += performance.now() - t;
+        }
+      }),
+      withSchedulingGroup(z, async () => {
+        while (!stop) {
+          const t = performance.now();
+          busyUs(400);
+          zCpu += performance.now() - t;
+          await maybeYield();
+        }
+      }),
+    ];
+    await sleep(600);
+    stop = true;
+    q.abort(new Error("done"));
+    await Promise.all(fibers);
+    const ratio = xCpu / zCpu;
+    expect(ratio).toBeGreaterThan(0.6);
+    expect(ratio).toBeLessThan(1.6);
+    // Charged to the consumer's group, not the producer's.
+    expect(x.runtimeMs).toBeGreaterThan(y.runtimeMs * 3);
   });
 });
