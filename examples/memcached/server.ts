@@ -121,7 +121,11 @@ export class ShardServer {
       this.engine.clock.tick();
       this.engine.store.maintainHash(HASH_MIGRATE_PER_TICK);
       if (this.settings.lruCrawler) this.engine.store.crawl(CRAWL_PER_TICK);
-      if (this.settings.slabReassign && this.settings.slabAutomove > 0) this.engine.store.automove(this.settings.slabAutomove);
+      if (this.settings.slabReassign) {
+        // A slabs reassign waiting for busy pages goes on whatever the automove setting.
+        this.engine.store.reassignRetry();
+        if (this.settings.slabAutomove > 0) this.engine.store.automove(this.settings.slabAutomove);
+      }
       // Once traffic stops after a burst, collect its garbage (cross-shard batches, receive
       // copies) so the memory goes back to the system instead of waiting for the next burst's
       // allocations to trigger a collection. Only on an idle second: the pause delays no request.

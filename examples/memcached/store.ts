@@ -230,7 +230,7 @@ export class Store {
   private poolPages = 0;
   /** Pages below this index have been used (the rest of the arena was never touched). */
   private highWater = 0;
-  /** A reassign whose source pages were all busy, retried on the next automove tick. */
+  /** A reassign whose source pages were all busy, retried by reassignRetry() (NIL: none). */
   private retrySrc = NIL;
   private retryDst = 0;
   private pickCursor = 0;
@@ -1288,13 +1288,16 @@ export class Store {
    * 0: the global pool) to `dst` (0: the pool). The page's items are rescued into free chunks
    * of their class where there are any, else dropped (stock's slab_reassign_evictions_nomem).
    * Stock's mover runs in the background and answers OK at once; here the move is done before
-   * the answer (or, when every page of `src` holds an upload in progress, on a later tick).
+   * the answer (or, when every page of `src` holds an upload in progress, by reassignRetry() on
+   * a later tick; until then another reassign is answered "busy", as stock's while its mover
+   * runs). Classes are stock's, 1..largest: the class of multi-page items is internal.
    */
-  reassign(src: number, dst: number): "ok" | "badclass" | "nospare" | "same" {
+  reassign(src: number, dst: number): "ok" | "badclass" | "nospare" | "same" | "busy" {
+    if (this.retrySrc !== NIL) return "busy";
     if (src === dst) return "same";
     if (src === -1) src = this.pickAnySource(dst);
-    if (src < 0 || src > this.large || dst < 0 || dst > this.large) return "badclass";
-    if ((src === 0 ? this.poolPages : this.classPages[src]!) < 2) return "nospare";
+    if (src < 0 || src > this.largest || dst < 0 || dst > this.largest) return "badclass";
+    if (!this.hasSparePage(src)) return "nospare";
     if (!this.movePage(src, dst)) {
       this.retrySrc = src;
       this.retryDst = dst;
@@ -1302,10 +1305,36 @@ export class Store {
     return "ok";
   }
 
-  /** stock's slabs_reassign_pick_any: round robin over the classes with more than one page. */
+  /** A page may leave class `src` (0: the pool): it holds two or more (stock's check). */
+  private hasSparePage(src: number): boolean {
+    return (src === 0 ? this.poolPages : this.classPages[src]!) >= 2;
+  }
+
+  /**
+   * The background half of a reassign whose source pages were all busy (stock's rebalancer
+   * waits for them whatever slab_automove is): moves the page once one is free, or drops the
+   * request when the source no longer has a page to spare. The server calls it every second.
+   * Returns true if a page moved.
+   */
+  reassignRetry(): boolean {
+    const src = this.retrySrc;
+    if (src === NIL) return false;
+    if (!this.hasSparePage(src)) {
+      this.retrySrc = NIL;
+      return false;
+    }
+    if (!this.movePage(src, this.retryDst)) return false;
+    this.retrySrc = NIL;
+    return true;
+  }
+
+  /**
+   * stock's slabs_reassign_pick_any: round robin over the classes 1..largest with more than
+   * one page (never the internal class of multi-page items).
+   */
   private pickAnySource(dst: number): number {
-    for (let tries = this.large; tries > 0; tries--) {
-      this.pickCursor = this.pickCursor >= this.large ? 1 : this.pickCursor + 1;
+    for (let tries = this.largest; tries > 0; tries--) {
+      this.pickCursor = this.pickCursor >= this.largest ? 1 : this.pickCursor + 1;
       if (this.pickCursor !== dst && this.classPages[this.pickCursor]! > 1) return this.pickCursor;
     }
     return -1;
@@ -1458,13 +1487,10 @@ export class Store {
    * Returns the pages moved.
    */
   automove(level = 1): number {
+    // Stock's automover gets "busy" while the mover still waits on a reassign's page.
+    if (this.retrySrc !== NIL) return 0;
+    if (level === 2) return this.automoveAggressive();
     let moved = 0;
-    if (this.retrySrc !== NIL) {
-      const src = this.retrySrc;
-      this.retrySrc = NIL;
-      if (this.movePage(src, this.retryDst)) moved++;
-    }
-    if (level === 2) return moved + this.automoveAggressive();
     for (let run = 0; run < AUTOMOVE_RUNS_MAX; run++) {
       const dst = this.automoveDecide();
       if (dst < 0 || !this.movePage(this.automoveSrc, dst)) break;

@@ -492,6 +492,8 @@ function processSlabs(s: Session, buf: Uint8Array): void {
         return s.replyString("NOSPARE source class has no spare pages");
       case "same":
         return s.replyString("SAME src and dst class are identical");
+      case "busy":
+        return s.replyString("BUSY currently processing reassign request");
     }
   } else if (nt >= 4 && tokStr(s, buf, 1) === "automove") {
     setNoreplyMaybe(s, buf);

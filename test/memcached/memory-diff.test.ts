@@ -153,3 +153,36 @@ describe("value sizes that change once memory is full (slab_automove=1)", () => 
     expect(mine.late).toBeGreaterThanOrEqual(theirs.late / 2);
   }, 90_000);
 });
+
+describe("slabs reassign while uploads hold every page of the source (slab_automove=0)", () => {
+  test("the page moves once the uploads finish, as stock's mover waits for them", async () => {
+    const args = ["-m", "64", "-o", "slab_automove=0"];
+    const { stock, ours } = await both(args, [...args, "-t", "1"]);
+    const run = async (port: number): Promise<string[]> => {
+      const c = await MemClient.connect(port);
+      // Two full pages of 1000-byte values (class 12, 885 a page), a chunk freed in each.
+      for (let i = 0; i < 1770; i++) await c.set(`k${i}`, 1000);
+      await c.line("delete k0");
+      await c.line("delete k1000");
+      const u1 = await MemClient.connect(port);
+      const u2 = await MemClient.connect(port);
+      const up1 = u1.startSet("up1", 1000, 500);
+      const up2 = u2.startSet("up2", 1000, 500);
+      await Bun.sleep(300);
+      const answers = [await c.line("slabs reassign 12 0"), await c.line("slabs reassign 12 0")];
+      await Bun.sleep(500);
+      answers.push(`moved while busy ${(await c.stats()).slabs_moved}`);
+      answers.push(await up1.finish(), await up2.finish());
+      await Bun.sleep(2500);
+      const st = await c.stats();
+      const sl = await c.stats("slabs");
+      answers.push(`moved ${st.slabs_moved} pool ${st.slab_global_page_pool} pages ${sl["12:total_pages"]}`);
+      for (const x of [c, u1, u2]) x.close();
+      return answers;
+    };
+    const [theirs, mine] = await Promise.all([run(stock.port), run(ours.port)]);
+    await stop(stock, ours);
+    expect(theirs).toEqual(["OK", "BUSY currently processing reassign request", "moved while busy 0", "STORED", "STORED", "moved 1 pool 1 pages 1"]);
+    expect(mine).toEqual(theirs);
+  }, 60_000);
+});

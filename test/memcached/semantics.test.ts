@@ -292,6 +292,20 @@ describe("memory limit and eviction", () => {
     t.close();
   });
 
+  test("slabs reassign names stock's classes only: not the internal class of items over 512 KiB", () => {
+    const t = setup({ maxBytes: 64 * 1024 * 1024, itemSizeMax: 2 * 1024 * 1024 });
+    const v = value(600_000);
+    for (let i = 0; i < 4; i++) expect(t.run(`set L${i} 0 0 600000\r\n${v}\r\n`)).toBe("STORED\r\n");
+    const large = t.engine.store.large;
+    expect(large).toBe(t.engine.store.largest + 1);
+    for (const cmd of [`${large} 1`, `1 ${large}`, `0 ${large}`, `-1 1`]) {
+      expect(t.run(`slabs reassign ${cmd}\r\n`)).toBe("BADCLASS invalid src or dst class id\r\n");
+    }
+    expect(t.stats().slabs_moved).toBe("0");
+    for (let i = 0; i < 4; i++) expect(t.run(`mg L${i}\r\n`)).toBe("HD\r\n");
+    t.close();
+  });
+
   test("items up to -I, in whole pages when larger than a chunk", () => {
     const t = setup({ maxBytes: 8 * 1024 * 1024, itemSizeMax: 2 * 1024 * 1024 });
     const v = value(1_500_000, "q");

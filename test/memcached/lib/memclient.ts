@@ -70,6 +70,22 @@ export class MemClient {
     return a.toString("latin1", 0, a.length - 2);
   }
 
+  /**
+   * Starts a set of `size` bytes and sends only `sent` of them (an upload in progress); finish()
+   * sends the rest and returns the answer line.
+   */
+  startSet(key: string, size: number, sent: number): { finish(): Promise<string> } {
+    const answer = this.request([`set ${key} 0 0 ${size}\r\n`, valueOf(size).subarray(0, sent)], lineLength);
+    return {
+      finish: async () => {
+        this.sock.write(valueOf(size).subarray(sent));
+        this.sock.write("\r\n");
+        const a = await answer;
+        return a.toString("latin1", 0, a.length - 2);
+      },
+    };
+  }
+
   /** A text command with a one-line answer (without "\r\n"). */
   async line(command: string): Promise<string> {
     const a = await this.request([`${command}\r\n`], lineLength);
