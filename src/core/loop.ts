@@ -311,6 +311,8 @@ function unpark(): void {
 
 function yieldToBun(): void {
   loopStats.bunYields++;
+  // Bun's callbacks that run meanwhile read now(): not the time before a sleep slice.
+  updateClock();
   running = false;
   scheduled = true;
   outsideGroups(() => setImmediate(runLoop));

@@ -5,14 +5,18 @@
  */
 import { describeValue } from "./describe.ts";
 import { AbortError, InvalidArgumentError } from "./errors.ts";
-import { currentSchedulingGroup, enqueue, type Completable, type SchedulingGroup } from "./scheduler.ts";
+import { currentSchedulingGroup, enqueue, loopState, type Completable, type SchedulingGroup } from "./scheduler.ts";
 import { ensureLoopRunning } from "./loop.ts";
 
 let lowres = performance.now();
 
-/** A cheap monotonic clock in ms, updated once per loop turn (reads cost ~1 ns). */
+/**
+ * A cheap monotonic clock in ms, updated once per loop turn (reads cost ~1 ns) and whenever the
+ * loop hands over to Bun's event loop; while the loop is stopped or parked (nothing of Shoal's
+ * running), each read takes a fresh time.
+ */
 export function now(): number {
-  return lowres;
+  return loopState.idle ? (lowres = performance.now()) : lowres;
 }
 
 /** @internal The loop refreshes the low-resolution clock once per turn. */

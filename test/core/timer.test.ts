@@ -337,3 +337,19 @@ describe("dispose", () => {
     expect(fired).toBe(false);
   });
 });
+
+test("now() keeps time while the loop is stopped or parked (code run by Bun's loop reads it)", async () => {
+  // It was refreshed only by loop turns: 0 ms passed over a 300 ms Bun.sleep.
+  await sleep(1);
+  let before = now();
+  await Bun.sleep(300);
+  expect(now() - before).toBeGreaterThan(250);
+  const parkedOn = new Timer(() => {}).arm(5000);
+  try {
+    before = now();
+    await Bun.sleep(300);
+    expect(now() - before).toBeGreaterThan(250);
+  } finally {
+    parkedOn.cancel();
+  }
+});
