@@ -10,7 +10,7 @@
  * is pending (no operation in flight, no armed timer, no ref) the loop stops so that the
  * process can exit; new work starts it again.
  */
-import { drainSettled, hasReadyTasks, loopState, outsideGroups, runReadyTasks, setKick } from "./scheduler.ts";
+import { drainSettled, hasReadyTasks, loopState, outsideGroups, reportBlocked, runReadyTasks, setKick } from "./scheduler.ts";
 import { expireTimers, nextTimerDeadline, timerRefs, updateClock } from "./timer.ts";
 import { reactor, type Reactor } from "./reactor.ts";
 import { InvalidArgumentError } from "./errors.ts";
@@ -183,6 +183,13 @@ function runLoop(): void {
   running = true;
   loopState.idle = false;
   const sliceStart = performance.now();
+  if (yieldedAt !== 0) {
+    // Bun's event loop ran between the yield and now: its callbacks (a setTimeout, a Bun.file
+    // continuation, a Bun.serve handler) block the shard as much as a task would.
+    const blocked = sliceStart - yieldedAt;
+    yieldedAt = 0;
+    if (blocked >= loopState.blockedNotifyMs) reportBlocked("outside Shoal's tasks (in callbacks run by Bun's event loop)", blocked);
+  }
   try {
     for (;;) {
       loopStats.turns++;
@@ -309,10 +316,13 @@ function unpark(): void {
   parked = undefined;
 }
 
+/** When the loop last handed over to Bun's event loop while busy or sleeping in slices (0: not since). */
+let yieldedAt = 0;
+
 function yieldToBun(): void {
   loopStats.bunYields++;
   // Bun's callbacks that run meanwhile read now(): not the time before a sleep slice.
-  updateClock();
+  yieldedAt = updateClock();
   running = false;
   scheduled = true;
   outsideGroups(() => setImmediate(runLoop));

@@ -358,6 +358,14 @@ function compact(g: SchedulingGroup): void {
 }
 
 function reportStall(g: SchedulingGroup, tookMs: number): void {
+  reportBlocked(`in scheduling group "${g.name}"`, tookMs);
+}
+
+/**
+ * @internal Counts a stall of `tookMs` and reports it (at most one report a second; the others
+ * are counted and mentioned in the next). `where` completes "reactor stalled for N ms ...".
+ */
+export function reportBlocked(where: string, tookMs: number): void {
   loopState.stalls++;
   const now = performance.now();
   if (now - loopState.lastStallReport < 1000) {
@@ -368,7 +376,7 @@ function reportStall(g: SchedulingGroup, tookMs: number): void {
   loopState.stallReportsSuppressed = 0;
   loopState.lastStallReport = now;
   loopState.report(
-    `shoal: reactor stalled for ${tookMs.toFixed(1)} ms in scheduling group "${g.name}"` +
+    `shoal: reactor stalled for ${tookMs.toFixed(1)} ms ${where}` +
       ` (threshold ${loopState.blockedNotifyMs} ms${suppressed ? `; ${suppressed} more stall(s) not reported` : ""})`,
   );
 }

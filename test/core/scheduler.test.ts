@@ -23,7 +23,7 @@ import {
   yieldNow,
 } from "../../src/index.ts";
 import { loopState } from "../../src/core/scheduler.ts";
-import { addPoller } from "../../src/core/loop.ts";
+import { addPoller, refLoop } from "../../src/core/loop.ts";
 import { busyUs } from "./fixtures/util.ts";
 
 const fixtures = join(import.meta.dir, "fixtures");
@@ -252,6 +252,37 @@ describe("failures and stalls", () => {
     ]);
     expect(result.later).toBe(3); // tasks after the throwing ones ran, and so did later I/O
     expect(result.loopErrors).toBe(0);
+  });
+
+  test("a callback run by Bun's event loop that blocks the shard is reported as a stall outside Shoal's tasks", async () => {
+    // Only Shoal's own batches were timed: 200 ms of work in a setTimeout callback (or after a
+    // Bun.file() read) went unreported.
+    const reports: string[] = [];
+    const savedReport = loopState.report;
+    const savedThreshold = loopState.blockedNotifyMs;
+    loopState.report = (m) => reports.push(m);
+    configureLoop({ blockedReactorNotifyMs: 50 });
+    const drop = refLoop(); // the loop stays alive, as in a server shard
+    try {
+      for (let attempt = 0; attempt < 5 && !reports.some((m) => m.includes("outside Shoal's tasks")); attempt++) {
+        const wait = loopState.lastStallReport + 1000 - performance.now();
+        if (wait > 0) await sleep(wait + 1);
+        await new Promise<void>((resolve) =>
+          setTimeout(() => {
+            busyUs(120_000);
+            resolve();
+          }, 0),
+        );
+        await sleep(5);
+      }
+      const report = reports.find((m) => m.includes("outside Shoal's tasks"));
+      expect(report).toBeDefined();
+      expect(Number(/stalled for ([\d.]+) ms/.exec(report!)?.[1])).toBeGreaterThanOrEqual(120);
+    } finally {
+      drop();
+      loopState.report = savedReport;
+      configureLoop({ blockedReactorNotifyMs: savedThreshold });
+    }
   });
 
   test("a task that runs past blockedReactorNotifyMs is reported with its group; reports are rate-limited", async () => {
