@@ -163,6 +163,14 @@ export interface StoreOptions {
 }
 
 const PAGE_SIZE = 1024 * 1024;
+/** What a page could be for a large item's window (findLargeWindow). */
+const PK_BLOCKED = 0;
+const PK_SPARE = 1;
+const PK_POOL = 2;
+const PK_NEW = 3;
+const PK_CHUNK = 4;
+/** Windows findLargeWindow tries before giving up on pages busy with uploads. */
+const WINDOW_ROUNDS_MAX = 16;
 /** Pages one arena may reserve: one typed-array view spans at most 4 GiB. */
 const ARENA_PAGES_MAX = 4095;
 /** Runs in stock's automover window (slab_automove_window) and its age ratio. */
@@ -220,6 +228,8 @@ export class Store {
   private readonly pageRun: Int32Array;
   /** Large class only: 1 if the page holds (part of) an item, 0 if spare. */
   private readonly pageUsed: Uint8Array;
+  /** Scratch for findLargeWindow: what each page could be for a large item (PK_*). */
+  private readonly pageKind: Uint8Array;
   /** The limit pages are counted against (stock's mem_limit; -m, cache_memlimit). */
   private pageLimit: number;
   /** Largest limit cache_memlimit may set (the arena reserves it, plus first pages). */
@@ -289,6 +299,8 @@ export class Store {
   slabReassignEvictionsNomem = 0;
   slabReassignRescues = 0;
   crawlerStarts = 0;
+  /** Chunk pages moved out of the way of a large item's run (not a stock stat: no client sees it). */
+  pagesRelocated = 0;
 
   /** Why the last alloc() returned NIL. */
   allocError: AllocError = AllocError.NONE;
@@ -372,6 +384,7 @@ export class Store {
     this.inPool = new Uint8Array(this.capacity);
     this.pageRun = new Int32Array(this.capacity);
     this.pageUsed = new Uint8Array(this.capacity);
+    this.pageKind = new Uint8Array(this.capacity);
     this.pageLimit = pages;
     this.amAge = new Float64Array(nclasses * AUTOMOVE_WINDOW);
     this.amRatio = new Float64Array(nclasses * AUTOMOVE_WINDOW);
@@ -835,15 +848,198 @@ export class Store {
     // Each eviction frees at least one page; the class holds at most classPages items.
     const attempts = this.classPages[this.large]! + 10;
     for (let attempt = 0; attempt < attempts; attempt++) {
-      const first = this.findLargeRun(count, 2);
+      let first = this.findLargeRun(count, 2);
+      if (first < 0) first = this.gatherLargeRun(count);
       if (first >= 0) {
         this.claimLargeRun(first, count);
         if (attempt > 0) this.classStats[base + CS.DIRECT_RECLAIMS]! += attempt;
         return (first * PAGE_SIZE) >>> 3;
       }
+      // Evict only what can lead to a run: none can if, with every item of the class gone
+      // (uploads in progress aside), there would still be no window to gather.
+      if (attempt === 0 && this.findLargeWindow(count, true) < 0) return NIL;
       if (!this.lruPullTail(this.large, true)) return NIL;
     }
     return NIL;
+  }
+
+  /**
+   * When the large class's spare pages (with pool pages and new ones within the limit) are
+   * enough for `count` but not contiguous: makes a window contiguous by moving the chunk pages
+   * of other classes in it to spare pages outside it (stock keeps such items in chunks and
+   * needs no contiguity; memory counted stays the same). Returns the window's first page, or -1.
+   */
+  private gatherLargeRun(count: number): number {
+    const first = this.findLargeWindow(count, false);
+    if (first < 0) return -1;
+    const end = first + count;
+    for (let p = first; p < end; p++) {
+      const cls = this.pageClass[p]!;
+      if (cls === 0 || cls === this.large) continue;
+      let to = -1;
+      for (let q = 0; q < this.highWater && to < 0; q++) {
+        if (q < first || q >= end) if (this.pageClass[q] === this.large && this.pageUsed[q] === 0) to = q;
+      }
+      for (let q = 0; q < this.highWater && to < 0; q++) {
+        if (q < first || q >= end) if (this.inPool[q] === 1) to = q;
+      }
+      if (to < 0) throw new Error(`store: no page to move page ${p} to (findLargeWindow counted one)`);
+      this.relocateChunkPage(p, to);
+    }
+    return first;
+  }
+
+  /**
+   * The window of `count` contiguous pages that the large class could take moving the fewest
+   * chunk pages of other classes out of it, or -1. A window may hold the class's spare pages,
+   * pool pages, new pages within the limit (as findLargeRun), and chunk pages with no upload
+   * in progress, no more of them than there are spare and pool pages outside it to move them
+   * to. `assumeEvicted`: count the pages of the class's items (not uploads) as spare, to learn
+   * whether evicting could ever lead to a window.
+   */
+  private findLargeWindow(count: number, assumeEvicted: boolean): number {
+    const large = this.large;
+    const end = Math.min(this.capacity, this.highWater + count);
+    if (end < count) return -1;
+    let allowance = Math.max(0, this.pageLimit - this.pagesMalloced);
+    if (this.classPages[large] === 0) allowance = Math.max(allowance, count);
+    const kind = this.pageKind;
+    let spare = 0;
+    let pool = 0;
+    for (let p = 0; p < end; p++) {
+      const owner = this.pageClass[p]!;
+      let k = PK_BLOCKED;
+      if (owner === large) {
+        if (this.pageUsed[p] === 0 || (assumeEvicted && !this.pageBusy(p))) k = PK_SPARE;
+      } else if (owner !== 0) {
+        k = PK_CHUNK;
+      } else {
+        k = this.inPool[p] === 1 ? PK_POOL : PK_NEW;
+      }
+      kind[p] = k;
+      if (k === PK_SPARE) spare++;
+      else if (k === PK_POOL) pool++;
+    }
+    // Chunk pages are checked for uploads only in the chosen window (a scan of their chunks):
+    // a busy one is blocked and the search runs again.
+    for (let round = 0; round < WINDOW_ROUNDS_MAX; round++) {
+      const first = this.bestWindow(count, end, spare + pool, allowance);
+      if (first < 0) return -1;
+      let busy = false;
+      for (let p = first; p < first + count; p++) {
+        if (kind[p] === PK_CHUNK && this.pageBusy(p)) {
+          kind[p] = PK_BLOCKED;
+          busy = true;
+        }
+      }
+      if (!busy) return first;
+    }
+    return -1;
+  }
+
+  /** findLargeWindow's scan over pageKind: the feasible window with the fewest chunk pages. */
+  private bestWindow(count: number, end: number, free: number, allowance: number): number {
+    const kind = this.pageKind;
+    const n = new Int32Array(5);
+    let best = -1;
+    let bestChunks = Infinity;
+    for (let p = 0; p < end; p++) {
+      n[kind[p]!]!++;
+      if (p >= count) n[kind[p - count]!]!--;
+      if (p < count - 1) continue;
+      const chunks = n[PK_CHUNK]!;
+      const outside = free - n[PK_SPARE]! - n[PK_POOL]!;
+      if (n[PK_BLOCKED] === 0 && n[PK_NEW]! <= allowance && chunks <= outside && chunks < bestChunks) {
+        best = p - count + 1;
+        bestChunks = chunks;
+        if (chunks === 0) break;
+      }
+    }
+    return best;
+  }
+
+  /**
+   * Moves chunk page `from` to page `to` (a spare page of the large class or a pool page),
+   * every item and free chunk to the same offset, relinked in place: keys, values, CAS, times
+   * and LRU order stay as they were, so clients see nothing. `from` becomes a spare page of
+   * the large class; pages counted per class and in all stay the same. No chunk of `from` may
+   * be an upload in progress (the caller checks pageBusy).
+   */
+  private relocateChunkPage(from: number, to: number): void {
+    const cls = this.pageClass[from]!;
+    const large = this.large;
+    if (this.inPool[to] === 1) {
+      this.inPool[to] = 0;
+      this.poolPages--;
+      this.classPages[large]!++;
+      this.freeCount[large]!++;
+    }
+    this.pageClass[to] = cls;
+    const pageRefs = PAGE_SIZE >>> 3;
+    const lo = from * pageRefs;
+    const hi = lo + pageRefs;
+    const delta = (to - from) * pageRefs;
+    // Free chunks: the list is relinked through their new places.
+    let prev = NIL;
+    let ref = this.freeHead[cls]!;
+    while (ref !== NIL) {
+      if (ref >= lo && ref < hi) {
+        const moved = ref + delta;
+        this.i32[(moved << 1) + 1] = this.i32[(ref << 1) + 1]!;
+        this.mem[moved * 8 + 28] = F_SLABBED;
+        this.mem[moved * 8 + 29] = 0;
+        this.mem[moved * 8 + 30] = cls;
+        if (prev === NIL) this.freeHead[cls] = moved;
+        else this.i32[(prev << 1) + 1] = moved;
+        ref = moved;
+      }
+      prev = ref;
+      ref = this.i32[(ref << 1) + 1]!;
+    }
+    // Items one at a time: each fixes its neighbours' links (moved already or not) to its new place.
+    const step = this.classSize[cls]! >>> 3;
+    for (let i = 0, n = this.perSlab[cls]!; i < n; i++) {
+      const old = lo + i * step;
+      if ((this.itFlags(old) & F_LINKED) === 0) continue;
+      const neu = old + delta;
+      const bytes = HDR + this.nkey(old) + this.nbytes(old);
+      this.mem.copyWithin(neu * 8, old * 8, old * 8 + bytes);
+      this.repoint(old, neu, cls);
+    }
+    this.pageClass[from] = large;
+    this.pageUsed[from] = 0;
+    this.pageRun[from] = 0;
+    this.pagesRelocated++;
+  }
+
+  /** Points the LRU neighbours, the hash chain and saved positions at `neu`, a copy of linked item `old`. */
+  private repoint(old: number, neu: number, cls: number): void {
+    const w = neu << 1;
+    const prev = this.i32[w]!;
+    const next = this.i32[w + 1]!;
+    if (prev !== NIL) this.i32[(prev << 1) + 1] = neu;
+    else this.lruHead[cls] = neu;
+    if (next !== NIL) this.i32[next << 1] = neu;
+    else this.lruTail[cls] = neu;
+    const hv = this.u32[w + 10]!;
+    const inOld = this.inOldTable(hv);
+    const table = inOld ? this.oldBuckets! : this.buckets;
+    const bucket = hv & (inOld ? this.oldMask : this.hashMask);
+    if (table[bucket] === old) {
+      table[bucket] = neu;
+    } else {
+      let cur = table[bucket]!;
+      while (cur !== NIL) {
+        const after = this.i32[(cur << 1) + 2]!;
+        if (after === old) {
+          this.i32[(cur << 1) + 2] = neu;
+          break;
+        }
+        cur = after;
+      }
+    }
+    if (this.crawlRef === old) this.crawlRef = neu;
+    if (this.deltaRef === old) this.deltaRef = neu;
   }
 
   /**
@@ -1093,7 +1289,7 @@ export class Store {
    */
   storeItem(ref: number, comm: Comm, hv: number, reqCas: number, setStale: boolean): StoreResult {
     const nk = this.nkey(ref);
-    const old = this.get(this.mem, this.keyOffset(ref), nk, hv, false);
+    let old = this.get(this.mem, this.keyOffset(ref), nk, hv, false);
     let stored = StoreResult.NOT_STORED;
     let linked = false;
     if (old !== NIL) {
@@ -1132,8 +1328,10 @@ export class Store {
           const oldLen = this.nbytes(old);
           const combined = this.alloc(this.mem, this.keyOffset(ref), nk, this.flags(old), this.exptime(old), addLen + oldLen - 2);
           if (combined === NIL) break;
-          // alloc() may have evicted `old`: it is gone then, and the append is not stored.
-          if ((this.itFlags(old) & F_LINKED) === 0) {
+          // alloc() may have evicted `old`: it is gone then, and the append is not stored. An
+          // item of several pages may also have moved old's page (gatherLargeRun): look again.
+          if (this.clsid(combined) === this.large) old = this.find(this.mem, this.keyOffset(ref), nk, hv);
+          if (old === NIL || (this.itFlags(old) & F_LINKED) === 0) {
             this.freeItem(combined);
             break;
           }

@@ -292,6 +292,116 @@ describe("memory limit and eviction", () => {
     t.close();
   });
 
+  test("an item of several pages is stored when the large class's spare pages are not contiguous, and no other item notices", () => {
+    // -m 8 -I 2m: 600 KB items (a page each) interleaved with the first pages of six classes,
+    // then 1.5 MB items (two pages) once memory is full: the class's pages become contiguous
+    // by moving the small classes' pages out of the way, as stock (chunked) needs no room.
+    const t = setup({ maxBytes: 8 * 1024 * 1024, itemSizeMax: 2 * 1024 * 1024 });
+    const sizes = [1000, 5000, 20_000, 50_000, 100_000, 200_000];
+    const small: string[] = [];
+    for (let j = 0; j < sizes.length; j++) {
+      expect(t.run(`set L${j} 0 0 600000\r\n${value(600_000, "L")}\r\n`)).toBe("STORED\r\n");
+      for (let i = 0; i < 3; i++) {
+        const k = `s${sizes[j]}-${i}`;
+        expect(t.run(`set ${k} 0 0 ${sizes[j]}\r\n${value(sizes[j]!, String.fromCharCode(97 + j * 3 + i))}\r\n`)).toBe("STORED\r\n");
+        small.push(k);
+      }
+    }
+    // What clients can see of the small items: values, CAS, LRU order (metadump walks it).
+    const view = (): string => small.map((k) => t.run(`gets ${k}\r\n`)).join("") + t.run("lru_crawler metadump all\r\n").replace(/^key=[Lb].*\n/gm, "");
+    const before = view();
+    const big = value(1_500_000, "B");
+    for (let r = 0; r < 3; r++) expect(t.run(`set big${r} 0 0 1500000\r\n${big}\r\n`)).toBe("STORED\r\n");
+    expect(t.run("get big2\r\n")).toBe(`VALUE big2 0 1500000\r\n${big}\r\nEND\r\n`);
+    expect(view()).toBe(before);
+    expect(t.engine.store.pagesRelocated).toBeGreaterThan(0);
+    const s = t.stats();
+    const large = [0, 1, 2, 3, 4, 5].map((j) => `L${j}`).concat(["big0", "big1", "big2"]);
+    expect(Number(s.curr_items)).toBe(small.length + large.filter((k) => t.run(`mg ${k}\r\n`) === "HD\r\n").length);
+    expect(Number(s.evictions)).toBeLessThanOrEqual(8); // stock: 8
+    expect(t.run("stats slabs\r\n")).toContain("STAT total_malloced 10485760\r\n");
+    // The moved pages' free chunks and links still work: new items, deletes, the crawler.
+    for (let j = 0; j < sizes.length; j++) expect(t.run(`set n${j} 0 0 ${sizes[j]}\r\n${value(sizes[j]!, "n")}\r\n`)).toBe("STORED\r\n");
+    for (const k of small.filter((_, i) => i % 2 === 0)) expect(t.run(`delete ${k}\r\n`)).toBe("DELETED\r\n");
+    t.clock.advance(1);
+    t.engine.store.crawl(100_000);
+    for (let i = 0; i < small.length; i++) {
+      const j = Math.floor(i / 3);
+      const want = i % 2 === 0 ? "END\r\n" : `VALUE ${small[i]} 0 ${sizes[j]}\r\n${value(sizes[j]!, String.fromCharCode(97 + i))}\r\nEND\r\n`;
+      expect(t.run(`get ${small[i]}\r\n`)).toBe(want);
+    }
+    for (let j = 0; j < sizes.length; j++) expect(t.run(`get n${j}\r\n`)).toBe(`VALUE n${j} 0 ${sizes[j]}\r\n${value(sizes[j]!, "n")}\r\nEND\r\n`);
+    t.close();
+  });
+
+  test("random sets of every size up to -I, deletes, appends and crawls: every value read is the last one stored", () => {
+    // Items of several pages keep gathering runs by moving other classes' pages (with their
+    // items, free chunks, hash chains and LRU links) while the hash table expands.
+    const t = setup({ maxBytes: 12 * 1024 * 1024, itemSizeMax: 3 * 1024 * 1024, hashpowerInit: 10 });
+    let x = 2654435761;
+    const rnd = (n: number): number => {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      return (x >>> 0) % n;
+    };
+    const model = new Map<string, string>();
+    const sizes = [10, 100, 1000, 3000, 20_000, 100_000, 300_000, 600_000, 1_200_000, 2_500_000];
+    const keys = 3000;
+    for (let op = 0; op < 12_000; op++) {
+      const k = `k${rnd(keys)}`;
+      const r = rnd(100);
+      if (r < 55) {
+        const size = (rnd(10) < 8 ? sizes[rnd(4)]! : sizes[rnd(sizes.length)]!) + rnd(50);
+        const v = String.fromCharCode(97 + rnd(26)).repeat(size);
+        const a = t.run(`set ${k} 0 ${rnd(10) === 0 ? 2 : 0} ${size}\r\n${v}\r\n`);
+        if (a === "STORED\r\n") model.set(k, v);
+        else {
+          expect(a).toBe("SERVER_ERROR out of memory storing object\r\n");
+          model.delete(k);
+        }
+      } else if (r < 65) {
+        t.run(`delete ${k}\r\n`);
+        model.delete(k);
+      } else if (r < 70) {
+        t.clock.advance(1);
+        t.engine.store.crawl(rnd(2000));
+      } else if (r < 75) {
+        const a = t.run(`append ${k} 0 0 5\r\nzzzzz\r\n`);
+        if (a === "STORED\r\n") model.set(k, model.get(k)! + "zzzzz");
+        else if (a !== "NOT_STORED\r\n") model.delete(k);
+      } else {
+        const a = t.run(`get ${k}\r\n`);
+        if (a !== "END\r\n") expect(a === `VALUE ${k} 0 ${model.get(k)?.length}\r\n${model.get(k)}\r\nEND\r\n`).toBe(true);
+      }
+    }
+    expect(t.engine.store.pagesRelocated).toBeGreaterThan(0);
+    expect(t.engine.store.hashExpansions).toBeGreaterThan(0);
+    t.clock.advance(5);
+    t.engine.store.crawl(1_000_000);
+    let live = 0;
+    for (let i = 0; i < keys; i++) {
+      const a = t.run(`get k${i}\r\n`);
+      if (a === "END\r\n") continue;
+      live++;
+      expect(a === `VALUE k${i} 0 ${model.get(`k${i}`)?.length}\r\n${model.get(`k${i}`)}\r\nEND\r\n`).toBe(true);
+    }
+    expect(t.stats().curr_items).toBe(String(live));
+    t.close();
+  });
+
+  test("an item of several pages that cannot fit evicts nothing", () => {
+    const t = setup({ maxBytes: 8 * 1024 * 1024, itemSizeMax: 4 * 1024 * 1024 });
+    for (let i = 0; i < 2; i++) expect(t.run(`set L${i} 0 0 600000\r\n${value(600_000)}\r\n`)).toBe("STORED\r\n");
+    for (let i = 0; i < 6000; i++) t.run(`set k${i} 0 0 1000 noreply\r\n${value(1000)}\r\n`);
+    const evicted = t.stats().evictions;
+    // Four pages: the class has two, memory is full, and no other class's page is spare.
+    expect(t.run(`set huge 0 0 3500000\r\n${value(3_500_000)}\r\n`)).toBe("SERVER_ERROR out of memory storing object\r\n");
+    expect(t.stats().evictions).toBe(evicted);
+    for (let i = 0; i < 2; i++) expect(t.run(`mg L${i}\r\n`)).toBe("HD\r\n");
+    t.close();
+  });
+
   test("slabs reassign names stock's classes only: not the internal class of items over 512 KiB", () => {
     const t = setup({ maxBytes: 64 * 1024 * 1024, itemSizeMax: 2 * 1024 * 1024 });
     const v = value(600_000);
