@@ -736,6 +736,9 @@ export class Reactor {
     }
     native().shoal_reactor_destroy(this.handle as never);
     for (const r of this.iovRegions) native().shoal_mem_unmap(r.address, 64 * IOV_BLOCK * 16);
+    // The shard's own reactor: the next use (the loop's next turn, a timer's sleep) makes a new
+    // one, instead of failing every turn with ClosedError.
+    if (instance === this) instance = undefined;
   }
 }
 

@@ -292,9 +292,22 @@ function runBatch(g: SchedulingGroup, deadline: number): number {
 }
 
 function reportTaskError(g: SchedulingGroup, err: unknown): void {
-  // A throwing task must not take the loop down; surface it like an uncaught exception would.
+  // A throwing task must not take the loop down; surface it like an uncaught exception would,
+  // with its group. The thrown value itself is kept: tagged when it is an Error that can take
+  // a property, else the cause of an Error that says what was thrown (a frozen Error or a plain
+  // object was lost: a TypeError from the tagging, or "[object Object]").
+  let surfaced: Error;
+  if (err instanceof Error && Object.isExtensible(err)) {
+    surfaced = err;
+  } else if (err === null || (typeof err !== "object" && typeof err !== "function")) {
+    surfaced = new Error(String(err), { cause: err });
+  } else {
+    const what = err instanceof Error ? `${err.name}: ${err.message}` : describeValue(err);
+    surfaced = new Error(`a task in scheduling group "${g.name}" threw ${what}`, { cause: err });
+  }
+  (surfaced as Error & { schedulingGroup?: string }).schedulingGroup = g.name;
   queueMicrotask(() => {
-    throw Object.assign(err instanceof Error ? err : new Error(String(err)), { schedulingGroup: g.name });
+    throw surfaced;
   });
 }
 

@@ -248,10 +248,22 @@ describe("failures and stalls", () => {
     expect(result.seen).toEqual([
       { message: "boom in main", group: "main" },
       { message: "a string, not an Error", group: "thrower" },
+      // A frozen Error cannot be tagged, and String() of an object says nothing: both were lost
+      // (a TypeError from the tagging; "[object Object]"). Now each is the cause of the Error.
+      { message: 'a task in scheduling group "thrower" threw Error: a frozen error', group: "thrower" },
+      { message: expect.stringMatching(/^a task in scheduling group "thrower" threw /), group: "thrower" },
       { message: "boom in a timer", group: "thrower" },
     ]);
+    expect(result.causes).toEqual(["a string, not an Error", "Error: a frozen error", { code: "E_APP" }]);
     expect(result.later).toBe(3); // tasks after the throwing ones ran, and so did later I/O
     expect(result.loopErrors).toBe(0);
+  });
+
+  test("destroying the shard's own reactor: the loop goes on with a new one, timers fire, nothing escapes", () => {
+    // The loop kept using the closed reactor: ~200 uncaught ClosedErrors in 300 ms.
+    const { exitCode, result, output } = runFixture("destroy-singleton.ts");
+    expect(exitCode, output).toBe(0);
+    expect(result).toEqual({ uncaught: 0, loopErrors: 0, replaced: true });
   });
 
   test("a callback run by Bun's event loop that blocks the shard is reported as a stall outside Shoal's tasks", async () => {
