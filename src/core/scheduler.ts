@@ -371,14 +371,6 @@ function compact(g: SchedulingGroup): void {
 }
 
 function reportStall(g: SchedulingGroup, tookMs: number): void {
-  reportBlocked(`in scheduling group "${g.name}"`, tookMs);
-}
-
-/**
- * @internal Counts a stall of `tookMs` and reports it (at most one report a second; the others
- * are counted and mentioned in the next). `where` completes "reactor stalled for N ms ...".
- */
-export function reportBlocked(where: string, tookMs: number): void {
   loopState.stalls++;
   const now = performance.now();
   if (now - loopState.lastStallReport < 1000) {
@@ -388,6 +380,31 @@ export function reportBlocked(where: string, tookMs: number): void {
   const suppressed = loopState.stallReportsSuppressed;
   loopState.stallReportsSuppressed = 0;
   loopState.lastStallReport = now;
+  sayStalled(`in scheduling group "${g.name}"`, tookMs, suppressed);
+}
+
+/** Rate limit of reports of stalls outside Shoal's tasks (its own: they do not hide task stalls). */
+const outside = { last: -Infinity, suppressed: 0 };
+
+/**
+ * @internal Counts a stall of `tookMs` outside Shoal's tasks and reports it (at most one such
+ * report a second; the others are counted and mentioned in the next). `where` completes
+ * "reactor stalled for N ms ...".
+ */
+export function reportBlocked(where: string, tookMs: number): void {
+  loopState.stalls++;
+  const now = performance.now();
+  if (now - outside.last < 1000) {
+    outside.suppressed++;
+    return;
+  }
+  const suppressed = outside.suppressed;
+  outside.suppressed = 0;
+  outside.last = now;
+  sayStalled(where, tookMs, suppressed);
+}
+
+function sayStalled(where: string, tookMs: number, suppressed: number): void {
   loopState.report(
     `shoal: reactor stalled for ${tookMs.toFixed(1)} ms ${where}` +
       ` (threshold ${loopState.blockedNotifyMs} ms${suppressed ? `; ${suppressed} more stall(s) not reported` : ""})`,
