@@ -61,6 +61,8 @@ export class StreamInput implements ConnectionInput {
   private paused = false;
   private readonly pauseChunks: number;
   private readonly resumeChunks: number;
+  /** Buffered bytes at which the source is asked to stop receiving (pauseChunks full buffers). */
+  private readonly pauseBytes: number;
   private waitKind = WAIT_NONE;
   private waitN = 0;
   /** Bytes a waiting reader needs before it can proceed (readExactly, consume's needBytes). */
@@ -126,6 +128,7 @@ export class StreamInput implements ConnectionInput {
     this.pauseChunks = Math.max(2, pauseChunks);
     this.coalesceMax = chunkBytes >> 2;
     this.resumeChunks = this.pauseChunks >> 1;
+    this.pauseBytes = this.pauseChunks * chunkBytes;
   }
 
   get buffered(): number {
@@ -147,7 +150,8 @@ export class StreamInput implements ConnectionInput {
    */
   get receiveBudget(): number {
     if (this.paused || this.finished) return 0;
-    return Math.max((this.pauseChunks - this.n) * this.chunkBytes, this.need - this.bytes, 0);
+    const belowMark = Math.min((this.pauseChunks - this.n) * this.chunkBytes, this.pauseBytes - this.bytes);
+    return Math.max(belowMark, this.need - this.bytes, 0);
   }
 
   /** True while the stack was asked to stop receiving. */
@@ -250,7 +254,7 @@ export class StreamInput implements ConnectionInput {
    * of which was already handed out (readExactly) stays leased until the next read, as its
    * view must stay valid. Returns the source buffers released or leased.
    */
-  spill(capacity: number = this.need): number {
+  spill(capacity = 0): number {
     let sourced = 0;
     const mask = this.tok.length - 1;
     for (let k = 0; k < this.n; k++) if (this.tok[(this.head + k) & mask]! >= 0) sourced++;
@@ -274,6 +278,7 @@ export class StreamInput implements ConnectionInput {
         }
         this.len[h0] = total;
         this.n = 1;
+        this.checkPause();
         return sourced;
       }
     }
@@ -297,13 +302,28 @@ export class StreamInput implements ConnectionInput {
     this.off[0] = 0;
     this.len[0] = total;
     // A paused input stays paused (its reader has not asked for more): the spill only moved
-    // its bytes, and it resumes when they are read, as before.
+    // its bytes, and it resumes when they are read, as before. One that was not may be past
+    // the mark in bytes now.
+    this.checkPause();
     return sourced;
+  }
+
+  /**
+   * At the pause mark: as many chunks as it allows (each holds a receive buffer), or as many
+   * bytes as they would (chunks moved into this input's memory hold any number of bytes).
+   */
+  private overMark(): boolean {
+    return this.n >= this.pauseChunks || this.bytes >= this.pauseBytes;
+  }
+
+  /** Back to half the pause mark, in chunks and in bytes. */
+  private underResume(): boolean {
+    return this.n <= this.resumeChunks && this.bytes <= this.pauseBytes >> 1;
   }
 
   /** Asks the source to stop receiving past the pause mark, unless a reader needs more bytes. */
   private checkPause(): void {
-    if (!this.paused && this.n >= this.pauseChunks && this.bytes >= this.need) {
+    if (!this.paused && this.overMark() && this.bytes >= this.need) {
       this.paused = true;
       this.src.inputPressure(true);
     }
@@ -393,7 +413,7 @@ export class StreamInput implements ConnectionInput {
   private popHead(): void {
     this.head = (this.head + 1) & (this.tok.length - 1);
     this.n--;
-    if (this.paused && this.n <= this.resumeChunks) {
+    if (this.paused && this.underResume()) {
       this.paused = false;
       this.src.inputPressure(false);
     }
@@ -639,7 +659,7 @@ export class StreamInput implements ConnectionInput {
       this.waitSignal = signal;
       signal.addEventListener("abort", this.onAbort, { once: true });
     }
-    if (this.paused && this.n < this.pauseChunks) {
+    if (this.paused && !this.overMark()) {
       this.paused = false;
       this.src.inputPressure(false);
     }
@@ -716,7 +736,7 @@ export class StreamInput implements ConnectionInput {
     this.holding = false;
     if (this.waitKind !== WAIT_RECEIVE) return;
     this.releaseLease();
-    if (this.paused && this.n <= this.resumeChunks) {
+    if (this.paused && this.underResume()) {
       this.paused = false;
       this.src.inputPressure(false);
     }

@@ -213,6 +213,42 @@ test("at the pool's cap a starved receive is re-armed as soon as one buffer is b
   await expectQuiescent(stack);
 }, 30_000);
 
+test("moved out of the pool, a non-reading connection's bytes still stop at its maxReadBuffered", async () => {
+  // The pause mark counted chunks: a spill made any number of bytes one chunk, and a connection
+  // whose application never read buffered all 16 MiB its peer sent.
+  const l = stack.listen("127.0.0.1:0"); // maxReadBuffered: 256 KiB by default
+  const accepted = l.accept();
+  const c = await stack.connect(l.localAddress);
+  const srv = await accepted;
+  const writing = c.output.write(new Uint8Array(4 << 20)).catch(() => {});
+  await until(() => stack.stats().recvSpilled > 0 && srv.input.buffered >= 200_000, 5000, "the pool ran dry and bytes moved");
+  await Bun.sleep(300);
+  expect(srv.input.buffered).toBeLessThanOrEqual(256 * 1024 + 4096);
+  c.reset();
+  srv.reset();
+  await writing;
+  await l.close();
+  await expectQuiescent(stack);
+}, 30_000);
+
+test("a huge pending readExactly does not size what the pool's bytes move into", async () => {
+  // The spill reserved room for the whole pending read: readExactly(2^45) with 100 KB arrived
+  // threw RangeError (out of memory) from the stack's turn hook and ended the process.
+  const l = stack.listen("127.0.0.1:0");
+  const accepted = l.accept();
+  const c = await stack.connect(l.localAddress);
+  const srv = await accepted;
+  const reading = srv.input.readExactly(2 ** 45).catch((e) => e);
+  await c.output.write(new Uint8Array(100_000));
+  await until(() => srv.input.buffered === 100_000, 5000, "all 100 KB received");
+  expect(stack.stats().recvSpilled).toBeGreaterThan(0);
+  srv.reset();
+  expect(await reading).toBeInstanceOf(Error);
+  c.reset();
+  await l.close();
+  await expectQuiescent(stack);
+}, 30_000);
+
 test("receive buffer settings are fixed once sockets opened", () => {
   expect(() => configureNet({ recvBufferCount: 4 })).toThrow();
   expect(() => configureNet({ poisonBuffers: false })).not.toThrow();
