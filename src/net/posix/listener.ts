@@ -56,6 +56,8 @@ export class PosixListener implements Listener, Completable {
   private fd: number;
   private acceptSlot = -1;
   private acceptCancelled = false;
+  /** The accept in flight is multishot. */
+  private acceptMultishot = false;
   private readonly queue: PosixConnection[] = [];
   /** Accepted fds that arrived past a limit, waiting for room (no buffers attached). */
   private readonly overflow: number[] = [];
@@ -117,12 +119,20 @@ export class PosixListener implements Listener, Completable {
     );
   }
 
-  private arm(): void {
-    // A multishot accept takes everything the backlog holds in one go, ahead of any cancel:
-    // unless that fits below the limits, accept one at a time, so that peers past a limit wait
-    // in the kernel's backlog instead of being accepted and then shed.
+  /**
+   * A multishot accept takes everything the backlog holds in one go, ahead of any cancel: only
+   * while a full backlog fits below the limits (with the parking room) is it safe; else accept
+   * one at a time, so that peers past a limit wait in the kernel's backlog instead of being
+   * accepted and then shed.
+   */
+  private multishotFits(): boolean {
     const room = Math.min(this.opts.maxConnections - this.open, this.opts.acceptQueueLimit - this.queued);
-    const extra = room > this.opts.backlog + OVERFLOW_LIMIT ? this.acceptExtra : undefined;
+    return room + OVERFLOW_LIMIT > this.opts.backlog;
+  }
+
+  private arm(): void {
+    this.acceptMultishot = this.multishotFits();
+    const extra = this.acceptMultishot ? this.acceptExtra : undefined;
     this.acceptSlot = this.r.prepare(IoOp.ACCEPT, this.fd, 0, 0, 0, SOCK_CLOEXEC, this, extra);
     this.acceptCancelled = false;
   }
@@ -162,7 +172,9 @@ export class PosixListener implements Listener, Completable {
       }
     }
     // Other errors (ECANCELED, ECONNABORTED from a peer that gave up, EINVAL after abort) only end this shot.
-    if (this.paused()) this.cancelAccept();
+    // A multishot armed with room to spare ends once the room is down to a backlog's worth: the
+    // next accept is then one at a time.
+    if (this.paused() || (this.acceptMultishot && this.acceptSlot >= 0 && !this.multishotFits())) this.cancelAccept();
     if (this.acceptSlot < 0) {
       if (this.closing !== undefined) this.maybeCloseFd();
       else this.maybeArm();

@@ -1052,6 +1052,35 @@ export function streamConformance(s: StackUnderTest): void {
       await expectQuiescent(stack);
     }, 30_000);
 
+    test("maxConnections: a burst after the room shrank under a running multishot accept also waits in the backlog", async () => {
+      // The choice was made only when accepting was armed: a multishot accept armed with room
+      // to spare kept running as the room shrank, and took (then shed) the next burst.
+      const l = stack.listen("127.0.0.1:0", { maxConnections: 200, backlog: 128 });
+      const held: Connection[] = [];
+      const accepting = (async () => {
+        for await (const c of l) held.push(c);
+      })();
+      const clients: Connection[] = [];
+      for (let i = 0; i < 150; i++) clients.push(await stack.connect(l.localAddress));
+      await until(() => held.length === 150);
+      const burst = await Promise.all(Array.from({ length: 120 }, () => stack.connect(l.localAddress)));
+      clients.push(...burst);
+      const ended: unknown[] = [];
+      for (const c of burst) c.input.read().then((v) => ended.push(v), (e) => ended.push(e));
+      await until(() => held.length === 200);
+      await Bun.sleep(100);
+      expect(ended).toEqual([]);
+      expect(stack.stats().connectionsRejected).toBe(0);
+      for (let i = 0; i < 70; i++) await held.shift()!.close();
+      await until(() => held.length + 70 >= 200 && l.connections === 200, 5000, "the waiting peers admitted");
+      expect(stack.stats().connectionsRejected).toBe(0);
+      for (const c of clients) c.reset();
+      for (const c of held) c.reset();
+      await l.close();
+      await accepting;
+      await expectQuiescent(stack);
+    }, 30_000);
+
     test("idle timeout resets a silent peer's connection (ETIMEDOUT, op idle)", async () => {
       const l = stack.listen("127.0.0.1:0", { idleTimeoutMs: 100 });
       const accepted = l.accept();
