@@ -688,6 +688,22 @@ export class StreamInput implements ConnectionInput {
           }
         } catch (e) {
           this.finishReceive(e instanceof Error ? e : new Error(String(e)), true);
+          this.releaseOrphan(this.holdGen + 1);
+          return;
+        }
+        if (this.waitKind !== WAIT_RECEIVE) {
+          // The handler ended its own receive() (aborted its signal, closed the connection's
+          // input): the chunk it was given was set aside for it (finishReceive); it is given
+          // back when the handler's promise settles, or now if it returned none.
+          if (r !== undefined && typeof (r as Promise<void>).then === "function") {
+            const gen = ++this.holdGen;
+            (r as Promise<void>).then(
+              () => this.releaseOrphan(gen),
+              () => this.releaseOrphan(gen),
+            );
+          } else {
+            this.releaseOrphan(this.holdGen + 1);
+          }
           return;
         }
         if (r !== undefined && typeof (r as Promise<void>).then === "function") {
@@ -713,15 +729,19 @@ export class StreamInput implements ConnectionInput {
     }
   }
 
+  /** Gives back the chunks set aside for the handler call of hold generation `gen`. */
+  private releaseOrphan(gen: number): void {
+    const i = this.orphans.findIndex((o) => o.gen === gen);
+    if (i < 0) return;
+    for (const t of this.orphans[i]!.tokens) this.drop(t);
+    this.orphans.splice(i, 1);
+  }
+
   /** A receive() handler's promise for the chunk it held settled. */
   private heldSettled(gen: number, err: Error | undefined): void {
     if (!this.holding || gen !== this.holdGen) {
       // Its receive() already ended: give back what it held; its outcome concerns nobody now.
-      const i = this.orphans.findIndex((o) => o.gen === gen);
-      if (i >= 0) {
-        for (const t of this.orphans[i]!.tokens) this.drop(t);
-        this.orphans.splice(i, 1);
-      }
+      this.releaseOrphan(gen);
       return;
     }
     if (err === undefined) {
@@ -751,6 +771,10 @@ export class StreamInput implements ConnectionInput {
       // handler until its promise settles, and the next read or receive leases its own.
       this.holding = false;
       if (this.lease.length > 0) this.orphans.push({ gen: this.holdGen, tokens: this.lease.splice(0) });
+    } else if (this.delivering) {
+      // Ended from inside the handler, which still runs with the chunk it was given: set it
+      // aside under the generation a hold by this call would take (deliver gives it back).
+      if (this.lease.length > 0) this.orphans.push({ gen: this.holdGen + 1, tokens: this.lease.splice(0) });
     } else {
       this.releaseLease();
     }

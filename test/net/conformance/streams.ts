@@ -595,6 +595,44 @@ export function streamConformance(s: StackUnderTest): void {
       await done();
     });
 
+    test("receive() aborted from inside its own handler, which holds the chunk: the view stays valid until the handler's promise settles", async () => {
+      // The abort released the chunk while the handler still ran with it: its view read poison
+      // (or another connection's bytes) once its promise went on.
+      s.setPoisoning(true);
+      try {
+        const { client, server, done } = await pair();
+        await client.output.write("hello world");
+        await until(() => server.input.buffered === 11);
+        const ac = new AbortController();
+        let later = "";
+        let settled: () => void = () => {};
+        const handlerDone = new Promise<void>((r) => (settled = r));
+        const p = server.input.receive(
+          (v) => {
+            ac.abort();
+            return (async () => {
+              await Bun.sleep(20);
+              later = text(v);
+              settled();
+            })();
+          },
+          { signal: ac.signal },
+        );
+        expect(await rejection(p)).toBeInstanceOf(AbortError);
+        await handlerDone;
+        expect(later).toBe("hello world");
+        // A handler that aborts and returns nothing: its chunk is given back at once.
+        await client.output.write("next");
+        const ac2 = new AbortController();
+        expect(await rejection(server.input.receive(() => ac2.abort(), { signal: ac2.signal }))).toBeInstanceOf(AbortError);
+        await client.output.write("last");
+        expect(text((await server.input.read())!)).toBe("last");
+        await done();
+      } finally {
+        s.setPoisoning(false);
+      }
+    });
+
     test("receive() aborted while its handler holds a chunk: the chunk stays valid until the handler's promise settles, which then affects no later receive", async () => {
       s.setPoisoning(true);
       try {
