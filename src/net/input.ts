@@ -115,6 +115,8 @@ export class StreamInput implements ConnectionInput {
    */
   private heap: (Uint8Array | undefined)[] = [];
   private heapFree: number[] = [];
+  /** Times buffered bytes were dropped (shutdown, failure, dispose): consume() checks it. */
+  private drops = 0;
   /** Inside consume(), the parser included: no other read may start. */
   private consuming = false;
 
@@ -369,6 +371,7 @@ export class StreamInput implements ConnectionInput {
   }
 
   private dropAll(): void {
+    this.drops++;
     // A head chunk partly handed out (readExactly's view of its first bytes) stays valid until
     // the next read: leased, not dropped.
     if (this.n > 0 && this.off[this.head]! > 0) {
@@ -596,7 +599,14 @@ export class StreamInput implements ConnectionInput {
         const o = this.off[this.head]!;
         view = this.base(t).subarray(o, o + this.len[this.head]!);
       }
+      const drops = this.drops;
       const r = parser(view);
+      if (this.drops !== drops) {
+        // The parser shut the input down or closed the connection: what it saw is gone, and
+        // so is whatever it would have consumed.
+        want = 0;
+        continue;
+      }
       if (r === CONSUME_ALL) {
         this.advance(view.length);
         want = 0;

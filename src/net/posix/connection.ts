@@ -523,7 +523,8 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     this.state = CLOSED;
     this.fd = -1;
     // Bytes received before a peer error stay readable until read, close() or reset(), in the
-    // input's own memory: a connection the application abandons holds no receive buffer.
+    // input's own memory: a connection the application abandons holds no receive buffer beyond
+    // the one its last read's view may still use (that view stays valid until the next read).
     if (!this.inputKept) this.input.dispose();
     else this.stack.counters.recvSpilled += this.input.spill();
     this.output.discard();

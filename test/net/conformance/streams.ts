@@ -595,6 +595,21 @@ export function streamConformance(s: StackUnderTest): void {
       await done();
     });
 
+    test("a consume() parser that shuts the input down: its result is not applied to nothing, consume ends", async () => {
+      // advance() ran on the emptied queue: buffered went to -3 and consume reported success.
+      const { client, server, done } = await pair();
+      await client.output.write("hello");
+      await until(() => server.input.buffered === 5);
+      const r = await server.input.consume(() => {
+        server.shutdownInput();
+        return 3;
+      });
+      expect(r).toBe(false);
+      expect(server.input.buffered).toBe(0);
+      expect(await server.input.read()).toBeNull();
+      await done();
+    });
+
     test("receive() aborted from inside its own handler, which holds the chunk: the view stays valid until the handler's promise settles", async () => {
       // The abort released the chunk while the handler still ran with it: its view read poison
       // (or another connection's bytes) once its promise went on.
@@ -612,7 +627,7 @@ export function streamConformance(s: StackUnderTest): void {
             ac.abort();
             return (async () => {
               await Bun.sleep(20);
-              later = text(v);
+              later = text(v) ?? "";
               settled();
             })();
           },
