@@ -88,6 +88,8 @@ export class StreamInput implements ConnectionInput {
   private holding = false;
   /** receive(): inside deliver() (a push from the handler's own actions must not recurse). */
   private delivering = false;
+  /** Counts receive()/receiveRanges() calls: deliver() tells whether its handler's call is still the one running. */
+  private receiveCalls = 0;
   /** Counts holds: a held promise settling for an older hold belongs to a receive() that ended. */
   private holdGen = 0;
   /**
@@ -662,6 +664,7 @@ export class StreamInput implements ConnectionInput {
     this.rejectWait = capturedReject;
     this.receiver = receiver;
     this.rangeReceiver = rangeReceiver;
+    this.receiveCalls++;
     this.waitKind = WAIT_RECEIVE;
     this.waitN = 0;
     this.need = 0;
@@ -686,6 +689,7 @@ export class StreamInput implements ConnectionInput {
     this.delivering = true;
     try {
       while (this.n > 0 && this.waitKind === WAIT_RECEIVE) {
+        const call = this.receiveCalls;
         let r: void | Promise<void>;
         try {
           const ranges = this.rangeReceiver;
@@ -701,7 +705,7 @@ export class StreamInput implements ConnectionInput {
           this.releaseOrphan(this.holdGen + 1);
           return;
         }
-        if (this.waitKind !== WAIT_RECEIVE) {
+        if (this.waitKind !== WAIT_RECEIVE || this.receiveCalls !== call) {
           // The handler ended its own receive() (aborted its signal, closed the connection's
           // input): the chunk it was given was set aside for it (finishReceive); it is given
           // back when the handler's promise settles, or now if it returned none.
@@ -714,7 +718,9 @@ export class StreamInput implements ConnectionInput {
           } else {
             this.releaseOrphan(this.holdGen + 1);
           }
-          return;
+          // A receive() the handler started after ending its own gets the chunks that follow.
+          if (this.waitKind !== WAIT_RECEIVE) return;
+          continue;
         }
         if (r !== undefined && typeof (r as Promise<void>).then === "function") {
           // The handler is busy: further chunks wait (and pause the source past the mark).

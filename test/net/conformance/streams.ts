@@ -595,6 +595,45 @@ export function streamConformance(s: StackUnderTest): void {
       await done();
     });
 
+    test("a receive() handler that ends its own call and starts a new one: the new call gets what follows, the old chunk stays valid, then is given back", async () => {
+      // The old handler's promise was taken as a hold of the new call: its chunk was never given back.
+      s.setPoisoning(true);
+      try {
+        const { client, server, done } = await pair();
+        await client.output.write("first");
+        await until(() => server.input.buffered === 5);
+        const ac = new AbortController();
+        const got: string[] = [];
+        let later = "";
+        let second: Promise<void> | undefined;
+        const first = server.input.receive(
+          (v) => {
+            got.push(`1:${text(v)}`);
+            ac.abort();
+            second = server.input.receive((w) => {
+              got.push(`2:${text(w)}`);
+            });
+            return (async () => {
+              await Bun.sleep(20);
+              later = text(v) ?? "";
+            })();
+          },
+          { signal: ac.signal },
+        );
+        expect(await rejection(first)).toBeInstanceOf(AbortError);
+        await Bun.sleep(40);
+        await client.output.write("second");
+        await until(() => got.length === 2);
+        expect(got).toEqual(["1:first", "2:second"]);
+        expect(later).toBe("first");
+        await client.close();
+        await second;
+        await done();
+      } finally {
+        s.setPoisoning(false);
+      }
+    });
+
     test("a consume() parser that shuts the input down: its result is not applied to nothing, consume ends", async () => {
       // advance() ran on the emptied queue: buffered went to -3 and consume reported success.
       const { client, server, done } = await pair();
