@@ -23,6 +23,11 @@ export interface InputSource {
   inputPressure(paused: boolean): void;
   /** The reader saw the end of the stream (read returned null). */
   inputEnded(): void;
+  /**
+   * Fills bytes of this input's own memory that were just given up, when the stack poisons
+   * recycled receive buffers (debug): a view of spilled bytes kept too long fails as loudly.
+   */
+  poisonReleased?(bytes: Uint8Array): void;
 }
 
 const WAIT_NONE = 0;
@@ -246,8 +251,10 @@ export class StreamInput implements ConnectionInput {
       this.src.releaseChunk(t);
       return;
     }
-    this.heap[-1 - t] = undefined;
-    this.heapFree.push(-1 - t);
+    const k = -1 - t;
+    this.src.poisonReleased?.(this.heap[k]!);
+    this.heap[k] = undefined;
+    this.heapFree.push(k);
   }
 
   /**
@@ -295,7 +302,8 @@ export class StreamInput implements ConnectionInput {
       const o = this.off[i]!;
       out.set(this.base(t).subarray(o, o + this.len[i]!), filled);
       filled += this.len[i]!;
-      if (k === 0 && o > 0 && t >= 0) this.lease.push(t);
+      // A head partly handed out (readExactly) keeps its bytes until the next read.
+      if (k === 0 && o > 0) this.lease.push(t);
       else this.drop(t);
     }
     const slot = this.heapFree.length > 0 ? this.heapFree.pop()! : this.heap.length;

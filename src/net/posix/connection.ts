@@ -32,6 +32,7 @@ import {
   shutdownSocket,
 } from "./sys.ts";
 import type { PosixStack } from "./stack.ts";
+import { RX_POISON_BYTE } from "./rx-ring.ts";
 import { booleanOption, checkOptionsObject, type ResolvedConnectionOptions } from "../options.ts";
 import { describeValue } from "../../core/describe.ts";
 
@@ -265,6 +266,11 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   /** @internal InputSource */
   releaseChunk(token: number): void {
     this.stack.rx.release(token);
+  }
+
+  /** @internal InputSource */
+  poisonReleased(bytes: Uint8Array): void {
+    if (this.stack.rx.poison) bytes.fill(RX_POISON_BYTE);
   }
 
   /** @internal InputSource */

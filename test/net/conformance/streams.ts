@@ -547,6 +547,34 @@ export function streamConformance(s: StackUnderTest): void {
       }
     });
 
+    test("poisoning covers bytes consume() merged across receive buffers: a view of them kept past its consume fails loudly", async () => {
+      // Merged bytes live in the input's own memory, which was never poisoned: a stale view kept
+      // reading the old bytes, so a test could not catch the misuse.
+      s.setPoisoning(true);
+      try {
+        const { client, server, done } = await pair();
+        const big = s.recvBufferSize; // more than a quarter buffer: not copied on arrival
+        await client.output.write("x".repeat(big));
+        await until(() => server.input.buffered === big);
+        let seen: Uint8Array | undefined;
+        const parsing = server.input.consume((view) => {
+          const nl = view.indexOf(10);
+          if (nl < 0) return needBytes(view.length + 1);
+          seen = view;
+          return nl + 1;
+        });
+        await client.output.write(`${"y".repeat(big)}\n`);
+        expect(await parsing).toBe(true);
+        expect(seen!.length).toBe(2 * big + 1);
+        // Consumed: its memory was given up, and poisoned.
+        expect(seen![0]).toBe(0xde);
+        expect(seen![2 * big - 1]).toBe(0xde);
+        await done();
+      } finally {
+        s.setPoisoning(false);
+      }
+    });
+
     test("a readExactly view of part of a buffer stays valid through shutdownInput (not a read)", async () => {
       // shutdownInput released the buffer the view pointed into: poisoned (or another
       // connection's bytes) although no read call was made.
