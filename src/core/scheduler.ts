@@ -371,40 +371,37 @@ function compact(g: SchedulingGroup): void {
 }
 
 function reportStall(g: SchedulingGroup, tookMs: number): void {
-  loopState.stalls++;
-  const now = performance.now();
-  if (now - loopState.lastStallReport < 1000) {
-    loopState.stallReportsSuppressed++;
-    return;
-  }
-  const suppressed = loopState.stallReportsSuppressed;
-  loopState.stallReportsSuppressed = 0;
-  loopState.lastStallReport = now;
-  sayStalled(`in scheduling group "${g.name}"`, tookMs, suppressed);
+  reportLimited(`in scheduling group "${g.name}"`, tookMs, loopState);
 }
 
-/** Rate limit of reports of stalls outside Shoal's tasks (its own: they do not hide task stalls). */
-const outside = { last: -Infinity, suppressed: 0 };
+/** A rate limit of stall reports: when the last went out, and how many were held back since. */
+interface StallLimit {
+  lastStallReport: number;
+  stallReportsSuppressed: number;
+}
+
+/** Reports of stalls outside Shoal's tasks have their own limit: they do not hide task stalls. */
+const outside: StallLimit = { lastStallReport: -Infinity, stallReportsSuppressed: 0 };
 
 /**
- * @internal Counts a stall of `tookMs` outside Shoal's tasks and reports it (at most one such
- * report a second; the others are counted and mentioned in the next). `where` completes
+ * @internal Counts a stall of `tookMs` outside Shoal's tasks and reports it. `where` completes
  * "reactor stalled for N ms ...".
  */
 export function reportBlocked(where: string, tookMs: number): void {
-  loopState.stalls++;
-  const now = performance.now();
-  if (now - outside.last < 1000) {
-    outside.suppressed++;
-    return;
-  }
-  const suppressed = outside.suppressed;
-  outside.suppressed = 0;
-  outside.last = now;
-  sayStalled(where, tookMs, suppressed);
+  reportLimited(where, tookMs, outside);
 }
 
-function sayStalled(where: string, tookMs: number, suppressed: number): void {
+/** Counts a stall and reports it, at most once a second per limit; the next report says how many were held back. */
+function reportLimited(where: string, tookMs: number, limit: StallLimit): void {
+  loopState.stalls++;
+  const now = performance.now();
+  if (now - limit.lastStallReport < 1000) {
+    limit.stallReportsSuppressed++;
+    return;
+  }
+  const suppressed = limit.stallReportsSuppressed;
+  limit.stallReportsSuppressed = 0;
+  limit.lastStallReport = now;
   loopState.report(
     `shoal: reactor stalled for ${tookMs.toFixed(1)} ms ${where}` +
       ` (threshold ${loopState.blockedNotifyMs} ms${suppressed ? `; ${suppressed} more stall(s) not reported` : ""})`,

@@ -273,31 +273,15 @@ export class StreamInput implements ConnectionInput {
     const total = this.bytes;
     const h0 = this.head;
     const t0 = this.tok[h0]!;
-    if (t0 < 0) {
-      const first = this.heap[-1 - t0]!;
-      const end = this.off[h0]! + this.len[h0]!;
-      if (first.length - end >= total - this.len[h0]!) {
-        // The head is spilled already and has the room: append the rest behind it.
-        let filled = end;
-        for (let k = 1; k < this.n; k++) {
-          const i = (h0 + k) & mask;
-          const t = this.tok[i]!;
-          const o = this.off[i]!;
-          first.set(this.base(t).subarray(o, o + this.len[i]!), filled);
-          filled += this.len[i]!;
-          this.drop(t);
-        }
-        this.len[h0] = total;
-        this.n = 1;
-        this.checkPause();
-        return sourced;
-      }
-    }
-    // Room for what a waiting reader needs, and to double: later spills append, not copy again.
-    const out = new Uint8Array(Math.max(total * 2, capacity, 4096));
-    let filled = 0;
-    for (let k = 0; k < this.n; k++) {
-      const i = (this.head + k) & mask;
+    const headEnd = this.off[h0]! + this.len[h0]!;
+    // The head is spilled already and has the room: the rest is appended behind it. Otherwise
+    // one new chunk with room for what a waiting reader needs, and to double (later spills
+    // append, not copy again).
+    const appending = t0 < 0 && this.heap[-1 - t0]!.length - headEnd >= total - this.len[h0]!;
+    const out = appending ? this.heap[-1 - t0]! : new Uint8Array(Math.max(total * 2, capacity, 4096));
+    let filled = appending ? headEnd : 0;
+    for (let k = appending ? 1 : 0; k < this.n; k++) {
+      const i = (h0 + k) & mask;
       const t = this.tok[i]!;
       const o = this.off[i]!;
       out.set(this.base(t).subarray(o, o + this.len[i]!), filled);
@@ -306,13 +290,17 @@ export class StreamInput implements ConnectionInput {
       if (k === 0 && o > 0) this.lease.push(t);
       else this.drop(t);
     }
-    const slot = this.heapFree.length > 0 ? this.heapFree.pop()! : this.heap.length;
-    this.heap[slot] = out;
-    this.head = 0;
+    if (appending) {
+      this.len[h0] = total;
+    } else {
+      const slot = this.heapFree.length > 0 ? this.heapFree.pop()! : this.heap.length;
+      this.heap[slot] = out;
+      this.head = 0;
+      this.tok[0] = -1 - slot;
+      this.off[0] = 0;
+      this.len[0] = total;
+    }
     this.n = 1;
-    this.tok[0] = -1 - slot;
-    this.off[0] = 0;
-    this.len[0] = total;
     // A paused input stays paused (its reader has not asked for more): the spill only moved
     // its bytes, and it resumes when they are read, as before. One that was not may be past
     // the mark in bytes now.
