@@ -2,6 +2,7 @@
 //! calls `turn` once per loop iteration, and reads the copied-out completions (`Completion`)
 //! from another native array. Native code never calls into JS.
 const std = @import("std");
+const builtin = @import("builtin");
 const linux = std.os.linux;
 const IoUring = linux.IoUring;
 const assert = std.debug.assert;
@@ -61,7 +62,7 @@ pub const Counters = extern struct {
     ring_wakes_sent: u64 = 0,
 };
 
-/// Static facts about this reactor that JS reads once.
+/// Facts about this reactor that JS reads once, and `ops_left`, which it reads after a turn.
 pub const Info = extern struct {
     sq_capacity: u32,
     cq_capacity: u32,
@@ -69,6 +70,10 @@ pub const Info = extern struct {
     features: u32,
     eventfd: i32,
     ring_fd: i32,
+    /// Descriptors of the last `turn` that the kernel would not take (its SQ stayed full:
+    /// the completion queue is backed up). They were moved to the front of `ops`, in order,
+    /// for the caller to submit with the next turn.
+    ops_left: u32,
 };
 
 /// user_data values at or above this are the reactor's own; JS slots are u32.
@@ -128,6 +133,8 @@ pub const Reactor = struct {
     sleep_ts: linux.kernel_timespec,
     /// Cleared if the kernel refuses to move a timer: waits then carry their own timeout.
     sleep_timer_usable: bool,
+    /// Tests only: this many enters act as if the kernel answered EBUSY (took nothing).
+    test_busy_enters: u32 = 0,
     /// Completions copied out of the kernel ring but not yet handed to JS (out was full).
     backlog_start: u32,
     backlog_count: u32,
@@ -183,6 +190,7 @@ pub const Reactor = struct {
         self.sleep_deadline_us = 0;
         self.sleep_ts = .{ .sec = 0, .nsec = 0 };
         self.sleep_timer_usable = true;
+        self.test_busy_enters = 0;
         self.backlog_start = 0;
         self.backlog_count = 0;
         self.info = .{
@@ -192,6 +200,7 @@ pub const Reactor = struct {
             .features = self.ring.features,
             .eventfd = self.eventfd,
             .ring_fd = self.ring.fd,
+            .ops_left = 0,
         };
         return self;
     }
@@ -319,6 +328,11 @@ pub const Reactor = struct {
             flags |= linux.IORING_ENTER_EXT_ARG;
             self.counters.timeouts_armed += 1;
         }
+        if (builtin.is_test and self.test_busy_enters > 0) {
+            self.test_busy_enters -= 1;
+            self.counters.busy_retries += 1;
+            return 0;
+        }
         self.counters.enters += 1;
         const res = linux.syscall6(
             .io_uring_enter,
@@ -359,18 +373,27 @@ pub const Reactor = struct {
     /// for a completion, then copy out completions. Returns the number of completions in
     /// `out`, or a negative errno. Call again with (0, 0) while it returns `out.len`.
     /// `now_us` is the caller's clock (any monotonic base, in µs) when it chose `wait_us`.
+    /// Descriptors the kernel would not take (its SQ full while completions are backed up)
+    /// are moved to the front of `ops` and counted in `info.ops_left`; the turn then reaps
+    /// without waiting, which is what lets the kernel take them next turn.
     pub fn turn(self: *Reactor, submit_count: u32, wait_us: u32, now_us: f64) i32 {
         assert(submit_count <= self.ops.len);
         self.counters.turns += 1;
+        self.info.ops_left = 0;
         if (!self.wake_armed) _ = self.arm_wake();
         const prc = self.prep_ops(submit_count);
         if (prc < 0) return prc;
-        if (prc < submit_count) return -@as(i32, @intFromEnum(linux.E.BUSY));
+        const taken: u32 = @intCast(prc);
+        if (taken < submit_count) {
+            const left = submit_count - taken;
+            std.mem.copyForwards(Op, self.ops[0..left], self.ops[taken..submit_count]);
+            self.info.ops_left = left;
+        }
 
         var count = self.drain_backlog();
         if (count < self.out.len) {
             const ready = self.ring.cq_ready();
-            const wait = if (ready == 0 and count == 0) wait_us else 0;
+            const wait = if (ready == 0 and count == 0 and self.info.ops_left == 0) wait_us else 0;
             if (wait > 0 or self.needs_enter()) {
                 const rc = self.enter(wait, now_us);
                 if (rc < 0) return rc;
@@ -684,6 +707,30 @@ test "a full descriptor array is submitted although the wake read holds an SQ en
         mask |= @as(u32, 1) << @intCast(c.slot);
     }
     try std.testing.expectEqual(@as(u32, 0xff), mask);
+}
+
+test "descriptors the kernel will not take (its SQ full, enter busy) stay in ops for the next turn, none lost" {
+    const r = try Reactor.create(8, 64);
+    defer r.destroy();
+    _ = r.turn(0, 0, test_now_us()); // arms (and submits) the wake read
+    // Five SQEs queued behind the reactor's back and not submitted: the SQ has room for 3.
+    for (0..5) |i| {
+        const sqe = try r.ring.get_sqe();
+        sqe.prep_nop();
+        sqe.user_data = 100 + i;
+    }
+    for (0..8) |i| r.ops[i] = test_op(.NOP, @intCast(i));
+    r.test_busy_enters = 2; // the enter in prep_ops and the turn's own take nothing
+    const n = r.turn(8, 10_000_000, test_now_us());
+    try std.testing.expectEqual(@as(i32, 0), n);
+    try std.testing.expectEqual(@as(u32, 5), r.info.ops_left);
+    for (0..5) |i| try std.testing.expectEqual(@as(u32, @intCast(3 + i)), r.ops[i].slot);
+    var seen: [13]Completion = undefined;
+    try std.testing.expectEqual(@as(usize, 13), try test_collect(r, 5, 13, &seen));
+    try std.testing.expectEqual(@as(u32, 0), r.info.ops_left);
+    var mask: u32 = 0;
+    for (seen) |c| mask |= @as(u32, 1) << @intCast(if (c.slot >= 100) c.slot - 100 + 8 else c.slot);
+    try std.testing.expectEqual(@as(u32, 0x1fff), mask);
 }
 
 test "completions beyond the kernel CQ (overflow) are all delivered" {

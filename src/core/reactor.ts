@@ -128,6 +128,8 @@ export class Reactor {
   private readonly f64: Float64Array;
   private readonly cq: Int32Array;
   private readonly counterView: BigUint64Array;
+  /** The native Info: [6] is how many descriptors the last turn left queued (kernel busy). */
+  private readonly info: Int32Array;
   /** @internal descriptors written this turn, not yet handed to the kernel */
   queued = 0;
   private readonly handlers: (Completable | undefined)[] = [];
@@ -179,7 +181,8 @@ export class Reactor {
       throw new StartupError("ERR_REACTOR_CREATE", `could not create the reactor: ${reasons[err[0]!] ?? `code ${err[0]}`}`);
     }
     this.handle = handle;
-    const info = new Int32Array(nativeView(lib.shoal_reactor_info(handle as never) as never, 24));
+    const info = new Int32Array(nativeView(lib.shoal_reactor_info(handle as never) as never, 28));
+    this.info = info;
     this.sqCapacity = info[0]!;
     this.cqCapacity = info[1]!;
     this.setupFlags = info[2]! >>> 0;
@@ -233,7 +236,8 @@ export class Reactor {
     extra?: PrepareExtra,
   ): number {
     this.checkOpen();
-    if (this.queued === this.sqCapacity) this.flush();
+    // A kernel that is backed up may leave descriptors queued: turn (reaping) until one fits.
+    while (this.queued === this.sqCapacity) this.flush();
     const slot = this.allocSlot(handler);
     const i = this.queued++;
     const w = i << 4;
@@ -327,12 +331,15 @@ export class Reactor {
     this.nativeQueued = false;
     // The native wait is a u32 of µs: a longer one (a huge configured slice) would wrap.
     let n = this.turnFn(this.handle, this.queued, waitUs > 0x7fff_ffff ? 0x7fff_ffff : waitUs, nowMs * 1000);
-    this.queued = 0;
+    // Descriptors the kernel would not take (its completion queue backed up) were moved to
+    // the front of the array: they stay queued for the next turn.
+    this.queued = n < 0 ? 0 : this.info[6]!;
     if (n < 0) throw new SystemError("io_uring_enter", -n);
     let total = n;
     this.dispatch(n);
     while (n === this.cqCapacity) {
-      n = this.turnFn(this.handle, 0, 0, 0);
+      n = this.turnFn(this.handle, this.queued, 0, 0);
+      this.queued = n < 0 ? 0 : this.info[6]!;
       if (n < 0) throw new SystemError("io_uring_enter", -n);
       this.dispatch(n);
       total += n;
