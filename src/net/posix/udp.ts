@@ -1,7 +1,11 @@
 /**
  * A UDP socket on io_uring. Receiving is one multishot RECVMSG selecting from the shard's
  * receive-buffer ring: the kernel writes an io_uring_recvmsg_out header, the source address
- * and the payload into each buffer, so a datagram costs one CQE and no copy. Sending is a
+ * and the payload into each buffer, so a datagram costs one CQE and no copy. At maxQueued
+ * unread datagrams the receive is cancelled; datagrams that complete before the cancel lands
+ * are dropped at once (counted in `dropped`) so that an unread channel holds at most
+ * maxQueued of the shard's receive buffers, and the kernel queues (then drops) the rest until
+ * the reader catches up. Sending is a
  * SENDMSG per datagram with its msghdr, iovecs and destination in one native block; several
  * may be in flight.
  */
@@ -67,6 +71,7 @@ export class PosixUdpChannel implements UdpChannel, Completable {
   private head = 0;
   private lease = -1;
   private sendsInFlight = 0;
+  private droppedCount = 0;
   private waiter: { resolve: (d: Datagram | null) => void; reject: (e: unknown) => void; signal?: AbortSignal; onAbort?: () => void } | undefined;
   private closing: Promise<void> | undefined;
   private resolveClosed: (() => void) | undefined;
@@ -79,7 +84,11 @@ export class PosixUdpChannel implements UdpChannel, Completable {
     const reusePort = booleanOption("bindUdp", "reusePort", o.reusePort, false);
     const v6Only = booleanOption("bindUdp", "ipv6Only", o.ipv6Only, false);
     const broadcast = booleanOption("bindUdp", "broadcast", o.broadcast, false);
-    this.maxQueued = numberOption("bindUdp", "maxQueued", o.maxQueued, 64, 2);
+    // Finite: the queue holds the shard's receive buffers.
+    this.maxQueued = numberOption("bindUdp", "maxQueued", o.maxQueued, 64, 1);
+    if (!Number.isSafeInteger(this.maxQueued)) {
+      throw new InvalidArgumentError(`bindUdp: maxQueued must be an integer from 1 to ${Number.MAX_SAFE_INTEGER}, got ${String(o.maxQueued)}`);
+    }
     if (address.family === "unix") throw new InvalidArgumentError("bindUdp: UDP needs an IPv4 or IPv6 address");
     this.stack = stack;
     this.r = reactor();
@@ -110,6 +119,15 @@ export class PosixUdpChannel implements UdpChannel, Completable {
     return this.bids.length - this.head;
   }
 
+  /**
+   * Datagrams received while the queue was full (maxQueued unread) and dropped on arrival:
+   * those the cancelled receive completed before the cancel landed. Datagrams the kernel
+   * drops (its socket buffer full) are not counted.
+   */
+  get dropped(): number {
+    return this.droppedCount;
+  }
+
   /** @internal Receive completions: one per datagram. */
   complete(res: number, flags: number): void {
     if ((flags & CQE_F_MORE) === 0) this.recvSlot = -1;
@@ -117,7 +135,11 @@ export class PosixUdpChannel implements UdpChannel, Completable {
     if ((flags & CQE_F_BUFFER) !== 0) {
       const bid = flags >>> 16;
       rx.taken(bid);
-      if (res > 0 && this.closing === undefined) {
+      if (res > 0 && this.closing === undefined && this.queued >= this.maxQueued) {
+        // The cancel of a full queue's receive has not landed yet: keep holding no more buffers.
+        rx.release(bid);
+        this.droppedCount++;
+      } else if (res > 0 && this.closing === undefined) {
         this.bids.push(bid);
         this.lens.push(res);
         if (this.queued >= this.maxQueued && this.recvSlot >= 0 && !this.recvCancelled) {
