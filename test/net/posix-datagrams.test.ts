@@ -1,6 +1,8 @@
 // Conformance suite (UDP) on the posix stack, then the posix channel's own bounds.
 import { expect, test } from "bun:test";
+import { allocateAlignedBuffer } from "../../src/core/buffers.ts";
 import { InvalidArgumentError } from "../../src/core/errors.ts";
+import type { PosixStack } from "../../src/net/posix/stack.ts";
 import type { PosixUdpChannel } from "../../src/net/posix/udp.ts";
 import { posixUnderTest } from "./conformance/posix.ts";
 import { datagramConformance } from "./conformance/datagrams.ts";
@@ -42,4 +44,66 @@ test("maxQueued must be a positive safe integer", () => {
     expect(err).toBeInstanceOf(InvalidArgumentError);
     expect((err as InvalidArgumentError).code).toBe("ERR_INVALID_ARG");
   }
+});
+
+test("send memory follows the bytes in flight: 5000 small datagrams share a few blocks and no 16 KiB chunk each", async () => {
+  // Each send took a whole 16 KiB send chunk and a message block, all at once and never unmapped:
+  // 50,000 ten-byte datagrams mapped 782 MiB. Sends past the per-channel bound now wait.
+  const a = stack.bindUdp("127.0.0.1:0");
+  const b = stack.bindUdp("127.0.0.1:0", { maxQueued: 1 });
+  const chunksBefore = stack.stats().sendMemoryMapped;
+  const msgs = (stack as PosixStack).msgs;
+  const blocksBefore = msgs.blocksInUse;
+  const sends = Array.from({ length: 5000 }, (_, i) => a.send(`datagram ${i}`, b.localAddress));
+  expect(msgs.blocksInUse - blocksBefore).toBeLessThanOrEqual(64);
+  expect(stack.stats().sendMemoryMapped - chunksBefore).toBeLessThanOrEqual(1 << 20);
+  // close() waits for the waiting sends too; every one was sent.
+  const closed = a.close();
+  expect(await Promise.all(sends.map((p) => p.then(() => "sent", (e: { code?: string }) => e.code)))).toEqual(sends.map(() => "sent"));
+  await closed;
+  expect(stack.stats().sendMemoryMapped - chunksBefore).toBeLessThanOrEqual(1 << 20);
+  await b.close();
+  await expectQuiescent(stack);
+});
+
+test("datagrams of many sizes, packed into shared send chunks (spanning them), inline or NativeBuffers, arrive intact and in order", async () => {
+  const a = stack.bindUdp("127.0.0.1:0");
+  const b = stack.bindUdp("127.0.0.1:0", { maxQueued: 200 });
+  const sizes = Array.from({ length: 200 }, (_, i) => 4 + ((i * 7919) % 16000));
+  const datagram = (i: number) => {
+    const d = new Uint8Array(sizes[i]!).fill(i & 255);
+    new DataView(d.buffer).setUint32(0, i, true);
+    return d;
+  };
+  const reused = new Uint8Array(16384);
+  const sends = sizes.map((size, i) => {
+    if (i % 10 === 0) {
+      // Released at once: the waiting send keeps it pinned until sent.
+      const nb = allocateAlignedBuffer(size);
+      nb.bytes.set(datagram(i));
+      const p = a.send(nb, b.localAddress);
+      nb.release();
+      return p;
+    }
+    // The caller's array is overwritten after each call: send() copied it.
+    reused.set(datagram(i));
+    return a.send(reused.subarray(0, size), b.localAddress);
+  });
+  await Promise.all(sends);
+  let received = 0;
+  let last = -1;
+  for (;;) {
+    const d = await Promise.race([b.receive(), Bun.sleep(200).then(() => null)]);
+    if (d === null) break;
+    const i = new DataView(d.data.buffer, d.data.byteOffset).getUint32(0, true);
+    expect(i).toBeGreaterThan(last);
+    expect(d.truncated).toBe(false);
+    expect(d.data).toEqual(datagram(i));
+    last = i;
+    received++;
+  }
+  expect(received).toBeGreaterThan(0); // loopback may drop some of the burst
+  await a.close();
+  await b.close();
+  await expectQuiescent(stack);
 });

@@ -6,8 +6,13 @@
  * are dropped at once (counted in `dropped`) so that an unread channel holds at most
  * maxQueued of the shard's receive buffers, and the kernel queues (then drops) the rest until
  * the reader catches up. Sending is a
- * SENDMSG per datagram with its msghdr, iovecs and destination in one native block; several
- * may be in flight.
+ * SENDMSG per datagram with its msghdr, destination and iovecs in one native block. A small
+ * payload is copied into that block's spare space, a larger one into the open send chunk
+ * shared by this shard's channels (packed one after another, a datagram may span chunks), a
+ * NativeBuffer is sent in place: send memory follows the bytes in flight, not the number of
+ * datagrams. At most 64 sends and 256 KiB are in flight per channel; later sends wait in
+ * order, their bytes copied on the JS heap (a NativeBuffer pinned), and their promises
+ * resolve as they are sent.
  */
 import { AbortError, ClosedError, InvalidArgumentError, SystemError } from "../../core/errors.ts";
 import { NativeBuffer } from "../../core/buffers.ts";
@@ -29,15 +34,62 @@ const MSG_TRUNC = 0x20;
 const RECVMSG_OUT = 16;
 const NAME_AREA = SOCKADDR_MAX;
 const PAYLOAD_OFFSET = RECVMSG_OUT + NAME_AREA;
-const NAME_OFFSET = 128;
+/** A send block: msghdr, then the destination, then the iovecs, then an inline payload. */
+const NAME_OFFSET = 64;
+const IOV_OFFSET = NAME_OFFSET + SOCKADDR_MAX;
+/** The largest datagram (65527 bytes) packed from the middle of a chunk spans 5 chunks. */
+const MAX_SEND_IOV = 5;
+const INLINE_OFFSET = IOV_OFFSET + MAX_SEND_IOV * 16;
+/** Per channel: sends past either bound wait for earlier ones to complete. */
+const MAX_SENDS_IN_FLIGHT = 64;
+const MAX_SEND_BYTES_IN_FLIGHT = 256 * 1024;
 const encoder = new TextEncoder();
+const NO_CHUNKS: readonly number[] = [];
 
+/**
+ * The open send chunk of this shard's UDP channels. It holds one reference; every send with
+ * bytes in it holds another, so a chunk goes back once it is no longer open and all its
+ * sends completed, and an idle shard holds none.
+ */
+const open = { chunk: -1, fill: 0 };
+
+function releaseIdleOpenChunk(): void {
+  if (open.chunk >= 0 && sendChunks.refs[open.chunk] === 1) {
+    sendChunks.release(open.chunk);
+    open.chunk = -1;
+  }
+}
+
+/** Packs `data` into the open send chunk (and the next ones), each held by `op`. */
+function copyToChunks(op: UdpSend, data: Uint8Array, addIov: (address: number, len: number) => void): void {
+  const chunks: number[] = [];
+  op.chunks = chunks;
+  for (let off = 0; off < data.length; ) {
+    if (open.chunk < 0 || open.fill === SEND_CHUNK) {
+      if (open.chunk >= 0) sendChunks.release(open.chunk);
+      open.chunk = -1; // until acquire (which may throw) returns
+      open.chunk = sendChunks.acquire();
+      open.fill = 0;
+    }
+    const k = Math.min(SEND_CHUNK - open.fill, data.length - off);
+    sendChunks.view(open.chunk).set(data.subarray(off, off + k), open.fill);
+    sendChunks.retain(open.chunk);
+    chunks.push(open.chunk);
+    addIov(sendChunks.address(open.chunk) + open.fill, k);
+    open.fill += k;
+    off += k;
+  }
+}
+
+/** One datagram: waiting (data set, block -1), then in flight. */
 class UdpSend implements Completable {
+  block = -1;
+  chunks: readonly number[] = NO_CHUNKS;
   constructor(
     private readonly ch: PosixUdpChannel,
-    readonly block: number,
-    readonly chunks: number[],
-    readonly native: NativeBuffer | undefined,
+    /** The payload while waiting: bytes of its own, or a pinned NativeBuffer (kept until sent). */
+    public data: Uint8Array | NativeBuffer | undefined,
+    readonly length: number,
     readonly resolve: () => void,
     readonly reject: (e: unknown) => void,
     readonly to: SocketAddress,
@@ -71,6 +123,10 @@ export class PosixUdpChannel implements UdpChannel, Completable {
   private head = 0;
   private lease = -1;
   private sendsInFlight = 0;
+  private sendBytesInFlight = 0;
+  /** Sends waiting for the in-flight bounds, in order. */
+  private readonly waitingSends: UdpSend[] = [];
+  private waitingHead = 0;
   private droppedCount = 0;
   private waiter: { resolve: (d: Datagram | null) => void; reject: (e: unknown) => void; signal?: AbortSignal; onAbort?: () => void } | undefined;
   private closing: Promise<void> | undefined;
@@ -265,83 +321,116 @@ export class PosixUdpChannel implements UdpChannel, Completable {
     } catch (e) {
       return rejectedHandled(e);
     }
-    const msgs = this.stack.msgs;
-    const block = msgs.acquire();
-    const w = msgs.u32(block);
-    const base = msgs.address(block);
-    const chunks: number[] = [];
-    let native: NativeBuffer | undefined;
-    let iov = 0;
-    const addIov = (address: number, len: number) => {
-      const j = 16 + iov * 4;
-      w[j] = address >>> 0;
-      w[j + 1] = Math.floor(address / 0x1_0000_0000);
-      w[j + 2] = len;
-      w[j + 3] = 0;
-      iov++;
-    };
+    let bytes: Uint8Array | NativeBuffer;
     if (data instanceof NativeBuffer) {
-      if (data.length > this.maxPayload()) {
-        msgs.release(block);
-        return rejectedHandled(new SystemError("sendmsg", EMSGSIZE, `${data.length}-byte datagram (at most ${this.maxPayload()})`));
-      }
-      data.pin();
-      native = data;
-      addIov(data.address, data.length);
+      bytes = data;
     } else {
-      const bytes = typeof data === "string" ? encoder.encode(data) : data;
-      if (!(bytes instanceof Uint8Array)) {
-        msgs.release(block);
-        return rejectedHandled(new InvalidArgumentError("send: data must be a Uint8Array, a string or a NativeBuffer"));
-      }
-      // The payload's iovecs (one per 16 KiB chunk, at most 4 for the largest datagram) must
-      // stay below the destination name at NAME_OFFSET in the block.
-      if (bytes.length > this.maxPayload()) {
-        msgs.release(block);
-        return rejectedHandled(new SystemError("sendmsg", EMSGSIZE, `${bytes.length}-byte datagram (at most ${this.maxPayload()})`));
-      }
-      for (let off = 0; off < bytes.length || iov === 0; off += SEND_CHUNK) {
-        const k = Math.min(SEND_CHUNK, bytes.length - off);
-        const id = sendChunks.acquire();
-        chunks.push(id);
-        sendChunks.view(id).set(bytes.subarray(off, off + k));
-        addIov(sendChunks.address(id), k);
-        if (k === 0) break;
-      }
+      const b = typeof data === "string" ? encoder.encode(data) : data;
+      if (!(b instanceof Uint8Array)) return rejectedHandled(new InvalidArgumentError("send: data must be a Uint8Array, a string or a NativeBuffer"));
+      bytes = b;
     }
-    const nameLen = encodeSockaddr(dest, msgs.view(block), NAME_OFFSET);
-    // struct msghdr: name, namelen, iov, iovlen, control, controllen, flags.
-    w.fill(0, 0, 14);
-    const name = base + NAME_OFFSET;
-    w[0] = name >>> 0;
-    w[1] = Math.floor(name / 0x1_0000_0000);
-    w[2] = nameLen;
-    const iovAddress = base + 64;
-    w[4] = iovAddress >>> 0;
-    w[5] = Math.floor(iovAddress / 0x1_0000_0000);
-    w[6] = iov;
+    if (bytes.length > this.maxPayload()) {
+      return rejectedHandled(new SystemError("sendmsg", EMSGSIZE, `${bytes.length}-byte datagram (at most ${this.maxPayload()})`));
+    }
     let resolve!: () => void;
     let reject!: (e: unknown) => void;
     const p = new Promise<void>((res, rej) => {
       resolve = res;
       reject = rej;
     });
-    const op = new UdpSend(this, block, chunks, native, resolve, reject, dest);
-    this.r.prepare(IoOp.SENDMSG, this.fd, base, 1, 0, MSG_NOSIGNAL, op);
-    this.sendsInFlight++;
+    if (bytes instanceof NativeBuffer) bytes.pin();
+    if (this.waitingHead === this.waitingSends.length && this.fits(bytes.length)) {
+      this.issue(new UdpSend(this, bytes, bytes.length, resolve, reject, dest));
+    } else {
+      // Copied now: the caller may reuse its array once send() returned.
+      const own = bytes instanceof NativeBuffer || typeof data === "string" ? bytes : bytes.slice();
+      this.waitingSends.push(new UdpSend(this, own, bytes.length, resolve, reject, dest));
+    }
     return markHandled(p);
+  }
+
+  private fits(length: number): boolean {
+    if (this.sendsInFlight === 0) return true;
+    return this.sendsInFlight < MAX_SENDS_IN_FLIGHT && this.sendBytesInFlight + length <= MAX_SEND_BYTES_IN_FLIGHT;
+  }
+
+  /** Copies the payload into native memory (unless a NativeBuffer) and submits the SENDMSG. */
+  private issue(op: UdpSend): void {
+    const msgs = this.stack.msgs;
+    const data = op.data!;
+    op.data = data instanceof NativeBuffer ? data : undefined;
+    let block = -1;
+    try {
+      block = msgs.acquire();
+      const w = msgs.u32(block);
+      const base = msgs.address(block);
+      let iov = 0;
+      const addIov = (address: number, len: number) => {
+        const j = (IOV_OFFSET >>> 2) + iov * 4;
+        w[j] = address >>> 0;
+        w[j + 1] = Math.floor(address / 0x1_0000_0000);
+        w[j + 2] = len;
+        w[j + 3] = 0;
+        iov++;
+      };
+      if (data instanceof NativeBuffer) {
+        addIov(data.address, data.length);
+      } else if (data.length <= msgs.blockSize - INLINE_OFFSET) {
+        msgs.view(block).set(data, INLINE_OFFSET);
+        addIov(base + INLINE_OFFSET, data.length);
+      } else {
+        copyToChunks(op, data, addIov);
+      }
+      const nameLen = encodeSockaddr(op.to, msgs.view(block), NAME_OFFSET);
+      // struct msghdr: name, namelen, iov, iovlen, control, controllen, flags.
+      w.fill(0, 0, 14);
+      const name = base + NAME_OFFSET;
+      w[0] = name >>> 0;
+      w[1] = Math.floor(name / 0x1_0000_0000);
+      w[2] = nameLen;
+      const iovAddress = base + IOV_OFFSET;
+      w[4] = iovAddress >>> 0;
+      w[5] = Math.floor(iovAddress / 0x1_0000_0000);
+      w[6] = iov;
+      op.block = block;
+      this.r.prepare(IoOp.SENDMSG, this.fd, base, 1, 0, MSG_NOSIGNAL, op);
+    } catch (e) {
+      if (block >= 0) msgs.release(block);
+      for (const id of op.chunks) sendChunks.release(id);
+      releaseIdleOpenChunk();
+      if (op.data instanceof NativeBuffer) op.data.unpin();
+      op.reject(e);
+      return;
+    }
+    this.sendsInFlight++;
+    this.sendBytesInFlight += op.length;
   }
 
   /** @internal */
   onSent(op: UdpSend, res: number): void {
     this.sendsInFlight--;
+    this.sendBytesInFlight -= op.length;
     this.stack.msgs.release(op.block);
     for (const id of op.chunks) sendChunks.release(id);
-    op.native?.unpin();
+    releaseIdleOpenChunk();
+    if (op.data instanceof NativeBuffer) op.data.unpin();
     if (res >= 0) op.resolve();
     else if (res === -ECANCELED) op.reject(new ClosedError("the UDP channel closed before the datagram was sent", "ERR_CHANNEL_CLOSED"));
     else op.reject(new SystemError("sendmsg", -res, formatAddress(op.to)));
+    this.issueWaiting();
     if (this.closing !== undefined) this.maybeCloseFd();
+  }
+
+  private issueWaiting(): void {
+    const q = this.waitingSends;
+    while (this.waitingHead < q.length && this.fits(q[this.waitingHead]!.length)) this.issue(q[this.waitingHead++]!);
+    if (this.waitingHead === q.length) {
+      q.length = 0;
+      this.waitingHead = 0;
+    } else if (this.waitingHead > 64 && this.waitingHead * 2 > q.length) {
+      q.splice(0, this.waitingHead);
+      this.waitingHead = 0;
+    }
   }
 
   close(): Promise<void> {
@@ -364,7 +453,7 @@ export class PosixUdpChannel implements UdpChannel, Completable {
   }
 
   private maybeCloseFd(): void {
-    if (this.recvSlot >= 0 || this.sendsInFlight > 0 || this.closedFd) return;
+    if (this.recvSlot >= 0 || this.sendsInFlight > 0 || this.waitingHead < this.waitingSends.length || this.closedFd) return;
     this.closedFd = true;
     this.r.prepare(IoOp.CLOSE, this.fd, 0, 0, 0, 0, new UdpCloseHandler(this));
   }
