@@ -290,7 +290,12 @@ export interface UdpOptions {
   reusePort?: boolean;
   /** IPv6 channels accept only IPv6 (default false). */
   ipv6Only?: boolean;
-  /** Datagrams held for the reader before receiving pauses (default 64); the kernel drops beyond. */
+  /**
+   * Datagrams held for the reader (a positive integer, default 64). When that many are unread
+   * the channel stops receiving; datagrams that were already on their way are dropped and
+   * counted in `dropped`, and the kernel keeps (then, its socket buffer full, drops) the rest
+   * until the reader catches up. The channel never holds more receive buffers than this.
+   */
   maxQueued?: number;
   /** SO_BROADCAST. */
   broadcast?: boolean;
@@ -304,6 +309,9 @@ export interface UdpChannel extends AsyncDisposable, AsyncIterable<Datagram> {
    * place). Resolves when the kernel took it (UDP reports no delivery: a datagram to a closed
    * port is lost silently on an unconnected socket); rejects with SystemError (EMSGSIZE,
    * ENETUNREACH, EACCES without broadcast...) or ClosedError. Rejections are marked handled.
+   * Back-pressure: past 64 sends or 256 KiB in flight on the channel, a send's bytes are
+   * copied (a NativeBuffer is pinned) and its promise resolves once it was actually sent, in
+   * order; await sends to keep memory bounded.
    */
   send(data: WriteData, to: AddressInput): Promise<void>;
   /**
@@ -311,6 +319,8 @@ export interface UdpChannel extends AsyncDisposable, AsyncIterable<Datagram> {
    * valid until the next receive. One receive at a time.
    */
   receive(opts?: SignalOptions): Promise<Datagram | null>;
+  /** Datagrams dropped because `maxQueued` were unread (not those the kernel dropped). */
+  readonly dropped: number;
   /** Stops receiving, waits for sends in flight, releases the socket. Idempotent. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
