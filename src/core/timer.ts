@@ -37,6 +37,11 @@ function checkDelay(name: string, ms: number): void {
 /**
  * A timer that calls `callback` as a task in the scheduling group that armed it.
  * arm/cancel cost O(log n) in the number of armed timers and no system call.
+ * As in Seastar, a timer stays armed until its callback runs: once due, its fire waits in the
+ * task queue (behind tasks of the same turn, or a callback of another timer due then), and
+ * until it has run the timer still reports `armed`, `cancel()` drops that fire and returns
+ * true, `rearm()` replaces it, and `arm()`/`armPeriodic()` throw. Inside its own one-shot
+ * callback the timer is no longer armed and may be armed again.
  */
 export class Timer implements Completable {
   private readonly callback: () => void;
@@ -55,12 +60,17 @@ export class Timer implements Completable {
     this.callback = callback;
   }
 
-  /** True while the timer is waiting to fire. */
+  /** True from arm until the callback runs (a due timer whose fire is queued is still armed), or cancel. */
   get armed(): boolean {
-    return this.index >= 0;
+    return this.index >= 0 || this.firePending;
   }
 
-  /** Fires once after `delayMs`. Throws if already armed (use rearm). */
+  /** An expiry is queued as a task, and neither run nor dropped yet. */
+  private get firePending(): boolean {
+    return this.queuedGeneration === this.fireGeneration;
+  }
+
+  /** Fires once after `delayMs`. Throws if already armed, due fire not run yet included (use rearm). */
   arm(delayMs: number): this {
     checkDelay("delayMs", delayMs);
     if (this.armed) throw new InvalidArgumentError("Timer.arm: already armed; use rearm()");
@@ -79,7 +89,7 @@ export class Timer implements Completable {
     return this;
   }
 
-  /** Cancels if armed, then arms for `delayMs` (one-shot). */
+  /** Cancels if armed (a due fire not run yet is dropped), then arms for `delayMs` (one-shot). */
   rearm(delayMs: number): this {
     checkDelay("delayMs", delayMs);
     this.cancel();
@@ -93,25 +103,36 @@ export class Timer implements Completable {
     this.cancel();
   }
 
-  /** Disarms. Returns true if it was armed. A cancelled timer never fires, even if already due. */
+  /**
+   * Disarms. Returns true if it was armed, including a due timer whose callback has not run yet
+   * (Seastar's timer::cancel). A cancelled timer never fires, even if already due.
+   */
   cancel(): boolean {
-    // Bumping the generation drops an expiry already queued for this turn.
-    this.fireGeneration++;
-    if (this.index < 0) return false;
+    const wasPending = this.dropPendingFire();
+    if (this.index < 0) return wasPending;
     removeAt(this.index);
     if (!this._unref) unrefOne();
     return true;
   }
 
+  /** Drops an expiry already queued (bumping the generation makes its task a no-op); true if there was one. */
+  private dropPendingFire(): boolean {
+    const pending = this.firePending;
+    if (pending && this.period === 0) dueOneShots--;
+    this.fireGeneration++;
+    return pending;
+  }
+
   /** An unref'd timer does not keep the loop (and process) alive on its own. */
   unref(): this {
-    if (!this._unref && this.armed) unrefOne();
+    // Only a timer in the heap holds a ref (a queued fire runs as a task either way).
+    if (!this._unref && this.index >= 0) unrefOne();
     this._unref = true;
     return this;
   }
 
   private insert(deadline: number): void {
-    this.fireGeneration++;
+    this.dropPendingFire();
     this.deadline = deadline;
     this.seq = sequence++;
     this.group = currentSchedulingGroup();
@@ -122,8 +143,14 @@ export class Timer implements Completable {
 
   /** @internal runs as a task in the arming group */
   complete(generation: number): void {
-    if (this.queuedGeneration === generation) this.queuedGeneration = -1;
-    if (generation !== this.fireGeneration) return;
+    if (generation !== this.fireGeneration) {
+      if (this.queuedGeneration === generation) this.queuedGeneration = -1;
+      return;
+    }
+    // Disarmed before the callback, as Seastar's complete_timers: a one-shot callback may arm
+    // its own timer again.
+    this.queuedGeneration = -1;
+    if (this.period === 0) dueOneShots--;
     this.callback();
   }
 
@@ -146,11 +173,14 @@ export class Timer implements Completable {
     // two fires back to back would be the burst the phase rule avoids.
     if (this.queuedGeneration === gen) return;
     this.queuedGeneration = gen;
+    if (this.period === 0) dueOneShots++;
     enqueue(this.group!, this, gen, 0);
   }
 }
 
 let refs = 0;
+/** One-shot timers that are due, their fire queued and not run (still armed, out of the heap). */
+let dueOneShots = 0;
 
 function unrefOne(): void {
   // The last timer keeping the loop alive is gone: a loop parked until its deadline must look
@@ -163,9 +193,9 @@ export function timerRefs(): number {
   return refs;
 }
 
-/** Number of armed timers. */
+/** Number of armed timers (due ones whose callback has not run yet included). */
 export function armedTimers(): number {
-  return heap.length;
+  return heap.length + dueOneShots;
 }
 
 /** @internal Deadline (performance.now() ms) of the earliest armed timer, or Infinity. */

@@ -122,15 +122,20 @@ describe("cancellation", () => {
     expect(armedTimers()).toBe(base);
   });
 
-  test("a timer cancelled after its expiry was queued, before it ran, never fires", async () => {
+  test("a timer due but not run yet is still armed (Seastar): cancel() drops its fire and returns true", async () => {
+    const base = armedTimers();
     const fired: string[] = [];
     const done = signal();
     let b!: Timer;
+    let armedBefore: boolean | undefined;
+    let countedBefore: number | undefined;
     let cancelResult: boolean | undefined;
     atFrozenClock(() => {
       // Same deadline: both expire in the same turn, a before b; a's callback cancels b.
       new Timer(() => {
         fired.push("a");
+        armedBefore = b.armed;
+        countedBefore = armedTimers() - base;
         cancelResult = b.cancel();
       }).arm(2);
       b = new Timer(() => fired.push("b")).arm(2);
@@ -142,18 +147,49 @@ describe("cancellation", () => {
     await done.promise;
     await sleep(5);
     expect(fired).toEqual(["a", "c"]);
-    expect(cancelResult).toBe(false); // no longer armed, yet its queued expiry was dropped
+    expect(armedBefore).toBe(true);
+    expect(countedBefore).toBe(2); // b and c: due, their callbacks queued behind a's
+    expect(cancelResult).toBe(true); // it was armed, and the cancel is what kept it from firing
     expect(b.armed).toBe(false);
+    expect(b.cancel()).toBe(false);
+    expect(armedTimers()).toBe(base);
   });
 
-  test("a timer re-armed after its expiry was queued fires once, at the new deadline", async () => {
+  test("a periodic timer cancelled while its fire is queued returns true and never fires again", async () => {
+    const base = armedTimers();
+    let fires = 0;
+    const done = signal();
+    let b!: Timer;
+    let cancelResult: boolean | undefined;
+    atFrozenClock(() => {
+      new Timer(() => {
+        cancelResult = b.cancel();
+      }).arm(2);
+      b = new Timer(() => fires++).armPeriodic(2);
+      new Timer(() => done.resolve()).arm(2);
+    });
+    await done.promise;
+    await sleep(10); // several periods
+    expect(cancelResult).toBe(true);
+    expect(fires).toBe(0);
+    expect(b.armed).toBe(false);
+    expect(armedTimers()).toBe(base);
+  });
+
+  test("a timer due but not run yet refuses arm(); rearm() replaces its fire: it fires once, at the new deadline", async () => {
     const fired: string[] = [];
     const done = signal();
     let b!: Timer;
+    let armError: unknown;
     atFrozenClock(() => {
       new Timer(() => {
         fired.push("a");
-        b.arm(3); // b's expiry for this turn is already queued: it must be dropped
+        try {
+          b.arm(3); // still armed: its expiry for this turn is queued
+        } catch (err) {
+          armError = err;
+        }
+        b.rearm(3); // b's expiry for this turn is dropped
       }).arm(1);
       b = new Timer(() => {
         fired.push("b");
@@ -163,6 +199,7 @@ describe("cancellation", () => {
     await done.promise;
     await sleep(10);
     expect(fired).toEqual(["a", "b"]);
+    expect(armError).toBeInstanceOf(InvalidArgumentError);
   });
 
   test("sleep with an AbortSignal rejects AbortError and its timer is gone", async () => {
