@@ -412,6 +412,7 @@ export interface WhenAnyResult<T> {
  * Cost: one promise reaction per input.
  * `opts.signal`: the join rejects with AbortError as soon as it aborts (an aborted one rejects
  * at once and calls no function input). The inputs are not cancelled: hand them the signal too.
+ * A hole of a sparse array is an input (undefined), as in whenAll.
  * Throws InvalidArgumentError (synchronously) if `futures` is not iterable or is empty (an
  * empty when_any could never resolve).
  */
@@ -422,11 +423,15 @@ export function whenAny<F>(futures: Iterable<F>, opts?: SignalOptions): Promise<
   const signal = opts?.signal;
   if (signal?.aborted) return Promise.reject(abortError(signal, "whenAny"));
   type T = Resolved<F>;
-  const promises = inputs.map((f) => Promise.resolve(invoke(f)) as Promise<T>);
+  const n = inputs.length;
+  // An index loop, not map/forEach: a hole of a sparse array is an input (undefined), as in
+  // whenAll and whenAllSucceed, not a slot to skip.
+  const promises = new Array<Promise<T>>(n);
+  for (let i = 0; i < n; i++) promises[i] = Promise.resolve(invoke(inputs[i])) as Promise<T>;
   return abortable(new Promise<WhenAnyResult<T>>((resolve) => {
     let done = false;
-    promises.forEach((p, index) => {
-      p.then(
+    for (let index = 0; index < n; index++) {
+      promises[index]!.then(
         (value) => {
           if (done) return;
           done = true;
@@ -438,7 +443,7 @@ export function whenAny<F>(futures: Iterable<F>, opts?: SignalOptions): Promise<
           resolve({ index, result: { status: "rejected", reason }, futures: promises });
         },
       );
-    });
+    }
   }), signal, "whenAny");
 }
 

@@ -106,6 +106,20 @@ describe("whenAny", () => {
   test("an empty input is refused", () => {
     expect(() => whenAny([])).toThrow(InvalidArgumentError);
   });
+
+  test("a hole of a sparse array is an input (undefined) that settles at once, as in whenAll", async () => {
+    // eslint-disable-next-line no-sparse-arrays
+    const r = await whenAny([, yieldOnce().then(() => "later")] as unknown[]);
+    expect(r.index).toBe(0);
+    expect(r.result).toEqual({ status: "fulfilled", value: undefined });
+    expect(0 in r.futures).toBe(true);
+    expect(await r.futures[0]).toBeUndefined();
+    let settled: unknown;
+    // eslint-disable-next-line no-sparse-arrays
+    void whenAny([, ,] as unknown[]).then((r) => (settled = r.index));
+    await yieldOnce();
+    expect(settled).toBe(0);
+  });
 });
 
 describe("parallelForEach", () => {
