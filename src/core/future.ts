@@ -301,6 +301,28 @@ function toArray<F>(futures: Iterable<F>, name: string): F[] {
   return Array.isArray(futures) ? futures : Array.from(futures);
 }
 
+const ignore = () => {};
+
+/**
+ * Observes an input the caller will never see settle (the join gave up before waiting for
+ * it), so that its later rejection is not reported as unhandled. Functions are left alone:
+ * a join calls them, and one that gave up calls nothing.
+ */
+function observe(input: unknown): void {
+  if (typeof input === "function") return;
+  try {
+    if (isThenable(input)) Promise.resolve(input).then(undefined, ignore);
+  } catch {
+    // A throwing `then` or `constructor` getter: there is no promise of it to observe.
+  }
+}
+
+/** A join whose signal aborted before it started: observes its thenables, calls no function input. */
+function abandon(inputs: readonly unknown[], signal: AbortSignal, name: string): Promise<never> {
+  inputs.forEach(observe);
+  return Promise.reject(abortError(signal, name));
+}
+
 // ---------------------------------------------------------------------------------------
 // Public combinators.
 
@@ -310,7 +332,8 @@ function toArray<F>(futures: Iterable<F>, name: string): F[] {
  * throw becomes that slot's rejection.
  * Cost: one settle record per input, as Promise.allSettled.
  * `opts.signal`: the join rejects with AbortError as soon as it aborts (an aborted one rejects
- * at once and calls no function input). The inputs are not cancelled: hand them the signal too.
+ * at once and calls no function input, its promise inputs' rejections observed, never
+ * unhandled). The inputs are not cancelled: hand them the signal too.
  * Throws InvalidArgumentError (synchronously) if `futures` is not iterable.
  */
 export function whenAll<const F extends readonly unknown[]>(
@@ -322,7 +345,7 @@ export function whenAll(futures: Iterable<unknown>, opts?: SignalOptions): Promi
   const inputs = toArray(futures, "futures");
   checkOptions(opts, "opts", false);
   const signal = opts?.signal;
-  if (signal?.aborted) return Promise.reject(abortError(signal, "whenAll"));
+  if (signal?.aborted) return abandon(inputs, signal, "whenAll");
   return abortable(Promise.allSettled(inputs.map(invoke)), signal, "whenAll");
 }
 
@@ -356,7 +379,8 @@ export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, wha
  * extensible object without one.
  * Cost: one promise reaction per pending input.
  * `opts.signal`: the join rejects with AbortError as soon as it aborts (an aborted one rejects
- * at once and calls no function input). The inputs are not cancelled: hand them the signal too.
+ * at once and calls no function input, its promise inputs' rejections observed, never
+ * unhandled). The inputs are not cancelled: hand them the signal too.
  * Throws InvalidArgumentError (synchronously) if `futures` is not iterable.
  */
 export function whenAllSucceed<const F extends readonly unknown[]>(
@@ -368,7 +392,7 @@ export function whenAllSucceed(futures: Iterable<unknown>, opts?: SignalOptions)
   const inputs = toArray(futures, "futures");
   checkOptions(opts, "opts", false);
   const signal = opts?.signal;
-  if (signal?.aborted) return Promise.reject(abortError(signal, "whenAllSucceed"));
+  if (signal?.aborted) return abandon(inputs, signal, "whenAllSucceed");
   const n = inputs.length;
   const values = new Array<unknown>(n);
   if (n === 0) return Promise.resolve(values);
@@ -411,7 +435,8 @@ export interface WhenAnyResult<T> {
  * inputs are observed, so they never surface as unhandled.
  * Cost: one promise reaction per input.
  * `opts.signal`: the join rejects with AbortError as soon as it aborts (an aborted one rejects
- * at once and calls no function input). The inputs are not cancelled: hand them the signal too.
+ * at once and calls no function input, its promise inputs' rejections observed, never
+ * unhandled). The inputs are not cancelled: hand them the signal too.
  * A hole of a sparse array is an input (undefined), as in whenAll.
  * Throws InvalidArgumentError (synchronously) if `futures` is not iterable or is empty (an
  * empty when_any could never resolve).
@@ -421,7 +446,7 @@ export function whenAny<F>(futures: Iterable<F>, opts?: SignalOptions): Promise<
   if (inputs.length === 0) throw new InvalidArgumentError("futures must not be empty");
   checkOptions(opts, "opts", false);
   const signal = opts?.signal;
-  if (signal?.aborted) return Promise.reject(abortError(signal, "whenAny"));
+  if (signal?.aborted) return abandon(inputs, signal, "whenAny");
   type T = Resolved<F>;
   const n = inputs.length;
   // An index loop, not map/forEach: a hole of a sparse array is an input (undefined), as in
@@ -746,7 +771,9 @@ async function keepDoingLoop(fn: (signal: AbortSignal | undefined) => unknown, s
  * called at once with a signal that is aborted (reason: the TimedOutError) on timeout, or
  * with `opts.signal`'s reason when that aborts, so the operation is cancelled rather than
  * left running. The result rejects at the moment of the timeout; it does not wait for the
- * cancelled operation to unwind. An abort of `opts.signal` rejects with AbortError.
+ * cancelled operation to unwind. An abort of `opts.signal` rejects with AbortError; an
+ * already-aborted one rejects at once, calls no function op and abandons a promise op as a
+ * timeout does.
  * `ms` = Infinity never times out. The timer runs on the shard's loop (one Timer, no
  * setTimeout); it and the abort listener are released as soon as the call settles.
  * Cost: one promise, one Timer, plus an AbortController in the function form.
@@ -764,7 +791,11 @@ export function withTimeout<T>(
   checkMs(ms, "ms");
   checkOptions(opts, "opts", false);
   const outer = opts?.signal;
-  if (outer?.aborted) return Promise.reject(abortError(outer, "withTimeout"));
+  if (outer?.aborted) {
+    // The promise form's op is abandoned as on a timeout: its later rejection is observed.
+    observe(op);
+    return Promise.reject(abortError(outer, "withTimeout"));
+  }
 
   return new Promise<T>((resolve, reject) => {
     let settled = false;

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
 import { AbortError, InvalidArgumentError, TimedOutError } from "../../src/core/errors.ts";
 import {
   doUntil,
@@ -16,6 +17,28 @@ import {
 import { Semaphore } from "../../src/core/semaphore.ts";
 import { Timer, armedTimers, sleep } from "../../src/core/timer.ts";
 import { armedBy, errorOf, status } from "./fixtures/util.ts";
+
+const src = join(import.meta.dir, "../../src/core");
+
+/**
+ * Runs `body` as a module in a child bun, with `F` (future.ts) and `sleep` imported, and
+ * returns its exit code, its last stdout line parsed as JSON, and its whole output. A rejection
+ * nobody observed ends the child with exit code 1, as it would end a user's process.
+ */
+function inChild(body: string): { exitCode: number; result: unknown; output: string } {
+  const script =
+    `import * as F from ${JSON.stringify(join(src, "future.ts"))};\n` +
+    `import { sleep } from ${JSON.stringify(join(src, "timer.ts"))};\n${body}`;
+  const out = Bun.spawnSync({ cmd: [process.execPath, "-e", script], stdout: "pipe", stderr: "pipe", timeout: 30_000 });
+  const stdout = out.stdout.toString();
+  let result: unknown;
+  try {
+    result = JSON.parse(stdout.trim().split("\n").pop() ?? "");
+  } catch {
+    result = undefined;
+  }
+  return { exitCode: out.exitCode ?? -1, result, output: stdout + out.stderr.toString() };
+}
 
 
 class Expected extends Error {}
@@ -734,6 +757,30 @@ describe("the errors list of a join", () => {
 });
 
 describe("joins with an AbortSignal", () => {
+  test("an already-aborted signal observes the promise inputs it abandons (no unhandled rejection) and calls no function", () => {
+    const { exitCode, result, output } = inChild(`
+      const ac = new AbortController();
+      ac.abort("stop");
+      const signal = ac.signal;
+      const late = () => sleep(2).then(() => { throw new Error("input failed later"); });
+      const now = () => Promise.reject(new Error("input failed now"));
+      let called = false;
+      const fn = () => { called = true; };
+      const outcome = (p) => p.then(() => "resolved", (e) => e.code);
+      const got = [];
+      for (const join of [F.whenAll, F.whenAllSucceed, F.whenAny]) {
+        got.push(await outcome(join([late(), now(), fn], { signal })));
+        got.push(await outcome(join(new Set([late(), now(), fn]), { signal })));
+      }
+      got.push(await outcome(F.withTimeout(late(), 1000, { signal })));
+      got.push(await outcome(F.withTimeout(now(), 1000, { signal })));
+      await sleep(20);
+      console.log(JSON.stringify({ got, called }));
+    `);
+    expect(exitCode, output).toBe(0);
+    expect(result).toEqual({ got: Array(8).fill("ABORT_ERR"), called: false });
+  });
+
   test("whenAll, whenAllSucceed and whenAny reject with AbortError when it aborts; an aborted one calls no input", async () => {
     for (const join of [whenAll, whenAllSucceed, whenAny] as ((f: unknown[], o?: { signal?: AbortSignal }) => Promise<unknown>)[]) {
       const ac = new AbortController();
