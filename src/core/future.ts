@@ -294,13 +294,6 @@ function invoke<T>(f: FutureLike<T>): Awaitable<T> {
   }
 }
 
-function toArray<F>(futures: Iterable<F>, name: string): F[] {
-  if (futures === null || typeof futures !== "object" || typeof (futures as Iterable<F>)[Symbol.iterator] !== "function") {
-    throw new InvalidArgumentError(`${name} must be an iterable, got ${describeValue(futures)}`);
-  }
-  return Array.isArray(futures) ? futures : Array.from(futures);
-}
-
 const ignore = () => {};
 
 /**
@@ -317,10 +310,33 @@ function observe(input: unknown): void {
   }
 }
 
+/**
+ * A join's inputs as an array (an array is used as is, holes and all), or, when iterating
+ * `futures` throws, a promise rejected with that error. The thenables read before the throw
+ * are observed and no function input is called: the join never starts.
+ */
+function gather<F>(futures: Iterable<F>): F[] | Promise<never> {
+  if (Array.isArray(futures)) return futures;
+  const inputs: F[] = [];
+  try {
+    for (const f of futures) inputs.push(f);
+  } catch (err) {
+    inputs.forEach(observe);
+    return Promise.reject(err);
+  }
+  return inputs;
+}
+
 /** A join whose signal aborted before it started: observes its thenables, calls no function input. */
 function abandon(inputs: readonly unknown[], signal: AbortSignal, name: string): Promise<never> {
   inputs.forEach(observe);
   return Promise.reject(abortError(signal, name));
+}
+
+function checkIterable(value: unknown, name: string): asserts value is Iterable<unknown> {
+  if (value === null || typeof value !== "object" || typeof (value as Iterable<unknown>)[Symbol.iterator] !== "function") {
+    throw new InvalidArgumentError(`${name} must be an iterable, got ${describeValue(value)}`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -334,6 +350,8 @@ function abandon(inputs: readonly unknown[], signal: AbortSignal, name: string):
  * `opts.signal`: the join rejects with AbortError as soon as it aborts (an aborted one rejects
  * at once and calls no function input, its promise inputs' rejections observed, never
  * unhandled). The inputs are not cancelled: hand them the signal too.
+ * An iterable that throws while it is read rejects the join with its error, at once, calling
+ * no function input and observing the promise inputs it yielded.
  * Throws InvalidArgumentError (synchronously) if `futures` is not iterable.
  */
 export function whenAll<const F extends readonly unknown[]>(
@@ -342,9 +360,11 @@ export function whenAll<const F extends readonly unknown[]>(
 ): Promise<{ -readonly [K in keyof F]: PromiseSettledResult<Resolved<F[K]>> }>;
 export function whenAll<F>(futures: Iterable<F>, opts?: SignalOptions): Promise<PromiseSettledResult<Resolved<F>>[]>;
 export function whenAll(futures: Iterable<unknown>, opts?: SignalOptions): Promise<PromiseSettledResult<unknown>[]> {
-  const inputs = toArray(futures, "futures");
+  checkIterable(futures, "futures");
   checkOptions(opts, "opts", false);
   const signal = opts?.signal;
+  const inputs = gather(futures);
+  if (!Array.isArray(inputs)) return inputs;
   if (signal?.aborted) return abandon(inputs, signal, "whenAll");
   return abortable(Promise.allSettled(inputs.map(invoke)), signal, "whenAll");
 }
@@ -381,6 +401,8 @@ export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, wha
  * `opts.signal`: the join rejects with AbortError as soon as it aborts (an aborted one rejects
  * at once and calls no function input, its promise inputs' rejections observed, never
  * unhandled). The inputs are not cancelled: hand them the signal too.
+ * An iterable that throws while it is read rejects the join with its error, at once, calling
+ * no function input and observing the promise inputs it yielded.
  * Throws InvalidArgumentError (synchronously) if `futures` is not iterable.
  */
 export function whenAllSucceed<const F extends readonly unknown[]>(
@@ -389,9 +411,11 @@ export function whenAllSucceed<const F extends readonly unknown[]>(
 ): Promise<{ -readonly [K in keyof F]: Resolved<F[K]> }>;
 export function whenAllSucceed<F>(futures: Iterable<F>, opts?: SignalOptions): Promise<Resolved<F>[]>;
 export function whenAllSucceed(futures: Iterable<unknown>, opts?: SignalOptions): Promise<unknown[]> {
-  const inputs = toArray(futures, "futures");
+  checkIterable(futures, "futures");
   checkOptions(opts, "opts", false);
   const signal = opts?.signal;
+  const inputs = gather(futures);
+  if (!Array.isArray(inputs)) return inputs;
   if (signal?.aborted) return abandon(inputs, signal, "whenAllSucceed");
   const n = inputs.length;
   const values = new Array<unknown>(n);
@@ -437,15 +461,19 @@ export interface WhenAnyResult<T> {
  * `opts.signal`: the join rejects with AbortError as soon as it aborts (an aborted one rejects
  * at once and calls no function input, its promise inputs' rejections observed, never
  * unhandled). The inputs are not cancelled: hand them the signal too.
+ * An iterable that throws while it is read rejects the join with its error, at once, calling
+ * no function input and observing the promise inputs it yielded.
  * A hole of a sparse array is an input (undefined), as in whenAll.
  * Throws InvalidArgumentError (synchronously) if `futures` is not iterable or is empty (an
  * empty when_any could never resolve).
  */
 export function whenAny<F>(futures: Iterable<F>, opts?: SignalOptions): Promise<WhenAnyResult<Resolved<F>>> {
-  const inputs = toArray(futures, "futures");
-  if (inputs.length === 0) throw new InvalidArgumentError("futures must not be empty");
+  checkIterable(futures, "futures");
   checkOptions(opts, "opts", false);
   const signal = opts?.signal;
+  const inputs = gather(futures);
+  if (!Array.isArray(inputs)) return inputs;
+  if (inputs.length === 0) throw new InvalidArgumentError("futures must not be empty");
   if (signal?.aborted) return abandon(inputs, signal, "whenAny");
   type T = Resolved<F>;
   const n = inputs.length;

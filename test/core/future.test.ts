@@ -756,6 +756,39 @@ describe("the errors list of a join", () => {
   });
 });
 
+describe("joins of an iterable that throws", () => {
+  test("whenAll, whenAllSucceed and whenAny reject with the iterable's error and call no function input", async () => {
+    for (const join of [whenAll, whenAllSucceed, whenAny] as ((f: Iterable<unknown>) => Promise<unknown>)[]) {
+      let called = false;
+      function* inputs() {
+        yield Promise.resolve(1);
+        yield () => (called = true);
+        throw new Expected("iterable failed");
+      }
+      const p = join(inputs()); // a rejection, not a synchronous throw
+      expect(await errorOf(p)).toBeInstanceOf(Expected);
+      expect(called).toBe(false);
+      // A non-iterable is still refused synchronously.
+      expect(() => join(5 as never)).toThrow(InvalidArgumentError);
+    }
+  });
+
+  test("the promises it yielded before throwing are observed: their later rejections are not unhandled", () => {
+    const { exitCode, result, output } = inChild(`
+      const late = () => sleep(2).then(() => { throw new Error("input failed later"); });
+      function* inputs() { yield late(); yield Promise.reject(new Error("input failed now")); throw new Error("iterable failed"); }
+      const got = [];
+      for (const join of [F.whenAll, F.whenAllSucceed, F.whenAny]) {
+        got.push(await join(inputs()).then(() => "resolved", (e) => e.message));
+      }
+      await sleep(20);
+      console.log(JSON.stringify(got));
+    `);
+    expect(exitCode, output).toBe(0);
+    expect(result).toEqual(["iterable failed", "iterable failed", "iterable failed"]);
+  });
+});
+
 describe("joins with an AbortSignal", () => {
   test("an already-aborted signal observes the promise inputs it abandons (no unhandled rejection) and calls no function", () => {
     const { exitCode, result, output } = inChild(`
