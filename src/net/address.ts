@@ -256,6 +256,8 @@ export function needsLookup(input: AddressInput): { host: string; port: number; 
   let port: number | undefined;
   let family: "ipv4" | "ipv6" | undefined;
   if (typeof input === "string") {
+    // "unix:8080" is the file "8080", not the host "unix".
+    if (input.startsWith("unix:")) return undefined;
     const m = /^([^:[\]/@]+):(\d{1,5})$/.exec(input);
     if (!m) return undefined;
     host = m[1];

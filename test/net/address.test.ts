@@ -11,6 +11,7 @@ import {
   parseIpv4,
   parseIpv6,
 } from "../../src/net/address.ts";
+import { resolveAddresses } from "../../src/net/resolve.ts";
 
 describe("address parsing", () => {
   test("IPv4 literals", () => {
@@ -105,6 +106,15 @@ describe("round trips and ranges (a review)", () => {
       expect(() => parseAddress({ host: "fe80::1", port: 1, ...o })).toThrow(InvalidArgumentError);
     }
     expect(parseAddress({ host: "fe80::1", port: 1, scopeId: 0xffff_ffff })).toMatchObject({ scopeId: 0xffff_ffff });
+  });
+});
+
+describe("Unix paths and destinations (a review)", () => {
+  test('"unix:8080" is the file "8080" for connect too, not the host "unix" (it went to getaddrinfo: ENOENT)', async () => {
+    expect(needsLookup("unix:8080")).toBeUndefined();
+    expect(needsLookup("unix:db")).toBeUndefined();
+    expect(await resolveAddresses("unix:8080", "connect")).toEqual([{ family: "unix", path: "8080" }]);
+    expect(needsLookup("db:8080")).toEqual({ host: "db", port: 8080 });
   });
 });
 

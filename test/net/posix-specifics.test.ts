@@ -332,3 +332,24 @@ test("a line parser waiting for the end of a long line: the line's pieces leave 
   await l.close();
   await expectQuiescent(stack);
 });
+
+test('connect("unix:24571") reaches the relative file "24571" listen("unix:24571") binds (it looked up the host "unix")', async () => {
+  const { mkdtempSync, rmSync } = await import("node:fs");
+  const dir = mkdtempSync(`${tmpdir()}/shoal-digits-`);
+  const cwd = process.cwd();
+  process.chdir(dir);
+  try {
+    const l = stack.listen("unix:24571");
+    const accepted = l.accept();
+    const c = await stack.connect("unix:24571");
+    const srv = await accepted;
+    expect(c.remoteAddress).toEqual({ family: "unix", path: "24571" });
+    await c.close();
+    await srv.close();
+    await l.close();
+  } finally {
+    process.chdir(cwd);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  await expectQuiescent(stack);
+});
