@@ -273,7 +273,11 @@ export function needsLookup(input: AddressInput): { host: string; port: number; 
   return { host, port: checkPort(port, "connect"), family };
 }
 
-/** "1.2.3.4:80", "[::1]:80", "unix:/path" or "unix:@abstract". */
+/**
+ * "1.2.3.4:80", "[::1]:80", "unix:/path" or "unix:@abstract"; parseAddress reads each back
+ * as the same socket. A relative file path starting with "@" is written "unix:./@x" ("unix:@x"
+ * is the abstract name), so it reads back as "./@x": the same file.
+ */
 export function formatAddress(a: SocketAddress): string {
   switch (a.family) {
     case "ipv4":
@@ -281,7 +285,8 @@ export function formatAddress(a: SocketAddress): string {
     case "ipv6":
       return `[${a.host}${a.scopeId ? `%${a.scopeId}` : ""}]:${a.port}`;
     case "unix":
-      return `unix:${a.path.startsWith("\0") ? `@${a.path.slice(1)}` : a.path}`;
+      if (a.path.startsWith("\0")) return `unix:@${a.path.slice(1)}`;
+      return `unix:${a.path.startsWith("@") ? "./" : ""}${a.path}`;
   }
 }
 

@@ -12,6 +12,7 @@ import {
   parseIpv6,
 } from "../../src/net/address.ts";
 import { resolveAddresses } from "../../src/net/resolve.ts";
+import { resolve } from "node:path";
 
 describe("address parsing", () => {
   test("IPv4 literals", () => {
@@ -115,6 +116,24 @@ describe("Unix paths and destinations (a review)", () => {
     expect(needsLookup("unix:db")).toBeUndefined();
     expect(await resolveAddresses("unix:8080", "connect")).toEqual([{ family: "unix", path: "8080" }]);
     expect(needsLookup("db:8080")).toEqual({ host: "db", port: 8080 });
+  });
+
+  test('a file path starting with "@" formats as "unix:./@x" (it read back as the abstract name); odd paths read back as the same socket', () => {
+    expect(formatAddress(parseAddress({ path: "@x" }))).toBe("unix:./@x");
+    const files = ["@x", "@", "./@x", "8080", "unix:x", "unix:@x", "/tmp/@x", "rel/a.sock", " sp", "a:80", "[::1]:80", "@abstract:1"];
+    for (const path of files) {
+      const text = formatAddress(parseAddress({ path }));
+      const back = parseAddress(text);
+      expect(back.family).toBe("unix");
+      const p = (back as { path: string }).path;
+      expect(p.startsWith("\0")).toBe(false);
+      expect(resolve("/cwd", p)).toBe(resolve("/cwd", path));
+      expect(formatAddress(back)).toBe(text);
+    }
+    for (const path of ["\0x", "\0", "\0@x", "\0./x", "\0unix:x", "\u00008080"]) {
+      const a = parseAddress({ path });
+      expect(parseAddress(formatAddress(a))).toEqual(a);
+    }
   });
 });
 
