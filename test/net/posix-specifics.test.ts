@@ -3,7 +3,7 @@
 // reach the kernel (accepted sockets inherit TCP_NODELAY from the listener).
 import { expect, test } from "bun:test";
 import { tmpdir } from "node:os";
-import { AbortError, ClosedError, SystemError } from "../../src/core/errors.ts";
+import { AbortError, ClosedError, InvalidArgumentError, SystemError } from "../../src/core/errors.ts";
 import type { Connection } from "../../src/net/types.ts";
 import { allocateAlignedBuffer } from "../../src/core/buffers.ts";
 import { reactor } from "../../src/core/reactor.ts";
@@ -351,5 +351,47 @@ test('connect("unix:24571") reaches the relative file "24571" listen("unix:24571
     process.chdir(cwd);
     rmSync(dir, { recursive: true, force: true });
   }
+  await expectQuiescent(stack);
+});
+
+test("setKeepAlive checks every timing against the kernel's limits (count 1..127) before any setsockopt: a bad one changes nothing", async () => {
+  const TCP_KEEPIDLE = 4;
+  const TCP_KEEPINTVL = 5;
+  const TCP_KEEPCNT = 6;
+  const l = stack.listen("127.0.0.1:0");
+  const accepted = l.accept();
+  const c = (await stack.connect(l.localAddress)) as PosixConnection;
+  const srv = await accepted;
+  const opt = (level: number, name: number) => getIntOption("getsockopt", c.fd, level, name);
+  c.setKeepAlive(false);
+  const idleBefore = opt(IPPROTO_TCP, TCP_KEEPIDLE);
+  const countBefore = opt(IPPROTO_TCP, TCP_KEEPCNT);
+  // count 128..32767 reached the kernel (EINVAL named SO_KEEPALIVE) after SO_KEEPALIVE and
+  // TCP_KEEPIDLE were already set.
+  for (const o of [{ count: 128 }, { count: 32767 }, { idleS: 77, count: 500 }, { idleS: 32768 }, { intervalS: 0 }, { idleS: 77, intervalS: 1.5 }]) {
+    let err: unknown;
+    try {
+      c.setKeepAlive(true, o);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect((err as InvalidArgumentError).code).toBe("ERR_INVALID_ARG");
+    expect(opt(SOL_SOCKET, SO_KEEPALIVE)).toBe(0);
+    expect(opt(IPPROTO_TCP, TCP_KEEPIDLE)).toBe(idleBefore);
+    expect(opt(IPPROTO_TCP, TCP_KEEPCNT)).toBe(countBefore);
+  }
+  c.setKeepAlive(true, { idleS: 32767, intervalS: 32767, count: 127 });
+  expect(opt(SOL_SOCKET, SO_KEEPALIVE)).toBe(1);
+  expect(opt(IPPROTO_TCP, TCP_KEEPIDLE)).toBe(32767);
+  expect(opt(IPPROTO_TCP, TCP_KEEPINTVL)).toBe(32767);
+  expect(opt(IPPROTO_TCP, TCP_KEEPCNT)).toBe(127);
+  c.setKeepAlive(true, { idleS: 1, intervalS: 1, count: 1 });
+  expect(opt(IPPROTO_TCP, TCP_KEEPCNT)).toBe(1);
+  c.setKeepAlive(false);
+  expect(opt(SOL_SOCKET, SO_KEEPALIVE)).toBe(0);
+  await c.close();
+  await srv.close();
+  await l.close();
   await expectQuiescent(stack);
 });

@@ -23,11 +23,11 @@ import {
   MSG_NOSIGNAL,
   SHUT_RD,
   SHUT_WR,
+  SOL_SOCKET,
   TCP_NODELAY,
   localAddressOf,
   peerAddressOf,
   setIntOption,
-  setKeepAliveOption,
   setResetOnClose,
   shutdownSocket,
 } from "./sys.ts";
@@ -43,6 +43,24 @@ const EAGAIN = 11;
 const EINVAL = 22;
 const ETIMEDOUT = 110;
 const IORING_CQE_F_NOTIF = 1 << 3;
+
+const SO_KEEPALIVE = 9;
+const TCP_KEEPIDLE = 4;
+const TCP_KEEPINTVL = 5;
+const TCP_KEEPCNT = 6;
+/** Linux's limits (net/ipv4/tcp.c: MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT). */
+const MAX_TCP_KEEPIDLE = 32767;
+const MAX_TCP_KEEPINTVL = 32767;
+const MAX_TCP_KEEPCNT = 127;
+
+/** A keep-alive timing: 0 (leave the kernel's) when absent, else an integer in 1..max. */
+function keepAliveTiming(v: unknown, name: string, max: number): number {
+  if (v === undefined) return 0;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > max) {
+    throw new InvalidArgumentError(`setKeepAlive: ${name} must be an integer in 1..${max}, got ${describeValue(v)}`);
+  }
+  return v;
+}
 
 const OPEN = 0;
 const CLOSING = 1;
@@ -177,18 +195,28 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     if (this.isInet) setIntOption("setsockopt(TCP_NODELAY)", this.fd, IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0);
   }
 
+  /**
+   * SO_KEEPALIVE, and (when on) TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT for the timings given.
+   * Every argument is checked before the first setsockopt, against the kernel's own limits
+   * (idleS and intervalS 1..32767, count 1..127), so a bad one changes nothing.
+   */
   setKeepAlive(on: boolean, opts?: KeepAliveOptions): void {
     // A string "false" would turn it on: only a boolean says which.
     if (typeof on !== "boolean") throw new InvalidArgumentError(`setKeepAlive: on must be a boolean, got ${describeValue(on)}`);
     checkOptionsObject("setKeepAlive", opts);
+    const idleS = keepAliveTiming(opts?.idleS, "idleS", MAX_TCP_KEEPIDLE);
+    const intervalS = keepAliveTiming(opts?.intervalS, "intervalS", MAX_TCP_KEEPINTVL);
+    const count = keepAliveTiming(opts?.count, "count", MAX_TCP_KEEPCNT);
     this.checkOpen("setKeepAlive");
     if (!this.isInet) return;
-    const n = (v: number | undefined, name: string) => {
-      if (v === undefined) return 0;
-      if (!Number.isInteger(v) || v < 1 || v > 32767) throw new InvalidArgumentError(`setKeepAlive: ${name} must be an integer in 1..32767`);
-      return v;
-    };
-    setKeepAliveOption(this.fd, on, n(opts?.idleS, "idleS"), n(opts?.intervalS, "intervalS"), n(opts?.count, "count"));
+    // One setsockopt each, so a failure names the option that failed; the timings go first,
+    // so one the kernel refuses does not leave keep-alive switched on.
+    if (on) {
+      if (idleS > 0) setIntOption("setsockopt(TCP_KEEPIDLE)", this.fd, IPPROTO_TCP, TCP_KEEPIDLE, idleS);
+      if (intervalS > 0) setIntOption("setsockopt(TCP_KEEPINTVL)", this.fd, IPPROTO_TCP, TCP_KEEPINTVL, intervalS);
+      if (count > 0) setIntOption("setsockopt(TCP_KEEPCNT)", this.fd, IPPROTO_TCP, TCP_KEEPCNT, count);
+    }
+    setIntOption("setsockopt(SO_KEEPALIVE)", this.fd, SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0);
   }
 
   // ---- receiving ----------------------------------------------------------------------------
