@@ -211,10 +211,31 @@ function checkU32(v: unknown, name: string, what: string): number {
 }
 
 /**
- * Parses any AddressInput into a SocketAddress without DNS. Throws InvalidArgumentError
- * naming `what` (the calling operation) when the input is malformed.
+ * Throws InvalidArgumentError when `a` cannot be a destination (connect, send): port 0 means
+ * "any port" only where a socket binds; as a destination the kernel refuses it (connect
+ * ECONNREFUSED, sendmsg EINVAL), so it is refused here, naming `what`. Returns `a`.
  */
-export function parseAddress(input: AddressInput, what = "address"): SocketAddress {
+export function checkDestination(a: SocketAddress, what: string): SocketAddress {
+  if (a.family !== "unix") checkDestinationPort(a.port, what);
+  return a;
+}
+
+function checkDestinationPort(port: number, what: string): number {
+  if (port === 0) throw new InvalidArgumentError(`${what}: port 0 is not a destination (it means "any port" only for listen and bind)`);
+  return port;
+}
+
+/**
+ * Parses any AddressInput into a SocketAddress without DNS. Throws InvalidArgumentError
+ * naming `what` (the calling operation) when the input is malformed, or, with
+ * `destination`, when it cannot be one (checkDestination: port 0).
+ */
+export function parseAddress(input: AddressInput, what = "address", options?: { readonly destination?: boolean }): SocketAddress {
+  const a = parseInput(input, what);
+  return options?.destination === true ? checkDestination(a, what) : a;
+}
+
+function parseInput(input: AddressInput, what: string): SocketAddress {
   if (typeof input === "number") return hostAddress(undefined, checkPort(input, what), what);
   if (typeof input === "string") {
     // "unix:@name" is the abstract name, as formatAddress writes it ("unix:./@x" for a file
@@ -250,7 +271,11 @@ export function parseAddress(input: AddressInput, what = "address"): SocketAddre
   return a;
 }
 
-/** True when `input` names a host that needs DNS (connect resolves it; listen refuses it). */
+/**
+ * The host name and port when `input` names a host that needs DNS (connect resolves it;
+ * listen refuses it), else undefined. Only connect asks, so a name with port 0 is refused
+ * (checkDestination) before any lookup.
+ */
 export function needsLookup(input: AddressInput): { host: string; port: number; family?: "ipv4" | "ipv6" } | undefined {
   let host: string | undefined;
   let port: number | undefined;
@@ -270,7 +295,7 @@ export function needsLookup(input: AddressInput): { host: string; port: number; 
   }
   if (host === undefined || host === "localhost" || host === "" || parseIpv4(host) >= 0) return undefined;
   if (host.includes(":")) return undefined;
-  return { host, port: checkPort(port, "connect"), family };
+  return { host, port: checkDestinationPort(checkPort(port, "connect"), "connect"), family };
 }
 
 /**

@@ -135,6 +135,27 @@ describe("Unix paths and destinations (a review)", () => {
       expect(parseAddress(formatAddress(a))).toEqual(a);
     }
   });
+
+  test("port 0 is refused as a destination (the kernel answered ECONNREFUSED or EINVAL), and still means any port for a bind", () => {
+    for (const to of ["127.0.0.1:0", "[::1]:0", ":0", 0, { host: "::1", port: 0 }, { port: 0 }, { family: "ipv4" as const, host: "10.0.0.1", port: 0 }]) {
+      let err: unknown;
+      try {
+        parseAddress(to, "send", { destination: true });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(InvalidArgumentError);
+      expect((err as InvalidArgumentError).code).toBe("ERR_INVALID_ARG");
+      expect((err as Error).message).toContain("send");
+      expect(parseAddress(to, "bindUdp")).toMatchObject({ port: 0 });
+    }
+    expect(parseAddress("127.0.0.1:1", "send", { destination: true })).toEqual({ family: "ipv4", host: "127.0.0.1", port: 1 });
+    expect(parseAddress("unix:0", "send", { destination: true })).toEqual({ family: "unix", path: "0" });
+    expect(parseAddress("@0", "send", { destination: true })).toEqual({ family: "unix", path: "\x000" });
+    // A name with port 0 is refused before any lookup.
+    expect(() => needsLookup("example.com:0")).toThrow(InvalidArgumentError);
+    expect(() => needsLookup({ host: "db.internal", port: 0 })).toThrow(InvalidArgumentError);
+  });
 });
 
 describe("sockaddr encoding", () => {

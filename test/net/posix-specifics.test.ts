@@ -395,3 +395,21 @@ test("setKeepAlive checks every timing against the kernel's limits (count 1..127
   await l.close();
   await expectQuiescent(stack);
 });
+
+test("connect to port 0 is InvalidArgumentError before the kernel (it was ECONNREFUSED) or the resolver; listen on port 0 still picks a port", async () => {
+  for (const to of ["127.0.0.1:0", "[::1]:0", "localhost:0", { host: "127.0.0.1", port: 0 }, "no-such-host.invalid:0"]) {
+    const err = await stack.connect(to, { timeoutMs: 5000 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect((err as InvalidArgumentError).code).toBe("ERR_INVALID_ARG");
+    expect((err as Error).message).toContain("connect");
+  }
+  const l = stack.listen("127.0.0.1:0");
+  expect((l.localAddress as { port: number }).port).toBeGreaterThan(0);
+  const accepted = l.accept();
+  const c = await stack.connect(l.localAddress, { localAddress: "127.0.0.1:0" });
+  const srv = await accepted;
+  await c.close();
+  await srv.close();
+  await l.close();
+  await expectQuiescent(stack);
+});

@@ -14,7 +14,7 @@ import { probeIoUring } from "../../core/probe.ts";
 import { NativeSlab } from "../slab.ts";
 import { sendChunks } from "../output.ts";
 import { resolveConnectionOptions, resolveListenOptions, signalOption } from "../options.ts";
-import { encodeSockaddr, formatAddress, parseAddress, type AddressInput, type SocketAddress } from "../address.ts";
+import { checkDestination, encodeSockaddr, formatAddress, parseAddress, type AddressInput, type SocketAddress } from "../address.ts";
 
 /** connect() errors after which a name's next address is tried. */
 const TRY_NEXT = new Set([
@@ -375,7 +375,8 @@ export class PosixStack implements NetworkStack {
       // signal) while the ones before it are refused or unreachable.
       const candidates = await resolveAddresses(address, "connect", sig);
       for (let i = 0; ; i++) {
-        a = candidates[i]!;
+        // Port 0 is "any port" for a bind, never a peer: refused here, not by the kernel.
+        a = checkDestination(candidates[i]!, "connect");
         if (sig?.aborted) throw new AbortError("connect was aborted", { cause: sig.reason });
         this.start();
         try {
