@@ -78,11 +78,6 @@ export fn shoal_net_set_linger(fd: i32, on: u32, seconds: i32) i32 {
     return net.set_linger(fd, on != 0, seconds);
 }
 
-export fn shoal_net_set_keepalive(fd: i32, on: u32, idle_s: i32, interval_s: i32, count: i32) i32 {
-    if (fd < 0) return ebadf();
-    return net.set_keepalive(fd, on != 0, idle_s, interval_s, count);
-}
-
 /// Creates and registers a provided-buffer ring on reactor `r`'s io_uring. Returns the ring
 /// (see net.BufRing for the layout JS reads) or null with -errno in `out_errno`.
 /// `entries` is the pool's maximum (address space is reserved for all); `initial` are in the ring.

@@ -46,6 +46,18 @@ test("maxQueued must be a positive safe integer", () => {
   }
 });
 
+test("a send to port 0 is a bad argument, refused before the kernel (it answered EINVAL from sendmsg)", async () => {
+  const a = stack.bindUdp("127.0.0.1:0");
+  for (const to of ["127.0.0.1:0", { host: "127.0.0.1", port: 0 }]) {
+    const err = await a.send("x", to).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect((err as InvalidArgumentError).code).toBe("ERR_INVALID_ARG");
+  }
+  await a.send("x", a.localAddress); // its own address (a real port) still works
+  expect(new TextDecoder().decode((await a.receive())!.data)).toBe("x");
+  await a.close();
+});
+
 test("send memory follows the bytes in flight: 5000 small datagrams share a few blocks and no 16 KiB chunk each", async () => {
   // Each send took a whole 16 KiB send chunk and a message block, all at once and never unmapped:
   // 50,000 ten-byte datagrams mapped 782 MiB. Sends past the per-channel bound now wait.

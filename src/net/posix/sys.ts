@@ -120,7 +120,3 @@ export function getIntOption(op: string, fd: number, level: number, name: number
   return check(op, sys().shoal_net_get_int(fd, level, name));
 }
 
-/** SO_KEEPALIVE with idle time, probe interval and count (0: kernel default). Throws SystemError. */
-export function setKeepAliveOption(fd: number, on: boolean, idleS: number, intervalS: number, count: number): void {
-  check("setsockopt(SO_KEEPALIVE)", sys().shoal_net_set_keepalive(fd, on ? 1 : 0, idleS, intervalS, count));
-}

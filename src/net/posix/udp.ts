@@ -309,7 +309,7 @@ export class PosixUdpChannel implements UdpChannel, Completable {
     if (this.closing !== undefined) return rejectedHandled(new ClosedError("send on a closed UDP channel", "ERR_CHANNEL_CLOSED"));
     let dest: SocketAddress;
     try {
-      dest = parseAddress(to, "send");
+      dest = parseAddress(to, "send", { destination: true });
       if (dest.family === "unix") throw new InvalidArgumentError("send: a UDP destination must be an IP address");
       if (this.family === "ipv4" && dest.family === "ipv6") {
         throw new InvalidArgumentError(`send: an IPv4 channel cannot reach ${formatAddress(dest)}`);
