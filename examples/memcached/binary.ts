@@ -314,6 +314,7 @@ function binGetOrTouch(s: Session, buf: Uint8Array, ext: number, key: number, nk
     s.out.u32(store.flags(ref));
     if (returnKey) s.out.copy(store.mem, store.keyOffset(ref), nkey);
     if (returnValue) s.out.copy(store.mem, store.valueOffset(ref), vlen);
+    s.hold(ref); // until sent (stock's resp->item), TOUCH too
     return;
   }
   if (shouldTouch) {

@@ -350,6 +350,8 @@ function processMget(s: Session, buf: Uint8Array): void {
     }
     out.crlf();
     if (of.value) out.copy(store.mem, store.valueOffset(ref), nb);
+    // Stock holds the item until the reply is sent, value or not ("because of the key").
+    s.hold(ref);
     if (of.locked && !of.noUpdate) store.bump(ref);
     const cls = store.clsid(ref) * CS.COUNT;
     if (ttlSet) {

@@ -27,6 +27,7 @@ import { base64Decode } from "./base64.ts";
 import { BinarySink, binaryKeyedValid } from "./binary.ts";
 import { renderStats, snapshot, type StatsSink, type StatsSnapshot } from "./stats.ts";
 import { lookahead } from "./lookahead.ts";
+import { Holds } from "./store.ts";
 
 /** What a forwarded unit is. */
 export const enum UnitKind {
@@ -42,6 +43,8 @@ export const enum UnitKind {
   STATS = 4,
   /** Text command whose raw answer is gathered (stats conns, metadump, detail dump). */
   TEXT_GATHER = 5,
+  /** The sender reached a send point: items earlier units hold are free (no answer). */
+  RELEASE = 6,
 }
 
 const SHARD_FAILED = new TextEncoder().encode("SERVER_ERROR the shard owning this key is unavailable\r\n");
@@ -245,13 +248,15 @@ export class Router {
 let localEngine: Engine | undefined;
 /** Sessions that run other shards' units, per source shard and protocol. */
 const remoteSessions = new Map<number, Session>();
+/** Items the units of the batch being run hold: the batch's answers leave together. */
+const remoteHolds = new Holds();
 const answerOut = new Out(64 * 1024);
 
 function remoteSession(from: number, proto: Proto): Session {
   const key = from * 4 + proto;
   let s = remoteSessions.get(key);
   if (s === undefined) {
-    s = new Session(localEngine!, { protocol: proto });
+    s = new Session(localEngine!, { protocol: proto, holds: remoteHolds });
     s.countBytes = false;
     s.routing = false;
     remoteSessions.set(key, s);
@@ -286,6 +291,8 @@ function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array
     const start = out.pos;
     if (kind === UnitKind.STATS) {
       out.str(JSON.stringify(snapshot(engine)));
+    } else if (kind === UnitKind.RELEASE) {
+      store.release(remoteHolds);
     } else if (kind === UnitKind.TEXT_SILENT) {
       const s = remoteSession(from, proto);
       s.reset();
@@ -311,6 +318,7 @@ function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array
     out.buf[lenAt + 2] = (len >>> 16) & 0xff;
     out.buf[lenAt + 3] = len >>> 24;
   }
+  store.release(remoteHolds);
   if (payload instanceof NativeBuffer) payload.release();
   if (out.pos > INLINE_MAX) {
     const nb = allocateAlignedBuffer(out.pos);
@@ -402,6 +410,7 @@ export function routeText(s: Session, r: Router, buf: Uint8Array, lineStart: num
     if (dest === r.self) return false;
     if (c1 !== 115) {
       forwardLine(s, r, dest, UnitKind.TEXT, buf, lineStart, lineNext);
+      if (c1 === 103) s.heldOn(dest);
       return true;
     }
     // ms <key> <datalen> <flags>*: the data block goes along unless it is too large.
@@ -749,6 +758,8 @@ export function routeBinary(s: Session, r: Router, buf: Uint8Array, pos: number,
   const flags = opcode <= 0x03 || (opcode >= 0x11 && opcode <= 0x13) ? (extlen >= 4 ? ((buf[pos + 24]! << 24) | (buf[pos + 25]! << 16) | (buf[pos + 26]! << 8) | buf[pos + 27]!) >>> 0 : 0) : 0;
   const tooLarge = hasValue && !s.store.sizeOk(keylen, flags, vlen + 2);
   s.forwardUnit(dest, UnitKind.BINARY, Proto.BINARY, buf, pos, pos + need, tooLarge ? 0 : vlen);
+  // A hit of the get family holds its item there until this session's next send point.
+  if (opcode === 0x00 || opcode === 0x09 || opcode === 0x0c || opcode === 0x0d || (opcode >= 0x1c && opcode <= 0x1e) || opcode === 0x23 || opcode === 0x24) s.heldOn(dest);
   if (tooLarge) {
     s.holes[s.holes.length - 1]!.swallowed = true;
     s.swallow(vlen);

@@ -12,11 +12,11 @@
 import { copyBytes } from "../../src/core/bytes.ts";
 import type { Engine } from "./engine.ts";
 import { Out, ascii } from "./out.ts";
-import { NIL, type Store, Comm } from "./store.ts";
+import { NIL, type Store, Comm, Holds } from "./store.ts";
 import { processTextLine } from "./text.ts";
 import { processBinaryPacket, completeBinaryNread, BIN_HEADER } from "./binary.ts";
 import { completeTextNread } from "./text.ts";
-import { addHole, routeBinary, routeText, type Hole } from "./router.ts";
+import { addHole, routeBinary, routeText, UnitKind, type Hole } from "./router.ts";
 
 /** Protocol of a connection. */
 export const enum Proto {
@@ -147,6 +147,10 @@ export class Session {
   routing = true;
   /** Run for its effect on this shard only (a broadcast from another shard): no counters. */
   silent = false;
+  /** Items our replies since the last send point came from (stock holds them until sent). */
+  readonly holds: Holds;
+  /** Shards that ran a command of ours since the last send point which may hold an item there. */
+  private readonly heldShards: number[] = [];
   /** Places in `out` waiting for other shards' answers (see router.ts). */
   holes: Hole[] = [];
   /** A forwarded unit being completed (its value is still arriving). */
@@ -163,11 +167,13 @@ export class Session {
 
   /**
    * `out`: render into this buffer (the session's own); `sharedOut`: a buffer shared with other
-   * sessions of the shard, which the transport empties after every feed (detachOut/attachOut).
+   * sessions of the shard, which the transport empties after every feed (detachOut/attachOut);
+   * `holds`: one the caller also releases (units of a batch from another shard answer together).
    */
-  constructor(engine: Engine, options: { out?: Out; sharedOut?: Out; protocol?: Proto } = {}) {
+  constructor(engine: Engine, options: { out?: Out; sharedOut?: Out; protocol?: Proto; holds?: Holds } = {}) {
     this.engine = engine;
     this.store = engine.store;
+    this.holds = options.holds ?? new Holds();
     this.sharedOut = options.sharedOut;
     this.out = options.out ?? options.sharedOut ?? new Out();
     const bound = engine.settings.protocol;
@@ -260,11 +266,13 @@ export class Session {
     }
     const stop = this.run(data, pos, end);
     if (stop < end && !this.closing) this.saveCarry(data, stop, end);
+    // Out of input, stock transmits (and drops its references), unless a value is arriving.
+    if (!this.midValue) this.releaseHolds();
   }
 
-  /** Back to a fresh state between units run for another shard (keeps `out`). */
+  /** Back to a fresh state between units run for another shard (keeps `out` and `holds`). */
   reset(): void {
-    this.close();
+    this.dropUpload();
     this.noreply = false;
     this.closeAfterWrite = false;
     this.abort = false;
@@ -317,13 +325,18 @@ export class Session {
    */
   feedRange(buf: Uint8Array, from: number, to: number): void {
     if (this.closing) return;
-    this.flushPoint();
+    this.markSent();
     this.reqs = 0;
     this.run(buf, from, to);
   }
 
-  /** The connection is going away: frees an upload in progress. */
+  /** The connection is going away: frees an upload in progress, drops its holds. */
   close(): void {
+    this.dropUpload();
+    this.releaseHolds();
+  }
+
+  private dropUpload(): void {
     if (this.item !== NIL) {
       this.store.freePending(this.item);
       this.item = NIL;
@@ -598,9 +611,35 @@ export class Session {
 
   /** Responses so far count as sent (stock transmits here: mn, NOOP, yields). */
   flushPoint(): void {
+    this.markSent();
+    if (this.holds.len !== 0 || this.heldShards.length !== 0) this.releaseHolds();
+  }
+
+  /** Our replies count as sent: items they came from are free, here and on other shards. */
+  releaseHolds(): void {
+    this.store.release(this.holds);
+    const shards = this.heldShards;
+    if (shards.length === 0) return;
+    // After our units in the shard's batch (a batch already sent released them when it ran).
+    const router = this.engine.router!;
+    for (const dest of shards) router.batch(dest).begin(UnitKind.RELEASE, Proto.TEXT, 0);
+    shards.length = 0;
+  }
+
+  /** A command of ours forwarded to shard `dest` may hold an item there (see releaseHolds). */
+  heldOn(dest: number): void {
+    if (!this.heldShards.includes(dest)) this.heldShards.push(dest);
+  }
+
+  private markSent(): void {
     this.cmdsSinceFlush = 0;
     this.keep = this.out.pos;
     this.keepHoles = this.holes.length;
+  }
+
+  /** The reply just rendered came from item `ref`: stock sends it from the item's memory. */
+  hold(ref: number): void {
+    this.store.hold(this.holds, ref);
   }
 
   /** stock's out_string: `msg` (with its "\r\n") unless the command asked for no reply. */

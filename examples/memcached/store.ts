@@ -63,6 +63,8 @@ export const F_PENDING = 32;
 export const F_TOKEN_SENT = 512;
 export const F_STALE = 2048;
 export const F_KEY_BINARY = 4096;
+/** A reply not yet sent refers to the item (stock: refcount above 2); see Holds. */
+export const F_HELD = 8192;
 
 /** Store result codes (stock's store_item_type). */
 export const enum StoreResult {
@@ -179,6 +181,18 @@ const AUTOMOVE_RATIO = 0.8;
 /** Pool reclaims one automove tick may make (stock reruns at once after each). */
 const AUTOMOVE_RUNS_MAX = 64;
 const STOCK_ITEM_HEADER = 48;
+
+/**
+ * Items that one connection's replies not yet sent refer to. Stock queues a reference to the
+ * item with a get reply (its value is sent from item memory) and drops it once transmitted; an
+ * incr/decr in place would change what that reply sends, so do_add_delta writes a new item
+ * while anyone else holds one (refcount above 2). Our replies are copies, so holds only
+ * decide that choice. Refs may go stale (freed, reused) before release: harmless, see release().
+ */
+export class Holds {
+  refs = new Int32Array(32);
+  len = 0;
+}
 
 /**
  * One shard's cache. All methods are synchronous and allocation-free on the hot path.
@@ -1004,6 +1018,7 @@ export class Store {
       const neu = old + delta;
       const bytes = HDR + this.nkey(old) + this.nbytes(old);
       this.mem.copyWithin(neu * 8, old * 8, old * 8 + bytes);
+      this.unmarkCopy(neu);
       this.repoint(old, neu, cls);
     }
     this.pageClass[from] = large;
@@ -1395,7 +1410,7 @@ export class Store {
     this.classStats[cls + (incr ? CS.INCR_HITS : CS.DECR_HITS)]!++;
     const digits = next.toString();
     const res = digits.length;
-    if (res + 2 <= nb) {
+    if (res + 2 <= nb && (this.itFlags(ref) & F_HELD) === 0) {
       // In place, padded with spaces, as stock does when nobody else holds the item.
       for (let i = 0; i < res; i++) this.mem[voff + i] = digits.charCodeAt(i);
       for (let i = res; i < nb - 2; i++) this.mem[voff + i] = 32;
@@ -1421,6 +1436,48 @@ export class Store {
     this.deltaValue = digits;
     this.lastCas = this.cas(this.deltaRef);
     return DeltaResult.OK;
+  }
+
+  /** Holds with items in them: a release re-marks what the others still hold. */
+  private readonly holders: Holds[] = [];
+
+  /** A reply not yet sent refers to `ref` (stock's resp->item); until release(h). */
+  hold(h: Holds, ref: number): void {
+    const b = (ref << 3) + 29;
+    this.mem[b] = this.mem[b]! | (F_HELD >>> 8);
+    if (h.len === 0) this.holders.push(h);
+    else if (h.len === h.refs.length) {
+      const refs = new Int32Array(h.len * 2);
+      refs.set(h.refs);
+      h.refs = refs;
+    }
+    h.refs[h.len++] = ref;
+  }
+
+  /**
+   * The replies of `h` were sent: unmarks its items, then marks again what other holders (a
+   * connection still reading a value) hold. A held ref freed and reused by another item only
+   * unmarks that item (new items start unmarked) or marks it while its holder waits.
+   */
+  release(h: Holds): void {
+    if (h.len === 0) return;
+    const mem = this.mem;
+    const off = ~(F_HELD >>> 8) & 0xff;
+    for (let i = 0; i < h.len; i++) {
+      const b = (h.refs[i]! << 3) + 29;
+      mem[b] = mem[b]! & off;
+    }
+    h.len = 0;
+    const hs = this.holders;
+    const at = hs.indexOf(h);
+    hs[at] = hs[hs.length - 1]!;
+    hs.pop();
+    for (const o of hs) {
+      for (let i = 0; i < o.len; i++) {
+        const b = (o.refs[i]! << 3) + 29;
+        mem[b] = mem[b]! | (F_HELD >>> 8);
+      }
+    }
   }
 
   /** Digits of the value the last successful addDelta left. */
@@ -1664,11 +1721,18 @@ export class Store {
     this.freeCount[this.large]!--;
   }
 
+  /** A moved item's copy is in no Holds list: held or not, it must not keep the mark forever. */
+  private unmarkCopy(ref: number): void {
+    const b = (ref << 3) + 29;
+    this.mem[b] = this.mem[b]! & ~(F_HELD >>> 8);
+  }
+
   /** Copies linked item `old` into free chunk `to` of its class and links the copy in its place. */
   private rescue(old: number, to: number): void {
     const from = old << 3;
     const bytes = HDR + this.nkey(old) + this.nbytes(old);
     this.mem.copyWithin(to << 3, from, from + bytes);
+    this.unmarkCopy(to);
     const hv = this.u32[(old << 1) + 10]!;
     this.unlinkOnly(old);
     this.link(to, hv);

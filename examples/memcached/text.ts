@@ -227,6 +227,7 @@ function processGet(s: Session, buf: Uint8Array, returnCas: boolean, shouldTouch
       // Stock releases every response since its last send point (conn_release_items), not just
       // this get's values.
       out.truncate(Math.min(mark, s.keep));
+      s.releaseHolds();
       // Answers of other shards opened after that point go too.
       if (s.holes.length > s.keepHoles) s.holes.length = s.keepHoles;
       s.reply(BAD_FORMAT);

@@ -188,6 +188,16 @@ const text: [string, string, Partial<Case>?][] = [
   ["a missing get is a send point too", "set ab8 0 0 1\r\nx\r\nget ab-none\r\nGET / HTTP/1.1\r\n", { noSentinel: true }],
   // Stock also transmits whenever it runs out of input: split into pieces, more was sent.
   ["a multiget with a too-long key drops the replies since the last send point", `set ab7 0 0 1\r\nx\r\ndelete ab7\r\nget ab7 ${"y".repeat(251)}\r\n`, { segmentSensitive: true }],
+  // A reply not yet sent holds its item (mg, with or without v): stock's incr/decr/ma then writes
+  // a new item of the new length instead of padding the old one in place. A send point (get,
+  // mn, a multiget's too-long key dropping the replies) ends the hold.
+  ["ma after mg in the same read writes a new item", "ms dh1 3\r\n100\r\nmg dh1 v\r\nma dh1 MD D99\r\nmg dh1 v s\r\n", { segmentSensitive: true }],
+  ["mg without v holds the item too", "ms dh2 3\r\n100\r\nmg dh2 k\r\nma dh2 MD D99\r\nmg dh2 v s\r\n", { segmentSensitive: true }],
+  ["decr after mg in the same read writes a new item", "set dh3 0 0 3\r\n100\r\nmg dh3\r\ndecr dh3 99\r\nget dh3\r\n", { segmentSensitive: true }],
+  ["decr after get (a send point) pads in place", "set dh4 0 0 3\r\n100\r\nget dh4\r\ndecr dh4 99\r\nget dh4\r\n"],
+  ["ma after mg and mn pads in place", "ms dh5 3\r\n100\r\nmg dh5 v\r\nmn\r\nma dh5 MD D99\r\nmg dh5 v s\r\n"],
+  ["a multiget's too-long key ends the holds with the replies", `ms dh6 3\r\n100\r\nmg dh6 v\r\nget ${"y".repeat(251)}\r\nma dh6 MD D99\r\nmg dh6 v s\r\n`, { segmentSensitive: true }],
+  ["ma and a missing mg hold nothing", "ms dh7 3\r\n100\r\nma dh7 MD D50 v\r\nma dh7 MD D49\r\nmg dh8 v\r\nma dh7 MD D1\r\nmg dh7 v s\r\n"],
   ["quit", "get foo\r\nquit\r\nget foo\r\n", { noSentinel: true }],
   ["quit extra", "quit now\r\n", { noSentinel: true }],
   ["long line closes", big(3000, "a"), { noSentinel: true, segmentSensitive: true }],
@@ -225,6 +235,12 @@ function binaryCases(): Case[] {
     B("incr wrap", set("bw", "18446744073709551615"), binRequest(0x05, { key: "bw", extras: incrExtras(2n, 0n, 0) })),
     B("append prepend", set("bap", "mid"), binRequest(0x0e, { key: "bap", value: "END" }), binRequest(0x0f, { key: "bap", value: "BEG" }), binRequest(0x0e, { key: "bnone2", value: "x" }), binRequest(0x19, { key: "bap", value: "q" }), binRequest(0x00, { key: "bap" })),
     B("touch gat", binRequest(0x1c, { key: "bap", extras: u32Extras(100) }), binRequest(0x1c, { key: "bmiss", extras: u32Extras(100) }), binRequest(0x1d, { key: "bap", extras: u32Extras(0) }), binRequest(0x23, { key: "bap", extras: u32Extras(0) }), binRequest(0x1e, { key: "bmiss", extras: u32Extras(0) }), binRequest(0x24, { key: "bmiss", extras: u32Extras(0) })),
+    // A get or touch reply not yet sent holds the item: a decr in the same read writes a new one.
+    ...[0x00, 0x0d, 0x1c, 0x1e].map((op, i) => ({
+      ...B(`get-like 0x${op.toString(16)} then decr in the same read`, set(`bdh${i}`, "100"), binRequest(op, { key: `bdh${i}`, extras: op >= 0x1c ? u32Extras(0) : undefined }), binRequest(0x06, { key: `bdh${i}`, extras: incrExtras(99n, 0n, 0) }), binRequest(0x00, { key: `bdh${i}` })),
+      segmentSensitive: true,
+    })),
+    B("get, noop (a send point), decr pads in place", set("bdh9", "100"), binRequest(0x00, { key: "bdh9" }), binRequest(0x0a, {}), binRequest(0x06, { key: "bdh9", extras: incrExtras(99n, 0n, 0) }), binRequest(0x00, { key: "bdh9" })),
     { ...B("unknown opcode", binRequest(0x1b, { key: "x", value: "yy", opaque: 5 }), binRequest(0x50, {})), segmentSensitive: true },
     B("sasl", binRequest(0x20, {}), binRequest(0x21, { key: "PLAIN", value: "abc" })),
     B("too large", set("btl", big(1048577)), binRequest(0x00, { key: "btl" })),
