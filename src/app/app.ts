@@ -10,7 +10,7 @@
  * shard; every shard imports the same module (so the same registrations run everywhere), and
  * main runs on shard 0 only. Its return value is the exit code (nothing: 0; an integer 0..255;
  * anything else is reported and exits 1); the shutdown signal
- * fires on SIGINT/SIGTERM, after which main should return, and every running service is stopped.
+ * fires on SIGINT/SIGTERM (config.signals chooses others), after which main should return, and every running service is stopped.
  */
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -20,7 +20,7 @@ import { MAX_RING_BYTES, MIN_RING_BYTES } from "../smp/ring.ts";
 import { logger, setLogLevel, setLogPrefix, type Logger } from "../log/logger.ts";
 import { registerShardMain, shardLaunch } from "../smp/control.ts";
 import { role, shutdownSignal } from "../smp/runtime.ts";
-import { EXIT_USAGE, runSupervisor } from "../smp/supervisor.ts";
+import { EXIT_USAGE, checkSignalPolicy, runSupervisor, type SignalPolicy } from "../smp/supervisor.ts";
 import { OptionError, checkSpecs, formatHelp, parseCommandLine, type OptionSpecs, type OptionValues, type SharedOptions } from "./options.ts";
 
 /** Describes an app. */
@@ -42,6 +42,8 @@ export interface AppConfig<S extends OptionSpecs> {
   shutdownTimeoutMs?: number;
   /** After the shutdown signal, how long to wait for main to return before stopping services (default 5 s). */
   mainGraceMs?: number;
+  /** Which signals stop the app (default SIGINT, SIGTERM), which are ignored, whether a repeat exits at once. */
+  signals?: SignalPolicy;
 }
 
 /** What main receives. */
@@ -102,6 +104,7 @@ export function app<const S extends OptionSpecs = Record<never, never>>(
   }
   if (typeof main !== "function") throw new InvalidArgumentError("app: main must be a function");
   checkConfigNumbers(config);
+  checkSignalPolicy(config.signals);
   const module = moduleUrl(config.module);
   if (called) throw new InvalidArgumentError("app() was called twice; an application module calls it once");
   called = true;
@@ -159,5 +162,6 @@ async function supervise<S extends OptionSpecs>(config: AppConfig<S>, specs: S, 
     startTimeoutMs: config.startTimeoutMs,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
     mainGraceMs: config.mainGraceMs,
+    signals: config.signals,
   });
 }

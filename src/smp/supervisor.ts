@@ -3,14 +3,15 @@
  * (shard k+1 starts once shard k reported ready, so no two Workers dlopen at once), checks that
  * every shard registered the same handlers and services, then lets shard 0 run main.
  *
- * It forwards SIGINT/SIGTERM as an orderly shutdown: every shard's shutdown signal fires, shard
- * 0 waits for main to return, then stops every running service on every shard (newest first),
- * and the process exits 0 (1 if a stop() failed). A shard that throws or exits is reported with
+ * It forwards SIGINT/SIGTERM (or the app's SignalPolicy.shutdown) as an orderly shutdown: every
+ * shard's shutdown signal fires, shard 0 waits for main to return, then stops every running
+ * service on every shard (newest first), and the process exits 0 (1 if a stop() failed). A shard that throws or exits is reported with
  * its id and cause; the others are told (calls to it fail with ShardGoneError) and stopped the
  * same way, and the process exits 1. A shard that fails to start gives one message and exit 1.
- * A second signal during shutdown exits at once.
+ * A second signal during shutdown exits at once (unless the policy's repeat is "ignore").
  */
-import { totalmem } from "node:os";
+import { constants, totalmem } from "node:os";
+import { InvalidArgumentError } from "../core/errors.ts";
 import { native } from "../core/native.ts";
 import type { LoopOptions } from "../core/loop.ts";
 import { logger, setLogLevel, setLogPrefix } from "../log/logger.ts";
@@ -18,6 +19,53 @@ import { formatCpuset, threadCpuAffinity } from "./affinity.ts";
 import { describeError, type ErrorInfo, type ToShard, type ToSupervisor } from "./control.ts";
 import { DEFAULT_RING_BYTES, SmpLayout, createSmpMemory } from "./ring.ts";
 import { becomeSupervisor } from "./runtime.ts";
+
+/** How the supervisor treats process signals (the default: SIGINT and SIGTERM stop, a repeat exits). */
+export interface SignalPolicy {
+  /** Signals that begin the orderly shutdown (default SIGINT and SIGTERM). */
+  shutdown?: readonly NodeJS.Signals[];
+  /** Signals caught and ignored, so they do not kill the process (default none). */
+  ignore?: readonly NodeJS.Signals[];
+  /**
+   * A shutdown signal while the shutdown runs: "exit" (default) exits 1 at once without waiting
+   * for services; "ignore" lets the shutdown (bounded by shutdownTimeoutMs) finish and exit with
+   * its own code. `timeout` sends a second SIGTERM after its kill delay, for one.
+   */
+  repeat?: "exit" | "ignore";
+  /**
+   * Called on the main thread when a shutdown signal begins the shutdown, in place of the
+   * "received: shutting down" log line (an app that prints its own, as a server it replaces did).
+   */
+  onShutdown?: (signal: NodeJS.Signals) => void;
+}
+
+/** Signals a process cannot catch, or that Bun/the runtime need: refused in a SignalPolicy. */
+const UNCATCHABLE = new Set(["SIGKILL", "SIGSTOP", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL"]);
+
+/** Throws InvalidArgumentError unless `policy` is a well-formed SignalPolicy. */
+export function checkSignalPolicy(policy: SignalPolicy | undefined): void {
+  if (policy === undefined) return;
+  if (policy === null || typeof policy !== "object") throw new InvalidArgumentError("signals must be an object");
+  const seen = new Set<string>();
+  for (const key of ["shutdown", "ignore"] as const) {
+    const list = policy[key];
+    if (list === undefined) continue;
+    if (!Array.isArray(list)) throw new InvalidArgumentError(`signals.${key} must be an array of signal names`);
+    for (const sig of list as unknown[]) {
+      if (typeof sig !== "string" || !(sig in constants.signals) || UNCATCHABLE.has(sig)) {
+        throw new InvalidArgumentError(`signals.${key}: ${String(sig)} is not a signal a process can catch`);
+      }
+      if (seen.has(sig)) throw new InvalidArgumentError(`signals: ${sig} is listed twice`);
+      seen.add(sig);
+    }
+  }
+  if (policy.repeat !== undefined && policy.repeat !== "exit" && policy.repeat !== "ignore") {
+    throw new InvalidArgumentError(`signals.repeat must be "exit" or "ignore", got ${String(policy.repeat)}`);
+  }
+  if (policy.onShutdown !== undefined && typeof policy.onShutdown !== "function") {
+    throw new InvalidArgumentError("signals.onShutdown must be a function");
+  }
+}
 
 /** How the supervisor runs the shards. */
 export interface SupervisorOptions {
@@ -47,6 +95,8 @@ export interface SupervisorOptions {
   shutdownTimeoutMs?: number;
   /** How long shard 0 waits for main to return after the shutdown signal (default 5 s). */
   mainGraceMs?: number;
+  /** Which signals stop the app, which are ignored, and what a repeated one does. */
+  signals?: SignalPolicy;
 }
 
 /** Exit code: the app ended normally. */
@@ -101,8 +151,9 @@ class Supervisor {
     setLogPrefix("supervisor");
     if (this.opts.logLevel) setLogLevel(this.opts.logLevel);
     const plan = this.plan();
-    process.on("SIGINT", () => this.onSignal("SIGINT"));
-    process.on("SIGTERM", () => this.onSignal("SIGTERM"));
+    const signals = this.opts.signals ?? {};
+    for (const sig of signals.shutdown ?? ["SIGINT", "SIGTERM"]) process.on(sig, () => this.onSignal(sig));
+    for (const sig of signals.ignore ?? []) process.on(sig, () => this.log.debug(`${sig} received: ignored`));
     this.count = plan.count;
     let layout: SmpLayout;
     let sab: SharedArrayBuffer;
@@ -296,18 +347,21 @@ class Supervisor {
     }
   }
 
-  private onSignal(signal: string): void {
+  private onSignal(signal: NodeJS.Signals): void {
     this.signals++;
+    const policy = this.opts.signals ?? {};
     if (this.stopping) {
-      if (this.signals === 1) {
-        // The first signal, while a shutdown that main started runs: it is already happening.
+      if (this.signals === 1 || policy.repeat === "ignore") {
+        // The first signal, while a shutdown that main started runs, or a repeat the app lets
+        // the (bounded) shutdown outlast: it is already happening.
         this.log.info(`${signal} received: already shutting down`);
         return;
       }
       say(this.name, `${signal} again: exiting without waiting for services to stop`);
       this.exit(EXIT_FAILURE);
     }
-    this.log.info(`${signal} received: shutting down`);
+    if (policy.onShutdown !== undefined) policy.onShutdown(signal);
+    else this.log.info(`${signal} received: shutting down`);
     this.shutdown(signal, EXIT_OK);
   }
 
