@@ -187,7 +187,7 @@ const STOCK_ITEM_HEADER = 48;
  * item with a get reply (its value is sent from item memory) and drops it once transmitted; an
  * incr/decr in place would change what that reply sends, so do_add_delta writes a new item
  * while anyone else holds one (refcount above 2). Our replies are copies, so holds only
- * decide that choice. Refs may go stale (freed, reused) before release: harmless, see release().
+ * decide that choice. Every ref in a list is a live item (see forgetHeld and moveHeld).
  */
 export class Holds {
   refs = new Int32Array(32);
@@ -1018,7 +1018,7 @@ export class Store {
       const neu = old + delta;
       const bytes = HDR + this.nkey(old) + this.nbytes(old);
       this.mem.copyWithin(neu * 8, old * 8, old * 8 + bytes);
-      this.unmarkCopy(neu);
+      this.moveHeld(old, neu);
       this.repoint(old, neu, cls);
     }
     this.pageClass[from] = large;
@@ -1127,6 +1127,7 @@ export class Store {
   private freeItem(ref: number): void {
     const cls = this.clsid(ref);
     const b = ref << 3;
+    this.forgetIfHeld(ref);
     this.mem[b + 28] = F_SLABBED;
     this.mem[b + 29] = 0;
     if (cls === this.large) {
@@ -1456,8 +1457,8 @@ export class Store {
 
   /**
    * The replies of `h` were sent: unmarks its items, then marks again what other holders (a
-   * connection still reading a value) hold. A held ref freed and reused by another item only
-   * unmarks that item (new items start unmarked) or marks it while its holder waits.
+   * connection still reading a value) hold. Every ref in a list is a live item's: a freed held
+   * item leaves the lists (forgetHeld), a moved one is renamed (moveHeld).
    */
   release(h: Holds): void {
     if (h.len === 0) return;
@@ -1682,8 +1683,10 @@ export class Store {
       const head = this.freeHead[cls]!;
       if ((exp !== 0 && exp <= now) || this.isFlushed(old)) {
         this.unlinkOnly(old);
+        this.forgetIfHeld(old); // the page is re-cut: no list may keep its addresses
       } else if (head === NIL) {
         this.unlinkOnly(old);
+        this.forgetIfHeld(old);
         this.slabReassignEvictionsNomem++;
       } else {
         this.freeHead[cls] = this.i32[(head << 1) + 1]!;
@@ -1721,10 +1724,41 @@ export class Store {
     this.freeCount[this.large]!--;
   }
 
-  /** A moved item's copy is in no Holds list: held or not, it must not keep the mark forever. */
-  private unmarkCopy(ref: number): void {
-    const b = (ref << 3) + 29;
-    this.mem[b] = this.mem[b]! & ~(F_HELD >>> 8);
+  /**
+   * Linked item `old` was copied to `neu` (its page is emptied or relocated): the Holds that
+   * name it name the copy (marked, as the copy of the header is), so that no list keeps an
+   * address whose memory is re-cut into other chunks (marking it would change a value's byte).
+   */
+  private moveHeld(old: number, neu: number): void {
+    if ((this.mem[(old << 3) + 29]! & (F_HELD >>> 8)) === 0) return;
+    for (const h of this.holders) {
+      const refs = h.refs;
+      for (let i = 0; i < h.len; i++) if (refs[i] === old) refs[i] = neu;
+    }
+  }
+
+  private forgetIfHeld(ref: number): void {
+    if ((this.mem[(ref << 3) + 29]! & (F_HELD >>> 8)) !== 0) this.forgetHeld(ref);
+  }
+
+  /**
+   * Held item `ref` is freed: it leaves every Holds list, so that a release never writes into
+   * its chunk once the memory is another item's (a large item's pages re-cut at other offsets,
+   * a page given to another class).
+   */
+  private forgetHeld(ref: number): void {
+    const hs = this.holders;
+    for (let k = hs.length - 1; k >= 0; k--) {
+      const h = hs[k]!;
+      const refs = h.refs;
+      let n = 0;
+      for (let i = 0; i < h.len; i++) if (refs[i] !== ref) refs[n++] = refs[i]!;
+      h.len = n;
+      if (n === 0) {
+        hs[k] = hs[hs.length - 1]!;
+        hs.pop();
+      }
+    }
   }
 
   /** Copies linked item `old` into free chunk `to` of its class and links the copy in its place. */
@@ -1732,7 +1766,7 @@ export class Store {
     const from = old << 3;
     const bytes = HDR + this.nkey(old) + this.nbytes(old);
     this.mem.copyWithin(to << 3, from, from + bytes);
-    this.unmarkCopy(to);
+    this.moveHeld(old, to);
     const hv = this.u32[(old << 1) + 10]!;
     this.unlinkOnly(old);
     this.link(to, hv);
