@@ -353,8 +353,11 @@ class Supervisor {
     if (this.stopping) {
       if (this.signals === 1 || policy.repeat === "ignore") {
         // The first signal, while a shutdown that main started runs, or a repeat the app lets
-        // the (bounded) shutdown outlast: it is already happening.
-        this.log.info(`${signal} received: already shutting down`);
+        // the (bounded) shutdown outlast: it is already happening. A repeat the app expects is
+        // no news.
+        const line = `${signal} received: already shutting down`;
+        if (this.signals > 1) this.log.debug(line);
+        else this.log.info(line);
         return;
       }
       say(this.name, `${signal} again: exiting without waiting for services to stop`);

@@ -53,6 +53,7 @@ describe("SignalPolicy", () => {
     // onShutdown replaced the log line, and ran once.
     expect(run.stdout.match(/SHUTDOWN/g)?.length).toBe(1);
     expect(run.stderr).not.toContain("received: shutting down");
+    expect(run.stderr).not.toContain("already shutting down");
   });
 
   test("the default policy: a second SIGTERM during the shutdown exits 1 at once", async () => {
