@@ -9,8 +9,10 @@
  * Shoal's app template as one option; the supervisor starts one Worker per shard (-t / --smp),
  * each of which runs a ShardServer: a listener on the shared port (SO_REUSEPORT), its own
  * store holding the keys it owns, and the router that sends commands for other shards' keys
- * to their owner. SIGINT/SIGTERM stop it gracefully: listeners close, every connection answers
- * what it has received, then closes.
+ * to their owner. SIGINT/SIGTERM/SIGUSR1 stop it gracefully: listeners close, every connection
+ * answers what it has received, then closes; a repeated signal does not cut that (bounded) stop
+ * short, and SIGHUP is ignored, as stock does. Stock's lines: SIGUSR1 prints "Gracefully
+ * stopping", SIGINT/SIGTERM print "Exiting normally" with -v only (both on stderr).
  */
 import { isMainThread } from "node:worker_threads";
 import { availableParallelism } from "node:os";
@@ -55,6 +57,9 @@ class MemcachedShard {
 
 const shards = sharded(MemcachedShard, { name: "memcached" });
 
+/** -v on the command line (the main thread's copy, for the signal lines). */
+let verbose = 0;
+
 if (isMainThread) {
   let cl;
   try {
@@ -81,6 +86,7 @@ if (isMainThread) {
     cl.settings.udpPort = 0;
   }
   for (const w of cl.warnings) process.stderr.write(`memcached: warning: ${w}\n`);
+  verbose = cl.settings.verbose;
   const cpus = availableParallelism();
   const threads = cl.threadsGiven ? cl.settings.threads : cpus;
   cl.settings.threads = threads;
@@ -113,6 +119,16 @@ await app(
     name: "memcached",
     // Draining waits up to 5 s for busy connections (ShardServer.drain); main returns after it.
     mainGraceMs: 15_000,
+    signals: {
+      shutdown: ["SIGINT", "SIGTERM", "SIGUSR1"],
+      ignore: ["SIGHUP"],
+      // GNU timeout, systemd and init scripts may signal twice; the stop is bounded anyway.
+      repeat: "ignore",
+      onShutdown: (signal) => {
+        if (signal === "SIGUSR1") process.stderr.write("Gracefully stopping\n");
+        else if (verbose > 0) process.stderr.write("Exiting normally\n");
+      },
+    },
     description: "memcached-compatible server (run with -h for memcached's options)",
     options: {
       memcachedSettings: { type: "string", required: true, description: "the parsed memcached command line (internal)" },
