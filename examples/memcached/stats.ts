@@ -38,8 +38,25 @@ export interface StatsSnapshot {
   tailAge: number[];
 }
 
+/**
+ * Stock counts its listening sockets in total_connections until the first `stats reset`, which
+ * zeroes the count. The engine's counters get a marker the first time stats sees them; reset
+ * zeroes it with them (ThreadStats.reset clears every own counter), so the listeners stop
+ * being added. (`stats reset` marks the engine before resetting, so a reset that comes before
+ * any stats read is seen too.)
+ */
+const LISTENERS_COUNTED = "listeners_counted";
+const marked = new WeakSet<Engine>();
+
+function markListenersCounted(engine: Engine): void {
+  if (marked.has(engine)) return;
+  marked.add(engine);
+  (engine.stats as unknown as Record<string, number>)[LISTENERS_COUNTED] = 1;
+}
+
 /** Takes a snapshot of an engine's counters. Cost: a few microseconds. */
 export function snapshot(engine: Engine): StatsSnapshot {
+  markListenersCounted(engine);
   const st = engine.store;
   const thread: Record<string, number> = {};
   for (const [k, v] of Object.entries(engine.stats)) thread[k] = v as number;
@@ -150,6 +167,7 @@ export function processStats(s: Session, buf: Uint8Array): void {
   if (nt === 2) return renderStats(s, "", new TextSink(s));
   const sub = tokStr(s, buf, 1);
   if (sub === "reset") {
+    markListenersCounted(s.engine);
     s.engine.resetStats();
     s.engine.prefixStats.clear();
     s.engine.onStatsReset?.();
@@ -280,10 +298,11 @@ function general(engine: Engine, snap: StatsSnapshot, sink: StatsSink): void {
   add("rusage_user", secs(usage.user));
   add("rusage_system", secs(usage.system));
   add("max_connections", settings.maxConns);
-  // Stock's counts include its listening sockets, and curr_connections subtracts one.
+  // Stock's counts include its listening sockets, and curr_connections subtracts one;
+  // total_connections counts them only until a stats reset.
   const listening = engine.listenConns;
   add("curr_connections", listening > 0 ? t.curr_conns! + listening - 1 : t.curr_conns!);
-  add("total_connections", t.total_conns! + listening);
+  add("total_connections", t.total_conns! + ((t[LISTENERS_COUNTED] ?? 0) > 0 ? listening : 0));
   if (settings.maxconnsFast) add("rejected_connections", t.rejected_conns!);
   add("connection_structures", t.conn_structs! + listening);
   add("response_obj_oom", 0);
@@ -344,6 +363,9 @@ function general(engine: Engine, snap: StatsSnapshot, sink: StatsSink): void {
     add("lru_crawler_running", 0);
     add("lru_crawler_starts", st.crawlerStarts!);
   }
+  // Stock prints these with its LRU maintainer (on by default); our single-list LRU has no
+  // maintainer thread, so nothing juggles or moves between segments (README: Differences).
+  add("lru_maintainer_juggles", 0);
   add("malloc_fails", 0);
   add("log_worker_dropped", 0);
   add("log_worker_written", 0);
@@ -358,11 +380,20 @@ function general(engine: Engine, snap: StatsSnapshot, sink: StatsSink): void {
   add("slab_global_page_pool", st.globalPagePool!);
   add("expired_unfetched", classSum(snap, engine, CS.EXPIRED_UNFETCHED));
   add("evicted_unfetched", classSum(snap, engine, CS.EVICTED_UNFETCHED));
+  add("evicted_active", classSum(snap, engine, CS.EVICTED_ACTIVE));
   add("evictions", classSum(snap, engine, CS.EVICTED));
   add("reclaimed", classSum(snap, engine, CS.RECLAIMED));
   add("crawler_reclaimed", classSum(snap, engine, CS.CRAWLER_RECLAIMED));
   add("crawler_items_checked", classSum(snap, engine, CS.CRAWLER_ITEMS_CHECKED));
   add("lrutail_reflocked", 0);
+  // One list per class: no hot/warm/cold segments to move between. Active items the tail
+  // search sends back to the head are moves within the LRU; allocations that had to pull
+  // from the tail (evict or reclaim) to get memory are direct reclaims, as in stock.
+  add("moves_to_cold", 0);
+  add("moves_to_warm", 0);
+  add("moves_within_lru", classSum(snap, engine, CS.MOVES_WITHIN_LRU));
+  add("direct_reclaims", classSum(snap, engine, CS.DIRECT_RECLAIMS));
+  add("lru_bumps_dropped", 0);
 }
 
 function settingsStats(engine: Engine, sink: StatsSink): void {
@@ -420,7 +451,10 @@ function settingsStats(engine: Engine, sink: StatsSink): void {
   add("read_buf_mem_limit", 0);
   add("track_sizes", "no");
   add("inline_ascii_response", "no");
-  add("drop_privileges", "no");
+  // Debian's 1.6.18 prints no drop_privileges (built without seccomp); no extstore or TLS
+  // lines either (README: Differences).
+  add("num_napi_ids", "(null)");
+  add("memory_file", "(null)");
 }
 
 function items(engine: Engine, snap: StatsSnapshot, sink: StatsSink): void {
