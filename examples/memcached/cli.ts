@@ -8,14 +8,30 @@
  */
 import { VERSION, defaultSettings, type Settings } from "./settings.ts";
 
-/** A bad command line; `exitCode` is what stock would exit with (1, or 64 = EX_USAGE). */
+/**
+ * A bad command line; `exitCode` is what stock would exit with (1, 64 = EX_USAGE, 71 = EX_OSERR).
+ * A getopt error (unknown option, missing value, ambiguous prefix) is printed as glibc's getopt
+ * and stock print it: "memcached: <message>" then `Illegal argument "?"`, exit 1.
+ */
 export class UsageError extends Error {
   readonly exitCode: number;
-  constructor(message: string, exitCode = 64) {
+  readonly getopt: boolean;
+  constructor(message: string, exitCode = 64, getopt = false) {
     super(message);
     this.name = "UsageError";
     this.exitCode = exitCode;
+    this.getopt = getopt;
   }
+}
+
+/** glibc getopt's complaint; stock then prints `Illegal argument "?"` and exits 1. */
+function getoptError(message: string): UsageError {
+  return new UsageError(message, 1, true);
+}
+
+/** The lines main prints for a UsageError (stderr), as stock would. */
+export function usageErrorText(e: UsageError): string {
+  return e.getopt ? `memcached: ${e.message}\nIllegal argument "?"\n` : `${e.message}\n`;
 }
 
 /** What the command line asks for. */
@@ -27,8 +43,13 @@ export interface CommandLine {
   action: "run" | "help" | "version" | "license";
   /** -s: a Unix socket path to listen on instead of TCP/UDP. */
   unixSocket: string | null;
-  /** -u: accepted (no privileges to drop: the process keeps its identity). */
+  /** -u: checked to exist when run as root (main.ts), as stock does; the process keeps its identity. */
   user: string | null;
+  /** -p / -U given: with -U N alone, stock listens on TCP port N too. */
+  tcpGiven: boolean;
+  udpGiven: boolean;
+  /** -S: refused once the options are read (stock fails SASL set-up after parsing). */
+  sasl: boolean;
   /** Warnings to print (options accepted but without effect here). */
   warnings: string[];
 }
@@ -112,35 +133,50 @@ function parseSize(s: string): number {
  */
 export function parseCommandLine(argv: readonly string[]): CommandLine {
   const settings = defaultSettings();
-  const cl: CommandLine = { settings, threadsGiven: false, action: "run", unixSocket: null, user: null, warnings: [] };
+  const cl: CommandLine = {
+    settings,
+    threadsGiven: false,
+    action: "run",
+    unixSocket: null,
+    user: null,
+    tcpGiven: false,
+    udpGiven: false,
+    sasl: false,
+    warnings: [],
+  };
   let i = 0;
   const take = (opt: string, attached: string | undefined): string => {
     if (attached !== undefined) return attached;
-    if (i >= argv.length) throw new UsageError(`option ${opt} requires an argument`);
+    if (i >= argv.length) {
+      throw getoptError(opt.startsWith("--") ? `option '${opt}' requires an argument` : `option requires an argument -- '${opt.slice(1)}'`);
+    }
     return argv[i++]!;
   };
   while (i < argv.length) {
     const a = argv[i++]!;
-    if (a === "--") {
-      if (i < argv.length) throw new UsageError(`unexpected argument "${argv[i]}"`);
-      break;
-    }
+    // "--" ends the options; what follows, like any argument that is not an option, is
+    // ignored (GNU getopt moves such arguments to the end, and stock never reads them).
+    if (a === "--") break;
     if (a.startsWith("--")) {
       const eq = a.indexOf("=");
       const name = a.slice(2, eq < 0 ? undefined : eq);
       const exact = OPTIONS.filter((o) => o.long.includes(name));
       const matches = exact.length > 0 ? exact : OPTIONS.filter((o) => o.long.some((l) => l.startsWith(name)));
-      if (name === "" || matches.length === 0) throw new UsageError(`unrecognized option '--${name}'`);
-      if (matches.length > 1) throw new UsageError(`option '--${name}' is ambiguous (${matches.map((m) => "--" + m.long[0]).join(", ")})`);
+      if (name === "" || matches.length === 0) throw getoptError(`unrecognized option '--${name}'`);
+      if (matches.length > 1) {
+        const names = matches.map((m) => `'--${m.long.find((l) => l.startsWith(name))}'`);
+        throw getoptError(`option '--${name}' is ambiguous; possibilities: ${names.join(" ")}`);
+      }
       const def = matches[0]!;
       let value: string | undefined;
-      if (def.arg) value = take(`--${name}`, eq < 0 ? undefined : a.slice(eq + 1));
+      const long = def.long.find((l) => l.startsWith(name))!;
+      if (def.arg) value = take(`--${long}`, eq < 0 ? undefined : a.slice(eq + 1));
       else if (eq >= 0) {
         if (def.short === "v") {
           for (let k = 0; k < Math.max(1, atoi(a.slice(eq + 1))); k++) apply(cl, "v", undefined);
           continue;
         }
-        throw new UsageError(`option '--${name}' doesn't allow an argument`);
+        throw getoptError(`option '--${long}' doesn't allow an argument`);
       }
       apply(cl, def.short, value);
       continue;
@@ -149,7 +185,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
       for (let k = 1; k < a.length; k++) {
         const c = a[k]!;
         const def = byShort.get(c);
-        if (!def) throw new UsageError(`invalid option -- '${c}'`);
+        if (!def) throw getoptError(`invalid option -- '${c}'`);
         if (def.arg) {
           const rest = a.slice(k + 1);
           apply(cl, c, take(`-${c}`, rest === "" ? undefined : rest));
@@ -159,8 +195,9 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
       }
       continue;
     }
-    throw new UsageError(`unexpected argument "${a}" (memcached takes options only)`);
   }
+  if (cl.udpGiven && settings.udpPort !== 0 && !cl.tcpGiven) settings.port = settings.udpPort;
+  if (cl.sasl) throw new UsageError("This server is not built with SASL support.", 1);
   validate(cl);
   return cl;
 }
@@ -175,9 +212,11 @@ function apply(cl: CommandLine, c: string, v: string | undefined): void {
       return; // the socket file's mode: accepted, the stack creates it with the process umask
     case "p":
       s.port = atoi(v!);
+      cl.tcpGiven = true;
       return;
     case "U":
       s.udpPort = atoi(v!);
+      cl.udpGiven = true;
       return;
     case "s":
       cl.unixSocket = v!;
@@ -260,7 +299,8 @@ function apply(cl: CommandLine, c: string, v: string | undefined): void {
       s.itemSizeMax = parseSize(v!);
       return;
     case "S":
-      throw new UsageError("This server is not built with SASL support.");
+      cl.sasl = true;
+      return;
     case "Z":
       throw new UsageError("This server is not built with TLS support.");
     case "F":
@@ -282,6 +322,13 @@ function apply(cl: CommandLine, c: string, v: string | undefined): void {
   }
 }
 
+/** Stock's words for a missing -o value where they are not "Missing <name> argument". */
+const MISSING: Record<string, string> = {
+  tail_repair_time: "Missing numeric argument for tail_repair_time",
+  lru_crawler_sleep: "Missing lru_crawler_sleep value",
+  lru_crawler_tocrawl: "Missing lru_crawler_tocrawl value",
+};
+
 /** -o name[=value],name... */
 function extended(cl: CommandLine, spec: string): void {
   const s = cl.settings;
@@ -290,8 +337,9 @@ function extended(cl: CommandLine, spec: string): void {
     const eq = item.indexOf("=");
     const name = eq < 0 ? item : item.slice(0, eq);
     const value = eq < 0 ? undefined : item.slice(eq + 1);
-    const need = (what: string): string => {
-      if (value === undefined) throw new UsageError(`Missing ${what} argument`, 1);
+    /** The value, or stock's complaint (`missing`: its words when not "Missing <name> argument"). */
+    const need = (missing = `Missing ${name} argument`): string => {
+      if (value === undefined) throw new UsageError(missing, 1);
       return value;
     };
     switch (name) {
@@ -302,16 +350,16 @@ function extended(cl: CommandLine, spec: string): void {
         s.maxconnsFast = false;
         break;
       case "hashpower":
-        s.hashpowerInit = atoi(need("numeric argument for hashpower"));
+        s.hashpowerInit = atoi(need("Missing numeric argument for hashpower"));
         if (s.hashpowerInit < 12) throw new UsageError(`Initial hashtable multiplier of ${s.hashpowerInit} is too low`, 1);
         if (s.hashpowerInit > 32) throw new UsageError(`Initial hashtable multiplier of ${s.hashpowerInit} is too high`, 1);
         break;
       case "idle_timeout":
-        s.idleTimeout = atoi(need("numeric argument for idle_timeout"));
+        s.idleTimeout = atoi(need("Missing numeric argument for idle_timeout"));
         break;
       case "slab_chunk_max":
         // Bytes, as stock parses it (its -h says kilobytes; its code takes bytes).
-        s.slabChunkMax = atoi(need("slab_chunk_max"));
+        s.slabChunkMax = atoi(need());
         break;
       case "slab_reassign":
         s.slabReassign = true;
@@ -332,11 +380,16 @@ function extended(cl: CommandLine, spec: string): void {
       case "no_lru_crawler":
         s.lruCrawler = false;
         break;
-      case "hash_algorithm":
-        if (need("hash_algorithm") !== "murmur3") {
-          throw new UsageError(`hash_algorithm=${value}: this server hashes with murmur3 only`, 1);
+      case "hash_algorithm": {
+        // Stock's choice of hash for its table; ours is internal (keys still go to the same
+        // shard and bucket whatever is named), so any of stock's names is taken and reported.
+        const algo = need();
+        if (algo !== "jenkins" && algo !== "murmur3" && algo !== "xxh3") {
+          throw new UsageError("Unknown hash_algorithm option (jenkins, murmur3, xxh3)", 1);
         }
+        s.hashAlgorithm = algo;
         break;
+      }
       case "modern":
       case "no_modern":
       case "lru_maintainer":
@@ -365,7 +418,7 @@ function extended(cl: CommandLine, spec: string): void {
       case "slab_automove_window":
       case "slab_automove_freeratio":
       case "sock_cookie_id":
-        need(name);
+        need(MISSING[name]);
         cl.warnings.push(`-o ${name}: accepted and ignored (no such tuning here)`);
         break;
       case "slab_sizes":
@@ -392,9 +445,48 @@ function validate(cl: CommandLine): void {
   if ((1024 * 1024) % s.slabChunkMax !== 0) {
     throw new UsageError(`slab_chunk_max (bytes: ${s.slabChunkMax}) must divide evenly into 1048576 (slab_page_size)`);
   }
-  if (s.port < 0 || s.port > 65535) throw new UsageError(`-p: port ${s.port} is out of range`);
-  if (s.udpPort < 0 || s.udpPort > 65535) throw new UsageError(`-U: port ${s.udpPort} is out of range`);
+  if (s.port > 65535) throw new UsageError(`ERROR: Invalid port number ${s.port}.`);
+  // Stock gets as far as listening, which fails (EX_OSERR).
+  if (s.port < 0) throw new UsageError(`failed to listen on TCP port ${s.port}: Servname not supported for ai_socktype`, 71);
+  if (s.udpPort < 0) throw new UsageError(`failed to listen on UDP port ${s.udpPort}: Servname not supported for ai_socktype`, 71);
+  // Stock truncates it to 16 bits and listens there (70000: UDP port 4464); refused here.
+  if (s.udpPort > 65535) throw new UsageError(`-U: port ${s.udpPort} is out of range (0..65535)`);
   if (s.maxBytes <= 0) throw new UsageError("-m: the memory limit must be at least 1 megabyte");
+}
+
+/** Slab page size, and the most pages one shard's arena may span: it is one typed-array view (4 GiB). */
+const PAGE_BYTES = 1024 * 1024;
+const ARENA_VIEW_PAGES = 4096;
+
+/** Slab classes the store cuts for these settings (the rule of Store's constructor, as stock's slabs_init). */
+function slabClasses(s: Settings): number {
+  let size = 48 + s.chunkSize;
+  let classes = 1; // the last: slab_chunk_max
+  while (classes < 63 && size < s.slabChunkMax / s.factor) {
+    if (size % 8) size += 8 - (size % 8);
+    classes++;
+    size = Math.floor(size * s.factor);
+  }
+  return classes;
+}
+
+/**
+ * The most memory, in MB, one shard can hold: its store's arena is one view of at most 4 GiB,
+ * holding the -m share plus a page per slab class and a largest item's pages of headroom.
+ */
+export function shardMemoryMaxMb(s: Settings): number {
+  return ARENA_VIEW_PAGES - (slabClasses(s) + Math.ceil(s.itemSizeMax / PAGE_BYTES) + 1);
+}
+
+/** Throws UsageError when -m split over `shards` gives a shard more than its arena can hold. */
+export function checkShardMemory(s: Settings, shards: number): void {
+  const shareMb = Math.floor(Math.floor(s.maxBytes / shards) / PAGE_BYTES);
+  const maxMb = shardMemoryMaxMb(s);
+  if (shareMb <= maxMb) return;
+  throw new UsageError(
+    `-m ${s.maxBytes / PAGE_BYTES} with -t ${shards} gives each shard ${shareMb} MB; at most ${maxMb} MB per shard here ` +
+      `(one shard's memory is one view of at most 4 GiB): use more shards (-t ${Math.ceil(s.maxBytes / PAGE_BYTES / maxMb)} or more)`,
+  );
 }
 
 /** The -h text: stock's list of options, with what this server does with each. */
@@ -437,10 +529,11 @@ export function usage(): string {
    - slab_chunk_max=<bytes>: largest slab chunk (default: 524288)
    - slab_reassign, no_slab_reassign, slab_automove=<0|1|2>
    - lru_crawler, no_lru_crawler
-   - hash_algorithm=murmur3
+   - hash_algorithm=<jenkins|murmur3|xxh3>: accepted (the hash is internal)
    stock's tuning sub-options (tail_repair_time, lru_crawler_sleep, hot_lru_pct,
    slab_automove_ratio, sock_cookie_id, modern, ...) are accepted and ignored; slab_sizes,
-   extstore (ext_*), TLS (ssl_*), other hashes and unknown sub-options are refused.
+   extstore (ext_*), TLS (ssl_*) and unknown sub-options are refused.
 Not supported (refused with a message): -d, -k/-r (accepted, no effect), -L, -S, -Z, -Y, -e, -N.
+Arguments that are not options are ignored, as stock ignores them.
 `;
 }

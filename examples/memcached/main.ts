@@ -18,7 +18,8 @@ import { isMainThread } from "node:worker_threads";
 import { availableParallelism } from "node:os";
 import { app } from "../../src/app/index.ts";
 import { sharded, smp, thisShard } from "../../src/smp/index.ts";
-import { parseCommandLine, usage, UsageError } from "./cli.ts";
+import { readFileSync } from "node:fs";
+import { checkShardMemory, parseCommandLine, usage, usageErrorText, UsageError } from "./cli.ts";
 import { ShardServer } from "./server.ts";
 import { VERSION, type Settings } from "./settings.ts";
 import { installRouter } from "./router.ts";
@@ -60,14 +61,36 @@ const shards = sharded(MemcachedShard, { name: "memcached" });
 /** -v on the command line (the main thread's copy, for the signal lines). */
 let verbose = 0;
 
+/**
+ * Whether `name` is a user on this machine (stock's getpwnam: getent asks NSS as it would; without
+ * getent, /etc/passwd).
+ */
+function userExists(name: string): boolean {
+  try {
+    const r = Bun.spawnSync(["getent", "passwd", name], { stdout: "ignore", stderr: "ignore" });
+    if (r.exitCode === 0 || r.exitCode === 2) return r.exitCode === 0;
+  } catch {
+    // no getent: read the file
+  }
+  try {
+    return readFileSync("/etc/passwd", "latin1").split("\n").some((l) => l.split(":")[0] === name);
+  } catch {
+    return false;
+  }
+}
+
+function failUsage(e: unknown): never {
+  if (!(e instanceof UsageError)) throw e;
+  process.stderr.write(usageErrorText(e));
+  process.exit(e.exitCode);
+}
+
 if (isMainThread) {
   let cl;
   try {
     cl = parseCommandLine(process.argv.slice(2));
   } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    process.stderr.write(`memcached: ${e.message}\nRun with -h to list the options.\n`);
-    process.exit(e.exitCode);
+    failUsage(e);
   }
   if (cl.action === "help") {
     process.stdout.write(usage());
@@ -90,6 +113,17 @@ if (isMainThread) {
   const cpus = availableParallelism();
   const threads = cl.threadsGiven ? cl.settings.threads : cpus;
   cl.settings.threads = threads;
+  try {
+    checkShardMemory(cl.settings, threads);
+  } catch (e) {
+    failUsage(e);
+  }
+  // Stock, as root, switches to the -u user (EX_NOUSER if there is none). This server keeps its
+  // identity (README: Differences) but refuses a user that does not exist, as stock does.
+  if (cl.user !== null && process.getuid?.() === 0 && !userExists(cl.user)) {
+    process.stderr.write(`can't find the user ${cl.user} to switch to\n`);
+    process.exit(67);
+  }
   // Hand the parsed settings to the app template (and through it to every shard) as one option.
   process.argv = [
     process.argv[0]!,

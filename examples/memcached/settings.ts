@@ -48,6 +48,8 @@ export interface Settings {
   idleTimeout: number;
   /** Initial hash table power (-o hashpower); 0 = stock's 16. The table doubles as items grow. */
   hashpowerInit: number;
+  /** -o hash_algorithm, as stats settings reports it (the store's own hash is internal). */
+  hashAlgorithm: string;
   /** Close new connections at once when over the limit (-o maxconns_fast). */
   maxconnsFast: boolean;
   /** Slab page mover enabled (-o slab_reassign / no_slab_reassign). */
@@ -90,6 +92,7 @@ export function defaultSettings(): Settings {
     shutdownCommand: false,
     idleTimeout: 0,
     hashpowerInit: 0,
+    hashAlgorithm: "murmur3",
     maxconnsFast: true,
     slabReassign: true,
     slabAutomove: 1,

@@ -436,7 +436,7 @@ function settingsStats(engine: Engine, sink: StatsSink): void {
   add("tail_repair_time", 0);
   add("flush_enabled", s.flushEnabled ? "yes" : "no");
   add("dump_enabled", s.dumpEnabled ? "yes" : "no");
-  add("hash_algorithm", "murmur3");
+  add("hash_algorithm", s.hashAlgorithm ?? "murmur3");
   add("lru_maintainer_thread", "no");
   add("lru_segmented", "no");
   add("hot_lru_pct", 20);

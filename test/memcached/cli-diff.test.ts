@@ -111,3 +111,98 @@ describe("signals, as stock handles them", () => {
     expect(ours.stderr.split("\n")).toContain("Exiting normally");
   }, 60_000);
 });
+
+/** Exit code and stderr of a command line that stock refuses, or "started" if it ran. */
+async function outcome(which: Which, args: string[], port: number): Promise<{ started: true } | { code: number; stderr: string }> {
+  const run = launch(which, args);
+  try {
+    if (await listening(run.proc, port)) return { started: true };
+    return { code: await run.proc.exited, stderr: (await run.stderr).replace(/^\S*memcached: /gm, "memcached: ") };
+  } finally {
+    run.proc.kill("SIGKILL");
+    await run.proc.exited;
+  }
+}
+
+describe("the command line, as stock reads it", () => {
+  // Each: the arguments (PORT: a free port) and what both must do.
+  const cases: [string[], string][] = [
+    [["--foo"], "getopt"],
+    [["-x"], "getopt"],
+    [["-p"], "getopt"],
+    [["--p", "1"], "getopt"],
+    [["--port"], "getopt"],
+    [["--enable-shutdown=1"], "getopt"],
+    [["extra"], "runs"],
+    [["--", "extra"], "runs"],
+    [["-o", "hash_algorithm=jenkins"], "runs"],
+    [["-o", "hash_algorithm=xxh3"], "runs"],
+    [["-o", "hash_algorithm=xxhash"], "same"],
+    [["-o", "hashpower"], "same"],
+    [["-o", "idle_timeout"], "same"],
+    [["-o", "tail_repair_time"], "same"],
+    [["-u", "nosuchuser"], "same"],
+    [["-U", "-5"], "code"],
+    [["-S"], "code"],
+  ];
+  for (const [args, expectation] of cases) {
+    test(`${args.join(" ")}: ${expectation}`, async () => {
+      const port = await freePort();
+      const full = ["-l", "127.0.0.1", "-p", String(port), ...args];
+      const [stock, ours] = [await outcome("stock", full, port), await outcome("ours", full, port)];
+      if (expectation === "runs") {
+        expect(stock).toEqual({ started: true });
+        expect(ours).toEqual(stock);
+      } else if (expectation === "code") {
+        expect("code" in ours && "code" in stock && ours.code === stock.code).toBe(true);
+      } else {
+        expect(ours).toEqual(stock);
+        if (expectation === "getopt") expect(stock).toMatchObject({ code: 1, stderr: expect.stringContaining('Illegal argument "?"') });
+      }
+    }, 60_000);
+  }
+
+  test("-p -5: exit 71 (stock fails to listen) and the port in the message", async () => {
+    const ours = await outcome("ours", ["-p", "-5"], 0);
+    const stock = await outcome("stock", ["-p", "-5"], 0);
+    expect(stock).toMatchObject({ code: 71 });
+    expect(ours).toMatchObject({ code: 71, stderr: expect.stringContaining("failed to listen on TCP port -5") });
+  });
+
+  test('as root, -u names a user that must exist: "can\'t find the user" and exit 67', async () => {
+    if (process.getuid?.() !== 0) return;
+    const ours = await outcome("ours", ["-p", "0", "-u", "nosuchuser"], 0);
+    expect(ours).toEqual({ code: 67, stderr: "can't find the user nosuchuser to switch to\n" });
+  });
+
+  test("-U N without -p: TCP listens on port N too", async () => {
+    for (const which of ["stock", "ours"] as const) {
+      const port = await freeUdpPort();
+      const run = launch(which, ["-l", "127.0.0.1", "-U", String(port)]);
+      try {
+        expect(await listening(run.proc, port)).toBe(true);
+        expect(await answers(port)).toBe(true);
+      } finally {
+        run.proc.kill("SIGKILL");
+        await run.proc.exited;
+      }
+    }
+  }, 60_000);
+});
+
+describe("-m beyond what one shard holds", () => {
+  test("refused in one line (no stack trace), naming the per-shard limit; the limit itself starts", async () => {
+    const big = launch("ours", ["-l", "127.0.0.1", "-p", "0", "-m", "8192"]);
+    expect(await big.proc.exited).toBe(64);
+    const err = await big.stderr;
+    expect(err).toBe("-m 8192 with -t 1 gives each shard 8192 MB; at most 4055 MB per shard here (one shard's memory is one view of at most 4 GiB): use more shards (-t 3 or more)\n");
+    const port = await freePort();
+    const ok = launch("ours", ["-l", "127.0.0.1", "-p", String(port), "-m", "4055"]);
+    try {
+      expect(await listening(ok.proc, port)).toBe(true);
+    } finally {
+      ok.proc.kill("SIGKILL");
+      await ok.proc.exited;
+    }
+  }, 60_000);
+});
