@@ -6,9 +6,11 @@
  * once per received chunk; the stack sends every connection's writes of a loop turn in one
  * submission.
  */
+import { chmodSync, lstatSync, unlinkSync } from "node:fs";
+import { CString, dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
 import { SystemError, Timer, sleep } from "../../src/index.ts";
-import { bindUdp, listen, formatAddress } from "../../src/net/index.ts";
-import type { Connection, Listener, UdpChannel } from "../../src/net/index.ts";
+import { bindUdp, formatAddress, listen, parseAddress } from "../../src/net/index.ts";
+import type { Connection, Listener, ListenOptions, SocketAddress, UdpChannel } from "../../src/net/index.ts";
 import { Engine } from "./engine.ts";
 import { Session, Proto } from "./session.ts";
 import { Out } from "./out.ts";
@@ -33,6 +35,16 @@ const UDP_DATA_SIZE = 1392;
 const tooMany = new TextEncoder().encode("ERROR Too many open connections\r\n");
 /** Thrown by a connection's receiver to end it (quit, a fatal protocol error, a graceful stop). */
 const STOP = new Error("connection done");
+
+/** A listening socket as `stats conns` shows it. */
+interface ListeningEntry {
+  id: number;
+  kind: "tcp" | "udp" | "unix";
+  address: SocketAddress;
+  /** rel_time it was opened. */
+  since: number;
+  channel?: UdpChannel;
+}
 
 /** One connection's state on this shard. */
 interface Conn {
@@ -64,6 +76,16 @@ export class ShardServer {
   private crawler: Timer | undefined;
   private readonly maxConns: number;
   private readonly done: Promise<void>[] = [];
+  /** The listening sockets as `stats conns` lists them (stock counts them as connections). */
+  private readonly listening: ListeningEntry[] = [];
+  /** When each UDP channel last served a request (stats conns' secs_since_last_cmd). */
+  private readonly udpLastCmd = new Map<UdpChannel, number>();
+  /** acceptLoops waiting for a connection to close (no_maxconns_fast at the limit). */
+  private roomWaiters: (() => void)[] = [];
+  private accepting = true;
+  private disabledAt = 0;
+  private listenDisabledNum = 0;
+  private timeInListenDisabledUs = 0;
 
   constructor(settings: Settings, options: ShardServerOptions) {
     this.settings = settings;
@@ -73,44 +95,50 @@ export class ShardServer {
     // as SIGTERM does; stock exits too (SIGINT for "shutdown", SIGUSR1 for "shutdown graceful").
     this.engine.onShutdown = () => process.kill(process.pid, "SIGTERM");
     this.maxConns = Math.max(1, Math.ceil(settings.maxConns / options.shards));
+    (this.engine as Engine & { acceptStats?: () => ReturnType<ShardServer["acceptStats"]> }).acceptStats = () => this.acceptStats();
   }
 
   /**
-   * Binds the TCP (and UDP) sockets and starts serving. Throws SystemError (EADDRINUSE...).
-   * Without -l, like stock: every IPv4 address and every IPv6 address (an IPv6-only socket
-   * next to the IPv4 one; skipped where the machine has no IPv6).
+   * Binds the sockets and starts serving; throws ListenError (one line, a code for main) where
+   * stock exits with EX_OSERR. As stock's server_socket(): every address an -l entry resolves
+   * to (getaddrinfo, AI_PASSIVE; without -l the wildcard 0.0.0.0 and [::]), IPv6 sockets
+   * IPv6-only; an address that is in use (EADDRINUSE) or whose family this machine lacks is
+   * skipped, any other failure is fatal, and so is an entry none of whose addresses could be
+   * bound. With -s only the Unix socket, on shard 0 (one file, one listener).
    */
   start(): void {
     const s = this.settings;
-    const explicit = s.listen !== null;
-    const hosts = explicit ? s.listen!.split(",").filter((h) => h !== "") : ["0.0.0.0", "::"];
-    /** Binds `bind(host, v6Only)` for every host; the wildcard IPv6 socket may fail where IPv6 is off. */
-    const each = <T>(bind: (host: string, v6Only: boolean) => T): T[] => {
-      const out: T[] = [];
-      for (const host of hosts) {
-        const wildcard6 = !explicit && host === "::";
-        try {
-          out.push(bind(host, wildcard6));
-        } catch (e) {
-          if (!(wildcard6 && e instanceof SystemError && (e.code === "EAFNOSUPPORT" || e.code === "EADDRNOTAVAIL"))) throw e;
+    const unixPath = s.listen?.startsWith("unix:") ? s.listen.slice(5) : null;
+    if (unixPath !== null) {
+      if (this.engine.shardId === 0) this.listenUnix(unixPath);
+    } else {
+      const entries: Interface[] = s.listen === null ? [{ text: "", host: null, port: -1, protocol: undefined }] : parseInterfaces(s.listen);
+      // UDP first: once the TCP port accepts (how clients and scripts see readiness), the UDP
+      // one is bound too (bound second, a datagram sent at once could find no socket).
+      if (s.udpPort !== 0) {
+        for (const e of entries) {
+          this.bindEach(e, e.port >= 0 ? e.port : s.udpPort, "UDP", (a) => {
+            const ch = bindUdp(a, { reusePort: true, ipv6Only: a.family === "ipv6", maxQueued: 256 });
+            this.udp.push(ch);
+            this.done.push(this.udpLoop(ch));
+          });
         }
       }
-      return out;
-    };
-    // UDP first: once the TCP port accepts (how clients and scripts see readiness), the UDP
-    // one is bound too (bound second, a datagram sent at once could find no socket).
-    if (s.udpPort !== 0) {
-      for (const ch of each((host, ipv6Only) => bindUdp({ host, port: s.udpPort }, { reusePort: true, ipv6Only, maxQueued: 256 }))) {
-        this.udp.push(ch);
-        this.done.push(this.udpLoop(ch));
+      if (s.port !== 0) {
+        const opts = this.listenOptions();
+        for (const e of entries) {
+          this.bindEach(e, e.port >= 0 ? e.port : s.port, "TCP", (a) => {
+            this.addListener(listen(a, { ...opts, ipv6Only: a.family === "ipv6" }), e.protocol);
+          });
+        }
       }
     }
-    if (s.port !== 0) {
-      const opts = { reusePort: true, backlog: s.backlog, writeHighWater: WRITE_HIGH_WATER, idleTimeoutMs: s.idleTimeout > 0 ? s.idleTimeout * 1000 : 0 };
-      for (const l of each((host, ipv6Only) => listen({ host, port: s.port }, { ...opts, ipv6Only }))) {
-        this.listeners.push(l);
-        this.done.push(this.acceptLoop(l));
-      }
+    // `stats conns` lists the listening sockets first, as stock's lower fds: TCP, then UDP (one
+    // per address per worker thread, as stock dispatches one per thread).
+    const now = this.engine.clock.now;
+    for (const l of this.listeners) this.listening.push({ id: this.nextId++, kind: l.localAddress.family === "unix" ? "unix" : "tcp", address: l.localAddress, since: now });
+    for (const ch of this.udp) {
+      for (let t = 0; t < this.engine.shards; t++) this.listening.push({ id: this.nextId++, kind: "udp", address: ch.localAddress, since: now, channel: ch });
     }
     // Stock counts its listening sockets as connections: one per TCP address, one per UDP
     // address per worker thread (stats curr_connections, total_connections, structures).
@@ -146,34 +174,152 @@ export class ShardServer {
     return a && a.family !== "unix" ? a.port : 0;
   }
 
-  private async acceptLoop(l: Listener): Promise<void> {
-    try {
-      for await (const c of l) {
-        if (this.stopping) {
-          c.reset();
+  /**
+   * Calls `bind` with every address `entry` resolves to on `port`, as stock's server_socket()
+   * does: an address in use, or of a family this machine cannot open, is skipped; any other
+   * failure, or no address bound at all, throws ListenError.
+   */
+  private bindEach(entry: Interface, port: number, transport: "TCP" | "UDP", bind: (a: SocketAddress) => void): void {
+    const where = this.settings.listen === null ? `${transport} port ${port}` : entry.text;
+    const addresses = resolvePassive(entry.host, port, transport, where);
+    let bound = 0;
+    let skipped: { error: SystemError; address: SocketAddress } | undefined;
+    for (const a of addresses) {
+      try {
+        bind(a);
+        bound++;
+      } catch (e) {
+        if (!(e instanceof SystemError)) throw e;
+        if (e.code === "EADDRINUSE" || e.code === "EAFNOSUPPORT" || e.code === "EPROTONOSUPPORT") {
+          skipped = { error: e, address: a };
           continue;
         }
-        const stats = this.engine.stats;
-        if (this.conns.size >= this.maxConns) {
-          stats.rejected_conns++;
-          void c.output.write(tooMany);
-          void c.close();
-          continue;
-        }
-        stats.total_conns++;
-        void this.serve(c);
+        // Stock's words (strerror), then the errno's name and the address, which stock leaves out.
+        throw new ListenError(`${where}: bind(): ${strerror(e.errno)}, ${e.code} (${formatAddress(a)})`, e.code);
       }
-    } catch {
-      // accept() fails with ECONNABORTED once the listener closes.
+    }
+    if (bound === 0) {
+      const why = skipped === undefined ? "no address" : `${strerror(skipped.error.errno)}, ${skipped.error.code} (${formatAddress(skipped.address)})`;
+      throw new ListenError(`${where}: ${why}`, skipped?.error.code ?? "EADDRNOTAVAIL");
     }
   }
 
+  /** TCP (and Unix socket) listener options; the accept limits depend on -o no_maxconns_fast. */
+  private listenOptions(): ListenOptions {
+    const s = this.settings;
+    return {
+      reusePort: true,
+      backlog: s.backlog,
+      writeHighWater: WRITE_HIGH_WATER,
+      idleTimeoutMs: s.idleTimeout > 0 ? s.idleTimeout * 1000 : 0,
+      // Without maxconns_fast, peers past the limit wait in the kernel's backlog (acceptLoop
+      // stops taking them): the stack must not accept more than one ahead.
+      ...(s.maxconnsFast ? {} : { acceptQueueLimit: 1 }),
+    };
+  }
+
+  private addListener(l: Listener, protocol: Proto | undefined): void {
+    this.listeners.push(l);
+    this.done.push(this.acceptLoop(l, protocol));
+  }
+
+  /**
+   * -s: the Unix socket, as stock's server_socket_unix(): a socket file left at the path (a
+   * previous run's) is replaced, the file gets the -a mode (default 0700), and it stays after
+   * the server stops.
+   */
+  private listenUnix(path: string): void {
+    try {
+      if (lstatSync(path).isSocket()) unlinkSync(path);
+    } catch {
+      // nothing there: bind creates it
+    }
+    let l: Listener;
+    try {
+      l = listen(`unix:${path}`, { ...this.listenOptions(), unlinkOnClose: false });
+    } catch (e) {
+      if (!(e instanceof SystemError)) throw e;
+      throw new ListenError(`UNIX socket ${path}: bind(): ${strerror(e.errno)}`, e.code);
+    }
+    // Stock binds under umask(~mask): the same mode as a chmod to the mask.
+    const mask = (this.settings as Settings & { unixMask?: number }).unixMask ?? 0o700;
+    try {
+      chmodSync(path, mask & 0o777);
+    } catch {
+      // removed already by someone else: the listener still serves whoever holds a descriptor
+    }
+    this.addListener(l, undefined);
+  }
+
+  /**
+   * Takes connections from `l`. At the connection limit, with maxconns_fast (the default) a new
+   * peer gets "ERROR Too many open connections" and is closed; without it, as stock, accepting
+   * stops (accepting_conns 0, listen_disabled_num counts) and new peers wait in the kernel's
+   * backlog until a connection closes.
+   */
+  private async acceptLoop(l: Listener, protocol: Proto | undefined): Promise<void> {
+    const stats = this.engine.stats;
+    for (;;) {
+      if (!this.settings.maxconnsFast && this.conns.size >= this.maxConns && !this.stopping) {
+        this.disableAccept();
+        await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
+        continue;
+      }
+      let c: Connection;
+      try {
+        c = await l.accept();
+      } catch {
+        // accept() fails with ECONNABORTED once the listener closes.
+        return;
+      }
+      if (this.stopping) {
+        c.reset();
+        continue;
+      }
+      if (this.conns.size >= this.maxConns && this.settings.maxconnsFast) {
+        stats.rejected_conns++;
+        void c.output.write(tooMany);
+        void c.close();
+        continue;
+      }
+      stats.total_conns++;
+      void this.serve(c, protocol);
+    }
+  }
+
+  private disableAccept(): void {
+    if (!this.accepting) return;
+    this.accepting = false;
+    this.disabledAt = performance.now();
+    this.listenDisabledNum++;
+  }
+
+  /** A connection closed (or the server stops): accepting goes on if it had stopped. */
+  private makeRoom(): void {
+    if (this.roomWaiters.length === 0) return;
+    if (!this.accepting) {
+      this.accepting = true;
+      this.timeInListenDisabledUs += Math.round((performance.now() - this.disabledAt) * 1000);
+    }
+    for (const w of this.roomWaiters.splice(0)) w();
+  }
+
+  /**
+   * Stock's accepting_conns, listen_disabled_num and time_in_listen_disabled_us for this shard
+   * (stats.ts reports them through Engine.acceptStats when that hook exists).
+   */
+  acceptStats(): { accepting: boolean; listenDisabledNum: number; timeInListenDisabledUs: number } {
+    const now = this.accepting ? 0 : Math.round((performance.now() - this.disabledAt) * 1000);
+    return { accepting: this.accepting, listenDisabledNum: this.listenDisabledNum, timeInListenDisabledUs: this.timeInListenDisabledUs + now };
+  }
+
   /** Runs one connection until it ends. */
-  private async serve(connection: Connection): Promise<void> {
+  private async serve(connection: Connection, protocol: Proto | undefined): Promise<void> {
     const stats = this.engine.stats;
     // Responses are rendered into one buffer shared by the shard's connections (it stays in the
     // cache; each connection's own would be cold), copied to the connection's output at once.
-    const session = new Session(this.engine, { sharedOut: this.sharedOut });
+    // An -l proto[...] listener fixes the protocol; else -B's.
+    const session = new Session(this.engine, { sharedOut: this.sharedOut, protocol });
     const conn: Conn = { id: this.nextId++, connection, session, lastCmd: this.engine.clock.now };
     this.conns.set(conn.id, conn);
     stats.curr_conns++;
@@ -251,6 +397,7 @@ export class ShardServer {
       } finally {
         this.conns.delete(conn.id);
         stats.curr_conns--;
+        this.makeRoom();
       }
     }
   }
@@ -268,13 +415,17 @@ export class ShardServer {
       }
       if (d === null) return;
       const data = d.data;
-      this.engine.stats.bytes_read += data.length;
+      // Stock counts only datagrams longer than the frame header (a multi-datagram one too).
       if (data.length <= 8) continue;
+      this.engine.stats.bytes_read += data.length;
+      this.udpLastCmd.set(ch, this.engine.clock.now);
       const requestId = (data[0]! << 8) | data[1]!;
       // Multi-datagram requests are not supported (stock drops them too).
       if (data[4] !== 0 || data[5] !== 1) continue;
       const proto = data[8] === 0x80 ? Proto.BINARY : Proto.TEXT;
       const session = new Session(this.engine, { out, protocol: proto });
+      // The datagram is counted whole above (frame header included), once.
+      session.countBytes = false;
       session.feed(data.subarray(8));
       session.close();
       if (session.holes.length > 0) await fillHoles(session);
@@ -301,15 +452,32 @@ export class ShardServer {
     }
   }
 
+  /**
+   * `stats conns`, in stock's shape: the listening sockets (TCP and Unix: conn_listening; UDP:
+   * conn_read, one per address per thread), then the connections. Ids are ours, not fds.
+   */
   private connStats(sink: StatsSink): void {
     const now = this.engine.clock.now;
+    const base = this.engine.shardId * 100000;
+    for (const e of this.listening) {
+      const k = `${base + e.id}`;
+      if (e.kind === "udp") sink.add(`${k}:UDP`, "UDP");
+      // Stock reads a listening socket's address into a sockaddr_in6: a path beyond its 26 bytes is cut.
+      const a = e.address.family === "unix" ? { ...e.address, path: e.address.path.slice(0, 26) } : e.address;
+      sink.add(`${k}:addr`, connText(e.kind, a));
+      sink.add(`${k}:state`, e.kind === "udp" ? "conn_read" : "conn_listening");
+      const last = e.channel === undefined ? e.since : (this.udpLastCmd.get(e.channel) ?? e.since);
+      sink.add(`${k}:secs_since_last_cmd`, String(now - last));
+    }
     for (const c of this.conns.values()) {
-      const k = `${this.engine.shardId * 100000 + c.id}`;
+      const k = `${base + c.id}`;
       let addr = "?";
       let local = "?";
       try {
-        addr = `tcp:${formatAddress(c.connection.remoteAddress)}`;
-        local = `tcp:${formatAddress(c.connection.localAddress)}`;
+        const l = c.connection.localAddress;
+        // Stock has no peer address for a Unix socket's client (family 0).
+        addr = l.family === "unix" ? "?:<AF 0>" : connText("tcp", c.connection.remoteAddress);
+        local = connText("tcp", l);
       } catch {
         // the socket is already gone
       }
@@ -341,6 +509,8 @@ export class ShardServer {
 
   private async drainNow(timeoutMs: number): Promise<void> {
     this.stopping = true;
+    // acceptLoops waiting for room go on to see their listener closed.
+    for (const w of this.roomWaiters.splice(0)) w();
     this.crawler?.cancel();
     await Promise.all(this.listeners.map((l) => l.close().catch(() => {})));
     for (const ch of this.udp) await ch.close().catch(() => {});
@@ -353,5 +523,177 @@ export class ShardServer {
     while (this.conns.size > 0 && Date.now() < deadline) await sleep(5);
     for (const c of this.conns.values()) c.connection.reset();
     await Promise.allSettled(this.done);
+  }
+}
+
+/**
+ * Listening failed where stock exits with EX_OSERR (71). The message is one line naming what
+ * failed, in stock's words (gai_strerror, strerror); `code` is the errno's name, as main.ts
+ * expects of errors it reports in one line.
+ */
+export class ListenError extends Error {
+  readonly code: string;
+  constructor(message: string, code: string) {
+    super(message);
+    this.name = "ListenError";
+    this.code = code;
+  }
+}
+
+/** One -l entry: a host (null: any address), its own port (-1: -p's / -U's), a fixed protocol. */
+export interface Interface {
+  text: string;
+  host: string | null;
+  port: number;
+  protocol: Proto | undefined;
+}
+
+/** strtol's prefix of `s` as stock's safe_strtol takes it: digits, then only white space or the end. */
+function safeStrtol(s: string): number | null {
+  const m = /^[ \t\n\v\f\r]*([+-]?\d+)([ \t\n\v\f\r].*)?$/s.exec(s);
+  if (m === null) return null;
+  const n = Number(m[1]);
+  return n >= -0x8000_0000 && n <= 0x7fff_ffff ? n : null;
+}
+
+/**
+ * Splits -l's value as stock's server_sockets() does: entries separated by ',' or ';' (empty
+ * ones skipped), each `[proto[ascii|binary|negotiating]:][tag[NAME]:]HOST[:PORT]` where HOST
+ * is a name, an address, `[IPv6]` or `*` (any). Throws ListenError with stock's complaint.
+ */
+export function parseInterfaces(list: string): Interface[] {
+  const out: Interface[] = [];
+  for (const text of list.split(/[;,]/)) {
+    if (text === "") continue;
+    const fail = (why: string): never => {
+      throw new ListenError(`${text}: ${why}`, "EINVAL");
+    };
+    let p = text;
+    // Debian's stock is built with TLS: "notls" is refused unless TLS is on, which it is not here.
+    if (p.startsWith("notls")) fail("'notls' option is valid only when SSL is enabled");
+    let protocol: Proto | undefined;
+    if (p.startsWith("proto")) {
+      p = p.slice(5);
+      if (p.startsWith("[")) {
+        const e = p.indexOf("]");
+        if (e < 0) fail(`Invalid protocol spec: "${p}"`);
+        // strncmp over the given length: a prefix ("asc", even "") names the protocol.
+        const name = p.slice(1, e);
+        if ("ascii".startsWith(name)) protocol = Proto.TEXT;
+        else if ("binary".startsWith(name)) protocol = Proto.BINARY;
+        else if ("negotiating".startsWith(name)) protocol = Proto.NEGOTIATE;
+        else if ("proxy".startsWith(name)) fail(`Server not built with proxy: "${text.slice(0, text.indexOf("]"))}"`);
+        p = p.slice(e + 2); // past "]" and the ":" assumed after it
+      }
+    }
+    if (p.startsWith("tag")) {
+      p = p.slice(3);
+      if (p.startsWith("[")) {
+        const e = p.indexOf("]");
+        if (e < 0) fail(`Invalid tag in socket config: "${p}"`);
+        const tag = p.slice(1, e);
+        // A listener tag is for stock's proxy; checked as stock does, otherwise unused.
+        if (tag.length < 1 || tag.length > 8) fail(`Listener tags must be between 1 and 8 characters: "${tag}"`);
+        p = p.slice(e + 2);
+      }
+    }
+    let host: string | null = null;
+    if (p.startsWith("[")) {
+      const e = p.indexOf("]");
+      if (e < 0) fail(`Invalid IPV6 address: "${p}"`);
+      host = p.slice(1, e);
+      p = p.slice(e + 1);
+    }
+    let port = -1;
+    const colon = p.indexOf(":");
+    // One colon (or any after [v6]) starts a port; more: an IPv6 address without a port.
+    if (colon >= 0 && (p.indexOf(":", colon + 1) < 0 || host !== null)) {
+      const n = safeStrtol(p.slice(colon + 1));
+      if (n === null) fail(`Invalid port number: "${p.slice(colon + 1)}"`);
+      port = n!;
+      p = p.slice(0, colon);
+    }
+    if (host === null) host = p;
+    out.push({ text, host: host === "*" ? null : host, port, protocol });
+  }
+  return out;
+}
+
+/** libc's resolver and error strings: a synchronous getaddrinfo, as stock calls it at start. */
+let libc: ReturnType<typeof openLibc> | undefined;
+
+function openLibc() {
+  return dlopen("libc.so.6", {
+    getaddrinfo: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+    freeaddrinfo: { args: [FFIType.ptr], returns: FFIType.void },
+    gai_strerror: { args: [FFIType.i32], returns: FFIType.ptr },
+    strerror: { args: [FFIType.i32], returns: FFIType.ptr },
+  }).symbols;
+}
+
+/** glibc's text for errno `n` ("Address already in use"), as stock's perror prints it. */
+function strerror(n: number): string {
+  libc ??= openLibc();
+  return new CString(libc.strerror(n)!).toString();
+}
+
+const AI_PASSIVE = 1;
+const SOCK_STREAM = 1;
+const SOCK_DGRAM = 2;
+const AF_INET = 2;
+const AF_INET6 = 10;
+const EAI_SYSTEM = -11;
+
+/**
+ * The addresses getaddrinfo(host, port, AI_PASSIVE) gives for a TCP or UDP socket, in its
+ * order (null host: the wildcard addresses). The port goes as text, as stock passes it: -1 is
+ * 0 (any), others beyond 16 bits are glibc's to judge. Throws ListenError naming `where`.
+ */
+function resolvePassive(host: string | null, port: number, transport: "TCP" | "UDP", where: string): SocketAddress[] {
+  libc ??= openLibc();
+  // struct addrinfo (x86-64 and arm64 alike): ai_flags, ai_family, ai_socktype at 0, 4, 8;
+  // ai_addr at 24, ai_next at 40.
+  const hints = new Int32Array(12);
+  hints[0] = AI_PASSIVE;
+  hints[2] = transport === "UDP" ? SOCK_DGRAM : SOCK_STREAM;
+  const result = new BigUint64Array(1);
+  const node = host === null ? null : Buffer.from(`${host}\0`);
+  const service = Buffer.from(`${port === -1 ? 0 : port}\0`);
+  const rc = libc.getaddrinfo(node === null ? null : ptr(node), ptr(service), ptr(hints), ptr(result));
+  if (rc !== 0) {
+    const why = rc === EAI_SYSTEM ? "system error" : new CString(libc.gai_strerror(rc)!).toString();
+    throw new ListenError(`${where}: getaddrinfo(): ${why}`, "ENOENT");
+  }
+  const out: SocketAddress[] = [];
+  const head = Number(result[0]) as Pointer;
+  try {
+    for (let ai = head; ai !== 0 && ai !== null; ai = read.ptr(ai, 40) as Pointer) {
+      const sa = read.ptr(ai, 24) as Pointer;
+      const family = read.u16(sa, 0);
+      const p = (read.u8(sa, 2) << 8) | read.u8(sa, 3);
+      if (family === AF_INET) {
+        out.push({ family: "ipv4", host: [4, 5, 6, 7].map((i) => read.u8(sa, i)).join("."), port: p });
+      } else if (family === AF_INET6) {
+        const groups: string[] = [];
+        for (let i = 0; i < 8; i++) groups.push(((read.u8(sa, 8 + 2 * i) << 8) | read.u8(sa, 9 + 2 * i)).toString(16));
+        // parseAddress writes the host in RFC 5952 form ("::"), as stock's inet_ntop does.
+        out.push(parseAddress({ family: "ipv6", host: groups.join(":"), port: p, scopeId: read.u32(sa, 24) }, "-l"));
+      }
+    }
+  } finally {
+    libc.freeaddrinfo(head);
+  }
+  return out;
+}
+
+/** An address as stock's stats conns writes it: "tcp:1.2.3.4:5", "udp6:[::]:5", "unix:/path". */
+function connText(transport: "tcp" | "udp" | "unix", a: SocketAddress): string {
+  switch (a.family) {
+    case "ipv4":
+      return `${transport}:${a.host}:${a.port}`;
+    case "ipv6":
+      return `${transport}6:[${a.host}]:${a.port}`;
+    case "unix":
+      return `unix:${a.path}`;
   }
 }
