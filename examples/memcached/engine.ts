@@ -76,8 +76,6 @@ export class Engine {
   onFlushUntil?: (expiration: number) => void;
   /** `shutdown` (enabled by -A): graceful or not. */
   onShutdown?: (graceful: boolean) => void;
-  /** `stats reset` ran here: the server resets the other shards. */
-  onStatsReset?: () => void;
   /** `stats conns`: the server lists its connections into the sink. */
   connStats?: (sink: StatsSink) => void;
   /**

@@ -170,7 +170,6 @@ export function processStats(s: Session, buf: Uint8Array): void {
     markListenersCounted(s.engine);
     s.engine.resetStats();
     s.engine.prefixStats.clear();
-    s.engine.onStatsReset?.();
     s.out.put(RESET);
     return;
   }

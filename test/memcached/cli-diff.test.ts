@@ -4,8 +4,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { spawn, type Subprocess } from "bun";
-import net from "node:net";
-import { b, dec, exchange, freePort, freeUdpPort } from "./lib/harness.ts";
+import { accepts, b, dec, exchange, freePort, freeUdpPort } from "./lib/harness.ts";
 
 type Which = "stock" | "ours";
 
@@ -20,15 +19,7 @@ async function listening(proc: Subprocess, port: number, timeoutMs = 30_000): Pr
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (proc.exitCode !== null || proc.signalCode !== null) return false;
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, "127.0.0.1");
-      s.once("connect", () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once("error", () => resolve(false));
-    });
-    if (ok) return true;
+    if (await accepts(port)) return true;
     await Bun.sleep(50);
   }
   throw new Error(`nothing listened on ${port} within ${timeoutMs} ms`);
