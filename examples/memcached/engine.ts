@@ -34,11 +34,16 @@ export class ThreadStats {
   rejected_conns = 0;
   conn_structs = 0;
   idle_kicks = 0;
+  /** 1 while accepting is stopped at the connection limit (-o no_maxconns_fast); not reset. */
+  accept_disabled = 0;
+  listen_disabled_num = 0;
+  /** Time spent not accepting, added when accepting resumes (as stock). */
+  time_in_listen_disabled_us = 0;
 
   /** Zeroes the resettable counters (stats reset). */
   reset(): void {
     for (const k of Object.keys(this) as (keyof ThreadStats)[]) {
-      if (k === "curr_conns" || k === "conn_structs") continue;
+      if (k === "curr_conns" || k === "conn_structs" || k === "accept_disabled") continue;
       (this as unknown as Record<string, number>)[k] = 0;
     }
   }

@@ -82,10 +82,8 @@ export class ShardServer {
   private readonly udpLastCmd = new Map<UdpChannel, number>();
   /** acceptLoops waiting for a connection to close (no_maxconns_fast at the limit). */
   private roomWaiters: (() => void)[] = [];
-  private accepting = true;
+  /** When accepting stopped at the connection limit (-o no_maxconns_fast), performance.now(). */
   private disabledAt = 0;
-  private listenDisabledNum = 0;
-  private timeInListenDisabledUs = 0;
 
   constructor(settings: Settings, options: ShardServerOptions) {
     this.settings = settings;
@@ -95,7 +93,6 @@ export class ShardServer {
     // as SIGTERM does; stock exits too (SIGINT for "shutdown", SIGUSR1 for "shutdown graceful").
     this.engine.onShutdown = () => process.kill(process.pid, "SIGTERM");
     this.maxConns = Math.max(1, Math.ceil(settings.maxConns / options.shards));
-    (this.engine as Engine & { acceptStats?: () => ReturnType<ShardServer["acceptStats"]> }).acceptStats = () => this.acceptStats();
   }
 
   /**
@@ -260,11 +257,6 @@ export class ShardServer {
   private async acceptLoop(l: Listener, protocol: Proto | undefined): Promise<void> {
     const stats = this.engine.stats;
     for (;;) {
-      if (!this.settings.maxconnsFast && this.conns.size >= this.maxConns && !this.stopping) {
-        this.disableAccept();
-        await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
-        continue;
-      }
       let c: Connection;
       try {
         c = await l.accept();
@@ -276,41 +268,50 @@ export class ShardServer {
         c.reset();
         continue;
       }
-      if (this.conns.size >= this.maxConns && this.settings.maxconnsFast) {
-        stats.rejected_conns++;
-        void c.output.write(tooMany);
-        void c.close();
-        continue;
+      if (this.conns.size >= this.maxConns) {
+        if (this.settings.maxconnsFast) {
+          stats.rejected_conns++;
+          void c.output.write(tooMany);
+          void c.close();
+          continue;
+        }
+        // Stock's accept() fails (EMFILE) when a peer comes past the limit: it stops accepting
+        // then, and the peer waits until a connection closes. The listener accepts at most one
+        // ahead (acceptQueueLimit), so later peers wait in the kernel's backlog.
+        this.disableAccept();
+        while (this.conns.size >= this.maxConns && !this.stopping) await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
+        if (this.stopping) {
+          c.reset();
+          continue;
+        }
       }
       stats.total_conns++;
       void this.serve(c, protocol);
     }
   }
 
+  /**
+   * Accepting stops at the limit. Stock's accepting_conns (0 now), listen_disabled_num (one
+   * more) and, once accepting resumes, time_in_listen_disabled_us live in the shard's counters:
+   * `stats reset` zeroes the last two, as stock's (resettable) struct stats.
+   */
   private disableAccept(): void {
-    if (!this.accepting) return;
-    this.accepting = false;
+    const stats = this.engine.stats;
+    if (stats.accept_disabled) return;
+    stats.accept_disabled = 1;
     this.disabledAt = performance.now();
-    this.listenDisabledNum++;
+    stats.listen_disabled_num++;
   }
 
   /** A connection closed (or the server stops): accepting goes on if it had stopped. */
   private makeRoom(): void {
     if (this.roomWaiters.length === 0) return;
-    if (!this.accepting) {
-      this.accepting = true;
-      this.timeInListenDisabledUs += Math.round((performance.now() - this.disabledAt) * 1000);
+    const stats = this.engine.stats;
+    if (stats.accept_disabled) {
+      stats.accept_disabled = 0;
+      stats.time_in_listen_disabled_us += Math.round((performance.now() - this.disabledAt) * 1000);
     }
     for (const w of this.roomWaiters.splice(0)) w();
-  }
-
-  /**
-   * Stock's accepting_conns, listen_disabled_num and time_in_listen_disabled_us for this shard
-   * (stats.ts reports them through Engine.acceptStats when that hook exists).
-   */
-  acceptStats(): { accepting: boolean; listenDisabledNum: number; timeInListenDisabledUs: number } {
-    const now = this.accepting ? 0 : Math.round((performance.now() - this.disabledAt) * 1000);
-    return { accepting: this.accepting, listenDisabledNum: this.listenDisabledNum, timeInListenDisabledUs: this.timeInListenDisabledUs + now };
   }
 
   /** Runs one connection until it ends. */

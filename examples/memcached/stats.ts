@@ -340,9 +340,10 @@ function general(engine: Engine, snap: StatsSnapshot, sink: StatsSink): void {
   add("bytes_read", t.bytes_read!);
   add("bytes_written", t.bytes_written!);
   add("limit_maxbytes", settings.maxBytes);
-  add("accepting_conns", 1);
-  add("listen_disabled_num", 0);
-  add("time_in_listen_disabled_us", 0);
+  // Summed over shards: the server accepts while no shard has stopped at its limit.
+  add("accepting_conns", t.accept_disabled! > 0 ? 0 : 1);
+  add("listen_disabled_num", t.listen_disabled_num!);
+  add("time_in_listen_disabled_us", t.time_in_listen_disabled_us!);
   add("threads", settings.threads);
   add("conn_yields", t.conn_yields!);
   add("hash_power_level", st.hashPower!);

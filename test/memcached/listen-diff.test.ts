@@ -260,29 +260,47 @@ describe("-o no_maxconns_fast", () => {
       };
       const first = await open();
       expect(await first.line).toStartWith("VERSION ");
-      // The readiness probes are gone once the server counts only this connection (plus its listener, less one).
-      for (;;) {
-        first.s.write(b("stats\r\n"));
-        const st = await new Promise<string>((resolve) => {
+      /** Sends `command` on `s`, resolves with its answer up to END. */
+      const ask = (s: net.Socket, command: string): Promise<string> => {
+        s.write(b(command));
+        return new Promise<string>((resolve) => {
           let got = "";
           const on = (d: Buffer) => {
             got += dec.decode(d);
-            if (got.endsWith("END\r\n")) {
-              first.s.off("data", on);
+            if (got.endsWith("END\r\n") || got === "RESET\r\n") {
+              s.off("data", on);
               resolve(got);
             }
           };
-          first.s.on("data", on);
+          s.on("data", on);
         });
-        if (/curr_connections 1\r\n/.test(st)) break;
+      };
+      const stat = (text: string, key: string): number => Number(new RegExp(`STAT ${key} (\\d+)\r\n`).exec(text)?.[1] ?? NaN);
+      // The readiness probes are gone once the server counts only this connection (plus its listener, less one).
+      for (;;) {
+        if (/curr_connections 1\r\n/.test(await ask(first.s, "stats\r\n"))) break;
         await Bun.sleep(20);
       }
-      for (let i = 0; i < 2; i++) expect(await (await open()).line).toStartWith("VERSION ");
+      const before = await ask(first.s, "stats\r\n");
+      expect([stat(before, "accepting_conns"), stat(before, "listen_disabled_num"), stat(before, "time_in_listen_disabled_us")]).toEqual([1, 0, 0]);
+      const second = await open();
+      expect(await second.line).toStartWith("VERSION ");
+      expect(await (await open()).line).toStartWith("VERSION ");
       const waiting = await open();
       const early = await Promise.race([waiting.line, Bun.sleep(500).then(() => "<nothing yet>")]);
       expect(early).toBe("<nothing yet>");
+      // As stock: accepting is off and counted once; the time is added when it resumes.
+      const during = await ask(second.s, "stats\r\n");
+      expect([stat(during, "accepting_conns"), stat(during, "listen_disabled_num"), stat(during, "time_in_listen_disabled_us")]).toEqual([0, 1, 0]);
       first.s.destroy();
       expect(await waiting.line).toStartWith("VERSION ");
+      const after = await ask(second.s, "stats\r\n");
+      expect([stat(after, "accepting_conns"), stat(after, "listen_disabled_num")]).toEqual([1, 1]);
+      expect(stat(after, "time_in_listen_disabled_us")).toBeGreaterThan(0);
+      // stats reset zeroes both counters (stock's resettable struct stats).
+      expect(await ask(second.s, "stats reset\r\n")).toBe("RESET\r\n");
+      const reset = await ask(second.s, "stats\r\n");
+      expect([stat(reset, "accepting_conns"), stat(reset, "listen_disabled_num"), stat(reset, "time_in_listen_disabled_us")]).toEqual([1, 0, 0]);
     } finally {
       for (const s of socks) s.destroy();
       await kill(run);
