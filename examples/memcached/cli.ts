@@ -41,8 +41,6 @@ export interface CommandLine {
   threadsGiven: boolean;
   /** -h, -V or -i: print and exit. */
   action: "run" | "help" | "version" | "license";
-  /** -s: a Unix socket path to listen on instead of TCP/UDP. */
-  unixSocket: string | null;
   /** -u: checked to exist when run as root (main.ts), as stock does; the process keeps its identity. */
   user: string | null;
   /** -p / -U given: with -U N alone, stock listens on TCP port N too. */
@@ -110,6 +108,20 @@ export function atoi(s: string): number {
   return Math.max(-2147483648, Math.min(2147483647, v));
 }
 
+/**
+ * -a's value as stock reads it: strtol(s, NULL, 8) (leading whitespace, sign, octal digits;
+ * anything else ends it, 0 if none; saturated at the long range), stored in an int.
+ */
+export function strtolOctal(s: string): number {
+  const m = /^\s*([+-]?)([0-7]+)/.exec(s);
+  if (!m) return 0;
+  const max = (1n << 63n) - 1n;
+  let v = BigInt(`0o${m[2]}`);
+  if (m[1] === "-") v = v > max + 1n ? -(max + 1n) : -v;
+  else if (v > max) v = max;
+  return Number(BigInt.asIntN(32, v));
+}
+
 function strictInt(name: string, s: string, min: number, max = 2 ** 31 - 1): number {
   if (!/^\s*[+-]?\d+\s*$/.test(s)) throw new UsageError(`${name}: expected an integer, got "${s}"`);
   const v = Number.parseInt(s, 10);
@@ -137,7 +149,6 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
     settings,
     threadsGiven: false,
     action: "run",
-    unixSocket: null,
     user: null,
     tcpGiven: false,
     udpGiven: false,
@@ -209,7 +220,8 @@ function apply(cl: CommandLine, c: string, v: string | undefined): void {
       s.shutdownCommand = true;
       return;
     case "a":
-      return; // the socket file's mode: accepted, the stack creates it with the process umask
+      s.unixMask = strtolOctal(v!);
+      return;
     case "p":
       s.port = atoi(v!);
       cl.tcpGiven = true;
@@ -219,7 +231,7 @@ function apply(cl: CommandLine, c: string, v: string | undefined): void {
       cl.udpGiven = true;
       return;
     case "s":
-      cl.unixSocket = v!;
+      s.unixSocket = v!;
       return;
     case "m":
       s.maxBytes = atoi(v!) * 1024 * 1024;
@@ -496,7 +508,7 @@ export function usage(): string {
 -p, --port=<num>          TCP port to listen on (default: ${d.port})
 -U, --udp-port=<num>      UDP port to listen on (default: 0, off)
 -s, --unix-socket=<file>  UNIX socket to listen on (disables network support)
--a, --unix-mask=<mask>    access mask for UNIX socket (accepted)
+-a, --unix-mask=<mask>    access mask for UNIX socket, in octal (default: 700)
 -A, --enable-shutdown     enable ascii "shutdown" command
 -l, --listen=<addr>       interface to listen on (default: INADDR_ANY)
 -u, --user=<user>         accepted (the process keeps its identity)

@@ -104,10 +104,6 @@ if (isMainThread) {
     process.stdout.write("memcached protocol compatible server, part of Shoal (see the repository's license).\n");
     process.exit(0);
   }
-  if (cl.unixSocket !== null) {
-    cl.settings.listen = `unix:${cl.unixSocket}`;
-    cl.settings.udpPort = 0;
-  }
   for (const w of cl.warnings) process.stderr.write(`memcached: warning: ${w}\n`);
   verbose = cl.settings.verbose;
   const cpus = availableParallelism();

@@ -105,7 +105,7 @@ export class ShardServer {
    */
   start(): void {
     const s = this.settings;
-    const unixPath = s.listen?.startsWith("unix:") ? s.listen.slice(5) : null;
+    const unixPath = s.unixSocket;
     if (unixPath !== null) {
       if (this.engine.shardId === 0) this.listenUnix(unixPath);
     } else {
@@ -239,9 +239,8 @@ export class ShardServer {
       throw new ListenError(`UNIX socket ${path}: bind(): ${strerror(e.errno)}`, e.code);
     }
     // Stock binds under umask(~mask): the same mode as a chmod to the mask.
-    const mask = (this.settings as Settings & { unixMask?: number }).unixMask ?? 0o700;
     try {
-      chmodSync(path, mask & 0o777);
+      chmodSync(path, this.settings.unixMask & 0o777);
     } catch {
       // removed already by someone else: the listener still serves whoever holds a descriptor
     }

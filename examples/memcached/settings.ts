@@ -14,6 +14,10 @@ export interface Settings {
   udpPort: number;
   /** Interfaces to listen on (-l), comma-separated as stock keeps them; null = any. */
   listen: string | null;
+  /** Unix socket path (-s); when set, the server listens only there (no TCP, no UDP). */
+  unixSocket: string | null;
+  /** The Unix socket's access mask (-a, octal as stock reads it); the file gets mask & 0777. */
+  unixMask: number;
   /** Item memory limit in bytes (-m, given in megabytes), for the whole server. */
   maxBytes: number;
   /** Maximum simultaneous connections (-c). */
@@ -75,6 +79,8 @@ export function defaultSettings(): Settings {
     port: 11211,
     udpPort: 0,
     listen: null,
+    unixSocket: null,
+    unixMask: 0o700,
     maxBytes: 64 * 1024 * 1024,
     maxConns: 1024,
     verbose: 0,

@@ -407,8 +407,8 @@ function settingsStats(engine: Engine, sink: StatsSink): void {
   add("verbosity", s.verbose);
   add("oldest", engine.store.oldestLive);
   add("evictions", s.evictToFree ? "on" : "off");
-  add("domain_socket", "NULL");
-  add("umask", "700");
+  add("domain_socket", s.unixSocket ?? "NULL");
+  add("umask", (s.unixMask >>> 0).toString(8));
   add("shutdown_command", s.shutdownCommand ? "yes" : "no");
   add("growth_factor", s.factor.toFixed(2));
   add("chunk_size", s.chunkSize);

@@ -115,6 +115,34 @@ describe("-s: the Unix socket", () => {
     }
   }, 90_000);
 
+  test("-a sets the socket file's mode (octal, as strtol reads it); stats settings shows domain_socket, umask, and -p/-U/-l as given", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mc-unix-"));
+    try {
+      for (const [mask, extra] of [["755", []], ["1777", ["-U", "0", "-l", "127.0.0.1"]], ["abc", []], ["0640x", []]] as [string, string[]][]) {
+        const seen: Record<string, unknown> = {};
+        for (const which of ["stock", "ours"] as Which[]) {
+          const path = join(dir, `${which}.sock`);
+          const run = launch(which, ["-s", path, "-a", mask, "-p", "11999", ...extra]);
+          try {
+            const up = await serving(run.proc, path);
+            const mode = (lstatSync(path).mode & 0o7777).toString(8);
+            const settings = (await talk(path, "stats settings\r\n", "END\r\n"))!
+              .split("\r\n")
+              .filter((l) => /^STAT (domain_socket|umask|tcpport|udpport|inter) /.test(l))
+              .map((l) => l.replace(path, "PATH"));
+            seen[which] = { up, mode, settings };
+          } finally {
+            await kill(run);
+          }
+        }
+        expect(seen.stock).toMatchObject({ up: true });
+        expect(seen.ours).toEqual(seen.stock);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
+
   test("a path that cannot be bound: exit 71, one line, no stack trace", async () => {
     const run = launch("ours", ["-s", "/nonexistent-dir/x.sock"]);
     const code = await run.proc.exited;
@@ -181,7 +209,8 @@ describe("-l forms stock accepts", () => {
   }, 60_000);
 
   test("an unresolvable name or a bad port: exit 71, one line, no stack trace", async () => {
-    for (const l of ["nosuchhost.invalid", "127.0.0.1:abc", "proto[proxy]:127.0.0.1"]) {
+    // "unix:PATH" is not a form -l takes (stock: Invalid port number); -s is how to get a Unix socket.
+    for (const l of ["nosuchhost.invalid", "127.0.0.1:abc", "proto[proxy]:127.0.0.1", "unix:/tmp/mc-l-unix.sock"]) {
       const codes: number[] = [];
       for (const which of ["stock", "ours"] as Which[]) {
         const run = launch(which, ["-p", String(await freePort()), "-l", l]);
