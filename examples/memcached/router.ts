@@ -656,6 +656,42 @@ function mergeDumps(answers: Uint8Array[]): Uint8Array {
   return enc(text + "END\r\n");
 }
 
+/**
+ * `stats conns` of every shard as one answer in stock's order (its listening sockets have the
+ * lowest fds): the TCP/Unix listeners, then the UDP sockets, then the client connections; each
+ * in shard order. A socket's lines ("STAT <id>:<field> <value>") stay together.
+ */
+function mergeConns(answers: Uint8Array[]): Uint8Array {
+  const listeners: string[] = [];
+  const clients: string[] = [];
+  // Stock dups each UDP socket once per thread: its entries come address by address.
+  const udp = new Map<string, string[]>();
+  for (const a of answers) {
+    const groups = new Map<string, string[]>();
+    for (const line of dec.decode(a).split("\r\n")) {
+      const m = /^STAT (\d+):/.exec(line);
+      if (!m) continue;
+      let g = groups.get(m[1]!);
+      if (g === undefined) groups.set(m[1]!, (g = []));
+      g.push(line);
+    }
+    for (const lines of groups.values()) {
+      const text = lines.join("\r\n") + "\r\n";
+      if (lines.some((l) => l.endsWith(":UDP UDP"))) {
+        const addr = lines.find((l) => /^STAT \d+:addr /.test(l))?.replace(/^STAT \d+:/, "") ?? "";
+        let list = udp.get(addr);
+        if (list === undefined) udp.set(addr, (list = []));
+        list.push(text);
+      } else if (lines.some((l) => l.endsWith(":state conn_listening"))) {
+        listeners.push(text);
+      } else {
+        clients.push(text);
+      }
+    }
+  }
+  return enc(listeners.join("") + [...udp.values()].flat().join("") + clients.join("") + "END\r\n");
+}
+
 /** Sums "PREFIX p get g hit h set s del d" lines by prefix. */
 function mergePrefixDumps(answers: Uint8Array[]): Uint8Array {
   const sums = new Map<string, number[]>();
@@ -686,7 +722,7 @@ function routeStats(s: Session, r: Router, buf: Uint8Array, lineStart: number, l
     return true;
   }
   if (sub === "conns") {
-    gatherLine(s, r, buf, lineStart, lineNext, mergeDumps);
+    gatherLine(s, r, buf, lineStart, lineNext, mergeConns);
     return true;
   }
   if (sub !== "" && sub !== "items" && sub !== "slabs") return false;

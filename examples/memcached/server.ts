@@ -131,12 +131,15 @@ export class ShardServer {
       }
     }
     // `stats conns` lists the listening sockets first, as stock's lower fds: TCP, then UDP (one
-    // per address per worker thread, as stock dispatches one per thread).
+    // per address per worker thread, as stock dispatches one per thread). Every shard has its
+    // own listener per address (SO_REUSEPORT), stock one: shard 0 lists them; each shard lists
+    // its UDP sockets, so there is one per address per shard. (The router's merge puts the
+    // listeners of every shard's answer first.)
     const now = this.engine.clock.now;
-    for (const l of this.listeners) this.listening.push({ id: this.nextId++, kind: l.localAddress.family === "unix" ? "unix" : "tcp", address: l.localAddress, since: now });
-    for (const ch of this.udp) {
-      for (let t = 0; t < this.engine.shards; t++) this.listening.push({ id: this.nextId++, kind: "udp", address: ch.localAddress, since: now, channel: ch });
+    if (this.engine.shardId === 0) {
+      for (const l of this.listeners) this.listening.push({ id: this.nextId++, kind: l.localAddress.family === "unix" ? "unix" : "tcp", address: l.localAddress, since: now });
     }
+    for (const ch of this.udp) this.listening.push({ id: this.nextId++, kind: "udp", address: ch.localAddress, since: now, channel: ch });
     // Stock counts its listening sockets as connections: one per TCP address, one per UDP
     // address per worker thread (stats curr_connections, total_connections, structures).
     this.engine.listenConns = this.listeners.length + this.udp.length * this.engine.shards;

@@ -338,17 +338,17 @@ describe("-o no_maxconns_fast", () => {
 });
 
 describe("stats conns and UDP", () => {
-  async function started(which: Which): Promise<Run & { port: number }> {
+  async function started(which: Which, threads = 1): Promise<Run & { port: number }> {
     const port = await freeUdpPort();
-    const run = launch(which, ["-p", String(port), "-U", String(port)]);
+    const run = launch(which, ["-p", String(port), "-U", String(port), "-t", String(threads)]);
     if (!(await serving(run.proc, v4(port)))) throw new Error(`${which} did not start: ${await run.stderr}`);
     return { ...run, port };
   }
 
-  test("stats conns lists the listening sockets first (TCP conn_listening, UDP conn_read), as stock", async () => {
+  test.each([1, 2])("stats conns lists the listening sockets first (TCP conn_listening, UDP conn_read, one per address per thread), as stock with -t %d", async (threads) => {
     const seen: string[] = [];
     for (const which of ["stock", "ours"] as Which[]) {
-      const run = await started(which);
+      const run = await started(which, threads);
       try {
         // The readiness probe's connection may still be listed until the server has seen it
         // close (an "addr ?" entry): ask again until only the asking client is left.
