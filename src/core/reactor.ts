@@ -584,7 +584,53 @@ export class Reactor {
     buffers?: NativeBuffer | NativeBuffer[],
     extra?: PrepareExtra,
   ): Promise<number> {
+    Reactor.checkSubmit(name, opcode, fd, addr, len, off, opFlags, buffers);
     return this.start(name, 0, opts, opcode, fd, addr, len, off, opFlags, buffers, -1, extra);
+  }
+
+  /**
+   * submit()'s arguments, before anything is queued: a descriptor field holds its SQE width (NaN
+   * was stored as 0, an fd of stdin, an opcode of NOP), and every buffer is a NativeBuffer not
+   * released (a released one was read into after its next owner got it; anything else threw in
+   * the loop when the completion unpinned it).
+   */
+  private static checkSubmit(
+    name: string,
+    opcode: number,
+    fd: number,
+    addr: number,
+    len: number,
+    off: number,
+    opFlags: number,
+    buffers: NativeBuffer | NativeBuffer[] | undefined,
+  ): void {
+    if (typeof name !== "string") throw new InvalidArgumentError(`submit: name must be a string, got ${describeValue(name)}`);
+    const field = (what: string, v: number, min: number, max: number) => {
+      if (!Number.isInteger(v) || v < min || v > max) {
+        throw new InvalidArgumentError(`${name}: ${what} must be an integer in ${min}..${max}, got ${describeValue(v)}`);
+      }
+    };
+    field("opcode", opcode, 0, 255);
+    field("fd", fd, -0x8000_0000, 0x7fff_ffff);
+    field("addr", addr, 0, Number.MAX_SAFE_INTEGER);
+    field("len", len, 0, 0xffff_ffff);
+    field("off", off, -1, Number.MAX_SAFE_INTEGER);
+    field("opFlags", opFlags, -0x8000_0000, 0xffff_ffff);
+    if (buffers === undefined) return;
+    if (buffers instanceof NativeBuffer) {
+      buffers.check(`${name}: buffer`);
+      return;
+    }
+    if (!Array.isArray(buffers)) {
+      throw new InvalidArgumentError(`${name}: buffers must be a NativeBuffer or an array of them, got ${describeValue(buffers)}`);
+    }
+    for (let i = 0; i < buffers.length; i++) {
+      const b = buffers[i];
+      if (!(b instanceof NativeBuffer)) {
+        throw new InvalidArgumentError(`${name}: buffers[${i}] must be a NativeBuffer, got ${describeValue(b)}`);
+      }
+      b.check(`${name}: buffer`);
+    }
   }
 
   /** A no-op through the kernel; resolves when its completion is delivered. */

@@ -321,6 +321,53 @@ describe("bad input is refused before it reaches the kernel", () => {
     expect(r.queued).toBe(queued);
   });
 
+  test("submit() refuses a released buffer, a non-buffer and NaN or fractional SQE fields before queuing anything", async () => {
+    const r = reactor();
+    const pool = new BufferPool({ bufferSize: 16, count: 1 });
+    const stale = pool.acquire();
+    const addr = stale.address;
+    stale.release();
+    const owner = pool.acquire(); // the same memory, another owner now
+    const f = tempFile("submit-released.bin", "SIXTEEN BYTES!!!");
+    const inFlight = r.inFlight;
+    const queued = r.queued;
+    const cases: [string, () => unknown, string][] = [
+      // The kernel read into the new owner's buffer.
+      ["released buffer", () => r.submit("read", IoOp.READ, f.fd, addr, 16, 0, 0, undefined, stale), "ERR_BUFFER_RELEASED"],
+      ["released buffer in an array", () => r.submit("read", IoOp.READ, f.fd, addr, 16, 0, 0, undefined, [owner, stale]), "ERR_BUFFER_RELEASED"],
+      // Queued, then its completion threw in the loop (unpin is not a function) and lost the turn's other completions.
+      ["a number as a buffer", () => r.submit("nop", IoOp.NOP, -1, 0, 0, 0, 0, undefined, [1 as unknown as NativeBuffer]), "ERR_INVALID_ARG"],
+      ["an object as buffers", () => r.submit("nop", IoOp.NOP, -1, 0, 0, 0, 0, undefined, {} as NativeBuffer), "ERR_INVALID_ARG"],
+      // NaN became 0 in the descriptor: fd 0 (stdin), opcode NOP.
+      ["NaN fd", () => r.submit("read", IoOp.READ, Number.NaN, owner.address, 16, 0, 0), "ERR_INVALID_ARG"],
+      ["fd of 2^32 + 1", () => r.submit("write", IoOp.WRITE, 2 ** 32 + 1, owner.address, 16, 0, 0), "ERR_INVALID_ARG"],
+      ["NaN opcode", () => r.submit("x", Number.NaN, -1, 0, 0, 0, 0), "ERR_INVALID_ARG"],
+      ["opcode 256", () => r.submit("x", 256, -1, 0, 0, 0, 0), "ERR_INVALID_ARG"],
+      ["fractional addr", () => r.submit("read", IoOp.READ, f.fd, owner.address + 0.5, 16, 0, 0), "ERR_INVALID_ARG"],
+      ["negative len", () => r.submit("read", IoOp.READ, f.fd, owner.address, -1, 0, 0), "ERR_INVALID_ARG"],
+      ["len 2^32", () => r.submit("read", IoOp.READ, f.fd, owner.address, 2 ** 32, 0, 0), "ERR_INVALID_ARG"],
+      ["Infinity off", () => r.submit("read", IoOp.READ, f.fd, owner.address, 16, Infinity, 0), "ERR_INVALID_ARG"],
+      ["NaN opFlags", () => r.submit("nop", IoOp.NOP, -1, 0, 0, 0, Number.NaN), "ERR_INVALID_ARG"],
+      ["name not a string", () => r.submit(5 as unknown as string, IoOp.NOP, -1, 0, 0, 0, 0), "ERR_INVALID_ARG"],
+    ];
+    try {
+      for (const [what, call, code] of cases) {
+        const err = thrownBy(call);
+        expect({ what, code: err.code }).toEqual({ what, code });
+      }
+      expect(r.inFlight).toBe(inFlight);
+      expect(r.queued).toBe(queued);
+      await r.nop();
+      expect(Array.from(owner.bytes)).toEqual(new Array(16).fill(0));
+      // Valid calls still go through: a negative fd (AT_FDCWD), off -1.
+      expect(await r.submit("read", IoOp.READ, f.fd, owner.address, 16, -1, 0, undefined, owner)).toBe(16);
+      expect(await r.submit("nop", IoOp.NOP, -100, 0, 0, -1, 0)).toBe(0);
+    } finally {
+      owner.release();
+      pool.close();
+    }
+  });
+
   test("64 iovecs is the limit, and it works", async () => {
     const r = reactor();
     const f = tempFile("iov64.bin");
