@@ -435,6 +435,8 @@ export class Reactor {
 
   /** Wakes this reactor from another thread or Worker (writes its eventfd). */
   static wake(eventfd: number): void {
+    // bun:ffi converts to the i32 by truncating and wrapping: 1.5 or 2^32 + 1 wrote to stdout.
+    Reactor.checkFd("wake", eventfd);
     const rc = native().shoal_eventfd_wake(eventfd);
     if (rc < 0) throw new SystemError("eventfd write", -rc);
   }

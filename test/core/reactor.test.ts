@@ -4,7 +4,7 @@
  * typed errors, cancellation without leaked slots, pins on buffers, counters.
  */
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync, writeFileSync } from "node:fs";
 import { toArrayBuffer } from "bun:ffi";
 import { native } from "../../src/core/native.ts";
 import { join } from "node:path";
@@ -238,6 +238,17 @@ describe("operations on real fds", () => {
     const before = r.counters().wakes;
     Reactor.wake(r.eventfd);
     expect(await turnsUntil(() => r.counters().wakes > before)).toBe(true);
+  });
+
+  test("Reactor.wake refuses an fd that is not an s32 integer, and writes nothing (bun:ffi wrapped 2^32 + k to k, 1.5 to 1)", () => {
+    const p = pipe(true);
+    pipes.push(p);
+    const cases = [p.writeFd + 2 ** 32, p.writeFd + 0.5, Number.NaN, -1, "3" as unknown as number];
+    for (const fd of cases) {
+      const err = thrownBy(() => Reactor.wake(fd));
+      expect({ fd, code: err.code }).toEqual({ fd, code: "ERR_INVALID_ARG" });
+    }
+    expect(() => readSync(p.readFd, new Uint8Array(64))).toThrow(/EAGAIN/);
   });
 });
 
