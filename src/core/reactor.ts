@@ -153,16 +153,7 @@ export class Reactor {
   private readonly submitFn: (h: number, n: number) => number;
 
   constructor(options: ReactorOptions = {}) {
-    const sq = options.sqEntries ?? 1024;
-    const cq = options.cqEntries ?? Math.min(sq * 8, 65536);
-    if (!Number.isInteger(sq) || sq < 2 || sq > 32768 || (sq & (sq - 1)) !== 0) {
-      throw new InvalidArgumentError(`sqEntries must be a power of two in 2..32768, got ${describeValue(sq)}`);
-    }
-    // The kernel's limit (IORING_MAX_CQ_ENTRIES); past it io_uring_setup fails with EINVAL, which
-    // read as "needs a newer kernel", and past 2^32 the FFI argument wrapped.
-    if (!Number.isInteger(cq) || cq < sq || cq > 65536) {
-      throw new InvalidArgumentError(`cqEntries must be an integer in sqEntries..65536, got ${describeValue(cq)}`);
-    }
+    const [sq, cq] = Reactor.entries(options);
     probeIoUring();
     const lib = native();
     const err = new Int32Array(1);
@@ -199,6 +190,24 @@ export class Reactor {
     this.msgWakeFn = lib.shoal_reactor_msg_wake as unknown as (h: number, ring: number, eventfd: number) => number;
     this.promiseCompleter = { complete: (slot: number, res: number) => this.settle(slot, res) };
     this.moreCompleter = { complete: () => {} };
+  }
+
+  /** The SQ and CQ sizes `options` ask for; throws InvalidArgumentError if they are not valid. */
+  static entries(options: ReactorOptions): [number, number] {
+    if (options === null || typeof options !== "object") {
+      throw new InvalidArgumentError(`reactor options must be an object, got ${describeValue(options)}`);
+    }
+    const sq = options.sqEntries ?? 1024;
+    const cq = options.cqEntries ?? Math.min(sq * 8, 65536);
+    if (!Number.isInteger(sq) || sq < 2 || sq > 32768 || (sq & (sq - 1)) !== 0) {
+      throw new InvalidArgumentError(`sqEntries must be a power of two in 2..32768, got ${describeValue(sq)}`);
+    }
+    // The kernel's limit (IORING_MAX_CQ_ENTRIES); past it io_uring_setup fails with EINVAL, which
+    // read as "needs a newer kernel", and past 2^32 the FFI argument wrapped.
+    if (!Number.isInteger(cq) || cq < sq || cq > 65536) {
+      throw new InvalidArgumentError(`cqEntries must be an integer in sqEntries..65536, got ${describeValue(cq)}`);
+    }
+    return [sq, cq];
   }
 
   /** @internal The native handle, for layers that add their own exports (net, fs). */
@@ -803,9 +812,14 @@ const MAX_TIMEOUT_MS = 2 ** 53 / 1e6;
 let instance: Reactor | undefined;
 let pendingOptions: ReactorOptions = {};
 
-/** Sets options for this shard's reactor; only before its first use. */
+/**
+ * Sets options for this shard's reactor; only before its first use. Throws InvalidArgumentError
+ * for invalid options here, not at the reactor's creation (the loop's first turn, where it was
+ * an uncaught exception and the work that started the loop waited forever).
+ */
 export function configureReactor(options: ReactorOptions): void {
   if (instance) throw new InvalidArgumentError("configureReactor: the reactor already started");
+  Reactor.entries(options);
   pendingOptions = { ...options };
 }
 

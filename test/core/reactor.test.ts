@@ -399,6 +399,27 @@ describe("bad input is refused before it reaches the kernel", () => {
   });
 });
 
+describe("configureReactor", () => {
+  test("refuses invalid options when called, not at the loop's first turn (an uncaught exception there; the work waited forever)", () => {
+    // A child process: configureReactor works only before the shard's reactor exists.
+    const index = join(import.meta.dir, "..", "..", "src", "index.ts");
+    const code = `
+      const { configureReactor, sleep } = await import(${JSON.stringify(index)});
+      const codes = [];
+      for (const o of [{ sqEntries: 3 }, { sqEntries: 8, cqEntries: 4 }, null]) {
+        try { configureReactor(o); codes.push("none"); } catch (e) { codes.push(e.code); }
+      }
+      configureReactor({ sqEntries: 16 });
+      await sleep(1);
+      console.log(JSON.stringify(codes));`;
+    const out = Bun.spawnSync({ cmd: [process.execPath, "-e", code], stdout: "pipe", stderr: "pipe", timeout: 20_000 });
+    expect({ exit: out.exitCode, stdout: out.stdout.toString().trim() }).toEqual({
+      exit: 0,
+      stdout: JSON.stringify(["ERR_INVALID_ARG", "ERR_INVALID_ARG", "ERR_INVALID_ARG"]),
+    });
+  });
+});
+
 describe("cancellation", () => {
   test("aborting an in-flight read on an empty pipe rejects AbortError and leaks no slot", async () => {
     const r = reactor();
