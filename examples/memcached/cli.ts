@@ -41,7 +41,7 @@ export interface CommandLine {
   threadsGiven: boolean;
   /** -h, -V or -i: print and exit. */
   action: "run" | "help" | "version" | "license";
-  /** -u: checked to exist when run as root (main.ts), as stock does; the process keeps its identity. */
+  /** -u: the user to switch to when run as root (main.ts), as stock. */
   user: string | null;
   /** -p / -U given: with -U N alone, stock listens on TCP port N too. */
   tcpGiven: boolean;
@@ -511,7 +511,7 @@ export function usage(): string {
 -a, --unix-mask=<mask>    access mask for UNIX socket, in octal (default: 700)
 -A, --enable-shutdown     enable ascii "shutdown" command
 -l, --listen=<addr>       interface to listen on (default: INADDR_ANY)
--u, --user=<user>         accepted (the process keeps its identity)
+-u, --user=<user>         assume identity of <username> (only when run as root)
 -m, --memory-limit=<num>  item memory in megabytes (default: ${d.maxBytes / 1048576}), split over the shards
 -M, --disable-evictions   return error on memory exhausted instead of evicting
 -c, --conn-limit=<num>    max simultaneous connections (default: ${d.maxConns})

@@ -65,17 +65,52 @@ let verbose = 0;
  * Whether `name` is a user on this machine (stock's getpwnam: getent asks NSS as it would; without
  * getent, /etc/passwd).
  */
-function userExists(name: string): boolean {
+/** The passwd entry of `name` (uid and primary gid), or null if there is none. */
+function lookupUser(name: string): { uid: number; gid: number } | null {
+  const parse = (line: string | undefined): { uid: number; gid: number } | null => {
+    const f = line?.split(":");
+    if (f === undefined || f.length < 4 || f[0] !== name) return null;
+    return { uid: Number(f[2]), gid: Number(f[3]) };
+  };
   try {
-    const r = Bun.spawnSync(["getent", "passwd", name], { stdout: "ignore", stderr: "ignore" });
-    if (r.exitCode === 0 || r.exitCode === 2) return r.exitCode === 0;
+    const r = Bun.spawnSync(["getent", "passwd", name], { stdout: "pipe", stderr: "ignore" });
+    if (r.exitCode === 2) return null;
+    if (r.exitCode === 0) return parse(r.stdout.toString("latin1").split("\n")[0]);
   } catch {
     // no getent: read the file
   }
   try {
-    return readFileSync("/etc/passwd", "latin1").split("\n").some((l) => l.split(":")[0] === name);
+    return parse(readFileSync("/etc/passwd", "latin1").split("\n").find((l) => l.split(":")[0] === name));
   } catch {
-    return false;
+    return null;
+  }
+}
+
+/**
+ * -u as root, as stock: supplementary groups dropped (EPERM is reported and tolerated), then the
+ * user's group and id, before any socket or shard exists (so the Unix socket file is the
+ * user's, and ports below 1024 need root kept, as with stock). Process-wide: glibc applies the
+ * change to every thread.
+ */
+function dropPrivileges(name: string): void {
+  const pw = lookupUser(name);
+  if (pw === null) {
+    process.stderr.write(`can't find the user ${name} to switch to\n`);
+    process.exit(67);
+  }
+  try {
+    process.setgroups!([]);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    process.stderr.write(`failed to drop supplementary groups: ${(e as Error).message}\n`);
+    if (code !== "EPERM") process.exit(71);
+  }
+  try {
+    process.setgid!(pw.gid);
+    process.setuid!(pw.uid);
+  } catch {
+    process.stderr.write(`failed to assume identity of user ${name}\n`);
+    process.exit(71);
   }
 }
 
@@ -114,12 +149,9 @@ if (isMainThread) {
   } catch (e) {
     failUsage(e);
   }
-  // Stock, as root, switches to the -u user (EX_NOUSER if there is none). This server keeps its
-  // identity (README: Differences) but refuses a user that does not exist, as stock does.
-  if (cl.user !== null && process.getuid?.() === 0 && !userExists(cl.user)) {
-    process.stderr.write(`can't find the user ${cl.user} to switch to\n`);
-    process.exit(67);
-  }
+  // Stock, as root, switches to the -u user (EX_NOUSER if there is none). Run as root without
+  // -u, stock refuses to start; this server starts (README: Differences).
+  if (cl.user !== null && (process.getuid?.() === 0 || process.geteuid?.() === 0)) dropPrivileges(cl.user);
   // Hand the parsed settings to the app template (and through it to every shard) as one option.
   process.argv = [
     process.argv[0]!,

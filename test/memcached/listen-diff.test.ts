@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test";
 import { spawn, type Subprocess } from "bun";
 import net from "node:net";
 import dgram from "node:dgram";
-import { existsSync, lstatSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { lookup } from "node:dns/promises";
 import { join } from "node:path";
@@ -142,6 +142,35 @@ describe("-s: the Unix socket", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 90_000);
+
+  // Dropping privileges needs root (CI runs as root); as another user -u changes nothing.
+  test.skipIf(process.getuid?.() !== 0)("-u nobody as root: every thread switches to the user before the socket exists (the file is the user's), as stock", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mc-unix-"));
+    chmodSync(dir, 0o777);
+    try {
+      const seen: Record<string, unknown> = {};
+      for (const which of ["stock", "ours"] as Which[]) {
+        const path = join(dir, `${which}.sock`);
+        const run = launch(which, ["-u", "nobody", "-s", path]);
+        try {
+          const up = await serving(run.proc, path);
+          const owner = lstatSync(path).uid;
+          // Every thread of the process (ours: the main thread, the shards' Workers, Bun's own).
+          const uids = new Set<string>();
+          for (const t of readdirSync(`/proc/${run.proc.pid}/task`)) {
+            uids.add(/^Uid:\s+(.*)$/m.exec(readFileSync(`/proc/${run.proc.pid}/task/${t}/status`, "latin1"))![1]!.trim());
+          }
+          seen[which] = { up, owner, uids: [...uids] };
+        } finally {
+          await kill(run);
+        }
+      }
+      expect(seen.stock).toEqual({ up: true, owner: 65534, uids: ["65534\t65534\t65534\t65534"] });
+      expect(seen.ours).toEqual(seen.stock);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   test("a path that cannot be bound: exit 71, one line, no stack trace", async () => {
     const run = launch("ours", ["-s", "/nonexistent-dir/x.sock"]);
