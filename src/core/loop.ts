@@ -76,6 +76,10 @@ export function configureLoop(options: LoopOptions): void {
   positive("deepIdleAfterMs", options.deepIdleAfterMs, true);
   positive("restingSleepSliceMs", options.restingSleepSliceMs, false);
   positive("restingAfterMs", options.restingAfterMs, true);
+  // Only a boolean: the string "false" (an option read from text) turned busy-polling off.
+  if (options.overprovisioned !== undefined && typeof options.overprovisioned !== "boolean") {
+    throw new InvalidArgumentError(`overprovisioned must be a boolean, got ${describeValue(options.overprovisioned)}`);
+  }
   if (options.taskQuotaMs !== undefined) loopState.taskQuotaMs = options.taskQuotaMs;
   if (options.blockedReactorNotifyMs !== undefined) loopState.blockedNotifyMs = options.blockedReactorNotifyMs;
   if (options.idlePollTimeUs !== undefined) loopConfig.idlePollTimeUs = options.idlePollTimeUs;

@@ -18,7 +18,7 @@ import {
 } from "../../src/index.ts";
 import { addPoller, loopConfig } from "../../src/core/loop.ts";
 import { pipe, tempDir } from "./fixtures/posix.ts";
-import { busyUs, errorOf, quiet } from "./fixtures/util.ts";
+import { busyUs, errorOf, quiet, thrownBy } from "./fixtures/util.ts";
 
 const repo = join(import.meta.dir, "..", "..");
 const fixtures = join(import.meta.dir, "fixtures");
@@ -311,6 +311,18 @@ describe("modes and exit", () => {
       { deepIdleAfterMs: -5 },
     ]) {
       expect(() => configureLoop(bad)).toThrow();
+    }
+  });
+
+  test("overprovisioned must be a boolean: the string \"false\" or 1 is refused and changes nothing", () => {
+    try {
+      for (const bad of ["false", "true", 1, 0, null]) {
+        const err = thrownBy(() => configureLoop({ overprovisioned: bad as never }));
+        expect({ bad, code: err?.code }).toEqual({ bad, code: "ERR_INVALID_ARG" });
+        expect(loopConfig.overprovisioned).toBe(false);
+      }
+    } finally {
+      configureLoop({ overprovisioned: false });
     }
   });
 
