@@ -10,6 +10,8 @@ import { native } from "./native.ts";
 
 /** Up to this many bytes: a byte loop; above, one native memmove. */
 const BYTES_MAX = 16;
+/** Longest copy the native call takes (its length is a u32). */
+const NATIVE_MAX = 0xffff_ffff;
 
 type NativeCopy = (dst: Uint8Array, dstOff: number, src: Uint8Array, srcOff: number, len: number) => void;
 let nativeCopy: NativeCopy | undefined;
@@ -75,6 +77,14 @@ export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, from: nu
   }
   if (len <= BYTES_MAX) {
     for (let i = 0; i < len; i++) dst[at + i] = src[from + i]!;
+  } else if (len > NATIVE_MAX) {
+    // The native call takes a u32 length: a whole 4 GiB view's 2^32 bytes read as 0 and nothing
+    // was copied. Two calls; ranges this long lie in 4 GiB views (the most one holds) at offset
+    // 0, so they are the same memory or none of it.
+    const copy = (nativeCopy ??= native().shoal_copy as unknown as NativeCopy);
+    const half = Math.floor(len / 2);
+    copy(dst, at, src, from, half);
+    copy(dst, at + half, src, from + half, len - half);
   } else {
     (nativeCopy ??= native().shoal_copy as unknown as NativeCopy)(dst, at, src, from, len);
   }

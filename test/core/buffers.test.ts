@@ -425,6 +425,25 @@ describe("copyBytes", () => {
     native.release();
   });
 
+  test(
+    "a whole 4 GiB view is copied (its 2^32-byte length reached the native copy as 0: nothing was copied)",
+    () => {
+      const src = allocateAlignedBuffer(2 ** 32, 4096, { hugePages: true });
+      const dst = allocateAlignedBuffer(2 ** 32, 4096, { hugePages: true });
+      try {
+        src.bytes[0] = 1;
+        src.bytes[2 ** 31] = 2;
+        src.bytes[2 ** 32 - 1] = 3;
+        copyBytes(dst.bytes, 0, src.bytes, 0, 2 ** 32);
+        expect([dst.bytes[0], dst.bytes[2 ** 31], dst.bytes[2 ** 32 - 1]]).toEqual([1, 2, 3]);
+      } finally {
+        src.release();
+        dst.release();
+      }
+    },
+    60_000,
+  );
+
   test("a range outside either array throws RangeError and copies nothing", () => {
     const a = new Uint8Array(64).fill(1);
     const b = new Uint8Array(64).fill(2);
