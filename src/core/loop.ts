@@ -183,7 +183,7 @@ function runLoop(): void {
   unpark();
   // First use creates the reactor; if io_uring is refused that throws StartupError (uncaught, it
   // names the fix) and the loop stays stopped, so later work tries again rather than never running.
-  const r = reactor();
+  let r = reactor();
   running = true;
   loopState.idle = false;
   const sliceStart = performance.now();
@@ -207,6 +207,10 @@ function runLoop(): void {
       // A poller's work can feed one that ran before it this turn (a cross-shard reply that
       // writes to a socket whose flush already ran): one more pass before sleeping.
       if (polled && pollers.length > 1) polled = runPollers() || polled;
+      // A task destroyed the shard's reactor (nothing was in flight): go on with its replacement,
+      // where work issued since may be queued (the closed one's turn threw ClosedError, or the
+      // loop saw nothing alive and stopped with that work never submitted).
+      if (r.isClosed) r = reactor();
       let waitUs = 0;
       if (ran > 0 || polled) lastWork = t;
       // Nothing left to run: sleep in the same io_uring_enter that submits what this turn

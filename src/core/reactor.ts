@@ -216,6 +216,11 @@ export class Reactor {
     return this.handle;
   }
 
+  /** True once destroy() ran; reactor() then makes the shard a new one. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   private checkOpen(): void {
     if (this.closed) throw new ClosedError("the reactor was closed", "ERR_REACTOR_CLOSED");
   }

@@ -266,6 +266,14 @@ describe("failures and stalls", () => {
     expect(result).toEqual({ uncaught: 0, loopErrors: 0, replaced: true });
   });
 
+  test("the shard's reactor destroyed by a task: a short sleep and an operation issued on its replacement in that task complete", () => {
+    // The loop turned the closed reactor (an uncaught ClosedError) or, seeing nothing alive on it,
+    // stopped with the replacement's operation never submitted.
+    const { exitCode, result, output } = runFixture("destroy-in-task.ts");
+    expect(exitCode, output).toBe(0);
+    expect(result).toEqual({ uncaught: 0, loopErrors: 0, replaced: true });
+  });
+
   test("a callback run by Bun's event loop that blocks the shard is reported as a stall outside Shoal's tasks", async () => {
     // Only Shoal's own batches were timed: 200 ms of work in a setTimeout callback (or after a
     // Bun.file() read) went unreported.
