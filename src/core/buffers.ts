@@ -154,6 +154,10 @@ export function allocateAlignedBuffer(size: number, alignment = 4096, options: A
     throw new InvalidArgumentError(`alignment must be a power of two <= 4096, got ${describeValue(alignment)}`);
   }
   checkViewable("allocateAlignedBuffer: size", size);
+  // Only a boolean: "true" or 1 was taken for false, and the table got 4 KiB pages silently.
+  if (options.hugePages !== undefined && typeof options.hugePages !== "boolean") {
+    throw new InvalidArgumentError(`allocateAlignedBuffer: hugePages must be a boolean, got ${describeValue(options.hugePages)}`);
+  }
   const huge = options.hugePages === true;
   const address = mapOrThrow(size, "allocateAlignedBuffer", huge);
   const bytes = new Uint8Array(nativeView(address, size));

@@ -376,6 +376,13 @@ describe("allocateAlignedBuffer", () => {
     expect(() => b.release()).toThrow(ClosedError);
   });
 
+  test("hugePages must be a boolean (\"true\" or 1 silently gave 4 KiB pages)", () => {
+    for (const bad of ["true", 1, null]) {
+      const err = thrownBy(() => allocateAlignedBuffer(4096, 4096, { hugePages: bad as never }));
+      expect({ bad, code: err?.code }).toEqual({ bad, code: "ERR_INVALID_ARG" });
+    }
+  });
+
   test("rejects a non-power-of-two or too large alignment and a size of 0", () => {
     for (const [size, alignment] of [
       [0, 64],
