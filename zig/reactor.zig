@@ -117,6 +117,11 @@ pub const Reactor = struct {
     ops: []Op,
     cqes: []linux.io_uring_cqe,
     out: []Completion,
+    /// The timespec of each SQ entry's TIMEOUT/LINK_TIMEOUT (indexed like the SQE array). The
+    /// kernel reads it when it takes the SQE, which an enter that took nothing (EBUSY) puts
+    /// off to a later turn, after JS may have reused the descriptor: the SQE's own slot of
+    /// this array stays untouched until the kernel has taken that SQE.
+    timespecs: []linux.kernel_timespec,
     counters: Counters,
     info: Info,
     eventfd: i32,
@@ -177,6 +182,8 @@ pub const Reactor = struct {
         errdefer allocator.free(self.cqes);
         self.out = try allocator.alloc(Completion, self.ring.cq.cqes.len);
         errdefer allocator.free(self.out);
+        self.timespecs = try allocator.alloc(linux.kernel_timespec, self.ring.sq.sqes.len);
+        errdefer allocator.free(self.timespecs);
         @memset(std.mem.sliceAsBytes(self.ops), 0);
         @memset(std.mem.sliceAsBytes(self.out), 0);
 
@@ -212,6 +219,7 @@ pub const Reactor = struct {
         allocator.free(self.ops);
         allocator.free(self.cqes);
         allocator.free(self.out);
+        allocator.free(self.timespecs);
         allocator.destroy(self);
     }
 
@@ -235,7 +243,7 @@ pub const Reactor = struct {
         return @intFromFloat(value);
     }
 
-    fn prep(op: *Op, sqe: *linux.io_uring_sqe) void {
+    fn prep(self: *Reactor, op: *const Op, sqe: *linux.io_uring_sqe) void {
         sqe.* = .{
             .opcode = @enumFromInt(op.opcode),
             .flags = op.sqe_flags,
@@ -254,9 +262,9 @@ pub const Reactor = struct {
         };
         const opcode: linux.IORING_OP = @enumFromInt(op.opcode);
         if (opcode == .TIMEOUT or opcode == .LINK_TIMEOUT) {
-            // The kernel copies the timespec while preparing the SQE, during io_uring_enter,
-            // which happens before JS can reuse this descriptor. Store it in place.
-            const ts: *linux.kernel_timespec = @ptrCast(@alignCast(&op.aux));
+            // The kernel copies the timespec when it takes the SQE: kept with the SQE's slot.
+            const index = (@intFromPtr(sqe) - @intFromPtr(self.ring.sq.sqes.ptr)) / @sizeOf(linux.io_uring_sqe);
+            const ts = &self.timespecs[index];
             const sec: i64 = f64_to_i64_clamped(op.aux);
             const nsec: i64 = f64_to_i64_clamped(op.aux2);
             ts.* = .{ .sec = sec, .nsec = nsec };
@@ -413,7 +421,7 @@ pub const Reactor = struct {
                 if (rc < 0) return rc;
                 break :blk self.ring.get_sqe() catch return @intCast(i);
             };
-            prep(op, sqe);
+            self.prep(op, sqe);
             const opcode: linux.IORING_OP = @enumFromInt(op.opcode);
             if (opcode == .TIMEOUT) self.counters.timeouts_armed += 1;
         }
@@ -731,6 +739,37 @@ test "descriptors the kernel will not take (its SQ full, enter busy) stay in ops
     var mask: u32 = 0;
     for (seen) |c| mask |= @as(u32, 1) << @intCast(if (c.slot >= 100) c.slot - 100 + 8 else c.slot);
     try std.testing.expectEqual(@as(u32, 0x1fff), mask);
+}
+
+test "a TIMEOUT whose SQE the kernel takes a turn late (enter busy) keeps its own timespec after JS reuses the descriptor" {
+    const r = try Reactor.create(8, 64);
+    defer r.destroy();
+    _ = r.turn(0, 0, test_now_us()); // arms (and submits) the wake read
+    r.ops[0] = test_op(.TIMEOUT, 7);
+    r.ops[0].aux = 0;
+    r.ops[0].aux2 = 20_000_000; // 20 ms
+    r.test_busy_enters = 1; // the turn's enter takes nothing: the SQE stays in the SQ ring
+    try std.testing.expectEqual(@as(i32, 0), r.turn(1, 1_000, test_now_us()));
+    try std.testing.expectEqual(@as(u32, 0), r.info.ops_left); // in the SQ ring, not left in ops
+    // JS writes its next descriptor over ops[0]: an hour-long timeout it has not submitted.
+    r.ops[0] = test_op(.TIMEOUT, 8);
+    r.ops[0].aux = 3600;
+    r.ops[0].aux2 = 0;
+    var seen: [1]Completion = undefined;
+    // Within ~1 s of turns (100 x 10 ms waits): the 20 ms timeout fires.
+    var got: usize = 0;
+    var turns: u32 = 0;
+    while (got == 0 and turns < 100) : (turns += 1) {
+        const n = r.turn(0, 10_000, test_now_us());
+        try std.testing.expect(n >= 0);
+        if (n > 0) {
+            seen[0] = r.out[0];
+            got = 1;
+        }
+    }
+    try std.testing.expectEqual(@as(usize, 1), got);
+    try std.testing.expectEqual(@as(u32, 7), seen[0].slot);
+    try std.testing.expectEqual(-@as(i32, @intFromEnum(linux.E.TIME)), seen[0].res);
 }
 
 test "completions beyond the kernel CQ (overflow) are all delivered" {
