@@ -22,7 +22,7 @@ import { murmur3, shardOf } from "./hash.ts";
 import { Out } from "./out.ts";
 import { KEY_MAX_LENGTH } from "./text.ts";
 import { parsed, parseI32, parseU32, parseU64 } from "./numbers.ts";
-import { Proto, Session } from "./session.ts";
+import { type GetCont, PAUSE_BYTES, Proto, Session } from "./session.ts";
 import { base64Decode } from "./base64.ts";
 import { BinarySink, binaryKeyedValid } from "./binary.ts";
 import { renderStats, snapshot, type StatsSink, type StatsSnapshot } from "./stats.ts";
@@ -478,6 +478,12 @@ const getKeys: number[] = [];
 const getLine = new Out(1024);
 
 /** get/gets/gat/gats k1 k2 ...: consecutive keys of one owner go together. */
+/**
+ * A client's multiget pauses after asking other shards for this many keys (their answers are
+ * copies of the values): what a client that does not read can make the server hold is bounded.
+ */
+const PAUSE_FORWARDED_KEYS = 64;
+
 function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineStart: number, lineNext: number): boolean {
   const end = s.lineEnd;
   let p = touch ? s.tokE[1]! : s.tokS[1]!;
@@ -509,7 +515,15 @@ function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineSt
   const out = s.out;
   const local = getLine;
   let i = 0;
+  let forwarded = 0;
   while (i < keys.length) {
+    if (i > 0 && s.pausable && (out.pos > PAUSE_BYTES || forwarded >= PAUSE_FORWARDED_KEYS)) {
+      // Enough asked for a client that may not be reading (every key is valid: checked above):
+      // the rest of the keys run on resume (continueRoutedGet), which writes the END.
+      // (The parts carry the command's own words, gat's exptime included.)
+      s.pauseGet({ buf, cmdStart, cmdEnd, p: keys[i]!, end, returnCas: false, touch, exptime: 0, routed: true });
+      return true;
+    }
     const dest = keys[i + 2]!;
     let j = i;
     while (j < keys.length && keys[j + 2] === dest) j += 3;
@@ -534,11 +548,71 @@ function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineSt
       const index = b.begin(UnitKind.TEXT_GET_PART, Proto.TEXT, line.length);
       b.append(line, 0, line.length);
       addHole(s, b, index);
+      forwarded += (j - i) / 3;
     }
     i = j;
   }
   out.str("END\r\n");
   return true;
+}
+
+/**
+ * The rest of a routed multiget a pause cut short (Session.resume): runs of keys by owner, as
+ * routeGet, from `c.p`; pauses again after as much, or writes the END.
+ */
+export function continueRoutedGet(s: Session, c: GetCont): void {
+  const r = s.engine.router!;
+  const buf = c.buf;
+  const end = c.end;
+  const out = s.out;
+  const local = getLine;
+  let p = c.p;
+  let forwarded = 0;
+  let runs = 0;
+  for (;;) {
+    while (p < end && buf[p] === 32) p++;
+    if (p >= end) break;
+    if (runs > 0 && (out.pos > PAUSE_BYTES || forwarded >= PAUSE_FORWARDED_KEYS)) {
+      s.pauseGet({ ...c, p });
+      return;
+    }
+    // One run: "<cmd> [exptime] k.. k\r\n" of consecutive keys with one owner.
+    local.reset();
+    local.copy(buf, c.cmdStart, c.cmdEnd - c.cmdStart);
+    let dest = -1;
+    let n = 0;
+    while (p < end) {
+      const k = p;
+      let q = p;
+      while (q < end && buf[q] !== 32) q++;
+      const d = r.owner(buf, k, q - k);
+      if (n > 0 && d !== dest) break;
+      dest = d;
+      local.byte(32);
+      local.copy(buf, k, q - k);
+      n++;
+      p = q;
+      while (p < end && buf[p] === 32) p++;
+    }
+    local.crlf();
+    const line = local.bytes();
+    if (dest === r.self) {
+      const sub = s.subSession();
+      sub.feed(line);
+      const answer = sub.out.bytes();
+      out.copy(answer, 0, Math.max(0, answer.length - 5));
+      sub.out.reset();
+    } else {
+      const b = r.batch(dest);
+      const index = b.begin(UnitKind.TEXT_GET_PART, Proto.TEXT, line.length);
+      b.append(line, 0, line.length);
+      addHole(s, b, index);
+      forwarded += n;
+    }
+    runs++;
+  }
+  out.str("END\r\n");
+  s.flushPoint(); // stock transmits after every get (conn_mwrite)
 }
 
 /** set/add/replace/append/prepend/cas: forward the line and its data block to the owner. */

@@ -323,6 +323,7 @@ export class ShardServer {
     // cache; each connection's own would be cold), copied to the connection's output at once.
     // An -l proto[...] listener fixes the protocol; else -B's.
     const session = new Session(this.engine, { sharedOut: this.sharedOut, protocol });
+    session.pausable = true;
     const conn: Conn = { id: this.nextId++, connection, session, lastCmd: this.engine.clock.now };
     this.conns.set(conn.id, conn);
     stats.curr_conns++;
@@ -363,16 +364,8 @@ export class ShardServer {
     // Push mode: each received chunk is parsed and answered straight from its completion (no
     // promise or task per request); only a cross-shard command or a slow reader returns a
     // promise, which holds further chunks until it settles.
-    const onData = (buf: Uint8Array, start: number, end: number): Promise<void> | undefined => {
-      // The first delivery after a batch of receives warms the caches for all of its keys.
-      store.warm();
-      try {
-        session.feed(buf, start, end);
-      } catch (e) {
-        // Nothing half-rendered may stay in the shared buffer for the next connection.
-        session.out.reset();
-        throw e;
-      }
+    /** Sends what the last feed or resume rendered: after the other shards' answers, if it asked them. */
+    const respond = (): Promise<void> | undefined => {
       conn.lastCmd = clock.now;
       if (session.holes.length > 0) {
         // Output waits for other shards past this call: into the session's own buffer.
@@ -385,6 +378,40 @@ export class ShardServer {
         return fillHoles(session).then(answer);
       }
       return answer();
+    };
+
+    /**
+     * The session paused (PAUSE_BYTES rendered): once what it rendered is sent and the peer has
+     * taken enough of it (below the output's high-water mark), it resumes; until it is done,
+     * no more input is delivered (the stack stops receiving at its pause mark).
+     */
+    const resumeAfter = async (sent: Promise<void> | undefined): Promise<void> => {
+      let p = sent;
+      for (;;) {
+        if (p !== undefined) await p;
+        if (!session.paused) return;
+        try {
+          session.resume();
+        } catch (e) {
+          session.out.reset();
+          throw e;
+        }
+        p = respond();
+      }
+    };
+
+    const onData = (buf: Uint8Array, start: number, end: number): Promise<void> | undefined => {
+      // The first delivery after a batch of receives warms the caches for all of its keys.
+      store.warm();
+      try {
+        session.feed(buf, start, end);
+      } catch (e) {
+        // Nothing half-rendered may stay in the shared buffer for the next connection.
+        session.out.reset();
+        throw e;
+      }
+      const sent = respond();
+      return session.paused ? resumeAfter(sent) : sent;
     };
 
     try {

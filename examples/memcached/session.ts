@@ -13,10 +13,10 @@ import { copyBytes } from "../../src/core/bytes.ts";
 import type { Engine } from "./engine.ts";
 import { Out, ascii } from "./out.ts";
 import { NIL, type Store, Comm, Holds } from "./store.ts";
-import { processTextLine } from "./text.ts";
+import { continueGet, processTextLine } from "./text.ts";
 import { processBinaryPacket, completeBinaryNread, BIN_HEADER } from "./binary.ts";
 import { completeTextNread } from "./text.ts";
-import { addHole, routeBinary, routeText, UnitKind, type Hole } from "./router.ts";
+import { addHole, continueRoutedGet, routeBinary, routeText, UnitKind, type Hole } from "./router.ts";
 
 /** Protocol of a connection. */
 export const enum Proto {
@@ -50,6 +50,34 @@ export const LINE_LIMIT = 2048;
 export const MULTIGET_LINE_MAX = 32 * 1024 * 1024;
 /** Most tokens the text tokenizer produces (stock's MAX_TOKENS - 1 real ones). */
 export const MAX_TOKENS = 24;
+/**
+ * A pausable session stops taking commands once it has rendered this many bytes not yet
+ * handed to the transport (or opened PAUSE_HOLES answers of other shards): the transport sends
+ * them, waits while the peer is slow to read, and resumes. Stock's replies reference items
+ * instead of copying them; here a client that pipelines gets without reading would otherwise
+ * make the server copy every value it asked for into memory.
+ */
+export const PAUSE_BYTES = 256 * 1024;
+export const PAUSE_HOLES = 64;
+
+/**
+ * The rest of a multiget a pause cut short: its keys `buf[p..end)` (the line stays where it
+ * was, untouched while the session is paused), the command bytes `buf[cmdStart..cmdEnd)`
+ * (forwarded parts repeat them), and what the command asked for.
+ */
+export interface GetCont {
+  buf: Uint8Array;
+  cmdStart: number;
+  cmdEnd: number;
+  p: number;
+  end: number;
+  returnCas: boolean;
+  touch: boolean;
+  /** gat/gats: the new expiration (already converted). */
+  exptime: number;
+  /** Split by owner shard (router) rather than served here (text.ts). */
+  routed: boolean;
+}
 
 const CRLF = ascii("\r\n");
 
@@ -86,6 +114,17 @@ export class Session {
   abort = false;
   /** `watch` succeeded: stock hands the connection to its logger and reads nothing more from it. */
   watching = false;
+  /** A client connection's session: it may pause (see PAUSE_BYTES). Forwarded units never do. */
+  pausable = false;
+  /**
+   * Paused: what was not run yet waits where it is (the transport does not release the input
+   * while paused) until resume(): the rest of a multiget, then the input after it.
+   */
+  paused = false;
+  private getCont: GetCont | null = null;
+  private pendBuf: Uint8Array | null = null;
+  private pendPos = 0;
+  private pendEnd = 0;
   /** Commands since the last send point, the current one included (stock's response queue). */
   private cmdsSinceFlush = 0;
   /**
@@ -259,15 +298,72 @@ export class Session {
       const took = this.feedCarry(start === 0 && end === data.length ? data : data.subarray(start, end));
       if (took < 0 || this.closing) return;
       pos = start + took;
+      if (this.paused) {
+        this.pend(data, pos, end);
+        return;
+      }
       if (this.carriedHead >= 0) {
         this.noteValueRoom(this.carriedHead, end - pos);
         this.carriedHead = -1;
       }
     }
     const stop = this.run(data, pos, end);
+    if (this.paused) {
+      this.pend(data, stop, end);
+      return;
+    }
     if (stop < end && !this.closing) this.saveCarry(data, stop, end);
     // Out of input, stock transmits (and drops its references), unless a value is arriving.
     if (!this.midValue) this.releaseHolds();
+  }
+
+  /**
+   * Runs the input a pause held back (the transport sent what was rendered and the peer took
+   * it). May pause again: the transport repeats until `paused` stays false.
+   */
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    if (this.closing) return;
+    if (!this.midValue) this.flushPoint();
+    this.reqs = 0;
+    const c = this.getCont;
+    if (c !== null) {
+      this.getCont = null;
+      if (c.routed) continueRoutedGet(this, c);
+      else continueGet(this, c);
+      if (this.paused || this.closing) return;
+    }
+    const buf = this.pendBuf;
+    if (buf !== null) {
+      this.pendBuf = null;
+      const end = this.pendEnd;
+      const stop = this.run(buf, this.pendPos, end);
+      if (this.paused) {
+        this.pend(buf, stop, end);
+        return;
+      }
+      if (stop < end && !this.closing) this.saveCarry(buf, stop, end);
+    }
+    if (!this.midValue) this.releaseHolds();
+  }
+
+  /** A multiget handler stopped (PAUSE_BYTES rendered): `cont` is what resume() runs first. */
+  pauseGet(cont: GetCont): void {
+    this.getCont = cont;
+    this.paused = true;
+  }
+
+  /** Input after the command where the session paused: run on resume. */
+  private pend(buf: Uint8Array, pos: number, end: number): void {
+    this.pendBuf = pos < end ? buf : null;
+    this.pendPos = pos;
+    this.pendEnd = end;
+  }
+
+  /** Whether to stop taking commands now (see PAUSE_BYTES); only between commands. */
+  private shouldPause(): boolean {
+    return this.paused || (this.pausable && this.state === St.CMD && !this.closing && (this.out.pos > PAUSE_BYTES || this.holes.length > PAUSE_HOLES));
   }
 
   /** Back to a fresh state between units run for another shard (keeps `out` and `holds`). */
@@ -337,6 +433,9 @@ export class Session {
   }
 
   private dropUpload(): void {
+    this.paused = false;
+    this.getCont = null;
+    this.pendBuf = null;
     if (this.item !== NIL) {
       this.store.freePending(this.item);
       this.item = NIL;
@@ -411,6 +510,10 @@ export class Session {
         pos = nl + 1;
         if (this.midValue) this.noteValueRoom(pos - lineStart, buf === this.carry ? -1 : end - pos);
         this.counted();
+        if (this.shouldPause()) {
+          this.paused = true;
+          return pos;
+        }
       } else {
         if (end - pos < BIN_HEADER) return pos;
         if (buf[pos] !== 0x80) {
@@ -428,6 +531,10 @@ export class Session {
         pos += need;
         if (this.midValue) this.noteValueRoom(need, buf === this.carry ? -1 : end - pos);
         this.counted();
+        if (this.shouldPause()) {
+          this.paused = true;
+          return pos;
+        }
       }
     }
     return pos;
@@ -567,7 +674,9 @@ export class Session {
     // run() may re-enter saveCarry only for an incomplete unit, which cannot happen here.
     const carry = this.carry;
     const stop = this.run(carry, 0, len);
-    if (stop < len && !this.closing) {
+    // The carry holds one unit (the rest of a command completed by this feed): a pause comes
+    // after it or inside it (a multiget, whose rest resume() runs from the carry as it is).
+    if (!this.paused && stop < len && !this.closing) {
       const rest = carry.slice(stop, len);
       this.saveCarry(rest, 0, rest.length);
     }

@@ -7,7 +7,7 @@ import { ascii } from "./out.ts";
 import { parsed, parseI32, parseU32, parseU64 } from "./numbers.ts";
 import { murmur3 as hashKey } from "./hash.ts";
 import { NIL, Comm, CS, StoreResult, AllocError, DeltaResult } from "./store.ts";
-import { type Session, NreadKind } from "./session.ts";
+import { type GetCont, type Session, NreadKind, PAUSE_BYTES } from "./session.ts";
 import { processMeta, finalizeMetaSet } from "./meta.ts";
 import { processStats } from "./stats.ts";
 import { VERSION } from "./settings.ts";
@@ -197,12 +197,19 @@ export function processTextLine(s: Session, buf: Uint8Array): void {
 
 // ------------------------------------------------------------------------------ retrieval
 
+/** Whether a key in `buf[p..end)` (space-separated) is longer than KEY_MAX_LENGTH. */
+function longKeyIn(buf: Uint8Array, p: number, end: number): boolean {
+  let k = p;
+  for (; p < end; p++) {
+    if (buf[p] !== 32) continue;
+    if (p - k > KEY_MAX_LENGTH) return true;
+    k = p + 1;
+  }
+  return end - k > KEY_MAX_LENGTH;
+}
+
 /** get, gets, gat, gats, bget (stock's process_get_command). */
 function processGet(s: Session, buf: Uint8Array, returnCas: boolean, shouldTouch: boolean): void {
-  const engine = s.engine;
-  const store = s.store;
-  const stats = engine.stats;
-  const out = s.out;
   let exptime = 0;
   let p = s.tokS[1]!;
   if (shouldTouch) {
@@ -210,16 +217,46 @@ function processGet(s: Session, buf: Uint8Array, returnCas: boolean, shouldTouch
       s.reply(INVALID_EXPTIME);
       return;
     }
-    exptime = engine.clock.realtime(parsed.num);
+    exptime = s.engine.clock.realtime(parsed.num);
     p = s.tokE[1]!;
   }
-  const end = s.lineEnd;
+  getKeys(s, buf, s.tokS[0]!, shouldTouch ? s.tokE[1]! : s.tokE[0]!, p, s.lineEnd, returnCas, shouldTouch, exptime);
+}
+
+/** The rest of a multiget a pause cut short (Session.resume). */
+export function continueGet(s: Session, c: GetCont): void {
+  getKeys(s, c.buf, c.cmdStart, c.cmdEnd, c.p, c.end, c.returnCas, c.touch, c.exptime);
+}
+
+/**
+ * Answers the keys of `buf[p..end)` (a get's keys, from the first or, after a pause, the next),
+ * then END. A pausable session stops after PAUSE_BYTES of answers (see Session.pauseGet).
+ */
+function getKeys(s: Session, buf: Uint8Array, cmdStart: number, cmdEnd: number, p: number, end: number, returnCas: boolean, shouldTouch: boolean, exptime: number): void {
+  const engine = s.engine;
+  const store = s.store;
+  const stats = engine.stats;
+  const out = s.out;
   const mark = out.pos;
   const mem = store.mem;
   const cs = store.classStats;
+  // A too-long key further on fails the whole get (stock: CLIENT_ERROR, no values; the keys
+  // before it are still looked up): its values are not rendered once that is known.
+  let discard = false;
+  let done = 0;
   for (;;) {
     while (p < end && buf[p] === 32) p++;
     if (p >= end) break;
+    if (!discard && s.pausable && out.pos > PAUSE_BYTES && done > 0) {
+      // Enough rendered for a client that may not be reading: the transport sends it, waits
+      // for the peer, and resumes with the rest of the keys (see Session.pauseGet).
+      if (!longKeyIn(buf, p, end)) {
+        s.pauseGet({ buf, cmdStart, cmdEnd, p, end, returnCas, touch: shouldTouch, exptime, routed: false });
+        return;
+      }
+      discard = true;
+      out.truncate(mark);
+    }
     const k = p;
     while (p < end && buf[p] !== 32) p++;
     const klen = p - k;
@@ -233,24 +270,27 @@ function processGet(s: Session, buf: Uint8Array, returnCas: boolean, shouldTouch
       s.reply(BAD_FORMAT);
       return;
     }
+    done++;
     const hv = hashKey(buf, k, klen);
     const ref = store.get(buf, k, klen, hv, true);
     if (engine.settings.detailEnabled) engine.prefixStats.recordGet(buf, k, klen, delimiter(s), ref !== NIL);
     if (ref !== NIL) {
       if (shouldTouch) store.setExptime(ref, exptime);
       const nb = store.nbytes(ref);
-      out.put(VALUE);
-      out.copy(buf, k, klen);
-      out.byte(32);
-      out.uint(store.flags(ref));
-      out.byte(32);
-      out.uint(nb - 2);
-      if (returnCas) {
+      if (!discard) {
+        out.put(VALUE);
+        out.copy(buf, k, klen);
         out.byte(32);
-        out.uint(store.cas(ref));
+        out.uint(store.flags(ref));
+        out.byte(32);
+        out.uint(nb - 2);
+        if (returnCas) {
+          out.byte(32);
+          out.uint(store.cas(ref));
+        }
+        out.crlf();
+        out.copy(mem, store.valueOffset(ref), nb);
       }
-      out.crlf();
-      out.copy(mem, store.valueOffset(ref), nb);
       const cls = store.clsid(ref);
       if (shouldTouch) {
         stats.touch_cmds++;

@@ -7,7 +7,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { readFileSync } from "node:fs";
-import { b, dec, exchange, startOurs, type ServerProcess } from "./lib/harness.ts";
+import { b, cat, dec, exchange, startOurs, type ServerProcess } from "./lib/harness.ts";
+import { binRequest } from "./lib/binproto.ts";
 
 let server: ServerProcess;
 
@@ -82,6 +83,43 @@ describe("bad input", () => {
     s.destroy();
     await healthy(server.port);
   }, 60_000);
+
+  test("clients that ask for large values and never read (a multiget line, pipelined mg, binary GETQ): bounded memory, others unaffected; a reader gets every byte", async () => {
+    // 16 items of 100 KB on both shards; each client asks for 300 MB of answers.
+    const value = (i: number): string => String.fromCharCode(97 + i).repeat(100_000);
+    for (let i = 0; i < 16; i++) {
+      const a = await exchange(server.port, b(`set big${i} 0 0 100000\r\n${value(i)}\r\n`), { until: b("STORED\r\n"), idleMs: 3000 });
+      expect(dec.decode(a.bytes)).toBe("STORED\r\n");
+    }
+    const keys = Array.from({ length: 3000 }, (_, i) => `big${i % 16}`);
+    const before = rssMiB(server.proc.pid);
+    const sockets: net.Socket[] = [];
+    const requests = [
+      b(`get ${keys.join(" ")}\r\n`),
+      b(keys.map((k) => `mg ${k} v\r\n`).join("")),
+      cat(...keys.map((k) => binRequest(0x09, { key: k }))),
+    ];
+    for (const r of requests) {
+      const s = await connectRaw(server.port);
+      s.on("error", () => {});
+      s.pause();
+      s.write(r);
+      sockets.push(s);
+    }
+    await Bun.sleep(1500);
+    await healthy(server.port);
+    const grown = rssMiB(server.proc.pid) - before;
+    // Before the pause, each copied all 300 MB of its answers into memory at once.
+    expect(grown).toBeLessThan(200);
+    for (const s of sockets) s.destroy();
+    await healthy(server.port);
+    // A reader of such a multiget (keys on both shards, paused and resumed) gets exactly its answer.
+    const some = keys.slice(0, 100);
+    const want = some.map((k) => `VALUE ${k} 0 100000\r\n${value(Number(k.slice(3)))}\r\n`).join("") + "END\r\n";
+    const got = await exchange(server.port, b(`get ${some.join(" ")}\r\n`), { until: b("END\r\n"), idleMs: 10_000 });
+    expect(got.bytes.length).toBe(want.length);
+    expect(dec.decode(got.bytes) === want).toBe(true);
+  }, 120_000);
 
   test("a multiget line without end: buffered up to a limit, then the connection closes", async () => {
     const s = await connectRaw(server.port);
