@@ -1985,8 +1985,9 @@ function parseStoredNumber(mem: Uint8Array, start: number, end: number): bigint 
     i++;
   }
   if (i === first) return -1n;
-  // The tail must be whitespace (the value always ends with "\r\n").
-  if (i < end && !(mem[i] === 32 || (mem[i]! >= 9 && mem[i]! <= 13))) return -1n;
+  // The tail must be whitespace (the value always ends with "\r\n") or a NUL, where stock's
+  // strtoull stops as at a string's end.
+  if (i < end && !(mem[i] === 32 || mem[i] === 0 || (mem[i]! >= 9 && mem[i]! <= 13))) return -1n;
   let v: bigint;
   if (i - first <= 15) v = BigInt(small);
   else {

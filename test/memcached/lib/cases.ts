@@ -94,6 +94,8 @@ const text: [string, string, Partial<Case>?][] = [
   ["incr delta too big", "incr n 18446744073709551616\r\n"],
   ["incr delta negative", "incr n -1\r\n"],
   ["incr non-numeric", "set nn 0 0 3\r\nabc\r\nincr nn 1\r\ndecr nn 1\r\n"],
+  // strtoull stops at a NUL: the number before it counts (stock); a leading NUL is non-numeric.
+  ["incr value with a NUL after digits", "set z1 0 0 3\r\n1\x002\r\nincr z1 5\r\nget z1\r\nset z2 0 0 3\r\n7\x00x\r\ndecr z2 1\r\nget z2\r\nset z3 0 0 2\r\n4\x00\r\nma z3 v\r\nset z4 0 0 2\r\n\x004\r\nincr z4 1\r\n"],
   ["incr empty value", "incr empty 1\r\n"],
   ["incr missing", "incr nokey 1\r\ndecr nokey 1\r\n"],
   ["incr noreply", "incr n 1 noreply\r\nget n\r\n"],
