@@ -340,6 +340,12 @@ function binUpdate(s: Session, buf: Uint8Array, ext: number, key: number, nkey: 
   const hv = hashKey(buf, key, nkey);
   const ref = store.alloc(buf, key, nkey, flags, exptime, vlen + 2);
   if (ref === NIL) {
+    if (store.allocError === AllocError.NO_MEMORY_READ) {
+      // Stock fails while reading such a value: the old one stays.
+      binError(s, Status.ENOMEM, "Out of memory during read", 0);
+      s.swallow(vlen);
+      return;
+    }
     if (store.allocError === AllocError.TOO_LARGE) {
       binError(s, Status.E2BIG, null, vlen);
     } else {
@@ -366,7 +372,7 @@ function binAppendPrepend(s: Session, buf: Uint8Array, key: number, nkey: number
     if (store.allocError === AllocError.TOO_LARGE) {
       binError(s, Status.E2BIG, null, vlen);
     } else {
-      binError(s, Status.ENOMEM, "Out of memory allocating item", 0);
+      binError(s, Status.ENOMEM, store.allocError === AllocError.NO_MEMORY_READ ? "Out of memory during read" : "Out of memory allocating item", 0);
       s.swallow(vlen);
     }
     return;

@@ -454,6 +454,8 @@ function processMset(s: Session, buf: Uint8Array): void {
   const hv = hashKey(keyBuf, keyOff, keyLen);
   const ref = store.alloc(keyBuf, keyOff, keyLen, of.clientFlags, of.exptime, vlen);
   if (ref === NIL) {
+    // Stock fails while reading such a value: the old one stays, nothing is counted.
+    if (store.allocError === AllocError.NO_MEMORY_READ) return fail("SERVER_ERROR Out of memory during read");
     let msg: string;
     if (store.allocError === AllocError.TOO_LARGE) {
       msg = "SERVER_ERROR object too large for cache";

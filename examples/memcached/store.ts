@@ -91,6 +91,12 @@ export const enum AllocError {
   NONE = 0,
   TOO_LARGE = 1,
   NO_MEMORY = 2,
+  /**
+   * No memory for an item larger than a slab chunk (slab_chunk_max): stock allocates such an
+   * item's chunks while its value arrives and fails there, "Out of memory during read", with
+   * the old value left in place and nothing counted in store_no_memory.
+   */
+  NO_MEMORY_READ = 3,
 }
 
 /** incr/decr outcomes (stock's delta_result_type). */
@@ -737,7 +743,7 @@ export class Store {
     const ref = cls === this.large ? this.allocLarge(HDR + klen + nbytes) : this.allocChunk(cls);
     if (ref === NIL) {
       this.classStats[cls * CS.COUNT + CS.OUTOFMEMORY]!++;
-      this.allocError = AllocError.NO_MEMORY;
+      this.allocError = cls === this.large ? AllocError.NO_MEMORY_READ : AllocError.NO_MEMORY;
       return NIL;
     }
     const w = ref << 1;

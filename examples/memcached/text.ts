@@ -30,6 +30,7 @@ const BAD_FORMAT = ascii("CLIENT_ERROR bad command line format\r\n");
 const BAD_CHUNK = ascii("CLIENT_ERROR bad data chunk\r\n");
 const TOO_LARGE = ascii("SERVER_ERROR object too large for cache\r\n");
 const NO_MEMORY = ascii("SERVER_ERROR out of memory storing object\r\n");
+const NO_MEMORY_READ = ascii("SERVER_ERROR Out of memory during read\r\n");
 const OUT_OF_MEMORY = ascii("SERVER_ERROR out of memory\r\n");
 const INVALID_EXPTIME = ascii("CLIENT_ERROR invalid exptime argument\r\n");
 const INVALID_DELTA = ascii("CLIENT_ERROR invalid numeric delta argument\r\n");
@@ -338,6 +339,12 @@ function processUpdate(s: Session, buf: Uint8Array, comm: Comm, handleCas: boole
   const hv = hashKey(buf, k, klen);
   const ref = store.alloc(buf, k, klen, flags, exptime, vlen);
   if (ref === NIL) {
+    if (store.allocError === AllocError.NO_MEMORY_READ) {
+      // Stock fails while reading such a value: the old one stays.
+      s.reply(NO_MEMORY_READ);
+      s.swallow(vlen);
+      return;
+    }
     if (store.allocError === AllocError.TOO_LARGE) {
       s.reply(TOO_LARGE);
       s.engine.stats.store_too_large++;

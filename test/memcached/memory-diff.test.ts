@@ -186,3 +186,68 @@ describe("slabs reassign while uploads hold every page of the source (slab_autom
     expect(mine).toEqual(theirs);
   }, 60_000);
 });
+
+describe("no memory for a value larger than a slab chunk (> 512 KB), as stock", () => {
+  /**
+   * -m 4, ten clients each send a 1 MB set's header and most of its value, then the rest:
+   * memory runs out for some. Each protocol's failure answer, the old value kept, and
+   * store_no_memory, as stock, which allocates such a value's chunks while it arrives.
+   */
+  async function uploads(port: number, proto: "text" | "meta" | "binary"): Promise<{ answers: string[]; kept: string; noMemory: string }> {
+    const net = await import("node:net");
+    const c = await MemClient.connect(port);
+    try {
+      for (let i = 0; i < 10; i++) expect(await c.set(`up${i}`, 3)).toBe("STORED");
+      const socks = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => new Promise<import("node:net").Socket>((resolve) => {
+          const s = net.connect(port, "127.0.0.1", () => resolve(s));
+        })),
+      );
+      const answers = socks.map(
+        (s) => new Promise<string>((resolve) => {
+          let got = "";
+          s.on("data", (d: Buffer) => {
+            got += d.toString("latin1");
+            if (proto === "binary" ? got.length >= 24 + (got.charCodeAt(11) | 0) : got.endsWith("\r\n")) resolve(got);
+          });
+          s.on("error", () => resolve(got));
+        }),
+      );
+      const head = (i: number): Buffer => {
+        if (proto === "text") return Buffer.from(`set up${i} 0 0 1000000\r\n`);
+        if (proto === "meta") return Buffer.from(`ms up${i} 1000000 T0\r\n`);
+        const key = Buffer.from(`up${i}`);
+        const h = Buffer.alloc(24 + 8);
+        h[0] = 0x80;
+        h[1] = 0x01;
+        h.writeUInt16BE(key.length, 2);
+        h[4] = 8;
+        h.writeUInt32BE(8 + key.length + 1_000_000, 8);
+        return Buffer.concat([h, key]);
+      };
+      socks.forEach((s, i) => s.write(Buffer.concat([head(i), Buffer.alloc(999_000, 120)])));
+      await Bun.sleep(500);
+      socks.forEach((s) => s.write(Buffer.concat([Buffer.alloc(1000, 120), Buffer.from(proto === "binary" ? "" : "\r\n")])));
+      const got = (await Promise.all(answers)).map((a) => (proto === "binary" ? `status ${a.charCodeAt(7)} ${a.slice(24)}` : a.trim()));
+      for (const s of socks) s.destroy();
+      const failed = got.filter((a) => a !== "STORED" && a !== "HD" && a !== "status 0 ");
+      let kept = "";
+      for (let i = 0; i < 10; i++) kept += (await c.line(`mg up${i} s`)).trim() + ";";
+      const stats = await c.stats("");
+      return { answers: [...new Set(failed)], kept: [...new Set(kept.split(";").filter((k) => k !== "HD s1000000" && k !== ""))].join(";"), noMemory: stats.store_no_memory! };
+    } finally {
+      c.close();
+    }
+  }
+
+  for (const proto of ["text", "meta", "binary"] as const) {
+    test(`${proto}: stock's answer, the old value stays, store_no_memory 0`, async () => {
+      const { stock, ours } = await both(["-m", "4", "-t", "1"], ["-m", "4", "-t", "1"]);
+      const theirs = await uploads(stock.port, proto);
+      const mine = await uploads(ours.port, proto);
+      await stop(stock, ours);
+      expect(theirs.answers.length).toBe(1);
+      expect(mine).toEqual(theirs);
+    }, 60_000);
+  }
+});
