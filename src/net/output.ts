@@ -175,10 +175,10 @@ export class StreamOutput implements ConnectionOutput {
   /** write(data, start, end): bytes [start, end) of a Uint8Array or NativeBuffer, no view made. */
   private appendRange(data: WriteData, start: number | undefined, end: number | undefined): Error | undefined {
     if (typeof data === "string") return new InvalidArgumentError("write: a range applies to bytes, not to a string");
+    // A released buffer rejects like write(buffer) does (its check threw out of write()).
+    const bad = badData(data, "write");
+    if (bad !== undefined) return bad;
     const isNative = data instanceof NativeBuffer;
-    if (!isNative && !(data instanceof Uint8Array)) {
-      return new InvalidArgumentError("write: data must be a Uint8Array, a string or a NativeBuffer");
-    }
     const length = data.length;
     const s = start ?? 0;
     const e = end ?? length;

@@ -502,6 +502,30 @@ export function streamConformance(s: StackUnderTest): void {
       await done();
     });
 
+    test("write(buffer, start, end) of a released NativeBuffer rejects with ClosedError, as write(buffer) does: nothing is thrown", async () => {
+      // The range form checked the buffer by throwing out of write(): a handler's `void write()`
+      // became an uncaught exception instead of a handled rejection.
+      const { client, server, done } = await pair();
+      const nb = allocateAlignedBuffer(4096);
+      nb.release();
+      try {
+        for (const call of [() => server.output.write(nb), () => server.output.write(nb, 0, 10), () => server.output.write(nb, 0, 0), () => server.output.write(nb, 5)]) {
+          let p: Promise<void> | undefined;
+          expect(() => {
+            p = call();
+          }).not.toThrow();
+          const e = await rejection(p!);
+          expect(e).toBeInstanceOf(ClosedError);
+          expect((e as ClosedError).code).toBe("ERR_BUFFER_RELEASED");
+        }
+        // Nothing was queued; the connection still works.
+        await server.output.write("ok");
+        expect(text(await client.input.readExactly(2))).toBe("ok");
+      } finally {
+        await done();
+      }
+    });
+
     test("consume rejects parser results that make no sense", async () => {
       const { client, server, done } = await pair();
       await client.output.write("hello");
