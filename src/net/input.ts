@@ -77,6 +77,8 @@ export class StreamInput implements ConnectionInput {
   private waitSignal: AbortSignal | undefined;
   private readonly onAbort = () => this.abortWait();
   private assembly: Uint8Array | undefined;
+  /** Bytes of `assembly` the last readExactly handed out: given up (and poisoned) at the next read. */
+  private assembledOut = 0;
   /** receive(): the handler, while one is installed. */
   private receiver: StreamReceiver | undefined;
   /** receiveRanges(): the handler, while one is installed (then `receiver` is unset). */
@@ -406,6 +408,11 @@ export class StreamInput implements ConnectionInput {
   // ---- reader side --------------------------------------------------------------------------
 
   private releaseLease(): void {
+    if (this.assembledOut > 0) {
+      // An assembled readExactly view is as stale as a recycled receive buffer's: poisoned too.
+      this.src.poisonReleased?.(this.assembly!.subarray(0, this.assembledOut));
+      this.assembledOut = 0;
+    }
     const l = this.lease;
     for (let i = 0; i < l.length; i++) this.drop(l[i]!);
     l.length = 0;
@@ -496,6 +503,7 @@ export class StreamInput implements ConnectionInput {
       return view;
     }
     const view = this.assemble(count);
+    this.assembledOut = count;
     this.advance(count);
     return view;
   }

@@ -599,6 +599,31 @@ export function streamConformance(s: StackUnderTest): void {
       }
     });
 
+    test("poisoning covers a readExactly view assembled across receive buffers: kept past the next read, it fails loudly", async () => {
+      // Assembled bytes live in the input's own memory, which was never poisoned: a stale view
+      // kept showing the old bytes, so a test could not catch the misuse.
+      s.setPoisoning(true);
+      try {
+        const { client, server, done } = await pair();
+        try {
+          const n = s.recvBufferSize * 2 + 100; // spans receive buffers: assembled, not a view
+          await client.output.write(new Uint8Array(n).fill(0x41));
+          const v = (await server.input.readExactly(n))!;
+          expect(v.length).toBe(n);
+          expect(v[0]).toBe(0x41);
+          expect(v[n - 1]).toBe(0x41);
+          await client.output.write("next");
+          expect(text(await server.input.readExactly(4))).toBe("next");
+          expect(v[0]).toBe(0xde);
+          expect(v[n - 1]).toBe(0xde);
+        } finally {
+          await done();
+        }
+      } finally {
+        s.setPoisoning(false);
+      }
+    });
+
     test("a readExactly view of part of a buffer stays valid through shutdownInput (not a read)", async () => {
       // shutdownInput released the buffer the view pointed into: poisoned (or another
       // connection's bytes) although no read call was made.
