@@ -55,7 +55,7 @@ export function numberOption(what: string, name: string, v: unknown, fallback: n
 /** A boolean option, or the default. Throws InvalidArgumentError. */
 export function booleanOption(what: string, name: string, v: unknown, fallback: boolean): boolean {
   if (v === undefined) return fallback;
-  if (typeof v !== "boolean") throw new InvalidArgumentError(`${what}: ${name} must be a boolean, got ${String(v)}`);
+  if (typeof v !== "boolean") throw new InvalidArgumentError(`${what}: ${name} must be a boolean, got ${describeValue(v)}`);
   return v;
 }
 

@@ -13,7 +13,7 @@ import { Timer, now } from "../../core/timer.ts";
 import { probeIoUring } from "../../core/probe.ts";
 import { NativeSlab } from "../slab.ts";
 import { sendChunks } from "../output.ts";
-import { resolveConnectionOptions, resolveListenOptions, signalOption } from "../options.ts";
+import { booleanOption, resolveConnectionOptions, resolveListenOptions, signalOption } from "../options.ts";
 import { checkDestination, encodeSockaddr, formatAddress, parseAddress, type AddressInput, type SocketAddress } from "../address.ts";
 
 /** connect() errors after which a name's next address is tried. */
@@ -138,52 +138,50 @@ export class PosixStack implements NetworkStack {
   private unref: (() => void) | undefined;
   private readonly poll = () => this.onTurn();
 
-  /** Changes settings; buffer sizes only before the first socket. Throws InvalidArgumentError. */
+  /**
+   * Changes settings; buffer sizes only before the first socket. Throws InvalidArgumentError.
+   * Every option is checked before any is applied: a bad one changes nothing.
+   */
   configure(options: PosixStackOptions): void {
+    if (typeof options !== "object" || options === null) {
+      throw new InvalidArgumentError(`configureNet: options must be an object, got ${describeValue(options)}`);
+    }
     const o = options;
     if (this.started && (o.recvBufferSize !== undefined || o.recvBufferCount !== undefined || o.recvBufferMax !== undefined)) {
       throw new InvalidArgumentError("configureNet: receive buffers are fixed once the first socket opened");
     }
+    const c = this.config;
     // The whole pool is one mapping viewed by one ArrayBuffer, which holds at most 4 GiB.
-    const size = o.recvBufferSize ?? this.config.recvBufferSize;
-    const max = o.recvBufferMax ?? this.config.recvBufferMax;
+    const size = o.recvBufferSize ?? c.recvBufferSize;
+    const max = o.recvBufferMax ?? c.recvBufferMax;
     if (typeof size === "number" && typeof max === "number" && size * max > 2 ** 32) {
       throw new InvalidArgumentError(
         `configureNet: recvBufferSize x recvBufferMax must be at most 4 GiB (one mapping), got ${describeValue(size)} x ${max}; lower recvBufferMax`,
       );
     }
-    if (o.recvBufferSize !== undefined) {
-      if (!Number.isInteger(o.recvBufferSize) || o.recvBufferSize < 512 || o.recvBufferSize > 1 << 20 || o.recvBufferSize % 64 !== 0) {
-        throw new InvalidArgumentError(`configureNet: recvBufferSize must be a multiple of 64 in 512..1048576, got ${describeValue(o.recvBufferSize)}`);
-      }
-      this.config.recvBufferSize = o.recvBufferSize;
+    if (!Number.isInteger(size) || size < 512 || size > 1 << 20 || size % 64 !== 0) {
+      throw new InvalidArgumentError(`configureNet: recvBufferSize must be a multiple of 64 in 512..1048576, got ${describeValue(size)}`);
     }
-    if (o.recvBufferMax !== undefined) {
-      const n = o.recvBufferMax;
-      if (!Number.isInteger(n) || n < 2 || n > 32768 || (n & (n - 1)) !== 0) {
-        throw new InvalidArgumentError(`configureNet: recvBufferMax must be a power of two in 2..32768, got ${describeValue(n)}`);
-      }
-      this.config.recvBufferMax = n;
-      this.config.recvBufferCount = Math.min(this.config.recvBufferCount, n);
+    if (!Number.isInteger(max) || max < 2 || max > 32768 || (max & (max - 1)) !== 0) {
+      throw new InvalidArgumentError(`configureNet: recvBufferMax must be a power of two in 2..32768, got ${describeValue(max)}`);
     }
-    if (o.recvBufferCount !== undefined) {
-      const n = o.recvBufferCount;
-      if (!Number.isInteger(n) || n < 1 || n > this.config.recvBufferMax) {
-        throw new InvalidArgumentError(`configureNet: recvBufferCount must be an integer in 1..recvBufferMax (${this.config.recvBufferMax}), got ${describeValue(n)}`);
-      }
-      this.config.recvBufferCount = n;
+    const count = o.recvBufferCount ?? Math.min(c.recvBufferCount, max);
+    if (!Number.isInteger(count) || count < 1 || count > max) {
+      throw new InvalidArgumentError(`configureNet: recvBufferCount must be an integer in 1..recvBufferMax (${max}), got ${describeValue(count)}`);
     }
-    if (o.zeroCopySendMin !== undefined) {
-      if (typeof o.zeroCopySendMin !== "number" || !(o.zeroCopySendMin >= 1)) {
-        throw new InvalidArgumentError(`configureNet: zeroCopySendMin must be a number >= 1, got ${describeValue(o.zeroCopySendMin)}`);
-      }
-      this.config.zeroCopySendMin = o.zeroCopySendMin;
-      this.zeroCopySendMin = o.zeroCopySendMin;
+    const zeroCopySendMin = o.zeroCopySendMin ?? c.zeroCopySendMin;
+    if (typeof zeroCopySendMin !== "number" || !(zeroCopySendMin >= 1)) {
+      throw new InvalidArgumentError(`configureNet: zeroCopySendMin must be a number >= 1, got ${describeValue(zeroCopySendMin)}`);
     }
-    if (o.poisonBuffers !== undefined) {
-      this.config.poisonBuffers = !!o.poisonBuffers;
-      if (this.started) this.rx.poison = this.config.poisonBuffers;
-    }
+    // Only a boolean says which: the string "false" turned poisoning on.
+    const poison = booleanOption("configureNet", "poisonBuffers", o.poisonBuffers, c.poisonBuffers);
+    c.recvBufferSize = size;
+    c.recvBufferMax = max;
+    c.recvBufferCount = count;
+    c.zeroCopySendMin = zeroCopySendMin;
+    this.zeroCopySendMin = zeroCopySendMin;
+    c.poisonBuffers = poison;
+    if (this.started) this.rx.poison = poison;
   }
 
   private start(): void {
