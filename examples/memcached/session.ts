@@ -361,9 +361,13 @@ export class Session {
     this.pendEnd = end;
   }
 
-  /** Whether to stop taking commands now (see PAUSE_BYTES); only between commands. */
+  /**
+   * Whether to stop taking commands now (see PAUSE_BYTES); only between commands. Called after
+   * every command: the common case is one compare of `out.pos` and one of `holes.length`.
+   */
   private shouldPause(): boolean {
-    return this.paused || (this.pausable && this.state === St.CMD && !this.closing && (this.out.pos > PAUSE_BYTES || this.holes.length > PAUSE_HOLES));
+    if (this.out.pos <= PAUSE_BYTES && this.holes.length <= PAUSE_HOLES) return this.paused;
+    return this.paused || (this.pausable && this.state === St.CMD && !this.closing);
   }
 
   /** Back to a fresh state between units run for another shard (keeps `out` and `holds`). */

@@ -248,7 +248,7 @@ function getKeys(s: Session, buf: Uint8Array, cmdStart: number, cmdEnd: number, 
   for (;;) {
     while (p < end && buf[p] === 32) p++;
     if (p >= end) break;
-    if (!discard && s.pausable && out.pos > PAUSE_BYTES && done > 0) {
+    if (out.pos > PAUSE_BYTES && s.pausable && !discard && done > 0) {
       // Enough rendered for a client that may not be reading: the transport sends it, waits
       // for the peer, and resumes with the rest of the keys (see Session.pauseGet).
       if (!longKeyIn(buf, p, end)) {
