@@ -26,7 +26,10 @@ export interface ConnectionOptions {
   /**
    * Received bytes held for the reader before the stack stops receiving on this connection
    * (default 256 KiB). The peer is then slowed by TCP flow control; receiving resumes once the
-   * reader has consumed half.
+   * reader has consumed half. The posix stack gives its multishot receive a total byte limit
+   * (Linux 6.17+), so it stops within one receive buffer of the mark; on older kernels it
+   * stops by cancelling the receive, and until the cancel lands the kernel may still fill
+   * buffers with what the socket has queued (up to its receive buffer, SO_RCVBUF).
    */
   maxReadBuffered?: number;
   /**
