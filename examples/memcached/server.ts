@@ -8,7 +8,7 @@
  */
 import { chmodSync, lstatSync, unlinkSync } from "node:fs";
 import { CString, dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
-import { SystemError, Timer, sleep } from "../../src/index.ts";
+import { SystemError, Timer, maybeYield, sleep } from "../../src/index.ts";
 import { bindUdp, formatAddress, listen, parseAddress } from "../../src/net/index.ts";
 import type { Connection, Listener, ListenOptions, SocketAddress, UdpChannel } from "../../src/net/index.ts";
 import { Engine } from "./engine.ts";
@@ -31,6 +31,10 @@ const IDLE_GC_AFTER_BYTES = 16 * 1024 * 1024;
 const GRACE_MS = 100;
 /** UDP: payload bytes per datagram after the 8-byte frame header (stock's UDP_DATA_SIZE). */
 const UDP_DATA_SIZE = 1392;
+/** The most response bytes one UDP request can get: the frame header counts 65535 datagrams. */
+const UDP_BODY_MAX = 65535 * UDP_DATA_SIZE;
+/** Datagrams of an answer handed to the channel before waiting for the oldest to be sent. */
+const UDP_SENDS_AHEAD = 64;
 
 const tooMany = new TextEncoder().encode("ERROR Too many open connections\r\n");
 /** Thrown by a connection's receiver to end it (quit, a fatal protocol error, a graceful stop). */
@@ -434,8 +438,9 @@ export class ShardServer {
 
   /** UDP: one datagram, one request (8-byte frame header), the answer in ≤1400-byte datagrams. */
   private async udpLoop(ch: UdpChannel): Promise<void> {
-    const out = new Out(64 * 1024);
-    const header = new Uint8Array(8);
+    let out = new Out(64 * 1024);
+    const dgram = new Uint8Array(8 + UDP_DATA_SIZE);
+    const sending: Promise<void>[] = [];
     for (;;) {
       let d;
       try {
@@ -445,6 +450,9 @@ export class ShardServer {
       }
       if (d === null) return;
       const data = d.data;
+      // A datagram longer than the stack's receive buffer (16 KiB) arrives cut: its commands
+      // must not run in part (stock reads up to 64 KiB; README: Differences).
+      if (d.truncated) continue;
       // Stock counts only datagrams longer than the frame header (a multi-datagram one too).
       if (data.length <= 8) continue;
       this.engine.stats.bytes_read += data.length;
@@ -456,29 +464,43 @@ export class ShardServer {
       const session = new Session(this.engine, { out, protocol: proto });
       // The datagram is counted whole above (frame header included), once.
       session.countBytes = false;
+      // Pausable, so that a datagram asking for more than one response can carry (65535
+      // datagrams: a multiget of thousands of large values) stops being rendered there, instead
+      // of copying every value it names into memory.
+      session.pausable = true;
       session.feed(data.subarray(8));
+      for (;;) {
+        if (session.holes.length > 0) await fillHoles(session);
+        if (!session.paused || out.pos >= UDP_BODY_MAX) break;
+        // Other connections get their turn between the parts of a long answer.
+        const y = maybeYield();
+        if (y !== undefined) await y;
+        session.resume();
+      }
       session.close();
-      if (session.holes.length > 0) await fillHoles(session);
       const body = session.abort ? out.buf.subarray(0, session.keep) : out.bytes();
       let total = Math.min(65535, Math.ceil(body.length / UDP_DATA_SIZE));
       // `quit` answers with a bare frame header (0 datagrams in the response), as stock does.
       const bare = total === 0 && session.closeAfterWrite && !session.abort;
       if (bare) total = 1;
+      // send() copies the datagram: one scratch buffer serves them all, and at most
+      // UDP_SENDS_AHEAD wait to be sent (a long answer is not queued whole a second time).
       for (let seq = 0; seq < total; seq++) {
         const part = body.subarray(seq * UDP_DATA_SIZE, Math.min(body.length, (seq + 1) * UDP_DATA_SIZE));
-        const dgram = new Uint8Array(8 + part.length);
-        header[0] = requestId >>> 8;
-        header[1] = requestId & 0xff;
-        header[2] = seq >>> 8;
-        header[3] = seq & 0xff;
-        header[4] = bare ? 0 : total >>> 8;
-        header[5] = bare ? 0 : total & 0xff;
-        dgram.set(header);
+        dgram[0] = requestId >>> 8;
+        dgram[1] = requestId & 0xff;
+        dgram[2] = seq >>> 8;
+        dgram[3] = seq & 0xff;
+        dgram[4] = bare ? 0 : total >>> 8;
+        dgram[5] = bare ? 0 : total & 0xff;
         dgram.set(part, 8);
-        this.engine.stats.bytes_written += dgram.length;
-        void ch.send(dgram, d.from).catch(() => {});
+        this.engine.stats.bytes_written += 8 + part.length;
+        sending.push(ch.send(dgram.subarray(0, 8 + part.length), d.from).catch(() => {}));
+        if (sending.length >= UDP_SENDS_AHEAD) await sending.shift();
       }
       out.reset();
+      // A long answer's buffer is not kept for the small ones after it.
+      if (out.buf.length > 4 * 1024 * 1024) out = new Out(64 * 1024);
     }
   }
 

@@ -182,3 +182,67 @@ describe("bad input", () => {
     await healthy(server.port);
   }, 120_000);
 });
+
+describe("UDP", () => {
+  test("a datagram asking for gigabytes (a multiget of 1 MB values) is answered up to the 65535 datagrams a response can count, with bounded memory; others are served", async () => {
+    const udp = await startOurs(["-t", "2", "-m", "64"], { udp: true });
+    try {
+      for (let i = 0; i < 20; i++) {
+        const v = String.fromCharCode(97 + i).repeat(1_000_000);
+        const a = await exchange(udp.port, b(`set u${i} 0 0 1000000\r\n${v}\r\n`), { until: b("STORED\r\n"), idleMs: 3000 });
+        expect(dec.decode(a.bytes)).toBe("STORED\r\n");
+      }
+      const before = rssMiB(udp.proc.pid);
+      let peak = before;
+      const dgram = await import("node:dgram");
+      const sock = dgram.createSocket("udp4");
+      let received = 0;
+      let totalField = -1;
+      sock.on("message", (m: Buffer) => {
+        received++;
+        totalField = m.readUInt16BE(4);
+      });
+      await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
+      // 3000 keys of 1 MB: 3 GB of answers (the old code rendered them all into memory).
+      const keys = Array.from({ length: 3000 }, (_, i) => `u${i % 20}`).join(" ");
+      const frame = Buffer.from([0, 7, 0, 0, 0, 1, 0, 0]);
+      sock.send(Buffer.concat([frame, Buffer.from(`get ${keys}\r\n`)]), udp.udpPort, "127.0.0.1");
+      const deadline = Date.now() + 20_000;
+      while (Date.now() < deadline && totalField < 0) {
+        peak = Math.max(peak, rssMiB(udp.proc.pid));
+        await Bun.sleep(20);
+      }
+      for (let i = 0; i < 50; i++) {
+        peak = Math.max(peak, rssMiB(udp.proc.pid));
+        await Bun.sleep(20);
+      }
+      expect(totalField).toBe(65535);
+      expect(received).toBeGreaterThan(0);
+      expect(peak - before).toBeLessThan(1500);
+      await healthy(udp.port);
+      sock.close();
+    } finally {
+      await udp.stop();
+    }
+  }, 120_000);
+
+  test("a datagram longer than the receive buffer (16 KiB) arrives cut: none of its commands runs", async () => {
+    const udp = await startOurs(["-t", "1"], { udp: true });
+    try {
+      const dgram = await import("node:dgram");
+      const sock = dgram.createSocket("udp4");
+      await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
+      const frame = Buffer.from([0, 9, 0, 0, 0, 1, 0, 0]);
+      // A complete set first, then a get line that runs past the buffer.
+      const body = Buffer.from(`set cut 0 0 1\r\nx\r\nget ${"k ".repeat(12_000)}\r\n`);
+      sock.send(Buffer.concat([frame, body]), udp.udpPort, "127.0.0.1");
+      await Bun.sleep(300);
+      const a = await exchange(udp.port, b("mg cut\r\nmn\r\n"), { until: b("MN\r\n"), idleMs: 3000 });
+      expect(dec.decode(a.bytes)).toBe("EN\r\nMN\r\n");
+      sock.close();
+      await healthy(udp.port);
+    } finally {
+      await udp.stop();
+    }
+  }, 60_000);
+});
