@@ -382,7 +382,7 @@ describe("stats conns and UDP", () => {
         // The readiness probe's connection may still be listed until the server has seen it
         // close (an "addr ?" entry): ask again until only the asking client is left.
         let a = "";
-        for (let i = 0; i < 40; i++) {
+        for (let i = 0; i < 200; i++) {
           a = (await talk(v4(run.port), "stats conns\r\n", "END\r\n"))!;
           if ((a.match(/:listen_addr /g) ?? []).length === 1) break;
           await Bun.sleep(50);
