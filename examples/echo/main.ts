@@ -9,7 +9,8 @@
  */
 import { app } from "../../src/app/index.ts";
 import { sharded, thisShard } from "../../src/smp/index.ts";
-import { serve, formatAddress, type Connection, type Listener } from "../../src/net/index.ts";
+import { ShoalError } from "../../src/core/errors.ts";
+import { serve, formatAddress, parseAddress, type Connection, type Listener } from "../../src/net/index.ts";
 
 /** Output bytes queued before the handler waits for them to drain (the connections' writeHighWater). */
 const HIGH_WATER = 256 * 1024;
@@ -45,6 +46,26 @@ class EchoShard {
   }
 }
 
+/** --host must be an address literal: refused with the command line, not by a shard's listen() later. */
+function checkHost(host: string): void {
+  parseAddress({ host, port: 1 }, "listen");
+}
+
+/**
+ * Starts the listeners; a port that cannot be listened on (EADDRINUSE, EACCES...) is reported
+ * in one line, not as a failed main with its stack.
+ */
+async function started(start: () => Promise<void>, options: { host: string; port: number }): Promise<boolean> {
+  try {
+    await start();
+    return true;
+  } catch (e) {
+    if (!(e instanceof ShoalError)) throw e;
+    console.error(`echo: cannot listen on ${options.host} port ${options.port}: ${e.message}`);
+    return false;
+  }
+}
+
 const shards = sharded(EchoShard, { name: "echo" });
 
 await app(
@@ -53,12 +74,12 @@ await app(
     description: "TCP echo server: every shard listens on --port and writes back what it reads.",
     options: {
       port: { type: "integer", default: 7000, min: 1, max: 65535, description: "TCP port every shard listens on" },
-      host: { type: "string", default: "0.0.0.0", description: "address to listen on (IPv4 or IPv6 literal)" },
+      host: { type: "string", default: "0.0.0.0", description: "address to listen on (IPv4 or IPv6 literal)", check: checkHost },
       idleTimeoutMs: { type: "integer", default: 0, min: 0, description: "reset connections idle this long (0: never)" },
     },
   },
   async ({ options, signal, log }) => {
-    await shards.start(options.host, options.port, options.idleTimeoutMs);
+    if (!(await started(() => shards.start(options.host, options.port, options.idleTimeoutMs), options))) return 1;
     for (const a of await shards.invokeOnAll("address")) log.info(`listening, ${a}`);
     console.log(`echo: listening on port ${options.port}`);
     await new Promise<void>((resolve) => {

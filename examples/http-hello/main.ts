@@ -22,7 +22,8 @@
 import { app } from "../../src/app/index.ts";
 import { Timer } from "../../src/core/timer.ts";
 import { sharded } from "../../src/smp/index.ts";
-import { CONSUME_ALL, needBytes, serve, type Connection, type Listener } from "../../src/net/index.ts";
+import { ShoalError } from "../../src/core/errors.ts";
+import { CONSUME_ALL, needBytes, parseAddress, serve, type Connection, type Listener } from "../../src/net/index.ts";
 
 const encoder = new TextEncoder();
 const BODY = "Hello, World!";
@@ -292,6 +293,26 @@ class HttpShard {
   }
 }
 
+/** --host must be an address literal: refused with the command line, not by a shard's listen() later. */
+function checkHost(host: string): void {
+  parseAddress({ host, port: 1 }, "listen");
+}
+
+/**
+ * Starts the listeners; a port that cannot be listened on (EADDRINUSE, EACCES...) is reported
+ * in one line, not as a failed main with its stack.
+ */
+async function started(start: () => Promise<void>, options: { host: string; port: number }): Promise<boolean> {
+  try {
+    await start();
+    return true;
+  } catch (e) {
+    if (!(e instanceof ShoalError)) throw e;
+    console.error(`http-hello: cannot listen on ${options.host} port ${options.port}: ${e.message}`);
+    return false;
+  }
+}
+
 const shards = sharded(HttpShard, { name: "http-hello" });
 
 await app(
@@ -300,7 +321,7 @@ await app(
     description: "Bare HTTP/1.1 hello server for benchmarks: every request gets the same 200 response.",
     options: {
       port: { type: "integer", default: 8080, min: 1, max: 65535, description: "TCP port every shard listens on" },
-      host: { type: "string", default: "0.0.0.0", description: "address to listen on" },
+      host: { type: "string", default: "0.0.0.0", description: "address to listen on", check: checkHost },
       headerTimeoutMs: {
         type: "integer",
         default: 10_000,
@@ -312,7 +333,7 @@ await app(
     },
   },
   async ({ options, signal }) => {
-    await shards.start(options.host, options.port, options.headerTimeoutMs);
+    if (!(await started(() => shards.start(options.host, options.port, options.headerTimeoutMs), options))) return 1;
     console.log(`http-hello: listening on port ${options.port}`);
     await new Promise<void>((resolve) => {
       if (signal.aborted) resolve();

@@ -38,6 +38,12 @@ export interface OptionSpec<T extends OptionType = OptionType> {
   max?: number;
   /** How --help names the value, e.g. "PORT". */
   valueName?: string;
+  /**
+   * Checks a given value (after its type and bounds) on the main thread, before any shard starts:
+   * throwing refuses the command line with `--flag: <the error's message>` (e.g. an address that
+   * would only fail later, when a shard listens on it). Not called for defaults.
+   */
+  check?(value: OptionValue<T>): void;
 }
 
 /** An application's options: camelCase keys to specs. */
@@ -154,6 +160,7 @@ export function checkSpecs(specs: OptionSpecs): void {
       throw new OptionError(`option "${key}": type must be "string", "number", "integer" or "boolean", got ${String(spec.type)}`);
     }
     if (typeof spec.description !== "string") throw new OptionError(`option "${key}": description must be a string`);
+    if (spec.check !== undefined && typeof spec.check !== "function") throw new OptionError(`option "${key}": check must be a function`);
   }
 }
 
@@ -219,6 +226,7 @@ export function parseCommandLine<S extends OptionSpecs>(argv: readonly string[],
     type: OptionType;
     bounds: { min?: number; max?: number; choices?: readonly string[] };
     parse?: (text: string, flag: string) => unknown;
+    check?: (value: never) => void;
   }
   const shared = defaultSharedOptions();
   const app: Record<string, unknown> = {};
@@ -233,7 +241,7 @@ export function parseCommandLine<S extends OptionSpecs>(argv: readonly string[],
     });
   }
   for (const [key, spec] of Object.entries(specs)) {
-    targets.set(flagOf(key), { set: (v) => (app[key] = v), type: spec.type, bounds: spec });
+    targets.set(flagOf(key), { set: (v) => (app[key] = v), type: spec.type, bounds: spec, check: spec.check });
   }
   const seen = new Set<string>();
   let help = false;
@@ -272,7 +280,15 @@ export function parseCommandLine<S extends OptionSpecs>(argv: readonly string[],
       }
     }
     seen.add(flag);
-    target.set(target.parse ? target.parse(text, flag) : convert(flag, target.type, text, target.bounds));
+    const value = target.parse ? target.parse(text, flag) : convert(flag, target.type, text, target.bounds);
+    if (target.check !== undefined) {
+      try {
+        target.check(value as never);
+      } catch (err) {
+        throw new OptionError(`--${flag}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+    target.set(value);
   }
   if (!help) {
     for (const [key, spec] of Object.entries(specs)) {

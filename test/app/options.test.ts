@@ -112,6 +112,23 @@ describe("parseCommandLine", () => {
     expect(parseCommandLine(["--help"], req).help).toBe(true);
   });
 
+  test("a spec's check refuses a given value with an OptionError naming the option; defaults are not checked", () => {
+    const checked = {
+      host: {
+        type: "string",
+        default: "any",
+        description: "an address",
+        check(v: string) {
+          if (v !== "127.0.0.1") throw new TypeError(`"${v}" is not an address`);
+        },
+      },
+    } as const;
+    expect(() => parseCommandLine(["--host", "nowhere"], checked)).toThrow(new OptionError('--host: "nowhere" is not an address'));
+    expect(parseCommandLine(["--host=127.0.0.1"], checked).app.host).toBe("127.0.0.1");
+    expect(parseCommandLine([], checked).app.host).toBe("any");
+    expect(() => checkSpecs({ x: { type: "string", description: "", check: 1 as never } })).toThrow("check must be a function");
+  });
+
   test("an app may not redefine Shoal's options or use odd names", () => {
     expect(() => checkSpecs({ smp: { type: "integer", description: "" } })).toThrow("one of Shoal's own options");
     expect(() => checkSpecs({ logLevel: { type: "string", description: "" } })).toThrow("one of Shoal's own options");

@@ -1,6 +1,6 @@
 // The network examples start, serve, and stop on SIGTERM: examples/echo and examples/http-hello.
 import { afterEach, expect, test } from "bun:test";
-import { connect as nodeConnect } from "node:net";
+import { connect as nodeConnect, createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { BUN } from "../smp/helpers.ts";
 import { listen } from "../../src/net/api.ts";
@@ -88,4 +88,36 @@ test("examples/http-hello answers keep-alive and pipelined requests", async () =
   expect(tooLong).toStartWith("HTTP/1.1 431 ");
   p.kill("SIGTERM");
   expect(await p.exited).toBe(0);
+}, 60_000);
+
+/** Runs an example to its exit (it must not start serving). */
+async function runToExit(script: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const p = Bun.spawn([BUN, fileURLToPath(new URL(`../../${script}`, import.meta.url)), ...args], { stdout: "pipe", stderr: "pipe" });
+  procs.push(p);
+  const [stdout, stderr, code] = await Promise.all([new Response(p.stdout as ReadableStream).text(), new Response(p.stderr as ReadableStream).text(), p.exited]);
+  return { code, stdout, stderr };
+}
+
+test("a --host that is not an address is refused with the command line (exit 2), a port in use in one line (exit 1); no stack", async () => {
+  for (const [script, name] of [
+    ["examples/echo/main.ts", "echo"],
+    ["examples/http-hello/main.ts", "http-hello"],
+  ] as const) {
+    const bad = await runToExit(script, ["--port", String(await freePort()), "--host", "no-such-host", "--smp", "1"]);
+    expect({ code: bad.code, stdout: bad.stdout }).toEqual({ code: 2, stdout: "" });
+    expect(bad.stderr).toStartWith(`${name}: --host: `);
+    expect(bad.stderr).toContain('"no-such-host" is not an IP address literal');
+    expect(bad.stderr).not.toContain("    at ");
+    // Another process holds the port (without SO_REUSEPORT): every shard's listen fails.
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
+    const port = (holder.address() as { port: number }).port;
+    try {
+      const busy = await runToExit(script, ["--port", String(port), "--host", "127.0.0.1", "--smp", "2", "--overprovisioned"]);
+      expect(busy.code).toBe(1);
+      expect(busy.stderr).toBe(`${name}: cannot listen on 127.0.0.1 port ${port}: listen failed: EADDRINUSE (127.0.0.1:${port})\n`);
+    } finally {
+      await new Promise<void>((resolve) => holder.close(() => resolve()));
+    }
+  }
 }, 60_000);
