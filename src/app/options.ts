@@ -254,6 +254,8 @@ export function parseCommandLine<S extends OptionSpecs>(argv: readonly string[],
     if (!arg.startsWith("--") || arg === "--") {
       throw new OptionError(arg === "--" ? 'unexpected "--": this app takes no positional arguments' : `unexpected argument "${arg}" (options start with --; see --help)`);
     }
+    // "--help=x" matched no option and suggested "did you mean --help?".
+    if (arg.startsWith("--help=")) throw new OptionError("--help takes no value");
     const eq = arg.indexOf("=");
     let flag = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
     let inline = eq < 0 ? undefined : arg.slice(eq + 1);

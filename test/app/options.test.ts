@@ -75,6 +75,17 @@ describe("parseCommandLine", () => {
     expect(parseCommandLine(["-h", "--port", "5"], specs).help).toBe(true);
   });
 
+  test("--help=value is refused as such (it was an unknown option with the hint --help)", () => {
+    fails(["--help=1"], "--help takes no value");
+    let message = "";
+    try {
+      parseCommandLine(["--help=yes"], specs);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).not.toContain("did you mean");
+  });
+
   test("unknown options are rejected, with a suggestion for typos", () => {
     fails(["--bogus"], "unknown option --bogus; see --help");
     fails(["--smpp", "2"], "unknown option --smpp; did you mean --smp?");
