@@ -11,7 +11,8 @@
  * - a head over 8 KiB gets 431; a head not complete within --header-timeout-ms (default 10 s)
  *   of its first byte gets 408 (a client trickling one forever would hold its connection);
  * - lines may end in LF alone as well as CRLF (RFC 9112 2.2 allows it, and many servers do);
- * - HTTP/1.0 without "Connection: keep-alive", or "Connection: close", is answered and closed.
+ * - HTTP/1.0 without "Connection: keep-alive", or "Connection: close", is answered and closed;
+ * - HEAD gets the response's head only.
  * Every answer that closes says "Connection: close", then the server sends FIN and reads and
  * drops what the client still sends, up to 64 KiB for up to 1 s (a lingering close), so that
  * closing does not reset the connection under the response.
@@ -31,6 +32,9 @@ const HELLO = `HTTP/1.1 200 OK\r\nServer: shoal\r\nContent-Type: text/plain\r\nC
 const RESPONSE = encoder.encode(`${HELLO}\r\n${BODY}`);
 const RESPONSE_KEEP_ALIVE = encoder.encode(`${HELLO}Connection: keep-alive\r\n\r\n${BODY}`); // HTTP/1.0 asked for it
 const RESPONSE_CLOSE = encoder.encode(`${HELLO}Connection: close\r\n\r\n${BODY}`);
+// HEAD gets the same head without the body (RFC 9110 9.3.2): a body would be read as the next response.
+const HEAD_ONLY = [RESPONSE, RESPONSE_KEEP_ALIVE, RESPONSE_CLOSE].map((r) => r.subarray(0, r.length - BODY.length));
+const [RESPONSE_HEAD, RESPONSE_KEEP_ALIVE_HEAD, RESPONSE_CLOSE_HEAD] = HEAD_ONLY as [Uint8Array, Uint8Array, Uint8Array];
 
 function refusal(status: string, why: string): Uint8Array {
   const body = `${why}\n`;
@@ -54,10 +58,11 @@ const F_REQUEST_LINE = 1; // the request line was read
 const F_HTTP10 = 2;
 const F_CLOSE = 4; // Connection: close
 const F_KEEP_ALIVE = 8; // Connection: keep-alive
-const F_BAD = 16;
-const F_BODY = 32;
-const F_CODING = 64;
-const F_TOO_LARGE = 128;
+const F_HEAD = 16; // the method is HEAD
+const F_BAD = 32;
+const F_BODY = 64;
+const F_CODING = 128;
+const F_TOO_LARGE = 256;
 
 const LF = 10;
 const CR = 13;
@@ -98,7 +103,8 @@ function requestLine(v: Uint8Array, s: number, e: number): number {
   }
   const minor = v[e - 1]!;
   if (minor < 48 || minor > 57) return F_BAD;
-  return minor === 48 ? F_REQUEST_LINE | F_HTTP10 : F_REQUEST_LINE;
+  const head = first - s === 4 && v[s] === 72 && v[s + 1] === 69 && v[s + 2] === 65 && v[s + 3] === 68 ? F_HEAD : 0; // "HEAD"
+  return (minor === 48 ? F_REQUEST_LINE | F_HTTP10 : F_REQUEST_LINE) | head;
 }
 
 /** Flags of a header line v[s, e): only the three fields that change how a request is answered are read. */
@@ -249,11 +255,12 @@ async function http(c: Connection, headerTimeoutMs: number): Promise<void> {
         deadline!.cancel();
       }
       if (flags & F_CLOSE || (flags & (F_HTTP10 | F_KEEP_ALIVE)) === F_HTTP10) {
-        void output.write(RESPONSE_CLOSE);
+        void output.write(flags & F_HEAD ? RESPONSE_CLOSE_HEAD : RESPONSE_CLOSE);
         closing = true;
         return end; // anything after it is dropped by the lingering close
       }
-      void output.write(flags & F_HTTP10 ? RESPONSE_KEEP_ALIVE : RESPONSE);
+      if (flags & F_HEAD) void output.write(flags & F_HTTP10 ? RESPONSE_KEEP_ALIVE_HEAD : RESPONSE_HEAD);
+      else void output.write(flags & F_HTTP10 ? RESPONSE_KEEP_ALIVE : RESPONSE);
       pos = end;
       lineAt = scanAt = flags = 0;
       // Many pipelined requests: stop and let the responses drain first.

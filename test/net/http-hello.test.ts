@@ -188,6 +188,13 @@ describe("closing requests", () => {
   }, 60_000);
 });
 
+test("HEAD is answered without a body, so pipelined answers after it stay in step", async () => {
+  const head = "HTTP/1.1 200 OK\r\nServer: shoal\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n";
+  const r = await talk("HEAD / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\nHEAD /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\nHEAD / HTTP/1.1\r\nConnection: close\r\n\r\n");
+  expect(r.text).toBe(`${head}\r\n${head}\r\nHello, World!${head}Connection: keep-alive\r\n\r\n${head}Connection: close\r\n\r\n`);
+  expect(r.end).toBe("fin");
+}, 30_000);
+
 test("LF-only line ends are accepted", async () => {
   const r = await talk("GET / HTTP/1.1\nHost: a\n\nGET / HTTP/1.1\r\nHost: b\n\r\n", { until: twice });
   expect(statuses(r.text)).toEqual(["200", "200"]);
