@@ -44,6 +44,18 @@ export interface LoopOptions {
   restingAfterMs?: number;
   /** While busy, return to Bun's event loop this often (default 1 ms). */
   yieldIntervalMs?: number;
+  /**
+   * Run a full garbage collection once the shard's heap in use (objects and external buffers,
+   * process.memoryUsage().heapUsed, checked twice a second) has grown by this many MiB, or by
+   * the live objects' own size if that is more, since the last one (default 64; 0: never, leave it to
+   * JavaScriptCore). In a Worker whose heap reports large external buffers (receive rings,
+   * arenas), JavaScriptCore can keep to eden collections, which promote whatever is alive at
+   * that instant and never collect it again: a memcached shard under load grew ~1.3 MiB/s
+   * without bound (test/soak/memcached-load). The collection is a pause of a few ms, counted
+   * in loopStats.fullGcs / fullGcMs and reported as a stall when longer than
+   * blockedReactorNotifyMs.
+   */
+  fullGcGrowthMiB?: number;
 }
 
 export const loopConfig = {
@@ -55,6 +67,7 @@ export const loopConfig = {
   restingSleepSliceMs: 50,
   restingAfterMs: 1000,
   yieldIntervalMs: 1,
+  fullGcGrowthMiB: 64,
 };
 
 function positive(name: string, v: number | undefined, allowZero: boolean): void {
@@ -76,6 +89,7 @@ export function configureLoop(options: LoopOptions): void {
   positive("deepIdleAfterMs", options.deepIdleAfterMs, true);
   positive("restingSleepSliceMs", options.restingSleepSliceMs, false);
   positive("restingAfterMs", options.restingAfterMs, true);
+  positive("fullGcGrowthMiB", options.fullGcGrowthMiB, true);
   // Only a boolean: the string "false" (an option read from text) turned busy-polling off.
   if (options.overprovisioned !== undefined && typeof options.overprovisioned !== "boolean") {
     throw new InvalidArgumentError(`overprovisioned must be a boolean, got ${describeValue(options.overprovisioned)}`);
@@ -90,6 +104,10 @@ export function configureLoop(options: LoopOptions): void {
   if (options.deepIdleAfterMs !== undefined) loopConfig.deepIdleAfterMs = options.deepIdleAfterMs;
   if (options.restingSleepSliceMs !== undefined) loopConfig.restingSleepSliceMs = options.restingSleepSliceMs;
   if (options.restingAfterMs !== undefined) loopConfig.restingAfterMs = options.restingAfterMs;
+  if (options.fullGcGrowthMiB !== undefined) {
+    loopConfig.fullGcGrowthMiB = options.fullGcGrowthMiB;
+    nextHeapCheck = 0;
+  }
 }
 
 let running = false;
@@ -107,7 +125,45 @@ export const loopStats = {
   /** Times the loop parked in Bun's event loop (only timers armed, nothing in flight). */
   parks: 0,
   loopErrors: 0,
+  /** Full garbage collections the loop ran (see LoopOptions.fullGcGrowthMiB), and their total pause. */
+  fullGcs: 0,
+  fullGcMs: 0,
 };
+
+/** How often the heap is looked at (process.memoryUsage() costs ~12 µs here). */
+const HEAP_CHECK_INTERVAL_MS = 500;
+let nextHeapCheck = 0;
+/** Heap in use (objects and external buffers) after the last full collection or the first check. */
+let heapBase = -1;
+/** The objects alone (heap in use less external memory) at that point. */
+let objectsBase = 0;
+
+/** Runs a full collection when the heap grew past LoopOptions.fullGcGrowthMiB (see there). */
+function checkHeap(now: number): void {
+  nextHeapCheck = now + HEAP_CHECK_INTERVAL_MS;
+  const growthMiB = loopConfig.fullGcGrowthMiB;
+  if (growthMiB === 0) return;
+  let m = process.memoryUsage();
+  if (heapBase < 0 || m.heapUsed < heapBase) {
+    heapBase = m.heapUsed;
+    objectsBase = Math.max(0, m.heapUsed - m.external);
+    return;
+  }
+  // Growth counts external memory too: garbage ArrayBuffers (copies of large values, views made
+  // per operation) hold memory outside the object heap. The shard's fixed native views (rings,
+  // arenas) are in the base and do not scale the threshold; the live objects do.
+  const used = m.heapUsed;
+  if (used - heapBase < Math.max(growthMiB * 1048576, objectsBase)) return;
+  const start = performance.now();
+  Bun.gc(true);
+  const took = performance.now() - start;
+  m = process.memoryUsage();
+  heapBase = m.heapUsed;
+  objectsBase = Math.max(0, m.heapUsed - m.external);
+  loopStats.fullGcs++;
+  loopStats.fullGcMs += took;
+  if (took >= loopState.blockedNotifyMs) reportBlocked(`in a full garbage collection (heap ${(used / 1048576).toFixed(0)} -> ${(heapBase / 1048576).toFixed(0)} MiB)`, took);
+}
 
 /** Starts the loop (through setImmediate) if it is stopped. Called by everything that adds work. */
 export function ensureLoopRunning(): void {
@@ -194,6 +250,7 @@ function runLoop(): void {
     yieldedAt = 0;
     if (blocked >= loopState.blockedNotifyMs) reportBlocked("outside Shoal's tasks (in callbacks run by Bun's event loop)", blocked);
   }
+  if (sliceStart >= nextHeapCheck) checkHeap(sliceStart);
   try {
     for (;;) {
       loopStats.turns++;
