@@ -15,6 +15,7 @@ import { expireTimers, nextTimerDeadline, timerRefs, updateClock } from "./timer
 import { reactor, type Reactor } from "./reactor.ts";
 import { InvalidArgumentError } from "./errors.ts";
 import { describeValue } from "./describe.ts";
+import { fullGC } from "bun:jsc";
 
 export interface LoopOptions {
   /** Task quota in ms (default 0.5): how long tasks run before I/O is polled again. */
@@ -155,7 +156,7 @@ function checkHeap(now: number): void {
   const used = m.heapUsed;
   if (used - heapBase < Math.max(growthMiB * 1048576, objectsBase)) return;
   const start = performance.now();
-  Bun.gc(true);
+  fullGC();
   const took = performance.now() - start;
   m = process.memoryUsage();
   heapBase = m.heapUsed;
