@@ -659,8 +659,11 @@ function genTextUnit(r: Rng, cas: CasHint): Unit {
       return genMd(r, cas);
     case "ma":
       return genMa(r, cas);
-    case "mn":
-      return textUnit("mn", ["mn", eol(r)], { sendPoint: true });
+    case "mn": {
+      // "mn\r\r\n" is the command "mn\r": ERROR, no send point.
+      const end = eol(r);
+      return textUnit("mn", ["mn", end], { sendPoint: end !== "\r\r\n" });
+    }
     case "me":
       return genMe(r);
     case "garbage":
