@@ -26,9 +26,13 @@ export function setNetworkStack(stack: NetworkStack): void {
 }
 
 /**
- * Tunes the posix stack: receive buffer size and count (before the first socket), the
- * zero-copy send threshold, and buffer poisoning (debug: recycled receive buffers are filled
- * with 0xDE so a view kept past its next read fails loudly). Throws InvalidArgumentError.
+ * Tunes the posix stack: stream receive buffer size, count and cap (before the first socket;
+ * recvBufferSize x recvBufferMax of address space is reserved, pages touched as buffers fill),
+ * the UDP channels' datagram buffer count and cap (before the first UDP channel binds; each
+ * buffer is 65,728 bytes, so the default cap of 1024 reserves 64 MiB, a shard without UDP
+ * channels none), the zero-copy send threshold, and buffer poisoning (debug: recycled receive
+ * buffers are filled with 0xDE so a view kept past its next read fails loudly). See
+ * PosixStackOptions. Throws InvalidArgumentError.
  */
 export function configureNet(options: PosixStackOptions): void {
   posixStack().configure(options);

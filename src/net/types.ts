@@ -336,11 +336,18 @@ export interface NetStats {
   connectionsRejected: number;
   listenersOpen: number;
   udpChannelsOpen: number;
-  /** Receive buffers the kernel may fill now, and in all. */
+  /** Stream receive buffers the kernel may fill now, and in all. */
   recvBuffersFree: number;
   recvBuffersTotal: number;
-  /** Receive buffers held by readers and queues. */
+  /** Stream receive buffers held by readers and queues. */
   recvBuffersHeld: number;
+  /**
+   * The same for the datagram receive buffers of UDP channels (a pool of its own, made when
+   * the first channel binds; 0 before).
+   */
+  udpRecvBuffersFree: number;
+  udpRecvBuffersTotal: number;
+  udpRecvBuffersHeld: number;
   /** Times a connection's receive paused because its reader fell behind. */
   recvPauses: number;
   /** Times receiving stopped because every receive buffer was in use (ENOBUFS). */

@@ -17,6 +17,17 @@ test("configureNet refuses a poisonBuffers that is not a boolean, and a bad opti
   expect(() => configureNet({ recvBufferMax: 16, recvBufferCount: 17 })).toThrow(InvalidArgumentError);
   expect(() => configureNet({ zeroCopySendMin: 1000, poisonBuffers: "no" as never })).toThrow(InvalidArgumentError);
   expect(() => configureNet({ poisonBuffers: true, zeroCopySendMin: 0 })).toThrow(InvalidArgumentError);
+  // The datagram ring's options are checked as the stream ring's are.
+  for (const bad of [0, 1, 3, 1000, 65536, 1.5, "8", Infinity]) {
+    expect(() => configureNet({ udpRecvBufferMax: bad as number })).toThrow(InvalidArgumentError);
+  }
+  for (const bad of [0, -1, 1.5, "8", 1025]) {
+    expect(() => configureNet({ udpRecvBufferCount: bad as number })).toThrow(InvalidArgumentError);
+  }
+  expect(() => configureNet({ udpRecvBufferMax: 16, udpRecvBufferCount: 17 })).toThrow(/udpRecvBufferCount must be an integer in 1..udpRecvBufferMax \(16\)/);
+  // Neither is applied (the next test sees the default count, 32).
+  expect(() => configureNet({ udpRecvBufferCount: 5, udpRecvBufferMax: 3 })).toThrow(InvalidArgumentError);
+  expect(() => configureNet({ udpRecvBufferCount: 5, poisonBuffers: "no" as never })).toThrow(InvalidArgumentError);
 
   const stack = posixStack();
   const l = stack.listen("127.0.0.1:0");
@@ -32,7 +43,35 @@ test("configureNet refuses a poisonBuffers that is not a boolean, and a bad opti
     expect(stack.rx.poison).toBe(true);
     configureNet({ poisonBuffers: false });
     expect(stack.rx.poison).toBe(false);
+    // A shard without UDP channels has no datagram ring.
+    expect(stack.udpRx).toBeUndefined();
+    expect(stack.stats().udpRecvBuffersTotal).toBe(0);
   } finally {
     await l.close();
+  }
+});
+
+test("the datagram ring is made when the first UDP channel binds, with the configured count and cap, and is then fixed", async () => {
+  const stack = posixStack();
+  // Allowed while no UDP channel exists, even with TCP sockets opened before.
+  configureNet({ udpRecvBufferMax: 64 });
+  const a = stack.bindUdp("127.0.0.1:0");
+  try {
+    const u = stack.udpRx!;
+    expect(u).toBeDefined();
+    expect(u.bgid).not.toBe(stack.rx.bgid);
+    // The recvmsg header, the name area and the largest payload, in a 64-byte multiple.
+    expect(u.bufferSize).toBe(65728);
+    expect(u.entries).toBe(64);
+    expect(stack.stats().udpRecvBuffersTotal).toBe(32);
+    expect(u.poison).toBe(false);
+    configureNet({ poisonBuffers: true });
+    expect(u.poison).toBe(true);
+    configureNet({ poisonBuffers: false });
+    expect(() => configureNet({ udpRecvBufferCount: 4 })).toThrow(/fixed once the first UDP channel bound/);
+    expect(() => configureNet({ udpRecvBufferMax: 128 })).toThrow(InvalidArgumentError);
+    expect(u.entries).toBe(64);
+  } finally {
+    await a.close();
   }
 });

@@ -1,6 +1,8 @@
 /**
- * The shard's provided-buffer ring (IORING_REGISTER_PBUF_RING) for multishot receives, JS
- * side. Native code maps and registers it once (zig/net.zig); afterwards a buffer is
+ * A provided-buffer ring (IORING_REGISTER_PBUF_RING) for multishot receives, JS side: a shard
+ * has one for its streams and, once it binds a UDP channel, one for datagrams (its own buffer
+ * group, buffers that hold the largest datagram). Native code maps and registers it once
+ * (zig/net.zig); afterwards a buffer is
  * recycled by writing its ring entry through a long-lived view (three stores), and the tail
  * is published with one release store per loop turn, however many buffers came back.
  * Buffers are reference counted: the input queue, a read() lease and zero-copy sends of a
@@ -12,7 +14,7 @@ import { SystemError } from "../../core/errors.ts";
 /** Fill byte of recycled receive buffers when poisoning is on. */
 export const RX_POISON_BYTE = 0xde;
 
-/** The shard's receive-buffer pool and its io_uring buffer ring (see the file comment). */
+/** A receive-buffer pool of the shard and its io_uring buffer ring (see the file comment). */
 export class RxRing {
   readonly bgid: number;
   /** The most buffers the pool may grow to (ring entries; address space is reserved for all). */
@@ -110,10 +112,13 @@ export class RxRing {
     return this.refs[bid]! > 0;
   }
 
-  /** Drops a reference; at zero the buffer goes back to the ring (visible after publish()). */
-  release(bid: number): void {
+  /**
+   * Drops a reference; at zero the buffer goes back to the ring (visible after publish()).
+   * `used`: how many of its first bytes the kernel wrote (poisoning needs to fill no more).
+   */
+  release(bid: number, used = this.bufferSize): void {
     if (--this.refs[bid]! !== 0) return;
-    if (this.poison) this.views[bid]!.fill(RX_POISON_BYTE);
+    if (this.poison) this.views[bid]!.fill(RX_POISON_BYTE, 0, used);
     const i = (this.tail & this.mask) << 2;
     const address = this.bufsAddress + bid * this.bufferSize;
     const r = this.ring32;

@@ -1,10 +1,13 @@
 /**
  * The posix network stack: kernel sockets driven by the shard's io_uring. One per shard
- * (module state, like the reactor). It owns the provided-buffer ring every receive draws
- * from, the msghdr blocks, and a hook the loop runs once per turn, before the kernel is
- * entered, which (1) publishes recycled receive buffers, (2) re-arms receives that stopped on
- * ENOBUFS once buffers are back, and (3) issues one send for every connection written to in
- * this turn, so that all of a turn's sends reach the kernel in the same io_uring_enter.
+ * (module state, like the reactor). It owns two provided-buffer rings: the stream ring every
+ * connection receives into (recvBufferSize buffers), and the datagram ring of UDP channels,
+ * made when the first channel binds, whose buffers hold the largest datagram whole. It also
+ * owns the msghdr blocks, and a hook the loop runs once per turn, before the kernel is entered,
+ * which (1) grows each ring ahead of need and publishes its recycled buffers, (2) re-arms
+ * receives that stopped on ENOBUFS once their ring has buffers again, and (3) issues one send
+ * for every connection written to in this turn, so that all of a turn's sends reach the kernel
+ * in the same io_uring_enter.
  */
 import { AbortError, InvalidArgumentError, SystemError } from "../../core/errors.ts";
 import { IoOp, reactor, type PrepareExtra } from "../../core/reactor.ts";
@@ -38,7 +41,7 @@ import type { ConnectOptions, Connection, ListenOptions, NetStats, NetworkStack,
 import { RxRing } from "./rx-ring.ts";
 import { MAX_IOV, PosixConnection } from "./connection.ts";
 import { PosixListener } from "./listener.ts";
-import { PosixUdpChannel } from "./udp.ts";
+import { PosixUdpChannel, UDP_RECV_BUFFER_SIZE } from "./udp.ts";
 import { IPPROTO_TCP, SOCK_STREAM, TCP_NODELAY, bindTo, closeNow, setIntOption, socketFor } from "./sys.ts";
 import { describeValue } from "../../core/describe.ts";
 
@@ -46,12 +49,13 @@ import { describeValue } from "../../core/describe.ts";
 const IOSQE_BUFFER_SELECT = 1 << 5;
 const IORING_RECV_MULTISHOT = 1 << 1;
 const ETIMEDOUT = 110;
-/** The buffer group id of the posix stack's receive ring. */
+/** The buffer group ids of the stream receive ring and the datagram one. */
 const RECV_GROUP = 0x5e;
+const UDP_RECV_GROUP = RECV_GROUP + 1;
 
 /** Settings of the posix stack; see configureNet. */
 export interface PosixStackOptions {
-  /** Bytes per receive buffer (multiple of 64, default 16384). */
+  /** Bytes per stream (TCP, Unix) receive buffer (multiple of 64, default 16384). */
   recvBufferSize?: number;
   /**
    * Receive buffers the shard starts with, and the step it grows by (default 256: 4 MiB at
@@ -65,6 +69,23 @@ export interface PosixStackOptions {
    * wait for buffers (ENOBUFS) until readers release some.
    */
   recvBufferMax?: number;
+  /**
+   * Datagram receive buffers the shard starts with once its first UDP channel binds, and the
+   * step it grows by (integer in 1..udpRecvBufferMax, default 32: 2 MiB of address space).
+   * UDP channels receive into a ring of their own, whose buffers hold the largest datagram
+   * whole (UDP_RECV_BUFFER_SIZE, 65728 bytes: 65535 payload bytes, the recvmsg header and the
+   * source address), so that no datagram arrives truncated; a shard without UDP channels maps
+   * nothing for it. The kernel writes only the datagram's bytes: a small datagram touches one
+   * or two pages of its buffer, so the resident size follows the datagrams, not the buffers.
+   */
+  udpRecvBufferCount?: number;
+  /**
+   * Datagram receive buffers the ring may grow to (power of two up to 32768, default 1024:
+   * 64 MiB of address space, touched only as datagrams fill it). Each channel holds at most
+   * its maxQueued unread datagrams and the one last received; past the cap, receives wait for
+   * buffers (ENOBUFS) until readers release some, and the kernel queues datagrams meanwhile.
+   */
+  udpRecvBufferMax?: number;
   /** NativeBuffer writes at least this long use zero-copy sends (default 65536; Infinity: never). */
   zeroCopySendMin?: number;
   /** Poison recycled receive buffers (debug; default: SHOAL_DEBUG_POISON=1). */
@@ -88,8 +109,12 @@ interface Starvable {
 /** The posix NetworkStack of this shard (see the file comment); get it with posixStack(). */
 export class PosixStack implements NetworkStack {
   readonly name = "posix";
-  /** Receive-buffer ring (created with the first socket). */
+  /** Stream receive-buffer ring (created with the first socket). */
   rx!: RxRing;
+  /** Datagram receive-buffer ring (created when the first UDP channel binds). */
+  udpRx: RxRing | undefined;
+  /** SQE extras of UDP channels' multishot receives (selecting from udpRx). */
+  udpRecvExtra!: PrepareExtra;
   /** msghdr + iovec blocks (sendmsg, connect sockaddrs, datagrams). */
   readonly msgs = new NativeSlab("msghdr blocks", 64 + MAX_IOV * 16 + 64, 256);
   /** SQE extras of every multishot receive. */
@@ -115,6 +140,8 @@ export class PosixStack implements NetworkStack {
     recvBufferSize: 16384,
     recvBufferCount: 256,
     recvBufferMax: 8192,
+    udpRecvBufferCount: 32,
+    udpRecvBufferMax: 1024,
     zeroCopySendMin: 65536,
     poisonBuffers: process.env.SHOAL_DEBUG_POISON === "1",
   };
@@ -123,6 +150,8 @@ export class PosixStack implements NetworkStack {
   private dirty: Sender[] = [];
   private spare: Sender[] = [];
   private starved: Starvable[] = [];
+  private udpGrowStep = 32;
+  private udpStarved: Starvable[] = [];
   /** Connections not yet released (their inputs may hold receive buffers). */
   private readonly open = new Set<PosixConnection>();
   /** rx.takes at the last spill. */
@@ -169,6 +198,20 @@ export class PosixStack implements NetworkStack {
     if (!Number.isInteger(count) || count < 1 || count > max) {
       throw new InvalidArgumentError(`configureNet: recvBufferCount must be an integer in 1..recvBufferMax (${max}), got ${describeValue(count)}`);
     }
+    if (this.udpRx !== undefined && (o.udpRecvBufferCount !== undefined || o.udpRecvBufferMax !== undefined)) {
+      throw new InvalidArgumentError("configureNet: UDP receive buffers are fixed once the first UDP channel bound");
+    }
+    // The datagram ring's buffers have a fixed size (the largest datagram): 32768 of them are 2 GiB.
+    const udpMax = o.udpRecvBufferMax ?? c.udpRecvBufferMax;
+    if (!Number.isInteger(udpMax) || udpMax < 2 || udpMax > 32768 || (udpMax & (udpMax - 1)) !== 0) {
+      throw new InvalidArgumentError(`configureNet: udpRecvBufferMax must be a power of two in 2..32768, got ${describeValue(udpMax)}`);
+    }
+    const udpCount = o.udpRecvBufferCount ?? Math.min(c.udpRecvBufferCount, udpMax);
+    if (!Number.isInteger(udpCount) || udpCount < 1 || udpCount > udpMax) {
+      throw new InvalidArgumentError(
+        `configureNet: udpRecvBufferCount must be an integer in 1..udpRecvBufferMax (${udpMax}), got ${describeValue(udpCount)}`,
+      );
+    }
     const zeroCopySendMin = o.zeroCopySendMin ?? c.zeroCopySendMin;
     if (typeof zeroCopySendMin !== "number" || !(zeroCopySendMin >= 1)) {
       throw new InvalidArgumentError(`configureNet: zeroCopySendMin must be a number >= 1, got ${describeValue(zeroCopySendMin)}`);
@@ -178,10 +221,13 @@ export class PosixStack implements NetworkStack {
     c.recvBufferSize = size;
     c.recvBufferMax = max;
     c.recvBufferCount = count;
+    c.udpRecvBufferMax = udpMax;
+    c.udpRecvBufferCount = udpCount;
     c.zeroCopySendMin = zeroCopySendMin;
     this.zeroCopySendMin = zeroCopySendMin;
     c.poisonBuffers = poison;
     if (this.started) this.rx.poison = poison;
+    if (this.udpRx !== undefined) this.udpRx.poison = poison;
   }
 
   private start(): void {
@@ -196,6 +242,22 @@ export class PosixStack implements NetworkStack {
     this.recvExtraLimited = { ...this.recvExtra, fileIndex: 0 };
     this.zeroCopySendMin = this.config.zeroCopySendMin;
     this.started = true;
+  }
+
+  /**
+   * @internal The datagram ring, made on first use (the first UDP channel's bind): shards
+   * without UDP channels map and register nothing for it. Throws SystemError.
+   */
+  datagramRing(): RxRing {
+    if (this.udpRx !== undefined) return this.udpRx;
+    this.start();
+    const c = this.config;
+    const ring = new RxRing(reactor().nativeHandle, UDP_RECV_GROUP, c.udpRecvBufferMax, UDP_RECV_BUFFER_SIZE, c.udpRecvBufferCount);
+    ring.poison = c.poisonBuffers;
+    this.udpGrowStep = c.udpRecvBufferCount;
+    this.udpRecvExtra = { sqeFlags: IOSQE_BUFFER_SELECT, buf: UDP_RECV_GROUP, ioprio: IORING_RECV_MULTISHOT };
+    this.udpRx = ring;
+    return ring;
   }
 
   /** @internal A socket opened: the per-turn hook and a loop ref live while any is open. */
@@ -221,10 +283,7 @@ export class PosixStack implements NetworkStack {
 
   private onTurn(): boolean {
     const rx = this.rx;
-    // Readers hold many buffers (leases of many idle connections, slow readers): grow the pool
-    // before receives run dry, up to recvBufferMax.
-    if (rx.total < rx.entries && (this.starved.length > 0 || rx.available < rx.total >> 3)) rx.grow(this.growStep);
-    let did = rx.publish();
+    let did = this.growAndPublish(rx, this.starved, this.growStep);
     // At the cap nothing more is coming: re-arm with whatever came back.
     const rearmAt = rx.total < rx.entries ? Math.min(32, rx.entries >> 3) : 1;
     if (this.starved.length > 0 && rx.total >= rx.entries && rx.available < rearmAt && rx.takes !== this.spilledAtTakes) {
@@ -236,19 +295,12 @@ export class PosixStack implements NetworkStack {
       for (const c of this.open) this.counters.recvSpilled += c.input.spill();
       did = rx.publish() || did;
     }
-    if (this.starved.length > 0 && this.rx.available >= rearmAt) {
-      // Each re-armed receive needs at least one buffer: wake no more than there are.
-      const list = this.starved;
-      let budget = this.rx.available;
-      let i = 0;
-      for (; i < list.length && budget > 0; i++) {
-        const c = list[i]!;
-        if (!c.starved) continue;
-        c.resumeAfterStarve();
-        budget--;
-      }
-      this.starved = list.slice(i);
-      did = true;
+    did = this.rearm(rx, this.starved, rearmAt) || did;
+    const u = this.udpRx;
+    if (u !== undefined) {
+      // Datagrams cannot be spilled (a channel's queue is bounded by its maxQueued instead).
+      did = this.growAndPublish(u, this.udpStarved, this.udpGrowStep) || did;
+      did = this.rearm(u, this.udpStarved, u.total < u.entries ? Math.min(32, this.udpGrowStep, u.entries >> 3) : 1) || did;
     }
     if (this.dirty.length > 0) {
       const list = this.dirty;
@@ -259,6 +311,31 @@ export class PosixStack implements NetworkStack {
       did = true;
     }
     return did;
+  }
+
+  /**
+   * Readers hold many buffers (leases of many idle sockets, slow readers): grows `ring` by
+   * `step` before receives run dry, up to its cap, then publishes what came back.
+   */
+  private growAndPublish(ring: RxRing, starved: Starvable[], step: number): boolean {
+    if (ring.total < ring.entries && (starved.length > 0 || ring.available < ring.total >> 3)) ring.grow(step);
+    return ring.publish();
+  }
+
+  /** Re-arms the receives of `starved` (in place) once `ring` has `rearmAt` buffers free. */
+  private rearm(ring: RxRing, starved: Starvable[], rearmAt: number): boolean {
+    if (starved.length === 0 || ring.available < rearmAt) return false;
+    // Each re-armed receive needs at least one buffer: wake no more than there are.
+    let budget = ring.available;
+    let i = 0;
+    for (; i < starved.length && budget > 0; i++) {
+      const c = starved[i]!;
+      if (!c.starved) continue;
+      c.resumeAfterStarve();
+      budget--;
+    }
+    starved.splice(0, i);
+    return true;
   }
 
   /** @internal Queues `s` for this turn's send batch. */
@@ -274,6 +351,14 @@ export class PosixStack implements NetworkStack {
     c.starved = true;
     this.counters.recvStarved++;
     this.starved.push(c);
+  }
+
+  /** @internal A UDP channel's receive stopped with ENOBUFS: re-arm it once the datagram ring has buffers. */
+  starveDatagrams(c: Starvable): void {
+    if (c.starved) return;
+    c.starved = true;
+    this.counters.recvStarved++;
+    this.udpStarved.push(c);
   }
 
   // ---- connections and timeouts -------------------------------------------------------------
@@ -431,6 +516,9 @@ export class PosixStack implements NetworkStack {
       recvBuffersFree: rx?.available ?? 0,
       recvBuffersTotal: rx?.total ?? 0,
       recvBuffersHeld: rx?.inUse ?? 0,
+      udpRecvBuffersFree: this.udpRx?.available ?? 0,
+      udpRecvBuffersTotal: this.udpRx?.total ?? 0,
+      udpRecvBuffersHeld: this.udpRx?.inUse ?? 0,
       recvPauses: this.counters.recvPauses,
       recvStarved: this.counters.recvStarved,
       recvSpilled: this.counters.recvSpilled,

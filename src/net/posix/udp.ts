@@ -1,11 +1,16 @@
 /**
  * A UDP socket on io_uring. Receiving is one multishot RECVMSG selecting from the shard's
- * receive-buffer ring: the kernel writes an io_uring_recvmsg_out header, the source address
- * and the payload into each buffer, so a datagram costs one CQE and no copy. At maxQueued
+ * datagram ring (its own buffer group, not the streams' ring: made when the shard's first
+ * channel binds, grown on demand up to udpRecvBufferMax): the kernel writes an
+ * io_uring_recvmsg_out header, the source address and the payload into each buffer, so a
+ * datagram costs one CQE and no copy, and every buffer holds the largest datagram (65535
+ * bytes) whole, so none arrives truncated. The view a receive returns stays valid until the
+ * next receive (the channel holds that buffer as its lease). At maxQueued
  * unread datagrams the receive is cancelled; datagrams that complete before the cancel lands
  * are dropped at once (counted in `dropped`) so that an unread channel holds at most
- * maxQueued of the shard's receive buffers, and the kernel queues (then drops) the rest until
- * the reader catches up. Sending is a
+ * maxQueued of the shard's datagram buffers (and its lease), and the kernel queues (then drops)
+ * the rest until the reader catches up. When the ring runs dry (ENOBUFS) the receive waits for
+ * the stack to re-arm it once buffers come back. Sending is a
  * SENDMSG per datagram with its msghdr, destination and iovecs in one native block. A small
  * payload is copied into that block's spare space, a larger one into the open send chunk
  * shared by this shard's channels (packed one after another, a datagram may span chunks), a
@@ -25,6 +30,7 @@ import { SOCKADDR_MAX, decodeSockaddr, encodeSockaddr, formatAddress, parseAddre
 import type { Datagram, SignalOptions, UdpChannel, UdpOptions, WriteData } from "../types.ts";
 import { OPEN_REUSE_PORT, OPEN_V6_ONLY, SOCK_DGRAM, SOL_SOCKET, SO_BROADCAST, MSG_NOSIGNAL, localAddressOf, openSocket, setIntOption, closeNow } from "./sys.ts";
 import type { PosixStack } from "./stack.ts";
+import type { RxRing } from "./rx-ring.ts";
 
 const ECANCELED = 125;
 const EMSGSIZE = 90;
@@ -34,6 +40,11 @@ const MSG_TRUNC = 0x20;
 const RECVMSG_OUT = 16;
 const NAME_AREA = SOCKADDR_MAX;
 const PAYLOAD_OFFSET = RECVMSG_OUT + NAME_AREA;
+/**
+ * Bytes per datagram receive buffer: the header, the name area and the largest UDP payload
+ * (65535: more than IPv4's 65507 and IPv6's 65527), rounded up to the ring's 64-byte multiple.
+ */
+export const UDP_RECV_BUFFER_SIZE = (PAYLOAD_OFFSET + 65535 + 63) & ~63;
 /** A send block: msghdr, then the destination, then the iovecs, then an inline payload. */
 const NAME_OFFSET = 64;
 const IOV_OFFSET = NAME_OFFSET + SOCKADDR_MAX;
@@ -110,6 +121,8 @@ class UdpCloseHandler implements Completable {
 export class PosixUdpChannel implements UdpChannel, Completable {
   readonly localAddress: SocketAddress;
   private readonly stack: PosixStack;
+  /** The shard's datagram ring, which every receive of this channel selects from. */
+  private readonly rx: RxRing;
   private readonly r: Reactor;
   private fd: number;
   private readonly family: SocketAddress["family"];
@@ -122,6 +135,8 @@ export class PosixUdpChannel implements UdpChannel, Completable {
   private readonly lens: number[] = [];
   private head = 0;
   private lease = -1;
+  /** Bytes the kernel wrote into the lease's buffer. */
+  private leaseLength = 0;
   private sendsInFlight = 0;
   private sendBytesInFlight = 0;
   /** Sends waiting for the in-flight bounds, in order. */
@@ -147,6 +162,8 @@ export class PosixUdpChannel implements UdpChannel, Completable {
     }
     if (address.family === "unix") throw new InvalidArgumentError("bindUdp: UDP needs an IPv4 or IPv6 address");
     this.stack = stack;
+    // Before the socket: a ring that cannot be made leaves nothing to undo.
+    this.rx = stack.datagramRing();
     this.r = reactor();
     this.family = address.family;
     this.fd = openSocket("bind", address, SOCK_DGRAM, (reusePort ? OPEN_REUSE_PORT : 0) | (v6Only ? OPEN_V6_ONLY : 0), -1);
@@ -167,7 +184,7 @@ export class PosixUdpChannel implements UdpChannel, Completable {
   }
 
   private arm(): void {
-    this.recvSlot = this.r.prepare(IoOp.RECVMSG, this.fd, this.stack.msgs.address(this.msgBlock), 1, 0, 0, this, this.stack.recvExtra);
+    this.recvSlot = this.r.prepare(IoOp.RECVMSG, this.fd, this.stack.msgs.address(this.msgBlock), 1, 0, 0, this, this.stack.udpRecvExtra);
     this.recvCancelled = false;
   }
 
@@ -187,13 +204,13 @@ export class PosixUdpChannel implements UdpChannel, Completable {
   /** @internal Receive completions: one per datagram. */
   complete(res: number, flags: number): void {
     if ((flags & CQE_F_MORE) === 0) this.recvSlot = -1;
-    const rx = this.stack.rx;
+    const rx = this.rx;
     if ((flags & CQE_F_BUFFER) !== 0) {
       const bid = flags >>> 16;
       rx.taken(bid);
       if (res > 0 && this.closing === undefined && this.queued >= this.maxQueued) {
         // The cancel of a full queue's receive has not landed yet: keep holding no more buffers.
-        rx.release(bid);
+        rx.release(bid, res);
         this.droppedCount++;
       } else if (res > 0 && this.closing === undefined) {
         this.bids.push(bid);
@@ -204,10 +221,10 @@ export class PosixUdpChannel implements UdpChannel, Completable {
         }
         if (this.waiter !== undefined) this.deliver();
       } else {
-        rx.release(bid);
+        rx.release(bid, Math.max(0, res));
       }
     } else if (res === -ENOBUFS) {
-      if (this.closing === undefined) this.stack.starve(this);
+      if (this.closing === undefined) this.stack.starveDatagrams(this);
     } else if (res < 0 && res !== -ECANCELED && this.waiter !== undefined) {
       const w = this.waiter;
       this.settleWaiter();
@@ -232,7 +249,7 @@ export class PosixUdpChannel implements UdpChannel, Completable {
 
   private releaseLease(): void {
     if (this.lease >= 0) {
-      this.stack.rx.release(this.lease);
+      this.rx.release(this.lease, this.leaseLength);
       this.lease = -1;
     }
   }
@@ -247,11 +264,13 @@ export class PosixUdpChannel implements UdpChannel, Completable {
       this.head = 0;
     }
     this.lease = bid;
-    const view = this.stack.rx.views[bid]!;
+    this.leaseLength = len;
+    const view = this.rx.views[bid]!;
     const dv = new DataView(view.buffer, view.byteOffset, RECVMSG_OUT);
     const namelen = dv.getUint32(0, true);
     const payloadLen = dv.getUint32(8, true);
     const msgFlags = dv.getUint32(12, true);
+    // The payload the buffer held; with buffers for the largest datagram, all of it.
     const got = len - PAYLOAD_OFFSET;
     const from = decodeSockaddr(view, RECVMSG_OUT, Math.min(namelen, NAME_AREA));
     if (this.recvSlot < 0) this.maybeRearm();
@@ -462,7 +481,10 @@ export class PosixUdpChannel implements UdpChannel, Completable {
   onClosed(): void {
     this.fd = -1;
     this.releaseLease();
-    while (this.queued > 0) this.stack.rx.release(this.bids[this.head++]!);
+    while (this.queued > 0) {
+      this.rx.release(this.bids[this.head]!, this.lens[this.head]!);
+      this.head++;
+    }
     this.stack.msgs.release(this.msgBlock);
     this.stack.channelChanged(-1);
     this.resolveClosed!();
