@@ -450,8 +450,9 @@ export class ShardServer {
       }
       if (d === null) return;
       const data = d.data;
-      // A datagram longer than the stack's receive buffer (16 KiB) arrives cut: its commands
-      // must not run in part (stock reads up to 64 KiB; README: Differences).
+      // Every datagram UDP carries arrives whole (the stack's datagram buffers hold 65535
+      // bytes, as stock's 64 KiB UDP read buffer does): a `set` of a 60 KB value is served. One
+      // cut short (a stack with smaller buffers) must not have its commands run in part.
       if (d.truncated) continue;
       // Stock counts only datagrams longer than the frame header (a multi-datagram one too).
       if (data.length <= 8) continue;
