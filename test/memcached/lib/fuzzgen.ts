@@ -440,9 +440,15 @@ function subset(r: Rng, options: [string, number, () => string][]): string[] {
   return out;
 }
 
+/**
+ * A T/N/R flag. R (recache: win if the item expires within R seconds) never uses an exptime the
+ * generator sets elsewhere: R1000 against an item set with exptime 1000 wins or not depending on
+ * whether the server's clock ticked between the two commands.
+ */
 function ttlFlag(r: Rng, letter: string): string {
   if (r.chance(0.03)) return letter + r.pick(["abc", "", "1x"]);
-  return letter + r.weighted([["0", 2], ["-1", 2], ["1000", 5], ["2592000", 1], ["5000", 2], ["500", 2], ["2000000000", 1]] as const);
+  if (letter === "R") return letter + r.weighted([["0", 1], ["-1", 1], ["500", 3], ["5000", 3], ["100000", 2]] as const);
+  return letter + r.weighted([["0", 2], ["-1", 2], ["1000", 5], ["2592000", 1], ["86400", 2], ["2000000000", 1]] as const);
 }
 
 function genMg(r: Rng): Unit {
