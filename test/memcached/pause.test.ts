@@ -88,7 +88,7 @@ describe("a pausable session", () => {
       expect(paused.pauses).toBeGreaterThan(20);
       expect(paused.maxStep).toBeLessThanOrEqual(BOUND);
     }
-  });
+  }, 30_000);
 
   test("gets, gat and gats cut by pauses: the same cas values, and the touch reaches every key", () => {
     const { paused, engines } = compare(b(`gets ${keys(100)}\r\ngat 1000 ${keys(100)}\r\ngats 0 ${keys(100)}\r\ngat 500 ${keys(100)}\r\n`));
@@ -97,7 +97,7 @@ describe("a pausable session", () => {
     const ttl = engines.map((e) => drive(e, b(`mg k39 t\r\nmg k0 t\r\n`), [], false).bytes);
     expect(show(ttl[0]!)).toBe(show(ttl[1]!));
     expect(show(ttl[0]!)).toContain("HD t500");
-  });
+  }, 30_000);
 
   test("pipelined mg and binary GETQ: paused between commands, same bytes", () => {
     const mg = b(Array.from({ length: 300 }, (_, i) => `mg k${i % ITEMS} v f\r\n`).join("") + "mn\r\n");
@@ -108,7 +108,7 @@ describe("a pausable session", () => {
     const g = compare(getq, [5000, 5000]);
     expect(g.paused.pauses).toBeGreaterThan(20);
     expect(g.paused.maxStep).toBeLessThanOrEqual(BOUND);
-  });
+  }, 30_000);
 
   test("a too-long key at the end of a long multiget: only stock's CLIENT_ERROR, the keys before it counted as looked up", () => {
     const { paused, engines } = compare(b(`get ${keys(200)} ${"x".repeat(251)}\r\nget k2\r\n`));
@@ -116,12 +116,12 @@ describe("a pausable session", () => {
     expect(paused.maxStep).toBeLessThanOrEqual(BOUND);
     const hits = engines.map((e) => /STAT get_hits (\d+)/.exec(new TextDecoder().decode(drive(e, b("stats\r\n"), [], false).bytes))![1]);
     expect(hits[0]).toBe(hits[1]!);
-  });
+  }, 30_000);
 
   test("a set after the paused commands, its value arriving later: stored once resumed", () => {
     const data = b(`${Array.from({ length: 20 }, () => `get k1 k2\r\n`).join("")}set late 0 0 10\r\n0123456789\r\nget late\r\n`);
     const { paused } = compare(data, [data.length - 15]);
     expect(paused.pauses).toBeGreaterThan(0);
     expect(new TextDecoder().decode(paused.bytes).endsWith("STORED\r\nVALUE late 0 10\r\n0123456789\r\nEND\r\n")).toBe(true);
-  });
+  }, 30_000);
 });

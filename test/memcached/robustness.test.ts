@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { readFileSync } from "node:fs";
-import { b, cat, dec, exchange, startOurs, type ServerProcess } from "./lib/harness.ts";
+import { b, cat, dec, exchange, startOurs, startStock, type ServerProcess } from "./lib/harness.ts";
 import { binRequest } from "./lib/binproto.ts";
 
 let server: ServerProcess;
@@ -226,23 +226,33 @@ describe("UDP", () => {
     }
   }, 120_000);
 
-  test("a datagram longer than the receive buffer (16 KiB) arrives cut: none of its commands runs", async () => {
-    const udp = await startOurs(["-t", "1"], { udp: true });
+  test("a 24 KB datagram (a set, then a get line of 12,000 keys) is served whole, as stock serves it", async () => {
+    // Datagrams land whole in the 64 KiB UDP ring (stock reads them into a 64 KiB buffer too);
+    // before the UDP ring they arrived cut at 16 KiB and none of their commands ran. Stock
+    // frames each response piece as its own message (README: a known difference), so the
+    // payloads are compared joined.
+    const servers = [await startOurs(["-t", "1"], { udp: true }), await startStock(["-t", "1"], { udp: true })];
     try {
       const dgram = await import("node:dgram");
-      const sock = dgram.createSocket("udp4");
-      await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
-      const frame = Buffer.from([0, 9, 0, 0, 0, 1, 0, 0]);
-      // A complete set first, then a get line that runs past the buffer.
-      const body = Buffer.from(`set cut 0 0 1\r\nx\r\nget ${"k ".repeat(12_000)}\r\n`);
-      sock.send(Buffer.concat([frame, body]), udp.udpPort, "127.0.0.1");
-      await Bun.sleep(300);
-      const a = await exchange(udp.port, b("mg cut\r\nmn\r\n"), { until: b("MN\r\n"), idleMs: 3000 });
-      expect(dec.decode(a.bytes)).toBe("EN\r\nMN\r\n");
-      sock.close();
-      await healthy(udp.port);
+      const answers: string[] = [];
+      for (const srv of servers) {
+        const sock = dgram.createSocket("udp4");
+        await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
+        const got: Buffer[] = [];
+        sock.on("message", (m) => got.push(m));
+        const frame = Buffer.from([0, 9, 0, 0, 0, 1, 0, 0]);
+        const body = Buffer.from(`set cut 0 0 1\r\nx\r\nget ${"k ".repeat(12_000)}\r\n`);
+        sock.send(Buffer.concat([frame, body]), srv.udpPort, "127.0.0.1");
+        for (let i = 0; i < 100 && !got.map((m) => dec.decode(m.subarray(8))).join("").endsWith("END\r\n"); i++) await Bun.sleep(20);
+        const a = await exchange(srv.port, b("mg cut v\r\nmn\r\n"), { until: b("MN\r\n"), idleMs: 3000 });
+        answers.push(`${got.map((m) => dec.decode(m.subarray(8))).join("")} / ${dec.decode(a.bytes)}`);
+        sock.close();
+        await healthy(srv.port);
+      }
+      expect(answers[0]).toBe(answers[1]!);
+      expect(answers[0]).toBe("STORED\r\nEND\r\n / VA 1\r\nx\r\nMN\r\n");
     } finally {
-      await udp.stop();
+      for (const srv of servers) await srv.stop();
     }
   }, 60_000);
 });
