@@ -22,7 +22,7 @@ import { murmur3, shardOf } from "./hash.ts";
 import { Out } from "./out.ts";
 import { KEY_MAX_LENGTH } from "./text.ts";
 import { parsed, parseI32, parseU32, parseU64 } from "./numbers.ts";
-import { type GetCont, PAUSE_BYTES, Proto, Session } from "./session.ts";
+import { type GetCont, PAUSE_BYTES, Proto, READ_COST_MIN, Session } from "./session.ts";
 import { base64Decode } from "./base64.ts";
 import { BinarySink, binaryKeyedValid } from "./binary.ts";
 import { renderStats, snapshot, type StatsSink, type StatsSnapshot } from "./stats.ts";
@@ -195,6 +195,9 @@ export interface Hole {
   swallowed?: boolean;
 }
 
+/** A forwarded read's answer is bounded by the owner's largest item plus its VALUE line. */
+const ANSWER_OVERHEAD = 64;
+
 /** The shard's router: open batches per destination, flushed once per turn. */
 export class Router {
   readonly engine: Engine;
@@ -208,6 +211,11 @@ export class Router {
     this.shards = engine.shards;
     this.self = engine.shardId;
     this.open = new Array(this.shards);
+  }
+
+  /** What one key of a multiget read here may add to the output (a bound: the largest item). */
+  localReadCost(): number {
+    return Math.max(this.engine.store.itemBound() + ANSWER_OVERHEAD, READ_COST_MIN);
   }
 
   /** Owner shard of a key. */
@@ -250,7 +258,9 @@ let localEngine: Engine | undefined;
 const remoteSessions = new Map<number, Session>();
 /** Items the units of the batch being run hold: the batch's answers leave together. */
 const remoteHolds = new Holds();
-const answerOut = new Out(64 * 1024);
+let answerOut = new Out(64 * 1024);
+/** The answer buffer is dropped after an answer larger than this (a burst's size is not kept). */
+const ANSWER_KEEP = 4 * 1024 * 1024;
 
 function remoteSession(from: number, proto: Proto): Session {
   const key = from * 4 + proto;
@@ -323,6 +333,7 @@ function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array
   if (out.pos > INLINE_MAX) {
     const nb = allocateAlignedBuffer(out.pos);
     nb.bytes.set(out.bytes());
+    if (out.buf.length > ANSWER_KEEP) answerOut = new Out(64 * 1024);
     return nb;
   }
   // A view of the shared answer buffer: a synchronous handler's result is encoded into the
@@ -409,7 +420,7 @@ export function routeText(s: Session, r: Router, buf: Uint8Array, lineStart: num
     const dest = r.owner(kb, ko, kl);
     if (dest === r.self) return false;
     if (c1 !== 115) {
-      forwardLine(s, r, dest, UnitKind.TEXT, buf, lineStart, lineNext);
+      forwardLine(s, r, dest, UnitKind.TEXT, buf, lineStart, lineNext, c1 === 103 ? 1 : 0);
       if (c1 === 103) s.heldOn(dest);
       return true;
     }
@@ -441,7 +452,7 @@ export function routeText(s: Session, r: Router, buf: Uint8Array, lineStart: num
       if (nt < 3 || s.tokE[1]! - s.tokS[1]! > KEY_MAX_LENGTH) return false;
       const dest = r.owner(buf, s.tokS[1]!, s.tokE[1]! - s.tokS[1]!);
       if (dest === r.self) return false;
-      forwardLine(s, r, dest, UnitKind.TEXT, buf, lineStart, lineNext);
+      forwardLine(s, r, dest, UnitKind.TEXT, buf, lineStart, lineNext, 0);
       return true;
     }
   }
@@ -477,13 +488,11 @@ export function routeText(s: Session, r: Router, buf: Uint8Array, lineStart: num
 const getKeys: number[] = [];
 const getLine = new Out(1024);
 
-/** get/gets/gat/gats k1 k2 ...: consecutive keys of one owner go together. */
 /**
- * A client's multiget pauses after asking other shards for this many keys (their answers are
- * copies of the values): what a client that does not read can make the server hold is bounded.
+ * get/gets/gat/gats k1 k2 ...: runs of consecutive keys with one owner go together. A client's
+ * multiget pauses between runs once what it rendered here or asked other shards for may exceed
+ * PAUSE_BYTES (see readCost): a client that does not read cannot make the server copy more.
  */
-const PAUSE_FORWARDED_KEYS = 64;
-
 function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineStart: number, lineNext: number): boolean {
   const end = s.lineEnd;
   let p = touch ? s.tokE[1]! : s.tokS[1]!;
@@ -506,18 +515,20 @@ function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineSt
   if (!remote) return false;
   if (touch && !parseI32(buf, s.tokS[1]!, s.tokE[1]!)) return false;
   if (oneDest >= 0) {
-    // Every key lives on one other shard (a single-key get, usually): the line goes as is.
-    forwardLine(s, r, oneDest, UnitKind.TEXT, buf, lineStart, lineNext);
-    return true;
+    // Every key lives on one other shard (a single-key get, usually): the line goes as is,
+    // unless its answers may be more than a client that does not read may make us hold.
+    const n = keys.length / 3;
+    if (!s.pausable || n * s.readCost() <= PAUSE_BYTES) {
+      forwardLine(s, r, oneDest, UnitKind.TEXT, buf, lineStart, lineNext, n);
+      return true;
+    }
   }
   const cmdStart = s.tokS[0]!;
   const cmdEnd = touch ? s.tokE[1]! : s.tokE[0]!;
   const out = s.out;
-  const local = getLine;
   let i = 0;
-  let forwarded = 0;
   while (i < keys.length) {
-    if (i > 0 && s.pausable && (out.pos > PAUSE_BYTES || forwarded >= PAUSE_FORWARDED_KEYS)) {
+    if (i > 0 && s.pausable && (out.pos > PAUSE_BYTES || s.fwdBytes > PAUSE_BYTES)) {
       // Enough asked for a client that may not be reading (every key is valid: checked above):
       // the rest of the keys run on resume (continueRoutedGet), which writes the END.
       // (The parts carry the command's own words, gat's exptime included.)
@@ -525,35 +536,50 @@ function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineSt
       return true;
     }
     const dest = keys[i + 2]!;
+    const local = dest === r.self;
+    const cost = local ? r.localReadCost() : s.readCost();
+    const room = local ? PAUSE_BYTES - out.pos : PAUSE_BYTES - s.fwdBytes;
     let j = i;
-    while (j < keys.length && keys[j + 2] === dest) j += 3;
-    // "<cmd> [exptime] k.. k\r\n"
-    local.reset();
-    local.copy(buf, cmdStart, cmdEnd - cmdStart);
-    for (let q = i; q < j; q += 3) {
-      local.byte(32);
-      local.copy(buf, keys[q]!, keys[q + 1]! - keys[q]!);
+    let n = 0;
+    while (j < keys.length && keys[j + 2] === dest && (n === 0 || !s.pausable || n * cost < room)) {
+      j += 3;
+      n++;
     }
-    local.crlf();
-    const line = local.bytes();
-    if (dest === r.self) {
-      // Run the part here, without its END.
-      const sub = s.subSession();
-      sub.feed(line);
-      const answer = sub.out.bytes();
-      out.copy(answer, 0, Math.max(0, answer.length - 5));
-      sub.out.reset();
-    } else {
-      const b = r.batch(dest);
-      const index = b.begin(UnitKind.TEXT_GET_PART, Proto.TEXT, line.length);
-      b.append(line, 0, line.length);
-      addHole(s, b, index);
-      forwarded += (j - i) / 3;
-    }
+    getRun(s, r, buf, cmdStart, cmdEnd, dest, n, (line) => {
+      for (let q = i; q < j; q += 3) {
+        line.byte(32);
+        line.copy(buf, keys[q]!, keys[q + 1]! - keys[q]!);
+      }
+    });
     i = j;
   }
   out.str("END\r\n");
   return true;
+}
+
+/**
+ * One run of `n` keys of a multiget with one owner: "<cmd> [exptime] k.. k\r\n" run here (its
+ * answer without the END copied in) or forwarded as a part.
+ */
+function getRun(s: Session, r: Router, buf: Uint8Array, cmdStart: number, cmdEnd: number, dest: number, n: number, addKeys: (line: Out) => void): void {
+  const line = getLine;
+  line.reset();
+  line.copy(buf, cmdStart, cmdEnd - cmdStart);
+  addKeys(line);
+  line.crlf();
+  const bytes = line.bytes();
+  if (dest === r.self) {
+    const sub = s.subSession();
+    sub.feed(bytes);
+    const answer = sub.out.bytes();
+    s.out.copy(answer, 0, Math.max(0, answer.length - 5));
+    sub.out.reset();
+  } else {
+    const b = r.batch(dest);
+    const index = b.begin(UnitKind.TEXT_GET_PART, Proto.TEXT, bytes.length);
+    b.append(bytes, 0, bytes.length);
+    addHole(s, b, index, n);
+  }
 }
 
 /**
@@ -565,50 +591,45 @@ export function continueRoutedGet(s: Session, c: GetCont): void {
   const buf = c.buf;
   const end = c.end;
   const out = s.out;
-  const local = getLine;
   let p = c.p;
-  let forwarded = 0;
   let runs = 0;
   for (;;) {
     while (p < end && buf[p] === 32) p++;
     if (p >= end) break;
-    if (runs > 0 && (out.pos > PAUSE_BYTES || forwarded >= PAUSE_FORWARDED_KEYS)) {
+    if (runs > 0 && (out.pos > PAUSE_BYTES || s.fwdBytes > PAUSE_BYTES)) {
       s.pauseGet({ ...c, p });
       return;
     }
-    // One run: "<cmd> [exptime] k.. k\r\n" of consecutive keys with one owner.
-    local.reset();
-    local.copy(buf, c.cmdStart, c.cmdEnd - c.cmdStart);
-    let dest = -1;
+    // One run of consecutive keys with one owner, cut where its answers may pass PAUSE_BYTES.
+    let q = p;
+    while (q < end && buf[q] !== 32) q++;
+    const dest = r.owner(buf, p, q - p);
+    const local = dest === r.self;
+    const cost = local ? r.localReadCost() : s.readCost();
+    const room = local ? PAUSE_BYTES - out.pos : PAUSE_BYTES - s.fwdBytes;
+    const from = p;
     let n = 0;
-    while (p < end) {
-      const k = p;
-      let q = p;
-      while (q < end && buf[q] !== 32) q++;
-      const d = r.owner(buf, k, q - k);
-      if (n > 0 && d !== dest) break;
-      dest = d;
-      local.byte(32);
-      local.copy(buf, k, q - k);
+    for (;;) {
       n++;
       p = q;
       while (p < end && buf[p] === 32) p++;
+      if (p >= end || n * cost >= room) break;
+      q = p;
+      while (q < end && buf[q] !== 32) q++;
+      if (r.owner(buf, p, q - p) !== dest) break;
     }
-    local.crlf();
-    const line = local.bytes();
-    if (dest === r.self) {
-      const sub = s.subSession();
-      sub.feed(line);
-      const answer = sub.out.bytes();
-      out.copy(answer, 0, Math.max(0, answer.length - 5));
-      sub.out.reset();
-    } else {
-      const b = r.batch(dest);
-      const index = b.begin(UnitKind.TEXT_GET_PART, Proto.TEXT, line.length);
-      b.append(line, 0, line.length);
-      addHole(s, b, index);
-      forwarded += n;
-    }
+    getRun(s, r, buf, c.cmdStart, c.cmdEnd, dest, n, (line) => {
+      // The run's keys as they are in the line, spaces between them collapsed to one.
+      let k = from;
+      for (let m = 0; m < n; m++) {
+        while (buf[k] === 32) k++;
+        let e = k;
+        while (e < end && buf[e] !== 32) e++;
+        line.byte(32);
+        line.copy(buf, k, e - k);
+        k = e;
+      }
+    });
     runs++;
   }
   out.str("END\r\n");
@@ -634,21 +655,25 @@ function routeStorage(s: Session, r: Router, buf: Uint8Array, lineStart: number,
 /** Forwards a storage line; its data follows (or is swallowed here when too large). */
 function forwardStorage(s: Session, r: Router, dest: number, buf: Uint8Array, lineStart: number, lineNext: number, klen: number, flags: number, nbytes: number): void {
   const tooLarge = !s.store.sizeOk(klen, flags, nbytes);
-  s.forwardUnit(dest, UnitKind.TEXT, Proto.TEXT, buf, lineStart, lineNext, tooLarge ? 0 : nbytes);
+  s.forwardUnit(dest, UnitKind.TEXT, Proto.TEXT, buf, lineStart, lineNext, tooLarge ? 0 : nbytes, 0);
   if (tooLarge) s.swallow(nbytes);
   void r;
 }
 
-/** Forwards one whole line to `dest`. */
-function forwardLine(s: Session, r: Router, dest: number, kind: UnitKind, buf: Uint8Array, lineStart: number, lineNext: number): void {
+/** Forwards one whole line to `dest` (`reads`: the keys it reads, see Session.noteForward). */
+function forwardLine(s: Session, r: Router, dest: number, kind: UnitKind, buf: Uint8Array, lineStart: number, lineNext: number, reads: number): void {
   const b = r.batch(dest);
   const index = b.begin(kind, Proto.TEXT, lineNext - lineStart);
   b.append(buf, lineStart, lineNext);
-  if (kind !== UnitKind.TEXT_SILENT) addHole(s, b, index);
+  if (kind !== UnitKind.TEXT_SILENT) addHole(s, b, index, reads);
 }
 
-/** Records that unit `index` of `b` answers at the session's current output position. */
-export function addHole(s: Session, b: Batch, index: number): void {
+/**
+ * Records that unit `index` of `b` answers at the session's current output position; it reads
+ * `reads` keys (0: it answers with a line), which the session counts (Session.noteForward).
+ */
+export function addHole(s: Session, b: Batch, index: number, reads: number): void {
+  s.noteForward(reads);
   const holes = s.holes;
   const at = s.out.pos;
   const last = holes.length > 0 ? holes[holes.length - 1]! : undefined;
@@ -867,9 +892,10 @@ export function routeBinary(s: Session, r: Router, buf: Uint8Array, pos: number,
   const vlen = hasValue ? bodyRest : 0;
   const flags = opcode <= 0x03 || (opcode >= 0x11 && opcode <= 0x13) ? (extlen >= 4 ? ((buf[pos + 24]! << 24) | (buf[pos + 25]! << 16) | (buf[pos + 26]! << 8) | buf[pos + 27]!) >>> 0 : 0) : 0;
   const tooLarge = hasValue && !s.store.sizeOk(keylen, flags, vlen + 2);
-  s.forwardUnit(dest, UnitKind.BINARY, Proto.BINARY, buf, pos, pos + need, tooLarge ? 0 : vlen);
+  const read = opcode === 0x00 || opcode === 0x09 || opcode === 0x0c || opcode === 0x0d || (opcode >= 0x1c && opcode <= 0x1e) || opcode === 0x23 || opcode === 0x24;
+  s.forwardUnit(dest, UnitKind.BINARY, Proto.BINARY, buf, pos, pos + need, tooLarge ? 0 : vlen, read ? 1 : 0);
   // A hit of the get family holds its item there until this session's next send point.
-  if (opcode === 0x00 || opcode === 0x09 || opcode === 0x0c || opcode === 0x0d || (opcode >= 0x1c && opcode <= 0x1e) || opcode === 0x23 || opcode === 0x24) s.heldOn(dest);
+  if (read) s.heldOn(dest);
   if (tooLarge) {
     s.holes[s.holes.length - 1]!.swallowed = true;
     s.swallow(vlen);
@@ -900,6 +926,7 @@ export async function fillHoles(s: Session): Promise<void> {
   // `keep` (what stock would have sent by now) moves with the answers put in before it.
   let keepShift = 0;
   let sentTo = 0;
+  let forwarded = 0;
   for (let i = 0; i < holes.length; i++) {
     const h = holes[i]!;
     out.copy(src, prev, h.at - prev);
@@ -910,6 +937,7 @@ export async function fillHoles(s: Session): Promise<void> {
         const a = h.batch.unitAnswer(i);
         out.copy(a, 0, a.length);
       }
+      forwarded += out.pos - before;
     } else if (h.render) {
       const bytes = h.render(h.parts!.map((p) => p.batch.unitAnswer(p.index)));
       out.copy(bytes, 0, bytes.length);
@@ -922,6 +950,7 @@ export async function fillHoles(s: Session): Promise<void> {
     }
   }
   out.copy(src, prev, src.length - prev);
+  s.filledForwards(forwarded);
   s.keep = Math.max(s.keep + keepShift, sentTo);
   s.keepHoles = 0;
 }

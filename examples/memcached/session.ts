@@ -59,6 +59,18 @@ export const MAX_TOKENS = 24;
  */
 export const PAUSE_BYTES = 256 * 1024;
 export const PAUSE_HOLES = 64;
+/**
+ * Answers from other shards are copies of their values too, but their sizes are known only
+ * once they arrive: each key a client's read forwards counts what its recent forwarded reads
+ * took per key (Session.readCost), and at least READ_COST_MIN: at most 64 keys per round
+ * trip, 8 while the session has not seen an answer yet.
+ */
+export const READ_COST_MIN = Math.floor(PAUSE_BYTES / 64) + 1;
+const FIRST_READ_COST = Math.floor(PAUSE_BYTES / 8) + 1;
+/** A session's own buffer is dropped once emptied if a long answer grew it past this. */
+const OWN_OUT_KEEP = 1024 * 1024;
+/** What a forwarded command answered with a line (STORED, NOT_FOUND, a binary status) counts. */
+const LINE_COST = 64;
 
 /**
  * The rest of a multiget a pause cut short: its keys `buf[p..end)` (the line stays where it
@@ -192,12 +204,22 @@ export class Session {
   private readonly heldShards: number[] = [];
   /** Places in `out` waiting for other shards' answers (see router.ts). */
   holes: Hole[] = [];
+  /**
+   * What the answers of the units forwarded since the holes were last filled may add to `out`
+   * (see READ_COST_MIN): the session pauses once it passes PAUSE_BYTES, as for what it rendered.
+   */
+  fwdBytes = 0;
+  /** Keys read by the units forwarded since the holes were last filled. */
+  private fwdReads = 0;
+  /** Bytes per key the answers of this session's forwarded reads took lately (0: none yet). */
+  private readEst = 0;
   /** A forwarded unit being completed (its value is still arriving). */
   private fwdUnit = new Out(256);
   private fwdDest = 0;
   private fwdKind = 0;
   private fwdProto: Proto = Proto.TEXT;
   private fwdLeft = 0;
+  private fwdReads0 = 0;
   private sub: Session | undefined;
 
   /** An incomplete command line or packet header carried to the next feed. */
@@ -253,6 +275,8 @@ export class Session {
     const n = cur.pos - from;
     if (n === 0) {
       cur.reset();
+      // A burst's size is not kept for the rest of the connection's life.
+      if (cur === this.ownOut && cur.buf.length > OWN_OUT_KEEP) cur.buf = new Uint8Array(16 * 1024);
       return;
     }
     const own = (this.ownOut ??= new Out(1024));
@@ -366,7 +390,7 @@ export class Session {
    * every command: the common case is one compare of `out.pos` and one of `holes.length`.
    */
   private shouldPause(): boolean {
-    if (this.out.pos <= PAUSE_BYTES && this.holes.length <= PAUSE_HOLES) return this.paused;
+    if (this.out.pos <= PAUSE_BYTES && this.fwdBytes <= PAUSE_BYTES && this.holes.length <= PAUSE_HOLES) return this.paused;
     return this.paused || (this.pausable && this.state === St.CMD && !this.closing);
   }
 
@@ -397,9 +421,11 @@ export class Session {
    * Forwards a unit whose head is `buf[from..to)` and whose next `bytes` bytes of input
    * follow; its answer goes where the output is now. The unit joins a batch only once
    * complete, so a batch never leaves with half a command (and no output can come in between).
+   * `reads`: the keys it reads (0: it answers with a line; see noteForward).
    */
-  forwardUnit(dest: number, kind: number, proto: Proto, buf: Uint8Array, from: number, to: number, bytes: number): void {
+  forwardUnit(dest: number, kind: number, proto: Proto, buf: Uint8Array, from: number, to: number, bytes: number, reads: number): void {
     this.fwdUnit.reset();
+    this.fwdReads0 = reads;
     this.fwdUnit.copy(buf, from, to - from);
     this.fwdDest = dest;
     this.fwdKind = kind;
@@ -415,7 +441,7 @@ export class Session {
     const b = this.engine.router!.batch(this.fwdDest);
     const index = b.begin(this.fwdKind, this.fwdProto, unit.length);
     b.append(unit, 0, unit.length);
-    addHole(this, b, index);
+    addHole(this, b, index, this.fwdReads0);
     this.fwdUnit.reset();
   }
 
@@ -737,6 +763,29 @@ export class Session {
     const router = this.engine.router!;
     for (const dest of shards) router.batch(dest).begin(UnitKind.RELEASE, Proto.TEXT, 0);
     shards.length = 0;
+  }
+
+  /** What one key of a read forwarded now counts against PAUSE_BYTES (see READ_COST_MIN). */
+  readCost(): number {
+    return this.readEst === 0 ? FIRST_READ_COST : Math.max(this.readEst + 64, READ_COST_MIN);
+  }
+
+  /** A unit reading `reads` keys (0: answered with a line) was forwarded. */
+  noteForward(reads: number): void {
+    if (reads === 0) {
+      this.fwdBytes += LINE_COST;
+      return;
+    }
+    this.fwdBytes += reads * this.readCost();
+    this.fwdReads += reads;
+  }
+
+  /** The forwarded units' answers, `bytes` in all, are in `out` (router.ts fillHoles). */
+  filledForwards(bytes: number): void {
+    // Per key read, as an average; a smaller one lowers the estimate by half at most per round.
+    if (this.fwdReads > 0) this.readEst = Math.max(Math.ceil(bytes / this.fwdReads), this.readEst >>> 1);
+    this.fwdReads = 0;
+    this.fwdBytes = 0;
   }
 
   /** A command of ours forwarded to shard `dest` may hold an item there (see releaseHolds). */

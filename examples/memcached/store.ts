@@ -1254,6 +1254,17 @@ export class Store {
     else if (this.currItems > (2 ** this.hashPowerNow * 3) / 2 && this.hashPowerNow < this.maxHashPower) this.startExpansion();
   }
 
+  /**
+   * An upper bound on the bytes of any item stored now: the chunk size of the largest class that
+   * holds one (-I when a multi-page item exists), 0 when empty. Other shards size how many of
+   * their clients' reads they forward here at once by it (router.ts).
+   */
+  itemBound(): number {
+    if (this.lruHead[this.large] !== NIL) return this.itemSizeMax;
+    for (let c = this.largest; c >= 1; c--) if (this.lruHead[c] !== NIL) return this.classSize[c]!;
+    return 0;
+  }
+
   /** stock's do_item_unlink + free: out of the hash table and LRU, memory back to its class. */
   unlink(ref: number): void {
     if ((this.itFlags(ref) & F_LINKED) === 0) return;

@@ -9,6 +9,7 @@ import net from "node:net";
 import { readFileSync } from "node:fs";
 import { b, cat, dec, exchange, startOurs, startStock, type ServerProcess } from "./lib/harness.ts";
 import { binRequest } from "./lib/binproto.ts";
+import { murmur3, shardOf } from "../../examples/memcached/hash.ts";
 
 let server: ServerProcess;
 
@@ -119,6 +120,67 @@ describe("bad input", () => {
     const got = await exchange(server.port, b(`get ${some.join(" ")}\r\n`), { until: b("END\r\n"), idleMs: 10_000 });
     expect(got.bytes.length).toBe(want.length);
     expect(dec.decode(got.bytes) === want).toBe(true);
+  }, 120_000);
+
+  test("clients that ask another shard for large values and never read (pipelined get, mg, binary GETK, one multiget line): bounded memory; a reader gets every byte", async () => {
+    // Every key of a client lives on one shard. A connection the kernel placed on the other
+    // shard forwards each request there; before the fix those answers (copies of the values)
+    // were gathered for the whole pipeline before anything was sent: 100 x 400 KB per client.
+    const VALUE = 400_000;
+    const value = (k: string): string => k.slice(-1).repeat(VALUE);
+    const owned: string[][] = [[], []];
+    for (let i = 0; owned[0]!.length < 8 || owned[1]!.length < 8; i++) {
+      const k = `far${i}`;
+      const o = shardOf(murmur3(b(k), 0, k.length), 2);
+      if (owned[o]!.length < 8) owned[o]!.push(k);
+    }
+    for (const k of owned.flat()) {
+      const a = await exchange(server.port, b(`set ${k} 0 0 ${VALUE}\r\n${value(k)}\r\n`), { until: b("STORED\r\n"), idleMs: 3000 });
+      expect(dec.decode(a.bytes)).toBe("STORED\r\n");
+    }
+    const before = rssMiB(server.proc.pid);
+    const sockets: net.Socket[] = [];
+    const pick = (shard: number, n: number): string[] => Array.from({ length: n }, (_, i) => owned[shard]![i % 8]!);
+    const kinds = [
+      (ks: string[]) => b(ks.map((k) => `get ${k}\r\n`).join("")),
+      (ks: string[]) => b(ks.map((k) => `mg ${k} v k\r\n`).join("")),
+      (ks: string[]) => cat(...ks.map((k) => binRequest(0x0c, { key: k }))),
+      (ks: string[]) => b(`get ${ks.join(" ")}\r\n`),
+    ];
+    // Six clients per kind, their keys on shard 0 or 1 in turn: about half are on the other shard
+    // (the chance that none of the 24 is: 2^-24).
+    for (const kind of kinds) {
+      for (let c = 0; c < 6; c++) {
+        const s = await connectRaw(server.port);
+        s.on("error", () => {});
+        s.pause();
+        s.write(kind(pick(c % 2, 100)));
+        sockets.push(s);
+      }
+    }
+    let peak = 0;
+    for (let i = 0; i < 30; i++) {
+      await Bun.sleep(50);
+      peak = Math.max(peak, rssMiB(server.proc.pid) - before);
+    }
+    await healthy(server.port);
+    // Before the fix: well over a gigabyte (each forwarded answer copied three times).
+    expect(peak).toBeLessThan(400);
+    for (const s of sockets) s.destroy();
+    await healthy(server.port);
+    // Readers of such pipelines (paused and resumed between forwarded answers) get every byte.
+    for (let c = 0; c < 4; c++) {
+      const ks = pick(c % 2, 40);
+      const want = ks.map((k) => `VALUE ${k} 0 ${VALUE}\r\n${value(k)}\r\n`).join("") + "END\r\n";
+      const got = await exchange(server.port, b(`get ${ks.join(" ")}\r\n`), { until: b("END\r\n"), idleMs: 10_000 });
+      expect(got.bytes.length).toBe(want.length);
+      expect(dec.decode(got.bytes) === want).toBe(true);
+      const piped = ks.map((k) => `VALUE ${k} 0 ${VALUE}\r\n${value(k)}\r\nEND\r\n`).join("");
+      const got2 = await exchange(server.port, b(ks.map((k) => `get ${k}\r\n`).join("")), { bytes: piped.length, idleMs: 10_000 });
+      expect(got2.bytes.length).toBe(piped.length);
+      expect(dec.decode(got2.bytes) === piped).toBe(true);
+    }
+    for (const k of owned.flat()) await exchange(server.port, b(`delete ${k}\r\n`), { until: b("\r\n"), idleMs: 3000 });
   }, 120_000);
 
   test("a multiget line without end: buffered up to a limit, then the connection closes", async () => {

@@ -127,6 +127,8 @@ export interface ExchangeOptions {
   until?: Uint8Array;
   /** Stop after this long without data (default 150 ms). */
   idleMs?: number;
+  /** Stop once this many bytes arrived. */
+  bytes?: number;
 }
 
 function endsWith(a: Uint8Array, suffix: Uint8Array): boolean {
@@ -166,6 +168,7 @@ export async function exchange(port: number, data: Uint8Array, opts: ExchangeOpt
   for (;;) {
     await Bun.sleep(2);
     if (closed) break;
+    if (opts.bytes !== undefined && total >= opts.bytes) break;
     if (opts.until && total > 0 && endsWith(Buffer.concat(parts, total), opts.until)) break;
     if (Date.now() - lastData > idleMs) break;
   }
