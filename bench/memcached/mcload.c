@@ -170,9 +170,23 @@ static int connect_one(void) {
 }
 
 /* Appends one request to the connection's write buffer. */
+/* Buffer sizes per connection: room for every outstanding request and several responses
+ * whatever the value size (a fixed 256 KiB overflowed with -d 16 -V 60000). */
+static int wcap = WBUF, rcap = RBUF, reqmax = 0;
+
 static void queue_request(conn *c, uint64_t at) {
   int is_get = (double)(xorshift(&c->rng) % 1000000) / 1000000.0 < get_ratio;
   uint64_t k = xorshift(&c->rng) % (uint64_t)keyspace;
+  if (c->wlen + reqmax > wcap && c->woff > 0) {
+    /* compact: what is still unsent moves to the front */
+    memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+    c->wlen -= c->woff;
+    c->woff = 0;
+  }
+  if (c->wlen + reqmax > wcap) {
+    fprintf(stderr, "mcload: write buffer full (internal error)\n");
+    exit(1);
+  }
   char *w = c->wbuf + c->wlen;
   if (is_get) {
     memcpy(w, "get ", 4);
@@ -309,10 +323,10 @@ static void *run_worker(void *arg) {
     for (int i = 0; i < n; i++) {
       conn *c = evs[i].data.ptr;
       for (;;) {
-        ssize_t r = recv(c->fd, c->rbuf + c->rlen, RBUF - c->rlen, 0);
+        ssize_t r = recv(c->fd, c->rbuf + c->rlen, rcap - c->rlen, 0);
         if (r > 0) {
           c->rlen += (int)r;
-          if (c->rlen == RBUF) break;
+          if (c->rlen == rcap) break;
           continue;
         }
         if (r == 0 || errno != EAGAIN) {
@@ -336,7 +350,7 @@ static void *run_worker(void *arg) {
       for (int i = 0; i < w->n; i++) {
         conn *c = &w->conns[i];
         int queued = 0;
-        while (c->next_send <= t && c->count < MAX_DEPTH - 1 && c->wlen < WBUF - 4096) {
+        while (c->next_send <= t && c->count < MAX_DEPTH - 1 && c->wlen - c->woff + reqmax <= wcap) {
           queue_request(c, c->next_send);
           c->next_send += c->interval_ns;
           queued++;
@@ -438,6 +452,9 @@ int main(int argc, char **argv) {
   if (prefill) do_prefill();
 
   worker *ws = calloc(nthreads, sizeof(worker));
+  reqmax = vallen + keylen + 64;
+  if ((depth + 2) * reqmax > wcap) wcap = (depth + 2) * reqmax;
+  if (4 * reqmax > rcap) rcap = 4 * reqmax;
   conn *all = calloc(nconns, sizeof(conn));
   for (int i = 0; i < nconns; i++) {
     all[i].fd = connect_one();
@@ -446,8 +463,8 @@ int main(int argc, char **argv) {
       return 1;
     }
     all[i].rng = 0x9e3779b97f4a7c15ull * (i + 1);
-    all[i].rbuf = malloc(RBUF);
-    all[i].wbuf = malloc(WBUF);
+    all[i].rbuf = malloc(rcap);
+    all[i].wbuf = malloc(wcap);
   }
   int per = nconns / nthreads, extra = nconns % nthreads, at = 0;
   for (int t = 0; t < nthreads; t++) {
