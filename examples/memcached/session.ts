@@ -156,6 +156,8 @@ export class Session {
   /** Head length of a command run from the carry buffer: its value's room is known only after. */
   private carriedHead = -1;
   private reqs = 0;
+  /** The last command completed was the one past the count (see counted). */
+  private yielded = false;
 
   // ---- text tokenizer output (stock's token_t array): starts/ends in `line`.
   line: Uint8Array = new Uint8Array(0);
@@ -316,7 +318,7 @@ export class Session {
     if (this.closing) return;
     // Stock sends what it has whenever it runs out of input, except while a value is arriving.
     if (!this.midValue) this.flushPoint();
-    this.reqs = 0;
+    this.newTurn();
     let pos = start;
     if (this.carryLen > 0) {
       const took = this.feedCarry(start === 0 && end === data.length ? data : data.subarray(start, end));
@@ -350,7 +352,7 @@ export class Session {
     this.paused = false;
     if (this.closing) return;
     if (!this.midValue) this.flushPoint();
-    this.reqs = 0;
+    this.newTurn();
     const c = this.getCont;
     if (c !== null) {
       this.getCont = null;
@@ -497,6 +499,7 @@ export class Session {
           if (this.rlbytes === 0) {
             this.completeNread();
             this.afterValue();
+            if (!this.midValue) this.counted();
           }
           continue;
         }
@@ -507,6 +510,7 @@ export class Session {
           if (this.sbytes === 0) {
             this.state = St.CMD;
             this.afterValue();
+            this.counted();
           }
           continue;
         }
@@ -518,6 +522,7 @@ export class Session {
           if (this.fwdLeft === 0) {
             this.finishForward();
             this.afterValue();
+            this.counted();
           }
           continue;
         }
@@ -538,8 +543,9 @@ export class Session {
         this.cmdsSinceFlush++;
         this.processLine(buf, pos, nl);
         pos = nl + 1;
+        // A command whose value follows completes (and counts) once the value is in.
         if (this.midValue) this.noteValueRoom(pos - lineStart, buf === this.carry ? -1 : end - pos);
-        this.counted();
+        else this.counted();
         if (this.shouldPause()) {
           this.paused = true;
           return pos;
@@ -560,7 +566,7 @@ export class Session {
         }
         pos += need;
         if (this.midValue) this.noteValueRoom(need, buf === this.carry ? -1 : end - pos);
-        this.counted();
+        else this.counted();
         if (this.shouldPause()) {
           this.paused = true;
           return pos;
@@ -738,12 +744,26 @@ export class Session {
     else completeTextNread(this);
   }
 
-  /** One more command ran: stock yields (and sends) after reqs_per_event + 1 of them. */
+  /**
+   * One more command completed (a storage command once its value is in): stock's drive_machine
+   * counts them per event (nreqs = reqs_per_event, decremented in conn_new_cmd after each), and
+   * past the count sends what it has and yields. The turn after a yield starts in conn_new_cmd,
+   * which spends one of the next event's count: 21 commands before the first send, then 20.
+   */
   private counted(): void {
     if (++this.reqs > this.engine.settings.reqsPerEvent) {
-      this.reqs = 0;
+      this.reqs = 1;
+      this.yielded = true;
       this.flushPoint();
+    } else {
+      this.yielded = false;
     }
+  }
+
+  /** A new read event (feed) or a resume: stock's count starts over, unless it yielded last. */
+  private newTurn(): void {
+    if (this.yielded) this.yielded = false;
+    else this.reqs = 0;
   }
 
   // ------------------------------------------------------------------ helpers for handlers

@@ -126,6 +126,11 @@ const text: [string, string, Partial<Case>?][] = [
   ["lru_crawler bad", "lru_crawler\r\nlru_crawler foo\r\nlru_crawler crawl 99\r\nlru_crawler sleep 2000000\r\nlru_crawler tocrawl x\r\n"],
   ["lru_crawler enable while it runs", "lru_crawler enable\r\n"],
   // Stock refuses watch and metadump while answers of earlier commands wait unsent.
+  // Stock sends after the 21st completed command of a read (a set: once its value is stored),
+  // then after every 20th; an over-long key drops what was not sent yet.
+  ["the 21st command, a set, is sent before a drop", `${"delete y21\r\n".repeat(20)}set y21 0 0 1\r\n1\r\nget y21 ${big(251, "k")}\r\n`, { segmentSensitive: true }],
+  ["the 41st command, a set, is sent before a drop", `${"delete y41\r\n".repeat(40)}set y41 0 0 1\r\n1\r\nget y41 ${big(251, "k")}\r\n`, { segmentSensitive: true }],
+  ["the 42nd command is not sent before a drop", `${"delete y42\r\n".repeat(41)}set y42 0 0 1\r\n1\r\nget y42 ${big(251, "k")}\r\n`, { segmentSensitive: true }],
   ["watch after other answers in the same read", "version\r\nwatch\r\n", { segmentSensitive: true }],
   ["watch refused before its arguments are read", "verbosity 0\r\nwatch x\r\n", { segmentSensitive: true }],
   ["metadump after other answers in the same read", "version\r\nlru_crawler metadump all\r\n", { segmentSensitive: true }],

@@ -11,19 +11,6 @@ import { commandCount, dependsOnSendPoints, LONG251 } from "./fuzzgen.ts";
 
 export const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
   {
-    id: "yield-count",
-    repro:
-      '1 shard. "delete x\\r\\n" x 20, "set a 0 0 1\\r\\n1\\r\\n", "get a <251 x k>\\r\\n" in one write: stock answers ' +
-      "NOT_FOUND x 20, STORED, CLIENT_ERROR bad command line format; ours drops the STORED. With 40 deletes " +
-      "stock again keeps STORED (its second batch is 20 commands), ours drops it. Stock (drive_machine) sends what it " +
-      "has after the 21st command of a read has completed (a set: once its value is stored), then after every 20th; " +
-      "ours after every 21st command line, before a set's value is read.",
-    responsible: "examples/memcached/session.ts: Session.counted() (called from run() after the command line, reqs reset to 0)",
-    // What changes is where stock's send points are: only visible to input whose answer depends on
-    // them, once 20 commands ran in the same read.
-    matches: (u, before, c) => dependsOnSendPoints(u, before) && commandCount(before, c.binary) >= 20,
-  },
-  {
     id: "forwarded-get-send-point",
     repro:
       '2 shards, key k of shard 0 (murmur3: "k1", "x"), the connection accepted by shard 1: "get k\\r\\nmd k q\\r\\n' +
