@@ -424,8 +424,10 @@ export function routeText(s: Session, r: Router, buf: Uint8Array, lineStart: num
       if (c1 === 103) s.heldOn(dest);
       return true;
     }
-    // ms <key> <datalen> <flags>*: the data block goes along unless it is too large.
-    if (nt < 4 || !parseI32(buf, s.tokS[2]!, s.tokE[2]!)) return false;
+    // ms <key> <datalen> <flags>*: the data block goes along unless it is too large. More
+    // tokens than stock's MFLAG_MAX_OPT_LENGTH fail here, before any value is read (stock reads
+    // the next bytes as a command).
+    if (nt < 4 || nt > MFLAG_MAX_OPT_LENGTH || !parseI32(buf, s.tokS[2]!, s.tokE[2]!)) return false;
     const vlen = parsed.num;
     if (vlen < 0 || vlen > 2147483645) return false;
     let flags = 0;
@@ -484,6 +486,9 @@ export function routeText(s: Session, r: Router, buf: Uint8Array, lineStart: num
   }
   return false;
 }
+
+/** Most tokens a meta command may have (stock's MFLAG_MAX_OPT_LENGTH; meta.ts checks it too). */
+const MFLAG_MAX_OPT_LENGTH = 20;
 
 const getKeys: number[] = [];
 const getLine = new Out(1024);
@@ -677,7 +682,8 @@ export function addHole(s: Session, b: Batch, index: number, reads: number): voi
   const holes = s.holes;
   const at = s.out.pos;
   const last = holes.length > 0 ? holes[holes.length - 1]! : undefined;
-  if (last !== undefined && last.batch === b && last.at === at && last.first + last.count === index) {
+  // Not into a hole from before the last send point: what it answers counts as sent.
+  if (last !== undefined && holes.length > s.keepHoles && last.batch === b && last.at === at && last.first + last.count === index) {
     last.count++;
     return;
   }

@@ -21,7 +21,10 @@ async function runAll(server: ServerProcess, list: Case[]): Promise<Answer[]> {
   const answers: Answer[] = [];
   for (const c of list) {
     const until = c.noSentinel ? undefined : c.binary ? BIN_SENTINEL_ANSWER : TEXT_SENTINEL_ANSWER;
-    answers.push(await exchange(server.port, request(c), { until, idleMs: c.noSentinel ? 200 : 2000 }));
+    // A case that sends the sentinel's command itself (mn, NOOP) may have an earlier answer end
+    // like the sentinel's when stock sends it apart (mn is a send point): wait until quiet then.
+    const settleMs = c.noSentinel ? 0 : c.binary ? (c.send.includes(0x0a) ? 30 : 0) : /(^|\n)mn(\r?\n| )/.test(dec.decode(c.send)) ? 30 : 0;
+    answers.push(await exchange(server.port, request(c), { until, settleMs, idleMs: c.noSentinel ? 200 : 2000 }));
   }
   return answers;
 }

@@ -131,6 +131,11 @@ const text: [string, string, Partial<Case>?][] = [
   ["the 21st command, a set, is sent before a drop", `${"delete y21\r\n".repeat(20)}set y21 0 0 1\r\n1\r\nget y21 ${big(251, "k")}\r\n`, { segmentSensitive: true }],
   ["the 41st command, a set, is sent before a drop", `${"delete y41\r\n".repeat(40)}set y41 0 0 1\r\n1\r\nget y41 ${big(251, "k")}\r\n`, { segmentSensitive: true }],
   ["the 42nd command is not sent before a drop", `${"delete y42\r\n".repeat(41)}set y42 0 0 1\r\n1\r\nget y42 ${big(251, "k")}\r\n`, { segmentSensitive: true }],
+  // mf0 and mf1 live on different shards (2 shards): one of them is another shard's key.
+  ["ms with more than 20 tokens reads no value", "ms mf0 3 a b c d e f g h i j k l m n o p q r s t\r\n196xymn\r\nms mf1 3 a b c d e f g h i j k l m n o p q r s t\r\n196xymn\r\nmg mf0 v\r\nmg mf1 v\r\n"],
+  // A get (a send point) forwarded to another shard: answers of commands after it are unsent.
+  ["answers after a forwarded get are dropped with the connection", "get mf0\r\nmd mf0 q\r\nget mf1\r\nmd mf1 q\r\nGET / HTTP/1.1\r\n", { noSentinel: true, segmentSensitive: true }],
+  ["deletes forwarded after a send point are not sent", `${"delete mf0\r\ndelete mf1\r\n".repeat(11)}get mf0 ${big(251, "k")}\r\n`, { segmentSensitive: true }],
   ["watch after other answers in the same read", "version\r\nwatch\r\n", { segmentSensitive: true }],
   ["watch refused before its arguments are read", "verbosity 0\r\nwatch x\r\n", { segmentSensitive: true }],
   ["metadump after other answers in the same read", "version\r\nlru_crawler metadump all\r\n", { segmentSensitive: true }],

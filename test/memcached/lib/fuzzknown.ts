@@ -11,19 +11,6 @@ import { commandCount, dependsOnSendPoints, LONG251 } from "./fuzzgen.ts";
 
 export const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
   {
-    id: "forwarded-get-send-point",
-    repro:
-      '2 shards, key k of shard 0 (murmur3: "k1", "x"), the connection accepted by shard 1: "get k\\r\\nmd k q\\r\\n' +
-      'GET / HTTP/1.1\\r\\n": stock answers END and closes; ours answers END, NF and closes. Same with a ' +
-      '2 KiB line without \\n instead of HTTP/, and with "get k\\r\\nset k 0 0 1\\r\\nv\\r\\nget <251 bytes>\\r\\n" ' +
-      "(stock END, CLIENT_ERROR; ours END, STORED, CLIENT_ERROR). A get forwarded to the key's shard is a send point " +
-      "there, and the answers of commands forwarded after it count as sent, so ours sends what stock drops.",
-    responsible:
-      "examples/memcached/session.ts (markSent/keep/keepHoles, flushPoint for forwarded units: feedRange) and router.ts " +
-      "(answers of forwarded units coming back into their place)",
-    matches: (u, before, c) => c.shards > 1 && !c.binary && u.dropsUnsent === true && before.some((x) => x.sendPoint),
-  },
-  {
     id: "forwarded-binary-error-send-point",
     repro:
       "2 shards, key k of shard 0, the connection accepted by shard 1, binary: DELETE k (a miss), SET k v, 24 bytes " +
@@ -48,18 +35,5 @@ export const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
       "examples/memcached/router.ts: routeGet() returns false on a too-long key, so the whole line runs on the " +
       "connection's shard, which does not have (fetch, touch) the other shards' keys before it",
     matches: (u, _before, c) => c.shards > 1 && !c.binary && ["get", "gets", "gat", "gats", "bget"].includes(u.op) && u.keys.includes(LONG251),
-  },
-  {
-    id: "routed-ms-too-many-flags",
-    repro:
-      "2 shards, key k of the other shard than the one that accepts the connection: " +
-      '"ms k 3 a b c d e f g h i j k l m n o p q r s t\\r\\n196xymn\\r\\n" (more than 20 tokens): stock answers ' +
-      "CLIENT_ERROR options flags too long, then ERROR (it reads no value after this error: 196xymn is a command " +
-      "line); ours answers CLIENT_ERROR options flags too long, then MN (the 5 bytes after the line went to k's " +
-      "shard as the value, the rest of that line ran as mn).",
-    responsible:
-      "examples/memcached/router.ts: the ms route (the check before forwarding the line with vlen+2 bytes) lacks " +
-      "stock's ntokens > MFLAG_MAX_OPT_LENGTH refusal (meta.ts processMset has it, without a swallow)",
-    matches: (u, _before, c) => c.shards > 1 && u.tags?.includes("ms-too-many-flags") === true,
   },
 ];

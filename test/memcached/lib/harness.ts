@@ -129,6 +129,8 @@ export interface ExchangeOptions {
   idleMs?: number;
   /** Stop once this many bytes arrived. */
   bytes?: number;
+  /** With `until`: stop only once nothing more arrived for this long after it matched. */
+  settleMs?: number;
 }
 
 function endsWith(a: Uint8Array, suffix: Uint8Array): boolean {
@@ -169,7 +171,7 @@ export async function exchange(port: number, data: Uint8Array, opts: ExchangeOpt
     await Bun.sleep(2);
     if (closed) break;
     if (opts.bytes !== undefined && total >= opts.bytes) break;
-    if (opts.until && total > 0 && endsWith(Buffer.concat(parts, total), opts.until)) break;
+    if (opts.until && total > 0 && Date.now() - lastData >= (opts.settleMs ?? 0) && endsWith(Buffer.concat(parts, total), opts.until)) break;
     if (Date.now() - lastData > idleMs) break;
   }
   sock.destroy();
