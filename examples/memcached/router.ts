@@ -682,8 +682,10 @@ export function addHole(s: Session, b: Batch, index: number, reads: number): voi
   const holes = s.holes;
   const at = s.out.pos;
   const last = holes.length > 0 ? holes[holes.length - 1]! : undefined;
-  // Not into a hole from before the last send point: what it answers counts as sent.
-  if (last !== undefined && holes.length > s.keepHoles && last.batch === b && last.at === at && last.first + last.count === index) {
+  // Not into a hole from before the last send point: what it answers counts as sent. Binary
+  // units each get their own: an error answer is a send point (see fillHoles), and a unit's
+  // value may be swallowed.
+  if (last !== undefined && holes.length > s.keepHoles && s.protocol !== Proto.BINARY && last.batch === b && last.at === at && last.first + last.count === index) {
     last.count++;
     return;
   }

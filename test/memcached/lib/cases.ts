@@ -269,6 +269,15 @@ function binaryCases(): Case[] {
       noSentinel: true,
     },
     {
+      // mf0 and mf1 live on different shards: with 2 shards one delete misses on another shard.
+      // A binary error is a send point: stock sends the Not found before closing.
+      name: "bin a delete that misses, a set, then bad magic: the error answer is sent",
+      send: cat(binRequest(0x04, { key: "mf0" }), set("mf0", "x"), binRequest(0x04, { key: "mf1x" }), binRequest(0x04, { key: "mf1" }), set("mf1", "x"), binRequest(0x0a, { magic: 0x41 })),
+      binary: true,
+      noSentinel: true,
+      segmentSensitive: true,
+    },
+    {
       name: "bin sets, noop, then bad magic",
       send: cat(...Array.from({ length: 6 }, (_, i) => set(`bab${i}`, "x")), binRequest(0x0a, {}), binRequest(0x0a, { magic: 0x99 })),
       binary: true,

@@ -13,15 +13,14 @@ export const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
   {
     id: "forwarded-binary-error-send-point",
     repro:
-      "2 shards, key k of shard 0, the connection accepted by shard 1, binary: DELETE k (a miss), SET k v, 24 bytes " +
-      "0x41 (bad magic): stock answers the DELETE (Not found: an error answer is a send point) and closes; ours closes " +
-      "without answering. Also holds: k of shard 0, j of shard 1, binary SET k 100, GETK k, APPEND j x (Not stored: " +
-      'a send point, the GETK\'s hold ends), DECR k 99, GET k: stock\'s GET answers "1  " (rewritten in place), ' +
-      'ours "1" (a new item) on some connections. A binary error answered by another shard is not a send point for ' +
-      "the connection's session (answers dropped on abort, holds kept).",
+      "2 shards, k of shard 0, j of shard 1, binary: SET k 100, GETK k, APPEND j x (Not stored: a send point, " +
+      'the GETK\'s hold ends), DECR k 99, GET k: stock\'s GET answers "1  " (rewritten in place), ours "1" (a new ' +
+      "item) on connections where j's error is answered by another shard: the owner of k does not learn of that send " +
+      "point. (The answers themselves were fixed: an error answered by another shard is a send point for what is " +
+      "sent before an abort; server-diff case 'bin a delete that misses, a set, then bad magic'.)",
     responsible:
-      "examples/memcached/session.ts (abort: out.slice(0, keep); flushPoint/releaseHolds) with router.ts (forwarded " +
-      "binary units: their error answers come back without marking a send point)",
+      "examples/memcached/router.ts: holds of forwarded units are released by RELEASE units the session sends at its " +
+      "own send points (Session.releaseHolds); a binary error answered by another shard is known only in fillHoles",
     // Any earlier binary command may have been answered with an error (a miss, NOT_STORED, ...).
     matches: (u, before, c) => c.shards > 1 && c.binary && before.length > 0 && dependsOnSendPoints(u, before),
   },
