@@ -787,15 +787,17 @@ export class Store {
   private allocChunk(cls: number): number {
     // stock's do_item_alloc_pull: the free list, else a new page, else evict from this class's
     // own LRU (never another class's: pages move between classes only through the page mover).
+    // A new page is part of one attempt (stock's slabs_alloc takes it); direct_reclaims counts
+    // the attempts after evictions.
     for (let attempt = 0; attempt < 10; attempt++) {
-      const head = this.freeHead[cls]!;
+      let head = this.freeHead[cls]!;
+      if (head === NIL && this.newSlab(cls)) head = this.freeHead[cls]!;
       if (head !== NIL) {
         this.freeHead[cls] = this.i32[(head << 1) + 1]!;
         this.freeCount[cls]!--;
         if (attempt > 0) this.classStats[cls * CS.COUNT + CS.DIRECT_RECLAIMS]! += attempt;
         return head;
       }
-      if (this.newSlab(cls)) continue;
       if (!this.lruPullTail(cls, true)) return NIL;
     }
     return NIL;

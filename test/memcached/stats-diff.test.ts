@@ -46,6 +46,26 @@ describe("stats keys", () => {
   });
 });
 
+describe("direct_reclaims", () => {
+  test("a new page for a class is not a reclaim: items of new sizes leave it at stock's 0", async () => {
+    const [fs, fo] = await Promise.all([startStock(), startOurs(["-t", "1"])]);
+    try {
+      const counts: string[] = [];
+      for (const srv of [fs, fo]) {
+        for (const n of [1, 500, 5000, 50_000]) {
+          const a = await exchange(srv.port, b(`set dr${n} 0 0 ${n}\r\n${"v".repeat(n)}\r\n`), { until: b("STORED\r\n"), idleMs: 2000 });
+          expect(dec.decode(a.bytes)).toBe("STORED\r\n");
+        }
+        counts.push((await stats(srv.port)).get("direct_reclaims")!);
+      }
+      expect(counts[1]).toBe(counts[0]!);
+      expect(counts[1]).toBe("0");
+    } finally {
+      await Promise.all([fs.stop(), fo.stop()]);
+    }
+  }, 60_000);
+});
+
 describe("total_connections", () => {
   test("after stats reset: the connections opened since (the listening sockets no longer count)", async () => {
     const after = async (port: number): Promise<string | undefined> => {
