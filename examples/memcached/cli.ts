@@ -461,8 +461,8 @@ function validate(cl: CommandLine): void {
   // Stock gets as far as listening, which fails (EX_OSERR).
   if (s.port < 0) throw new UsageError(`failed to listen on TCP port ${s.port}: Servname not supported for ai_socktype`, 71);
   if (s.udpPort < 0) throw new UsageError(`failed to listen on UDP port ${s.udpPort}: Servname not supported for ai_socktype`, 71);
-  // Stock truncates it to 16 bits and listens there (70000: UDP port 4464); refused here.
-  if (s.udpPort > 65535) throw new UsageError(`-U: port ${s.udpPort} is out of range (0..65535)`);
+  // -U above 65535 (with -p given): stock listens on its low 16 bits (70000: UDP port 4464) and
+  // reports the number given (stats settings udpport 70000); server.ts binds the same.
   if (s.maxBytes <= 0) throw new UsageError("-m: the memory limit must be at least 1 megabyte");
 }
 

@@ -118,7 +118,8 @@ export class ShardServer {
       // one is bound too (bound second, a datagram sent at once could find no socket).
       if (s.udpPort !== 0) {
         for (const e of entries) {
-          this.bindEach(e, e.port >= 0 ? e.port : s.udpPort, "UDP", (a) => {
+          // Stock's htons(): a -U above 65535 listens on its low 16 bits (70000: 4464).
+          this.bindEach(e, e.port >= 0 ? e.port : s.udpPort & 0xffff, "UDP", (a) => {
             const ch = bindUdp(a, { reusePort: true, ipv6Only: a.family === "ipv6", maxQueued: 256 });
             this.udp.push(ch);
             this.done.push(this.udpLoop(ch));

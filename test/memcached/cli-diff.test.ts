@@ -166,6 +166,32 @@ describe("the command line, as stock reads it", () => {
     expect(ours).toEqual({ code: 67, stderr: "can't find the user nosuchuser to switch to\n" });
   });
 
+  test("-U above 65535 (with -p): UDP on its low 16 bits, stats settings says the number given", async () => {
+    const dgram = await import("node:dgram");
+    for (const which of ["stock", "ours"] as const) {
+      const port = await freePort();
+      const udp = await freeUdpPort();
+      const run = launch(which, ["-l", "127.0.0.1", "-p", String(port), "-U", String(udp + 65536)]);
+      try {
+        expect(await listening(run.proc, port)).toBe(true);
+        const settings = await exchange(port, b("stats settings\r\n"), { until: b("END\r\n"), idleMs: 2000 });
+        expect(dec.decode(settings.bytes)).toContain(`STAT udpport ${udp + 65536}\r\n`);
+        const sock = dgram.createSocket("udp4");
+        const got = new Promise<string>((resolve) => sock.on("message", (m) => resolve(dec.decode(m.subarray(8)))));
+        let answer = "";
+        for (let i = 0; i < 20 && answer === ""; i++) {
+          sock.send(Buffer.concat([Buffer.from([0, 1, 0, 0, 0, 1, 0, 0]), Buffer.from("version\r\n")]), udp, "127.0.0.1");
+          answer = await Promise.race([got, Bun.sleep(100).then(() => "")]);
+        }
+        sock.close();
+        expect(answer).toStartWith("VERSION ");
+      } finally {
+        run.proc.kill("SIGKILL");
+        await run.proc.exited;
+      }
+    }
+  }, 60_000);
+
   test("-U N without -p: TCP listens on port N too", async () => {
     for (const which of ["stock", "ours"] as const) {
       const port = await freeUdpPort();
