@@ -393,8 +393,10 @@ export function routeText(s: Session, r: Router, buf: Uint8Array, lineStart: num
     const touch = tokEq(s, buf, 0, CMD_GAT) || tokEq(s, buf, 0, CMD_GATS);
     if (!touch && !tokEq(s, buf, 0, CMD_GET) && !tokEq(s, buf, 0, CMD_GETS) && !tokEq(s, buf, 0, CMD_BGET)) return false;
     if (nt < 3) return false;
-    if (!routeGet(s, r, buf, touch, lineStart, lineNext)) return false;
-    s.flushPoint(); // stock transmits after every get (conn_mwrite)
+    const routed = routeGet(s, r, buf, touch, lineStart, lineNext);
+    if (routed === GetRoute.LOCAL) return false;
+    // Stock transmits after every get (conn_mwrite), not after its CLIENT_ERROR.
+    if (routed === GetRoute.ROUTED) s.flushPoint();
     return true;
   }
   // ---- meta commands: key in token 1 (maybe base64)
@@ -498,7 +500,17 @@ const getLine = new Out(1024);
  * multiget pauses between runs once what it rendered here or asked other shards for may exceed
  * PAUSE_BYTES (see readCost): a client that does not read cannot make the server copy more.
  */
-function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineStart: number, lineNext: number): boolean {
+const enum GetRoute {
+  /** Every key is this shard's (or the line is refused before any key): run it here. */
+  LOCAL = 0,
+  ROUTED = 1,
+  /** A too-long key: the keys before it were looked up where they live, CLIENT_ERROR answered. */
+  FAILED = 2,
+}
+
+const BAD_FORMAT = new TextEncoder().encode("CLIENT_ERROR bad command line format\r\n");
+
+function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineStart: number, lineNext: number): GetRoute {
   const end = s.lineEnd;
   let p = touch ? s.tokE[1]! : s.tokS[1]!;
   // Every key must be valid first: a too-long key fails the whole command (locally).
@@ -506,26 +518,34 @@ function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineSt
   keys.length = 0;
   let remote = false;
   let oneDest = -1;
+  let longKey = -1;
   for (;;) {
     while (p < end && buf[p] === 32) p++;
     if (p >= end) break;
     const k = p;
     while (p < end && buf[p] !== 32) p++;
-    if (p - k > KEY_MAX_LENGTH) return false;
+    if (p - k > KEY_MAX_LENGTH) {
+      longKey = k;
+      break;
+    }
     const dest = r.owner(buf, k, p - k);
     if (dest !== r.self) remote = true;
     oneDest = keys.length === 0 || oneDest === dest ? dest : -2;
     keys.push(k, p, dest);
   }
-  if (!remote) return false;
-  if (touch && !parseI32(buf, s.tokS[1]!, s.tokE[1]!)) return false;
+  if (!remote) return GetRoute.LOCAL;
+  if (touch && !parseI32(buf, s.tokS[1]!, s.tokE[1]!)) return GetRoute.LOCAL;
+  if (longKey >= 0) {
+    failRoutedGet(s, r, buf, touch, keys, longKey, p);
+    return GetRoute.FAILED;
+  }
   if (oneDest >= 0) {
     // Every key lives on one other shard (a single-key get, usually): the line goes as is,
     // unless its answers may be more than a client that does not read may make us hold.
     const n = keys.length / 3;
     if (!s.pausable || n * s.readCost() <= PAUSE_BYTES) {
       forwardLine(s, r, oneDest, UnitKind.TEXT, buf, lineStart, lineNext, n);
-      return true;
+      return GetRoute.ROUTED;
     }
   }
   const cmdStart = s.tokS[0]!;
@@ -538,7 +558,7 @@ function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineSt
       // the rest of the keys run on resume (continueRoutedGet), which writes the END.
       // (The parts carry the command's own words, gat's exptime included.)
       s.pauseGet({ buf, cmdStart, cmdEnd, p: keys[i]!, end, returnCas: false, touch, exptime: 0, routed: true });
-      return true;
+      return GetRoute.ROUTED;
     }
     const dest = keys[i + 2]!;
     const local = dest === r.self;
@@ -559,7 +579,53 @@ function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineSt
     i = j;
   }
   out.str("END\r\n");
-  return true;
+  return GetRoute.ROUTED;
+}
+
+/**
+ * A multiget with a too-long key at `buf[longKey..longEnd)`: stock looks up the keys before it
+ * (fetched flags, touches, counters) and then answers only CLIENT_ERROR, dropping every response
+ * since its last send point. Each shard runs the keys it owns with the long key after them (its
+ * answer, that same error, discarded), then the session fails as text.ts fails a local get.
+ */
+function failRoutedGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, keys: number[], longKey: number, longEnd: number): void {
+  const cmdStart = s.tokS[0]!;
+  const cmdEnd = touch ? s.tokE[1]! : s.tokE[0]!;
+  const parts: { batch: Batch; index: number }[] = [];
+  for (let d = 0; d < r.shards; d++) {
+    let any = false;
+    const line = getLine;
+    line.reset();
+    line.copy(buf, cmdStart, cmdEnd - cmdStart);
+    for (let q = 0; q < keys.length; q += 3) {
+      if (keys[q + 2] !== d) continue;
+      any = true;
+      line.byte(32);
+      line.copy(buf, keys[q]!, keys[q + 1]! - keys[q]!);
+    }
+    if (!any) continue;
+    line.byte(32);
+    line.copy(buf, longKey, longEnd - longKey);
+    line.crlf();
+    const bytes = line.bytes();
+    if (d === r.self) {
+      const sub = s.subSession();
+      sub.feed(bytes);
+      sub.out.reset();
+    } else {
+      const b = r.batch(d);
+      const index = b.begin(UnitKind.TEXT, Proto.TEXT, bytes.length);
+      b.append(bytes, 0, bytes.length);
+      parts.push({ batch: b, index });
+    }
+  }
+  const out = s.out;
+  out.truncate(Math.min(out.pos, s.keep));
+  s.releaseHolds();
+  if (s.holes.length > s.keepHoles) s.holes.length = s.keepHoles;
+  // The other shards' lookups stay in order with this session's later commands there.
+  if (parts.length > 0) s.holes.push({ at: out.pos, first: 0, count: 0, parts, render: barrierRender });
+  out.put(BAD_FORMAT);
 }
 
 /**

@@ -543,9 +543,10 @@ export class Session {
         this.cmdsSinceFlush++;
         this.processLine(buf, pos, nl);
         pos = nl + 1;
-        // A command whose value follows completes (and counts) once the value is in.
+        // A command whose value follows completes (and counts) once the value is in; one that
+        // closed the connection (garbage, an HTTP request) is not counted (stock: conn_closing).
         if (this.midValue) this.noteValueRoom(pos - lineStart, buf === this.carry ? -1 : end - pos);
-        else this.counted();
+        else if (!this.closing) this.counted();
         if (this.shouldPause()) {
           this.paused = true;
           return pos;
@@ -566,7 +567,7 @@ export class Session {
         }
         pos += need;
         if (this.midValue) this.noteValueRoom(need, buf === this.carry ? -1 : end - pos);
-        else this.counted();
+        else if (!this.closing) this.counted();
         if (this.shouldPause()) {
           this.paused = true;
           return pos;

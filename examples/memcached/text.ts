@@ -244,19 +244,26 @@ function getKeys(s: Session, buf: Uint8Array, cmdStart: number, cmdEnd: number, 
   // A too-long key further on fails the whole get (stock: CLIENT_ERROR, no values; the keys
   // before it are still looked up): its values are not rendered once that is known.
   let discard = false;
+  /** The rest of the line was checked: no too-long key (a session that cannot pause). */
+  let noLongKey = false;
   let done = 0;
   for (;;) {
     while (p < end && buf[p] === 32) p++;
     if (p >= end) break;
-    if (out.pos > PAUSE_BYTES && s.pausable && !discard && done > 0) {
+    if (out.pos > PAUSE_BYTES && !discard && !noLongKey && done > 0) {
       // Enough rendered for a client that may not be reading: the transport sends it, waits
-      // for the peer, and resumes with the rest of the keys (see Session.pauseGet).
-      if (!longKeyIn(buf, p, end)) {
+      // for the peer, and resumes with the rest of the keys (see Session.pauseGet). A session
+      // that cannot pause (a multiget part run for another shard) renders on, unless the line
+      // fails anyway: then nothing more is rendered.
+      if (longKeyIn(buf, p, end)) {
+        discard = true;
+        out.truncate(mark);
+      } else if (s.pausable) {
         s.pauseGet({ buf, cmdStart, cmdEnd, p, end, returnCas, touch: shouldTouch, exptime, routed: false });
         return;
+      } else {
+        noLongKey = true;
       }
-      discard = true;
-      out.truncate(mark);
     }
     const k = p;
     while (p < end && buf[p] !== 32) p++;

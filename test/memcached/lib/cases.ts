@@ -136,6 +136,10 @@ const text: [string, string, Partial<Case>?][] = [
   // A get (a send point) forwarded to another shard: answers of commands after it are unsent.
   ["answers after a forwarded get are dropped with the connection", "get mf0\r\nmd mf0 q\r\nget mf1\r\nmd mf1 q\r\nGET / HTTP/1.1\r\n", { noSentinel: true, segmentSensitive: true }],
   ["deletes forwarded after a send point are not sent", `${"delete mf0\r\ndelete mf1\r\n".repeat(11)}get mf0 ${big(251, "k")}\r\n`, { segmentSensitive: true }],
+  // A too-long key fails a multiget after the keys before it were looked up where they live
+  // (mf0 and mf1: different shards): fetched (h1), touched (gat 0: t-1 instead of t1000).
+  ["a multiget's too-long key: the keys before it were fetched on their shards", `set mg0 0 0 1\r\nx\r\nset mf1 0 0 1\r\ny\r\nset mf0 0 0 1\r\nz\r\nget mf0 mf1 ${big(251, "L")}\r\nmg mf0 h\r\nmg mf1 h\r\n`, { segmentSensitive: true }],
+  ["a gat's too-long key: the keys before it were touched on their shards", `set mf0 0 1000 1\r\nz\r\nset mf1 0 1000 1\r\ny\r\ngat 0 mf0 mf1 ${big(251, "L")}\r\nmg mf0 t\r\nmg mf1 t\r\n`, { segmentSensitive: true }],
   ["watch after other answers in the same read", "version\r\nwatch\r\n", { segmentSensitive: true }],
   ["watch refused before its arguments are read", "verbosity 0\r\nwatch x\r\n", { segmentSensitive: true }],
   ["metadump after other answers in the same read", "version\r\nlru_crawler metadump all\r\n", { segmentSensitive: true }],

@@ -11,6 +11,17 @@ import { commandCount, dependsOnSendPoints, LONG251 } from "./fuzzgen.ts";
 
 export const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
   {
+    id: "yield-count-2-shards",
+    repro:
+      "2 shards, seed 1884231747 sequence 1549 (SHOAL_FUZZ_KNOWN=0 to replay): 19 commands then an HTTP line in one " +
+      "write; stock sends nothing after the last get before closing, ours sometimes (2 of 3 runs) also sends the " +
+      "answers after it: a reqs_per_event send point where stock has none. With 1 shard the count is stock's " +
+      "(21 completed commands, then 20; server-diff cases 'the 21st/41st/42nd command'); with 2 shards the count " +
+      "restarts where ours takes the input in more than one delivery while stock read it at once (not yet pinned down).",
+    responsible: "examples/memcached/session.ts: Session.counted() and newTurn() (per feed) with forwarded units (router.ts)",
+    matches: (u, before, c) => c.shards > 1 && dependsOnSendPoints(u, before) && commandCount(before, c.binary) >= 19,
+  },
+  {
     id: "forwarded-binary-error-send-point",
     repro:
       "2 shards, k of shard 0, j of shard 1, binary: SET k 100, GETK k, APPEND j x (Not stored: a send point, " +
@@ -23,16 +34,5 @@ export const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
       "own send points (Session.releaseHolds); a binary error answered by another shard is known only in fillHoles",
     // Any earlier binary command may have been answered with an error (a miss, NOT_STORED, ...).
     matches: (u, before, c) => c.shards > 1 && c.binary && before.length > 0 && dependsOnSendPoints(u, before),
-  },
-  {
-    id: "routed-multiget-too-long-key",
-    repro:
-      '2 shards: "set k 0 0 1\\r\\nx\\r\\nget k <251 x L>\\r\\n" then "mg k h\\r\\n": stock answers HD h1 (the get ' +
-      "fetched k before it met the too-long key), ours HD h0 on most connections (when k or the long key belongs to " +
-      'another shard). Same with "gat 1000 k <251 x L>": stock has touched k (mg k t: t1000), ours has not (t-1).',
-    responsible:
-      "examples/memcached/router.ts: routeGet() returns false on a too-long key, so the whole line runs on the " +
-      "connection's shard, which does not have (fetch, touch) the other shards' keys before it",
-    matches: (u, _before, c) => c.shards > 1 && !c.binary && ["get", "gets", "gat", "gats", "bget"].includes(u.op) && u.keys.includes(LONG251),
   },
 ];
