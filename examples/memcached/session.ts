@@ -352,7 +352,8 @@ export class Session {
     this.paused = false;
     if (this.closing) return;
     if (!this.midValue) this.flushPoint();
-    this.newTurn();
+    // Not a new event for stock (it read this input at once and never paused): the
+    // reqs_per_event count goes on.
     const c = this.getCont;
     if (c !== null) {
       this.getCont = null;
@@ -393,6 +394,11 @@ export class Session {
    */
   private shouldPause(): boolean {
     if (this.out.pos <= PAUSE_BYTES && this.fwdBytes <= PAUSE_BYTES && this.holes.length <= PAUSE_HOLES) return this.paused;
+    if (this.holes.length === 0 && this.fwdBytes > 0) {
+      // The forwarded answers it counted were dropped (a get failed by a too-long key).
+      this.filledForwards(-1);
+      if (this.out.pos <= PAUSE_BYTES) return this.paused;
+    }
     return this.paused || (this.pausable && this.state === St.CMD && !this.closing);
   }
 
@@ -761,7 +767,7 @@ export class Session {
     }
   }
 
-  /** A new read event (feed) or a resume: stock's count starts over, unless it yielded last. */
+  /** A new read event (feed): stock's count starts over, unless it yielded last. */
   private newTurn(): void {
     if (this.yielded) this.yielded = false;
     else this.reqs = 0;
@@ -801,10 +807,11 @@ export class Session {
     this.fwdReads += reads;
   }
 
-  /** The forwarded units' answers, `bytes` in all, are in `out` (router.ts fillHoles). */
+  /** The forwarded units' answers, `bytes` in all, are in `out` (router.ts fillHoles); -1: dropped. */
   filledForwards(bytes: number): void {
-    // Per key read, as an average; a smaller one lowers the estimate by half at most per round.
-    if (this.fwdReads > 0) this.readEst = Math.max(Math.ceil(bytes / this.fwdReads), this.readEst >>> 1);
+    // Per key read, as an average; a smaller one lowers the estimate by half at most per round
+    // (at least 1: answers were seen, quiet misses being empty).
+    if (this.fwdReads > 0 && bytes >= 0) this.readEst = Math.max(Math.ceil(bytes / this.fwdReads), this.readEst >>> 1, 1);
     this.fwdReads = 0;
     this.fwdBytes = 0;
   }

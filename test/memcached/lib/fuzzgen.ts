@@ -922,6 +922,11 @@ export function dependsOnSendPoints(u: Unit, before: readonly Unit[]): boolean {
 /** Why stock's answer to `units` may depend on how the bytes arrive (null: it does not). */
 export function segmentSensitivity(units: readonly Unit[]): string | null {
   for (const u of units) if (u.segmentSensitive) return u.segmentSensitive;
+  for (let i = 0; i + 1 < units.length; i++) {
+    // An unterminated unit runs into a long multiget: one line over 2048 bytes that does not
+    // start with get, which stock closes on only when it arrives in pieces.
+    if (units[i]!.open && units[i + 1]!.op === "get" && units[i + 1]!.keys.length >= 100) return "a line over 2 KiB that is not a get";
+  }
   for (let i = 0; i < units.length; i++) {
     if (dependsOnSendPoints(units[i]!, units.slice(0, i))) return "incr/decr/ma of an item a reply not yet sent holds";
   }

@@ -11,17 +11,6 @@ import { commandCount, dependsOnSendPoints, LONG251 } from "./fuzzgen.ts";
 
 export const KNOWN_DIFFERENCES: readonly KnownDifference[] = [
   {
-    id: "yield-count-2-shards",
-    repro:
-      "2 shards, seed 1884231747 sequence 1549 (SHOAL_FUZZ_KNOWN=0 to replay): 19 commands then an HTTP line in one " +
-      "write; stock sends nothing after the last get before closing, ours sometimes (2 of 3 runs) also sends the " +
-      "answers after it: a reqs_per_event send point where stock has none. With 1 shard the count is stock's " +
-      "(21 completed commands, then 20; server-diff cases 'the 21st/41st/42nd command'); with 2 shards the count " +
-      "restarts where ours takes the input in more than one delivery while stock read it at once (not yet pinned down).",
-    responsible: "examples/memcached/session.ts: Session.counted() and newTurn() (per feed) with forwarded units (router.ts)",
-    matches: (u, before, c) => c.shards > 1 && dependsOnSendPoints(u, before) && commandCount(before, c.binary) >= 19,
-  },
-  {
     id: "forwarded-binary-error-send-point",
     repro:
       "2 shards, k of shard 0, j of shard 1, binary: SET k 100, GETK k, APPEND j x (Not stored: a send point, " +
