@@ -393,7 +393,9 @@ export class Session {
    * every command: the common case is one compare of `out.pos` and one of `holes.length`.
    */
   private shouldPause(): boolean {
-    if (this.out.pos <= PAUSE_BYTES && this.fwdBytes <= PAUSE_BYTES && this.holes.length <= PAUSE_HOLES) return this.paused;
+    // Forwarded answers pause the session only where stock sends anyway (after a get, mn, every
+    // reqs_per_event commands...): what a pause sends is then what stock had sent by then too.
+    if (this.out.pos <= PAUSE_BYTES && this.holes.length <= PAUSE_HOLES && (this.fwdBytes <= PAUSE_BYTES || this.cmdsSinceFlush !== 0)) return this.paused;
     if (this.holes.length === 0 && this.fwdBytes > 0) {
       // The forwarded answers it counted were dropped (a get failed by a too-long key).
       this.filledForwards(-1);
