@@ -125,10 +125,10 @@ export async function expectQuiescent(stack: NetworkStack, ms = 5000): Promise<N
   await until(
     () => {
       s = stack.stats();
-      return s.connectionsOpen === 0 && s.recvBuffersHeld === 0 && s.sendMemoryInUse === 0 && s.listenersOpen === 0;
+      return s.connectionsOpen === 0 && s.recvBuffersHeld === 0 && s.udpRecvBuffersHeld === 0 && s.sendMemoryInUse === 0 && s.listenersOpen === 0;
     },
     ms,
-    "every connection, buffer and listener to be released",
+    "every connection, buffer (stream and datagram) and listener to be released",
   ).catch(() => {
     throw new Error(`stack not quiescent: ${JSON.stringify(s)}`);
   });
