@@ -570,12 +570,12 @@ function routeGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, lineSt
       j += 3;
       n++;
     }
-    getRun(s, r, buf, cmdStart, cmdEnd, dest, n, (line) => {
-      for (let q = i; q < j; q += 3) {
-        line.byte(32);
-        line.copy(buf, keys[q]!, keys[q + 1]! - keys[q]!);
-      }
-    });
+    const line = runLine(buf, cmdStart, cmdEnd);
+    for (let q = i; q < j; q += 3) {
+      line.byte(32);
+      line.copy(buf, keys[q]!, keys[q + 1]! - keys[q]!);
+    }
+    sendRun(s, r, dest, n);
     i = j;
   }
   out.str("END\r\n");
@@ -594,9 +594,7 @@ function failRoutedGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, k
   const parts: { batch: Batch; index: number }[] = [];
   for (let d = 0; d < r.shards; d++) {
     let any = false;
-    const line = getLine;
-    line.reset();
-    line.copy(buf, cmdStart, cmdEnd - cmdStart);
+    const line = runLine(buf, cmdStart, cmdEnd);
     for (let q = 0; q < keys.length; q += 3) {
       if (keys[q + 2] !== d) continue;
       any = true;
@@ -628,15 +626,20 @@ function failRoutedGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, k
   out.put(BAD_FORMAT);
 }
 
-/**
- * One run of `n` keys of a multiget with one owner: "<cmd> [exptime] k.. k\r\n" run here (its
- * answer without the END copied in) or forwarded as a part.
- */
-function getRun(s: Session, r: Router, buf: Uint8Array, cmdStart: number, cmdEnd: number, dest: number, n: number, addKeys: (line: Out) => void): void {
+/** Starts the line of a multiget run in getLine: "<cmd> [exptime]"; the caller adds " key"s. */
+function runLine(buf: Uint8Array, cmdStart: number, cmdEnd: number): Out {
   const line = getLine;
   line.reset();
   line.copy(buf, cmdStart, cmdEnd - cmdStart);
-  addKeys(line);
+  return line;
+}
+
+/**
+ * Ends the run of `n` keys with one owner in getLine and runs it: here (its answer without the
+ * END copied in) or forwarded as a part.
+ */
+function sendRun(s: Session, r: Router, dest: number, n: number): void {
+  const line = getLine;
   line.crlf();
   const bytes = line.bytes();
   if (dest === r.self) {
@@ -689,18 +692,18 @@ export function continueRoutedGet(s: Session, c: GetCont): void {
       while (q < end && buf[q] !== 32) q++;
       if (r.owner(buf, p, q - p) !== dest) break;
     }
-    getRun(s, r, buf, c.cmdStart, c.cmdEnd, dest, n, (line) => {
-      // The run's keys as they are in the line, spaces between them collapsed to one.
-      let k = from;
-      for (let m = 0; m < n; m++) {
-        while (buf[k] === 32) k++;
-        let e = k;
-        while (e < end && buf[e] !== 32) e++;
-        line.byte(32);
-        line.copy(buf, k, e - k);
-        k = e;
-      }
-    });
+    // The run's keys as they are in the line, spaces between them collapsed to one.
+    const line = runLine(buf, c.cmdStart, c.cmdEnd);
+    let k = from;
+    for (let m = 0; m < n; m++) {
+      while (buf[k] === 32) k++;
+      let e = k;
+      while (e < end && buf[e] !== 32) e++;
+      line.byte(32);
+      line.copy(buf, k, e - k);
+      k = e;
+    }
+    sendRun(s, r, dest, n);
     runs++;
   }
   out.str("END\r\n");

@@ -398,7 +398,8 @@ export class Session {
     if (this.out.pos <= PAUSE_BYTES && this.holes.length <= PAUSE_HOLES && (this.fwdBytes <= PAUSE_BYTES || this.cmdsSinceFlush !== 0)) return this.paused;
     if (this.holes.length === 0 && this.fwdBytes > 0) {
       // The forwarded answers it counted were dropped (a get failed by a too-long key).
-      this.filledForwards(-1);
+      this.fwdReads = 0;
+      this.fwdBytes = 0;
       if (this.out.pos <= PAUSE_BYTES) return this.paused;
     }
     return this.paused || (this.pausable && this.state === St.CMD && !this.closing);
@@ -809,11 +810,11 @@ export class Session {
     this.fwdReads += reads;
   }
 
-  /** The forwarded units' answers, `bytes` in all, are in `out` (router.ts fillHoles); -1: dropped. */
+  /** The forwarded units' answers, `bytes` in all, are in `out` (router.ts fillHoles). */
   filledForwards(bytes: number): void {
     // Per key read, as an average; a smaller one lowers the estimate by half at most per round
     // (at least 1: answers were seen, quiet misses being empty).
-    if (this.fwdReads > 0 && bytes >= 0) this.readEst = Math.max(Math.ceil(bytes / this.fwdReads), this.readEst >>> 1, 1);
+    if (this.fwdReads > 0) this.readEst = Math.max(Math.ceil(bytes / this.fwdReads), this.readEst >>> 1, 1);
     this.fwdReads = 0;
     this.fwdBytes = 0;
   }
