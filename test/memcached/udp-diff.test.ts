@@ -8,9 +8,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { spawn, type Subprocess } from "bun";
-import dgram from "node:dgram";
 import { existsSync, readFileSync } from "node:fs";
-import { freeUdpPort, waitForPort } from "./lib/harness.ts";
+import { freeUdpPort, udpRequest, waitForPort } from "./lib/harness.ts";
 
 type Which = "stock" | "ours";
 
@@ -32,42 +31,9 @@ async function launch(which: Which, threads: number): Promise<{ proc: Subprocess
   return { proc, port };
 }
 
-/**
- * Sends one request (8-byte frame header: request id, sequence 0, 1 datagram) and returns the
- * answer's datagrams in sequence order, as hex, once as many arrived as their header counts
- * (or after 3 s of waiting: none, or fewer).
- */
-function request(family: "udp4" | "udp6", port: number, id: number, payload: Uint8Array): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    const sock = dgram.createSocket(family);
-    const parts: Buffer[] = [];
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      clearTimeout(fallback);
-      sock.close();
-      parts.sort((x, y) => x.readUInt16BE(2) - y.readUInt16BE(2));
-      resolve(parts.map((p) => p.toString("hex")));
-    };
-    sock.on("message", (m) => {
-      parts.push(m);
-      if (parts.length >= m.readUInt16BE(4)) finish();
-    });
-    const header = Buffer.alloc(8);
-    header.writeUInt16BE(id, 0);
-    header.writeUInt16BE(0, 2);
-    header.writeUInt16BE(1, 4);
-    sock.send(Buffer.concat([header, payload]), port, family === "udp4" ? "127.0.0.1" : "::1", (err) => {
-      if (err) {
-        done = true;
-        clearTimeout(fallback);
-        sock.close();
-        reject(err);
-      }
-    });
-    const fallback = setTimeout(finish, 3000);
-  });
+/** One request's answer datagrams in sequence order, as hex (harness.ts udpRequest). */
+async function request(family: "udp4" | "udp6", port: number, id: number, payload: Uint8Array): Promise<string[]> {
+  return (await udpRequest(port, id, payload, family)).map((p) => p.toString("hex"));
 }
 
 /** `size` pseudo-random bytes (any byte value: a data block is counted, not scanned). */

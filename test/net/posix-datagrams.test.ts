@@ -7,24 +7,14 @@ import type { PosixStack } from "../../src/net/posix/stack.ts";
 import type { PosixUdpChannel } from "../../src/net/posix/udp.ts";
 import { posixUnderTest } from "./conformance/posix.ts";
 import { datagramConformance } from "./conformance/datagrams.ts";
-import { crc, expectQuiescent, fillRandom, until } from "./conformance/harness.ts";
+import { crc, expectQuiescent, until, seededDatagram, expectDatagramsReleased } from "./conformance/harness.ts";
 
 const under = posixUnderTest();
 const stack = under.stack;
 datagramConformance(under);
 
-// expectQuiescent looks at the stream ring; datagram buffers are a pool of their own.
-afterAll(async () => {
-  await until(() => stack.stats().udpRecvBuffersHeld === 0 && stack.stats().udpChannelsOpen === 0, 5000, "every datagram buffer to be released");
-});
-
-/** A `size`-byte datagram of pseudo-random bytes (seed `i`), its first four bytes `i`. */
-function bigDatagram(size: number, i: number): Uint8Array {
-  const d = new Uint8Array(size);
-  fillRandom(d, i + 1);
-  new DataView(d.buffer).setUint32(0, i, true);
-  return d;
-}
+// At the end: every UDP channel closed, every datagram buffer released.
+afterAll(() => expectDatagramsReleased(stack));
 
 test("the largest datagrams arrive whole: 65507 bytes over IPv4, 65527 over IPv6, not truncated", async () => {
   // UDP channels received into the streams' 16 KiB buffers: anything over ~16 KiB arrived cut
@@ -33,7 +23,7 @@ test("the largest datagrams arrive whole: 65507 bytes over IPv4, 65527 over IPv6
     const a = stack.bindUdp(host);
     const b = stack.bindUdp(host);
     for (let i = 0; i < 3; i++) {
-      const sent = bigDatagram(size - i, i);
+      const sent = seededDatagram(size - i, i);
       await a.send(sent, b.localAddress);
       const d = (await b.receive())!;
       expect(d.truncated).toBe(false);
@@ -66,7 +56,7 @@ test("datagrams use a ring of their own: stream receive buffers are not taken by
   expect(posix.udpRx).not.toBe(posix.rx);
   expect(posix.udpRx!.bgid).not.toBe(posix.rx.bgid);
   expect(posix.udpRx!.bufferSize).toBeGreaterThanOrEqual(16 + 128 + 65535);
-  for (let i = 0; i < 16; i++) await b.send(bigDatagram(30_000, i), a.localAddress);
+  for (let i = 0; i < 16; i++) await b.send(seededDatagram(30_000, i), a.localAddress);
   await until(() => stack.stats().udpRecvBuffersHeld >= 16, 5000, "16 datagrams queued");
   // 16 unread datagrams held in the datagram ring; the stream ring has what it had.
   expect(stack.stats().udpRecvBuffersHeld).toBe(16);
@@ -75,7 +65,7 @@ test("datagrams use a ring of their own: stream receive buffers are not taken by
   for (let i = 0; i < 16; i++) {
     const d = (await a.receive())!;
     expect(d.truncated).toBe(false);
-    expect(crc(d.data)).toBe(crc(bigDatagram(30_000, new DataView(d.data.buffer, d.data.byteOffset).getUint32(0, true))));
+    expect(crc(d.data)).toBe(crc(seededDatagram(30_000, new DataView(d.data.buffer, d.data.byteOffset).getUint32(0, true))));
   }
   await a.close();
   await b.close();
@@ -89,7 +79,7 @@ test("datagrams use a ring of their own: stream receive buffers are not taken by
 test("many 60 KB datagrams to a channel that does not read: it holds at most maxQueued datagram buffers, and reading resumes", async () => {
   const a = stack.bindUdp("127.0.0.1:0", { maxQueued: 4 }) as PosixUdpChannel;
   const b = stack.bindUdp("127.0.0.1:0");
-  const sending = Array.from({ length: 400 }, (_, i) => b.send(bigDatagram(60_000, i), a.localAddress));
+  const sending = Array.from({ length: 400 }, (_, i) => b.send(seededDatagram(60_000, i), a.localAddress));
   await until(() => stack.stats().udpRecvBuffersHeld >= 4, 5000, "the queue to fill");
   let maxHeld = 0;
   for (let k = 0; k < 25; k++) {
@@ -107,11 +97,11 @@ test("many 60 KB datagrams to a channel that does not read: it holds at most max
     expect(d.truncated).toBe(false);
     expect(d.data.length).toBe(60_000);
     const i = new DataView(d.data.buffer, d.data.byteOffset).getUint32(0, true);
-    expect(crc(d.data)).toBe(crc(bigDatagram(60_000, i)));
+    expect(crc(d.data)).toBe(crc(seededDatagram(60_000, i)));
     if (k === 3) {
       // Datagrams sent now still arrive once the queue has room.
-      await b.send(bigDatagram(60_000, 1000), a.localAddress);
-      await b.send(bigDatagram(60_000, 1001), a.localAddress);
+      await b.send(seededDatagram(60_000, 1000), a.localAddress);
+      await b.send(seededDatagram(60_000, 1001), a.localAddress);
     }
   }
   expect(stack.stats().udpRecvBuffersHeld).toBeLessThanOrEqual(5); // the queue and the reader's lease

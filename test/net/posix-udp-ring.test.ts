@@ -6,21 +6,12 @@ import { afterAll, expect, test } from "bun:test";
 import { configureNet } from "../../src/net/api.ts";
 import { posixStack } from "../../src/net/posix/stack.ts";
 import { RX_POISON_BYTE } from "../../src/net/posix/rx-ring.ts";
-import { crc, expectQuiescent, fillRandom, until } from "./conformance/harness.ts";
+import { crc, expectQuiescent, until, seededDatagram, expectDatagramsReleased } from "./conformance/harness.ts";
 
 configureNet({ udpRecvBufferCount: 2, udpRecvBufferMax: 8 });
 const stack = posixStack();
 
-afterAll(async () => {
-  await until(() => stack.stats().udpRecvBuffersHeld === 0 && stack.stats().udpChannelsOpen === 0, 5000, "every datagram buffer to be released");
-});
-
-function datagram(size: number, i: number): Uint8Array {
-  const d = new Uint8Array(size);
-  fillRandom(d, i + 1);
-  new DataView(d.buffer).setUint32(0, i, true);
-  return d;
-}
+afterAll(() => expectDatagramsReleased(stack));
 
 const idOf = (d: Uint8Array) => new DataView(d.buffer, d.byteOffset).getUint32(0, true);
 
@@ -28,7 +19,7 @@ test("the ring grows from its first buffers as unread datagrams hold them, up to
   const a = stack.bindUdp("127.0.0.1:0", { maxQueued: 6 });
   const b = stack.bindUdp("127.0.0.1:0");
   expect(stack.stats().udpRecvBuffersTotal).toBe(2);
-  for (let i = 0; i < 6; i++) await b.send(datagram(40_000, i), a.localAddress);
+  for (let i = 0; i < 6; i++) await b.send(seededDatagram(40_000, i), a.localAddress);
   await until(() => stack.stats().udpRecvBuffersHeld === 6, 5000, "6 datagrams queued");
   const total = stack.stats().udpRecvBuffersTotal;
   expect(total).toBeGreaterThanOrEqual(6);
@@ -37,7 +28,7 @@ test("the ring grows from its first buffers as unread datagrams hold them, up to
   for (let i = 0; i < 6; i++) {
     const d = (await a.receive())!;
     expect(d.truncated).toBe(false);
-    expect(crc(d.data)).toBe(crc(datagram(40_000, idOf(d.data))));
+    expect(crc(d.data)).toBe(crc(seededDatagram(40_000, idOf(d.data))));
     seen.push(idOf(d.data));
   }
   expect(seen).toEqual([0, 1, 2, 3, 4, 5]);
@@ -52,12 +43,12 @@ test("at the cap, a channel whose receive ran dry (ENOBUFS) gets its datagrams o
   const b = stack.bindUdp("127.0.0.1:0");
   const sender = stack.bindUdp("127.0.0.1:0");
   // a's unread queue takes every buffer of the ring (its cap).
-  for (let i = 0; i < 8; i++) await sender.send(datagram(1000, i), a.localAddress);
+  for (let i = 0; i < 8; i++) await sender.send(seededDatagram(1000, i), a.localAddress);
   await until(() => stack.stats().udpRecvBuffersHeld === 8, 5000, "a's queue to take the ring");
   expect(stack.stats().udpRecvBuffersTotal).toBe(8);
   const starvedBefore = stack.stats().recvStarved;
-  await sender.send(datagram(50_000, 100), b.localAddress);
-  await sender.send(datagram(50_000, 101), b.localAddress);
+  await sender.send(seededDatagram(50_000, 100), b.localAddress);
+  await sender.send(seededDatagram(50_000, 101), b.localAddress);
   const got = b.receive();
   await until(() => stack.stats().recvStarved > starvedBefore, 5000, "b's receive to run dry");
   await Bun.sleep(20);
@@ -68,9 +59,9 @@ test("at the cap, a channel whose receive ran dry (ENOBUFS) gets its datagrams o
   for (let i = 0; i < 8; i++) expect(idOf((await a.receive())!.data)).toBe(i);
   const first = (await got)!;
   expect(first.truncated).toBe(false);
-  expect(crc(first.data)).toBe(crc(datagram(50_000, 100)));
+  expect(crc(first.data)).toBe(crc(seededDatagram(50_000, 100)));
   const second = (await b.receive())!;
-  expect(crc(second.data)).toBe(crc(datagram(50_000, 101)));
+  expect(crc(second.data)).toBe(crc(seededDatagram(50_000, 101)));
   expect(stack.stats().udpRecvBuffersTotal).toBe(8);
   await a.close();
   await b.close();

@@ -262,3 +262,39 @@ export function show(a: Uint8Array): string {
   }
   return s;
 }
+
+/**
+ * One UDP request (8-byte frame header: request id, sequence 0, 1 datagram) and its answer's
+ * datagrams in sequence order, once as many arrived as their header counts (a bare header
+ * counting 0 is one answer too), or whatever came within 3 s.
+ */
+export function udpRequest(port: number, requestId: number, payload: Uint8Array | string, family: "udp4" | "udp6" = "udp4"): Promise<Buffer[]> {
+  return new Promise((resolve, reject) => {
+    const sock = dgram.createSocket(family);
+    const parts: Buffer[] = [];
+    // One way out: the last datagram, the 3 s fallback or a send error, whichever is first
+    // (closing twice throws from a timer into whatever test runs then).
+    let done = false;
+    const finish = (err?: Error | null): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(fallback);
+      sock.close();
+      if (err) return reject(err);
+      parts.sort((x, y) => x.readUInt16BE(2) - y.readUInt16BE(2));
+      resolve(parts);
+    };
+    sock.on("message", (m) => {
+      parts.push(m);
+      if (parts.length >= m.readUInt16BE(4)) finish();
+    });
+    const header = Buffer.alloc(8);
+    header.writeUInt16BE(requestId, 0);
+    header.writeUInt16BE(1, 4);
+    const body = typeof payload === "string" ? Buffer.from(payload, "latin1") : payload;
+    sock.send(Buffer.concat([header, body]), port, family === "udp4" ? "127.0.0.1" : "::1", (err) => {
+      if (err) finish(err);
+    });
+    const fallback = setTimeout(() => finish(), 3000);
+  });
+}

@@ -110,6 +110,19 @@ export async function expectSystemError(p: Promise<unknown>, codes: string | str
   return se;
 }
 
+/** A `size`-byte datagram of pseudo-random bytes (seed `i`), its first four bytes `i` (LE). */
+export function seededDatagram(size: number, i: number): Uint8Array {
+  const d = new Uint8Array(size);
+  fillRandom(d, i + 1);
+  new DataView(d.buffer).setUint32(0, i, true);
+  return d;
+}
+
+/** Waits until every UDP channel of `stack` is closed and every datagram buffer released. */
+export async function expectDatagramsReleased(stack: NetworkStack, ms = 5000): Promise<void> {
+  await until(() => stack.stats().udpRecvBuffersHeld === 0 && stack.stats().udpChannelsOpen === 0, ms, "every datagram buffer to be released");
+}
+
 /** Resolves once `cond()` holds (polled every few ms), or throws after `ms`. */
 export async function until(cond: () => boolean, ms = 5000, what = "condition"): Promise<void> {
   const deadline = performance.now() + ms;
