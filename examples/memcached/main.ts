@@ -169,8 +169,11 @@ if (isMainThread) {
     // clients keep the ring busy enough that sleeping in io_uring_enter costs no throughput.
     "--idle-poll-time-us",
     process.env.SHOAL_IDLE_POLL_US ?? "0",
+    // Stock memcached writes nothing to stderr without -v; the loop's stall reports (warnings of
+    // the "reactor" logger: a task or Bun's event loop holding the shard past 25 ms, which a
+    // loaded host produces at start-up) are shown with -v only.
     "--log-level",
-    cl.settings.verbose > 0 ? "debug" : "info",
+    cl.settings.verbose > 0 ? "debug" : "info,reactor=error",
     "--memcached-settings",
     JSON.stringify(cl.settings),
   ];
