@@ -8,7 +8,7 @@
  * service on every shard (newest first), and the process exits 0 (1 if a stop() failed). A shard that throws or exits is reported with
  * its id and cause; the others are told (calls to it fail with ShardGoneError) and stopped the
  * same way, and the process exits 1. A shard that fails to start gives one message and exit 1.
- * A second signal during shutdown exits at once (unless the policy's repeat is "ignore").
+ * A second signal during shutdown exits at once (unless the policy's repeat is "ignore"; the same signal within 250 ms is the same delivery).
  */
 import { constants, totalmem } from "node:os";
 import { InvalidArgumentError } from "../core/errors.ts";
@@ -20,6 +20,12 @@ import { describeError, type ErrorInfo, type ToShard, type ToSupervisor } from "
 import { DEFAULT_RING_BYTES, SmpLayout, createSmpMemory } from "./ring.ts";
 import { becomeSupervisor } from "./runtime.ts";
 
+/**
+ * A shutdown signal repeated within this many milliseconds of the first is the same delivery
+ * (GNU timeout sends SIGTERM to the child and then to its group), never a forced exit.
+ */
+const REPEAT_WINDOW_MS = 250;
+
 /** How the supervisor treats process signals (the default: SIGINT and SIGTERM stop, a repeat exits). */
 export interface SignalPolicy {
   /** Signals that begin the orderly shutdown (default SIGINT and SIGTERM). */
@@ -29,7 +35,8 @@ export interface SignalPolicy {
   /**
    * A shutdown signal while the shutdown runs: "exit" (default) exits 1 at once without waiting
    * for services; "ignore" lets the shutdown (bounded by shutdownTimeoutMs) finish and exit with
-   * its own code. `timeout` sends a second SIGTERM after its kill delay, for one.
+   * its own code. Either way the same signal within 250 ms of the first counts as the first
+   * (GNU timeout delivers its SIGTERM twice, to the child and to its process group).
    */
   repeat?: "exit" | "ignore";
   /**
@@ -350,8 +357,17 @@ class Supervisor {
   private onSignal(signal: NodeJS.Signals): void {
     this.signals++;
     const policy = this.opts.signals ?? {};
+    const now = performance.now();
+    // The same signal again within REPEAT_WINDOW_MS is one delivery sent twice, not a person
+    // asking twice: GNU timeout signals the child and then its process group, and a shell's
+    // job control may do the same.
+    const echo = signal === this.firstSignal && now - this.firstSignalAt < REPEAT_WINDOW_MS;
+    if (this.signals === 1) {
+      this.firstSignal = signal;
+      this.firstSignalAt = now;
+    }
     if (this.stopping) {
-      if (this.signals === 1 || policy.repeat === "ignore") {
+      if (this.signals === 1 || policy.repeat === "ignore" || echo) {
         // The first signal, while a shutdown that main started runs, or a repeat the app lets
         // the (bounded) shutdown outlast: it is already happening. A repeat the app expects is
         // no news.
@@ -369,6 +385,8 @@ class Supervisor {
   }
 
   private signals = 0;
+  private firstSignal: NodeJS.Signals | undefined;
+  private firstSignalAt = -Infinity;
 
   /** Begins the orderly shutdown once; later calls only raise the exit code. */
   private shutdown(reason: string, code: number): void {
