@@ -375,7 +375,12 @@ static void do_prefill(void) {
   }
   int fl = fcntl(fd, F_GETFL);
   fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-  char *buf = malloc(1 << 20);
+  /* sets go out in batches of up to 1000 or about 4 MiB, whichever is fewer */
+  size_t per = (size_t)vallen + keylen + 64;
+  int most = (int)((4u << 20) / per);
+  if (most < 1) most = 1;
+  if (most > 1000) most = 1000;
+  char *buf = malloc(per * most);
   char key[256];
   int batch = 0, pending = 0;
   size_t len = 0;
@@ -387,7 +392,7 @@ static void do_prefill(void) {
     len += vallen;
     memcpy(buf + len, "\r\n", 2);
     len += 2;
-    if (++batch == 1000 || k == keyspace - 1) {
+    if (++batch == most || k == keyspace - 1) {
       if (send(fd, buf, len, 0) != (ssize_t)len) {
         perror("mcload: prefill");
         exit(1);
@@ -399,8 +404,14 @@ static void do_prefill(void) {
   }
   /* a final request that answers, so that every set has been processed */
   send(fd, "mn\r\n", 4, 0);
+  /* (errors a set may answer, such as SERVER_ERROR out of memory, come before it: the buffer
+     keeps only the last bytes read) */
   size_t got = 0;
   for (;;) {
+    if (got == sizeof rb) {
+      memmove(rb, rb + got - 3, 3);
+      got = 3;
+    }
     ssize_t r = recv(fd, rb + got, sizeof rb - got, 0);
     if (r <= 0) break;
     got += r;
