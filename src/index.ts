@@ -2,10 +2,10 @@
  * Shoal: a Seastar-style server framework for Bun. Public API.
  */
 export * from "./core/errors.ts";
-export { BufferPool, NativeBuffer, PoolExhaustedError, allocateAlignedBuffer, setBufferPoisoning, POISON_BYTE, HUGE_PAGE_SIZE } from "./core/buffers.ts";
+export { BufferCache, BufferPool, NativeBuffer, PoolExhaustedError, allocateAlignedBuffer, setBufferPoisoning, POISON_BYTE, HUGE_PAGE_SIZE } from "./core/buffers.ts";
 export { DataViewCache, copyBytes, dataViewOf } from "./core/bytes.ts";
 export type { AlignedBufferOptions } from "./core/buffers.ts";
-export type { BufferPoolOptions } from "./core/buffers.ts";
+export type { BufferCacheOptions, BufferPoolOptions } from "./core/buffers.ts";
 export { Reactor, reactor, configureReactor, IoOp, CQE_F_MORE, CQE_F_BUFFER } from "./core/reactor.ts";
 export type { ReactorOptions, OpOptions, RwOptions, ReactorCounters } from "./core/reactor.ts";
 export { configureLoop, ensureLoopRunning, refLoop, loopStats } from "./core/loop.ts";

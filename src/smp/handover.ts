@@ -9,7 +9,7 @@
  * NativeBuffer of its own (usable for I/O on its reactor) whose release() sends that message.
  * A receiver may hand the buffer on to a third shard: the chain unwinds the same way.
  */
-import { NativeBuffer, type BufferPool } from "../core/buffers.ts";
+import { NativeBuffer, type BufferHome } from "../core/buffers.ts";
 import { nativeView } from "../core/native.ts";
 import { setNativeBufferClass, type HandoverSink } from "./codec.ts";
 
@@ -122,7 +122,6 @@ export class HandoverTable implements HandoverSink {
  */
 export function receiveBuffer(owner: number, id: number, address: number, length: number, send: ReleaseSender): NativeBuffer {
   const bytes = new Uint8Array(nativeView(address, length));
-  // NativeBuffer only ever calls pool.recycle(buffer); HomeShard provides exactly that.
-  const home = new HomeShard(owner, id, send) as unknown as BufferPool;
+  const home: BufferHome = new HomeShard(owner, id, send);
   return new NativeBuffer(bytes, address, home, -1);
 }

@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import { afterEach, describe, expect, test } from "bun:test";
 import {
   AbortError,
+  BufferCache,
   BufferPool,
   ClosedError,
   InvalidArgumentError,
@@ -401,7 +402,101 @@ describe("allocateAlignedBuffer", () => {
   });
 });
 
+describe("BufferCache", () => {
+  test("take(size) gives exactly size bytes, page-aligned; a released mapping is reused by its size class", () => {
+    using cache = new BufferCache({ minClassBytes: 65536 });
+    const a = cache.take(100_000);
+    expect(a.length).toBe(100_000);
+    expect(a.bytes.length).toBe(100_000);
+    expect(a.address % 4096).toBe(0);
+    a.bytes.fill(9);
+    const address = a.address;
+    expect(cache.outstanding).toBe(1);
+    a.release();
+    expect(cache.outstanding).toBe(0);
+    expect(cache.retained).toBe(131072); // 100,000 bytes take the 128 KiB class
+    // Same class (65,537..131,072 bytes): the same mapping, its old bytes still there.
+    const b = cache.take(70_000);
+    expect(b.address).toBe(address);
+    expect(b.length).toBe(70_000);
+    expect(b.bytes[69_999]).toBe(9);
+    expect(cache.retained).toBe(0);
+    // Another class: a mapping of its own.
+    const c = cache.take(10);
+    expect(c.address).not.toBe(address);
+    expect(c.length).toBe(10);
+    expect([cache.mapped, cache.reused]).toEqual([2, 1]);
+    b.release();
+    c.release();
+    expect(() => c.release()).toThrow(ClosedError);
+    expect(cache.retained).toBe(131072 + 65536);
+  });
+
+  test("releases beyond retainBytes unmap (a view kept too long reads as empty); close() unmaps what is kept", () => {
+    const cache = new BufferCache({ retainBytes: 65536 });
+    const a = cache.take(65536);
+    const b = cache.take(4096);
+    const c = cache.take(200_000);
+    const keptB = b.bytes;
+    const keptC = c.bytes;
+    a.release(); // kept: 64 KiB, the whole allowance
+    b.release(); // over it: unmapped
+    expect(cache.retained).toBe(65536);
+    expect(keptB.length).toBe(0);
+    const keptA = cache.take(1).bytes; // a's mapping again
+    expect(cache.retained).toBe(0);
+    cache.close();
+    // Buffers still out are unmapped when released after close.
+    c.release();
+    expect(keptC.length).toBe(0);
+    expect(keptA.length).toBe(1); // still out: still mapped
+    expect(() => cache.take(1)).toThrow(ClosedError);
+  });
+
+  test("poisoning fills a released buffer before its mapping is kept", () => {
+    using cache = new BufferCache();
+    setBufferPoisoning(true);
+    const a = cache.take(5000);
+    a.bytes.fill(1);
+    a.release();
+    const b = cache.take(5000);
+    expect(b.bytes.every((v) => v === POISON_BYTE)).toBe(true);
+    b.release();
+  });
+
+  test("bad options and sizes are refused with ERR_INVALID_ARG", () => {
+    for (const bad of [{ retainBytes: -1 }, { retainBytes: 1.5 }, { minClassBytes: 1000 }, { minClassBytes: 2048 }, { minClassBytes: 3 * 4096 }]) {
+      expect(thrownBy(() => new BufferCache(bad))?.code).toBe("ERR_INVALID_ARG");
+    }
+    expect(thrownBy(() => new BufferCache(null as never))?.code).toBe("ERR_INVALID_ARG");
+    using cache = new BufferCache();
+    for (const size of [0, -1, 1.5, Number.NaN, 2 ** 32 + 1]) {
+      expect(thrownBy(() => cache.take(size))?.code).toBe("ERR_INVALID_ARG");
+    }
+    expect(cache.outstanding).toBe(0);
+  });
+});
+
 describe("copyBytes", () => {
+  test("long copies (the native rep movsb path from 512 bytes) in both directions of an overlap", () => {
+    const n = 300_000;
+    const ref = Uint8Array.from({ length: n }, (_, i) => (i * 131 + (i >> 8)) & 0xff);
+    for (const len of [511, 512, 513, 4096, 65_535, 100_000]) {
+      for (const shift of [-70_000, -513, -1, 1, 64, 513, 70_000]) {
+        const from = 80_000;
+        const at = from + shift;
+        const a = ref.slice();
+        const want = ref.slice();
+        want.set(ref.slice(from, from + len), at);
+        copyBytes(a, at, a, from, len);
+        expect({ len, shift, same: Buffer.compare(a, want) === 0 }).toEqual({ len, shift, same: true });
+      }
+      const dst = new Uint8Array(len + 3);
+      copyBytes(dst, 3, ref, 7, len);
+      expect(Buffer.compare(dst.subarray(3), ref.subarray(7, 7 + len))).toBe(0);
+    }
+  });
+
   test("copies every length and alignment between views of shared buffers, like set(subarray)", () => {
     const srcBuf = new ArrayBuffer(4096);
     const src = new Uint8Array(srcBuf, 3); // views that do not start at their buffer's start

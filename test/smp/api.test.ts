@@ -101,6 +101,15 @@ for (const groups of [false, true]) describe(groups ? "across shards, two schedu
     expect(r.givenRecovered).toBe(true);
   });
 
+  test("a BufferCache buffer handed over (as an argument or a reply) comes back to its owner's cache, and the mapping is reused", () => {
+    expect(r.cacheHandover).toEqual({ sum: 48, same: true, length: 100_000 });
+    expect(r.cacheRecovered).toBe(true);
+    expect(r.cacheReused).toBe(true);
+    expect(r.cacheGivenSum).toBe(80);
+    expect(r.cacheGivenBefore).toEqual({ outstanding: 1, retained: 0 });
+    expect(r.cacheGivenRecovered).toBe(true);
+  });
+
   test("Sharded<T> across shards", () => {
     expect(r.greet).toBe("hello you from 2");
     expect(r.greetAll).toEqual([0, 1, 2]);
