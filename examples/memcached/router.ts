@@ -15,7 +15,7 @@
  * Large batches and answers (items up to -I) cross as native buffers handed over, not copied.
  */
 import { copyBytes } from "../../src/core/bytes.ts";
-import { allocateAlignedBuffer, NativeBuffer } from "../../src/index.ts";
+import { BufferCache, NativeBuffer } from "../../src/index.ts";
 import { registerHandler, submitTo } from "../../src/smp/index.ts";
 import type { Engine } from "./engine.ts";
 import { murmur3, shardOf } from "./hash.ts";
@@ -51,6 +51,14 @@ const SHARD_FAILED = new TextEncoder().encode("SERVER_ERROR the shard owning thi
 
 /** Batches bigger than this cross as handed-over native buffers. */
 const INLINE_MAX = 32 * 1024;
+
+/**
+ * The native buffers large batches and answers cross in. A receiver's release hands each back
+ * to this shard, which keeps its mapping for the next one: a fresh mapping per batch cost an
+ * mmap, a page fault per 4 KiB and an munmap whose TLB shootdown interrupts the other CPUs
+ * (2 shards forwarding 60 KB values spent more time there than serving them).
+ */
+const transferBuffers = new BufferCache({ retainBytes: 16 * 1024 * 1024 });
 
 /**
  * Request buffers of sent batches. submitTo copies the payload into the ring (or its backlog)
@@ -130,7 +138,7 @@ export class Batch {
   send(from: number): void {
     let payload: Uint8Array | NativeBuffer;
     if (this.len > INLINE_MAX) {
-      const nb = allocateAlignedBuffer(this.len);
+      const nb = transferBuffers.take(this.len);
       nb.bytes.set(this.buf.subarray(0, this.len));
       payload = nb;
     } else {
@@ -303,24 +311,23 @@ function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array
       out.str(JSON.stringify(snapshot(engine)));
     } else if (kind === UnitKind.RELEASE) {
       store.release(remoteHolds);
-    } else if (kind === UnitKind.TEXT_SILENT) {
-      const s = remoteSession(from, proto);
-      s.reset();
-      s.silent = true;
-      s.feedRange(bytes, bodyStart, bodyStart + n);
-      s.silent = false;
-      s.reset();
-      s.out.reset();
     } else {
+      // The unit renders straight into the answer, after its length. Nothing before its start
+      // is the unit's to cut (a failed multiget truncates to `keep`).
       const s = remoteSession(from, proto);
-      const sOut = s.out;
+      s.out = out;
+      s.keep = start;
       s.reset();
-      s.feedRange(bytes, bodyStart, bodyStart + n);
+      if (kind === UnitKind.TEXT_SILENT) {
+        s.silent = true;
+        s.feedRange(bytes, bodyStart, bodyStart + n);
+        s.silent = false;
+        out.pos = start;
+      } else {
+        s.feedRange(bytes, bodyStart, bodyStart + n);
+        if (kind === UnitKind.TEXT_GET_PART && out.pos - start >= 5) out.pos -= 5;
+      }
       s.reset();
-      let len = sOut.pos;
-      if (kind === UnitKind.TEXT_GET_PART && len >= 5) len -= 5;
-      out.copy(sOut.buf, 0, len);
-      sOut.reset();
     }
     const len = out.pos - start;
     out.buf[lenAt] = len & 0xff;
@@ -331,7 +338,7 @@ function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array
   store.release(remoteHolds);
   if (payload instanceof NativeBuffer) payload.release();
   if (out.pos > INLINE_MAX) {
-    const nb = allocateAlignedBuffer(out.pos);
+    const nb = transferBuffers.take(out.pos);
     nb.bytes.set(out.bytes());
     if (out.buf.length > ANSWER_KEEP) answerOut = new Out(64 * 1024);
     return nb;
@@ -996,9 +1003,8 @@ export async function fillHoles(s: Session): Promise<void> {
       for (const p of h.parts!) await p.batch.reply;
     }
   }
-  const src = s.out.bytes().slice();
+  const src = s.beginRebuild();
   const out = s.out;
-  out.reset();
   let prev = 0;
   // `keep` (what stock would have sent by now) moves with the answers put in before it.
   let keepShift = 0;
@@ -1027,6 +1033,7 @@ export async function fillHoles(s: Session): Promise<void> {
     }
   }
   out.copy(src, prev, src.length - prev);
+  s.endRebuild();
   s.filledForwards(forwarded);
   s.keep = Math.max(s.keep + keepShift, sentTo);
   s.keepHoles = 0;

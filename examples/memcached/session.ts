@@ -113,6 +113,8 @@ export class Session {
   out: Out;
   /** This session's own buffer, made the first time a shared one had to be detached. */
   private ownOut: Out | undefined;
+  /** A second own buffer: fillHoles rebuilds the output into it, then the two swap (beginRebuild). */
+  private spareOut: Out | undefined;
   /** The shared buffer this session renders into while it keeps nothing across calls. */
   private readonly sharedOut: Out | undefined;
 
@@ -291,6 +293,35 @@ export class Session {
       cur.reset();
       this.out = own;
     }
+  }
+
+  /**
+   * Starts rebuilding the output around other shards' answers (fillHoles): returns what was
+   * rendered (valid until endRebuild) and makes an empty buffer the output, at the same place.
+   * The session's own buffer and a spare swap, so the rendered bytes are copied once and
+   * nothing is allocated; any other output (a caller's buffer, as UDP's) is copied aside first.
+   */
+  beginRebuild(): Uint8Array {
+    const cur = this.out;
+    if (cur !== this.ownOut) {
+      const src = cur.bytes().slice();
+      cur.reset();
+      return src;
+    }
+    const next = (this.spareOut ??= new Out(1024));
+    next.reset();
+    this.spareOut = cur;
+    this.ownOut = next;
+    this.out = next;
+    return cur.bytes();
+  }
+
+  /** The rebuild is done: the spare buffer is emptied (and dropped if a burst grew it). */
+  endRebuild(): void {
+    const spare = this.spareOut;
+    if (spare === undefined) return;
+    spare.reset();
+    if (spare.buf.length > OWN_OUT_KEEP) this.spareOut = undefined;
   }
 
   /** Output sent and nothing pending: back to the shared buffer (if any). */
