@@ -127,7 +127,7 @@ export class Batch {
 
   private ensure(n: number): void {
     if (this.len + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
+    let size = Math.max(this.buf.length * 2, 64);
     while (size < this.len + n) size *= 2;
     const b = new Uint8Array(size);
     b.set(this.buf.subarray(0, this.len));
@@ -155,6 +155,8 @@ export class Batch {
         this.resolveReply();
       },
       (err: unknown) => {
+        // Refused before it was handed over (the shard is gone...): the buffer is still ours.
+        if (payload instanceof NativeBuffer && !payload.isReleased) payload.release();
         this.failure = err;
         this.resolveReply();
       },
@@ -285,7 +287,10 @@ function remoteSession(from: number, proto: Proto): Session {
 /** Runs a batch of units from shard `from`; answers [u32 length][bytes] per unit. */
 function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array | NativeBuffer {
   const engine = localEngine;
-  if (engine === undefined) throw new Error("memcached: a batch arrived before this shard's server started");
+  if (engine === undefined) {
+    if (payload instanceof NativeBuffer) payload.release();
+    throw new Error("memcached: a batch arrived before this shard's server started");
+  }
   const bytes = payload instanceof NativeBuffer ? payload.bytes : payload;
   const out = answerOut;
   out.reset();
@@ -297,6 +302,31 @@ function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array
     q += 6 + n;
   }
   store.warm();
+  try {
+    runUnits(from, bytes, out);
+  } finally {
+    // Whatever happened, the requester's buffer goes back and no item stays held.
+    store.release(remoteHolds);
+    if (payload instanceof NativeBuffer) payload.release();
+  }
+  if (out.pos > INLINE_MAX) {
+    const nb = transferBuffers.take(out.pos);
+    nb.bytes.set(out.bytes());
+    if (out.buf.length > ANSWER_KEEP) answerOut = new Out(64 * 1024);
+    return nb;
+  }
+  // A view of the shared answer buffer: a synchronous handler's result is encoded into the
+  // reply as it returns, before the next batch can reuse the buffer.
+  return out.bytes();
+}
+
+/** What a remote session renders into between units (the answer buffer is lent per unit). */
+const idleOut = new Out(64);
+
+/** Runs the units of `bytes` from shard `from`, each answer as [u32 length][bytes] in `out`. */
+function runUnits(from: number, bytes: Uint8Array, out: Out): void {
+  const engine = localEngine!;
+  const store = engine.store;
   let p = 0;
   while (p < bytes.length) {
     const kind = bytes[p]! as UnitKind;
@@ -318,16 +348,21 @@ function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array
       s.out = out;
       s.keep = start;
       s.reset();
-      if (kind === UnitKind.TEXT_SILENT) {
-        s.silent = true;
-        s.feedRange(bytes, bodyStart, bodyStart + n);
+      try {
+        if (kind === UnitKind.TEXT_SILENT) {
+          s.silent = true;
+          s.feedRange(bytes, bodyStart, bodyStart + n);
+          out.pos = start;
+        } else {
+          s.feedRange(bytes, bodyStart, bodyStart + n);
+          if (kind === UnitKind.TEXT_GET_PART && out.pos - start >= 5) out.pos -= 5;
+        }
+      } finally {
         s.silent = false;
-        out.pos = start;
-      } else {
-        s.feedRange(bytes, bodyStart, bodyStart + n);
-        if (kind === UnitKind.TEXT_GET_PART && out.pos - start >= 5) out.pos -= 5;
+        s.reset();
+        // Not kept past the unit: a burst's answer buffer is dropped (ANSWER_KEEP) for good.
+        s.out = idleOut;
       }
-      s.reset();
     }
     const len = out.pos - start;
     out.buf[lenAt] = len & 0xff;
@@ -335,17 +370,6 @@ function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array
     out.buf[lenAt + 2] = (len >>> 16) & 0xff;
     out.buf[lenAt + 3] = len >>> 24;
   }
-  store.release(remoteHolds);
-  if (payload instanceof NativeBuffer) payload.release();
-  if (out.pos > INLINE_MAX) {
-    const nb = transferBuffers.take(out.pos);
-    nb.bytes.set(out.bytes());
-    if (out.buf.length > ANSWER_KEEP) answerOut = new Out(64 * 1024);
-    return nb;
-  }
-  // A view of the shared answer buffer: a synchronous handler's result is encoded into the
-  // reply as it returns, before the next batch can reuse the buffer.
-  return out.bytes();
 }
 
 const EXEC = registerHandler("memcached.exec", execBatch);
