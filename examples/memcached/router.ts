@@ -49,6 +49,9 @@ export const enum UnitKind {
 
 const SHARD_FAILED = new TextEncoder().encode("SERVER_ERROR the shard owning this key is unavailable\r\n");
 
+/** The answer of a batch with none (yet), or whose handed-over answer was read and given back. */
+const NO_ANSWER = new Uint8Array(0);
+
 /** Batches bigger than this cross as handed-over native buffers. */
 const INLINE_MAX = 32 * 1024;
 
@@ -88,14 +91,22 @@ export class Batch {
   count = 0;
   /** Resolves once the answer arrived and was split into units (never rejects). */
   readonly reply: Promise<void>;
+  /** True once `reply` resolved (awaiting it then would only cost a microtask). */
+  replied = false;
   private resolveReply!: () => void;
   /** Why the batch failed (the shard is gone...), if it did. */
   failure: unknown;
   /** Answer bytes and where each unit's answer starts/ends. */
-  answer: Uint8Array = new Uint8Array(0);
+  answer: Uint8Array = NO_ANSWER;
   starts: number[] = [];
   ends: number[] = [];
+  /**
+   * A handed-over answer, read in place until settleNative runs (see split); which of its
+   * units were read, and how many.
+   */
   private native: NativeBuffer | undefined;
+  private taken: Uint8Array | undefined;
+  private takenCount = 0;
 
   constructor(dest: number) {
     this.dest = dest;
@@ -152,22 +163,33 @@ export class Batch {
     sent.then(
       (answer) => {
         this.split(answer);
+        this.replied = true;
         this.resolveReply();
+        // After the reactions resolveReply queued: the connections waiting for this batch.
+        if (this.native !== undefined) queueMicrotask(() => this.settleNative());
       },
       (err: unknown) => {
         // Refused before it was handed over (the shard is gone...): the buffer is still ours.
         if (payload instanceof NativeBuffer && !payload.isReleased) payload.release();
         this.failure = err;
+        this.replied = true;
         this.resolveReply();
       },
     );
   }
 
+  /**
+   * Indexes the answer's units. A handed-over answer is read in place: the connections waiting
+   * for this batch wake in the microtasks its reply queues and copy their units into their
+   * output; settleNative, queued after them, gives the buffer back (and copies whatever is still
+   * unread, for a connection that gets to it later). Units are read only synchronously after
+   * `reply` (fillHoles copies each at once; renders decode at once).
+   */
   private split(answer: Uint8Array | NativeBuffer): void {
     let bytes: Uint8Array;
     if (answer instanceof NativeBuffer) {
-      bytes = answer.bytes.slice();
-      answer.release();
+      bytes = answer.bytes;
+      this.native = answer;
     } else {
       bytes = answer;
     }
@@ -179,11 +201,26 @@ export class Batch {
       this.ends.push(p + 4 + n);
       p += 4 + n;
     }
+    if (this.native !== undefined) this.taken = new Uint8Array(this.starts.length);
+  }
+
+  /** Gives a handed-over answer back: at no cost if every unit was read, else after a copy. */
+  private settleNative(): void {
+    const native = this.native!;
+    this.native = undefined;
+    this.answer = this.takenCount === this.starts.length ? NO_ANSWER : this.answer.slice();
+    this.taken = undefined;
+    native.release();
   }
 
   /** Answer of unit `i` (after `reply` resolved); a SERVER_ERROR line if the batch failed. */
   unitAnswer(i: number): Uint8Array {
     if (this.failure !== undefined) return SHARD_FAILED;
+    const taken = this.taken;
+    if (taken !== undefined && taken[i] === 0) {
+      taken[i] = 1;
+      this.takenCount++;
+    }
     return this.answer.subarray(this.starts[i]!, this.ends[i]!);
   }
 }
@@ -1019,12 +1056,14 @@ export async function fillHoles(s: Session): Promise<void> {
   const holes = s.holes;
   s.holes = [];
   let waited: Batch | undefined;
+  // Answers already in are not awaited: the units are then copied in the same microtask as
+  // the last reply's, before its handed-over answer is given back (Batch.split).
   for (const h of holes) {
     if (h.batch !== undefined) {
-      if (h.batch !== waited) await h.batch.reply;
+      if (h.batch !== waited && !h.batch.replied) await h.batch.reply;
       waited = h.batch;
     } else {
-      for (const p of h.parts!) await p.batch.reply;
+      for (const p of h.parts!) if (!p.batch.replied) await p.batch.reply;
     }
   }
   const src = s.beginRebuild();

@@ -107,6 +107,15 @@ describe("several shards", () => {
       expect(each === expected.map((e) => e + "END\r\n").join("") + "MN\r\n").toBe(true);
       const all = await text(`get ${keys.join(" ")}\r\n`);
       expect(all === expected.join("") + "END\r\n").toBe(true);
+      // A multiget and single gets in one pipeline: a connection waits for several shards'
+      // answers, some arriving (and given back) before it reads them.
+      for (let r = 0; r < 3; r++) {
+        const a = (c + r) % keys.length;
+        const b2 = (c + 2 * r + 1) % keys.length;
+        const mixed = await text(`get ${keys.join(" ")}\r\nget ${keys[a]}\r\nget ${keys[b2]}\r\nmn\r\n`, "MN\r\n");
+        const want = expected.join("") + "END\r\n" + expected[a] + "END\r\n" + expected[b2] + "END\r\nMN\r\n";
+        expect(mixed === want).toBe(true);
+      }
     });
     await Promise.all(runs);
   }, 60_000);
