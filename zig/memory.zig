@@ -68,7 +68,12 @@ const rep_movsb_min = 512;
 /// dst[0..len] = src[0..len]; the ranges may overlap.
 pub fn copy(dst: [*]u8, src: [*]const u8, len: usize) void {
     // Forwards is safe unless dst lies inside (src, src + len): (dst - src) mod 2^64 >= len.
-    if (builtin.cpu.arch == .x86_64 and len >= rep_movsb_min and @intFromPtr(dst) -% @intFromPtr(src) >= len) {
+    const delta = @intFromPtr(dst) -% @intFromPtr(src);
+    // rep movsb crawls when dst is a few bytes ahead of src modulo 4 KiB (its loads wait on
+    // the stores just made to the same 4 KiB offsets): 256 KiB took 90 µs with dst - src = 1..8
+    // (mod 4096) against 6.7 µs at 0, where the 16-byte loop takes 13 µs. Such copies keep the loop.
+    const aliased = delta & 4095 != 0 and delta & 4095 < 64;
+    if (builtin.cpu.arch == .x86_64 and len >= rep_movsb_min and delta >= len and !aliased) {
         var d = dst;
         var s = src;
         var n = len;
