@@ -333,13 +333,6 @@ export interface BufferCacheOptions {
   minClassBytes?: number;
 }
 
-/** One cached mapping: its address, size class and the ArrayBuffer viewing all of it. */
-interface CachedMapping {
-  address: number;
-  mapped: number;
-  region: ArrayBuffer;
-}
-
 /**
  * Native buffers of any size, allocated and released at a high rate (messages handed to other
  * shards, staging of large replies): a released buffer's mapping is kept by size class (powers
@@ -355,13 +348,14 @@ interface CachedMapping {
 export class BufferCache {
   readonly retainBytes: number;
   readonly minClassBytes: number;
-  /** Free mappings per class (index: log2(mapped / minClassBytes)). */
-  private readonly free: CachedMapping[][] = [];
+  /**
+   * Released handles whose mappings are kept, per size class (a handle's `index`: its mapping is
+   * minClassBytes << index bytes, viewed whole by `bytes.buffer`, at `address`).
+   */
+  private readonly free: NativeBuffer[][] = [];
   private retainedBytes = 0;
   private outstandingCount = 0;
   private closed = false;
-  /** Buffers out by handle, so recycle() knows each one's mapping. */
-  private readonly out = new Map<NativeBuffer, CachedMapping>();
   /** Mappings made, and takes served from the cache (statistics). */
   mapped = 0;
   reused = 0;
@@ -401,33 +395,34 @@ export class BufferCache {
       mapped *= 2;
       cls++;
     }
-    let m = this.free[cls]?.pop();
-    if (m !== undefined) {
-      this.retainedBytes -= m.mapped;
+    let region: ArrayBuffer;
+    let address: number;
+    const kept = this.free[cls]?.pop();
+    if (kept !== undefined) {
+      region = kept.bytes.buffer as ArrayBuffer;
+      address = kept.address;
+      this.retainedBytes -= mapped;
       this.reused++;
     } else {
-      const address = mapOrThrow(mapped, "BufferCache");
-      m = { address, mapped, region: nativeView(address, mapped) };
+      address = mapOrThrow(mapped, "BufferCache");
+      region = nativeView(address, mapped);
       this.mapped++;
     }
-    const b = new NativeBuffer(new Uint8Array(m.region, 0, size), m.address, this, cls);
-    this.out.set(b, m);
     this.outstandingCount++;
-    return b;
+    // A fresh handle: a stale holder's release() cannot give back the new owner's buffer.
+    return new NativeBuffer(new Uint8Array(region, 0, size), address, this, cls);
   }
 
   /** @internal The buffer was released (and no operation uses it): keep its mapping or unmap it. */
   recycle(b: NativeBuffer): void {
-    const m = this.out.get(b);
-    if (m === undefined) return;
-    this.out.delete(b);
     this.outstandingCount--;
-    if (this.closed || this.retainedBytes + m.mapped > this.retainBytes) {
-      unmapViewed(m.region, m.address, m.mapped);
+    const mapped = this.minClassBytes * 2 ** b.index;
+    if (this.closed || this.retainedBytes + mapped > this.retainBytes) {
+      unmapViewed(b.bytes.buffer as ArrayBuffer, b.address, mapped);
       return;
     }
-    (this.free[b.index] ??= []).push(m);
-    this.retainedBytes += m.mapped;
+    (this.free[b.index] ??= []).push(b);
+    this.retainedBytes += mapped;
   }
 
   /**
@@ -439,7 +434,7 @@ export class BufferCache {
     this.closed = true;
     for (const list of this.free) {
       if (list === undefined) continue;
-      for (const m of list) unmapViewed(m.region, m.address, m.mapped);
+      for (const b of list) unmapViewed(b.bytes.buffer as ArrayBuffer, b.address, this.minClassBytes * 2 ** b.index);
     }
     this.free.length = 0;
     this.retainedBytes = 0;
