@@ -72,7 +72,7 @@ function explainSetup(errno: number, disabled: number, memlockKiB: number): stri
         return `io_uring_setup failed with ${name}: io_uring is disabled for all processes (kernel.io_uring_disabled=2). Enable it with \`sysctl -w kernel.io_uring_disabled=0\`.`;
       }
       if (disabled === 1) {
-        return `io_uring_setup failed with ${name}: io_uring is limited to the group in kernel.io_uring_io_uring_group (kernel.io_uring_disabled=1). Add this user to that group or run \`sysctl -w kernel.io_uring_disabled=0\`.`;
+        return `io_uring_setup failed with ${name}: io_uring is limited to the group in kernel.io_uring_group (kernel.io_uring_disabled=1). Add this user to that group or run \`sysctl -w kernel.io_uring_disabled=0\`.`;
       }
       return `io_uring_setup failed with ${name}: a seccomp policy (container runtime or sandbox) refuses io_uring. Run with a seccomp profile that allows io_uring_setup, io_uring_enter and io_uring_register.`;
     case "ENOMEM":
