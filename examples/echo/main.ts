@@ -40,7 +40,7 @@ class EchoShard {
     return `shard ${thisShard()}: ${formatAddress(this.listener.localAddress)}`;
   }
 
-  /** Stops accepting; open connections finish on their own. */
+  /** Stops accepting. Open connections are not waited for: they end when the shard exits, right after. */
   async stop(): Promise<void> {
     await this.listener.close();
   }

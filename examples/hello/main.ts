@@ -15,14 +15,18 @@ const tick = new Timer(() => {
 }).armPeriodic(1000);
 
 // Optional: stop after N seconds (bun examples/hello/main.ts 5).
-const arg = process.argv[2];
+const USAGE = "usage: bun examples/hello/main.ts [SECONDS]   (until SIGINT/SIGTERM without SECONDS)";
+const args = process.argv.slice(2);
+const arg = args[0];
 if (arg === "--help" || arg === "-h") {
-  console.log("usage: bun examples/hello/main.ts [SECONDS]   (until SIGINT/SIGTERM without SECONDS)");
+  console.log(USAGE);
   process.exit(0);
 }
-const seconds = arg === undefined ? 0 : Number(arg);
-if (!Number.isFinite(seconds) || seconds < 0) {
-  console.error(`hello: SECONDS must be a number >= 0, got "${arg}"`);
+// Plain decimal only: Number() read "" and " " as 0 (run until a signal) and "0x10" as 16.
+const seconds = arg === undefined ? 0 : /^\+?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(arg) ? Number(arg) : NaN;
+if (!Number.isFinite(seconds) || args.length > 1) {
+  const why = args.length > 1 ? `one argument at most, got ${args.length}` : `SECONDS must be a number >= 0, got "${arg}"`;
+  console.error(`hello: ${why}\n${USAGE}`);
   process.exit(2);
 }
 

@@ -7,7 +7,8 @@
  * It reads request heads only, and answers what it cannot serve instead of misreading it:
  * - a request with a body (Content-Length > 0) gets 413, Transfer-Encoding gets 501: a body
  *   would otherwise be parsed as further requests;
- * - a request line that is not "METHOD target HTTP/1.x", or a malformed header line, gets 400;
+ * - a request line that is not "METHOD target HTTP/1.x" (the method a token, the target without
+ *   spaces or control bytes), or a malformed header line (its name not a token), gets 400;
  * - a head over 8 KiB gets 431; a head not complete within --header-timeout-ms (default 10 s)
  *   of its first byte gets 408 (a client trickling one forever would hold its connection);
  * - lines may end in LF alone as well as CRLF (RFC 9112 2.2 allows it, and many servers do);
@@ -76,6 +77,11 @@ const TRANSFER_ENCODING = encoder.encode("transfer-encoding");
 const CLOSE = encoder.encode("close");
 const KEEP_ALIVE = encoder.encode("keep-alive");
 
+/** 1 for the bytes of a token (RFC 9110 5.6.2): what methods and header names are made of. */
+const TCHAR = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TCHAR[c.charCodeAt(0)] = 1;
+const DEL = 127;
+
 /** v[s, e) equals `word` (lower case), letters compared without case. */
 function sameWord(v: Uint8Array, s: number, e: number, word: Uint8Array): boolean {
   if (e - s !== word.length) return false;
@@ -89,14 +95,17 @@ function sameWord(v: Uint8Array, s: number, e: number, word: Uint8Array): boolea
 
 /** Flags of a request line v[s, e) (its line end excluded): "METHOD SP target SP HTTP/1.d", else F_BAD. */
 function requestLine(v: Uint8Array, s: number, e: number): number {
-  // A method, one space, a target without spaces, one space, the version. Plain loops: the
-  // parts are short, and indexOf() costs a native call each.
+  // A method (a token), one space, a target without spaces or control bytes, one space, the
+  // version. Plain loops: the parts are short, and indexOf() costs a native call each.
   const sp = e - 9; // the space before "HTTP/1.d"
   if (sp <= s || v[sp] !== SP) return F_BAD;
   let first = s;
-  while (first < sp && v[first] !== SP) first++;
-  if (first === s || first + 1 >= sp) return F_BAD;
-  for (let i = first + 1; i < sp; i++) if (v[i] === SP) return F_BAD;
+  while (first < sp && TCHAR[v[first]!] === 1) first++;
+  if (first === s || v[first] !== SP || first + 1 >= sp) return F_BAD;
+  for (let i = first + 1; i < sp; i++) {
+    const b = v[i]!;
+    if (b <= SP || b === DEL) return F_BAD;
+  }
   // "HTTP/1." (versions are case-sensitive)
   if (v[sp + 1] !== 72 || v[sp + 2] !== 84 || v[sp + 3] !== 84 || v[sp + 4] !== 80 || v[sp + 5] !== 47 || v[sp + 6] !== 49 || v[sp + 7] !== 46) {
     return F_BAD;
@@ -109,12 +118,13 @@ function requestLine(v: Uint8Array, s: number, e: number): number {
 
 /** Flags of a header line v[s, e): only the three fields that change how a request is answered are read. */
 function headerLine(v: Uint8Array, s: number, e: number): number {
-  const c = v[s]!;
   let colon = s;
-  while (colon < e && v[colon] !== COLON) colon++;
-  // No name, no colon, a folded line, or space before the colon (RFC 9112 5.1, 5.2).
-  if (colon === s || colon === e || c === SP || c === HTAB || v[colon - 1] === SP || v[colon - 1] === HTAB) return F_BAD;
-  const lower = c | 0x20;
+  while (colon < e && TCHAR[v[colon]!] === 1) colon++;
+  // The name is a token right before the colon: no name, no colon, a folded line (it starts
+  // with white space), white space or any other byte in the name or before the colon (RFC
+  // 9112 5.1, 5.2) are all malformed.
+  if (colon === s || colon === e || v[colon] !== COLON) return F_BAD;
+  const lower = v[s]! | 0x20;
   if (lower === 99) {
     if (sameWord(v, s, colon, CONTENT_LENGTH)) return contentLength(v, colon + 1, e);
     if (sameWord(v, s, colon, CONNECTION)) return connection(v, colon + 1, e);

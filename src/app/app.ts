@@ -106,10 +106,17 @@ export function app<const S extends OptionSpecs = Record<never, never>>(
   checkConfigNumbers(config);
   checkSignalPolicy(config.signals);
   const module = moduleUrl(config.module);
+  const specs = (config.options ?? {}) as S;
+  // Before `called` is set, like every other config check: a bad spec is a bad config, not a
+  // command line to refuse, and it must not make the corrected call "a second call".
+  try {
+    checkSpecs(specs);
+  } catch (err) {
+    if (!(err instanceof OptionError)) throw err;
+    throw new InvalidArgumentError(`app: config.options: ${err.message}`);
+  }
   if (called) throw new InvalidArgumentError("app() was called twice; an application module calls it once");
   called = true;
-  const specs = (config.options ?? {}) as S;
-  checkSpecs(specs);
   const launch = shardLaunch();
   if (role() === "shard" && launch !== undefined) {
     registerShardMain(async () => {

@@ -5,6 +5,7 @@
  * `--max-connections`). Unknown options and bad values fail with an OptionError that says
  * which option and why (and suggests the nearest name for a typo).
  */
+import { describeValue } from "../core/describe.ts";
 import { ShoalError } from "../core/errors.ts";
 import { parseLogLevel } from "../log/logger.ts";
 import { parseCpuset } from "../smp/affinity.ts";
@@ -161,6 +162,48 @@ export function checkSpecs(specs: OptionSpecs): void {
     }
     if (typeof spec.description !== "string") throw new OptionError(`option "${key}": description must be a string`);
     if (spec.check !== undefined && typeof spec.check !== "function") throw new OptionError(`option "${key}": check must be a function`);
+    checkSpecValues(key, spec);
+  }
+}
+
+/**
+ * A spec's bounds, choices and default agree with its type: the types let a default of any kind
+ * through (an integer option's "8080" reached main as a string), and a default outside its own
+ * bounds or choices would be a value the command line refuses.
+ */
+function checkSpecValues(key: string, spec: OptionSpec): void {
+  const fail = (why: string) => new OptionError(`option "${key}": ${why}`);
+  const numeric = spec.type === "number" || spec.type === "integer";
+  if (spec.required !== undefined && typeof spec.required !== "boolean") throw fail("required must be true or false");
+  if (spec.valueName !== undefined && typeof spec.valueName !== "string") throw fail("valueName must be a string");
+  for (const bound of ["min", "max"] as const) {
+    const b = spec[bound];
+    if (b === undefined) continue;
+    if (!numeric) throw fail("min and max apply to numbers");
+    if (typeof b !== "number" || !Number.isFinite(b)) throw fail(`${bound} must be a finite number, got ${describeValue(b)}`);
+  }
+  if (spec.min !== undefined && spec.max !== undefined && spec.min > spec.max) throw fail(`min ${spec.min} is above max ${spec.max}`);
+  if (spec.choices !== undefined) {
+    if (spec.type !== "string") throw fail("choices apply to strings");
+    if (!Array.isArray(spec.choices) || spec.choices.length === 0 || spec.choices.some((c) => typeof c !== "string")) {
+      throw fail("choices must be a non-empty array of strings");
+    }
+  }
+  const d: unknown = spec.default;
+  if (d === undefined) return;
+  switch (spec.type) {
+    case "boolean":
+      if (typeof d !== "boolean") throw fail(`default must be true or false, got ${describeValue(d)}`);
+      return;
+    case "string":
+      if (typeof d !== "string") throw fail(`default must be a string, got ${describeValue(d)}`);
+      if (spec.choices !== undefined && !spec.choices.includes(d)) throw fail(`default "${d}" is not one of its choices (${spec.choices.join(", ")})`);
+      return;
+    default:
+      if (spec.type === "integer" && (typeof d !== "number" || !Number.isSafeInteger(d))) throw fail(`default must be an integer, got ${describeValue(d)}`);
+      if (typeof d !== "number" || !Number.isFinite(d)) throw fail(`default must be a finite number, got ${describeValue(d)}`);
+      if (spec.min !== undefined && d < spec.min) throw fail(`default ${d} is below its min ${spec.min}`);
+      if (spec.max !== undefined && d > spec.max) throw fail(`default ${d} is above its max ${spec.max}`);
   }
 }
 
@@ -260,7 +303,9 @@ export function parseCommandLine<S extends OptionSpecs>(argv: readonly string[],
     let flag = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
     let inline = eq < 0 ? undefined : arg.slice(eq + 1);
     let target = targets.get(flag);
-    if (target === undefined && flag.startsWith("no-") && targets.get(flag.slice(3))?.type === "boolean" && inline === undefined) {
+    if (target === undefined && flag.startsWith("no-") && targets.get(flag.slice(3))?.type === "boolean") {
+      // "--no-x=true" was called an unknown option, with the hint "did you mean --x?".
+      if (inline !== undefined) throw new OptionError(`--${flag} takes no value; write --${flag.slice(3)}=false or --${flag}`);
       flag = flag.slice(3);
       target = targets.get(flag);
       inline = "false";

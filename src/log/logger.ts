@@ -9,7 +9,7 @@
  * Lines go to stderr with one write each (so lines from different shards never interleave
  * mid-line); tests may redirect them with setLogSink.
  */
-import { formatWithOptions } from "node:util";
+import { formatWithOptions, inspect } from "node:util";
 import { InvalidArgumentError } from "../core/errors.ts";
 
 /** Log levels, most severe first. */
@@ -84,12 +84,22 @@ export function parseLogLevel(spec: string): LogLevelSpec {
   return out;
 }
 
-/** Sets levels from a specification (see parseLogLevel) for this thread's loggers. Throws InvalidArgumentError. */
+/**
+ * Sets levels from a specification (see parseLogLevel) for this thread's loggers. Throws
+ * InvalidArgumentError, and then changes nothing.
+ */
 export function setLogLevel(spec: string | LogLevelSpec): void {
   const parsed = typeof spec === "string" ? parseLogLevel(spec) : spec;
-  state.level = levelIndex(parsed.level, String(parsed.level));
-  state.overrides.clear();
-  for (const [name, level] of Object.entries(parsed.overrides)) state.overrides.set(name, levelIndex(level, level));
+  if (parsed === null || typeof parsed !== "object" || parsed.overrides === null || typeof parsed.overrides !== "object") {
+    throw new InvalidArgumentError("setLogLevel: expected a string or { level, overrides }");
+  }
+  // Everything is checked before anything changes: a bad override left the default level set
+  // and the other overrides gone.
+  const level = levelIndex(parsed.level, String(parsed.level));
+  const overrides = new Map<string, number>();
+  for (const [name, l] of Object.entries(parsed.overrides)) overrides.set(name, levelIndex(l, String(l)));
+  state.level = level;
+  state.overrides = overrides;
   state.generation++;
 }
 
@@ -124,6 +134,35 @@ function timestamp(): string {
     `${d.getFullYear()}-${pad(d.getMonth() + 1, 2)}-${pad(d.getDate(), 2)} ` +
     `${pad(d.getHours(), 2)}:${pad(d.getMinutes(), 2)}:${pad(d.getSeconds(), 2)},${pad(d.getMilliseconds(), 3)} `
   );
+}
+
+const FORMAT = { colors: false, depth: 4 };
+
+/**
+ * The record's text. Formatting runs the values' own code (toString, toJSON, getters; %j throws
+ * on a BigInt): a value that throws is shown inspected, or as a placeholder, and the failure
+ * noted, so that logging never throws at its caller (often an error path).
+ */
+function format(args: unknown[]): string {
+  try {
+    return formatWithOptions(FORMAT, ...args);
+  } catch (err) {
+    const parts = args.map((a) => {
+      if (typeof a === "string") return a;
+      try {
+        return inspect(a, FORMAT);
+      } catch {
+        return "<unprintable value>";
+      }
+    });
+    let why = "";
+    try {
+      why = err instanceof Error ? err.message : String(err);
+    } catch {
+      // an error whose message throws too
+    }
+    return `${parts.join(" ")} (log formatting failed: ${why})`;
+  }
 }
 
 /**
@@ -193,7 +232,7 @@ export class Logger {
   }
 
   private write(level: number, args: unknown[]): void {
-    const text = formatWithOptions({ colors: false, depth: 4 }, ...args);
+    const text = format(args);
     // One line per call: a newline inside the message cannot forge a line of its own.
     const line = `${state.timestamps ? timestamp() : ""}${LABELS[level]} ${state.prefix}${this.name} - ${text.replace(/\n/g, "\n    ")}\n`;
     try {

@@ -55,6 +55,14 @@ describe("command line", () => {
     }
   });
 
+  test("bad option specs are a bad config: InvalidArgumentError naming them, and app() may still be called after", async () => {
+    const { app } = await import("../../src/app/index.ts");
+    const { InvalidArgumentError } = await import("../../src/core/errors.ts");
+    const call = () => app({ name: "x", options: { smp: { type: "integer", description: "" } } }, () => 0);
+    expect(call).toThrow(InvalidArgumentError);
+    expect(call).toThrow("app: config.options: option \"smp\": --smp is one of Shoal's own options");
+  });
+
   test("config.module as a relative path is taken from the working directory (it was resolved against Shoal's own files)", async () => {
     const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
     const { tmpdir } = await import("node:os");
@@ -122,4 +130,16 @@ describe("examples/hello", () => {
     expect(bad.exitCode).toBe(2);
     expect(bad.stderr.toString()).toContain("SECONDS must be a number");
   }, 20_000);
+
+  test("SECONDS is a plain decimal number and the only argument (an empty one ran forever, 0x10 ran 16 s)", () => {
+    for (const args of [[""], [" "], ["0x10"], ["1e"], ["1", "2"]]) {
+      // Killed after 10 s if it took the argument and ran (an empty one ran until a signal).
+      const run = Bun.spawnSync([process.execPath, "examples/hello/main.ts", ...args], { timeout: 10_000 });
+      expect({ args, code: run.exitCode }).toEqual({ args, code: 2 });
+      expect(run.stderr.toString()).toContain("usage: bun examples/hello/main.ts [SECONDS]");
+    }
+    const short = Bun.spawnSync([process.execPath, "examples/hello/main.ts", "0.5"], { timeout: 10_000 });
+    expect(short.exitCode).toBe(0);
+    expect(short.stdout.toString()).toContain("hello: stopped");
+  }, 60_000);
 });

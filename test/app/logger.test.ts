@@ -61,6 +61,36 @@ describe("Logger", () => {
     expect(own.isEnabled("warn")).toBe(true);
   });
 
+  test("a value that cannot be formatted (%j of a BigInt, a throwing toString or stack) is logged, not thrown at the caller", () => {
+    capture();
+    const log = new Logger("stats");
+    // u64 counters arrive as BigInt: JSON.stringify throws on them, and the caller's path with it.
+    expect(() => log.info("counters %j", { completed: 12n })).not.toThrow();
+    expect(() => log.warn("peer %s", { toString: () => { throw new Error("no string"); } })).not.toThrow();
+    const hostile = new Error("boom");
+    Object.defineProperty(hostile, "stack", { get: () => { throw new Error("no stack"); } });
+    expect(() => log.error(hostile)).not.toThrow();
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toStartWith("INFO  stats - counters ");
+    expect(lines[0]).toContain("12n");
+    expect(lines[1]).toStartWith("WARN  stats - peer ");
+    expect(lines[2]).toStartWith("ERROR stats - ");
+    for (const line of lines) expect(line.split("\n")).toHaveLength(2); // still one line each
+  });
+
+  test("setLogLevel with a bad spec object changes nothing", () => {
+    capture();
+    setLogLevel("warn,db=trace");
+    const db = logger("db");
+    const web = logger("web");
+    // The default level was set and the overrides cleared before the bad one threw.
+    expect(() => setLogLevel({ level: "debug", overrides: { db: "loud" as never } })).toThrow("bad log level");
+    expect(logLevel()).toBe("warn");
+    expect(() => setLogLevel({ level: "debug" } as never)).toThrow("overrides");
+    expect(logLevel()).toBe("warn");
+    expect([db.isEnabled("trace"), web.isEnabled("info"), new Logger("db").isEnabled("trace"), new Logger("x").isEnabled("info")]).toEqual([true, false, true, false]);
+  });
+
   test("timestamps by default", () => {
     lines.length = 0;
     setLogSink((line) => lines.push(line));

@@ -70,6 +70,11 @@ describe("parseCommandLine", () => {
     expect(parseCommandLine(["--port", "1", "--port", "2"], specs).app.port).toBe(2);
   });
 
+  test("--no-x=value is refused as taking no value (it was called unknown, with the hint --x)", () => {
+    fails(["--no-verbose=true"], "--no-verbose takes no value; write --verbose=false or --no-verbose");
+    fails(["--no-overprovisioned=1"], "--no-overprovisioned takes no value");
+  });
+
   test("--help and -h", () => {
     expect(parseCommandLine(["--help"], specs).help).toBe(true);
     expect(parseCommandLine(["-h", "--port", "5"], specs).help).toBe(true);
@@ -145,6 +150,32 @@ describe("parseCommandLine", () => {
     expect(() => checkSpecs({ logLevel: { type: "string", description: "" } })).toThrow("one of Shoal's own options");
     expect(() => checkSpecs({ "bad-name": { type: "string", description: "" } })).toThrow("camelCase");
     expect(() => checkSpecs({ x: { type: "date" as never, description: "" } })).toThrow('type must be "string"');
+  });
+
+  test("a spec's default, bounds and choices are checked: a default of the wrong type reached main as it was", () => {
+    // The types let these through (a spec's default is typed for any option kind).
+    const bad: [Record<string, unknown>, string][] = [
+      [{ type: "integer", default: "8080" }, 'option "x": default must be an integer, got "8080"'],
+      [{ type: "integer", default: 1.5 }, 'option "x": default must be an integer, got 1.5'],
+      [{ type: "number", default: Number.NaN }, 'option "x": default must be a finite number, got NaN'],
+      [{ type: "boolean", default: "yes" }, 'option "x": default must be true or false, got "yes"'],
+      [{ type: "string", default: 7 }, 'option "x": default must be a string, got 7'],
+      [{ type: "string", default: "slow", choices: ["fast", "safe"] }, 'option "x": default "slow" is not one of its choices (fast, safe)'],
+      [{ type: "integer", default: 0, min: 1 }, 'option "x": default 0 is below its min 1'],
+      [{ type: "integer", default: 9, max: 8 }, 'option "x": default 9 is above its max 8'],
+      [{ type: "integer", min: 5, max: 1 }, 'option "x": min 5 is above max 1'],
+      [{ type: "integer", min: "1" }, 'option "x": min must be a finite number, got "1"'],
+      [{ type: "string", min: 1 }, 'option "x": min and max apply to numbers'],
+      [{ type: "integer", choices: ["1"] }, 'option "x": choices apply to strings'],
+      [{ type: "string", choices: "fast" }, 'option "x": choices must be a non-empty array of strings'],
+      [{ type: "string", choices: [] }, 'option "x": choices must be a non-empty array of strings'],
+      [{ type: "string", required: "yes" }, 'option "x": required must be true or false'],
+      [{ type: "string", valueName: 5 }, 'option "x": valueName must be a string'],
+    ];
+    for (const [spec, message] of bad) {
+      expect(() => checkSpecs({ x: { description: "", ...spec } as never })).toThrow(new OptionError(message));
+    }
+    expect(() => checkSpecs({ x: { type: "number", default: 0.5, min: 0, max: 1, description: "" }, y: { type: "string", default: "a", choices: ["a"], description: "" } })).not.toThrow();
   });
 
   test("the parsed values are typed from the spec", () => {
