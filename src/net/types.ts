@@ -365,6 +365,11 @@ export interface NetStats {
   sendBytes: number;
   sendsShort: number;
   sendsZeroCopy: number;
+  /**
+   * Zero-copy sends whose data the kernel copied after all (a peer on this host, a device
+   * without scatter-gather): each turned its connection's later sends into plain ones.
+   */
+  sendsZeroCopyCopied: number;
   timeouts: number;
 }
 

@@ -44,6 +44,48 @@ test("a 4 MiB NativeBuffer goes out with zero-copy sends; released early, it is 
   await expectQuiescent(stack);
 });
 
+test("a connection whose zero-copy send the kernel copied anyway (a loopback peer) sends plainly from then on", async () => {
+  const l = stack.listen("127.0.0.1:0");
+  const accepted = l.accept();
+  const c = await stack.connect(l.localAddress);
+  const srv = await accepted;
+  const size = 1024 * 1024;
+  const send = async (seed: number): Promise<void> => {
+    const nb = allocateAlignedBuffer(size);
+    fillRandom(nb.bytes, seed);
+    const sum = crc(nb.bytes);
+    const writing = srv.output.write(nb);
+    nb.release();
+    const back = await readBytes(c, size);
+    expect(crc(back)).toBe(sum);
+    await writing;
+  };
+  const before = stack.stats();
+  await send(7);
+  // Loopback delivery copies every byte: the notification reports it.
+  await until(() => stack.stats().sendsZeroCopyCopied > before.sendsZeroCopyCopied);
+  const mid = stack.stats();
+  expect(mid.sendsZeroCopy).toBeGreaterThan(before.sendsZeroCopy);
+  expect(mid.sendsZeroCopyCopied - before.sendsZeroCopyCopied).toBe(1);
+  await send(8);
+  const after = stack.stats();
+  expect(after.sendsZeroCopy).toBe(mid.sendsZeroCopy);
+  expect(after.sendBytes - before.sendBytes).toBe(2 * size);
+  // Another connection starts with zero-copy again.
+  const accepted2 = l.accept();
+  const c2 = await stack.connect(l.localAddress);
+  const srv2 = await accepted2;
+  const nb = allocateAlignedBuffer(size);
+  const writing = srv2.output.write(nb);
+  nb.release();
+  await readBytes(c2, size);
+  await writing;
+  expect(stack.stats().sendsZeroCopy).toBeGreaterThan(after.sendsZeroCopy);
+  for (const x of [c, srv, c2, srv2]) await x.close();
+  await l.close();
+  await expectQuiescent(stack);
+});
+
 test("TCP_NODELAY is on for accepted and connected sockets by default; options reach the kernel", async () => {
   const l = stack.listen("127.0.0.1:0");
   const accepted = l.accept();

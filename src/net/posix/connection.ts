@@ -10,7 +10,7 @@
  * buffer released, the close() promise resolves).
  */
 import { ClosedError, InvalidArgumentError, SystemError } from "../../core/errors.ts";
-import { CQE_F_BUFFER, CQE_F_MORE, IoOp, reactor, type Reactor } from "../../core/reactor.ts";
+import { CQE_F_BUFFER, CQE_F_MORE, IoOp, reactor, type PrepareExtra, type Reactor } from "../../core/reactor.ts";
 import { Timer, now } from "../../core/timer.ts";
 import type { NativeBuffer } from "../../core/buffers.ts";
 import type { Completable } from "../../core/scheduler.ts";
@@ -43,6 +43,11 @@ const EAGAIN = 11;
 const EINVAL = 22;
 const ETIMEDOUT = 110;
 const IORING_CQE_F_NOTIF = 1 << 3;
+/** SEND_ZC ioprio flag: the notification's res reports whether the data was copied (Linux 6.2). */
+const IORING_SEND_ZC_REPORT_USAGE = 1 << 3;
+/** In a zero-copy notification's res (with REPORT_USAGE): the kernel copied the data. */
+const IORING_NOTIF_USAGE_ZC_COPIED = 1 << 31;
+const ZC_REPORT_EXTRA: PrepareExtra = { ioprio: IORING_SEND_ZC_REPORT_USAGE };
 
 const SO_KEEPALIVE = 9;
 const TCP_KEEPIDLE = 4;
@@ -84,14 +89,23 @@ class ZeroCopyHandler implements Completable {
   constructor(
     private readonly c: PosixConnection,
     private readonly buffer: NativeBuffer,
+    private readonly reportUsage: boolean,
   ) {}
   complete(res: number, flags: number): void {
     if ((flags & IORING_CQE_F_NOTIF) !== 0) {
+      // With IORING_SEND_ZC_REPORT_USAGE the notification says whether the kernel copied the
+      // data after all (a loopback peer, a device without scatter-gather).
+      if (this.reportUsage && (res & IORING_NOTIF_USAGE_ZC_COPIED) !== 0) this.c.zeroCopyWasCopied();
       this.buffer.unpin();
       return;
     }
     // Without F_MORE no notification follows (the send failed before using the buffer).
     if ((flags & CQE_F_MORE) === 0) this.buffer.unpin();
+    if (res === -EINVAL && this.reportUsage) {
+      // A kernel before 6.2 has no usage report: send again without asking for it.
+      this.c.zeroCopyReportRefused();
+      return;
+    }
     this.c.onSent(res);
   }
 }
@@ -133,6 +147,8 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   private inputKept = false;
   /** The handler the send in flight was prepared with (sendHandler or a ZeroCopyHandler). */
   private sendOwner: Completable | undefined;
+  /** The kernel reported copying a zero-copy send's data: plain sends only (zeroCopyWasCopied). */
+  private zeroCopyOff = false;
   private closePromise: Promise<void> | undefined;
   private resolveClose: (() => void) | undefined;
   private closeTimer: Timer | undefined;
@@ -358,13 +374,15 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     const stack = this.stack;
     const first = out.entryLength(0);
     const native = out.entryNative(0);
-    // Zero-copy sends exist for TCP only (a Unix socket answers EOPNOTSUPP).
-    const zeroCopyMin = this.isInet ? stack.zeroCopySendMin : Infinity;
+    // Zero-copy sends exist for TCP only (a Unix socket answers EOPNOTSUPP), and pay only
+    // where the kernel does not copy anyway (see zeroCopyWasCopied).
+    const zeroCopyMin = this.isInet && !this.zeroCopyOff ? stack.zeroCopySendMin : Infinity;
     if (native !== undefined && first >= zeroCopyMin) {
       // Large native buffers go without a kernel copy; it stays pinned until F_NOTIF.
       native.pin();
-      this.sendOwner = new ZeroCopyHandler(this, native);
-      this.sendSlot = this.r.prepare(IoOp.SEND_ZC, this.fd, out.entryAddress(0), first, 0, MSG_NOSIGNAL, this.sendOwner);
+      const report = stack.zeroCopyReportUsage;
+      this.sendOwner = new ZeroCopyHandler(this, native, report);
+      this.sendSlot = this.r.prepare(IoOp.SEND_ZC, this.fd, out.entryAddress(0), first, 0, MSG_NOSIGNAL, this.sendOwner, report ? ZC_REPORT_EXTRA : undefined);
       this.sendingBytes = first;
       stack.counters.sendsZeroCopy++;
     } else if (n === 1) {
@@ -401,6 +419,24 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     }
     this.sendCancelled = false;
     stack.counters.sends++;
+  }
+
+  /**
+   * @internal A zero-copy send's notification said the kernel copied the data (the peer is on
+   * this host: loopback delivery copies every byte; or the device cannot send from user
+   * pages). Zero-copy then costs more than a plain send (pinning the pages, a second
+   * completion) and saves nothing: this connection's later sends are plain ones.
+   */
+  zeroCopyWasCopied(): void {
+    if (this.zeroCopyOff) return;
+    this.zeroCopyOff = true;
+    this.stack.counters.sendsZeroCopyCopied++;
+  }
+
+  /** @internal The kernel refused IORING_SEND_ZC_REPORT_USAGE (before 6.2): send again without it. */
+  zeroCopyReportRefused(): void {
+    this.stack.zeroCopyReportUsage = false;
+    this.onSent(-EAGAIN);
   }
 
   /** @internal A send's result. */

@@ -86,7 +86,12 @@ export interface PosixStackOptions {
    * buffers (ENOBUFS) until readers release some, and the kernel queues datagrams meanwhile.
    */
   udpRecvBufferMax?: number;
-  /** NativeBuffer writes at least this long use zero-copy sends (default 65536; Infinity: never). */
+  /**
+   * NativeBuffer writes at least this long use zero-copy sends (default 65536; Infinity: never),
+   * until the kernel reports that it copied one connection's data anyway (a peer on this host:
+   * loopback delivery copies; a device without scatter-gather): that connection's later sends
+   * are plain ones (netStats().sendsZeroCopyCopied counts the switches).
+   */
   zeroCopySendMin?: number;
   /** Poison recycled receive buffers (debug; default: SHOAL_DEBUG_POISON=1). */
   poisonBuffers?: boolean;
@@ -124,6 +129,8 @@ export class PosixStack implements NetworkStack {
   /** False once the kernel refused a multishot receive length limit (older than the feature). */
   recvLimitSupported = true;
   zeroCopySendMin = 65536;
+  /** False once the kernel refused IORING_SEND_ZC_REPORT_USAGE (before Linux 6.2). */
+  zeroCopyReportUsage = true;
   readonly counters = {
     connectionsAccepted: 0,
     connectionsRejected: 0,
@@ -134,6 +141,7 @@ export class PosixStack implements NetworkStack {
     sendBytes: 0,
     sendsShort: 0,
     sendsZeroCopy: 0,
+    sendsZeroCopyCopied: 0,
     timeouts: 0,
   };
   private config: Required<PosixStackOptions> = {
@@ -528,6 +536,7 @@ export class PosixStack implements NetworkStack {
       sendBytes: this.counters.sendBytes,
       sendsShort: this.counters.sendsShort,
       sendsZeroCopy: this.counters.sendsZeroCopy,
+      sendsZeroCopyCopied: this.counters.sendsZeroCopyCopied,
       timeouts: this.counters.timeouts,
     };
   }
