@@ -1,10 +1,13 @@
 /**
  * A growable byte buffer that responses are rendered into. One per connection (plus one per
  * shard for forwarded work): rendering never allocates once the buffer has grown to the
- * connection's usual batch size. The transport copies `bytes()` out and calls `reset()`.
+ * connection's usual batch size. The transport copies `bytes()` out and calls `reset()`, or,
+ * for an Out in native memory (made with a BufferCache), sends a large head of it in place
+ * (`handOff`) and goes on in a fresh buffer.
  */
 import { writeInt, writeUint } from "./numbers.ts";
 import { copyBytes } from "../../src/core/bytes.ts";
+import type { BufferCache, NativeBuffer } from "../../src/core/buffers.ts";
 
 const encoder = new TextEncoder();
 
@@ -20,9 +23,22 @@ const COPY_LOOP_MAX = 32;
 export class Out {
   buf: Uint8Array;
   pos = 0;
+  /** The native buffer `buf` views (an Out made with a cache), else undefined. */
+  native: NativeBuffer | undefined;
+  private readonly cache: BufferCache | undefined;
 
-  constructor(initialSize = 16 * 1024) {
-    this.buf = new Uint8Array(initialSize);
+  /**
+   * With `cache`, the bytes live in native memory taken from it (whole mappings: at least the
+   * cache's smallest class), so that the transport can send them in place (handOff).
+   */
+  constructor(initialSize = 16 * 1024, cache?: BufferCache) {
+    this.cache = cache;
+    if (cache === undefined) {
+      this.buf = new Uint8Array(initialSize);
+    } else {
+      this.native = cache.take(classBytes(cache, initialSize));
+      this.buf = this.native.bytes;
+    }
   }
 
   /** Makes room for `n` more bytes. */
@@ -30,9 +46,40 @@ export class Out {
     if (this.pos + n <= this.buf.length) return;
     let size = Math.max(this.buf.length * 2, 64);
     while (size < this.pos + n) size *= 2;
+    const cache = this.cache;
+    if (cache !== undefined) {
+      const next = cache.take(size);
+      copyBytes(next.bytes, 0, this.buf, 0, this.pos);
+      this.native!.release();
+      this.native = next;
+      this.buf = next.bytes;
+      return;
+    }
     const next = new Uint8Array(size);
     next.set(this.buf.subarray(0, this.pos));
     this.buf = next;
+  }
+
+  /**
+   * For an Out in native memory whose first `n` bytes the caller queued for sending in place
+   * (and copied out whatever came after them): gives up its buffer, which the caller releases
+   * (it goes back to the cache once sent), and goes on empty in a fresh buffer of the size `n`
+   * needed.
+   */
+  handOff(n: number): NativeBuffer {
+    const cache = this.cache!;
+    const given = this.native!;
+    this.native = cache.take(classBytes(cache, n));
+    this.buf = this.native.bytes;
+    this.pos = 0;
+    return given;
+  }
+
+  /** Gives the native buffer back (the Out is not used after this). */
+  close(): void {
+    if (this.native !== undefined && !this.native.isReleased) this.native.release();
+    this.buf = new Uint8Array(0);
+    this.pos = 0;
   }
 
   /** Appends pre-encoded bytes. */
@@ -134,4 +181,11 @@ export class Out {
   truncate(mark: number): void {
     this.pos = mark;
   }
+}
+
+/** The smallest whole mapping of `cache` that holds `n` bytes (a power of two). */
+function classBytes(cache: BufferCache, n: number): number {
+  let size = cache.minClassBytes;
+  while (size < n) size *= 2;
+  return size;
 }

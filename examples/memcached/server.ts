@@ -14,6 +14,7 @@ import type { Connection, Listener, ListenOptions, SocketAddress, UdpChannel } f
 import { Engine } from "./engine.ts";
 import { Session, Proto } from "./session.ts";
 import { Out } from "./out.ts";
+import { BufferCache, type NativeBuffer } from "../../src/core/buffers.ts";
 import type { Settings } from "./settings.ts";
 import type { StatsSink } from "./stats.ts";
 import { fillHoles } from "./router.ts";
@@ -21,6 +22,10 @@ import { lookahead } from "./lookahead.ts";
 
 /** Output bytes queued on a connection beyond which we wait for the peer to read. */
 const WRITE_HIGH_WATER = 1 << 20;
+/** An answer this large leaves from the shared buffer in place instead of being copied (Out.handOff). */
+const HANDOFF_MIN = 32 * 1024;
+/** Bytes of released response buffers a shard keeps mapped for reuse. */
+const OUT_CACHE_RETAIN = 8 * 1024 * 1024;
 /** Items the crawler checks per second (expired and flushed items are freed). */
 const CRAWL_PER_TICK = 2000;
 /** Hash buckets an expanding table migrates per second besides those moved by inserts (~0.2 ms). */
@@ -72,8 +77,13 @@ export class ShardServer {
   private udp: UdpChannel[] = [];
   private readonly conns = new Map<number, Conn>();
   private nextId = 1;
+  /**
+   * Native memory for the response buffer this shard's connections share: a large answer is
+   * sent from it in place (see answer()), and the buffer comes back here once sent.
+   */
+  private readonly outCache = new BufferCache({ retainBytes: OUT_CACHE_RETAIN });
   /** The response buffer this shard's connections share (Session.detachOut). */
-  private readonly sharedOut = new Out();
+  private readonly sharedOut = new Out(64 * 1024, this.outCache);
   private stopping = false;
   private draining: Promise<void> | undefined;
   private closed = false;
@@ -354,13 +364,29 @@ export class ShardServer {
       let p: Promise<void> | undefined;
       // Waiting for a value, stock sends nothing: what came after its last send point waits.
       const send = session.midValue ? session.keep : out.pos;
+      let given: NativeBuffer | undefined;
       if (send > 0) {
         stats.bytes_written += send;
-        const w = output.write(out.buf, 0, send);
+        let w: Promise<void>;
+        if (send >= HANDOFF_MIN && out.native !== undefined) {
+          // A large answer leaves in place, from the native buffer it was rendered in (the
+          // output pins it until the kernel took it); `out` goes on in a fresh one. Copying it
+          // into send memory cost as much as rendering it (a 60 KB value: ~25% of the CPU).
+          given = out.native;
+          w = output.write(given, 0, send);
+        } else {
+          w = output.write(out.buf, 0, send);
+        }
         if (output.buffered > WRITE_HIGH_WATER) p = w;
       }
       // What was sent is gone from `out`; `keep` counts from the new start (0).
       session.holdFrom(send);
+      if (given !== undefined) {
+        // holdFrom copied what came after `send` out: `out` is empty and takes a fresh buffer;
+        // the given one goes back to the cache once the kernel has sent it.
+        out.handOff(send);
+        given.release();
+      }
       session.attachOut();
       if (session.closeAfterWrite) throw STOP;
       return p;
@@ -559,6 +585,9 @@ export class ShardServer {
     if (this.closed) return;
     this.closed = true;
     this.engine.close();
+    // Buffers still queued on a connection being torn down go back (unmapped) once released.
+    this.sharedOut.close();
+    this.outCache.close();
   }
 
   private async drainNow(timeoutMs: number): Promise<void> {
