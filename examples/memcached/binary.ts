@@ -6,8 +6,8 @@
 import { murmur3 as hashKey } from "./hash.ts";
 import { NIL, Comm, CS, StoreResult, AllocError, DeltaResult } from "./store.ts";
 import { type Session, NreadKind } from "./session.ts";
-import { KEY_MAX_LENGTH } from "./text.ts";
-import { renderStats, type StatsSink } from "./stats.ts";
+import { delimiter, KEY_MAX_LENGTH } from "./text.ts";
+import { renderStats, resetAllStats, type StatsSink } from "./stats.ts";
 import { VERSION } from "./settings.ts";
 
 /** Bytes of a binary header. */
@@ -292,6 +292,8 @@ function binGetOrTouch(s: Session, buf: Uint8Array, ext: number, key: number, nk
   const stats = s.engine.stats;
   const hv = hashKey(buf, key, nkey);
   const ref = store.get(buf, key, nkey, hv, true);
+  // Stock records every get and touch, quiet or not, hit or miss (after the answer: same counts).
+  if (s.engine.settings.detailEnabled) s.engine.prefixStats.recordGet(buf, key, nkey, delimiter(s), ref !== NIL);
   if (ref !== NIL) {
     if (shouldTouch) store.setExptime(ref, s.engine.clock.realtimeU32(u32at(buf, ext)));
     const cls = store.clsid(ref) * CS.COUNT;
@@ -338,6 +340,8 @@ function binUpdate(s: Session, buf: Uint8Array, ext: number, key: number, nkey: 
   const exptime = s.engine.clock.realtimeU32(u32at(buf, ext + 4));
   const store = s.store;
   const hv = hashKey(buf, key, nkey);
+  // Before the item is allocated, as stock: a set that fails (too large, out of memory) counts.
+  if (s.engine.settings.detailEnabled) s.engine.prefixStats.recordSet(buf, key, nkey, delimiter(s));
   const ref = store.alloc(buf, key, nkey, flags, exptime, vlen + 2);
   if (ref === NIL) {
     if (store.allocError === AllocError.NO_MEMORY_READ) {
@@ -367,6 +371,7 @@ function binUpdate(s: Session, buf: Uint8Array, ext: number, key: number, nkey: 
 function binAppendPrepend(s: Session, buf: Uint8Array, key: number, nkey: number, vlen: number): void {
   const store = s.store;
   const hv = hashKey(buf, key, nkey);
+  if (s.engine.settings.detailEnabled) s.engine.prefixStats.recordSet(buf, key, nkey, delimiter(s));
   const ref = store.alloc(buf, key, nkey, 0, 0, vlen + 2);
   if (ref === NIL) {
     if (store.allocError === AllocError.TOO_LARGE) {
@@ -410,6 +415,7 @@ export function completeBinaryNread(s: Session): void {
 
 function binDelete(s: Session, buf: Uint8Array, key: number, nkey: number): void {
   const store = s.store;
+  if (s.engine.settings.detailEnabled) s.engine.prefixStats.recordDelete(buf, key, nkey, delimiter(s));
   const ref = store.get(buf, key, nkey, hashKey(buf, key, nkey), false);
   if (ref !== NIL) {
     if (s.binCas === 0 || s.binCas === store.cas(ref)) {
@@ -505,7 +511,7 @@ function binStat(s: Session, buf: Uint8Array, key: number, nkey: number): void {
     return;
   }
   if (sub.startsWith("reset")) {
-    s.engine.resetStats();
+    resetAllStats(s.engine); // stock's stats_reset, as text `stats reset` (prefix counters too)
     sink.end();
     return;
   }

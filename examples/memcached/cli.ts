@@ -402,12 +402,14 @@ function extended(cl: CommandLine, spec: string): void {
         s.hashAlgorithm = algo;
         break;
       }
+      case "track_sizes":
+        s.trackSizes = s.useCas ? "cas" : "nocas";
+        break;
       case "modern":
       case "no_modern":
       case "lru_maintainer":
       case "no_lru_maintainer":
       case "no_hashexpand":
-      case "track_sizes":
       case "no_inline_ascii_resp":
       case "inline_ascii_resp":
       case "drop_privileges":

@@ -121,6 +121,8 @@ export class Engine {
       memory: options.memory,
       clock: this.clock,
     });
+    // Stock starts the histogram while it reads its options, before any item (taking CAS id 1).
+    if (settings.trackSizes !== "") this.store.sizesInit(settings.trackSizes === "cas");
   }
 
   /**

@@ -13,7 +13,7 @@ import { copyBytes } from "../../src/core/bytes.ts";
 import type { Engine } from "./engine.ts";
 import { Out, ascii } from "./out.ts";
 import { NIL, type Store, Comm, Holds } from "./store.ts";
-import { continueGet, processTextLine } from "./text.ts";
+import { continueGet, metadumpStarts, processTextLine } from "./text.ts";
 import { processBinaryPacket, completeBinaryNread, BIN_HEADER } from "./binary.ts";
 import { completeTextNread } from "./text.ts";
 import { addHole, continueRoutedGet, routeBinary, routeText, UnitKind, type Hole } from "./router.ts";
@@ -160,6 +160,15 @@ export class Session {
   private reqs = 0;
   /** The last command completed was the one past the count (see counted). */
   private yielded = false;
+  /** A command began since the last send point (stock's resp_head: noreply ones count too). */
+  private respPending = false;
+  /**
+   * A metadump ran (see metadumpStarts): stock takes the connection back from its crawler
+   * waiting for new input, so the rest of this input waits in `stallBuf` (a copy) and runs
+   * with the next input that arrives; never, if none does.
+   */
+  private stalled = false;
+  private stallBuf: Uint8Array | null = null;
 
   // ---- text tokenizer output (stock's token_t array): starts/ends in `line`.
   line: Uint8Array = new Uint8Array(0);
@@ -347,6 +356,16 @@ export class Session {
     if (this.watching) return; // never read, as stock's logger connection
     if (this.countBytes) this.engine.stats.bytes_read += end - start;
     if (this.closing) return;
+    if (this.stallBuf !== null) {
+      const held = this.stallBuf;
+      this.stallBuf = null;
+      const joined = new Uint8Array(held.length + end - start);
+      joined.set(held);
+      joined.set(data.subarray(start, end), held.length);
+      data = joined;
+      start = 0;
+      end = joined.length;
+    }
     // Stock sends what it has whenever it runs out of input, except while a value is arriving.
     if (!this.midValue) this.flushPoint();
     this.newTurn();
@@ -359,6 +378,7 @@ export class Session {
         this.pend(data, pos, end);
         return;
       }
+      if (this.stalled) return this.stall(data, pos, end);
       if (this.carriedHead >= 0) {
         this.noteValueRoom(this.carriedHead, end - pos);
         this.carriedHead = -1;
@@ -369,9 +389,33 @@ export class Session {
       this.pend(data, stop, end);
       return;
     }
+    if (this.stalled) return this.stall(data, stop, end);
     if (stop < end && !this.closing) this.saveCarry(data, stop, end);
     // Out of input, stock transmits (and drops its references), unless a value is arriving.
-    if (!this.midValue) this.releaseHolds();
+    if (!this.midValue) this.outOfInput();
+  }
+
+  /**
+   * After a metadump: keeps `buf[pos..end)` for the next input (see `stalled`). Stock's crawler
+   * wrote the dump itself; the connection it gives back starts in conn_new_cmd, which spends
+   * one of the next event's count (as after a yield).
+   */
+  private stall(buf: Uint8Array, pos: number, end: number): void {
+    this.stalled = false;
+    if (pos < end && !this.closing) this.stallBuf = buf.slice(pos, end);
+    this.flushPoint();
+    this.reqs = 1;
+    this.yielded = true;
+  }
+
+  /**
+   * Out of input (not in a value): stock transmits what it has and drops its references. That
+   * transmission ends in conn_new_cmd, which spends one more of the event's count: a read
+   * whose commands used the count up exactly yields there (conn_yields), answers pending.
+   */
+  private outOfInput(): void {
+    if (this.respPending && this.reqs === this.engine.settings.reqsPerEvent && !this.closing) this.engine.stats.conn_yields++;
+    this.releaseHolds();
   }
 
   /**
@@ -401,9 +445,10 @@ export class Session {
         this.pend(buf, stop, end);
         return;
       }
+      if (this.stalled) return this.stall(buf, stop, end);
       if (stop < end && !this.closing) this.saveCarry(buf, stop, end);
     }
-    if (!this.midValue) this.releaseHolds();
+    if (!this.midValue) this.outOfInput();
   }
 
   /** A multiget handler stopped (PAUSE_BYTES rendered): `cont` is what resume() runs first. */
@@ -581,8 +626,10 @@ export class Session {
         this.noreply = false;
         const lineStart = pos;
         this.cmdsSinceFlush++;
+        this.respPending = true;
         this.processLine(buf, pos, nl);
         pos = nl + 1;
+        if (this.stalled) return pos; // (stock's conn_watch: no conn_new_cmd, not counted)
         // A command whose value follows completes (and counts) once the value is in; one that
         // closed the connection (garbage, an HTTP request) is not counted (stock: conn_closing).
         if (this.midValue) this.noteValueRoom(pos - lineStart, buf === this.carry ? -1 : end - pos);
@@ -601,6 +648,7 @@ export class Session {
         const need = BIN_HEADER + buf[pos + 4]! + ((buf[pos + 2]! << 8) | buf[pos + 3]!);
         if (end - pos < need) return pos;
         this.noreply = false;
+        this.respPending = true;
         const router = this.engine.router;
         if (router === null || !this.routing || !routeBinary(this, router, buf, pos, need, binaryBody(buf, pos) - (need - BIN_HEADER))) {
           processBinaryPacket(this, buf, pos);
@@ -624,6 +672,8 @@ export class Session {
     this.line = buf;
     this.lineEnd = end;
     this.tokenize(buf, start, end);
+    // (`l` first: the common commands pay one compare.)
+    if (this.pausable && this.ntokens === 4 && buf[this.tokS[0]!] === 108 && metadumpStarts(this, buf)) this.stalled = true;
     const router = this.engine.router;
     if (router !== null && this.routing && routeText(this, router, buf, start, nl + 1)) return;
     processTextLine(this, buf);
@@ -795,6 +845,7 @@ export class Session {
     if (++this.reqs > this.engine.settings.reqsPerEvent) {
       this.reqs = 1;
       this.yielded = true;
+      this.engine.stats.conn_yields++; // stock counts every yield (after sending what it has)
       this.flushPoint();
     } else {
       this.yielded = false;
@@ -857,6 +908,7 @@ export class Session {
 
   private markSent(): void {
     this.cmdsSinceFlush = 0;
+    this.respPending = false;
     this.keep = this.out.pos;
     this.keepHoles = this.holes.length;
   }

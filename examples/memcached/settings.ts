@@ -65,6 +65,11 @@ export interface Settings {
   /** Stats per key prefix (-D sets the delimiter and turns it on). */
   prefixDelimiter: string;
   detailEnabled: boolean;
+  /**
+   * `stats sizes` histogram on from the start (-o track_sizes); "cas" when CAS was still on as
+   * stock read that option (it takes a CAS id then, even if a later -C turns CAS off).
+   */
+  trackSizes: "" | "cas" | "nocas";
   /** LRU crawler on (-o lru_crawler / no_lru_crawler). */
   lruCrawler: boolean;
   /** Unix time of rel_time 0 (shared by every shard). */
@@ -105,6 +110,7 @@ export function defaultSettings(): Settings {
     slabChunkMax: 512 * 1024,
     prefixDelimiter: ":",
     detailEnabled: false,
+    trackSizes: "",
     lruCrawler: true,
     processStarted: Math.floor(Date.now() / 1000) - 62,
     pid: process.pid,

@@ -11,6 +11,7 @@ import type { Engine } from "./engine.ts";
 import type { Session } from "./session.ts";
 import { tokIs, tokStr } from "./text.ts";
 import { VERSION } from "./settings.ts";
+import { murmur3 } from "./hash.ts";
 
 /** Where stats lines go: text ("STAT k v") or binary packets. */
 export interface StatsSink {
@@ -52,6 +53,13 @@ function markListenersCounted(engine: Engine): void {
   if (marked.has(engine)) return;
   marked.add(engine);
   (engine.stats as unknown as Record<string, number>)[LISTENERS_COUNTED] = 1;
+}
+
+/** stock's stats_reset (text `stats reset`, binary STAT reset): counters and prefix stats. */
+export function resetAllStats(engine: Engine): void {
+  markListenersCounted(engine);
+  engine.resetStats();
+  engine.prefixStats.clear();
 }
 
 /** Takes a snapshot of an engine's counters. Cost: a few microseconds. */
@@ -104,6 +112,8 @@ export function merge(snaps: StatsSnapshot[]): StatsSnapshot {
     first[key].map((_, i) => snaps.reduce((a, s) => a + s[key][i]!, 0));
   const store = sum("store");
   store.hashPower = Math.max(...snaps.map((s) => s.store.hashPower!));
+  // One table as stock has one (every shard's is as large): not the sum.
+  store.hashBytes = Math.max(...snaps.map((s) => s.store.hashBytes!));
   return {
     thread: sum("thread"),
     store,
@@ -114,22 +124,41 @@ export function merge(snaps: StatsSnapshot[]): StatsSnapshot {
   };
 }
 
-/** Per-key-prefix counters (`stats detail`, -D). */
-export class PrefixStats {
-  private readonly prefixes = new Map<string, { get: number; hit: number; set: number; del: number }>();
+/** One prefix's counters (stock's PREFIX_STATS). */
+interface PrefixEntry {
+  prefix: string;
+  get: number;
+  hit: number;
+  set: number;
+  del: number;
+}
 
-  private find(buf: Uint8Array, off: number, len: number, delimiter: number): { get: number; hit: number; set: number; del: number } | null {
+/** Stock's PREFIX_HASH_SIZE. */
+const PREFIX_BUCKETS = 256;
+
+/**
+ * Per-key-prefix counters (`stats detail`, -D), kept as stock's stats_prefix.c keeps them: a
+ * table of 256 buckets by the prefix's hash (murmur3, stock's default hash_algorithm), each a
+ * chain with the newest prefix first, dumped bucket by bucket. Stock's lookup compares with
+ * strncmp(entry, key, length), so a key's prefix also matches an entry of the same bucket that
+ * merely starts with it ("a" counts under "a122" when both hash to one bucket): so here too.
+ */
+export class PrefixStats {
+  private readonly buckets: (PrefixEntry[] | undefined)[] = new Array(PREFIX_BUCKETS);
+
+  private find(buf: Uint8Array, off: number, len: number, delimiter: number): PrefixEntry | null {
     let n = 0;
     while (n < len && buf[off + n] !== delimiter && buf[off + n] !== 0) n++;
     if (n === len || buf[off + n] === 0) return null;
     let prefix = "";
     for (let i = 0; i < n; i++) prefix += String.fromCharCode(buf[off + i]!);
-    let p = this.prefixes.get(prefix);
-    if (!p) {
-      p = { get: 0, hit: 0, set: 0, del: 0 };
-      this.prefixes.set(prefix, p);
-    }
-    return p;
+    const h = murmur3(buf, off, n) % PREFIX_BUCKETS;
+    let chain = this.buckets[h];
+    if (chain === undefined) chain = this.buckets[h] = [];
+    for (const e of chain) if (e.prefix.startsWith(prefix)) return e;
+    const e = { prefix, get: 0, hit: 0, set: 0, del: 0 };
+    chain.unshift(e);
+    return e;
   }
 
   recordGet(buf: Uint8Array, off: number, len: number, delimiter: number, hit: boolean): void {
@@ -150,11 +179,14 @@ export class PrefixStats {
   /** stock's stats_prefix_dump text. */
   dump(): string {
     let s = "";
-    for (const [prefix, p] of this.prefixes) s += `PREFIX ${prefix} get ${p.get} hit ${p.hit} set ${p.set} del ${p.del}\r\n`;
+    for (const chain of this.buckets) {
+      if (chain === undefined) continue;
+      for (const p of chain) s += `PREFIX ${p.prefix} get ${p.get} hit ${p.hit} set ${p.set} del ${p.del}\r\n`;
+    }
     return s + "END\r\n";
   }
   clear(): void {
-    this.prefixes.clear();
+    this.buckets.fill(undefined);
   }
 }
 
@@ -167,9 +199,7 @@ export function processStats(s: Session, buf: Uint8Array): void {
   if (nt === 2) return renderStats(s, "", new TextSink(s));
   const sub = tokStr(s, buf, 1);
   if (sub === "reset") {
-    markListenersCounted(s.engine);
-    s.engine.resetStats();
-    s.engine.prefixStats.clear();
+    resetAllStats(s.engine);
     s.out.put(RESET);
     return;
   }
@@ -261,17 +291,31 @@ export function renderStats(s: Session, kind: string, sink: StatsSink, snaps?: S
       slabs(engine, snap, sink);
       break;
     case "sizes":
-      sink.add("sizes_status", "disabled");
+      sizes(engine, sink);
       break;
+    // stock's item_stats_sizes_enable / _disable: no END (text) or empty packet (binary) follows.
     case "sizes_enable":
-      sink.add("sizes_status", "error");
-      sink.add("sizes_error", "not_supported");
+      if (!engine.settings.useCas) {
+        sink.add("sizes_status", "error");
+        sink.add("sizes_error", "cas_support_disabled");
+      } else {
+        engine.store.sizesInit();
+        sink.add("sizes_status", "enabled");
+      }
       return;
     case "sizes_disable":
+      engine.store.sizesHist = null;
       sink.add("sizes_status", "disabled");
       return;
   }
   sink.end();
+}
+
+/** stock's item_stats_sizes: the nonzero 32-byte buckets of this shard's histogram. */
+function sizes(engine: Engine, sink: StatsSink): void {
+  const hist = engine.store.sizesHist;
+  if (hist === null) return sink.add("sizes_status", "disabled");
+  for (let i = 0; i < hist.length; i++) if (hist[i] !== 0) sink.add(String(i * 32), String(hist[i]));
 }
 
 function classSum(snap: StatsSnapshot, engine: Engine, slot: CS): number {
@@ -311,7 +355,8 @@ function general(engine: Engine, snap: StatsSnapshot, sink: StatsSink): void {
   add("read_buf_bytes", 0);
   add("read_buf_bytes_free", 0);
   add("read_buf_oom", 0);
-  add("reserved_fds", 0);
+  // Stock reserves 5 descriptors per worker thread (its event base and notify pipe).
+  add("reserved_fds", 5 * settings.threads);
   add("cmd_get", t.get_cmds!);
   add("cmd_set", classSum(snap, engine, CS.SET_CMDS));
   add("cmd_flush", t.flush_cmds!);
@@ -449,7 +494,7 @@ function settingsStats(engine: Engine, sink: StatsSink): void {
   add("watcher_logbuf_size", 262144);
   add("worker_logbuf_size", 65536);
   add("read_buf_mem_limit", 0);
-  add("track_sizes", "no");
+  add("track_sizes", engine.store.sizesHist !== null ? "yes" : "no");
   add("inline_ascii_response", "no");
   // Debian's 1.6.18 prints no drop_privileges (built without seccomp); no extstore or TLS
   // lines either (README: Differences).

@@ -322,6 +322,15 @@ export class Store {
   /** Chunk pages moved out of the way of a large item's run (not a stock stat: no client sees it). */
   pagesRelocated = 0;
 
+  /**
+   * `stats sizes` (stock's stats_sizes_hist, on with `stats sizes_enable` or -o track_sizes):
+   * linked items counted by ITEM_ntotal in 32-byte buckets, or null while off. Only items whose
+   * CAS is at least sizesCasMin count (linked since it was switched on), in and out, as stock
+   * counts them (a count can so wrap below 0: stock prints it as an unsigned int too).
+   */
+  sizesHist: Uint32Array | null = null;
+  private sizesCasMin = 0;
+
   /** Why the last alloc() returned NIL. */
   allocError: AllocError = AllocError.NONE;
   /** CAS of the item the last successful store/incr linked (stock's c->cas). */
@@ -564,6 +573,23 @@ export class Store {
   /** Stock's item_size_ok: would an item of this shape fit under -I? */
   sizeOk(nkey: number, flags: number, nbytes: number): boolean {
     return nbytes >= 2 && this.stockTotal(nkey, flags, nbytes) <= this.itemSizeMax;
+  }
+  /**
+   * stock's item_stats_sizes_init: switches the `stats sizes` histogram on (if off), taking a
+   * CAS id as the lowest that counts (`takeCas`: CAS is on, or was when -o track_sizes was read
+   * before a -C; items then have CAS 0 and none counts).
+   */
+  sizesInit(takeCas = this.useCas): void {
+    if (this.sizesHist !== null) return;
+    this.sizesHist = new Uint32Array(Math.floor(this.itemSizeMax / 32) + 1);
+    this.sizesCasMin = takeCas ? this.nextCas() : 0;
+  }
+  /** stock's item_stats_sizes_add / _remove (`by` +1 / -1). */
+  private sizesCount(ref: number, by: number): void {
+    const hist = this.sizesHist!;
+    if (this.sizesCasMin > this.cas(ref)) return;
+    const bucket = Math.ceil(this.ntotal(ref) / 32);
+    if (bucket < hist.length) hist[bucket]! += by;
   }
   /** The next CAS id (stock's get_cas_id). */
   nextCas(): number {
@@ -1252,6 +1278,7 @@ export class Store {
     this.currBytes += total;
     this.classStats[cls * CS.COUNT + CS.NUMBER]!++;
     this.classStats[cls * CS.COUNT + CS.MEM_REQUESTED]! += total;
+    if (this.sizesHist !== null) this.sizesCount(ref, 1);
     if (this.oldBuckets !== null) this.maintainHash(MIGRATE_PER_LINK);
     else if (this.currItems > (2 ** this.hashPowerNow * 3) / 2 && this.hashPowerNow < this.maxHashPower) this.startExpansion();
   }
@@ -1284,6 +1311,7 @@ export class Store {
     this.currBytes -= total;
     this.classStats[cls * CS.COUNT + CS.NUMBER]!--;
     this.classStats[cls * CS.COUNT + CS.MEM_REQUESTED]! -= total;
+    if (this.sizesHist !== null) this.sizesCount(ref, -1);
     this.mem[(ref << 3) + 28] = this.mem[(ref << 3) + 28]! & ~F_LINKED;
   }
 
@@ -1434,7 +1462,10 @@ export class Store {
       // In place, padded with spaces, as stock does when nobody else holds the item.
       for (let i = 0; i < res; i++) this.mem[voff + i] = digits.charCodeAt(i);
       for (let i = res; i < nb - 2; i++) this.mem[voff + i] = 32;
+      // Out of the sizes histogram and back in with the new CAS, as stock (it may count now).
+      if (this.sizesHist !== null) this.sizesCount(ref, -1);
       this.setCas(ref, this.useCas ? (this.casId += this.casStep) : 0);
+      if (this.sizesHist !== null) this.sizesCount(ref, 1);
       this.update(ref);
       this.deltaRef = ref;
       this.deltaReplaced = false;
@@ -1964,6 +1995,34 @@ export class Store {
     }
   }
 
+  /** A class's linked items from the LRU tail (oldest) to the head, as stock's crawler walks. */
+  *lruItemsFromTail(cls: number): Generator<number> {
+    let ref = this.lruTail[cls]!;
+    while (ref !== NIL) {
+      const prev = this.i32[ref << 1]!;
+      yield ref;
+      ref = prev;
+    }
+  }
+
+  /**
+   * Every linked item in hash table order (bucket by bucket, each chain from its head), as
+   * stock's assoc_iterate walks them for `lru_crawler metadump hash`. An expansion under way is
+   * finished first (stock's iterator waits for it).
+   */
+  *hashItems(): Generator<number> {
+    while (this.oldBuckets !== null) this.maintainHash(1 << 20);
+    const table = this.buckets;
+    for (let b = 0; b < table.length; b++) {
+      let ref = table[b]!;
+      while (ref !== NIL) {
+        const next = this.i32[(ref << 1) + 2]!;
+        yield ref;
+        ref = next;
+      }
+    }
+  }
+
   /** Age of a class's LRU tail (seconds since its last access), 0 if empty. */
   tailAge(cls: number): number {
     const t = this.lruTail[cls]!;
@@ -1975,9 +2034,12 @@ export class Store {
     return this.freeCount[cls]!;
   }
 
-  /** Bytes of the hash table. */
+  /**
+   * Bytes of the hash table as stock counts them (stats hash_bytes): a pointer (8 bytes) per
+   * bucket, both tables while one migrates to the other. (Ours are 4-byte indexes.)
+   */
   get hashBytes(): number {
-    return this.buckets.byteLength + (this.oldBuckets?.byteLength ?? 0);
+    return (this.buckets.length + (this.oldBuckets?.length ?? 0)) * 8;
   }
 }
 

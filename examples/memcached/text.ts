@@ -566,6 +566,23 @@ function processSlabs(s: Session, buf: Uint8Array): void {
   }
 }
 
+/**
+ * Whether the line (tokenized) is an `lru_crawler metadump` that stock starts: it then hands
+ * the connection to its crawler thread, which gives it back waiting for new input, so what
+ * followed the command in the same read waits until more arrives (Session.stalled).
+ */
+export function metadumpStarts(s: Session, buf: Uint8Array): boolean {
+  if (s.ntokens !== 4 || !tokIs(s, buf, 0, W_LRU_CRAWLER) || tokStr(s, buf, 1) !== "metadump") return false;
+  const settings = s.engine.settings;
+  const spec = tokStr(s, buf, 2);
+  return settings.lruCrawler && settings.dumpEnabled && !s.othersPending && parseClassList(spec, s.store.large) !== null && !noClassIds(spec);
+}
+
+/** A class list of no ids ("", ",", ",,"): stock's strtok finds nothing to crawl. */
+function noClassIds(spec: string): boolean {
+  return spec !== "all" && spec !== "hash" && spec.split(",").every((p) => p === "");
+}
+
 /** lru_crawler crawl|metadump|tocrawl|sleep|enable|disable */
 function processLruCrawler(s: Session, buf: Uint8Array): void {
   const nt = s.ntokens;
@@ -575,14 +592,17 @@ function processLruCrawler(s: Session, buf: Uint8Array): void {
     if (!settings.lruCrawler) return s.replyString("CLIENT_ERROR lru crawler disabled");
     if (sub === "metadump" && !settings.dumpEnabled) return s.replyString("ERROR metadump not allowed");
     if (sub === "metadump" && s.othersPending) return s.replyString("ERROR cannot pipeline other commands before metadump");
-    const classes = parseClassList(tokStr(s, buf, 2), s.store.large);
+    const spec = tokStr(s, buf, 2);
+    const classes = parseClassList(spec, s.store.large);
     if (classes === null) return s.replyString("BADCLASS invalid class id");
+    // A list without a class id (",") starts no crawler in stock.
+    if (noClassIds(spec)) return s.replyString("NOTSTARTED no items to crawl");
     if (sub === "crawl") {
       for (const c of classes) s.store.crawlClassNow(c);
       s.store.crawlerStarts++;
       return s.reply(OK);
     }
-    metadump(s, classes);
+    metadump(s, classes, spec === "hash");
     return;
   }
   if (nt === 4 && (sub === "tocrawl" || sub === "sleep")) {
@@ -621,25 +641,46 @@ function parseClassList(spec: string, large: number): number[] | null {
   return all;
 }
 
-/** lru_crawler metadump: one line per live item, URI-encoded keys, then END. */
-function metadump(s: Session, classes: number[]): void {
+/**
+ * lru_crawler metadump: one line per live item, URI-encoded keys, then END, in the order
+ * stock's crawler visits them: `hash` walks the hash table bucket by bucket (the same buckets
+ * as stock's: murmur3's low bits); a class list crawls every class's LRU from its tail, one
+ * item of each class in turn (class ids ascending), as stock's crawler thread takes one item
+ * per LRU per pass.
+ */
+function metadump(s: Session, classes: number[], hash: boolean): void {
   const store = s.store;
-  const now = store.clock.now;
-  const started = store.clock.processStarted;
-  for (const c of classes) {
-    for (const ref of store.lruItems(c)) {
-      const exp = store.exptime(ref);
-      if ((exp !== 0 && exp < now) || store.isFlushed(ref)) continue;
-      let key = "";
-      const ko = store.keyOffset(ref);
-      for (let i = 0; i < store.nkey(ref); i++) key += uriEncodeByte(store.mem[ko + i]!);
-      s.out.str(
-        `key=${key} exp=${exp === 0 ? -1 : exp + started} la=${store.time(ref) + started} cas=${store.cas(ref)} ` +
-          `fetch=${store.itFlags(ref) & 8 ? "yes" : "no"} cls=${store.clsid(ref)} size=${store.ntotal(ref)}\n`,
-      );
+  if (hash) {
+    for (const ref of store.hashItems()) metadumpLine(s, ref);
+  } else {
+    const walks = [...new Set(classes)].sort((a, b) => a - b).map((c) => store.lruItemsFromTail(c));
+    while (walks.length > 0) {
+      for (let i = 0; i < walks.length; ) {
+        const next = walks[i]!.next();
+        if (next.done) {
+          walks.splice(i, 1);
+          continue;
+        }
+        metadumpLine(s, next.value);
+        i++;
+      }
     }
   }
   s.out.put(END);
+}
+
+function metadumpLine(s: Session, ref: number): void {
+  const store = s.store;
+  const exp = store.exptime(ref);
+  if ((exp !== 0 && exp < store.clock.now) || store.isFlushed(ref)) return;
+  const started = store.clock.processStarted;
+  let key = "";
+  const ko = store.keyOffset(ref);
+  for (let i = 0; i < store.nkey(ref); i++) key += uriEncodeByte(store.mem[ko + i]!);
+  s.out.str(
+    `key=${key} exp=${exp === 0 ? -1 : exp + started} la=${store.time(ref) + started} cas=${store.cas(ref)} ` +
+      `fetch=${store.itFlags(ref) & 8 ? "yes" : "no"} cls=${store.clsid(ref)} size=${store.ntotal(ref)}\n`,
+  );
 }
 
 function uriEncodeByte(b: number): string {
