@@ -547,7 +547,7 @@ export function usage(): string {
    stock's tuning sub-options (tail_repair_time, lru_crawler_sleep, hot_lru_pct,
    slab_automove_ratio, sock_cookie_id, modern, ...) are accepted and ignored; slab_sizes,
    extstore (ext_*), TLS (ssl_*) and unknown sub-options are refused.
-Not supported (refused with a message): -d, -k/-r (accepted, no effect), -L, -S, -Z, -Y, -e, -N.
+Not supported (refused with a message): -d, -L, -S, -Z, -Y, -e, -N. Accepted with no effect: -k, -r.
 Arguments that are not options are ignored, as stock ignores them.
 `;
 }

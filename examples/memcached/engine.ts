@@ -5,7 +5,7 @@
  * one shard the engine is the whole server.
  */
 import { Clock } from "./clock.ts";
-import { Store, CS } from "./store.ts";
+import { Store, CS, PAGE_SIZE } from "./store.ts";
 import type { Settings } from "./settings.ts";
 import { PrefixStats, type StatsSink } from "./stats.ts";
 import type { Router } from "./router.ts";
@@ -93,6 +93,8 @@ export class Engine {
   readonly shardId: number;
   /** Server start (for uptime), rel_time. */
   readonly startedAt: number;
+  /** The largest limit cache_memlimit may set, for the whole server (memLimitMax of -m). */
+  private readonly limitMaxTotal: number;
 
   /**
    * @param settings server settings (every shard gets the same)
@@ -105,6 +107,7 @@ export class Engine {
     this.shards = options.shards ?? 1;
     this.shardId = options.shardId ?? 0;
     this.startedAt = this.clock.now;
+    this.limitMaxTotal = memLimitMax(settings.maxBytes);
     const share = Math.floor(settings.maxBytes / this.shards);
     this.store = new Store({
       maxBytes: share,
@@ -116,7 +119,8 @@ export class Engine {
       useCas: settings.useCas,
       casSeries: { index: this.shardId, count: this.shards },
       slabReassign: settings.slabReassign,
-      limitMaxBytes: Math.floor(memLimitMax(settings.maxBytes) / this.shards),
+      // Whole pages, rounded up: together the shards can take the whole ceiling.
+      limitMaxBytes: Math.ceil(memLimitMax(settings.maxBytes) / this.shards / PAGE_SIZE) * PAGE_SIZE,
       hashPower: settings.hashpowerInit,
       memory: options.memory,
       clock: this.clock,
@@ -130,8 +134,15 @@ export class Engine {
    * start (lowering the limit stops new pages from being counted). False when out of bounds.
    */
   adjustMemLimit(bytes: number): boolean {
-    const share = Math.floor(bytes / this.shards);
-    if (!this.store.setPageLimit(share)) return false;
+    // Whole pages, spread so that the shards' limits add up to the request (each shard rounding
+    // its own share down lost up to a page per shard, and let a limit past the ceiling through:
+    // 129 MB on -m 64 -t 2 was taken as 2 x 64). The check is the same on every shard, so all
+    // take the new limit or none does.
+    if (bytes > this.limitMaxTotal) return false;
+    const page = PAGE_SIZE;
+    const pages = Math.floor(bytes / page);
+    const share = Math.max(1, Math.floor(pages / this.shards) + (this.shardId < pages % this.shards ? 1 : 0));
+    if (!this.store.setPageLimit(share * page)) return false;
     this.settings.maxBytes = bytes;
     return true;
   }

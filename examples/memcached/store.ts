@@ -170,7 +170,7 @@ export interface StoreOptions {
   casSeries?: { index: number; count: number };
 }
 
-const PAGE_SIZE = 1024 * 1024;
+export const PAGE_SIZE = 1024 * 1024;
 /** What a page could be for a large item's window (findLargeWindow). */
 const PK_BLOCKED = 0;
 const PK_SPARE = 1;

@@ -208,4 +208,22 @@ describe("several shards", () => {
     expect(await text("cache_memlimit 48\r\n", "OK\r\n")).toBe("OK\r\n");
     expect(await text("stats\r\n")).toContain("STAT limit_maxbytes 50331648\r\n");
   });
+
+  test("cache_memlimit's ceiling is the whole server's (twice -m), as with one shard", async () => {
+    // -m 64 on 2 shards: each shard rounded its half down, so 129 MB passed as 2 x 64 pages.
+    const two = await startOurs(["-t", "2"]);
+    try {
+      const a = await exchange(two.port, b("cache_memlimit 129\r\ncache_memlimit 128\r\n"), { until: b("OK\r\n"), idleMs: 3000 });
+      expect(dec.decode(a.bytes)).toBe("MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\nOK\r\n");
+    } finally {
+      await two.stop();
+    }
+    // -m 64 on 3 shards: the same ceiling, taken whole (43 + 43 + 42 pages).
+    expect(await text("cache_memlimit 129\r\n", "\r\n")).toBe("MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n");
+    expect(await text("cache_memlimit 128\r\n", "\r\n")).toBe("OK\r\n");
+    expect(await text("stats\r\n")).toContain("STAT limit_maxbytes 134217728\r\n");
+    // 100 pages over 3 shards: 34 + 33 + 33, all of them usable.
+    expect(await text("cache_memlimit 100\r\n", "\r\n")).toBe("OK\r\n");
+    expect(await text("cache_memlimit 64\r\n", "\r\n")).toBe("OK\r\n");
+  });
 });
