@@ -880,18 +880,18 @@ const enc = (str: string): Uint8Array => {
   return u;
 };
 
-/** Concatenates "...END\r\n" answers into one, with one END. */
-function startsWith(a: Uint8Array, prefix: string): boolean {
-  if (a.length < prefix.length) return false;
-  for (let i = 0; i < prefix.length; i++) if (a[i] !== prefix.charCodeAt(i)) return false;
+function endsWith(a: Uint8Array, suffix: string): boolean {
+  if (a.length < suffix.length) return false;
+  for (let i = 0; i < suffix.length; i++) if (a[a.length - suffix.length + i] !== suffix.charCodeAt(i)) return false;
   return true;
 }
 
+/** Concatenates "...END\r\n" answers into one, with one END. */
 function mergeDumps(answers: Uint8Array[]): Uint8Array {
-  // Every shard has the same settings: a refusal (crawler disabled, dumps not allowed) is
-  // everyone's, and is sent once.
+  // Every shard has the same settings and classes: a refusal (crawler disabled, dumps not
+  // allowed, BADCLASS, NOTSTARTED: one line, no END) is everyone's, and is sent once.
   const first = answers[0];
-  if (first !== undefined && (startsWith(first, "CLIENT_ERROR") || startsWith(first, "ERROR"))) return first;
+  if (first !== undefined && !endsWith(first, "END\r\n")) return first;
   let text = "";
   for (const a of answers) {
     const t = dec.decode(a);
@@ -957,7 +957,7 @@ function mergePrefixDumps(answers: Uint8Array[]): Uint8Array {
 function routeStats(s: Session, r: Router, buf: Uint8Array, lineStart: number, lineNext: number): boolean {
   const nt = s.ntokens;
   const sub = nt === 2 ? "" : tokString(s, buf, 1);
-  if (sub === "reset" || (sub === "detail" && nt >= 4 && (tokString(s, buf, 2) === "on" || tokString(s, buf, 2) === "off"))) {
+  if (sub === "reset" || sub === "sizes_enable" || sub === "sizes_disable" || (sub === "detail" && nt >= 4 && (tokString(s, buf, 2) === "on" || tokString(s, buf, 2) === "off"))) {
     broadcastLine(s, r, buf, lineStart, lineNext);
     return false;
   }
@@ -969,7 +969,7 @@ function routeStats(s: Session, r: Router, buf: Uint8Array, lineStart: number, l
     gatherLine(s, r, buf, lineStart, lineNext, mergeConns);
     return true;
   }
-  if (sub !== "" && sub !== "items" && sub !== "slabs") return false;
+  if (sub !== "" && sub !== "items" && sub !== "slabs" && !(sub === "sizes" && nt === 3)) return false;
   const parts = askOthersForStats(r);
   const mine = snapshot(s.engine);
   s.holes.push({
@@ -1117,11 +1117,11 @@ function endsWithBinaryError(b: Uint8Array, from: number, to: number): boolean {
 function routeBinaryStats(s: Session, r: Router, buf: Uint8Array, pos: number, need: number, keylen: number): boolean {
   let sub = "";
   for (let i = 0; i < keylen; i++) sub += String.fromCharCode(buf[pos + 24 + i]!);
-  if (sub.startsWith("reset") || sub.startsWith("detail on") || sub.startsWith("detail off")) {
+  if (sub.startsWith("reset") || sub.startsWith("detail on") || sub.startsWith("detail off") || sub === "sizes_enable" || sub === "sizes_disable") {
     broadcastUnits(s, r, Proto.BINARY, buf, pos, pos + need);
     return false;
   }
-  if (sub !== "" && sub !== "items" && sub !== "slabs") return false;
+  if (sub !== "" && sub !== "items" && sub !== "slabs" && sub !== "sizes") return false;
   const opaque = ((buf[pos + 12]! << 24) | (buf[pos + 13]! << 16) | (buf[pos + 14]! << 8) | buf[pos + 15]!) >>> 0;
   const parts = askOthersForStats(r);
   const mine = snapshot(s.engine);

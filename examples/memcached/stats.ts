@@ -37,6 +37,8 @@ export interface StatsSnapshot {
   classPages: number[];
   freeChunks: number[];
   tailAge: number[];
+  /** `stats sizes`: [bucket, count, ...] of the nonzero buckets, or null while off. */
+  sizes: number[] | null;
 }
 
 /**
@@ -97,7 +99,28 @@ export function snapshot(engine: Engine): StatsSnapshot {
     classPages: Array.from(st.classPages),
     freeChunks,
     tailAge,
+    sizes: sizesOf(st.sizesHist),
   };
+}
+
+function sizesOf(hist: Uint32Array | null): number[] | null {
+  if (hist === null) return null;
+  const pairs: number[] = [];
+  for (let i = 0; i < hist.length; i++) if (hist[i] !== 0) pairs.push(i, hist[i]!);
+  return pairs;
+}
+
+/** Adds the shards' histograms (each a uint32 count, as stock's: a sum wraps as one would). */
+function mergeSizes(snaps: StatsSnapshot[]): number[] | null {
+  if (snaps.every((s) => s.sizes === null)) return null;
+  const sums = new Map<number, number>();
+  for (const s of snaps) {
+    const pairs = s.sizes ?? [];
+    for (let i = 0; i < pairs.length; i += 2) sums.set(pairs[i]!, ((sums.get(pairs[i]!) ?? 0) + pairs[i + 1]!) >>> 0);
+  }
+  const pairs: number[] = [];
+  for (const bucket of [...sums.keys()].sort((a, b) => a - b)) if (sums.get(bucket) !== 0) pairs.push(bucket, sums.get(bucket)!);
+  return pairs;
 }
 
 /** Sums snapshots (ages take the maximum). */
@@ -121,6 +144,7 @@ export function merge(snaps: StatsSnapshot[]): StatsSnapshot {
     classPages: addArr("classPages"),
     freeChunks: addArr("freeChunks"),
     tailAge: first.tailAge.map((_, i) => Math.max(...snaps.map((s) => s.tailAge[i]!))),
+    sizes: mergeSizes(snaps),
   };
 }
 
@@ -291,7 +315,7 @@ export function renderStats(s: Session, kind: string, sink: StatsSink, snaps?: S
       slabs(engine, snap, sink);
       break;
     case "sizes":
-      sizes(engine, sink);
+      sizes(snap, sink);
       break;
     // stock's item_stats_sizes_enable / _disable: no END (text) or empty packet (binary) follows.
     case "sizes_enable":
@@ -311,11 +335,11 @@ export function renderStats(s: Session, kind: string, sink: StatsSink, snaps?: S
   sink.end();
 }
 
-/** stock's item_stats_sizes: the nonzero 32-byte buckets of this shard's histogram. */
-function sizes(engine: Engine, sink: StatsSink): void {
-  const hist = engine.store.sizesHist;
-  if (hist === null) return sink.add("sizes_status", "disabled");
-  for (let i = 0; i < hist.length; i++) if (hist[i] !== 0) sink.add(String(i * 32), String(hist[i]));
+/** stock's item_stats_sizes: the nonzero 32-byte buckets of the histogram (every shard's, summed). */
+function sizes(snap: StatsSnapshot, sink: StatsSink): void {
+  const pairs = snap.sizes;
+  if (pairs === null) return sink.add("sizes_status", "disabled");
+  for (let i = 0; i < pairs.length; i += 2) sink.add(String(pairs[i]! * 32), String(pairs[i + 1]));
 }
 
 function classSum(snap: StatsSnapshot, engine: Engine, slot: CS): number {

@@ -209,6 +209,21 @@ describe("several shards", () => {
     expect(await text("stats\r\n")).toContain("STAT limit_maxbytes 50331648\r\n");
   });
 
+  test("stats sizes_enable reaches every shard and stats sizes sums them; a refused metadump is one line", async () => {
+    expect(await text("stats sizes_enable\r\n", "\r\n")).toBe("STAT sizes_status enabled\r\n");
+    let req = "";
+    for (let i = 0; i < 60; i++) req += `set sz${i} 0 0 10\r\n0123456789\r\n`;
+    await text(req + "mn\r\n", "MN\r\n");
+    const sizes = await text("stats sizes\r\n");
+    let total = 0;
+    for (const m of sizes.matchAll(/STAT (\d+) (\d+)\r\n/g)) total += Number(m[2]);
+    // Every shard counted its own (before, only this connection's shard was enabled and asked).
+    expect(total).toBe(60);
+    expect(await text("stats sizes_disable\r\n", "\r\n")).toBe("STAT sizes_status disabled\r\n");
+    expect(await text("stats sizes\r\n")).toBe("STAT sizes_status disabled\r\nEND\r\n");
+    expect(await text("lru_crawler metadump 99\r\n", "\r\n")).toBe("BADCLASS invalid class id\r\n");
+  });
+
   test("cache_memlimit's ceiling is the whole server's (twice -m), as with one shard", async () => {
     // -m 64 on 2 shards: each shard rounded its half down, so 129 MB passed as 2 x 64 pages.
     const two = await startOurs(["-t", "2"]);
