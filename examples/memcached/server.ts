@@ -9,7 +9,7 @@
 import { chmodSync, lstatSync, unlinkSync } from "node:fs";
 import { CString, dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
 import { SystemError, Timer, maybeYield, sleep } from "../../src/index.ts";
-import { bindUdp, formatAddress, listen, parseAddress } from "../../src/net/index.ts";
+import { bindUdp, configureNet, formatAddress, listen, parseAddress } from "../../src/net/index.ts";
 import type { Connection, Listener, ListenOptions, SocketAddress, UdpChannel } from "../../src/net/index.ts";
 import { Engine } from "./engine.ts";
 import { Session, Proto } from "./session.ts";
@@ -25,7 +25,7 @@ const WRITE_HIGH_WATER = 1 << 20;
 /** An answer this large leaves from the shared buffer in place instead of being copied (Out.handOff). */
 const HANDOFF_MIN = 32 * 1024;
 /** Bytes of released response buffers a shard keeps mapped for reuse. */
-const OUT_CACHE_RETAIN = 8 * 1024 * 1024;
+const OUT_CACHE_RETAIN = 2 * 1024 * 1024;
 /** Items the crawler checks per second (expired and flushed items are freed). */
 const CRAWL_PER_TICK = 2000;
 /** Hash buckets an expanding table migrates per second besides those moved by inserts (~0.2 ms). */
@@ -118,6 +118,11 @@ export class ShardServer {
    * bound. With -s only the Unix socket, on shard 0 (one file, one listener).
    */
   start(): void {
+    // Answers sent in place are native buffers, which the stack would send with zero-copy
+    // (SEND_ZC) from 64 KiB: pages pinned until the peer's kernel let go of them, a second
+    // completion per send, and nothing saved where the kernel copies anyway (a client on this
+    // host). Stock sends plainly too.
+    configureNet({ zeroCopySendMin: Infinity });
     const s = this.settings;
     const unixPath = s.unixSocket;
     if (unixPath !== null) {
