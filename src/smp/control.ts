@@ -3,6 +3,7 @@
  * a shard gone) sent with postMessage. The data plane, every cross-shard call, uses the rings.
  * Also holds what the shard entry and app() hand each other inside a Worker.
  */
+import { inspect } from "node:util";
 import type { LoopOptions } from "../core/loop.ts";
 import type { ShardInit } from "./runtime.ts";
 
@@ -73,7 +74,9 @@ export function errorInfo(err: unknown, depth = 0): ErrorInfo {
       }
       return info;
     }
-    return { name: "Error", message: `a thrown ${typeof err}: ${String(err)}` };
+    // An object is shown inspected (String() of a plain object said only "[object Object]").
+    const shown = typeof err === "object" && err !== null ? inspect(err, { depth: 2, breakLength: Infinity }) : String(err);
+    return { name: "Error", message: `a thrown ${typeof err}: ${shown.length > 500 ? `${shown.slice(0, 500)}...` : shown}` };
   } catch {
     return { name: "Error", message: `a thrown ${typeof err} that cannot be described` };
   }

@@ -6,6 +6,7 @@
  * with its registry's signature. "go" runs main on shard 0. Uncaught errors are reported to
  * the supervisor with their stack before the Worker exits.
  */
+import { describeValue } from "../core/describe.ts";
 import { configureLoop } from "../core/loop.ts";
 import { loopState } from "../core/scheduler.ts";
 import { native } from "../core/native.ts";
@@ -78,7 +79,8 @@ async function init(msg: Extract<ToShard, { type: "init" }>): Promise<void> {
 function exitCodeOf(value: unknown): number {
   if (value === undefined || value === null) return 0;
   if (typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= 255) return value;
-  console.error(`main returned ${typeof value === "string" ? JSON.stringify(value) : String(value)}, not an exit code 0..255: exiting with 1`);
+  // describeValue: a bigint 5n read "main returned 5, not an exit code".
+  console.error(`main returned ${describeValue(value)}, not an exit code 0..255: exiting with 1`);
   return 1;
 }
 

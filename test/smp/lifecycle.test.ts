@@ -155,6 +155,15 @@ describe("a shard that fails", () => {
     expect(stoppedLines(run.stdout)).toEqual([0, 1]);
   });
 
+  test("main returns a bigint or throws a plain object: both named as they are", async () => {
+    const big = await runApp(FIXTURE, [...smpArgs(2), "--scenario", "main-returns-bigint"], { timeoutMs: 30_000 });
+    expect(big.code).toBe(1);
+    expect(big.stderr).toContain("main returned 5n, not an exit code 0..255");
+    const obj = await runApp(FIXTURE, [...smpArgs(2), "--scenario", "main-throws-object"], { timeoutMs: 30_000 });
+    expect(obj.code).toBe(1);
+    expect(obj.stderr).toContain("a thrown object: { why: 'plain', n: 1 }");
+  });
+
   for (const code of ["-1", "256"]) {
     test(`main returns ${code}, which is no exit code: reported, exit 1 (the kernel's low 8 bits would say 0)`, async () => {
       const run = await runApp(FIXTURE, [...smpArgs(2), "--scenario", "main-returns", `--code=${code}`], { timeoutMs: 30_000 });
