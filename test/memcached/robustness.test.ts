@@ -80,7 +80,10 @@ describe("bad input", () => {
     }
     await healthy(server.port);
     const grown = rssMiB(server.proc.pid) - before;
-    expect(grown).toBeLessThan(64);
+    // 256 MB of requests: unbounded buffering would show hundreds of MiB. What a bounded server
+    // grows by depends on when JavaScriptCore collects (measured 10-57 MiB over 8 runs, before and
+    // after this session's changes alike, and 89 once in CI).
+    expect(grown).toBeLessThan(128);
     s.destroy();
     await healthy(server.port);
   }, 60_000);
