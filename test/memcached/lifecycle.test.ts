@@ -22,9 +22,19 @@ describe("graceful SIGTERM", () => {
     idle.on("close", () => (idleClosed = true));
     idle.on("error", () => {});
     await new Promise<void>((r) => idle.once("connect", () => r()));
+    // Both connections answered once before the signal: accepted by the server, not still in the
+    // kernel's backlog, which closing the listener drops (stock's too). Without this the busy
+    // one now and then closed with nothing answered.
+    const answered = (sock: net.Socket): Promise<void> =>
+      new Promise<void>((r) => {
+        sock.once("data", () => r());
+        sock.write("version\r\n");
+      });
+    await answered(idle);
 
     const busy = net.connect(server.port, "127.0.0.1");
     await new Promise<void>((r) => busy.once("connect", () => r()));
+    await answered(busy);
     let answer = "";
     let busyClosed = false;
     busy.on("data", (d) => (answer += d.toString("latin1")));
