@@ -139,10 +139,9 @@ export class Engine {
     // 129 MB on -m 64 -t 2 was taken as 2 x 64). The check is the same on every shard, so all
     // take the new limit or none does.
     if (bytes > this.limitMaxTotal) return false;
-    const page = PAGE_SIZE;
-    const pages = Math.floor(bytes / page);
+    const pages = Math.floor(bytes / PAGE_SIZE);
     const share = Math.max(1, Math.floor(pages / this.shards) + (this.shardId < pages % this.shards ? 1 : 0));
-    if (!this.store.setPageLimit(share * page)) return false;
+    if (!this.store.setPageLimit(share * PAGE_SIZE)) return false;
     this.settings.maxBytes = bytes;
     return true;
   }

@@ -119,7 +119,7 @@ function mergeSizes(snaps: StatsSnapshot[]): number[] | null {
     for (let i = 0; i < pairs.length; i += 2) sums.set(pairs[i]!, ((sums.get(pairs[i]!) ?? 0) + pairs[i + 1]!) >>> 0);
   }
   const pairs: number[] = [];
-  for (const bucket of [...sums.keys()].sort((a, b) => a - b)) if (sums.get(bucket) !== 0) pairs.push(bucket, sums.get(bucket)!);
+  for (const [bucket, count] of [...sums].sort((a, b) => a[0] - b[0])) if (count !== 0) pairs.push(bucket, count);
   return pairs;
 }
 

@@ -179,6 +179,16 @@ describe("closing requests", () => {
       "GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n",
       "GET / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
       "GET / HTTP/1.1\r\nContent-Length:\r\n\r\n",
+      // Methods and header names are tokens; the target has no control bytes (these got 200).
+      "G<T / HTTP/1.1\r\n\r\n",
+      "GET\x00 / HTTP/1.1\r\n\r\n",
+      "GET /a\x00b HTTP/1.1\r\n\r\n",
+      "GET /a\x7fb HTTP/1.1\r\n\r\n",
+      "GET /a\tb HTTP/1.1\r\n\r\n",
+      "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+      "GET / HTTP/1.1\r\nX\x00Y: z\r\n\r\n",
+      "GET / HTTP/1.1\r\n(x): y\r\n\r\n",
+      "GET / HTTP/1.1\r\nContent Length: 5\r\n\r\nhello",
     ];
     for (const request of bad) {
       const r = await talk(request);
@@ -188,23 +198,7 @@ describe("closing requests", () => {
   }, 60_000);
 });
 
-test("a method or header name that is not a token, or a control byte in the target, gets 400 (they were answered 200)", async () => {
-  const bad = [
-    "G<T / HTTP/1.1\r\n\r\n",
-    "GET\x00 / HTTP/1.1\r\n\r\n",
-    "GET /a\x00b HTTP/1.1\r\n\r\n",
-    "GET /a\x7fb HTTP/1.1\r\n\r\n",
-    "GET /a\tb HTTP/1.1\r\n\r\n",
-    "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
-    "GET / HTTP/1.1\r\nX\x00Y: z\r\n\r\n",
-    "GET / HTTP/1.1\r\n(x): y\r\n\r\n",
-    "GET / HTTP/1.1\r\nContent Length: 5\r\n\r\nhello",
-  ];
-  for (const request of bad) {
-    const r = await talk(request);
-    expect({ request, statuses: statuses(r.text), end: r.end }).toEqual({ request, statuses: ["400"], end: "fin" });
-  }
-  // Unknown but well-formed methods and names, and bytes past ASCII in the target, are served.
+test("unknown but well-formed methods and header names, and bytes past ASCII in the target, are served", async () => {
   const ok = await talk("PURGE /caf\u00e9 HTTP/1.1\r\nX-Odd_Name!#$%&'*+.^`|~: v\r\n\r\n", { until: (t) => t.endsWith("Hello, World!") });
   expect(statuses(ok.text)).toEqual(["200"]);
 }, 30_000);
