@@ -10,7 +10,7 @@
 import { app } from "../../src/app/index.ts";
 import { sharded, thisShard } from "../../src/smp/index.ts";
 import { ShoalError } from "../../src/core/errors.ts";
-import { serve, formatAddress, parseAddress, type Connection, type Listener } from "../../src/net/index.ts";
+import { serve, formatAddress, parseAddress, type Connection, type Server } from "../../src/net/index.ts";
 
 /** Output bytes queued before the handler waits for them to drain (the connections' writeHighWater). */
 const HIGH_WATER = 256 * 1024;
@@ -29,20 +29,24 @@ async function echo(c: Connection): Promise<void> {
 
 /** One echo listener per shard. */
 class EchoShard {
-  private readonly listener: Listener;
+  private readonly server: Server;
 
   constructor(host: string, port: number, idleTimeoutMs: number) {
-    this.listener = serve({ host, port }, echo, { idleTimeoutMs, backlog: 4096, writeHighWater: HIGH_WATER });
+    this.server = serve({ host, port }, echo, { idleTimeoutMs, backlog: 4096, writeHighWater: HIGH_WATER });
   }
 
   /** The address this shard listens on. */
   address(): string {
-    return `shard ${thisShard()}: ${formatAddress(this.listener.localAddress)}`;
+    return `shard ${thisShard()}: ${formatAddress(this.server.localAddress)}`;
   }
 
-  /** Stops accepting. Open connections are not waited for: they end when the shard exits, right after. */
+  /**
+   * Stops accepting; every open connection echoes what its client had sent (received, or still
+   * arriving within 100 ms), then closes once that is flushed. Connections still open after
+   * 5 s (a client that does not read its echo) are reset.
+   */
   async stop(): Promise<void> {
-    await this.listener.close();
+    await this.server.drain();
   }
 }
 

@@ -8,7 +8,8 @@
  * - a request with a body (Content-Length > 0) gets 413, Transfer-Encoding gets 501: a body
  *   would otherwise be parsed as further requests;
  * - a request line that is not "METHOD target HTTP/1.x" (the method a token, the target without
- *   spaces or control bytes), or a malformed header line (its name not a token), gets 400;
+ *   spaces or control bytes), a malformed header line (its name not a token), and an HTTP/1.1
+ *   request without exactly one Host field with a valid value (RFC 9112 3.2), get 400;
  * - a head over 8 KiB gets 431; a head not complete within --header-timeout-ms (default 10 s)
  *   of its first byte gets 408 (a client trickling one forever would hold its connection);
  * - lines may end in LF alone as well as CRLF (RFC 9112 2.2 allows it, and many servers do);
@@ -25,7 +26,7 @@ import { app } from "../../src/app/index.ts";
 import { Timer } from "../../src/core/timer.ts";
 import { sharded } from "../../src/smp/index.ts";
 import { ShoalError } from "../../src/core/errors.ts";
-import { CONSUME_ALL, needBytes, parseAddress, serve, type Connection, type Listener } from "../../src/net/index.ts";
+import { CONSUME_ALL, needBytes, parseAddress, serve, type Connection, type Server } from "../../src/net/index.ts";
 
 const encoder = new TextEncoder();
 const BODY = "Hello, World!";
@@ -60,10 +61,11 @@ const F_HTTP10 = 2;
 const F_CLOSE = 4; // Connection: close
 const F_KEEP_ALIVE = 8; // Connection: keep-alive
 const F_HEAD = 16; // the method is HEAD
-const F_BAD = 32;
-const F_BODY = 64;
-const F_CODING = 128;
-const F_TOO_LARGE = 256;
+const F_HOST = 32; // a Host field was read
+const F_BAD = 64;
+const F_BODY = 128;
+const F_CODING = 256;
+const F_TOO_LARGE = 512;
 
 const LF = 10;
 const CR = 13;
@@ -74,6 +76,7 @@ const COMMA = 44;
 const CONTENT_LENGTH = encoder.encode("content-length");
 const CONNECTION = encoder.encode("connection");
 const TRANSFER_ENCODING = encoder.encode("transfer-encoding");
+const HOST = encoder.encode("host");
 const CLOSE = encoder.encode("close");
 const KEEP_ALIVE = encoder.encode("keep-alive");
 
@@ -81,6 +84,12 @@ const KEEP_ALIVE = encoder.encode("keep-alive");
 const TCHAR = new Uint8Array(256);
 for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TCHAR[c.charCodeAt(0)] = 1;
 const DEL = 127;
+/**
+ * 1 for the bytes a Host value may hold (RFC 3986 authority without userinfo: reg-name or IP
+ * literal, and a port): unreserved, sub-delims, '%', ':', '[' and ']'.
+ */
+const HOSTCHAR = new Uint8Array(256);
+for (const c of "-._~!$&'()*+,;=%:[]0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") HOSTCHAR[c.charCodeAt(0)] = 1;
 
 /** v[s, e) equals `word` (lower case), letters compared without case. */
 function sameWord(v: Uint8Array, s: number, e: number, word: Uint8Array): boolean {
@@ -130,8 +139,18 @@ function headerLine(v: Uint8Array, s: number, e: number): number {
     if (sameWord(v, s, colon, CONNECTION)) return connection(v, colon + 1, e);
   } else if (lower === 116 && sameWord(v, s, colon, TRANSFER_ENCODING)) {
     return F_CODING;
+  } else if (lower === 104 && sameWord(v, s, colon, HOST)) {
+    return host(v, colon + 1, e);
   }
   return 0;
+}
+
+/** Host value v[s, e): F_HOST, or F_BAD for bytes no authority holds (it may be empty: RFC 9112 3.2). */
+function host(v: Uint8Array, s: number, e: number): number {
+  while (s < e && (v[s] === SP || v[s] === HTAB)) s++;
+  while (e > s && (v[e - 1] === SP || v[e - 1] === HTAB)) e--;
+  for (let i = s; i < e; i++) if (HOSTCHAR[v[i]!] !== 1) return F_BAD;
+  return F_HOST;
 }
 
 /** Content-Length value v[s, e): digits only; F_BODY unless zero. */
@@ -234,13 +253,17 @@ async function http(c: Connection, headerTimeoutMs: number): Promise<void> {
             end = lf + 1;
             break;
           }
-          flags |= headerLine(v, line, lineEnd);
+          const field = headerLine(v, line, lineEnd);
+          // A second Host line is malformed (RFC 9112 3.2).
+          flags |= field & flags & F_HOST ? F_BAD : field;
         } else if (lineEnd > line) {
           flags |= requestLine(v, line, lineEnd);
         } // else an empty line before the request line: skipped (RFC 9112 2.2)
         at = line = lf + 1;
       }
       if (flags < F_BAD && end < 0 && v.length - pos >= MAX_HEAD_BYTES) flags |= F_TOO_LARGE;
+      // An HTTP/1.1 request without a Host field gets 400 (RFC 9112 3.2: a server MUST).
+      if (end >= 0 && (flags & (F_HTTP10 | F_HOST)) === 0) flags |= F_BAD;
       if (flags >= F_BAD) {
         void output.write(
           flags & F_TOO_LARGE ? HEAD_TOO_LARGE : flags & F_BAD ? BAD_REQUEST : flags & F_CODING ? CODING_REFUSED : BODY_REFUSED,
@@ -300,13 +323,17 @@ async function http(c: Connection, headerTimeoutMs: number): Promise<void> {
 
 /** One listener per shard on the shared port. */
 class HttpShard {
-  private readonly listener: Listener;
+  private readonly server: Server;
   constructor(host: string, port: number, headerTimeoutMs: number) {
     // Idle keep-alive connections are dropped after 30 s; unfinished heads after headerTimeoutMs.
-    this.listener = serve({ host, port }, (c) => http(c, headerTimeoutMs), { backlog: 4096, idleTimeoutMs: 30_000 });
+    this.server = serve({ host, port }, (c) => http(c, headerTimeoutMs), { backlog: 4096, idleTimeoutMs: 30_000 });
   }
+  /**
+   * Stops accepting; every connection answers the requests its client had sent (received, or
+   * arriving within 100 ms), then closes once the answers are flushed; after 5 s the rest are reset.
+   */
   async stop(): Promise<void> {
-    await this.listener.close();
+    await this.server.drain();
   }
 }
 

@@ -3,9 +3,11 @@
  * stack (kernel sockets on io_uring) unless setNetworkStack chose another.
  */
 import { InvalidArgumentError, ShoalError } from "../core/errors.ts";
+import { sleep, Timer } from "../core/timer.ts";
+import type { SocketAddress } from "./address.ts";
 import type { AddressInput } from "./address.ts";
 import { posixStack, type PosixStackOptions } from "./posix/stack.ts";
-import type { Connection, ConnectOptions, Listener, ListenOptions, NetStats, NetworkStack, UdpChannel, UdpOptions } from "./types.ts";
+import type { Connection, ConnectOptions, Listener, ListenOptions, NetStats, NetworkStack, SignalOptions, UdpChannel, UdpOptions } from "./types.ts";
 
 let current: NetworkStack | undefined;
 
@@ -87,19 +89,124 @@ function defaultOnError(error: unknown): void {
   console.error("shoal: connection handler failed:", error);
 }
 
+/** Server.drain() options. */
+export interface DrainOptions {
+  /**
+   * How long requests already on their way get to arrive before every connection's input is
+   * shut (milliseconds, default 100): a client's bytes sent just before the stop still count.
+   */
+  graceMs?: number;
+  /** How long handlers get to finish after that; the connections left are reset (default 5000). */
+  timeoutMs?: number;
+}
+
+/** What serve() returns: its listener, plus a graceful stop for the connections it runs. */
+export interface Server extends Listener {
+  /** Handlers running now (their connections not yet closed). */
+  readonly active: number;
+  /**
+   * Graceful stop: closes the listener, waits `graceMs`, then shuts every connection's input
+   * keeping what was received (shutdownInput({ keepReceived: true })): each handler reads the
+   * rest of what its client sent, answers it, sees end of stream and returns, and serve()
+   * closes the connection after its output is flushed. Resolves once every handler has finished
+   * and its connection closed, or after `timeoutMs`, with the connections still open reset (a
+   * handler still running then is not waited for; its socket operations fail from then on).
+   * Idempotent: later calls return the first call's promise. Throws InvalidArgumentError for bad
+   * options.
+   */
+  drain(options?: DrainOptions): Promise<void>;
+}
+
+/** One serve(): the listener's API, delegated, and the connections its handlers run. */
+class ServeServer implements Server {
+  /** Connections whose handler (and close) has not finished, with the promise that says when. */
+  readonly running = new Map<Connection, Promise<void>>();
+  draining: Promise<void> | undefined;
+
+  constructor(readonly listener: Listener) {}
+
+  get localAddress(): SocketAddress {
+    return this.listener.localAddress;
+  }
+  get connections(): number {
+    return this.listener.connections;
+  }
+  get active(): number {
+    return this.running.size;
+  }
+  accept(opts?: SignalOptions): Promise<Connection> {
+    return this.listener.accept(opts);
+  }
+  abortAccept(): void {
+    this.listener.abortAccept();
+  }
+  close(): Promise<void> {
+    return this.listener.close();
+  }
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.listener.close();
+  }
+  [Symbol.asyncIterator](): AsyncIterator<Connection> {
+    return this.listener[Symbol.asyncIterator]();
+  }
+
+  drain(options?: DrainOptions): Promise<void> {
+    if (options !== undefined && (typeof options !== "object" || options === null)) {
+      throw new InvalidArgumentError(`drain: options must be an object, got ${String(options)}`);
+    }
+    const graceMs = msOption("graceMs", options?.graceMs, 100);
+    const timeoutMs = msOption("timeoutMs", options?.timeoutMs, 5000);
+    this.draining ??= this.drainNow(graceMs, timeoutMs);
+    return this.draining;
+  }
+
+  private async drainNow(graceMs: number, timeoutMs: number): Promise<void> {
+    await this.listener.close();
+    if (this.running.size === 0) return;
+    if (graceMs > 0) await sleep(graceMs);
+    // A connection accepted after this point cannot exist (the listener is closed); run() shuts
+    // the input of any that started while the grace ran, since `draining` is set.
+    for (const c of this.running.keys()) c.shutdownInput({ keepReceived: true });
+    if (this.running.size === 0) return;
+    // Handlers that have not finished by the deadline get their connections reset; drain()
+    // does not wait for them further (one may be stuck on something other than its socket).
+    let expire!: () => void;
+    const expired = new Promise<void>((resolve) => (expire = resolve));
+    const timer = new Timer(() => {
+      for (const c of this.running.keys()) c.reset();
+      expire();
+    }).arm(timeoutMs);
+    try {
+      await Promise.race([Promise.allSettled(this.running.values()), expired]);
+    } finally {
+      timer.cancel();
+    }
+  }
+}
+
+function msOption(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+    throw new InvalidArgumentError(`drain: ${name} must be a finite number of milliseconds >= 0, got ${String(value)}`);
+  }
+  return value;
+}
+
 /**
  * Listens on `address` and runs `handler` for every connection, concurrently. A handler that
  * returns ends its connection gracefully (close()); one that throws gets it reset and its
  * error passed to `onError`. Nothing a handler or a peer does becomes an unhandled rejection.
- * Returns the listener: close() it to stop accepting (open connections keep running).
+ * Returns the listener as a Server: close() it to stop accepting (open connections keep
+ * running), or drain() it to stop gracefully (connections answer what they received, then close).
  */
-export function serve(address: AddressInput, handler: (connection: Connection) => unknown, options?: ServeOptions): Listener {
+export function serve(address: AddressInput, handler: (connection: Connection) => unknown, options?: ServeOptions): Server {
   if (typeof handler !== "function") throw new InvalidArgumentError("serve: handler must be a function");
   const onError = options?.onError ?? defaultOnError;
   if (typeof onError !== "function") throw new InvalidArgumentError("serve: onError must be a function");
-  const listener = (options?.stack ?? networkStack()).listen(address, options);
+  const server = new ServeServer((options?.stack ?? networkStack()).listen(address, options));
   const run = async (c: Connection) => {
     try {
+      if (server.draining !== undefined) c.shutdownInput({ keepReceived: true });
       await handler(c);
       await c.close();
     } catch (e) {
@@ -109,10 +216,14 @@ export function serve(address: AddressInput, handler: (connection: Connection) =
       } catch {
         // onError must not throw; if it does, the error has nowhere else to go.
       }
+    } finally {
+      server.running.delete(c);
     }
   };
   void (async () => {
-    for await (const c of listener) void run(c);
+    // run() starts a microtask later, so that it is in `running` before its finally removes it
+    // (a handler that throws at once would otherwise settle first and stay listed).
+    for await (const c of server.listener) server.running.set(c, Promise.resolve(c).then(run));
   })().catch((e) => defaultOnError(e));
-  return listener;
+  return server;
 }

@@ -3,7 +3,7 @@
  * src/index.ts re-exports everything here.
  */
 export { listen, connect, bindUdp, serve, netStats, configureNet, networkStack, setNetworkStack } from "./api.ts";
-export type { ServeOptions } from "./api.ts";
+export type { DrainOptions, ServeOptions, Server } from "./api.ts";
 export type { PosixStackOptions } from "./posix/stack.ts";
 export { CONSUME_ALL, needBytes } from "./types.ts";
 export type {

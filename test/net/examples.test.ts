@@ -52,6 +52,45 @@ test("examples/echo echoes on every shard and exits 0 on SIGTERM", async () => {
   expect(await p.exited).toBe(0);
 }, 60_000);
 
+test("examples/echo on SIGTERM echoes what it had received, then closes with FIN, not a reset", async () => {
+  // The client sends without reading: the echo backs up into the server's output (its
+  // high-water mark then holds its input), so answers are still queued in the server when the
+  // signal arrives. The old stop closed the listener only and the shard exited under them.
+  const port = await freePort();
+  const p = await start("examples/echo/main.ts", port);
+  // 16 MiB: more than the kernel's buffers on both sides hold (1 MiB fitted in them, and the
+  // kernel delivered it after the old shard exited).
+  const size = 16 * 1024 * 1024;
+  const payload = new Uint8Array(size);
+  for (let i = 0; i < size; i++) payload[i] = (i * 2654435761) >>> 24;
+  const s = nodeConnect({ host: "127.0.0.1", port });
+  await new Promise<void>((r) => s.once("connect", () => r()));
+  s.pause();
+  const written = new Promise<void>((r) => s.write(payload, () => r()));
+  await Promise.race([written, Bun.sleep(2000)]);
+  await Bun.sleep(300);
+  const chunks: Buffer[] = [];
+  let error: Error | undefined;
+  const ended = new Promise<string>((resolve) => {
+    s.on("data", (d: Buffer) => chunks.push(d));
+    s.on("end", () => resolve("fin"));
+    s.on("error", (e) => {
+      error = e;
+      resolve("error");
+    });
+  });
+  p.kill("SIGTERM");
+  await Bun.sleep(50);
+  s.resume();
+  const how = await ended;
+  s.destroy();
+  const got = Buffer.concat(chunks);
+  expect({ how, error: error?.message }).toEqual({ how: "fin", error: undefined });
+  expect(got.length).toBe(size);
+  expect(Buffer.compare(got, Buffer.from(payload))).toBe(0);
+  expect(await p.exited).toBe(0);
+}, 60_000);
+
 test("examples/http-hello answers keep-alive and pipelined requests", async () => {
   const port = await freePort();
   const p = await start("examples/http-hello/main.ts", port);
@@ -64,7 +103,7 @@ test("examples/http-hello answers keep-alive and pipelined requests", async () =
   const answers = await new Promise<string>((resolve, reject) => {
     const s = nodeConnect({ host: "127.0.0.1", port }, () => {
       s.write("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHo");
-      setTimeout(() => s.write("st: b\r\n\r\nGET / HTTP/1.1\r\n\r\n"), 20);
+      setTimeout(() => s.write("st: b\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), 20);
     });
     let got = "";
     s.on("data", (d) => {
@@ -79,7 +118,7 @@ test("examples/http-hello answers keep-alive and pipelined requests", async () =
   expect(answers.split("HTTP/1.1 200 OK").length).toBe(4);
   // Headers over 8 KiB get 431 even when the request arrives whole in one read.
   const tooLong = await new Promise<string>((resolve, reject) => {
-    const s = nodeConnect({ host: "127.0.0.1", port }, () => s.write(`GET / HTTP/1.1\r\nX: ${"a".repeat(9000)}\r\n\r\n`));
+    const s = nodeConnect({ host: "127.0.0.1", port }, () => s.write(`GET / HTTP/1.1\r\nHost: h\r\nX: ${"a".repeat(9000)}\r\n\r\n`));
     let got = "";
     s.on("data", (d) => (got += d));
     s.on("close", () => resolve(got));
@@ -97,6 +136,40 @@ async function runToExit(script: string, args: string[]): Promise<{ code: number
   const [stdout, stderr, code] = await Promise.all([new Response(p.stdout as ReadableStream).text(), new Response(p.stderr as ReadableStream).text(), p.exited]);
   return { code, stdout, stderr };
 }
+
+test("examples/http-hello on SIGTERM answers every request it had received, then closes with FIN", async () => {
+  // As for echo: a client pipelines requests without reading until the answers back up into the
+  // server, then the signal comes. 200,000 requests: ~21 MB of answers, more than the kernel holds.
+  const port = await freePort();
+  const p = await start("examples/http-hello/main.ts", port);
+  const n = 200_000;
+  const s = nodeConnect({ host: "127.0.0.1", port });
+  await new Promise<void>((r) => s.once("connect", () => r()));
+  s.pause();
+  const written = new Promise<void>((r) => s.write("GET / HTTP/1.1\r\nHost: h\r\n\r\n".repeat(n), () => r()));
+  await Promise.race([written, Bun.sleep(2000)]);
+  await Bun.sleep(300);
+  let text = "";
+  let error: Error | undefined;
+  const ended = new Promise<string>((resolve) => {
+    s.setEncoding("latin1");
+    s.on("data", (d: string) => (text += d));
+    s.on("end", () => resolve("fin"));
+    s.on("error", (e) => {
+      error = e;
+      resolve("error");
+    });
+  });
+  p.kill("SIGTERM");
+  await Bun.sleep(50);
+  s.resume();
+  const how = await ended;
+  s.destroy();
+  expect({ how, error: error?.message }).toEqual({ how: "fin", error: undefined });
+  expect(text.split("HTTP/1.1 200 OK\r\n").length - 1).toBe(n);
+  expect(text.endsWith("Hello, World!")).toBe(true);
+  expect(await p.exited).toBe(0);
+}, 60_000);
 
 test("a --host that is not an address is refused with the command line (exit 2), a port in use in one line (exit 1); no stack", async () => {
   for (const [script, name] of [

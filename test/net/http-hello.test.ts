@@ -114,12 +114,12 @@ afterAll(async () => {
 
 describe("bodies", () => {
   test("Content-Length > 0 gets 413 and a close; the body is not read as a request", async () => {
-    const r = await talk("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 24\r\n\r\nGET / HTTP/1.1\r\nX: y\r\n\r\n");
+    const r = await talk("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 24\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\nX: y\r\n\r\n");
     expect(statuses(r.text)).toEqual(["413"]);
     expect(r.text).toContain("\r\nConnection: close\r\n");
     expect(r.end).toBe("fin");
     // Header names are case-insensitive.
-    const lower = await talk("POST / HTTP/1.1\r\ncontent-LENGTH:5\r\n\r\nhello");
+    const lower = await talk("POST / HTTP/1.1\r\nHost: h\r\ncontent-LENGTH:5\r\n\r\nhello");
     expect(statuses(lower.text)).toEqual(["413"]);
     expect(lower.end).toBe("fin");
   }, 30_000);
@@ -134,7 +134,7 @@ describe("bodies", () => {
   }, 30_000);
 
   test("Content-Length: 0 is served and the connection stays", async () => {
-    const r = await talk("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\nGET / HTTP/1.1\r\ncontent-length: 00\r\n\r\n", { until: twice });
+    const r = await talk("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\ncontent-length: 00\r\n\r\n", { until: twice });
     expect(statuses(r.text)).toEqual(["200", "200"]);
     expect(r.end).toBe("open");
   }, 30_000);
@@ -158,7 +158,7 @@ describe("closing requests", () => {
 
   test("Connection: close on HTTP/1.1 is the last request answered", async () => {
     for (const value of ["close", "CLOSE", "keep-alive, Close"]) {
-      const r = await talk(`GET / HTTP/1.1\r\nHost: a\r\nConnection: ${value}\r\n\r\nGET / HTTP/1.1\r\n\r\n`);
+      const r = await talk(`GET / HTTP/1.1\r\nHost: a\r\nConnection: ${value}\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n`);
       expect(statuses(r.text)).toEqual(["200"]);
       expect(r.text).toContain("\r\nConnection: close\r\n");
       expect(r.end).toBe("fin");
@@ -167,28 +167,28 @@ describe("closing requests", () => {
 
   test("malformed requests get 400 and a close", async () => {
     const bad = [
-      "GARBAGE\r\n\r\n",
-      "GET /\r\n\r\n", // HTTP/0.9
-      "GET / HTTP/2.0\r\n\r\n",
-      "GET / http/1.1\r\n\r\n",
-      "GET  / HTTP/1.1\r\n\r\n",
-      "GET / x HTTP/1.1\r\n\r\n",
-      "GET / HTTP/1.1\r\nNo colon here\r\n\r\n",
-      "GET / HTTP/1.1\r\n: no name\r\n\r\n",
-      "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
-      "GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n",
-      "GET / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
-      "GET / HTTP/1.1\r\nContent-Length:\r\n\r\n",
+      "GARBAGE\r\nHost: h\r\n\r\n",
+      "GET /\r\nHost: h\r\n\r\n", // HTTP/0.9
+      "GET / HTTP/2.0\r\nHost: h\r\n\r\n",
+      "GET / http/1.1\r\nHost: h\r\n\r\n",
+      "GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
+      "GET / x HTTP/1.1\r\nHost: h\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nNo colon here\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\n: no name\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nHost : a\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n folded\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1x\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nContent-Length:\r\n\r\n",
       // Methods and header names are tokens; the target has no control bytes (these got 200).
-      "G<T / HTTP/1.1\r\n\r\n",
-      "GET\x00 / HTTP/1.1\r\n\r\n",
-      "GET /a\x00b HTTP/1.1\r\n\r\n",
-      "GET /a\x7fb HTTP/1.1\r\n\r\n",
-      "GET /a\tb HTTP/1.1\r\n\r\n",
-      "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
-      "GET / HTTP/1.1\r\nX\x00Y: z\r\n\r\n",
-      "GET / HTTP/1.1\r\n(x): y\r\n\r\n",
-      "GET / HTTP/1.1\r\nContent Length: 5\r\n\r\nhello",
+      "G<T / HTTP/1.1\r\nHost: h\r\n\r\n",
+      "GET\x00 / HTTP/1.1\r\nHost: h\r\n\r\n",
+      "GET /a\x00b HTTP/1.1\r\nHost: h\r\n\r\n",
+      "GET /a\x7fb HTTP/1.1\r\nHost: h\r\n\r\n",
+      "GET /a\tb HTTP/1.1\r\nHost: h\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nX\x00Y: z\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\n(x): y\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nContent Length: 5\r\n\r\nhello",
     ];
     for (const request of bad) {
       const r = await talk(request);
@@ -198,14 +198,40 @@ describe("closing requests", () => {
   }, 60_000);
 });
 
+test("an HTTP/1.1 request needs exactly one Host field with a valid value (RFC 9112 3.2); HTTP/1.0 does not", async () => {
+  for (const request of [
+    "GET / HTTP/1.1\r\n\r\n",
+    "GET / HTTP/1.1\r\nX: y\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.1\r\nhost: a\r\nHOST: b\r\n\r\n",
+    "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a@b\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\x01\r\n\r\n",
+  ]) {
+    const r = await talk(request);
+    expect({ request, statuses: statuses(r.text), end: r.end }).toEqual({ request, statuses: ["400"], end: "fin" });
+  }
+  // Served: names, IP literals with ports, an empty value (a target without an authority), case
+  // and white space around the value, and HTTP/1.0 without one (then closed, as HTTP/1.0 is).
+  for (const host of ["example.com", "EXAMPLE.com:8080", "127.0.0.1:80", "[::1]:8080", "", " \ta-b_c~d%41 \t"]) {
+    const request = `GET / HTTP/1.1\r\nhOsT:${host}\r\n\r\n`;
+    const r = await talk(request, { until: (t) => t.endsWith("Hello, World!") });
+    expect({ request, statuses: statuses(r.text), end: r.end }).toEqual({ request, statuses: ["200"], end: "open" });
+  }
+  const old = await talk("GET / HTTP/1.0\r\n\r\n");
+  expect({ statuses: statuses(old.text), end: old.end }).toEqual({ statuses: ["200"], end: "fin" });
+}, 60_000);
+
 test("unknown but well-formed methods and header names, and bytes past ASCII in the target, are served", async () => {
-  const ok = await talk("PURGE /caf\u00e9 HTTP/1.1\r\nX-Odd_Name!#$%&'*+.^`|~: v\r\n\r\n", { until: (t) => t.endsWith("Hello, World!") });
+  const ok = await talk("PURGE /caf\u00e9 HTTP/1.1\r\nHost: h\r\nX-Odd_Name!#$%&'*+.^`|~: v\r\n\r\n", { until: (t) => t.endsWith("Hello, World!") });
   expect(statuses(ok.text)).toEqual(["200"]);
 }, 30_000);
 
 test("HEAD is answered without a body, so pipelined answers after it stay in step", async () => {
   const head = "HTTP/1.1 200 OK\r\nServer: shoal\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n";
-  const r = await talk("HEAD / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\nHEAD /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\nHEAD / HTTP/1.1\r\nConnection: close\r\n\r\n");
+  const r = await talk("HEAD / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\nHEAD /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\nHEAD / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
   expect(r.text).toBe(`${head}\r\n${head}\r\nHello, World!${head}Connection: keep-alive\r\n\r\n${head}Connection: close\r\n\r\n`);
   expect(r.end).toBe("fin");
 }, 30_000);
@@ -214,7 +240,7 @@ test("LF-only line ends are accepted", async () => {
   const r = await talk("GET / HTTP/1.1\nHost: a\n\nGET / HTTP/1.1\r\nHost: b\n\r\n", { until: twice });
   expect(statuses(r.text)).toEqual(["200", "200"]);
   expect(r.end).toBe("open");
-  const bare = await talk("GET / HTTP/1.1\n\n", { until: (t) => t.endsWith("Hello, World!") });
+  const bare = await talk("GET / HTTP/1.1\nHost: h\n\n", { until: (t) => t.endsWith("Hello, World!") });
   expect(statuses(bare.text)).toEqual(["200"]);
 }, 30_000);
 
@@ -223,7 +249,7 @@ test("a head that arrives in many pieces is read once and answered", async () =>
   const head = `GET /${"p".repeat(300)} HTTP/1.1\r\nHost: a\r\nX-CR: ${"\r".repeat(3000)}\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n`;
   const pieces: string[] = [];
   for (let i = 0; i < head.length; i += 97) pieces.push(head.slice(i, i + 97));
-  pieces.push("GET / HTTP/1.1\r\n", "Connection: clo", "se\r", "\n\r", "\n");
+  pieces.push("GET / HTTP/1.1\r\nHost: h\r\n", "Connection: clo", "se\r", "\n\r", "\n");
   const r = await talk(pieces, { gapMs: 2 });
   expect(statuses(r.text)).toEqual(["200", "200"]);
   expect(r.end).toBe("fin");
@@ -250,7 +276,7 @@ describe("oversized heads", () => {
   }, 30_000);
 
   test("a 9000-byte head in one piece gets 431", async () => {
-    const r = await talk(`GET / HTTP/1.1\r\nX: ${"a".repeat(9000)}\r\n\r\n`);
+    const r = await talk(`GET / HTTP/1.1\r\nHost: h\r\nX: ${"a".repeat(9000)}\r\n\r\n`);
     expect(statuses(r.text)).toEqual(["431"]);
     expect(r.end).toBe("fin");
   }, 30_000);
@@ -263,7 +289,7 @@ test("a head not complete within --header-timeout-ms gets 408; idle keep-alive c
     const pieces = ["GET / HTTP/1.1\r\nHost: a\r\n", ...Array.from({ length: 100 }, () => "x")];
     const slow = talk(pieces, { port: DEADLINE_PORT, gapMs: 100, waitMs: 8000 });
     // Meanwhile a keep-alive client idles between requests longer than the deadline.
-    const idle = talk(["GET / HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\n\r\n"], { port: DEADLINE_PORT, gapMs: 2000, until: twice, graceMs: 1500 });
+    const idle = talk(["GET / HTTP/1.1\r\nHost: h\r\n\r\n", "GET / HTTP/1.1\r\nHost: h\r\n\r\n"], { port: DEADLINE_PORT, gapMs: 2000, until: twice, graceMs: 1500 });
     const r = await slow;
     expect(statuses(r.text)).toEqual(["408"]);
     expect(r.text).toContain("\r\nConnection: close\r\n");
@@ -327,10 +353,10 @@ test("keep-alive and pipelining clients are unaffected while bad clients are ref
   });
   const stalled = talk("GET / HTTP/1.1\r\nHost: stalled", { waitMs: 1500 });
   const refused = await Promise.all([
-    talk("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789"),
-    talk("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    talk("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789"),
+    talk("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
     talk("NOT HTTP AT ALL\r\n\r\n"),
-    talk(`GET / HTTP/1.1\r\nX: ${"a".repeat(20_000)}\r\n\r\n`),
+    talk(`GET / HTTP/1.1\r\nHost: h\r\nX: ${"a".repeat(20_000)}\r\n\r\n`),
     talk("GET / HTTP/1.0\r\n\r\n"),
   ]);
   expect(refused.map((r) => [statuses(r.text), r.end])).toEqual([
