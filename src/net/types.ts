@@ -200,7 +200,9 @@ export interface ConnectionOutput {
    * the connection's writeHighWater, and otherwise when they drain to it (back-pressure: await
    * it). A JS Uint8Array or string is copied into native send memory (it may be reused when
    * write returns); a NativeBuffer is sent in place and pinned until the kernel is done with it
-   * (large ones with zero-copy sends); a view from read() of at least 1 KiB is sent in place
+   * (large ones with zero-copy sends, where that is after the peer acknowledged the data: later
+   * than flush() resolving; release() it and let the pin decide when the memory is free, or
+   * await close(), rather than rewriting it after flush()); a view from read() of at least 1 KiB is sent in place
    * (zero-copy forwarding). Rejects with the connection's error (SystemError EPIPE,
    * ECONNRESET...) or ClosedError after close. Rejections are marked handled: a write nobody
    * awaits never becomes an unhandled rejection, and the error resurfaces on the next call.

@@ -4,7 +4,7 @@
 import { expect, test } from "bun:test";
 import { tmpdir } from "node:os";
 import { AbortError, ClosedError, InvalidArgumentError, SystemError } from "../../src/core/errors.ts";
-import type { Connection } from "../../src/net/types.ts";
+import type { Connection, Listener } from "../../src/net/types.ts";
 import { allocateAlignedBuffer } from "../../src/core/buffers.ts";
 import { reactor } from "../../src/core/reactor.ts";
 import { posixStack } from "../../src/net/posix/stack.ts";
@@ -12,7 +12,7 @@ import { IPPROTO_TCP, SOL_SOCKET, TCP_NODELAY, getIntOption, setIntOption } from
 import type { PosixConnection } from "../../src/net/posix/connection.ts";
 import { MAX_RECEIVED_HELD } from "../../src/net/output.ts";
 import { needBytes } from "../../src/net/types.ts";
-import { crc, expectQuiescent, expectSystemError, fillRandom, readBytes, until } from "./conformance/harness.ts";
+import { crc, drain, expectQuiescent, expectSystemError, fillRandom, readBytes, until } from "./conformance/harness.ts";
 
 const SO_KEEPALIVE = 9;
 const SO_SNDBUF = 7;
@@ -83,6 +83,66 @@ test("a connection whose zero-copy send the kernel copied anyway (a loopback pee
   expect(stack.stats().sendsZeroCopy).toBeGreaterThan(after.sendsZeroCopy);
   for (const x of [c, srv, c2, srv2]) await x.close();
   await l.close();
+  await expectQuiescent(stack);
+});
+
+/**
+ * A pair whose writer `c` sends with zero-copy into a reader `srv` with a small window that takes
+ * about 20 KB and then stops reading: most of a 128 KiB write is accepted into the writer's send
+ * queue (sent as far as the kernel is concerned) but not acknowledged, and a zero-copy send's
+ * pages are the kernel's until its notification (the acknowledgement) arrives.
+ */
+async function slowReaderPair(closeTimeoutMs: number): Promise<{ l: Listener; c: Connection; srv: Connection }> {
+  const l = stack.listen("127.0.0.1:0", { maxReadBuffered: 1 });
+  // Accepted sockets inherit the listener's receive buffer (and the window it allows).
+  setIntOption("setsockopt(SO_RCVBUF)", (l as unknown as { fd: number }).fd, SOL_SOCKET, SO_RCVBUF, 4096);
+  const accepted = l.accept();
+  const c = await stack.connect(l.localAddress, { closeTimeoutMs });
+  // Room in the writer's send queue for the whole write: its write resolves and close() flushes at once.
+  setIntOption("setsockopt(SO_SNDBUF)", (c as PosixConnection).fd, SOL_SOCKET, SO_SNDBUF, 1 << 20);
+  return { l, c, srv: await accepted };
+}
+
+test("close() of a connection with zero-copy sends resolves only once the kernel let go of the pages: a buffer reused after it is not what the peer reads", async () => {
+  const { l, c, srv } = await slowReaderPair(10_000);
+  const size = 128 * 1024;
+  const nb = allocateAlignedBuffer(size);
+  nb.bytes.fill(0x41);
+  const before = stack.stats();
+  void c.output.write(nb).catch(() => {});
+  await Bun.sleep(20);
+  expect(stack.stats().sendsZeroCopy).toBeGreaterThan(before.sendsZeroCopy);
+  // The connection is closed (its socket and every buffer released): the application reuses
+  // its buffer. Before, close() resolved while the unacknowledged part was still read from it.
+  const closing = c.close().then(() => nb.bytes.fill(0x42));
+  await Bun.sleep(100);
+  const { bytes, crc: sum } = await drain(srv);
+  await closing;
+  const pins = nb.pins;
+  nb.release();
+  await srv.close();
+  await l.close();
+  expect(bytes).toBe(size);
+  expect(sum).toBe(crc(new Uint8Array(size).fill(0x41)));
+  expect(pins).toBe(0);
+  await expectQuiescent(stack);
+});
+
+test("close() waiting for zero-copy notifications is bounded by closeTimeoutMs: a peer that never reads is reset and the pages come back", async () => {
+  const { l, c, srv } = await slowReaderPair(200);
+  const nb = allocateAlignedBuffer(128 * 1024);
+  void c.output.write(nb).catch(() => {});
+  nb.release();
+  await Bun.sleep(20);
+  const t0 = performance.now();
+  await c.close();
+  const took = performance.now() - t0;
+  const pins = nb.pins;
+  srv.reset();
+  await l.close();
+  expect(took).toBeGreaterThan(150);
+  expect(took).toBeLessThan(2000);
+  expect(pins).toBe(0);
   await expectQuiescent(stack);
 });
 

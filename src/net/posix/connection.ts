@@ -6,8 +6,13 @@
  * everything written meanwhile; a short send leaves the rest queued for the next one.
  *
  * Life cycle: OPEN → (close: flush, bounded by closeTimeoutMs) → TEARDOWN (cancel receive,
- * wait for the kernel to finish with every slot) → CLOSE through the ring → CLOSED (every
- * buffer released, the close() promise resolves).
+ * wait for the kernel to finish with every slot, zero-copy sends' notifications included) →
+ * CLOSE through the ring → CLOSED (every buffer released, the close() promise resolves).
+ *
+ * A zero-copy send's pages stay the kernel's after its first completion, until the peer has
+ * acknowledged the data (the notification): a graceful teardown waits for those before CLOSE,
+ * for what is left of closeTimeoutMs, then closes with a reset (the kernel drops the unsent
+ * queue and lets go of the pages at once); CLOSED waits for the last notification.
  */
 import { ClosedError, InvalidArgumentError, SystemError } from "../../core/errors.ts";
 import { CQE_F_BUFFER, CQE_F_MORE, IoOp, reactor, type PrepareExtra, type Reactor } from "../../core/reactor.ts";
@@ -97,10 +102,14 @@ class ZeroCopyHandler implements Completable {
       // data after all (a loopback peer, a device without scatter-gather).
       if (this.reportUsage && (res & IORING_NOTIF_USAGE_ZC_COPIED) !== 0) this.c.zeroCopyWasCopied();
       this.buffer.unpin();
+      this.c.zeroCopyReleased(true);
       return;
     }
     // Without F_MORE no notification follows (the send failed before using the buffer).
-    if ((flags & CQE_F_MORE) === 0) this.buffer.unpin();
+    if ((flags & CQE_F_MORE) === 0) {
+      this.buffer.unpin();
+      this.c.zeroCopyReleased(false);
+    }
     if (res === -EINVAL && this.reportUsage) {
       // A kernel before 6.2 has no usage report: send again without asking for it.
       this.c.zeroCopyReportRefused();
@@ -152,6 +161,16 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   private closePromise: Promise<void> | undefined;
   private resolveClose: (() => void) | undefined;
   private closeTimer: Timer | undefined;
+  /** Zero-copy sends whose notification has not arrived: the kernel may still read their pages. */
+  private zeroCopyPending = 0;
+  /** now() when close() was called (the bound of the wait for zero-copy notifications). */
+  private closeStartedAt = -1;
+  /** Bounds TEARDOWN's wait for zero-copy notifications (then the socket closes with a reset). */
+  private zeroCopyTimer: Timer | undefined;
+  /** SO_LINGER 0 was set: CLOSE sends RST and the kernel drops what it still queues. */
+  private resetOnClose = false;
+  /** The kernel closed the fd; CLOSED waits for the last zero-copy notification. */
+  private fdClosed = false;
 
   /** @internal Wraps a connected socket `fd` and starts receiving. */
   constructor(
@@ -384,6 +403,7 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
       this.sendOwner = new ZeroCopyHandler(this, native, report);
       this.sendSlot = this.r.prepare(IoOp.SEND_ZC, this.fd, out.entryAddress(0), first, 0, MSG_NOSIGNAL, this.sendOwner, report ? ZC_REPORT_EXTRA : undefined);
       this.sendingBytes = first;
+      this.zeroCopyPending++;
       stack.counters.sendsZeroCopy++;
     } else if (n === 1) {
       this.sendOwner = this.sendHandler;
@@ -431,6 +451,16 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     if (this.zeroCopyOff) return;
     this.zeroCopyOff = true;
     this.stack.counters.sendsZeroCopyCopied++;
+  }
+
+  /**
+   * @internal A zero-copy send's pages are no longer the kernel's: its notification arrived
+   * (`notified`), or its completion said none will come. Teardown and close wait for the last.
+   */
+  zeroCopyReleased(notified: boolean): void {
+    if (--this.zeroCopyPending > 0 || !notified) return;
+    if (this.state === TEARDOWN) this.maybeCloseFd();
+    else if (this.fdClosed) this.finishClose();
   }
 
   /** @internal The kernel refused IORING_SEND_ZC_REPORT_USAGE (before 6.2): send again without it. */
@@ -492,6 +522,7 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     });
     if (this.state === OPEN) {
       this.state = CLOSING;
+      this.closeStartedAt = now();
       this.output.seal();
       if (this.output.buffered === 0) {
         this.teardown(false);
@@ -512,6 +543,11 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   reset(): void {
     if (this.state >= TEARDOWN) {
       this.input.dispose();
+      // Waiting for zero-copy notifications (the peer's acknowledgement): drop the rest now.
+      if (this.state === TEARDOWN && !this.resetOnClose) {
+        this.setResetOnClose();
+        this.maybeCloseFd();
+      }
       return;
     }
     this.abort(new ClosedError("the connection was reset locally", "ERR_CONNECTION_RESET"), true);
@@ -564,7 +600,7 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
       });
     }
     this.stack.connectionClosing(this);
-    if (rst) setResetOnClose(this.fd);
+    if (rst) this.setResetOnClose();
     if (keepInput) this.inputKept = true;
     else this.input.dispose();
     this.output.fail(new ClosedError("the connection is closed", "ERR_CONNECTION_CLOSED"));
@@ -582,16 +618,48 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     this.maybeCloseFd();
   }
 
+  private setResetOnClose(): void {
+    setResetOnClose(this.fd);
+    this.resetOnClose = true;
+  }
+
   private maybeCloseFd(): void {
     if (this.state !== TEARDOWN || this.recvSlot >= 0 || this.sendSlot >= 0) return;
+    if (this.zeroCopyPending > 0 && !this.resetOnClose) {
+      // Zero-copy pages are the kernel's until the peer acknowledged them: closing now would
+      // resolve close() while the kernel still reads memory the application may reuse. Wait
+      // for the notifications, for what is left of closeTimeoutMs; then close with a reset,
+      // which drops the unsent queue (and so lets go of the pages) at once.
+      if (this.zeroCopyTimer === undefined) {
+        const left = this.closeStartedAt < 0 ? this.closeTimeoutMs : this.closeTimeoutMs - (now() - this.closeStartedAt);
+        this.zeroCopyTimer = new Timer(() => {
+          this.zeroCopyTimer = undefined;
+          if (this.state !== TEARDOWN) return;
+          this.setResetOnClose();
+          this.maybeCloseFd();
+        }).arm(Math.max(0, left));
+      }
+      return;
+    }
+    if (this.zeroCopyTimer !== undefined) {
+      this.zeroCopyTimer.cancel();
+      this.zeroCopyTimer = undefined;
+    }
     this.state = CLOSING_FD;
     this.r.prepare(IoOp.CLOSE, this.fd, 0, 0, 0, 0, new CloseHandler(this));
   }
 
   /** @internal The kernel closed the fd. */
   onClosed(): void {
-    this.state = CLOSED;
     this.fd = -1;
+    this.fdClosed = true;
+    // A reset dropped what the kernel still queued: the last notifications are on their way.
+    if (this.zeroCopyPending === 0) this.finishClose();
+  }
+
+  /** The fd is closed and the kernel holds no page of ours: every buffer goes, close() resolves. */
+  private finishClose(): void {
+    this.state = CLOSED;
     // Bytes received before a peer error stay readable until read, close() or reset(), in the
     // input's own memory: a connection the application abandons holds no receive buffer beyond
     // the one its last read's view may still use (that view stays valid until the next read).
