@@ -61,16 +61,23 @@ export class Out {
   }
 
   /**
-   * For an Out in native memory whose first `n` bytes the caller queued for sending in place
-   * (and copied out whatever came after them): gives up its buffer, which the caller releases
-   * (it goes back to the cache once sent), and goes on empty in a fresh buffer of the size `n`
-   * needed.
+   * The buffer handOff() will go on in, for an answer of `n` bytes: taken before the answer is
+   * queued, so that a failure to map one (ENOMEM) leaves this Out as it was, with nothing of
+   * its buffer queued for sending.
    */
-  handOff(n: number): NativeBuffer {
-    const cache = this.cache!;
+  spare(n: number): NativeBuffer {
+    return this.cache!.take(classBytes(this.cache!, n));
+  }
+
+  /**
+   * For an Out in native memory whose first bytes the caller queued for sending in place (and
+   * copied out whatever came after them): gives up its buffer, which the caller releases (it
+   * goes back to the cache once sent), and goes on empty in `fresh` (from spare()).
+   */
+  handOff(fresh: NativeBuffer): NativeBuffer {
     const given = this.native!;
-    this.native = cache.take(classBytes(cache, n));
-    this.buf = this.native.bytes;
+    this.native = fresh;
+    this.buf = fresh.bytes;
     this.pos = 0;
     return given;
   }

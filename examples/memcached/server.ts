@@ -370,6 +370,7 @@ export class ShardServer {
       // Waiting for a value, stock sends nothing: what came after its last send point waits.
       const send = session.midValue ? session.keep : out.pos;
       let given: NativeBuffer | undefined;
+      let fresh: NativeBuffer | undefined;
       if (send > 0) {
         stats.bytes_written += send;
         let w: Promise<void>;
@@ -377,6 +378,7 @@ export class ShardServer {
           // A large answer leaves in place, from the native buffer it was rendered in (the
           // output pins it until the kernel took it); `out` goes on in a fresh one. Copying it
           // into send memory cost as much as rendering it (a 60 KB value: ~25% of the CPU).
+          fresh = out.spare(send);
           given = out.native;
           w = output.write(given, 0, send);
         } else {
@@ -389,7 +391,7 @@ export class ShardServer {
       if (given !== undefined) {
         // holdFrom copied what came after `send` out: `out` is empty and takes a fresh buffer;
         // the given one goes back to the cache once the kernel has sent it.
-        out.handOff(send);
+        out.handOff(fresh!);
         given.release();
       }
       session.attachOut();
