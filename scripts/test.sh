@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs everything CI runs and ends with one line, `N passed, N failed`:
 #   scripts/setup.sh, Zig tests (`zig build test`), every bun test file under test/ in its
-#   own process, and `tsc --noEmit` (one test). Exits non-zero if anything failed.
+#   own process, and `tsc --noEmit` (one test; one more for src/ under a strict consumer's
+#   settings, tsconfig.consumer.json). Exits non-zero if anything failed.
 # With arguments (test files or folders), runs setup and only those bun test files.
 #   SHOAL_TEST_TIMEOUT=600   seconds one test file may take before it is killed
 #   SHOAL_TEST_VERBOSE=1     print every file's output, not only failing ones'
@@ -71,6 +72,16 @@ if [ $# -eq 0 ]; then
     SHOAL_PASSED=$((SHOAL_PASSED + 1)); echo "ok   tsc --noEmit"
   else
     SHOAL_FAILED=$((SHOAL_FAILED + 1)); sed 's/^/    /' "$log"; echo "FAIL tsc --noEmit"
+  fi
+  rm -f "$log"
+  # src/ is also a consumer's types (the package ships its source): check it under the
+  # strictest common settings (exactOptionalPropertyTypes, noPropertyAccessFromIndexSignature...).
+  echo "test: tsc --noEmit -p tsconfig.consumer.json"
+  log="$(mktemp)"
+  if node_modules/.bin/tsc --noEmit -p tsconfig.consumer.json >"$log" 2>&1; then
+    SHOAL_PASSED=$((SHOAL_PASSED + 1)); echo "ok   tsc --noEmit -p tsconfig.consumer.json"
+  else
+    SHOAL_FAILED=$((SHOAL_FAILED + 1)); sed 's/^/    /' "$log"; echo "FAIL tsc --noEmit -p tsconfig.consumer.json"
   fi
   rm -f "$log"
 fi

@@ -28,22 +28,22 @@ export interface AppConfig<S extends OptionSpecs> {
   /** Short name: --help's usage line, error messages, main's logger. */
   name: string;
   /** One paragraph for --help. */
-  description?: string;
+  description?: string | undefined;
   /** The app's own command-line options. */
-  options?: S;
+  options?: S | undefined;
   /** The module every shard imports (default: the script Bun was started with, Bun.main): a URL, or a path (a relative one from the working directory). */
-  module?: string | URL;
+  module?: string | URL | undefined;
   /** Bytes of data per cross-shard ring (power of two, default 256 KiB). */
-  ringBytes?: number;
+  ringBytes?: number | undefined;
   // The three timeouts below: ms in (0, 2^31-1].
   /** A shard that does not report ready within this long fails the start (default 60 s). */
-  startTimeoutMs?: number;
+  startTimeoutMs?: number | undefined;
   /** Shutdown gives up after this long and exits 1 (default 30 s). */
-  shutdownTimeoutMs?: number;
+  shutdownTimeoutMs?: number | undefined;
   /** After the shutdown signal, how long to wait for main to return before stopping services (default 5 s). */
-  mainGraceMs?: number;
+  mainGraceMs?: number | undefined;
   /** Which signals stop the app (default SIGINT, SIGTERM), which are ignored, whether a repeat exits at once. */
-  signals?: SignalPolicy;
+  signals?: SignalPolicy | undefined;
 }
 
 /** What main receives. */

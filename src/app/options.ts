@@ -29,16 +29,16 @@ export interface OptionSpec<T extends OptionType = OptionType> {
   /** One line for --help. */
   description: string;
   /** Value when the option is absent (booleans default to false). */
-  default?: OptionValue<T>;
+  default?: OptionValue<T> | undefined;
   /** The option must be given. */
-  required?: boolean;
+  required?: boolean | undefined;
   /** Accepted values (strings). */
-  choices?: readonly string[];
+  choices?: readonly string[] | undefined;
   /** Bounds (numbers). */
-  min?: number;
-  max?: number;
+  min?: number | undefined;
+  max?: number | undefined;
   /** How --help names the value, e.g. "PORT". */
-  valueName?: string;
+  valueName?: string | undefined;
   /**
    * Checks a given value (after its type and bounds) on the main thread, before any shard starts:
    * throwing refuses the command line with `--flag: <the error's message>` (e.g. an address that
@@ -85,9 +85,9 @@ interface SharedSpec {
   type: OptionType;
   valueName: string;
   description: string;
-  min?: number;
-  max?: number;
-  parse?: (text: string, flag: string) => unknown;
+  min?: number | undefined;
+  max?: number | undefined;
+  parse?: ((text: string, flag: string) => unknown) | undefined;
 }
 
 const sharedSpecs: SharedSpec[] = [
@@ -221,7 +221,7 @@ function editDistance(a: string, b: string): number {
   return row[b.length]!;
 }
 
-function convert(flag: string, type: OptionType, text: string, bounds: { min?: number; max?: number; choices?: readonly string[] }): unknown {
+function convert(flag: string, type: OptionType, text: string, bounds: { min?: number | undefined; max?: number | undefined; choices?: readonly string[] | undefined }): unknown {
   switch (type) {
     case "boolean":
       if (text === "true" || text === "1" || text === "yes") return true;
@@ -267,9 +267,9 @@ export function parseCommandLine<S extends OptionSpecs>(argv: readonly string[],
   interface Target {
     set: (v: unknown) => void;
     type: OptionType;
-    bounds: { min?: number; max?: number; choices?: readonly string[] };
-    parse?: (text: string, flag: string) => unknown;
-    check?: (value: never) => void;
+    bounds: { min?: number | undefined; max?: number | undefined; choices?: readonly string[] | undefined };
+    parse?: ((text: string, flag: string) => unknown) | undefined;
+    check?: ((value: never) => void) | undefined;
   }
   const shared = defaultSharedOptions();
   const app: Record<string, unknown> = {};

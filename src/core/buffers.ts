@@ -10,7 +10,7 @@ import { describeValue } from "./describe.ts";
 /** Fill byte for released buffers when poisoning is on: views kept too long read 0xDE. */
 export const POISON_BYTE = 0xde;
 
-let poisonOnRelease = process.env.SHOAL_DEBUG_POISON === "1";
+let poisonOnRelease = process.env["SHOAL_DEBUG_POISON"] === "1";
 
 /** Debug aid: fill buffers with 0xDE when they are released, so a view kept too long fails loudly. */
 export function setBufferPoisoning(on: boolean): void {
@@ -145,7 +145,7 @@ export interface AlignedBufferOptions {
    * 2 MiB instead of 512 cuts the cost of each cache miss. Best effort: with THP set to "never"
    * the buffer keeps 4 KiB pages. Memory is committed 2 MiB at a time as it is first touched.
    */
-  hugePages?: boolean;
+  hugePages?: boolean | undefined;
 }
 
 /**
@@ -178,7 +178,7 @@ export interface BufferPoolOptions {
   /** Number of buffers. */
   count: number;
   /** Address alignment of every buffer (power of two, default 64, at most 4096). */
-  alignment?: number;
+  alignment?: number | undefined;
 }
 
 /**
@@ -248,7 +248,7 @@ export class BufferPool {
   }
 
   /** Waits (FIFO) for a free buffer. Rejects with AbortError through `signal`. */
-  acquireEventually(opts?: { signal?: AbortSignal }): Promise<NativeBuffer> {
+  acquireEventually(opts?: { signal?: AbortSignal | undefined }): Promise<NativeBuffer> {
     if (this.closed) return Promise.reject(new ClosedError("BufferPool is closed"));
     const signal = opts?.signal;
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
@@ -328,9 +328,9 @@ export interface BufferCacheOptions {
    * Bytes of released buffers kept for reuse (default 16 MiB); a release beyond it unmaps. The
    * mappings in use are not bounded by it.
    */
-  retainBytes?: number;
+  retainBytes?: number | undefined;
   /** Smallest mapping (default 64 KiB, a power of two of at least 4096): sizes round up to a power of two from here. */
-  minClassBytes?: number;
+  minClassBytes?: number | undefined;
 }
 
 /**

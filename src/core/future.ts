@@ -25,13 +25,13 @@ export type Resolved<F> = F extends () => infer R ? Awaited<R> : Awaited<F>;
 /** The options every asynchronous call accepts. */
 export interface SignalOptions {
   /** Abandons the call: it rejects with AbortError whose `cause` is `signal.reason`. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** The options every wait on a primitive (Semaphore, Queue, ConditionVariable...) accepts. */
 export interface WaitOptions extends SignalOptions {
   /** Gives up after this many ms with TimedOutError and leaves the queue; Infinity (the default) waits forever. */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
 }
 
 // ---------------------------------------------------------------------------------------

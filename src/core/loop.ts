@@ -19,32 +19,32 @@ import { fullGC } from "bun:jsc";
 
 export interface LoopOptions {
   /** Task quota in ms (default 0.5): how long tasks run before I/O is polled again. */
-  taskQuotaMs?: number;
+  taskQuotaMs?: number | undefined;
   /** Busy-poll this long after the last work before sleeping in the kernel (default 200 µs). */
-  idlePollTimeUs?: number;
+  idlePollTimeUs?: number | undefined;
   /** Never busy-poll (shared or oversubscribed CPUs). */
-  overprovisioned?: boolean;
+  overprovisioned?: boolean | undefined;
   /** A batch running longer than this is reported as a stall (default 25 ms). */
-  blockedReactorNotifyMs?: number;
+  blockedReactorNotifyMs?: number | undefined;
   /** Longest single sleep in the kernel before Bun's event loop gets a turn (default 2 ms). */
-  sleepSliceMs?: number;
+  sleepSliceMs?: number | undefined;
   /**
    * Sleep slice once the shard has been idle for `deepIdleAfterMs` (default 10 ms). Each wake
    * costs ~25-40 µs of CPU here (VM timer + context switch), so short slices forever would keep
    * an idle shard above 1% CPU; Bun timers and messages then wait at most this long.
    */
-  idleSleepSliceMs?: number;
+  idleSleepSliceMs?: number | undefined;
   /** Idle time after which the loop switches to idleSleepSliceMs (default 100 ms). */
-  deepIdleAfterMs?: number;
+  deepIdleAfterMs?: number | undefined;
   /**
    * Sleep slice once the shard has been idle for `restingAfterMs` (default 50 ms after 1000 ms):
    * an idle server shard (a listener, a read in flight) then wakes 20 times a second, not 100,
    * and Bun's timers and messages wait at most this long.
    */
-  restingSleepSliceMs?: number;
-  restingAfterMs?: number;
+  restingSleepSliceMs?: number | undefined;
+  restingAfterMs?: number | undefined;
   /** While busy, return to Bun's event loop this often (default 1 ms). */
-  yieldIntervalMs?: number;
+  yieldIntervalMs?: number | undefined;
   /**
    * Run a full garbage collection once the shard's heap in use (objects and external buffers,
    * process.memoryUsage().heapUsed, checked twice a second) has grown by this many MiB, or by
@@ -56,7 +56,7 @@ export interface LoopOptions {
    * in loopStats.fullGcs / fullGcMs and reported as a stall when longer than
    * blockedReactorNotifyMs.
    */
-  fullGcGrowthMiB?: number;
+  fullGcGrowthMiB?: number | undefined;
 }
 
 export const loopConfig = {

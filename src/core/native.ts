@@ -22,7 +22,7 @@ export type NativeSymbols = ReturnType<typeof dlopen<typeof symbols>>["symbols"]
 
 /** Where the shared library is expected, in lookup order. */
 export function libraryPath(): string {
-  const fromEnv = process.env.SHOAL_LIB;
+  const fromEnv = process.env["SHOAL_LIB"];
   if (fromEnv) return fromEnv;
   return fileURLToPath(new URL("../../zig-out/lib/libshoal.so", import.meta.url));
 }

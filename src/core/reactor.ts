@@ -32,35 +32,35 @@ const IOV_BLOCK = 64; // iovecs per readv/writev
 
 export interface ReactorOptions {
   /** Submission queue entries (power of two, default 1024): descriptors one turn can carry. */
-  sqEntries?: number;
+  sqEntries?: number | undefined;
   /** Completion queue entries, sqEntries..65536 (default 8 x sqEntries, at most 65536). */
-  cqEntries?: number;
+  cqEntries?: number | undefined;
 }
 
 export interface OpOptions {
   /** Cancels the operation in the kernel; it then rejects with AbortError. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 export interface RwOptions extends OpOptions {
   /** File offset; -1 or omitted means the current position (pipes, sockets, eventfds). */
-  offset?: number;
+  offset?: number | undefined;
   /** Start within the buffer (default 0). */
-  bufferOffset?: number;
+  bufferOffset?: number | undefined;
   /** Bytes to transfer (default: the rest of the buffer). */
-  length?: number;
+  length?: number | undefined;
 }
 
 /** Rarely used SQE fields of a descriptor (see Reactor.prepare). */
 export interface PrepareExtra {
-  sqeFlags?: number;
-  buf?: number;
-  fileIndex?: number;
+  sqeFlags?: number | undefined;
+  buf?: number | undefined;
+  fileIndex?: number | undefined;
   /** SQE addr3 (TIMEOUT: seconds). */
-  aux?: number;
+  aux?: number | undefined;
   /** TIMEOUT: nanoseconds. */
-  aux2?: number;
-  ioprio?: number;
+  aux2?: number | undefined;
+  ioprio?: number | undefined;
 }
 
 /** Maps a non-negative result to the promise's value. */

@@ -273,7 +273,7 @@ function siftDown(i: number): void {
  * Resolves after `ms` milliseconds, on the shard's loop. Rejects with AbortError (cause: the
  * signal's reason) if `signal` aborts first; the timer is then cancelled.
  */
-export function sleep(ms: number, opts?: { signal?: AbortSignal }): Promise<void> {
+export function sleep(ms: number, opts?: { signal?: AbortSignal | undefined }): Promise<void> {
   checkDelay("ms", ms);
   if (opts !== undefined && (opts === null || typeof opts !== "object")) {
     throw new InvalidArgumentError(`sleep: options must be an object, got ${String(opts)}`);

@@ -26,7 +26,7 @@ export interface DirectoryEntry {
   /** The name (UTF-8 decoded; a name that is not valid UTF-8 has U+FFFD where bytes could not be decoded). */
   name: string;
   /** The name's bytes, present only when they are not valid UTF-8 (no string names such a file exactly). */
-  rawName?: Uint8Array;
+  rawName?: Uint8Array | undefined;
   /** From the directory itself (d_type); "unknown" on file systems that do not record it. */
   type: FileType;
 }
@@ -314,7 +314,7 @@ let tempCounter = 0;
  */
 export async function withTempDir<T>(fn: (dir: string) => T | Promise<T>, opts?: { parent?: string; prefix?: string }): Promise<T> {
   if (typeof fn !== "function") throw new InvalidArgumentError("withTempDir: fn must be a function");
-  const parent = opts?.parent ?? process.env.TMPDIR ?? "/tmp";
+  const parent = opts?.parent ?? process.env["TMPDIR"] ?? "/tmp";
   const prefix = opts?.prefix ?? "shoal-";
   checkPath("withTempDir", parent, "parent");
   if (typeof prefix !== "string" || prefix.includes("/") || prefix.includes("\0")) {

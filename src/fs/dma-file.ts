@@ -39,31 +39,31 @@ export type OpenFlags = "r" | "r+" | "w" | "w+" | "wx" | "w+x" | OpenFlagsObject
 /** Open flags as an object, for combinations the strings lack (e.g. create without truncating). */
 export interface OpenFlagsObject {
   access: "read" | "write" | "readWrite";
-  create?: boolean;
-  truncate?: boolean;
-  exclusive?: boolean;
+  create?: boolean | undefined;
+  truncate?: boolean | undefined;
+  exclusive?: boolean | undefined;
 }
 
 /** Options of openFileDma(). */
 export interface OpenFileOptions extends OpOptions {
   /** Default "r". */
-  flags?: OpenFlags;
+  flags?: OpenFlags | undefined;
   /** Permission bits for a created file (default 0o644, minus the umask). */
-  mode?: number;
+  mode?: number | undefined;
 }
 
 /** Options of a DMA read or write into/from a caller buffer. */
 export interface DmaIoOptions extends OpOptions {
   /** Start within the buffer (default 0); the address there must be DMA-aligned. */
-  bufferOffset?: number;
+  bufferOffset?: number | undefined;
   /** Bytes to move (default: the rest of the buffer); a multiple of the disk alignment. */
-  length?: number;
+  length?: number | undefined;
 }
 
 /** Options of DmaFile.dmaRead(). */
 export interface DmaReadOptions extends OpOptions {
   /** Take the buffer from this pool (waiting for a free one) instead of mapping a new one. */
-  pool?: BufferPool;
+  pool?: BufferPool | undefined;
 }
 
 const namedFlags: Record<string, [number, boolean, boolean]> = {
@@ -76,7 +76,7 @@ const namedFlags: Record<string, [number, boolean, boolean]> = {
 };
 
 function decodeFlags(flags: unknown): [number, boolean, boolean] {
-  if (flags === undefined) return namedFlags.r!;
+  if (flags === undefined) return namedFlags["r"]!;
   if (typeof flags === "string") {
     const f = namedFlags[flags];
     if (f === undefined) {

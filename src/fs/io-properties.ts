@@ -49,10 +49,10 @@ export function parseIoProperties(text: string, source = "io-properties"): DiskP
     const where = `${source}: disks[${i}]`;
     if (d === null || typeof d !== "object") throw new InvalidArgumentError(`${where} must be a mapping`);
     const rec = d as Record<string, unknown>;
-    if (typeof rec.mountpoint !== "string" || !rec.mountpoint.startsWith("/")) {
+    if (typeof rec["mountpoint"] !== "string" || !rec["mountpoint"].startsWith("/")) {
       throw new InvalidArgumentError(`${where}.mountpoint must be an absolute path`);
     }
-    const out: DiskProperties = { mountpoint: rec.mountpoint, readIops: 0, readBandwidth: 0, writeIops: 0, writeBandwidth: 0 };
+    const out: DiskProperties = { mountpoint: rec["mountpoint"], readIops: 0, readBandwidth: 0, writeIops: 0, writeBandwidth: 0 };
     for (const [yamlKey, field] of keys) {
       const v = rec[yamlKey];
       if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
@@ -74,7 +74,7 @@ export function checkDiskProperties(disks: unknown, source = "properties"): Disk
     const where = `${source}[${i}]`;
     if (d === null || typeof d !== "object") throw new InvalidArgumentError(`${where} must be an object`);
     const rec = d as Record<string, unknown>;
-    if (typeof rec.mountpoint !== "string" || !rec.mountpoint.startsWith("/")) {
+    if (typeof rec["mountpoint"] !== "string" || !rec["mountpoint"].startsWith("/")) {
       throw new InvalidArgumentError(`${where}.mountpoint must be an absolute path`);
     }
     for (const [, field] of keys) {

@@ -31,22 +31,22 @@ import { describeValue } from "../core/describe.ts";
 /** Options of configureIoScheduler(). */
 export interface IoSchedulerOptions {
   /** Disk capacities (as parsed by parseIoProperties), or the path of an io-properties file. */
-  properties?: readonly DiskProperties[] | string;
+  properties?: readonly DiskProperties[] | string | undefined;
   /** How much device time may be in flight, in ms (default 1.5): bounds the queueing in the device. */
-  latencyGoalMs?: number;
+  latencyGoalMs?: number | undefined;
   /** Larger requests are split into pieces of this many bytes (multiple of 4096; default 128 KiB). */
-  maxRequestSize?: number;
+  maxRequestSize?: number | undefined;
   /** At most this many requests in flight per device (default 128). */
-  maxInFlight?: number;
+  maxInFlight?: number | undefined;
   /** The fraction (0, 1] of each disk's capacity this shard may use (1 / shards; default 1). */
-  shareOfDevice?: number;
+  shareOfDevice?: number | undefined;
   /**
    * Hand requests to the kernel as soon as this many descriptors are queued in a turn, instead
    * of at the turn's end (default 4; 0: only at the turn's end). A device starts on a request
    * only once it is submitted: on a virtio disk, 4 KiB random writes at queue depth 32 ran at
    * ~83k IOPS with one submit per turn against ~97-104k with a submit every 1-4 requests.
    */
-  submitBatch?: number;
+  submitBatch?: number | undefined;
 }
 
 /** I/O statistics of one scheduling group on one device queue. */

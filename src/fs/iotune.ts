@@ -25,17 +25,17 @@ export interface IotuneOptions {
   /** A directory on the disk to measure; the test file is created (and removed) there. */
   directory: string;
   /** Where to write the io-properties file (optional). */
-  propertiesFile?: string;
+  propertiesFile?: string | undefined;
   /** Length of each of the four phases in ms (default 3000). */
-  durationMs?: number;
+  durationMs?: number | undefined;
   /** Size of the test file (default 1 GiB, less if the file system is short of space). */
-  fileSize?: number;
+  fileSize?: number | undefined;
   /** Requests in flight for the random 4 KiB phases (default 128). */
-  randomDepth?: number;
+  randomDepth?: number | undefined;
   /** Requests in flight for the sequential 1 MiB phases (default 8). */
-  sequentialDepth?: number;
+  sequentialDepth?: number | undefined;
   /** Progress lines (default: none). */
-  log?: (line: string) => void;
+  log?: ((line: string) => void) | undefined;
 }
 
 /** What iotune measured: the properties, plus the file system and test file used. */

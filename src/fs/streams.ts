@@ -34,15 +34,15 @@ function checkCount(op: string, name: string, v: number, min: number): void {
 /** Options of FileInputStream. */
 export interface FileInputStreamOptions extends OpOptions {
   /** Bytes per DMA read (multiple of 4096; default 128 KiB). */
-  bufferSize?: number;
+  bufferSize?: number | undefined;
   /** Reads kept in flight ahead of the reader (default 2; 0 reads on demand). */
-  readAhead?: number;
+  readAhead?: number | undefined;
   /** First byte to read (any position; default 0). */
-  offset?: number;
+  offset?: number | undefined;
   /** Read at most this many bytes (default: to the end of the file). */
-  length?: number;
+  length?: number | undefined;
   /** Close the file when the stream closes (default true: the stream owns the file). */
-  closeFile?: boolean;
+  closeFile?: boolean | undefined;
 }
 
 interface PendingRead {
@@ -278,13 +278,13 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
 /** Options of FileOutputStream. */
 export interface FileOutputStreamOptions extends OpOptions {
   /** Bytes per DMA write (multiple of 4096; default 128 KiB). */
-  bufferSize?: number;
+  bufferSize?: number | undefined;
   /** Full buffers being written while the writer fills the next (default 2; at least 1). */
-  writeBehind?: number;
+  writeBehind?: number | undefined;
   /** Where the stream starts writing (a multiple of the file's write alignment; default 0). */
-  offset?: number;
+  offset?: number | undefined;
   /** Close the file when the stream closes (default true: the stream owns the file). */
-  closeFile?: boolean;
+  closeFile?: boolean | undefined;
 }
 
 /**

@@ -45,7 +45,7 @@ export type AddressInput =
   | SocketAddress
   | string
   | number
-  | { readonly host?: string; readonly port: number; readonly family?: "ipv4" | "ipv6" }
+  | { readonly host?: string | undefined; readonly port: number; readonly family?: "ipv4" | "ipv6" | undefined }
   | { readonly path: string };
 
 /** Address family numbers of struct sockaddr. */
@@ -276,7 +276,7 @@ function parseInput(input: AddressInput, what: string): SocketAddress {
  * listen refuses it), else undefined. Only connect asks, so a name with port 0 is refused
  * (checkDestination) before any lookup.
  */
-export function needsLookup(input: AddressInput): { host: string; port: number; family?: "ipv4" | "ipv6" } | undefined {
+export function needsLookup(input: AddressInput): { host: string; port: number; family?: "ipv4" | "ipv6" | undefined } | undefined {
   let host: string | undefined;
   let port: number | undefined;
   let family: "ipv4" | "ipv6" | undefined;

@@ -75,13 +75,13 @@ export function netStats(): NetStats {
 /** serve() options. */
 export interface ServeOptions extends ListenOptions {
   /** The stack to listen with (default: this shard's current stack). */
-  stack?: NetworkStack;
+  stack?: NetworkStack | undefined;
   /**
    * Called with every error a handler threw or rejected with (its connection is then reset).
    * Default: errors from the peer's side (SystemError, ShoalError) are dropped, others are
    * printed with console.error. Never throw from it.
    */
-  onError?: (error: unknown, connection: Connection) => void;
+  onError?: ((error: unknown, connection: Connection) => void) | undefined;
 }
 
 function defaultOnError(error: unknown): void {
@@ -95,9 +95,9 @@ export interface DrainOptions {
    * How long requests already on their way get to arrive before every connection's input is
    * shut (milliseconds, default 100): a client's bytes sent just before the stop still count.
    */
-  graceMs?: number;
+  graceMs?: number | undefined;
   /** How long handlers get to finish after that; the connections left are reset (default 5000). */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
 }
 
 /** What serve() returns: its listener, plus a graceful stop for the connections it runs. */

@@ -12,17 +12,17 @@ export type { SignalOptions };
 /** Per-connection limits, set on a listener (for its connections) or on connect(). */
 export interface ConnectionOptions {
   /** TCP_NODELAY (default true): writes are already batched per loop turn. */
-  noDelay?: boolean;
+  noDelay?: boolean | undefined;
   /**
    * Close (reset) the connection when no byte was received or sent for this long
    * (default 0: never). Pending reads and writes then fail with ETIMEDOUT (op "idle").
    */
-  idleTimeoutMs?: number;
+  idleTimeoutMs?: number | undefined;
   /**
    * A read() (or readExactly/consume) waiting longer than this fails with ETIMEDOUT (op "read")
    * and the connection is reset (default 0: no limit).
    */
-  readTimeoutMs?: number;
+  readTimeoutMs?: number | undefined;
   /**
    * Received bytes held for the reader before the stack stops receiving on this connection
    * (default 256 KiB). The peer is then slowed by TCP flow control; receiving resumes once the
@@ -31,62 +31,62 @@ export interface ConnectionOptions {
    * stops by cancelling the receive, and until the cancel lands the kernel may still fill
    * buffers with what the socket has queued (up to its receive buffer, SO_RCVBUF).
    */
-  maxReadBuffered?: number;
+  maxReadBuffered?: number | undefined;
   /**
    * Output back-pressure bound (default 256 KiB): write() returns a promise that resolves once
    * buffered, unsent bytes drop to this bound.
    */
-  writeHighWater?: number;
+  writeHighWater?: number | undefined;
   /** A graceful close() that cannot flush within this long resets the connection (default 10 s). */
-  closeTimeoutMs?: number;
+  closeTimeoutMs?: number | undefined;
 }
 
 /** listen() options. */
 export interface ListenOptions extends ConnectionOptions {
   /** Kernel accept backlog (default 1024). */
-  backlog?: number;
+  backlog?: number | undefined;
   /**
    * SO_REUSEPORT (default true for TCP/IP): every shard listens on the same port and the kernel
    * spreads connections over them. Shared within this process only: a port another process
    * holds, with SO_REUSEPORT or without, fails with EADDRINUSE (the first socket on a port is
    * preceded by a trial bind without it). Ignored for Unix sockets.
    */
-  reusePort?: boolean;
+  reusePort?: boolean | undefined;
   /** SO_REUSEADDR (default true). */
-  reuseAddress?: boolean;
+  reuseAddress?: boolean | undefined;
   /** IPv6 listeners accept only IPv6 peers (default false: IPv4-mapped peers too). */
-  ipv6Only?: boolean;
+  ipv6Only?: boolean | undefined;
   /**
    * At most this many connections of this listener open at once, queued ones included
    * (default: unlimited). At the limit the stack stops accepting; the kernel backlog holds
    * new peers until a connection closes.
    */
-  maxConnections?: number;
+  maxConnections?: number | undefined;
   /** Connections accepted but not yet taken by accept() before accepting pauses (default 1024). */
-  acceptQueueLimit?: number;
+  acceptQueueLimit?: number | undefined;
   /** Unix sockets: remove the socket file on close (default true). */
-  unlinkOnClose?: boolean;
+  unlinkOnClose?: boolean | undefined;
 }
 
 /** connect() options. */
 export interface ConnectOptions extends ConnectionOptions, SignalOptions {
   /** Fail with ETIMEDOUT (op "connect") if not connected within this long (default: the kernel's). */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
   /** Bind the socket to this local address before connecting. */
-  localAddress?: AddressInput;
+  localAddress?: AddressInput | undefined;
 }
 
 /** TCP keep-alive tuning (seconds); unset fields keep the kernel's defaults. */
 /** Options of Connection.shutdownInput(). */
 export interface ShutdownInputOptions {
   /** Deliver the bytes already received (buffered here or queued in the kernel) before end of stream (default false: drop them). */
-  keepReceived?: boolean;
+  keepReceived?: boolean | undefined;
 }
 
 export interface KeepAliveOptions {
-  idleS?: number;
-  intervalS?: number;
-  count?: number;
+  idleS?: number | undefined;
+  intervalS?: number | undefined;
+  count?: number | undefined;
 }
 
 /**
@@ -130,7 +130,7 @@ export interface ReceiveRangesOptions extends SignalOptions {
    * as without it; only when they are delivered changes (at the end of the batch, in the same
    * scheduling group).
    */
-  lookahead?: (buffer: Uint8Array, start: number, end: number) => void;
+  lookahead?: ((buffer: Uint8Array, start: number, end: number) => void) | undefined;
 }
 
 /** Consumer result: all bytes consumed, continue. */
@@ -292,18 +292,18 @@ export interface UdpOptions {
    * SO_REUSEPORT (default false): the shards of this process may bind the same port; a port
    * another process holds fails with EADDRINUSE, as for listen().
    */
-  reusePort?: boolean;
+  reusePort?: boolean | undefined;
   /** IPv6 channels accept only IPv6 (default false). */
-  ipv6Only?: boolean;
+  ipv6Only?: boolean | undefined;
   /**
    * Datagrams held for the reader (a positive integer, default 64). When that many are unread
    * the channel stops receiving; datagrams that were already on their way are dropped and
    * counted in `dropped`, and the kernel keeps (then, its socket buffer full, drops) the rest
    * until the reader catches up. The channel never holds more receive buffers than this.
    */
-  maxQueued?: number;
+  maxQueued?: number | undefined;
   /** SO_BROADCAST. */
-  broadcast?: boolean;
+  broadcast?: boolean | undefined;
 }
 
 /** A bound UDP socket. */

@@ -762,7 +762,7 @@ function rebuildError(
   }
   // The shard it names: set where it was thrown (RemoteError) or by the smp layer (ShardGoneError),
   // kept across further hops; otherwise the shard it came from.
-  const named = extra.shard;
+  const named = extra["shard"];
   Object.defineProperty(e, "shard", { value: typeof named === "number" ? named : shard, writable: true, enumerable: true, configurable: true });
   return e;
 }

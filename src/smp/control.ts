@@ -14,14 +14,14 @@ export type Transfer = (ArrayBuffer | MessagePort)[];
 export interface ErrorInfo {
   name: string;
   message: string;
-  code?: string;
-  stack?: string;
+  code?: string | undefined;
+  stack?: string | undefined;
   /** The error's cause, flattened the same way (a few levels deep). */
-  cause?: ErrorInfo;
+  cause?: ErrorInfo | undefined;
   /** An AggregateError's errors (the first ten). */
-  errors?: ErrorInfo[];
+  errors?: ErrorInfo[] | undefined;
   /** The shard it names (RemoteError: where it was thrown; ShardGoneError: the shard gone). */
-  shard?: number;
+  shard?: number | undefined;
 }
 
 /** The supervisor's messages to a shard. */

@@ -21,7 +21,7 @@ export interface HandlerRef<F extends AnyFunction = AnyFunction> {
   /** @internal index in the registry, the same on every shard */
   readonly id: number;
   /** @internal carries F for type inference only; never set */
-  readonly __type?: F;
+  readonly __type?: F | undefined;
 }
 
 /** What the runtime needs from a Sharded service (see sharded.ts). */

@@ -93,7 +93,7 @@ const rt = {
   count: 1,
   cpu: -1,
   active: false,
-  encodeLocal: process.env.SHOAL_ENCODE_LOCAL_CALLS === "1",
+  encodeLocal: process.env["SHOAL_ENCODE_LOCAL_CALLS"] === "1",
   layout: undefined as SmpLayout | undefined,
   i32: new Int32Array(0) as Int32Array<ArrayBufferLike>,
   out: [] as (OutRing | undefined)[],
@@ -233,7 +233,7 @@ export interface SmpOptions {
    * $SHOAL_ENCODE_LOCAL_CALLS=1): arguments that could not cross shards fail at --smp 1 as well.
    * Costs an encode and a decode per local call.
    */
-  encodeLocalCalls?: boolean;
+  encodeLocalCalls?: boolean | undefined;
 }
 
 /** Applies smp options on this shard (the app template applies --encode-local-calls on every shard). */
@@ -880,7 +880,7 @@ function reply(to: number, slot: number, kind: number, value: unknown, callKind:
     try {
       const what = kind === K_THROW ? "the exception" : "the result";
       const last = new Error(`${what} of ${describeTarget(callKind, target)} could not cross shards: ${clip(safeString(err), 500)}`);
-      last.stack = undefined;
+      (last as { stack?: string | undefined }).stack = undefined;
       send(ring, K_THROW, 0, 0, slot, NO_ARGS, undefined, last);
     } catch (again) {
       log.error(`could not send a reply to shard ${to}:`, again);
@@ -895,7 +895,7 @@ function replacementFor(kind: number, value: unknown, err: unknown, callKind: nu
     const text = e !== undefined ? `${safeString(e.name)}: ${safeString(e.message)}` : `a thrown ${typeof value} that cannot cross shards: ${safeString(value)}`;
     const replacement = new Error(clip(text, 4096));
     const stack = e !== undefined ? safeString(e.stack) : "";
-    replacement.stack = stack === "" ? undefined : clip(stack, 8192);
+    (replacement as { stack?: string | undefined }).stack = stack === "" ? undefined : clip(stack, 8192);
     return replacement;
   }
   if (err instanceof EncodeError) {

@@ -67,12 +67,12 @@ export function registerReducer<R, V>(name: string, reducer: Reducer<R, V>): voi
 /** How sharded() builds each shard's instance. */
 export interface ShardedOptions<T, A extends unknown[]> {
   /** The registered name (default: the class name). Must be the same on every shard. */
-  name?: string;
+  name?: string | undefined;
   /**
    * Builds the instance on each shard from start()'s arguments, instead of `new Class(...args)`.
    * Runs on the shard that will own the instance; may be async.
    */
-  factory?: (shard: number, ...args: A) => T | Promise<T>;
+  factory?: ((shard: number, ...args: A) => T | Promise<T>) | undefined;
 }
 
 type State = "idle" | "starting" | "running" | "stopping";

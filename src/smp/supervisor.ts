@@ -29,21 +29,21 @@ const REPEAT_WINDOW_MS = 250;
 /** How the supervisor treats process signals (the default: SIGINT and SIGTERM stop, a repeat exits). */
 export interface SignalPolicy {
   /** Signals that begin the orderly shutdown (default SIGINT and SIGTERM). */
-  shutdown?: readonly NodeJS.Signals[];
+  shutdown?: readonly NodeJS.Signals[] | undefined;
   /** Signals caught and ignored, so they do not kill the process (default none). */
-  ignore?: readonly NodeJS.Signals[];
+  ignore?: readonly NodeJS.Signals[] | undefined;
   /**
    * A shutdown signal while the shutdown runs: "exit" (default) exits 1 at once without waiting
    * for services; "ignore" lets the shutdown (bounded by shutdownTimeoutMs) finish and exit with
    * its own code. Either way the same signal within 250 ms of the first counts as the first
    * (GNU timeout delivers its SIGTERM twice, to the child and to its process group).
    */
-  repeat?: "exit" | "ignore";
+  repeat?: "exit" | "ignore" | undefined;
   /**
    * Called on the main thread when a shutdown signal begins the shutdown, in place of the
    * "received: shutting down" log line (an app that prints its own, as a server it replaces did).
    */
-  onShutdown?: (signal: NodeJS.Signals) => void;
+  onShutdown?: ((signal: NodeJS.Signals) => void) | undefined;
 }
 
 /** Signals a process cannot catch, or that Bun/the runtime need: refused in a SignalPolicy. */
@@ -81,29 +81,29 @@ export interface SupervisorOptions {
   /** URL or path of the module every shard imports (it calls app()). */
   module: string;
   /** Shards to start; default: one per CPU in `cpuset` or in the process's CPU set. */
-  smp?: number;
+  smp?: number | undefined;
   /** CPUs to pin shards to, in order; default: the process's CPU set. */
-  cpuset?: number[];
+  cpuset?: number[] | undefined;
   /** Do not pin, and allow more shards than CPUs (shared machines, tests). */
-  overprovisioned?: boolean;
+  overprovisioned?: boolean | undefined;
   /** Loop options for every shard. */
-  loop?: LoopOptions;
+  loop?: LoopOptions | undefined;
   /** Log level specification for every thread. */
-  logLevel?: string;
+  logLevel?: string | undefined;
   /** Route local calls through the encoder on every shard (debug). */
-  encodeLocalCalls?: boolean;
+  encodeLocalCalls?: boolean | undefined;
   /** The parsed command line, handed to app() inside every shard. */
-  options?: Record<string, unknown>;
+  options?: Record<string, unknown> | undefined;
   /** Bytes of data per ring (power of two, default 256 KiB). */
-  ringBytes?: number;
+  ringBytes?: number | undefined;
   /** A shard that does not report ready within this long fails the start (default 60 s). */
-  startTimeoutMs?: number;
+  startTimeoutMs?: number | undefined;
   /** Shutdown gives up after this long and exits 1 (default 30 s). */
-  shutdownTimeoutMs?: number;
+  shutdownTimeoutMs?: number | undefined;
   /** How long shard 0 waits for main to return after the shutdown signal (default 5 s). */
-  mainGraceMs?: number;
+  mainGraceMs?: number | undefined;
   /** Which signals stop the app, which are ignored, and what a repeated one does. */
-  signals?: SignalPolicy;
+  signals?: SignalPolicy | undefined;
 }
 
 /** Exit code: the app ended normally. */

@@ -56,19 +56,19 @@ const UDP_RECV_GROUP = RECV_GROUP + 1;
 /** Settings of the posix stack; see configureNet. */
 export interface PosixStackOptions {
   /** Bytes per stream (TCP, Unix) receive buffer (multiple of 64, default 16384). */
-  recvBufferSize?: number;
+  recvBufferSize?: number | undefined;
   /**
    * Receive buffers the shard starts with, and the step it grows by (default 256: 4 MiB at
    * 16 KiB). The ring hands buffers out in FIFO order, so under load every buffer in it is
    * touched: this is the resident size of an idle-again shard.
    */
-  recvBufferCount?: number;
+  recvBufferCount?: number | undefined;
   /**
    * Receive buffers the pool may grow to when readers hold many (power of two up to 32768,
    * default 8192: 128 MiB of address space at 16 KiB, touched only as used). Past it, receives
    * wait for buffers (ENOBUFS) until readers release some.
    */
-  recvBufferMax?: number;
+  recvBufferMax?: number | undefined;
   /**
    * Datagram receive buffers the shard starts with once its first UDP channel binds, and the
    * step it grows by (integer in 1..udpRecvBufferMax, default 32: 2 MiB of address space).
@@ -78,23 +78,23 @@ export interface PosixStackOptions {
    * nothing for it. The kernel writes only the datagram's bytes: a small datagram touches one
    * or two pages of its buffer, so the resident size follows the datagrams, not the buffers.
    */
-  udpRecvBufferCount?: number;
+  udpRecvBufferCount?: number | undefined;
   /**
    * Datagram receive buffers the ring may grow to (power of two up to 32768, default 1024:
    * 64 MiB of address space, touched only as datagrams fill it). Each channel holds at most
    * its maxQueued unread datagrams and the one last received; past the cap, receives wait for
    * buffers (ENOBUFS) until readers release some, and the kernel queues datagrams meanwhile.
    */
-  udpRecvBufferMax?: number;
+  udpRecvBufferMax?: number | undefined;
   /**
    * NativeBuffer writes at least this long use zero-copy sends (default 65536; Infinity: never),
    * until the kernel reports that it copied one connection's data anyway (a peer on this host:
    * loopback delivery copies; a device without scatter-gather): that connection's later sends
    * are plain ones (netStats().sendsZeroCopyCopied counts the switches).
    */
-  zeroCopySendMin?: number;
+  zeroCopySendMin?: number | undefined;
   /** Poison recycled receive buffers (debug; default: SHOAL_DEBUG_POISON=1). */
-  poisonBuffers?: boolean;
+  poisonBuffers?: boolean | undefined;
 }
 
 /** The operations the posix stack needs beyond the core set. */
@@ -144,14 +144,14 @@ export class PosixStack implements NetworkStack {
     sendsZeroCopyCopied: 0,
     timeouts: 0,
   };
-  private config: Required<PosixStackOptions> = {
+  private config: { [K in keyof PosixStackOptions]-?: Exclude<PosixStackOptions[K], undefined> } = {
     recvBufferSize: 16384,
     recvBufferCount: 256,
     recvBufferMax: 8192,
     udpRecvBufferCount: 32,
     udpRecvBufferMax: 1024,
     zeroCopySendMin: 65536,
-    poisonBuffers: process.env.SHOAL_DEBUG_POISON === "1",
+    poisonBuffers: process.env["SHOAL_DEBUG_POISON"] === "1",
   };
   private started = false;
   private growStep = 256;

@@ -143,7 +143,7 @@ export class PosixUdpChannel implements UdpChannel, Completable {
   private readonly waitingSends: UdpSend[] = [];
   private waitingHead = 0;
   private droppedCount = 0;
-  private waiter: { resolve: (d: Datagram | null) => void; reject: (e: unknown) => void; signal?: AbortSignal; onAbort?: () => void } | undefined;
+  private waiter: { resolve: (d: Datagram | null) => void; reject: (e: unknown) => void; signal?: AbortSignal | undefined; onAbort?: (() => void) | undefined } | undefined;
   private closing: Promise<void> | undefined;
   private resolveClosed: (() => void) | undefined;
   private closedFd = false;
