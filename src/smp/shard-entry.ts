@@ -10,7 +10,7 @@ import { describeValue } from "../core/describe.ts";
 import { configureLoop } from "../core/loop.ts";
 import { loopState } from "../core/scheduler.ts";
 import { native } from "../core/native.ts";
-import { setLogLevel, setLogPrefix, logger } from "../log/logger.ts";
+import { setLogLevel, setLogPrefix, logger, warmLogging } from "../log/logger.ts";
 import { currentCpu, pinThread, threadId } from "./affinity.ts";
 import { errorInfo, setShardLaunch, shardMain, type ToShard, type ToSupervisor, type Transfer } from "./control.ts";
 import { deliverPort } from "./ports.ts";
@@ -50,6 +50,7 @@ async function init(msg: Extract<ToShard, { type: "init" }>): Promise<void> {
   loopState.report = (text: string) => reactorLog.warn(text);
   try {
     setLogLevel(msg.logLevel);
+    warmLogging();
     configureLoop(msg.loop);
     native();
     if (msg.init.cpu >= 0) pinThread(msg.init.cpu);
