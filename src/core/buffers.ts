@@ -3,7 +3,7 @@
  * copy. The kernel reads and writes these directly. A BufferPool maps one region and carves
  * fixed-size, aligned buffers out of it; acquiring and releasing is pure JS (no FFI call).
  */
-import { mapNative, mapNativeHuge, native, nativeView } from "./native.ts";
+import { mapNative, mapNativeHuge, native, nativeView, poolView, poolViewReleased } from "./native.ts";
 import { AbortError, ClosedError, InvalidArgumentError, ShoalError, SystemError } from "./errors.ts";
 import { describeValue } from "./describe.ts";
 
@@ -215,7 +215,7 @@ export class BufferPool {
     this.regionBytes = this.stride * this.count;
     checkViewable("BufferPool: bufferSize x count", this.regionBytes);
     this.address = mapOrThrow(this.regionBytes, "BufferPool");
-    this.region = nativeView(this.address, this.regionBytes);
+    this.region = poolView(this.address, this.regionBytes);
     this.free = new Int32Array(this.count);
     for (let i = 0; i < this.count; i++) this.free[i] = this.count - 1 - i;
     this.freeCount = this.count;
@@ -320,6 +320,7 @@ export class BufferPool {
     this.closed = true;
     // Views of its buffers kept past close read as empty rather than crash.
     unmapViewed(this.region, this.address, this.regionBytes);
+    poolViewReleased(this.regionBytes);
   }
 }
 

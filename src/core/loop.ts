@@ -15,6 +15,7 @@ import { expireTimers, nextTimerDeadline, timerRefs, updateClock } from "./timer
 import { reactor, type Reactor } from "./reactor.ts";
 import { InvalidArgumentError } from "./errors.ts";
 import { describeValue } from "./describe.ts";
+import { poolBytes } from "./native.ts";
 import { fullGC } from "bun:jsc";
 
 export interface LoopOptions {
@@ -145,25 +146,30 @@ function checkHeap(now: number): void {
   const growthMiB = loopConfig.fullGcGrowthMiB;
   if (growthMiB === 0) return;
   let m = process.memoryUsage();
-  if (heapBase < 0 || m.heapUsed < heapBase) {
-    heapBase = m.heapUsed;
+  // Pools viewed for their owner's lifetime (receive rings, buffer pools) count as external
+  // memory but are not garbage: left out, so that a pool made after the first check (the first
+  // listen()) does not look like growth and cost a full collection that frees nothing.
+  const used = m.heapUsed - poolBytes();
+  if (heapBase < 0 || used < heapBase) {
+    heapBase = used;
     objectsBase = Math.max(0, m.heapUsed - m.external);
     return;
   }
   // Growth counts external memory too: garbage ArrayBuffers (copies of large values, views made
   // per operation) hold memory outside the object heap. The shard's fixed native views (rings,
   // arenas) are in the base and do not scale the threshold; the live objects do.
-  const used = m.heapUsed;
   if (used - heapBase < Math.max(growthMiB * 1048576, objectsBase)) return;
   const start = performance.now();
   fullGC();
   const took = performance.now() - start;
   m = process.memoryUsage();
-  heapBase = m.heapUsed;
+  heapBase = m.heapUsed - poolBytes();
   objectsBase = Math.max(0, m.heapUsed - m.external);
   loopStats.fullGcs++;
   loopStats.fullGcMs += took;
-  if (took >= loopState.blockedNotifyMs) reportBlocked(`in a full garbage collection (heap ${(used / 1048576).toFixed(0)} -> ${(heapBase / 1048576).toFixed(0)} MiB)`, took);
+  if (took >= loopState.blockedNotifyMs) {
+    reportBlocked(`in a full garbage collection (heap ${((used + poolBytes()) / 1048576).toFixed(0)} -> ${(m.heapUsed / 1048576).toFixed(0)} MiB)`, took);
+  }
 }
 
 /** Starts the loop (through setImmediate) if it is stopped. Called by everything that adds work. */

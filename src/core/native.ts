@@ -66,6 +66,30 @@ export function nativeView(address: number | Pointer, length: number): ArrayBuff
   return toArrayBuffer(address as Pointer, 0, length);
 }
 
+let poolViewBytes = 0;
+
+/**
+ * nativeView() of a pool that lives as long as its owner (a receive ring, a BufferPool, a
+ * slab): the engine counts the view's bytes as external memory, which is not garbage, so the
+ * loop's full-collection trigger leaves them out of the heap's growth (poolBytes()).
+ * poolViewReleased() when the memory is unmapped.
+ */
+export function poolView(address: number | Pointer, length: number): ArrayBuffer {
+  const view = nativeView(address, length);
+  poolViewBytes += length;
+  return view;
+}
+
+/** The pool's memory went (unmapped): its view is garbage from now on. */
+export function poolViewReleased(length: number): void {
+  poolViewBytes -= length;
+}
+
+/** Bytes of this thread's live pool views (see poolView). */
+export function poolBytes(): number {
+  return poolViewBytes;
+}
+
 /** Maps `sizeBytes` of zeroed, page-aligned native memory: the address, or a negative errno. */
 export function mapNative(sizeBytes: number): number {
   return Number(native().shoal_mem_map(sizeBytes));

@@ -4,7 +4,7 @@
  * state); acquire and release are a few array operations, never a native call, and return
  * block ids rather than objects so that the hot path allocates nothing.
  */
-import { mapNative, nativeView } from "../core/native.ts";
+import { mapNative, poolView } from "../core/native.ts";
 import { InvalidArgumentError, SystemError } from "../core/errors.ts";
 import { describeValue } from "../core/describe.ts";
 
@@ -97,7 +97,7 @@ export class NativeSlab {
     const bytes = count * this.blockSize;
     const base = mapNative(bytes);
     if (base < 0) throw new SystemError(`mmap (${this.what})`, -base);
-    const region = nativeView(base, bytes);
+    const region = poolView(base, bytes);
     const first = this.mapped;
     for (let i = 0; i < count; i++) {
       this.addresses.push(base + i * this.blockSize);

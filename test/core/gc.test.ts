@@ -32,6 +32,15 @@ describe("full garbage collections from the loop", () => {
     expect(r.maxMiB - r.startMiB).toBeLessThan(16 + 48);
   }, 90_000);
 
+  test("a long-lived native pool made after the first look (a first listen()) is not growth: no full collection for it", () => {
+    const out = Bun.spawnSync({ cmd: [process.execPath, join(import.meta.dir, "fixtures", "gc-pool.ts")], stdout: "pipe", stderr: "pipe", timeout: 60_000 });
+    const text = out.stdout.toString().trim();
+    expect(out.exitCode, `${text}\n${out.stderr.toString()}`).toBe(0);
+    const r = JSON.parse(text.split("\n").pop()!) as { grownMiB: number; fullGcs: number };
+    expect(r.grownMiB).toBeGreaterThan(100); // the engine counts the pool's view in the heap
+    expect(r.fullGcs).toBe(0);
+  }, 90_000);
+
   test("0 turns them off", () => {
     const r = run(0, 32);
     expect(r.fullGcs).toBe(0);

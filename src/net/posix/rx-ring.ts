@@ -8,7 +8,7 @@
  * Buffers are reference counted: the input queue, a read() lease and zero-copy sends of a
  * received view each hold one.
  */
-import { native, nativeView } from "../../core/native.ts";
+import { native, nativeView, poolView, poolViewReleased } from "../../core/native.ts";
 import { SystemError } from "../../core/errors.ts";
 
 /** Fill byte of recycled receive buffers when poisoning is on. */
@@ -62,7 +62,7 @@ export class RxRing {
     let ring: ArrayBuffer;
     try {
       ring = nativeView(ringAddress, entries * 16);
-      this.region = nativeView(this.bufsAddress, entries * bufferSize);
+      this.region = poolView(this.bufsAddress, entries * bufferSize);
     } catch (e) {
       // Registered and mapped already: give both back, or the group id stays taken (EEXIST).
       lib.shoal_net_buf_ring_destroy(handle as never);
@@ -154,5 +154,6 @@ export class RxRing {
   /** Unregisters and unmaps; only when no receive selecting from the group is in flight. */
   destroy(): void {
     native().shoal_net_buf_ring_destroy(this.handle as never);
+    poolViewReleased(this.entries * this.bufferSize);
   }
 }
