@@ -16,7 +16,7 @@
  * point into the buffer they came from, so the ring space can be reused at once.
  */
 import type { NativeBuffer } from "../core/buffers.ts";
-import { AbortError, ClosedError, InvalidArgumentError, TimedOutError } from "../core/errors.ts";
+import { AbortError, ClosedError, InvalidArgumentError, ShoalError, SystemError, TimedOutError } from "../core/errors.ts";
 import * as smpErrors from "./errors.ts";
 import { EncodeError, MessageTooLargeError, RemoteError } from "./errors.ts";
 
@@ -84,14 +84,40 @@ export type ForeignBufferFactory = (owner: number, id: number, address: number, 
 /** Error classes rebuilt as themselves on the receiving shard (the smp layer's own), by name. */
 const knownErrors = new Map<string, new (...args: never[]) => Error>();
 
-/** @internal Lets an error class keep its identity across shards (framework errors only). */
-export function registerKnownError(ctor: new (...args: never[]) => Error): void {
+/**
+ * Lets an error class keep its identity across shards: an instance thrown on one shard is
+ * rebuilt on the caller's as an instance of the same class (its prototype; the constructor does
+ * not run), with name, message, code, cause, stack and the own properties that can cross, so
+ * `instanceof` answers the same wherever the call ran. Classes are matched by name: register
+ * each on every shard (at the top level of a module every shard imports), and give classes
+ * that cross distinct names. Errors of an unregistered class arrive as RemoteError. Shoal's own
+ * errors, SystemError and JavaScript's built-in error classes are registered already.
+ */
+export function registerErrorClass(ctor: new (...args: never[]) => Error): void {
+  if (typeof ctor !== "function" || !(ctor.prototype instanceof Error)) {
+    throw new InvalidArgumentError("registerErrorClass: expected an Error subclass");
+  }
   knownErrors.set(ctor.name, ctor);
 }
 
-// Shoal's own error classes (except RemoteError) arrive as themselves.
-for (const ctor of [...Object.values(smpErrors), InvalidArgumentError, ClosedError, AbortError, TimedOutError]) {
-  if (ctor !== RemoteError) registerKnownError(ctor as new (...args: never[]) => Error);
+// Shoal's own error classes (except RemoteError), SystemError and the built-in error classes
+// (not Error itself, nor AggregateError, whose `errors` cross as a property of a RemoteError)
+// arrive as themselves.
+for (const ctor of [
+  ...Object.values(smpErrors),
+  InvalidArgumentError,
+  ClosedError,
+  AbortError,
+  TimedOutError,
+  SystemError,
+  TypeError,
+  RangeError,
+  SyntaxError,
+  ReferenceError,
+  EvalError,
+  URIError,
+]) {
+  if (ctor !== RemoteError) registerErrorClass(ctor as new (...args: never[]) => Error);
 }
 
 let NativeBufferClass: (abstract new (...args: never[]) => NativeBuffer) | undefined;
@@ -743,11 +769,12 @@ function rebuildError(
   const known = knownErrors.get(name);
   let e: Error;
   if (known !== undefined) {
-    // One of the smp layer's own errors: keep its class so that instanceof works across shards.
+    // A registered class (Shoal's errors, built-ins, registerErrorClass): keep it so that
+    // instanceof works across shards.
     e = Object.create(known.prototype) as Error;
     Object.defineProperty(e, "message", { value: message, writable: true, configurable: true });
     if (cause !== undefined) Object.defineProperty(e, "cause", { value: cause, writable: true, configurable: true });
-    (e as { code?: unknown }).code = code;
+    if (code !== undefined || e instanceof ShoalError) (e as { code?: unknown }).code = code;
     e.name = name;
   } else {
     e = new RemoteError(name, message, code === undefined ? "ERR_REMOTE" : String(code), cause === undefined ? undefined : { cause });

@@ -100,9 +100,11 @@ export class ServiceStateError extends ShoalError {
 }
 
 /**
- * An exception thrown on another shard. `name`, `message`, `code` and `stack` are the remote
- * ones (the stack ends with where the call was made); `shard` is where it was thrown; the
- * remote error's other own enumerable properties (errno, op, ...) are copied when they could cross.
+ * An exception thrown on another shard whose class is not registered (registerErrorClass: Shoal's
+ * errors, SystemError and the built-in TypeError, RangeError... are, and arrive as themselves).
+ * `name`, `message`, `code` and `stack` are the remote ones (the stack ends with where the call
+ * was made); `shard` is where it was thrown; the remote error's other own enumerable properties
+ * (errno, op, ...) are copied when they could cross.
  */
 export class RemoteError extends ShoalError {
   /** The shard the error was thrown on. */

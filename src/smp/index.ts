@@ -21,3 +21,4 @@ export {
 } from "./errors.ts";
 export { threadCpuAffinity, parseCpuset, formatCpuset } from "./affinity.ts";
 export { connectPort, onPort } from "./ports.ts";
+export { registerErrorClass } from "./codec.ts";

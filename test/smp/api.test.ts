@@ -28,11 +28,11 @@ for (const groups of [false, true]) describe(groups ? "across shards, two schedu
     expect(r.ringWakes).toBe(r.smpWakes);
   });
 
-  test("a remote exception arrives with its name, message, code, own properties, stack and shard", () => {
+  test("a remote exception arrives with its class (a built-in one), name, message, code, own properties, stack and shard", () => {
     for (const key of ["remoteThrow", "remoteReject"]) {
       expect(r[key]).toMatchObject({
         ok: false,
-        class: "RemoteError",
+        class: "TypeError",
         name: "TypeError",
         code: "E_REMOTE_WRONG",
         message: "remote went wrong",

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { Reader, RING_FULL, Writer, setNativeBufferClass } from "../../src/smp/codec.ts";
+import { Reader, RING_FULL, Writer, registerErrorClass, setNativeBufferClass } from "../../src/smp/codec.ts";
+import { InvalidArgumentError, SystemError } from "../../src/core/errors.ts";
 import { NativeBuffer, allocateAlignedBuffer } from "../../src/core/buffers.ts";
 import { EncodeError, MessageTooLargeError, RemoteError } from "../../src/smp/errors.ts";
 
@@ -89,8 +90,9 @@ describe("codec: values round-trip exactly", () => {
     const cause = new RangeError("inner");
     const e = new TypeError("outer", { cause });
     Object.assign(e, { code: "E_OUTER", errno: 42, op: "read", skipped: () => 1 });
-    const back = roundTrip(e) as RemoteError & { errno: number; op: string; skipped?: unknown };
-    expect(back).toBeInstanceOf(RemoteError);
+    const back = roundTrip(e) as TypeError & { code: string; errno: number; op: string; skipped?: unknown };
+    expect(back).toBeInstanceOf(TypeError); // a built-in class arrives as itself
+    expect(back).not.toBeInstanceOf(RemoteError);
     expect(back.name).toBe("TypeError");
     expect(back.message).toBe("outer");
     expect(back.code).toBe("E_OUTER");
@@ -104,6 +106,36 @@ describe("codec: values round-trip exactly", () => {
     const plain = roundTrip(new Error("x", { cause: () => 1 })) as RemoteError;
     expect(plain.code).toBe("ERR_REMOTE");
     expect(typeof plain.cause).toBe("string");
+  });
+
+  test("SystemError and registered classes arrive as themselves; built-ins without a code get none; unregistered ones are RemoteError", () => {
+    const sys = roundTrip(new SystemError("connect", 111)) as SystemError;
+    expect(sys).toBeInstanceOf(SystemError);
+    expect({ code: sys.code, errno: sys.errno, op: sys.op, message: sys.message }).toEqual({
+      code: "ECONNREFUSED",
+      errno: 111,
+      op: "connect",
+      message: "connect failed: ECONNREFUSED",
+    });
+    const range = roundTrip(new RangeError("r")) as RangeError;
+    expect(range).toBeInstanceOf(RangeError);
+    expect("code" in range).toBe(false);
+    class AppError extends Error {
+      override name = "AppError";
+      constructor(message: string, readonly detail: string) {
+        super(message);
+      }
+    }
+    class Unregistered extends Error {
+      override name = "Unregistered";
+    }
+    expect(roundTrip(new AppError("a", "d"))).toBeInstanceOf(RemoteError);
+    registerErrorClass(AppError);
+    const app = roundTrip(new AppError("a", "d")) as AppError;
+    expect(app).toBeInstanceOf(AppError);
+    expect({ name: app.name, message: app.message, detail: app.detail }).toEqual({ name: "AppError", message: "a", detail: "d" });
+    expect(roundTrip(new Unregistered("u"))).toBeInstanceOf(RemoteError);
+    expect(() => registerErrorClass(class NotAnError {} as never)).toThrow(InvalidArgumentError);
   });
 
   test("a cause dropped because it cannot cross gives back the handover ids reserved inside it", () => {
