@@ -5,7 +5,7 @@
 export { listen, connect, bindUdp, serve, netStats, configureNet, networkStack, setNetworkStack } from "./api.ts";
 export type { DrainOptions, ServeOptions, Server } from "./api.ts";
 export type { PosixStackOptions } from "./posix/stack.ts";
-export { CONSUME_ALL, needBytes } from "./types.ts";
+export { CONSUME_ALL, STOP_RECEIVING, needBytes } from "./types.ts";
 export type {
   Connection,
   ConnectionInput,
@@ -22,6 +22,7 @@ export type {
   StreamConsumer,
   StreamReceiver,
   StreamRangeReceiver,
+  ReceiverResult,
   ReceiveRangesOptions,
   UdpChannel,
   UdpOptions,

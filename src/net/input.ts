@@ -10,7 +10,7 @@ import { currentSchedulingGroup, defaultSchedulingGroup, enqueue, singleGroup } 
 import { now } from "../core/timer.ts";
 import { UnexpectedEofError } from "./errors.ts";
 import { signalOption } from "./options.ts";
-import { CONSUME_ALL, type ConnectionInput, type ReceiveRangesOptions, type SignalOptions, type StreamConsumer, type StreamRangeReceiver, type StreamReceiver } from "./types.ts";
+import { CONSUME_ALL, STOP_RECEIVING, type ConnectionInput, type ReceiveRangesOptions, type ReceiverResult, type SignalOptions, type StreamConsumer, type StreamRangeReceiver, type StreamReceiver } from "./types.ts";
 import { describeValue } from "../core/describe.ts";
 
 /** What a stack provides to a StreamInput. */
@@ -634,12 +634,12 @@ export class StreamInput implements ConnectionInput {
     }
   }
 
-  receive(receiver: StreamReceiver, opts?: SignalOptions): Promise<void> {
+  receive(receiver: StreamReceiver, opts?: SignalOptions): Promise<boolean> {
     if (typeof receiver !== "function") throw new InvalidArgumentError("receive: the receiver must be a function");
     return this.startReceive("receive", receiver, undefined, opts);
   }
 
-  receiveRanges(receiver: StreamRangeReceiver, opts?: ReceiveRangesOptions): Promise<void> {
+  receiveRanges(receiver: StreamRangeReceiver, opts?: ReceiveRangesOptions): Promise<boolean> {
     if (typeof receiver !== "function") throw new InvalidArgumentError("receiveRanges: the receiver must be a function");
     const la = opts?.lookahead;
     if (la !== undefined && typeof la !== "function") throw new InvalidArgumentError("receiveRanges: lookahead must be a function");
@@ -653,7 +653,7 @@ export class StreamInput implements ConnectionInput {
     receiver: StreamReceiver | undefined,
     rangeReceiver: StreamRangeReceiver | undefined,
     opts: SignalOptions | undefined,
-  ): Promise<void> {
+  ): Promise<boolean> {
     this.checkIdle(op);
     let signal: AbortSignal | undefined;
     try {
@@ -663,7 +663,7 @@ export class StreamInput implements ConnectionInput {
     }
     this.releaseLease();
     if (signal?.aborted) return Promise.reject(new AbortError(`${op} was aborted`, { cause: signal.reason }));
-    const p = new Promise<void>(captureExecutor);
+    const p = new Promise<boolean>(captureExecutor);
     this.resolveWait = capturedResolve;
     this.rejectWait = capturedReject;
     this.receiver = receiver;
@@ -694,7 +694,7 @@ export class StreamInput implements ConnectionInput {
     try {
       while (this.n > 0 && this.waitKind === WAIT_RECEIVE) {
         const call = this.receiveCalls;
-        let r: void | Promise<void>;
+        let r: ReceiverResult;
         try {
           const ranges = this.rangeReceiver;
           if (ranges === undefined) {
@@ -713,9 +713,9 @@ export class StreamInput implements ConnectionInput {
           // The handler ended its own receive() (aborted its signal, closed the connection's
           // input): the chunk it was given was set aside for it (finishReceive); it is given
           // back when the handler's promise settles, or now if it returned none.
-          if (r !== undefined && typeof (r as Promise<void>).then === "function") {
+          if (r !== undefined && r !== STOP_RECEIVING && typeof r.then === "function") {
             const gen = ++this.holdGen;
-            (r as Promise<void>).then(
+            r.then(
               () => this.releaseOrphan(gen),
               () => this.releaseOrphan(gen),
             );
@@ -726,14 +726,20 @@ export class StreamInput implements ConnectionInput {
           if (this.waitKind !== WAIT_RECEIVE) return;
           continue;
         }
-        if (r !== undefined && typeof (r as Promise<void>).then === "function") {
+        if (r === STOP_RECEIVING) {
+          // This chunk was the last: the call ends, the connection and later bytes stay.
+          this.releaseLease();
+          this.finishStopped();
+          return;
+        }
+        if (r !== undefined && typeof r.then === "function") {
           // The handler is busy: further chunks wait (and pause the source past the mark).
           this.holding = true;
           this.waitingSince = 0;
           const gen = ++this.holdGen;
-          (r as Promise<void>).then(
-            () => this.heldSettled(gen, undefined),
-            (e: unknown) => this.heldSettled(gen, e instanceof Error ? e : new Error(String(e))),
+          r.then(
+            (v) => this.heldSettled(gen, undefined, v === STOP_RECEIVING),
+            (e: unknown) => this.heldSettled(gen, e instanceof Error ? e : new Error(String(e)), false),
           );
           this.checkPause();
           return;
@@ -758,10 +764,16 @@ export class StreamInput implements ConnectionInput {
   }
 
   /** A receive() handler's promise for the chunk it held settled. */
-  private heldSettled(gen: number, err: Error | undefined): void {
+  private heldSettled(gen: number, err: Error | undefined, stop: boolean): void {
     if (!this.holding || gen !== this.holdGen) {
       // Its receive() already ended: give back what it held; its outcome concerns nobody now.
       this.releaseOrphan(gen);
+      return;
+    }
+    if (err === undefined && stop) {
+      this.holding = false;
+      this.releaseLease();
+      this.finishStopped();
       return;
     }
     if (err === undefined) {
@@ -808,7 +820,16 @@ export class StreamInput implements ConnectionInput {
       return;
     }
     this.markEnded();
-    this.resolveWait(undefined);
+    this.resolveWait(false);
+  }
+
+  /** Ends receive() because its receiver returned STOP_RECEIVING: resolves true; later bytes stay. */
+  private finishStopped(): void {
+    if (this.waitKind !== WAIT_RECEIVE) return;
+    this.clearWait();
+    // Nobody reads now: past the pause mark the source stops until the next read.
+    this.checkPause();
+    this.resolveWait(true);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {

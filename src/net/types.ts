@@ -101,13 +101,25 @@ export interface KeepAliveOptions {
 export type StreamConsumer = (data: Uint8Array) => number;
 
 /**
+ * What a push-mode handler returns to end its receive() after the chunk it was given (consumed
+ * whole): receive() resolves true, the connection stays open, and bytes received after that
+ * chunk stay buffered for the next read. A protocol's "quit", or a handler that answered an
+ * error and wants its connection closed gracefully (a throw ends receive() with a rejection).
+ */
+export const STOP_RECEIVING: unique symbol = Symbol("shoal.stopReceiving");
+
+/** What a push-mode handler may return: nothing (next chunk at once), STOP_RECEIVING, or a promise of either (holds delivery until it settles). */
+export type ReceiverResult = void | typeof STOP_RECEIVING | Promise<void | typeof STOP_RECEIVING>;
+
+/**
  * A push-mode handler for ConnectionInput.receive(): called from the loop with each chunk of
  * received bytes as it arrives (a view valid only during the call, or until the promise it
  * returns settles). Returning a promise holds further delivery until it settles (the stack stops
  * receiving once the pause mark is reached meanwhile); returning nothing takes the next chunk at
- * once. A throw or rejection ends receive() with that error.
+ * once; returning STOP_RECEIVING (or a promise of it) ends receive() after this chunk. A throw
+ * or rejection ends receive() with that error.
  */
-export type StreamReceiver = (data: Uint8Array) => void | Promise<void>;
+export type StreamReceiver = (data: Uint8Array) => ReceiverResult;
 
 /**
  * A push-mode handler for ConnectionInput.receiveRanges(): like StreamReceiver, but given the
@@ -116,7 +128,7 @@ export type StreamReceiver = (data: Uint8Array) => void | Promise<void>;
  * range belong to nobody: read only [start, end), and only during the call (or until the
  * returned promise settles).
  */
-export type StreamRangeReceiver = (buffer: Uint8Array, start: number, end: number) => void | Promise<void>;
+export type StreamRangeReceiver = (buffer: Uint8Array, start: number, end: number) => ReceiverResult;
 
 /** Options of ConnectionInput.receiveRanges(). */
 export interface ReceiveRangesOptions extends SignalOptions {
@@ -171,19 +183,21 @@ export interface ConnectionInput extends AsyncIterable<Uint8Array> {
   /**
    * Push mode: calls `receiver` with every chunk as it arrives, straight from the completion
    * that received it — no promise, no task switch per chunk, the cheapest way to serve a
-   * request/response protocol. Bytes already buffered go first. Resolves at end of stream (after
-   * the last chunk), rejects with the connection's error (after the chunks received before
-   * it), the receiver's own error (which stops delivery; the connection stays open) or
-   * AbortError from `opts.signal`. While it runs no other read may start (InvalidArgumentError).
+   * request/response protocol. Bytes already buffered go first. Resolves false at end of stream
+   * (after the last chunk), true when the receiver returned STOP_RECEIVING (delivery stops, the
+   * connection stays open, later bytes stay buffered); rejects with the connection's error
+   * (after the chunks received before it), the receiver's own error (which stops delivery; the
+   * connection stays open) or AbortError from `opts.signal`. While it runs no other read may
+   * start (InvalidArgumentError).
    */
-  receive(receiver: StreamReceiver, opts?: SignalOptions): Promise<void>;
+  receive(receiver: StreamReceiver, opts?: SignalOptions): Promise<boolean>;
   /**
    * receive() without a view per chunk: the receiver gets the receive buffer and the range of
    * the new bytes (StreamRangeReceiver). For parsers that work on offsets anyway; the same
    * rules for holding, errors, end of stream and abort. `opts.lookahead`: see
    * ReceiveRangesOptions.
    */
-  receiveRanges(receiver: StreamRangeReceiver, opts?: ReceiveRangesOptions): Promise<void>;
+  receiveRanges(receiver: StreamRangeReceiver, opts?: ReceiveRangesOptions): Promise<boolean>;
   /** Bytes received and not yet read. */
   readonly buffered: number;
   /** True once the end of stream was read. */

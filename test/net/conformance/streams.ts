@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSyn
 import { AbortError, ClosedError, InvalidArgumentError, SystemError } from "../../../src/core/errors.ts";
 import { NativeBuffer, allocateAlignedBuffer } from "../../../src/core/buffers.ts";
 import { UnexpectedEofError } from "../../../src/net/errors.ts";
-import { CONSUME_ALL, needBytes, type Connection } from "../../../src/net/types.ts";
+import { CONSUME_ALL, STOP_RECEIVING, needBytes, type Connection } from "../../../src/net/types.ts";
 import { formatAddress } from "../../../src/net/address.ts";
 import { crc, drain, echo, expectQuiescent, expectSystemError, fillRandom, loopback, readBytes, serveWith, until, rejection, type StackUnderTest } from "./harness.ts";
 
@@ -229,13 +229,40 @@ export function streamConformance(s: StackUnderTest): void {
       expect(() => server.input.read()).toThrow(InvalidArgumentError);
       await client.output.write(big);
       await client.output.close();
-      expect(await received).toBeUndefined();
+      expect(await received).toBe(false); // end of stream
       expect(first).toBe("early");
       expect(got).toBe(big.length);
       expect(sum).toBe(crc(big));
       expect(calls).toBeGreaterThanOrEqual(2);
       expect(server.input.ended).toBe(true);
       expect(await server.input.read()).toBeNull();
+      await done();
+    });
+
+    test("receive: a receiver that returns STOP_RECEIVING (or a promise of it) ends the call gracefully; later bytes stay readable and the connection stays open", async () => {
+      const { client, server, done } = await pair();
+      // A line protocol: "QUIT" ends the receive; what the client sent after it is left unread.
+      let lines = "";
+      const stop = server.input.receive((v) => {
+        lines += text(v);
+        return lines.includes("QUIT\n") ? STOP_RECEIVING : undefined;
+      });
+      await client.output.write("a\nb\nQUIT\n");
+      expect(await stop).toBe(true);
+      expect(lines).toBe("a\nb\nQUIT\n");
+      await client.output.write("after");
+      expect(text(await server.input.readExactly(5))).toBe("after"); // nothing lost, nothing re-delivered
+      // The promise form, from receiveRanges, after an answer queued: the answer is flushed by a
+      // graceful close (a throw would have had to reset the connection to end the call).
+      const ranged = server.input.receiveRanges((buf, start, end) => {
+        void server.output.write(`ERR ${end - start}\n`);
+        return Bun.sleep(5).then(() => STOP_RECEIVING);
+      });
+      await client.output.write("garbage");
+      expect(await ranged).toBe(true);
+      await server.close();
+      expect(await readBytes(client, 6)).toEqual(new TextEncoder().encode("ERR 7\n"));
+      expect(await client.input.read()).toBeNull(); // FIN, not a reset
       await done();
     });
 
@@ -682,7 +709,7 @@ export function streamConformance(s: StackUnderTest): void {
         const ac = new AbortController();
         const got: string[] = [];
         let later = "";
-        let second: Promise<void> | undefined;
+        let second: Promise<boolean> | undefined;
         const first = server.input.receive(
           (v) => {
             got.push(`1:${text(v)}`);
