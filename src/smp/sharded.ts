@@ -27,8 +27,11 @@ import { logger } from "../log/logger.ts";
 /** A class whose instances can be sharded. */
 export type ServiceClass = abstract new (...args: never[]) => object;
 
-/** The names of T's methods (properties whose values are functions). */
-export type MethodKeys<T> = { [K in keyof T]-?: T[K] extends (...args: never[]) => unknown ? K : never }[keyof T] & string;
+/**
+ * The names of T's methods (properties whose values are functions) that may be invoked: all but
+ * `stop`, the service's lifecycle (Sharded.stop() runs it on every shard, once).
+ */
+export type MethodKeys<T> = Exclude<{ [K in keyof T]-?: T[K] extends (...args: never[]) => unknown ? K : never }[keyof T] & string, "stop">;
 
 /** The parameters of method K of T. */
 export type MethodArgs<T, K extends MethodKeys<T>> = T[K] extends (...args: infer A) => unknown ? A : never;
@@ -376,7 +379,9 @@ export class Sharded<T extends object, A extends unknown[] = unknown[]> implemen
    * Calls `method` on `shard`'s instance and resolves with its result. Local: a direct call.
    * Remote: one message each way. Rejects with ShardRangeError, UnknownMethodError,
    * EncodeError, ServiceNotStartedError/ServiceStoppedError (from the target shard),
-   * ShardGoneError, or the method's own exception (a RemoteError when it came from another shard).
+   * ShardGoneError, or the method's own exception (a RemoteError when it came from another shard
+   * and its class is not registered: see registerErrorClass). `stop` cannot be invoked (the
+   * service's lifecycle: UnknownMethodError).
    */
   invokeOn<K extends MethodKeys<T>>(shard: number, method: K, ...args: MethodArgs<T, K>): Promise<MethodResult<T, K>> {
     try {
@@ -390,6 +395,11 @@ export class Sharded<T extends object, A extends unknown[] = unknown[]> implemen
 
   private checkMethod(method: unknown): asserts method is string {
     if (typeof method !== "string") throw new UnknownMethodError(`${this.name}: the method name must be a string, got ${typeof method}`);
+    if (method === "stop") {
+      // Invoked, it would run outside the lifecycle: the instance stopped while still taking
+      // calls, and stopped again at shutdown.
+      throw new UnknownMethodError(`service "${this.name}": stop() is its lifecycle and cannot be invoked; call ${this.name}.stop() (Sharded.stop()) to stop it on every shard`);
+    }
     if (this.host.methodId(method) !== NAMED_METHOD) return;
     // Not on the prototype: an own function property (an arrow function field) is fine too.
     const inst = this.host.instance as Record<string, unknown> | undefined;

@@ -178,6 +178,13 @@ describe("Sharded<T> on one shard", () => {
     await counters.start();
     expect(counters.start()).rejects.toBeInstanceOf(ServiceStateError);
     expect(counters.invokeOn(0, "nope" as never)).rejects.toBeInstanceOf(UnknownMethodError);
+    // stop() is the lifecycle, not a method to invoke (it ran outside it: the instance stopped
+    // while taking calls, then again at shutdown); the type refuses it too.
+    const invoked = await counters.invokeOn(0, "stop" as never).catch((e: unknown) => e);
+    expect(invoked).toBeInstanceOf(UnknownMethodError);
+    expect((invoked as Error).message).toContain("stop() is its lifecycle");
+    expect(counters.invokeOnAll("stop" as never)).rejects.toBeInstanceOf(UnknownMethodError);
+    expect(counters.local().stopped).toBe(false);
     expect(counters.invokeOn(2, "get")).rejects.toBeInstanceOf(ShardRangeError);
     expect(counters.mapReduce("get", "no-such-reducer", 0)).rejects.toThrow('no reducer named "no-such-reducer"');
     expect(() => sharded(Counter)).toThrow(RegistrationError);
