@@ -7,10 +7,7 @@
  *   bun examples/echo/main.ts --port 7000 --smp 1 --host 127.0.0.1
  *   bun examples/echo/main.ts --help                  # Shoal's shared options (--smp, ...)
  */
-import { app } from "../../src/app/index.ts";
-import { sharded, thisShard } from "../../src/smp/index.ts";
-import { ShoalError } from "../../src/core/errors.ts";
-import { serve, formatAddress, parseAddress, type Connection, type Server } from "../../src/net/index.ts";
+import { app, sharded, thisShard, ShoalError, serve, formatAddress, parseAddress, type Connection, type Server } from "shoal";
 
 /** Output bytes queued before the handler waits for them to drain (the connections' writeHighWater). */
 const HIGH_WATER = 256 * 1024;

@@ -2,7 +2,7 @@
  * A minimal Shoal program: a periodic timer on the shard's io_uring loop that prints the
  * reactor's counters once a second, until SIGINT/SIGTERM. Run: bun examples/hello/main.ts
  */
-import { Timer, loopStats, reactor, sleep } from "../../src/index.ts";
+import { Timer, loopStats, reactor, sleep } from "shoal";
 
 const r = reactor();
 let ticks = 0;

@@ -22,11 +22,7 @@
  *   bun examples/http-hello/main.ts --port 8080 --smp 1
  *   wrk -t1 -c64 -d10s http://127.0.0.1:8080/
  */
-import { app } from "../../src/app/index.ts";
-import { Timer } from "../../src/core/timer.ts";
-import { sharded } from "../../src/smp/index.ts";
-import { ShoalError } from "../../src/core/errors.ts";
-import { CONSUME_ALL, needBytes, parseAddress, serve, type Connection, type Server } from "../../src/net/index.ts";
+import { app, Timer, sharded, ShoalError, CONSUME_ALL, needBytes, parseAddress, serve, type Connection, type Server } from "shoal";
 
 const encoder = new TextEncoder();
 const BODY = "Hello, World!";

@@ -16,8 +16,7 @@
  */
 import { isMainThread } from "node:worker_threads";
 import { availableParallelism } from "node:os";
-import { app } from "../../src/app/index.ts";
-import { sharded, smp, thisShard } from "../../src/smp/index.ts";
+import { app, sharded, smp, thisShard } from "shoal";
 import { readFileSync } from "node:fs";
 import { checkShardMemory, parseCommandLine, usage, usageErrorText, UsageError } from "./cli.ts";
 import { ShardServer } from "./server.ts";

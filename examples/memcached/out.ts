@@ -6,8 +6,7 @@
  * (`handOff`) and goes on in a fresh buffer.
  */
 import { writeInt, writeUint } from "./numbers.ts";
-import { copyBytes } from "../../src/core/bytes.ts";
-import type { BufferCache, NativeBuffer } from "../../src/core/buffers.ts";
+import { copyBytes, type BufferCache, type NativeBuffer } from "shoal";
 
 const encoder = new TextEncoder();
 

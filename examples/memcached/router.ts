@@ -14,9 +14,7 @@
  *
  * Large batches and answers (items up to -I) cross as native buffers handed over, not copied.
  */
-import { copyBytes } from "../../src/core/bytes.ts";
-import { BufferCache, NativeBuffer } from "../../src/index.ts";
-import { registerHandler, submitTo } from "../../src/smp/index.ts";
+import { copyBytes, BufferCache, NativeBuffer, registerHandler, submitTo } from "shoal";
 import type { Engine } from "./engine.ts";
 import { murmur3, shardOf } from "./hash.ts";
 import { Out } from "./out.ts";

@@ -8,13 +8,10 @@
  */
 import { chmodSync, lstatSync, unlinkSync } from "node:fs";
 import { CString, dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
-import { SystemError, Timer, maybeYield, sleep } from "../../src/index.ts";
-import { bindUdp, configureNet, formatAddress, listen, parseAddress } from "../../src/net/index.ts";
-import type { Connection, Listener, ListenOptions, SocketAddress, UdpChannel } from "../../src/net/index.ts";
+import { SystemError, Timer, maybeYield, sleep, bindUdp, configureNet, formatAddress, listen, parseAddress, BufferCache, type Connection, type Listener, type ListenOptions, type SocketAddress, type UdpChannel, type NativeBuffer } from "shoal";
 import { Engine } from "./engine.ts";
 import { Session, Proto } from "./session.ts";
 import { Out } from "./out.ts";
-import { BufferCache, type NativeBuffer } from "../../src/core/buffers.ts";
 import type { Settings } from "./settings.ts";
 import type { StatsSink } from "./stats.ts";
 import { fillHoles } from "./router.ts";

@@ -9,7 +9,7 @@
  * The first byte of a connection picks the protocol, as in stock: 0x80 is binary, anything
  * else is text (which includes the meta commands).
  */
-import { copyBytes } from "../../src/core/bytes.ts";
+import { copyBytes } from "shoal";
 import type { Engine } from "./engine.ts";
 import { Out, ascii } from "./out.ts";
 import { NIL, type Store, Comm, Holds } from "./store.ts";

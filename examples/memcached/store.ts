@@ -32,8 +32,7 @@
  * Expired and flushed items are removed lazily when found, by the tail check before an eviction,
  * and by `crawl()` (the LRU crawler), which the server runs a little every second.
  */
-import { DataViewCache, copyBytes } from "../../src/core/bytes.ts";
-import { allocateAlignedBuffer, HUGE_PAGE_SIZE, type NativeBuffer } from "../../src/index.ts";
+import { DataViewCache, copyBytes, allocateAlignedBuffer, HUGE_PAGE_SIZE, type NativeBuffer } from "shoal";
 import type { Clock } from "./clock.ts";
 import { ITEM_UPDATE_INTERVAL } from "./clock.ts";
 import { murmur3 as hashKey } from "./hash.ts";

@@ -11,9 +11,7 @@
  * Ends by returning 0 (every counter's stop() runs on its shard first); SIGINT/SIGTERM while it
  * runs stop it the same way.
  */
-import { maybeYield } from "../../src/index.ts";
-import { app } from "../../src/app/index.ts";
-import { sharded, shutdownSignal, smp, thisShard, type Sharded } from "../../src/smp/index.ts";
+import { maybeYield, app, sharded, shutdownSignal, smp, thisShard, type Sharded } from "shoal";
 
 function hash(word: string): number {
   let h = 0x811c9dc5;
