@@ -3,7 +3,16 @@
 # Debian packages, Zig (PyPI ziglang, pinned by ZIG_VERSION) in .venv, npm devDependencies
 # (Bun pinned in package.json), then builds zig-out/lib/libshoal.so. Safe to rerun.
 #   SHOAL_SKIP_APT=1   skip the Debian package step (quick local runs)
+#   --native-only      only Zig and the native library (an installed package rebuilding its
+#                      libshoal.so: no Debian packages, no npm devDependencies)
 set -Eeuo pipefail
+native_only=0
+for arg in "$@"; do
+  case "$arg" in
+    --native-only) native_only=1 ;;
+    *) echo "setup: unknown argument '$arg' (known: --native-only)" >&2; exit 2 ;;
+  esac
+done
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
@@ -52,7 +61,9 @@ stop_packaged_service() { # name, daemon binary
 }
 
 step="debian packages"
-if [ "${SHOAL_SKIP_APT:-0}" = "1" ]; then
+if [ "$native_only" = "1" ]; then
+  say "apt: skipped (--native-only)"
+elif [ "${SHOAL_SKIP_APT:-0}" = "1" ]; then
   say "apt: skipped (SHOAL_SKIP_APT=1)"
 else
   command -v dpkg-query >/dev/null 2>&1 || fail "dpkg-query not found: this script expects Debian 12"
@@ -106,6 +117,9 @@ fi
 
 # ---------------------------------------------------------------- npm devDependencies
 step="npm devDependencies"
+if [ "$native_only" = "1" ]; then
+  say "node_modules: skipped (--native-only)"
+else
 command -v node >/dev/null 2>&1 || fail "node not found (Debian: apt-get install nodejs npm)"
 command -v npm >/dev/null 2>&1 || fail "npm not found (Debian: apt-get install npm)"
 bun_pin="$(node -p 'require("./package.json").devDependencies.bun')"
@@ -138,6 +152,7 @@ else
   [ "$got_bun" = "$bun_pin" ] || fail "node_modules/.bin/bun reports '${got_bun}', package.json pins $bun_pin"
   manifest_hash > "$stamp_file"
   say "node_modules: installed (bun $got_bun)"
+fi
 fi
 
 # ---------------------------------------------------------------- native library
