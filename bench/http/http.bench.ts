@@ -155,8 +155,11 @@ function ms(text: string): number {
   return m[2] === "us" ? v / 1000 : m[2] === "ms" ? v : m[2] === "s" ? v * 1000 : v * 60_000;
 }
 
+/** wrk's threads for `conns` connections (one connection runs on one thread). */
+const threadsFor = (conns: number) => Math.min(wrkThreads, conns);
+
 function wrk(s: Server, conns: number, depth: number, secs: number): Sample {
-  const threads = Math.min(wrkThreads, conns);
+  const threads = threadsFor(conns);
   const args = ["taskset", "-c", clientCpus, "wrk", "--latency", `-t${threads}`, `-c${conns}`, `-d${secs}s`, "--timeout", "10s"];
   if (depth > 1) args.push("-s", pipelineLua);
   args.push(`http://127.0.0.1:${s.port}/`);
@@ -196,10 +199,11 @@ const median = (xs: number[]) => {
 };
 
 // ---- run ----------------------------------------------------------------------------------
-for (const s of servers) await start(s);
 const samples = new Map<string, Sample[]>();
 const key = (s: Server, c: { conns: number; depth: number }) => `${s.name}|${c.conns}|${c.depth}`;
 try {
+  // Inside the try: a server that fails to start must not leave the ones started before it running.
+  for (const s of servers) await start(s);
   // Warm-up: every server's JIT (and nginx's caches) see every scenario once, unmeasured.
   for (const sc of scenarios) for (const s of servers) wrk(s, sc.conns, sc.depth, 2);
   for (let round = 0; round < rounds; round++) {
@@ -252,7 +256,8 @@ function saturation(r: Row): string {
   }
   // A side at 85% of its CPUs or more is taken as saturated (the VM's own overhead takes some).
   const server = r.serverShare >= 0.85;
-  const client = r.clientShare >= 0.85 * wrkThreads;
+  // Against the threads this scenario ran (1 connection: one thread, however many CPUs wrk has).
+  const client = r.clientShare >= 0.85 * threadsFor(r.conns);
   if (server && client) return "both";
   if (server) return "server";
   if (client) return "wrk";

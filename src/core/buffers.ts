@@ -320,7 +320,7 @@ export class BufferPool {
     this.closed = true;
     // Views of its buffers kept past close read as empty rather than crash.
     unmapViewed(this.region, this.address, this.regionBytes);
-    poolViewReleased(this.regionBytes);
+    poolViewReleased(this.region);
   }
 }
 

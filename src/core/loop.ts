@@ -15,7 +15,7 @@ import { expireTimers, nextTimerDeadline, timerRefs, updateClock } from "./timer
 import { reactor, type Reactor } from "./reactor.ts";
 import { InvalidArgumentError } from "./errors.ts";
 import { describeValue } from "./describe.ts";
-import { poolBytes } from "./native.ts";
+import { poolBytes, poolsCollected, uncountedPoolBytes } from "./native.ts";
 import { fullGC } from "bun:jsc";
 
 export interface LoopOptions {
@@ -135,8 +135,12 @@ export const loopStats = {
 /** How often the heap is looked at (process.memoryUsage() costs ~12 µs here). */
 const HEAP_CHECK_INTERVAL_MS = 500;
 let nextHeapCheck = 0;
-/** Heap in use (objects and external buffers) after the last full collection or the first check. */
-let heapBase = -1;
+/**
+ * Heap in use (objects and external buffers, less the pools: see checkHeap) after the last full
+ * collection or the first check; NaN until then (the pools may exceed what the engine counts,
+ * so a negative base is a real one).
+ */
+let heapBase = Number.NaN;
 /** The objects alone (heap in use less external memory) at that point. */
 let objectsBase = 0;
 
@@ -148,10 +152,15 @@ function checkHeap(now: number): void {
   let m = process.memoryUsage();
   // Pools viewed for their owner's lifetime (receive rings, buffer pools) count as external
   // memory but are not garbage: left out, so that a pool made after the first check (the first
-  // listen()) does not look like growth and cost a full collection that frees nothing.
+  // listen()) does not look like growth and cost a full collection that frees nothing. The
+  // engine's count lags: a released pool's view stays in heapUsed until a full collection
+  // (poolBytes() keeps it until then), and a new one joins it only once a collection visited it
+  // (~15 ms): until then `used` may be short by up to `uncounted`, which must not lower the base
+  // (the view counted later would look like growth).
   const used = m.heapUsed - poolBytes();
-  if (heapBase < 0 || used < heapBase) {
-    heapBase = used;
+  const uncounted = uncountedPoolBytes(now);
+  if (Number.isNaN(heapBase) || used + uncounted < heapBase) {
+    heapBase = used + uncounted;
     objectsBase = Math.max(0, m.heapUsed - m.external);
     return;
   }
@@ -159,16 +168,18 @@ function checkHeap(now: number): void {
   // per operation) hold memory outside the object heap. The shard's fixed native views (rings,
   // arenas) are in the base and do not scale the threshold; the live objects do.
   if (used - heapBase < Math.max(growthMiB * 1048576, objectsBase)) return;
+  const heapBefore = m.heapUsed;
   const start = performance.now();
   fullGC();
   const took = performance.now() - start;
   m = process.memoryUsage();
+  poolsCollected();
   heapBase = m.heapUsed - poolBytes();
   objectsBase = Math.max(0, m.heapUsed - m.external);
   loopStats.fullGcs++;
   loopStats.fullGcMs += took;
   if (took >= loopState.blockedNotifyMs) {
-    reportBlocked(`in a full garbage collection (heap ${((used + poolBytes()) / 1048576).toFixed(0)} -> ${(m.heapUsed / 1048576).toFixed(0)} MiB)`, took);
+    reportBlocked(`in a full garbage collection (heap ${(heapBefore / 1048576).toFixed(0)} -> ${(m.heapUsed / 1048576).toFixed(0)} MiB)`, took);
   }
 }
 

@@ -66,28 +66,65 @@ export function nativeView(address: number | Pointer, length: number): ArrayBuff
   return toArrayBuffer(address as Pointer, 0, length);
 }
 
+/** This thread's live pool views (see poolView), with their size and when they were made. */
+const poolViews = new Map<ArrayBuffer, { bytes: number; at: number }>();
 let poolViewBytes = 0;
+/**
+ * Bytes of released pools whose views the engine still counts: a view stays in heapUsed until a
+ * full collection once a collection has counted it (poolsCollected() at the loop's).
+ */
+let releasedPoolBytes = 0;
+/**
+ * How long a new view may go uncounted: the engine counts it in heapUsed only once a collection
+ * visited it (~15 ms after it was made, here). A view released younger is taken as never
+ * counted, one released older as counted.
+ */
+const POOL_COUNT_MS = 1000;
 
 /**
  * nativeView() of a pool that lives as long as its owner (a receive ring, a BufferPool, a
  * slab): the engine counts the view's bytes as external memory, which is not garbage, so the
  * loop's full-collection trigger leaves them out of the heap's growth (poolBytes()).
- * poolViewReleased() when the memory is unmapped.
+ * poolViewReleased(view) when the memory is unmapped.
  */
 export function poolView(address: number | Pointer, length: number): ArrayBuffer {
   const view = nativeView(address, length);
+  poolViews.set(view, { bytes: length, at: performance.now() });
   poolViewBytes += length;
   return view;
 }
 
 /** The pool's memory went (unmapped): its view is garbage from now on. */
-export function poolViewReleased(length: number): void {
-  poolViewBytes -= length;
+export function poolViewReleased(view: ArrayBuffer): void {
+  const p = poolViews.get(view);
+  if (p === undefined) return;
+  poolViews.delete(view);
+  poolViewBytes -= p.bytes;
+  if (performance.now() - p.at >= POOL_COUNT_MS) releasedPoolBytes += p.bytes;
 }
 
-/** Bytes of this thread's live pool views (see poolView). */
+/**
+ * Bytes the engine counts in heapUsed for this thread's pools, once it caught up (see
+ * uncountedPoolBytes): the live views, and the released ones until the loop's next full
+ * collection.
+ */
 export function poolBytes(): number {
-  return poolViewBytes;
+  return poolViewBytes + releasedPoolBytes;
+}
+
+/** @internal The loop ran a full collection: released pools' views are counted no more. */
+export function poolsCollected(): void {
+  releasedPoolBytes = 0;
+}
+
+/**
+ * Bytes of the live pool views made lately (at `now`, performance.now()): in poolBytes(), but
+ * maybe not yet in the engine's heapUsed.
+ */
+export function uncountedPoolBytes(now: number): number {
+  let bytes = 0;
+  for (const p of poolViews.values()) if (now - p.at < POOL_COUNT_MS) bytes += p.bytes;
+  return bytes;
 }
 
 /** Maps `sizeBytes` of zeroed, page-aligned native memory: the address, or a negative errno. */

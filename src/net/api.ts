@@ -122,6 +122,8 @@ class ServeServer implements Server {
   /** Connections whose handler (and close) has not finished, with the promise that says when. */
   readonly running = new Map<Connection, Promise<void>>();
   draining: Promise<void> | undefined;
+  /** drain()'s grace is over and it shut the running connections' input: one that starts later shuts its own. */
+  inputShut = false;
 
   constructor(readonly listener: Listener) {}
 
@@ -162,10 +164,15 @@ class ServeServer implements Server {
 
   private async drainNow(graceMs: number, timeoutMs: number): Promise<void> {
     await this.listener.close();
-    if (this.running.size === 0) return;
+    if (this.running.size === 0) {
+      this.inputShut = true;
+      return;
+    }
     if (graceMs > 0) await sleep(graceMs);
-    // A connection accepted after this point cannot exist (the listener is closed); run() shuts
-    // the input of any that started while the grace ran, since `draining` is set.
+    // A connection that started while the grace ran (accepted just before the listener closed,
+    // its handler not yet started then) gets the grace too: it is in `running` now. run() shuts
+    // the input of any that starts after this point.
+    this.inputShut = true;
     for (const c of this.running.keys()) c.shutdownInput({ keepReceived: true });
     if (this.running.size === 0) return;
     // Handlers that have not finished by the deadline get their connections reset; drain()
@@ -206,7 +213,7 @@ export function serve(address: AddressInput, handler: (connection: Connection) =
   const server = new ServeServer((options?.stack ?? networkStack()).listen(address, options));
   const run = async (c: Connection) => {
     try {
-      if (server.draining !== undefined) c.shutdownInput({ keepReceived: true });
+      if (server.inputShut) c.shutdownInput({ keepReceived: true });
       await handler(c);
       await c.close();
     } catch (e) {

@@ -37,7 +37,7 @@ const T_SET = 13; // u32 count, values
 const T_DATE = 14; // f64 time value
 const T_TYPED = 15; // u8 kind, u32 byte length, bytes
 const T_ARRAY_BUFFER = 16; // u32 byte length, bytes
-const T_ERROR = 17; // name, message, code, stack, cause, extra properties (an object)
+const T_ERROR = 17; // name, registered class, message, code, stack, cause, extra properties (an object)
 const T_HANDOVER = 18; // u16 owner shard, u32 handover id, f64 address, u32 length
 const T_INT8 = 19; // i8: the small integers counters and indexes mostly are
 
@@ -81,23 +81,42 @@ export interface HandoverSink {
 /** Turns a handed-over buffer description back into a NativeBuffer on the receiving shard. */
 export type ForeignBufferFactory = (owner: number, id: number, address: number, length: number) => NativeBuffer;
 
-/** Error classes rebuilt as themselves on the receiving shard (the smp layer's own), by name. */
+/** Error classes rebuilt as themselves on the receiving shard, by the name they were registered under. */
 const knownErrors = new Map<string, new (...args: never[]) => Error>();
+/** The registered classes' prototypes, and the name each was registered under. */
+const knownPrototypes = new Map<object, string>();
+
+/**
+ * The name the nearest registered class in `e`'s prototype chain was registered under (its
+ * constructor's name, which an instance's `name` need not be: a plain `class X extends Error`
+ * makes errors named "Error"), or undefined.
+ */
+function registeredClassOf(e: Error): string | undefined {
+  for (let p = Object.getPrototypeOf(e) as object | null; p !== null && p !== Error.prototype; p = Object.getPrototypeOf(p) as object | null) {
+    const key = knownPrototypes.get(p);
+    if (key !== undefined) return key;
+  }
+  return undefined;
+}
 
 /**
  * Lets an error class keep its identity across shards: an instance thrown on one shard is
  * rebuilt on the caller's as an instance of the same class (its prototype; the constructor does
  * not run), with name, message, code, cause, stack and the own properties that can cross, so
- * `instanceof` answers the same wherever the call ran. Classes are matched by name: register
- * each on every shard (at the top level of a module every shard imports), and give classes
- * that cross distinct names. Errors of an unregistered class arrive as RemoteError. Shoal's own
- * errors, SystemError and JavaScript's built-in error classes are registered already.
+ * `instanceof` answers the same wherever the call ran. Classes are matched by their
+ * constructor's name (not the errors' `name`, which a plain `class X extends Error` leaves
+ * "Error"): register each on every shard (at the top level of a module every shard imports), and
+ * give classes that cross distinct names. An instance of an unregistered subclass arrives as its
+ * nearest registered ancestor (keeping its name), one of no registered class as RemoteError
+ * (or as the registered class its name names: a DOMException "AbortError" as AbortError).
+ * Shoal's own errors, SystemError and JavaScript's built-in error classes are registered already.
  */
 export function registerErrorClass(ctor: new (...args: never[]) => Error): void {
   if (typeof ctor !== "function" || !(ctor.prototype instanceof Error)) {
     throw new InvalidArgumentError("registerErrorClass: expected an Error subclass");
   }
   knownErrors.set(ctor.name, ctor);
+  knownPrototypes.set(ctor.prototype, ctor.name);
 }
 
 // Shoal's own error classes (except RemoteError), SystemError and the built-in error classes
@@ -468,6 +487,7 @@ export class Writer {
   private error(e: Error, depth: number): void {
     this.u8v(T_ERROR);
     this.string(String(e.name ?? "Error"));
+    this.value(registeredClassOf(e));
     this.string(String(e.message ?? ""));
     const code = (e as { code?: unknown }).code;
     this.value(typeof code === "string" || typeof code === "number" ? code : undefined);
@@ -743,6 +763,7 @@ export class Reader {
 
   private error(): Error {
     const name = this.value() as string;
+    const registered = this.value() as string | undefined;
     const message = this.value() as string;
     const code = this.value() as string | number | undefined;
     const stack = this.value() as string | undefined;
@@ -753,12 +774,18 @@ export class Reader {
       const key = this.value() as string;
       extra[key] = this.value();
     }
-    return rebuildError(name, message, code, stack, cause, extra, this.from);
+    return rebuildError(name, registered, message, code, stack, cause, extra, this.from);
   }
+}
+
+/** Defines an own data property (an accessor on the class's prototype must not refuse it, or run). */
+function defineOwn(o: object, key: string, value: unknown, enumerable: boolean): void {
+  Object.defineProperty(o, key, { value, writable: true, enumerable, configurable: true });
 }
 
 function rebuildError(
   name: string,
+  registered: string | undefined,
   message: string,
   code: string | number | undefined,
   stack: string | undefined,
@@ -766,16 +793,19 @@ function rebuildError(
   extra: Record<string, unknown>,
   shard: number,
 ): Error {
-  const known = knownErrors.get(name);
+  // The sender names the registered class its error is an instance of; an error of none (a
+  // DOMException, a class registered here only) is matched by its name.
+  const known = knownErrors.get(registered ?? name);
   let e: Error;
   if (known !== undefined) {
     // A registered class (Shoal's errors, built-ins, registerErrorClass): keep it so that
-    // instanceof works across shards.
+    // instanceof works across shards. Own data properties, as a constructor makes them: a
+    // getter-only `code` or `name` on the class's prototype threw here (strict mode).
     e = Object.create(known.prototype) as Error;
-    Object.defineProperty(e, "message", { value: message, writable: true, configurable: true });
-    if (cause !== undefined) Object.defineProperty(e, "cause", { value: cause, writable: true, configurable: true });
-    if (code !== undefined || e instanceof ShoalError) (e as { code?: unknown }).code = code;
-    e.name = name;
+    defineOwn(e, "message", message, false);
+    if (cause !== undefined) defineOwn(e, "cause", cause, false);
+    if (code !== undefined || e instanceof ShoalError) defineOwn(e, "code", code, true);
+    if (e.name !== name) defineOwn(e, "name", name, true);
   } else {
     e = new RemoteError(name, message, code === undefined ? "ERR_REMOTE" : String(code), cause === undefined ? undefined : { cause });
   }
@@ -785,7 +815,7 @@ function rebuildError(
     configurable: true,
   });
   for (const key in extra) {
-    if (key !== "shard" && key !== "__proto__") (e as unknown as Record<string, unknown>)[key] = extra[key];
+    if (key !== "shard" && key !== "__proto__") defineOwn(e, key, extra[key], true);
   }
   // The shard it names: set where it was thrown (RemoteError) or by the smp layer (ShardGoneError),
   // kept across further hops; otherwise the shard it came from.

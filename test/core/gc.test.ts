@@ -10,10 +10,10 @@ import { configureLoop, InvalidArgumentError } from "../../src/index.ts";
 
 const fixture = join(import.meta.dir, "fixtures", "gc-growth.ts");
 
-function run(fullGcMiB: number, garbageMiB: number): { startMiB: number; maxMiB: number; fullGcs: number; fullGcMs: number } {
+function run(fullGcMiB: number, garbageMiB: number, poolChurnMiB = 0): { startMiB: number; maxMiB: number; fullGcs: number; fullGcMs: number } {
   const out = Bun.spawnSync({
     cmd: [process.execPath, fixture],
-    env: { ...process.env, SHOAL_FULL_GC_MIB: String(fullGcMiB), SHOAL_GARBAGE_MIB: String(garbageMiB) },
+    env: { ...process.env, SHOAL_FULL_GC_MIB: String(fullGcMiB), SHOAL_GARBAGE_MIB: String(garbageMiB), SHOAL_POOL_CHURN_MIB: String(poolChurnMiB) },
     stdout: "pipe",
     stderr: "pipe",
     timeout: 60_000,
@@ -40,6 +40,30 @@ describe("full garbage collections from the loop", () => {
     expect(r.grownMiB).toBeGreaterThan(100); // the engine counts the pool's view in the heap
     expect(r.fullGcs).toBe(0);
   }, 90_000);
+
+  test("pools made and closed all along (as file streams make theirs) do not keep the collections from running", () => {
+    const r = run(16, 256, 4);
+    expect(r.fullGcs).toBeGreaterThanOrEqual(1);
+    expect(r.maxMiB - r.startMiB).toBeLessThan(16 + 48 + 64);
+  }, 90_000);
+
+  for (const [kase, what] of [
+    ["create", "made (looked at before a collection counted its view)"],
+    ["close", "closed (its detached view counted until a full collection)"],
+  ] as const) {
+    test(`a native pool just ${what} is not growth: no full collection for it`, () => {
+      const out = Bun.spawnSync({
+        cmd: [process.execPath, join(import.meta.dir, "fixtures", "gc-pool-lag.ts")],
+        env: { ...process.env, SHOAL_POOL_CASE: kase },
+        stdout: "pipe",
+        stderr: "pipe",
+        timeout: 60_000,
+      });
+      const text = out.stdout.toString().trim();
+      expect(out.exitCode, `${text}\n${out.stderr.toString()}`).toBe(0);
+      expect((JSON.parse(text.split("\n").pop()!) as { fullGcs: number }).fullGcs).toBe(0);
+    }, 90_000);
+  }
 
   test("0 turns them off", () => {
     const r = run(0, 32);

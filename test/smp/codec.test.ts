@@ -138,6 +138,53 @@ describe("codec: values round-trip exactly", () => {
     expect(() => registerErrorClass(class NotAnError {} as never)).toThrow(InvalidArgumentError);
   });
 
+  test("a registered class is matched by the class, not the errors' name: a plain subclass (name \"Error\") or one naming its errors otherwise arrives as itself", () => {
+    class PlainAppError extends Error {}
+    class RenamedAppError extends Error {
+      override name = "Renamed";
+    }
+    registerErrorClass(PlainAppError);
+    registerErrorClass(RenamedAppError);
+    const plain = roundTrip(new PlainAppError("p")) as Error;
+    expect(plain).toBeInstanceOf(PlainAppError);
+    expect({ name: plain.name, message: plain.message }).toEqual({ name: "Error", message: "p" });
+    const renamed = roundTrip(new RenamedAppError("r")) as Error;
+    expect(renamed).toBeInstanceOf(RenamedAppError);
+    expect(renamed.name).toBe("Renamed");
+    // An unregistered subclass arrives as its nearest registered ancestor, keeping its name.
+    class Narrower extends TypeError {
+      override name = "Narrower";
+    }
+    const narrower = roundTrip(new Narrower("n")) as Error;
+    expect(narrower).toBeInstanceOf(TypeError);
+    expect(narrower.name).toBe("Narrower");
+  });
+
+  test("a registered class with getter-only code and name on its prototype, or accessors for own properties, decodes (it threw: assignment to a read-only property)", () => {
+    class GetterError extends Error {
+      get code(): string {
+        return "E_GETTER";
+      }
+      override get name(): string {
+        return "GetterError";
+      }
+      get detail(): string {
+        return "from the prototype";
+      }
+    }
+    registerErrorClass(GetterError);
+    const e = new GetterError("g");
+    Object.defineProperty(e, "detail", { value: "own", enumerable: true });
+    const back = roundTrip(e) as GetterError;
+    expect(back).toBeInstanceOf(GetterError);
+    expect({ name: back.name, message: back.message, code: back.code, detail: back.detail }).toEqual({
+      name: "GetterError",
+      message: "g",
+      code: "E_GETTER",
+      detail: "own",
+    });
+  });
+
   test("a cause dropped because it cannot cross gives back the handover ids reserved inside it", () => {
     const reserved: number[] = [];
     const cancelled: number[] = [];

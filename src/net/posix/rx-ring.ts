@@ -154,6 +154,6 @@ export class RxRing {
   /** Unregisters and unmaps; only when no receive selecting from the group is in flight. */
   destroy(): void {
     native().shoal_net_buf_ring_destroy(this.handle as never);
-    poolViewReleased(this.entries * this.bufferSize);
+    poolViewReleased(this.region);
   }
 }
