@@ -315,7 +315,8 @@ class Supervisor {
         break;
       case "services-stopped":
         // Shard 0 stops every shard's instances: a failure names the shard it came from.
-        for (const e of msg.errors) say(this.name, `shard ${e.shard ?? msg.shard}: a service failed to stop: ${describeError(e)}`);
+        // One line each: the shard logged the error with its stack already (sharded.ts).
+        for (const e of msg.errors) say(this.name, `shard ${e.shard ?? msg.shard}: a service failed to stop: ${e.name}: ${e.message} (its stack is in the log above)`);
         if (msg.errors.length > 0) this.exitCode = Math.max(this.exitCode, EXIT_FAILURE);
         this.servicesStopped.add(msg.shard);
         this.checkStopped();

@@ -56,8 +56,10 @@ describe("a failing stop()", () => {
       env: { LIFECYCLE_FAIL_STOP_SHARD: "1" },
     });
     expect(run.code).toBe(1);
-    expect(run.stderr).toContain("shard 1: a service failed to stop: Error: stop failed on shard 1");
+    expect(run.stderr).toContain("shard 1: a service failed to stop: Error: stop failed on shard 1 (its stack is in the log above)");
     expect(run.stderr).not.toContain("shard 0: a service failed to stop");
+    // The stack once, in the shard's log line, not again in the summary.
+    expect(run.stderr.match(/at stop \(.*lifecycle\.ts:\d+:\d+\)/g)?.length).toBe(1);
   });
 });
 
