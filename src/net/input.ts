@@ -13,6 +13,11 @@ import { signalOption } from "./options.ts";
 import { CONSUME_ALL, STOP_RECEIVING, type ConnectionInput, type ReceiveRangesOptions, type ReceiverResult, type SignalOptions, type StreamConsumer, type StreamRangeReceiver, type StreamReceiver } from "./types.ts";
 import { describeValue } from "../core/describe.ts";
 
+/** A receiver's result that holds delivery: a promise (anything with a then method). A JS handler's null, number... is not. */
+function isThenable(r: ReceiverResult): r is Promise<void | typeof STOP_RECEIVING> {
+  return r !== null && typeof r === "object" && typeof (r as { then?: unknown }).then === "function";
+}
+
 /** What a stack provides to a StreamInput. */
 export interface InputSource {
   /** The whole receive buffer named by `token` (a long-lived view). */
@@ -713,7 +718,7 @@ export class StreamInput implements ConnectionInput {
           // The handler ended its own receive() (aborted its signal, closed the connection's
           // input): the chunk it was given was set aside for it (finishReceive); it is given
           // back when the handler's promise settles, or now if it returned none.
-          if (r !== undefined && r !== STOP_RECEIVING && typeof r.then === "function") {
+          if (isThenable(r)) {
             const gen = ++this.holdGen;
             r.then(
               () => this.releaseOrphan(gen),
@@ -732,7 +737,7 @@ export class StreamInput implements ConnectionInput {
           this.finishStopped();
           return;
         }
-        if (r !== undefined && typeof r.then === "function") {
+        if (isThenable(r)) {
           // The handler is busy: further chunks wait (and pause the source past the mark).
           this.holding = true;
           this.waitingSince = 0;

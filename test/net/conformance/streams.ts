@@ -266,6 +266,25 @@ export function streamConformance(s: StackUnderTest): void {
       await done();
     });
 
+    test("receive: a JS receiver that returns null, a number or a plain object is taken as returning nothing", async () => {
+      const { client, server, done } = await pair();
+      const results = [null, 42, { then: 5 }, "x"];
+      let calls = 0;
+      let got = "";
+      const received = server.input.receive((v) => {
+        got += text(v);
+        return results[calls++ % results.length] as never;
+      });
+      for (const piece of ["a", "b", "c", "d", "e"]) {
+        await client.output.write(piece);
+        await until(() => got.endsWith(piece), 2000, `"${piece}" to be delivered`);
+      }
+      await client.output.close();
+      expect(await received).toBe(false);
+      expect(got).toBe("abcde");
+      await done();
+    });
+
     test("receive: a returned promise holds delivery (back-pressure), then delivery resumes with the rest", async () => {
       const { client, server, done } = await pair();
       const total = s.recvBufferSize * 64;
