@@ -12,11 +12,7 @@ import { UnexpectedEofError } from "./errors.ts";
 import { signalOption } from "./options.ts";
 import { CONSUME_ALL, STOP_RECEIVING, type ConnectionInput, type ReceiveRangesOptions, type ReceiverResult, type SignalOptions, type StreamConsumer, type StreamRangeReceiver, type StreamReceiver } from "./types.ts";
 import { describeValue } from "../core/describe.ts";
-
-/** A receiver's result that holds delivery: a promise (anything with a then method). A JS handler's null, number... is not. */
-function isThenable(r: ReceiverResult): r is Promise<void | typeof STOP_RECEIVING> {
-  return r !== null && typeof r === "object" && typeof (r as { then?: unknown }).then === "function";
-}
+import { isThenable } from "../core/future.ts";
 
 /** What a stack provides to a StreamInput. */
 export interface InputSource {
