@@ -16,13 +16,12 @@
  * Every server is confined to one CPU: nginx runs one worker (master_process off), Shoal one
  * shard, and Bun.serve's threads share the CPU taskset gives them.
  */
-import { spawn, spawnSync, type Subprocess } from "bun";
+import { spawnSync } from "bun";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect as netConnect } from "node:net";
+import { median, root, sh, startServer, writeResults, type PeerServer } from "../lib/peers.ts";
 
-const root = join(import.meta.dir, "..", "..");
 const rounds = Number(process.env.SHOAL_BENCH_ROUNDS ?? 5);
 const seconds = Number(process.env.SHOAL_BENCH_SECONDS ?? 4);
 const placement = process.env.SHOAL_BENCH_CPUS ?? "split";
@@ -38,11 +37,6 @@ const scenarios = [
   { conns: 64, depth: 16 },
 ];
 
-function sh(cmd: string[], what: string): string {
-  const r = spawnSync(cmd, { cwd: root, stdout: "pipe", stderr: "pipe" });
-  if (r.exitCode !== 0) throw new Error(`${what} failed: ${r.stderr.toString()}${r.stdout.toString()}`);
-  return r.stdout.toString().trim();
-}
 
 for (const tool of ["wrk", "nginx", "taskset"]) {
   if (spawnSync(["sh", "-c", `command -v ${tool}`]).exitCode !== 0) throw new Error(`${tool} is missing: run scripts/setup.sh`);
@@ -93,12 +87,7 @@ request = function() return req end
 );
 
 // ---- servers ------------------------------------------------------------------------------
-interface Server {
-  name: string;
-  port: number;
-  cmd: string[];
-  proc?: Subprocess;
-}
+type Server = PeerServer;
 
 const nginxPort = 19141;
 writeFileSync(join(work, "nginx", "nginx.conf"), nginxConf(nginxPort));
@@ -113,24 +102,6 @@ const servers: Server[] = [
   },
 ];
 
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = netConnect({ host: "127.0.0.1", port }, () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on("error", () => resolve(false));
-  });
-}
-
-async function start(s: Server): Promise<void> {
-  s.proc = spawn(["taskset", "-c", serverCpu, ...s.cmd], { cwd: root, stdout: "ignore", stderr: "inherit" });
-  const deadline = performance.now() + 20_000;
-  while (!(await portOpen(s.port))) {
-    if (performance.now() > deadline || s.proc.exitCode !== null) throw new Error(`${s.name} did not start listening on ${s.port}`);
-    await Bun.sleep(50);
-  }
-}
 
 /** utime + stime of a process and all its threads, in seconds. */
 function cpuSeconds(pid: number): number {
@@ -193,17 +164,13 @@ function wrk(s: Server, conns: number, depth: number, secs: number): Sample {
   };
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 // ---- run ----------------------------------------------------------------------------------
 const samples = new Map<string, Sample[]>();
 const key = (s: Server, c: { conns: number; depth: number }) => `${s.name}|${c.conns}|${c.depth}`;
 try {
   // Inside the try: a server that fails to start must not leave the ones started before it running.
-  for (const s of servers) await start(s);
+  for (const s of servers) await startServer(s, serverCpu);
   // Warm-up: every server's JIT (and nginx's caches) see every scenario once, unmeasured.
   for (const sc of scenarios) for (const s of servers) wrk(s, sc.conns, sc.depth, 2);
   for (let round = 0; round < rounds; round++) {
@@ -320,15 +287,4 @@ Shoal relative to each peer (CPU per request and p99: lower is better; requests/
 
 ${ratios.join("\n")}
 `;
-const resultsPath = join(import.meta.dir, "RESULTS-http.md");
-const marker = "<!-- notes: kept by http.bench.ts -->";
-let notes = `\n${marker}\n`;
-try {
-  const old = readFileSync(resultsPath, "utf8");
-  const at = old.indexOf(marker);
-  if (at >= 0) notes = `\n${old.slice(at)}`;
-} catch {
-  // First run: no notes yet.
-}
-writeFileSync(resultsPath, doc + notes);
-console.log(`\nwrote bench/http/RESULTS-http.md`);
+writeResults(join(import.meta.dir, "RESULTS-http.md"), doc, "http.bench.ts");

@@ -18,13 +18,11 @@
  * (server on CPU 0, load on CPU 1) every server is bound by wake-up latency and the figures
  * swing from run to run; on one CPU they share the core and CPU per message is stable.
  */
-import { spawn, spawnSync, type Subprocess } from "bun";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { tmpdir, cpus } from "node:os";
 import { join } from "node:path";
-import { connect as netConnect } from "node:net";
+import { median, root, sh, startServer, writeResults, type PeerServer } from "../lib/peers.ts";
 
-const root = join(import.meta.dir, "..", "..");
 const rounds = Number(process.env.SHOAL_BENCH_ROUNDS ?? 5);
 const seconds = Number(process.env.SHOAL_BENCH_SECONDS ?? 2);
 const warmup = Number(process.env.SHOAL_BENCH_WARMUP ?? 0.5);
@@ -40,11 +38,6 @@ const scenarios = [
   { conns: 128, depth: 16 },
 ];
 
-function sh(cmd: string[], what: string): string {
-  const r = spawnSync(cmd, { cwd: root, stdout: "pipe", stderr: "pipe" });
-  if (r.exitCode !== 0) throw new Error(`${what} failed: ${r.stderr.toString()}${r.stdout.toString()}`);
-  return r.stdout.toString().trim();
-}
 
 // ---- build the C peers --------------------------------------------------------------------
 const build = join(tmpdir(), `shoal-bench-net-${process.getuid?.() ?? 0}`);
@@ -55,12 +48,7 @@ for (const name of ["echo-epoll", "echo-uring", "loadgen"]) {
 const bun = join(root, "node_modules/.bin/bun");
 
 // ---- servers ------------------------------------------------------------------------------
-interface Server {
-  name: string;
-  port: number;
-  cmd: string[];
-  proc?: Subprocess;
-}
+type Server = PeerServer;
 
 const servers: Server[] = [
   { name: "C epoll", port: 19101, cmd: [join(build, "echo-epoll"), "19101"] },
@@ -77,24 +65,6 @@ const servers: Server[] = [
   { name: "Shoal reactor floor", port: 19105, cmd: [bun, "bench/net/reactor-floor.ts", "19105"] },
 ];
 
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = netConnect({ host: "127.0.0.1", port }, () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on("error", () => resolve(false));
-  });
-}
-
-async function start(s: Server): Promise<void> {
-  s.proc = spawn(["taskset", "-c", serverCpu, ...s.cmd], { cwd: root, stdout: "ignore", stderr: "inherit" });
-  const deadline = performance.now() + 20_000;
-  while (!(await portOpen(s.port))) {
-    if (performance.now() > deadline || s.proc.exitCode !== null) throw new Error(`${s.name} did not start listening on ${s.port}`);
-    await Bun.sleep(50);
-  }
-}
 
 interface Sample {
   msgsPerS: number;
@@ -117,13 +87,9 @@ function loadgen(s: Server, conns: number, depth: number): Sample {
   };
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 // ---- run ----------------------------------------------------------------------------------
-for (const s of servers) await start(s);
+for (const s of servers) await startServer(s, serverCpu);
 const samples = new Map<string, Sample[]>();
 const key = (s: Server, c: { conns: number; depth: number }) => `${s.name}|${c.conns}|${c.depth}`;
 try {
@@ -245,16 +211,4 @@ io_uring is what the core loop and the runtime cost; "Shoal − floor" is what t
 
 ${ratios.join("\n")}
 `;
-// Hand-written notes below the marker survive a re-run.
-const resultsPath = join(import.meta.dir, "RESULTS-net.md");
-const marker = "<!-- notes: kept by echo.bench.ts -->";
-let notes = `\n${marker}\n`;
-try {
-  const old = readFileSync(resultsPath, "utf8");
-  const at = old.indexOf(marker);
-  if (at >= 0) notes = `\n${old.slice(at)}`;
-} catch {
-  // First run: no notes yet.
-}
-writeFileSync(resultsPath, doc + notes);
-console.log(`\nwrote bench/net/RESULTS-net.md`);
+writeResults(join(import.meta.dir, "RESULTS-net.md"), doc, "echo.bench.ts");

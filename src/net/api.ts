@@ -6,6 +6,7 @@ import { InvalidArgumentError, ShoalError } from "../core/errors.ts";
 import { sleep, Timer } from "../core/timer.ts";
 import type { SocketAddress } from "./address.ts";
 import type { AddressInput } from "./address.ts";
+import { checkOptionsObject, numberOption } from "./options.ts";
 import { posixStack, type PosixStackOptions } from "./posix/stack.ts";
 import type { Connection, ConnectOptions, Listener, ListenOptions, NetStats, NetworkStack, SignalOptions, UdpChannel, UdpOptions } from "./types.ts";
 
@@ -153,9 +154,7 @@ class ServeServer implements Server {
   }
 
   drain(options?: DrainOptions): Promise<void> {
-    if (options !== undefined && (typeof options !== "object" || options === null)) {
-      throw new InvalidArgumentError(`drain: options must be an object, got ${String(options)}`);
-    }
+    checkOptionsObject("drain", options);
     const graceMs = msOption("graceMs", options?.graceMs, 100);
     const timeoutMs = msOption("timeoutMs", options?.timeoutMs, 5000);
     this.draining ??= this.drainNow(graceMs, timeoutMs);
@@ -191,12 +190,11 @@ class ServeServer implements Server {
   }
 }
 
+/** A drain() duration: a number of milliseconds >= 0, finite (an endless grace or wait would hang the stop). */
 function msOption(name: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
-    throw new InvalidArgumentError(`drain: ${name} must be a finite number of milliseconds >= 0, got ${String(value)}`);
-  }
-  return value;
+  const ms = numberOption("drain", name, value, fallback, 0, false);
+  if (ms === Infinity) throw new InvalidArgumentError(`drain: ${name} must be finite, got Infinity`);
+  return ms;
 }
 
 /**

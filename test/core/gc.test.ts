@@ -8,19 +8,26 @@ import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { configureLoop, InvalidArgumentError } from "../../src/index.ts";
 
-const fixture = join(import.meta.dir, "fixtures", "gc-growth.ts");
-
-function run(fullGcMiB: number, garbageMiB: number, poolChurnMiB = 0): { startMiB: number; maxMiB: number; fullGcs: number; fullGcMs: number } {
+/** Runs fixtures/<name> as a child process with `env` added; its last stdout line, parsed. */
+function runFixture<T>(name: string, env: Record<string, string>): T {
   const out = Bun.spawnSync({
-    cmd: [process.execPath, fixture],
-    env: { ...process.env, SHOAL_FULL_GC_MIB: String(fullGcMiB), SHOAL_GARBAGE_MIB: String(garbageMiB), SHOAL_POOL_CHURN_MIB: String(poolChurnMiB) },
+    cmd: [process.execPath, join(import.meta.dir, "fixtures", name)],
+    env: { ...process.env, ...env },
     stdout: "pipe",
     stderr: "pipe",
     timeout: 60_000,
   });
   const text = out.stdout.toString().trim();
   expect(out.exitCode, `${text}\n${out.stderr.toString()}`).toBe(0);
-  return JSON.parse(text.split("\n").pop()!);
+  return JSON.parse(text.split("\n").pop()!) as T;
+}
+
+function run(fullGcMiB: number, garbageMiB: number, poolChurnMiB = 0): { startMiB: number; maxMiB: number; fullGcs: number; fullGcMs: number } {
+  return runFixture("gc-growth.ts", {
+    SHOAL_FULL_GC_MIB: String(fullGcMiB),
+    SHOAL_GARBAGE_MIB: String(garbageMiB),
+    SHOAL_POOL_CHURN_MIB: String(poolChurnMiB),
+  });
 }
 
 describe("full garbage collections from the loop", () => {
@@ -33,10 +40,7 @@ describe("full garbage collections from the loop", () => {
   }, 90_000);
 
   test("a long-lived native pool made after the first look (a first listen()) is not growth: no full collection for it", () => {
-    const out = Bun.spawnSync({ cmd: [process.execPath, join(import.meta.dir, "fixtures", "gc-pool.ts")], stdout: "pipe", stderr: "pipe", timeout: 60_000 });
-    const text = out.stdout.toString().trim();
-    expect(out.exitCode, `${text}\n${out.stderr.toString()}`).toBe(0);
-    const r = JSON.parse(text.split("\n").pop()!) as { grownMiB: number; fullGcs: number };
+    const r = runFixture<{ grownMiB: number; fullGcs: number }>("gc-pool.ts", { SHOAL_POOL_CASE: "made" });
     expect(r.grownMiB).toBeGreaterThan(100); // the engine counts the pool's view in the heap
     expect(r.fullGcs).toBe(0);
   }, 90_000);
@@ -52,16 +56,7 @@ describe("full garbage collections from the loop", () => {
     ["close", "closed (its detached view counted until a full collection)"],
   ] as const) {
     test(`a native pool just ${what} is not growth: no full collection for it`, () => {
-      const out = Bun.spawnSync({
-        cmd: [process.execPath, join(import.meta.dir, "fixtures", "gc-pool-lag.ts")],
-        env: { ...process.env, SHOAL_POOL_CASE: kase },
-        stdout: "pipe",
-        stderr: "pipe",
-        timeout: 60_000,
-      });
-      const text = out.stdout.toString().trim();
-      expect(out.exitCode, `${text}\n${out.stderr.toString()}`).toBe(0);
-      expect((JSON.parse(text.split("\n").pop()!) as { fullGcs: number }).fullGcs).toBe(0);
+      expect(runFixture<{ fullGcs: number }>("gc-pool.ts", { SHOAL_POOL_CASE: kase }).fullGcs).toBe(0);
     }, 90_000);
   }
 

@@ -52,21 +52,16 @@ test("examples/echo echoes on every shard and exits 0 on SIGTERM", async () => {
   expect(await p.exited).toBe(0);
 }, 60_000);
 
-test("examples/echo on SIGTERM echoes what it had received, then closes with FIN, not a reset", async () => {
-  // The client sends without reading: the echo backs up into the server's output (its
-  // high-water mark then holds its input), so answers are still queued in the server when the
-  // signal arrives. The old stop closed the listener only and the shard exited under them.
-  const port = await freePort();
-  const p = await start("examples/echo/main.ts", port);
-  // 16 MiB: more than the kernel's buffers on both sides hold (1 MiB fitted in them, and the
-  // kernel delivered it after the old shard exited).
-  const size = 16 * 1024 * 1024;
-  const payload = new Uint8Array(size);
-  for (let i = 0; i < size; i++) payload[i] = (i * 2654435761) >>> 24;
+/**
+ * Sends `request` to the example on `port` without reading, so that its answers back up into
+ * the server, then SIGTERMs `p` and reads everything: what arrived, and how the connection ended
+ * ("fin", or "error" with the error's message).
+ */
+async function unreadThenSigterm(p: ReturnType<typeof Bun.spawn>, port: number, request: Uint8Array | string): Promise<{ got: Buffer; how: string; error: string | undefined }> {
   const s = nodeConnect({ host: "127.0.0.1", port });
   await new Promise<void>((r) => s.once("connect", () => r()));
   s.pause();
-  const written = new Promise<void>((r) => s.write(payload, () => r()));
+  const written = new Promise<void>((r) => s.write(request, () => r()));
   await Promise.race([written, Bun.sleep(2000)]);
   await Bun.sleep(300);
   const chunks: Buffer[] = [];
@@ -84,8 +79,22 @@ test("examples/echo on SIGTERM echoes what it had received, then closes with FIN
   s.resume();
   const how = await ended;
   s.destroy();
-  const got = Buffer.concat(chunks);
-  expect({ how, error: error?.message }).toEqual({ how: "fin", error: undefined });
+  return { got: Buffer.concat(chunks), how, error: error?.message };
+}
+
+test("examples/echo on SIGTERM echoes what it had received, then closes with FIN, not a reset", async () => {
+  // The client sends without reading: the echo backs up into the server's output (its
+  // high-water mark then holds its input), so answers are still queued in the server when the
+  // signal arrives. The old stop closed the listener only and the shard exited under them.
+  const port = await freePort();
+  const p = await start("examples/echo/main.ts", port);
+  // 16 MiB: more than the kernel's buffers on both sides hold (1 MiB fitted in them, and the
+  // kernel delivered it after the old shard exited).
+  const size = 16 * 1024 * 1024;
+  const payload = new Uint8Array(size);
+  for (let i = 0; i < size; i++) payload[i] = (i * 2654435761) >>> 24;
+  const { got, how, error } = await unreadThenSigterm(p, port, payload);
+  expect({ how, error }).toEqual({ how: "fin", error: undefined });
   expect(got.length).toBe(size);
   expect(Buffer.compare(got, Buffer.from(payload))).toBe(0);
   expect(await p.exited).toBe(0);
@@ -143,29 +152,9 @@ test("examples/http-hello on SIGTERM answers every request it had received, then
   const port = await freePort();
   const p = await start("examples/http-hello/main.ts", port);
   const n = 200_000;
-  const s = nodeConnect({ host: "127.0.0.1", port });
-  await new Promise<void>((r) => s.once("connect", () => r()));
-  s.pause();
-  const written = new Promise<void>((r) => s.write("GET / HTTP/1.1\r\nHost: h\r\n\r\n".repeat(n), () => r()));
-  await Promise.race([written, Bun.sleep(2000)]);
-  await Bun.sleep(300);
-  let text = "";
-  let error: Error | undefined;
-  const ended = new Promise<string>((resolve) => {
-    s.setEncoding("latin1");
-    s.on("data", (d: string) => (text += d));
-    s.on("end", () => resolve("fin"));
-    s.on("error", (e) => {
-      error = e;
-      resolve("error");
-    });
-  });
-  p.kill("SIGTERM");
-  await Bun.sleep(50);
-  s.resume();
-  const how = await ended;
-  s.destroy();
-  expect({ how, error: error?.message }).toEqual({ how: "fin", error: undefined });
+  const { got, how, error } = await unreadThenSigterm(p, port, "GET / HTTP/1.1\r\nHost: h\r\n\r\n".repeat(n));
+  expect({ how, error }).toEqual({ how: "fin", error: undefined });
+  const text = got.toString("latin1");
   expect(text.split("HTTP/1.1 200 OK\r\n").length - 1).toBe(n);
   expect(text.endsWith("Hello, World!")).toBe(true);
   expect(await p.exited).toBe(0);
