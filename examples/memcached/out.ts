@@ -9,6 +9,7 @@ import { writeInt, writeUint } from "./numbers.ts";
 import { copyBytes, type BufferCache, type NativeBuffer } from "shoal";
 
 const encoder = new TextEncoder();
+const NO_BYTES = new Uint8Array(0);
 
 /** Pre-encodes an ASCII constant. */
 export function ascii(s: string): Uint8Array {
@@ -24,16 +25,22 @@ export class Out {
   pos = 0;
   /** The native buffer `buf` views (an Out made with a cache), else undefined. */
   native: NativeBuffer | undefined;
-  private readonly cache: BufferCache | undefined;
+  /** The cache a native Out takes its buffers from (undefined: a JS array). */
+  readonly cache: BufferCache | undefined;
+  /** A small JS array the Out renders into until it needs more (`startSmall`), and after shed(). */
+  private readonly small: Uint8Array | undefined;
 
   /**
    * With `cache`, the bytes live in native memory taken from it (whole mappings: at least the
-   * cache's smallest class), so that the transport can send them in place (handOff).
+   * cache's smallest class), so that the transport can send them in place (handOff). With
+   * `startSmall` too, they start in a JS array of `initialSize` and move to native memory only
+   * when they outgrow it (a small answer costs no take and release).
    */
-  constructor(initialSize = 16 * 1024, cache?: BufferCache) {
+  constructor(initialSize = 16 * 1024, cache?: BufferCache, startSmall = false) {
     this.cache = cache;
-    if (cache === undefined) {
+    if (cache === undefined || startSmall) {
       this.buf = new Uint8Array(initialSize);
+      if (cache !== undefined) this.small = this.buf;
     } else {
       this.native = cache.take(classBytes(cache, initialSize));
       this.buf = this.native.bytes;
@@ -47,9 +54,9 @@ export class Out {
     while (size < this.pos + n) size *= 2;
     const cache = this.cache;
     if (cache !== undefined) {
-      const next = cache.take(size);
-      copyBytes(next.bytes, 0, this.buf, 0, this.pos);
-      this.native!.release();
+      const next = cache.take(classBytes(cache, size));
+      if (this.pos > 0) copyBytes(next.bytes, 0, this.buf, 0, this.pos);
+      this.native?.release();
       this.native = next;
       this.buf = next.bytes;
       return;
@@ -69,23 +76,37 @@ export class Out {
   }
 
   /**
-   * For an Out in native memory whose first bytes the caller queued for sending in place (and
-   * copied out whatever came after them): gives up its buffer, which the caller releases (it
-   * goes back to the cache once sent), and goes on empty in `fresh` (from spare()).
+   * For an Out in native memory whose bytes before `from` the caller queued for sending in
+   * place: gives up its buffer, which the caller releases (it goes back to the cache once
+   * sent), and goes on in `fresh` (from spare()) with what came after `from` at its start.
    */
-  handOff(fresh: NativeBuffer): NativeBuffer {
+  handOff(fresh: NativeBuffer, from: number): NativeBuffer {
     const given = this.native!;
+    const old = this.buf;
+    const end = this.pos;
     this.native = fresh;
     this.buf = fresh.bytes;
     this.pos = 0;
+    if (end > from) this.copy(old, from, end - from);
     return given;
+  }
+
+  /**
+   * Empty: gives its native memory up (back to its cache, which keeps or unmaps it) and goes
+   * on in its small array if it has one (else in none: the next write takes a buffer again).
+   */
+  shed(): void {
+    this.pos = 0;
+    if (this.native !== undefined) {
+      if (!this.native.isReleased) this.native.release();
+      this.native = undefined;
+    }
+    this.buf = this.small ?? NO_BYTES;
   }
 
   /** Gives the native buffer back (the Out is not used after this). */
   close(): void {
-    if (this.native !== undefined && !this.native.isReleased) this.native.release();
-    this.buf = new Uint8Array(0);
-    this.pos = 0;
+    this.shed();
   }
 
   /** Appends pre-encoded bytes. */

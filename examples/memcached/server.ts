@@ -375,7 +375,9 @@ export class ShardServer {
           // A large answer leaves in place, from the native buffer it was rendered in (the
           // output pins it until the kernel took it); `out` goes on in a fresh one. Copying it
           // into send memory cost as much as rendering it (a 60 KB value: ~25% of the CPU).
-          fresh = out.spare(send);
+          // The shared buffer keeps its size for the next burst; an own one needs room only
+          // for what follows `send` (it is given up once emptied).
+          fresh = out.spare(out === this.sharedOut ? send : out.pos - send);
           given = out.native;
           w = output.write(given, 0, send);
         } else {
@@ -384,12 +386,13 @@ export class ShardServer {
         if (output.buffered > WRITE_HIGH_WATER) p = w;
       }
       // What was sent is gone from `out`; `keep` counts from the new start (0).
-      session.holdFrom(send);
       if (given !== undefined) {
-        // holdFrom copied what came after `send` out: `out` is empty and takes a fresh buffer;
-        // the given one goes back to the cache once the kernel has sent it.
-        out.handOff(fresh!);
+        // `out` goes on in a fresh buffer with what came after `send`; the given one goes back
+        // to the cache once the kernel has sent it.
+        session.handOff(send, fresh!);
         given.release();
+      } else {
+        session.holdFrom(send);
       }
       session.attachOut();
       if (session.closeAfterWrite) throw STOP;

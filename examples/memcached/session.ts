@@ -9,7 +9,7 @@
  * The first byte of a connection picks the protocol, as in stock: 0x80 is binary, anything
  * else is text (which includes the meta commands).
  */
-import { copyBytes } from "shoal";
+import { copyBytes, type NativeBuffer } from "shoal";
 import type { Engine } from "./engine.ts";
 import { Out, ascii } from "./out.ts";
 import { NIL, type Store, Comm, Holds } from "./store.ts";
@@ -111,7 +111,12 @@ export class Session {
    * since the transport last reset it, and must be sent or detached before another session runs.
    */
   out: Out;
-  /** This session's own buffer, made the first time a shared one had to be detached. */
+  /**
+   * This session's own buffer, made the first time a shared one had to be detached. With a
+   * shared buffer in native memory it is native too, from the same cache: a long answer
+   * rebuilt around other shards' answers is sent in place (handOff), and its memory goes back
+   * to the cache once emptied, not to the garbage collector (see shedOwn).
+   */
   private ownOut: Out | undefined;
   /** A second own buffer: fillHoles rebuilds the output into it, then the two swap (beginRebuild). */
   private spareOut: Out | undefined;
@@ -261,7 +266,7 @@ export class Session {
   detachOut(): void {
     const shared = this.out;
     if (shared !== this.sharedOut) return;
-    const own = (this.ownOut ??= new Out(1024));
+    const own = (this.ownOut ??= this.makeOwn());
     own.reset();
     own.copy(shared.buf, 0, shared.pos);
     shared.reset();
@@ -289,10 +294,10 @@ export class Session {
     if (n === 0) {
       cur.reset();
       // A burst's size is not kept for the rest of the connection's life.
-      if (cur === this.ownOut && cur.buf.length > OWN_OUT_KEEP) cur.buf = new Uint8Array(16 * 1024);
+      if (cur === this.ownOut) this.trimOwn(cur);
       return;
     }
-    const own = (this.ownOut ??= new Out(1024));
+    const own = (this.ownOut ??= this.makeOwn());
     if (cur === own) {
       own.buf.copyWithin(0, from, cur.pos);
       own.pos = n;
@@ -317,7 +322,7 @@ export class Session {
       cur.reset();
       return src;
     }
-    const next = (this.spareOut ??= new Out(1024));
+    const next = (this.spareOut ??= this.makeOwn());
     next.reset();
     this.spareOut = cur;
     this.ownOut = next;
@@ -325,17 +330,60 @@ export class Session {
     return cur.bytes();
   }
 
-  /** The rebuild is done: the spare buffer is emptied (and dropped if a burst grew it). */
+  /** The rebuild is done: the spare buffer is emptied (and its memory given up if a burst grew it). */
   endRebuild(): void {
     const spare = this.spareOut;
     if (spare === undefined) return;
     spare.reset();
-    if (spare.buf.length > OWN_OUT_KEEP) this.spareOut = undefined;
+    this.trimOwn(spare);
+  }
+
+  /**
+   * The transport queued `out[0..from)` for sending in place, from the native buffer it was
+   * rendered in: `out` goes on in `fresh` (Out.spare), what came after `from` kept (as
+   * holdFrom). Returns the buffer given away, for the caller to release once queued.
+   */
+  handOff(from: number, fresh: NativeBuffer): NativeBuffer {
+    const cur = this.out;
+    if (cur === this.sharedOut) {
+      // What follows `from` moves to the session's own buffer; the shared one goes on empty.
+      this.holdFrom(from);
+      return cur.handOff(fresh, 0);
+    }
+    this.keep = 0;
+    this.keepHoles = 0;
+    return cur.handOff(fresh, from);
   }
 
   /** Output sent and nothing pending: back to the shared buffer (if any). */
   attachOut(): void {
-    if (this.sharedOut !== undefined && this.out !== this.sharedOut && this.out.pos === 0 && this.holes.length === 0) this.out = this.sharedOut;
+    if (this.sharedOut !== undefined && this.out !== this.sharedOut && this.out.pos === 0 && this.holes.length === 0) {
+      this.out = this.sharedOut;
+      // Native own buffers go back to the cache: a connection that is not waiting for other
+      // shards holds only its two small arrays.
+      if (this.sharedOut.cache !== undefined) this.shedOwn();
+    }
+  }
+
+  /**
+   * An own buffer: a small JS array, moving to native memory from the shared buffer's cache
+   * (when there is one) once it outgrows that.
+   */
+  private makeOwn(): Out {
+    const cache = this.sharedOut?.cache;
+    return cache === undefined ? new Out(1024) : new Out(1024, cache, true);
+  }
+
+  /** An emptied own buffer that a burst grew does not keep that memory. */
+  private trimOwn(o: Out): void {
+    if (o.native !== undefined) o.shed();
+    else if (o.buf.length > OWN_OUT_KEEP) o.buf = new Uint8Array(16 * 1024);
+  }
+
+  /** Gives the own buffers' memory up (they take it again on their next write). */
+  private shedOwn(): void {
+    this.ownOut?.shed();
+    this.spareOut?.shed();
   }
 
   /** True once the connection must close (after `out` is sent, unless `abort`). */
@@ -547,6 +595,7 @@ export class Session {
   close(): void {
     this.dropUpload();
     this.releaseHolds();
+    this.shedOwn();
   }
 
   private dropUpload(): void {

@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { startOurs, type ServerProcess } from "./lib/harness.ts";
+import { murmur3, shardOf } from "../../examples/memcached/hash.ts";
 
 const KEYS = 8;
 
@@ -146,6 +147,33 @@ for (const shards of [1, 2]) {
         const i = g % KEYS;
         expect(answers![g]!.key).toBe(`big${i}`);
         expect(answers![g]!.value.equals(valueOf(i))).toBe(true);
+      }
+    }, 60_000);
+
+    test("a large answer sent in place while a later answer waits for a value: the held part arrives intact", async () => {
+      // A get is a send point; the mg answer after it waits (stock sends nothing while the set's
+      // value is arriving). The get's answer (150+ KB) leaves in place from the buffer it is in,
+      // and the mg answer after it moves to a fresh one: rendered here (the shared buffer), or,
+      // for a key of the other shard, filled into the connection's own buffer first. One round
+      // per owner, so that every connection runs both paths wherever the kernel placed it.
+      const owners = new Map<number, number>();
+      for (let i = 0; i < KEYS; i++) owners.set(shardOf(murmur3(Buffer.from(`big${i}`), 0, 5), shards), i);
+      expect(owners.size).toBe(shards);
+      const small = Buffer.from("s".repeat(100));
+      for (let n = 0; n < 4; n++) {
+        const c = await Client.connect(server.port);
+        expect(await c.set("small", small)).toBe("STORED");
+        for (const i of owners.values()) {
+          const value = valueOf(i);
+          const head = Buffer.concat([Buffer.from(`VALUE big${i} 0 ${value.length}\r\n`), value, Buffer.from("\r\nEND\r\n")]);
+          const early = await c.ask(`get big${i}\r\nmg small v\r\nset tail 0 0 5\r\nhal`, (b) => (b.length >= head.length ? b : null));
+          // Nothing past the get arrives before the value is complete (give it time to show up).
+          await Bun.sleep(50);
+          const rest = await c.ask("lo\r\n", (b) => (b.toString("latin1").endsWith("STORED\r\n") ? b : null));
+          expect(early.equals(head)).toBe(true);
+          expect(rest.toString("latin1")).toBe(`VA 100\r\n${small.toString("latin1")}\r\nSTORED\r\n`);
+        }
+        c.close();
       }
     }, 60_000);
   });
