@@ -25,7 +25,7 @@ export function build(): void {
   if (r.exitCode !== 0) throw new Error(`building mcload failed: ${r.stderr.toString()}`);
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return await new Promise((resolve) => {
     const s = net.createServer();
     s.listen(0, "127.0.0.1", () => {

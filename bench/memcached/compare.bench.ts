@@ -1,0 +1,64 @@
+/**
+ * This checkout's memcached against another checkout's (a git worktree of an earlier commit),
+ * interleaved: per round a fresh server of each, prefilled, 10 s of warm-up load, then 4 s
+ * measured with mcload; prints server CPU per operation and throughput per round, and the
+ * medians' ratio (bench/memcached/RESULTS-memcached.md).
+ *
+ *   git worktree add /tmp/before <commit> && ln -s $PWD/node_modules /tmp/before/ &&
+ *     mkdir -p /tmp/before/zig-out && cp -r zig-out/lib /tmp/before/zig-out/   # or build it there
+ *   bun bench/memcached/compare.bench.ts /tmp/before [shards=2] [value bytes=60000] [rounds=4]
+ */
+import { spawn, spawnSync } from "bun";
+import { build, freePort, measure, median, MCLOAD, ROOT, type Server } from "./harness.ts";
+
+const other = process.argv[2];
+const shards = Number(process.argv[3] ?? 2);
+const value = Number(process.argv[4] ?? 60_000);
+const rounds = Number(process.argv[5] ?? 4);
+if (other === undefined || !(shards >= 1) || !(value >= 1) || !(rounds >= 1)) {
+  throw new Error("usage: compare.bench.ts OTHER_CHECKOUT [shards] [value bytes] [rounds]");
+}
+build();
+const roots = { before: `${other.replace(/\/$/, "")}/`, after: ROOT };
+type Which = keyof typeof roots;
+
+async function start(which: Which): Promise<Server> {
+  const port = await freePort();
+  const args = [process.execPath, `${roots[which]}examples/memcached/main.ts`, "-l", "127.0.0.1", "-p", String(port), "-t", String(shards), "-m", "1024", "-c", "4096"];
+  const proc = spawn(args, { stdout: "ignore", stderr: "ignore", cwd: roots[which] });
+  for (let i = 0; ; i++) {
+    try {
+      const probe = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
+      probe.end();
+      break;
+    } catch {
+      if (i > 100) throw new Error(`${which}: the server did not start on port ${port}`);
+      await Bun.sleep(100);
+    }
+  }
+  const fill = spawnSync([MCLOAD, "-s", `127.0.0.1:${port}`, "-c", "8", "-k", "1000", "-V", String(value), "-P", "-D", "1", "-W", "0", "-j"], { stdout: "pipe", stderr: "pipe" });
+  if (fill.exitCode !== 0) throw new Error(`${which}: prefill failed: ${fill.stderr.toString()}`);
+  return { name: which, port, proc, pid: proc.pid, threads: shards };
+}
+
+const usPerOp: Record<Which, number[]> = { before: [], after: [] };
+const opsPerS: Record<Which, number[]> = { before: [], after: [] };
+for (let r = 0; r < rounds; r++) {
+  const order: Which[] = r % 2 === 0 ? ["before", "after"] : ["after", "before"];
+  for (const which of order) {
+    const s = await start(which);
+    try {
+      const m = await measure(s, "mcload", ["-d", "4", "-r", "0.9", "-k", "1000", "-V", String(value)], { conns: 8, threads: 1, seconds: 4, warmup: 10 });
+      usPerOp[which].push(m.serverUsPerOp);
+      opsPerS[which].push(m.opsPerS);
+      console.log(`round ${r + 1} ${which.padEnd(6)} ${m.serverUsPerOp.toFixed(1)} µs/op  ${Math.round(m.opsPerS)} ops/s`);
+    } finally {
+      s.proc.kill("SIGTERM");
+      await s.proc.exited;
+    }
+  }
+}
+const b = median(usPerOp.before);
+const a = median(usPerOp.after);
+console.log(`${shards} shard(s), ${value}-byte values: CPU per op median ${b.toFixed(1)} (${other}) vs ${a.toFixed(1)} µs (this checkout): ${(a / b).toFixed(2)}x`);
+console.log(`throughput median ${Math.round(median(opsPerS.before))} vs ${Math.round(median(opsPerS.after))} ops/s`);
