@@ -16,7 +16,7 @@ import { spawn, type Subprocess } from "bun";
 import net from "node:net";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { b, dec, exchange, startOurs, type ServerProcess } from "../memcached/lib/harness.ts";
-import { MCLOAD, build } from "../../bench/memcached/harness.ts";
+import { MCLOAD, build, median } from "../../bench/memcached/harness.ts";
 
 const soak = process.env.SHOAL_SOAK === "1";
 const SECONDS = soak ? 600 : 6;
@@ -151,12 +151,16 @@ test(`${SECONDS} s of mixed load with misbehaving clients: answers right, memory
   for (const c of held) c.destroy();
 
   const half = Math.floor(rss.length / 2);
-  const firstMax = Math.max(...rss.slice(0, Math.max(1, half)));
-  const laterMax = Math.max(...rss.slice(half));
+  const first = rss.slice(0, Math.max(1, half));
+  const later = rss.slice(half);
+  const firstMax = Math.max(...first);
+  const laterMax = Math.max(...later);
+  const firstMedian = median(first);
+  const laterMedian = median(later);
   console.log(
     `memcached soak ${SECONDS} s: ops ${results.map((r) => r.ops).join("/")}, hits ${results.map((r) => r.hits).join("/")}, ` +
       `evictions ${s.get("evictions")}, bytes ${s.get("bytes")} of ${s.get("limit_maxbytes")}, garbage ${garbageSent}, hangers ${hangers}, ` +
-      `rss base ${baseRss.toFixed(1)} first-half max ${firstMax.toFixed(1)} later max ${laterMax.toFixed(1)} MiB, fds ${Math.min(...fds)}-${Math.max(...fds)}`,
+      `rss base ${baseRss.toFixed(1)}, median ${firstMedian.toFixed(1)} then ${laterMedian.toFixed(1)}, max ${firstMax.toFixed(1)} then ${laterMax.toFixed(1)} MiB, fds ${Math.min(...fds)}-${Math.max(...fds)}`,
   );
 
   for (const r of results) {
@@ -165,10 +169,15 @@ test(`${SECONDS} s of mixed load with misbehaving clients: answers right, memory
   }
   expect(Number(s.get("evictions"))).toBeGreaterThan(0);
   expect(Number(s.get("bytes"))).toBeLessThanOrEqual(MEMORY_MIB * 1024 * 1024);
-  // Item memory is -m; the rest (Bun, two shards' heaps, receive and send buffers) is bounded
-  // and reached in the first half: no growth after it beyond noise.
-  expect(laterMax).toBeLessThan(baseRss + MEMORY_MIB + 192);
-  expect(laterMax).toBeLessThan(firstMax * 1.1 + 16);
+  // Item memory is -m; the rest (Bun, two shards' heaps, receive and send buffers, the buffer
+  // caches, the non-readers' answers) is bounded and reached in the first half: the second
+  // half's typical memory (its median) is no higher than the first's beyond noise, and no
+  // sample passes the budget. Single samples spike by 30-90 MiB whenever the collector runs
+  // late (600 s runs on 2026-11-29: first-half / later max 256.5 / 309.9 MiB, then 276.1 /
+  // 272.9 with medians 224.3 / 231.4, and 300.8 / 331.3 on the commit before), so maxima are
+  // compared with the budget only, not with each other.
+  expect(laterMedian).toBeLessThan(firstMedian * 1.1 + 16);
+  expect(laterMax).toBeLessThan(baseRss + MEMORY_MIB + 320);
 
   // Every connection released: fds and curr_connections back to where they started.
   let conns = -1;
