@@ -175,9 +175,12 @@ test(`${SECONDS} s of mixed load with misbehaving clients: answers right, memory
   // sample passes the budget. Single samples spike by 30-90 MiB whenever the collector runs
   // late (600 s runs on 2026-11-29: first-half / later max 256.5 / 309.9 MiB, then 276.1 /
   // 272.9 with medians 224.3 / 231.4, and 300.8 / 331.3 on the commit before), so maxima are
-  // compared with the budget only, not with each other.
-  expect(laterMedian).toBeLessThan(firstMedian * 1.1 + 16);
+  // compared with the budget only, not with each other. The CI tier's 6 s end before the
+  // plateau (medians 156.7 then 194.3 MiB in one run, still rising): there the second half's
+  // maximum is held near the first's instead, as before.
   expect(laterMax).toBeLessThan(baseRss + MEMORY_MIB + 320);
+  if (soak) expect(laterMedian).toBeLessThan(firstMedian * 1.1 + 16);
+  else expect(laterMax).toBeLessThan(firstMax * 1.1 + 16);
 
   // Every connection released: fds and curr_connections back to where they started.
   let conns = -1;
