@@ -8,8 +8,8 @@
  *     mkdir -p /tmp/before/zig-out && cp -r zig-out/lib /tmp/before/zig-out/   # or build it there
  *   bun bench/memcached/compare.bench.ts /tmp/before [shards=2] [value bytes=60000] [rounds=4]
  */
-import { spawn, spawnSync } from "bun";
-import { build, freePort, measure, median, MCLOAD, ROOT, type Server } from "./harness.ts";
+import { spawnSync } from "bun";
+import { build, measure, median, MCLOAD, ROOT, startServer, stopServer, type Server } from "./harness.ts";
 
 const other = process.argv[2];
 const shards = Number(process.argv[3] ?? 2);
@@ -23,22 +23,10 @@ const roots = { before: `${other.replace(/\/$/, "")}/`, after: ROOT };
 type Which = keyof typeof roots;
 
 async function start(which: Which): Promise<Server> {
-  const port = await freePort();
-  const args = [process.execPath, `${roots[which]}examples/memcached/main.ts`, "-l", "127.0.0.1", "-p", String(port), "-t", String(shards), "-m", "1024", "-c", "4096"];
-  const proc = spawn(args, { stdout: "ignore", stderr: "ignore", cwd: roots[which] });
-  for (let i = 0; ; i++) {
-    try {
-      const probe = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
-      probe.end();
-      break;
-    } catch {
-      if (i > 100) throw new Error(`${which}: the server did not start on port ${port}`);
-      await Bun.sleep(100);
-    }
-  }
-  const fill = spawnSync([MCLOAD, "-s", `127.0.0.1:${port}`, "-c", "8", "-k", "1000", "-V", String(value), "-P", "-D", "1", "-W", "0", "-j"], { stdout: "pipe", stderr: "pipe" });
+  const s = await startServer("ours", shards, { root: roots[which] });
+  const fill = spawnSync([MCLOAD, "-s", `127.0.0.1:${s.port}`, "-c", "8", "-k", "1000", "-V", String(value), "-P", "-D", "1", "-W", "0", "-j"], { stdout: "pipe", stderr: "pipe" });
   if (fill.exitCode !== 0) throw new Error(`${which}: prefill failed: ${fill.stderr.toString()}`);
-  return { name: which, port, proc, pid: proc.pid, threads: shards };
+  return s;
 }
 
 const usPerOp: Record<Which, number[]> = { before: [], after: [] };
@@ -53,8 +41,7 @@ for (let r = 0; r < rounds; r++) {
       opsPerS[which].push(m.opsPerS);
       console.log(`round ${r + 1} ${which.padEnd(6)} ${m.serverUsPerOp.toFixed(1)} µs/op  ${Math.round(m.opsPerS)} ops/s`);
     } finally {
-      s.proc.kill("SIGTERM");
-      await s.proc.exited;
+      await stopServer(s);
     }
   }
 }

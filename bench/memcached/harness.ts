@@ -25,7 +25,7 @@ export function build(): void {
   if (r.exitCode !== 0) throw new Error(`building mcload failed: ${r.stderr.toString()}`);
 }
 
-export async function freePort(): Promise<number> {
+async function freePort(): Promise<number> {
   return await new Promise((resolve) => {
     const s = net.createServer();
     s.listen(0, "127.0.0.1", () => {
@@ -71,6 +71,8 @@ export interface ServerOptions {
   env?: Record<string, string>;
   /** Confine the whole process to these CPUs (taskset); ours then pins one shard per CPU. */
   cpus?: readonly number[];
+  /** Ours: the checkout whose examples/memcached runs (default: this one), ending in "/". */
+  root?: string;
 }
 
 export async function startServer(kind: "stock" | "ours", threads: number, options: ServerOptions = {}): Promise<Server> {
@@ -78,10 +80,10 @@ export async function startServer(kind: "stock" | "ours", threads: number, optio
   const cmd =
     kind === "stock"
       ? ["memcached", "-u", "root", "-l", "127.0.0.1", "-p", String(port), "-U", "0", "-t", String(threads), "-m", "1024", "-c", "4096"]
-      : [process.execPath, `${ROOT}examples/memcached/main.ts`, "-l", "127.0.0.1", "-p", String(port), "-t", String(threads), "-m", "1024", "-c", "4096"];
+      : [process.execPath, `${options.root ?? ROOT}examples/memcached/main.ts`, "-l", "127.0.0.1", "-p", String(port), "-t", String(threads), "-m", "1024", "-c", "4096"];
   // taskset execs the server: the pid stays the server's.
   const args = options.cpus !== undefined ? ["taskset", "-c", cpuList(options.cpus), ...cmd] : cmd;
-  const proc = spawn(args, { stdout: "ignore", stderr: "ignore", cwd: ROOT, env: { ...process.env, ...options.env } });
+  const proc = spawn(args, { stdout: "ignore", stderr: "ignore", cwd: options.root ?? ROOT, env: { ...process.env, ...options.env } });
   await waitPort(port);
   return { name: kind, port, proc, pid: proc.pid, threads, cpus: options.cpus };
 }
