@@ -8,7 +8,7 @@
  */
 import { chmodSync, lstatSync, unlinkSync } from "node:fs";
 import { CString, dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
-import { SystemError, Timer, maybeYield, sleep, bindUdp, configureNet, formatAddress, listen, parseAddress, BufferCache, type Connection, type Listener, type ListenOptions, type SocketAddress, type UdpChannel, type NativeBuffer } from "shoal";
+import { STOP_RECEIVING, SystemError, Timer, maybeYield, sleep, bindUdp, configureNet, formatAddress, listen, parseAddress, BufferCache, type Connection, type Listener, type ListenOptions, type SocketAddress, type UdpChannel, type NativeBuffer } from "shoal";
 import { Engine } from "./engine.ts";
 import { Session, Proto } from "./session.ts";
 import { Out } from "./out.ts";
@@ -39,8 +39,7 @@ const UDP_BODY_MAX = 65535 * UDP_DATA_SIZE;
 const UDP_SENDS_AHEAD = 64;
 
 const tooMany = new TextEncoder().encode("ERROR Too many open connections\r\n");
-/** Thrown by a connection's receiver to end it (quit, a fatal protocol error, a graceful stop). */
-const STOP = new Error("connection done");
+type Stop = typeof STOP_RECEIVING;
 
 /** A listening socket as `stats conns` shows it. */
 interface ListeningEntry {
@@ -352,15 +351,19 @@ export class ShardServer {
     const { shards, shardId } = this.engine;
     const look = (buf: Uint8Array, start: number, end: number): void => lookahead(store, shards, shardId, buf, start, end);
 
-    /** Writes the responses of what was fed; a promise while the peer is slow to read. */
-    const answer = (): Promise<void> | undefined => {
+    /**
+     * Writes the responses of what was fed: a promise while the peer is slow to read,
+     * STOP_RECEIVING once the connection is done (quit, a fatal protocol error): receiving ends
+     * there, and the connection closes after what was written.
+     */
+    const answer = (): Promise<void> | Stop | undefined => {
       if (session.abort) {
         if (session.keep > 0) {
           stats.bytes_written += session.keep;
           void output.write(session.out.buf.subarray(0, session.keep));
         }
         session.out.reset();
-        throw STOP;
+        return STOP_RECEIVING;
       }
       const out = session.out;
       let p: Promise<void> | undefined;
@@ -395,7 +398,7 @@ export class ShardServer {
         session.holdFrom(send);
       }
       session.attachOut();
-      if (session.closeAfterWrite) throw STOP;
+      if (session.closeAfterWrite) return STOP_RECEIVING;
       return p;
     };
 
@@ -403,7 +406,7 @@ export class ShardServer {
     // promise or task per request); only a cross-shard command or a slow reader returns a
     // promise, which holds further chunks until it settles.
     /** Sends what the last feed or resume rendered: after the other shards' answers, if it asked them. */
-    const respond = (): Promise<void> | undefined => {
+    const respond = (): Promise<void | Stop> | Stop | undefined => {
       conn.lastCmd = clock.now;
       if (session.holes.length > 0) {
         // Output waits for other shards past this call: into the session's own buffer.
@@ -413,7 +416,7 @@ export class ShardServer {
         // still arriving (a forwarded set waiting for its data has no hole yet: it is not
         // disturbed), or, on an abort, what came before it, the other shards' answers
         // included (one of them may be a send point itself: a binary error).
-        return fillHoles(session).then(answer);
+        return fillHoles(session).then<void | Stop>(answer);
       }
       return answer();
     };
@@ -423,10 +426,10 @@ export class ShardServer {
      * taken enough of it (below the output's high-water mark), it resumes; until it is done,
      * no more input is delivered (the stack stops receiving at its pause mark).
      */
-    const resumeAfter = async (sent: Promise<void> | undefined): Promise<void> => {
-      let p = sent;
+    const resumeAfter = async (sent: Promise<void | Stop> | undefined): Promise<void | Stop> => {
+      let p: Promise<void | Stop> | Stop | undefined = sent;
       for (;;) {
-        if (p !== undefined) await p;
+        if (p !== undefined && (await p) === STOP_RECEIVING) return STOP_RECEIVING;
         if (!session.paused) return;
         try {
           session.resume();
@@ -438,7 +441,7 @@ export class ShardServer {
       }
     };
 
-    const onData = (buf: Uint8Array, start: number, end: number): Promise<void> | undefined => {
+    const onData = (buf: Uint8Array, start: number, end: number): Promise<void | Stop> | Stop | undefined => {
       // The first delivery after a batch of receives warms the caches for all of its keys.
       store.warm();
       try {
@@ -449,13 +452,13 @@ export class ShardServer {
         throw e;
       }
       const sent = respond();
-      return session.paused ? resumeAfter(sent) : sent;
+      return sent === STOP_RECEIVING || !session.paused ? sent : resumeAfter(sent);
     };
 
     try {
       if (!this.stopping) await input.receiveRanges(onData, { lookahead: look });
     } catch {
-      // STOP, or the peer reset / the connection failed: nothing more to answer.
+      // The peer reset / the connection failed: nothing more to answer.
     } finally {
       session.close();
       // The connection counts until its output is flushed and it is closed: stop() waits for
