@@ -484,8 +484,12 @@ pub const Reactor = struct {
             } else if (cqe.user_data == sleep_timer_user_data) {
                 self.sleep_timer_armed = false;
             } else if (cqe.user_data == sleep_update_user_data) {
-                // ENOENT: the timer fired before the update (its completion is on its way).
-                if (cqe.res < 0 and cqe.res != -@as(i32, @intFromEnum(linux.E.NOENT))) self.sleep_timer_usable = false;
+                // ENOENT: the timer fired before the update; EALREADY: it was firing at that moment
+                // (its expiry running on another CPU). Its completion is on its way in both cases:
+                // a race, not a kernel that cannot move timers (that would end the shared timer
+                // for the reactor's lifetime, every later wait paying a timeout of its own).
+                const raced = cqe.res == -@as(i32, @intFromEnum(linux.E.NOENT)) or cqe.res == -@as(i32, @intFromEnum(linux.E.ALREADY));
+                if (cqe.res < 0 and !raced) self.sleep_timer_usable = false;
             }
             return 0;
         }
@@ -925,6 +929,23 @@ test "a timer already due sooner than the wait is kept and ends the wait early" 
     try std.testing.expect(waited < 1_000_000);
     try std.testing.expectEqual(@as(u64, 1), r.counters.timeouts_armed);
     try std.testing.expect(!r.sleep_timer_armed);
+}
+
+test "a sleep timer update that finds the timer already firing (EALREADY, ENOENT) keeps the shared timer in use" {
+    const r = try Reactor.create(8, 16);
+    defer r.destroy();
+    // TIMEOUT_UPDATE answers ENOENT when the timer fired and EALREADY when its expiry is running
+    // on another CPU at that moment: either way the timer's own completion is on its way.
+    const raced = [_]linux.E{ .NOENT, .ALREADY };
+    for (raced) |e| {
+        const cqe = std.mem.zeroInit(linux.io_uring_cqe, .{ .user_data = sleep_update_user_data, .res = -@as(i32, @intFromEnum(e)) });
+        try std.testing.expectEqual(@as(u32, 0), r.deliver(cqe, 0));
+        try std.testing.expect(r.sleep_timer_usable);
+    }
+    // A real refusal (a kernel without updates) does fall back to a timeout per wait.
+    const refused = std.mem.zeroInit(linux.io_uring_cqe, .{ .user_data = sleep_update_user_data, .res = -@as(i32, @intFromEnum(linux.E.INVAL)) });
+    _ = r.deliver(refused, 0);
+    try std.testing.expect(!r.sleep_timer_usable);
 }
 
 test "a ring message from another reactor wakes a sleeping one, with no eventfd write" {

@@ -375,6 +375,13 @@ export function whenAll(futures: Iterable<unknown>, opts?: SignalOptions): Promi
  */
 export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
   if (signal === undefined) return p;
+  // The work behind `p` may have aborted the signal already (a join's function input that
+  // cancels its siblings as it is called): no abort event comes after that, and a listener
+  // added now would wait for `p`, for good if `p` waits on inputs that never settle.
+  if (signal.aborted) {
+    p.then(undefined, ignore); // abandoned: its later rejection is observed
+    return Promise.reject(abortError(signal, what));
+  }
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(abortError(signal, what));
     signal.addEventListener("abort", onAbort, { once: true });
