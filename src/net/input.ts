@@ -644,9 +644,7 @@ export class StreamInput implements ConnectionInput {
     if (typeof receiver !== "function") throw new InvalidArgumentError("receiveRanges: the receiver must be a function");
     const la = opts?.lookahead;
     if (la !== undefined && typeof la !== "function") throw new InvalidArgumentError("receiveRanges: lookahead must be a function");
-    const p = this.startReceive("receiveRanges", undefined, receiver, opts);
-    if (this.waitKind === WAIT_RECEIVE) this.lookahead = la;
-    return p;
+    return this.startReceive("receiveRanges", undefined, receiver, opts, la);
   }
 
   private startReceive(
@@ -654,6 +652,7 @@ export class StreamInput implements ConnectionInput {
     receiver: StreamReceiver | undefined,
     rangeReceiver: StreamRangeReceiver | undefined,
     opts: SignalOptions | undefined,
+    lookahead?: (buffer: Uint8Array, start: number, end: number) => void,
   ): Promise<boolean> {
     this.checkIdle(op);
     let signal: AbortSignal | undefined;
@@ -669,6 +668,9 @@ export class StreamInput implements ConnectionInput {
     this.rejectWait = capturedReject;
     this.receiver = receiver;
     this.rangeReceiver = rangeReceiver;
+    // Installed before the first delivery: set after it, it went to whichever call was running
+    // by then (one the handler started after ending this one).
+    this.lookahead = lookahead;
     this.receiveCalls++;
     this.waitKind = WAIT_RECEIVE;
     this.waitN = 0;
@@ -706,9 +708,14 @@ export class StreamInput implements ConnectionInput {
             r = ranges(this.base(t), this.leasedOff, this.leasedEnd);
           }
         } catch (e) {
-          this.finishReceive(e instanceof Error ? e : new Error(String(e)), true);
+          // A handler that had ended its own call (and maybe started another) fails nobody's:
+          // like a late rejection of its promise, its throw concerns a call that is over.
+          if (this.waitKind === WAIT_RECEIVE && this.receiveCalls === call) {
+            this.finishReceive(e instanceof Error ? e : new Error(String(e)), true);
+          }
           this.releaseOrphan(this.holdGen + 1);
-          return;
+          if (this.waitKind !== WAIT_RECEIVE) return;
+          continue;
         }
         if (this.waitKind !== WAIT_RECEIVE || this.receiveCalls !== call) {
           // The handler ended its own receive() (aborted its signal, closed the connection's
