@@ -190,6 +190,10 @@ function settle(slot: number, ok: boolean, value: unknown): void {
     return;
   }
   pValue[slot] = value;
+  // Answered: the slot is no longer waiting for its shard. A gone notice for that shard before
+  // the completion runs (markShardGone drains the shard's last replies, then fails the calls
+  // still waiting) must not fail this one with ShardGoneError.
+  pDest[slot] = -1;
   enqueue(g, replyCompleter, slot, (pGen[slot]! << 1) | (ok ? 1 : 0));
 }
 
@@ -455,6 +459,18 @@ function commitHandovers(w: Writer, dest: number): void {
 }
 
 /**
+ * Throws EncodeError if a buffer the message hands over was released after it was encoded (a
+ * getter further on did it). Checked before the record is committed: commit() would throw once
+ * the record was in the ring (a call the caller saw fail ran anyway, its reply settled the next
+ * call in its slot, and the receiver read memory its owner had recycled).
+ */
+function checkHanded(w: Writer): void {
+  for (let i = 0; i < w.handed.length; i++) {
+    if (w.handed[i]!.isReleased) throw new EncodeError("a NativeBuffer was released while its message was encoded (by a getter)");
+  }
+}
+
+/**
  * Encodes one record for `ring`: in place when the ring has room, else into scratch memory and
  * then into the ring or its backlog. Nothing reaches the ring unless encoding succeeded.
  */
@@ -468,6 +484,7 @@ function send(ring: OutRing, kind: number, target: number, method: number, slot:
       try {
         if (kind >= K_REPLY) writeReply(w, kind, slot, value);
         else writeCall(w, kind, target, method, slot, args, name);
+        if (w.handed.length > 0) checkHanded(w);
         ring.commitDirect(w, start);
         commitHandovers(w, ring.to);
         markDirty(ring);
@@ -481,6 +498,7 @@ function send(ring: OutRing, kind: number, target: number, method: number, slot:
     try {
       if (kind >= K_REPLY) writeReply(w, kind, slot, value);
       else writeCall(w, kind, target, method, slot, args, name);
+      if (w.handed.length > 0) checkHanded(w);
     } catch (err) {
       handovers.cancel(w.handedIds);
       throw err;
@@ -819,6 +837,7 @@ function run(
   received: unknown[] | undefined,
 ): void {
   let result: unknown;
+  let pending = false;
   let handlerName = "";
   // Until the code is called, the buffers handed over with its arguments are this call's to
   // give back; afterwards they are the code's.
@@ -843,14 +862,19 @@ function run(
       }
       result = entry.fn.apply(undefined, args);
     }
+    // Inside the try: reading a result's `then` runs its code (a getter, a Proxy) and may throw.
+    pending = isThenable(result);
   } catch (err) {
     if (!called) releaseReceived(received);
     if (kind === K_POST) postFailed(handlerName || describeTarget(kind, target), from, err);
     else reply(from, slot, K_THROW, err, kind, target);
     return;
   }
-  if (isThenable(result)) {
-    result.then(
+  if (pending) {
+    // Through Promise.resolve (a native promise is itself, no extra tick), as a local call is:
+    // a foreign thenable's then() may throw (it escaped the ring's drain and crashed the shard),
+    // or call back twice (the second reply settled whichever call took the slot next).
+    Promise.resolve(result).then(
       (v) => reply(from, slot, K_REPLY, v, kind, target),
       (e: unknown) => reply(from, slot, K_THROW, e, kind, target),
     );

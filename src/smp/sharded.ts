@@ -139,13 +139,17 @@ class Host<T extends object> implements ServiceHost {
     if (typeof fn !== "function") throw new UnknownMethodError(`service "${this.name}" has no method "${method}"`);
     this.inflight++;
     let result: unknown;
+    let pending: boolean;
     try {
       result = fn.apply(inst, args);
+      // Inside the try: reading a result's `then` (a getter, a Proxy) may throw, and the call
+      // must still leave (or stop() waits for it forever).
+      pending = isThenable(result);
     } catch (err) {
       this.leave();
       throw err;
     }
-    if (!isThenable(result)) {
+    if (!pending) {
       this.leave();
       return result;
     }
