@@ -10,7 +10,8 @@
  * - a request line that is not "METHOD target HTTP/1.x" (the method a token, the target without
  *   spaces or control bytes), a malformed header line (its name not a token), and an HTTP/1.1
  *   request without exactly one Host field with a valid value (RFC 9112 3.2), get 400;
- * - a head over 8 KiB gets 431; a head not complete within --header-timeout-ms (default 10 s)
+ * - a head over 8 KiB gets 431 (414 when its request line is still unfinished: RFC 9112 3);
+ *   a head not complete within --header-timeout-ms (default 10 s)
  *   of its first byte gets 408 (a client trickling one forever would hold its connection);
  * - lines may end in LF alone as well as CRLF (RFC 9112 2.2 allows it, and many servers do);
  * - HTTP/1.0 without "Connection: keep-alive", or "Connection: close", is answered and closed;
@@ -42,6 +43,9 @@ const BAD_REQUEST = refusal("400 Bad Request", "malformed request");
 const TIMED_OUT = refusal("408 Request Timeout", "request head not received in time");
 const BODY_REFUSED = refusal("413 Content Too Large", "request bodies are not supported");
 const HEAD_TOO_LARGE = refusal("431 Request Header Fields Too Large", "request head over 8 KiB");
+// A request line that does not fit the head limit: RFC 9112 3 says a server MUST answer 414 to a
+// request-target longer than it wishes to parse (431 names the header fields).
+const URI_TOO_LONG = refusal("414 URI Too Long", "request line over 8 KiB");
 const CODING_REFUSED = refusal("501 Not Implemented", "Transfer-Encoding is not supported");
 
 /** Longest request head, blank line included. */
@@ -69,6 +73,9 @@ const SP = 32;
 const HTAB = 9;
 const COLON = 58;
 const COMMA = 44;
+const NUL = 0;
+const LBRACKET = 91;
+const RBRACKET = 93;
 const CONTENT_LENGTH = encoder.encode("content-length");
 const CONNECTION = encoder.encode("connection");
 const TRANSFER_ENCODING = encoder.encode("transfer-encoding");
@@ -81,11 +88,12 @@ const TCHAR = new Uint8Array(256);
 for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TCHAR[c.charCodeAt(0)] = 1;
 const DEL = 127;
 /**
- * 1 for the bytes a Host value may hold (RFC 3986 authority without userinfo: reg-name or IP
- * literal, and a port): unreserved, sub-delims, '%', ':', '[' and ']'.
+ * 1 for the bytes of a reg-name (RFC 3986 3.2.2): unreserved, sub-delims and '%'; 2 for those an
+ * IP literal adds between its brackets (':', as in "[::1]"; the RFC 6874 zone is "%25" and a name).
  */
 const HOSTCHAR = new Uint8Array(256);
-for (const c of "-._~!$&'()*+,;=%:[]0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") HOSTCHAR[c.charCodeAt(0)] = 1;
+for (const c of "-._~!$&'()*+,;=%0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") HOSTCHAR[c.charCodeAt(0)] = 1;
+HOSTCHAR[COLON] = 2;
 
 /** v[s, e) equals `word` (lower case), letters compared without case. */
 function sameWord(v: Uint8Array, s: number, e: number, word: Uint8Array): boolean {
@@ -141,11 +149,26 @@ function headerLine(v: Uint8Array, s: number, e: number): number {
   return 0;
 }
 
-/** Host value v[s, e): F_HOST, or F_BAD for bytes no authority holds (it may be empty: RFC 9112 3.2). */
+/**
+ * Host value v[s, e): F_HOST, or F_BAD unless it is uri-host [":" port] (RFC 9112 3.2; it may be
+ * empty). Checking its bytes alone let "a:b", "::1" or "[::1" through, which a server MUST refuse.
+ */
 function host(v: Uint8Array, s: number, e: number): number {
   while (s < e && (v[s] === SP || v[s] === HTAB)) s++;
   while (e > s && (v[e - 1] === SP || v[e - 1] === HTAB)) e--;
-  for (let i = s; i < e; i++) if (HOSTCHAR[v[i]!] !== 1) return F_BAD;
+  let i = s;
+  if (i < e && v[i] === LBRACKET) {
+    // An IP literal: "[", an IPv6 address or IPvFuture (not parsed further), "]".
+    for (i++; i < e && v[i] !== RBRACKET; i++) if (HOSTCHAR[v[i]!] === 0) return F_BAD;
+    if (i === e || i === s + 1) return F_BAD;
+    i++;
+  } else {
+    while (i < e && HOSTCHAR[v[i]!] === 1) i++; // a reg-name or an IPv4 address
+  }
+  if (i === e) return F_HOST;
+  // The port: digits after one colon (none is allowed).
+  if (v[i] !== COLON) return F_BAD;
+  for (i++; i < e; i++) if (v[i]! < 48 || v[i]! > 57) return F_BAD;
   return F_HOST;
 }
 
@@ -163,6 +186,15 @@ function contentLength(v: Uint8Array, s: number, e: number): number {
   return flags;
 }
 
+/**
+ * White space around a Connection option. A bare CR or a NUL in a field value counts as a space:
+ * RFC 9110 5.5 and 9112 2.2 allow only that or refusing the request, and taken as they were,
+ * "close" followed by one was not "close" (the connection stayed open).
+ */
+function optionSpace(b: number): boolean {
+  return b === SP || b === HTAB || b === CR || b === NUL;
+}
+
 /** Connection value v[s, e): a comma-separated list; "close" and "keep-alive" count. */
 function connection(v: Uint8Array, s: number, e: number): number {
   let flags = 0;
@@ -171,8 +203,8 @@ function connection(v: Uint8Array, s: number, e: number): number {
     while (t < e && v[t] !== COMMA) t++;
     let a = s;
     let b = t;
-    while (a < b && (v[a] === SP || v[a] === HTAB)) a++;
-    while (b > a && (v[b - 1] === SP || v[b - 1] === HTAB)) b--;
+    while (a < b && optionSpace(v[a]!)) a++;
+    while (b > a && optionSpace(v[b - 1]!)) b--;
     if (sameWord(v, a, b, CLOSE)) flags |= F_CLOSE;
     else if (sameWord(v, a, b, KEEP_ALIVE)) flags |= F_KEEP_ALIVE;
     s = t + 1;
@@ -262,7 +294,7 @@ async function http(c: Connection, headerTimeoutMs: number): Promise<void> {
       if (end >= 0 && (flags & (F_HTTP10 | F_HOST)) === 0) flags |= F_BAD;
       if (flags >= F_BAD) {
         void output.write(
-          flags & F_TOO_LARGE ? HEAD_TOO_LARGE : flags & F_BAD ? BAD_REQUEST : flags & F_CODING ? CODING_REFUSED : BODY_REFUSED,
+          flags & F_TOO_LARGE ? (flags & F_REQUEST_LINE ? HEAD_TOO_LARGE : URI_TOO_LONG) : flags & F_BAD ? BAD_REQUEST : flags & F_CODING ? CODING_REFUSED : BODY_REFUSED,
         );
         closing = true;
         return pos; // the rest is dropped by the lingering close
