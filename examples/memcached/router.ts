@@ -47,6 +47,29 @@ export const enum UnitKind {
 
 const SHARD_FAILED = new TextEncoder().encode("SERVER_ERROR the shard owning this key is unavailable\r\n");
 
+/**
+ * A binary response for a request (its opcode and opaque) that needed a shard that could not
+ * answer: status 0x84 (Internal error, of the binary protocol's status codes; stock, with one
+ * process, never has this case) and the same words as the text protocol's SERVER_ERROR.
+ */
+function binaryShardFailed(opcode: number, opaque: number): Uint8Array {
+  const msg = "the shard owning this key is unavailable";
+  const b = new Uint8Array(24 + msg.length);
+  b[0] = 0x81;
+  b[1] = opcode;
+  b[7] = 0x84;
+  b[8] = msg.length >>> 24;
+  b[9] = (msg.length >>> 16) & 0xff;
+  b[10] = (msg.length >>> 8) & 0xff;
+  b[11] = msg.length & 0xff;
+  b[12] = opaque >>> 24;
+  b[13] = (opaque >>> 16) & 0xff;
+  b[14] = (opaque >>> 8) & 0xff;
+  b[15] = opaque & 0xff;
+  for (let i = 0; i < msg.length; i++) b[24 + i] = msg.charCodeAt(i);
+  return b;
+}
+
 /** The answer of a batch with none (yet), or whose handed-over answer was read and given back. */
 const NO_ANSWER = new Uint8Array(0);
 
@@ -105,6 +128,8 @@ export class Batch {
   private native: NativeBuffer | undefined;
   private taken: Uint8Array | undefined;
   private takenCount = 0;
+  /** Binary units' opcode and opaque ([unit, opcode, opaque]...): what a failed unit answers to. */
+  private binary: number[] | undefined;
 
   constructor(dest: number) {
     this.dest = dest;
@@ -124,6 +149,12 @@ export class Batch {
     buf[at + 5] = bodyLength >>> 24;
     this.len += 6;
     return this.count++;
+  }
+
+  /** Unit `index` is the binary request `packet` (its header first): noted for a failure's answer. */
+  noteBinary(index: number, packet: Uint8Array): void {
+    const opaque = ((packet[12]! << 24) | (packet[13]! << 16) | (packet[14]! << 8) | packet[15]!) >>> 0;
+    (this.binary ??= []).push(index, packet[1]!, opaque);
   }
 
   /** Appends body bytes of the current unit. */
@@ -215,7 +246,12 @@ export class Batch {
 
   /** Answer of unit `i` (after `reply` resolved); a SERVER_ERROR line if the batch failed. */
   unitAnswer(i: number): Uint8Array {
-    if (this.failure !== undefined) return SHARD_FAILED;
+    if (this.failure !== undefined) {
+      // A binary client gets a binary error for its request (a text line would desync it).
+      const bin = this.binary;
+      if (bin !== undefined) for (let k = 0; k < bin.length; k += 3) if (bin[k] === i) return binaryShardFailed(bin[k + 1]!, bin[k + 2]!);
+      return SHARD_FAILED;
+    }
     const taken = this.taken;
     if (taken !== undefined && taken[i] === 0) {
       taken[i] = 1;
@@ -987,6 +1023,8 @@ function routeStats(s: Session, r: Router, buf: Uint8Array, lineStart: number, l
     count: 0,
     parts,
     render: (answers) => {
+      // A shard that could not answer (gone, stopping) fails the whole stats, not the connection.
+      if (answers.includes(SHARD_FAILED)) return SHARD_FAILED;
       const snaps: StatsSnapshot[] = [mine, ...answers.map((a) => JSON.parse(dec.decode(a)) as StatsSnapshot)];
       const tmp = s.subSession();
       renderStats(tmp, sub, textSink(tmp.out), snaps);
@@ -1075,16 +1113,19 @@ export async function fillHoles(s: Session): Promise<void> {
       for (const p of h.parts!) if (!p.batch.replied) await p.batch.reply;
     }
   }
-  const src = s.beginRebuild();
+  // Nothing before the first hole moves: a UDP answer that pauses every PAUSE_BYTES and asks
+  // other shards each time copied everything rendered so far at every resume (quadratic).
+  const base = holes[0]!.at;
+  const src = s.beginRebuild(base);
   const out = s.out;
-  let prev = 0;
+  let prev = base;
   // `keep` (what stock would have sent by now) moves with the answers put in before it.
   let keepShift = 0;
   let sentTo = 0;
   let forwarded = 0;
   for (let i = 0; i < holes.length; i++) {
     const h = holes[i]!;
-    out.copy(src, prev, h.at - prev);
+    out.copy(src, prev - base, h.at - prev);
     prev = h.at;
     const before = out.pos;
     if (h.batch !== undefined) {
@@ -1104,7 +1145,7 @@ export async function fillHoles(s: Session): Promise<void> {
       sentTo = out.pos;
     }
   }
-  out.copy(src, prev, src.length - prev);
+  out.copy(src, prev - base, src.length - (prev - base));
   s.endRebuild();
   s.filledForwards(forwarded);
   s.keep = Math.max(s.keep + keepShift, sentTo);
@@ -1140,6 +1181,7 @@ function routeBinaryStats(s: Session, r: Router, buf: Uint8Array, pos: number, n
     count: 0,
     parts,
     render: (answers) => {
+      if (answers.includes(SHARD_FAILED)) return binaryShardFailed(0x10, opaque);
       const snaps: StatsSnapshot[] = [mine, ...answers.map((a) => JSON.parse(dec.decode(a)) as StatsSnapshot)];
       const tmp = new Session(s.engine, { protocol: Proto.BINARY });
       tmp.binOpcode = 0x10;

@@ -506,14 +506,22 @@ export class ShardServer {
       // datagrams: a multiget of thousands of large values) stops being rendered there, instead
       // of copying every value it names into memory.
       session.pausable = true;
-      session.feed(data.subarray(8));
-      for (;;) {
-        if (session.holes.length > 0) await fillHoles(session);
-        if (!session.paused || out.pos >= UDP_BODY_MAX) break;
-        // Other connections get their turn between the parts of a long answer.
-        const y = maybeYield();
-        if (y !== undefined) await y;
-        session.resume();
+      try {
+        session.feed(data.subarray(8));
+        for (;;) {
+          if (session.holes.length > 0) await fillHoles(session);
+          if (!session.paused || out.pos >= UDP_BODY_MAX) break;
+          // Other connections get their turn between the parts of a long answer.
+          const y = maybeYield();
+          if (y !== undefined) await y;
+          session.resume();
+        }
+      } catch {
+        // This request goes unanswered (as a lost datagram would), and the channel serves the
+        // next one: returning here would end UDP on this shard for good.
+        session.close();
+        out.reset();
+        continue;
       }
       session.close();
       const body = session.abort ? out.buf.subarray(0, session.keep) : out.bytes();

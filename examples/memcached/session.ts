@@ -310,24 +310,26 @@ export class Session {
   }
 
   /**
-   * Starts rebuilding the output around other shards' answers (fillHoles): returns what was
-   * rendered (valid until endRebuild) and makes an empty buffer the output, at the same place.
-   * The session's own buffer and a spare swap, so the rendered bytes are copied once and
-   * nothing is allocated; any other output (a caller's buffer, as UDP's) is copied aside first.
+   * Starts rebuilding the output around other shards' answers (fillHoles), from `from` (the
+   * first hole) on: returns what was rendered after it (valid until endRebuild) and leaves the
+   * output ending at `from`. The session's own buffer and a spare swap, so the rendered bytes
+   * are copied once and nothing is allocated; any other output (a caller's buffer, as UDP's)
+   * keeps what precedes `from` in place and has only the rest copied aside.
    */
-  beginRebuild(): Uint8Array {
+  beginRebuild(from: number): Uint8Array {
     const cur = this.out;
     if (cur !== this.ownOut) {
-      const src = cur.bytes().slice();
-      cur.reset();
+      const src = cur.buf.slice(from, cur.pos);
+      cur.pos = from;
       return src;
     }
     const next = (this.spareOut ??= this.makeOwn());
     next.reset();
+    next.copy(cur.buf, 0, from);
     this.spareOut = cur;
     this.ownOut = next;
     this.out = next;
-    return cur.bytes();
+    return cur.buf.subarray(from, cur.pos);
   }
 
   /** The rebuild is done: the spare buffer is emptied (and its memory given up if a burst grew it). */
@@ -576,6 +578,7 @@ export class Session {
     const b = this.engine.router!.batch(this.fwdDest);
     const index = b.begin(this.fwdKind, this.fwdProto, unit.length);
     b.append(unit, 0, unit.length);
+    if (this.fwdProto === Proto.BINARY) b.noteBinary(index, unit);
     addHole(this, b, index, this.fwdReads0);
     this.fwdUnit.reset();
   }
