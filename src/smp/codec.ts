@@ -146,6 +146,42 @@ export function setNativeBufferClass(ctor: abstract new (...args: never[]) => Na
   NativeBufferClass = ctor;
 }
 
+/**
+ * @internal Releases every NativeBuffer in `v` (through the arrays, plain objects, maps and sets
+ * the codec would cross, cycles and hostile getters survived): a handler's result that could not
+ * be encoded was the handler's to give away, and nobody else will give back what it held.
+ */
+export function releaseNativeBuffersIn(v: unknown): void {
+  const ctor = NativeBufferClass;
+  if (ctor === undefined) return;
+  const seen = new Set<object>();
+  const visit = (x: unknown, depth: number): void => {
+    if (x === null || typeof x !== "object" || depth > MAX_DEPTH || seen.has(x)) return;
+    seen.add(x);
+    try {
+      if (x instanceof ctor) {
+        if (!x.isReleased) x.release();
+      } else if (Array.isArray(x)) {
+        for (const e of x) visit(e, depth + 1);
+      } else if (x instanceof Map) {
+        for (const [k, e] of x) {
+          visit(k, depth + 1);
+          visit(e, depth + 1);
+        }
+      } else if (x instanceof Set) {
+        for (const e of x) visit(e, depth + 1);
+      } else {
+        const proto = Object.getPrototypeOf(x);
+        if (proto !== Object.prototype && proto !== null) return;
+        for (const key in x) if (Object.hasOwn(x, key)) visit((x as Record<string, unknown>)[key], depth + 1);
+      }
+    } catch {
+      // a getter that throws: what lies behind it cannot be reached
+    }
+  };
+  visit(v, 0);
+}
+
 function typeName(v: unknown): string {
   if (v === null) return "null";
   if (typeof v !== "object") return typeof v;

@@ -36,7 +36,7 @@ import {
 import { isThenable } from "../core/future.ts";
 import type { NativeBuffer } from "../core/buffers.ts";
 import { InvalidArgumentError } from "../core/errors.ts";
-import { Reader, RING_FULL, Writer } from "./codec.ts";
+import { Reader, releaseNativeBuffersIn, RING_FULL, Writer } from "./codec.ts";
 import {
   EncodeError,
   MessageTooLargeError,
@@ -893,6 +893,8 @@ function reply(to: number, slot: number, kind: number, value: unknown, callKind:
   } catch (err) {
     // The result (or the exception) cannot cross: the caller gets an error that says why. Nothing
     // here may throw (it runs from the ring's drain), and the caller must always get an answer.
+    // The buffers the result held were the handler's to give: nobody else will release them.
+    if (kind === K_REPLY) releaseNativeBuffersIn(value);
     let replacement: unknown;
     try {
       replacement = replacementFor(kind, value, err, callKind, target);

@@ -43,6 +43,14 @@ for (const groups of [false, true]) {
       expect(r.poolAvailable).toBe(2);
     });
 
+    test("a result that cannot cross gives back the buffers it held on the handler's shard (met before or after the failure)", () => {
+      expect(r.badReplyFirst).toMatchObject({ ok: false });
+      expect(r.badReplyFirst.message).toContain("cannot cross shards");
+      expect(r.badReplyLater).toMatchObject({ ok: false });
+      // Before: each failed result kept its buffer out of the pool for good (4 -> 2).
+      expect(r.replyPoolAvailable).toBe(4);
+    });
+
     test("a service method's result whose `then` throws: the call is no longer counted as running, stop() completes", () => {
       expect(r.strictInvokeRemote).toMatchObject({ ok: false, class: "TypeError", message: "strict: no property then" });
       expect(r.strictInvokeLocal).toMatchObject({ ok: false, class: "TypeError", message: "strict: no property then" });
