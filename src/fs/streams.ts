@@ -54,7 +54,8 @@ interface PendingRead {
 
 /**
  * Reads a file as a stream of byte chunks with read-ahead. Memory: (readAhead + 1) x bufferSize
- * of native buffers, allocated once. Not safe for concurrent calls: await each before the next.
+ * of native buffers, allocated once. One call at a time: a read(), readExactly() or skip()
+ * called while another is in progress is refused with InvalidArgumentError (await each first).
  */
 export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Array> {
   readonly file: DmaFile;
@@ -77,6 +78,12 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
   private consumed = 0;
   /** The chunk load in progress (read, readExactly, skip): close() waits for it. */
   private loading: Promise<boolean> | undefined;
+  /**
+   * A read(), readExactly() or skip() is in progress. Overlapping calls each loaded chunks and
+   * took the other's bytes (both came back short, as at the end of the file, and read() gave
+   * null mid-file); they cannot be queued either, as the next call recycles read()'s view.
+   */
+  private busy = false;
 
   /**
    * Starts a stream over `file` (opened readable). Issues the first reads at once.
@@ -137,6 +144,15 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
     if (this.error !== undefined) throw this.error;
   }
 
+  /** Checks the stream and claims it for one call (the caller clears `busy` when done). */
+  private begin(op: string): void {
+    this.checkUsable(op);
+    if (this.busy) {
+      throw new InvalidArgumentError(`${op}: another read(), readExactly() or skip() is in progress on this stream; await it first`);
+    }
+    this.busy = true;
+  }
+
   /** next(), remembered so that close() can wait for it before freeing the buffers. */
   private advance(): Promise<boolean> {
     // A skip() or readExactly() looping over chunks resumes after close() began: no new reads.
@@ -194,12 +210,16 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
    * or ClosedError after close().
    */
   async read(): Promise<Uint8Array | null> {
-    this.checkUsable("read");
-    if (this.view.length === 0 && !(await this.advance())) return null;
-    const v = this.view;
-    this.view = new Uint8Array(0);
-    this.consumed += v.length;
-    return v;
+    this.begin("read");
+    try {
+      if (this.view.length === 0 && !(await this.advance())) return null;
+      const v = this.view;
+      this.view = new Uint8Array(0);
+      this.consumed += v.length;
+      return v;
+    } finally {
+      this.busy = false;
+    }
   }
 
   /**
@@ -208,33 +228,41 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
    */
   async readExactly(n: number): Promise<Uint8Array> {
     if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`readExactly: n must be an integer >= 0, got ${describeValue(n)}`);
-    this.checkUsable("readExactly");
-    const out = new Uint8Array(n);
-    let got = 0;
-    while (got < n) {
-      if (this.view.length === 0 && !(await this.advance())) break;
-      const take = Math.min(n - got, this.view.length);
-      out.set(this.view.subarray(0, take), got);
-      this.view = this.view.subarray(take);
-      got += take;
+    this.begin("readExactly");
+    try {
+      const out = new Uint8Array(n);
+      let got = 0;
+      while (got < n) {
+        if (this.view.length === 0 && !(await this.advance())) break;
+        const take = Math.min(n - got, this.view.length);
+        out.set(this.view.subarray(0, take), got);
+        this.view = this.view.subarray(take);
+        got += take;
+      }
+      this.consumed += got;
+      return got === n ? out : out.subarray(0, got);
+    } finally {
+      this.busy = false;
     }
-    this.consumed += got;
-    return got === n ? out : out.subarray(0, got);
   }
 
   /** Skips `n` bytes (fewer at the end of the file). Resolves with the bytes skipped. */
   async skip(n: number): Promise<number> {
     if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`skip: n must be an integer >= 0, got ${describeValue(n)}`);
-    this.checkUsable("skip");
-    let left = n;
-    while (left > 0) {
-      if (this.view.length === 0 && !(await this.advance())) break;
-      const take = Math.min(left, this.view.length);
-      this.view = this.view.subarray(take);
-      left -= take;
+    this.begin("skip");
+    try {
+      let left = n;
+      while (left > 0) {
+        if (this.view.length === 0 && !(await this.advance())) break;
+        const take = Math.min(left, this.view.length);
+        this.view = this.view.subarray(take);
+        left -= take;
+      }
+      this.consumed += n - left;
+      return n - left;
+    } finally {
+      this.busy = false;
     }
-    this.consumed += n - left;
-    return n - left;
   }
 
   /** Chunks until the end (each view valid until the next iteration). */
@@ -291,7 +319,9 @@ export interface FileOutputStreamOptions extends OpOptions {
  * Writes a byte stream to a file through aligned DMA writes with write-behind. write() copies
  * into the current buffer and returns at once unless `writeBehind` writes are already in
  * flight (back-pressure). close() writes the padded tail, truncates the file to the true size
- * and makes it durable. Not safe for concurrent calls: await each before the next.
+ * and makes it durable. write() calls may overlap (they run in call order, each copying its
+ * bytes when its turn comes: leave them unchanged until it resolves); flush() and close() wait
+ * for the writes called before them. Other calls must not overlap: await each before the next.
  */
 export class FileOutputStream implements AsyncDisposable {
   readonly file: DmaFile;
@@ -310,6 +340,13 @@ export class FileOutputStream implements AsyncDisposable {
   private readonly start: number;
   /** The file's size just before the last padded tail write (see trimPadding). */
   private sizeBeforeTail = 0;
+  /**
+   * The last write() that has not finished. A write waiting for a free buffer lets the caller's
+   * next call run: a second write then took a buffer of its own and replaced the first one's
+   * (its bytes were lost, the buffer never came back: later writes hung, close() failed), and
+   * close() wrote the tail without it. So writes queue behind it, and flush()/close() wait.
+   */
+  private writing: Promise<void> | undefined;
 
   /**
    * Starts a stream writing `file` (opened writable) from `opts.offset`.
@@ -368,15 +405,32 @@ export class FileOutputStream implements AsyncDisposable {
    * buffer; otherwise once a buffer is free for the rest. Rejects with the first failed
    * write's error (the stream then keeps failing), or ClosedError after close().
    */
-  async write(data: Uint8Array | string): Promise<void> {
-    this.checkUsable("write");
+  write(data: Uint8Array | string): Promise<void> {
+    try {
+      this.checkUsable("write");
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const prev = this.writing;
+    const p = prev === undefined ? this.append(data) : prev.then(() => this.append(data), () => this.append(data));
+    this.writing = p;
+    const done = (): void => {
+      if (this.writing === p) this.writing = undefined;
+    };
+    p.then(done, done);
+    return p;
+  }
+
+  /** One write()'s turn. A close() called meanwhile waits for it, so only a failed write stops it. */
+  private async append(data: Uint8Array | string): Promise<void> {
+    if (this.error !== undefined) throw this.error;
     const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
     if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError("write: data must be a Uint8Array or a string");
     let off = 0;
     while (off < bytes.length) {
       if (this.buf === undefined) {
         this.buf = this.pool.tryAcquire() ?? (await this.pool.acquireEventually({ signal: this.signal }));
-        this.checkUsable("write");
+        if (this.error !== undefined) throw this.error;
       }
       const take = Math.min(bytes.length - off, this.bufferSize - this.fillBytes);
       this.buf.bytes.set(bytes.subarray(off, off + take), this.fillBytes);
@@ -458,6 +512,8 @@ export class FileOutputStream implements AsyncDisposable {
    */
   async flush(): Promise<void> {
     this.checkUsable("flush");
+    await this.writing?.catch(() => {}); // a failed write's error is its own (and this.error)
+    this.checkUsable("flush");
     const padded = await this.writeTail();
     await this.drain();
     await this.trimPadding(padded);
@@ -473,6 +529,8 @@ export class FileOutputStream implements AsyncDisposable {
     if (this.closed !== undefined) return this.closed;
     this.closed = (async () => {
       try {
+        // Writes called before close() finish first (new ones are refused from now on).
+        await this.writing?.catch(() => {});
         if (this.error === undefined) {
           const padded = await this.writeTail();
           await this.drain();
