@@ -387,3 +387,51 @@ test("wrk gets only 200s; curl's HTTP/1.0 and body requests get their answers", 
   expect(curl("--http1.0")).toBe("200");
   expect(curl("-d", "hello")).toBe("413");
 }, 30_000);
+
+describe("what RFC 9112 requires of the answer", () => {
+  /** Until a whole 200 answer came, then `graceMs` more to see whether the server closes. */
+  const served = (graceMs = 200): TalkOptions => ({ until: (t) => t.endsWith("Hello, World!"), graceMs });
+
+  test("a request line over the head limit gets 414 URI Too Long (RFC 9112 3: a server MUST), not 431", async () => {
+    // It got 431 "Request Header Fields Too Large", which names the wrong part of the request.
+    for (const request of [`GET /${"a".repeat(9000)} HTTP/1.1\r\nHost: h\r\n\r\n`, `GET /${"a".repeat(9000)}`]) {
+      const r = await talk(request, served());
+      expect({ statuses: statuses(r.text), end: r.end }).toEqual({ statuses: ["414"], end: "fin" });
+      expect(r.text).toContain("\r\nConnection: close\r\n");
+    }
+    // Long fields after a short request line still get 431.
+    const fields = await talk(`GET / HTTP/1.1\r\nHost: h\r\nX: ${"a".repeat(9000)}\r\n\r\n`, served());
+    expect({ statuses: statuses(fields.text), end: fields.end }).toEqual({ statuses: ["431"], end: "fin" });
+  }, 30_000);
+
+  test("a Host field whose value is not uri-host [ \":\" port ] gets 400 (RFC 9112 3.2: a server MUST)", async () => {
+    // Each got 200: only the value's bytes were checked, not its form.
+    for (const host of ["a:b", "a:8080:1", "::1", "[::1", "a]b", "[::1]x", "[::1]:8x", "a[b]", "[]"]) {
+      const request = `GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`;
+      const r = await talk(request, served());
+      expect({ request, statuses: statuses(r.text), end: r.end }).toEqual({ request, statuses: ["400"], end: "fin" });
+    }
+    // Still served: names, IPv4 and IPv6 literals, with and without a port (an empty port too,
+    // RFC 3986 allows it), and an empty value.
+    for (const host of ["example.com", "a:", "127.0.0.1:8080", "[::1]", "[::1]:8080", "[fe80::1%25eth0]", "[v1.x]:1", ""]) {
+      const request = `GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`;
+      const r = await talk(request, served());
+      expect({ request, statuses: statuses(r.text), end: r.end }).toEqual({ request, statuses: ["200"], end: "open" });
+    }
+  }, 60_000);
+
+  test('"Connection: close" with a bare CR or a NUL around "close" is still "close" (RFC 9110 5.5, RFC 9112 2.2)', async () => {
+    // The RFCs allow only refusing such a value or reading each of these bytes as a space; taken as
+    // they were, "close\0" or "close\r" was not "close": answered 200 and left open, and the
+    // pipelined request after it was answered too.
+    for (const value of ["close\x00", "close\r", "\x00close", "keep-alive, \rclose\x00\t"]) {
+      const request = `GET / HTTP/1.1\r\nHost: h\r\nConnection: ${value}\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n`;
+      const r = await talk(request, served(5000));
+      expect({ value, statuses: statuses(r.text), end: r.end }).toEqual({ value, statuses: ["200"], end: "fin" });
+      expect(r.text).toContain("\r\nConnection: close\r\n");
+    }
+    // A CR or NUL inside an option is no space around it: "clo\0se" is not "close".
+    const r = await talk("GET / HTTP/1.1\r\nHost: h\r\nConnection: clo\x00se\r\n\r\n", served());
+    expect({ statuses: statuses(r.text), end: r.end }).toEqual({ statuses: ["200"], end: "open" });
+  }, 30_000);
+});
