@@ -68,9 +68,14 @@ pub fn open_socket(domain: u32, sock_type: u32, addr: *const anyopaque, addr_len
     SharedPorts.mutex.lock();
     defer SharedPorts.mutex.unlock();
     const port = sockaddr_port(addr);
-    if (port != 0 and !SharedPorts.holds(sock_type, port)) {
+    if (port != 0) {
+        // EADDRINUSE from the trial is this process's own doing only where one of its sockets
+        // on the port overlaps the address (the same one, or a wildcard covering it); else
+        // another process holds it. (Skipping the trial whenever the process held the port at
+        // any address shared a foreign socket on another address: 127.0.0.1 held here, [::1]
+        // by another server, [::1] asked for.)
         const e = trial_bind(domain, sock_type, addr, addr_len, flags);
-        if (e < 0) return e;
+        if (e < 0 and !(e == -@as(i32, @intFromEnum(linux.E.ADDRINUSE)) and SharedPorts.overlaps(sock_type, port, Ip.of(addr, flags & OpenFlags.v6_only != 0)))) return e;
     }
     const fd = open_plain(domain, sock_type, addr, addr_len, flags, backlog);
     if (fd < 0) return fd;
@@ -111,6 +116,22 @@ const SharedPorts = struct {
         return found;
     }
 
+    /// True if a live socket of this process on `port` (same type) could be why a bind to
+    /// `ip` fails: its address and `ip` overlap.
+    fn overlaps(sock_type: u32, port: u16, ip: Ip) bool {
+        if (!holds(sock_type, port)) return false;
+        for (rows.items) |r| {
+            if (r.sock_type != sock_type or r.port != port) continue;
+            var storage: linux.sockaddr.storage = undefined;
+            var len: linux.socklen_t = @sizeOf(linux.sockaddr.storage);
+            // Unknown: assume it may be the cause (the old, permissive answer).
+            if (errno_of(linux.getsockname(r.fd, @ptrCast(&storage), &len)) != 0) return true;
+            const v6only = get_int(r.fd, linux.IPPROTO.IPV6, ipv6_v6only) == 1;
+            if (Ip.of(&storage, v6only).overlaps(ip)) return true;
+        }
+        return false;
+    }
+
     fn add(fd: i32, sock_type: u32, port: u16) !void {
         for (rows.items) |*r| {
             if (r.fd == fd) {
@@ -125,6 +146,42 @@ const SharedPorts = struct {
         if (get_int(r.fd, linux.SOL.SOCKET, linux.SO.TYPE) != @as(i32, @intCast(r.sock_type))) return false;
         if (get_int(r.fd, linux.SOL.SOCKET, linux.SO.REUSEPORT) != 1) return false;
         return bound_port(r.fd) == r.port;
+    }
+};
+
+/// An inet address as far as bind conflicts go: IPv4 ones (and IPv6's v4-mapped ones) as
+/// v4-mapped bytes; `dual` for an IPv6 wildcard that takes IPv4 too.
+const Ip = struct {
+    v4: bool,
+    bytes: [16]u8,
+    dual: bool,
+
+    const v4_mapped_prefix = [12]u8{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+    fn of(addr: *const anyopaque, v6only: bool) Ip {
+        const raw: *const [28]u8 = @ptrCast(addr);
+        var ip: Ip = .{ .v4 = false, .bytes = @splat(0), .dual = false };
+        if (std.mem.readInt(u16, raw[0..2], .little) == linux.AF.INET) {
+            ip.v4 = true;
+            ip.bytes[10] = 0xff;
+            ip.bytes[11] = 0xff;
+            @memcpy(ip.bytes[12..16], raw[4..8]);
+            return ip;
+        }
+        @memcpy(&ip.bytes, raw[8..24]);
+        ip.v4 = std.mem.eql(u8, ip.bytes[0..12], &v4_mapped_prefix);
+        ip.dual = !v6only and std.mem.allEqual(u8, &ip.bytes, 0);
+        return ip;
+    }
+
+    fn any(self: Ip) bool {
+        return if (self.v4) std.mem.allEqual(u8, self.bytes[12..16], 0) else std.mem.allEqual(u8, &self.bytes, 0);
+    }
+
+    fn overlaps(a: Ip, b: Ip) bool {
+        if (a.v4 == b.v4) return a.any() or b.any() or std.mem.eql(u8, &a.bytes, &b.bytes);
+        // One IPv4, one IPv6: only a dual-stack IPv6 wildcard takes IPv4 addresses too.
+        return a.dual or b.dual;
     }
 };
 
@@ -456,6 +513,54 @@ test "open_socket: a port another owner shares with SO_REUSEPORT is refused; thi
     defer _ = close(reused);
     try testing.expect(SharedPorts.holds(linux.SOCK.STREAM, port));
     try testing.expect(!SharedPorts.holds(linux.SOCK.STREAM, c_port));
+}
+
+test "open_socket: holding a port at one address does not share another process's socket at another address" {
+    // "Another process" on 127.0.0.2:P (SO_REUSEPORT, not in this library's table).
+    const foreign = socket(linux.AF.INET, linux.SOCK.STREAM, 0);
+    try testing.expect(foreign >= 0);
+    defer _ = close(foreign);
+    try testing.expectEqual(@as(i32, 0), set_int(foreign, linux.SOL.SOCKET, linux.SO.REUSEPORT, 1));
+    var other = loopback(0);
+    other.addr = std.mem.nativeToBig(u32, 0x7f00_0002);
+    try testing.expectEqual(@as(i32, 0), bind(foreign, &other, @sizeOf(@TypeOf(other))));
+    try testing.expectEqual(@as(usize, 0), linux.listen(foreign, 16));
+    const port = try port_of(foreign);
+    other.port = std.mem.nativeToBig(u16, port);
+    const flags = OpenFlags.reuse_port | OpenFlags.reuse_addr;
+    // This process takes 127.0.0.1:P, and shares it with itself.
+    var mine = loopback(port);
+    const a = open_socket(linux.AF.INET, linux.SOCK.STREAM, &mine, @sizeOf(@TypeOf(mine)), flags, 16);
+    try testing.expect(a >= 0);
+    defer _ = close(a);
+    const b = open_socket(linux.AF.INET, linux.SOCK.STREAM, &mine, @sizeOf(@TypeOf(mine)), flags, 16);
+    try testing.expect(b >= 0);
+    defer _ = close(b);
+    // 127.0.0.2:P is the other process's: refused (it was shared, as the port was held here).
+    try testing.expectEqual(-@as(i32, @intFromEnum(linux.E.ADDRINUSE)), open_socket(linux.AF.INET, linux.SOCK.STREAM, &other, @sizeOf(@TypeOf(other)), flags, 16));
+    // Once it is gone, this process may take it.
+    _ = close(foreign);
+    const c = open_socket(linux.AF.INET, linux.SOCK.STREAM, &other, @sizeOf(@TypeOf(other)), flags, 16);
+    try testing.expect(c >= 0);
+    _ = close(c);
+}
+
+test "Ip.overlaps: what a bind conflict means for IPv4, IPv6, wildcards and dual-stack" {
+    var v4: linux.sockaddr.in = loopback(1);
+    const l4 = Ip.of(&v4, false);
+    v4.addr = 0;
+    const any4 = Ip.of(&v4, false);
+    var v6 = std.mem.zeroInit(linux.sockaddr.in6, .{ .family = linux.AF.INET6, .port = 1 });
+    const any6_dual = Ip.of(&v6, false);
+    const any6_only = Ip.of(&v6, true);
+    v6.addr[15] = 1;
+    const l6 = Ip.of(&v6, false);
+    v6.addr = .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 };
+    const mapped = Ip.of(&v6, false);
+    try testing.expect(l4.overlaps(any4) and any4.overlaps(l4) and l4.overlaps(l4));
+    try testing.expect(l4.overlaps(any6_dual) and !l4.overlaps(any6_only) and !l4.overlaps(l6));
+    try testing.expect(l6.overlaps(any6_only) and l6.overlaps(any6_dual) and !l6.overlaps(any4));
+    try testing.expect(mapped.overlaps(l4) and mapped.overlaps(any4) and !mapped.overlaps(l6));
 }
 
 test "open_socket reports bind errors and closes the socket" {
