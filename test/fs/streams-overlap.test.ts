@@ -1,5 +1,5 @@
 /**
- * Review tests for the file streams: overlapping write() calls on one FileOutputStream (each
+ * The file streams under overlapping calls: overlapping write() calls on one FileOutputStream (each
  * took a buffer of its own; one was lost with its bytes, close() then failed with "buffers
  * still acquired" and left the file open), and close() called while a write() waits for a
  * buffer (close() resolved with that write's bytes missing). Overlapping reads on one
@@ -12,7 +12,7 @@ import { InvalidArgumentError } from "../../src/index.ts";
 import { FileInputStream, FileOutputStream, openFileDma } from "../../src/fs/index.ts";
 import { ext4Scratch } from "./fixtures/ext4.ts";
 
-const scratch = ext4Scratch("review-streams");
+const scratch = ext4Scratch("streams-overlap");
 afterAll(() => scratch.cleanup());
 let seq = 0;
 const path = () => `${scratch.dir}/r-${++seq}`;

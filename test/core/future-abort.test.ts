@@ -1,5 +1,5 @@
 /**
- * Review of the joins' abort paths: a function input may abort the join's own signal while
+ * The joins' abort paths: a function input may abort the join's own signal while
  * the join calls it (an input that fails at once and cancels its siblings through the shared
  * controller). No abort event comes after that, so the join must notice the signal is already
  * aborted when it starts listening, as withTimeout does.

@@ -1,5 +1,5 @@
 /**
- * Review findings in the smp runtime (fixtures/review-runtime.ts), each scenario in its own app
+ * Edge cases of calls in the smp runtime (fixtures/call-results.ts), each scenario in its own app
  * process: handler and service results are settled as a promise would settle them; a buffer
  * released while its message is encoded fails the call before anything is sent; answers that
  * arrived before a shard's exit notice settle their calls (with scheduling groups too).
@@ -7,7 +7,7 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { runApp, smpArgs, type AppRun } from "./helpers.ts";
 
-const FIXTURE = "./fixtures/review-runtime.ts";
+const FIXTURE = "./fixtures/call-results.ts";
 
 for (const groups of [false, true]) {
   describe(groups ? "two scheduling groups" : "one scheduling group", () => {
