@@ -30,14 +30,41 @@ function guardStderr(): void {
     process.stderr.on("error", () => {});
   }
 }
-const defaultSink: LogSink = (line) => {
+/**
+ * Lines handed to process.stderr whose write has not completed. To a pipe whose reader lags,
+ * Bun queues what the pipe cannot take at once in the thread's memory, and the process's exit
+ * drops that queue: the last lines before an exit, often the ones that say why, were lost.
+ * flushLog() waits for them.
+ */
+let unwritten = 0;
+const flushed: (() => void)[] = [];
+function lineWritten(): void {
+  if (--unwritten === 0) for (const resolve of flushed.splice(0)) resolve();
+}
+
+/** @internal Writes `text` to stderr, counted by flushLog(); never throws. */
+export function writeStderr(text: string): void {
   guardStderr();
+  unwritten++;
   try {
-    process.stderr.write(line);
+    // The callback runs once the text is written (or failed: EPIPE), after any queue before it.
+    process.stderr.write(text, lineWritten);
   } catch {
     // Same: a log line must never take the process down.
+    lineWritten();
   }
-};
+}
+
+/**
+ * @internal Resolves once every line this thread wrote to stderr has left the process (the
+ * supervisor waits for every shard's before it exits). A reader that never drains keeps it
+ * pending: callers bound the wait.
+ */
+export function flushLog(): Promise<void> {
+  return unwritten === 0 ? Promise.resolve() : new Promise((resolve) => flushed.push(resolve));
+}
+
+const defaultSink: LogSink = (line) => writeStderr(line);
 
 const state = {
   level: 2,

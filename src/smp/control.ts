@@ -43,7 +43,9 @@ export type ToShard =
   | { type: "stop-services" }
   | { type: "stop-local" }
   | { type: "gone"; shard: number; cause: string }
-  | { type: "port"; from: number; tag: string; port: MessagePort };
+  | { type: "port"; from: number; tag: string; port: MessagePort }
+  /** The app is ending: answer "flushed" once this shard's log lines have left the process. */
+  | { type: "flush" };
 
 /** A shard's messages to the supervisor. */
 export type ToSupervisor =
@@ -53,7 +55,8 @@ export type ToSupervisor =
   | { type: "main-done"; code: number }
   | { type: "main-failed"; error: ErrorInfo }
   | { type: "services-stopped"; shard: number; errors: ErrorInfo[] }
-  | { type: "port"; to: number; tag: string; port: MessagePort };
+  | { type: "port"; to: number; tag: string; port: MessagePort }
+  | { type: "flushed"; shard: number };
 
 /** Flattens any thrown value into an ErrorInfo; never throws (hostile values are described). */
 export function errorInfo(err: unknown, depth = 0): ErrorInfo {

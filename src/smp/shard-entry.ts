@@ -10,7 +10,7 @@ import { describeValue } from "../core/describe.ts";
 import { configureLoop } from "../core/loop.ts";
 import { loopState } from "../core/scheduler.ts";
 import { native } from "../core/native.ts";
-import { setLogLevel, setLogPrefix, logger, warmLogging } from "../log/logger.ts";
+import { flushLog, setLogLevel, setLogPrefix, logger, warmLogging } from "../log/logger.ts";
 import { currentCpu, pinThread, threadId } from "./affinity.ts";
 import { errorInfo, setShardLaunch, shardMain, type ToShard, type ToSupervisor, type Transfer } from "./control.ts";
 import { deliverPort } from "./ports.ts";
@@ -132,6 +132,9 @@ scope.onmessage = (e: MessageEvent<ToShard>) => {
       break;
     case "port":
       deliverPort(msg.tag, msg.from, msg.port);
+      break;
+    case "flush":
+      void flushLog().then(() => post({ type: "flushed", shard }));
       break;
   }
 };

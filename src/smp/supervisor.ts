@@ -14,9 +14,9 @@ import { constants, totalmem } from "node:os";
 import { InvalidArgumentError } from "../core/errors.ts";
 import { native } from "../core/native.ts";
 import type { LoopOptions } from "../core/loop.ts";
-import { logger, setLogLevel, setLogPrefix } from "../log/logger.ts";
+import { flushLog, logger, setLogLevel, setLogPrefix, writeStderr } from "../log/logger.ts";
 import { formatCpuset, threadCpuAffinity } from "./affinity.ts";
-import { describeError, type ErrorInfo, type ToShard, type ToSupervisor } from "./control.ts";
+import { describeError, errorInfo, type ErrorInfo, type ToShard, type ToSupervisor } from "./control.ts";
 import { DEFAULT_RING_BYTES, SmpLayout, createSmpMemory } from "./ring.ts";
 import { becomeSupervisor } from "./runtime.ts";
 
@@ -30,7 +30,7 @@ const REPEAT_WINDOW_MS = 250;
 export interface SignalPolicy {
   /** Signals that begin the orderly shutdown (default SIGINT and SIGTERM). */
   shutdown?: readonly NodeJS.Signals[] | undefined;
-  /** Signals caught and ignored, so they do not kill the process (default none). */
+  /** Signals caught and ignored, so they do not kill the process (default none; an ignored SIGINT or SIGTERM leaves the default shutdown list). */
   ignore?: readonly NodeJS.Signals[] | undefined;
   /**
    * A shutdown signal while the shutdown runs: "exit" (default) exits 1 at once without waiting
@@ -42,6 +42,7 @@ export interface SignalPolicy {
   /**
    * Called on the main thread when a shutdown signal begins the shutdown, in place of the
    * "received: shutting down" log line (an app that prints its own, as a server it replaces did).
+   * If it throws, the error is reported, the shutdown goes on, and the exit code is 1.
    */
   onShutdown?: ((signal: NodeJS.Signals) => void) | undefined;
 }
@@ -119,11 +120,14 @@ interface Shard {
   state: "starting" | "ready" | "running" | "gone";
   crash: ErrorInfo | undefined;
   onReady: ((err: ErrorInfo | undefined) => void) | undefined;
+  /** Set while the app ends: called once the shard's log lines have left (or it is gone). */
+  onFlushed: (() => void) | undefined;
 }
 
-/** Prints one line (or block) to stderr synchronously, prefixed with the app's name. */
+/** Prints one line (or block) to stderr, prefixed with the app's name. */
 function say(name: string, text: string): void {
-  process.stderr.write(`${name}: ${text}\n`);
+  // Counted by flushLog(), which the orderly exit waits for.
+  writeStderr(`${name}: ${text}\n`);
 }
 
 /**
@@ -159,8 +163,12 @@ class Supervisor {
     if (this.opts.logLevel) setLogLevel(this.opts.logLevel);
     const plan = this.plan();
     const signals = this.opts.signals ?? {};
-    for (const sig of signals.shutdown ?? ["SIGINT", "SIGTERM"]) process.on(sig, () => this.onSignal(sig));
-    for (const sig of signals.ignore ?? []) process.on(sig, () => this.log.debug(`${sig} received: ignored`));
+    const ignored = signals.ignore ?? [];
+    // The default shutdown signals leave out those the app ignores: { ignore: ["SIGINT"] } alone
+    // still shut the app down on SIGINT (both handlers ran).
+    const shutdownSignals = signals.shutdown ?? (["SIGINT", "SIGTERM"] as const).filter((sig) => !ignored.includes(sig));
+    for (const sig of shutdownSignals) process.on(sig, () => this.onSignal(sig));
+    for (const sig of ignored) process.on(sig, () => this.log.debug(`${sig} received: ignored`));
     this.count = plan.count;
     let layout: SmpLayout;
     let sab: SharedArrayBuffer;
@@ -247,7 +255,7 @@ class Supervisor {
   private startShard(k: number, cpu: number, sab: SharedArrayBuffer, ringBytes: number): Promise<ErrorInfo | undefined> {
     const count = this.count;
     const worker = new Worker(new URL("./shard-entry.ts", import.meta.url).href);
-    const s: Shard = { id: k, worker, state: "starting", crash: undefined, onReady: undefined };
+    const s: Shard = { id: k, worker, state: "starting", crash: undefined, onReady: undefined, onFlushed: undefined };
     this.shards.push(s);
     worker.addEventListener("message", (e: MessageEvent<ToSupervisor>) => this.onMessage(s, e.data));
     worker.addEventListener("error", (e: Event) => {
@@ -321,6 +329,9 @@ class Supervisor {
         this.servicesStopped.add(msg.shard);
         this.checkStopped();
         break;
+      case "flushed":
+        s.onFlushed?.();
+        break;
       case "port": {
         const to = this.shards[msg.to];
         if (to !== undefined && to.state !== "gone") {
@@ -335,6 +346,7 @@ class Supervisor {
     if (s.state === "gone") return;
     const wasStarting = s.state === "starting";
     s.state = "gone";
+    s.onFlushed?.();
     const cause = s.crash
       ? describeError(s.crash)
       : `its Worker exited unexpectedly with code ${code}`;
@@ -380,9 +392,18 @@ class Supervisor {
       say(this.name, `${signal} again: exiting without waiting for services to stop`);
       this.exit(EXIT_FAILURE);
     }
-    if (policy.onShutdown !== undefined) policy.onShutdown(signal);
-    else this.log.info(`${signal} received: shutting down`);
-    this.shutdown(signal, EXIT_OK);
+    let code = EXIT_OK;
+    if (policy.onShutdown !== undefined) {
+      // The app's hook runs in a signal handler on the main thread: a throw there killed the
+      // supervisor (exit 1) without stopping a single service. Reported; the shutdown goes on.
+      try {
+        policy.onShutdown(signal);
+      } catch (err) {
+        say(this.name, `signals.onShutdown threw on ${signal}: ${describeError(errorInfo(err))}`);
+        code = EXIT_FAILURE;
+      }
+    } else this.log.info(`${signal} received: shutting down`);
+    this.shutdown(signal, code);
   }
 
   private signals = 0;
@@ -403,6 +424,13 @@ class Supervisor {
     for (const s of live) this.send(s, { type: "stopping", reason });
     const timeoutMs = this.opts.shutdownTimeoutMs ?? 30_000;
     setTimeout(() => {
+      // Every service stopped, but stderr's reader has not taken the last lines: they cannot
+      // get out, and the shutdown itself succeeded.
+      if (this.finishing) {
+        const silent = this.shards.filter((s) => s.onFlushed !== undefined).map((s) => s.id);
+        say(this.name, `log output${silent.length ? ` of shard ${silent.join(", ")}` : ""} did not drain within ${timeoutMs} ms; exiting`);
+        this.exit(this.exitCode);
+      }
       const waiting = [...this.expectedStops].filter((k) => !this.servicesStopped.has(k));
       say(this.name, `shutdown did not finish within ${timeoutMs} ms (still stopping services on shard ${waiting.join(", ")}); exiting`);
       this.exit(EXIT_FAILURE);
@@ -432,7 +460,32 @@ class Supervisor {
   private checkStopped(): void {
     if (!this.stopping) return;
     for (const k of this.expectedStops) if (!this.servicesStopped.has(k) && this.shards[k]?.state !== "gone") return;
-    this.exit(this.exitCode);
+    this.finish();
+  }
+
+  private finishing = false;
+
+  /**
+   * The orderly end: waits until every shard's log lines and the supervisor's have left the
+   * process, then exits (bounded by the shutdown timeout). Exiting at once dropped what a
+   * lagging stderr reader had not taken yet: Bun queues it in each thread's memory.
+   */
+  private finish(): void {
+    if (this.finishing) return;
+    this.finishing = true;
+    const live = this.shards.filter((s) => s.state !== "gone");
+    let left = live.length;
+    const shardFlushed = () => {
+      if (--left === 0) void flushLog().then(() => this.exit(this.exitCode));
+    };
+    for (const s of live) {
+      s.onFlushed = () => {
+        s.onFlushed = undefined;
+        shardFlushed();
+      };
+      this.send(s, { type: "flush" });
+    }
+    if (live.length === 0) void flushLog().then(() => this.exit(this.exitCode));
   }
 
   private exit(code: number): never {
