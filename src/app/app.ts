@@ -38,7 +38,11 @@ export interface AppConfig<S extends OptionSpecs> {
   // The three timeouts below: ms in (0, 2^31-1].
   /** A shard that does not report ready within this long fails the start (default 60 s). */
   startTimeoutMs?: number | undefined;
-  /** Shutdown gives up after this long and exits 1 (default 30 s). */
+  /**
+   * Shutdown gives up after this long and exits 1 (default 30 s). An orderly end also waits,
+   * within it, for the log lines every thread wrote to stderr to leave the process (a lagging
+   * reader of a stderr pipe, as a pager or a log collector, lost the last ones).
+   */
   shutdownTimeoutMs?: number | undefined;
   /** After the shutdown signal, how long to wait for main to return before stopping services (default 5 s). */
   mainGraceMs?: number | undefined;
