@@ -466,17 +466,25 @@ test "open_socket listens with SO_REUSEPORT; two listeners share a port; NODELAY
     try testing.expectEqual(try port_of(client), std.mem.bigToNative(u16, peer.port));
 }
 
-test "open_socket: a port another owner shares with SO_REUSEPORT is refused; this process's own sockets share it" {
-    // "Another process": a SO_REUSEPORT listener this library did not open (not in its table).
-    const foreign = socket(linux.AF.INET, linux.SOCK.STREAM, 0);
-    try testing.expect(foreign >= 0);
-    defer _ = close(foreign);
-    try testing.expectEqual(@as(i32, 0), set_int(foreign, linux.SOL.SOCKET, linux.SO.REUSEPORT, 1));
+/// "Another process": a SO_REUSEPORT listener on `ip` (host order), port picked by the kernel,
+/// that this library did not open (not in its table).
+fn foreign_listener(ip: u32) !i32 {
+    const fd = socket(linux.AF.INET, linux.SOCK.STREAM, 0);
+    try testing.expect(fd >= 0);
+    errdefer _ = close(fd);
+    try testing.expectEqual(@as(i32, 0), set_int(fd, linux.SOL.SOCKET, linux.SO.REUSEPORT, 1));
     var sa = loopback(0);
-    try testing.expectEqual(@as(i32, 0), bind(foreign, &sa, @sizeOf(@TypeOf(sa))));
-    try testing.expectEqual(@as(usize, 0), linux.listen(foreign, 16));
+    sa.addr = std.mem.nativeToBig(u32, ip);
+    try testing.expectEqual(@as(i32, 0), bind(fd, &sa, @sizeOf(@TypeOf(sa))));
+    try testing.expectEqual(@as(usize, 0), linux.listen(fd, 16));
+    return fd;
+}
+
+test "open_socket: a port another owner shares with SO_REUSEPORT is refused; this process's own sockets share it" {
+    const foreign = try foreign_listener(0x7f00_0001);
+    defer _ = close(foreign);
     const port = try port_of(foreign);
-    sa = loopback(port);
+    var sa = loopback(port);
     const flags = OpenFlags.reuse_port | OpenFlags.reuse_addr;
     const refused = open_socket(linux.AF.INET, linux.SOCK.STREAM, &sa, @sizeOf(@TypeOf(sa)), flags, 16);
     try testing.expectEqual(-@as(i32, @intFromEnum(linux.E.ADDRINUSE)), refused);
@@ -516,17 +524,11 @@ test "open_socket: a port another owner shares with SO_REUSEPORT is refused; thi
 }
 
 test "open_socket: holding a port at one address does not share another process's socket at another address" {
-    // "Another process" on 127.0.0.2:P (SO_REUSEPORT, not in this library's table).
-    const foreign = socket(linux.AF.INET, linux.SOCK.STREAM, 0);
-    try testing.expect(foreign >= 0);
+    const foreign = try foreign_listener(0x7f00_0002);
     defer _ = close(foreign);
-    try testing.expectEqual(@as(i32, 0), set_int(foreign, linux.SOL.SOCKET, linux.SO.REUSEPORT, 1));
-    var other = loopback(0);
-    other.addr = std.mem.nativeToBig(u32, 0x7f00_0002);
-    try testing.expectEqual(@as(i32, 0), bind(foreign, &other, @sizeOf(@TypeOf(other))));
-    try testing.expectEqual(@as(usize, 0), linux.listen(foreign, 16));
     const port = try port_of(foreign);
-    other.port = std.mem.nativeToBig(u16, port);
+    var other = loopback(port);
+    other.addr = std.mem.nativeToBig(u32, 0x7f00_0002);
     const flags = OpenFlags.reuse_port | OpenFlags.reuse_addr;
     // This process takes 127.0.0.1:P, and shares it with itself.
     var mine = loopback(port);
