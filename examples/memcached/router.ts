@@ -274,6 +274,8 @@ export interface Hole {
   count: number;
   parts?: { batch: Batch; index: number }[];
   render?: (answers: Uint8Array[]) => Uint8Array;
+  /** The answer when a shard of `parts` could not answer (default: the text SERVER_ERROR line). */
+  failed?: () => Uint8Array;
   /** Its answer is not a send point even if a binary error (stock swallows a value first). */
   swallowed?: boolean;
 }
@@ -1023,8 +1025,6 @@ function routeStats(s: Session, r: Router, buf: Uint8Array, lineStart: number, l
     count: 0,
     parts,
     render: (answers) => {
-      // A shard that could not answer (gone, stopping) fails the whole stats, not the connection.
-      if (answers.includes(SHARD_FAILED)) return SHARD_FAILED;
       const snaps: StatsSnapshot[] = [mine, ...answers.map((a) => JSON.parse(dec.decode(a)) as StatsSnapshot)];
       const tmp = s.subSession();
       renderStats(tmp, sub, textSink(tmp.out), snaps);
@@ -1135,7 +1135,11 @@ export async function fillHoles(s: Session): Promise<void> {
       }
       forwarded += out.pos - before;
     } else if (h.render) {
-      const bytes = h.render(h.parts!.map((p) => p.batch.unitAnswer(p.index)));
+      const answers = h.parts!.map((p) => p.batch.unitAnswer(p.index));
+      // A shard that could not answer (gone, stopping) fails the whole gathered answer: merged,
+      // its error line garbled the others' (stats conns) or failed to parse (stats: the
+      // connection was dropped). A barrier's answer stays empty.
+      const bytes = h.render !== barrierRender && answers.includes(SHARD_FAILED) ? (h.failed?.() ?? SHARD_FAILED) : h.render(answers);
       out.copy(bytes, 0, bytes.length);
     }
     if (i < s.keepHoles) keepShift += out.pos - before;
@@ -1180,8 +1184,8 @@ function routeBinaryStats(s: Session, r: Router, buf: Uint8Array, pos: number, n
     first: 0,
     count: 0,
     parts,
+    failed: () => binaryShardFailed(0x10, opaque),
     render: (answers) => {
-      if (answers.includes(SHARD_FAILED)) return binaryShardFailed(0x10, opaque);
       const snaps: StatsSnapshot[] = [mine, ...answers.map((a) => JSON.parse(dec.decode(a)) as StatsSnapshot)];
       const tmp = new Session(s.engine, { protocol: Proto.BINARY });
       tmp.binOpcode = 0x10;

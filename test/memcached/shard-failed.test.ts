@@ -78,6 +78,13 @@ describe("a shard that cannot answer", () => {
     expect(got).toMatch(new RegExp(`^${TEXT_FAILED}VERSION \\S+\\r\\n$`));
   });
 
+  test("text: answers gathered from every shard (stats conns, detail dump) are one SERVER_ERROR, not merged with it", async () => {
+    for (const cmd of ["stats conns", "stats detail dump"]) {
+      const got = dec.decode(await ask(b(`${cmd}\r\nversion\r\n`)));
+      expect({ cmd, got }).toMatchObject({ cmd, got: expect.stringMatching(new RegExp(`^${TEXT_FAILED}VERSION \\S+\\r\\n$`)) });
+    }
+  });
+
   test("binary: a get of its key answers a binary error (0x84) with the request's opcode and opaque", async () => {
     const req = new Uint8Array([...binRequest(0x0c /* GETK */, keyOf(1), 0x01020304), ...binRequest(0x0a /* NOOP */, "", 7)]);
     const got = binResponses(await ask(req, Proto.BINARY));
