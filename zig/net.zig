@@ -482,7 +482,7 @@ fn foreign_listener(ip: u32) !i32 {
 
 test "open_socket: a port another owner shares with SO_REUSEPORT is refused; this process's own sockets share it" {
     const foreign = try foreign_listener(0x7f00_0001);
-    defer _ = close(foreign);
+    errdefer _ = close(foreign); // closed in the test (its fd number is then reused)
     const port = try port_of(foreign);
     var sa = loopback(port);
     const flags = OpenFlags.reuse_port | OpenFlags.reuse_addr;
@@ -525,7 +525,7 @@ test "open_socket: a port another owner shares with SO_REUSEPORT is refused; thi
 
 test "open_socket: holding a port at one address does not share another process's socket at another address" {
     const foreign = try foreign_listener(0x7f00_0002);
-    defer _ = close(foreign);
+    errdefer _ = close(foreign); // closed in the test (its fd number is then reused)
     const port = try port_of(foreign);
     var other = loopback(port);
     other.addr = std.mem.nativeToBig(u32, 0x7f00_0002);
