@@ -73,6 +73,15 @@ export fn shoal_net_close(fd: i32) i32 {
     return net.close(fd);
 }
 
+/// Accepts without waiting up to `max` queued connections of listening socket `fd` into the
+/// i32 array at `out` (see net.accept_pending). Count or -errno.
+export fn shoal_net_accept_pending(fd: i32, out: usize, max: u32) i32 {
+    if (fd < 0) return ebadf();
+    if (out == 0 or out % 4 != 0 or max == 0 or max > 4096) return einval();
+    const fds: [*]i32 = @ptrFromInt(out);
+    return net.accept_pending(fd, fds[0..max]);
+}
+
 export fn shoal_net_set_linger(fd: i32, on: u32, seconds: i32) i32 {
     if (fd < 0) return ebadf();
     return net.set_linger(fd, on != 0, seconds);

@@ -278,6 +278,40 @@ pub fn close(fd: i32) i32 {
     return errno_of(linux.close(fd));
 }
 
+/// Takes up to `out.len` connections whose handshake the kernel has completed (the listening
+/// socket's accept queue) without waiting: the listener is made non-blocking first (it is
+/// being closed; io_uring accepts on it are over). Accepted sockets are close-on-exec and
+/// blocking, as the ring's accepts make them. Returns how many fds were written to `out`
+/// (fewer than `out.len`: the queue is empty), or a negative errno when the first accept failed
+/// for another reason than an empty queue. A peer that gave up (ECONNABORTED) is skipped;
+/// running out of descriptors (EMFILE, ENFILE) or memory ends the call with what it has.
+pub fn accept_pending(fd: i32, out: []i32) i32 {
+    const flags = linux.fcntl(fd, linux.F.GETFL, 0);
+    if (errno_of(flags) != 0) return errno_of(flags);
+    const nonblock: usize = @as(u32, @bitCast(linux.O{ .NONBLOCK = true }));
+    if (flags & nonblock == 0) {
+        const e = errno_of(linux.fcntl(fd, linux.F.SETFL, flags | nonblock));
+        if (e != 0) return e;
+    }
+    var n: usize = 0;
+    while (n < out.len) {
+        const rc = linux.accept4(fd, null, null, linux.SOCK.CLOEXEC);
+        switch (linux.E.init(rc)) {
+            .SUCCESS => {
+                out[n] = @intCast(rc);
+                n += 1;
+            },
+            .CONNABORTED, .INTR => continue,
+            .AGAIN => break,
+            else => |e| {
+                if (n > 0) break;
+                return -@as(i32, @intCast(@intFromEnum(e)));
+            },
+        }
+    }
+    return @intCast(n);
+}
+
 /// SO_LINGER {on, seconds}; {1, 0} makes close() send RST instead of FIN.
 pub fn set_linger(fd: i32, on: bool, seconds: i32) i32 {
     const Linger = extern struct { onoff: i32, linger: i32 };
@@ -570,6 +604,39 @@ test "open_socket reports bind errors and closes the socket" {
     sa.addr = std.mem.nativeToBig(u32, 0x0102_0304); // not a local address
     const rc = open_socket(linux.AF.INET, linux.SOCK.STREAM, &sa, @sizeOf(@TypeOf(sa)), 0, 16);
     try testing.expectEqual(-@as(i32, @intFromEnum(linux.E.ADDRNOTAVAIL)), rc);
+}
+
+test "accept_pending takes the accept queue without waiting, in batches, then reports it empty" {
+    var sa = loopback(0);
+    const l = open_socket(linux.AF.INET, linux.SOCK.STREAM, &sa, @sizeOf(@TypeOf(sa)), 0, 16);
+    try testing.expect(l >= 0);
+    defer _ = close(l);
+    sa = loopback(try port_of(l));
+    var clients: [3]i32 = undefined;
+    for (&clients) |*c| {
+        c.* = socket(linux.AF.INET, linux.SOCK.STREAM, 0);
+        try testing.expect(c.* >= 0);
+        // Loopback: connect returns once the handshake is done and the peer sits in the queue.
+        try testing.expectEqual(@as(i32, 0), errno_of(linux.connect(c.*, &sa, @sizeOf(@TypeOf(sa)))));
+    }
+    defer for (clients) |c| {
+        _ = close(c);
+    };
+    var out: [2]i32 = undefined;
+    try testing.expectEqual(@as(i32, 2), accept_pending(l, &out));
+    _ = close(out[0]);
+    _ = close(out[1]);
+    try testing.expectEqual(@as(i32, 1), accept_pending(l, &out));
+    // Blocking and close-on-exec, as the ring's accepts make them.
+    const fl = linux.fcntl(out[0], linux.F.GETFL, 0);
+    try testing.expectEqual(@as(usize, 0), fl & @as(u32, @bitCast(linux.O{ .NONBLOCK = true })));
+    try testing.expectEqual(@as(usize, linux.FD_CLOEXEC), linux.fcntl(out[0], linux.F.GETFD, 0));
+    _ = close(out[0]);
+    // Empty: no wait, no error.
+    try testing.expectEqual(@as(i32, 0), accept_pending(l, &out));
+    // Not a listening socket: the accept's own error.
+    try testing.expectEqual(-@as(i32, @intFromEnum(linux.E.INVAL)), accept_pending(clients[0], &out));
+    try testing.expectEqual(-@as(i32, @intFromEnum(linux.E.BADF)), accept_pending(9999, &out));
 }
 
 test "socket options: keepalive, linger, shutdown" {

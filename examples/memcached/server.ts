@@ -81,6 +81,8 @@ export class ShardServer {
   /** The response buffer this shard's connections share (Session.detachOut). */
   private readonly sharedOut = new Out(64 * 1024, this.outCache);
   private stopping = false;
+  /** drain()'s grace is over: every connection's input is shut; none is taken after this. */
+  private inputShut = false;
   private draining: Promise<void> | undefined;
   private closed = false;
   private crawler: Timer | undefined;
@@ -282,7 +284,9 @@ export class ShardServer {
         // accept() fails with ECONNABORTED once the listener closes.
         return;
       }
-      if (this.stopping) {
+      // While the listener closes, the connections the kernel had already completed are taken
+      // and served (drain() shuts their input after the grace, as every other's).
+      if (this.inputShut) {
         c.reset();
         continue;
       }
@@ -456,7 +460,7 @@ export class ShardServer {
     };
 
     try {
-      if (!this.stopping) await input.receiveRanges(onData, { lookahead: look });
+      await input.receiveRanges(onData, { lookahead: look });
     } catch {
       // The peer reset / the connection failed: nothing more to answer.
     } finally {
@@ -587,8 +591,9 @@ export class ShardServer {
   }
 
   /**
-   * Graceful stop: no new connections; every connection answers what it has received (read
-   * or in the kernel's queue after a short grace), then closes. Resolves when all connections
+   * Graceful stop: no new connections (the ones the kernel completed before the stop are
+   * still taken from its accept queue, not reset); every connection answers what it has
+   * received (read or in the kernel's queue after a short grace), then closes. Resolves when all connections
    * are closed (or after `timeoutMs`, resetting the rest). The store stays: other shards may
    * still forward their connections' requests here until they drained too (stop() frees it).
    */
@@ -613,12 +618,13 @@ export class ShardServer {
     // acceptLoops waiting for room go on to see their listener closed.
     for (const w of this.roomWaiters.splice(0)) w();
     this.crawler?.cancel();
-    await Promise.all(this.listeners.map((l) => l.close().catch(() => {})));
+    await Promise.all(this.listeners.map((l) => l.close({ acceptPending: true }).catch(() => {})));
     for (const ch of this.udp) await ch.close().catch(() => {});
     // Requests already on their way (sent before the stop) get a moment to arrive; then every
     // connection's input shuts, keeping what the kernel received: each connection answers all
     // of it (a slow reader's unparsed pipeline included), sees end of stream and closes.
     await sleep(GRACE_MS);
+    this.inputShut = true;
     for (const c of this.conns.values()) c.connection.shutdownInput({ keepReceived: true });
     const deadline = Date.now() + timeoutMs;
     while (this.conns.size > 0 && Date.now() < deadline) await sleep(5);

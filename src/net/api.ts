@@ -8,7 +8,7 @@ import type { SocketAddress } from "./address.ts";
 import type { AddressInput } from "./address.ts";
 import { checkOptionsObject, numberOption } from "./options.ts";
 import { posixStack, type PosixStackOptions } from "./posix/stack.ts";
-import type { Connection, ConnectOptions, Listener, ListenOptions, NetStats, NetworkStack, SignalOptions, UdpChannel, UdpOptions } from "./types.ts";
+import type { Connection, ConnectOptions, Listener, ListenerCloseOptions, ListenOptions, NetStats, NetworkStack, SignalOptions, UdpChannel, UdpOptions } from "./types.ts";
 
 let current: NetworkStack | undefined;
 
@@ -106,7 +106,8 @@ export interface Server extends Listener {
   /** Handlers running now (their connections not yet closed). */
   readonly active: number;
   /**
-   * Graceful stop: closes the listener, waits `graceMs`, then shuts every connection's input
+   * Graceful stop: closes the listener (taking the connections already in the kernel's accept
+   * queue: they are served like the others, see ListenerCloseOptions), waits `graceMs`, then shuts every connection's input
    * keeping what was received (shutdownInput({ keepReceived: true })): each handler reads the
    * rest of what its client sent, answers it, sees end of stream and returns, and serve()
    * closes the connection after its output is flushed. Resolves once every handler has finished
@@ -143,8 +144,8 @@ class ServeServer implements Server {
   abortAccept(): void {
     this.listener.abortAccept();
   }
-  close(): Promise<void> {
-    return this.listener.close();
+  close(opts?: ListenerCloseOptions): Promise<void> {
+    return this.listener.close(opts);
   }
   [Symbol.asyncDispose](): Promise<void> {
     return this.listener.close();
@@ -162,7 +163,8 @@ class ServeServer implements Server {
   }
 
   private async drainNow(graceMs: number, timeoutMs: number): Promise<void> {
-    await this.listener.close();
+    // Clients the kernel connected before the stop are served too (not reset from its queue).
+    await this.listener.close({ acceptPending: true });
     if (this.running.size === 0) {
       this.inputShut = true;
       return;

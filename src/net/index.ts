@@ -16,6 +16,7 @@ export type {
   KeepAliveOptions,
   ShutdownInputOptions,
   Listener,
+  ListenerCloseOptions,
   ListenOptions,
   NetStats,
   NetworkStack,

@@ -287,9 +287,28 @@ export interface Listener extends AsyncDisposable, AsyncIterable<Connection> {
    * connections are reset, and the socket stops taking new peers. Open connections stay.
    */
   abortAccept(): void;
-  /** abortAccept(), then closes the socket (and removes a Unix socket file). Open connections stay. */
-  close(): Promise<void>;
+  /**
+   * abortAccept(), then closes the socket (and removes a Unix socket file). Open connections
+   * stay. With `{ acceptPending: true }`, the peers the kernel already connected (in the
+   * socket's accept queue) are taken instead of reset; see ListenerCloseOptions.
+   */
+  close(opts?: ListenerCloseOptions): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** Listener.close() options. */
+export interface ListenerCloseOptions {
+  /**
+   * Take the connections whose handshake the kernel completed before the close (they wait in
+   * the socket's accept queue: clients that connected, and may have sent a request already)
+   * instead of resetting them: accept() hands them out as usual, the connection limit still
+   * applies (peers past it are reset), and once they are all taken accept() fails with
+   * ECONNABORTED, which ends `for await`. Keep accepting until then: a connection left in
+   * the listener's queue stays open. A peer whose handshake completes after the close is
+   * refused by the kernel. A graceful stop (Server.drain) uses this. Default false: abortAccept()
+   * first, so queued connections are reset.
+   */
+  acceptPending?: boolean | undefined;
 }
 
 /** A received datagram. `data` is valid until the next receive on its channel. */

@@ -14,11 +14,11 @@ import { CQE_F_MORE, IoOp, reactor, type Reactor } from "../../core/reactor.ts";
 import { Timer } from "../../core/timer.ts";
 import type { Completable } from "../../core/scheduler.ts";
 import { rejectedHandled } from "../errors.ts";
-import { signalOption, type ResolvedListenOptions } from "../options.ts";
+import { booleanOption, checkOptionsObject, signalOption, type ResolvedListenOptions } from "../options.ts";
 import { formatAddress, type SocketAddress } from "../address.ts";
-import type { Connection, Listener, SignalOptions } from "../types.ts";
+import type { Connection, Listener, ListenerCloseOptions, SignalOptions } from "../types.ts";
 import { PosixConnection } from "./connection.ts";
-import { OPEN_NO_DELAY, OPEN_REUSE_ADDR, OPEN_REUSE_PORT, OPEN_V6_ONLY, SHUT_RD, SOCK_CLOEXEC, SOCK_STREAM, closeNow, localAddressOf, openSocket, shutdownSocket } from "./sys.ts";
+import { OPEN_NO_DELAY, OPEN_REUSE_ADDR, OPEN_REUSE_PORT, OPEN_V6_ONLY, SHUT_RD, SOCK_CLOEXEC, SOCK_STREAM, acceptPending, closeNow, localAddressOf, openSocket, shutdownSocket } from "./sys.ts";
 import type { PosixStack } from "./stack.ts";
 
 const ECANCELED = 125;
@@ -65,6 +65,8 @@ export class PosixListener implements Listener, Completable {
   private readonly waiters: AcceptWaiter[] = [];
   private open = 0;
   private aborted = false;
+  /** close({ acceptPending: true }) runs: the accept in flight ends, then the kernel's queue is taken. */
+  private takingPending = false;
   private closing: Promise<void> | undefined;
   private resolveClosed: (() => void) | undefined;
   private backoff: Timer | undefined;
@@ -176,9 +178,41 @@ export class PosixListener implements Listener, Completable {
     // next accept is then one at a time.
     if (this.paused() || (this.acceptMultishot && this.acceptSlot >= 0 && !this.multishotFits())) this.cancelAccept();
     if (this.acceptSlot < 0) {
-      if (this.closing !== undefined) this.maybeCloseFd();
+      if (this.takingPending) this.takePending();
+      else if (this.closing !== undefined) this.maybeCloseFd();
       else this.maybeArm();
     }
+  }
+
+  /**
+   * A graceful close, once no accept is in flight: the connections the kernel completed are
+   * taken (parked ones first) up to the connection limit, the rest reset; accepting then ends
+   * (waiters fail, queued connections stay for accept()) and the socket closes.
+   */
+  private takePending(): void {
+    this.takingPending = false;
+    let fds: number[] = [];
+    try {
+      fds = acceptPending(this.fd);
+    } catch {
+      // Nothing could be taken (out of descriptors): what is left is reset by the close.
+    }
+    const all = this.overflow.splice(0).concat(fds);
+    for (const fd of all) {
+      if (this.open < this.opts.maxConnections) {
+        this.admit(fd);
+      } else {
+        closeNow(fd);
+        this.stack.counters.connectionsRejected++;
+      }
+    }
+    this.aborted = true;
+    const waiters = this.waiters.splice(0);
+    for (const w of waiters) {
+      this.settle(w);
+      w.reject(this.abortedError());
+    }
+    this.maybeCloseFd();
   }
 
   private admit(fd: number): void {
@@ -219,7 +253,9 @@ export class PosixListener implements Listener, Completable {
   }
 
   accept(opts?: SignalOptions): Promise<Connection> {
-    if (this.aborted) return rejectedHandled(this.abortedError());
+    // After a graceful close, connections it took are still handed out; after abortAccept()
+    // the queue is empty.
+    if (this.aborted && this.queued === 0) return rejectedHandled(this.abortedError());
     let signal: AbortSignal | undefined;
     try {
       signal = signalOption("accept", opts);
@@ -252,11 +288,13 @@ export class PosixListener implements Listener, Completable {
   }
 
   abortAccept(): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.cancelAccept();
-    // SHUT_RD on a listening socket stops it: the kernel refuses new peers from now on.
-    shutdownSocket(this.fd, SHUT_RD);
+    this.takingPending = false;
+    if (!this.aborted) {
+      this.aborted = true;
+      this.cancelAccept();
+      // SHUT_RD on a listening socket stops it: the kernel refuses new peers from now on.
+      if (this.fd >= 0) shutdownSocket(this.fd, SHUT_RD);
+    }
     const waiters = this.waiters.splice(0);
     for (const w of waiters) {
       this.settle(w);
@@ -275,15 +313,28 @@ export class PosixListener implements Listener, Completable {
     }
   }
 
-  close(): Promise<void> {
+  close(opts?: ListenerCloseOptions): Promise<void> {
+    checkOptionsObject("close", opts);
+    const graceful = booleanOption("close", "acceptPending", opts?.acceptPending, false);
     if (this.closing !== undefined) return this.closing;
-    this.abortAccept();
+    if (graceful && !this.aborted) {
+      // Accepting stops (no re-arm once closing); the accept in flight is cancelled and its
+      // last completions admitted as usual, then takePending() empties the kernel's queue.
+      this.takingPending = true;
+      this.cancelAccept();
+    } else {
+      this.abortAccept();
+    }
     this.backoff?.cancel();
     this.backoff = undefined;
     this.closing = new Promise<void>((resolve) => {
       this.resolveClosed = resolve;
     });
-    this.maybeCloseFd();
+    if (this.takingPending) {
+      if (this.acceptSlot < 0) this.takePending();
+    } else {
+      this.maybeCloseFd();
+    }
     return this.closing;
   }
 

@@ -120,3 +120,24 @@ export function getIntOption(op: string, fd: number, level: number, name: number
   return check(op, sys().shoal_net_get_int(fd, level, name));
 }
 
+/**
+ * Takes every connection waiting in listening socket `fd`'s accept queue without waiting (the
+ * socket is made non-blocking: it is being closed). Returns their fds (close-on-exec, blocking).
+ * Stops early, keeping what it took, when the process runs out of descriptors; throws
+ * SystemError (op "accept") only when nothing could be taken for another reason than an empty
+ * queue.
+ */
+export function acceptPending(fd: number): number[] {
+  const s = scratch();
+  const words = new Int32Array(s.view.buffer, s.view.byteOffset, 64);
+  const fds: number[] = [];
+  for (;;) {
+    const n = sys().shoal_net_accept_pending(fd, s.address, 64);
+    if (n < 0) {
+      if (fds.length > 0) return fds;
+      throw new SystemError("accept", -n);
+    }
+    for (let i = 0; i < n; i++) fds.push(words[i]!);
+    if (n < 64) return fds;
+  }
+}
