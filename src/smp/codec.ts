@@ -189,6 +189,20 @@ function typeName(v: unknown): string {
   return ctor?.name ? `an instance of ${ctor.name}` : "an object with a custom prototype";
 }
 
+/**
+ * An error's name, message or cause as text: `fallback` for null or undefined, and a
+ * description instead of a throw where the value has no string form (a getter or toString
+ * that throws, an object without one).
+ */
+function textOf(get: () => unknown, fallback: string): string {
+  try {
+    const v = get();
+    return v === undefined || v === null ? fallback : String(v);
+  } catch {
+    return `<${fallback === "" ? "value" : fallback.toLowerCase()} without a string form>`;
+  }
+}
+
 /** Encodes values into a ring (limited) or into growable scratch memory. */
 export class Writer {
   u8: Uint8Array;
@@ -369,13 +383,15 @@ export class Writer {
       this.pos = p;
       return;
     }
+    // Either form takes at least 5 + n bytes: a string past the message limit fails before
+    // its characters are scanned (2^28 of them took ~300 ms).
+    this.ensure(5 + n);
     for (let i = 0; i < n; i++) {
       if (s.charCodeAt(i) > 255) {
         this.utf16(s);
         return;
       }
     }
-    this.ensure(5 + n);
     this.u8[this.pos] = T_LATIN1;
     this.dv.setUint32(this.pos + 1, n, true);
     this.buf.latin1Write(s, this.pos + 5, n);
@@ -393,22 +409,34 @@ export class Writer {
 
   private bigint(v: bigint): void {
     const negative = v < 0n;
-    let m = negative ? -v : v;
-    const words: bigint[] = [];
-    while (m > 0n) {
-      words.push(m & 0xffff_ffff_ffff_ffffn);
-      m >>= 64n;
+    const m = negative ? -v : v;
+    if (m <= 0xffff_ffff_ffff_ffffn) {
+      const words = m === 0n ? 0 : 1;
+      this.ensure(6 + words * 8);
+      this.u8[this.pos] = T_BIGINT;
+      this.u8[this.pos + 1] = negative ? 1 : 0;
+      this.dv.setUint32(this.pos + 2, words, true);
+      if (words === 1) this.dv.setBigUint64(this.pos + 6, m, true);
+      this.pos += 6 + words * 8;
+      return;
     }
-    this.ensure(6 + words.length * 8);
+    // Through its hex digits: linear, where peeling 64-bit words off with shifts copies the
+    // whole number per word (a 1 MiB bigint took seconds before it was found too large).
+    const hex = m.toString(16);
+    const words = Math.ceil(hex.length / 16);
+    this.ensure(6 + words * 8);
     this.u8[this.pos] = T_BIGINT;
     this.u8[this.pos + 1] = negative ? 1 : 0;
-    this.dv.setUint32(this.pos + 2, words.length, true);
+    this.dv.setUint32(this.pos + 2, words, true);
     let p = this.pos + 6;
-    for (const w of words) {
-      this.dv.setBigUint64(p, w, true);
-      p += 8;
+    // u32 pieces, least significant first: the little-endian layout of the u64 words.
+    for (let end = hex.length; end > 0; end -= 8) {
+      this.dv.setUint32(p, parseInt(hex.slice(Math.max(0, end - 8), end), 16), true);
+      p += 4;
     }
-    this.pos = p;
+    const stop = this.pos + 6 + words * 8;
+    if (p < stop) this.dv.setUint32(p, 0, true);
+    this.pos = stop;
   }
 
   private object(v: object, depth: number): void {
@@ -426,6 +454,7 @@ export class Writer {
     if (v instanceof Map) return this.map(v, depth + 1);
     if (v instanceof Set) return this.set(v, depth + 1);
     if (v instanceof ArrayBuffer) {
+      if (v.detached) throw new EncodeError("a detached ArrayBuffer cannot cross shards (it was transferred, or its NativeBuffer released)");
       this.u8v(T_ARRAY_BUFFER);
       this.bytes(new Uint8Array(v));
       return;
@@ -473,7 +502,11 @@ export class Writer {
 
   private map(v: Map<unknown, unknown>, depth: number): void {
     this.u8v(T_MAP);
-    this.u32(v.size);
+    // The count is the entries written, set afterwards: a getter met on the way may add or
+    // delete entries, and a count taken up front then misaligned every value after the map.
+    this.ensure(4);
+    const countAt = this.pos;
+    this.pos += 4;
     let i = 0;
     try {
       for (const [k, x] of v) {
@@ -485,11 +518,14 @@ export class Writer {
       if (err instanceof EncodeError) err.prepend(`<map entry ${i}>`);
       throw err;
     }
+    this.dv.setUint32(countAt, i, true);
   }
 
   private set(v: Set<unknown>, depth: number): void {
     this.u8v(T_SET);
-    this.u32(v.size);
+    this.ensure(4); // the count is set afterwards, as a map's
+    const countAt = this.pos;
+    this.pos += 4;
     let i = 0;
     try {
       for (const x of v) {
@@ -500,6 +536,7 @@ export class Writer {
       if (err instanceof EncodeError) err.prepend(`<set entry ${i}>`);
       throw err;
     }
+    this.dv.setUint32(countAt, i, true);
   }
 
   private bytes(src: Uint8Array): void {
@@ -515,6 +552,9 @@ export class Writer {
     if (kind === undefined) {
       throw new EncodeError(`${typeName(v)} cannot cross shards; pass a Uint8Array or another typed array`);
     }
+    if ((v.buffer as ArrayBuffer).detached === true) {
+      throw new EncodeError(`${typeName(v)} over a detached ArrayBuffer cannot cross shards (it was transferred, or its NativeBuffer released)`);
+    }
     this.u8v(T_TYPED);
     this.u8v(kind);
     this.bytes(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
@@ -522,12 +562,18 @@ export class Writer {
 
   private error(e: Error, depth: number): void {
     this.u8v(T_ERROR);
-    this.string(String(e.name ?? "Error"));
+    this.string(textOf(() => e.name, "Error"));
     this.value(registeredClassOf(e));
-    this.string(String(e.message ?? ""));
+    this.string(textOf(() => e.message, ""));
     const code = (e as { code?: unknown }).code;
     this.value(typeof code === "string" || typeof code === "number" ? code : undefined);
-    this.value(typeof e.stack === "string" ? e.stack : undefined);
+    let stack: unknown;
+    try {
+      stack = e.stack; // a getter (an engine's own formats the name: a Symbol one throws)
+    } catch {
+      stack = undefined;
+    }
+    this.value(typeof stack === "string" ? stack : undefined);
     this.cause((e as { cause?: unknown }).cause, depth);
     // Other own enumerable properties (errno, op, shard, details objects...) and an
     // AggregateError's `errors` (the first 10): each that cannot cross is left out on its own.
@@ -578,7 +624,7 @@ export class Writer {
     } catch (err) {
       if (!(err instanceof EncodeError)) throw err;
       this.rollback(start, handed);
-      this.string(cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause));
+      this.string(cause instanceof Error ? `${textOf(() => cause.name, "Error")}: ${textOf(() => cause.message, "")}` : textOf(() => cause, ""));
     }
   }
 
@@ -789,11 +835,20 @@ export class Reader {
     const negative = this.u8[this.pos] === 1;
     const n = this.dv.getUint32(this.pos + 1, true);
     this.pos += 5;
-    let v = 0n;
-    for (let i = 0; i < n; i++) {
-      v |= this.dv.getBigUint64(this.pos, true) << BigInt(64 * i);
-      this.pos += 8;
+    let v: bigint;
+    if (n <= 1) {
+      v = n === 0 ? 0n : this.dv.getBigUint64(this.pos, true);
+    } else {
+      // Through hex digits, most significant first: linear (OR-ing shifted words is quadratic).
+      const parts = new Array<string>(2 * n);
+      let p = this.pos + n * 8;
+      for (let i = 0; i < parts.length; i++) {
+        p -= 4;
+        parts[i] = this.dv.getUint32(p, true).toString(16).padStart(8, "0");
+      }
+      v = BigInt(`0x${parts.join("")}`);
     }
+    this.pos += n * 8;
     return negative ? -v : v;
   }
 

@@ -155,8 +155,10 @@ export class OutRing extends RingEnd {
     this.capacity = layout.ringBytes;
     this.maxRecord = layout.maxRecordBytes;
     this.buf = fastBuffer(sab, this.dataAt, layout.ringBytes);
-    // Start where the shared words say (zero for a fresh buffer).
-    this.tail = this.published = this.headCache = Atomics.load(this.i32, this.tailWord) >>> 0;
+    // Start where the shared words say (zero for a fresh buffer): records already there and
+    // not yet consumed keep their room.
+    this.tail = this.published = Atomics.load(this.i32, this.tailWord) >>> 0;
+    this.headCache = Atomics.load(this.i32, this.headWord) >>> 0;
   }
 
   /** Messages waiting for room. */

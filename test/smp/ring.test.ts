@@ -82,6 +82,32 @@ describe("SPSC ring", () => {
     expect(inn.messages).toBe(sent);
   });
 
+  test("a producer end made over a ring with unconsumed records keeps their room", () => {
+    const { layout, out, inn } = pair(4096);
+    const sab = (out as unknown as { buf: { buffer: SharedArrayBuffer } }).buf.buffer;
+    let sent = 0;
+    while (out.usedBytes < 3000) {
+      const rec = record(sent++, 200);
+      expect(out.write(rec, rec.length)).toBe(true);
+    }
+    out.publish();
+    // A second end over the same memory (a restarted producer) knows the room is taken: what
+    // does not fit waits in its backlog instead of overwriting records not yet read.
+    const again = new OutRing(sab, layout, 0, 1);
+    expect(again.usedBytes).toBe(out.usedBytes);
+    for (let i = 0; i < 5; i++) {
+      const rec = record(sent++, 200);
+      again.write(rec, rec.length);
+    }
+    again.publish();
+    const seq = { next: 0 };
+    consume(inn, seq);
+    again.pump();
+    again.publish();
+    consume(inn, seq);
+    expect(seq.next).toBe(sent);
+  });
+
   test("nothing is visible before publish, and publish is once per batch", () => {
     const { out, inn } = pair(4096);
     const rec = record(0, 10);
