@@ -109,6 +109,11 @@ export class StreamOutput implements ConnectionOutput {
   private sealed = false;
   private drainWaiters: Waiter[] = [];
   private flushWaiters: Waiter[] = [];
+  /** The queue before the write in progress (mark, rollback). */
+  private markEntries = 0;
+  private markLastLength = 0;
+  private markQueued = 0;
+  private markWritten = 0;
 
   constructor(sink: OutputSink, highWater: number) {
     this.sink = sink;
@@ -160,13 +165,20 @@ export class StreamOutput implements ConnectionOutput {
   write(data: WriteData, start?: number, end?: number): Promise<void> {
     const e = this.refuse();
     if (e !== undefined) return rejectedHandled(e);
-    if (start === undefined && end === undefined) {
-      const bad = badData(data, "write");
-      if (bad !== undefined) return rejectedHandled(bad);
-      this.append(data);
-    } else {
-      const r = this.appendRange(data, start, end);
-      if (r !== undefined) return rejectedHandled(r);
+    this.mark();
+    try {
+      if (start === undefined && end === undefined) {
+        const bad = badData(data, "write");
+        if (bad !== undefined) return rejectedHandled(bad);
+        this.append(data);
+      } else {
+        const r = this.appendRange(data, start, end);
+        if (r !== undefined) return rejectedHandled(r);
+      }
+    } catch (err) {
+      // Out of send memory (mmap failed) part-way: nothing of this write stays queued.
+      this.rollback();
+      return rejectedHandled(err);
     }
     this.sink.outputReady();
     return this.pressure();
@@ -200,7 +212,13 @@ export class StreamOutput implements ConnectionOutput {
       const bad = badData(data[i], `writev: piece ${i}`);
       if (bad !== undefined) return rejectedHandled(bad);
     }
-    for (let i = 0; i < data.length; i++) this.append(data[i]!);
+    this.mark();
+    try {
+      for (let i = 0; i < data.length; i++) this.append(data[i]!);
+    } catch (err) {
+      this.rollback();
+      return rejectedHandled(err);
+    }
     if (data.length > 0) this.sink.outputReady();
     return this.pressure();
   }
@@ -332,9 +350,32 @@ export class StreamOutput implements ConnectionOutput {
   }
 
   private openChunk(): void {
+    // Acquire first: a failed acquire (mmap) must leave the tail as it was, not naming a block
+    // it already gave back (the next acquire handed that block out a second time).
+    const chunk = sendChunks.acquire();
     if (tail.chunk >= 0) sendChunks.release(tail.chunk);
-    tail.chunk = sendChunks.acquire();
+    tail.chunk = chunk;
     tail.fill = 0;
+  }
+
+  /** Notes where the queue stands (entries, the last one's length, byte counts) for rollback(). */
+  private mark(): void {
+    this.markEntries = this.n;
+    this.markLastLength = this.n > 0 ? this.len[(this.head + this.n - 1) & (this.addr.length - 1)]! : 0;
+    this.markQueued = this.queued;
+    this.markWritten = this.written;
+  }
+
+  /** Drops what was queued since mark() (a write that failed part-way). */
+  private rollback(): void {
+    const mask = this.addr.length - 1;
+    while (this.n > this.markEntries) {
+      this.releaseEntry((this.head + this.n - 1) & mask);
+      this.n--;
+    }
+    if (this.n > 0) this.len[(this.head + this.n - 1) & mask] = this.markLastLength;
+    this.queued = this.markQueued;
+    this.written = this.markWritten;
   }
 
   private pushChunk(start: number, k: number): void {

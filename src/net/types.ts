@@ -37,7 +37,11 @@ export interface ConnectionOptions {
    * buffered, unsent bytes drop to this bound.
    */
   writeHighWater?: number | undefined;
-  /** A graceful close() that cannot flush within this long resets the connection (default 10 s). */
+  /**
+   * A graceful close() that cannot flush within this long resets the connection (default 10 s;
+   * finite, so that every close ends). Unlike the idle and read timeouts, 0 is not "never": a
+   * close() with bytes still unsent then resets at once.
+   */
   closeTimeoutMs?: number | undefined;
 }
 

@@ -571,7 +571,10 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   /** @internal Read and idle timeouts, checked by the stack's sweep. */
   checkTimeouts(t: number): void {
     if (this.state >= TEARDOWN) return;
-    if (this.readTimeoutMs > 0) {
+    // Not while close() flushes: a read still waiting then ends with null once the flush is
+    // done; timing it out reset the connection and dropped what close() was to deliver
+    // (closeTimeoutMs bounds the flush).
+    if (this.readTimeoutMs > 0 && this.state === OPEN) {
       const since = this.input.waitingSince;
       if (since > 0 && t - since >= this.readTimeoutMs) {
         const err = new SystemError("read", ETIMEDOUT, `no data for ${this.readTimeoutMs} ms`);
