@@ -230,6 +230,14 @@ export class StreamOutput implements ConnectionOutput {
   }
 
   close(): Promise<void> {
+    if (this.closing === undefined && this.err === undefined && this.queued === 0) {
+      // Nothing to flush: the FIN goes now. (A Connection.close() in the same tick tore the
+      // socket down before a deferred shutdown ran, and this promise rejected although the FIN
+      // had gone out.)
+      this.closing = RESOLVED;
+      this.shutdownDone = true;
+      this.sink.outputShutdown();
+    }
     if (this.closing === undefined) {
       this.closing = markHandled(
         this.flush().then(() => {

@@ -163,3 +163,21 @@ async function expectSystemErrorOrEnd(c: Connection): Promise<void> {
     if (v === null) return;
   }
 }
+
+test("output.close() and close() in the same tick with nothing queued: both resolve and the peer sees a clean end", async () => {
+  const l = stack.listen("127.0.0.1:0");
+  const accepted = l.accept();
+  const c = await stack.connect(l.localAddress);
+  const srv = await accepted;
+  await srv.output.write("last words");
+  await srv.output.flush();
+  const outputClosed = srv.output.close();
+  const closed = srv.close();
+  await outputClosed;
+  await closed;
+  expect(new TextDecoder().decode(await readBytes(c, 10))).toBe("last words");
+  expect(await c.input.read()).toBeNull();
+  await c.close();
+  await l.close();
+  await expectQuiescent(stack);
+});
