@@ -70,6 +70,10 @@ const W_VERBOSITY = ascii("verbosity");
 const W_LRU = ascii("lru");
 const W_NOREPLY = ascii("noreply");
 const W_GRACEFUL = ascii("graceful");
+const W_EXTSTORE = ascii("extstore");
+const W_REFRESH_CERTS = ascii("refresh_certs");
+/** What Debian's stock (built with TLS, none configured) answers to refresh_certs, noreply or not. */
+const TLS_NOT_ENABLED = ascii("Error TLS not enabled\r\n");
 
 /** Token `i` equals `word`. */
 export function tokIs(s: Session, buf: Uint8Array, i: number, word: Uint8Array): boolean {
@@ -185,6 +189,14 @@ export function processTextLine(s: Session, buf: Uint8Array): void {
   } else if (tokIs(s, buf, 0, W_LRU)) {
     if (nt < 3) return s.reply(ERROR);
     processLru(s, buf);
+  } else if (tokIs(s, buf, 0, W_EXTSTORE)) {
+    // Debian's stock is built with extstore: the command exists (settings only, checked as there).
+    if (nt < 3) return s.reply(ERROR);
+    processExtstore(s, buf);
+  } else if (tokIs(s, buf, 0, W_REFRESH_CERTS)) {
+    // ... and with TLS: without certificates it answers this, whatever follows (write_and_free
+    // ignores noreply).
+    s.out.put(TLS_NOT_ENABLED);
   } else {
     const last = nt - 2;
     const p = s.tokS[last]!;
@@ -553,7 +565,7 @@ function processSlabs(s: Session, buf: Uint8Array): void {
   } else if (nt >= 4 && tokStr(s, buf, 1) === "automove") {
     setNoreplyMaybe(s, buf);
     if (tokStr(s, buf, 2) === "ratio") {
-      if (nt < 5 || !Number.isFinite(Number(tokStr(s, buf, 3))) || tokLen(s, 3) === 0) return s.reply(ERROR);
+      if (nt < 5 || parseDouble(buf, s.tokS[3]!, s.tokE[3]!) === undefined) return s.reply(ERROR);
       return s.reply(OK);
     }
     if (!parseU32(buf, s.tokS[2]!, s.tokE[2]!)) return s.reply(BAD_FORMAT);
@@ -598,6 +610,8 @@ function processLruCrawler(s: Session, buf: Uint8Array): void {
     // A list without a class id (",") starts no crawler in stock.
     if (noClassIds(spec)) return s.replyString("NOTSTARTED no items to crawl");
     if (sub === "crawl") {
+      // Stock walks the hash table for metadump only: lru_crawler_start fails (-2) for a crawl.
+      if (spec === "hash") return s.replyString("ERROR an unknown error happened");
       for (const c of classes) s.store.crawlClassNow(c);
       s.store.crawlerStarts++;
       return s.reply(OK);
@@ -709,13 +723,17 @@ function processLru(s: Session, buf: Uint8Array): void {
   const nt = s.ntokens;
   const sub = tokStr(s, buf, 1);
   if (sub === "tune" && nt >= 7) {
-    const hot = Number(tokStr(s, buf, 2));
-    const warm = Number(tokStr(s, buf, 3));
-    const hf = Number(tokStr(s, buf, 4));
-    const wf = Number(tokStr(s, buf, 5));
-    if (![hot, warm, hf, wf].every(Number.isFinite)) return s.reply(ERROR);
-    if (hot + warm > 80) return s.replyString("ERROR hot and warm pcts must not exceed 80");
-    if (hf <= 0 || wf <= 0) return s.replyString("ERROR hot/warm age factors must be greater than 0");
+    // Percentages as safe_strtoul (uint32, summed in uint32), factors as safe_strtod (inf and
+    // nan pass: only <= 0 is refused).
+    if (!parseU32(buf, s.tokS[2]!, s.tokE[2]!)) return s.reply(ERROR);
+    const hot = parsed.num;
+    if (!parseU32(buf, s.tokS[3]!, s.tokE[3]!)) return s.reply(ERROR);
+    const warm = parsed.num;
+    const hf = parseDouble(buf, s.tokS[4]!, s.tokE[4]!);
+    const wf = parseDouble(buf, s.tokS[5]!, s.tokE[5]!);
+    if (hf === undefined || wf === undefined) return s.reply(ERROR);
+    if ((hot + warm) % 4294967296 > 80) return s.replyString("ERROR hot and warm pcts must not exceed 80");
+    if (wf <= 0 || hf <= 0) return s.replyString("ERROR hot/warm age factors must be greater than 0");
     return s.reply(OK);
   }
   if (sub === "mode" && nt >= 4) {
@@ -727,6 +745,162 @@ function processLru(s: Session, buf: Uint8Array): void {
     return s.reply(OK);
   }
   s.reply(ERROR);
+}
+
+/** Subcommands of `extstore` that take one unsigned number (stock's process_extstore_command). */
+const EXTSTORE_U32 = new Set(["item_size", "item_age", "low_ttl", "recache_rate", "compact_under", "drop_under", "max_sleep", "drop_unread"]);
+
+/** extstore <setting> <value> [noreply]: stock's answers (the ext_* settings have no effect here). */
+function processExtstore(s: Session, buf: Uint8Array): void {
+  setNoreplyMaybe(s, buf);
+  const nt = s.ntokens;
+  let ok = false;
+  if (nt >= 4) {
+    const sub = tokStr(s, buf, 1);
+    if (sub === "free_memchunks" && nt > 4) {
+      // Deprecated and ignored, but checked: a class id below MAX_NUMBER_OF_SLAB_CLASSES (64).
+      ok = parseU32(buf, s.tokS[2]!, s.tokE[2]!) && parsed.num < 64 && parseU32(buf, s.tokS[3]!, s.tokE[3]!);
+    } else if (sub === "max_frag") {
+      ok = parseDouble(buf, s.tokS[2]!, s.tokE[2]!) !== undefined;
+    } else if (EXTSTORE_U32.has(sub)) {
+      ok = parseU32(buf, s.tokS[2]!, s.tokE[2]!);
+    }
+  }
+  s.reply(ok ? OK : ERROR);
+}
+
+/** Smallest positive normal double: glibc's strtod reports ERANGE for a nonzero value below it. */
+const DBL_MIN = 2.2250738585072014e-308;
+
+function isSpaceByte(c: number): boolean {
+  return c === 32 || (c >= 9 && c <= 13);
+}
+
+function isHexDigit(c: number): boolean {
+  return (c >= 48 && c <= 57) || ((c | 32) >= 97 && (c | 32) <= 102);
+}
+
+/** Whether `buf[i..)` starts with `word` (lower case ASCII), ignoring case, before `end`. */
+function startsWithNoCase(buf: Uint8Array, i: number, end: number, word: string): boolean {
+  if (end - i < word.length) return false;
+  for (let k = 0; k < word.length; k++) if ((buf[i + k]! | 32) !== word.charCodeAt(k)) return false;
+  return true;
+}
+
+/**
+ * memcached's safe_strtod over `buf[start..end)` (the token): glibc's strtod (leading
+ * whitespace, a sign, decimal or 0x hex with an optional exponent, inf/infinity, nan/nan(...),
+ * any case), failing on no number, ERANGE (overflow, or a nonzero value below DBL_MIN) or
+ * anything but whitespace after it. Returns the value (only its sign and size matter to the
+ * callers), or undefined.
+ */
+export function parseDouble(buf: Uint8Array, start: number, end: number): number | undefined {
+  let i = start;
+  while (i < end && isSpaceByte(buf[i]!)) i++;
+  let sign = 1;
+  if (i < end && (buf[i] === 43 || buf[i] === 45)) {
+    if (buf[i] === 45) sign = -1;
+    i++;
+  }
+  let value: number;
+  let stop: number;
+  if (startsWithNoCase(buf, i, end, "inf")) {
+    stop = startsWithNoCase(buf, i, end, "infinity") ? i + 8 : i + 3;
+    value = Infinity; // no ERANGE: infinity was asked for
+  } else if (startsWithNoCase(buf, i, end, "nan")) {
+    stop = i + 3;
+    if (stop < end && buf[stop] === 40) {
+      let k = stop + 1;
+      // n-char-sequence: letters, digits, '_'
+      while (k < end && ((buf[k]! >= 48 && buf[k]! <= 57) || ((buf[k]! | 32) >= 97 && (buf[k]! | 32) <= 122) || buf[k] === 95)) k++;
+      if (k < end && buf[k] === 41) stop = k + 1;
+    }
+    value = NaN;
+  } else if (i + 2 < end && buf[i] === 48 && (buf[i + 1]! | 32) === 120 && (isHexDigit(buf[i + 2]!) || (buf[i + 2] === 46 && i + 3 < end && isHexDigit(buf[i + 3]!)))) {
+    // Hex: mantissa digits, an optional point, an optional binary exponent (p[+-]digits).
+    // Only the magnitude matters: the power of two of the mantissa's highest set bit.
+    let k = i + 2;
+    let n = 0; // mantissa digits
+    let before = -1; // digits before the point (-1: no point yet)
+    let top: number | null = null;
+    let low = 0; // ... and of its lowest set bit
+    for (; k < end; k++) {
+      const c = buf[k]!;
+      if (c === 46 && before < 0) {
+        before = n;
+        continue;
+      }
+      if (!isHexDigit(c)) break;
+      const d = c <= 57 ? c - 48 : (c | 32) - 87;
+      if (d !== 0) {
+        if (top === null) top = -4 * (n + 1) + 31 - Math.clz32(d);
+        low = -4 * (n + 1) + 31 - Math.clz32(d & -d);
+      }
+      n++;
+    }
+    if (top !== null) {
+      top += 4 * (before < 0 ? n : before);
+      low += 4 * (before < 0 ? n : before);
+    }
+    stop = k;
+    let exp = 0;
+    if (k < end && (buf[k]! | 32) === 112) {
+      let e = k + 1;
+      let esign = 1;
+      if (e < end && (buf[e] === 43 || buf[e] === 45)) {
+        if (buf[e] === 45) esign = -1;
+        e++;
+      }
+      if (e < end && buf[e]! >= 48 && buf[e]! <= 57) {
+        let v = 0;
+        while (e < end && buf[e]! >= 48 && buf[e]! <= 57) {
+          v = Math.min(v * 10 + buf[e]! - 48, 1e9);
+          e++;
+        }
+        exp = esign * v;
+        stop = e;
+      }
+    }
+    if (top === null) value = 0;
+    else if (top + exp > 1023) return undefined; // overflow: ERANGE
+    else if (top + exp < -1022 && low + exp < -1074) return undefined; // below DBL_MIN and inexact: ERANGE
+    else value = 1;
+  } else {
+    // Decimal: digits, an optional point and digits (at least one digit), an optional exponent.
+    let k = i;
+    let digits = 0;
+    while (k < end && buf[k]! >= 48 && buf[k]! <= 57) {
+      k++;
+      digits++;
+    }
+    if (k < end && buf[k] === 46) {
+      k++;
+      while (k < end && buf[k]! >= 48 && buf[k]! <= 57) {
+        k++;
+        digits++;
+      }
+    }
+    if (digits === 0) return undefined; // no conversion
+    stop = k;
+    if (k < end && (buf[k]! | 32) === 101) {
+      let e = k + 1;
+      if (e < end && (buf[e] === 43 || buf[e] === 45)) e++;
+      if (e < end && buf[e]! >= 48 && buf[e]! <= 57) {
+        while (e < end && buf[e]! >= 48 && buf[e]! <= 57) e++;
+        stop = e;
+      }
+    }
+    let text = "";
+    for (let j = i; j < stop; j++) text += String.fromCharCode(buf[j]!);
+    value = Number(text.endsWith(".") ? text + "0" : text.startsWith(".") ? "0" + text : text);
+    if (!Number.isFinite(value)) return undefined; // overflow: ERANGE
+    if (value !== 0 && value < DBL_MIN) return undefined; // underflow: ERANGE
+    if (value === 0) {
+      for (let j = i; j < stop && buf[j] !== 101 && buf[j] !== 69; j++) if (buf[j]! >= 49 && buf[j]! <= 57) return undefined; // a nonzero value rounded to 0
+    }
+  }
+  if (stop !== end && !isSpaceByte(buf[stop]!)) return undefined;
+  return sign * value;
 }
 
 /** The -D prefix delimiter as a byte. */
