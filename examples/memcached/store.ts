@@ -29,8 +29,8 @@
  *
  * Eviction is per class, from the LRU tail, with a second chance for items fetched twice
  * (stock's segmented LRU approximated: a hit sets a bit instead of moving the item).
- * Expired and flushed items are removed lazily when found, by the tail check before an eviction,
- * and by `crawl()` (the LRU crawler), which the server runs a little every second.
+ * Expired and flushed items are removed lazily when found, by the tail check before each
+ * allocation (stock's do_item_alloc_pull), and by `crawl()` (the LRU crawler), which the server runs a little every second.
  */
 import { DataViewCache, copyBytes, allocateAlignedBuffer, HUGE_PAGE_SIZE, type NativeBuffer } from "shoal";
 import type { Clock } from "./clock.ts";
@@ -332,6 +332,13 @@ export class Store {
 
   /** Why the last alloc() returned NIL. */
   allocError: AllocError = AllocError.NONE;
+  /**
+   * An item that allocation must not evict (NIL: none): the item an append/prepend or a
+   * growing incr/decr is copying from. Stock runs those under the key's item lock, and its
+   * lru_pull_tail skips an item it cannot lock, evicting the next one from the tail instead;
+   * evicting the item itself lost it (incr answered out of memory, append NOT_STORED).
+   */
+  private pinned = NIL;
   /** CAS of the item the last successful store/incr linked (stock's c->cas). */
   lastCas = 0;
 
@@ -702,6 +709,16 @@ export class Store {
   }
 
   /**
+   * True if the LRU tail check, the crawler or the page mover would reclaim the item: expired
+   * before this second (stock tests `exptime < current_time` there, and `<=` in do_item_get)
+   * or flushed.
+   */
+  private reclaimable(ref: number, now: number): boolean {
+    const exp = this.u32[(ref << 1) + 4]!;
+    return (exp !== 0 && exp < now) || this.isFlushed(ref);
+  }
+
+  /**
    * stock's do_item_get: finds the item; unlinks it (and counts get_flushed / get_expired) when
    * flushed or expired; on a hit with `bump`, records the fetch for the LRU.
    */
@@ -815,6 +832,7 @@ export class Store {
     // A new page is part of one attempt (stock's slabs_alloc takes it); direct_reclaims counts
     // the attempts after evictions.
     for (let attempt = 0; attempt < 10; attempt++) {
+      this.reclaimTail(cls);
       let head = this.freeHead[cls]!;
       if (head === NIL && this.newSlab(cls)) head = this.freeHead[cls]!;
       if (head !== NIL) {
@@ -895,6 +913,7 @@ export class Store {
     // Each eviction frees at least one page; the class holds at most classPages items.
     const attempts = this.classPages[this.large]! + 10;
     for (let attempt = 0; attempt < attempts; attempt++) {
+      this.reclaimTail(this.large);
       let first = this.findLargeRun(count, 2);
       if (first < 0) first = this.gatherLargeRun(count);
       if (first >= 0) {
@@ -957,7 +976,7 @@ export class Store {
       const owner = this.pageClass[p]!;
       let k = PK_BLOCKED;
       if (owner === large) {
-        if (this.pageUsed[p] === 0 || (assumeEvicted && !this.pageBusy(p))) k = PK_SPARE;
+        if (this.pageUsed[p] === 0 || (assumeEvicted && !this.pageBusy(p) && !this.pagePinned(p))) k = PK_SPARE;
       } else if (owner !== 0) {
         k = PK_CHUNK;
       } else {
@@ -1088,6 +1107,7 @@ export class Store {
     }
     if (this.crawlRef === old) this.crawlRef = neu;
     if (this.deltaRef === old) this.deltaRef = neu;
+    if (this.pinned === old) this.pinned = neu;
   }
 
   /**
@@ -1206,6 +1226,30 @@ export class Store {
   }
 
   /**
+   * stock's lru_pull_tail without LRU_PULL_EVICT, which its do_item_alloc_pull runs before
+   * each try to allocate (with the LRU maintainer off; with it on, that thread reclaims the
+   * same items in the background): frees the expired and flushed items at the tail, up to five
+   * items looked at, and stops at the first live one. Without it, expired and flushed items
+   * stayed in curr_items and bytes until read, crawled, or their class ran out of memory.
+   */
+  private reclaimTail(cls: number): void {
+    let ref = this.lruTail[cls]!;
+    if (ref === NIL) return;
+    const now = this.clock.now;
+    const base = cls * CS.COUNT;
+    for (let tries = 0; tries < 5 && ref !== NIL; tries++) {
+      const prev = this.i32[ref << 1]!;
+      if (ref !== this.pinned) {
+        if (!this.reclaimable(ref, now)) return;
+        this.classStats[base + CS.RECLAIMED]!++;
+        if ((this.itFlags(ref) & F_FETCHED) === 0) this.classStats[base + CS.EXPIRED_UNFETCHED]!++;
+        this.unlink(ref);
+      }
+      ref = prev;
+    }
+  }
+
+  /**
    * stock's lru_pull_tail for allocation: looks at up to 5 tail items; reclaims the first expired
    * or flushed one, gives ACTIVE items a second chance, else evicts the tail (if allowed).
    * Returns true if a chunk was freed.
@@ -1219,10 +1263,10 @@ export class Store {
     // every fifth one; stock keeps them, moving active items out of its cold segment.) A cap
     // bounds one call's work should the whole class be active.
     for (let tries = 0; tries < MAX_ACTIVE_MOVES + 1; tries++) {
-      const ref = this.lruTail[cls]!;
+      let ref = this.lruTail[cls]!;
+      if (ref !== NIL && ref === this.pinned) ref = this.i32[ref << 1]!;
       if (ref === NIL) return false;
-      const exp = this.exptime(ref);
-      if ((exp !== 0 && exp <= now) || this.isFlushed(ref)) {
+      if (this.reclaimable(ref, now)) {
         this.classStats[base + CS.RECLAIMED]!++;
         if ((this.itFlags(ref) & F_FETCHED) === 0) this.classStats[base + CS.EXPIRED_UNFETCHED]!++;
         this.unlink(ref);
@@ -1388,10 +1432,12 @@ export class Store {
           }
           const addLen = this.nbytes(ref);
           const oldLen = this.nbytes(old);
+          this.pinned = old;
           const combined = this.alloc(this.mem, this.keyOffset(ref), nk, this.flags(old), this.exptime(old), addLen + oldLen - 2);
+          this.pinned = NIL;
           if (combined === NIL) break;
-          // alloc() may have evicted `old`: it is gone then, and the append is not stored. An
-          // item of several pages may also have moved old's page (gatherLargeRun): look again.
+          // alloc() evicts around `old` (pinned), but an item of several pages may have moved
+          // old's page (gatherLargeRun): look again.
           if (this.clsid(combined) === this.large) old = this.find(this.mem, this.keyOffset(ref), nk, hv);
           if (old === NIL || (this.itFlags(old) & F_LINKED) === 0) {
             this.freeItem(combined);
@@ -1441,11 +1487,12 @@ export class Store {
    * `reqCas` (0: none) must match.
    */
   addDelta(key: Uint8Array, koff: number, klen: number, hv: number, incr: boolean, delta: bigint, reqCas: number): DeltaResult {
-    const ref = this.get(key, koff, klen, hv, false);
+    let ref = this.get(key, koff, klen, hv, false);
     this.deltaRef = NIL;
     if (ref === NIL) return DeltaResult.NOT_FOUND;
     const nb = this.nbytes(ref);
-    if (nb <= 2) return DeltaResult.NON_NUMERIC;
+    // Stock keeps an item larger than a slab chunk in chunks and refuses to count in one.
+    if (nb <= 2 || this.clsid(ref) === this.large) return DeltaResult.NON_NUMERIC;
     if (reqCas !== 0 && this.cas(ref) !== reqCas) return DeltaResult.CAS_MISMATCH;
     const voff = this.valueOffset(ref);
     const value = parseStoredNumber(this.mem, voff, voff + nb);
@@ -1469,7 +1516,10 @@ export class Store {
       this.deltaRef = ref;
       this.deltaReplaced = false;
     } else {
+      this.pinned = ref;
       const nref = this.alloc(this.mem, this.keyOffset(ref), klen, this.flags(ref), this.exptime(ref), res + 2);
+      ref = this.pinned; // where the item is now, should the allocation have moved its page
+      this.pinned = NIL;
       if (nref === NIL) return DeltaResult.EOM;
       if ((this.itFlags(ref) & F_LINKED) === 0) {
         this.freeItem(nref);
@@ -1688,6 +1738,13 @@ export class Store {
     return true;
   }
 
+  /** True if page `p` of the large class holds (part of) the pinned item. */
+  private pagePinned(p: number): boolean {
+    if (this.pinned === NIL || this.clsid(this.pinned) !== this.large) return false;
+    const first = (this.pinned << 3) / PAGE_SIZE;
+    return p >= first && p < first + this.pageRun[first]!;
+  }
+
   /** True if page `p` holds (part of) an item allocated for an upload still arriving. */
   private pageBusy(p: number): boolean {
     const cls = this.pageClass[p]!;
@@ -1728,9 +1785,8 @@ export class Store {
     for (let i = 0, n = this.perSlab[cls]!; i < n; i++) {
       const old = (start + i * size) >>> 3;
       if ((this.itFlags(old) & F_LINKED) === 0) continue;
-      const exp = this.exptime(old);
       const head = this.freeHead[cls]!;
-      if ((exp !== 0 && exp <= now) || this.isFlushed(old)) {
+      if (this.reclaimable(old, now)) {
         this.unlinkOnly(old);
         this.forgetIfHeld(old); // the page is re-cut: no list may keep its addresses
       } else if (head === NIL) {
@@ -1755,8 +1811,7 @@ export class Store {
     while (this.pageRun[first] === 0) first--;
     const old = (first * PAGE_SIZE) >>> 3;
     const count = this.pageRun[first]!;
-    const exp = this.exptime(old);
-    if ((this.itFlags(old) & F_LINKED) !== 0 && !((exp !== 0 && exp <= this.clock.now) || this.isFlushed(old))) {
+    if ((this.itFlags(old) & F_LINKED) !== 0 && !this.reclaimable(old, this.clock.now)) {
       const to = this.findLargeRun(count, 0);
       if (to >= 0) {
         this.claimLargeRun(to, count);
@@ -1951,16 +2006,24 @@ export class Store {
       this.crawlRef = this.i32[ref << 1]!;
       budget--;
       this.classStats[cls * CS.COUNT + CS.CRAWLER_ITEMS_CHECKED]!++;
-      const exp = this.exptime(ref);
-      if ((exp !== 0 && exp <= now) || this.isFlushed(ref)) {
-        this.classStats[cls * CS.COUNT + CS.CRAWLER_RECLAIMED]!++;
-        this.classStats[cls * CS.COUNT + CS.RECLAIMED]!++;
-        if ((this.itFlags(ref) & F_FETCHED) === 0) this.classStats[cls * CS.COUNT + CS.EXPIRED_UNFETCHED]!++;
-        this.unlink(ref);
+      if (this.reclaimable(ref, now)) {
+        this.crawlerReclaim(ref, cls);
         removed++;
       }
     }
     return removed;
+  }
+
+  /**
+   * The crawler removes an expired or flushed item: stock's crawler_expired_eval counts it in
+   * crawler_reclaimed (not in reclaimed, the LRU tail's count) and, when never fetched, in
+   * expired_unfetched unless it was flushed.
+   */
+  private crawlerReclaim(ref: number, cls: number): void {
+    const base = cls * CS.COUNT;
+    this.classStats[base + CS.CRAWLER_RECLAIMED]!++;
+    if ((this.itFlags(ref) & F_FETCHED) === 0 && !this.isFlushed(ref)) this.classStats[base + CS.EXPIRED_UNFETCHED]!++;
+    this.unlink(ref);
   }
 
   /** lru_crawler crawl: removes every expired or flushed item of class `cls` now. */
@@ -1971,12 +2034,8 @@ export class Store {
     while (ref !== NIL) {
       const prev = this.i32[ref << 1]!;
       this.classStats[cls * CS.COUNT + CS.CRAWLER_ITEMS_CHECKED]!++;
-      const exp = this.exptime(ref);
-      if ((exp !== 0 && exp <= now) || this.isFlushed(ref)) {
-        this.classStats[cls * CS.COUNT + CS.CRAWLER_RECLAIMED]!++;
-        this.classStats[cls * CS.COUNT + CS.RECLAIMED]!++;
-        if ((this.itFlags(ref) & F_FETCHED) === 0) this.classStats[cls * CS.COUNT + CS.EXPIRED_UNFETCHED]!++;
-        this.unlink(ref);
+      if (this.reclaimable(ref, now)) {
+        this.crawlerReclaim(ref, cls);
         removed++;
       }
       ref = prev;
