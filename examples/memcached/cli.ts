@@ -6,6 +6,7 @@
  * no sense here (daemon mode, SASL, TLS, large pages, ...) are refused with a message saying so;
  * unknown options are refused by name.
  */
+import { atof, formatParsedFixed2 } from "./numbers.ts";
 import { VERSION, defaultSettings, type Settings } from "./settings.ts";
 
 /**
@@ -383,6 +384,14 @@ function extended(cl: CommandLine, spec: string): void {
         s.slabAutomove = value === undefined ? 1 : atoi(value);
         if (s.slabAutomove < 0 || s.slabAutomove > 2) throw new UsageError("slab_automove must be between 0 and 2", 1);
         break;
+      case "slab_automove_ratio": {
+        // Stock's atof: a value without a number reads 0 and is refused; NaN passes the check.
+        const ratio = atof(need());
+        // (Stock's words; its test lets 1 through.)
+        if (ratio <= 0 || ratio > 1) throw new UsageError("slab_automove_ratio must be > 0 and < 1", 1);
+        s.slabAutomoveRatio = formatParsedFixed2(ratio);
+        break;
+      }
       case "no_slab_automove":
         s.slabAutomove = 0;
         break;
@@ -428,7 +437,6 @@ function extended(cl: CommandLine, spec: string): void {
       case "watcher_logbuf_size":
       case "worker_logbuf_size":
       case "read_buf_mem_limit":
-      case "slab_automove_ratio":
       case "slab_automove_window":
       case "slab_automove_freeratio":
       case "sock_cookie_id":
@@ -542,10 +550,11 @@ export function usage(): string {
    - idle_timeout=<s>:    close connections idle this long (default: 0, never)
    - slab_chunk_max=<bytes>: largest slab chunk (default: 524288)
    - slab_reassign, no_slab_reassign, slab_automove=<0|1|2>
+   - slab_automove_ratio=<ratio>: shown in stats settings (there is no automover to tune)
    - lru_crawler, no_lru_crawler
    - hash_algorithm=<jenkins|murmur3|xxh3>: accepted (the hash is internal)
    stock's tuning sub-options (tail_repair_time, lru_crawler_sleep, hot_lru_pct,
-   slab_automove_ratio, sock_cookie_id, modern, ...) are accepted and ignored; slab_sizes,
+   slab_automove_window, sock_cookie_id, modern, ...) are accepted and ignored; slab_sizes,
    extstore (ext_*), TLS (ssl_*) and unknown sub-options are refused.
 Not supported (refused with a message): -d, -L, -S, -Z, -Y, -e, -N. Accepted with no effect: -k, -r.
 Arguments that are not options are ignored, as stock ignores them.

@@ -196,3 +196,220 @@ export function writeInt(buf: Uint8Array, pos: number, n: number): number {
   }
   return writeUint(buf, pos, n);
 }
+
+/** Smallest positive normal double: glibc's strtod reports ERANGE for a nonzero value below it. */
+const DBL_MIN = 2.2250738585072014e-308;
+
+function isSpaceByte(c: number): boolean {
+  return c === 32 || (c >= 9 && c <= 13);
+}
+
+function isHexDigit(c: number): boolean {
+  return (c >= 48 && c <= 57) || ((c | 32) >= 97 && (c | 32) <= 102);
+}
+
+/** Whether `buf[i..)` starts with `word` (lower case ASCII), ignoring case, before `end`. */
+function startsWithNoCase(buf: Uint8Array, i: number, end: number, word: string): boolean {
+  if (end - i < word.length) return false;
+  for (let k = 0; k < word.length; k++) if ((buf[i + k]! | 32) !== word.charCodeAt(k)) return false;
+  return true;
+}
+
+/** What the last strtod() saw besides its value: where it stopped, ERANGE, a '-' sign. */
+export const strtodResult = { stop: 0, erange: false, negative: false };
+
+/**
+ * memcached's safe_strtod over `buf[start..end)` (the token): strtod(), failing on no number,
+ * ERANGE (overflow, or a nonzero value below DBL_MIN) or anything but whitespace after it.
+ * Returns the value, or undefined.
+ */
+export function parseDouble(buf: Uint8Array, start: number, end: number): number | undefined {
+  const v = strtod(buf, start, end);
+  const r = strtodResult;
+  if (r.stop === start || r.erange) return undefined;
+  if (r.stop !== end && !isSpaceByte(buf[r.stop]!)) return undefined;
+  return v;
+}
+
+/** C's atof() of `text`: strtod() of its longest numeric prefix, 0 if there is none. */
+export function atof(text: string): number {
+  const buf = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) buf[i] = text.charCodeAt(i) & 0xff;
+  return strtod(buf, 0, buf.length);
+}
+
+/**
+ * glibc's strtod over `buf[start..end)`: leading whitespace, a sign, decimal or 0x hex with an
+ * optional exponent, inf/infinity, nan/nan(...), any case. Returns the value (0 with
+ * strtodResult.stop at `start` when there is no number; ERANGE: +-Infinity past the largest
+ * double, 0 below DBL_MIN) and fills strtodResult.
+ */
+export function strtod(buf: Uint8Array, start: number, end: number): number {
+  const r = strtodResult;
+  r.stop = start;
+  r.erange = false;
+  r.negative = false;
+  let i = start;
+  while (i < end && isSpaceByte(buf[i]!)) i++;
+  let sign = 1;
+  if (i < end && (buf[i] === 43 || buf[i] === 45)) {
+    if (buf[i] === 45) sign = -1;
+    i++;
+  }
+  let value: number;
+  let stop: number;
+  if (startsWithNoCase(buf, i, end, "inf")) {
+    stop = startsWithNoCase(buf, i, end, "infinity") ? i + 8 : i + 3;
+    value = Infinity; // no ERANGE: infinity was asked for
+  } else if (startsWithNoCase(buf, i, end, "nan")) {
+    stop = i + 3;
+    if (stop < end && buf[stop] === 40) {
+      let k = stop + 1;
+      // n-char-sequence: letters, digits, '_'
+      while (k < end && ((buf[k]! >= 48 && buf[k]! <= 57) || ((buf[k]! | 32) >= 97 && (buf[k]! | 32) <= 122) || buf[k] === 95)) k++;
+      if (k < end && buf[k] === 41) stop = k + 1;
+    }
+    value = NaN;
+  } else if (i + 2 < end && buf[i] === 48 && (buf[i + 1]! | 32) === 120 && (isHexDigit(buf[i + 2]!) || (buf[i + 2] === 46 && i + 3 < end && isHexDigit(buf[i + 3]!)))) {
+    // Hex: mantissa digits, an optional point, an optional binary exponent (p[+-]digits).
+    // The range checks need the powers of two of the mantissa's highest and lowest set bits.
+    let k = i + 2;
+    let n = 0; // mantissa digits
+    let before = -1; // digits before the point (-1: no point yet)
+    let top: number | null = null;
+    let low = 0; // ... and of its lowest set bit
+    // The mantissa's value as mant * 16^-(n - scaled): digits past double precision only scale.
+    let mant = 0;
+    let scaled = 0;
+    for (; k < end; k++) {
+      const c = buf[k]!;
+      if (c === 46 && before < 0) {
+        before = n;
+        continue;
+      }
+      if (!isHexDigit(c)) break;
+      const d = c <= 57 ? c - 48 : (c | 32) - 87;
+      if (d !== 0) {
+        if (top === null) top = -4 * (n + 1) + 31 - Math.clz32(d);
+        low = -4 * (n + 1) + 31 - Math.clz32(d & -d);
+      }
+      if (mant < 2 ** 60) mant = mant * 16 + d;
+      else scaled++;
+      n++;
+    }
+    if (top !== null) {
+      top += 4 * (before < 0 ? n : before);
+      low += 4 * (before < 0 ? n : before);
+    }
+    stop = k;
+    let exp = 0;
+    if (k < end && (buf[k]! | 32) === 112) {
+      let e = k + 1;
+      let esign = 1;
+      if (e < end && (buf[e] === 43 || buf[e] === 45)) {
+        if (buf[e] === 45) esign = -1;
+        e++;
+      }
+      if (e < end && buf[e]! >= 48 && buf[e]! <= 57) {
+        let v = 0;
+        while (e < end && buf[e]! >= 48 && buf[e]! <= 57) {
+          v = Math.min(v * 10 + buf[e]! - 48, 1e9);
+          e++;
+        }
+        exp = esign * v;
+        stop = e;
+      }
+    }
+    if (top === null) value = 0;
+    else if (top + exp > 1023) {
+      r.erange = true; // overflow
+      value = Infinity;
+    } else if (top + exp < -1022 && low + exp < -1074) {
+      r.erange = true; // below DBL_MIN and inexact
+      value = 0;
+    } else {
+      // mant * 2^(4 * (digits before the point - digits taken) + exp), in two steps so that
+      // neither factor overflows or underflows on its own.
+      const shift = 4 * ((before < 0 ? n : before) - (n - scaled)) + exp;
+      value = mant * 2 ** Math.trunc(shift / 2) * 2 ** (shift - Math.trunc(shift / 2));
+    }
+  } else {
+    // Decimal: digits, an optional point and digits (at least one digit), an optional exponent.
+    let k = i;
+    let digits = 0;
+    while (k < end && buf[k]! >= 48 && buf[k]! <= 57) {
+      k++;
+      digits++;
+    }
+    if (k < end && buf[k] === 46) {
+      k++;
+      while (k < end && buf[k]! >= 48 && buf[k]! <= 57) {
+        k++;
+        digits++;
+      }
+    }
+    if (digits === 0) return 0; // no conversion
+    stop = k;
+    if (k < end && (buf[k]! | 32) === 101) {
+      let e = k + 1;
+      if (e < end && (buf[e] === 43 || buf[e] === 45)) e++;
+      if (e < end && buf[e]! >= 48 && buf[e]! <= 57) {
+        while (e < end && buf[e]! >= 48 && buf[e]! <= 57) e++;
+        stop = e;
+      }
+    }
+    let text = "";
+    for (let j = i; j < stop; j++) text += String.fromCharCode(buf[j]!);
+    value = Number(text.endsWith(".") ? text + "0" : text.startsWith(".") ? "0" + text : text);
+    if (!Number.isFinite(value)) r.erange = true; // overflow
+    else if (value !== 0 && value < DBL_MIN) r.erange = true; // underflow
+    else if (value === 0) {
+      // a nonzero value rounded to 0
+      for (let j = i; j < stop && buf[j] !== 101 && buf[j] !== 69; j++) if (buf[j]! >= 49 && buf[j]! <= 57) r.erange = true;
+    }
+  }
+  r.stop = stop;
+  r.negative = sign < 0;
+  return sign * value;
+}
+
+/**
+ * "%.2f" of the value strtod() just returned (a NaN's sign is its input's: JavaScript keeps
+ * none).
+ */
+export function formatParsedFixed2(v: number): string {
+  return Number.isNaN(v) ? (strtodResult.negative ? "-nan" : "nan") : formatFixed2(v);
+}
+
+/**
+ * printf's "%.2f" as glibc prints a double: the exact binary value rounded to hundredths, ties
+ * to even (2.675 is below its tie: 2.67; 0.125 is one: 0.12), fixed notation at any size,
+ * "inf"/"-inf" and "nan".
+ */
+export function formatFixed2(v: number): string {
+  if (Number.isNaN(v)) return "nan"; // (JavaScriptCore keeps no NaN sign: see formatParsedFixed2)
+  if (!Number.isFinite(v)) return v < 0 ? "-inf" : "inf";
+  // v = mant * 2^exp exactly; hundredths = round(mant * 100 * 2^exp), ties to even.
+  f64[0] = v;
+  const hi = f64Words[1]!;
+  const biased = (hi >>> 20) & 0x7ff;
+  let mant = (BigInt(hi & 0xfffff) << 32n) | BigInt(f64Words[0]!);
+  if (biased !== 0) mant |= 1n << 52n;
+  const exp = (biased === 0 ? 1 : biased) - 1075;
+  let hundredths: bigint;
+  if (exp >= 0) {
+    hundredths = (mant * 100n) << BigInt(exp);
+  } else {
+    const scaled = mant * 100n;
+    const k = BigInt(-exp);
+    hundredths = scaled >> k;
+    const twice = (scaled - (hundredths << k)) * 2n;
+    const unit = 1n << k;
+    if (twice > unit || (twice === unit && (hundredths & 1n) === 1n)) hundredths++;
+  }
+  const sign = hi >>> 31 === 1 ? "-" : "";
+  return `${sign}${hundredths / 100n}.${String(hundredths % 100n).padStart(2, "0")}`;
+}
+
+const f64 = new Float64Array(1);
+const f64Words = new Uint32Array(f64.buffer);

@@ -60,6 +60,11 @@ export interface Settings {
   slabReassign: boolean;
   /** Slab automove level (-o slab_automove=N). */
   slabAutomove: number;
+  /**
+   * -o slab_automove_ratio / `slabs automove ratio`, as stats settings prints it ("%.2f"):
+   * kept and shown only, there is no automover to tune.
+   */
+  slabAutomoveRatio: string;
   /** Largest slab chunk (-o slab_chunk_max, bytes). */
   slabChunkMax: number;
   /** Stats per key prefix (-D sets the delimiter and turns it on). */
@@ -107,6 +112,7 @@ export function defaultSettings(): Settings {
     maxconnsFast: true,
     slabReassign: true,
     slabAutomove: 1,
+    slabAutomoveRatio: "0.80",
     slabChunkMax: 512 * 1024,
     prefixDelimiter: ":",
     detailEnabled: false,

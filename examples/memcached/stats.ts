@@ -496,7 +496,7 @@ function settingsStats(engine: Engine, sink: StatsSink): void {
   add("hashpower_init", s.hashpowerInit);
   add("slab_reassign", s.slabReassign ? "yes" : "no");
   add("slab_automove", s.slabAutomove);
-  add("slab_automove_ratio", "0.80");
+  add("slab_automove_ratio", s.slabAutomoveRatio);
   add("slab_automove_window", 30);
   add("slab_chunk_max", s.slabChunkMax);
   add("lru_crawler", s.lruCrawler ? "yes" : "no");

@@ -4,7 +4,7 @@
  * Each function takes the session (stock's conn) and the buffer the tokens point into.
  */
 import { ascii } from "./out.ts";
-import { parsed, parseI32, parseU32, parseU64 } from "./numbers.ts";
+import { formatParsedFixed2, parsed, parseDouble, parseI32, parseU32, parseU64 } from "./numbers.ts";
 import { murmur3 as hashKey } from "./hash.ts";
 import { NIL, Comm, CS, StoreResult, AllocError, DeltaResult } from "./store.ts";
 import { type GetCont, type Session, NreadKind, PAUSE_BYTES } from "./session.ts";
@@ -565,7 +565,10 @@ function processSlabs(s: Session, buf: Uint8Array): void {
   } else if (nt >= 4 && tokStr(s, buf, 1) === "automove") {
     setNoreplyMaybe(s, buf);
     if (tokStr(s, buf, 2) === "ratio") {
-      if (nt < 5 || parseDouble(buf, s.tokS[3]!, s.tokE[3]!) === undefined) return s.reply(ERROR);
+      const ratio = nt < 5 ? undefined : parseDouble(buf, s.tokS[3]!, s.tokE[3]!);
+      if (ratio === undefined) return s.reply(ERROR);
+      // Only shown (stats settings, "%.2f"): there is no automover to tune here.
+      s.engine.settings.slabAutomoveRatio = formatParsedFixed2(ratio);
       return s.reply(OK);
     }
     if (!parseU32(buf, s.tokS[2]!, s.tokE[2]!)) return s.reply(BAD_FORMAT);
@@ -767,140 +770,6 @@ function processExtstore(s: Session, buf: Uint8Array): void {
     }
   }
   s.reply(ok ? OK : ERROR);
-}
-
-/** Smallest positive normal double: glibc's strtod reports ERANGE for a nonzero value below it. */
-const DBL_MIN = 2.2250738585072014e-308;
-
-function isSpaceByte(c: number): boolean {
-  return c === 32 || (c >= 9 && c <= 13);
-}
-
-function isHexDigit(c: number): boolean {
-  return (c >= 48 && c <= 57) || ((c | 32) >= 97 && (c | 32) <= 102);
-}
-
-/** Whether `buf[i..)` starts with `word` (lower case ASCII), ignoring case, before `end`. */
-function startsWithNoCase(buf: Uint8Array, i: number, end: number, word: string): boolean {
-  if (end - i < word.length) return false;
-  for (let k = 0; k < word.length; k++) if ((buf[i + k]! | 32) !== word.charCodeAt(k)) return false;
-  return true;
-}
-
-/**
- * memcached's safe_strtod over `buf[start..end)` (the token): glibc's strtod (leading
- * whitespace, a sign, decimal or 0x hex with an optional exponent, inf/infinity, nan/nan(...),
- * any case), failing on no number, ERANGE (overflow, or a nonzero value below DBL_MIN) or
- * anything but whitespace after it. Returns the value (only its sign and size matter to the
- * callers), or undefined.
- */
-export function parseDouble(buf: Uint8Array, start: number, end: number): number | undefined {
-  let i = start;
-  while (i < end && isSpaceByte(buf[i]!)) i++;
-  let sign = 1;
-  if (i < end && (buf[i] === 43 || buf[i] === 45)) {
-    if (buf[i] === 45) sign = -1;
-    i++;
-  }
-  let value: number;
-  let stop: number;
-  if (startsWithNoCase(buf, i, end, "inf")) {
-    stop = startsWithNoCase(buf, i, end, "infinity") ? i + 8 : i + 3;
-    value = Infinity; // no ERANGE: infinity was asked for
-  } else if (startsWithNoCase(buf, i, end, "nan")) {
-    stop = i + 3;
-    if (stop < end && buf[stop] === 40) {
-      let k = stop + 1;
-      // n-char-sequence: letters, digits, '_'
-      while (k < end && ((buf[k]! >= 48 && buf[k]! <= 57) || ((buf[k]! | 32) >= 97 && (buf[k]! | 32) <= 122) || buf[k] === 95)) k++;
-      if (k < end && buf[k] === 41) stop = k + 1;
-    }
-    value = NaN;
-  } else if (i + 2 < end && buf[i] === 48 && (buf[i + 1]! | 32) === 120 && (isHexDigit(buf[i + 2]!) || (buf[i + 2] === 46 && i + 3 < end && isHexDigit(buf[i + 3]!)))) {
-    // Hex: mantissa digits, an optional point, an optional binary exponent (p[+-]digits).
-    // Only the magnitude matters: the power of two of the mantissa's highest set bit.
-    let k = i + 2;
-    let n = 0; // mantissa digits
-    let before = -1; // digits before the point (-1: no point yet)
-    let top: number | null = null;
-    let low = 0; // ... and of its lowest set bit
-    for (; k < end; k++) {
-      const c = buf[k]!;
-      if (c === 46 && before < 0) {
-        before = n;
-        continue;
-      }
-      if (!isHexDigit(c)) break;
-      const d = c <= 57 ? c - 48 : (c | 32) - 87;
-      if (d !== 0) {
-        if (top === null) top = -4 * (n + 1) + 31 - Math.clz32(d);
-        low = -4 * (n + 1) + 31 - Math.clz32(d & -d);
-      }
-      n++;
-    }
-    if (top !== null) {
-      top += 4 * (before < 0 ? n : before);
-      low += 4 * (before < 0 ? n : before);
-    }
-    stop = k;
-    let exp = 0;
-    if (k < end && (buf[k]! | 32) === 112) {
-      let e = k + 1;
-      let esign = 1;
-      if (e < end && (buf[e] === 43 || buf[e] === 45)) {
-        if (buf[e] === 45) esign = -1;
-        e++;
-      }
-      if (e < end && buf[e]! >= 48 && buf[e]! <= 57) {
-        let v = 0;
-        while (e < end && buf[e]! >= 48 && buf[e]! <= 57) {
-          v = Math.min(v * 10 + buf[e]! - 48, 1e9);
-          e++;
-        }
-        exp = esign * v;
-        stop = e;
-      }
-    }
-    if (top === null) value = 0;
-    else if (top + exp > 1023) return undefined; // overflow: ERANGE
-    else if (top + exp < -1022 && low + exp < -1074) return undefined; // below DBL_MIN and inexact: ERANGE
-    else value = 1;
-  } else {
-    // Decimal: digits, an optional point and digits (at least one digit), an optional exponent.
-    let k = i;
-    let digits = 0;
-    while (k < end && buf[k]! >= 48 && buf[k]! <= 57) {
-      k++;
-      digits++;
-    }
-    if (k < end && buf[k] === 46) {
-      k++;
-      while (k < end && buf[k]! >= 48 && buf[k]! <= 57) {
-        k++;
-        digits++;
-      }
-    }
-    if (digits === 0) return undefined; // no conversion
-    stop = k;
-    if (k < end && (buf[k]! | 32) === 101) {
-      let e = k + 1;
-      if (e < end && (buf[e] === 43 || buf[e] === 45)) e++;
-      if (e < end && buf[e]! >= 48 && buf[e]! <= 57) {
-        while (e < end && buf[e]! >= 48 && buf[e]! <= 57) e++;
-        stop = e;
-      }
-    }
-    let text = "";
-    for (let j = i; j < stop; j++) text += String.fromCharCode(buf[j]!);
-    value = Number(text.endsWith(".") ? text + "0" : text.startsWith(".") ? "0" + text : text);
-    if (!Number.isFinite(value)) return undefined; // overflow: ERANGE
-    if (value !== 0 && value < DBL_MIN) return undefined; // underflow: ERANGE
-    if (value === 0) {
-      for (let j = i; j < stop && buf[j] !== 101 && buf[j] !== 69; j++) if (buf[j]! >= 49 && buf[j]! <= 57) return undefined; // a nonzero value rounded to 0
-    }
-  }
-  if (stop !== end && !isSpaceByte(buf[stop]!)) return undefined;
-  return sign * value;
 }
 
 /** The -D prefix delimiter as a byte. */

@@ -63,6 +63,17 @@ describe("administrative commands parse their numbers as stock does", () => {
     for (const r of reqs) expect(`${JSON.stringify(r)} -> ${ourAnswer(r)}`).toBe(`${JSON.stringify(r)} -> ${await stockAnswer(r)}`);
   }, 60_000);
 
+  test("slabs automove ratio is kept: stats settings prints it as stock's %.2f", async () => {
+    const line = (answer: string) => /STAT slab_automove_ratio (\S+)/.exec(answer)?.[1];
+    const values = ["0.125", "0.375", "2.675", "0.005", "1e30", "123456789012345678901234567890", "-0", "1e-300", "0x1.8p1", "-inf", "nan", "-nan", "0.8"];
+    for (const v of values) {
+      const req = `slabs automove ratio ${v}\r\nstats settings\r\n`;
+      const ours = line(ourAnswer(req));
+      expect(ours).toBeDefined();
+      expect(`${v} -> ${ours}`).toBe(`${v} -> ${line(await stockAnswer(req))}`);
+    }
+  }, 60_000);
+
   test("extstore and refresh_certs answer as Debian's build does", async () => {
     const reqs = [
       "extstore\r\nextstore noreply\r\nextstore x\r\nextstore item_size\r\nextstore item_size noreply\r\n",
