@@ -130,12 +130,27 @@ describe("logging", () => {
 describe("examples/hello", () => {
   test("SIGINT ends it even while it waits for its duration; a bad duration is a usage error", async () => {
     const proc = Bun.spawn([process.execPath, "examples/hello/main.ts", "100"], { stdout: "pipe", stderr: "pipe" });
-    await Bun.sleep(1500);
+    // Its first tick (a second in) comes after its signal handlers are installed: a fixed
+    // sleep instead sent the SIGINT to a process still starting under load (killed, no code 0).
+    let stdout = "";
+    const decoder = new TextDecoder();
+    const reader = (proc.stdout as ReadableStream<Uint8Array>).getReader();
+    while (!stdout.includes("tick 1:")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      stdout += decoder.decode(value, { stream: true });
+    }
+    expect(stdout).toContain("tick 1:");
     proc.kill("SIGINT");
-    const code = await Promise.race([proc.exited, Bun.sleep(5000).then(() => "still running")]);
+    const code = await Promise.race([proc.exited, Bun.sleep(10_000).then(() => "still running")]);
     if (code === "still running") proc.kill("SIGKILL"); // it kept running for the whole 100 s
     expect(code).toBe(0);
-    expect(await new Response(proc.stdout).text()).toContain("hello: stopped");
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      stdout += decoder.decode(value, { stream: true });
+    }
+    expect(stdout).toContain("hello: stopped");
     const bad = Bun.spawnSync([process.execPath, "examples/hello/main.ts", "abc"]);
     expect(bad.exitCode).toBe(2);
     expect(bad.stderr.toString()).toContain("SECONDS must be a number");

@@ -115,6 +115,16 @@ for (const groups of [false, true]) describe(groups ? "across shards, two schedu
     expect(r.greetAll).toEqual([0, 1, 2]);
     expect(r.greetOthers).toEqual([1, 2]);
     expect(r.sumShards).toBe(3);
+    expect(r.foldOrder).toBe("0=0;1=1;2=2;");
+    expect(r.collected).toEqual([0, 1, 2]);
+  });
+
+  test("invokeOnAll: a failure is the lowest failing shard's error, after every call settled", () => {
+    expect(r.firstError).toMatchObject({ ok: false, class: "RangeError", message: "failed on 1", shard: 1 });
+    expect(r.firstErrorAfterAll).toBe(true);
+  });
+
+  test("Sharded<T> views, named methods and calls after stop", () => {
     expect(r.remoteView).toBe("hello view from 2");
     expect(r.namedMethod).toBe(42);
     expect(r.afterStop).toMatchObject({ class: "ServiceStoppedError", code: "ERR_SERVICE_STOPPED", shard: 2 });

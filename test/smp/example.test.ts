@@ -19,11 +19,10 @@ test("sharded-counter stops on SIGTERM during a long count (it ran on until the 
   const fixture = new URL("../../examples/sharded-counter/main.ts", import.meta.url).pathname;
   const proc = Bun.spawn([process.execPath, fixture, ...smpArgs(2), "--words", "99999999999"], { stdout: "pipe", stderr: "pipe" });
   await Bun.sleep(2500); // counting by now
-  const t0 = performance.now();
   proc.kill("SIGTERM");
+  // Ignoring the signal, it counts on until the 30 s shutdown timeout and exits 1.
   const code = await Promise.race([proc.exited, Bun.sleep(20_000).then(() => "still running")]);
   if (code === "still running") proc.kill("SIGKILL");
   expect(code).toBe(0);
-  expect(performance.now() - t0).toBeLessThan(10_000);
   expect(await new Response(proc.stderr).text()).toContain("interrupted");
 }, 40_000);

@@ -8,7 +8,7 @@ import { runApp, smpArgs } from "./helpers.ts";
 const soak = process.env.SHOAL_SOAK === "1";
 
 test(
-  "flood vs slow receiver: bounded memory, nothing lost",
+  "flood vs slow receiver: bounded memory, nothing lost, in order",
   async () => {
     const messages = soak ? 2_000_000 : 150_000;
     const run = await runApp("./fixtures/flood.ts", [...smpArgs(2), "--messages", String(messages), "--bytes", "1024", "--spin-us", "3"], {
@@ -20,6 +20,8 @@ test(
     console.log(JSON.stringify(r));
     expect(r.received).toBe(messages * 2);
     expect(r.sumOk).toBe(true);
+    // In the order sent, the calls queued behind a full ring (phase 2's window) included.
+    expect(r.disorder).toBe(0);
     expect(r.badReplies).toBe(0);
     // The sender did hit a full ring and waited, rather than queueing without limit.
     expect(r.waits).toBeGreaterThan(0);
