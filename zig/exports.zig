@@ -11,14 +11,17 @@ export fn shoal_abi_version() u32 {
     return 6;
 }
 
-export fn shoal_probe(out: *probe.Result, extra_ops: ?[*]const u8, extra_len: u32) void {
+export fn shoal_probe(out_or_null: ?*probe.Result, extra_ops: ?[*]const u8, extra_len: u32) void {
+    const out = out_or_null orelse return;
     const ops: []const u8 = if (extra_ops) |p| p[0..extra_len] else &.{};
     out.* = probe.run(ops);
 }
 
 /// Creates a reactor; on failure returns null and stores a reason code in `out_error`:
 /// 1 unsupported, 2 permission, 3 memory (memlock), 4 fd limit, 5 invalid, 6 no EXT_ARG, 7 eventfd, 8 OOM.
-export fn shoal_reactor_create(sq_entries: u32, cq_entries: u32, out_error: *i32) ?*Reactor {
+export fn shoal_reactor_create(sq_entries: u32, cq_entries: u32, out_error_or_null: ?*i32) ?*Reactor {
+    var ignored: i32 = 0;
+    const out_error = out_error_or_null orelse &ignored;
     out_error.* = 0;
     if (sq_entries == 0 or sq_entries > 32768 or !std.math.isPowerOfTwo(sq_entries) or cq_entries < sq_entries) {
         out_error.* = 5;
@@ -39,37 +42,55 @@ export fn shoal_reactor_create(sq_entries: u32, cq_entries: u32, out_error: *i32
     };
 }
 
-export fn shoal_reactor_destroy(r: *Reactor) void {
+// Every export that takes a reactor checks the handle first (Reactor.live): a null, stray or
+// destroyed one answers -EBADF (or null, or nothing) instead of touching unmapped memory. The
+// handle arrives as an integer (the same register as a pointer): a pointer type would let the
+// compiler assume it is aligned, which a stray one need not be.
+
+fn ebadf() i32 {
+    return -@as(i32, @intFromEnum(std.os.linux.E.BADF));
+}
+
+/// Destroying a handle that names no live reactor (twice, or a stray one) does nothing.
+export fn shoal_reactor_destroy(handle: usize) void {
+    const r = Reactor.live(handle) orelse return;
     r.destroy();
 }
 
-export fn shoal_reactor_ops(r: *Reactor) [*]reactor.Op {
+export fn shoal_reactor_ops(handle: usize) ?[*]reactor.Op {
+    const r = Reactor.live(handle) orelse return null;
     return r.ops.ptr;
 }
 
-export fn shoal_reactor_completions(r: *Reactor) [*]reactor.Completion {
+export fn shoal_reactor_completions(handle: usize) ?[*]reactor.Completion {
+    const r = Reactor.live(handle) orelse return null;
     return r.out.ptr;
 }
 
-export fn shoal_reactor_counters(r: *Reactor) *reactor.Counters {
+export fn shoal_reactor_counters(handle: usize) ?*reactor.Counters {
+    const r = Reactor.live(handle) orelse return null;
     return &r.counters;
 }
 
-export fn shoal_reactor_info(r: *Reactor) *reactor.Info {
+export fn shoal_reactor_info(handle: usize) ?*reactor.Info {
+    const r = Reactor.live(handle) orelse return null;
     return &r.info;
 }
 
-export fn shoal_reactor_turn(r: *Reactor, submit_count: u32, wait_us: u32, now_us: f64) i32 {
+export fn shoal_reactor_turn(handle: usize, submit_count: u32, wait_us: u32, now_us: f64) i32 {
+    const r = Reactor.live(handle) orelse return ebadf();
     if (submit_count > r.ops.len) return -@as(i32, @intFromEnum(std.os.linux.E.INVAL));
     return r.turn(submit_count, wait_us, now_us);
 }
 
-export fn shoal_reactor_submit(r: *Reactor, count: u32) i32 {
+export fn shoal_reactor_submit(handle: usize, count: u32) i32 {
+    const r = Reactor.live(handle) orelse return ebadf();
     if (count > r.ops.len) return -@as(i32, @intFromEnum(std.os.linux.E.INVAL));
     return r.submit_now(count);
 }
 
-export fn shoal_reactor_msg_wake(r: *Reactor, target_ring: i32, target_eventfd: i32) i32 {
+export fn shoal_reactor_msg_wake(handle: usize, target_ring: i32, target_eventfd: i32) i32 {
+    const r = Reactor.live(handle) orelse return ebadf();
     if (target_ring < 0 or target_eventfd < 0 or target_eventfd >= (1 << 24)) return -@as(i32, @intFromEnum(std.os.linux.E.INVAL));
     return r.msg_wake(target_ring, target_eventfd);
 }
@@ -78,7 +99,8 @@ export fn shoal_eventfd_wake(eventfd: i32) i32 {
     return Reactor.wake(eventfd);
 }
 
-export fn shoal_bench_nops(r: *Reactor, total: u32, batch: u32) i32 {
+export fn shoal_bench_nops(handle: usize, total: u32, batch: u32) i32 {
+    const r = Reactor.live(handle) orelse return ebadf();
     if (batch == 0 or batch > r.ops.len) return -@as(i32, @intFromEnum(std.os.linux.E.INVAL));
     return reactor.bench_nops(r, total, batch);
 }
@@ -111,4 +133,39 @@ comptime {
     _ = @import("exports_smp.zig");
     _ = @import("exports_fs.zig");
     _ = @import("exports_net.zig");
+}
+
+test "reactor exports given a null, stray or destroyed handle answer -EBADF (or null), never touch it" {
+    const linux = std.os.linux;
+    const ebadf_rc = -@as(i32, @intFromEnum(linux.E.BADF));
+    // No error slot: the create still works (it wrote through a null pointer).
+    const r = @intFromPtr(shoal_reactor_create(8, 16, null) orelse return error.CreateFailed);
+    try std.testing.expect(shoal_reactor_ops(r) != null);
+    try std.testing.expectEqual(@as(i32, 0), shoal_reactor_turn(r, 0, 0, 0));
+    shoal_reactor_destroy(r);
+    // The same handle after destroy: its memory was unmapped, every use a SIGSEGV.
+    try std.testing.expectEqual(ebadf_rc, shoal_reactor_turn(r, 0, 0, 0));
+    try std.testing.expectEqual(ebadf_rc, shoal_reactor_submit(r, 1));
+    try std.testing.expectEqual(ebadf_rc, shoal_reactor_msg_wake(r, 0, 0));
+    try std.testing.expectEqual(ebadf_rc, shoal_bench_nops(r, 1, 1));
+    try std.testing.expect(shoal_reactor_ops(r) == null);
+    try std.testing.expect(shoal_reactor_completions(r) == null);
+    try std.testing.expect(shoal_reactor_counters(r) == null);
+    try std.testing.expect(shoal_reactor_info(r) == null);
+    shoal_reactor_destroy(r); // twice: nothing
+    // Null, and pointers that name no reactor (a stack address, one inside a live reactor).
+    try std.testing.expectEqual(ebadf_rc, shoal_reactor_turn(0, 0, 0, 0));
+    shoal_reactor_destroy(0);
+    var not_a_reactor: [4096]u8 align(64) = undefined;
+    try std.testing.expectEqual(ebadf_rc, shoal_reactor_turn(@intFromPtr(&not_a_reactor), 0, 0, 0));
+    const other = @intFromPtr(shoal_reactor_create(8, 16, null) orelse return error.CreateFailed);
+    defer shoal_reactor_destroy(other);
+    try std.testing.expectEqual(ebadf_rc, shoal_reactor_turn(other + 64, 0, 0, 0));
+    try std.testing.expectEqual(ebadf_rc, shoal_reactor_turn(other + 1, 0, 0, 0));
+    try std.testing.expectEqual(@as(i32, 0), shoal_reactor_turn(other, 0, 0, 0));
+    // The destroyed reactor's slot is not the new one's: the stale handle stays dead.
+    try std.testing.expect(other != r);
+    try std.testing.expectEqual(ebadf_rc, shoal_reactor_turn(r, 0, 0, 0));
+    // No result slot for the probe: nothing written, no crash.
+    shoal_probe(null, null, 0);
 }

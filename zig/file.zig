@@ -61,9 +61,10 @@ pub const FsInfo = extern struct {
 };
 
 fn to_info(s: *const KernelStatfs, out: *FsInfo) void {
-    // A zero fragment size comes from old kernels; the block size is the unit then.
+    // A zero fragment size comes from old kernels; the block size is the unit then. Both are
+    // whatever the file system says (a FUSE daemon answers statfs itself, zero included): a
+    // zero passes through, it is no invariant of ours to assert.
     const frsize = if (s.f_frsize > 0) s.f_frsize else s.f_bsize;
-    assert(frsize > 0);
     out.* = .{
         .type = @floatFromInt(@as(u64, @bitCast(s.f_type)) & 0xffff_ffff),
         .block_size = @floatFromInt(s.f_bsize),
@@ -168,6 +169,20 @@ test "statx offsets match the kernel layout" {
     try std.testing.expectEqual(@as(usize, statx_offsets.dev_major), @offsetOf(linux.Statx, "dev_major"));
     try std.testing.expectEqual(@as(usize, statx_offsets.dev_minor + 4 + 8), statx_offsets.dio_mem_align);
     try std.testing.expectEqual(@as(usize, statx_offsets.size_bytes), @sizeOf(linux.Statx));
+}
+
+test "a file system that reports zero block and fragment sizes (a FUSE daemon can) is described, not asserted on" {
+    var s = std.mem.zeroes(KernelStatfs);
+    s.f_type = 0x65735546; // FUSE_SUPER_MAGIC
+    s.f_blocks = 10;
+    var info: FsInfo = undefined;
+    to_info(&s, &info);
+    try std.testing.expectEqual(@as(f64, 0), info.fragment_size);
+    try std.testing.expectEqual(@as(f64, 0), info.block_size);
+    try std.testing.expectEqual(@as(f64, 10), info.blocks);
+    s.f_bsize = 4096;
+    to_info(&s, &info);
+    try std.testing.expectEqual(@as(f64, 4096), info.fragment_size);
 }
 
 test "statfs and fstatfs describe the file system of the working directory" {

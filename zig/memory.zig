@@ -3,6 +3,7 @@
 const std = @import("std");
 const builtin = @import("builtin");
 const linux = std.os.linux;
+const assert = std.debug.assert;
 
 pub const page_size: usize = 4096;
 
@@ -10,7 +11,7 @@ pub const page_size: usize = 4096;
 /// Returns the address, or a negative errno.
 pub fn map(size_bytes: usize) isize {
     if (size_bytes == 0) return -@as(isize, @intFromEnum(linux.E.INVAL));
-    const len = std.mem.alignForward(usize, size_bytes, page_size);
+    const len = roundUp(size_bytes, page_size) orelse return -@as(isize, @intFromEnum(linux.E.NOMEM));
     const rc = linux.mmap(null, len, linux.PROT.READ | linux.PROT.WRITE, .{ .TYPE = .PRIVATE, .ANONYMOUS = true }, -1, 0);
     switch (linux.E.init(rc)) {
         .SUCCESS => return @intCast(rc),
@@ -28,7 +29,7 @@ pub const huge_page_size: usize = 2 * 1024 * 1024;
 /// Free it with `unmap(address, mappedLength(size_bytes, true))` (JS: NativeBuffer.mappedLength).
 pub fn mapHuge(size_bytes: usize) isize {
     if (size_bytes == 0) return -@as(isize, @intFromEnum(linux.E.INVAL));
-    const len = std.mem.alignForward(usize, size_bytes, huge_page_size);
+    const len = roundUp(size_bytes, huge_page_size) orelse return -@as(isize, @intFromEnum(linux.E.NOMEM));
     const rc = linux.mmap(null, len, linux.PROT.READ | linux.PROT.WRITE, .{ .TYPE = .PRIVATE, .ANONYMOUS = true }, -1, 0);
     switch (linux.E.init(rc)) {
         .SUCCESS => {},
@@ -38,13 +39,26 @@ pub fn mapHuge(size_bytes: usize) isize {
     return @intCast(rc);
 }
 
-/// Length actually mapped for a request of `size_bytes` (huge: whole 2 MiB pages).
+/// Length actually mapped for a request of `size_bytes` (huge: whole 2 MiB pages); 0 for a
+/// size no mapping can have (its rounding would pass 2^64).
 pub fn mappedLength(size_bytes: usize, huge: bool) usize {
-    return std.mem.alignForward(usize, size_bytes, if (huge) huge_page_size else page_size);
+    return roundUp(size_bytes, if (huge) huge_page_size else page_size) orelse 0;
 }
 
+/// `size_bytes` rounded up to a multiple of `alignment`, or null when that passes 2^64 (JS hands
+/// over any u64: std.mem.alignForward overflowed there, a panic in Debug and a wrap to 0 in
+/// ReleaseFast).
+fn roundUp(size_bytes: usize, alignment: usize) ?usize {
+    assert(std.math.isPowerOfTwo(alignment));
+    const sum = std.math.add(usize, size_bytes, alignment - 1) catch return null;
+    return sum & ~(alignment - 1);
+}
+
+/// Unmaps `size_bytes` (rounded up to pages) at `address`. 0 or a negative errno; a null or
+/// unaligned address, or a length that no mapping can have, is refused and unmaps nothing.
 pub fn unmap(address: usize, size_bytes: usize) i32 {
-    const len = std.mem.alignForward(usize, size_bytes, page_size);
+    if (address == 0 or address % page_size != 0) return -@as(i32, @intFromEnum(linux.E.INVAL));
+    const len = roundUp(size_bytes, page_size) orelse return -@as(i32, @intFromEnum(linux.E.INVAL));
     const rc = linux.munmap(@ptrFromInt(address), len);
     return switch (linux.E.init(rc)) {
         .SUCCESS => 0,
@@ -52,8 +66,10 @@ pub fn unmap(address: usize, size_bytes: usize) i32 {
     };
 }
 
-/// Fills `len` bytes at `address` with `byte` (used to poison recycled buffers).
+/// Fills `len` bytes at `address` with `byte` (used to poison recycled buffers). An empty
+/// fill, or one at the null address, does nothing (`@ptrFromInt(0)` is illegal).
 pub fn fill(address: usize, len: usize, byte: u8) void {
+    if (len == 0 or address == 0) return;
     const p: [*]u8 = @ptrFromInt(address);
     @memset(p[0..len], byte);
 }
@@ -132,4 +148,31 @@ test "map gives zeroed page-aligned memory" {
     try std.testing.expectEqual(@as(u8, 0xAB), p[15]);
     try std.testing.expectEqual(@as(i32, 0), unmap(addr, 10_000));
     try std.testing.expect(map(0) < 0);
+}
+
+test "sizes whose page rounding passes 2^64 are refused, not wrapped (a panic in Debug)" {
+    const max = std.math.maxInt(usize);
+    const nomem = -@as(isize, @intFromEnum(linux.E.NOMEM));
+    try std.testing.expectEqual(nomem, map(max));
+    try std.testing.expectEqual(nomem, map(max - page_size + 2));
+    try std.testing.expectEqual(nomem, mapHuge(max));
+    try std.testing.expectEqual(nomem, mapHuge(max - huge_page_size + 2));
+    try std.testing.expectEqual(@as(usize, 0), mappedLength(max, true));
+    try std.testing.expectEqual(@as(usize, 0), mappedLength(max, false));
+    // The largest sizes that still round are refused by the kernel, not by an overflow.
+    try std.testing.expect(map(max - page_size + 1) < 0);
+    try std.testing.expect(mapHuge(max - huge_page_size + 1) < 0);
+    // An unmap of an impossible length (or at address 0) refuses and leaves the mapping alone.
+    const a = map(page_size);
+    try std.testing.expect(a > 0);
+    const addr: usize = @intCast(a);
+    const einval = -@as(i32, @intFromEnum(linux.E.INVAL));
+    try std.testing.expectEqual(einval, unmap(addr, max));
+    try std.testing.expectEqual(einval, unmap(0, page_size));
+    try std.testing.expectEqual(einval, unmap(addr + 1, page_size));
+    const p: [*]u8 = @ptrFromInt(addr);
+    p[0] = 1; // still mapped
+    try std.testing.expectEqual(@as(i32, 0), unmap(addr, page_size));
+    fill(0, 0, 0xAB); // an empty fill at address 0: nothing, not an illegal null pointer
+    fill(0, 16, 0xAB);
 }

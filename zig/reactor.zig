@@ -112,8 +112,44 @@ const setup_attempts = [_]u32{
     0,
 };
 
+/// Every reactor lives in this table, not on the heap, so that `Reactor.live` can tell a handle
+/// from JS that names one from a null, stray or destroyed one (a destroyed reactor's page was
+/// unmapped: any use was a SIGSEGV) without a lookup. Far more than shards on any machine.
+const table_capacity = 1024;
+const slot_free: u8 = 0;
+const slot_live: u8 = 1;
+var table: [table_capacity]Reactor = undefined;
+
+comptime {
+    assert(@sizeOf(Reactor) % 128 == 0); // no cache line shared between two shards' reactors
+}
+var table_state: [table_capacity]std.atomic.Value(u8) = @splat(.init(slot_free));
+/// Where the next claim starts looking: slots are reused round-robin, the longest possible
+/// after their reactor was destroyed. Reactors are created on many threads (one per shard).
+var table_cursor: std.atomic.Value(u32) = .init(0);
+
+fn table_claim() ?*Reactor {
+    const start = table_cursor.load(.monotonic);
+    for (0..table_capacity) |i| {
+        const index = (start +% @as(u32, @intCast(i))) % table_capacity;
+        if (table_state[index].cmpxchgStrong(slot_free, slot_live, .acquire, .monotonic) == null) {
+            table_cursor.store(@intCast((index + 1) % table_capacity), .monotonic);
+            return &table[index];
+        }
+    }
+    return null;
+}
+
+fn table_release(self: *Reactor) void {
+    const index = (@intFromPtr(self) - @intFromPtr(&table)) / @sizeOf(Reactor);
+    assert(table_state[index].load(.monotonic) == slot_live);
+    table_state[index].store(slot_free, .release);
+}
+
 pub const Reactor = struct {
-    ring: IoUring,
+    /// Aligned (so the whole struct is, and sized to match) to a pair of cache lines: reactors
+    /// sit side by side in `table`, each written by its own shard's thread on every turn.
+    ring: IoUring align(128),
     ops: []Op,
     cqes: []linux.io_uring_cqe,
     out: []Completion,
@@ -148,8 +184,8 @@ pub const Reactor = struct {
         assert(std.math.isPowerOfTwo(sq_entries));
         assert(cq_capacity >= sq_entries);
         const allocator = std.heap.page_allocator;
-        const self = try allocator.create(Reactor);
-        errdefer allocator.destroy(self);
+        const self = table_claim() orelse return error.OutOfMemory;
+        errdefer table_release(self);
 
         var last_error: CreateError = error.IoUringInvalid;
         var ring: ?IoUring = null;
@@ -220,7 +256,20 @@ pub const Reactor = struct {
         allocator.free(self.cqes);
         allocator.free(self.out);
         allocator.free(self.timespecs);
-        allocator.destroy(self);
+        table_release(self);
+    }
+
+    /// The live reactor a handle from JS names, or null for a handle that names none: null,
+    /// misaligned, outside the table, or a reactor already destroyed (its slot is not handed out
+    /// again until every other slot was, so a stale handle reads as dead, not as a new reactor).
+    /// O(1): a range check and one load, cheap enough for every turn.
+    pub fn live(address: usize) ?*Reactor {
+        const base = @intFromPtr(&table);
+        if (address < base or address - base >= @sizeOf(@TypeOf(table))) return null;
+        if ((address - base) % @sizeOf(Reactor) != 0) return null;
+        const index = (address - base) / @sizeOf(Reactor);
+        if (table_state[index].load(.acquire) != slot_live) return null;
+        return &table[index];
     }
 
     /// A descriptor's number field as the SQE's u64. JS passes any double: out of range (beyond

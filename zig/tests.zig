@@ -5,4 +5,5 @@ test {
     _ = @import("smp.zig");
     _ = @import("net.zig");
     _ = @import("file.zig");
+    _ = @import("exports.zig");
 }
