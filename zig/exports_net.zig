@@ -87,11 +87,18 @@ export fn shoal_net_set_linger(fd: i32, on: u32, seconds: i32) i32 {
     return net.set_linger(fd, on != 0, seconds);
 }
 
-/// Creates and registers a provided-buffer ring on reactor `r`'s io_uring. Returns the ring
-/// (see net.BufRing for the layout JS reads) or null with -errno in `out_errno`.
+/// Creates and registers a provided-buffer ring on the io_uring of the reactor `handle` names.
+/// Returns the ring (see net.BufRing for the layout JS reads) or null with -errno in
+/// `out_errno` (if given): -EBADF for a handle that names no live reactor (see Reactor.live).
 /// `entries` is the pool's maximum (address space is reserved for all); `initial` are in the ring.
-export fn shoal_net_buf_ring_create(r: *reactor.Reactor, bgid: u32, entries: u32, buf_size: u32, initial: u32, out_errno: *i32) ?*net.BufRing {
+export fn shoal_net_buf_ring_create(handle: usize, bgid: u32, entries: u32, buf_size: u32, initial: u32, out_errno_or_null: ?*i32) ?*net.BufRing {
+    var ignored: i32 = 0;
+    const out_errno = out_errno_or_null orelse &ignored;
     out_errno.* = 0;
+    const r = reactor.Reactor.live(handle) orelse {
+        out_errno.* = ebadf();
+        return null;
+    };
     if (bgid > 0xffff) {
         out_errno.* = einval();
         return null;
@@ -109,4 +116,12 @@ export fn shoal_net_buf_ring_create(r: *reactor.Reactor, bgid: u32, entries: u32
 /// Unregisters and unmaps a ring made by shoal_net_buf_ring_create. 0 or -errno.
 export fn shoal_net_buf_ring_destroy(br: *net.BufRing) i32 {
     return net.buf_ring_destroy(br);
+}
+
+test "buf_ring_create refuses a handle that names no live reactor, with or without an error slot" {
+    var err: i32 = 0;
+    try std.testing.expect(shoal_net_buf_ring_create(0, 1, 8, 4096, 8, &err) == null);
+    try std.testing.expectEqual(ebadf(), err);
+    var not_a_reactor: [512]u8 align(128) = undefined;
+    try std.testing.expect(shoal_net_buf_ring_create(@intFromPtr(&not_a_reactor), 1, 8, 4096, 8, null) == null);
 }
