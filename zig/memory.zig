@@ -25,18 +25,26 @@ pub const huge_page_size: usize = 2 * 1024 * 1024;
 /// Maps `size_bytes` rounded up to whole 2 MiB huge pages and asks the kernel to back it with
 /// transparent huge pages (MADV_HUGEPAGE). Large random-access tables (a hash table, an item
 /// arena) then cost one TLB entry per 2 MiB instead of 512. The advice is best effort: with THP
-/// set to "never" the mapping keeps 4 KiB pages. Returns the address, or a negative errno.
+/// set to "never" the mapping keeps 4 KiB pages. The mapping starts on a 2 MiB boundary (a huge
+/// page needs one; kernels before 6.7 align only to 4 KiB, so one huge page more is reserved and
+/// the unaligned ends are given back). Returns the address, or a negative errno.
 /// Free it with `unmap(address, mappedLength(size_bytes, true))` (JS: NativeBuffer.mappedLength).
 pub fn mapHuge(size_bytes: usize) isize {
     if (size_bytes == 0) return -@as(isize, @intFromEnum(linux.E.INVAL));
     const len = roundUp(size_bytes, huge_page_size) orelse return -@as(isize, @intFromEnum(linux.E.NOMEM));
-    const rc = linux.mmap(null, len, linux.PROT.READ | linux.PROT.WRITE, .{ .TYPE = .PRIVATE, .ANONYMOUS = true }, -1, 0);
+    const reserve = std.math.add(usize, len, huge_page_size) catch return -@as(isize, @intFromEnum(linux.E.NOMEM));
+    const rc = linux.mmap(null, reserve, linux.PROT.READ | linux.PROT.WRITE, .{ .TYPE = .PRIVATE, .ANONYMOUS = true }, -1, 0);
     switch (linux.E.init(rc)) {
         .SUCCESS => {},
         else => |e| return -@as(isize, @intFromEnum(e)),
     }
-    _ = linux.madvise(@ptrFromInt(rc), len, linux.MADV.HUGEPAGE);
-    return @intCast(rc);
+    const start = roundUp(rc, huge_page_size).?; // below reserve's end: cannot overflow
+    const head = start - rc;
+    const tail = reserve - head - len;
+    if (head > 0) _ = linux.munmap(@ptrFromInt(rc), head);
+    if (tail > 0) _ = linux.munmap(@ptrFromInt(start + len), tail);
+    _ = linux.madvise(@ptrFromInt(start), len, linux.MADV.HUGEPAGE);
+    return @intCast(start);
 }
 
 /// Length actually mapped for a request of `size_bytes` (huge: whole 2 MiB pages); 0 for a
@@ -125,10 +133,16 @@ test "copy: every length and overlap gives what a byte-by-byte copy gives" {
     }
 }
 
-test "mapHuge rounds to whole huge pages and is writable" {
+test "mapHuge rounds to whole huge pages, starts on a huge-page boundary and is writable" {
+    // A 4 KiB mapping first, so that a kernel that does not align large mappings itself (before
+    // 6.7) is likely to place the next one off a 2 MiB boundary.
+    const small = map(page_size);
+    try std.testing.expect(small > 0);
+    defer _ = unmap(@intCast(small), page_size);
     const a = mapHuge(3 * 1024 * 1024);
     try std.testing.expect(a > 0);
     const addr: usize = @intCast(a);
+    try std.testing.expectEqual(@as(usize, 0), addr % huge_page_size);
     const p: [*]u8 = @ptrFromInt(addr);
     p[4 * 1024 * 1024 - 1] = 7; // the rounded-up tail belongs to the mapping
     try std.testing.expectEqual(@as(u8, 0), p[0]);
