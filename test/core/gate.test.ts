@@ -170,11 +170,16 @@ describe("Gate", () => {
     }
     expect(left).toBe(true);
     expect(gate.isClosed).toBe(true);
-    // Disposing a gate closed by hand waits on the same close.
+    // Disposing a gate closed by hand waits on the same close: for the holder still inside.
     const g2 = new Gate();
+    const h2 = g2.hold();
     const closed = g2.close();
-    await g2[Symbol.asyncDispose]();
-    await closed;
+    const disposed = g2[Symbol.asyncDispose]();
+    await Promise.resolve();
+    expect(status(disposed)).toBe("pending");
+    h2.release();
+    await disposed;
+    expect(status(closed)).toBe("fulfilled");
   });
 });
 

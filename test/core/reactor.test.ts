@@ -704,6 +704,34 @@ describe("a second, small reactor driven by hand", () => {
     }
   });
 
+  test("cancelled reads, in flight and still queued, give their slots back: the next operations reuse them", async () => {
+    // inFlight is a counter of its own: a slot never put back on the free list leaves it at 0
+    // while every later operation takes a new slot number (the slot tables grow for good).
+    const r = new Reactor({ sqEntries: 8 });
+    const p = newPipe();
+    try {
+      const inKernel = new AbortController();
+      const a = quiet(r.read(p.readFd, buffer(4), { signal: inKernel.signal }));
+      r.turn(0); // a is parked in the kernel on the empty pipe
+      const queued = new AbortController();
+      const b = quiet(r.read(p.readFd, buffer(4), { signal: queued.signal }));
+      queued.abort(); // b never reaches the kernel (a NOP runs in its place)
+      inKernel.abort(); // a is cancelled in the kernel (one more operation: the async cancel)
+      await drive(r, () => r.inFlight === 0);
+      expect(await errorOf(a)).toBeInstanceOf(AbortError);
+      expect(await errorOf(b)).toBeInstanceOf(AbortError);
+      // Three slots were ever used (0, 1 and 2): three new operations get exactly those.
+      let completed = 0;
+      const h = { complete: () => void completed++ };
+      const slots = [0, 1, 2].map(() => r.prepare(IoOp.NOP, -1, 0, 0, 0, 0, h));
+      expect(slots.sort()).toEqual([0, 1, 2]);
+      await drive(r, () => completed === 3);
+      expect(r.inFlight).toBe(0);
+    } finally {
+      r.destroy();
+    }
+  });
+
   test("native nops with a small CQ keep every other completion (some were taken off the CQ and lost)", async () => {
     const r = new Reactor({ sqEntries: 8, cqEntries: 8 });
     try {

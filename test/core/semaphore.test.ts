@@ -142,6 +142,16 @@ describe("Semaphore", () => {
     expect(await errorOf(sem.wait())).toBe(oops);
   });
 
+  test("broken() drops the units still available to 0 (a semaphore broken with units left)", () => {
+    const sem = new Semaphore(3);
+    sem.broken();
+    expect(sem.available).toBe(0);
+    const negative = new Semaphore(0);
+    negative.consume(2);
+    negative.broken();
+    expect(negative.available).toBe(0);
+  });
+
   test("a timed-out waiter is removed and later waiters are still served", async () => {
     const sem = new Semaphore(0);
     const timed = quiet(sem.wait(1, { timeoutMs: 5 }));

@@ -224,6 +224,34 @@ describe("fair sharing among scheduling groups", () => {
     pool.close();
   });
 
+  test("a group back from idle starts at the current virtual time: it cannot hoard credit", async () => {
+    await using f = await dataFile(4 << 20);
+    await configureIoScheduler({ maxInFlight: 1 });
+    const pool = dmaBufferPool({ bufferSize: 4096, count: 120 });
+    const order: string[] = [];
+    const issue = (g: typeof groupA, i: number) =>
+      withSchedulingGroup(g, () => {
+        const b = pool.acquire();
+        return f.dmaReadInto((i % 1024) * 4096, b).then(() => {
+          order.push(g.name);
+          b.release();
+        });
+      });
+    // B reads alone while A is idle: B's virtual cost runs far ahead of A's, which read nothing.
+    await Promise.all(Array.from({ length: 120 }, (_, i) => issue(groupB, i)));
+    order.length = 0;
+    const all: Promise<void>[] = [];
+    for (let i = 0; i < 40; i++) all.push(issue(groupA, i), issue(groupB, i));
+    await Promise.all(all);
+    // Had A kept its credit from the idle time, its 40 reads would all go before B's next one;
+    // starting at the current virtual time, it gets its 1:2 share from the start.
+    const window = order.slice(1, 61);
+    const a = window.filter((n) => n === groupA.name).length;
+    expect(a).toBeGreaterThan(15);
+    expect(a).toBeLessThan(25);
+    pool.close();
+  });
+
   test("shares divide estimated device time, not request counts: 128 KiB vs 4 KiB requests", async () => {
     await using f = await dataFile(16 << 20);
     await configureIoScheduler({ maxInFlight: 1 });
@@ -338,11 +366,12 @@ describe("fair sharing among scheduling groups", () => {
         `both groups backlogged with ${maxInFlight} in flight in ${saturated}/${samples} samples, device utilization ${util?.toFixed(2) ?? "n/a"}`,
     );
     // Saturated: both groups always had requests waiting while the device queue was full, and
-    // the kernel saw the device busy all the time, and it moved about what it does unscheduled
-    // (loosely: the shared host's disk drifts by a third within seconds).
+    // the kernel saw the device busy all the time. The bandwidth bound only catches a scheduler
+    // that throttles the device outright: the shared host's disk drifts by a third within
+    // seconds, and with the CPUs loaded too 0.7 of the unscheduled rate failed 3 runs in 9.
     expect(saturated / samples).toBeGreaterThan(0.95);
     if (util !== undefined) expect(util).toBeGreaterThan(0.9);
-    expect(bandwidth).toBeGreaterThan(0.7 * rawMean);
+    expect(bandwidth).toBeGreaterThan(0.5 * rawMean);
     expect(ratio).toBeGreaterThan(2 * 0.85);
     expect(ratio).toBeLessThan(2 * 1.15);
     expect(q.stats().inFlight).toBe(0);

@@ -1106,10 +1106,10 @@ export function streamConformance(s: StackUnderTest): void {
         return n;
       })();
       await Bun.sleep(20);
-      const t0 = performance.now();
+      // Nothing else ends the pending accept (nobody connects; close() comes later): an abort
+      // that did not reach it leaves this await to the test's timeout. No clock assert.
       l.abortAccept();
       await expectSystemError(pending, "ECONNABORTED", "accept");
-      expect(performance.now() - t0).toBeLessThan(100);
       expect(await iterated).toBe(0);
       await expectSystemError(l.accept(), "ECONNABORTED", "accept");
       // The socket no longer takes peers.
@@ -1439,11 +1439,10 @@ export function streamConformance(s: StackUnderTest): void {
       expect(stats.recvPauses).toBeGreaterThan(0);
       // Another client still gets prompt echoes.
       const other = await stack.connect(l.localAddress);
+      // (A shard stalled by the stuck client would leave these to the test's timeout.)
       for (let i = 0; i < 20; i++) {
-        const t0 = performance.now();
         await other.output.write("hi");
         expect(text(await other.input.readExactly(2))).toBe("hi");
-        expect(performance.now() - t0).toBeLessThan(200);
       }
       await other.close();
       stuck.reset();
