@@ -402,6 +402,12 @@ export class ShardServer {
         session.holdFrom(send);
       }
       session.attachOut();
+      // A metadump's answer is written: the next one may start once this one is sent (stock's
+      // crawler is busy until it wrote the dump to its client).
+      if (session.holdsDump) {
+        const release = session.passDump();
+        output.flush().then(release, release);
+      }
       if (session.closeAfterWrite) return STOP_RECEIVING;
       return p;
     };

@@ -18,6 +18,12 @@ import { processBinaryPacket, completeBinaryNread, BIN_HEADER } from "./binary.t
 import { completeTextNread } from "./text.ts";
 import { addHole, continueRoutedGet, routeBinary, routeText, UnitKind, type Hole } from "./router.ts";
 
+/**
+ * The client session of each engine (shard) whose metadump is being rendered or sent: stock's
+ * crawler (one per server) answers another `lru_crawler metadump` with BUSY until it is done.
+ */
+const dumping = new WeakMap<Engine, Session>();
+
 /** Protocol of a connection. */
 export const enum Proto {
   NEGOTIATE = 0,
@@ -174,6 +180,8 @@ export class Session {
    */
   private stalled = false;
   private stallBuf: Uint8Array | null = null;
+  /** This session's metadump holds its engine's crawler (see `dumping`) until passDump/close. */
+  private dumpHeld = false;
 
   // ---- text tokenizer output (stock's token_t array): starts/ends in `line`.
   line: Uint8Array = new Uint8Array(0);
@@ -594,8 +602,26 @@ export class Session {
     this.run(buf, from, to);
   }
 
+  /** A metadump this session asked for holds the crawler: its answer is not yet handed to the transport. */
+  get holdsDump(): boolean {
+    return this.dumpHeld;
+  }
+
+  /**
+   * The transport took the metadump's answer (holes filled): returns the crawler's release, to
+   * be called once that answer is sent (or the connection failed).
+   */
+  passDump(): () => void {
+    this.dumpHeld = false;
+    const engine = this.engine;
+    return () => {
+      if (dumping.get(engine) === this) dumping.delete(engine);
+    };
+  }
+
   /** The connection is going away: frees an upload in progress, drops its holds. */
   close(): void {
+    if (this.dumpHeld) this.passDump()();
     this.dropUpload();
     this.releaseHolds();
     this.shedOwn();
@@ -725,7 +751,16 @@ export class Session {
     this.lineEnd = end;
     this.tokenize(buf, start, end);
     // (`l` first: the common commands pay one compare.)
-    if (this.pausable && this.ntokens === 4 && buf[this.tokS[0]!] === 108 && metadumpStarts(this, buf)) this.stalled = true;
+    if (this.pausable && this.ntokens === 4 && buf[this.tokS[0]!] === 108 && metadumpStarts(this, buf)) {
+      // Stock's one crawler serves one metadump at a time, writing it as the client reads;
+      // another asked for meanwhile is refused. Each dump here is rendered whole: without
+      // this, every connection that asks and never reads held a copy of the whole dump. (One
+      // at a time per shard: with N shards, up to N dumps are in flight.)
+      if (dumping.has(this.engine)) return this.replyString("BUSY currently processing crawler request");
+      dumping.set(this.engine, this);
+      this.dumpHeld = true;
+      this.stalled = true;
+    }
     const router = this.engine.router;
     if (router !== null && this.routing && routeText(this, router, buf, start, nl + 1)) return;
     processTextLine(this, buf);
