@@ -686,24 +686,57 @@ function metadump(s: Session, classes: number[], hash: boolean): void {
   s.out.put(END);
 }
 
+const MD_KEY = ascii("key=");
+const MD_EXP = ascii(" exp=");
+const MD_LA = ascii(" la=");
+const MD_CAS = ascii(" cas=");
+const MD_FETCHED = ascii(" fetch=yes cls=");
+const MD_NOT_FETCHED = ascii(" fetch=no cls=");
+const MD_SIZE = ascii(" size=");
+const HEX_UPPER = ascii("0123456789ABCDEF");
+/** Key bytes a metadump shows as they are (RFC 3986 unreserved); the others become %XX. */
+const URI_PLAIN = (() => {
+  const t = new Uint8Array(256);
+  for (const c of ascii("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")) t[c] = 1;
+  return t;
+})();
+
+/** One item's metadump line, written as bytes (a dump of 400k items took ~0.7 s as strings). */
 function metadumpLine(s: Session, ref: number): void {
   const store = s.store;
   const exp = store.exptime(ref);
   if ((exp !== 0 && exp < store.clock.now) || store.isFlushed(ref)) return;
   const started = store.clock.processStarted;
-  let key = "";
+  const out = s.out;
+  out.put(MD_KEY);
+  const nk = store.nkey(ref);
   const ko = store.keyOffset(ref);
-  for (let i = 0; i < store.nkey(ref); i++) key += uriEncodeByte(store.mem[ko + i]!);
-  s.out.str(
-    `key=${key} exp=${exp === 0 ? -1 : exp + started} la=${store.time(ref) + started} cas=${store.cas(ref)} ` +
-      `fetch=${store.itFlags(ref) & 8 ? "yes" : "no"} cls=${store.clsid(ref)} size=${store.ntotal(ref)}\n`,
-  );
-}
-
-function uriEncodeByte(b: number): string {
-  const ch = String.fromCharCode(b);
-  if (/[A-Za-z0-9._~-]/.test(ch)) return ch;
-  return "%" + b.toString(16).toUpperCase().padStart(2, "0");
+  const mem = store.mem;
+  out.ensure(nk * 3);
+  const buf = out.buf;
+  let p = out.pos;
+  for (let i = 0; i < nk; i++) {
+    const c = mem[ko + i]!;
+    if (URI_PLAIN[c] === 1) {
+      buf[p++] = c;
+    } else {
+      buf[p++] = 37; // %
+      buf[p++] = HEX_UPPER[c >> 4]!;
+      buf[p++] = HEX_UPPER[c & 15]!;
+    }
+  }
+  out.pos = p;
+  out.put(MD_EXP);
+  out.int(exp === 0 ? -1 : exp + started);
+  out.put(MD_LA);
+  out.int(store.time(ref) + started);
+  out.put(MD_CAS);
+  out.uint(store.cas(ref));
+  out.put(store.itFlags(ref) & 8 ? MD_FETCHED : MD_NOT_FETCHED);
+  out.uint(store.clsid(ref));
+  out.put(MD_SIZE);
+  out.uint(store.ntotal(ref));
+  out.byte(10);
 }
 
 /** watch [rawcmds|evictions|fetchers|mutations|sysevents|connevents]: log streams. */

@@ -23,10 +23,10 @@ test(`${SECONDS} s of hostile clients beside checkers, then SIGTERM: right answe
   const port = await freeUdpPort();
   const r = await runChaos({ port, seconds: SECONDS });
   const rssMax = Math.max(...r.rss.map(([, m]) => m));
-  if (process.env.SHOAL_TEST_VERBOSE === "1") {
-    console.log(JSON.stringify({ checks: r.checks, udpChecks: r.udpChecks, tolerated: r.tolerated, misses: r.misses.length, evictions: r.stats.evictions, exitMs: r.exitMs, counts: r.counts }));
-    console.log(`rss MiB: ${r.rss.map(([t, m]) => `${t}s:${m}`).join(" ")}`);
-  }
+  // Always printed: a failing run's numbers are what explains it (the runner shows a failing
+  // file's output only).
+  console.log(JSON.stringify({ crashed: r.crashed, exitCode: r.exitCode, checks: r.checks, udpChecks: r.udpChecks, tolerated: r.tolerated, wrong: r.wrong.slice(0, 5), timeouts: r.timeouts.slice(0, 5), misses: r.misses.length, evictions: r.stats.evictions, exitMs: r.exitMs, stderr: r.stderr.slice(0, 2000), counts: r.counts }));
+  console.log(`rss MiB: ${r.rss.map(([t, m]) => `${t}s:${m}`).join(" ")}`);
   expect(r.crashed).toBe(false);
   expect(r.wrong).toEqual([]);
   expect(r.timeouts).toEqual([]);
