@@ -291,7 +291,10 @@ export function needsLookup(input: AddressInput): { host: string; port: number; 
     host = input.host;
     port = (input as { port: number }).port;
     const f = (input as { family?: unknown }).family;
-    if (f === "ipv4" || f === "ipv6") family = f;
+    // Any other family ("IPv4", "unix") is left to parseAddress, which refuses it as it does
+    // for an IP literal: a name was resolved with the typo ignored.
+    if (f !== undefined && f !== "ipv4" && f !== "ipv6") return undefined;
+    family = f;
   }
   if (host === undefined || host === "localhost" || host === "" || parseIpv4(host) >= 0) return undefined;
   if (host.includes(":")) return undefined;

@@ -22,8 +22,10 @@ export function setNetworkStack(stack: NetworkStack): void {
   if (typeof stack !== "object" || stack === null || typeof stack.listen !== "function") {
     throw new InvalidArgumentError("setNetworkStack: expected a NetworkStack");
   }
-  if (current !== undefined && current !== stack && current.stats().connectionsOpen + current.stats().listenersOpen > 0) {
-    throw new InvalidArgumentError(`setNetworkStack: the ${current.name} stack already has open sockets`);
+  const st = current?.stats();
+  // UDP channels are sockets too: they stayed on the old stack, netStats() no longer counting them.
+  if (current !== stack && st !== undefined && st.connectionsOpen + st.listenersOpen + st.udpChannelsOpen > 0) {
+    throw new InvalidArgumentError(`setNetworkStack: the ${current!.name} stack already has open sockets`);
   }
   current = stack;
 }
@@ -53,8 +55,9 @@ export function listen(address: AddressInput, options?: ListenOptions): Listener
 }
 
 /**
- * Opens a stream connection to `address` (a host name is resolved first; its addresses are tried
- * in turn while refused or unreachable, within one timeoutMs and signal). Costs a socket()
+ * Opens a stream connection to `address` (a host name is resolved first, "localhost" to
+ * 127.0.0.1 then ::1; its addresses are tried in turn while refused or unreachable, within one
+ * timeoutMs and signal; with `localAddress`, only those of its family). Costs a socket()
  * and a setsockopt() system call, then one CONNECT on the ring. Rejects with SystemError
  * (ECONNREFUSED, ETIMEDOUT after `timeoutMs`, ENOENT from name resolution; op "connect" or
  * "getaddrinfo") or AbortError through `signal`.

@@ -12,11 +12,19 @@ const ENOENT = 2;
 
 /**
  * Parses `input`, resolving a host name to all of its addresses, in the resolver's order
- * (connect tries them in turn). Rejects with SystemError (op "getaddrinfo"), AbortError.
+ * ("localhost": 127.0.0.1, then ::1), which connect tries in turn. Rejects with SystemError
+ * (op "getaddrinfo"), AbortError.
  */
 export async function resolveAddresses(input: AddressInput, what: string, signal?: AbortSignal): Promise<SocketAddress[]> {
   const name = needsLookup(input);
-  if (name === undefined) return [parseAddress(input, what)];
+  if (name === undefined) {
+    const a = parseAddress(input, what);
+    // "localhost" without a family is both loopback addresses (RFC 6761; /etc/hosts lists ::1
+    // too): a peer listening on ::1 only (Node's listen("localhost") since v17) was refused.
+    // IPv4 first: listen("localhost") binds 127.0.0.1.
+    if (a.family === "ipv4" && namesLocalhost(input)) return [a, parseAddress({ host: "::1", port: a.port, family: "ipv6" }, what)];
+    return [a];
+  }
   if (signal?.aborted) throw new AbortError(`${what} was aborted`, { cause: signal.reason });
   let found: { address: string; family: number }[];
   try {
@@ -41,6 +49,13 @@ export async function resolveAddresses(input: AddressInput, what: string, signal
     out.push(parseAddress({ host: f.address, port: name.port, family: f.family === 6 ? "ipv6" : "ipv4" }, what));
   }
   return out;
+}
+
+/** True when `input` names the host "localhost" and no address family. */
+function namesLocalhost(input: AddressInput): boolean {
+  if (typeof input === "string") return /^localhost:\d{1,5}$/.test(input);
+  if (typeof input !== "object" || input === null || !("host" in input) || input.host !== "localhost") return false;
+  return (input as { family?: unknown }).family === undefined;
 }
 
 /** Parses `input`, resolving a host name to its first address. Rejects like resolveAddresses. */

@@ -29,6 +29,13 @@ const TRY_NEXT = new Set([
   110, // ETIMEDOUT (the kernel's own, not the caller's timeoutMs)
 ]);
 
+/**
+ * TRY_NEXT errors that say only that this host cannot use the address (no socket of its family,
+ * no route, no source address): after trying a name's next address, a failure that came from
+ * the peer's side (refused, timed out) says more, and is the one reported.
+ */
+const UNUSABLE_HERE = new Set([97, 99, 101]);
+
 /** An address as the caller gave it, for messages before it was resolved. */
 function describeInput(input: AddressInput): string {
   if (typeof input === "string" || typeof input === "number") return String(input);
@@ -461,10 +468,19 @@ export class PosixStack implements NetworkStack {
     let a: SocketAddress | undefined;
     let fd = -1;
     let block = -1;
+    // The last failure from a peer's side (see UNUSABLE_HERE), and the address it came from.
+    let telling: { error: unknown; at: SocketAddress } | undefined;
     try {
       // A name with several addresses: each is tried in turn (within the one timeout and
       // signal) while the ones before it are refused or unreachable.
-      const candidates = await resolveAddresses(address, "connect", sig);
+      let candidates = await resolveAddresses(address, "connect", sig);
+      if (local !== undefined && candidates.length > 1) {
+        // A socket bound to localAddress reaches only addresses of its family: binding one of the
+        // other failed (EINVAL for an IPv4 localAddress on an IPv6 socket) and ended the call,
+        // though the name had an address of the right family after it.
+        const same = candidates.filter((c) => c.family === local.family);
+        if (same.length > 0) candidates = same;
+      }
       for (let i = 0; ; i++) {
         // Port 0 is "any port" for a bind, never a peer: refused here, not by the kernel.
         a = checkDestination(candidates[i]!, "connect");
@@ -481,14 +497,23 @@ export class PosixStack implements NetworkStack {
         } catch (e) {
           const next = i + 1 < candidates.length && !sig?.aborted && e instanceof SystemError && TRY_NEXT.has(e.errno);
           if (!next) throw e;
-          closeNow(fd);
+          if (!UNUSABLE_HERE.has(e.errno)) telling = { error: e, at: a };
+          if (fd >= 0) closeNow(fd);
           fd = -1;
-          this.msgs.release(block);
+          // socket() or bind() failed before a block was taken.
+          if (block >= 0) this.msgs.release(block);
           block = -1;
         }
       }
-    } catch (e) {
+    } catch (caught) {
       if (fd >= 0) closeNow(fd);
+      let e = caught;
+      if (telling !== undefined && e instanceof SystemError && UNUSABLE_HERE.has(e.errno) && !sig?.aborted) {
+        // The last address is one this host cannot use (::1 with IPv6 off): an earlier address's
+        // refusal is the answer that matters.
+        e = telling.error;
+        a = telling.at;
+      }
       const where = a !== undefined ? formatAddress(a) : describeInput(address);
       // A cancelled CONNECT usually completes with ECANCELED (an AbortError), but one the
       // kernel had handed to a worker (a Unix listener with a full backlog) with EINTR: the
