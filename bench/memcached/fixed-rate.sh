@@ -12,7 +12,8 @@ rounds="${1:-10}"
 rate="${2:-95000}"
 mcload=zig-out/bench/mcload
 mkdir -p zig-out/bench
-[ -x "$mcload" ] || scripts/zig cc -O2 -o "$mcload" bench/memcached/mcload.c -lpthread -lm
+# rebuilt when mcload.c changed (a binary built from an older mcload.c would measure differently)
+[ "$mcload" -nt bench/memcached/mcload.c ] || scripts/zig cc -O2 -o "$mcload" bench/memcached/mcload.c -lpthread -lm
 command -v memcached >/dev/null || { echo "fixed-rate: stock memcached is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 sp=21911; op=21912
 memcached -u root -l 127.0.0.1 -t 1 -p $sp -U 0 -m 1024 -c 4096 & spid=$!

@@ -148,8 +148,10 @@ export async function measure(server: Server, gen: "mcload" | "memcaslap", extra
   if (gen === "mcload") {
     const line = out.trim().split("\n").pop();
     if (line === undefined || line === "") throw new Error(`${server.name}: mcload printed nothing (exit ${proc.exitCode})`);
-    const j = JSON.parse(line) as { ops_per_s: number; p50_us: number; p99_us: number; p999_us: number; errors: number };
+    const j = JSON.parse(line) as { ops_per_s: number; p50_us: number; p99_us: number; p999_us: number; errors: number; unanswered?: number };
     if (j.errors > 0) throw new Error(`${server.name}: ${j.errors} errors`);
+    // Requests of the measured window still unanswered 5 s after it: the server stalled or hung.
+    if ((j.unanswered ?? 0) > 0) throw new Error(`${server.name}: ${j.unanswered} requests unanswered 5 s after the run`);
     opsPerS = j.ops_per_s;
     p50 = j.p50_us;
     p99 = j.p99_us;

@@ -12,11 +12,21 @@
  *   -P            prefill every key with a set before the run
  *   -j            print one JSON line instead of text
  *
- * Closed loop (default): every connection keeps `depth` requests outstanding.
+ * Closed loop (default): every connection keeps `depth` requests outstanding; latency counts
+ * from the send() that carries the request.
  * Fixed rate: each connection sends on a schedule (rate / connections per second, evenly
  * spaced); latency counts from the scheduled send time, so a stalled server's queueing shows
- * in the percentiles (no coordinated omission). Latencies go into a log-linear histogram
- * (1/64 precision per power of two), reported as p50/p90/p99/p99.9/max in microseconds.
+ * in the percentiles (no coordinated omission). The worker threads' timer slack is 1 ns, so
+ * that sleeping until the next send does not make every send ~50 µs late (the default slack).
+ * Latencies go into a log-linear histogram (1/64 precision per power of two), reported as
+ * p50/p90/p99/p99.9/max in microseconds.
+ *
+ * What counts: throughput (ops, gets, hits...) counts the answers received inside the measured
+ * window; the latency histogram counts the requests sent (fixed rate: scheduled) inside it, and
+ * after the window mcload waits for their answers (and, at a fixed rate, sends the ones still
+ * due), up to 5 s; a request still unanswered then counts with the time it has waited so far
+ * and in "unanswered". (Counting only what completes inside the window drops the requests a
+ * stall at its end holds up: the slowest ones.)
  *
  * Build: scripts/zig cc -O2 -o mcload bench/memcached/mcload.c -lpthread
  */
@@ -34,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -86,7 +97,8 @@ static double hist_pct(const histogram *h, double pct) {
   uint64_t seen = 0;
   for (int i = 0; i < HBUCKETS; i++) {
     seen += h->counts[i];
-    if (seen >= want) return hist_value(i) / 1000.0;
+    /* a bucket's midpoint may lie above the largest value recorded in it */
+    if (seen >= want) return (hist_value(i) < h->max_ns ? hist_value(i) : h->max_ns) / 1000.0;
   }
   return h->max_ns / 1000.0;
 }
@@ -125,11 +137,15 @@ typedef struct {
   conn *conns;
   int n;
   histogram hist;
-  uint64_t ops, gets, sets, hits, misses, errors;
+  uint64_t ops, gets, sets, hits, misses, errors, unanswered;
   pthread_t tid;
 } worker;
 
-static volatile int phase = 0; /* 0 warm-up, 1 measuring, 2 done */
+/* 0 warm-up, 1 measuring, 2 draining (answers to the requests sent in the window), then done */
+static _Atomic int phase = 0;
+/* The measured window: latencies count for requests sent (scheduled) in [win_start, win_end). */
+static _Atomic uint64_t win_start = UINT64_MAX, win_end = UINT64_MAX;
+#define DRAIN_NS 5000000000ull
 static char *value_block;
 
 static uint64_t xorshift(uint64_t *s) {
@@ -263,8 +279,9 @@ static int parse_responses(worker *w, conn *c, uint64_t t) {
       }
     }
     off += used;
+    uint64_t sent = c->sent_at[c->head];
+    if (sent >= win_start && sent < win_end) hist_add(&w->hist, t > sent ? t - sent : 0);
     if (phase == 1) {
-      hist_add(&w->hist, t - c->sent_at[c->head]);
       w->ops++;
       if (is_get) {
         w->gets++;
@@ -285,8 +302,43 @@ static int parse_responses(worker *w, conn *c, uint64_t t) {
   return done;
 }
 
+/* Draining: whether every request sent (scheduled) inside the window has been answered. */
+static int drained(worker *w, uint64_t end) {
+  for (int i = 0; i < w->n; i++) {
+    conn *c = &w->conns[i];
+    if (c->count > 0 && c->sent_at[c->head] < end) return 0;
+    if (rate > 0 && c->next_send < end) return 0;
+  }
+  return 1;
+}
+
+/* The drain timed out: what is still unanswered counts with the time it has waited so far. */
+static void count_unanswered(worker *w, uint64_t end, uint64_t t) {
+  uint64_t start = win_start;
+  for (int i = 0; i < w->n; i++) {
+    conn *c = &w->conns[i];
+    for (int k = 0; k < c->count; k++) {
+      uint64_t sent = c->sent_at[(c->head + k) % MAX_DEPTH];
+      if (sent >= start && sent < end) {
+        hist_add(&w->hist, t - sent);
+        w->unanswered++;
+      }
+    }
+    if (rate > 0 && c->interval_ns > 0) {
+      for (uint64_t s = c->next_send; s < end; s += c->interval_ns) {
+        if (s < start) continue;
+        hist_add(&w->hist, t - s);
+        w->unanswered++;
+      }
+    }
+  }
+}
+
 static void *run_worker(void *arg) {
   worker *w = arg;
+  /* Sleeps end when due, not up to 50 µs later (the default slack, which every fixed-rate send
+     would otherwise add to its latency). */
+  prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
   int ep = epoll_create1(0);
   for (int i = 0; i < w->n; i++) {
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->conns[i]};
@@ -299,12 +351,26 @@ static void *run_worker(void *arg) {
       c->interval_ns = (uint64_t)(1e9 * nconns / rate);
       c->next_send = start + (uint64_t)(c->interval_ns * (double)(w->id * w->n + i) / nconns);
     } else {
-      for (int d = 0; d < depth; d++) queue_request(c, now_ns());
+      uint64_t ts = now_ns();
+      for (int d = 0; d < depth; d++) queue_request(c, ts);
       flush_writes(c);
     }
   }
   struct epoll_event evs[512];
-  while (phase != 2) {
+  uint64_t drain_until = 0;
+  for (;;) {
+    int draining = phase == 2;
+    uint64_t end = UINT64_MAX;
+    if (draining) {
+      end = win_end;
+      uint64_t t = now_ns();
+      if (drain_until == 0) drain_until = t + DRAIN_NS;
+      if (drained(w, end)) break;
+      if (t >= drain_until) {
+        count_unanswered(w, end, t);
+        break;
+      }
+    }
     int n;
     if (rate > 0) {
       /* sleep until the next scheduled send (nanosecond timeout: epoll_pwait2) */
@@ -341,7 +407,12 @@ static void *run_worker(void *arg) {
         exit(1);
       }
       if (rate == 0) {
-        for (int k = 0; k < got; k++) queue_request(c, t);
+        /* latency counts from the send that carries the request, not from `t`: the connections
+           handled before this one in the turn would otherwise count as server time */
+        if (!draining && got > 0) {
+          uint64_t ts = now_ns();
+          for (int k = 0; k < got; k++) queue_request(c, ts);
+        }
         if (flush_writes(c) < 0) exit(1);
       }
     }
@@ -350,7 +421,7 @@ static void *run_worker(void *arg) {
       for (int i = 0; i < w->n; i++) {
         conn *c = &w->conns[i];
         int queued = 0;
-        while (c->next_send <= t && c->count < MAX_DEPTH - 1 && c->wlen - c->woff + reqmax <= wcap) {
+        while (c->next_send <= t && c->next_send < end && c->count < MAX_DEPTH - 1 && c->wlen - c->woff + reqmax <= wcap) {
           queue_request(c, c->next_send);
           c->next_send += c->interval_ns;
           queued++;
@@ -490,14 +561,16 @@ int main(int argc, char **argv) {
   ts.tv_nsec = (long)((warmup - ts.tv_sec) * 1e9);
   nanosleep(&ts, NULL);
   uint64_t t0 = now_ns();
+  win_start = t0;
   phase = 1;
   ts.tv_sec = (time_t)duration;
   ts.tv_nsec = (long)((duration - ts.tv_sec) * 1e9);
   nanosleep(&ts, NULL);
-  phase = 2;
   uint64_t t1 = now_ns();
+  win_end = t1;
+  phase = 2;
   histogram h = {0};
-  uint64_t ops = 0, gets = 0, sets = 0, hits = 0, misses = 0, errors = 0;
+  uint64_t ops = 0, gets = 0, sets = 0, hits = 0, misses = 0, errors = 0, unanswered = 0;
   for (int t = 0; t < nthreads; t++) {
     pthread_join(ws[t].tid, NULL);
     hist_merge(&h, &ws[t].hist);
@@ -507,18 +580,20 @@ int main(int argc, char **argv) {
     hits += ws[t].hits;
     misses += ws[t].misses;
     errors += ws[t].errors;
+    unanswered += ws[t].unanswered;
   }
   double secs = (t1 - t0) / 1e9;
   if (json) {
     printf("{\"ops\":%llu,\"seconds\":%.3f,\"ops_per_s\":%.0f,\"gets\":%llu,\"sets\":%llu,\"hits\":%llu,\"misses\":%llu,"
-           "\"errors\":%llu,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f}\n",
+           "\"errors\":%llu,\"unanswered\":%llu,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f}\n",
            (unsigned long long)ops, secs, ops / secs, (unsigned long long)gets, (unsigned long long)sets,
-           (unsigned long long)hits, (unsigned long long)misses, (unsigned long long)errors, hist_pct(&h, 50),
+           (unsigned long long)hits, (unsigned long long)misses, (unsigned long long)errors, (unsigned long long)unanswered, hist_pct(&h, 50),
            hist_pct(&h, 90), hist_pct(&h, 99), hist_pct(&h, 99.9), h.max_ns / 1000.0);
   } else {
-    printf("ops %llu in %.2fs: %.0f ops/s (gets %llu, hits %llu, misses %llu, sets %llu, errors %llu)\n",
+    printf("ops %llu in %.2fs: %.0f ops/s (gets %llu, hits %llu, misses %llu, sets %llu, errors %llu, unanswered %llu)\n",
            (unsigned long long)ops, secs, ops / secs, (unsigned long long)gets, (unsigned long long)hits,
-           (unsigned long long)misses, (unsigned long long)sets, (unsigned long long)errors);
+           (unsigned long long)misses, (unsigned long long)sets, (unsigned long long)errors,
+           (unsigned long long)unanswered);
     printf("latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n", hist_pct(&h, 50), hist_pct(&h, 90),
            hist_pct(&h, 99), hist_pct(&h, 99.9), h.max_ns / 1000.0);
   }
