@@ -4,7 +4,7 @@
  * fixed-size, aligned buffers out of it; acquiring and releasing is pure JS (no FFI call).
  */
 import { mapNative, mapNativeHuge, native, nativeView, poolView, poolViewReleased } from "./native.ts";
-import { AbortError, ClosedError, InvalidArgumentError, ShoalError, SystemError } from "./errors.ts";
+import { AbortError, ClosedError, InvalidArgumentError, listShoalErrorClass, ShoalError, SystemError } from "./errors.ts";
 import { describeValue } from "./describe.ts";
 
 /** Fill byte for released buffers when poisoning is on: views kept too long read 0xDE. */
@@ -23,6 +23,7 @@ export class PoolExhaustedError extends ShoalError {
     super("ERR_POOL_EXHAUSTED", message);
   }
 }
+listShoalErrorClass(PoolExhaustedError);
 
 /** @internal What a NativeBuffer returns to when recycled (a BufferPool, a BufferCache, its home shard). */
 export interface BufferHome {
@@ -88,6 +89,9 @@ export class NativeBuffer {
 
   /** @internal Called when the kernel's completion for an operation using the buffer arrived. */
   unpin(): void {
+    // One unpin too many must not leave the count below zero: the next operation's pin would
+    // then read 0 and a release during it would recycle memory the kernel still writes to.
+    if (this.pins <= 0) return;
     this.pins--;
     if (this.pins === 0 && this.deferredRecycle) {
       this.deferredRecycle = false;
@@ -214,12 +218,19 @@ export class BufferPool {
     this.stride = Math.ceil(options.bufferSize / alignment) * alignment;
     this.regionBytes = this.stride * this.count;
     checkViewable("BufferPool: bufferSize x count", this.regionBytes);
-    this.address = mapOrThrow(this.regionBytes, "BufferPool");
-    this.region = poolView(this.address, this.regionBytes);
-    this.free = new Int32Array(this.count);
+    // The bookkeeping first: when it cannot be allocated (2^31 one-byte buffers: an 8 GiB free
+    // list), nothing is mapped yet. It used to be made after the mapping and its view, which
+    // then stayed, counted in poolBytes() for good (the loop's full collections ignore that much).
+    try {
+      this.free = new Int32Array(this.count);
+      this.buffers = new Array(this.count);
+    } catch (cause) {
+      throw new InvalidArgumentError(`BufferPool: ${this.count} buffers are too many to keep track of`, { cause });
+    }
     for (let i = 0; i < this.count; i++) this.free[i] = this.count - 1 - i;
     this.freeCount = this.count;
-    this.buffers = new Array(this.count);
+    this.address = mapOrThrow(this.regionBytes, "BufferPool");
+    this.region = poolView(this.address, this.regionBytes);
   }
 
   /** Buffers currently free. */

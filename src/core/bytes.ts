@@ -76,7 +76,16 @@ export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, from: nu
     throw new RangeError(`copyBytes: [${from}, ${from + len}) of ${src.length} bytes to [${at}, ${at + len}) of ${dst.length}`);
   }
   if (len <= BYTES_MAX) {
-    for (let i = 0; i < len; i++) dst[at + i] = src[from + i]!;
+    // A forward loop smeared an overlapping range whose destination lies after its source
+    // ([0..9] to 1 gave ten 0s): then copy backwards, as memmove does. Two views of one buffer
+    // overlap as their byte offsets say; views of different buffers do not overlap at all, so
+    // the direction their offsets pick is as good as any (reading `.buffer` to tell them apart
+    // would cost more than the copy).
+    if (dst.byteOffset + at > src.byteOffset + from) {
+      for (let i = len - 1; i >= 0; i--) dst[at + i] = src[from + i]!;
+    } else {
+      for (let i = 0; i < len; i++) dst[at + i] = src[from + i]!;
+    }
   } else if (len > NATIVE_MAX) {
     // The native call takes a u32 length: a whole 4 GiB view's 2^32 bytes read as 0 and nothing
     // was copied. Two calls; ranges this long lie in 4 GiB views (the most one holds) at offset

@@ -44,6 +44,10 @@ export function native(): NativeSymbols {
   try {
     opened = dlopen(path, symbols);
   } catch (cause) {
+    // A build older than this code lacks the exports added since (every ABI bump added some):
+    // the whole table fails on one of them, so name the library's ABI rather than that symbol.
+    const version = abiVersionOf(path);
+    if (version !== undefined && version !== ABI_VERSION) throw abiMismatch(path, version);
     throw new StartupError(
       "ERR_NATIVE_LOAD",
       `Shoal could not load its native library ${path}: ${(cause as Error).message}. Rebuild it with \`scripts/zig build\`.`,
@@ -52,13 +56,32 @@ export function native(): NativeSymbols {
   }
   const version = opened.symbols.shoal_abi_version();
   if (version !== ABI_VERSION) {
-    throw new StartupError(
-      "ERR_NATIVE_ABI",
-      `Shoal's native library at ${path} has ABI ${version}, this code needs ${ABI_VERSION}. Rebuild it with \`scripts/zig build\`.`,
-    );
+    opened.close();
+    throw abiMismatch(path, version);
   }
   lib = opened.symbols;
   return lib;
+}
+
+/** The ABI version of the library at `path` alone, or undefined if it has none (not Shoal's). */
+function abiVersionOf(path: string): number | undefined {
+  try {
+    const probe = dlopen(path, { shoal_abi_version: coreSymbols.shoal_abi_version });
+    try {
+      return probe.symbols.shoal_abi_version();
+    } finally {
+      probe.close();
+    }
+  } catch {
+    return undefined;
+  }
+}
+
+function abiMismatch(path: string, version: number): StartupError {
+  return new StartupError(
+    "ERR_NATIVE_ABI",
+    `Shoal's native library at ${path} has ABI ${version}, this code needs ${ABI_VERSION}. Rebuild it with \`scripts/zig build\`.`,
+  );
 }
 
 /** A long-lived view of `length` bytes of native memory. Create once, then slice. */

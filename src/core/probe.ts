@@ -3,7 +3,8 @@
  * Run once per process before the first reactor is created.
  */
 import { native } from "./native.ts";
-import { StartupError, errnoName } from "./errors.ts";
+import { InvalidArgumentError, StartupError, errnoName } from "./errors.ts";
+import { describeValue } from "./describe.ts";
 
 /** The io_uring operations Shoal uses: name, and the Linux release that added it when after 6.1. */
 const opNames: Record<number, [string, string?]> = {
@@ -28,6 +29,12 @@ let cached: ProbeReport | undefined;
  */
 export function probeIoUring(extraOps: readonly number[] = []): ProbeReport {
   if (cached && extraOps.length === 0) return cached;
+  for (const op of extraOps) {
+    // The ops travel as bytes: 256 read as NOP (0) and passed the probe.
+    if (!Number.isInteger(op) || op < 0 || op > 255) {
+      throw new InvalidArgumentError(`probeIoUring: an io_uring op is an integer in 0..255, got ${describeValue(op)}`);
+    }
+  }
   const lib = native();
   const out = new BigInt64Array(4); // matches probe.Result (32 bytes)
   const ops = new Uint8Array(Math.max(1, extraOps.length));
