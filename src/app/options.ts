@@ -6,7 +6,7 @@
  * which option and why (and suggests the nearest name for a typo).
  */
 import { describeValue } from "../core/describe.ts";
-import { ShoalError } from "../core/errors.ts";
+import { listShoalErrorClass, ShoalError } from "../core/errors.ts";
 import { parseLogLevel } from "../log/logger.ts";
 import { parseCpuset } from "../smp/affinity.ts";
 
@@ -16,6 +16,7 @@ export class OptionError extends ShoalError {
     super("ERR_BAD_OPTION", message);
   }
 }
+listShoalErrorClass(OptionError);
 
 /** The kinds of option values. */
 export type OptionType = "string" | "number" | "integer" | "boolean";

@@ -2,7 +2,7 @@
  * A condition variable for fibers (seastar/core/condition-variable.hh): no mutex, since code
  * between two awaits already runs alone on its shard.
  */
-import { InvalidArgumentError, ShoalError } from "./errors.ts";
+import { InvalidArgumentError, listShoalErrorClass, ShoalError } from "./errors.ts";
 import { RESOLVED, WaitList, abortError, checkOptions, type WaitOptions, type Waiter } from "./future.ts";
 
 /** The default error of a broken condition variable (code ERR_BROKEN_CONDITION_VARIABLE). */
@@ -11,6 +11,7 @@ export class BrokenConditionVariableError extends ShoalError {
     super("ERR_BROKEN_CONDITION_VARIABLE", message);
   }
 }
+listShoalErrorClass(BrokenConditionVariableError);
 
 type Predicate = () => unknown;
 

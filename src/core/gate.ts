@@ -2,7 +2,7 @@
  * A gate (seastar/core/gate.hh): counts the fibers running inside a service so that stopping
  * it can refuse new work and then wait for the work in flight to drain.
  */
-import { InvalidArgumentError, ShoalError } from "./errors.ts";
+import { InvalidArgumentError, listShoalErrorClass, ShoalError } from "./errors.ts";
 import { abortError, abortable, checkFunction, checkOptions, type Awaitable, type SignalOptions } from "./future.ts";
 
 /** Entering a closed gate (code ERR_GATE_CLOSED). */
@@ -11,6 +11,7 @@ export class GateClosedError extends ShoalError {
     super("ERR_GATE_CLOSED", message);
   }
 }
+listShoalErrorClass(GateClosedError);
 
 /**
  * Counts holders; close() stops new entries and resolves once the last holder has left.

@@ -3,7 +3,7 @@
  * end and a writer end. Closing the writer is end-of-file for the reader once the queued items
  * are drained; closing the reader breaks the pipe for the writer.
  */
-import { ClosedError, InvalidArgumentError, ShoalError } from "./errors.ts";
+import { ClosedError, InvalidArgumentError, listShoalErrorClass, ShoalError } from "./errors.ts";
 import { abortError, checkInteger, checkOptions, type SignalOptions } from "./future.ts";
 import { Queue } from "./queue.ts";
 
@@ -13,6 +13,7 @@ export class BrokenPipeError extends ShoalError {
     super("ERR_BROKEN_PIPE", message);
   }
 }
+listShoalErrorClass(BrokenPipeError);
 
 // Queued by writer.close() to wake readers blocked on an empty queue.
 const EOF: unique symbol = Symbol("pipe EOF");

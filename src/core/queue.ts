@@ -2,7 +2,7 @@
  * A bounded FIFO queue with waiting producers and consumers (seastar/core/queue.hh), the
  * building block of Pipe and of hand-offs between fibers.
  */
-import { ShoalError } from "./errors.ts";
+import { listShoalErrorClass, ShoalError } from "./errors.ts";
 import { RESOLVED, WaitList, abortError, checkInteger, checkOptions, type WaitOptions } from "./future.ts";
 
 /** The default error of an aborted queue (code ERR_QUEUE_ABORTED). */
@@ -11,6 +11,7 @@ export class QueueAbortedError extends ShoalError {
     super("ERR_QUEUE_ABORTED", message);
   }
 }
+listShoalErrorClass(QueueAbortedError);
 
 /** pop() or peek() on an empty queue (code ERR_QUEUE_EMPTY). */
 export class QueueEmptyError extends ShoalError {
@@ -18,6 +19,7 @@ export class QueueEmptyError extends ShoalError {
     super("ERR_QUEUE_EMPTY", message);
   }
 }
+listShoalErrorClass(QueueEmptyError);
 
 /** A growable ring buffer: O(1) push and shift without Array.prototype.shift's copying. */
 class Ring<T> {

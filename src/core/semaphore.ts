@@ -3,7 +3,7 @@
  * waiters, waits for several units at once, units that may be consumed below zero, and a
  * broken() state that fails every current and future waiter.
  */
-import { InvalidArgumentError, ShoalError } from "./errors.ts";
+import { InvalidArgumentError, listShoalErrorClass, ShoalError } from "./errors.ts";
 import {
   RESOLVED,
   WaitList,
@@ -21,6 +21,7 @@ export class BrokenSemaphoreError extends ShoalError {
     super("ERR_BROKEN_SEMAPHORE", message);
   }
 }
+listShoalErrorClass(BrokenSemaphoreError);
 
 /**
  * A counting semaphore. Waiters are served strictly in arrival order: a head waiter that asks

@@ -2,7 +2,7 @@
  * Errors of the socket API beyond core's (SystemError carries errno name and operation for
  * every kernel failure; ClosedError, AbortError and TimedOutError come from core).
  */
-import { ShoalError } from "../core/errors.ts";
+import { listShoalErrorClass, ShoalError } from "../core/errors.ts";
 
 /** The stream ended before readExactly got its bytes. `received` says how many there were. */
 export class UnexpectedEofError extends ShoalError {
@@ -14,6 +14,7 @@ export class UnexpectedEofError extends ShoalError {
     this.expected = expected;
   }
 }
+listShoalErrorClass(UnexpectedEofError);
 
 const noop = (): void => {};
 

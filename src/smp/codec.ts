@@ -16,7 +16,7 @@
  * point into the buffer they came from, so the ring space can be reused at once.
  */
 import type { NativeBuffer } from "../core/buffers.ts";
-import { AbortError, ClosedError, InvalidArgumentError, ShoalError, SystemError, TimedOutError } from "../core/errors.ts";
+import { forEachShoalErrorClass, InvalidArgumentError, ShoalError, SystemError } from "../core/errors.ts";
 import * as smpErrors from "./errors.ts";
 import { EncodeError, MessageTooLargeError, RemoteError } from "./errors.ts";
 
@@ -124,11 +124,6 @@ export function registerErrorClass(ctor: new (...args: never[]) => Error): void 
 // arrive as themselves.
 for (const ctor of [
   ...Object.values(smpErrors),
-  InvalidArgumentError,
-  ClosedError,
-  AbortError,
-  TimedOutError,
-  SystemError,
   TypeError,
   RangeError,
   SyntaxError,
@@ -138,6 +133,9 @@ for (const ctor of [
 ]) {
   if (ctor !== RemoteError) registerErrorClass(ctor as new (...args: never[]) => Error);
 }
+// Every error class of Shoal's core, net and app layers, as their modules define them (one that
+// a shard has not loaded arrives as its nearest registered ancestor there: ShoalError).
+forEachShoalErrorClass(registerErrorClass);
 
 let NativeBufferClass: (abstract new (...args: never[]) => NativeBuffer) | undefined;
 

@@ -154,3 +154,34 @@ describe("codec: errors whose name or message has no plain string form", () => {
     expect((back.cause as Error).message).toBe("inner");
   });
 });
+
+describe("codec: Shoal's own error classes cross as themselves", () => {
+  test("core, net and app errors keep their class; an unlisted subclass of ShoalError arrives as ShoalError", async () => {
+    const { GateClosedError } = await import("../../src/core/gate.ts");
+    const { BrokenSemaphoreError } = await import("../../src/core/semaphore.ts");
+    const { BrokenConditionVariableError } = await import("../../src/core/condition-variable.ts");
+    const { QueueAbortedError, QueueEmptyError } = await import("../../src/core/queue.ts");
+    const { BrokenPipeError } = await import("../../src/core/pipe.ts");
+    const { PoolExhaustedError } = await import("../../src/core/buffers.ts");
+    const { UnexpectedEofError } = await import("../../src/net/errors.ts");
+    const { OptionError } = await import("../../src/app/options.ts");
+    const { ShoalError, StartupError } = await import("../../src/core/errors.ts");
+    const classes = [GateClosedError, BrokenSemaphoreError, BrokenConditionVariableError, QueueAbortedError, QueueEmptyError, BrokenPipeError, PoolExhaustedError, UnexpectedEofError, OptionError, StartupError, ShoalError];
+    for (const C of classes) {
+      const e = Object.create(C.prototype) as Error;
+      Object.assign(e, { message: `a ${C.name}`, name: C.name });
+      const [back] = roundTripAll([e]) as [Error];
+      expect(`${C.name}: ${back instanceof C}`).toBe(`${C.name}: true`);
+      expect(back.message).toBe(`a ${C.name}`);
+    }
+    class AppSpecific extends ShoalError {
+      constructor() {
+        super("ERR_APP", "app-specific");
+      }
+    }
+    const [back] = roundTripAll([new AppSpecific()]) as [Error & { code?: string }];
+    expect(back).toBeInstanceOf(ShoalError);
+    expect(back.name).toBe("AppSpecific");
+    expect(back.code).toBe("ERR_APP");
+  });
+});
