@@ -44,6 +44,8 @@ export type ToShard =
   | { type: "stop-local" }
   | { type: "gone"; shard: number; cause: string }
   | { type: "port"; from: number; tag: string; port: MessagePort }
+  /** Answer "pong" (the shutdown timed out: which shards' threads are stuck?). */
+  | { type: "ping" }
   /** The app is ending: answer "flushed" once this shard's log lines have left the process. */
   | { type: "flush" };
 
@@ -52,6 +54,8 @@ export type ToSupervisor =
   | { type: "ready"; shard: number; signature: string; tid: number; hasMain: boolean }
   | { type: "start-failed"; shard: number; error: ErrorInfo }
   | { type: "crash"; shard: number; error: ErrorInfo }
+  /** The answer to "ping": the shard's thread takes messages (one that does not is blocked). */
+  | { type: "pong"; shard: number }
   | { type: "main-done"; code: number }
   | { type: "main-failed"; error: ErrorInfo }
   | { type: "services-stopped"; shard: number; errors: ErrorInfo[] }

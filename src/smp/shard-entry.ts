@@ -30,7 +30,20 @@ let mainPromise: Promise<unknown> | undefined;
 let mainGraceMs = 5000;
 let appName = "app";
 
+let crashed = false;
+
 function crash(err: unknown): void {
+  if (crashed) {
+    // The shard is on its way out after its first uncaught error; a later one is most likely a
+    // consequence of it. Logged, never the reported cause (the last one replaced the first).
+    try {
+      logger(appName).error(`another uncaught error on shard ${shard} after the first, while it exits:`, err);
+    } catch {
+      // nothing more can be done on the way out
+    }
+    return;
+  }
+  crashed = true;
   try {
     post({ type: "crash", shard, error: errorInfo(err) });
   } finally {
@@ -120,6 +133,9 @@ scope.onmessage = (e: MessageEvent<ToShard>) => {
       break;
     case "stopping":
       beginShutdown(msg.reason);
+      break;
+    case "ping":
+      post({ type: "pong", shard });
       break;
     case "stop-services":
       void stopServices(true);

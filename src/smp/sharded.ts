@@ -13,7 +13,8 @@
  * Calls to the local shard are direct calls; others travel the rings as compact messages.
  * Each shard counts the calls running on its instance: stop() refuses new calls
  * (ServiceStoppedError), waits for the running ones to settle, then calls the instance's
- * stop(). The app template stops every running service, newest first, at shutdown.
+ * stop(). The app template stops every running service, newest first, at shutdown (one still
+ * starting counts as the newest); start() is refused from then on.
  */
 import { InvalidArgumentError } from "../core/errors.ts";
 import { isThenable } from "../core/future.ts";
@@ -81,6 +82,18 @@ export interface ShardedOptions<T, A extends unknown[]> {
 type State = "idle" | "starting" | "running" | "stopping";
 
 const log = logger("smp");
+
+/**
+ * Set on a shard once the shutdown began stopping every service there (shard 0 for all shards,
+ * or each shard for its own when shard 0 is gone): start() is refused from then on. A service
+ * started after the one pass over the running ones (main still running past its grace, a
+ * handler) was never stopped, and the process exited 0 as if it had been.
+ */
+let closing: string | undefined;
+
+function refusedStart(name: string): ServiceStoppedError {
+  return new ServiceStoppedError(`service "${name}" was not started: the application is ${closing}`);
+}
 
 /** The per-shard side of a service: this shard's instance and its lifecycle. */
 class Host<T extends object> implements ServiceHost {
@@ -182,7 +195,11 @@ class Host<T extends object> implements ServiceHost {
     if (this.state !== "idle") {
       throw new ServiceStateError(`service "${this.name}" is already ${this.state} on shard ${thisShard()}; stop() it first`);
     }
+    if (closing !== undefined) throw refusedStart(this.name);
     this.state = "starting";
+    // Its place in the shutdown order from now on: a service still starting is the newest (it
+    // sorted as the oldest, and was stopped after services it may use while it starts).
+    this.seq = seq;
     let done!: () => void;
     this.starting = new Promise<void>((resolve) => (done = resolve));
     try {
@@ -191,7 +208,6 @@ class Host<T extends object> implements ServiceHost {
         throw new InvalidArgumentError(`service "${this.name}": the factory returned ${inst === null ? "null" : typeof inst}, not an object`);
       }
       this.instance = inst;
-      this.seq = seq;
       this.state = "running";
     } catch (err) {
       this.state = "idle";
@@ -303,7 +319,8 @@ export class Sharded<T extends object, A extends unknown[] = unknown[]> implemen
    * remote shard gets its own decoded copy). If any shard fails, the instances that did
    * start are stopped again and the first error (lowest shard) is thrown.
    * Throws ServiceStateError if the service is already running, EncodeError for arguments
-   * that cannot cross, or what a constructor or factory threw.
+   * that cannot cross, ServiceStoppedError once the application's shutdown began stopping its
+   * services, or what a constructor or factory threw.
    * start() and stop() are coordinated by shard 0, one at a time per service, whichever shard
    * calls them: a stop() called while a start() runs waits for it (then stops everything).
    */
@@ -330,6 +347,7 @@ export class Sharded<T extends object, A extends unknown[] = unknown[]> implemen
   private lifecycleOps = 0;
 
   private async startAll(args: A): Promise<void> {
+    if (closing !== undefined) throw refusedStart(this.name);
     if (this.host.state !== "idle") {
       throw new ServiceStateError(`service "${this.name}" is already ${this.host.state} on shard ${thisShard()}; stop() it first`);
     }
@@ -533,11 +551,13 @@ export function sharded(
  * shards (each Sharded.stop()). Used by the app template at shutdown on shard 0. Returns the errors.
  */
 export async function stopAllServices(): Promise<unknown[]> {
+  closing ??= "shutting down and stopping its services";
   return stopInOrder((h) => h.owner.stop());
 }
 
 /** @internal Stops this shard's own instances only, newest first (when shard 0 is gone). */
 export async function stopLocalServices(): Promise<unknown[]> {
+  closing ??= "shutting down (shard 0 is gone: every shard stops its own services)";
   return stopInOrder((h) => h.stopLocal());
 }
 

@@ -9,6 +9,8 @@
  * its id and cause; the others are told (calls to it fail with ShardGoneError) and stopped the
  * same way, and the process exits 1. A shard that fails to start gives one message and exit 1.
  * A second signal during shutdown exits at once (unless the policy's repeat is "ignore"; the same signal within 250 ms is the same delivery).
+ * A shutdown that runs past its timeout exits 1, naming the shards whose threads no longer
+ * answer a message (a busy loop, a blocking call): those held it up.
  */
 import { constants, totalmem } from "node:os";
 import { InvalidArgumentError } from "../core/errors.ts";
@@ -25,6 +27,9 @@ import { becomeSupervisor } from "./runtime.ts";
  * (GNU timeout sends SIGTERM to the child and then to its group), never a forced exit.
  */
 const REPEAT_WINDOW_MS = 250;
+
+/** How long a shard may take to answer "ping" when the shutdown timed out before it is named as blocked. */
+const PROBE_MS = 1000;
 
 /** How the supervisor treats process signals (the default: SIGINT and SIGTERM stop, a repeat exits). */
 export interface SignalPolicy {
@@ -122,6 +127,8 @@ interface Shard {
   onReady: ((err: ErrorInfo | undefined) => void) | undefined;
   /** Set while the app ends: called once the shard's log lines have left (or it is gone). */
   onFlushed: (() => void) | undefined;
+  /** Set while the supervisor asks which shards still take messages: called on the shard's "pong". */
+  onPong: (() => void) | undefined;
 }
 
 /** Prints one line (or block) to stderr, prefixed with the app's name. */
@@ -255,7 +262,7 @@ class Supervisor {
   private startShard(k: number, cpu: number, sab: SharedArrayBuffer, ringBytes: number): Promise<ErrorInfo | undefined> {
     const count = this.count;
     const worker = new Worker(new URL("./shard-entry.ts", import.meta.url).href);
-    const s: Shard = { id: k, worker, state: "starting", crash: undefined, onReady: undefined, onFlushed: undefined };
+    const s: Shard = { id: k, worker, state: "starting", crash: undefined, onReady: undefined, onFlushed: undefined, onPong: undefined };
     this.shards.push(s);
     worker.addEventListener("message", (e: MessageEvent<ToSupervisor>) => this.onMessage(s, e.data));
     worker.addEventListener("error", (e: Event) => {
@@ -332,6 +339,9 @@ class Supervisor {
       case "flushed":
         s.onFlushed?.();
         break;
+      case "pong":
+        s.onPong?.();
+        break;
       case "port": {
         const to = this.shards[msg.to];
         if (to !== undefined && to.state !== "gone") {
@@ -347,6 +357,7 @@ class Supervisor {
     const wasStarting = s.state === "starting";
     s.state = "gone";
     s.onFlushed?.();
+    s.onPong?.(); // gone, not blocked
     const cause = s.crash
       ? describeError(s.crash)
       : `its Worker exited unexpectedly with code ${code}`;
@@ -431,9 +442,7 @@ class Supervisor {
         say(this.name, `log output${silent.length ? ` of shard ${silent.join(", ")}` : ""} did not drain within ${timeoutMs} ms; exiting`);
         this.exit(this.exitCode);
       }
-      const waiting = [...this.expectedStops].filter((k) => !this.servicesStopped.has(k));
-      say(this.name, `shutdown did not finish within ${timeoutMs} ms (still stopping services on shard ${waiting.join(", ")}); exiting`);
-      this.exit(EXIT_FAILURE);
+      this.giveUp(timeoutMs);
     }, timeoutMs).unref();
     const zero = this.shards[0];
     if (zero !== undefined && zero.state !== "gone") {
@@ -443,6 +452,43 @@ class Supervisor {
     } else {
       this.stopLocally();
     }
+  }
+
+  /**
+   * The shutdown ran out of time: names the shards whose threads no longer take messages (a busy
+   * loop, a blocking call), which held it up, rather than only the coordinator waiting for them
+   * (shard 0), then exits 1. Asks each live shard for a "pong", for at most PROBE_MS.
+   */
+  private giveUp(timeoutMs: number): void {
+    const waiting = [...this.expectedStops].filter((k) => !this.servicesStopped.has(k));
+    const silent = new Set<number>();
+    let done = false;
+    const report = () => {
+      if (done) return;
+      done = true;
+      const stuck = [...silent].sort((a, b) => a - b);
+      say(
+        this.name,
+        `shutdown did not finish within ${timeoutMs} ms (still stopping services on shard ${waiting.join(", ")})` +
+          (stuck.length > 0
+            ? `; shard ${stuck.join(", ")} does not answer: ${stuck.length === 1 ? "its thread is" : "their threads are"} blocked (a busy loop or a blocking call?)`
+            : "") +
+          "; exiting",
+      );
+      this.exit(EXIT_FAILURE);
+    };
+    for (const s of this.shards) {
+      if (s.state === "gone") continue;
+      silent.add(s.id);
+      s.onPong = () => {
+        s.onPong = undefined;
+        silent.delete(s.id);
+        if (silent.size === 0) report();
+      };
+      this.send(s, { type: "ping" });
+    }
+    if (silent.size === 0) report();
+    else setTimeout(report, PROBE_MS);
   }
 
   /** Shard 0 is gone: every other shard stops its own instances. */
