@@ -129,6 +129,18 @@ function binError(s: Session, status: Status, text: string | null, swallow: numb
   else s.flushPoint();
 }
 
+/**
+ * A storage command's failed allocation (stock's process_bin_update/append_prepend): the error,
+ * then the value swallowed. Never a send point: stock's write_bin_error (or out_of_memory) sets
+ * conn_mwrite, which the conn_swallow right after replaces (even for an empty value).
+ */
+function binAllocError(s: Session, status: Status, text: string | null, vlen: number): void {
+  const msg = text ?? statusText(status);
+  header(s, status, 0, 0, msg.length, s.cas);
+  s.out.str(msg);
+  s.swallow(vlen);
+}
+
 /** stock's write_bin_response: skipped for quiet commands (except get hits, written elsewhere). */
 function binResponse(s: Session, extlen: number, keylen: number, body: Uint8Array | null): void {
   if (s.noreply && s.binCmd !== Op.GET && s.binCmd !== Op.GETK) return;
@@ -346,16 +358,11 @@ function binUpdate(s: Session, buf: Uint8Array, ext: number, key: number, nkey: 
   if (ref === NIL) {
     if (store.allocError === AllocError.NO_MEMORY_READ) {
       // Stock fails while reading such a value: the old one stays.
-      binError(s, Status.ENOMEM, "Out of memory during read", 0);
-      s.swallow(vlen);
+      binAllocError(s, Status.ENOMEM, "Out of memory during read", vlen);
       return;
     }
-    if (store.allocError === AllocError.TOO_LARGE) {
-      binError(s, Status.E2BIG, null, vlen);
-    } else {
-      binError(s, Status.ENOMEM, "Out of memory allocating item", 0);
-      s.swallow(vlen);
-    }
+    if (store.allocError === AllocError.TOO_LARGE) binAllocError(s, Status.E2BIG, null, vlen);
+    else binAllocError(s, Status.ENOMEM, "Out of memory allocating item", vlen);
     if (s.binCmd === Op.SET) {
       const old = store.get(buf, key, nkey, hv, false);
       if (old !== NIL) store.unlink(old);
@@ -374,12 +381,8 @@ function binAppendPrepend(s: Session, buf: Uint8Array, key: number, nkey: number
   if (s.engine.settings.detailEnabled) s.engine.prefixStats.recordSet(buf, key, nkey, delimiter(s));
   const ref = store.alloc(buf, key, nkey, 0, 0, vlen + 2);
   if (ref === NIL) {
-    if (store.allocError === AllocError.TOO_LARGE) {
-      binError(s, Status.E2BIG, null, vlen);
-    } else {
-      binError(s, Status.ENOMEM, store.allocError === AllocError.NO_MEMORY_READ ? "Out of memory during read" : "Out of memory allocating item", 0);
-      s.swallow(vlen);
-    }
+    if (store.allocError === AllocError.TOO_LARGE) binAllocError(s, Status.E2BIG, null, vlen);
+    else binAllocError(s, Status.ENOMEM, store.allocError === AllocError.NO_MEMORY_READ ? "Out of memory during read" : "Out of memory allocating item", vlen);
     return;
   }
   s.startNread(ref, NreadKind.BINARY_SET, s.binCmd === Op.APPEND ? Comm.APPEND : Comm.PREPEND, hv, s.binCas, vlen);

@@ -1079,8 +1079,7 @@ export function routeBinary(s: Session, r: Router, buf: Uint8Array, pos: number,
   const key = pos + 24 + extlen;
   const dest = r.owner(buf, key, keylen);
   if (dest === r.self) return false;
-  const hasValue = opcode === 0x01 || opcode === 0x02 || opcode === 0x03 || opcode === 0x0e || opcode === 0x0f ||
-    opcode === 0x11 || opcode === 0x12 || opcode === 0x13 || opcode === 0x19 || opcode === 0x1a;
+  const hasValue = isStorageOpcode(opcode);
   const vlen = hasValue ? bodyRest : 0;
   const flags = opcode <= 0x03 || (opcode >= 0x11 && opcode <= 0x13) ? (extlen >= 4 ? ((buf[pos + 24]! << 24) | (buf[pos + 25]! << 16) | (buf[pos + 26]! << 8) | buf[pos + 27]!) >>> 0 : 0) : 0;
   const tooLarge = hasValue && !s.store.sizeOk(keylen, flags, vlen + 2);
@@ -1156,7 +1155,12 @@ export async function fillHoles(s: Session): Promise<void> {
   s.keepHoles = 0;
 }
 
-/** True if the binary responses in `b[from, to)` end with one whose status is not 0. */
+/**
+ * True if the binary responses in `b[from, to)` end with an error stock sends at once
+ * (write_bin_error, then conn_mwrite). Not: a GETK/GATK miss (status 1 too, but it carries the
+ * key and is added without a send: stock's add_bin_header), nor a storage command's failed
+ * allocation (E2BIG, ENOMEM: the value is swallowed next, conn_swallow replaces conn_mwrite).
+ */
 function endsWithBinaryError(b: Uint8Array, from: number, to: number): boolean {
   let p = from;
   let last = -1;
@@ -1164,7 +1168,15 @@ function endsWithBinaryError(b: Uint8Array, from: number, to: number): boolean {
     last = p;
     p += 24 + (((b[p + 8]! << 24) | (b[p + 9]! << 16) | (b[p + 10]! << 8) | b[p + 11]!) >>> 0);
   }
-  return last >= 0 && p === to && ((b[last + 6]! << 8) | b[last + 7]!) !== 0;
+  if (last < 0 || p !== to) return false;
+  const status = (b[last + 6]! << 8) | b[last + 7]!;
+  if (status === 0 || ((b[last + 2]! << 8) | b[last + 3]!) !== 0) return false;
+  return !((status === 0x03 || status === 0x82) && isStorageOpcode(b[last + 1]!));
+}
+
+/** set/add/replace/append/prepend and their quiet forms: the binary commands that carry a value. */
+function isStorageOpcode(op: number): boolean {
+  return (op >= 0x01 && op <= 0x03) || op === 0x0e || op === 0x0f || (op >= 0x11 && op <= 0x13) || op === 0x19 || op === 0x1a;
 }
 
 /** Binary STAT for the whole server: general, items and slabs gather every shard; reset goes everywhere. */
