@@ -24,6 +24,9 @@ import { addHole, continueRoutedGet, routeBinary, routeText, UnitKind, type Hole
  */
 const dumping = new WeakMap<Engine, Session>();
 
+/** Stock's read buffer (READ_BUFFER_SIZE): a binary packet's header, extras and key must fit it. */
+const BIN_READ_MAX = 16384;
+
 /** Protocol of a connection. */
 export const enum Proto {
   NEGOTIATE = 0,
@@ -77,6 +80,13 @@ const FIRST_READ_COST = Math.floor(PAUSE_BYTES / 8) + 1;
 const OWN_OUT_KEEP = 1024 * 1024;
 /** What a forwarded command answered with a line (STORED, NOT_FOUND, a binary status) counts. */
 const LINE_COST = 64;
+/**
+ * Input buffers one large request grew (the carry of a long multiget line or a binary header
+ * with a long key, a forwarded set's value) are dropped once emptied when past this, stock's
+ * read buffer size: an idle connection keeps only small arrays
+ * (stock frees its grown read buffer once empty too), not up to -I or 32 MiB each.
+ */
+const INPUT_KEEP = 16 * 1024;
 
 /**
  * The rest of a multiget a pause cut short: its keys `buf[p..end)` (the line stays where it
@@ -451,6 +461,26 @@ export class Session {
     if (stop < end && !this.closing) this.saveCarry(data, stop, end);
     // Out of input, stock transmits (and drops its references), unless a value is arriving.
     if (!this.midValue) this.outOfInput();
+    this.trimInput();
+  }
+
+  /**
+   * After a feed: the carry buffer a long line or packet grew is not kept once (nearly) empty,
+   * unless a paused multiget still reads its keys from it (see INPUT_KEEP); nor a helper
+   * session's output past 512 KiB (its multiget runs are cut at PAUSE_BYTES: only a large item
+   * grows it further, and it kept up to twice -I per connection).
+   */
+  private trimInput(): void {
+    // A helper session's output (a multiget's run of this shard's keys, copied out at once).
+    const sub = this.sub?.out;
+    if (sub !== undefined && sub.pos === 0 && sub.native === undefined && sub.buf.length > 2 * PAUSE_BYTES) sub.buf = new Uint8Array(16 * 1024);
+    const carry = this.carry;
+    if (carry.length <= INPUT_KEEP || this.carryLen * 4 > carry.length || this.paused || this.getCont !== null) return;
+    let size = 256;
+    while (size < this.carryLen) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(carry.subarray(0, this.carryLen));
+    this.carry = next;
   }
 
   /**
@@ -507,6 +537,7 @@ export class Session {
       if (stop < end && !this.closing) this.saveCarry(buf, stop, end);
     }
     if (!this.midValue) this.outOfInput();
+    this.trimInput();
   }
 
   /** A multiget handler stopped (PAUSE_BYTES rendered): `cont` is what resume() runs first. */
@@ -588,7 +619,8 @@ export class Session {
     b.append(unit, 0, unit.length);
     if (this.fwdProto === Proto.BINARY) b.noteBinary(index, unit);
     addHole(this, b, index, this.fwdReads0);
-    this.fwdUnit.reset();
+    if (this.fwdUnit.buf.length > INPUT_KEEP) this.fwdUnit = new Out(256);
+    else this.fwdUnit.reset();
   }
 
   /**
@@ -724,6 +756,14 @@ export class Session {
           return end;
         }
         const need = BIN_HEADER + buf[pos + 4]! + ((buf[pos + 2]! << 8) | buf[pos + 3]!);
+        if (need > BIN_READ_MAX) {
+          // Stock reads into a 16 KiB buffer: a header, extras and key longer than that are
+          // never read whole. It sends what it has (the answers queued so far) and closes,
+          // answering nothing to this packet; the connection waited for it here (for good, if
+          // the client never sent the rest) and then answered EINVAL.
+          this.closeAfterWrite = true;
+          return end;
+        }
         if (end - pos < need) return pos;
         this.noreply = false;
         this.respPending = true;
@@ -871,6 +911,7 @@ export class Session {
       if (this.carryLen >= BIN_HEADER) {
         if (this.carry[0] !== 0x80) break; // run() aborts the connection
         need = BIN_HEADER + this.carry[4]! + ((this.carry[2]! << 8) | this.carry[3]!);
+        if (need > BIN_READ_MAX) break; // run() closes the connection
       }
       if (this.carryLen >= need) break;
       const take = Math.min(need - this.carryLen, data.length - taken);

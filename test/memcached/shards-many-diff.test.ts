@@ -585,6 +585,30 @@ describe("what a connection closed by a bad magic had sent (binary)", () => {
       },
     ],
   ];
+  test("a packet whose header, extras and key pass stock's 16 KiB read buffer closes without an answer", async () => {
+    const failures: string[] = [];
+    for (const keyLen of [16360, 16361, 16353, 40000]) {
+      const prefix = `r${++run}q:`;
+      const extras = keyLen === 16353 ? setExtras(0, 0) : undefined;
+      const req = cat(
+        binRequest(0x01, { key: `${prefix}a`, extras: setExtras(0, 0), value: "v" }),
+        binRequest(0x0c, { key: `${prefix}miss`, opaque: 7 }),
+        binRequest(extras ? 0x01 : 0x00, { key: "k".repeat(keyLen), ...(extras ? { extras, value: "x" } : {}) }),
+      );
+      const theirs = await exchange(stock.port, req, { idleMs: 300 });
+      for (const server of [t3, t4]) {
+        // Whole, and in pieces that end inside the big packet's header (its carry path).
+        const chunks = server === t4 ? [req.length - keyLen - 20, 7, 100] : undefined;
+        const mine = await exchange(server.port, req, { idleMs: 300, chunks, pauseMs: 5 });
+        if (maskCas(mine.bytes, true) !== maskCas(theirs.bytes, true) || mine.closed !== theirs.closed) {
+          failures.push(`key of ${keyLen}, port ${server.port}: stock (closed ${theirs.closed}) ${show(theirs.bytes)}\nours (closed ${mine.closed}) ${show(mine.bytes)}`);
+        }
+      }
+    }
+    if (failures.length > 0) console.log(failures.join("\n"));
+    expect(failures).toEqual([]);
+  }, 60_000);
+
   test("a forwarded GETK/GATK miss is no send point", async () => {
     const failures: string[] = [];
     for (const [name, make] of scripts) {
