@@ -186,6 +186,11 @@ function checkHeap(now: number): void {
 /** Starts the loop (through setImmediate) if it is stopped. Called by everything that adds work. */
 export function ensureLoopRunning(): void {
   if (running || scheduled) return;
+  // The shard's reactor exists before the loop is scheduled: where the native library or
+  // io_uring is refused, the StartupError is thrown at the call that needed the loop (a sleep, a
+  // timer, a socket). Thrown by the loop's own setImmediate callback, it reached nobody: the
+  // work waiting for the loop never settled (Bun then spun at 100% CPU, never exiting).
+  reactor();
   unpark();
   scheduled = true;
   outsideGroups(() => setImmediate(runLoop));

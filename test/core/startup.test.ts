@@ -5,7 +5,8 @@
  * message names the cause and the fix.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { accessSync, constants, readFileSync, writeFileSync } from "node:fs";
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { IoOp, StartupError, probeIoUring, reactor } from "../../src/index.ts";
 import { libraryPath } from "../../src/core/native.ts";
@@ -81,6 +82,29 @@ describe("the native library", () => {
     expect(out.stdout.toString()).not.toContain("slept");
     expect(out.stderr.toString()).toContain("native library is missing at /nonexistent/libshoal.so");
   });
+
+  test("missing, in an app whose top-level await sleeps (the README's example): the sleep throws, the process exits 1", () => {
+    const dir = mkdtempSync(join(tmpdir(), "shoal-nolib-"));
+    const main = join(dir, "main.ts");
+    writeFileSync(main, `import { sleep } from ${JSON.stringify(join(repo, "src", "index.ts"))};\nawait sleep(10);\nconsole.log("slept");\n`);
+    try {
+      // The StartupError was thrown by the loop's own callback, where nothing awaited it: the
+      // sleep never settled and Bun spun at 100% CPU (killed here after 20 s).
+      const out = Bun.spawnSync({
+        cmd: [process.execPath, main],
+        env: { ...process.env, SHOAL_LIB: "/nonexistent/libshoal.so" },
+        stdout: "pipe",
+        stderr: "pipe",
+        timeout: 20_000,
+      });
+      expect(out.signalCode ?? null).toBeNull();
+      expect(out.exitCode).toBe(1);
+      expect(out.stdout.toString()).not.toContain("slept");
+      expect(out.stderr.toString()).toContain("native library is missing at /nonexistent/libshoal.so");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
 
 describe("io_uring refused", () => {
