@@ -5,22 +5,13 @@
  * sleeps on Shoal's reactor.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { consumerProject, pack, repo, run } from "./consumer.ts";
 
-const repo = join(import.meta.dir, "..", "..");
 const repoPackage = (await Bun.file(join(repo, "package.json")).json()) as { name: string; version: string };
 let work = "";
-
-function run(cmd: string[], cwd: string, env: Record<string, string | undefined> = {}) {
-  const merged: Record<string, string> = {};
-  for (const [k, v] of Object.entries({ ...process.env, ...env })) if (v !== undefined) merged[k] = v;
-  const out = Bun.spawnSync({ cmd, cwd, env: merged, stdout: "pipe", stderr: "pipe", timeout: 30_000 });
-  const text = `${out.stdout.toString()}${out.stderr.toString()}`;
-  if (out.exitCode !== 0) throw new Error(`\`${cmd.join(" ")}\` in ${cwd} exited ${out.exitCode}:\n${text}`);
-  return out.stdout.toString();
-}
 
 beforeAll(() => {
   work = mkdtempSync(join(tmpdir(), "shoal-pack-"));
@@ -35,22 +26,10 @@ test(
   () => {
     expect(existsSync(join(repo, "zig-out/lib/libshoal.so"))).toBe(true); // scripts/zig build first
 
-    const dest = join(work, "dist");
-    mkdirSync(dest);
-    run([process.execPath, "pm", "pack", "--destination", dest, "--ignore-scripts", "--quiet"], repo);
-    const tarballs = readdirSync(dest).filter((f) => f.endsWith(".tgz"));
-    expect(tarballs).toEqual([`${repoPackage.name}-${repoPackage.version}.tgz`]);
-    const tarball = join(dest, tarballs[0]!);
-
-    const app = join(work, "app");
-    mkdirSync(app);
-    writeFileSync(join(app, "package.json"), JSON.stringify({ name: "shoal-consumer", private: true, type: "module" }));
+    const tarballs = pack(work);
+    expect(tarballs.map((t) => t.slice(t.lastIndexOf("/") + 1))).toEqual([`${repoPackage.name}-${repoPackage.version}.tgz`]);
     // An unreachable registry proves the install needs nothing beyond the tarball.
-    run([process.execPath, "add", tarball], app, {
-      BUN_CONFIG_REGISTRY: "http://127.0.0.1:9/",
-      BUN_INSTALL_CACHE_DIR: join(work, "bun-cache"),
-      NPM_CONFIG_REGISTRY: "http://127.0.0.1:9/",
-    });
+    const app = consumerProject(work, "shoal-consumer", tarballs[0]!);
     const installed = join(app, "node_modules", "shoal");
     expect(existsSync(join(installed, "zig-out/lib/libshoal.so"))).toBe(true);
     expect(existsSync(join(installed, "test"))).toBe(false);

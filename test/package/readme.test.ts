@@ -8,23 +8,14 @@
  * to it. A new block fails the test until it is given a harness here.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { consumerProject, pack, repo, run } from "./consumer.ts";
 
-const repo = join(import.meta.dir, "..", "..");
 const tsc = join(repo, "node_modules", ".bin", "tsc");
 let work = "";
 let app = "";
-
-function run(cmd: string[], cwd: string, env: Record<string, string | undefined> = {}) {
-  const merged: Record<string, string> = {};
-  for (const [k, v] of Object.entries({ ...process.env, ...env })) if (v !== undefined) merged[k] = v;
-  const out = Bun.spawnSync({ cmd, cwd, env: merged, stdout: "pipe", stderr: "pipe", timeout: 30_000 });
-  const text = `${out.stdout.toString()}${out.stderr.toString()}`;
-  if (out.exitCode !== 0) throw new Error(`\`${cmd.join(" ")}\` in ${cwd} exited ${out.exitCode}:\n${text}`);
-  return out.stdout.toString();
-}
 
 /** The README's ```ts blocks, in order. */
 function readmeBlocks(): string[] {
@@ -125,18 +116,7 @@ process.exit(0);
 
 beforeAll(() => {
   work = mkdtempSync(join(tmpdir(), "shoal-readme-"));
-  const dest = join(work, "dist");
-  mkdirSync(dest);
-  run([process.execPath, "pm", "pack", "--destination", dest, "--ignore-scripts", "--quiet"], repo);
-  const tarball = join(dest, readdirSync(dest).find((f) => f.endsWith(".tgz"))!);
-  app = join(work, "app");
-  mkdirSync(app);
-  writeFileSync(join(app, "package.json"), JSON.stringify({ name: "shoal-readme", private: true, type: "module" }));
-  run([process.execPath, "add", tarball], app, {
-    BUN_CONFIG_REGISTRY: "http://127.0.0.1:9/",
-    BUN_INSTALL_CACHE_DIR: join(work, "bun-cache"),
-    NPM_CONFIG_REGISTRY: "http://127.0.0.1:9/",
-  });
+  app = consumerProject(work, "shoal-readme", pack(work)[0]!);
   writeFileSync(dataFile(), "hello shoal\n");
 });
 

@@ -14,6 +14,22 @@ function lines(stdout: string, prefix: string): string[] {
   return stdout.split("\n").filter((l) => l.startsWith(prefix));
 }
 
+/** Runs `scenario` on 2 shards (default: a 1 s shutdown timeout) and sends SIGTERM once it prints READY. */
+async function stopOnReady(scenario: string, env: Record<string, string> = { FAULTS_SHUTDOWN_MS: "1000" }) {
+  let sent = false;
+  const run = await runApp(FIXTURE, [...smpArgs(2), "--scenario", scenario], {
+    timeoutMs: 30_000,
+    env,
+    onStdout: (text, proc) => {
+      if (!sent && text.includes("READY")) {
+        sent = true;
+        proc.kill("SIGTERM");
+      }
+    },
+  });
+  return { run, sent };
+}
+
 describe("a shard that fails", () => {
   test("an error that follows the first on the way out is logged; the first stays the reported cause", async () => {
     const run = await runApp(FIXTURE, [...smpArgs(2), "--scenario", "crash-twice"], { timeoutMs: 30_000 });
@@ -26,17 +42,7 @@ describe("a shard that fails", () => {
   });
 
   test("a shard stuck in a busy loop: the shutdown gives up after its timeout, names that shard, exit 1", async () => {
-    let sent = false;
-    const run = await runApp(FIXTURE, [...smpArgs(2), "--scenario", "busy"], {
-      timeoutMs: 30_000,
-      env: { FAULTS_SHUTDOWN_MS: "1000" },
-      onStdout: (text, proc) => {
-        if (!sent && text.includes("READY")) {
-          sent = true;
-          proc.kill("SIGTERM");
-        }
-      },
-    });
+    const { run, sent } = await stopOnReady("busy");
     expect(sent).toBe(true);
     expect(run.code).toBe(1);
     expect(run.stderr).toContain("shutdown did not finish within 1000 ms");
@@ -45,17 +51,7 @@ describe("a shard that fails", () => {
   });
 
   test("a stop() that never settles: the shutdown gives up after its timeout, exit 1; the shard still answers, so none is named blocked", async () => {
-    let sent = false;
-    const run = await runApp(FIXTURE, [...smpArgs(2), "--scenario", "hang-stop"], {
-      timeoutMs: 30_000,
-      env: { FAULTS_SHUTDOWN_MS: "1000" },
-      onStdout: (text, proc) => {
-        if (!sent && text.includes("READY")) {
-          sent = true;
-          proc.kill("SIGTERM");
-        }
-      },
-    });
+    const { run, sent } = await stopOnReady("hang-stop");
     expect(sent).toBe(true);
     expect(run.code).toBe(1);
     expect(run.stdout).toContain("STOPPED-A 0");
@@ -72,18 +68,8 @@ describe("a shard that fails", () => {
 
 describe("the shutdown and start()", () => {
   test("a service still starting is stopped before older ones, and a start() after the services' stop began is refused", async () => {
-    let sent = false;
-    const run = await runApp(FIXTURE, [...smpArgs(2), "--scenario", "late-start"], {
-      timeoutMs: 30_000,
-      // main is past its grace at once: the shutdown stops services while B still starts.
-      env: { FAULTS_GRACE_MS: "1", FAULTS_B_MS: "1000" },
-      onStdout: (text, proc) => {
-        if (!sent && text.includes("READY")) {
-          sent = true;
-          proc.kill("SIGTERM");
-        }
-      },
-    });
+    // main is past its grace at once: the shutdown stops services while B still starts.
+    const { run, sent } = await stopOnReady("late-start", { FAULTS_GRACE_MS: "1", FAULTS_B_MS: "1000" });
     expect(sent).toBe(true);
     if (run.code !== 0) console.log(run.stdout, run.stderr);
     expect(run.code).toBe(0);
