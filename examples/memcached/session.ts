@@ -758,9 +758,11 @@ export class Session {
         const need = BIN_HEADER + buf[pos + 4]! + ((buf[pos + 2]! << 8) | buf[pos + 3]!);
         if (need > BIN_READ_MAX) {
           // Stock reads into a 16 KiB buffer: a header, extras and key longer than that are
-          // never read whole. It sends what it has (the answers queued so far) and closes,
-          // answering nothing to this packet; the connection waited for it here (for good, if
-          // the client never sent the rest) and then answered EINVAL.
+          // never read whole. Once the buffer is full (and only then: with less it waits, as
+          // for any packet) it sends what it has (the answers queued so far) and closes,
+          // answering nothing to this packet; the connection waited for all of it here (for
+          // good, if the client never sent the rest) and then answered EINVAL.
+          if (end - pos < BIN_READ_MAX) return pos;
           this.closeAfterWrite = true;
           return end;
         }
@@ -911,7 +913,8 @@ export class Session {
       if (this.carryLen >= BIN_HEADER) {
         if (this.carry[0] !== 0x80) break; // run() aborts the connection
         need = BIN_HEADER + this.carry[4]! + ((this.carry[2]! << 8) | this.carry[3]!);
-        if (need > BIN_READ_MAX) break; // run() closes the connection
+        // Past stock's read buffer, only as much as fills it is wanted: run() then closes.
+        if (need > BIN_READ_MAX) need = BIN_READ_MAX;
       }
       if (this.carryLen >= need) break;
       const take = Math.min(need - this.carryLen, data.length - taken);

@@ -14,6 +14,7 @@ import dgram from "node:dgram";
 import { readFileSync } from "node:fs";
 import { murmur3, shardOf } from "../../../examples/memcached/hash.ts";
 import { binRequest, setExtras } from "./binproto.ts";
+import { cat } from "./harness.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder("latin1");
@@ -79,17 +80,6 @@ function valueOf(key: string, version: number, len: number): Uint8Array {
 function shardOfKey(key: string): number {
   const k = enc.encode(key);
   return shardOf(murmur3(k, 0, k.length), 2);
-}
-
-function cat(parts: Uint8Array[]): Uint8Array {
-  const n = parts.reduce((a, p) => a + p.length, 0);
-  const r = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    r.set(p, o);
-    o += p.length;
-  }
-  return r;
 }
 
 function eq(a: Uint8Array, b: Uint8Array): boolean {
@@ -287,7 +277,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     for (let i = 0; bigKeys.length < 24; i++) {
       const key = `big:${i}`;
       const v = valueOf(key, 0, 400_000);
-      r.write(cat([enc.encode(`set ${key} 0 0 ${v.length}\r\n`), v, enc.encode("\r\n")]));
+      r.write(cat(enc.encode(`set ${key} 0 0 ${v.length}\r\n`), v, enc.encode("\r\n")));
       const l = await r.line(Date.now() + 10000, "set big");
       if (l !== "STORED") throw new Error(`big set: ${l}`);
       bigKeys.push(key);
@@ -327,7 +317,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           }
           const getKeys = [...new Set([...setKeys, ...keys.filter(() => rnd(8) === 0)])];
           batch.push(enc.encode(`get ${getKeys.join(" ")}\r\n`));
-          r.write(cat(batch));
+          r.write(cat(...batch));
           for (const k of setKeys) {
             const l = await r.line(dl, `set ${k}`);
             if (l !== "STORED") report.wrong.push(`checker ${id}: set ${k}: ${JSON.stringify(l)}`);
@@ -431,11 +421,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         const o1 = opaque++;
         const o2 = opaque++;
         const o3 = opaque++;
-        r.write(cat([
-          binRequest(0x01, { key, value: v, extras: setExtras(id, 0), opaque: o1 }),
-          binRequest(0x0d, { key, opaque: o2 }), // GETKQ
-          binRequest(0x0a, { opaque: o3 }), // NOOP
-        ]));
+        r.write(
+          cat(
+            binRequest(0x01, { key, value: v, extras: setExtras(id, 0), opaque: o1 }),
+            binRequest(0x0d, { key, opaque: o2 }), // GETKQ
+            binRequest(0x0a, { opaque: o3 }), // NOOP
+          ),
+        );
         const h1 = await r.bytes(24, dl, "bin set");
         const b1 = await r.bytes(h1.readUInt32BE(8), dl, "bin set body");
         if (h1[0] !== 0x81 || h1[1] !== 0x01 || h1.readUInt16BE(6) !== 0 || h1.readUInt32BE(12) !== o1) {
@@ -492,7 +484,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         const r = await Reader.connect(port).catch(() => undefined);
         if (r === undefined) break;
         epoch = disturb.epoch;
-        r.write(cat([enc.encode(`set ${key} 7 0 ${v.length}\r\n`), v, enc.encode("\r\n")]));
+        r.write(cat(enc.encode(`set ${key} 7 0 ${v.length}\r\n`), v, enc.encode("\r\n")));
         const stored = await r.line(Date.now() + 10000, "udp set").then((l) => l === "STORED", () => false);
         // Refused (over -c) or cut: set it again before the next check.
         if (!stored) epoch = -1;
@@ -519,7 +511,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         continue;
       }
       const body = Buffer.concat(parts.map((p) => p.subarray(8)));
-      const want = cat([enc.encode(`VALUE ${key} 7 ${v.length}\r\n`), v, enc.encode("\r\nEND\r\n")]);
+      const want = cat(enc.encode(`VALUE ${key} 7 ${v.length}\r\n`), v, enc.encode("\r\nEND\r\n"));
       report.udpChecks++;
       if (!eq(body, want)) {
         if (body.toString("latin1") === "END\r\n" && (epoch !== disturb.epoch || disturb.active > 0)) report.tolerated++;
@@ -700,11 +692,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         if (i % 2 === 0) parts.push(enc.encode(`set ${k} 0 0 20 noreply\r\n01234567890123456789\r\n`));
         else parts.push(enc.encode(`incr ${k} 1 noreply\r\ndelete nr:${rnd(5000)} noreply\r\n`));
       }
-      r.write(cat(parts));
+      r.write(cat(...parts));
       const b = new Uint8Array(0);
       const q: Uint8Array[] = [];
       for (let i = 0; i < 500; i++) q.push(binRequest(0x11, { key: `nrb:${rnd(5000)}`, value: "x".repeat(50), extras: setExtras(0, 0) }));
-      r.write(cat([b, ...q]));
+      r.write(cat(b, ...q));
       await sleep(20);
       r.destroy();
       count("noreplyFlood");
