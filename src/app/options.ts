@@ -107,7 +107,7 @@ const sharedSpecs: SharedSpec[] = [
       }
     },
   },
-  { key: "overprovisioned", flag: "overprovisioned", type: "boolean", valueName: "", description: "shared CPUs: do not pin shards, never busy-poll, allow more shards than CPUs" },
+  { key: "overprovisioned", flag: "overprovisioned", type: "boolean", valueName: "", description: "shared CPUs: do not pin shards (with --cpuset they float within it), never busy-poll, allow more shards than CPUs" },
   { key: "taskQuotaMs", flag: "task-quota-ms", type: "number", valueName: "MS", min: 0.001, max: 10_000, description: "how long tasks run before I/O is polled again (default 0.5)" },
   { key: "idlePollTimeUs", flag: "idle-poll-time-us", type: "number", valueName: "US", min: 0, max: 10_000_000, description: "busy-poll this long before sleeping in the kernel (default 200)" },
   { key: "blockedReactorNotifyMs", flag: "blocked-reactor-notify-ms", type: "number", valueName: "MS", min: 0.001, max: 3_600_000, description: "report a task that runs longer than this (default 25)" },

@@ -82,6 +82,8 @@ export interface ShardInit {
   ringBytes: number;
   /** The CPU the shard is pinned to, or -1 (overprovisioned). */
   cpu: number;
+  /** Overprovisioned with --cpuset: the CPUs the unpinned shard's thread may run on (else empty). */
+  confine: number[];
   encodeLocalCalls: boolean;
 }
 

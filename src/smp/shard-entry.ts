@@ -11,7 +11,7 @@ import { configureLoop } from "../core/loop.ts";
 import { loopState } from "../core/scheduler.ts";
 import { native } from "../core/native.ts";
 import { flushLog, setLogLevel, setLogPrefix, logger, warmLogging } from "../log/logger.ts";
-import { currentCpu, pinThread, threadId } from "./affinity.ts";
+import { currentCpu, pinThread, setThreadCpuAffinity, threadId } from "./affinity.ts";
 import { errorInfo, setShardLaunch, shardMain, type ToShard, type ToSupervisor, type Transfer } from "./control.ts";
 import { deliverPort } from "./ports.ts";
 import { sealRegistry } from "./registry.ts";
@@ -67,6 +67,7 @@ async function init(msg: Extract<ToShard, { type: "init" }>): Promise<void> {
     configureLoop(msg.loop);
     native();
     if (msg.init.cpu >= 0) pinThread(msg.init.cpu);
+    else if (msg.init.confine.length > 0) setThreadCpuAffinity(msg.init.confine);
     startShard(msg.init);
     recordThreadId(threadId());
     setShardLaunch({ name: msg.name, options: msg.options }, post);

@@ -198,11 +198,12 @@ class Supervisor {
       return this.exit(EXIT_USAGE);
     }
     this.log.debug(
-      `starting ${plan.count} shard(s)` + (plan.cpus.length ? ` on CPUs ${formatCpuset(plan.cpus)}` : " (overprovisioned, not pinned)"),
+      `starting ${plan.count} shard(s)` +
+        (plan.cpus.length ? ` on CPUs ${formatCpuset(plan.cpus)}` : ` (overprovisioned, not pinned${plan.confine.length ? `, within CPUs ${formatCpuset(plan.confine)}` : ""})`),
     );
     for (let k = 0; k < plan.count; k++) {
       if (this.stopping) break;
-      const err = await this.startShard(k, plan.cpus.length ? plan.cpus[k]! : -1, sab, layout.ringBytes);
+      const err = await this.startShard(k, plan.cpus.length ? plan.cpus[k]! : -1, plan.confine, sab, layout.ringBytes);
       if (err !== undefined) this.failStart(k, err);
     }
     if (this.stopping) this.exit(this.exitCode);
@@ -228,7 +229,7 @@ class Supervisor {
   private readonly shardSignatures: string[] = [];
 
   /** Decides the shard count and CPUs, or exits with a clear message. */
-  private plan(): { count: number; cpus: number[] } {
+  private plan(): { count: number; cpus: number[]; confine: number[] } {
     let available: number[];
     try {
       native();
@@ -241,7 +242,7 @@ class Supervisor {
     let cpus = available;
     if (this.opts.cpuset !== undefined) {
       const outside = this.opts.cpuset.filter((c) => !available.includes(c));
-      if (outside.length > 0 && !overprovisioned) {
+      if (outside.length > 0) {
         say(this.name, `--cpuset ${formatCpuset(this.opts.cpuset)}: CPU ${formatCpuset(outside)} is not available to this process (allowed: ${formatCpuset(available)})`);
         return this.exit(EXIT_USAGE);
       }
@@ -256,10 +257,13 @@ class Supervisor {
       );
       return this.exit(EXIT_USAGE);
     }
-    return { count, cpus: overprovisioned ? [] : cpus.slice(0, count) };
+    // Overprovisioned shards are not pinned one to a CPU, but a --cpuset still confines them:
+    // each may run on any CPU of the set (it was accepted and then had no effect).
+    if (overprovisioned) return { count, cpus: [], confine: this.opts.cpuset ?? [] };
+    return { count, cpus: cpus.slice(0, count), confine: [] };
   }
 
-  private startShard(k: number, cpu: number, sab: SharedArrayBuffer, ringBytes: number): Promise<ErrorInfo | undefined> {
+  private startShard(k: number, cpu: number, confine: number[], sab: SharedArrayBuffer, ringBytes: number): Promise<ErrorInfo | undefined> {
     const count = this.count;
     const worker = new Worker(new URL("./shard-entry.ts", import.meta.url).href);
     const s: Shard = { id: k, worker, state: "starting", crash: undefined, onReady: undefined, onFlushed: undefined, onPong: undefined };
@@ -283,7 +287,7 @@ class Supervisor {
       };
       this.send(s, {
         type: "init",
-        init: { shard: k, count, sab, ringBytes, cpu, encodeLocalCalls: this.opts.encodeLocalCalls === true },
+        init: { shard: k, count, sab, ringBytes, cpu, confine, encodeLocalCalls: this.opts.encodeLocalCalls === true },
         module: this.opts.module,
         name: this.name,
         logLevel: this.opts.logLevel ?? "info",

@@ -29,6 +29,10 @@ describe("command line", () => {
     const cpuset = await runApp(APP, ["--cpuset", "1000"]);
     expect(cpuset.code).toBe(2);
     expect(cpuset.stderr).toContain("CPU 1000 is not available to this process");
+    // Overprovisioned shards are confined to the cpuset too: it is checked the same way.
+    const loose = await runApp(APP, ["--cpuset", "1000", "--overprovisioned"]);
+    expect(loose.code).toBe(2);
+    expect(loose.stderr).toContain("CPU 1000 is not available to this process");
     // Rings grow with the square of the shard count: a clear message, not an allocation failure.
     const huge = await runApp(APP, ["--smp", "1000", "--overprovisioned"]);
     expect(huge.code).toBe(2);

@@ -166,6 +166,16 @@ describe("pinning", () => {
     expect(one.result.cpus).toEqual([{ shard: 0, cpu: last, affinity: [last] }]);
   }, 60_000);
 
+  test.skipIf(CPUS < 2)("--overprovisioned with --cpuset: the shards are not pinned but stay within the set", async () => {
+    const last = CPU_LIST[CPUS - 1]!;
+    const run = await runApp("./fixtures/api.ts", ["--smp", "2", "--overprovisioned", "--cpuset", `${last}`], { timeoutMs: 60_000 });
+    expect(run.code).toBe(0);
+    expect(run.result.cpus).toEqual([
+      { shard: 0, cpu: -1, affinity: [last] },
+      { shard: 1, cpu: -1, affinity: [last] },
+    ]);
+  }, 60_000);
+
   test("--overprovisioned does not pin", async () => {
     const loose = await runApp("./fixtures/api.ts", ["--smp", "2", "--overprovisioned"], { timeoutMs: 60_000 });
     expect(loose.code).toBe(0);
