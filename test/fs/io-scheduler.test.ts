@@ -198,20 +198,25 @@ describe("capacity and splitting", () => {
   });
 });
 
+/** Issues 4 KiB reads of `f` in a group's name, each recording that name in `order` when it completes. */
+function orderedReads(f: { dmaReadInto: (pos: number, b: NativeBuffer) => Promise<unknown> }, pool: { acquire(): NativeBuffer }, order: string[]) {
+  return (g: typeof groupA, i: number) =>
+    withSchedulingGroup(g, () => {
+      const b = pool.acquire();
+      return f.dmaReadInto((i % 1024) * 4096, b).then(() => {
+        order.push(g.name);
+        b.release();
+      });
+    });
+}
+
 describe("fair sharing among scheduling groups", () => {
   test("dispatch order follows shares (one request in flight at a time)", async () => {
     await using f = await dataFile(4 << 20);
     await configureIoScheduler({ maxInFlight: 1 });
     const pool = dmaBufferPool({ bufferSize: 4096, count: 180 });
     const order: string[] = [];
-    const issue = (g: typeof groupA, i: number) =>
-      withSchedulingGroup(g, () => {
-        const b = pool.acquire();
-        return f.dmaReadInto((i % 1024) * 4096, b).then(() => {
-          order.push(g.name);
-          b.release();
-        });
-      });
+    const issue = orderedReads(f, pool, order);
     const all: Promise<void>[] = [];
     for (let i = 0; i < 90; i++) all.push(issue(groupA, i), issue(groupB, i));
     await Promise.all(all);
@@ -229,14 +234,7 @@ describe("fair sharing among scheduling groups", () => {
     await configureIoScheduler({ maxInFlight: 1 });
     const pool = dmaBufferPool({ bufferSize: 4096, count: 120 });
     const order: string[] = [];
-    const issue = (g: typeof groupA, i: number) =>
-      withSchedulingGroup(g, () => {
-        const b = pool.acquire();
-        return f.dmaReadInto((i % 1024) * 4096, b).then(() => {
-          order.push(g.name);
-          b.release();
-        });
-      });
+    const issue = orderedReads(f, pool, order);
     // B reads alone while A is idle: B's virtual cost runs far ahead of A's, which read nothing.
     await Promise.all(Array.from({ length: 120 }, (_, i) => issue(groupB, i)));
     order.length = 0;
