@@ -66,3 +66,11 @@ test('"localhost" with IPv6 off (no ::1): connects over 127.0.0.1; a closed port
   expect(r.closed).toMatch(/^ECONNREFUSED op=connect connect failed: ECONNREFUSED \(127\.0\.0\.1:\d+\)$/);
   expect(r.v6).toStartWith("EADDRNOTAVAIL op=connect");
 }, 30_000);
+
+test('"localhost" where policy refuses 127.0.0.1 (connect EACCES, as a local firewall answers): ::1 is tried next (EACCES ended connect)', async () => {
+  const rules = "ip link set lo up && ip rule del pref 0 lookup local && ip rule add pref 100 lookup local && ip rule add pref 10 prohibit to 127.0.0.1";
+  const r = await inNamespace(rules, "prohibit");
+  expect(r.localhost).toBe("ok");
+  expect(r.v4).toMatch(/^EACCES op=connect connect failed: EACCES \(127\.0\.0\.1:\d+\)$/);
+  expect(r.closed).toMatch(/^ECONNREFUSED op=connect connect failed: ECONNREFUSED \(\[::1\]:\d+\)$/);
+}, 30_000);

@@ -27,14 +27,16 @@ const TRY_NEXT = new Set([
   99, // EADDRNOTAVAIL
   97, // EAFNOSUPPORT
   110, // ETIMEDOUT (the kernel's own, not the caller's timeoutMs)
+  13, // EACCES (a local policy refuses this destination: a prohibit route, an LSM)
+  1, // EPERM (a local firewall drops it)
 ]);
 
 /**
  * TRY_NEXT errors that say only that this host cannot use the address (no socket of its family,
- * no route, no source address): after trying a name's next address, a failure that came from
- * the peer's side (refused, timed out) says more, and is the one reported.
+ * no route, no source address, a local policy): after trying a name's next address, a failure
+ * that came from the peer's side (refused, timed out) says more, and is the one reported.
  */
-const UNUSABLE_HERE = new Set([97, 99, 101]);
+const UNUSABLE_HERE = new Set([97, 99, 101, 13, 1]);
 
 /** An address as the caller gave it, for messages before it was resolved. */
 function describeInput(input: AddressInput): string {
