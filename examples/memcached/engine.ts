@@ -9,6 +9,14 @@ import { Store, CS, PAGE_SIZE } from "./store.ts";
 import type { Settings } from "./settings.ts";
 import { PrefixStats, type StatsSink } from "./stats.ts";
 import type { Router } from "./router.ts";
+import { Out } from "./out.ts";
+
+/** Spare forwarded-unit buffers a shard keeps for its connections: at most this many... */
+const FWD_SPARE_MAX = 16;
+/** ...of at most this many bytes together (a larger one is dropped when its unit is sent). */
+const FWD_SPARE_BYTES = 8 * 1024 * 1024;
+/** Forwarded-unit buffers are sized in steps of this (so that one fits the next similar value). */
+const FWD_STEP = 64 * 1024;
 
 /** Counters a shard keeps per thread in stock memcached (stock's thread_stats names). */
 export class ThreadStats {
@@ -95,6 +103,15 @@ export class Engine {
   readonly startedAt: number;
   /** The largest limit cache_memlimit may set, for the whole server (memLimitMax of -m). */
   private readonly limitMaxTotal: number;
+  /**
+   * Bytes of values for other shards' keys that this shard's connections are receiving: each
+   * is buffered here until whole (a unit crosses whole), reserved in full when its command
+   * arrives (as stock allocates a pending item in -m at once).
+   */
+  fwdReserved = 0;
+  /** Buffers of forwarded units past a connection's own (a set of a large value), free for the next. */
+  private readonly fwdSpare: Out[] = [];
+  private fwdSpareBytes = 0;
 
   /**
    * @param settings server settings (every shard gets the same)
@@ -144,6 +161,54 @@ export class Engine {
     if (!this.store.setPageLimit(share * PAGE_SIZE)) return false;
     this.settings.maxBytes = bytes;
     return true;
+  }
+
+  /**
+   * Reserves room to buffer a value of `bytes` for another shard's key. Refused (false) when
+   * the values already on their way would pass this shard's share of the memory limit (or -I,
+   * if larger: one value always fits): the command then fails as stock's out of memory, its
+   * value swallowed. Without this, connections that each send most of a large value and stop
+   * held up to -c x -I outside -m.
+   */
+  reserveForward(bytes: number): boolean {
+    if (this.fwdReserved > 0 && this.fwdReserved + bytes > Math.max(this.store.pageLimitBytes, this.settings.itemSizeMax)) return false;
+    this.fwdReserved += bytes;
+    return true;
+  }
+
+  /** Gives back what reserveForward reserved. */
+  releaseForward(bytes: number): void {
+    this.fwdReserved -= bytes;
+  }
+
+  /** A buffer for a forwarded unit of `n` bytes: a spare one it fits in (the smallest), else a new one. */
+  takeForwardBuffer(n: number): Out {
+    const spare = this.fwdSpare;
+    let best = -1;
+    for (let i = 0; i < spare.length; i++) {
+      const len = spare[i]!.buf.length;
+      if (len >= n && (best < 0 || len < spare[best]!.buf.length)) best = i;
+    }
+    if (best < 0) return new Out(Math.ceil(n / FWD_STEP) * FWD_STEP);
+    const out = spare[best]!;
+    spare[best] = spare[spare.length - 1]!;
+    spare.pop();
+    this.fwdSpareBytes -= out.buf.length;
+    out.reset();
+    return out;
+  }
+
+  /**
+   * A buffer from takeForwardBuffer whose unit was sent (or dropped): kept for the next one
+   * while the spares stay within FWD_SPARE_MAX and FWD_SPARE_BYTES (reusing them spares a
+   * large allocation, and its garbage, per forwarded set of a large value).
+   */
+  giveForwardBuffer(out: Out): void {
+    const len = out.buf.length;
+    if (this.fwdSpare.length >= FWD_SPARE_MAX || this.fwdSpareBytes + len > FWD_SPARE_BYTES) return;
+    out.reset();
+    this.fwdSpare.push(out);
+    this.fwdSpareBytes += len;
   }
 
   /** Releases the store's memory. */

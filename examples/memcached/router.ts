@@ -43,6 +43,13 @@ export const enum UnitKind {
   TEXT_GATHER = 5,
   /** The sender reached a send point: items earlier units hold are free (no answer). */
   RELEASE = 6,
+  /**
+   * A storage command (TEXT or BINARY) whose value the sender had no room to buffer
+   * (Engine.reserveForward): runs with its item allocation failing, answering and counting as
+   * stock's out of memory (a failed set also unlinks the old value), without its value.
+   */
+  TEXT_NOMEM = 7,
+  BINARY_NOMEM = 8,
 }
 
 const SHARD_FAILED = new TextEncoder().encode("SERVER_ERROR the shard owning this key is unavailable\r\n");
@@ -437,12 +444,16 @@ function runUnits(from: number, bytes: Uint8Array, out: Out): void {
           s.silent = true;
           s.feedRange(bytes, bodyStart, bodyStart + n);
           out.pos = start;
+        } else if (kind === UnitKind.TEXT_NOMEM || kind === UnitKind.BINARY_NOMEM) {
+          store.failNextAlloc = true;
+          s.feedRange(bytes, bodyStart, bodyStart + n);
         } else {
           s.feedRange(bytes, bodyStart, bodyStart + n);
           if (kind === UnitKind.TEXT_GET_PART && out.pos - start >= 5) out.pos -= 5;
         }
       } finally {
         s.silent = false;
+        store.failNextAlloc = false;
         s.reset();
         // Not kept past the unit: the answer buffer is handed over with a large answer.
         s.out = idleOut;
@@ -841,11 +852,16 @@ function routeStorage(s: Session, r: Router, buf: Uint8Array, lineStart: number,
   return true;
 }
 
-/** Forwards a storage line; its data follows (or is swallowed here when too large). */
+/**
+ * Forwards a storage line; its data follows, or is swallowed here when too large (the owner
+ * answers so) or when this shard has no room left to buffer it (the owner answers out of
+ * memory).
+ */
 function forwardStorage(s: Session, r: Router, dest: number, buf: Uint8Array, lineStart: number, lineNext: number, klen: number, flags: number, nbytes: number): void {
   const tooLarge = !s.store.sizeOk(klen, flags, nbytes);
-  s.forwardUnit(dest, UnitKind.TEXT, Proto.TEXT, buf, lineStart, lineNext, tooLarge ? 0 : nbytes, 0);
-  if (tooLarge) s.swallow(nbytes);
+  if (!tooLarge && s.forwardUnit(dest, UnitKind.TEXT, Proto.TEXT, buf, lineStart, lineNext, nbytes, 0)) return;
+  s.forwardUnit(dest, tooLarge ? UnitKind.TEXT : UnitKind.TEXT_NOMEM, Proto.TEXT, buf, lineStart, lineNext, 0, 0);
+  s.swallow(nbytes);
   void r;
 }
 
@@ -1084,10 +1100,12 @@ export function routeBinary(s: Session, r: Router, buf: Uint8Array, pos: number,
   const flags = opcode <= 0x03 || (opcode >= 0x11 && opcode <= 0x13) ? (extlen >= 4 ? ((buf[pos + 24]! << 24) | (buf[pos + 25]! << 16) | (buf[pos + 26]! << 8) | buf[pos + 27]!) >>> 0 : 0) : 0;
   const tooLarge = hasValue && !s.store.sizeOk(keylen, flags, vlen + 2);
   const read = opcode === 0x00 || opcode === 0x09 || opcode === 0x0c || opcode === 0x0d || (opcode >= 0x1c && opcode <= 0x1e) || opcode === 0x23 || opcode === 0x24;
-  s.forwardUnit(dest, UnitKind.BINARY, Proto.BINARY, buf, pos, pos + need, tooLarge ? 0 : vlen, read ? 1 : 0);
+  // Refused (no room to buffer the value here): the owner answers out of memory, as for tooLarge.
+  const refused = !tooLarge && !s.forwardUnit(dest, UnitKind.BINARY, Proto.BINARY, buf, pos, pos + need, vlen, read ? 1 : 0);
+  if (tooLarge || refused) s.forwardUnit(dest, tooLarge ? UnitKind.BINARY : UnitKind.BINARY_NOMEM, Proto.BINARY, buf, pos, pos + need, 0, read ? 1 : 0);
   // A hit of the get family holds its item there until this session's next send point.
   if (read) s.heldOn(dest);
-  if (tooLarge) {
+  if (tooLarge || refused) {
     s.holes[s.holes.length - 1]!.swallowed = true;
     s.swallow(vlen);
   }

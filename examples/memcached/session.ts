@@ -87,8 +87,12 @@ const LINE_COST = 64;
  * (stock frees its grown read buffer once empty too), not up to -I or 32 MiB each.
  */
 const INPUT_KEEP = 16 * 1024;
-/** Largest buffer a forwarded unit (a set's command and value) keeps for the next one. */
-const FWD_KEEP = 256 * 1024;
+/**
+ * A forwarded unit (a command and its value) up to this size is gathered in the connection's
+ * own buffer; a larger one in a buffer of the shard's (Engine.takeForwardBuffer), given back
+ * once the unit is batched, so that an idle connection keeps no more than this.
+ */
+const FWD_OWN = 16 * 1024;
 
 /**
  * The rest of a multiget a pause cut short: its keys `buf[p..end)` (the line stays where it
@@ -251,8 +255,12 @@ export class Session {
   private fwdReads = 0;
   /** Bytes per key the answers of this session's forwarded reads took lately (0: none yet). */
   private readEst = 0;
-  /** A forwarded unit being completed (its value is still arriving). */
-  private fwdUnit = new Out(256);
+  /** A forwarded unit being completed (its value is still arriving): `fwdOwn` or a shard's buffer. */
+  private fwdUnit: Out;
+  /** The connection's own forwarded-unit buffer (up to FWD_OWN). */
+  private fwdOwn = new Out(256);
+  /** Bytes of the unit's value reserved with Engine.reserveForward (0: none). */
+  private fwdHeld = 0;
   private fwdDest = 0;
   private fwdKind = 0;
   private fwdProto: Proto = Proto.TEXT;
@@ -272,6 +280,7 @@ export class Session {
   constructor(engine: Engine, options: { out?: Out; sharedOut?: Out; protocol?: Proto; holds?: Holds } = {}) {
     this.engine = engine;
     this.store = engine.store;
+    this.fwdUnit = this.fwdOwn;
     this.holds = options.holds ?? new Holds();
     this.sharedOut = options.sharedOut;
     this.out = options.out ?? options.sharedOut ?? new Out();
@@ -599,9 +608,16 @@ export class Session {
    * Forwards a unit whose head is `buf[from..to)` and whose next `bytes` bytes of input
    * follow; its answer goes where the output is now. The unit joins a batch only once
    * complete, so a batch never leaves with half a command (and no output can come in between).
-   * `reads`: the keys it reads (0: it answers with a line; see noteForward).
+   * `reads`: the keys it reads (0: it answers with a line; see noteForward). False, with nothing
+   * done, when the shard has no room to buffer `bytes` more of other shards' values
+   * (Engine.reserveForward): the caller forwards the command as one that ran out of memory.
    */
-  forwardUnit(dest: number, kind: number, proto: Proto, buf: Uint8Array, from: number, to: number, bytes: number, reads: number): void {
+  forwardUnit(dest: number, kind: number, proto: Proto, buf: Uint8Array, from: number, to: number, bytes: number, reads: number): boolean {
+    if (bytes > 0) {
+      if (!this.engine.reserveForward(bytes)) return false;
+      this.fwdHeld = bytes;
+      if (to - from + bytes > FWD_OWN) this.fwdUnit = this.engine.takeForwardBuffer(to - from + bytes);
+    }
     this.fwdUnit.reset();
     this.fwdReads0 = reads;
     this.fwdUnit.copy(buf, from, to - from);
@@ -611,22 +627,40 @@ export class Session {
     this.fwdLeft = bytes;
     if (bytes === 0) this.finishForward();
     else this.state = St.FORWARD;
+    return true;
   }
 
   private finishForward(): void {
     this.state = St.CMD;
-    const unit = this.fwdUnit.bytes();
-    const b = this.engine.router!.batch(this.fwdDest);
-    const index = b.begin(this.fwdKind, this.fwdProto, unit.length);
-    b.append(unit, 0, unit.length);
-    if (this.fwdProto === Proto.BINARY) b.noteBinary(index, unit);
-    addHole(this, b, index, this.fwdReads0);
-    // A buffer grown past FWD_KEEP (by a value of hundreds of KiB) is not kept for the next
-    // unit: an idle connection would hold up to -I. Smaller ones are reused: replacing every
-    // one past 16 KiB made each forwarded set of a large value allocate (and leave garbage):
-    // the soak's RSS rose by 15-30 MiB in 6 s.
-    if (this.fwdUnit.buf.length > FWD_KEEP) this.fwdUnit = new Out(256);
-    else this.fwdUnit.reset();
+    try {
+      const unit = this.fwdUnit.bytes();
+      const b = this.engine.router!.batch(this.fwdDest);
+      const index = b.begin(this.fwdKind, this.fwdProto, unit.length);
+      b.append(unit, 0, unit.length);
+      if (this.fwdProto === Proto.BINARY) b.noteBinary(index, unit);
+      addHole(this, b, index, this.fwdReads0);
+    } finally {
+      this.endForward();
+    }
+  }
+
+  /**
+   * The forwarded unit was batched or dropped: its reservation and buffer go back to the shard
+   * (a connection keeping the buffer of a large value held up to -I while idle; a fresh buffer
+   * per forwarded large value made garbage: the soak's RSS rose by 15-30 MiB in 6 s).
+   */
+  private endForward(): void {
+    if (this.fwdHeld > 0) {
+      this.engine.releaseForward(this.fwdHeld);
+      this.fwdHeld = 0;
+    }
+    if (this.fwdUnit !== this.fwdOwn) {
+      this.engine.giveForwardBuffer(this.fwdUnit);
+      this.fwdUnit = this.fwdOwn;
+    }
+    // A head alone passes FWD_OWN only for a binary packet's long key or extras (up to 16 KiB).
+    if (this.fwdOwn.buf.length > FWD_OWN) this.fwdUnit = this.fwdOwn = new Out(256);
+    else this.fwdOwn.reset();
   }
 
   /**
@@ -666,6 +700,7 @@ export class Session {
   }
 
   private dropUpload(): void {
+    if (this.state === St.FORWARD) this.endForward();
     this.paused = false;
     this.getCont = null;
     this.pendBuf = null;

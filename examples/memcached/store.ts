@@ -333,6 +333,12 @@ export class Store {
   /** Why the last alloc() returned NIL. */
   allocError: AllocError = AllocError.NONE;
   /**
+   * The next alloc() of an item that is not too large fails as out of memory (then the flag
+   * clears): a storage command another shard refused to buffer the value of (see
+   * Engine.reserveForward) runs here with it, and answers and counts as stock's out of memory.
+   */
+  failNextAlloc = false;
+  /**
    * An item that allocation must not evict (NIL: none): the item an append/prepend or a
    * growing incr/decr is copying from. Stock runs those under the key's item lock, and its
    * lru_pull_tail skips an item it cannot lock, evicting the next one from the tail instead;
@@ -782,7 +788,13 @@ export class Store {
       return NIL;
     }
     const cls = this.classFor(total);
-    const ref = cls === this.large ? this.allocLarge(HDR + klen + nbytes) : this.allocChunk(cls);
+    let ref: number;
+    if (this.failNextAlloc) {
+      this.failNextAlloc = false;
+      ref = NIL;
+    } else {
+      ref = cls === this.large ? this.allocLarge(HDR + klen + nbytes) : this.allocChunk(cls);
+    }
     if (ref === NIL) {
       this.classStats[cls * CS.COUNT + CS.OUTOFMEMORY]!++;
       this.allocError = cls === this.large ? AllocError.NO_MEMORY_READ : AllocError.NO_MEMORY;
@@ -1615,6 +1627,11 @@ export class Store {
     this.pageLimit = pages;
     this.releasePool();
     return true;
+  }
+
+  /** The limit new pages are counted against (this shard's share of -m or cache_memlimit), in bytes. */
+  get pageLimitBytes(): number {
+    return this.pageLimit * PAGE_SIZE;
   }
 
   /** Largest limit setPageLimit accepts, in bytes. */
