@@ -6,7 +6,7 @@ import { InvalidArgumentError, ShoalError } from "../core/errors.ts";
 import { sleep, Timer } from "../core/timer.ts";
 import type { SocketAddress } from "./address.ts";
 import type { AddressInput } from "./address.ts";
-import { checkOptionsObject, numberOption } from "./options.ts";
+import { checkOptionKeys, LISTEN_OPTIONS, numberOption } from "./options.ts";
 import { posixStack, type PosixStackOptions } from "./posix/stack.ts";
 import type { Connection, ConnectOptions, Listener, ListenerCloseOptions, ListenOptions, NetStats, NetworkStack, SignalOptions, UdpChannel, UdpOptions } from "./types.ts";
 
@@ -158,7 +158,7 @@ class ServeServer implements Server {
   }
 
   drain(options?: DrainOptions): Promise<void> {
-    checkOptionsObject("drain", options);
+    checkOptionKeys("drain", options, ["graceMs", "timeoutMs"]);
     const graceMs = msOption("graceMs", options?.graceMs, 100);
     const timeoutMs = msOption("timeoutMs", options?.timeoutMs, 5000);
     this.draining ??= this.drainNow(graceMs, timeoutMs);
@@ -211,9 +211,10 @@ function msOption(name: string, value: unknown, fallback: number): number {
  */
 export function serve(address: AddressInput, handler: (connection: Connection) => unknown, options?: ServeOptions): Server {
   if (typeof handler !== "function") throw new InvalidArgumentError("serve: handler must be a function");
-  const onError = options?.onError ?? defaultOnError;
+  checkOptionKeys("serve", options, [...LISTEN_OPTIONS, "stack", "onError"]);
+  const { stack, onError = defaultOnError, ...listenOptions } = options ?? {};
   if (typeof onError !== "function") throw new InvalidArgumentError("serve: onError must be a function");
-  const server = new ServeServer((options?.stack ?? networkStack()).listen(address, options));
+  const server = new ServeServer((stack ?? networkStack()).listen(address, listenOptions));
   const run = async (c: Connection) => {
     try {
       if (server.inputShut) c.shutdownInput({ keepReceived: true });

@@ -33,6 +33,57 @@ export function checkOptionsObject(what: string, opts: unknown): void {
   }
 }
 
+/**
+ * Throws InvalidArgumentError unless `opts` is undefined or an object whose own keys are all
+ * among `known`: a misspelt option (`timeout` for `timeoutMs`, `reuseport`) would otherwise be
+ * silently ignored. The message names the closest known option, else lists them.
+ */
+export function checkOptionKeys(what: string, opts: unknown, known: readonly string[]): void {
+  checkOptionsObject(what, opts);
+  if (opts === undefined) return;
+  for (const key of Object.keys(opts as object)) {
+    if (known.includes(key)) continue;
+    const close = closestOption(key, known);
+    const hint = close !== undefined ? `did you mean ${close}?` : known.length === 0 ? "it takes none" : `known: ${known.join(", ")}`;
+    throw new InvalidArgumentError(`${what}: unknown option ${JSON.stringify(key)} (${hint})`);
+  }
+}
+
+/** The known option `key` most likely meant: same letters in another case, one inside the other, else at most 2 edits away. */
+function closestOption(key: string, known: readonly string[]): string | undefined {
+  const k = key.toLowerCase();
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const name of known) {
+    const n = name.toLowerCase();
+    if (n === k) return name;
+    // One inside the other ranks before any edit, the closest in length first.
+    const d = k.length >= 4 && (n.includes(k) || k.includes(n)) ? Math.abs(n.length - k.length) / 1000 : editDistance(k, n);
+    if (d < bestDistance) {
+      best = name;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+/** The options of ConnectionOptions (every connection). */
+export const CONNECTION_OPTIONS = ["noDelay", "idleTimeoutMs", "readTimeoutMs", "maxReadBuffered", "writeHighWater", "closeTimeoutMs"] as const;
+/** The options of ListenOptions. */
+export const LISTEN_OPTIONS = [...CONNECTION_OPTIONS, "backlog", "reusePort", "reuseAddress", "ipv6Only", "maxConnections", "acceptQueueLimit", "unlinkOnClose"] as const;
+/** The options of ConnectOptions. */
+export const CONNECT_OPTIONS = [...CONNECTION_OPTIONS, "timeoutMs", "localAddress", "signal"] as const;
+
 /** The `signal` of an options object (undefined or an AbortSignal). Throws InvalidArgumentError. */
 export function signalOption(what: string, opts: unknown): AbortSignal | undefined {
   checkOptionsObject(what, opts);
@@ -72,8 +123,8 @@ function finiteMs(what: string, name: string, v: unknown, fallback: number): num
 }
 
 /** Applies defaults to connection options and validates them. Throws InvalidArgumentError. */
-export function resolveConnectionOptions(what: string, opts: ConnectionOptions | undefined): ResolvedConnectionOptions {
-  checkOptionsObject(what, opts);
+export function resolveConnectionOptions(what: string, opts: ConnectionOptions | undefined, known: readonly string[] = CONNECTION_OPTIONS): ResolvedConnectionOptions {
+  checkOptionKeys(what, opts, known);
   const o = opts ?? {};
   const d = connectionDefaults;
   return {
@@ -104,7 +155,7 @@ export function resolveListenOptions(opts: ListenOptions | undefined): ResolvedL
   const what = "listen";
   const o = opts ?? {};
   return {
-    connection: resolveConnectionOptions(what, opts),
+    connection: resolveConnectionOptions(what, opts, LISTEN_OPTIONS),
     // listen(2) takes an int (the kernel then caps it at net.core.somaxconn).
     backlog: finiteInt(what, "backlog", o.backlog, 1024, 0, 0x7fff_ffff),
     reusePort: booleanOption(what, "reusePort", o.reusePort, true),

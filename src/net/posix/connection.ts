@@ -38,7 +38,7 @@ import {
 } from "./sys.ts";
 import type { PosixStack } from "./stack.ts";
 import { RX_POISON_BYTE } from "./rx-ring.ts";
-import { booleanOption, checkOptionsObject, type ResolvedConnectionOptions } from "../options.ts";
+import { booleanOption, checkOptionKeys, type ResolvedConnectionOptions } from "../options.ts";
 import { describeValue } from "../../core/describe.ts";
 
 const ENOBUFS = 105;
@@ -238,7 +238,7 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   setKeepAlive(on: boolean, opts?: KeepAliveOptions): void {
     // A string "false" would turn it on: only a boolean says which.
     if (typeof on !== "boolean") throw new InvalidArgumentError(`setKeepAlive: on must be a boolean, got ${describeValue(on)}`);
-    checkOptionsObject("setKeepAlive", opts);
+    checkOptionKeys("setKeepAlive", opts, ["idleS", "intervalS", "count"]);
     const idleS = keepAliveTiming(opts?.idleS, "idleS", MAX_TCP_KEEPIDLE);
     const intervalS = keepAliveTiming(opts?.intervalS, "intervalS", MAX_TCP_KEEPINTVL);
     const count = keepAliveTiming(opts?.count, "count", MAX_TCP_KEEPCNT);
@@ -498,7 +498,7 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   // ---- closing ------------------------------------------------------------------------------
 
   shutdownInput(options?: ShutdownInputOptions): void {
-    checkOptionsObject("shutdownInput", options);
+    checkOptionKeys("shutdownInput", options, ["keepReceived"]);
     const keep = booleanOption("shutdownInput", "keepReceived", options?.keepReceived, false);
     if (this.state >= TEARDOWN) return;
     // Linux (TCP and Unix streams) still returns what the receive queue holds after SHUT_RD,

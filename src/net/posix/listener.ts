@@ -14,7 +14,7 @@ import { CQE_F_MORE, IoOp, reactor, type Reactor } from "../../core/reactor.ts";
 import { Timer } from "../../core/timer.ts";
 import type { Completable } from "../../core/scheduler.ts";
 import { rejectedHandled } from "../errors.ts";
-import { booleanOption, checkOptionsObject, signalOption, type ResolvedListenOptions } from "../options.ts";
+import { booleanOption, checkOptionKeys, signalOption, type ResolvedListenOptions } from "../options.ts";
 import { formatAddress, type SocketAddress } from "../address.ts";
 import type { Connection, Listener, ListenerCloseOptions, SignalOptions } from "../types.ts";
 import { PosixConnection } from "./connection.ts";
@@ -314,7 +314,7 @@ export class PosixListener implements Listener, Completable {
   }
 
   close(opts?: ListenerCloseOptions): Promise<void> {
-    checkOptionsObject("close", opts);
+    checkOptionKeys("close", opts, ["acceptPending"]);
     const graceful = booleanOption("close", "acceptPending", opts?.acceptPending, false);
     if (this.closing !== undefined) return this.closing;
     if (graceful && !this.aborted) {

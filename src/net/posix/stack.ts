@@ -16,7 +16,7 @@ import { Timer, now } from "../../core/timer.ts";
 import { probeIoUring } from "../../core/probe.ts";
 import { NativeSlab } from "../slab.ts";
 import { sendChunks } from "../output.ts";
-import { booleanOption, resolveConnectionOptions, resolveListenOptions, signalOption } from "../options.ts";
+import { booleanOption, CONNECT_OPTIONS, resolveConnectionOptions, resolveListenOptions, signalOption } from "../options.ts";
 import { checkDestination, encodeSockaddr, formatAddress, parseAddress, type AddressInput, type SocketAddress } from "../address.ts";
 
 /** connect() errors after which a name's next address is tried. */
@@ -443,7 +443,7 @@ export class PosixStack implements NetworkStack {
   }
 
   async connect(address: AddressInput, options?: ConnectOptions): Promise<Connection> {
-    const opts = resolveConnectionOptions("connect", options);
+    const opts = resolveConnectionOptions("connect", options, CONNECT_OPTIONS);
     const timeoutMs = options?.timeoutMs;
     if (timeoutMs !== undefined && (typeof timeoutMs !== "number" || !(timeoutMs > 0) || !Number.isFinite(timeoutMs))) {
       throw new InvalidArgumentError(`connect: timeoutMs must be a finite number > 0, got ${String(timeoutMs)}`);

@@ -25,7 +25,7 @@ import { CQE_F_BUFFER, CQE_F_MORE, IoOp, reactor, type Reactor } from "../../cor
 import type { Completable } from "../../core/scheduler.ts";
 import { markHandled, rejectedHandled } from "../errors.ts";
 import { SEND_CHUNK, sendChunks } from "../output.ts";
-import { booleanOption, checkOptionsObject, numberOption, signalOption } from "../options.ts";
+import { booleanOption, checkOptionKeys, numberOption, signalOption } from "../options.ts";
 import { SOCKADDR_MAX, decodeSockaddr, encodeSockaddr, formatAddress, parseAddress, type AddressInput, type SocketAddress } from "../address.ts";
 import type { Datagram, SignalOptions, UdpChannel, UdpOptions, WriteData } from "../types.ts";
 import { OPEN_REUSE_PORT, OPEN_V6_ONLY, SOCK_DGRAM, SOL_SOCKET, SO_BROADCAST, MSG_NOSIGNAL, localAddressOf, openSocket, setIntOption, closeNow } from "./sys.ts";
@@ -150,7 +150,7 @@ export class PosixUdpChannel implements UdpChannel, Completable {
 
   /** @internal Binds; throws SystemError (op "bind") naming the address. */
   constructor(stack: PosixStack, address: SocketAddress, options: UdpOptions | undefined) {
-    checkOptionsObject("bindUdp", options);
+    checkOptionKeys("bindUdp", options, ["reusePort", "ipv6Only", "broadcast", "maxQueued"]);
     const o = options ?? {};
     const reusePort = booleanOption("bindUdp", "reusePort", o.reusePort, false);
     const v6Only = booleanOption("bindUdp", "ipv6Only", o.ipv6Only, false);
