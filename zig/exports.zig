@@ -8,7 +8,7 @@ const Reactor = reactor.Reactor;
 
 /// Bumped whenever an exported signature or shared struct layout changes.
 export fn shoal_abi_version() u32 {
-    return 6;
+    return 7;
 }
 
 export fn shoal_probe(out_or_null: ?*probe.Result, extra_ops: ?[*]const u8, extra_len: u32) void {

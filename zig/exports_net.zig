@@ -82,6 +82,12 @@ export fn shoal_net_accept_pending(fd: i32, out: usize, max: u32) i32 {
     return net.accept_pending(fd, fds[0..max]);
 }
 
+/// See net.linger_step: bytes still in the send queue, or -1 once the peer is done (or -EBADF).
+export fn shoal_net_linger_step(fd: i32) i32 {
+    if (fd < 0) return ebadf();
+    return net.linger_step(fd);
+}
+
 export fn shoal_net_set_linger(fd: i32, on: u32, seconds: i32) i32 {
     if (fd < 0) return ebadf();
     return net.set_linger(fd, on != 0, seconds);

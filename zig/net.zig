@@ -313,6 +313,31 @@ pub fn accept_pending(fd: i32, out: []i32) i32 {
 }
 
 /// SO_LINGER {on, seconds}; {1, 0} makes close() send RST instead of FIN.
+/// One step of a lingering close (the socket's output was shut): discards whatever input is
+/// queued, without copying it (MSG_TRUNC), then returns how many bytes the send queue still
+/// holds (unsent or not yet acknowledged: SIOCOUTQ, capped to i32), or -1 once the peer has
+/// ended its side or the socket failed (nothing more can arrive or be delivered).
+pub fn linger_step(fd: i32) i32 {
+    const MSG_TRUNC: u32 = 0x20;
+    const MSG_DONTWAIT: u32 = 0x40;
+    const SIOCOUTQ: u32 = 0x5411;
+    var scratch: [1]u8 = undefined;
+    // Each call discards everything queued; a peer flooding faster than that cannot keep it here.
+    var rounds: u32 = 0;
+    while (rounds < 64) : (rounds += 1) {
+        const rc = linux.recvfrom(fd, &scratch, 1 << 30, MSG_TRUNC | MSG_DONTWAIT, null, null);
+        switch (linux.E.init(rc)) {
+            .SUCCESS => if (rc == 0) return -1,
+            .AGAIN => break,
+            .INTR => continue,
+            else => return -1,
+        }
+    }
+    var queued: i32 = 0;
+    if (linux.E.init(linux.ioctl(fd, SIOCOUTQ, @intFromPtr(&queued))) != .SUCCESS) return -1;
+    return @max(queued, 0);
+}
+
 pub fn set_linger(fd: i32, on: bool, seconds: i32) i32 {
     const Linger = extern struct { onoff: i32, linger: i32 };
     const value: Linger = .{ .onoff = @intFromBool(on), .linger = seconds };

@@ -39,8 +39,9 @@ export interface ConnectionOptions {
   writeHighWater?: number | undefined;
   /**
    * A graceful close() that cannot flush within this long resets the connection (default 10 s;
-   * finite, so that every close ends). Unlike the idle and read timeouts, 0 is not "never": a
-   * close() with bytes still unsent then resets at once.
+   * finite, so that every close ends); it also bounds the linger after the flush (see
+   * Connection.close). Unlike the idle and read timeouts, 0 is not "never": a close() with
+   * bytes still unsent then resets at once.
    */
   closeTimeoutMs?: number | undefined;
 }
@@ -267,7 +268,11 @@ export interface Connection extends AsyncDisposable {
   shutdownOutput(): Promise<void>;
   /**
    * Graceful close: flushes what was written (bounded by closeTimeoutMs, then reset), then
-   * releases the socket and every buffer. Pending reads end with null. Idempotent.
+   * releases the socket and every buffer. Pending reads end with null. Idempotent. On TCP,
+   * while the peer has not yet received everything, the close lingers: FIN after the data,
+   * whatever the peer still sends is discarded, and the socket closes once the peer has it all
+   * or ended its side (within closeTimeoutMs): closing with input unread, the kernel would
+   * reset and drop the answers it had not yet delivered.
    */
   close(): Promise<void>;
   /** Abortive close (RST): unsent data is dropped; pending reads and writes fail. Idempotent. */

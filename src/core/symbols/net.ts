@@ -14,6 +14,7 @@ export const netSymbols = {
   shoal_net_shutdown: { args: [i32, i32], returns: i32 },
   shoal_net_close: { args: [i32], returns: i32 },
   shoal_net_set_linger: { args: [i32, u32, i32], returns: i32 },
+  shoal_net_linger_step: { args: [i32], returns: i32 },
   shoal_net_accept_pending: { args: [i32, u64, u32], returns: i32 },
   shoal_net_buf_ring_create: { args: [P, u32, u32, u32, u32, P], returns: P },
   shoal_net_buf_ring_destroy: { args: [P], returns: i32 },

@@ -6,8 +6,10 @@
  * everything written meanwhile; a short send leaves the rest queued for the next one.
  *
  * Life cycle: OPEN → (close: flush, bounded by closeTimeoutMs) → TEARDOWN (cancel receive,
- * wait for the kernel to finish with every slot, zero-copy sends' notifications included) →
- * CLOSE through the ring → CLOSED (every buffer released, the close() promise resolves).
+ * wait for the kernel to finish with every slot, zero-copy sends' notifications included; a
+ * graceful close of a TCP socket whose send queue still holds data lingers: FIN, input
+ * discarded, until the peer has it all) → CLOSE through the ring → CLOSED (every buffer
+ * released, the close() promise resolves).
  *
  * A zero-copy send's pages stay the kernel's after its first completion, until the peer has
  * acknowledged the data (the notification): a graceful teardown waits for those before CLOSE,
@@ -33,6 +35,7 @@ import {
   localAddressOf,
   peerAddressOf,
   setIntOption,
+  lingerStep,
   setResetOnClose,
   shutdownSocket,
 } from "./sys.ts";
@@ -47,6 +50,8 @@ const EINTR = 4;
 const EAGAIN = 11;
 const EINVAL = 22;
 const ETIMEDOUT = 110;
+/** How often a lingering close checks whether the peer has everything (see PosixConnection.linger). */
+const LINGER_POLL_MS = 5;
 const IORING_CQE_F_NOTIF = 1 << 3;
 /** SEND_ZC ioprio flag: the notification's res reports whether the data was copied (Linux 6.2). */
 const IORING_SEND_ZC_REPORT_USAGE = 1 << 3;
@@ -171,6 +176,9 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   private resetOnClose = false;
   /** The kernel closed the fd; CLOSED waits for the last zero-copy notification. */
   private fdClosed = false;
+  /** A lingering close sent its FIN and waits for the send queue to empty (see linger). */
+  private lingerStarted = false;
+  private lingerTimer: Timer | undefined;
 
   /** @internal Wraps a connected socket `fd` and starts receiving. */
   constructor(
@@ -648,8 +656,39 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
       this.zeroCopyTimer.cancel();
       this.zeroCopyTimer = undefined;
     }
+    if (!this.resetOnClose && this.isInet && this.linger()) return;
+    if (this.lingerTimer !== undefined) {
+      this.lingerTimer.cancel();
+      this.lingerTimer = undefined;
+    }
     this.state = CLOSING_FD;
     this.r.prepare(IoOp.CLOSE, this.fd, 0, 0, 0, 0, new CloseHandler(this));
+  }
+
+  /**
+   * A graceful close of a TCP socket whose send queue still holds data (unsent, or not yet
+   * acknowledged): the kernel answers a close() with unread input, or input that arrives after
+   * it, with a reset that drops that queue, so a client still sending when the server closed
+   * (a pipeline cut by a stop, a request body the handler did not read) lost answers flush()
+   * had already reported written. Instead the socket sends its FIN after the data, discards
+   * whatever arrives, and closes once the queue is empty (the peer has everything) or the peer
+   * ended its side, polled every LINGER_POLL_MS for what is left of closeTimeoutMs (then it
+   * closes as before). True while it lingers. A queue already empty costs one check (two
+   * system calls) and closes at once.
+   */
+  private linger(): boolean {
+    if (this.fd < 0) return false;
+    const left = this.closeStartedAt < 0 ? this.closeTimeoutMs : this.closeTimeoutMs - (now() - this.closeStartedAt);
+    if (left <= 0 || lingerStep(this.fd) <= 0) return false;
+    if (!this.lingerStarted) {
+      this.lingerStarted = true;
+      shutdownSocket(this.fd, SHUT_WR);
+    }
+    this.lingerTimer = new Timer(() => {
+      this.lingerTimer = undefined;
+      if (this.state === TEARDOWN) this.maybeCloseFd();
+    }).arm(Math.min(LINGER_POLL_MS, left));
+    return true;
   }
 
   /** @internal The kernel closed the fd. */

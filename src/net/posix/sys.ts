@@ -110,6 +110,14 @@ export function closeNow(fd: number): void {
   sys().shoal_net_close(fd);
 }
 
+/**
+ * One step of a lingering close: discards the input queued on `fd`, returns the bytes its send
+ * queue still holds, or -1 once the peer ended its side or the socket failed.
+ */
+export function lingerStep(fd: number): number {
+  return sys().shoal_net_linger_step(fd);
+}
+
 /** SO_LINGER {1, 0}: the next close sends RST and drops unsent data. */
 export function setResetOnClose(fd: number): void {
   sys().shoal_net_set_linger(fd, 1, 0);
