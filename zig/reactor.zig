@@ -176,6 +176,8 @@ pub const Reactor = struct {
     sleep_timer_usable: bool,
     /// Tests only: this many enters act as if the kernel answered EBUSY (took nothing).
     test_busy_enters: u32 = 0,
+    /// Tests only: the next enter fails with this errno (0: none), taking nothing.
+    test_fail_errno: u16 = 0,
     /// Completions copied out of the kernel ring but not yet handed to JS (out was full).
     backlog_start: u32,
     backlog_count: u32,
@@ -234,6 +236,7 @@ pub const Reactor = struct {
         self.sleep_ts = .{ .sec = 0, .nsec = 0 };
         self.sleep_timer_usable = true;
         self.test_busy_enters = 0;
+        self.test_fail_errno = 0;
         self.backlog_start = 0;
         self.backlog_count = 0;
         self.info = .{
@@ -390,6 +393,11 @@ pub const Reactor = struct {
             self.counters.busy_retries += 1;
             return 0;
         }
+        if (builtin.is_test and self.test_fail_errno != 0) {
+            const e = self.test_fail_errno;
+            self.test_fail_errno = 0;
+            return -@as(i32, e);
+        }
         self.counters.enters += 1;
         const res = linux.syscall6(
             .io_uring_enter,
@@ -428,7 +436,9 @@ pub const Reactor = struct {
 
     /// One loop turn: submit `submit_count` descriptors, optionally wait up to `wait_us`
     /// for a completion, then copy out completions. Returns the number of completions in
-    /// `out`, or a negative errno. Call again with (0, 0) while it returns `out.len`.
+    /// `out`, or a negative errno (io_uring_enter failed: no descriptor is lost, those not
+    /// yet in the SQ ring are at the front of `ops`, counted in `info.ops_left`, and those in
+    /// it go with the next enter). Call again with (0, 0) while it returns `out.len`.
     /// `now_us` is the caller's clock (any monotonic base, in µs) when it chose `wait_us`.
     /// Descriptors the kernel would not take (its SQ full while completions are backed up)
     /// are moved to the front of `ops` and counted in `info.ops_left`; the turn then reaps
@@ -440,12 +450,7 @@ pub const Reactor = struct {
         if (!self.wake_armed) _ = self.arm_wake();
         const prc = self.prep_ops(submit_count);
         if (prc < 0) return prc;
-        const taken: u32 = @intCast(prc);
-        if (taken < submit_count) {
-            const left = submit_count - taken;
-            std.mem.copyForwards(Op, self.ops[0..left], self.ops[taken..submit_count]);
-            self.info.ops_left = left;
-        }
+        self.keep_left(@intCast(prc), submit_count);
 
         var count = self.drain_backlog();
         if (count < self.out.len) {
@@ -460,14 +465,27 @@ pub const Reactor = struct {
         return @intCast(count);
     }
 
+    /// Descriptors `ops[taken..count]` were not copied into SQEs: moved to the front of `ops`
+    /// for the next turn and counted in `info.ops_left`.
+    fn keep_left(self: *Reactor, taken: u32, count: u32) void {
+        if (taken >= count) return;
+        const left = count - taken;
+        std.mem.copyForwards(Op, self.ops[0..left], self.ops[taken..count]);
+        self.info.ops_left = left;
+    }
+
     /// Copies descriptors `ops[0..count]` into SQEs (entering the kernel if the SQ fills).
     /// Returns how many were copied (all, unless the kernel would not take any more: then
-    /// the rest are left for the caller), or a negative errno from entering.
+    /// the rest are left for the caller), or a negative errno from entering (the descriptors
+    /// not copied are then already kept: see keep_left).
     fn prep_ops(self: *Reactor, count: u32) i32 {
         for (self.ops[0..count], 0..) |*op, i| {
             const sqe = self.ring.get_sqe() catch blk: {
                 const rc = self.enter(0, 0);
-                if (rc < 0) return rc;
+                if (rc < 0) {
+                    self.keep_left(@intCast(i), count);
+                    return rc;
+                }
                 break :blk self.ring.get_sqe() catch return @intCast(i);
             };
             self.prep(op, sqe);
@@ -481,9 +499,11 @@ pub const Reactor = struct {
     /// work: for operations whose latency matters more than one more batched syscall (a
     /// device starts on a request only once it is submitted). Completions still arrive
     /// through `turn`. Returns how many descriptors were taken (the first ones; the caller
-    /// keeps the rest queued when the kernel is backed up), or a negative errno.
+    /// keeps the rest queued when the kernel is backed up), or a negative errno (then, as for
+    /// `turn`, the descriptors not in the SQ ring are at the front of `ops`, `info.ops_left`).
     pub fn submit_now(self: *Reactor, count: u32) i32 {
         assert(count <= self.ops.len);
+        self.info.ops_left = 0;
         const taken = self.prep_ops(count);
         if (taken < 0) return taken;
         const to_submit = self.ring.flush_sq();
@@ -792,6 +812,42 @@ test "descriptors the kernel will not take (its SQ full, enter busy) stay in ops
     var mask: u32 = 0;
     for (seen) |c| mask |= @as(u32, 1) << @intCast(if (c.slot >= 100) c.slot - 100 + 8 else c.slot);
     try std.testing.expectEqual(@as(u32, 0x1fff), mask);
+}
+
+test "an enter that fails hard loses no descriptor: those not in the SQ ring stay in ops, the rest go with the next enter" {
+    const r = try Reactor.create(8, 64);
+    defer r.destroy();
+    _ = r.turn(0, 0, test_now_us()); // arms (and submits) the wake read
+    // Five SQEs queued and not submitted: the SQ has room for 3 of the 8 descriptors, then
+    // prep_ops enters to make room, and that enter fails.
+    for (0..5) |i| {
+        const sqe = try r.ring.get_sqe();
+        sqe.prep_nop();
+        sqe.user_data = 100 + i;
+    }
+    for (0..8) |i| r.ops[i] = test_op(.NOP, @intCast(i));
+    r.test_fail_errno = @intFromEnum(linux.E.NOMEM);
+    try std.testing.expectEqual(-@as(i32, @intFromEnum(linux.E.NOMEM)), r.turn(8, 0, test_now_us()));
+    try std.testing.expectEqual(@as(u32, 5), r.info.ops_left);
+    for (0..5) |i| try std.testing.expectEqual(@as(u32, @intCast(3 + i)), r.ops[i].slot);
+    // The next turns submit the 8 in the SQ ring and the 5 kept: all 13 complete, once each.
+    var seen: [13]Completion = undefined;
+    try std.testing.expectEqual(@as(usize, 13), try test_collect(r, 5, 13, &seen));
+    var mask: u32 = 0;
+    for (seen) |c| {
+        try std.testing.expectEqual(@as(i32, 0), c.res);
+        mask |= @as(u32, 1) << @intCast(if (c.slot >= 100) c.slot - 100 + 8 else c.slot);
+    }
+    try std.testing.expectEqual(@as(u32, 0x1fff), mask);
+
+    // The turn's own enter failing (everything already in the SQ ring): nothing kept, nothing lost.
+    for (0..3) |i| r.ops[i] = test_op(.NOP, @intCast(20 + i));
+    r.test_fail_errno = @intFromEnum(linux.E.FAULT);
+    try std.testing.expectEqual(-@as(i32, @intFromEnum(linux.E.FAULT)), r.turn(3, 0, test_now_us()));
+    try std.testing.expectEqual(@as(u32, 0), r.info.ops_left);
+    var again: [3]Completion = undefined;
+    try std.testing.expectEqual(@as(usize, 3), try test_collect(r, 0, 3, &again));
+    for (again) |c| try std.testing.expect(c.slot >= 20 and c.slot < 23);
 }
 
 test "a TIMEOUT whose SQE the kernel takes a turn late (enter busy) keeps its own timespec after JS reuses the descriptor" {

@@ -314,7 +314,9 @@ export class Reactor {
     const n = this.queued;
     const taken = this.submitFn(this.handle, n);
     if (taken < 0) {
-      this.queued = 0;
+      // Nothing is lost: what the kernel's SQ ring holds goes with the next enter, the rest
+      // was moved to the front of the array (info[6]) and stays queued.
+      this.queued = Math.min(this.info[6]!, n);
       throw new SystemError("io_uring_enter", -taken);
     }
     if (taken < n) {
@@ -345,15 +347,15 @@ export class Reactor {
     this.nativeQueued = false;
     // The native wait is a u32 of µs: a longer one (a huge configured slice) would wrap.
     let n = this.turnFn(this.handle, this.queued, waitUs > 0x7fff_ffff ? 0x7fff_ffff : waitUs, nowMs * 1000);
-    // Descriptors the kernel would not take (its completion queue backed up) were moved to
-    // the front of the array: they stay queued for the next turn.
-    this.queued = n < 0 ? 0 : this.info[6]!;
+    // Descriptors the kernel would not take (its completion queue backed up, or an enter that
+    // failed) were moved to the front of the array: they stay queued for the next turn.
+    this.queued = n < 0 ? Math.min(this.info[6]!, this.queued) : this.info[6]!;
     if (n < 0) throw new SystemError("io_uring_enter", -n);
     let total = n;
     this.dispatch(n);
     while (n === this.cqCapacity) {
       n = this.turnFn(this.handle, this.queued, 0, 0);
-      this.queued = n < 0 ? 0 : this.info[6]!;
+      this.queued = n < 0 ? Math.min(this.info[6]!, this.queued) : this.info[6]!;
       if (n < 0) throw new SystemError("io_uring_enter", -n);
       this.dispatch(n);
       total += n;
