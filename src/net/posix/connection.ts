@@ -677,6 +677,7 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
    * system calls) and closes at once.
    */
   private linger(): boolean {
+    if (this.lingerTimer !== undefined) return true; // its next check is armed
     if (this.fd < 0) return false;
     const left = this.closeStartedAt < 0 ? this.closeTimeoutMs : this.closeTimeoutMs - (now() - this.closeStartedAt);
     if (left <= 0 || lingerStep(this.fd) <= 0) return false;
