@@ -3,11 +3,23 @@
  * network namespace of its own (unshare -n, as root; gone when the process ends), set up here.
  */
 import { expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 
-/** Runs the fixture in mode `mode` inside `unshare -n sh -c "<setup> && exec bun ..."`; returns its RESULT. */
-async function inNamespace(setup: string, mode: string): Promise<any> {
+/**
+ * Runs the fixture in mode `mode` inside `unshare -n sh -c "<setup> && exec bun ..."`; returns
+ * its RESULT. With `hosts`, in a private mount namespace too, with that as its /etc/hosts.
+ */
+async function inNamespace(setup: string, mode: string, hosts?: string): Promise<any> {
   const fixture = new URL("./fixtures/connect-paths.ts", import.meta.url).pathname;
-  const run = Bun.spawn(["unshare", "-n", "sh", "-c", `${setup} && exec "${process.execPath}" "${fixture}" ${mode}`], { stdout: "pipe", stderr: "pipe" });
+  let unshare = ["unshare", "-n"];
+  if (hosts !== undefined) {
+    const file = `${tmpdir()}/shoal-hosts-${process.pid}`;
+    writeFileSync(file, hosts);
+    unshare = ["unshare", "-n", "-m"];
+    setup = `mount --bind ${file} /etc/hosts && ${setup}`;
+  }
+  const run = Bun.spawn([...unshare, "sh", "-c", `${setup} && exec "${process.execPath}" "${fixture}" ${mode}`], { stdout: "pipe", stderr: "pipe" });
   const [out, err, code] = await Promise.all([new Response(run.stdout).text(), new Response(run.stderr).text(), run.exited]);
   if (code !== 0) console.log(out, err);
   expect(code).toBe(0);
@@ -74,3 +86,24 @@ test('"localhost" where policy refuses 127.0.0.1 (connect EACCES, as a local fir
   expect(r.v4).toMatch(/^EACCES op=connect connect failed: EACCES \(127\.0\.0\.1:\d+\)$/);
   expect(r.closed).toMatch(/^ECONNREFUSED op=connect connect failed: ECONNREFUSED \(\[::1\]:\d+\)$/);
 }, 30_000);
+
+test("a name whose first address swallows SYNs: the next is tried beside it after 250 ms and connects (the first took the whole timeoutMs); timeouts name every address tried; nothing is left behind", async () => {
+  const setup = [
+    "ip link set lo up",
+    "ip link add v0 type veth peer name v1",
+    "ip link set v0 up",
+    "ip link set v1 up",
+    "ip addr add 10.200.0.1/24 dev v0",
+    "ip -6 addr add 2001:db8::1/64 dev v0 nodad",
+    "ip -6 neigh add 2001:db8::2 lladdr 02:00:00:00:00:02 dev v0 nud permanent",
+    "ip neigh add 10.200.0.2 lladdr 02:00:00:00:00:02 dev v0 nud permanent",
+  ].join(" && ");
+  // The resolver puts the IPv6 address first (RFC 6724's precedence), whatever the file's order.
+  const hosts = "127.0.0.1 localhost\n2001:db8::2 dual.test\n10.200.0.1 dual.test\n2001:db8::2 gone.test\n10.200.0.2 gone.test\n";
+  const r = await inNamespace(setup, "eyeballs", hosts);
+  expect(r.dual).toBe("ok 10.200.0.1");
+  expect(r.short).toMatch(/^ETIMEDOUT op=connect connect failed: ETIMEDOUT \(\[2001:db8::2\]:\d+ did not answer within 100 ms\)$/);
+  expect(r.gone).toMatch(/^ETIMEDOUT op=connect connect failed: ETIMEDOUT \(\[2001:db8::2\]:\d+, 10\.200\.0\.2:\d+ did not answer within 600 ms\)$/);
+  expect(r.aborted).toBe("AbortError cause=stop");
+  expect(r.leaked).toEqual({ fds: 0, timers: 0, inFlight: 0, blocks: 0, open: 0 });
+}, 60_000);

@@ -38,6 +38,20 @@ const TRY_NEXT = new Set([
  */
 const UNUSABLE_HERE = new Set([97, 99, 101, 13, 1]);
 
+/**
+ * How long a connection attempt to one of a name's addresses waits before the next address is
+ * tried beside it (RFC 8305's Connection Attempt Delay; Node's autoSelectFamilyAttemptTimeout).
+ */
+const ATTEMPT_DELAY_MS = 250;
+
+/** A connection attempt's failure and the address it was for (raceAttempts). */
+class AttemptFailure {
+  constructor(
+    readonly error: unknown,
+    readonly at: SocketAddress,
+  ) {}
+}
+
 /** An address as the caller gave it, for messages before it was resolved. */
 function describeInput(input: AddressInput): string {
   if (typeof input === "string" || typeof input === "number") return String(input);
@@ -467,14 +481,9 @@ export class PosixStack implements NetworkStack {
       }
       sig = c.signal;
     }
-    let a: SocketAddress | undefined;
-    let fd = -1;
-    let block = -1;
-    // The last failure from a peer's side (see UNUSABLE_HERE), and the address it came from.
-    let telling: { error: unknown; at: SocketAddress } | undefined;
+    // The addresses tried so far (for a timeout's message).
+    const tried: SocketAddress[] = [];
     try {
-      // A name with several addresses: each is tried in turn (within the one timeout and
-      // signal) while the ones before it are refused or unreachable.
       let candidates = await resolveAddresses(address, "connect", sig);
       if (local !== undefined && candidates.length > 1) {
         // A socket bound to localAddress reaches only addresses of its family: binding one of the
@@ -483,55 +492,155 @@ export class PosixStack implements NetworkStack {
         const same = candidates.filter((c) => c.family === local.family);
         if (same.length > 0) candidates = same;
       }
-      for (let i = 0; ; i++) {
-        // Port 0 is "any port" for a bind, never a peer: refused here, not by the kernel.
-        a = checkDestination(candidates[i]!, "connect");
-        if (sig?.aborted) throw new AbortError("connect was aborted", { cause: sig.reason });
-        this.start();
-        try {
-          fd = socketFor(a, SOCK_STREAM);
-          if (a.family !== "unix" && opts.noDelay) setIntOption("setsockopt(TCP_NODELAY)", fd, IPPROTO_TCP, TCP_NODELAY, 1);
-          if (local !== undefined) bindTo(fd, local);
-          block = this.msgs.acquire();
-          const len = encodeSockaddr(a, this.msgs.view(block));
-          await reactor().submit("connect", IoOp.CONNECT, fd, this.msgs.address(block), 0, len, 0, sig ? { signal: sig } : undefined);
-          break;
-        } catch (e) {
-          const next = i + 1 < candidates.length && !sig?.aborted && e instanceof SystemError && TRY_NEXT.has(e.errno);
-          if (!next) throw e;
-          if (!UNUSABLE_HERE.has(e.errno)) telling = { error: e, at: a };
-          if (fd >= 0) closeNow(fd);
-          fd = -1;
-          // socket() or bind() failed before a block was taken.
-          if (block >= 0) this.msgs.release(block);
-          block = -1;
-        }
-      }
+      const { fd, a } = await this.raceAttempts(candidates, opts.noDelay, local, sig, tried);
+      return new PosixConnection(this, fd, a.family, opts, undefined, a);
     } catch (caught) {
-      if (fd >= 0) closeNow(fd);
       let e = caught;
-      if (telling !== undefined && e instanceof SystemError && UNUSABLE_HERE.has(e.errno) && !sig?.aborted) {
-        // The last address is one this host cannot use (::1 with IPv6 off): an earlier address's
-        // refusal is the answer that matters.
-        e = telling.error;
-        a = telling.at;
+      let where = describeInput(address);
+      if (e instanceof AttemptFailure) {
+        where = formatAddress(e.at);
+        e = e.error;
       }
-      const where = a !== undefined ? formatAddress(a) : describeInput(address);
       // A cancelled CONNECT usually completes with ECANCELED (an AbortError), but one the
       // kernel had handed to a worker (a Unix listener with a full backlog) with EINTR: the
       // signal decides what the caller gets.
       if (sig?.aborted) {
-        if (controller?.signal.reason === timedOut) throw new SystemError("connect", ETIMEDOUT, `${where} did not answer within ${timeoutMs} ms`);
+        if (controller?.signal.reason === timedOut) {
+          const names = tried.length > 0 ? tried.map(formatAddress).join(", ") : describeInput(address);
+          throw new SystemError("connect", ETIMEDOUT, `${names} did not answer within ${timeoutMs} ms`);
+        }
         if (!(e instanceof AbortError)) throw new AbortError("connect was aborted", { cause: sig.reason });
       }
       if (e instanceof SystemError && e.op === "connect") throw new SystemError("connect", e.errno, where);
       throw e;
     } finally {
-      if (block >= 0) this.msgs.release(block);
       timer?.cancel();
       if (forward !== undefined) signal!.removeEventListener("abort", forward);
     }
-    return new PosixConnection(this, fd, a.family, opts, undefined, a);
+  }
+
+  /**
+   * Connects to the first of `candidates` that answers (RFC 8305's Happy Eyeballs): an attempt
+   * starts on each address in turn, at once when the one before it failed with an error after
+   * which another address may do (TRY_NEXT), or after ATTEMPT_DELAY_MS while it is still
+   * waiting, which goes on in parallel (an address that drops SYNs took the whole timeoutMs,
+   * and the name's next address was never tried). The first to connect wins and the others
+   * are cancelled. Any other error ends the call at once. When every attempt failed, the last
+   * failure is reported, or the last one from a peer's side if the last says only that this
+   * host cannot use its address (UNUSABLE_HERE). Rejects with AttemptFailure (or the error of
+   * checkDestination, AbortError through `sig`).
+   */
+  private raceAttempts(
+    candidates: SocketAddress[],
+    noDelay: boolean,
+    local: SocketAddress | undefined,
+    sig: AbortSignal | undefined,
+    tried: SocketAddress[],
+  ): Promise<{ fd: number; a: SocketAddress }> {
+    return new Promise((resolve, reject) => {
+      const running: AbortController[] = [];
+      let next = 0;
+      let settled = false;
+      let stagger: Timer | undefined;
+      let last: AttemptFailure | undefined;
+      let telling: AttemptFailure | undefined;
+      const finish = (): void => {
+        settled = true;
+        stagger?.cancel();
+        sig?.removeEventListener("abort", onAbort);
+        for (const c of running) c.abort();
+      };
+      // An abort (or the timeout) cancels every attempt and rejects once all have ended, so
+      // that nothing of the call (socket, ring operation, message block) outlives it.
+      let aborting = false;
+      const onAbort = (): void => {
+        if (settled) return;
+        aborting = true;
+        finish();
+        if (running.length === 0) reject(new AbortError("connect was aborted", { cause: sig!.reason }));
+      };
+      const attemptEnded = (): void => {
+        if (aborting && running.length === 0) reject(new AbortError("connect was aborted", { cause: sig!.reason }));
+      };
+      const startNext = (): void => {
+        stagger?.cancel();
+        stagger = undefined;
+        if (settled || next >= candidates.length) return;
+        let a: SocketAddress;
+        try {
+          // Port 0 is "any port" for a bind, never a peer: refused here, not by the kernel.
+          a = checkDestination(candidates[next++]!, "connect");
+        } catch (e) {
+          finish();
+          reject(e);
+          return;
+        }
+        tried.push(a);
+        const ctl = new AbortController();
+        running.push(ctl);
+        this.attempt(a, noDelay, local, ctl.signal).then(
+          (fd) => {
+            running.splice(running.indexOf(ctl), 1);
+            if (settled) {
+              closeNow(fd);
+              attemptEnded();
+              return;
+            }
+            finish();
+            resolve({ fd, a });
+          },
+          (e: unknown) => {
+            running.splice(running.indexOf(ctl), 1);
+            if (settled) {
+              attemptEnded();
+              return;
+            }
+            const failure = new AttemptFailure(e, a);
+            if (!(e instanceof SystemError && TRY_NEXT.has(e.errno))) {
+              finish();
+              reject(failure);
+              return;
+            }
+            last = failure;
+            if (!UNUSABLE_HERE.has(e.errno)) telling = failure;
+            if (next < candidates.length) {
+              startNext();
+            } else if (running.length === 0) {
+              finish();
+              reject(UNUSABLE_HERE.has(e.errno) && telling !== undefined ? telling : last);
+            }
+          },
+        );
+        if (next < candidates.length) stagger = new Timer(startNext).arm(ATTEMPT_DELAY_MS);
+      };
+      if (sig?.aborted) {
+        reject(new AbortError("connect was aborted", { cause: sig.reason }));
+        return;
+      }
+      sig?.addEventListener("abort", onAbort, { once: true });
+      startNext();
+    });
+  }
+
+  /** One connection attempt to `a`: the connected fd, or the failure (its socket closed). */
+  private async attempt(a: SocketAddress, noDelay: boolean, local: SocketAddress | undefined, signal: AbortSignal): Promise<number> {
+    this.start();
+    let fd = -1;
+    let block = -1;
+    try {
+      fd = socketFor(a, SOCK_STREAM);
+      if (a.family !== "unix" && noDelay) setIntOption("setsockopt(TCP_NODELAY)", fd, IPPROTO_TCP, TCP_NODELAY, 1);
+      if (local !== undefined) bindTo(fd, local);
+      block = this.msgs.acquire();
+      const len = encodeSockaddr(a, this.msgs.view(block));
+      await reactor().submit("connect", IoOp.CONNECT, fd, this.msgs.address(block), 0, len, 0, { signal });
+      const connected = fd;
+      fd = -1;
+      return connected;
+    } finally {
+      if (fd >= 0) closeNow(fd);
+      if (block >= 0) this.msgs.release(block);
+    }
   }
 
   bindUdp(address: AddressInput, options?: UdpOptions): UdpChannel {
