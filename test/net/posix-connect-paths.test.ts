@@ -1,9 +1,10 @@
 /**
  * connect()'s failure paths on a real network: fixtures/connect-paths.ts runs inside a private
- * network namespace of its own (unshare -n, as root; gone when the process ends), set up here.
+ * network namespace of its own (unshare -n, as root; gone when the process ends), set up here
+ * (with a mount namespace too where it needs its own /etc/hosts).
  */
 import { expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 
 /**
@@ -13,14 +14,15 @@ import { tmpdir } from "node:os";
 async function inNamespace(setup: string, mode: string, hosts?: string): Promise<any> {
   const fixture = new URL("./fixtures/connect-paths.ts", import.meta.url).pathname;
   let unshare = ["unshare", "-n"];
+  const file = `${tmpdir()}/shoal-hosts-${process.pid}`;
   if (hosts !== undefined) {
-    const file = `${tmpdir()}/shoal-hosts-${process.pid}`;
     writeFileSync(file, hosts);
     unshare = ["unshare", "-n", "-m"];
     setup = `mount --bind ${file} /etc/hosts && ${setup}`;
   }
   const run = Bun.spawn([...unshare, "sh", "-c", `${setup} && exec "${process.execPath}" "${fixture}" ${mode}`], { stdout: "pipe", stderr: "pipe" });
   const [out, err, code] = await Promise.all([new Response(run.stdout).text(), new Response(run.stderr).text(), run.exited]);
+  if (hosts !== undefined) rmSync(file, { force: true });
   if (code !== 0) console.log(out, err);
   expect(code).toBe(0);
   const line = out.split("\n").find((l) => l.startsWith("RESULT "));
