@@ -312,11 +312,12 @@ pub fn accept_pending(fd: i32, out: []i32) i32 {
     return @intCast(n);
 }
 
-/// SO_LINGER {on, seconds}; {1, 0} makes close() send RST instead of FIN.
-/// One step of a lingering close (the socket's output was shut): discards whatever input is
-/// queued, without copying it (MSG_TRUNC), then returns how many bytes the send queue still
-/// holds (unsent or not yet acknowledged: SIOCOUTQ, capped to i32), or -1 once the peer has
-/// ended its side or the socket failed (nothing more can arrive or be delivered).
+/// One step of a lingering close: discards whatever input is queued, without copying it
+/// (MSG_TRUNC), then returns how many bytes the send queue still holds (unsent or not yet
+/// acknowledged: SIOCOUTQ, capped to i32), or -1 once the peer has ended its side or the
+/// socket failed (nothing more can arrive or be delivered). An end of stream that only says
+/// this side shut its input (shutdown(SHUT_RD): recv() then returns 0 once the queue is empty,
+/// though the peer may still send) is not the peer's: the TCP state tells them apart.
 pub fn linger_step(fd: i32) i32 {
     const MSG_TRUNC: u32 = 0x20;
     const MSG_DONTWAIT: u32 = 0x40;
@@ -327,7 +328,10 @@ pub fn linger_step(fd: i32) i32 {
     while (rounds < 64) : (rounds += 1) {
         const rc = linux.recvfrom(fd, &scratch, 1 << 30, MSG_TRUNC | MSG_DONTWAIT, null, null);
         switch (linux.E.init(rc)) {
-            .SUCCESS => if (rc == 0) return -1,
+            .SUCCESS => if (rc == 0) {
+                if (!peer_still_sending(fd)) return -1;
+                break;
+            },
             .AGAIN => break,
             .INTR => continue,
             else => return -1,
@@ -338,6 +342,21 @@ pub fn linger_step(fd: i32) i32 {
     return @max(queued, 0);
 }
 
+/// True while the peer has not ended its side of TCP socket `fd` (ESTABLISHED, or FIN_WAIT1/2
+/// after this side's FIN): what recv() reports as end of stream is then this side's SHUT_RD.
+fn peer_still_sending(fd: i32) bool {
+    const TCP_INFO: u32 = 11;
+    // struct tcp_info starts with tcpi_state; the kernel copies as much as asked for.
+    var info: [8]u8 = undefined;
+    var len: linux.socklen_t = info.len;
+    if (linux.E.init(linux.getsockopt(fd, linux.IPPROTO.TCP, TCP_INFO, &info, &len)) != .SUCCESS or len < 1) return false;
+    const TCP_ESTABLISHED = 1;
+    const TCP_FIN_WAIT1 = 4;
+    const TCP_FIN_WAIT2 = 5;
+    return info[0] == TCP_ESTABLISHED or info[0] == TCP_FIN_WAIT1 or info[0] == TCP_FIN_WAIT2;
+}
+
+/// SO_LINGER {on, seconds}; {1, 0} makes close() send RST instead of FIN.
 pub fn set_linger(fd: i32, on: bool, seconds: i32) i32 {
     const Linger = extern struct { onoff: i32, linger: i32 };
     const value: Linger = .{ .onoff = @intFromBool(on), .linger = seconds };

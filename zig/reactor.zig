@@ -508,6 +508,12 @@ pub const Reactor = struct {
         if (taken < 0) return taken;
         const to_submit = self.ring.flush_sq();
         if (to_submit == 0) return taken;
+        if (builtin.is_test and self.test_fail_errno != 0) {
+            const e = self.test_fail_errno;
+            self.test_fail_errno = 0;
+            self.keep_left(@intCast(taken), count);
+            return -@as(i32, e);
+        }
         self.counters.enters += 1;
         const res = linux.syscall6(.io_uring_enter, @as(usize, @bitCast(@as(isize, self.ring.fd))), to_submit, 0, 0, 0, 0);
         switch (linux.E.init(res)) {
@@ -520,7 +526,13 @@ pub const Reactor = struct {
                 self.counters.busy_retries += 1;
                 return taken;
             },
-            else => |e| return -@as(i32, @intCast(@intFromEnum(e))),
+            else => |e| {
+                // The descriptors prep_ops could not copy (the SQ full, the kernel backed up)
+                // are kept as on any failure: the caller takes a negative result as "all
+                // that is not in the SQ ring is at the front of ops".
+                self.keep_left(@intCast(taken), count);
+                return -@as(i32, @intCast(@intFromEnum(e)));
+            },
         }
     }
 
@@ -848,6 +860,31 @@ test "an enter that fails hard loses no descriptor: those not in the SQ ring sta
     var again: [3]Completion = undefined;
     try std.testing.expectEqual(@as(usize, 3), try test_collect(r, 0, 3, &again));
     for (again) |c| try std.testing.expect(c.slot >= 20 and c.slot < 23);
+}
+
+test "submit_now: its own enter failing hard after the SQ filled keeps the descriptors it could not copy" {
+    const r = try Reactor.create(8, 64);
+    defer r.destroy();
+    _ = r.turn(0, 0, test_now_us()); // arms (and submits) the wake read
+    // Five SQEs queued and not submitted: the SQ has room for 3 of the 8 descriptors; the enter
+    // prep_ops makes to free room takes nothing (busy), so 3 are taken; then submit_now's own
+    // enter fails.
+    for (0..5) |i| {
+        const sqe = try r.ring.get_sqe();
+        sqe.prep_nop();
+        sqe.user_data = 100 + i;
+    }
+    for (0..8) |i| r.ops[i] = test_op(.NOP, @intCast(i));
+    r.test_busy_enters = 1;
+    r.test_fail_errno = @intFromEnum(linux.E.NOMEM);
+    try std.testing.expectEqual(-@as(i32, @intFromEnum(linux.E.NOMEM)), r.submit_now(8));
+    try std.testing.expectEqual(@as(u32, 5), r.info.ops_left);
+    for (0..5) |i| try std.testing.expectEqual(@as(u32, @intCast(3 + i)), r.ops[i].slot);
+    var seen: [13]Completion = undefined;
+    try std.testing.expectEqual(@as(usize, 13), try test_collect(r, 5, 13, &seen));
+    var mask: u32 = 0;
+    for (seen) |c| mask |= @as(u32, 1) << @intCast(if (c.slot >= 100) c.slot - 100 + 8 else c.slot);
+    try std.testing.expectEqual(@as(u32, 0x1fff), mask);
 }
 
 test "a TIMEOUT whose SQE the kernel takes a turn late (enter busy) keeps its own timespec after JS reuses the descriptor" {

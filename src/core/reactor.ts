@@ -145,6 +145,8 @@ export class Reactor {
   private readonly freeSlots: number[] = [];
   /** Operations handed out and not yet finally completed. */
   inFlight = 0;
+  /** submitNow() calls whose enter failed (their descriptors went with the next turn). */
+  submitFailures = 0;
   private closed = false;
   private readonly iovRegions: { address: number; view: Uint32Array }[] = [];
   private readonly freeIovBlocks: number[] = [];
@@ -307,6 +309,8 @@ export class Reactor {
    * Hands the queued descriptors to the kernel now, mid-turn, without reaping completions (one
    * io_uring_enter). For latency-bound work such as storage: a device starts on a request only
    * once it is submitted, and a turn may spend tens of microseconds before its own submit.
+   * Never throws for a failed enter: the descriptors then go with the turn's own enter (which
+   * reports a failure that lasts).
    */
   submitNow(): void {
     if (this.queued === 0) return;
@@ -315,9 +319,13 @@ export class Reactor {
     const taken = this.submitFn(this.handle, n);
     if (taken < 0) {
       // Nothing is lost: what the kernel's SQ ring holds goes with the next enter, the rest
-      // was moved to the front of the array (info[6]) and stays queued.
+      // was moved to the front of the array (info[6]) and stays queued. Not thrown: the
+      // caller has queued its operation, which will run; an error here told it otherwise
+      // (the I/O scheduler then skipped counting it in flight, and its submit() threw for a
+      // write that still happened).
       this.queued = Math.min(this.info[6]!, n);
-      throw new SystemError("io_uring_enter", -taken);
+      this.submitFailures++;
+      return;
     }
     if (taken < n) {
       // The kernel is backed up (completion queue overflow): keep the rest for the turn.

@@ -50,8 +50,13 @@ const EINTR = 4;
 const EAGAIN = 11;
 const EINVAL = 22;
 const ETIMEDOUT = 110;
-/** How often a lingering close checks whether the peer has everything (see PosixConnection.linger). */
+/**
+ * A lingering close checks whether the peer has everything after LINGER_POLL_MS, then twice as
+ * long each time, up to LINGER_POLL_MAX_MS (see PosixConnection.linger): thousands of slow
+ * readers at a server's stop cost a few checks a second each, not 200.
+ */
 const LINGER_POLL_MS = 5;
+const LINGER_POLL_MAX_MS = 250;
 const IORING_CQE_F_NOTIF = 1 << 3;
 /** SEND_ZC ioprio flag: the notification's res reports whether the data was copied (Linux 6.2). */
 const IORING_SEND_ZC_REPORT_USAGE = 1 << 3;
@@ -179,6 +184,14 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   /** A lingering close sent its FIN and waits for the send queue to empty (see linger). */
   private lingerStarted = false;
   private lingerTimer: Timer | undefined;
+  /** The wait before the lingering close's next check (LINGER_POLL_MS, doubling). */
+  private lingerPollMs = LINGER_POLL_MS;
+  /**
+   * shutdownInput() shut the socket's input (SHUT_RD). A lingering close then sends no FIN
+   * before the peer has everything: with its input shut, a socket past its FIN (FIN_WAIT)
+   * answers any byte the peer still sends with a reset, which drops the send queue.
+   */
+  private inputShutHere = false;
 
   /** @internal Wraps a connected socket `fd` and starts receiving. */
   constructor(
@@ -512,6 +525,7 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     // Linux (TCP and Unix streams) still returns what the receive queue holds after SHUT_RD,
     // then 0: the receive path sees an ordinary end of stream after the last byte.
     shutdownSocket(this.fd, SHUT_RD);
+    this.inputShutHere = true;
     if (!keep) this.input.shutdown();
   }
 
@@ -672,23 +686,28 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
    * (a pipeline cut by a stop, a request body the handler did not read) lost answers flush()
    * had already reported written. Instead the socket sends its FIN after the data, discards
    * whatever arrives, and closes once the queue is empty (the peer has everything) or the peer
-   * ended its side, polled every LINGER_POLL_MS for what is left of closeTimeoutMs (then it
+   * ended its side, polled (from LINGER_POLL_MS, backing off) for what is left of closeTimeoutMs (then it
    * closes as before). True while it lingers. A queue already empty costs one check (two
-   * system calls) and closes at once.
+   * system calls) and closes at once. After shutdownInput() no FIN goes ahead (see
+   * inputShutHere): the close sends it once the peer has everything.
    */
   private linger(): boolean {
     if (this.lingerTimer !== undefined) return true; // its next check is armed
     if (this.fd < 0) return false;
-    const left = this.closeStartedAt < 0 ? this.closeTimeoutMs : this.closeTimeoutMs - (now() - this.closeStartedAt);
+    // A teardown that close() did not start (both directions shut, a failure) is bounded from
+    // the first check: each check counting a whole closeTimeoutMs from itself lingered forever.
+    if (this.closeStartedAt < 0) this.closeStartedAt = now();
+    const left = this.closeTimeoutMs - (now() - this.closeStartedAt);
     if (left <= 0 || lingerStep(this.fd) <= 0) return false;
     if (!this.lingerStarted) {
       this.lingerStarted = true;
-      shutdownSocket(this.fd, SHUT_WR);
+      if (!this.inputShutHere) shutdownSocket(this.fd, SHUT_WR);
     }
     this.lingerTimer = new Timer(() => {
       this.lingerTimer = undefined;
       if (this.state === TEARDOWN) this.maybeCloseFd();
-    }).arm(Math.min(LINGER_POLL_MS, left));
+    }).arm(Math.min(this.lingerPollMs, left));
+    this.lingerPollMs = Math.min(this.lingerPollMs * 2, LINGER_POLL_MAX_MS);
     return true;
   }
 
