@@ -613,10 +613,12 @@ export class Session {
    * (Engine.reserveForward): the caller forwards the command as one that ran out of memory.
    */
   forwardUnit(dest: number, kind: number, proto: Proto, buf: Uint8Array, from: number, to: number, bytes: number, reads: number): boolean {
-    if (bytes > 0) {
+    // Only a unit past the connection's own buffer (FWD_OWN, kept by every connection anyway)
+    // takes a shard buffer and is reserved: a small set is never refused for large ones.
+    if (to - from + bytes > FWD_OWN) {
       if (!this.engine.reserveForward(bytes)) return false;
       this.fwdHeld = bytes;
-      if (to - from + bytes > FWD_OWN) this.fwdUnit = this.engine.takeForwardBuffer(to - from + bytes);
+      this.fwdUnit = this.engine.takeForwardBuffer(to - from + bytes);
     }
     this.fwdUnit.reset();
     this.fwdReads0 = reads;
