@@ -216,11 +216,21 @@ export class Session {
   nreadHash = 0;
   nreadCas = 0;
   setStale = false;
-  /** Meta set: the return flags stashed in request order (stock keeps them in wbuf). */
-  readonly msetStash = new Uint8Array(1024);
+  /**
+   * Meta set: the return flags stashed in request order (stock keeps them in wbuf), and the
+   * key. Made on a connection's first `ms` (1.3 KiB that most connections never use: an idle
+   * connection costs ~8 KiB in all).
+   */
+  get msetStash(): Uint8Array {
+    return (this.msetStashBuf ??= new Uint8Array(1024));
+  }
+  private msetStashBuf: Uint8Array | undefined;
   msetStashLen = 0;
   msetBase64 = false;
-  readonly msetKey = new Uint8Array(256);
+  get msetKey(): Uint8Array {
+    return (this.msetKeyBuf ??= new Uint8Array(256));
+  }
+  private msetKeyBuf: Uint8Array | undefined;
   msetKeyLen = 0;
 
   // ---- binary request in progress
