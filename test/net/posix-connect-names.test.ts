@@ -15,6 +15,17 @@ const answers: Record<string, { address: string; family: number }[]> = {
     { address: "127.0.0.1", family: 4 },
     { address: "::1", family: 6 },
   ],
+  // 127.0.0.1 is a listener with a full accept queue (its SYNs are dropped until it is drained)
+  // in the tests below; nothing listens on 127.0.0.2.
+  "twov4.test": [
+    { address: "127.0.0.1", family: 4 },
+    { address: "127.0.0.2", family: 4 },
+  ],
+  // A link-local address without a scope: its connect fails with EINVAL (not a TRY_NEXT error).
+  "linklocal.test": [
+    { address: "127.0.0.1", family: 4 },
+    { address: "fe80::1", family: 6 },
+  ],
 };
 mock.module("node:dns/promises", () => ({
   lookup: async (host: string) => {
@@ -136,3 +147,104 @@ test("setNetworkStack refuses while the current stack has a UDP channel open (on
   expect(networkStack()).toBe(other as never);
   setNetworkStack(posix);
 });
+
+/**
+ * A kernel listener on 127.0.0.1 with backlog 0 whose accept queue is full (one connection
+ * queued): the SYNs of further connects are dropped, answered only by a retransmission (1 s
+ * later) after drain().
+ */
+async function fullListener(): Promise<{ port: number; drain(): void; close(): void }> {
+  const { openSocket, localAddressOf, acceptPending, closeNow, SOCK_STREAM } = await import("../../src/net/posix/sys.ts");
+  const fd = openSocket("listen", { family: "ipv4", host: "127.0.0.1", port: 0 }, SOCK_STREAM, 0, 0);
+  const port = portOf(localAddressOf(fd));
+  const filler = await connect(`127.0.0.1:${port}`, { timeoutMs: 5000 });
+  let closed = false;
+  const drain = () => {
+    if (closed) return;
+    for (const f of acceptPending(fd)) closeNow(f);
+  };
+  return {
+    port,
+    drain,
+    close: () => {
+      if (closed) return;
+      closed = true;
+      filler.reset();
+      drain();
+      closeNow(fd);
+    },
+  };
+}
+
+/** A local port free now (bound, then closed). */
+async function freePort(): Promise<number> {
+  const { openSocket, localAddressOf, closeNow, SOCK_STREAM } = await import("../../src/net/posix/sys.ts");
+  const fd = openSocket("bind", { family: "ipv4", host: "127.0.0.1", port: 0 }, SOCK_STREAM, 0, -1);
+  const port = portOf(localAddressOf(fd));
+  closeNow(fd);
+  return port;
+}
+
+test("localAddress with a port: a name's addresses are tried one at a time (a second socket bound to the same port beside a slow first attempt was bind EADDRINUSE and ended connect)", async () => {
+  const stack = posixStack();
+  const blocks = stack.msgs.blocksInUse;
+  const l = await fullListener();
+  const local = await freePort();
+  try {
+    // Drained after the attempt delay (250 ms): the first address answers the SYN's retransmission.
+    const drain = setTimeout(l.drain, 400);
+    const r = await connect(`twov4.test:${l.port}`, { localAddress: `127.0.0.1:${local}`, timeoutMs: 20_000 }).then(
+      (c) => c,
+      (e: unknown) => e,
+    );
+    clearTimeout(drain);
+    expect(r).not.toBeInstanceOf(Error);
+    const c = r as Awaited<ReturnType<typeof connect>>;
+    expect(c.remoteAddress).toEqual({ family: "ipv4", host: "127.0.0.1", port: l.port });
+    expect(c.localAddress).toEqual({ family: "ipv4", host: "127.0.0.1", port: local });
+    c.reset();
+  } finally {
+    l.close();
+  }
+  expect(stack.msgs.blocksInUse).toBe(blocks);
+  await expectQuiescent(stack);
+}, 30_000);
+
+test("a later address's error that ends the call (EINVAL) does not cancel an earlier attempt still waiting: it connects (connect failed at 250 ms); when that one fails too, the error is reported once both ended", async () => {
+  const stack = posixStack();
+  const { reactor } = await import("../../src/core/reactor.ts");
+  const l = await fullListener();
+  try {
+    const drain = setTimeout(l.drain, 400);
+    const r = await connect(`linklocal.test:${l.port}`, { timeoutMs: 20_000 }).then(
+      (c) => c,
+      (e: unknown) => e,
+    );
+    clearTimeout(drain);
+    expect(r).not.toBeInstanceOf(Error);
+    const c = r as Awaited<ReturnType<typeof connect>>;
+    expect(c.remoteAddress).toEqual({ family: "ipv4", host: "127.0.0.1", port: l.port });
+    c.reset();
+  } finally {
+    l.close();
+  }
+  await expectQuiescent(stack);
+  const blocks = stack.msgs.blocksInUse;
+  const inFlight = reactor().inFlight;
+  // Both fail: the listener is closed (the SYN's retransmission a second later is refused) after
+  // fe80::1's EINVAL.
+  const l2 = await fullListener();
+  try {
+    const gone = setTimeout(l2.close, 400);
+    const e = await failure(connect(`linklocal.test:${l2.port}`, { timeoutMs: 20_000 }));
+    clearTimeout(gone);
+    // Settled only once the first attempt ended: its block is back, nothing is in flight.
+    expect(stack.msgs.blocksInUse).toBe(blocks);
+    expect(reactor().inFlight).toBe(inFlight);
+    expect(e.code).toBe("EINVAL");
+    expect(e.message).toContain(`[fe80::1]:${l2.port}`);
+  } finally {
+    l2.close();
+  }
+  await expectQuiescent(stack);
+}, 30_000);

@@ -89,7 +89,7 @@ test('"localhost" where policy refuses 127.0.0.1 (connect EACCES, as a local fir
   expect(r.closed).toMatch(/^ECONNREFUSED op=connect connect failed: ECONNREFUSED \(\[::1\]:\d+\)$/);
 }, 30_000);
 
-test("a name whose first address swallows SYNs: the next is tried beside it after 250 ms and connects (the first took the whole timeoutMs); timeouts name every address tried; nothing is left behind", async () => {
+test("a name whose first address swallows SYNs: the next is tried beside it after 250 ms and connects (the first took the whole timeoutMs); timeouts name every address still waiting; nothing is left behind", async () => {
   const setup = [
     "ip link set lo up",
     "ip link add v0 type veth peer name v1",
@@ -101,11 +101,13 @@ test("a name whose first address swallows SYNs: the next is tried beside it afte
     "ip neigh add 10.200.0.2 lladdr 02:00:00:00:00:02 dev v0 nud permanent",
   ].join(" && ");
   // The resolver puts the IPv6 address first (RFC 6724's precedence), whatever the file's order.
-  const hosts = "127.0.0.1 localhost\n2001:db8::2 dual.test\n10.200.0.1 dual.test\n2001:db8::2 gone.test\n10.200.0.2 gone.test\n";
+  const hosts = "127.0.0.1 localhost\n2001:db8::2 dual.test\n10.200.0.1 dual.test\n2001:db8::2 gone.test\n10.200.0.2 gone.test\n2001:db8::1 mixed.test\n10.200.0.2 mixed.test\n";
   const r = await inNamespace(setup, "eyeballs", hosts);
   expect(r.dual).toBe("ok 10.200.0.1");
   expect(r.short).toMatch(/^ETIMEDOUT op=connect connect failed: ETIMEDOUT \(\[2001:db8::2\]:\d+ did not answer within 100 ms\)$/);
   expect(r.gone).toMatch(/^ETIMEDOUT op=connect connect failed: ETIMEDOUT \(\[2001:db8::2\]:\d+, 10\.200\.0\.2:\d+ did not answer within 600 ms\)$/);
+  // A refused address did answer: only the one still waiting is named.
+  expect(r.mixed).toMatch(/^ETIMEDOUT op=connect connect failed: ETIMEDOUT \(10\.200\.0\.2:\d+ did not answer within 600 ms\)$/);
   expect(r.aborted).toBe("AbortError cause=stop");
   expect(r.leaked).toEqual({ fds: 0, timers: 0, inFlight: 0, blocks: 0, open: 0 });
 }, 60_000);

@@ -481,7 +481,7 @@ export class PosixStack implements NetworkStack {
       }
       sig = c.signal;
     }
-    // The addresses tried so far (for a timeout's message).
+    // The addresses whose attempts are still waiting (for a timeout's message).
     const tried: SocketAddress[] = [];
     try {
       let candidates = await resolveAddresses(address, "connect", sig);
@@ -524,11 +524,18 @@ export class PosixStack implements NetworkStack {
    * starts on each address in turn, at once when the one before it failed with an error after
    * which another address may do (TRY_NEXT), or after ATTEMPT_DELAY_MS while it is still
    * waiting, which goes on in parallel (an address that drops SYNs took the whole timeoutMs,
-   * and the name's next address was never tried). The first to connect wins and the others
-   * are cancelled. Any other error ends the call at once. When every attempt failed, the last
-   * failure is reported, or the last one from a peer's side if the last says only that this
-   * host cannot use its address (UNUSABLE_HERE). Rejects with AttemptFailure (or the error of
-   * checkDestination, AbortError through `sig`).
+   * and the name's next address was never tried). Not in parallel with a `local` address of a
+   * fixed port (or path): a second socket cannot bind it while the first holds it (bind
+   * EADDRINUSE ended the call). The first to connect wins and the others are cancelled. Any
+   * other error starts no further attempt and ends the call, once the attempts already
+   * waiting have failed too (one of them may still connect: a parallel attempt's EMFILE or
+   * EINVAL ended a call that the address before it would have connected). When every attempt
+   * failed with TRY_NEXT errors, the last failure is reported, or the last one from a peer's
+   * side if the last says only that this host cannot use its address (UNUSABLE_HERE). Rejects
+   * with AttemptFailure (or the error of checkDestination, AbortError through `sig`), only
+   * once every attempt has ended (nothing of the call, socket, ring operation or message
+   * block, outlives it). `tried` holds the addresses of the attempts still waiting (those that
+   * failed are taken out), for a timeout's message.
    */
   private raceAttempts(
     candidates: SocketAddress[],
@@ -537,42 +544,50 @@ export class PosixStack implements NetworkStack {
     sig: AbortSignal | undefined,
     tried: SocketAddress[],
   ): Promise<{ fd: number; a: SocketAddress }> {
+    const parallel = local === undefined || (local.family !== "unix" && local.port === 0);
     return new Promise((resolve, reject) => {
       const running: AbortController[] = [];
       let next = 0;
+      // Won or ending: no attempt starts, the running ones are cancelled.
       let settled = false;
       let stagger: Timer | undefined;
       let last: AttemptFailure | undefined;
       let telling: AttemptFailure | undefined;
-      const finish = (): void => {
+      // A failure after which no other address is tried (reported once the running ones failed).
+      let fatal: unknown;
+      let ending = false;
+      let rejection: unknown;
+      const stop = (): void => {
         settled = true;
         stagger?.cancel();
+        stagger = undefined;
         sig?.removeEventListener("abort", onAbort);
         for (const c of running) c.abort();
       };
-      // An abort (or the timeout) cancels every attempt and rejects once all have ended, so
-      // that nothing of the call (socket, ring operation, message block) outlives it.
-      let aborting = false;
+      // Rejects with `why` once every attempt has ended.
+      const end = (why: unknown): void => {
+        stop();
+        ending = true;
+        rejection = why;
+        if (running.length === 0) reject(why);
+      };
       const onAbort = (): void => {
-        if (settled) return;
-        aborting = true;
-        finish();
-        if (running.length === 0) reject(new AbortError("connect was aborted", { cause: sig!.reason }));
+        if (!settled) end(new AbortError("connect was aborted", { cause: sig!.reason }));
       };
       const attemptEnded = (): void => {
-        if (aborting && running.length === 0) reject(new AbortError("connect was aborted", { cause: sig!.reason }));
+        if (ending && running.length === 0) reject(rejection);
       };
       const startNext = (): void => {
         stagger?.cancel();
         stagger = undefined;
-        if (settled || next >= candidates.length) return;
+        if (settled || fatal !== undefined || next >= candidates.length) return;
         let a: SocketAddress;
         try {
           // Port 0 is "any port" for a bind, never a peer: refused here, not by the kernel.
           a = checkDestination(candidates[next++]!, "connect");
         } catch (e) {
-          finish();
-          reject(e);
+          fatal = e;
+          if (running.length === 0) end(e);
           return;
         }
         tried.push(a);
@@ -586,7 +601,7 @@ export class PosixStack implements NetworkStack {
               attemptEnded();
               return;
             }
-            finish();
+            stop();
             resolve({ fd, a });
           },
           (e: unknown) => {
@@ -595,23 +610,27 @@ export class PosixStack implements NetworkStack {
               attemptEnded();
               return;
             }
+            // It answered: a timeout's message names only the addresses still waiting.
+            const i = tried.indexOf(a);
+            if (i >= 0) tried.splice(i, 1);
             const failure = new AttemptFailure(e, a);
             if (!(e instanceof SystemError && TRY_NEXT.has(e.errno))) {
-              finish();
-              reject(failure);
-              return;
+              fatal ??= failure;
+              stagger?.cancel();
+              stagger = undefined;
+            } else {
+              last = failure;
+              if (!UNUSABLE_HERE.has(e.errno)) telling = failure;
             }
-            last = failure;
-            if (!UNUSABLE_HERE.has(e.errno)) telling = failure;
-            if (next < candidates.length) {
+            if (fatal === undefined && next < candidates.length) {
               startNext();
             } else if (running.length === 0) {
-              finish();
-              reject(UNUSABLE_HERE.has(e.errno) && telling !== undefined ? telling : last);
+              if (fatal !== undefined) end(fatal);
+              else end(UNUSABLE_HERE.has((last!.error as SystemError).errno) && telling !== undefined ? telling : last);
             }
           },
         );
-        if (next < candidates.length) stagger = new Timer(startNext).arm(ATTEMPT_DELAY_MS);
+        if (parallel && next < candidates.length) stagger = new Timer(startNext).arm(ATTEMPT_DELAY_MS);
       };
       if (sig?.aborted) {
         reject(new AbortError("connect was aborted", { cause: sig.reason }));
