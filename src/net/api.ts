@@ -56,15 +56,16 @@ export function listen(address: AddressInput, options?: ListenOptions): Listener
 
 /**
  * Opens a stream connection to `address` (a host name is resolved first, "localhost" to
- * 127.0.0.1 then ::1). A name's addresses are tried as RFC 8305's Happy Eyeballs does: the next
- * at once when one is refused, unreachable or forbidden, or beside it when it has not answered
- * within 250 ms (one at a time with a `localAddress` of a fixed port); the first to connect
- * wins, the others are cancelled. Another error starts no further attempt and is reported once
- * the attempts already waiting have failed too. All within one timeoutMs and signal (with
- * `localAddress`, only addresses of its family). Costs a socket() and a setsockopt() system
- * call, then one CONNECT on the ring, per address tried. Rejects with SystemError
- * (ECONNREFUSED, ETIMEDOUT after `timeoutMs` naming every address still waiting, ENOENT from
- * name resolution; op "connect" or "getaddrinfo") or AbortError through `signal`.
+ * 127.0.0.1 then ::1). A name's addresses are tried as RFC 8305's Happy Eyeballs does, the
+ * families alternating: the next at once when one is refused, unreachable or forbidden, or
+ * beside it when it has not answered within 250 ms (one at a time with a `localAddress` of a
+ * fixed port); the first to connect wins, the others are cancelled. Another error starts no
+ * further attempt and is reported once the attempts already waiting have failed too. All
+ * within one timeoutMs and signal (with `localAddress`, only addresses of its family). Costs a
+ * socket() and a setsockopt() system call, then one CONNECT on the ring, per address tried.
+ * Rejects with SystemError (ECONNREFUSED, ETIMEDOUT after `timeoutMs` naming every address
+ * still waiting, ENOENT from name resolution; op "connect" or "getaddrinfo") or AbortError
+ * through `signal`.
  */
 export function connect(address: AddressInput, options?: ConnectOptions): Promise<Connection> {
   return networkStack().connect(address, options);

@@ -98,16 +98,21 @@ test("a name whose first address swallows SYNs: the next is tried beside it afte
     "ip addr add 10.200.0.1/24 dev v0",
     "ip -6 addr add 2001:db8::1/64 dev v0 nodad",
     "ip -6 neigh add 2001:db8::2 lladdr 02:00:00:00:00:02 dev v0 nud permanent",
+    "ip -6 neigh add 2001:db8::3 lladdr 02:00:00:00:00:03 dev v0 nud permanent",
     "ip neigh add 10.200.0.2 lladdr 02:00:00:00:00:02 dev v0 nud permanent",
   ].join(" && ");
   // The resolver puts the IPv6 address first (RFC 6724's precedence), whatever the file's order.
-  const hosts = "127.0.0.1 localhost\n2001:db8::2 dual.test\n10.200.0.1 dual.test\n2001:db8::2 gone.test\n10.200.0.2 gone.test\n2001:db8::1 mixed.test\n10.200.0.2 mixed.test\n";
+  const hosts =
+    "127.0.0.1 localhost\n2001:db8::2 dual.test\n10.200.0.1 dual.test\n2001:db8::2 gone.test\n10.200.0.2 gone.test\n2001:db8::1 mixed.test\n10.200.0.2 mixed.test\n" +
+    "2001:db8::2 triple.test\n2001:db8::3 triple.test\n10.200.0.1 triple.test\n";
   const r = await inNamespace(setup, "eyeballs", hosts);
   expect(r.dual).toBe("ok 10.200.0.1");
   expect(r.short).toMatch(/^ETIMEDOUT op=connect connect failed: ETIMEDOUT \(\[2001:db8::2\]:\d+ did not answer within 100 ms\)$/);
   expect(r.gone).toMatch(/^ETIMEDOUT op=connect connect failed: ETIMEDOUT \(\[2001:db8::2\]:\d+, 10\.200\.0\.2:\d+ did not answer within 600 ms\)$/);
   // A refused address did answer: only the one still waiting is named.
   expect(r.mixed).toMatch(/^ETIMEDOUT op=connect connect failed: ETIMEDOUT \(10\.200\.0\.2:\d+ did not answer within 600 ms\)$/);
+  // Families alternate (RFC 8305 section 4): the IPv4 address started after 250 ms, not 500.
+  expect(r.triple).toBe("ok 10.200.0.1");
   expect(r.aborted).toBe("AbortError cause=stop");
   expect(r.leaked).toEqual({ fds: 0, timers: 0, inFlight: 0, blocks: 0, open: 0 });
 }, 60_000);

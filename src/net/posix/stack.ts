@@ -44,6 +44,25 @@ const UNUSABLE_HERE = new Set([97, 99, 101, 13, 1]);
  */
 const ATTEMPT_DELAY_MS = 250;
 
+/**
+ * A name's addresses in the resolver's order, the families alternating from the first one's
+ * (RFC 8305 section 4): two IPv6 addresses that drop SYNs no longer hold the IPv4 one back for
+ * two attempt delays.
+ */
+function interleaveFamilies(addresses: SocketAddress[]): SocketAddress[] {
+  if (addresses.length < 3) return addresses;
+  const first = addresses[0]!.family;
+  const same = addresses.filter((a) => a.family === first);
+  const other = addresses.filter((a) => a.family !== first);
+  if (other.length === 0) return addresses;
+  const out: SocketAddress[] = [];
+  for (let i = 0; i < Math.max(same.length, other.length); i++) {
+    if (i < same.length) out.push(same[i]!);
+    if (i < other.length) out.push(other[i]!);
+  }
+  return out;
+}
+
 /** A connection attempt's failure and the address it was for (raceAttempts). */
 class AttemptFailure {
   constructor(
@@ -492,7 +511,7 @@ export class PosixStack implements NetworkStack {
         const same = candidates.filter((c) => c.family === local.family);
         if (same.length > 0) candidates = same;
       }
-      const { fd, a } = await this.raceAttempts(candidates, opts.noDelay, local, sig, tried);
+      const { fd, a } = await this.raceAttempts(interleaveFamilies(candidates), opts.noDelay, local, sig, tried);
       return new PosixConnection(this, fd, a.family, opts, undefined, a);
     } catch (caught) {
       let e = caught;
