@@ -14,10 +14,9 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Engine } from "../../examples/memcached/engine.ts";
-import { murmur3, shardOf } from "../../examples/memcached/hash.ts";
 import { installRouter, UnitKind } from "../../examples/memcached/router.ts";
 import { Proto, Session } from "../../examples/memcached/session.ts";
-import { b, cat, dec, startOurs, stockLikeSettings, type ServerProcess } from "./lib/harness.ts";
+import { b, cat, dec, keysOwnedBy, startOurs, stockLikeSettings, type ServerProcess } from "./lib/harness.ts";
 import { readFileSync } from "node:fs";
 import net from "node:net";
 
@@ -25,14 +24,7 @@ const MiB = 1024 * 1024;
 const VALUE = 1_000_000;
 
 /** Keys owned by `shard` (of 2). */
-function keysOf(shard: number, n: number, prefix = "key"): string[] {
-  const keys: string[] = [];
-  for (let i = 0; keys.length < n; i++) {
-    const k = `${prefix}${i}`;
-    if (shardOf(murmur3(b(k), 0, k.length), 2) === shard) keys.push(k);
-  }
-  return keys;
-}
+const keysOf = (shard: number, n: number, prefix = "key"): string[] => keysOwnedBy(shard, 2, n, prefix);
 
 /** The units of the open batch for shard 1: [kind, body as text]. */
 function unitsTo1(engine: Engine): [number, string][] {

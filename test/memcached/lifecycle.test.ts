@@ -8,10 +8,9 @@ import { describe, expect, test } from "bun:test";
 import { spawnSync } from "bun";
 import dgram from "node:dgram";
 import net from "node:net";
-import { accepts, b, dec, exchange, freePort, freeUdpPort, startOurs, udpRequest, waitForPort } from "./lib/harness.ts";
+import { accepts, b, dec, exchange, freePort, freeUdpPort, keysOwnedBy, startOurs, udpRequest, waitForPort } from "./lib/harness.ts";
 import { existsSync, readFileSync } from "node:fs";
 import { parseCommandLine, UsageError } from "../../examples/memcached/cli.ts";
-import { murmur3, shardOf } from "../../examples/memcached/hash.ts";
 import { connect } from "../../src/net/index.ts";
 
 describe("graceful SIGTERM", () => {
@@ -101,14 +100,7 @@ describe("graceful SIGTERM", () => {
 });
 
 /** `count` keys named `${prefix}N` that shard `shard` of `shards` owns. */
-function keysOf(prefix: string, shard: number, shards: number, count: number): string[] {
-  const out: string[] = [];
-  for (let i = 0; out.length < count; i++) {
-    const k = b(`${prefix}${i}`);
-    if (shardOf(murmur3(k, 0, k.length), shards) === shard) out.push(`${prefix}${i}`);
-  }
-  return out;
-}
+const keysOf = (prefix: string, shard: number, shards: number, count: number): string[] => keysOwnedBy(shard, shards, count, prefix);
 
 describe("shutdown (-A)", () => {
   test("the shutdown command stops the whole server, as stock's does (it only closed the connection)", async () => {

@@ -11,6 +11,7 @@ import { Engine } from "../../../examples/memcached/engine.ts";
 import { Session } from "../../../examples/memcached/session.ts";
 import { defaultSettings, type Settings } from "../../../examples/memcached/settings.ts";
 import type { Clock } from "../../../examples/memcached/clock.ts";
+import { murmur3, shardOf } from "../../../examples/memcached/hash.ts";
 
 export const enc = new TextEncoder();
 export const dec = new TextDecoder("latin1");
@@ -297,4 +298,14 @@ export function udpRequest(port: number, requestId: number, payload: Uint8Array 
     });
     const fallback = setTimeout(() => finish(), 3000);
   });
+}
+
+/** The first `count` keys named `${prefix}N` that shard `shard` of `shards` owns. */
+export function keysOwnedBy(shard: number, shards: number, count: number, prefix = "key"): string[] {
+  const out: string[] = [];
+  for (let i = 0; out.length < count; i++) {
+    const k = `${prefix}${i}`;
+    if (shardOf(murmur3(b(k), 0, k.length), shards) === shard) out.push(k);
+  }
+  return out;
 }
