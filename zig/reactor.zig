@@ -771,6 +771,16 @@ fn test_pipe() ![2]i32 {
 }
 
 /// Turns until `want` completions were handed out (or 1000 turns); returns them in order.
+/// Queues `count` NOP SQEs behind the reactor's back (user_data 100, 101, ...), not submitted:
+/// they take SQ room the reactor's own descriptors then lack.
+fn test_queue_foreign_nops(r: *Reactor, count: usize) !void {
+    for (0..count) |i| {
+        const sqe = try r.ring.get_sqe();
+        sqe.prep_nop();
+        sqe.user_data = 100 + i;
+    }
+}
+
 fn test_collect(r: *Reactor, submit: u32, want: usize, into: []Completion) !usize {
     var got: usize = 0;
     var pending = submit;
@@ -807,11 +817,7 @@ test "descriptors the kernel will not take (its SQ full, enter busy) stay in ops
     defer r.destroy();
     _ = r.turn(0, 0, test_now_us()); // arms (and submits) the wake read
     // Five SQEs queued behind the reactor's back and not submitted: the SQ has room for 3.
-    for (0..5) |i| {
-        const sqe = try r.ring.get_sqe();
-        sqe.prep_nop();
-        sqe.user_data = 100 + i;
-    }
+    try test_queue_foreign_nops(r, 5);
     for (0..8) |i| r.ops[i] = test_op(.NOP, @intCast(i));
     r.test_busy_enters = 2; // the enter in prep_ops and the turn's own take nothing
     const n = r.turn(8, 10_000_000, test_now_us());
@@ -832,11 +838,7 @@ test "an enter that fails hard loses no descriptor: those not in the SQ ring sta
     _ = r.turn(0, 0, test_now_us()); // arms (and submits) the wake read
     // Five SQEs queued and not submitted: the SQ has room for 3 of the 8 descriptors, then
     // prep_ops enters to make room, and that enter fails.
-    for (0..5) |i| {
-        const sqe = try r.ring.get_sqe();
-        sqe.prep_nop();
-        sqe.user_data = 100 + i;
-    }
+    try test_queue_foreign_nops(r, 5);
     for (0..8) |i| r.ops[i] = test_op(.NOP, @intCast(i));
     r.test_fail_errno = @intFromEnum(linux.E.NOMEM);
     try std.testing.expectEqual(-@as(i32, @intFromEnum(linux.E.NOMEM)), r.turn(8, 0, test_now_us()));
@@ -869,11 +871,7 @@ test "submit_now: its own enter failing hard after the SQ filled keeps the descr
     // Five SQEs queued and not submitted: the SQ has room for 3 of the 8 descriptors; the enter
     // prep_ops makes to free room takes nothing (busy), so 3 are taken; then submit_now's own
     // enter fails.
-    for (0..5) |i| {
-        const sqe = try r.ring.get_sqe();
-        sqe.prep_nop();
-        sqe.user_data = 100 + i;
-    }
+    try test_queue_foreign_nops(r, 5);
     for (0..8) |i| r.ops[i] = test_op(.NOP, @intCast(i));
     r.test_busy_enters = 1;
     r.test_fail_errno = @intFromEnum(linux.E.NOMEM);
