@@ -11,7 +11,7 @@
 import { describeValue } from "./describe.ts";
 import { AbortError, InvalidArgumentError, TimedOutError } from "./errors.ts";
 import { Timer } from "./timer.ts";
-import { currentSchedulingGroup, defaultSchedulingGroup, enqueue, singleGroup, type SchedulingGroup } from "./scheduler.ts";
+import { currentSchedulingGroup, defaultSchedulingGroup, enqueue, maybeYield, singleGroup, type SchedulingGroup } from "./scheduler.ts";
 
 /** A value or a promise of it. */
 export type Awaitable<T> = T | PromiseLike<T>;
@@ -582,7 +582,10 @@ export function parallelForEach<T>(
  * it as `errors`. An abort of `signal` stops starting new items; the calls in flight (which
  * get `signal`) are still waited for, and the result then rejects with AbortError unless a
  * call failed first.
- * Cost: one promise reaction per call that returns a promise; no per-item allocation otherwise.
+ * Cost: one promise reaction per call that returns a promise; no per-item allocation otherwise;
+ * a clock read per item started after a call completed. Calls that complete at once do not
+ * hold the shard past the task quota: starting pauses for a loop turn (as Seastar's loop
+ * checks need_preempt()).
  * Throws InvalidArgumentError (synchronously) for a non-iterable `items`, `limit` not an
  * integer >= 1, non-function `fn` or malformed options.
  */
@@ -618,14 +621,20 @@ export function maxConcurrentForEach<T>(
     };
     const settle = () => {
       running--;
-      pump();
+      pump(true);
     };
     const fail = (err: unknown) => {
       (errors ??= []).push(err);
       settle();
     };
+    // The end of a pause: starts at least one item before pausing again, so each turn progresses.
+    const resume = () => {
+      running--;
+      pump(false);
+    };
     // Starts items until `limit` are in flight; plain (non-promise) results complete inline.
-    const pump = () => {
+    // `check`: look at the clock before starting the next item (see below).
+    const pump = (check: boolean) => {
       if (pumping) return;
       pumping = true;
       try {
@@ -639,6 +648,20 @@ export function maxConcurrentForEach<T>(
               // The join rejects with AbortError (or a call's failure) either way.
             }
             break;
+          }
+          // Seastar's loop checks need_preempt(). Calls that complete at once (a plain value,
+          // or a promise settled in a microtask that pumps again) would otherwise hold the
+          // shard for the whole iterable, and the task or timer aborting `signal` could never
+          // run; so before an item that follows such a completion, once the task quota is
+          // spent, starting pauses for a loop turn, the pause holding a slot meanwhile.
+          if (check) {
+            check = false;
+            const turn = maybeYield();
+            if (turn !== undefined) {
+              running++;
+              turn.then(resume);
+              break;
+            }
           }
           let next: IteratorResult<T>;
           try {
@@ -657,7 +680,7 @@ export function maxConcurrentForEach<T>(
             result = fn(next.value, index++, signal);
           } catch (err) {
             (errors ??= []).push(err);
-            continue;
+            result = undefined;
           }
           if (isThenable(result)) {
             running++;
@@ -665,8 +688,11 @@ export function maxConcurrentForEach<T>(
               // Once per call whatever the thenable does (see parallelForEach).
               Promise.resolve(result).then(settle, fail);
             } catch (err) {
-              fail(err);
+              fail(err); // settled at once, as a plain value
+              check = true;
             }
+          } else {
+            check = true;
           }
         }
       } finally {
@@ -674,7 +700,7 @@ export function maxConcurrentForEach<T>(
       }
       finishIfDone();
     };
-    pump();
+    pump(false);
   });
 }
 
@@ -689,8 +715,10 @@ export type StopIteration = boolean;
  * (Seastar's repeat). A result that is not a boolean rejects with InvalidArgumentError, which
  * catches a forgotten `return`. Rejects with fn's error if it throws, or with AbortError when
  * `signal` is found aborted before an iteration.
- * Cost: one await per iteration, even for a synchronous body; a body that never really
- * suspends keeps other tasks waiting, so long loops should call maybeYield.
+ * Cost: one await and one clock read per iteration. A body that never really suspends (a
+ * plain value, or a promise already settled) still lets the loop run once the task quota is
+ * spent (Seastar's repeat checks need_preempt()): otherwise the chain of settled awaits would
+ * hold the shard until it ends, and the timer, I/O or task that should end it could never run.
  * Throws InvalidArgumentError (synchronously) for a non-function `fn` or malformed options.
  */
 export function repeat(
@@ -715,6 +743,9 @@ async function repeatLoop(
         `repeat: fn must return stopIteration.yes or stopIteration.no, got ${describeValue(verdict)}`,
       );
     }
+    // Seastar's need_preempt(): settled awaits alone never let the loop run.
+    const turn = maybeYield();
+    if (turn !== undefined) await turn;
   }
 }
 
@@ -722,7 +753,7 @@ async function repeatLoop(
  * Calls `fn(signal)` until it returns (or resolves to) a value other than undefined, and
  * resolves with that value (Seastar's repeat_until_value). Rejects with fn's error, or with
  * AbortError when `signal` is found aborted before an iteration.
- * Cost: one await per iteration.
+ * Cost: one await and one clock read per iteration; yields to the loop as repeat() does.
  * Throws InvalidArgumentError (synchronously) for a non-function `fn` or malformed options.
  */
 export function repeatUntilValue<T>(
@@ -742,6 +773,9 @@ async function repeatUntilValueLoop<T>(
     if (signal?.aborted) throw abortError(signal, "repeatUntilValue");
     const value = await fn(signal);
     if (value !== undefined) return value;
+    // Seastar's need_preempt(): settled awaits alone never let the loop run.
+    const turn = maybeYield();
+    if (turn !== undefined) await turn;
   }
 }
 
@@ -750,7 +784,7 @@ async function repeatUntilValueLoop<T>(
  * do_until: the condition is checked first, so `fn` may never run). A condition that returns
  * a promise is awaited. Rejects with the first error from either function, or with AbortError
  * when `signal` is found aborted before an iteration.
- * Cost: one await per iteration.
+ * Cost: one await and one clock read per iteration; yields to the loop as repeat() does.
  * Throws InvalidArgumentError (synchronously) for non-function arguments or malformed options.
  */
 export function doUntil(
@@ -775,6 +809,9 @@ async function doUntilLoop(
     if (isThenable(stop)) stop = await stop;
     if (stop) return;
     await fn(signal);
+    // Seastar's need_preempt(): settled awaits alone never let the loop run.
+    const turn = maybeYield();
+    if (turn !== undefined) await turn;
   }
 }
 
@@ -783,7 +820,8 @@ async function doUntilLoop(
  * keep_doing). The returned promise never resolves: it rejects with fn's error, or with
  * AbortError once `signal` aborts (checked between iterations; `fn` gets the signal so that
  * an iteration in progress can stop early).
- * Cost: one await per iteration.
+ * Cost: one await and one clock read per iteration; yields to the loop as repeat() does, so
+ * a body that never suspends can still be stopped by a timer or task aborting `signal`.
  * Throws InvalidArgumentError (synchronously) for a non-function `fn` or malformed options.
  */
 export function keepDoing(fn: (signal: AbortSignal | undefined) => unknown, opts?: SignalOptions): Promise<never> {
@@ -796,6 +834,9 @@ async function keepDoingLoop(fn: (signal: AbortSignal | undefined) => unknown, s
   for (;;) {
     if (signal?.aborted) throw abortError(signal, "keepDoing");
     await fn(signal);
+    // Seastar's need_preempt(): settled awaits alone never let the loop run.
+    const turn = maybeYield();
+    if (turn !== undefined) await turn;
   }
 }
 
