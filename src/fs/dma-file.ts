@@ -13,7 +13,7 @@ import {
   O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, fsName, memoryBackedFs,
 } from "./constants.ts";
 import { closeFd, fallocate, fsync, ftruncate, openat, statx } from "./ops.ts";
-import { checkOpts, checkPath, nativeIovecs } from "./scratch.ts";
+import { checkPath, nativeIovecs, snapshotOpts } from "./scratch.ts";
 import { ioScheduler, type IoOwner, type IoQueue } from "./io-scheduler.ts";
 import type { FileStat } from "./stat.ts";
 import { readFsInfo } from "./fs-info.ts";
@@ -236,17 +236,20 @@ export class DmaFile implements AsyncDisposable, IoOwner {
     }
   }
 
-  /** Checks a caller buffer; returns [address, length]. */
-  private checkBuffer(op: string, buf: unknown, opts: DmaIoOptions | undefined, align: number): [number, number] {
+  /**
+   * Checks a caller buffer, with `bufferOffset` and `length` already read from the options (their
+   * getters ran before: one that released the buffer is caught here); returns [address, length].
+   */
+  private checkBuffer(op: string, buf: unknown, bufferOffset: unknown, length: unknown, align: number): [number, number] {
     if (!(buf instanceof NativeBuffer)) {
       throw new InvalidArgumentError(`${op}: buffer must be a NativeBuffer in native memory (dmaBufferPool, allocateAlignedBuffer), not ${buf?.constructor?.name ?? typeof buf}`);
     }
     buf.check(`${op}: buffer`);
-    const start = opts?.bufferOffset ?? 0;
-    if (!Number.isSafeInteger(start) || start < 0 || start >= buf.length) {
+    const start = bufferOffset ?? 0;
+    if (typeof start !== "number" || !Number.isSafeInteger(start) || start < 0 || start >= buf.length) {
       throw new InvalidArgumentError(`${op}: bufferOffset ${describeValue(start)} is outside a ${buf.length}-byte buffer`);
     }
-    const len = opts?.length ?? buf.length - start;
+    const len = length ?? buf.length - start;
     this.checkLength(op, len, align);
     if (start + len > buf.length) throw new InvalidArgumentError(`${op}: length ${len} at ${start} exceeds a ${buf.length}-byte buffer`);
     const address = buf.address + start;
@@ -284,7 +287,7 @@ export class DmaFile implements AsyncDisposable, IoOwner {
    */
   async dmaRead(pos: number, len: number, opts?: DmaReadOptions): Promise<NativeBuffer> {
     const op = "dmaRead";
-    checkOpts(op, opts);
+    const o = snapshotOpts(op, opts);
     this.checkAccess(op, false);
     this.checkPosition(op, pos, this.diskReadDmaAlignment);
     this.checkLength(op, len, this.diskReadDmaAlignment);
@@ -292,14 +295,14 @@ export class DmaFile implements AsyncDisposable, IoOwner {
     if (pool !== undefined && (!(pool instanceof BufferPool) || pool.bufferSize < len)) {
       throw new InvalidArgumentError(`${op}: pool must be a BufferPool with bufferSize >= ${len}`);
     }
-    const buf = pool ? (pool.tryAcquire() ?? (await pool.acquireEventually(opts))) : allocateAlignedBuffer(len, 4096);
+    const buf = pool ? (pool.tryAcquire() ?? (await pool.acquireEventually(o))) : allocateAlignedBuffer(len, 4096);
     let n: number;
     try {
       if (buf.address % this.memoryDmaAlignment !== 0) {
         throw new InvalidArgumentError(`${op}: the pool's buffers are not aligned to ${this.memoryDmaAlignment} bytes; use dmaBufferPool()`);
       }
       this.checkOpen(op); // it may have closed while we waited for a pool buffer
-      n = await this.queue.submitRw(op, false, this.fd, buf.address, len, pos, opts, buf, this);
+      n = await this.queue.submitRw(op, false, this.fd, buf.address, len, pos, o, buf, this);
     } catch (e) {
       buf.release();
       throw e;
@@ -316,16 +319,20 @@ export class DmaFile implements AsyncDisposable, IoOwner {
     const op = "dmaReadInto";
     let address: number;
     let len: number;
+    let o: OpOptions | undefined;
     try {
-      checkOpts(op, opts);
+      // Every option is read once, before the buffer is checked (a getter may release it).
+      o = snapshotOpts(op, opts);
+      const bufferOffset = opts?.bufferOffset;
+      const length = opts?.length;
       this.checkAccess(op, false);
       this.checkPosition(op, pos, this.diskReadDmaAlignment);
-      [address, len] = this.checkBuffer(op, buf, opts, this.diskReadDmaAlignment);
+      [address, len] = this.checkBuffer(op, buf, bufferOffset, length, this.diskReadDmaAlignment);
     } catch (e) {
       // Reject rather than throw, like every async call; no async wrapper on the hot path.
       return Promise.reject(e);
     }
-    return this.queue.submitRw(op, false, this.fd, address, len, pos, opts, buf, this);
+    return this.queue.submitRw(op, false, this.fd, address, len, pos, o, buf, this);
   }
 
   /**
@@ -339,31 +346,40 @@ export class DmaFile implements AsyncDisposable, IoOwner {
     const op = "dmaWrite";
     let address: number;
     let len: number;
+    let o: OpOptions | undefined;
     try {
-      checkOpts(op, opts);
+      o = snapshotOpts(op, opts);
+      const bufferOffset = opts?.bufferOffset;
+      const length = opts?.length;
       this.checkAccess(op, true);
       this.checkPosition(op, pos, this.diskWriteDmaAlignment);
-      [address, len] = this.checkBuffer(op, buf, opts, this.diskWriteDmaAlignment);
+      [address, len] = this.checkBuffer(op, buf, bufferOffset, length, this.diskWriteDmaAlignment);
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.queue.submitRw(op, true, this.fd, address, len, pos, opts, buf, this, this.diskWriteDmaAlignment);
+    return this.queue.submitRw(op, true, this.fd, address, len, pos, o, buf, this, this.diskWriteDmaAlignment);
   }
 
-  private vector(op: string, write: boolean, pos: number, bufs: unknown, opts: OpOptions | undefined): VectorArgs {
-    checkOpts(op, opts);
+  /**
+   * Checks a readv/writev call (its options were read before, by snapshotOpts). The buffers are
+   * copied out of the caller's array first and checked after: an element getter runs once, and
+   * one that released a buffer is caught; the request uses the copy, never the array again.
+   */
+  private vector(op: string, write: boolean, pos: number, bufs: unknown): VectorArgs {
     this.checkAccess(op, write);
     const align = write ? this.diskWriteDmaAlignment : this.diskReadDmaAlignment;
     this.checkPosition(op, pos, align);
     if (!Array.isArray(bufs) || bufs.length === 0 || bufs.length > MAX_IOVECS) {
       throw new InvalidArgumentError(`${op}: expected an array of 1..${MAX_IOVECS} NativeBuffers`);
     }
+    const list: unknown[] = [];
+    for (let i = 0; i < bufs.length && i < MAX_IOVECS; i++) list.push(bufs[i]);
     let total = 0;
-    for (let i = 0; i < bufs.length; i++) {
-      total += this.checkBuffer(`${op}: buffers[${i}]`, bufs[i], undefined, align)[1];
+    for (let i = 0; i < list.length; i++) {
+      total += this.checkBuffer(`${op}: buffers[${i}]`, list[i], undefined, undefined, align)[1];
     }
     if (total > MAX_RW) throw new InvalidArgumentError(`${op}: ${total} bytes is more than one request may move (${MAX_RW})`);
-    return { iov: nativeIovecs(), bufs: bufs as NativeBuffer[], total };
+    return { iov: nativeIovecs(), bufs: list as NativeBuffer[], total };
   }
 
   private async submitVector(op: string, write: boolean, pos: number, bufs: NativeBuffer[], total: number, iovP: NativeBuffer | Promise<NativeBuffer>, opts: OpOptions | undefined): Promise<number> {
@@ -415,12 +431,14 @@ export class DmaFile implements AsyncDisposable, IoOwner {
    */
   readv(pos: number, bufs: NativeBuffer[], opts?: OpOptions): Promise<number> {
     let v: VectorArgs;
+    let o: OpOptions | undefined;
     try {
-      v = this.vector("readv", false, pos, bufs, opts);
+      o = snapshotOpts("readv", opts);
+      v = this.vector("readv", false, pos, bufs);
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.track(this.submitVector("readv", false, pos, v.bufs, v.total, v.iov, opts));
+    return this.track(this.submitVector("readv", false, pos, v.bufs, v.total, v.iov, o));
   }
 
   /**
@@ -429,19 +447,21 @@ export class DmaFile implements AsyncDisposable, IoOwner {
    */
   writev(pos: number, bufs: NativeBuffer[], opts?: OpOptions): Promise<number> {
     let v: VectorArgs;
+    let o: OpOptions | undefined;
     try {
-      v = this.vector("writev", true, pos, bufs, opts);
+      o = snapshotOpts("writev", opts);
+      v = this.vector("writev", true, pos, bufs);
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.track(this.submitVector("writev", true, pos, v.bufs, v.total, v.iov, opts));
+    return this.track(this.submitVector("writev", true, pos, v.bufs, v.total, v.iov, o));
   }
 
   /** The file's metadata (statx through the ring). Throws ClosedError, SystemError. */
   async stat(opts?: OpOptions): Promise<FileStat> {
-    checkOpts("stat", opts);
+    const o = snapshotOpts("stat", opts);
     this.checkOpen("stat");
-    return this.track(statx("stat", this.fd, "", 0, opts));
+    return this.track(statx("stat", this.fd, "", 0, o));
   }
 
   /** The file's size in bytes (one statx). Throws ClosedError, SystemError. */
@@ -454,10 +474,10 @@ export class DmaFile implements AsyncDisposable, IoOwner {
    * dropping or zero-extending the tail. Throws InvalidArgumentError, ClosedError, SystemError.
    */
   async truncate(length: number, opts?: OpOptions): Promise<void> {
-    checkOpts("truncate", opts);
+    const o = snapshotOpts("truncate", opts);
     this.checkAccess("truncate", true);
     if (!Number.isSafeInteger(length) || length < 0) throw new InvalidArgumentError(`truncate: length must be an integer >= 0, got ${describeValue(length)}`);
-    await this.track(ftruncate("truncate", this.fd, length, opts));
+    await this.track(ftruncate("truncate", this.fd, length, o));
   }
 
   private checkRange(op: string, pos: number, len: number): void {
@@ -472,14 +492,14 @@ export class DmaFile implements AsyncDisposable, IoOwner {
    * ClosedError, SystemError (ENOSPC, EOPNOTSUPP).
    */
   async allocate(pos: number, len: number, opts?: OpOptions & { keepSize?: boolean }): Promise<void> {
-    checkOpts("allocate", opts);
+    const o = snapshotOpts("allocate", opts);
     if (opts?.keepSize !== undefined && typeof opts.keepSize !== "boolean") {
       throw new InvalidArgumentError(`allocate: keepSize must be a boolean, got ${typeof opts.keepSize}`);
     }
     this.checkAccess("allocate", true);
     this.checkRange("allocate", pos, len);
     const mode = opts?.keepSize === false ? 0 : FALLOC_FL_KEEP_SIZE;
-    await this.track(fallocate("allocate", this.fd, mode, pos, len, opts));
+    await this.track(fallocate("allocate", this.fd, mode, pos, len, o));
   }
 
   /**
@@ -488,10 +508,10 @@ export class DmaFile implements AsyncDisposable, IoOwner {
    * Throws InvalidArgumentError, ClosedError, SystemError (EOPNOTSUPP).
    */
   async discard(pos: number, len: number, opts?: OpOptions): Promise<void> {
-    checkOpts("discard", opts);
+    const o = snapshotOpts("discard", opts);
     this.checkAccess("discard", true);
     this.checkRange("discard", pos, len);
-    await this.track(fallocate("discard", this.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pos, len, opts));
+    await this.track(fallocate("discard", this.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pos, len, o));
   }
 
   /**
@@ -499,9 +519,9 @@ export class DmaFile implements AsyncDisposable, IoOwner {
    * data survives a crash. Writes still in flight are not covered. Throws ClosedError, SystemError.
    */
   async flush(opts?: OpOptions): Promise<void> {
-    checkOpts("flush", opts);
+    const o = snapshotOpts("flush", opts);
     this.checkOpen("flush");
-    await this.track(fsync("flush", this.fd, IORING_FSYNC_DATASYNC, opts));
+    await this.track(fsync("flush", this.fd, IORING_FSYNC_DATASYNC, o));
   }
 
   /** A page-aligned buffer of at least `size` bytes, rounded up to the write alignment (one mmap). */
@@ -544,11 +564,10 @@ export class DmaFile implements AsyncDisposable, IoOwner {
 export async function openFileDma(path: string, opts?: OpenFileOptions): Promise<DmaFile> {
   const op = "openFileDma";
   checkPath(op, path);
-  checkOpts(op, opts);
+  const signalOpts = snapshotOpts(op, opts);
   const [flags, readable, writable] = decodeFlags(opts?.flags);
   const mode = opts?.mode ?? 0o644;
   if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new InvalidArgumentError(`${op}: mode must be an integer in 0..0o7777, got ${describeValue(mode)}`);
-  const signalOpts = opts?.signal ? { signal: opts.signal } : undefined;
   let fd: number;
   try {
     fd = await openat(op, path, flags | O_DIRECT | O_CLOEXEC, mode, signalOpts);

@@ -384,6 +384,12 @@ export class IoQueue {
     this.finish(req.cls, req.cost, res);
     if (res >= 0 && res < req.len && req.continueAlign > 0) {
       // A short write (the device filled up, a signal...): continue with the rest, or fail.
+      if (req.signal?.aborted) {
+        // Aborted while this part was in the kernel (too late to cancel it): issue no more.
+        // The listener fired already, so a continuation could no longer be aborted at all.
+        this.settle(req, 0, new AbortError(`${req.name} was aborted`, { cause: req.signal.reason }));
+        return;
+      }
       if (res === 0 || res % req.continueAlign !== 0) {
         const detail = `short write: ${req.done + res} of ${req.done + req.len} bytes, and the rest cannot be written by DMA`;
         this.settle(req, 0, new SystemError(req.name, EIO, detail));

@@ -9,6 +9,7 @@ import { probeIoUring } from "../core/probe.ts";
 import type { OpOptions } from "../core/reactor.ts";
 import { AT_FDCWD, AT_EMPTY_PATH, STATX_BASIC_STATS, STATX_DIOALIGN, STATX_DIO_READ_ALIGN } from "./constants.ts";
 import { nativePath, nativeStatx, type FsPath } from "./scratch.ts";
+import type { NativeBuffer } from "../core/buffers.ts";
 import { parseStatx, type FileStat } from "./stat.ts";
 
 let probed = false;
@@ -28,9 +29,13 @@ export function probeFsOps(): void {
 export async function openat(op: string, path: FsPath, flags: number, mode: number, opts?: OpOptions): Promise<number> {
   probeFsOps();
   const p = await nativePath(path);
-  const res = reactor().submit(op, IoOp.OPENAT, AT_FDCWD, p.address, mode, 0, flags, opts, p);
-  p.release();
-  return res;
+  try {
+    return await reactor().submit(op, IoOp.OPENAT, AT_FDCWD, p.address, mode, 0, flags, opts, p);
+  } finally {
+    // Pinned by the submit until the kernel is done; released at once if submit threw (a path
+    // buffer lost per refused call emptied the pool of 64, and every later path operation hung).
+    p.release();
+  }
 }
 
 const STATX_MASK = STATX_BASIC_STATS | STATX_DIOALIGN | STATX_DIO_READ_ALIGN;
@@ -39,12 +44,22 @@ const STATX_MASK = STATX_BASIC_STATS | STATX_DIOALIGN | STATX_DIO_READ_ALIGN;
 export async function statx(op: string, fd: number, path: FsPath, flags: number, opts?: OpOptions): Promise<FileStat> {
   probeFsOps();
   const p = await nativePath(path);
-  const out = await nativeStatx();
+  let out: NativeBuffer;
+  try {
+    out = await nativeStatx();
+  } catch (e) {
+    p.release();
+    throw e;
+  }
   try {
     const dirfd = path === "" ? fd : AT_FDCWD;
     const f = path === "" ? flags | AT_EMPTY_PATH : flags;
-    const res = reactor().submit(op, IoOp.STATX, dirfd, p.address, STATX_MASK, out.address, f, opts, [p, out]);
-    p.release();
+    let res: Promise<number>;
+    try {
+      res = reactor().submit(op, IoOp.STATX, dirfd, p.address, STATX_MASK, out.address, f, opts, [p, out]);
+    } finally {
+      p.release();
+    }
     await res;
     return parseStatx(out);
   } finally {
@@ -56,18 +71,22 @@ export async function statx(op: string, fd: number, path: FsPath, flags: number,
 export async function unlinkat(op: string, path: FsPath, flags: number, opts?: OpOptions): Promise<void> {
   probeFsOps();
   const p = await nativePath(path);
-  const res = reactor().submit(op, IoOp.UNLINKAT, AT_FDCWD, p.address, 0, 0, flags, opts, p);
-  p.release();
-  await res;
+  try {
+    await reactor().submit(op, IoOp.UNLINKAT, AT_FDCWD, p.address, 0, 0, flags, opts, p);
+  } finally {
+    p.release();
+  }
 }
 
 /** mkdirat(AT_FDCWD, path, mode). */
 export async function mkdirat(op: string, path: string, mode: number, opts?: OpOptions): Promise<void> {
   probeFsOps();
   const p = await nativePath(path);
-  const res = reactor().submit(op, IoOp.MKDIRAT, AT_FDCWD, p.address, mode, 0, 0, opts, p);
-  p.release();
-  await res;
+  try {
+    await reactor().submit(op, IoOp.MKDIRAT, AT_FDCWD, p.address, mode, 0, 0, opts, p);
+  } finally {
+    p.release();
+  }
 }
 
 /** renameat2 / linkat: two paths, both relative to the cwd. The new dirfd travels in `len`. */
@@ -78,10 +97,12 @@ export async function twoPathOp(op: string, opcode: number, from: string, to: st
     a.release();
     throw e;
   });
-  const res = reactor().submit(op, opcode, AT_FDCWD, a.address, AT_FDCWD >>> 0, b.address, flags, opts, [a, b]);
-  a.release();
-  b.release();
-  await res;
+  try {
+    await reactor().submit(op, opcode, AT_FDCWD, a.address, AT_FDCWD >>> 0, b.address, flags, opts, [a, b]);
+  } finally {
+    a.release();
+    b.release();
+  }
 }
 
 /** fallocate(fd, mode, offset, length): the SQE carries the length in addr and the mode in len. */

@@ -42,6 +42,20 @@ export function checkOpts(op: string, opts: unknown): void {
   if (s !== undefined && !(s instanceof AbortSignal)) throw new InvalidArgumentError(`${op}: signal must be an AbortSignal`);
 }
 
+/**
+ * Checks an operation's options like checkOpts and returns them with `signal` read once, as a
+ * plain object (or undefined): a getter runs here, before any buffer is checked, and never again
+ * (one that released a buffer after its check had the kernel use the buffer's next owner).
+ */
+export function snapshotOpts(op: string, opts: unknown): { signal: AbortSignal } | undefined {
+  if (opts === undefined) return undefined;
+  if (opts === null || typeof opts !== "object") throw new InvalidArgumentError(`${op}: options must be an object`);
+  const s = (opts as { signal?: unknown }).signal;
+  if (s === undefined) return undefined;
+  if (!(s instanceof AbortSignal)) throw new InvalidArgumentError(`${op}: signal must be an AbortSignal`);
+  return { signal: s };
+}
+
 /** Checks a path argument before anything reaches the kernel. */
 export function checkPath(op: string, path: unknown, name = "path"): asserts path is string {
   if (typeof path !== "string" || path.length === 0) {
