@@ -524,14 +524,26 @@ function flushDeferredReleases(): void {
 
 /** Calls a remote shard and returns the reply's promise. Encoding errors reject it; the rings are untouched. */
 function callRemote(dest: number, kind: number, target: number, method: number, args: readonly unknown[], name: string | undefined): Promise<unknown> {
+  try {
+    return sendCall(dest, kind, target, method, args, name);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/**
+ * callRemote, except that arguments that cannot be sent (EncodeError, MessageTooLargeError)
+ * throw here, nothing sent; a gone shard still rejects the promise.
+ */
+function sendCall(dest: number, kind: number, target: number, method: number, args: readonly unknown[], name: string | undefined): Promise<unknown> {
   if (rt.gone[dest]) return Promise.reject(new ShardGoneError(dest, `shard ${dest} is gone; the call was not sent`));
-  if (args.length > MAX_ARGS) return Promise.reject(new EncodeError(`more than ${MAX_ARGS} arguments`));
+  if (args.length > MAX_ARGS) throw new EncodeError(`more than ${MAX_ARGS} arguments`);
   const slot = allocSlot(dest);
   try {
     send(rt.out[dest]!, kind, target, method, slot, args, name, undefined);
   } catch (err) {
     freeSlot(slot);
-    return Promise.reject(err);
+    throw err;
   }
   const p = new Promise<unknown>(capture);
   pResolve[slot] = capturedResolve;
@@ -706,7 +718,18 @@ function postFailed(name: string, from: number, err: unknown): void {
 export function invokeService(shard: number, host: ServiceHost, method: number, name: string, args: unknown[]): Promise<unknown> {
   if (shard === rt.id) {
     if (rt.encodeLocal) {
-      const run = (...decoded: unknown[]) => host.invokeLocal(name, decoded);
+      const run = (...decoded: unknown[]) => {
+        // A call that never runs (not started, stopping, no such method) gives back the buffers
+        // handed over with its arguments, as one from another shard does (run()): nobody else
+        // would, and each stayed pinned on its owner for good.
+        try {
+          host.checkInvocable(name);
+        } catch (err) {
+          releaseNativeBuffersIn(decoded);
+          throw err;
+        }
+        return host.invokeLocal(name, decoded);
+      };
       return callLocalEncoded(run, undefined, args, K_INVOKE, host.id, method, method === NAMED_METHOD ? name : undefined);
     }
     try {
@@ -716,6 +739,38 @@ export function invokeService(shard: number, host: ServiceHost, method: number, 
     }
   }
   return callRemote(shard, K_INVOKE, host.id, method, args, method === NAMED_METHOD ? name : undefined);
+}
+
+/**
+ * @internal invokeService on every shard (but this one unless `self`), in shard order. The other
+ * shards' calls are sent first: when the arguments cannot cross, this shard's direct call is
+ * not made either and fails with the same error, so the call runs nowhere (the local instance
+ * ran it, kept its effect, while the caller saw an EncodeError).
+ */
+export function invokeServiceOnAll(host: ServiceHost, method: number, name: string, args: unknown[], self: boolean): Promise<unknown>[] {
+  const me = rt.id;
+  const calls: Promise<unknown>[] = [];
+  const wire = method === NAMED_METHOD ? name : undefined;
+  let local = -1;
+  let refused = false;
+  let refusal: unknown;
+  for (let k = 0; k < rt.count; k++) {
+    if (k === me) {
+      if (self) local = calls.push(Promise.resolve()) - 1; // its place; the call is made below
+      continue;
+    }
+    try {
+      calls.push(sendCall(k, K_INVOKE, host.id, method, args, wire));
+    } catch (err) {
+      if (!refused) {
+        refused = true;
+        refusal = err;
+      }
+      calls.push(Promise.reject(err));
+    }
+  }
+  if (local >= 0) calls[local] = refused ? Promise.reject(refusal) : invokeService(me, host, method, name, args);
+  return calls;
 }
 
 // ---- receiving -------------------------------------------------------------------------------

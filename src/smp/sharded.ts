@@ -20,7 +20,7 @@ import { InvalidArgumentError } from "../core/errors.ts";
 import { isThenable } from "../core/future.ts";
 import { ServiceNotStartedError, ServiceStateError, ServiceStoppedError, ShardGoneError, UnknownMethodError } from "./errors.ts";
 import { registerHandler, registerService, serviceById, type ServiceHost } from "./registry.ts";
-import { NAMED_METHOD, checkShard, invokeService, nextStartSequence, smp, submitTo, thisShard } from "./runtime.ts";
+import { NAMED_METHOD, checkShard, invokeService, invokeServiceOnAll, nextStartSequence, smp, submitTo, thisShard } from "./runtime.ts";
 import { logger } from "../log/logger.ts";
 
 // ---- types ---------------------------------------------------------------------------------------
@@ -346,6 +346,15 @@ export class Sharded<T extends object, A extends unknown[] = unknown[]> implemen
   private lifecycle: Promise<void> = Promise.resolve();
   private lifecycleOps = 0;
 
+  /**
+   * @internal True while a start() or stop() runs or waits on shard 0. Its instance here may be
+   * idle already while other shards' are still running: a start() that failed here rolls back
+   * the shards where it succeeded, a stop() waits for the slowest shard's.
+   */
+  get lifecycleBusy(): boolean {
+    return this.lifecycleOps > 0;
+  }
+
   private async startAll(args: A): Promise<void> {
     if (closing !== undefined) throw refusedStart(this.name);
     if (this.host.state !== "idle") {
@@ -440,10 +449,7 @@ export class Sharded<T extends object, A extends unknown[] = unknown[]> implemen
     } catch (err) {
       return Promise.reject(err);
     }
-    const id = this.host.methodId(method);
-    const calls: Promise<unknown>[] = [];
-    for (let k = 0; k < smp.count; k++) calls.push(invokeService(k, this.host, id, method, args));
-    return allOrFirstError(calls) as Promise<MethodResult<T, K>[]>;
+    return allOrFirstError(invokeServiceOnAll(this.host, this.host.methodId(method), method, args, true)) as Promise<MethodResult<T, K>[]>;
   }
 
   /** Like invokeOnAll on every shard but this one; the results are in shard order without this shard. */
@@ -453,11 +459,7 @@ export class Sharded<T extends object, A extends unknown[] = unknown[]> implemen
     } catch (err) {
       return Promise.reject(err);
     }
-    const id = this.host.methodId(method);
-    const me = thisShard();
-    const calls: Promise<unknown>[] = [];
-    for (let k = 0; k < smp.count; k++) if (k !== me) calls.push(invokeService(k, this.host, id, method, args));
-    return allOrFirstError(calls) as Promise<MethodResult<T, K>[]>;
+    return allOrFirstError(invokeServiceOnAll(this.host, this.host.methodId(method), method, args, false)) as Promise<MethodResult<T, K>[]>;
   }
 
   /**
@@ -552,7 +554,10 @@ export function sharded(
  */
 export async function stopAllServices(): Promise<unknown[]> {
   closing ??= "shutting down and stopping its services";
-  return stopInOrder((h) => h.owner.stop());
+  // A service idle here with a start() or stop() under way still has instances running on other
+  // shards (a start that failed here rolls back the others; a stop finishes here first): its
+  // stop() waits for that operation. Skipped, the app exited under them, their stop() unrun.
+  return stopInOrder((h) => h.owner.stop(), (h) => h.owner.lifecycleBusy);
 }
 
 /** @internal Stops this shard's own instances only, newest first (when shard 0 is gone). */
@@ -561,13 +566,13 @@ export async function stopLocalServices(): Promise<unknown[]> {
   return stopInOrder((h) => h.stopLocal());
 }
 
-async function stopInOrder(stop: (h: Host<object>) => Promise<void>): Promise<unknown[]> {
+async function stopInOrder(stop: (h: Host<object>) => Promise<void>, busy: (h: Host<object>) => boolean = () => false): Promise<unknown[]> {
   const errors: unknown[] = [];
   const hosts: Host<object>[] = [];
   for (let id = 0; ; id++) {
     const h = serviceById(id);
     if (h === undefined) break;
-    if (h instanceof Host && h.state !== "idle") hosts.push(h);
+    if (h instanceof Host && (h.state !== "idle" || busy(h))) hosts.push(h);
   }
   hosts.sort((a, b) => b.seq - a.seq);
   for (const h of hosts) {

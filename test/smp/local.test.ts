@@ -143,6 +143,25 @@ describe("one shard in process", () => {
 });
 
 describe("Sharded<T> on one shard", () => {
+  test("with encodeLocalCalls, a NativeBuffer handed to a call that never runs (not started, stopped) goes back to its pool", async () => {
+    const refusing = sharded(Counter, { name: "local.refusing" });
+    configureSmp({ encodeLocalCalls: true });
+    const pool = new BufferPool({ bufferSize: 64, count: 2 });
+    const refused = async () => {
+      const b = pool.acquire();
+      const err = await refusing.invokeOn(0, "add", b as never).catch((e: unknown) => e);
+      expect(b.isReleased).toBe(true); // the sender's handle went with the call, as across shards
+      expect(smpStats().buffersLent).toBe(0);
+      expect(pool.available).toBe(2);
+      return err;
+    };
+    expect(await refused()).toBeInstanceOf(ServiceNotStartedError);
+    await refusing.start();
+    await refusing.stop();
+    expect(await refused()).toBeInstanceOf(ServiceStoppedError);
+    pool.close();
+  });
+
   test("start, invokeOn, invokeOnAll, mapReduce, local, stop", async () => {
     await counters.start(10);
     expect(counters.isRunning).toBe(true);
