@@ -23,8 +23,10 @@ if (arg === "--help" || arg === "-h") {
   process.exit(0);
 }
 // Plain decimal only: Number() read "" and " " as 0 (run until a signal) and "0x10" as 16.
-const seconds = arg === undefined ? 0 : /^\+?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(arg) ? Number(arg) : NaN;
-if (!Number.isFinite(seconds) || args.length > 1) {
+// Without SECONDS: until a signal. "0" (or one that rounds to 0, like 1e-400) stops at once: it
+// was read as no SECONDS and ran until a signal.
+const seconds = arg === undefined ? undefined : /^\+?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(arg) ? Number(arg) : NaN;
+if ((seconds !== undefined && !Number.isFinite(seconds)) || args.length > 1) {
   const why = args.length > 1 ? `one argument at most, got ${args.length}` : `SECONDS must be a number >= 0, got "${arg}"`;
   console.error(`hello: ${why}\n${USAGE}`);
   process.exit(2);
@@ -43,7 +45,7 @@ const stop = () => {
 process.on("SIGINT", stop);
 process.on("SIGTERM", stop);
 
-if (seconds > 0) {
+if (seconds !== undefined) {
   await sleep(seconds * 1000, { signal: done.signal }).catch(() => {});
   stop();
 }

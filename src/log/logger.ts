@@ -108,7 +108,8 @@ export function parseLogLevel(spec: string): LogLevelSpec {
     } else {
       const name = part.slice(0, eq).trim();
       if (name === "") throw new InvalidArgumentError(`bad log level "${part}" in "${spec}": a logger name is missing before "="`);
-      out.overrides[name] = LOG_LEVELS[levelIndex(part.slice(eq + 1).trim(), spec)]!;
+      // Defined, not assigned: assigning "__proto__" set nothing, and that override was lost.
+      Object.defineProperty(out.overrides, name, { value: LOG_LEVELS[levelIndex(part.slice(eq + 1).trim(), spec)]!, enumerable: true, writable: true, configurable: true });
     }
   }
   return out;
@@ -178,6 +179,8 @@ function timestamp(): string {
 }
 
 const FORMAT = { colors: false, depth: 4 };
+/** Line breaks in a record's text: each continues the record on an indented line. */
+const LINE_BREAK = /\r\n|\r|\n/g;
 
 /**
  * The record's text. Formatting runs the values' own code (toString, toJSON, getters; %j throws
@@ -274,8 +277,10 @@ export class Logger {
 
   private write(level: number, args: unknown[]): void {
     const text = format(args);
-    // One line per call: a newline inside the message cannot forge a line of its own.
-    const line = `${state.timestamps ? timestamp() : ""}${LABELS[level]} ${state.prefix}${this.name} - ${text.replace(/\n/g, "\n    ")}\n`;
+    // One line per call: a line break inside the message cannot forge a line of its own. A lone
+    // CR counts as one: line readers (Node's readline, Python's splitlines) split on it, and a
+    // terminal returns to the line's start, so "x\rERROR ..." printed over the real record.
+    const line = `${state.timestamps ? timestamp() : ""}${LABELS[level]} ${state.prefix}${this.name} - ${text.replace(LINE_BREAK, "\n    ")}\n`;
     try {
       state.sink(line, LOG_LEVELS[level]!);
     } catch {

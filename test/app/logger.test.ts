@@ -43,6 +43,24 @@ describe("Logger", () => {
     expect(() => log.error("still fine")).not.toThrow();
   });
 
+  test("a lone CR cannot forge a line either (readline and splitlines split on it; a terminal overprints)", () => {
+    capture();
+    const log = new Logger("http");
+    log.info("GET /x\rERROR [shard 0] admin - forged");
+    log.info("a\r\nb");
+    expect(lines).toEqual(["INFO  http - GET /x\n    ERROR [shard 0] admin - forged\n", "INFO  http - a\n    b\n"]);
+    // Every line a line reader sees past the first is an indented continuation.
+    for (const line of lines) for (const part of line.slice(0, -1).split(/\r\n|\r|\n/).slice(1)) expect(part).toStartWith("    ");
+  });
+
+  test('an override for a logger named "__proto__" is kept, not silently dropped', () => {
+    capture();
+    expect(parseLogLevel("info,__proto__=debug").overrides).toHaveProperty("__proto__", "debug");
+    setLogLevel("info,__proto__=debug");
+    logger("__proto__").debug("shown");
+    expect(lines).toEqual(["DEBUG __proto__ - shown\n"]);
+  });
+
   test("per-logger levels, and a logger's own level", () => {
     capture();
     setLogLevel("warn,db=trace");
