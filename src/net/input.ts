@@ -129,6 +129,11 @@ export class StreamInput implements ConnectionInput {
   private drops = 0;
   /** Inside consume(), the parser included: no other read may start. */
   private consuming = false;
+  /**
+   * Inside a consume() parser's call: the head chunk is the view it was shown, valid until it
+   * returns; a shutdown or close from inside the parser leases it instead of releasing it.
+   */
+  private parsing = false;
 
   /**
    * `pauseChunks`: buffered chunks at which the source is asked to stop receiving (>= 2);
@@ -366,7 +371,7 @@ export class StreamInput implements ConnectionInput {
    */
   dispose(): void {
     this.dropAll();
-    if (!this.holding && !this.delivering) this.releaseLease();
+    if (!this.holding && !this.delivering && !this.parsing) this.releaseLease();
     if (this.err === undefined) this.eof = true;
     if (this.waitKind !== WAIT_NONE) this.wake();
   }
@@ -374,8 +379,9 @@ export class StreamInput implements ConnectionInput {
   private dropAll(): void {
     this.drops++;
     // A head chunk partly handed out (readExactly's view of its first bytes) stays valid until
-    // the next read: leased, not dropped.
-    if (this.n > 0 && this.off[this.head]! > 0) {
+    // the next read, and the one a consume() parser is looking at until it returns: leased,
+    // not dropped.
+    if (this.n > 0 && (this.off[this.head]! > 0 || this.parsing)) {
       this.lease.push(this.tok[this.head]!);
       this.head = (this.head + 1) & (this.tok.length - 1);
       this.n--;
@@ -607,7 +613,15 @@ export class StreamInput implements ConnectionInput {
         view = this.base(t).subarray(o, o + this.len[this.head]!);
       }
       const drops = this.drops;
-      const r = parser(view);
+      let r: number;
+      this.parsing = true;
+      try {
+        r = parser(view);
+      } finally {
+        this.parsing = false;
+        // Its view was kept (leased) while it ran; it is given up now that the call is over.
+        if (this.drops !== drops) this.releaseLease();
+      }
       if (this.drops !== drops) {
         // The parser shut the input down or closed the connection: what it saw is gone, and
         // so is whatever it would have consumed.
@@ -723,7 +737,7 @@ export class StreamInput implements ConnectionInput {
           // back when the handler's promise settles, or now if it returned none.
           if (isThenable(r)) {
             const gen = ++this.holdGen;
-            r.then(
+            Promise.resolve(r).then(
               () => this.releaseOrphan(gen),
               () => this.releaseOrphan(gen),
             );
@@ -745,7 +759,12 @@ export class StreamInput implements ConnectionInput {
           this.holding = true;
           this.waitingSince = 0;
           const gen = ++this.holdGen;
-          r.then(
+          // Through a native promise: a thenable's then() runs in a later job, so one that
+          // throws rejects (it threw out of the delivery, into the completion that pushed the
+          // chunk, and the hold never ended) and one that settles at once does so after this
+          // delivery returned (it ran heldDone inside it, which could not deliver: the chunks
+          // behind waited for the next arrival).
+          Promise.resolve(r).then(
             (v) => this.heldSettled(gen, undefined, v === STOP_RECEIVING),
             (e: unknown) => this.heldSettled(gen, e instanceof Error ? e : new Error(String(e)), false),
           );
