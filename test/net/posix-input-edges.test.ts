@@ -5,28 +5,13 @@ import { expect, test } from "bun:test";
 import { configureNet } from "../../src/net/api.ts";
 import { posixStack } from "../../src/net/posix/stack.ts";
 import { needBytes, type Connection } from "../../src/net/types.ts";
-import { expectQuiescent, rejection, until } from "./conformance/harness.ts";
+import { connectedPair, rejection, until } from "./conformance/harness.ts";
 import { ClosedError } from "../../src/core/errors.ts";
 
 const stack = posixStack();
 const text = (v: Uint8Array) => new TextDecoder().decode(v);
 
-async function pair(): Promise<{ client: Connection; server: Connection; done: () => Promise<void> }> {
-  const l = stack.listen("127.0.0.1:0");
-  const accepted = l.accept();
-  const client = await stack.connect(l.localAddress);
-  const server = await accepted;
-  return {
-    client,
-    server,
-    done: async () => {
-      await client.close();
-      await server.close();
-      await l.close();
-      await expectQuiescent(stack);
-    },
-  };
-}
+const pair = () => connectedPair(stack);
 
 async function poisoned(body: () => Promise<void>): Promise<void> {
   configureNet({ poisonBuffers: true });

@@ -133,6 +133,27 @@ export async function until(cond: () => boolean, ms = 5000, what = "condition"):
 }
 
 /** Asserts nothing leaked once every socket of the test is closed. */
+/**
+ * A connected pair over IPv4 loopback on `stack`; `done()` closes both ends and the listener and
+ * checks that the stack holds nothing more.
+ */
+export async function connectedPair(stack: NetworkStack): Promise<{ client: Connection; server: Connection; done: () => Promise<void> }> {
+  const l = stack.listen("127.0.0.1:0");
+  const accepted = l.accept();
+  const client = await stack.connect(l.localAddress);
+  const server = await accepted;
+  return {
+    client,
+    server,
+    done: async () => {
+      await client.close();
+      await server.close();
+      await l.close();
+      await expectQuiescent(stack);
+    },
+  };
+}
+
 export async function expectQuiescent(stack: NetworkStack, ms = 5000): Promise<NetStats> {
   let s = stack.stats();
   await until(

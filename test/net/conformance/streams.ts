@@ -10,7 +10,7 @@ import { NativeBuffer, allocateAlignedBuffer } from "../../../src/core/buffers.t
 import { UnexpectedEofError } from "../../../src/net/errors.ts";
 import { CONSUME_ALL, STOP_RECEIVING, needBytes, type Connection } from "../../../src/net/types.ts";
 import { formatAddress } from "../../../src/net/address.ts";
-import { crc, drain, echo, expectQuiescent, expectSystemError, fillRandom, loopback, readBytes, serveWith, until, rejection, type StackUnderTest } from "./harness.ts";
+import { connectedPair, crc, drain, echo, expectQuiescent, expectSystemError, fillRandom, loopback, readBytes, serveWith, until, rejection, type StackUnderTest } from "./harness.ts";
 
 const text = (v: Uint8Array | null) => (v === null ? null : new TextDecoder().decode(v));
 
@@ -120,22 +120,7 @@ export function streamConformance(s: StackUnderTest): void {
   }
 
   describe(`${s.name} stream reads`, () => {
-    async function pair(): Promise<{ client: Connection; server: Connection; done: () => Promise<void> }> {
-      const l = stack.listen("127.0.0.1:0");
-      const accepted = l.accept();
-      const client = await stack.connect(l.localAddress);
-      const server = await accepted;
-      return {
-        client,
-        server,
-        done: async () => {
-          await client.close();
-          await server.close();
-          await l.close();
-          await expectQuiescent(stack);
-        },
-      };
-    }
+    const pair = () => connectedPair(stack);
 
     test("a handler that ends its own receive(), starts a new one, then throws: the throw does not end the new call", async () => {
       // The old handler's throw was taken as the new call's failure: the new receive() rejected
