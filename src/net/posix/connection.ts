@@ -686,10 +686,10 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
    * (a pipeline cut by a stop, a request body the handler did not read) lost answers flush()
    * had already reported written. Instead the socket sends its FIN after the data, discards
    * whatever arrives, and closes once the queue is empty (the peer has everything) or the peer
-   * ended its side, polled (from LINGER_POLL_MS, backing off) for what is left of closeTimeoutMs (then it
-   * closes as before). True while it lingers. A queue already empty costs one check (two
-   * system calls) and closes at once. After shutdownInput() no FIN goes ahead (see
-   * inputShutHere): the close sends it once the peer has everything.
+   * ended its side, checked from LINGER_POLL_MS on, backing off, for what is left of
+   * closeTimeoutMs (then it closes as before). True while it lingers. A queue already empty
+   * costs one check (two system calls) and closes at once. After shutdownInput() no FIN goes
+   * ahead (see inputShutHere): the close sends it once the peer has everything.
    */
   private linger(): boolean {
     if (this.lingerTimer !== undefined) return true; // its next check is armed
