@@ -36,14 +36,11 @@ export function describePath(path: FsPath): string {
 
 /** Checks an operation's options: undefined or an object whose `signal`, if any, is an AbortSignal. */
 export function checkOpts(op: string, opts: unknown): void {
-  if (opts === undefined) return;
-  if (opts === null || typeof opts !== "object") throw new InvalidArgumentError(`${op}: options must be an object`);
-  const s = (opts as { signal?: unknown }).signal;
-  if (s !== undefined && !(s instanceof AbortSignal)) throw new InvalidArgumentError(`${op}: signal must be an AbortSignal`);
+  snapshotOpts(op, opts);
 }
 
 /**
- * Checks an operation's options like checkOpts and returns them with `signal` read once, as a
+ * Checks an operation's options (as checkOpts) and returns them with `signal` read once, as a
  * plain object (or undefined): a getter runs here, before any buffer is checked, and never again
  * (one that released a buffer after its check had the kernel use the buffer's next owner).
  */
