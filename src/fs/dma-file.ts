@@ -21,6 +21,7 @@ import { describeValue } from "../core/describe.ts";
 
 const EBADF = 9;
 const EINVAL = 22;
+const EIO = 5;
 const EISDIR = 21;
 /** The kernel moves at most this much in one read or write (MAX_RW_COUNT). */
 const MAX_RW = 0x7fff_f000;
@@ -408,6 +409,11 @@ export class DmaFile implements AsyncDisposable, IoOwner {
     iov.release(); // recycled once the kernel is done with it
     const n = await p;
     if (!write || n === total) return n;
+    if (n === 0 || n % this.diskWriteDmaAlignment !== 0) {
+      // The rest would start off the DMA alignment (the kernel would answer EINVAL): fail as a
+      // short dmaWrite does (the I/O scheduler's continuation), naming what was written.
+      throw new SystemError(op, EIO, `short write: ${n} of ${total} bytes, and the rest cannot be written by DMA`);
+    }
     // A short gather write: finish the rest buffer by buffer.
     let done = n;
     let offset = 0;
