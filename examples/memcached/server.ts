@@ -92,6 +92,8 @@ export class ShardServer {
   private readonly listening: ListeningEntry[] = [];
   /** When each UDP channel last served a request (stats conns' secs_since_last_cmd). */
   private readonly udpLastCmd = new Map<UdpChannel, number>();
+  /** Connections that no longer count (everything was handed to the kernel) still closing. */
+  private readonly lingering = new Set<Connection>();
   /** acceptLoops waiting for a connection to close (no_maxconns_fast at the limit). */
   private roomWaiters: (() => void)[] = [];
   /** When accepting stopped at the connection limit (-o no_maxconns_fast), performance.now(). */
@@ -471,14 +473,20 @@ export class ShardServer {
       // The peer reset / the connection failed: nothing more to answer.
     } finally {
       session.close();
-      // The connection counts until its output is flushed and it is closed: stop() waits for
-      // the count to reach zero, and answers still queued must reach the client first.
+      // The connection counts (curr_conns, the -c limit, stats conns) until every answer was
+      // handed to the kernel, as stock's does until it wrote everything and closed the socket.
+      // The close goes on after that: it lingers while the kernel still sends (a reset would
+      // drop what the client has not taken yet), and drain() waits for it.
+      const closed = connection.close().catch(() => {});
       try {
-        await connection.close().catch(() => {});
+        await Promise.race([connection.output.flush().catch(() => {}), closed]);
       } finally {
         this.conns.delete(conn.id);
         stats.curr_conns--;
         this.makeRoom();
+        this.lingering.add(connection);
+        await closed;
+        this.lingering.delete(connection);
       }
     }
   }
@@ -633,8 +641,9 @@ export class ShardServer {
     this.inputShut = true;
     for (const c of this.conns.values()) c.connection.shutdownInput({ keepReceived: true });
     const deadline = Date.now() + timeoutMs;
-    while (this.conns.size > 0 && Date.now() < deadline) await sleep(5);
+    while ((this.conns.size > 0 || this.lingering.size > 0) && Date.now() < deadline) await sleep(5);
     for (const c of this.conns.values()) c.connection.reset();
+    for (const c of this.lingering) c.reset();
     await Promise.allSettled(this.done);
   }
 }
