@@ -11,7 +11,10 @@
  * Ends by returning 0 (every counter's stop() runs on its shard first); SIGINT/SIGTERM while it
  * runs stop it the same way.
  */
-import { maybeYield, app, sharded, shutdownSignal, smp, thisShard, type Sharded } from "shoal";
+import { maybeYield, app, Semaphore, sharded, shutdownSignal, smp, thisShard, type Sharded } from "shoal";
+
+/** Batches a shard sends ahead of their owners' answers. */
+const IN_FLIGHT = 64;
 
 function hash(word: string): number {
   let h = 0x811c9dc5;
@@ -46,11 +49,24 @@ class WordCounter {
 
   /**
    * Reads this shard's share of the text (`words` words) and sends every batch of `batch` words
-   * to the shard that owns them. Resolves when every batch was counted by its owner.
+   * to the shard that owns them, at most IN_FLIGHT batches unanswered at a time (a Semaphore:
+   * reading ahead of the owners would queue the whole text in messages). Resolves when every
+   * batch was counted by its owner; rejects with the first failure.
    */
   async ingest(words: number, batch: number): Promise<number> {
     const batches: string[][] = Array.from({ length: smp.count }, () => []);
-    const sent: Promise<number>[] = [];
+    const window = new Semaphore(IN_FLIGHT);
+    let failure: { error: unknown } | undefined;
+    const send = async (owner: number, b: string[]): Promise<void> => {
+      await window.wait();
+      counters.invokeOn(owner, "addAll", b).then(
+        () => window.signal(),
+        (error: unknown) => {
+          failure ??= { error };
+          window.signal();
+        },
+      );
+    };
     let n = 0;
     const stop = shutdownSignal();
     for (const word of text(words, thisShard())) {
@@ -58,18 +74,20 @@ class WordCounter {
       // when the app shuts down (SIGINT/SIGTERM): it ran on to the shutdown timeout.
       if ((++n & 1023) === 0) {
         await maybeYield();
-        if (stop.aborted) break;
+        if (stop.aborted || failure !== undefined) break;
       }
       const owner = hash(word) % smp.count;
       const b = batches[owner]!;
       b.push(word);
       if (b.length === batch) {
-        sent.push(observed(counters.invokeOn(owner, "addAll", b)));
         batches[owner] = [];
+        await send(owner, b);
       }
     }
-    batches.forEach((b, owner) => b.length > 0 && sent.push(observed(counters.invokeOn(owner, "addAll", b))));
-    await Promise.all(sent);
+    for (let owner = 0; owner < batches.length; owner++) if (batches[owner]!.length > 0) await send(owner, batches[owner]!);
+    // Every unit back: every batch was answered.
+    await window.wait(IN_FLIGHT);
+    if (failure !== undefined) throw failure.error;
     return stop.aborted ? n : words;
   }
 
@@ -84,15 +102,6 @@ class WordCounter {
 }
 
 const counters: Sharded<WordCounter, []> = sharded(WordCounter);
-
-/**
- * A call whose failure is awaited later (Promise.all after the loop): observed now, so that a
- * failure while the loop still runs is not an unhandled rejection, which would fail the shard.
- */
-function observed<T>(p: Promise<T>): Promise<T> {
-  p.catch(() => {});
-  return p;
-}
 
 const VOCABULARY = (
   "the of and to a in is it you that he was for on are with as his they be at one have this from or had by " +
