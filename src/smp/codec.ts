@@ -59,6 +59,8 @@ export const MAX_DEPTH = 64;
 const typedKinds = [
   Uint8Array, Int8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array,
   Float32Array, Float64Array, BigInt64Array, BigUint64Array,
+  // Last (kind 11), where the engine has it: every shard runs the same one.
+  ...(typeof Float16Array === "function" ? [Float16Array] : []),
 ] as const;
 type TypedCtor = (typeof typedKinds)[number];
 const typedKindOf = new Map<unknown, number>(typedKinds.map((c, i) => [c, i]));
@@ -207,7 +209,7 @@ export class Writer {
   dv: DataView;
   buf: FastBuffer;
   pos = 0;
-  /** Writing stops here: the ring's room, or the scratch buffer's size. */
+  /** Writing stops here: the ring's room, or the scratch buffer's size (at most maxBytes). */
   limit: number;
   /** True when writing straight into a ring. */
   ring = false;
@@ -217,6 +219,14 @@ export class Writer {
   readonly handed: NativeBuffer[] = [];
   readonly handedIds: number[] = [];
   sink: HandoverSink | undefined;
+  /**
+   * Set while the same arguments are encoded for several shards (invokeOnAll): a NativeBuffer
+   * then fails with this reason. It has one owner at a time: handed to the first shard, it was
+   * gone (released here) for the next, which refused it after the first had run the call.
+   */
+  refuseHandover: string | undefined;
+  /** The objects being encoded, outermost first (cycle detection). */
+  private readonly path: object[] = [];
   private scratch: ArrayBuffer;
 
   /** A scratch writer of `initialBytes`, growing up to `maxBytes`. */
@@ -225,7 +235,10 @@ export class Writer {
     this.u8 = new Uint8Array(this.scratch);
     this.dv = new DataView(this.scratch);
     this.buf = fastBuffer(this.scratch);
-    this.limit = initialBytes;
+    // Never past maxBytes, even when the first scratch memory is larger (4 KiB rings take
+    // records of 2 KiB): a bigger record was not refused here as MessageTooLargeError but
+    // reached OutRing.write, which threw a plain Error (and the call's handovers stayed reserved).
+    this.limit = Math.min(initialBytes, maxBytes);
     this.maxBytes = maxBytes;
     this.sink = sink;
   }
@@ -256,7 +269,7 @@ export class Writer {
       this.ring = false;
     }
     this.pos = 0;
-    this.limit = this.scratch.byteLength;
+    this.limit = Math.min(this.scratch.byteLength, this.maxBytes);
     if (this.handed.length !== 0) this.forgetHandovers();
     return this;
   }
@@ -439,6 +452,24 @@ export class Writer {
 
   private object(v: object, depth: number): void {
     if (depth >= MAX_DEPTH) throw new EncodeError(`nesting deeper than ${MAX_DEPTH} levels (is the value circular?)`);
+    // The containers being encoded around this value, innermost last: one of them again is a
+    // cycle. The depth limit alone let an error that refers to itself (its cause, a property)
+    // cross as dozens of nested copies, and one that refers to itself twice grow past the
+    // message limit (2^depth copies), where it should lose that part as anything else that
+    // cannot cross (a cause becomes its description, a property is left out).
+    const path = this.path;
+    for (let i = path.length - 1; i >= 0; i--) {
+      if (path[i] === v) throw new EncodeError("a circular reference cannot cross shards (the value contains itself)");
+    }
+    path.push(v);
+    try {
+      this.objectIn(v, depth);
+    } finally {
+      path.pop();
+    }
+  }
+
+  private objectIn(v: object, depth: number): void {
     if (Array.isArray(v)) return this.array(v, depth + 1);
     const proto = Object.getPrototypeOf(v);
     if (proto === Object.prototype || proto === null) return this.plain(v as Record<string, unknown>, depth + 1);
@@ -628,6 +659,7 @@ export class Writer {
 
   private handover(b: NativeBuffer): void {
     if (this.sink === undefined) throw new EncodeError("a NativeBuffer can only be handed over in a cross-shard call");
+    if (this.refuseHandover !== undefined) throw new EncodeError(this.refuseHandover);
     if (b.isReleased) throw new EncodeError("a released NativeBuffer cannot be handed over");
     if (this.handed.includes(b)) throw new EncodeError("the same NativeBuffer appears twice in one message");
     this.ensure(19);

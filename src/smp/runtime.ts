@@ -745,7 +745,10 @@ export function invokeService(shard: number, host: ServiceHost, method: number, 
  * @internal invokeService on every shard (but this one unless `self`), in shard order. The other
  * shards' calls are sent first: when the arguments cannot cross, this shard's direct call is
  * not made either and fails with the same error, so the call runs nowhere (the local instance
- * ran it, kept its effect, while the caller saw an EncodeError).
+ * ran it, kept its effect, while the caller saw an EncodeError). A NativeBuffer cannot go to
+ * more than one shard: with several targets it is refused before anything is sent (the first
+ * shard got it and ran the call, the next refused it as released, and the caller saw "a
+ * released NativeBuffer cannot be handed over"; a local call got a released handle).
  */
 export function invokeServiceOnAll(host: ServiceHost, method: number, name: string, args: unknown[], self: boolean): Promise<unknown>[] {
   const me = rt.id;
@@ -754,20 +757,29 @@ export function invokeServiceOnAll(host: ServiceHost, method: number, name: stri
   let local = -1;
   let refused = false;
   let refusal: unknown;
-  for (let k = 0; k < rt.count; k++) {
-    if (k === me) {
-      if (self) local = calls.push(Promise.resolve()) - 1; // its place; the call is made below
-      continue;
-    }
-    try {
-      calls.push(sendCall(k, K_INVOKE, host.id, method, args, wire));
-    } catch (err) {
-      if (!refused) {
-        refused = true;
-        refusal = err;
+  const w = writer;
+  if ((self ? rt.count : rt.count - 1) > 1) {
+    w.refuseHandover =
+      "a NativeBuffer cannot be handed to several shards at once (invokeOnAll, invokeOnOthers, mapReduce): hand it to one with invokeOn, or pass a copy of its bytes (a Uint8Array is copied to each shard)";
+  }
+  try {
+    for (let k = 0; k < rt.count; k++) {
+      if (k === me) {
+        if (self) local = calls.push(Promise.resolve()) - 1; // its place; the call is made below
+        continue;
       }
-      calls.push(Promise.reject(err));
+      try {
+        calls.push(sendCall(k, K_INVOKE, host.id, method, args, wire));
+      } catch (err) {
+        if (!refused) {
+          refused = true;
+          refusal = err;
+        }
+        calls.push(Promise.reject(err));
+      }
     }
+  } finally {
+    w.refuseHandover = undefined;
   }
   if (local >= 0) calls[local] = refused ? Promise.reject(refusal) : invokeService(me, host, method, name, args);
   return calls;

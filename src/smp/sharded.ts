@@ -272,22 +272,82 @@ function methodsOf(ctor: ServiceClass | undefined): string[] {
   return [...names].sort();
 }
 
-/** Settles every promise, then throws the first failure (lowest shard) or returns the values. */
-async function allOrFirstError<V>(promises: Promise<V>[], ignoreGone = false): Promise<V[]> {
+/** One shard's failure in a call made on several shards. */
+interface Failure {
+  shard: number;
+  error: unknown;
+}
+
+/** Errors whose `errors` property joinFailures attached (so a later join may replace it). */
+const annotated = new WeakSet<object>();
+
+/**
+ * The error a call made on several shards rejects with: the lowest failing shard's. None of the
+ * others is dropped. With more than one (distinct) failure, all of them, in shard order and the
+ * first included, ride on it as a non-enumerable `errors` array, as whenAllSucceed's do (an
+ * error from another shard names it in `shard`). When the list cannot ride (the first failure
+ * is not an extensible object, or has an `errors` of its own: an AggregateError) or must not
+ * be lost (`what` names a lifecycle step: its error crosses back to a caller on another shard
+ * without non-enumerable properties, and only the first reached the shutdown report), each
+ * other failure is logged, naming its shard.
+ */
+function joinFailures(failures: Failure[], what?: string): unknown {
+  // One error object rejecting several calls (arguments refused before anything was sent) is one failure.
+  const distinct = failures.filter((f, i) => failures.findIndex((g) => g.error === f.error) === i);
+  const first = distinct[0]!;
+  const err = first.error;
+  let attached = false;
+  if (err !== null && typeof err === "object") {
+    const ours = annotated.has(err);
+    if (ours || !Object.hasOwn(err, "errors")) {
+      if (distinct.length > 1 && (ours || Object.isExtensible(err))) {
+        Object.defineProperty(err, "errors", { value: distinct.map((f) => f.error), writable: true, configurable: true, enumerable: false });
+        annotated.add(err);
+        attached = true;
+      } else if (ours) {
+        delete (err as { errors?: unknown }).errors;
+        annotated.delete(err);
+      }
+    }
+  }
+  if (what !== undefined || !attached) {
+    for (let i = 1; i < distinct.length; i++) {
+      const f = distinct[i]!;
+      const text = `${what ?? "a call made on several shards"} failed on shard ${f.shard} too (the error thrown is shard ${first.shard}'s):`;
+      if (what !== undefined) log.error(text, f.error);
+      else log.warn(text, f.error);
+    }
+  }
+  return err;
+}
+
+/**
+ * Settles every promise (promises[i] is shard shards[i]'s call), then returns the values, or
+ * throws joinFailures() of the failures (lowest shard first). `ignoreGone`: a ShardGoneError is
+ * no failure (stop() skips gone shards).
+ */
+async function allOrFirstError<V>(promises: Promise<V>[], shards: (i: number) => number, ignoreGone = false, what?: string): Promise<V[]> {
   const settled = await Promise.allSettled(promises);
   const values: V[] = new Array(settled.length);
-  let first: unknown;
-  let failed = false;
+  const failures: Failure[] = [];
   for (let i = 0; i < settled.length; i++) {
     const s = settled[i]!;
     if (s.status === "fulfilled") values[i] = s.value;
-    else if (!(ignoreGone && s.reason instanceof ShardGoneError) && !failed) {
-      failed = true;
-      first = s.reason;
-    }
+    else if (!(ignoreGone && s.reason instanceof ShardGoneError)) failures.push({ shard: shards(i), error: s.reason });
   }
-  if (failed) throw first;
+  if (failures.length > 0) throw joinFailures(failures, what);
   return values;
+}
+
+const everyShard = (i: number) => i;
+
+/** The failures a lifecycle error stands for: the ones joinFailures attached to it, or itself. */
+function failuresIn(err: unknown): unknown[] {
+  if (err !== null && typeof err === "object" && annotated.has(err)) {
+    const list = (err as { errors?: unknown }).errors;
+    if (Array.isArray(list)) return list;
+  }
+  return [err];
 }
 
 /**
@@ -317,7 +377,9 @@ export class Sharded<T extends object, A extends unknown[] = unknown[]> implemen
   /**
    * Starts the service: builds an instance on every shard, in parallel, from `args` (each
    * remote shard gets its own decoded copy). If any shard fails, the instances that did
-   * start are stopped again and the first error (lowest shard) is thrown.
+   * start are stopped again (a stop() that fails then is logged) and the first error (lowest
+   * shard) is thrown; when several shards failed, all their errors ride on it as `errors`
+   * and the others are logged with their shard (see invokeOnAll).
    * Throws ServiceStateError if the service is already running, EncodeError for arguments
    * that cannot cross, ServiceStoppedError once the application's shutdown began stopping its
    * services, or what a constructor or factory threw.
@@ -364,11 +426,18 @@ export class Sharded<T extends object, A extends unknown[] = unknown[]> implemen
     const started: Promise<void>[] = [];
     for (let k = 0; k < smp.count; k++) started.push(submitTo(k, START, this.host.id, seq, ...args) as Promise<void>);
     const settled = await Promise.allSettled(started);
-    const failed = settled.findIndex((s) => s.status === "rejected");
-    if (failed < 0) return;
+    const failures: Failure[] = [];
+    settled.forEach((s, k) => s.status === "rejected" && failures.push({ shard: k, error: s.reason }));
+    if (failures.length === 0) return;
     const ok = settled.flatMap((s, k) => (s.status === "fulfilled" ? [k] : []));
-    await Promise.allSettled(ok.map((k) => submitTo(k, STOP, this.host.id)));
-    throw (settled[failed] as PromiseRejectedResult).reason;
+    const rolledBack = await Promise.allSettled(ok.map((k) => submitTo(k, STOP, this.host.id)));
+    // Nobody else hears of an instance that failed to stop again: its stop() error is logged.
+    rolledBack.forEach((s, i) => {
+      if (s.status === "rejected" && !(s.reason instanceof ShardGoneError)) {
+        log.error(`service "${this.name}" failed to stop on shard ${ok[i]} after its start() failed elsewhere:`, s.reason);
+      }
+    });
+    throw joinFailures(failures, `service "${this.name}": start()`);
   }
 
   /**
@@ -376,6 +445,11 @@ export class Sharded<T extends object, A extends unknown[] = unknown[]> implemen
    * (ServiceStoppedError), waits for the calls running on its instance, then awaits the
    * instance's stop() if it has one. Stopping a stopped service does nothing. Shards that are
    * gone are skipped. Throws the first stop() failure (lowest shard), after all shards finished.
+   * No failure is dropped: when several shards' stop() failed, all their errors (in shard
+   * order, the thrown one first) ride on it as a non-enumerable `errors` array, and each of
+   * the others is logged (logger "smp", level error) naming its shard, which also reaches a
+   * caller on another shard, whose copy of the error crosses without that array. At shutdown
+   * the supervisor reports every failing shard.
    */
   stop(): Promise<void> {
     return thisShard() === 0 ? this.coordinate(OP_STOP, []) : (submitTo(0, LIFECYCLE, this.host.id, OP_STOP) as Promise<void>);
@@ -384,7 +458,7 @@ export class Sharded<T extends object, A extends unknown[] = unknown[]> implemen
   private async stopAll(): Promise<void> {
     const stopped: Promise<void>[] = [];
     for (let k = 0; k < smp.count; k++) stopped.push(submitTo(k, STOP, this.host.id) as Promise<void>);
-    await allOrFirstError(stopped, true);
+    await allOrFirstError(stopped, everyShard, true, `service "${this.name}": stop()`);
   }
 
   /** Same as stop(), for `await using`. */
@@ -442,30 +516,41 @@ export class Sharded<T extends object, A extends unknown[] = unknown[]> implemen
     }
   }
 
-  /** Calls `method` on every shard in parallel; resolves with the results indexed by shard, or throws the first error (lowest shard) after all settled. */
+  /**
+   * Calls `method` on every shard in parallel; resolves with the results indexed by shard, or
+   * throws the first error (lowest shard) once all settled. With several failures none is
+   * dropped: all of them, in shard order (the thrown one first; one from another shard names
+   * it in `shard`), ride on the thrown error as a non-enumerable `errors` array, as
+   * whenAllSucceed's do; where they cannot (a thrown primitive, a frozen error, one with an
+   * `errors` of its own) the others are logged as warnings naming their shard. Arguments that
+   * cannot cross fail the call on every shard, this one included, with one EncodeError; a
+   * NativeBuffer is such an argument here (it can be handed to one shard, not to several).
+   */
   invokeOnAll<K extends MethodKeys<T>>(method: K, ...args: MethodArgs<T, K>): Promise<MethodResult<T, K>[]> {
     try {
       this.checkMethod(method);
     } catch (err) {
       return Promise.reject(err);
     }
-    return allOrFirstError(invokeServiceOnAll(this.host, this.host.methodId(method), method, args, true)) as Promise<MethodResult<T, K>[]>;
+    return allOrFirstError(invokeServiceOnAll(this.host, this.host.methodId(method), method, args, true), everyShard) as Promise<MethodResult<T, K>[]>;
   }
 
-  /** Like invokeOnAll on every shard but this one; the results are in shard order without this shard. */
+  /** Like invokeOnAll (failures included) on every shard but this one; the results are in shard order without this shard. */
   invokeOnOthers<K extends MethodKeys<T>>(method: K, ...args: MethodArgs<T, K>): Promise<MethodResult<T, K>[]> {
     try {
       this.checkMethod(method);
     } catch (err) {
       return Promise.reject(err);
     }
-    return allOrFirstError(invokeServiceOnAll(this.host, this.host.methodId(method), method, args, false)) as Promise<MethodResult<T, K>[]>;
+    const me = thisShard();
+    return allOrFirstError(invokeServiceOnAll(this.host, this.host.methodId(method), method, args, false), (i) => (i < me ? i : i + 1)) as Promise<MethodResult<T, K>[]>;
   }
 
   /**
    * Calls `method` on every shard and folds the results, in shard order, on this shard:
    * `reducer` is a function or a registered reducer's name ("sum", "max", ...). Throws the
-   * first call's error, or InvalidArgumentError for an unknown reducer name.
+   * lowest failing shard's error, carrying the other shards' as invokeOnAll's does, or
+   * InvalidArgumentError for an unknown reducer name.
    */
   async mapReduce<K extends MethodKeys<T>, R>(
     method: K,
@@ -581,7 +666,8 @@ async function stopInOrder(stop: (h: Host<object>) => Promise<void>, busy: (h: H
       log.debug(`stopped service "${h.name}"`);
     } catch (err) {
       log.error(`service "${h.name}" failed to stop:`, err);
-      errors.push(err);
+      // Every shard's failure, not only the lowest one's: the supervisor reports each with its shard.
+      errors.push(...failuresIn(err));
     }
   }
   return errors;
