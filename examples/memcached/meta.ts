@@ -470,7 +470,9 @@ function processMset(s: Session, buf: Uint8Array): void {
   }
   if (of.keyBinary) store.setItFlags(ref, store.itFlags(ref) | F_KEY_BINARY);
   s.setStale = of.setStale && comm === Comm.CAS;
-  s.startNread(ref, NreadKind.META_SET, comm, hv, of.reqCas, vlen);
+  // Stock's ITEM_set_cas does nothing without CAS (-C): the new item's CAS stays 0, so a C
+  // flag then makes append/prepend unconditional (and set/replace EX, as with any mismatch).
+  s.startNread(ref, NreadKind.META_SET, comm, hv, store.useCas ? of.reqCas : 0, vlen);
 }
 
 /** Renders the ms result after the value arrived (stock's _finalize_mset). */
