@@ -289,7 +289,8 @@ const annotated = new WeakSet<object>();
  * is not an extensible object, or has an `errors` of its own: an AggregateError) or must not
  * be lost (`what` names a lifecycle step: its error crosses back to a caller on another shard
  * without non-enumerable properties, and only the first reached the shutdown report), each
- * other failure is logged, naming its shard.
+ * other failure is logged, naming its shard, unless it says what the thrown one says (see
+ * sameFailure: a port in use fails every shard alike).
  */
 function joinFailures(failures: Failure[], what?: string): unknown {
   // One error object rejecting several calls (arguments refused before anything was sent) is one failure.
@@ -313,12 +314,23 @@ function joinFailures(failures: Failure[], what?: string): unknown {
   if (what !== undefined || !attached) {
     for (let i = 1; i < distinct.length; i++) {
       const f = distinct[i]!;
+      // The same failure on every shard (a port in use, a bad argument) is told once: the
+      // thrown error's own report says it.
+      if (sameFailure(f.error, err)) continue;
       const text = `${what ?? "a call made on several shards"} failed on shard ${f.shard} too (the error thrown is shard ${first.shard}'s):`;
       if (what !== undefined) log.error(text, f.error);
       else log.warn(text, f.error);
     }
   }
   return err;
+}
+
+/** True if `a` and `b` say the same: errors of one class with the same message and code. */
+function sameFailure(a: unknown, b: unknown): boolean {
+  if (a === null || b === null || typeof a !== "object" || typeof b !== "object") return Object.is(a, b);
+  const x = a as { message?: unknown; code?: unknown };
+  const y = b as { message?: unknown; code?: unknown };
+  return Object.getPrototypeOf(a) === Object.getPrototypeOf(b) && x.message === y.message && x.code === y.code;
 }
 
 /**
