@@ -144,12 +144,26 @@ let heapBase = Number.NaN;
 /** The objects alone (heap in use less external memory) at that point. */
 let objectsBase = 0;
 
+/**
+ * process.memoryUsage(), or undefined where it fails: it opens /proc files, and throws once the
+ * process is out of descriptors (EMFILE), which would stop the loop for good (runLoop's heap
+ * check runs before its `try`). The check is skipped until the next interval then.
+ */
+function memoryUsage(): NodeJS.MemoryUsage | undefined {
+  try {
+    return process.memoryUsage();
+  } catch {
+    return undefined;
+  }
+}
+
 /** Runs a full collection when the heap grew past LoopOptions.fullGcGrowthMiB (see there). */
 function checkHeap(now: number): void {
   nextHeapCheck = now + HEAP_CHECK_INTERVAL_MS;
   const growthMiB = loopConfig.fullGcGrowthMiB;
   if (growthMiB === 0) return;
-  let m = process.memoryUsage();
+  let m = memoryUsage();
+  if (m === undefined) return;
   // Pools viewed for their owner's lifetime (receive rings, buffer pools) count as external
   // memory but are not garbage: left out, so that a pool made after the first check (the first
   // listen()) does not look like growth and cost a full collection that frees nothing. The
@@ -172,7 +186,8 @@ function checkHeap(now: number): void {
   const start = performance.now();
   fullGC();
   const took = performance.now() - start;
-  m = process.memoryUsage();
+  m = memoryUsage();
+  if (m === undefined) return;
   poolsCollected();
   heapBase = m.heapUsed - poolBytes();
   objectsBase = Math.max(0, m.heapUsed - m.external);

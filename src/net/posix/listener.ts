@@ -5,7 +5,9 @@
  * port with SO_REUSEPORT, so the kernel spreads new connections over the shards' own accept
  * queues (no funnel through shard 0). Accepting pauses (the multishot accept is cancelled and
  * the kernel backlog holds new peers) while the connection limit is reached, while the queue
- * of accepted-but-untaken connections is full, or for a moment after EMFILE/ENFILE.
+ * of accepted-but-untaken connections is full, or for a moment after EMFILE/ENFILE or any error
+ * that is not one peer's (an error of the socket itself recurs at once: re-armed every loop
+ * turn, it would spin the shard).
  */
 import { lstatSync, unlinkSync } from "node:fs";
 import { resolve as resolvePath } from "node:path";
@@ -23,10 +25,9 @@ import type { PosixStack } from "./stack.ts";
 
 const ECANCELED = 125;
 const ECONNABORTED = 103;
-const EMFILE = 24;
-const ENFILE = 23;
-const ENOBUFS = 105;
-const ENOMEM = 12;
+const EINTR = 4;
+const EPERM = 1;
+const EPROTO = 71;
 const IORING_ACCEPT_MULTISHOT = 1 << 0;
 /** Accepted fds parked past a limit before further ones are shed (closed). */
 const OVERFLOW_LIMIT = 64;
@@ -164,16 +165,19 @@ export class PosixListener implements Listener, Completable {
       } else {
         this.admit(res);
       }
-    } else if (res === -EMFILE || res === -ENFILE || res === -ENOBUFS || res === -ENOMEM) {
-      // Out of descriptors or memory: retrying at once would spin. Pause, then try again.
-      if (this.backoff === undefined) {
+    } else if (res !== -ECANCELED && res !== -ECONNABORTED && res !== -EPROTO && res !== -EPERM && res !== -EINTR) {
+      // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or the socket itself
+      // failed (ENOTSOCK, EINVAL, EOPNOTSUPP...): retrying at once would spin. Pause, then try
+      // again. (Not once accepting ended: the accept cancelled by abortAccept ends in EINVAL.)
+      if (this.backoff === undefined && !this.aborted && this.closing === undefined) {
         this.backoff = new Timer(() => {
           this.backoff = undefined;
           this.maybeArm();
         }).arm(BACKOFF_MS);
       }
     }
-    // Other errors (ECANCELED, ECONNABORTED from a peer that gave up, EINVAL after abort) only end this shot.
+    // ECANCELED, and the errors of one peer (ECONNABORTED from a peer that gave up, EPROTO, EPERM
+    // from a firewall rule), only end this shot.
     // A multishot armed with room to spare ends once the room is down to a backlog's worth: the
     // next accept is then one at a time.
     if (this.paused() || (this.acceptMultishot && this.acceptSlot >= 0 && !this.multishotFits())) this.cancelAccept();

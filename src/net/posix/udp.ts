@@ -10,7 +10,10 @@
  * are dropped at once (counted in `dropped`) so that an unread channel holds at most
  * maxQueued of the shard's datagram buffers (and its lease), and the kernel queues (then drops)
  * the rest until the reader catches up. When the ring runs dry (ENOBUFS) the receive waits for
- * the stack to re-arm it once buffers come back. Sending is a
+ * the stack to re-arm it once buffers come back. Any other receive error is the next receive()'s
+ * (after the datagrams queued before it), and only a receive() re-arms the receive: an error
+ * that recurs at once must not cost a re-arm every loop turn (a spin) and vanish each time.
+ * Sending is a
  * SENDMSG per datagram with its msghdr, destination and iovecs in one native block. A small
  * payload is copied into that block's spare space, a larger one into the open send chunk
  * shared by this shard's channels (packed one after another, a datagram may span chunks), a
@@ -131,6 +134,10 @@ export class PosixUdpChannel implements UdpChannel, Completable {
   private recvSlot = -1;
   private recvCancelled = false;
   /** @internal set while waiting for receive buffers (ENOBUFS) */ starved = false;
+  /** A receive failed: not re-armed until the next receive() (which rejects with `recvError` if set). */
+  private recvStopped = false;
+  /** The error of a failed receive that no receive() was waiting for. */
+  private recvError: SystemError | undefined;
   private readonly bids: number[] = [];
   private readonly lens: number[] = [];
   private head = 0;
@@ -225,10 +232,16 @@ export class PosixUdpChannel implements UdpChannel, Completable {
       }
     } else if (res === -ENOBUFS) {
       if (this.closing === undefined) this.stack.starveDatagrams(this);
-    } else if (res < 0 && res !== -ECANCELED && this.waiter !== undefined) {
-      const w = this.waiter;
-      this.settleWaiter();
-      w.reject(new SystemError("recvmsg", -res));
+    } else if (res < 0 && res !== -ECANCELED && this.closing === undefined) {
+      const e = new SystemError("recvmsg", -res);
+      this.recvStopped = true;
+      if (this.waiter !== undefined) {
+        const w = this.waiter;
+        this.settleWaiter();
+        w.reject(e);
+      } else {
+        this.recvError = e;
+      }
     }
     if (this.recvSlot < 0) this.maybeRearm();
   }
@@ -238,7 +251,7 @@ export class PosixUdpChannel implements UdpChannel, Completable {
       this.maybeCloseFd();
       return;
     }
-    if (this.recvSlot < 0 && this.queued < this.maxQueued && !this.starved) this.arm();
+    if (this.recvSlot < 0 && this.queued < this.maxQueued && !this.starved && !this.recvStopped) this.arm();
   }
 
   /** @internal The stack has buffers again after ENOBUFS. */
@@ -293,6 +306,14 @@ export class PosixUdpChannel implements UdpChannel, Completable {
     if (this.queued > 0) return Promise.resolve(this.take());
     if (this.closing !== undefined) return Promise.resolve(null);
     if (signal?.aborted) return Promise.reject(new AbortError("receive was aborted", { cause: signal.reason }));
+    if (this.recvStopped) {
+      // This call sees the failure: receiving resumes (one re-arm per receive() at most).
+      this.recvStopped = false;
+      const e = this.recvError;
+      this.recvError = undefined;
+      if (this.recvSlot < 0) this.maybeRearm();
+      if (e !== undefined) return Promise.reject(e);
+    }
     if (this.recvSlot < 0) this.maybeRearm();
     return new Promise<Datagram | null>((resolve, reject) => {
       const w: NonNullable<PosixUdpChannel["waiter"]> = { resolve, reject, signal };
