@@ -125,3 +125,30 @@ test("out of descriptors (EMFILE): peers wait in the backlog, accepting tries ag
   expect(r.failures).toBeLessThanOrEqual(2 + r.failingMs / 25);
   expect(r.fdsAfter).toBe(r.fdsBefore);
 }, 60_000);
+
+test("a connection waiting in the accept queue is not timed out: accept() hands it out alive, and its idle time counts from then", async () => {
+  const l = stack.listen("127.0.0.1:0", { idleTimeoutMs: 200 });
+  const port = (l.localAddress as { port: number }).port;
+  let got = "";
+  let clientClosed = false;
+  const client = netConnect({ port, host: "127.0.0.1" });
+  client.setEncoding("latin1");
+  client.on("data", (d: string) => (got += d));
+  client.on("error", () => {});
+  client.on("close", () => (clientClosed = true));
+  // Three idle timeouts' worth in the queue, nobody accepting (it was reset there).
+  await Bun.sleep(700);
+  expect(clientClosed).toBe(false);
+  const c = await l.accept();
+  expect(c.closed).toBe(false);
+  client.write("ping\n");
+  const v = await c.input.read();
+  expect(new TextDecoder().decode(v!)).toBe("ping\n");
+  await c.output.write("pong\n");
+  await until(() => got === "pong\n", 5_000, "the answer");
+  // Silent from here on: the idle timeout still ends it.
+  await until(() => clientClosed, 5_000, "the idle timeout to close the connection");
+  await c.close().catch(() => {});
+  await l.close();
+  await expectQuiescent(stack);
+}, 30_000);

@@ -146,6 +146,11 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   /** @internal */ readonly readTimeoutMs: number;
   /** @internal set while queued in the stack's flush list */ dirty = false;
   /** @internal set while waiting for receive buffers (ENOBUFS) */ starved = false;
+  /**
+   * @internal Set while it waits in its listener's queue for accept(): no read or idle timeout
+   * runs then (nobody reads it yet); its idle time counts from when accept() hands it out.
+   */
+  unclaimed = false;
   private readonly stack: PosixStack;
   private readonly r: Reactor;
   private readonly isInet: boolean;
@@ -592,7 +597,7 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
 
   /** @internal Read and idle timeouts, checked by the stack's sweep. */
   checkTimeouts(t: number): void {
-    if (this.state >= TEARDOWN) return;
+    if (this.state >= TEARDOWN || this.unclaimed) return;
     // Not while close() flushes: a read still waiting then ends with null once the flush is
     // done; timing it out reset the connection and dropped what close() was to deliver
     // (closeTimeoutMs bounds the flush).

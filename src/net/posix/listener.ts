@@ -13,7 +13,7 @@ import { lstatSync, unlinkSync } from "node:fs";
 import { resolve as resolvePath } from "node:path";
 import { AbortError, SystemError } from "../../core/errors.ts";
 import { CQE_F_MORE, IoOp, reactor, type Reactor } from "../../core/reactor.ts";
-import { Timer } from "../../core/timer.ts";
+import { Timer, now } from "../../core/timer.ts";
 import type { Completable } from "../../core/scheduler.ts";
 import { rejectedHandled } from "../errors.ts";
 import { booleanOption, checkOptionKeys, signalOption, type ResolvedListenOptions } from "../options.ts";
@@ -240,6 +240,7 @@ export class PosixListener implements Listener, Completable {
       w.resolve(c);
       return;
     }
+    c.unclaimed = true;
     this.queue.push(c);
   }
 
@@ -275,6 +276,10 @@ export class PosixListener implements Listener, Completable {
         this.queueHead = 0;
       }
       this.makeRoom();
+      // Its idle time counts from now: waiting here, unread, was no silence of the peer's (an
+      // idle timeout closed it in the queue, and accept() handed out a dead connection).
+      c.unclaimed = false;
+      c.lastActivity = now();
       return Promise.resolve(c);
     }
     return new Promise<Connection>((resolve, reject) => {
