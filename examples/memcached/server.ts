@@ -37,6 +37,8 @@ const UDP_DATA_SIZE = 1392;
 const UDP_BODY_MAX = 65535 * UDP_DATA_SIZE;
 /** Datagrams of an answer handed to the channel before waiting for the oldest to be sent. */
 const UDP_SENDS_AHEAD = 64;
+/** The wait after a failed UDP receive before the next one. */
+const UDP_RETRY_MS = 50;
 
 const tooMany = new TextEncoder().encode("ERROR Too many open connections\r\n");
 type Stop = typeof STOP_RECEIVING;
@@ -501,7 +503,10 @@ export class ShardServer {
       try {
         d = await ch.receive();
       } catch {
-        return;
+        // A failed receive (rare on an unconnected socket: no IP_RECVERR) is not the end of UDP
+        // on this shard: try again after a pause (the channel re-arms only on receive()).
+        await sleep(UDP_RETRY_MS);
+        continue;
       }
       if (d === null) return;
       const data = d.data;
