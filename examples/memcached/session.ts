@@ -114,6 +114,8 @@ export interface GetCont {
 }
 
 const CRLF = ascii("\r\n");
+/** The carry buffer of a session that never carried anything (ensureCarry replaces it). */
+const NO_CARRY = new Uint8Array(0);
 
 /** A binary header's body length. */
 function binaryBody(buf: Uint8Array, pos: number): number {
@@ -266,9 +268,9 @@ export class Session {
   /** Bytes per key the answers of this session's forwarded reads took lately (0: none yet). */
   private readEst = 0;
   /** A forwarded unit being completed (its value is still arriving): `fwdOwn` or a shard's buffer. */
-  private fwdUnit: Out;
-  /** The connection's own forwarded-unit buffer (up to FWD_OWN). */
-  private fwdOwn = new Out(256);
+  private fwdUnit: Out | undefined;
+  /** The connection's own forwarded-unit buffer (up to FWD_OWN), made on its first forward. */
+  private fwdOwn: Out | undefined;
   /** Bytes of the unit's value reserved with Engine.reserveForward (0: none). */
   private fwdHeld = 0;
   private fwdDest = 0;
@@ -278,8 +280,8 @@ export class Session {
   private fwdReads0 = 0;
   private sub: Session | undefined;
 
-  /** An incomplete command line or packet header carried to the next feed. */
-  private carry = new Uint8Array(256);
+  /** An incomplete command line or packet header carried to the next feed (made on the first). */
+  private carry = NO_CARRY;
   private carryLen = 0;
 
   /**
@@ -290,7 +292,6 @@ export class Session {
   constructor(engine: Engine, options: { out?: Out; sharedOut?: Out; protocol?: Proto; holds?: Holds } = {}) {
     this.engine = engine;
     this.store = engine.store;
-    this.fwdUnit = this.fwdOwn;
     this.holds = options.holds ?? new Holds();
     this.sharedOut = options.sharedOut;
     this.out = options.out ?? options.sharedOut ?? new Out();
@@ -629,6 +630,8 @@ export class Session {
       if (!this.engine.reserveForward(bytes)) return false;
       this.fwdHeld = bytes;
       this.fwdUnit = this.engine.takeForwardBuffer(to - from + bytes);
+    } else {
+      this.fwdUnit = this.fwdOwn ??= new Out(256);
     }
     this.fwdUnit.reset();
     this.fwdReads0 = reads;
@@ -645,7 +648,7 @@ export class Session {
   private finishForward(): void {
     this.state = St.CMD;
     try {
-      const unit = this.fwdUnit.bytes();
+      const unit = this.fwdUnit!.bytes();
       const b = this.engine.router!.batch(this.fwdDest);
       const index = b.begin(this.fwdKind, this.fwdProto, unit.length);
       b.append(unit, 0, unit.length);
@@ -666,13 +669,13 @@ export class Session {
       this.engine.releaseForward(this.fwdHeld);
       this.fwdHeld = 0;
     }
-    if (this.fwdUnit !== this.fwdOwn) {
-      this.engine.giveForwardBuffer(this.fwdUnit);
-      this.fwdUnit = this.fwdOwn;
-    }
+    const unit = this.fwdUnit;
+    this.fwdUnit = undefined;
+    if (unit !== undefined && unit !== this.fwdOwn) this.engine.giveForwardBuffer(unit);
     // A head alone passes FWD_OWN only for a binary packet's long key or extras (up to 16 KiB).
-    if (this.fwdOwn.buf.length > FWD_OWN) this.fwdUnit = this.fwdOwn = new Out(256);
-    else this.fwdOwn.reset();
+    const own = this.fwdOwn;
+    if (own !== undefined && own.buf.length > FWD_OWN) this.fwdOwn = undefined;
+    else own?.reset();
   }
 
   /**
@@ -764,7 +767,7 @@ export class Session {
         }
         case St.FORWARD: {
           const n = Math.min(this.fwdLeft, end - pos);
-          this.fwdUnit.copy(buf, pos, n);
+          this.fwdUnit!.copy(buf, pos, n);
           this.fwdLeft -= n;
           pos += n;
           if (this.fwdLeft === 0) {
@@ -936,7 +939,7 @@ export class Session {
 
   private ensureCarry(size: number): void {
     if (size <= this.carry.length) return;
-    let next = this.carry.length * 2;
+    let next = Math.max(this.carry.length * 2, 256);
     while (next < size) next *= 2;
     const c = new Uint8Array(next);
     c.set(this.carry.subarray(0, this.carryLen));

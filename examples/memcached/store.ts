@@ -195,7 +195,7 @@ const STOCK_ITEM_HEADER = 48;
  * decide that choice. Every ref in a list is a live item (see forgetHeld and moveHeld).
  */
 export class Holds {
-  refs = new Int32Array(32);
+  refs = new Int32Array(8);
   len = 0;
 }
 

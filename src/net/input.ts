@@ -76,7 +76,11 @@ export class StreamInput implements ConnectionInput {
   private resolveWait: (v: any) => void = capturedResolve;
   private rejectWait: (e: unknown) => void = capturedReject;
   private waitSignal: AbortSignal | undefined;
-  private readonly onAbort = () => this.abortWait();
+  /** The waiting read's abort listener, made on the first read given a signal. */
+  private abortListener: (() => void) | undefined;
+  private get onAbort(): () => void {
+    return (this.abortListener ??= () => this.abortWait());
+  }
   private assembly: Uint8Array | undefined;
   /** Bytes of `assembly` the last readExactly handed out: given up (and poisoned) at the next read. */
   private assembledOut = 0;
