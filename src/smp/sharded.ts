@@ -353,6 +353,18 @@ async function allOrFirstError<V>(promises: Promise<V>[], shards: (i: number) =>
 
 const everyShard = (i: number) => i;
 
+/** Runs `fn` with the `errors` list joinFailures attached to `err` taken off (a log line shows it otherwise). */
+function withoutList(err: unknown, fn: () => void): void {
+  if (err === null || typeof err !== "object" || !annotated.has(err)) return fn();
+  const d = Object.getOwnPropertyDescriptor(err, "errors");
+  delete (err as { errors?: unknown }).errors;
+  try {
+    fn();
+  } finally {
+    if (d !== undefined) Object.defineProperty(err, "errors", d);
+  }
+}
+
 /** The failures a lifecycle error stands for: the ones joinFailures attached to it, or itself. */
 function failuresIn(err: unknown): unknown[] {
   if (err !== null && typeof err === "object" && annotated.has(err)) {
@@ -677,9 +689,15 @@ async function stopInOrder(stop: (h: Host<object>) => Promise<void>, busy: (h: H
       await stop(h);
       log.debug(`stopped service "${h.name}"`);
     } catch (err) {
-      log.error(`service "${h.name}" failed to stop:`, err);
+      const all = failuresIn(err);
+      if (all.length > 1) {
+        // The others were logged as they were joined (stopAll): shown once, not again in the list.
+        withoutList(err, () => log.error(`service "${h.name}" failed to stop on ${all.length} shards (the others are logged above), the lowest:`, err));
+      } else {
+        log.error(`service "${h.name}" failed to stop:`, err);
+      }
       // Every shard's failure, not only the lowest one's: the supervisor reports each with its shard.
-      errors.push(...failuresIn(err));
+      errors.push(...all);
     }
   }
   return errors;
