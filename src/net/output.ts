@@ -208,22 +208,34 @@ export class StreamOutput implements ConnectionOutput {
 
   writev(data: readonly WriteData[]): Promise<void> {
     if (!Array.isArray(data)) return rejectedHandled(new InvalidArgumentError("writev: expected an array"));
+    // Each piece is read once, before anything is queued: an accessor (a getter, a Proxy) runs
+    // no code of the caller's between the checks and the queueing. (Read twice, a getter that
+    // threw escaped writev as a throw, and one that reset the connection left pieces queued on
+    // a failed output and the promise waiting for a drain that never came.)
+    let pieces: WriteData[];
+    try {
+      const n = data.length;
+      pieces = new Array<WriteData>(n);
+      for (let i = 0; i < n; i++) pieces[i] = data[i]!;
+    } catch (err) {
+      return rejectedHandled(err);
+    }
     const e = this.refuse();
     if (e !== undefined) return rejectedHandled(e);
     // All or nothing: a bad piece must not leave the ones before it queued, to be glued onto
     // the next write.
-    for (let i = 0; i < data.length; i++) {
-      const bad = badData(data[i], `writev: piece ${i}`);
+    for (let i = 0; i < pieces.length; i++) {
+      const bad = badData(pieces[i], `writev: piece ${i}`);
       if (bad !== undefined) return rejectedHandled(bad);
     }
     this.mark();
     try {
-      for (let i = 0; i < data.length; i++) this.append(data[i]!);
+      for (let i = 0; i < pieces.length; i++) this.append(pieces[i]!);
     } catch (err) {
       this.rollback();
       return rejectedHandled(err);
     }
-    if (data.length > 0) this.sink.outputReady();
+    if (pieces.length > 0) this.sink.outputReady();
     return this.pressure();
   }
 
@@ -245,15 +257,25 @@ export class StreamOutput implements ConnectionOutput {
     if (this.closing === undefined) {
       this.closing = markHandled(
         this.flush().then(() => {
+          // Shut down meanwhile by a graceful Connection.close() (closedAfterFlush): its FIN ends
+          // the output as this one's would have.
+          if (this.shutdownDone) return;
           if (this.err !== undefined) throw this.err;
-          if (!this.shutdownDone) {
-            this.shutdownDone = true;
-            this.sink.outputShutdown();
-          }
+          this.shutdownDone = true;
+          this.sink.outputShutdown();
         }),
       );
     }
     return this.closing;
+  }
+
+  /**
+   * The connection closes gracefully with everything sent (its close sends the FIN): the output
+   * counts as shut down, so an output.close() whose flush completed with close()'s resolves
+   * instead of failing with the ClosedError the teardown leaves behind. Before fail().
+   */
+  closedAfterFlush(): void {
+    if (this.err === undefined && this.queued === 0) this.shutdownDone = true;
   }
 
   /** Refuses further writes (the connection is closing); queued bytes are still sent. */
@@ -274,6 +296,8 @@ export class StreamOutput implements ConnectionOutput {
   }
 
   private waitFor(list: Waiter[], target: number): Promise<void> {
+    // A failed output settles no waiter again (fail() rejected those it had): none may start.
+    if (this.err !== undefined) return rejectedHandled(this.err);
     return markHandled(
       new Promise<void>((resolve, reject) => {
         list.push({ target, resolve, reject });

@@ -633,6 +633,8 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     if (rst) this.setResetOnClose();
     if (keepInput) this.inputKept = true;
     else this.input.dispose();
+    // A graceful close() with everything sent: an output.close() behind the same flush resolves.
+    if (!rst) this.output.closedAfterFlush();
     this.output.fail(new ClosedError("the connection is closed", "ERR_CONNECTION_CLOSED"));
     this.cancelRecv();
     if (this.sendSlot >= 0) {
