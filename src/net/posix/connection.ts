@@ -663,7 +663,10 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
       // for the notifications, for what is left of closeTimeoutMs; then close with a reset,
       // which drops the unsent queue (and so lets go of the pages) at once.
       if (this.zeroCopyTimer === undefined) {
-        const left = this.closeStartedAt < 0 ? this.closeTimeoutMs : this.closeTimeoutMs - (now() - this.closeStartedAt);
+        // A teardown close() did not start is bounded from here, the linger after it included
+        // (it counted a second whole closeTimeoutMs from its own first check).
+        if (this.closeStartedAt < 0) this.closeStartedAt = now();
+        const left = this.closeTimeoutMs - (now() - this.closeStartedAt);
         this.zeroCopyTimer = new Timer(() => {
           this.zeroCopyTimer = undefined;
           if (this.state !== TEARDOWN) return;
