@@ -75,7 +75,15 @@ pub fn open_socket(domain: u32, sock_type: u32, addr: *const anyopaque, addr_len
         // any address shared a foreign socket on another address: 127.0.0.1 held here, [::1]
         // by another server, [::1] asked for.)
         const e = trial_bind(domain, sock_type, addr, addr_len, flags);
-        if (e < 0 and !(e == -@as(i32, @intFromEnum(linux.E.ADDRINUSE)) and SharedPorts.overlaps(sock_type, port, Ip.of(addr, flags & OpenFlags.v6_only != 0)))) return e;
+        if (e < 0) {
+            const in_use = -@as(i32, @intFromEnum(linux.E.ADDRINUSE));
+            const ip = Ip.of(addr, flags & OpenFlags.v6_only != 0);
+            if (e != in_use or !SharedPorts.overlaps(sock_type, port, ip)) return e;
+            // One of ours overlaps, so the trial could not tell whether another process's holds
+            // this very address too (127.0.0.1 held here, 0.0.0.0 asked for where another
+            // server holds it): the kernel's socket table says who holds it.
+            if (SharedPorts.foreign_overlaps(sock_type, port, ip)) return in_use;
+        }
     }
     const fd = open_plain(domain, sock_type, addr, addr_len, flags, backlog);
     if (fd < 0) return fd;
@@ -132,6 +140,28 @@ const SharedPorts = struct {
         return false;
     }
 
+    /// True if a socket of `sock_type` bound to `port` at `ip` itself is not one of this
+    /// process's rows: another process's (same user, SO_REUSEPORT), whose group of sockets a
+    /// bind to the same address would join, sharing its connections. (One at another,
+    /// overlapping address forms its own group: a wildcard held elsewhere takes nothing meant
+    /// for our specific address, nor the other way round.) Asked of the kernel's socket table
+    /// (NETLINK_SOCK_DIAG): TCP listeners, UDP sockets in any state. Where that table cannot be
+    /// read, false (the permissive answer).
+    fn foreign_overlaps(sock_type: u32, port: u16, ip: Ip) bool {
+        var ours: std.ArrayListUnmanaged(u64) = .empty;
+        defer ours.deinit(std.heap.page_allocator);
+        for (rows.items) |r| {
+            if (r.sock_type != sock_type or r.port != port) continue;
+            const ino = socket_inode(r.fd) orelse continue;
+            ours.append(std.heap.page_allocator, ino) catch return false;
+        }
+        const protocol: u8 = if (sock_type == linux.SOCK.STREAM) linux.IPPROTO.TCP else linux.IPPROTO.UDP;
+        for ([_]u8{ linux.AF.INET, linux.AF.INET6 }) |family| {
+            if (SockDiag.foreign(family, protocol, port, ours.items, ip)) return true;
+        }
+        return false;
+    }
+
     fn add(fd: i32, sock_type: u32, port: u16) !void {
         for (rows.items) |*r| {
             if (r.fd == fd) {
@@ -182,6 +212,99 @@ const Ip = struct {
         if (a.v4 == b.v4) return a.any() or b.any() or std.mem.eql(u8, &a.bytes, &b.bytes);
         // One IPv4, one IPv6: only a dual-stack IPv6 wildcard takes IPv4 addresses too.
         return a.dual or b.dual;
+    }
+};
+
+/// The inode of socket `fd` (what the kernel's socket table names it by), or null.
+fn socket_inode(fd: i32) ?u64 {
+    var st: linux.Stat = undefined;
+    if (errno_of(linux.fstat(fd, &st)) != 0) return null;
+    return st.ino;
+}
+
+/// The kernel's table of inet sockets, read over NETLINK_SOCK_DIAG (inet_diag_req_v2 dumps).
+const SockDiag = struct {
+    const NETLINK_SOCK_DIAG = 4;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 0x1;
+    const NLM_F_DUMP: u16 = 0x300;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const TCP_LISTEN = 10;
+
+    /// struct nlmsghdr followed by struct inet_diag_req_v2 (the sockid zeroed: every socket).
+    const Request = extern struct {
+        len: u32,
+        type: u16,
+        flags: u16,
+        seq: u32,
+        pid: u32,
+        family: u8,
+        protocol: u8,
+        ext: u8,
+        pad: u8,
+        states: u32,
+        id: [48]u8,
+    };
+
+    /// True if a socket of `family`/`protocol` (TCP: listening) is bound to `port` at `want` and
+    /// its inode is not in `ours`. False too where the table cannot be read.
+    fn foreign(family: u8, protocol: u8, port: u16, ours: []const u64, want: Ip) bool {
+        const fd = socket(linux.AF.NETLINK, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, NETLINK_SOCK_DIAG);
+        if (fd < 0) return false;
+        defer _ = linux.close(fd);
+        var req = std.mem.zeroes(Request);
+        req.len = @sizeOf(Request);
+        req.type = SOCK_DIAG_BY_FAMILY;
+        req.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        req.family = family;
+        req.protocol = protocol;
+        req.states = if (protocol == linux.IPPROTO.TCP) 1 << TCP_LISTEN else 0xffff_ffff;
+        if (linux.E.init(linux.sendto(fd, std.mem.asBytes(&req), @sizeOf(Request), 0, null, 0)) != .SUCCESS) return false;
+        var buf: [16384]u8 align(8) = undefined;
+        var found = false;
+        while (true) {
+            const rc = linux.recvfrom(fd, &buf, buf.len, 0, null, null);
+            switch (linux.E.init(rc)) {
+                .SUCCESS => {},
+                .INTR => continue,
+                else => return found,
+            }
+            if (rc == 0) return found;
+            var at: usize = 0;
+            while (at + 16 <= rc) {
+                const len = std.mem.readInt(u32, buf[at..][0..4], .little);
+                const kind = std.mem.readInt(u16, buf[at + 4 ..][0..2], .little);
+                if (len < 16 or at + len > rc) return found;
+                if (kind == NLMSG_DONE or kind == NLMSG_ERROR) return found;
+                if (kind == SOCK_DIAG_BY_FAMILY) {
+                    if (held(buf[at + 16 .. at + len], port)) |h| {
+                        if (h.ip.v4 == want.v4 and std.mem.eql(u8, &h.ip.bytes, &want.bytes) and std.mem.indexOfScalar(u64, ours, h.inode) == null) found = true;
+                    }
+                }
+                at += std.mem.alignForward(usize, len, 4);
+            }
+        }
+    }
+
+    /// The address and inode of one struct inet_diag_msg (72 bytes) if its socket is bound to
+    /// `port`.
+    fn held(m: []const u8, port: u16) ?struct { ip: Ip, inode: u64 } {
+        if (m.len < 72) return null;
+        const family = m[0];
+        // idiag_sport, big endian, at the start of the sockid (offset 4).
+        if (std.mem.readInt(u16, m[4..6], .big) != port) return null;
+        var ip: Ip = .{ .v4 = false, .bytes = @splat(0), .dual = false };
+        if (family == linux.AF.INET) {
+            ip.v4 = true;
+            ip.bytes[10] = 0xff;
+            ip.bytes[11] = 0xff;
+            @memcpy(ip.bytes[12..16], m[8..12]);
+        } else {
+            @memcpy(&ip.bytes, m[8..24]);
+            ip.v4 = std.mem.eql(u8, ip.bytes[0..12], &Ip.v4_mapped_prefix);
+        }
+        return .{ .ip = ip, .inode = std.mem.readInt(u32, m[68..72], .little) };
     }
 };
 
@@ -626,6 +749,42 @@ test "open_socket: holding a port at one address does not share another process'
     const c = open_socket(linux.AF.INET, linux.SOCK.STREAM, &other, @sizeOf(@TypeOf(other)), flags, 16);
     try testing.expect(c >= 0);
     _ = close(c);
+}
+
+test "open_socket: another process's socket at the very address asked for is refused where one of ours only overlaps it" {
+    const flags = OpenFlags.reuse_port | OpenFlags.reuse_addr;
+    for ([_]u32{ linux.SOCK.STREAM, linux.SOCK.DGRAM }) |sock_type| {
+        const backlog: i32 = if (sock_type == linux.SOCK.STREAM) 16 else -1;
+        // Ours: 127.0.0.1:P (the port picked by the kernel).
+        var mine = loopback(0);
+        const a = open_socket(linux.AF.INET, sock_type, &mine, @sizeOf(@TypeOf(mine)), flags, backlog);
+        try testing.expect(a >= 0);
+        defer _ = close(a);
+        const port = try port_of(a);
+        mine = loopback(port);
+        // Another process then joins the port at 0.0.0.0 (SO_REUSEPORT, the same user: the
+        // kernel lets it, our socket being SO_REUSEPORT too).
+        const foreign = socket(linux.AF.INET, sock_type, 0);
+        try testing.expect(foreign >= 0);
+        errdefer _ = close(foreign); // closed in the test (its fd number is then reused)
+        try testing.expectEqual(@as(i32, 0), set_int(foreign, linux.SOL.SOCKET, linux.SO.REUSEPORT, 1));
+        var any = loopback(port);
+        any.addr = 0;
+        try testing.expectEqual(@as(i32, 0), bind(foreign, &any, @sizeOf(@TypeOf(any))));
+        if (sock_type == linux.SOCK.STREAM) try testing.expectEqual(@as(usize, 0), linux.listen(foreign, 16));
+        // 0.0.0.0:P asked for: the trial fails on both sockets and ours overlaps the wildcard,
+        // but the wildcard itself is the other's: joining it would share its connections.
+        try testing.expectEqual(-@as(i32, @intFromEnum(linux.E.ADDRINUSE)), open_socket(linux.AF.INET, sock_type, &any, @sizeOf(@TypeOf(any)), flags, backlog));
+        // 127.0.0.1:P is still ours to share (the other's wildcard is a group of its own).
+        const b = open_socket(linux.AF.INET, sock_type, &mine, @sizeOf(@TypeOf(mine)), flags, backlog);
+        try testing.expect(b >= 0);
+        _ = close(b);
+        // Once the other is gone, 0.0.0.0:P may be taken.
+        _ = close(foreign);
+        const c = open_socket(linux.AF.INET, sock_type, &any, @sizeOf(@TypeOf(any)), flags, backlog);
+        try testing.expect(c >= 0);
+        _ = close(c);
+    }
 }
 
 test "Ip.overlaps: what a bind conflict means for IPv4, IPv6, wildcards and dual-stack" {
