@@ -212,21 +212,29 @@ export class StreamOutput implements ConnectionOutput {
     // no code of the caller's between the checks and the queueing. (Read twice, a getter that
     // threw escaped writev as a throw, and one that reset the connection left pieces queued on
     // a failed output and the promise waiting for a drain that never came.)
-    let pieces: WriteData[];
+    // Reading stops at the first piece that is not data: the pieces after it are never read
+    // (copied whole first, writev(new Array(2 ** 32 - 1)) took minutes and tens of GiB to fail).
+    const pieces: WriteData[] = [];
+    let bad: Error | undefined;
     try {
       const n = data.length;
-      pieces = new Array<WriteData>(n);
-      for (let i = 0; i < n; i++) pieces[i] = data[i]!;
+      for (let i = 0; i < n; i++) {
+        const piece = data[i]!;
+        bad = badData(piece, `writev: piece ${i}`);
+        if (bad !== undefined) break;
+        pieces.push(piece);
+      }
     } catch (err) {
       return rejectedHandled(err);
     }
     const e = this.refuse();
     if (e !== undefined) return rejectedHandled(e);
+    if (bad !== undefined) return rejectedHandled(bad);
     // All or nothing: a bad piece must not leave the ones before it queued, to be glued onto
-    // the next write.
+    // the next write. Checked again: a later piece's getter may have released an earlier one.
     for (let i = 0; i < pieces.length; i++) {
-      const bad = badData(pieces[i], `writev: piece ${i}`);
-      if (bad !== undefined) return rejectedHandled(bad);
+      const released = badData(pieces[i], `writev: piece ${i}`);
+      if (released !== undefined) return rejectedHandled(released);
     }
     this.mark();
     try {
