@@ -25,9 +25,24 @@ import type { PosixStack } from "./stack.ts";
 
 const ECANCELED = 125;
 const ECONNABORTED = 103;
-const EINTR = 4;
-const EPERM = 1;
-const EPROTO = 71;
+/**
+ * Accept errors of one peer, retried at once: a peer that gave up (ECONNABORTED), a firewall
+ * rule (EPERM), a signal, and the network errors accept(2) passes on from the new connection
+ * and says to retry like EAGAIN (EPROTO, ENOPROTOOPT, ENONET, ENETDOWN, ENETUNREACH,
+ * EHOSTDOWN, EHOSTUNREACH; not EOPNOTSUPP, which a socket that cannot accept answers forever).
+ */
+const PEER_ERRORS = new Set([
+  ECONNABORTED,
+  1, // EPERM
+  4, // EINTR
+  71, // EPROTO
+  92, // ENOPROTOOPT
+  64, // ENONET
+  100, // ENETDOWN
+  101, // ENETUNREACH
+  112, // EHOSTDOWN
+  113, // EHOSTUNREACH
+]);
 const IORING_ACCEPT_MULTISHOT = 1 << 0;
 /** Accepted fds parked past a limit before further ones are shed (closed). */
 const OVERFLOW_LIMIT = 64;
@@ -165,7 +180,7 @@ export class PosixListener implements Listener, Completable {
       } else {
         this.admit(res);
       }
-    } else if (res !== -ECANCELED && res !== -ECONNABORTED && res !== -EPROTO && res !== -EPERM && res !== -EINTR) {
+    } else if (res !== -ECANCELED && !PEER_ERRORS.has(-res)) {
       // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or the socket itself
       // failed (ENOTSOCK, EINVAL, EOPNOTSUPP...): retrying at once would spin. Pause, then try
       // again. (Not once accepting ended: the accept cancelled by abortAccept ends in EINVAL.)
@@ -176,8 +191,7 @@ export class PosixListener implements Listener, Completable {
         }).arm(BACKOFF_MS);
       }
     }
-    // ECANCELED, and the errors of one peer (ECONNABORTED from a peer that gave up, EPROTO, EPERM
-    // from a firewall rule), only end this shot.
+    // ECANCELED, and the errors of one peer (PEER_ERRORS), only end this shot.
     // A multishot armed with room to spare ends once the room is down to a backlog's worth: the
     // next accept is then one at a time.
     if (this.paused() || (this.acceptMultishot && this.acceptSlot >= 0 && !this.multishotFits())) this.cancelAccept();
