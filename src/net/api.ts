@@ -35,8 +35,9 @@ export function setNetworkStack(stack: NetworkStack): void {
  * recvBufferSize x recvBufferMax of address space is reserved, pages touched as buffers fill),
  * the UDP channels' datagram buffer count and cap (before the first UDP channel binds; each
  * buffer is 65,728 bytes, so the default cap of 1024 reserves 64 MiB, a shard without UDP
- * channels none), the zero-copy send threshold, and buffer poisoning (debug: recycled receive
- * buffers are filled with 0xDE so a view kept past its next read fails loudly). See
+ * channels none), the zero-copy send threshold, buffer poisoning (debug: recycled receive
+ * buffers are filled with 0xDE so a view kept past its next read fails loudly), and how many
+ * graceful closes may linger at once (lingerMax). See
  * PosixStackOptions. Throws InvalidArgumentError.
  */
 export function configureNet(options: PosixStackOptions): void {

@@ -415,6 +415,17 @@ export interface NetStats {
    */
   sendsZeroCopyCopied: number;
   timeouts: number;
+  /**
+   * Graceful closes lingering now: their FIN sent, waiting (up to closeTimeoutMs) for the peer
+   * to take what they sent, input discarded meanwhile (a plain close would reset a peer still
+   * sending, dropping the data). At most the stack's lingerMax at a time (configureNet).
+   */
+  closesLingering: number;
+  /**
+   * Graceful closes that did not linger because lingerMax were lingering already: closed at once,
+   * the kernel still sends what they queued (unless input arrives, which resets them).
+   */
+  closesNotLingered: number;
 }
 
 /** A network stack: the posix stack, or the native one later. */

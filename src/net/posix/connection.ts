@@ -188,6 +188,8 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
   private fdClosed = false;
   /** A lingering close sent its FIN and waits for the send queue to empty (see linger). */
   private lingerStarted = false;
+  /** This close counts in the stack's `lingering` (until its CLOSE is issued). */
+  private lingerHeld = false;
   private lingerTimer: Timer | undefined;
   /** The wait before the lingering close's next check (LINGER_POLL_MS, doubling). */
   private lingerPollMs = LINGER_POLL_MS;
@@ -685,6 +687,10 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
       this.lingerTimer.cancel();
       this.lingerTimer = undefined;
     }
+    if (this.lingerHeld) {
+      this.lingerHeld = false;
+      this.stack.lingering--;
+    }
     this.state = CLOSING_FD;
     this.r.prepare(IoOp.CLOSE, this.fd, 0, 0, 0, 0, new CloseHandler(this));
   }
@@ -710,7 +716,11 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     const left = this.closeTimeoutMs - (now() - this.closeStartedAt);
     if (left <= 0 || lingerStep(this.fd) <= 0) return false;
     if (!this.lingerStarted) {
+      // Each lingering close keeps a descriptor: past lingerMax, close as a plain close does.
+      if (!this.stack.mayLinger()) return false;
       this.lingerStarted = true;
+      this.lingerHeld = true;
+      this.stack.lingering++;
       if (!this.inputShutHere) shutdownSocket(this.fd, SHUT_WR);
     }
     this.lingerTimer = new Timer(() => {

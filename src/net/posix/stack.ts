@@ -137,6 +137,14 @@ export interface PosixStackOptions {
   zeroCopySendMin?: number | undefined;
   /** Poison recycled receive buffers (debug; default: SHOAL_DEBUG_POISON=1). */
   poisonBuffers?: boolean | undefined;
+  /**
+   * Graceful closes that may linger at once on this shard (integer >= 0, default 4096): each
+   * keeps its socket (a descriptor) until the peer has everything or closeTimeoutMs. Past it a
+   * close does not linger (the kernel still sends what was queued, as after a plain close), so
+   * that clients which never read what they asked for cannot make closed connections hold every
+   * descriptor. netStats(): closesLingering, closesNotLingered.
+   */
+  lingerMax?: number | undefined;
 }
 
 /** The operations the posix stack needs beyond the core set. */
@@ -185,7 +193,10 @@ export class PosixStack implements NetworkStack {
     sendsZeroCopy: 0,
     sendsZeroCopyCopied: 0,
     timeouts: 0,
+    closesNotLingered: 0,
   };
+  /** @internal Connections whose close lingers now (see PosixConnection.linger). */
+  lingering = 0;
   private config: { [K in keyof PosixStackOptions]-?: Exclude<PosixStackOptions[K], undefined> } = {
     recvBufferSize: 16384,
     recvBufferCount: 256,
@@ -194,6 +205,7 @@ export class PosixStack implements NetworkStack {
     udpRecvBufferMax: 1024,
     zeroCopySendMin: 65536,
     poisonBuffers: process.env["SHOAL_DEBUG_POISON"] === "1",
+    lingerMax: 4096,
   };
   private started = false;
   private growStep = 256;
@@ -268,6 +280,10 @@ export class PosixStack implements NetworkStack {
     }
     // Only a boolean says which: the string "false" turned poisoning on.
     const poison = booleanOption("configureNet", "poisonBuffers", o.poisonBuffers, c.poisonBuffers);
+    const lingerMax = o.lingerMax ?? c.lingerMax;
+    if (typeof lingerMax !== "number" || !Number.isSafeInteger(lingerMax) || lingerMax < 0) {
+      throw new InvalidArgumentError(`configureNet: lingerMax must be an integer >= 0, got ${describeValue(lingerMax)}`);
+    }
     c.recvBufferSize = size;
     c.recvBufferMax = max;
     c.recvBufferCount = count;
@@ -276,6 +292,7 @@ export class PosixStack implements NetworkStack {
     c.zeroCopySendMin = zeroCopySendMin;
     this.zeroCopySendMin = zeroCopySendMin;
     c.poisonBuffers = poison;
+    c.lingerMax = lingerMax;
     if (this.started) this.rx.poison = poison;
     if (this.udpRx !== undefined) this.udpRx.poison = poison;
   }
@@ -712,7 +729,16 @@ export class PosixStack implements NetworkStack {
       sendsZeroCopy: this.counters.sendsZeroCopy,
       sendsZeroCopyCopied: this.counters.sendsZeroCopyCopied,
       timeouts: this.counters.timeouts,
+      closesLingering: this.lingering,
+      closesNotLingered: this.counters.closesNotLingered,
     };
+  }
+
+  /** @internal Whether another close may linger now (lingerMax); counts one that may not. */
+  mayLinger(): boolean {
+    if (this.lingering < this.config.lingerMax) return true;
+    this.counters.closesNotLingered++;
+    return false;
   }
 }
 
