@@ -123,8 +123,10 @@ export class ShardServer {
     // Answers sent in place are native buffers, which the stack would send with zero-copy
     // (SEND_ZC) from 64 KiB: pages pinned until the peer's kernel let go of them, a second
     // completion per send, and nothing saved where the kernel copies anyway (a client on this
-    // host). Stock sends plainly too.
-    configureNet({ zeroCopySendMin: Infinity });
+    // host). Stock sends plainly too. Closes that linger (see serve()) no longer count against
+    // -c: at most this shard's share of -c of them at once, so that descriptors stay within
+    // twice -c whatever clients do.
+    configureNet({ zeroCopySendMin: Infinity, lingerMax: this.maxConns });
     const s = this.settings;
     const unixPath = s.unixSocket;
     if (unixPath !== null) {
