@@ -7,6 +7,8 @@
  *   git worktree add /tmp/before <commit> && ln -s $PWD/node_modules /tmp/before/ &&
  *     mkdir -p /tmp/before/zig-out && cp -r zig-out/lib /tmp/before/zig-out/   # or build it there
  *   bun bench/memcached/compare.bench.ts /tmp/before [shards=2] [value bytes=60000] [rounds=4]
+ *   MC_GET_RATIO=0.1 bun bench/memcached/compare.bench.ts ...   # a set-heavy load (get/set 1:9)
+ *   bun bench/memcached/compare.bench.ts stock [shards] ...       # against stock memcached -t shards
  */
 import { spawnSync } from "bun";
 import { build, measure, median, MCLOAD, ROOT, startServer, stopServer, type Server } from "./harness.ts";
@@ -15,6 +17,8 @@ const other = process.argv[2];
 const shards = Number(process.argv[3] ?? 2);
 const value = Number(process.argv[4] ?? 60_000);
 const rounds = Number(process.argv[5] ?? 4);
+/** The share of gets in the load (MC_GET_RATIO, default 0.9: get/set 9:1). */
+const getRatio = process.env["MC_GET_RATIO"] ?? "0.9";
 if (other === undefined || !(shards >= 1) || !(value >= 1) || !(rounds >= 1)) {
   throw new Error("usage: compare.bench.ts OTHER_CHECKOUT [shards] [value bytes] [rounds]");
 }
@@ -23,7 +27,8 @@ const roots = { before: `${other.replace(/\/$/, "")}/`, after: ROOT };
 type Which = keyof typeof roots;
 
 async function start(which: Which): Promise<Server> {
-  const s = await startServer("ours", shards, { root: roots[which] });
+  // OTHER_CHECKOUT "stock": stock memcached with as many threads as shards.
+  const s = which === "before" && other === "stock" ? await startServer("stock", shards) : await startServer("ours", shards, { root: roots[which] });
   const fill = spawnSync([MCLOAD, "-s", `127.0.0.1:${s.port}`, "-c", "8", "-k", "1000", "-V", String(value), "-P", "-D", "1", "-W", "0", "-j"], { stdout: "pipe", stderr: "pipe" });
   if (fill.exitCode !== 0) throw new Error(`${which}: prefill failed: ${fill.stderr.toString()}`);
   return s;
@@ -36,7 +41,7 @@ for (let r = 0; r < rounds; r++) {
   for (const which of order) {
     const s = await start(which);
     try {
-      const m = await measure(s, "mcload", ["-d", "4", "-r", "0.9", "-k", "1000", "-V", String(value)], { conns: 8, threads: 1, seconds: 4, warmup: 10 });
+      const m = await measure(s, "mcload", ["-d", "4", "-r", getRatio, "-k", "1000", "-V", String(value)], { conns: 8, threads: 1, seconds: 4, warmup: 10 });
       usPerOp[which].push(m.serverUsPerOp);
       opsPerS[which].push(m.opsPerS);
       console.log(`round ${r + 1} ${which.padEnd(6)} ${m.serverUsPerOp.toFixed(1)} µs/op  ${Math.round(m.opsPerS)} ops/s`);

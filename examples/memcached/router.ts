@@ -50,6 +50,8 @@ export const enum UnitKind {
    */
   TEXT_NOMEM = 7,
   BINARY_NOMEM = 8,
+  /** The batch ends here (a batch handed over in native memory may be followed by spare room). */
+  END = 9,
 }
 
 const SHARD_FAILED = new TextEncoder().encode("SERVER_ERROR the shard owning this key is unavailable\r\n");
@@ -137,6 +139,8 @@ export class Batch {
   private takenCount = 0;
   /** Binary units' opcode and opaque ([unit, opcode, opaque]...): what a failed unit answers to. */
   private binary: number[] | undefined;
+  /** The native memory `buf` views once the batch outgrew INLINE_MAX (see ensure). */
+  private request: NativeBuffer | undefined;
 
   constructor(dest: number) {
     this.dest = dest;
@@ -172,10 +176,24 @@ export class Batch {
     this.len += n;
   }
 
+  /**
+   * Room for `n` more bytes. Past INLINE_MAX the batch moves to native memory from the
+   * transfer cache, where it goes on growing and is handed over as it is (copying a large
+   * batch into a transfer buffer at send() was one more copy of every forwarded large value).
+   */
   private ensure(n: number): void {
     if (this.len + n <= this.buf.length) return;
     let size = Math.max(this.buf.length * 2, 64);
     while (size < this.len + n) size *= 2;
+    if (size > INLINE_MAX) {
+      const nb = transferBuffers.take(size);
+      if (this.len > 0) copyBytes(nb.bytes, 0, this.buf, 0, this.len);
+      if (this.request !== undefined) this.request.release();
+      else if (this.buf.length <= REQUEST_BUFFER_KEEP && this.buf !== EMPTY) freeRequestBuffers.push(this.buf);
+      this.request = nb;
+      this.buf = nb.bytes;
+      return;
+    }
     const b = new Uint8Array(size);
     b.set(this.buf.subarray(0, this.len));
     this.buf = b;
@@ -184,16 +202,23 @@ export class Batch {
   /** Sends the batch; `reply` resolves once the answer is split into units. */
   send(from: number): void {
     let payload: Uint8Array | NativeBuffer;
-    if (this.len > INLINE_MAX) {
-      const nb = transferBuffers.take(this.len);
-      nb.bytes.set(this.buf.subarray(0, this.len));
-      payload = nb;
+    const native = this.request !== undefined;
+    if (native) {
+      // Handed over whole: an END unit marks where the units stop in its spare room.
+      if (this.len < this.buf.length) {
+        this.ensure(6);
+        this.buf.fill(0, this.len, this.len + 6);
+        this.buf[this.len] = UnitKind.END;
+      }
+      payload = this.request!;
+      this.request = undefined;
     } else {
       payload = this.buf.subarray(0, this.len);
     }
     const sent = submitTo(this.dest, EXEC, from, payload) as Promise<Uint8Array | NativeBuffer>;
-    // The bytes were copied (ring or backlog): the buffer serves the next batch.
-    if (this.buf.length <= REQUEST_BUFFER_KEEP) freeRequestBuffers.push(this.buf);
+    // The bytes were copied (ring or backlog), or the native buffer handed over: a JS buffer
+    // serves the next batch.
+    if (!native && this.buf.length <= REQUEST_BUFFER_KEEP) freeRequestBuffers.push(this.buf);
     this.buf = EMPTY;
     this.len = 0;
     sent.then(
@@ -383,7 +408,7 @@ function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array
   out.reset();
   // Warm the caches for every text unit's keys first (their misses overlap), then run them.
   const store = engine.store;
-  for (let q = 0; q < bytes.length; ) {
+  for (let q = 0; q < bytes.length && bytes[q] !== UnitKind.END; ) {
     const n = u32le(bytes, q + 2);
     if (bytes[q]! <= UnitKind.TEXT_GET_PART && bytes[q + 1]! === Proto.TEXT) lookahead(store, 1, 0, bytes, q + 6, q + 6 + n);
     q += 6 + n;
@@ -421,6 +446,7 @@ function runUnits(from: number, bytes: Uint8Array, out: Out): void {
   let p = 0;
   while (p < bytes.length) {
     const kind = bytes[p]! as UnitKind;
+    if (kind === UnitKind.END) break;
     const proto = bytes[p + 1]! as Proto;
     const n = u32le(bytes, p + 2);
     const bodyStart = p + 6;

@@ -645,13 +645,15 @@ export class Session {
     return true;
   }
 
-  private finishForward(): void {
+  /** The unit is whole: what its buffer holds, then `tail[at..at+n)` (the rest of its value). */
+  private finishForward(tail?: Uint8Array, at = 0, n = 0): void {
     this.state = St.CMD;
     try {
       const unit = this.fwdUnit!.bytes();
       const b = this.engine.router!.batch(this.fwdDest);
-      const index = b.begin(this.fwdKind, this.fwdProto, unit.length);
+      const index = b.begin(this.fwdKind, this.fwdProto, unit.length + n);
       b.append(unit, 0, unit.length);
+      if (n > 0) b.append(tail!, at, at + n);
       if (this.fwdProto === Proto.BINARY) b.noteBinary(index, unit);
       addHole(this, b, index, this.fwdReads0);
     } finally {
@@ -767,14 +769,19 @@ export class Session {
         }
         case St.FORWARD: {
           const n = Math.min(this.fwdLeft, end - pos);
-          this.fwdUnit!.copy(buf, pos, n);
-          this.fwdLeft -= n;
-          pos += n;
-          if (this.fwdLeft === 0) {
-            this.finishForward();
-            this.afterValue();
-            this.counted();
+          if (n < this.fwdLeft) {
+            this.fwdUnit!.copy(buf, pos, n);
+            this.fwdLeft -= n;
+            pos += n;
+            continue;
           }
+          // The rest of the value is here: it goes into the batch from the input, not through
+          // the unit's buffer (one copy of every forwarded value fewer).
+          this.fwdLeft = 0;
+          this.finishForward(buf, pos, n);
+          pos += n;
+          this.afterValue();
+          this.counted();
           continue;
         }
         default:
