@@ -396,8 +396,11 @@ function remoteSession(from: number, proto: Proto): Session {
   return s;
 }
 
-/** Runs a batch of units from shard `from`; answers [u32 length][bytes] per unit. */
-function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array | NativeBuffer {
+/**
+ * @internal Runs a batch of units from shard `from`; answers [u32 length][bytes] per unit.
+ * The EXEC handler (exported for tests).
+ */
+export function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uint8Array | NativeBuffer {
   const engine = localEngine;
   if (engine === undefined) {
     if (payload instanceof NativeBuffer) payload.release();
