@@ -787,6 +787,62 @@ test "open_socket: another process's socket at the very address asked for is ref
     }
 }
 
+test "SockDiag.foreign reads the whole socket table: a dump over many recv() calls, IPv6 and v4-mapped rows, our own inodes left out" {
+    // Enough UDP sockets that the dump spans several 16 KiB reads (each row is 88 bytes).
+    const n = 600;
+    var fds: [n]i32 = undefined;
+    var ports: [n]u16 = undefined;
+    var opened: usize = 0;
+    defer for (fds[0..opened]) |fd| {
+        _ = close(fd);
+    };
+    while (opened < n) : (opened += 1) {
+        const fd = socket(linux.AF.INET, linux.SOCK.DGRAM, 0);
+        try testing.expect(fd >= 0);
+        var sa = loopback(0);
+        if (bind(fd, &sa, @sizeOf(@TypeOf(sa))) != 0) {
+            _ = close(fd);
+            return error.TestUnexpectedResult;
+        }
+        fds[opened] = fd;
+        ports[opened] = try port_of(fd);
+    }
+    var sa = loopback(0);
+    const want = Ip.of(&sa, false);
+    for (fds, ports) |fd, port| {
+        var w = want;
+        // Found by port and address (0 inodes of ours), and not once its inode is ours.
+        try testing.expect(SockDiag.foreign(linux.AF.INET, linux.IPPROTO.UDP, port, &.{}, w));
+        const ino = socket_inode(fd).?;
+        try testing.expect(!SockDiag.foreign(linux.AF.INET, linux.IPPROTO.UDP, port, &.{ino}, w));
+        // Another address on that port is not this socket.
+        w.bytes[15] = 2;
+        try testing.expect(!SockDiag.foreign(linux.AF.INET, linux.IPPROTO.UDP, port, &.{}, w));
+    }
+    // An IPv6 socket bound to the v4-mapped loopback is found as 127.0.0.1; [::1] as itself.
+    for ([_]u8{ 0xff, 0 }) |mapped| {
+        const fd = socket(linux.AF.INET6, linux.SOCK.STREAM, 0);
+        try testing.expect(fd >= 0);
+        defer _ = close(fd);
+        var a6 = std.mem.zeroInit(linux.sockaddr.in6, .{ .family = linux.AF.INET6 });
+        if (mapped != 0) {
+            a6.addr = .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 };
+        } else {
+            a6.addr[15] = 1;
+        }
+        try testing.expectEqual(@as(i32, 0), bind(fd, &a6, @sizeOf(@TypeOf(a6))));
+        try testing.expectEqual(@as(usize, 0), linux.listen(fd, 4));
+        var got: linux.sockaddr.in6 = undefined;
+        try testing.expect(local_address(fd, @ptrCast(&got), @sizeOf(linux.sockaddr.in6)) > 0);
+        const port = std.mem.bigToNative(u16, got.port);
+        a6.port = got.port;
+        const asked = if (mapped != 0) Ip.of(&loopback(port), false) else Ip.of(&a6, false);
+        try testing.expect(SockDiag.foreign(linux.AF.INET6, linux.IPPROTO.TCP, port, &.{}, asked));
+        try testing.expect(!SockDiag.foreign(linux.AF.INET, linux.IPPROTO.TCP, port, &.{}, asked));
+        try testing.expect(!SockDiag.foreign(linux.AF.INET6, linux.IPPROTO.TCP, port, &.{socket_inode(fd).?}, asked));
+    }
+}
+
 test "Ip.overlaps: what a bind conflict means for IPv4, IPv6, wildcards and dual-stack" {
     var v4: linux.sockaddr.in = loopback(1);
     const l4 = Ip.of(&v4, false);

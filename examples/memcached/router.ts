@@ -204,12 +204,9 @@ export class Batch {
     let payload: Uint8Array | NativeBuffer;
     const native = this.request !== undefined;
     if (native) {
-      // Handed over whole: an END unit marks where the units stop in its spare room.
-      if (this.len < this.buf.length) {
-        this.ensure(6);
-        this.buf.fill(0, this.len, this.len + 6);
-        this.buf[this.len] = UnitKind.END;
-      }
+      // Handed over whole: an END kind byte marks where the units stop in its spare room (the
+      // receivers read a unit's kind before its length; no room is needed past that byte).
+      if (this.len < this.buf.length) this.buf[this.len] = UnitKind.END;
       payload = this.request!;
       this.request = undefined;
     } else {
