@@ -243,6 +243,12 @@ export class Store {
   private readonly pageClass: Uint8Array;
   /** 1 for a page in the global pool (free, still counted in pagesMalloced). */
   private readonly inPool: Uint8Array;
+  /**
+   * When a chunk page joined its class (a count): the page mover takes the class's oldest, as
+   * stock's takes `slab_list[0]` (pages join at its end), whatever the pages' places.
+   */
+  private readonly pageSeq: Float64Array;
+  private pageSeqNext = 1;
   /** Pages of a multi-page item: at its first page, the run length; elsewhere 0. */
   private readonly pageRun: Int32Array;
   /** Large class only: 1 if the page holds (part of) an item, 0 if spare. */
@@ -423,6 +429,7 @@ export class Store {
     this.f64 = new Float64Array(ab, base, bytes / 8);
     this.pageClass = new Uint8Array(this.capacity);
     this.inPool = new Uint8Array(this.capacity);
+    this.pageSeq = new Float64Array(this.capacity);
     this.pageRun = new Int32Array(this.capacity);
     this.pageUsed = new Uint8Array(this.capacity);
     this.pageKind = new Uint8Array(this.capacity);
@@ -897,12 +904,16 @@ export class Store {
   /** Hands a page to a chunk class: its chunks go on the class's free list. */
   private assignPage(page: number, cls: number): void {
     this.pageClass[page] = cls;
+    this.pageSeq[page] = this.pageSeqNext++;
     this.classPages[cls]!++;
     const size = this.classSize[cls]!;
     const n = this.perSlab[cls]!;
     const start = page * PAGE_SIZE;
-    // Push in reverse so that chunks are handed out in address order.
-    for (let i = n - 1; i >= 0; i--) {
+    // Pushed in address order, as stock's split_slab_page_into_freelist frees them: the last
+    // chunk is handed out first. The page mover rescues a page's items from its start while its
+    // class has free chunks, so this order decides which of them survive a reassign (stock
+    // keeps the page's newest).
+    for (let i = 0; i < n; i++) {
       const ref = (start + i * size) >>> 3;
       this.mem[(ref << 3) + 28] = F_SLABBED;
       this.mem[(ref << 3) + 29] = 0;
@@ -1053,6 +1064,7 @@ export class Store {
       this.freeCount[large]!++;
     }
     this.pageClass[to] = cls;
+    this.pageSeq[to] = this.pageSeq[from]!; // the same page of its class, moved
     const pageRefs = PAGE_SIZE >>> 3;
     const lo = from * pageRefs;
     const hi = lo + pageRefs;
@@ -1726,8 +1738,12 @@ export class Store {
       this.inPool[page] = 0;
       this.poolPages--;
     } else {
-      for (let p = 0; p < this.highWater && page < 0; p++) {
-        if (this.pageClass[p] === src && !this.pageBusy(p)) page = p;
+      // The class's oldest page that holds no upload in progress (a chunk class's pages by
+      // when they joined it, as stock's slab_list; the large class's by place).
+      const bySeq = src !== this.large;
+      for (let p = 0; p < this.highWater; p++) {
+        if (this.pageClass[p] !== src || (page >= 0 && (!bySeq || this.pageSeq[p]! >= this.pageSeq[page]!))) continue;
+        if (!this.pageBusy(p)) page = p;
       }
       if (page < 0) return false;
       if (src === this.large) this.emptyLargePage(page);
