@@ -82,7 +82,7 @@ pub fn open_socket(domain: u32, sock_type: u32, addr: *const anyopaque, addr_len
             // One of ours overlaps, so the trial could not tell whether another process's holds
             // this very address too (127.0.0.1 held here, 0.0.0.0 asked for where another
             // server holds it): the kernel's socket table says who holds it.
-            if (SharedPorts.foreign_overlaps(sock_type, port, ip)) return in_use;
+            if (SharedPorts.foreign_holds(sock_type, port, ip)) return in_use;
         }
     }
     const fd = open_plain(domain, sock_type, addr, addr_len, flags, backlog);
@@ -147,7 +147,7 @@ const SharedPorts = struct {
     /// for our specific address, nor the other way round.) Asked of the kernel's socket table
     /// (NETLINK_SOCK_DIAG): TCP listeners, UDP sockets in any state. Where that table cannot be
     /// read, false (the permissive answer).
-    fn foreign_overlaps(sock_type: u32, port: u16, ip: Ip) bool {
+    fn foreign_holds(sock_type: u32, port: u16, ip: Ip) bool {
         var ours: std.ArrayListUnmanaged(u64) = .empty;
         defer ours.deinit(std.heap.page_allocator);
         for (rows.items) |r| {

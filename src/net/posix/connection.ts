@@ -689,7 +689,7 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     }
     if (this.lingerHeld) {
       this.lingerHeld = false;
-      this.stack.lingering--;
+      this.stack.endLinger();
     }
     this.state = CLOSING_FD;
     this.r.prepare(IoOp.CLOSE, this.fd, 0, 0, 0, 0, new CloseHandler(this));
@@ -717,10 +717,9 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     if (left <= 0 || lingerStep(this.fd) <= 0) return false;
     if (!this.lingerStarted) {
       // Each lingering close keeps a descriptor: past lingerMax, close as a plain close does.
-      if (!this.stack.mayLinger()) return false;
+      if (!this.stack.startLinger()) return false;
       this.lingerStarted = true;
       this.lingerHeld = true;
-      this.stack.lingering++;
       if (!this.inputShutHere) shutdownSocket(this.fd, SHUT_WR);
     }
     this.lingerTimer = new Timer(() => {

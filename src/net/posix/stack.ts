@@ -195,8 +195,8 @@ export class PosixStack implements NetworkStack {
     timeouts: 0,
     closesNotLingered: 0,
   };
-  /** @internal Connections whose close lingers now (see PosixConnection.linger). */
-  lingering = 0;
+  /** Connections whose close lingers now (see PosixConnection.linger). */
+  private lingering = 0;
   private config: { [K in keyof PosixStackOptions]-?: Exclude<PosixStackOptions[K], undefined> } = {
     recvBufferSize: 16384,
     recvBufferCount: 256,
@@ -734,11 +734,22 @@ export class PosixStack implements NetworkStack {
     };
   }
 
-  /** @internal Whether another close may linger now (lingerMax); counts one that may not. */
-  mayLinger(): boolean {
-    if (this.lingering < this.config.lingerMax) return true;
-    this.counters.closesNotLingered++;
-    return false;
+  /**
+   * @internal A close asks to linger: true, and counted until endLinger(), while fewer than
+   * lingerMax do; else false (counted in closesNotLingered).
+   */
+  startLinger(): boolean {
+    if (this.lingering >= this.config.lingerMax) {
+      this.counters.closesNotLingered++;
+      return false;
+    }
+    this.lingering++;
+    return true;
+  }
+
+  /** @internal A close that startLinger() let linger issued its CLOSE. */
+  endLinger(): void {
+    this.lingering--;
   }
 }
 

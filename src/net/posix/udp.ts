@@ -306,15 +306,13 @@ export class PosixUdpChannel implements UdpChannel, Completable {
     if (this.queued > 0) return Promise.resolve(this.take());
     if (this.closing !== undefined) return Promise.resolve(null);
     if (signal?.aborted) return Promise.reject(new AbortError("receive was aborted", { cause: signal.reason }));
-    if (this.recvStopped) {
-      // This call sees the failure: receiving resumes (one re-arm per receive() at most).
-      this.recvStopped = false;
-      const e = this.recvError;
-      this.recvError = undefined;
-      if (this.recvSlot < 0) this.maybeRearm();
-      if (e !== undefined) return Promise.reject(e);
-    }
+    // After a failed receive this call sees the failure, and receiving resumes (one re-arm per
+    // receive() at most).
+    const failed = this.recvStopped ? this.recvError : undefined;
+    this.recvStopped = false;
+    this.recvError = undefined;
     if (this.recvSlot < 0) this.maybeRearm();
+    if (failed !== undefined) return Promise.reject(failed);
     return new Promise<Datagram | null>((resolve, reject) => {
       const w: NonNullable<PosixUdpChannel["waiter"]> = { resolve, reject, signal };
       if (signal !== undefined) {
