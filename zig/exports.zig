@@ -95,7 +95,10 @@ export fn shoal_reactor_msg_wake(handle: usize, target_ring: i32, target_eventfd
     return r.msg_wake(target_ring, target_eventfd);
 }
 
+/// Wakes the reactor whose eventfd is `eventfd`: -EINVAL, writing nothing, for a number that is
+/// no live reactor's eventfd (the 8-byte counter went into whatever file it named).
 export fn shoal_eventfd_wake(eventfd: i32) i32 {
+    if (!Reactor.owns_eventfd(eventfd)) return -@as(i32, @intFromEnum(std.os.linux.E.INVAL));
     return Reactor.wake(eventfd);
 }
 
@@ -168,4 +171,25 @@ test "reactor exports given a null, stray or destroyed handle answer -EBADF (or 
     try std.testing.expectEqual(ebadf_rc, shoal_reactor_turn(r, 0, 0, 0));
     // No result slot for the probe: nothing written, no crash.
     shoal_probe(null, null, 0);
+}
+
+test "shoal_eventfd_wake writes only a live reactor's eventfd: a pipe, or a destroyed reactor's number, gets nothing" {
+    const linux = std.os.linux;
+    const einval = -@as(i32, @intFromEnum(linux.E.INVAL));
+    var fds: [2]i32 = undefined;
+    try std.testing.expectEqual(@as(usize, 0), linux.pipe2(&fds, .{ .CLOEXEC = true, .NONBLOCK = true }));
+    defer _ = linux.close(fds[0]);
+    defer _ = linux.close(fds[1]);
+    // Not an eventfd: refused, and the pipe stays empty (it used to receive the 8-byte counter).
+    try std.testing.expectEqual(einval, shoal_eventfd_wake(fds[1]));
+    try std.testing.expectEqual(einval, shoal_eventfd_wake(-1));
+    var byte: [16]u8 = undefined;
+    try std.testing.expectEqual(linux.E.AGAIN, linux.E.init(linux.read(fds[0], &byte, byte.len)));
+    // A live reactor's eventfd is woken.
+    const h = @intFromPtr(shoal_reactor_create(8, 16, null) orelse return error.CreateFailed);
+    const efd = shoal_reactor_info(h).?.eventfd;
+    try std.testing.expectEqual(@as(i32, 0), shoal_eventfd_wake(efd));
+    shoal_reactor_destroy(h);
+    // Once it is destroyed its number is nobody's eventfd (it may be reused by any file).
+    try std.testing.expectEqual(einval, shoal_eventfd_wake(efd));
 }

@@ -140,11 +140,22 @@ fn table_claim() ?*Reactor {
     return null;
 }
 
+fn table_index(self: *const Reactor) usize {
+    return (@intFromPtr(self) - @intFromPtr(&table)) / @sizeOf(Reactor);
+}
+
 fn table_release(self: *Reactor) void {
-    const index = (@intFromPtr(self) - @intFromPtr(&table)) / @sizeOf(Reactor);
+    const index = table_index(self);
     assert(table_state[index].load(.monotonic) == slot_live);
     table_state[index].store(slot_free, .release);
 }
+
+/// The eventfd of each live reactor by table slot (-1: none), side by side so that `owns_eventfd`
+/// reads 4 KiB rather than a cache line of every reactor. Written by the slot's owner only.
+var table_eventfds: [table_capacity]std.atomic.Value(i32) = @splat(.init(-1));
+/// One past the highest slot whose eventfd was ever set: `owns_eventfd` scans only that far (the
+/// slots of this process's shards, not the whole table, on a wake's path).
+var table_eventfds_high: std.atomic.Value(u32) = .init(0);
 
 pub const Reactor = struct {
     /// Aligned (so the whole struct is, and sized to match) to a pair of cache lines: reactors
@@ -228,6 +239,8 @@ pub const Reactor = struct {
         const efd = linux.eventfd(0, linux.EFD.CLOEXEC | linux.EFD.NONBLOCK);
         if (linux.E.init(efd) != .SUCCESS) return error.EventFd;
         self.eventfd = @intCast(efd);
+        table_eventfds[table_index(self)].store(self.eventfd, .release);
+        _ = table_eventfds_high.fetchMax(@intCast(table_index(self) + 1), .release);
         self.counters = .{};
         self.wake_buffer = 0;
         self.wake_armed = false;
@@ -254,6 +267,8 @@ pub const Reactor = struct {
     pub fn destroy(self: *Reactor) void {
         const allocator = std.heap.page_allocator;
         self.ring.deinit();
+        // Forgotten before it is closed: from then on its number may name another file.
+        table_eventfds[table_index(self)].store(-1, .release);
         _ = linux.close(self.eventfd);
         allocator.free(self.ops);
         allocator.free(self.cqes);
@@ -618,6 +633,19 @@ pub const Reactor = struct {
         sqe.user_data = msg_wake_tag | @as(u64, @intCast(target_eventfd));
         self.counters.ring_wakes_sent += 1;
         return 0;
+    }
+
+    /// True if `fd` is the eventfd of a live reactor of this process (any thread's). A wake
+    /// from JS names its target by this number: anything else (a socket, a pipe, a file, stdout)
+    /// would get the 8-byte counter written into it. A scan of the slots used so far (at most
+    /// 4 KiB), no system call.
+    pub fn owns_eventfd(fd: i32) bool {
+        if (fd < 0) return false;
+        const used = table_eventfds_high.load(.acquire);
+        for (table_eventfds[0..used]) |*e| {
+            if (e.load(.acquire) == fd) return true;
+        }
+        return false;
     }
 
     /// Wakes this reactor if it sleeps in `turn`; safe from any thread.

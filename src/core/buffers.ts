@@ -33,39 +33,77 @@ export interface BufferHome {
 /**
  * A buffer in native memory. `bytes` views it without copying; `address` is what the kernel
  * gets. Valid until `release()`; an in-flight operation pins it so release waits for the kernel.
+ * Its identity (view, address, length, home) is fixed: they are read-only accessors, since the
+ * reactor hands `address` and `length` to the kernel and release() unmaps or recycles by them (a
+ * plain field let `buf.length = n` have a read run past the buffer into its neighbours).
  */
 export class NativeBuffer {
-  /** Zero-copy view of the buffer's memory. Do not keep it past release(). */
-  readonly bytes: Uint8Array;
-  readonly address: number;
-  readonly length: number;
-  /** @internal Where the buffer goes back on recycle (its pool or cache); null: unmapped. */
-  pool: BufferHome | null;
-  /** @internal */ index: number;
-  /** @internal */ released = false;
-  /** @internal */ pins = 0;
-  /** @internal */ deferredRecycle = false;
-  /** @internal Bytes to unmap for a standalone buffer (huge-page mappings round up to 2 MiB). */
-  mappedLength: number;
+  readonly #bytes: Uint8Array;
+  readonly #address: number;
+  readonly #length: number;
+  readonly #mappedLength: number;
+  readonly #pool: BufferHome | null;
+  readonly #index: number;
+  #released = false;
+  #pins = 0;
+  #deferredRecycle = false;
 
-  /** @internal */
-  constructor(bytes: Uint8Array, address: number, pool: BufferHome | null, index: number) {
-    this.bytes = bytes;
-    this.address = address;
-    this.length = bytes.length;
-    this.mappedLength = bytes.length;
-    this.pool = pool;
-    this.index = index;
+  /**
+   * @internal `mappedLength`: bytes to unmap for a standalone buffer (pool null; huge-page
+   * mappings round up to 2 MiB), default `bytes.length`.
+   */
+  constructor(bytes: Uint8Array, address: number, pool: BufferHome | null, index: number, mappedLength = bytes.length) {
+    this.#bytes = bytes;
+    this.#address = address;
+    this.#length = bytes.length;
+    this.#mappedLength = mappedLength;
+    this.#pool = pool;
+    this.#index = index;
+  }
+
+  /** Zero-copy view of the buffer's memory. Do not keep it past release(). */
+  get bytes(): Uint8Array {
+    return this.#bytes;
+  }
+
+  /** The native address of the first byte (what the kernel gets). */
+  get address(): number {
+    return this.#address;
+  }
+
+  /** Bytes in the buffer. */
+  get length(): number {
+    return this.#length;
+  }
+
+  /** @internal Bytes to unmap for a standalone buffer. */
+  get mappedLength(): number {
+    return this.#mappedLength;
+  }
+
+  /** @internal Where the buffer goes back on recycle (its pool or cache); null: unmapped. */
+  get pool(): BufferHome | null {
+    return this.#pool;
+  }
+
+  /** @internal Its slot in its pool (a BufferCache: its size class). */
+  get index(): number {
+    return this.#index;
+  }
+
+  /** @internal Operations in flight that use the buffer. */
+  get pins(): number {
+    return this.#pins;
   }
 
   /** True once release() was called. */
   get isReleased(): boolean {
-    return this.released;
+    return this.#released;
   }
 
   /** Throws ClosedError if the buffer was released. Cost: one branch. */
   check(what = "buffer"): void {
-    if (this.released) throw new ClosedError(`${what} was already released`, "ERR_BUFFER_RELEASED");
+    if (this.#released) throw new ClosedError(`${what} was already released`, "ERR_BUFFER_RELEASED");
   }
 
   /**
@@ -74,9 +112,9 @@ export class NativeBuffer {
    */
   release(): void {
     this.check();
-    this.released = true;
-    if (this.pins > 0) {
-      this.deferredRecycle = true;
+    this.#released = true;
+    if (this.#pins > 0) {
+      this.#deferredRecycle = true;
       return;
     }
     this.recycle();
@@ -84,29 +122,29 @@ export class NativeBuffer {
 
   /** @internal Called by the reactor when an operation starts using the buffer. */
   pin(): void {
-    this.pins++;
+    this.#pins++;
   }
 
   /** @internal Called when the kernel's completion for an operation using the buffer arrived. */
   unpin(): void {
     // One unpin too many must not leave the count below zero: the next operation's pin would
     // then read 0 and a release during it would recycle memory the kernel still writes to.
-    if (this.pins <= 0) return;
-    this.pins--;
-    if (this.pins === 0 && this.deferredRecycle) {
-      this.deferredRecycle = false;
+    if (this.#pins <= 0) return;
+    this.#pins--;
+    if (this.#pins === 0 && this.#deferredRecycle) {
+      this.#deferredRecycle = false;
       this.recycle();
     }
   }
 
   private recycle(): void {
-    if (poisonOnRelease) this.bytes.fill(POISON_BYTE);
-    if (this.pool) this.pool.recycle(this);
-    else unmapViewed(this.bytes.buffer as ArrayBuffer, this.address, this.mappedLength);
+    if (poisonOnRelease) this.#bytes.fill(POISON_BYTE);
+    if (this.#pool) this.#pool.recycle(this);
+    else unmapViewed(this.#bytes.buffer as ArrayBuffer, this.#address, this.#mappedLength);
   }
 
   [Symbol.dispose](): void {
-    if (!this.released) this.release();
+    if (!this.#released) this.release();
   }
 }
 
@@ -171,9 +209,7 @@ export function allocateAlignedBuffer(size: number, alignment = 4096, options: A
   const huge = options.hugePages === true;
   const address = mapOrThrow(size, "allocateAlignedBuffer", huge);
   const bytes = new Uint8Array(nativeView(address, size));
-  const buffer = new NativeBuffer(bytes, address, null, -1);
-  if (huge) buffer.mappedLength = Math.ceil(size / HUGE_PAGE_SIZE) * HUGE_PAGE_SIZE;
-  return buffer;
+  return new NativeBuffer(bytes, address, null, -1, huge ? Math.ceil(size / HUGE_PAGE_SIZE) * HUGE_PAGE_SIZE : size);
 }
 
 export interface BufferPoolOptions {
@@ -206,16 +242,20 @@ export class BufferPool {
     if (options === null || typeof options !== "object") {
       throw new InvalidArgumentError("BufferPool: options { bufferSize, count, alignment? } are required");
     }
+    // Each option is read once: a getter answering differently on each read gave views of one
+    // size laid out at the stride of another (buffers that overlapped their neighbours).
+    const bufferSize = options.bufferSize;
+    const count = options.count;
     const alignment = options.alignment ?? 64;
-    checkSize("bufferSize", options.bufferSize, 1);
-    checkSize("count", options.count, 1);
+    checkSize("bufferSize", bufferSize, 1);
+    checkSize("count", count, 1);
     checkSize("alignment", alignment, 1);
     if ((alignment & (alignment - 1)) !== 0 || alignment > 4096) {
       throw new InvalidArgumentError(`alignment must be a power of two <= 4096, got ${describeValue(alignment)}`);
     }
-    this.bufferSize = options.bufferSize;
-    this.count = options.count;
-    this.stride = Math.ceil(options.bufferSize / alignment) * alignment;
+    this.bufferSize = bufferSize;
+    this.count = count;
+    this.stride = Math.ceil(bufferSize / alignment) * alignment;
     this.regionBytes = this.stride * this.count;
     checkViewable("BufferPool: bufferSize x count", this.regionBytes);
     // The bookkeeping first: when it cannot be allocated (2^31 one-byte buffers: an 8 GiB free

@@ -84,8 +84,14 @@ function abiMismatch(path: string, version: number): StartupError {
   );
 }
 
-/** A long-lived view of `length` bytes of native memory. Create once, then slice. */
+/**
+ * A long-lived view of `length` bytes of native memory. Create once, then slice. Zero bytes are
+ * an empty ArrayBuffer: bun:ffi refuses a view of 0 bytes (a TypeError), and an empty buffer is
+ * legitimate (dmaRead at the end of a file; handed over, its receiver's decode threw and the
+ * buffer stayed lent for good).
+ */
 export function nativeView(address: number | Pointer, length: number): ArrayBuffer {
+  if (length === 0) return new ArrayBuffer(0);
   return toArrayBuffer(address as Pointer, 0, length);
 }
 
