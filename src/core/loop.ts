@@ -281,15 +281,17 @@ function runLoop(): void {
   running = true;
   loopState.idle = false;
   const sliceStart = performance.now();
-  if (yieldedAt !== 0) {
-    // Bun's event loop ran between the yield and now: its callbacks (a setTimeout, a Bun.file
-    // continuation, a Bun.serve handler) block the shard as much as a task would.
-    const blocked = sliceStart - yieldedAt;
-    yieldedAt = 0;
-    if (blocked >= loopState.blockedNotifyMs) reportBlocked("outside Shoal's tasks (in callbacks run by Bun's event loop)", blocked);
-  }
-  if (sliceStart >= nextHeapCheck) checkHeap(sliceStart);
+  // Everything from here is inside the `try`: a throw before it left `running` set for good,
+  // and nothing of Shoal's ran again.
   try {
+    if (yieldedAt !== 0) {
+      // Bun's event loop ran between the yield and now: its callbacks (a setTimeout, a Bun.file
+      // continuation, a Bun.serve handler) block the shard as much as a task would.
+      const blocked = sliceStart - yieldedAt;
+      yieldedAt = 0;
+      if (blocked >= loopState.blockedNotifyMs) reportBlocked("outside Shoal's tasks (in callbacks run by Bun's event loop)", blocked);
+    }
+    if (sliceStart >= nextHeapCheck) checkHeap(sliceStart);
     for (;;) {
       loopStats.turns++;
       // Clock reads cost ~30 ns each here: one per turn start, one per batch end, one after a
@@ -351,10 +353,22 @@ function runLoop(): void {
         hooked = true;
         for (let i = 0; i < sleepHooks.length; i++) if (sleepHooks[i]!.beforeSleep()) waitUs = 0;
       }
-      const completions = r.turn(waitUs, loopState.lastClock);
-      if (hooked) for (let i = 0; i < sleepHooks.length; i++) sleepHooks[i]!.afterSleep();
-      // After a sleep time moved; after a poll the turn start is close enough.
-      let after = waitUs > 0 ? performance.now() : loopState.lastClock;
+      let completions: number;
+      if (!hooked) {
+        completions = r.turn(waitUs, loopState.lastClock);
+      } else {
+        // A failed enter (thrown) must still clear what beforeSleep published: left "asleep",
+        // the shard had every message from other shards wake it with a syscall meanwhile.
+        try {
+          completions = r.turn(waitUs, loopState.lastClock);
+        } finally {
+          for (let i = 0; i < sleepHooks.length; i++) sleepHooks[i]!.afterSleep();
+        }
+      }
+      // After a sleep time moved, for now() too: continuations of what the sleep brought
+      // (settled below) read the time before it, as stale as the slice was long (up to
+      // 50 ms). After a poll the turn start is close enough.
+      let after = waitUs > 0 ? updateClock() : loopState.lastClock;
       if (r.settledInline) {
         r.settledInline = false;
         after = drainSettled(after);

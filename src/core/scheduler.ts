@@ -279,6 +279,9 @@ function runBatch(g: SchedulingGroup, deadline: number): number {
     const e = entries[i]!;
     entries[i] = undefined as unknown as Entry;
     ran++;
+    // Counted off before it runs: nothing that escapes the batch can leave the count above the
+    // entries queued (the loop then spun, never sleeping and never letting the process exit).
+    readyCount--;
     try {
       if (typeof e === "function") e();
       else e.complete(argA[i]!, argB[i]!);
@@ -287,7 +290,6 @@ function runBatch(g: SchedulingGroup, deadline: number): number {
     }
     if (performance.now() >= deadline) break;
   }
-  readyCount -= ran;
   return ran;
 }
 
@@ -296,6 +298,21 @@ function reportTaskError(g: SchedulingGroup, err: unknown): void {
   // with its group. The thrown value itself is kept: tagged when it is an Error that can take
   // a property, else the cause of an Error that says what was thrown (a frozen Error or a plain
   // object was lost: a TypeError from the tagging, or "[object Object]").
+  let surfaced: Error;
+  try {
+    surfaced = taggedTaskError(g, err);
+  } catch {
+    // The value fought being looked at (a Proxy's trap, a throwing getter, a read-only
+    // `schedulingGroup`): what that threw escaped the batch, instead of the task's own error.
+    surfaced = new Error(`a task in scheduling group "${g.name}" threw a value that could not be inspected`, { cause: err });
+    (surfaced as Error & { schedulingGroup?: string }).schedulingGroup = g.name;
+  }
+  queueMicrotask(() => {
+    throw surfaced;
+  });
+}
+
+function taggedTaskError(g: SchedulingGroup, err: unknown): Error {
   let surfaced: Error;
   if (err instanceof Error && Object.isExtensible(err)) {
     surfaced = err;
@@ -306,9 +323,7 @@ function reportTaskError(g: SchedulingGroup, err: unknown): void {
     surfaced = new Error(`a task in scheduling group "${g.name}" threw ${what}`, { cause: err });
   }
   (surfaced as Error & { schedulingGroup?: string }).schedulingGroup = g.name;
-  queueMicrotask(() => {
-    throw surfaced;
-  });
+  return surfaced;
 }
 
 /**
@@ -336,10 +351,10 @@ export function runReadyTasks(now?: number): number {
     const took = end - start;
     g.runtimeMs += took;
     g.vruntime += took / g.shares;
-    if (took >= loopState.blockedNotifyMs) reportStall(g, took);
     if (g.head >= g.entries.length) deactivate(g);
     else if (g.head > 1024 && g.head * 2 > g.entries.length) compact(g);
     advanceMinVruntime(g);
+    if (took >= loopState.blockedNotifyMs) reportStall(g, took);
     if (end - phaseStart >= quota) break;
     start = end;
   }
@@ -359,6 +374,10 @@ export function drainSettled(start: number): number {
   const took = end - start;
   g.runtimeMs += took;
   g.vruntime += took / g.shares;
+  // Raised as after any batch: a group waking from idle is levelled against this time too (left
+  // out, a group made after the default one had run on I/O continuations alone woke with
+  // all of that time as credit, and kept the default group from running for as long).
+  advanceMinVruntime(g);
   if (took >= loopState.blockedNotifyMs) reportStall(g, took);
   return end;
 }
@@ -402,8 +421,17 @@ function reportLimited(where: string, tookMs: number, limit: StallLimit): void {
   const suppressed = limit.stallReportsSuppressed;
   limit.stallReportsSuppressed = 0;
   limit.lastStallReport = now;
-  loopState.report(
+  const msg =
     `shoal: reactor stalled for ${tookMs.toFixed(1)} ms ${where}` +
-      ` (threshold ${loopState.blockedNotifyMs} ms${suppressed ? `; ${suppressed} more stall(s) not reported` : ""})`,
-  );
+    ` (threshold ${loopState.blockedNotifyMs} ms${suppressed ? `; ${suppressed} more stall(s) not reported` : ""})`;
+  try {
+    loopState.report(msg);
+  } catch (err) {
+    // A failing log sink surfaces like a task's error: thrown through the loop, it cut the
+    // batch's bookkeeping short (an emptied group stayed marked active, so work queued on it
+    // later never started a stopped loop).
+    queueMicrotask(() => {
+      throw err;
+    });
+  }
 }

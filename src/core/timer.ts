@@ -11,9 +11,9 @@ import { ensureLoopRunning } from "./loop.ts";
 let lowres = performance.now();
 
 /**
- * A cheap monotonic clock in ms, updated once per loop turn (reads cost ~1 ns) and whenever the
- * loop hands over to Bun's event loop; while the loop is stopped or parked (nothing of Shoal's
- * running), each read takes a fresh time.
+ * A cheap monotonic clock in ms, updated once per loop turn (reads cost ~1 ns), after the loop
+ * slept in the kernel, and whenever the loop hands over to Bun's event loop; while the loop is
+ * stopped or parked (nothing of Shoal's running), each read takes a fresh time.
  */
 export function now(): number {
   return loopState.idle ? (lowres = performance.now()) : lowres;
@@ -161,9 +161,13 @@ export class Timer implements Completable {
     const gen = this.fireGeneration;
     if (this.period > 0) {
       // Periodic timers keep their phase; a late loop skips missed periods rather than bursting.
-      let next = this.deadline + this.period;
+      // The next deadline is the first one of the phase after now (t + period shifted the
+      // phase by however late this loop was).
+      const period = this.period;
+      let next = this.deadline + period;
       const t = performance.now();
-      if (next <= t) next = t + this.period;
+      if (next <= t) next += Math.ceil((t - next) / period) * period;
+      if (next <= t) next += period; // t on the grid exactly, or rounding
       this.deadline = next;
       this.seq = sequence++;
       push(this);
