@@ -53,18 +53,150 @@ interface ListeningEntry {
   channel?: UdpChannel;
 }
 
-/** One connection's state on this shard. */
-interface Conn {
-  id: number;
-  connection: Connection;
-  session: Session;
-  lastCmd: number;
-}
-
 /** Options of a shard server. */
 export interface ShardServerOptions {
   shards: number;
   shardId: number;
+}
+
+/**
+ * One client connection on this shard: its session, and what its input calls with each received
+ * range (push mode: each chunk is parsed and answered straight from its completion, with no
+ * promise or task per request; only a cross-shard command or a slow reader returns a promise,
+ * which holds further chunks until it settles). One object per connection whose methods are
+ * shared: closures made per connection cost an idle one about half a KiB.
+ */
+class Client {
+  /** rel_time of the last command (stats conns' secs_since_last_cmd). */
+  lastCmd: number;
+  /** The receiver receiveRanges() calls: data() bound to this client. */
+  readonly onData: (buf: Uint8Array, start: number, end: number) => Promise<void | Stop> | Stop | undefined;
+  /** answer() bound, made the first time this connection waits for other shards. */
+  private afterFill: (() => Promise<void> | Stop | undefined) | undefined;
+
+  constructor(
+    readonly id: number,
+    readonly connection: Connection,
+    readonly session: Session,
+    private readonly engine: Engine,
+    private readonly sharedOut: Out,
+  ) {
+    this.lastCmd = engine.clock.now;
+    this.onData = this.data.bind(this);
+  }
+
+  private data(buf: Uint8Array, start: number, end: number): Promise<void | Stop> | Stop | undefined {
+    const session = this.session;
+    // The first delivery after a batch of receives warms the caches for all of its keys.
+    this.engine.store.warm();
+    try {
+      session.feed(buf, start, end);
+    } catch (e) {
+      // Nothing half-rendered may stay in the shared buffer for the next connection.
+      session.out.reset();
+      throw e;
+    }
+    const sent = this.respond();
+    return sent === STOP_RECEIVING || !session.paused ? sent : this.resumeAfter(sent);
+  }
+
+  /** Sends what the last feed or resume rendered: after the other shards' answers, if it asked them. */
+  private respond(): Promise<void | Stop> | Stop | undefined {
+    const session = this.session;
+    this.lastCmd = this.engine.clock.now;
+    if (session.holes.length > 0) {
+      // Output waits for other shards past this call: into the session's own buffer.
+      session.detachOut();
+      // The other shards' answers go in first, then answer() sends what stock would have
+      // sent by now: up to the last send point (a get, a binary error...) when a value is
+      // still arriving (a forwarded set waiting for its data has no hole yet: it is not
+      // disturbed), or, on an abort, what came before it, the other shards' answers
+      // included (one of them may be a send point itself: a binary error).
+      return fillHoles(session).then<void | Stop>((this.afterFill ??= () => this.answer()));
+    }
+    return this.answer();
+  }
+
+  /**
+   * Writes the responses of what was fed: a promise while the peer is slow to read,
+   * STOP_RECEIVING once the connection is done (quit, a fatal protocol error): receiving ends
+   * there, and the connection closes after what was written.
+   */
+  private answer(): Promise<void> | Stop | undefined {
+    const session = this.session;
+    const output = this.connection.output;
+    const stats = this.engine.stats;
+    if (session.abort) {
+      if (session.keep > 0) {
+        stats.bytes_written += session.keep;
+        void output.write(session.out.buf.subarray(0, session.keep));
+      }
+      session.out.reset();
+      return STOP_RECEIVING;
+    }
+    const out = session.out;
+    let p: Promise<void> | undefined;
+    // Waiting for a value, stock sends nothing: what came after its last send point waits.
+    const send = session.midValue ? session.keep : out.pos;
+    let given: NativeBuffer | undefined;
+    let fresh: NativeBuffer | undefined;
+    if (send > 0) {
+      stats.bytes_written += send;
+      let w: Promise<void>;
+      if (send >= HANDOFF_MIN && out.native !== undefined) {
+        // A large answer leaves in place, from the native buffer it was rendered in (the
+        // output pins it until the kernel took it); `out` goes on in a fresh one. Copying it
+        // into send memory cost as much as rendering it (a 60 KB value: ~25% of the CPU).
+        // The shared buffer keeps its size for the next burst; an own one needs room only
+        // for what follows `send` (it is given up once emptied).
+        fresh = out.spare(out === this.sharedOut ? send : out.pos - send);
+        given = out.native;
+        w = output.write(given, 0, send);
+      } else {
+        w = output.write(out.buf, 0, send);
+      }
+      if (output.buffered > WRITE_HIGH_WATER) p = w;
+    }
+    // What was sent is gone from `out`; `keep` counts from the new start (0).
+    if (given !== undefined) {
+      // `out` goes on in a fresh buffer with what came after `send`; the given one goes back
+      // to the cache once the kernel has sent it.
+      session.handOff(send, fresh!);
+      given.release();
+    } else {
+      session.holdFrom(send);
+    }
+    session.attachOut();
+    // A metadump's answer is written: the next one may start once this one is sent (stock's
+    // crawler is busy until it wrote the dump to its client).
+    if (session.holdsDump) {
+      const release = session.passDump();
+      output.flush().then(release, release);
+    }
+    if (session.closeAfterWrite) return STOP_RECEIVING;
+    return p;
+  }
+
+  /**
+   * The session paused (PAUSE_BYTES rendered): once what it rendered is sent and the peer has
+   * taken enough of it (below the output's high-water mark), it resumes; until it is done,
+   * no more input is delivered (the stack stops receiving at its pause mark).
+   */
+  private async resumeAfter(sent: Promise<void | Stop> | undefined): Promise<void | Stop> {
+    const session = this.session;
+    let p: Promise<void | Stop> | Stop | undefined = sent;
+    for (;;) {
+      if (p !== undefined && (await p) === STOP_RECEIVING) return STOP_RECEIVING;
+      if (!session.paused) return;
+      try {
+        session.resume();
+      } catch (e) {
+        session.out.reset();
+        throw e;
+      }
+      p = this.respond();
+    }
+  }
 }
 
 /** The memcached server of one shard. */
@@ -73,7 +205,9 @@ export class ShardServer {
   readonly settings: Settings;
   private listeners: Listener[] = [];
   private udp: UdpChannel[] = [];
-  private readonly conns = new Map<number, Conn>();
+  private readonly conns = new Map<number, Client>();
+  /** What every connection's input is asked to call ahead of delivery: the store's cache warming. */
+  private readonly receiveOptions: { lookahead: (buf: Uint8Array, start: number, end: number) => void };
   private nextId = 1;
   /**
    * Native memory for the response buffer this shard's connections share: a large answer is
@@ -109,6 +243,8 @@ export class ShardServer {
     // as SIGTERM does; stock exits too (SIGINT for "shutdown", SIGUSR1 for "shutdown graceful").
     this.engine.onShutdown = () => process.kill(process.pid, "SIGTERM");
     this.maxConns = Math.max(1, Math.ceil(settings.maxConns / options.shards));
+    const { store, shards, shardId } = this.engine;
+    this.receiveOptions = { lookahead: (buf, start, end) => lookahead(store, shards, shardId, buf, start, end) };
   }
 
   /**
@@ -350,129 +486,12 @@ export class ShardServer {
     // An -l proto[...] listener fixes the protocol; else -B's.
     const session = new Session(this.engine, { sharedOut: this.sharedOut, protocol });
     session.pausable = true;
-    const conn: Conn = { id: this.nextId++, connection, session, lastCmd: this.engine.clock.now };
-    this.conns.set(conn.id, conn);
+    const client = new Client(this.nextId++, connection, session, this.engine, this.sharedOut);
+    this.conns.set(client.id, client);
     stats.curr_conns++;
     stats.conn_structs = Math.max(stats.conn_structs, this.conns.size);
-    const input = connection.input;
-    const output = connection.output;
-    const clock = this.engine.clock;
-    const store = this.engine.store;
-    const { shards, shardId } = this.engine;
-    const look = (buf: Uint8Array, start: number, end: number): void => lookahead(store, shards, shardId, buf, start, end);
-
-    /**
-     * Writes the responses of what was fed: a promise while the peer is slow to read,
-     * STOP_RECEIVING once the connection is done (quit, a fatal protocol error): receiving ends
-     * there, and the connection closes after what was written.
-     */
-    const answer = (): Promise<void> | Stop | undefined => {
-      if (session.abort) {
-        if (session.keep > 0) {
-          stats.bytes_written += session.keep;
-          void output.write(session.out.buf.subarray(0, session.keep));
-        }
-        session.out.reset();
-        return STOP_RECEIVING;
-      }
-      const out = session.out;
-      let p: Promise<void> | undefined;
-      // Waiting for a value, stock sends nothing: what came after its last send point waits.
-      const send = session.midValue ? session.keep : out.pos;
-      let given: NativeBuffer | undefined;
-      let fresh: NativeBuffer | undefined;
-      if (send > 0) {
-        stats.bytes_written += send;
-        let w: Promise<void>;
-        if (send >= HANDOFF_MIN && out.native !== undefined) {
-          // A large answer leaves in place, from the native buffer it was rendered in (the
-          // output pins it until the kernel took it); `out` goes on in a fresh one. Copying it
-          // into send memory cost as much as rendering it (a 60 KB value: ~25% of the CPU).
-          // The shared buffer keeps its size for the next burst; an own one needs room only
-          // for what follows `send` (it is given up once emptied).
-          fresh = out.spare(out === this.sharedOut ? send : out.pos - send);
-          given = out.native;
-          w = output.write(given, 0, send);
-        } else {
-          w = output.write(out.buf, 0, send);
-        }
-        if (output.buffered > WRITE_HIGH_WATER) p = w;
-      }
-      // What was sent is gone from `out`; `keep` counts from the new start (0).
-      if (given !== undefined) {
-        // `out` goes on in a fresh buffer with what came after `send`; the given one goes back
-        // to the cache once the kernel has sent it.
-        session.handOff(send, fresh!);
-        given.release();
-      } else {
-        session.holdFrom(send);
-      }
-      session.attachOut();
-      // A metadump's answer is written: the next one may start once this one is sent (stock's
-      // crawler is busy until it wrote the dump to its client).
-      if (session.holdsDump) {
-        const release = session.passDump();
-        output.flush().then(release, release);
-      }
-      if (session.closeAfterWrite) return STOP_RECEIVING;
-      return p;
-    };
-
-    // Push mode: each received chunk is parsed and answered straight from its completion (no
-    // promise or task per request); only a cross-shard command or a slow reader returns a
-    // promise, which holds further chunks until it settles.
-    /** Sends what the last feed or resume rendered: after the other shards' answers, if it asked them. */
-    const respond = (): Promise<void | Stop> | Stop | undefined => {
-      conn.lastCmd = clock.now;
-      if (session.holes.length > 0) {
-        // Output waits for other shards past this call: into the session's own buffer.
-        session.detachOut();
-        // The other shards' answers go in first, then answer() sends what stock would have
-        // sent by now: up to the last send point (a get, a binary error...) when a value is
-        // still arriving (a forwarded set waiting for its data has no hole yet: it is not
-        // disturbed), or, on an abort, what came before it, the other shards' answers
-        // included (one of them may be a send point itself: a binary error).
-        return fillHoles(session).then<void | Stop>(answer);
-      }
-      return answer();
-    };
-
-    /**
-     * The session paused (PAUSE_BYTES rendered): once what it rendered is sent and the peer has
-     * taken enough of it (below the output's high-water mark), it resumes; until it is done,
-     * no more input is delivered (the stack stops receiving at its pause mark).
-     */
-    const resumeAfter = async (sent: Promise<void | Stop> | undefined): Promise<void | Stop> => {
-      let p: Promise<void | Stop> | Stop | undefined = sent;
-      for (;;) {
-        if (p !== undefined && (await p) === STOP_RECEIVING) return STOP_RECEIVING;
-        if (!session.paused) return;
-        try {
-          session.resume();
-        } catch (e) {
-          session.out.reset();
-          throw e;
-        }
-        p = respond();
-      }
-    };
-
-    const onData = (buf: Uint8Array, start: number, end: number): Promise<void | Stop> | Stop | undefined => {
-      // The first delivery after a batch of receives warms the caches for all of its keys.
-      store.warm();
-      try {
-        session.feed(buf, start, end);
-      } catch (e) {
-        // Nothing half-rendered may stay in the shared buffer for the next connection.
-        session.out.reset();
-        throw e;
-      }
-      const sent = respond();
-      return sent === STOP_RECEIVING || !session.paused ? sent : resumeAfter(sent);
-    };
-
     try {
-      await input.receiveRanges(onData, { lookahead: look });
+      await connection.input.receiveRanges(client.onData, this.receiveOptions);
     } catch {
       // The peer reset / the connection failed: nothing more to answer.
     } finally {
@@ -485,7 +504,7 @@ export class ShardServer {
       try {
         await Promise.race([connection.output.flush().catch(() => {}), closed]);
       } finally {
-        this.conns.delete(conn.id);
+        this.conns.delete(client.id);
         stats.curr_conns--;
         this.makeRoom();
         this.lingering.add(connection);

@@ -59,6 +59,8 @@ export const LINE_LIMIT = 2048;
 export const MULTIGET_LINE_MAX = 32 * 1024 * 1024;
 /** Most tokens the text tokenizer produces (stock's MAX_TOKENS - 1 real ones). */
 export const MAX_TOKENS = 24;
+const SHARED_TOK_S = new Int32Array(MAX_TOKENS + 1);
+const SHARED_TOK_E = new Int32Array(MAX_TOKENS + 1);
 /**
  * A pausable session stops taking commands once it has rendered this many bytes not yet
  * handed to the transport (or opened PAUSE_HOLES answers of other shards): the transport sends
@@ -204,8 +206,8 @@ export class Session {
   // ---- text tokenizer output (stock's token_t array): starts/ends in `line`.
   line: Uint8Array = new Uint8Array(0);
   lineEnd = 0;
-  readonly tokS = new Int32Array(MAX_TOKENS + 1);
-  readonly tokE = new Int32Array(MAX_TOKENS + 1);
+  readonly tokS: Int32Array;
+  readonly tokE: Int32Array;
   /** Stock's ntokens: real tokens plus the terminal one. */
   ntokens = 0;
 
@@ -295,6 +297,13 @@ export class Session {
     this.holds = options.holds ?? new Holds();
     this.sharedOut = options.sharedOut;
     this.out = options.out ?? options.sharedOut ?? new Out();
+    // Tokens live while one command line is parsed. A transport's sessions (those rendering
+    // into a shared buffer) never parse at the same time, so they share one pair per thread
+    // (an idle connection then keeps none); any other session (a sub-session run inside one,
+    // a batch's) has its own.
+    const shared = options.sharedOut !== undefined;
+    this.tokS = shared ? SHARED_TOK_S : new Int32Array(MAX_TOKENS + 1);
+    this.tokE = shared ? SHARED_TOK_E : new Int32Array(MAX_TOKENS + 1);
     const bound = engine.settings.protocol;
     this.protocol = options.protocol ?? (bound === "ascii" ? Proto.TEXT : bound === "binary" ? Proto.BINARY : Proto.NEGOTIATE);
   }

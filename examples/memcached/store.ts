@@ -187,6 +187,8 @@ const AUTOMOVE_RATIO = 0.8;
 const AUTOMOVE_RUNS_MAX = 64;
 const STOCK_ITEM_HEADER = 48;
 
+const NO_REFS = new Int32Array(0);
+
 /**
  * Items that one connection's replies not yet sent refer to. Stock queues a reference to the
  * item with a get reply (its value is sent from item memory) and drops it once transmitted; an
@@ -195,7 +197,8 @@ const STOCK_ITEM_HEADER = 48;
  * decide that choice. Every ref in a list is a live item (see forgetHeld and moveHeld).
  */
 export class Holds {
-  refs = new Int32Array(8);
+  /** The held refs (a connection that never held an item has none: it starts with the shared empty list). */
+  refs: Int32Array = NO_REFS;
   len = 0;
 }
 
@@ -1570,8 +1573,8 @@ export class Store {
     const b = (ref << 3) + 29;
     this.mem[b] = this.mem[b]! | (F_HELD >>> 8);
     if (h.len === 0) this.holders.push(h);
-    else if (h.len === h.refs.length) {
-      const refs = new Int32Array(h.len * 2);
+    if (h.len === h.refs.length) {
+      const refs = new Int32Array(Math.max(8, h.len * 2));
       refs.set(h.refs);
       h.refs = refs;
     }

@@ -39,6 +39,16 @@ const WAIT_DATA = 3;
 const WAIT_RECEIVE = 4;
 
 const RESOLVED_NULL: Promise<null> = Promise.resolve(null);
+
+/** Chunks leased to a receive() handler whose call ended, until its hold `gen` settles. */
+interface Orphan {
+  gen: number;
+  tokens: number[];
+}
+// The lists most connections never use start as these shared empty ones (never pushed to).
+const NO_ORPHANS: Orphan[] = [];
+const NO_HEAP: (Uint8Array | undefined)[] = [];
+const NO_FREE: number[] = [];
 const EMPTY = new Uint8Array(0);
 
 let capturedResolve: (v: any) => void = () => {};
@@ -54,9 +64,13 @@ function captureExecutor(resolve: (v: any) => void, reject: (e: unknown) => void
  */
 export class StreamInput implements ConnectionInput {
   private readonly src: InputSource;
-  private tok = new Int32Array(8);
-  private off = new Int32Array(8);
-  private len = new Int32Array(8);
+  /**
+   * The queue of buffered chunks, a ring of `cap` entries of four words (one array: an idle
+   * connection's costs one object): the chunk's token, the offset and the length of its unread
+   * bytes (the fourth word pads the stride to a shift).
+   */
+  private q = new Int32Array(8 * 4);
+  private cap = 8;
   private head = 0;
   private n = 0;
   private bytes = 0;
@@ -92,10 +106,8 @@ export class StreamInput implements ConnectionInput {
   private lookahead: ((buffer: Uint8Array, start: number, end: number) => void) | undefined;
   /** A lookahead saw new chunks: their delivery is queued behind the current batch. */
   private wakeQueued = false;
-  private readonly deferredWake = () => {
-    this.wakeQueued = false;
-    if (this.waitKind !== WAIT_NONE) this.wake();
-  };
+  /** Runs the queued delivery (made the first time one is queued: most connections never do). */
+  private deferredWake: (() => void) | undefined;
   /** receive(): the handler's promise for the chunk it holds, while one is pending. */
   private holding = false;
   /** receive(): inside deliver() (a push from the handler's own actions must not recurse). */
@@ -109,7 +121,7 @@ export class StreamInput implements ConnectionInput {
    * they stay leased to that handler until its promise settles (even after the connection is
    * gone), and that promise no longer affects later receives.
    */
-  private orphans: { gen: number; tokens: number[] }[] = [];
+  private orphans: Orphan[] = NO_ORPHANS;
   /** The range of the chunk leaseHead() took last. */
   private leasedOff = 0;
   private leasedEnd = 0;
@@ -127,8 +139,8 @@ export class StreamInput implements ConnectionInput {
    * Bytes moved out of the source's receive buffers (spill): token -1-k names heap[k]. Such a
    * chunk is read like any other; dropping it frees the slot.
    */
-  private heap: (Uint8Array | undefined)[] = [];
-  private heapFree: number[] = [];
+  private heap: (Uint8Array | undefined)[] = NO_HEAP;
+  private heapFree: number[] = NO_FREE;
   /** Times buffered bytes were dropped (shutdown, failure, dispose): consume() checks it. */
   private drops = 0;
   /** Inside consume(), the parser included: no other read may start. */
@@ -199,15 +211,15 @@ export class StreamInput implements ConnectionInput {
       // Copied behind the queued bytes of the last chunk, and its own buffer given back: a
       // peer sending a byte per segment holds one buffer per buffer's worth of bytes, not one
       // per segment (a reader waiting for a whole line would otherwise pin the shard's pool).
-      const t = (this.head + this.n - 1) & (this.tok.length - 1);
-      base = this.base(this.tok[t]!);
-      start = this.off[t]! + this.len[t]! - len;
+      const t = (this.head + this.n - 1) & (this.cap - 1);
+      base = this.base(this.q[t << 2]!);
+      start = this.q[(t << 2) + 1]! + this.q[(t << 2) + 2]! - len;
     } else {
-      if (this.n === this.tok.length) this.growQueue();
-      const i = (this.head + this.n) & (this.tok.length - 1);
-      this.tok[i] = token;
-      this.off[i] = 0;
-      this.len[i] = len;
+      if (this.n === this.cap) this.growQueue();
+      const i = (this.head + this.n) & (this.cap - 1);
+      this.q[i << 2] = token;
+      this.q[(i << 2) + 1] = 0;
+      this.q[(i << 2) + 2] = len;
       this.n++;
       base = EMPTY;
     }
@@ -228,7 +240,10 @@ export class StreamInput implements ConnectionInput {
         }
         if (!this.wakeQueued) {
           this.wakeQueued = true;
-          enqueue(singleGroup.value ? defaultSchedulingGroup : currentSchedulingGroup(), this.deferredWake, 0, 0);
+          enqueue(singleGroup.value ? defaultSchedulingGroup : currentSchedulingGroup(), (this.deferredWake ??= () => {
+            this.wakeQueued = false;
+            if (this.waitKind !== WAIT_NONE) this.wake();
+          }), 0, 0);
         }
       }
     }
@@ -242,12 +257,12 @@ export class StreamInput implements ConnectionInput {
    * writes into a buffer once it completed it.
    */
   private appendToTail(token: number, len: number): boolean {
-    const t = (this.head + this.n - 1) & (this.tok.length - 1);
-    const end = this.off[t]! + this.len[t]!;
-    const base = this.base(this.tok[t]!);
+    const t = (this.head + this.n - 1) & (this.cap - 1);
+    const end = this.q[(t << 2) + 1]! + this.q[(t << 2) + 2]!;
+    const base = this.base(this.q[t << 2]!);
     if (end + len > base.length) return false;
     base.set(this.base(token).subarray(0, len), end);
-    this.len[t] = this.len[t]! + len;
+    this.q[(t << 2) + 2] = this.q[(t << 2) + 2]! + len;
     this.drop(token);
     return true;
   }
@@ -279,38 +294,42 @@ export class StreamInput implements ConnectionInput {
    */
   spill(capacity = 0): number {
     let sourced = 0;
-    const mask = this.tok.length - 1;
-    for (let k = 0; k < this.n; k++) if (this.tok[(this.head + k) & mask]! >= 0) sourced++;
+    const mask = this.cap - 1;
+    for (let k = 0; k < this.n; k++) if (this.q[((this.head + k) & mask) << 2]! >= 0) sourced++;
     if (sourced === 0) return 0;
     const total = this.bytes;
     const h0 = this.head;
-    const t0 = this.tok[h0]!;
-    const headEnd = this.off[h0]! + this.len[h0]!;
+    const t0 = this.q[h0 << 2]!;
+    const headEnd = this.q[(h0 << 2) + 1]! + this.q[(h0 << 2) + 2]!;
     // The head is spilled already and has the room: the rest is appended behind it. Otherwise
     // one new chunk with room for what a waiting reader needs, and to double (later spills
     // append, not copy again).
-    const appending = t0 < 0 && this.heap[-1 - t0]!.length - headEnd >= total - this.len[h0]!;
+    const appending = t0 < 0 && this.heap[-1 - t0]!.length - headEnd >= total - this.q[(h0 << 2) + 2]!;
     const out = appending ? this.heap[-1 - t0]! : new Uint8Array(Math.max(total * 2, capacity, 4096));
     let filled = appending ? headEnd : 0;
     for (let k = appending ? 1 : 0; k < this.n; k++) {
       const i = (h0 + k) & mask;
-      const t = this.tok[i]!;
-      const o = this.off[i]!;
-      out.set(this.base(t).subarray(o, o + this.len[i]!), filled);
-      filled += this.len[i]!;
+      const t = this.q[i << 2]!;
+      const o = this.q[(i << 2) + 1]!;
+      out.set(this.base(t).subarray(o, o + this.q[(i << 2) + 2]!), filled);
+      filled += this.q[(i << 2) + 2]!;
       // A head partly handed out (readExactly) keeps its bytes until the next read.
       if (k === 0 && o > 0) this.lease.push(t);
       else this.drop(t);
     }
     if (appending) {
-      this.len[h0] = total;
+      this.q[(h0 << 2) + 2] = total;
     } else {
+      if (this.heap === NO_HEAP) {
+        this.heap = [];
+        this.heapFree = [];
+      }
       const slot = this.heapFree.length > 0 ? this.heapFree.pop()! : this.heap.length;
       this.heap[slot] = out;
       this.head = 0;
-      this.tok[0] = -1 - slot;
-      this.off[0] = 0;
-      this.len[0] = total;
+      this.q[0] = -1 - slot;
+      this.q[1] = 0;
+      this.q[2] = total;
     }
     this.n = 1;
     // A paused input stays paused (its reader has not asked for more): the spill only moved
@@ -385,14 +404,14 @@ export class StreamInput implements ConnectionInput {
     // A head chunk partly handed out (readExactly's view of its first bytes) stays valid until
     // the next read, and the one a consume() parser is looking at until it returns: leased,
     // not dropped.
-    if (this.n > 0 && (this.off[this.head]! > 0 || this.parsing)) {
-      this.lease.push(this.tok[this.head]!);
-      this.head = (this.head + 1) & (this.tok.length - 1);
+    if (this.n > 0 && (this.q[(this.head << 2) + 1]! > 0 || this.parsing)) {
+      this.lease.push(this.q[this.head << 2]!);
+      this.head = (this.head + 1) & (this.cap - 1);
       this.n--;
     }
     while (this.n > 0) {
-      this.drop(this.tok[this.head]!);
-      this.head = (this.head + 1) & (this.tok.length - 1);
+      this.drop(this.q[this.head << 2]!);
+      this.head = (this.head + 1) & (this.cap - 1);
       this.n--;
     }
     this.bytes = 0;
@@ -400,19 +419,17 @@ export class StreamInput implements ConnectionInput {
   }
 
   private growQueue(): void {
-    const cap = this.tok.length * 2;
-    const tok = new Int32Array(cap);
-    const off = new Int32Array(cap);
-    const len = new Int32Array(cap);
+    const q = this.q;
+    const mask = this.cap - 1;
+    const next = new Int32Array(q.length * 2);
     for (let k = 0; k < this.n; k++) {
-      const i = (this.head + k) & (this.tok.length - 1);
-      tok[k] = this.tok[i]!;
-      off[k] = this.off[i]!;
-      len[k] = this.len[i]!;
+      const i = ((this.head + k) & mask) << 2;
+      next[k << 2] = q[i]!;
+      next[(k << 2) + 1] = q[i + 1]!;
+      next[(k << 2) + 2] = q[i + 2]!;
     }
-    this.tok = tok;
-    this.off = off;
-    this.len = len;
+    this.q = next;
+    this.cap *= 2;
     this.head = 0;
   }
 
@@ -430,7 +447,7 @@ export class StreamInput implements ConnectionInput {
   }
 
   private popHead(): void {
-    this.head = (this.head + 1) & (this.tok.length - 1);
+    this.head = (this.head + 1) & (this.cap - 1);
     this.n--;
     if (this.paused && this.underResume()) {
       this.paused = false;
@@ -444,9 +461,9 @@ export class StreamInput implements ConnectionInput {
    */
   private leaseHead(): number {
     const h = this.head;
-    const t = this.tok[h]!;
-    const o = this.off[h]!;
-    const l = this.len[h]!;
+    const t = this.q[h << 2]!;
+    const o = this.q[(h << 2) + 1]!;
+    const l = this.q[(h << 2) + 2]!;
     this.leasedOff = o;
     this.leasedEnd = o + l;
     this.bytes -= l;
@@ -466,14 +483,14 @@ export class StreamInput implements ConnectionInput {
     this.bytes -= count;
     while (count > 0) {
       const h = this.head;
-      const l = this.len[h]!;
+      const l = this.q[(h << 2) + 2]!;
       if (count < l) {
-        this.off[h]! += count;
-        this.len[h] = l - count;
+        this.q[(h << 2) + 1]! += count;
+        this.q[(h << 2) + 2] = l - count;
         return;
       }
       count -= l;
-      const t = this.tok[h]!;
+      const t = this.q[h << 2]!;
       this.popHead();
       this.drop(t);
     }
@@ -487,10 +504,10 @@ export class StreamInput implements ConnectionInput {
     const out = this.assembly;
     let filled = 0;
     for (let k = 0; filled < count; k++) {
-      const i = (this.head + k) & (this.tok.length - 1);
-      const o = this.off[i]!;
-      const take = Math.min(this.len[i]!, count - filled);
-      out.set(this.base(this.tok[i]!).subarray(o, o + take), filled);
+      const i = (this.head + k) & (this.cap - 1);
+      const o = this.q[(i << 2) + 1]!;
+      const take = Math.min(this.q[(i << 2) + 2]!, count - filled);
+      out.set(this.base(this.q[i << 2]!).subarray(o, o + take), filled);
       filled += take;
     }
     return out.subarray(0, count);
@@ -498,18 +515,18 @@ export class StreamInput implements ConnectionInput {
 
   private takeExactly(count: number): Uint8Array {
     const h = this.head;
-    const l = this.len[h]!;
+    const l = this.q[(h << 2) + 2]!;
     if (l >= count) {
-      const t = this.tok[h]!;
-      const o = this.off[h]!;
+      const t = this.q[h << 2]!;
+      const o = this.q[(h << 2) + 1]!;
       const view = this.base(t).subarray(o, o + count);
       this.bytes -= count;
       if (l === count) {
         this.popHead();
         this.lease.push(t);
       } else {
-        this.off[h] = o + count;
-        this.len[h] = l - count;
+        this.q[(h << 2) + 1] = o + count;
+        this.q[(h << 2) + 2] = l - count;
       }
       return view;
     }
@@ -600,11 +617,11 @@ export class StreamInput implements ConnectionInput {
         await this.wait(WAIT_DATA, want, opts);
       }
       const h = this.head;
-      const l = this.len[h]!;
+      const l = this.q[(h << 2) + 2]!;
       let view: Uint8Array;
       if (l >= want) {
-        const o = this.off[h]!;
-        view = this.base(this.tok[h]!).subarray(o, o + l);
+        const o = this.q[(h << 2) + 1]!;
+        view = this.base(this.q[h << 2]!).subarray(o, o + l);
       } else {
         // Show every buffered byte, not just `want`: a parser asking for one byte more than it
         // saw (a line parser looking for its end) then runs once per arrival, not once per byte.
@@ -612,9 +629,9 @@ export class StreamInput implements ConnectionInput {
         // wanted: later arrivals are appended to it, so a message that arrives in many pieces
         // is copied about once, not once per arrival.
         this.spill(want);
-        const t = this.tok[this.head]!;
-        const o = this.off[this.head]!;
-        view = this.base(t).subarray(o, o + this.len[this.head]!);
+        const t = this.q[this.head << 2]!;
+        const o = this.q[(this.head << 2) + 1]!;
+        view = this.base(t).subarray(o, o + this.q[(this.head << 2) + 2]!);
       }
       const drops = this.drops;
       let r: number;
@@ -786,8 +803,15 @@ export class StreamInput implements ConnectionInput {
     }
   }
 
+  /** The handler's call ended while it holds what it was leased: set aside under hold `gen`. */
+  private orphan(gen: number): void {
+    if (this.orphans === NO_ORPHANS) this.orphans = [];
+    this.orphans.push({ gen, tokens: this.lease.splice(0) });
+  }
+
   /** Gives back the chunks set aside for the handler call of hold generation `gen`. */
   private releaseOrphan(gen: number): void {
+    if (this.orphans.length === 0) return;
     const i = this.orphans.findIndex((o) => o.gen === gen);
     if (i < 0) return;
     for (const t of this.orphans[i]!.tokens) this.drop(t);
@@ -833,11 +857,11 @@ export class StreamInput implements ConnectionInput {
       // The call ends while its handler still holds a chunk: the chunk stays valid for the
       // handler until its promise settles, and the next read or receive leases its own.
       this.holding = false;
-      if (this.lease.length > 0) this.orphans.push({ gen: this.holdGen, tokens: this.lease.splice(0) });
+      if (this.lease.length > 0) this.orphan(this.holdGen);
     } else if (this.delivering) {
       // Ended from inside the handler, which still runs with the chunk it was given: set it
       // aside under the generation a hold by this call would take (deliver gives it back).
-      if (this.lease.length > 0) this.orphans.push({ gen: this.holdGen + 1, tokens: this.lease.splice(0) });
+      if (this.lease.length > 0) this.orphan(this.holdGen + 1);
     } else {
       this.releaseLease();
     }

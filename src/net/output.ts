@@ -82,6 +82,9 @@ interface Waiter {
   reject: (e: unknown) => void;
 }
 
+/** The waiter list of an output nobody waits on (never pushed to). */
+const NO_WAITERS: Waiter[] = [];
+
 /** Queue entries a connection starts with (a power of two; most never need more). */
 const INITIAL_ENTRIES = 4;
 
@@ -97,10 +100,10 @@ export class StreamOutput implements ConnectionOutput {
   private readonly sink: OutputSink;
   private readonly highWater: number;
   // A queue of INITIAL_ENTRIES, doubling when full (growQueue): an idle connection's costs ~0.3 KiB.
-  private addr = new Float64Array(INITIAL_ENTRIES);
-  private len = new Int32Array(INITIAL_ENTRIES);
-  private kind = new Uint8Array(INITIAL_ENTRIES);
-  private ref = new Int32Array(INITIAL_ENTRIES);
+  // Each entry is four numbers in `e` (one array: an idle connection keeps one object, not four):
+  // its native address, length, kind and ref (the send chunk it is in, for KIND_CHUNK).
+  private e = new Float64Array(INITIAL_ENTRIES * 4);
+  private cap = INITIAL_ENTRIES;
   private objs: (NativeBuffer | undefined)[] = new Array(INITIAL_ENTRIES);
   private head = 0;
   private n = 0;
@@ -111,8 +114,9 @@ export class StreamOutput implements ConnectionOutput {
   private closing: Promise<void> | undefined;
   private shutdownDone = false;
   private sealed = false;
-  private drainWaiters: Waiter[] = [];
-  private flushWaiters: Waiter[] = [];
+  // Waiters (none on most connections: both start as the shared empty list).
+  private drainWaiters: Waiter[] = NO_WAITERS;
+  private flushWaiters: Waiter[] = NO_WAITERS;
   /** The queue before the write in progress (mark, rollback). */
   private markEntries = 0;
   private markLastLength = 0;
@@ -150,18 +154,18 @@ export class StreamOutput implements ConnectionOutput {
 
   /** Native address of the `i`-th queued entry. */
   entryAddress(i: number): number {
-    return this.addr[(this.head + i) & (this.addr.length - 1)]!;
+    return this.e[((this.head + i) & (this.cap - 1)) << 2]!;
   }
 
   /** Length of the `i`-th queued entry. */
   entryLength(i: number): number {
-    return this.len[(this.head + i) & (this.addr.length - 1)]!;
+    return this.e[(((this.head + i) & (this.cap - 1)) << 2) + 1]!;
   }
 
   /** The NativeBuffer behind the `i`-th entry, if it is one. */
   entryNative(i: number): NativeBuffer | undefined {
-    const j = (this.head + i) & (this.addr.length - 1);
-    return this.kind[j] === KIND_NATIVE ? this.objs[j] : undefined;
+    const j = (this.head + i) & (this.cap - 1);
+    return this.e[(j << 2) + 2] === KIND_NATIVE ? this.objs[j] : undefined;
   }
 
   // ---- writer side --------------------------------------------------------------------------
@@ -250,7 +254,7 @@ export class StreamOutput implements ConnectionOutput {
   flush(): Promise<void> {
     if (this.err !== undefined) return rejectedHandled(this.err);
     if (this.queued === 0) return RESOLVED;
-    return this.waitFor(this.flushWaiters, this.written);
+    return this.waitFor(true, this.written);
   }
 
   close(): Promise<void> {
@@ -300,12 +304,18 @@ export class StreamOutput implements ConnectionOutput {
 
   private pressure(): Promise<void> {
     if (this.queued <= this.highWater) return RESOLVED;
-    return this.waitFor(this.drainWaiters, 0);
+    return this.waitFor(false, 0);
   }
 
-  private waitFor(list: Waiter[], target: number): Promise<void> {
+  private waitFor(flush: boolean, target: number): Promise<void> {
     // A failed output settles no waiter again (fail() rejected those it had): none may start.
     if (this.err !== undefined) return rejectedHandled(this.err);
+    let list = flush ? this.flushWaiters : this.drainWaiters;
+    if (list === NO_WAITERS) {
+      list = [];
+      if (flush) this.flushWaiters = list;
+      else this.drainWaiters = list;
+    }
     return markHandled(
       new Promise<void>((resolve, reject) => {
         list.push({ target, resolve, reject });
@@ -405,19 +415,19 @@ export class StreamOutput implements ConnectionOutput {
   /** Notes where the queue stands (entries, the last one's length, byte counts) for rollback(). */
   private mark(): void {
     this.markEntries = this.n;
-    this.markLastLength = this.n > 0 ? this.len[(this.head + this.n - 1) & (this.addr.length - 1)]! : 0;
+    this.markLastLength = this.n > 0 ? this.e[(((this.head + this.n - 1) & (this.cap - 1)) << 2) + 1]! : 0;
     this.markQueued = this.queued;
     this.markWritten = this.written;
   }
 
   /** Drops what was queued since mark() (a write that failed part-way). */
   private rollback(): void {
-    const mask = this.addr.length - 1;
+    const mask = this.cap - 1;
     while (this.n > this.markEntries) {
       this.releaseEntry((this.head + this.n - 1) & mask);
       this.n--;
     }
-    if (this.n > 0) this.len[(this.head + this.n - 1) & mask] = this.markLastLength;
+    if (this.n > 0) this.e[(((this.head + this.n - 1) & mask) << 2) + 1] = this.markLastLength;
     this.queued = this.markQueued;
     this.written = this.markWritten;
   }
@@ -427,10 +437,10 @@ export class StreamOutput implements ConnectionOutput {
     const chunk = tail.chunk;
     const address = sendChunks.address(chunk) + start;
     if (this.n > 0) {
-      const last = (this.head + this.n - 1) & (this.addr.length - 1);
-      if (this.kind[last] === KIND_CHUNK && this.ref[last] === chunk && this.addr[last]! + this.len[last]! === address) {
+      const last = (this.head + this.n - 1) & (this.cap - 1);
+      if (this.e[(last << 2) + 2] === KIND_CHUNK && this.e[(last << 2) + 3] === chunk && this.e[last << 2]! + this.e[(last << 2) + 1]! === address) {
         // Contiguous with the last entry: grow it (bytes past an in-flight send are not in it).
-        this.len[last]! += k;
+        this.e[(last << 2) + 1]! += k;
         this.queued += k;
         this.written += k;
         return;
@@ -441,12 +451,12 @@ export class StreamOutput implements ConnectionOutput {
   }
 
   private push(kind: number, address: number, length: number, ref: number, obj: NativeBuffer | undefined): void {
-    if (this.n === this.addr.length) this.growQueue();
-    const i = (this.head + this.n) & (this.addr.length - 1);
-    this.addr[i] = address;
-    this.len[i] = length;
-    this.kind[i] = kind;
-    this.ref[i] = ref;
+    if (this.n === this.cap) this.growQueue();
+    const i = (this.head + this.n) & (this.cap - 1);
+    this.e[i << 2] = address;
+    this.e[(i << 2) + 1] = length;
+    this.e[(i << 2) + 2] = kind;
+    this.e[(i << 2) + 3] = ref;
     this.objs[i] = obj;
     this.n++;
     this.queued += length;
@@ -454,26 +464,18 @@ export class StreamOutput implements ConnectionOutput {
   }
 
   private growQueue(): void {
-    const cap = this.addr.length * 2;
-    const mask = this.addr.length - 1;
-    const addr = new Float64Array(cap);
-    const len = new Int32Array(cap);
-    const kind = new Uint8Array(cap);
-    const ref = new Int32Array(cap);
-    const objs: (NativeBuffer | undefined)[] = new Array(cap);
+    const e = this.e;
+    const mask = this.cap - 1;
+    const next = new Float64Array(e.length * 2);
+    const objs: (NativeBuffer | undefined)[] = new Array(this.cap * 2);
     for (let k = 0; k < this.n; k++) {
       const i = (this.head + k) & mask;
-      addr[k] = this.addr[i]!;
-      len[k] = this.len[i]!;
-      kind[k] = this.kind[i]!;
-      ref[k] = this.ref[i]!;
+      next.set(e.subarray(i << 2, (i << 2) + 4), k << 2);
       objs[k] = this.objs[i];
     }
-    this.addr = addr;
-    this.len = len;
-    this.kind = kind;
-    this.ref = ref;
+    this.e = next;
     this.objs = objs;
+    this.cap *= 2;
     this.head = 0;
   }
 
@@ -483,13 +485,13 @@ export class StreamOutput implements ConnectionOutput {
   sent(count: number): void {
     this.queued -= count;
     this.sentTotal += count;
-    const mask = this.addr.length - 1;
+    const mask = this.cap - 1;
     while (count > 0) {
       const h = this.head;
-      const l = this.len[h]!;
+      const l = this.e[(h << 2) + 1]!;
       if (count < l) {
-        this.addr[h]! += count;
-        this.len[h] = l - count;
+        this.e[h << 2]! += count;
+        this.e[(h << 2) + 1] = l - count;
         break;
       }
       count -= l;
@@ -503,7 +505,7 @@ export class StreamOutput implements ConnectionOutput {
     }
     if (this.drainWaiters.length > 0 && this.queued <= this.highWater) {
       const list = this.drainWaiters;
-      this.drainWaiters = [];
+      this.drainWaiters = NO_WAITERS;
       for (const w of list) w.resolve();
     }
     if (this.flushWaiters.length > 0) {
@@ -519,11 +521,11 @@ export class StreamOutput implements ConnectionOutput {
   }
 
   private releaseEntry(i: number): void {
-    const kind = this.kind[i];
-    if (kind === KIND_CHUNK) sendChunks.release(this.ref[i]!);
+    const kind = this.e[(i << 2) + 2];
+    if (kind === KIND_CHUNK) sendChunks.release(this.e[(i << 2) + 3]!);
     else if (kind === KIND_RECEIVED) {
       this.receivedHeld--;
-      this.sink.releaseReceived(this.addr[i]!);
+      this.sink.releaseReceived(this.e[i << 2]!);
     }
     else {
       this.objs[i]!.unpin();
@@ -535,14 +537,14 @@ export class StreamOutput implements ConnectionOutput {
   fail(err: Error): void {
     if (this.err === undefined) this.err = err;
     const waiters = this.drainWaiters.concat(this.flushWaiters);
-    this.drainWaiters = [];
-    this.flushWaiters = [];
+    this.drainWaiters = NO_WAITERS;
+    this.flushWaiters = NO_WAITERS;
     for (const w of waiters) w.reject(this.err);
   }
 
   /** Drops everything queued and releases its memory. Only when no send is in flight. */
   discard(): void {
-    const mask = this.addr.length - 1;
+    const mask = this.cap - 1;
     while (this.n > 0) {
       this.releaseEntry(this.head);
       this.head = (this.head + 1) & mask;
