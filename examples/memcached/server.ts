@@ -427,11 +427,11 @@ export class ShardServer {
         return;
       }
       // While the listener closes, the connections the kernel had already completed are taken
-      // and served (drain() shuts their input after the grace, as every other's).
-      if (this.inputShut) {
-        c.reset();
-        continue;
-      }
+      // and served: drain() shuts their input after the grace, as every other's, and one taken
+      // after that (a busy shard came to it late) has its input shut at once. Each answers what
+      // had arrived (a client that sent its requests and half-closed gets every answer), then
+      // closes. (They were reset: such a client read ECONNRESET instead of its answers.)
+      if (this.inputShut) c.shutdownInput({ keepReceived: true });
       if (this.conns.size >= this.maxConns) {
         if (this.settings.maxconnsFast) {
           stats.rejected_conns++;
@@ -667,7 +667,11 @@ export class ShardServer {
     this.inputShut = true;
     for (const c of this.conns.values()) c.connection.shutdownInput({ keepReceived: true });
     const deadline = Date.now() + timeoutMs;
-    while ((this.conns.size > 0 || this.lingering.size > 0) && Date.now() < deadline) await sleep(5);
+    // The accept loops end once their closed listeners handed out every connection that was
+    // pending: one taken late is served too (its input shut at once), and waited for.
+    let loopsDone = false;
+    void Promise.allSettled(this.done).then(() => (loopsDone = true));
+    while ((!loopsDone || this.conns.size > 0 || this.lingering.size > 0) && Date.now() < deadline) await sleep(5);
     for (const c of this.conns.values()) c.connection.reset();
     for (const c of this.lingering) c.reset();
     await Promise.allSettled(this.done);
