@@ -111,6 +111,22 @@ export interface ReactorCounters {
 }
 
 /**
+ * @internal A layer that keeps state registered on a reactor's io_uring (the posix stack's
+ * provided-buffer rings): destroy() asks every tenant whether it may go, then lets each give its
+ * state back while the ring is still open. Neither method may throw.
+ */
+export interface ReactorTenant {
+  /** Why the reactor cannot be destroyed now (destroy() refuses with it), or undefined. */
+  busy(): string | undefined;
+  /** The reactor is being destroyed: unregister and free what lives on it. */
+  detach(): void;
+}
+
+/** The eventfds and ring fds of this Worker's live reactors, which close() refuses. */
+const reactorFds = new Map<number, string>();
+const EINVAL = 22;
+
+/**
  * One io_uring and its descriptor/completion arrays. Obtain the shard's reactor with reactor().
  */
 export class Reactor {
@@ -149,6 +165,7 @@ export class Reactor {
   submitFailures = 0;
   private closed = false;
   private readonly iovRegions: { address: number; view: Uint32Array }[] = [];
+  private readonly tenants: ReactorTenant[] = [];
   private readonly freeIovBlocks: number[] = [];
   private readonly turnFn: (h: number, n: number, w: number, nowUs: number) => number;
   private readonly msgWakeFn: (h: number, ring: number, eventfd: number) => number;
@@ -181,6 +198,8 @@ export class Reactor {
     this.setupFlags = info[2]! >>> 0;
     this.eventfd = info[4]!;
     this.ringFd = info[5]!;
+    reactorFds.set(this.eventfd, "eventfd");
+    reactorFds.set(this.ringFd, "io_uring fd");
     const ops = nativeView(lib.shoal_reactor_ops(handle as never) as never, this.sqCapacity * 64);
     this.u32 = new Uint32Array(ops);
     this.i32 = new Int32Array(ops);
@@ -457,11 +476,17 @@ export class Reactor {
     return true;
   }
 
-  /** Wakes this reactor from another thread or Worker (writes its eventfd). */
+  /**
+   * Wakes this reactor from another thread or Worker (writes its eventfd). Throws
+   * InvalidArgumentError for a number that is not a live reactor's eventfd.
+   */
   static wake(eventfd: number): void {
     // bun:ffi converts to the i32 by truncating and wrapping: 1.5 or 2^32 + 1 wrote to stdout.
     Reactor.checkFd("wake", eventfd);
     const rc = native().shoal_eventfd_wake(eventfd);
+    // Native refuses any number that is not a live reactor's eventfd (a pipe got the 8-byte
+    // counter): the caller's mistake, not a failure of the system.
+    if (rc === -EINVAL) throw new InvalidArgumentError(`wake: ${eventfd} is not the eventfd of a live reactor (destroyed, or never one)`);
     if (rc < 0) throw new SystemError("eventfd write", -rc);
   }
 
@@ -796,16 +821,40 @@ export class Reactor {
     return this.start("poll", 0, opts, IoOp.POLL_ADD, fd, 0, 0, 0, events);
   }
 
-  /** Closes `fd` through the ring. */
+  /**
+   * Closes `fd` through the ring. Throws InvalidArgumentError for a live reactor's own eventfd or
+   * io_uring fd (of this Worker's reactors).
+   */
   close(fd: number): Promise<void> {
     Reactor.checkFd("close", fd);
+    // Closing a reactor's eventfd or ring fd succeeded: the reactor could no longer be woken, and
+    // the number went to the next file opened (which wakes then wrote into).
+    const own = reactorFds.get(fd);
+    if (own !== undefined) throw new InvalidArgumentError(`close: fd ${fd} is a live reactor's ${own} (its destroy() closes it)`);
     return this.start("close", 1, undefined, IoOp.CLOSE, fd, 0, 0, 0, 0);
   }
 
-  /** @internal Destroys the native reactor; only when nothing is in flight. */
+  /** @internal `t` keeps state on this reactor's ring until destroy() (see ReactorTenant). */
+  addTenant(t: ReactorTenant): void {
+    this.checkOpen();
+    if (!this.tenants.includes(t)) this.tenants.push(t);
+  }
+
+  /**
+   * @internal Destroys the native reactor; only when nothing is in flight and no tenant holds
+   * it (InvalidArgumentError). Tenants give back what they registered on the ring first (the
+   * posix stack's buffer rings stayed registered on the dead ring, and the stack went on
+   * receiving from a group the shard's next reactor never had).
+   */
   destroy(): void {
     if (this.closed) return;
     if (this.inFlight > 0) throw new InvalidArgumentError(`reactor has ${this.inFlight} operation(s) in flight`);
+    for (const t of this.tenants) {
+      const why = t.busy();
+      if (why !== undefined) throw new InvalidArgumentError(`reactor is in use: ${why}`);
+    }
+    for (const t of this.tenants) t.detach();
+    this.tenants.length = 0;
     this.closed = true;
     // Detach the views first (no copy): a late read of counters or descriptors must not touch
     // freed memory.
@@ -814,6 +863,8 @@ export class Reactor {
       if (!b.detached) b.transfer();
     }
     native().shoal_reactor_destroy(this.handle as never);
+    reactorFds.delete(this.eventfd);
+    reactorFds.delete(this.ringFd);
     for (const r of this.iovRegions) native().shoal_mem_unmap(r.address, 64 * IOV_BLOCK * 16);
     // The shard's own reactor: the next use (the loop's next turn, a timer's sleep) makes a new
     // one, instead of failing every turn with ClosedError.

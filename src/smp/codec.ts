@@ -38,7 +38,7 @@ const T_DATE = 14; // f64 time value
 const T_TYPED = 15; // u8 kind, u32 byte length, bytes
 const T_ARRAY_BUFFER = 16; // u32 byte length, bytes
 const T_ERROR = 17; // name, registered class, message, code, stack, cause, extra properties (an object)
-const T_HANDOVER = 18; // u16 owner shard, u32 handover id, f64 address, u32 length
+const T_HANDOVER = 18; // u16 owner shard, u32 handover id, f64 address, f64 length (a 4 GiB buffer's 2^32 fits no u32)
 const T_INT8 = 19; // i8: the small integers counters and indexes mostly are
 
 /** Node's fast Latin-1/UTF-16 copies, which Bun's Buffer has but its types do not list. */
@@ -662,7 +662,7 @@ export class Writer {
     if (this.refuseHandover !== undefined) throw new EncodeError(this.refuseHandover);
     if (b.isReleased) throw new EncodeError("a released NativeBuffer cannot be handed over");
     if (this.handed.includes(b)) throw new EncodeError("the same NativeBuffer appears twice in one message");
-    this.ensure(19);
+    this.ensure(23);
     const id = this.sink.reserve(b);
     this.handed.push(b);
     this.handedIds.push(id);
@@ -670,8 +670,9 @@ export class Writer {
     this.dv.setUint16(this.pos + 1, this.sink.shard, true);
     this.dv.setUint32(this.pos + 3, id, true);
     this.dv.setFloat64(this.pos + 7, b.address, true);
-    this.dv.setUint32(this.pos + 15, b.length, true);
-    this.pos += 19;
+    // Not a u32: a whole 4 GiB buffer (2^32 bytes, the most one view holds) arrived as length 0.
+    this.dv.setFloat64(this.pos + 15, b.length, true);
+    this.pos += 23;
   }
 }
 
@@ -830,8 +831,8 @@ export class Reader {
         const owner = this.dv.getUint16(this.pos, true);
         const id = this.dv.getUint32(this.pos + 2, true);
         const address = this.dv.getFloat64(this.pos + 6, true);
-        const length = this.dv.getUint32(this.pos + 14, true);
-        this.pos += 18;
+        const length = this.dv.getFloat64(this.pos + 14, true);
+        this.pos += 22;
         if (this.foreign === undefined) throw new EncodeError("a NativeBuffer arrived where none can be received");
         const b = this.foreign(owner, id, address, length);
         if (this.collect) this.received.push(b);

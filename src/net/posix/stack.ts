@@ -10,7 +10,7 @@
  * in the same io_uring_enter.
  */
 import { AbortError, InvalidArgumentError, SystemError } from "../../core/errors.ts";
-import { IoOp, reactor, type PrepareExtra } from "../../core/reactor.ts";
+import { IoOp, reactor, type PrepareExtra, type ReactorTenant } from "../../core/reactor.ts";
 import { addPoller, refLoop } from "../../core/loop.ts";
 import { Timer, now } from "../../core/timer.ts";
 import { probeIoUring } from "../../core/probe.ts";
@@ -228,6 +228,12 @@ export class PosixStack implements NetworkStack {
   private removePoller: (() => void) | undefined;
   private unref: (() => void) | undefined;
   private readonly poll = () => this.onTurn();
+  /**
+   * The stack's buffer rings are registered on the shard's reactor of the time: while a socket
+   * is open or a receive buffer held, that reactor refuses destroy(); else it lets the stack give
+   * the rings back, and the next socket makes new ones on the shard's next reactor.
+   */
+  private readonly tenant: ReactorTenant = { busy: () => this.busyReason(), detach: () => this.detachRings() };
 
   /**
    * Changes settings; buffer sizes only before the first socket. Throws InvalidArgumentError.
@@ -308,7 +314,34 @@ export class PosixStack implements NetworkStack {
     this.recvExtra = { sqeFlags: IOSQE_BUFFER_SELECT, buf: RECV_GROUP, ioprio: IORING_RECV_MULTISHOT };
     this.recvExtraLimited = { ...this.recvExtra, fileIndex: 0 };
     this.zeroCopySendMin = this.config.zeroCopySendMin;
+    r.addTenant(this.tenant);
     this.started = true;
+  }
+
+  /** Why the reactor the rings are on cannot be destroyed now, or undefined. */
+  private busyReason(): string | undefined {
+    if (this.sockets > 0) return `the posix network stack has ${this.sockets} socket(s) open`;
+    const held = this.rx.inUse + (this.udpRx?.inUse ?? 0);
+    if (held > 0) return `the posix network stack's readers hold ${held} receive buffer(s)`;
+    return undefined;
+  }
+
+  /**
+   * The reactor is being destroyed (its ring still open, nothing in flight, no socket open, no
+   * buffer held): unregister and unmap the rings. The next socket starts afresh on the next one.
+   */
+  private detachRings(): void {
+    for (const ring of [this.rx, this.udpRx]) {
+      if (ring === undefined) continue;
+      // A view someone kept reads as empty instead of touching unmapped pages.
+      if (!ring.region.detached) ring.region.transfer();
+      ring.destroy();
+    }
+    this.udpRx = undefined;
+    this.starved.length = 0;
+    this.udpStarved.length = 0;
+    this.spilledAtTakes = -1;
+    this.started = false;
   }
 
   /**
@@ -319,6 +352,7 @@ export class PosixStack implements NetworkStack {
     if (this.udpRx !== undefined) return this.udpRx;
     this.start();
     const c = this.config;
+    // start() registered the stream ring on this same reactor (destroy() makes both go together).
     const ring = new RxRing(reactor().nativeHandle, UDP_RECV_GROUP, c.udpRecvBufferMax, UDP_RECV_BUFFER_SIZE, c.udpRecvBufferCount);
     ring.poison = c.poisonBuffers;
     this.udpGrowStep = c.udpRecvBufferCount;
