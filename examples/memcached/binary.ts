@@ -119,13 +119,17 @@ function header(s: Session, status: number, extlen: number, keylen: number, body
   out.u64(cas);
 }
 
-/** stock's write_bin_error: status + text, then swallow `swallow` body bytes. Ignores quiet mode. */
+/**
+ * stock's write_bin_error: status + text, then swallow `swallow` body bytes. Ignores quiet mode.
+ * Stock's `swallow` is a C int: a body length of 2 GiB or more arrives negative, nothing is
+ * swallowed and the bytes that follow are read as the next request.
+ */
 function binError(s: Session, status: Status, text: string | null, swallow: number): void {
   const msg = text ?? statusText(status);
   header(s, status, 0, 0, msg.length, s.cas);
   s.out.str(msg);
   // stock's write_bin_error transmits at once (conn_mwrite), unless it swallows a body first.
-  if (swallow > 0) s.swallow(swallow);
+  if ((swallow | 0) > 0) s.swallow(swallow | 0);
   else s.flushPoint();
 }
 
@@ -216,7 +220,8 @@ export function processBinaryPacket(s: Session, buf: Uint8Array, pos: number): v
     case Op.SET:
     case Op.ADD:
     case Op.REPLACE:
-      if (extlen === 8 && keylen !== 0 && bodylen >= keylen + 8) binUpdate(s, buf, ext, key, keylen, bodylen - keylen - extlen);
+      // Stock's vlen is a C int: negative past 2 GiB, and then too large with nothing swallowed.
+      if (extlen === 8 && keylen !== 0 && bodylen >= keylen + 8) binUpdate(s, buf, ext, key, keylen, (bodylen - keylen - extlen) | 0);
       else protocolError(s);
       return;
     case Op.GET:
@@ -235,7 +240,7 @@ export function processBinaryPacket(s: Session, buf: Uint8Array, pos: number): v
       return;
     case Op.APPEND:
     case Op.PREPEND:
-      if (keylen > 0 && extlen === 0) binAppendPrepend(s, buf, key, keylen, bodylen - keylen);
+      if (keylen > 0 && extlen === 0) binAppendPrepend(s, buf, key, keylen, (bodylen - keylen) | 0);
       else protocolError(s);
       return;
     case Op.STAT:
@@ -370,9 +375,12 @@ function binUpdate(s: Session, buf: Uint8Array, ext: number, key: number, nkey: 
     // stock swallows even when the body is empty: keep the state machine in step.
     return;
   }
+  // Stock puts the request's CAS in the new item (ITEM_set_cas) and reads it back: with CAS off
+  // (-C) that is 0, so a set/add/replace with a CAS is a plain one and append checks nothing.
+  const reqCas = store.useCas ? s.binCas : 0;
   let comm = s.binCmd === Op.ADD ? Comm.ADD : s.binCmd === Op.SET ? Comm.SET : Comm.REPLACE;
-  if (s.binCas !== 0) comm = Comm.CAS;
-  s.startNread(ref, NreadKind.BINARY_SET, comm, hv, s.binCas, vlen);
+  if (reqCas !== 0) comm = Comm.CAS;
+  s.startNread(ref, NreadKind.BINARY_SET, comm, hv, reqCas, vlen);
 }
 
 function binAppendPrepend(s: Session, buf: Uint8Array, key: number, nkey: number, vlen: number): void {
@@ -385,7 +393,7 @@ function binAppendPrepend(s: Session, buf: Uint8Array, key: number, nkey: number
     else binAllocError(s, Status.ENOMEM, store.allocError === AllocError.NO_MEMORY_READ ? "Out of memory during read" : "Out of memory allocating item", vlen);
     return;
   }
-  s.startNread(ref, NreadKind.BINARY_SET, s.binCmd === Op.APPEND ? Comm.APPEND : Comm.PREPEND, hv, s.binCas, vlen);
+  s.startNread(ref, NreadKind.BINARY_SET, s.binCmd === Op.APPEND ? Comm.APPEND : Comm.PREPEND, hv, store.useCas ? s.binCas : 0, vlen);
 }
 
 /** The value of a binary set/add/replace/append/prepend arrived (stock's complete_update_bin). */

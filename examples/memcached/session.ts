@@ -842,7 +842,8 @@ export class Session {
         this.noreply = false;
         this.respPending = true;
         const router = this.engine.router;
-        if (router === null || !this.routing || !routeBinary(this, router, buf, pos, need, binaryBody(buf, pos) - (need - BIN_HEADER))) {
+        // (The value length as stock's C int: negative past 2 GiB, see binary.ts.)
+        if (router === null || !this.routing || !routeBinary(this, router, buf, pos, need, (binaryBody(buf, pos) - (need - BIN_HEADER)) | 0)) {
           processBinaryPacket(this, buf, pos);
         }
         pos += need;
