@@ -82,6 +82,19 @@ function binaryShardFailed(opcode: number, opaque: number): Uint8Array {
 /** The answer of a batch with none (yet), or whose handed-over answer was read and given back. */
 const NO_ANSWER = new Uint8Array(0);
 
+/**
+ * A forwarded unit's answer at least this long is sent from the buffer it was handed over in
+ * (Session.splice) when the session allows it, instead of being copied into the output.
+ */
+const SPLICE_MIN = 8 * 1024;
+/**
+ * A splice keeps the whole handed-over buffer (other connections' answers too) until it is sent:
+ * only from a buffer of at most this, or one its answer is an eighth of at least. A connection
+ * that stops reading then holds at most that beyond its own answers (it splices only while
+ * nothing of its output is queued, so one such buffer at a time).
+ */
+const SPLICE_SHARED_MAX = 1024 * 1024;
+
 /** Batches bigger than this cross as handed-over native buffers. */
 const INLINE_MAX = 32 * 1024;
 
@@ -270,7 +283,35 @@ export class Batch {
     this.native = undefined;
     this.answer = this.takenCount === this.starts.length ? NO_ANSWER : this.answer.slice();
     this.taken = undefined;
-    native.release();
+    if (this.nativeHolds > 0) this.settledHeld = native;
+    else native.release();
+  }
+
+  /**
+   * The handed-over buffer the answers are read from in place, until settleNative gives it back
+   * (undefined for an answer that crossed as bytes, after that, or for a failed batch): a unit's
+   * answer (unitAnswer) lies in it at its byteOffset less the buffer's.
+   */
+  get handedOver(): NativeBuffer | undefined {
+    return this.failure === undefined ? this.native : undefined;
+  }
+
+  /** Splices of the handed-over answer not yet queued for sending: it is given back after them. */
+  private nativeHolds = 0;
+  /** settleNative ran while splices held the handed-over answer: the last unhold gives it back. */
+  private settledHeld: NativeBuffer | undefined;
+
+  /** A session sends part of the handed-over answer in place (Session.splice): kept until unhold(). */
+  hold(): void {
+    this.nativeHolds++;
+  }
+
+  /** The splice was queued (the output pins what it sends) or dropped. */
+  unhold(): void {
+    if (--this.nativeHolds > 0 || this.settledHeld === undefined) return;
+    const nb = this.settledHeld;
+    this.settledHeld = undefined;
+    nb.release();
   }
 
   /** Answer of unit `i` (after `reply` resolved); a SERVER_ERROR line if the batch failed. */
@@ -1175,6 +1216,7 @@ export async function fillHoles(s: Session): Promise<void> {
   // Nothing before the first hole moves: a UDP answer that pauses every PAUSE_BYTES and asks
   // other shards each time copied everything rendered so far at every resume (quadratic).
   const base = holes[0]!.at;
+  const splicing = s.spliceOk && !s.abort && !s.midValue;
   const src = s.beginRebuild(base);
   const out = s.out;
   let prev = base;
@@ -1187,12 +1229,23 @@ export async function fillHoles(s: Session): Promise<void> {
     out.copy(src, prev - base, h.at - prev);
     prev = h.at;
     const before = out.pos;
+    let spliced = 0;
     if (h.batch !== undefined) {
+      // A large answer still in the buffer it was handed over in goes out from there (the
+      // transport sends it between the pieces of `out`): one copy less of a large value read
+      // on another shard. Only when everything rendered goes out at the next write (no abort,
+      // no value arriving: what stock would hold back stays contiguous in `out`).
+      const nb = splicing ? h.batch.handedOver : undefined;
       for (let i = h.first; i < h.first + h.count; i++) {
         const a = h.batch.unitAnswer(i);
-        out.copy(a, 0, a.length);
+        if (nb !== undefined && a.length >= SPLICE_MIN && (nb.length <= SPLICE_SHARED_MAX || a.length * 8 >= nb.length)) {
+          s.splice(h.batch, nb, a.byteOffset - nb.bytes.byteOffset, a.length);
+          spliced += a.length;
+        } else {
+          out.copy(a, 0, a.length);
+        }
       }
-      forwarded += out.pos - before;
+      forwarded += out.pos - before + spliced;
     } else if (h.render) {
       const answers = h.parts!.map((p) => p.batch.unitAnswer(p.index));
       // A shard that could not answer (gone, stopping) fails the whole gathered answer: merged,
@@ -1203,8 +1256,9 @@ export async function fillHoles(s: Session): Promise<void> {
     }
     if (i < s.keepHoles) keepShift += out.pos - before;
     // A binary error reply from the owner was a send point for stock (write_bin_error):
-    // everything up to it counts as sent.
-    else if (s.protocol === Proto.BINARY && h.swallowed !== true && out.pos - before >= 24 && endsWithBinaryError(out.buf, before, out.pos)) {
+    // everything up to it counts as sent. (Not looked for with splices: their bytes are not in
+    // `out`, and all of it is sent anyway.)
+    else if (s.protocol === Proto.BINARY && spliced === 0 && h.swallowed !== true && out.pos - before >= 24 && endsWithBinaryError(out.buf, before, out.pos)) {
       sentTo = out.pos;
     }
   }

@@ -10,7 +10,7 @@ import { chmodSync, lstatSync, unlinkSync } from "node:fs";
 import { CString, dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
 import { STOP_RECEIVING, SystemError, Timer, maybeYield, sleep, bindUdp, configureNet, formatAddress, listen, parseAddress, BufferCache, type Connection, type Listener, type ListenOptions, type SocketAddress, type UdpChannel, type NativeBuffer } from "shoal";
 import { Engine } from "./engine.ts";
-import { Session, Proto } from "./session.ts";
+import { Session, Proto, type Splice } from "./session.ts";
 import { Out } from "./out.ts";
 import type { Settings } from "./settings.ts";
 import type { StatsSink } from "./stats.ts";
@@ -60,6 +60,27 @@ export interface ShardServerOptions {
 }
 
 /**
+ * Queues `out[0..send)` with the splices between its pieces (each at its `at`), then lets their
+ * batches give the buffers back (the output pinned what it queued: they return once sent). `out` is the native buffer answer() hands off, or
+ * its bytes. Returns the last write's promise.
+ */
+function writeSpliced(output: Connection["output"], out: NativeBuffer | Uint8Array, send: number, splices: Splice[]): Promise<void> {
+  let w: Promise<void> | undefined;
+  let at = 0;
+  try {
+    for (const sp of splices) {
+      if (sp.at > at) w = output.write(out, at, sp.at);
+      w = output.write(sp.nb, sp.start, sp.start + sp.len);
+      at = sp.at;
+    }
+    if (send > at) w = output.write(out, at, send);
+  } finally {
+    for (const sp of splices) sp.from.unhold();
+  }
+  return w!;
+}
+
+/**
  * One client connection on this shard: its session, and what its input calls with each received
  * range (push mode: each chunk is parsed and answered straight from its completion, with no
  * promise or task per request; only a cross-shard command or a slow reader returns a promise,
@@ -105,6 +126,10 @@ class Client {
     const session = this.session;
     this.lastCmd = this.engine.clock.now;
     if (session.holes.length > 0) {
+      // A large answer may stay in the buffer it arrived in, pinned until it is sent, only for
+      // a connection that keeps up (nothing queued): one that does not read holds no other
+      // shard's buffer (which carries other connections' answers too) for longer than its own.
+      session.spliceOk = this.connection.output.buffered === 0;
       // Output waits for other shards past this call: into the session's own buffer.
       session.detachOut();
       // The other shards' answers go in first, then answer() sends what stock would have
@@ -126,7 +151,11 @@ class Client {
     const session = this.session;
     const output = this.connection.output;
     const stats = this.engine.stats;
+    // Other shards' large answers left where they arrived (fillHoles made them only if all of
+    // `out` goes now: no abort, no value arriving).
+    const splices = session.takeSplices();
     if (session.abort) {
+      if (splices !== undefined) for (const sp of splices) sp.from.unhold();
       if (session.keep > 0) {
         stats.bytes_written += session.keep;
         void output.write(session.out.buf.subarray(0, session.keep));
@@ -140,9 +169,10 @@ class Client {
     const send = session.midValue ? session.keep : out.pos;
     let given: NativeBuffer | undefined;
     let fresh: NativeBuffer | undefined;
-    if (send > 0) {
+    if (send > 0 || splices !== undefined) {
       stats.bytes_written += send;
       let w: Promise<void>;
+      if (splices !== undefined) for (const sp of splices) stats.bytes_written += sp.len;
       if (send >= HANDOFF_MIN && out.native !== undefined) {
         // A large answer leaves in place, from the native buffer it was rendered in (the
         // output pins it until the kernel took it); `out` goes on in a fresh one. Copying it
@@ -151,9 +181,9 @@ class Client {
         // for what follows `send` (it is given up once emptied).
         fresh = out.spare(out === this.sharedOut ? send : out.pos - send);
         given = out.native;
-        w = output.write(given, 0, send);
+        w = splices === undefined ? output.write(given, 0, send) : writeSpliced(output, given, send, splices);
       } else {
-        w = output.write(out.buf, 0, send);
+        w = splices === undefined ? output.write(out.buf, 0, send) : writeSpliced(output, out.buf, send, splices);
       }
       if (output.buffered > WRITE_HIGH_WATER) p = w;
     }

@@ -16,7 +16,7 @@ import { NIL, type Store, Comm, Holds } from "./store.ts";
 import { continueGet, metadumpStarts, processTextLine } from "./text.ts";
 import { processBinaryPacket, completeBinaryNread, BIN_HEADER } from "./binary.ts";
 import { completeTextNread } from "./text.ts";
-import { addHole, continueRoutedGet, routeBinary, routeText, UnitKind, type Hole } from "./router.ts";
+import { addHole, continueRoutedGet, routeBinary, routeText, UnitKind, type Batch, type Hole } from "./router.ts";
 
 /**
  * The client session of each engine (shard) whose metadump is being rendered or sent: stock's
@@ -101,6 +101,17 @@ const FWD_OWN = 16 * 1024;
  * was, untouched while the session is paused), the command bytes `buf[cmdStart..cmdEnd)`
  * (forwarded parts repeat them), and what the command asked for.
  */
+/** An answer sent from the buffer another shard handed it over in (Session.splice). */
+export interface Splice {
+  /** Where in `out` it goes (what `out` holds before it is sent first). */
+  at: number;
+  /** The batch whose handed-over answer `nb` is (held until unhold). */
+  from: Batch;
+  nb: NativeBuffer;
+  start: number;
+  len: number;
+}
+
 export interface GetCont {
   buf: Uint8Array;
   cmdStart: number;
@@ -719,6 +730,7 @@ export class Session {
 
   /** The connection is going away: frees an upload in progress, drops its holds. */
   close(): void {
+    this.dropSplices();
     if (this.dumpHeld) this.passDump()();
     this.dropUpload();
     this.releaseHolds();
@@ -736,6 +748,40 @@ export class Session {
     }
     this.state = St.CMD;
     this.carryLen = 0;
+  }
+
+  /**
+   * The transport sends this session's output whole at its next write, and its connection has
+   * nothing queued: fillHoles may leave a large answer of another shard where it arrived (a
+   * splice) instead of copying it into `out` (see takeSplices). Set by the transport per call.
+   */
+  spliceOk = false;
+  /** Answers left in another shard's handed-over buffer, in output order (see splice). */
+  private splices: Splice[] | undefined;
+
+  /**
+   * fillHoles: `nb[start..start+len)` (another shard's answer, in the buffer it was handed over
+   * in) goes out at `out.pos`, between what `out` holds before and after it. The batch keeps
+   * that buffer until the transport queued it (takeSplices, then unhold) or the session closes.
+   */
+  splice(from: Batch, nb: NativeBuffer, start: number, len: number): void {
+    from.hold();
+    (this.splices ??= []).push({ at: this.out.pos, from, nb, start, len });
+  }
+
+  /** The splices made since the last call, for the transport to send between `out`'s pieces (then unhold). */
+  takeSplices(): Splice[] | undefined {
+    const s = this.splices;
+    this.splices = undefined;
+    return s;
+  }
+
+  /** Lets go of splices no transport took (the connection failed or closed first). */
+  private dropSplices(): void {
+    const s = this.splices;
+    if (s === undefined) return;
+    this.splices = undefined;
+    for (const sp of s) sp.from.unhold();
   }
 
   /** Bytes buffered for an incomplete command. */
