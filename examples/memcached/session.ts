@@ -96,11 +96,6 @@ const INPUT_KEEP = 16 * 1024;
  */
 const FWD_OWN = 16 * 1024;
 
-/**
- * The rest of a multiget a pause cut short: its keys `buf[p..end)` (the line stays where it
- * was, untouched while the session is paused), the command bytes `buf[cmdStart..cmdEnd)`
- * (forwarded parts repeat them), and what the command asked for.
- */
 /** An answer sent from the buffer another shard handed it over in (Session.splice). */
 export interface Splice {
   /** Where in `out` it goes (what `out` holds before it is sent first). */
@@ -112,6 +107,11 @@ export interface Splice {
   len: number;
 }
 
+/**
+ * The rest of a multiget a pause cut short: its keys `buf[p..end)` (the line stays where it
+ * was, untouched while the session is paused), the command bytes `buf[cmdStart..cmdEnd)`
+ * (forwarded parts repeat them), and what the command asked for.
+ */
 export interface GetCont {
   buf: Uint8Array;
   cmdStart: number;
