@@ -79,7 +79,8 @@ const namedFlags: Record<string, [number, boolean, boolean]> = {
 function decodeFlags(flags: unknown): [number, boolean, boolean] {
   if (flags === undefined) return namedFlags["r"]!;
   if (typeof flags === "string") {
-    const f = namedFlags[flags];
+    // Own keys only: "toString" or "__proto__" found Object.prototype's members here.
+    const f = Object.hasOwn(namedFlags, flags) ? namedFlags[flags] : undefined;
     if (f === undefined) {
       throw new InvalidArgumentError(`openFileDma: flags must be one of ${Object.keys(namedFlags).map((k) => `"${k}"`).join(", ")} or an object; got "${flags}"`);
     }
@@ -87,7 +88,9 @@ function decodeFlags(flags: unknown): [number, boolean, boolean] {
   }
   if (flags === null || typeof flags !== "object") throw new InvalidArgumentError(`openFileDma: flags must be a string or an object, got ${typeof flags}`);
   const o = flags as OpenFlagsObject;
-  const access = { read: [O_RDONLY, true, false], write: [O_WRONLY, false, true], readWrite: [O_RDWR, true, true] }[o.access] as [number, boolean, boolean] | undefined;
+  const accessModes: Record<string, [number, boolean, boolean]> = { read: [O_RDONLY, true, false], write: [O_WRONLY, false, true], readWrite: [O_RDWR, true, true] };
+  // Own keys only: "constructor" opened a file neither readable nor writable.
+  const access = typeof o.access === "string" && Object.hasOwn(accessModes, o.access) ? accessModes[o.access] : undefined;
   if (access === undefined) throw new InvalidArgumentError(`openFileDma: flags.access must be "read", "write" or "readWrite", got ${JSON.stringify(o.access)}`);
   for (const k of ["create", "truncate", "exclusive"] as const) {
     if (o[k] !== undefined && typeof o[k] !== "boolean") throw new InvalidArgumentError(`openFileDma: flags.${k} must be a boolean`);
@@ -101,13 +104,22 @@ function decodeFlags(flags: unknown): [number, boolean, boolean] {
   return [bits, access[1], access[2]];
 }
 
-/** Rounds `value` up to a multiple of `alignment` (a power of two). */
+function checkAlignment(op: string, alignment: unknown): void {
+  // A zero or negative alignment answered Infinity, NaN or a "rounded up" value below `value`.
+  if (typeof alignment !== "number" || !Number.isSafeInteger(alignment) || alignment < 1 || alignment > 2 ** 30 || (alignment & (alignment - 1)) !== 0) {
+    throw new InvalidArgumentError(`${op}: alignment must be a power of two, got ${describeValue(alignment)}`);
+  }
+}
+
+/** Rounds `value` up to a multiple of `alignment` (a power of two, else InvalidArgumentError). */
 export function alignUp(value: number, alignment: number): number {
+  checkAlignment("alignUp", alignment);
   return Math.ceil(value / alignment) * alignment;
 }
 
-/** Rounds `value` down to a multiple of `alignment` (a power of two). */
+/** Rounds `value` down to a multiple of `alignment` (a power of two, else InvalidArgumentError). */
 export function alignDown(value: number, alignment: number): number {
+  checkAlignment("alignDown", alignment);
   return Math.floor(value / alignment) * alignment;
 }
 

@@ -230,17 +230,25 @@ export class FileInputStream implements AsyncDisposable, AsyncIterable<Uint8Arra
     if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`readExactly: n must be an integer >= 0, got ${describeValue(n)}`);
     this.begin("readExactly");
     try {
-      const out = new Uint8Array(n);
+      // Grown as bytes arrive past 1 MiB, not allocated at `n`: readExactly(2 ** 53 - 1) ("the
+      // rest") threw RangeError up front, and a large `n` mapped that much memory for a short
+      // file. Up to 1 MiB (or a buffer) it is allocated once, as before.
+      let out = new Uint8Array(Math.min(n, Math.max(this.bufferSize, 1 << 20)));
       let got = 0;
       while (got < n) {
         if (this.view.length === 0 && !(await this.advance())) break;
         const take = Math.min(n - got, this.view.length);
+        if (got + take > out.length) {
+          const grown = new Uint8Array(Math.min(n, Math.max(got + take, out.length * 2)));
+          grown.set(out.subarray(0, got));
+          out = grown;
+        }
         out.set(this.view.subarray(0, take), got);
         this.view = this.view.subarray(take);
         got += take;
       }
       this.consumed += got;
-      return got === n ? out : out.subarray(0, got);
+      return got === out.length ? out : out.subarray(0, got);
     } finally {
       this.busy = false;
     }
