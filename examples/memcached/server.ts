@@ -61,8 +61,8 @@ export interface ShardServerOptions {
 
 /**
  * Queues `out[0..send)` with the splices between its pieces (each at its `at`), then lets their
- * batches give the buffers back (the output pinned what it queued: they return once sent). `out` is the native buffer answer() hands off, or
- * its bytes. Returns the last write's promise.
+ * batches give the buffers back (the output pinned what it queued: they return once sent).
+ * `out` is the native buffer answer() hands off, or its bytes. Returns the last write's promise.
  */
 function writeSpliced(output: Connection["output"], out: NativeBuffer | Uint8Array, send: number, splices: Splice[]): Promise<void> {
   let w: Promise<void> | undefined;
@@ -127,8 +127,8 @@ class Client {
     this.lastCmd = this.engine.clock.now;
     if (session.holes.length > 0) {
       // A large answer may stay in the buffer it arrived in, pinned until it is sent, only for
-      // a connection that keeps up (nothing queued): one that does not read holds no other
-      // shard's buffer (which carries other connections' answers too) for longer than its own.
+      // a connection that keeps up (nothing queued): one that stops reading keeps at most one
+      // such buffer (which carries other connections' answers too; see SPLICE_SHARED_MAX).
       session.spliceOk = this.connection.output.buffered === 0;
       // Output waits for other shards past this call: into the session's own buffer.
       session.detachOut();
