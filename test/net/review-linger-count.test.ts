@@ -33,14 +33,19 @@ async function pair(opts: ListenOptions = {}, clientOpts: ConnectOptions = {}) {
 }
 
 /** Writes `n` bytes on `srv` and starts its close, which lingers (its peer has not read). */
-async function lingering(srv: Connection, n = 512 * 1024): Promise<{ closing: Promise<void>; done: () => boolean }> {
+async function lingering(srv: Connection, n = 512 * 1024): Promise<{ closing: Promise<void> }> {
   await srv.output.write(new Uint8Array(n).fill(0x61));
   await srv.output.flush();
-  let closed = false;
-  const closing = srv.close().then(() => {
-    closed = true;
-  });
-  return { closing, done: () => closed };
+  return { closing: srv.close() };
+}
+
+/** A pair whose server side's close lingers (counted) once this returns; `closing` is that close. */
+async function lingeringPair(closeTimeoutMs: number) {
+  const { l, c, srv } = await pair({ closeTimeoutMs });
+  setIntOption("setsockopt(SO_SNDBUF)", srv.fd, SOL_SOCKET, SO_SNDBUF, 1 << 20);
+  const { closing } = await lingering(srv);
+  await until(() => netStats().closesLingering === 1, 10_000, "the close to linger");
+  return { l, c, srv, closing };
 }
 
 async function drainAll(c: Connection): Promise<number> {
@@ -60,10 +65,7 @@ async function settle(l: { close(): Promise<void> }): Promise<void> {
 
 test("the peer takes everything: the linger ends and the count is back to 0", async () => {
   expect(netStats().closesLingering).toBe(0);
-  const { l, c, srv } = await pair({ closeTimeoutMs: NEVER_MS });
-  setIntOption("setsockopt(SO_SNDBUF)", srv.fd, SOL_SOCKET, SO_SNDBUF, 1 << 20);
-  const { closing } = await lingering(srv);
-  await until(() => netStats().closesLingering === 1, 10_000, "the close to linger");
+  const { l, c, srv, closing } = await lingeringPair(NEVER_MS);
   expect(await drainAll(c)).toBe(512 * 1024);
   await closing;
   expect(netStats().closesLingering).toBe(0);
@@ -72,10 +74,7 @@ test("the peer takes everything: the linger ends and the count is back to 0", as
 }, 60_000);
 
 test("reset() during the linger: the count is back to 0", async () => {
-  const { l, c, srv } = await pair({ closeTimeoutMs: NEVER_MS });
-  setIntOption("setsockopt(SO_SNDBUF)", srv.fd, SOL_SOCKET, SO_SNDBUF, 1 << 20);
-  const { closing } = await lingering(srv);
-  await until(() => netStats().closesLingering === 1, 10_000, "the close to linger");
+  const { l, c, srv, closing } = await lingeringPair(NEVER_MS);
   srv.reset();
   await closing;
   expect(netStats().closesLingering).toBe(0);
@@ -85,10 +84,7 @@ test("reset() during the linger: the count is back to 0", async () => {
 }, 60_000);
 
 test("the peer resets during the linger: the count is back to 0", async () => {
-  const { l, c, srv } = await pair({ closeTimeoutMs: NEVER_MS });
-  setIntOption("setsockopt(SO_SNDBUF)", srv.fd, SOL_SOCKET, SO_SNDBUF, 1 << 20);
-  const { closing } = await lingering(srv);
-  await until(() => netStats().closesLingering === 1, 10_000, "the close to linger");
+  const { l, c, srv, closing } = await lingeringPair(NEVER_MS);
   c.reset();
   await closing;
   expect(netStats().closesLingering).toBe(0);
@@ -97,10 +93,7 @@ test("the peer resets during the linger: the count is back to 0", async () => {
 }, 60_000);
 
 test("closeTimeoutMs runs out during the linger: the count is back to 0", async () => {
-  const { l, c, srv } = await pair({ closeTimeoutMs: 2_000 });
-  setIntOption("setsockopt(SO_SNDBUF)", srv.fd, SOL_SOCKET, SO_SNDBUF, 1 << 20);
-  const { closing } = await lingering(srv);
-  await until(() => netStats().closesLingering === 1, 10_000, "the close to linger");
+  const { l, c, srv, closing } = await lingeringPair(2_000);
   await closing;
   expect(netStats().closesLingering).toBe(0);
   c.reset();
