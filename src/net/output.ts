@@ -470,7 +470,7 @@ export class StreamOutput implements ConnectionOutput {
     const objs: (NativeBuffer | undefined)[] = new Array(this.cap * 2);
     for (let k = 0; k < this.n; k++) {
       const i = (this.head + k) & mask;
-      next.set(e.subarray(i << 2, (i << 2) + 4), k << 2);
+      for (let w = 0; w < 4; w++) next[(k << 2) + w] = e[(i << 2) + w]!;
       objs[k] = this.objs[i];
     }
     this.e = next;
