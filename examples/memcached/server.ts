@@ -249,6 +249,10 @@ export class ShardServer {
   private stopping = false;
   /** drain()'s grace is over: every connection's input is shut; none is taken after this. */
   private inputShut = false;
+  /** drain()'s deadline passed: the connections open were reset; one taken after it is reset too. */
+  private pastDeadline = false;
+  /** Every connection's serve(), until it ends: stop() frees the store only after the last. */
+  private readonly serving = new Set<Promise<void>>();
   private draining: Promise<void> | undefined;
   private closed = false;
   private crawler: Timer | undefined;
@@ -461,6 +465,10 @@ export class ShardServer {
       // after that (a busy shard came to it late) has its input shut at once. Each answers what
       // had arrived (a client that sent its requests and half-closed gets every answer), then
       // closes. (They were reset: such a client read ECONNRESET instead of its answers.)
+      if (this.pastDeadline) {
+        c.reset();
+        continue;
+      }
       if (this.inputShut) c.shutdownInput({ keepReceived: true });
       if (this.conns.size >= this.maxConns) {
         if (this.settings.maxconnsFast) {
@@ -480,7 +488,9 @@ export class ShardServer {
         }
       }
       stats.total_conns++;
-      void this.serve(c, protocol);
+      const serving = this.serve(c, protocol);
+      this.serving.add(serving);
+      void serving.finally(() => this.serving.delete(serving));
     }
   }
 
@@ -702,9 +712,13 @@ export class ShardServer {
     let loopsDone = false;
     void Promise.allSettled(this.done).then(() => (loopsDone = true));
     while ((!loopsDone || this.conns.size > 0 || this.lingering.size > 0) && Date.now() < deadline) await sleep(5);
+    // Past the deadline: the rest are reset, and so is one an accept loop hands over later
+    // (served with its input shut, it would reach the store after stop() freed it).
+    this.pastDeadline = true;
     for (const c of this.conns.values()) c.connection.reset();
     for (const c of this.lingering) c.reset();
     await Promise.allSettled(this.done);
+    await Promise.allSettled(this.serving);
   }
 }
 
