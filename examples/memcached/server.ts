@@ -21,8 +21,14 @@ import { lookahead } from "./lookahead.ts";
 const WRITE_HIGH_WATER = 1 << 20;
 /** An answer this large leaves from the shared buffer in place instead of being copied (Out.handOff). */
 const HANDOFF_MIN = 32 * 1024;
-/** Bytes of released response buffers a shard keeps mapped for reuse. */
+/**
+ * Bytes of released response buffers a shard keeps mapped for reuse; more, up to
+ * OUT_CACHE_RETAIN_MAX, while its connections' large answers out at once need them (the peak of
+ * the last second: see BufferCache.trim). With only the 2 MiB, 50 connections getting 60 KB
+ * values mapped, faulted in and unmapped a 64 KiB buffer per answer (~14% of the CPU).
+ */
 const OUT_CACHE_RETAIN = 2 * 1024 * 1024;
+const OUT_CACHE_RETAIN_MAX = 64 * 1024 * 1024;
 /** Items the crawler checks per second (expired and flushed items are freed). */
 const CRAWL_PER_TICK = 2000;
 /** Hash buckets an expanding table migrates per second besides those moved by inserts (~0.2 ms). */
@@ -243,7 +249,7 @@ export class ShardServer {
    * Native memory for the response buffer this shard's connections share: a large answer is
    * sent from it in place (see answer()), and the buffer comes back here once sent.
    */
-  private readonly outCache = new BufferCache({ retainBytes: OUT_CACHE_RETAIN });
+  private readonly outCache = new BufferCache({ retainBytes: OUT_CACHE_RETAIN, retainMaxBytes: OUT_CACHE_RETAIN_MAX });
   /** The response buffer this shard's connections share (Session.detachOut). */
   private readonly sharedOut = new Out(64 * 1024, this.outCache);
   private stopping = false;
@@ -341,6 +347,7 @@ export class ShardServer {
     let readSinceGc = 0;
     this.crawler = new Timer(() => {
       this.engine.clock.tick();
+      this.outCache.trim();
       this.engine.store.maintainHash(HASH_MIGRATE_PER_TICK);
       if (this.settings.lruCrawler) this.engine.store.crawl(CRAWL_PER_TICK);
       if (this.settings.slabReassign) {

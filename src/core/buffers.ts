@@ -381,6 +381,15 @@ export interface BufferCacheOptions {
    * mappings in use are not bounded by it.
    */
   retainBytes?: number | undefined;
+  /**
+   * Keep more than `retainBytes` when the buffers out at once need it: up to this many bytes
+   * (default `retainBytes`: no more), as much as was out at the peak since the last trim(). A
+   * burst that takes N buffers, releases them when the kernel has sent them, then takes N again
+   * (a server's answers to all its connections) then reuses its mappings instead of mapping and
+   * unmapping N of them per burst. Call trim() now and then (once a second) to let the kept
+   * mappings shrink back once the bursts are smaller.
+   */
+  retainMaxBytes?: number | undefined;
   /** Smallest mapping (default 64 KiB, a power of two of at least 4096): sizes round up to a power of two from here. */
   minClassBytes?: number | undefined;
 }
@@ -399,6 +408,7 @@ export interface BufferCacheOptions {
  */
 export class BufferCache {
   readonly retainBytes: number;
+  readonly retainMaxBytes: number;
   readonly minClassBytes: number;
   /**
    * Released handles whose mappings are kept, per size class (a handle's `index`: its mapping is
@@ -407,6 +417,10 @@ export class BufferCache {
   private readonly free: NativeBuffer[][] = [];
   private retainedBytes = 0;
   private outstandingCount = 0;
+  /** Bytes mapped by the buffers out (taken, not yet recycled); their peak since trim(), and before it. */
+  private outstandingBytes = 0;
+  private peakBytes = 0;
+  private lastPeakBytes = 0;
   private closed = false;
   /** Mappings made, and takes served from the cache (statistics). */
   mapped = 0;
@@ -422,7 +436,12 @@ export class BufferCache {
     if (!Number.isSafeInteger(min) || min < 4096 || (min & (min - 1)) !== 0 || min > MAX_VIEW_BYTES) {
       throw new InvalidArgumentError(`BufferCache: minClassBytes must be a power of two from 4096, got ${describeValue(min)}`);
     }
+    const retainMax = options.retainMaxBytes ?? retain;
+    if (!Number.isSafeInteger(retainMax) || retainMax < retain) {
+      throw new InvalidArgumentError(`BufferCache: retainMaxBytes must be an integer >= retainBytes (${retain}), got ${describeValue(retainMax)}`);
+    }
     this.retainBytes = retain;
+    this.retainMaxBytes = retainMax;
     this.minClassBytes = min;
   }
 
@@ -461,6 +480,8 @@ export class BufferCache {
       this.mapped++;
     }
     this.outstandingCount++;
+    this.outstandingBytes += mapped;
+    if (this.outstandingBytes > this.peakBytes) this.peakBytes = this.outstandingBytes;
     // A fresh handle: a stale holder's release() cannot give back the new owner's buffer.
     return new NativeBuffer(new Uint8Array(region, 0, size), address, this, cls);
   }
@@ -469,12 +490,46 @@ export class BufferCache {
   recycle(b: NativeBuffer): void {
     this.outstandingCount--;
     const mapped = this.minClassBytes * 2 ** b.index;
-    if (this.closed || this.retainedBytes + mapped > this.retainBytes) {
+    this.outstandingBytes -= mapped;
+    if (this.closed || this.retainedBytes + mapped > this.keepLimit()) {
       unmapViewed(b.bytes.buffer as ArrayBuffer, b.address, mapped);
       return;
     }
     (this.free[b.index] ??= []).push(b);
     this.retainedBytes += mapped;
+  }
+
+  /**
+   * Bytes of released mappings kept now at most: retainBytes, or the peak out since the trim()
+   * before last (within retainMaxBytes).
+   */
+  private keepLimit(): number {
+    return Math.max(this.retainBytes, Math.min(this.retainMaxBytes, Math.max(this.peakBytes, this.lastPeakBytes)));
+  }
+
+  /**
+   * Starts a new period for the peak: the kept mappings shrink to what the buffers out at once
+   * needed since the last trim() (never below retainBytes; those beyond are unmapped, largest
+   * first), and that stays kept through the next period, so a steady load maps nothing anew.
+   * A no-op without retainMaxBytes. Returns the bytes unmapped.
+   */
+  trim(): number {
+    this.lastPeakBytes = this.peakBytes;
+    this.peakBytes = this.outstandingBytes;
+    const limit = this.keepLimit();
+    let unmapped = 0;
+    for (let cls = this.free.length - 1; cls >= 0 && this.retainedBytes > limit; cls--) {
+      const list = this.free[cls];
+      if (list === undefined) continue;
+      const mapped = this.minClassBytes * 2 ** cls;
+      while (list.length > 0 && this.retainedBytes > limit) {
+        const b = list.pop()!;
+        unmapViewed(b.bytes.buffer as ArrayBuffer, b.address, mapped);
+        this.retainedBytes -= mapped;
+        unmapped += mapped;
+      }
+    }
+    return unmapped;
   }
 
   /**

@@ -453,6 +453,40 @@ describe("BufferCache", () => {
     expect(() => cache.take(1)).toThrow(ClosedError);
   });
 
+  test("retainMaxBytes keeps what a burst had out, so the next burst maps nothing; trim() shrinks it back", () => {
+    using cache = new BufferCache({ retainBytes: 65536, retainMaxBytes: 16 * 65536 });
+    const burst = () => Array.from({ length: 10 }, () => cache.take(60_000));
+    for (const b of burst()) b.release();
+    expect(cache.mapped).toBe(10);
+    expect(cache.retained).toBe(10 * 65536); // the peak out, beyond retainBytes
+    for (const b of burst()) b.release();
+    expect(cache.mapped).toBe(10); // the second burst reused every mapping
+    expect(cache.reused).toBe(10);
+    // A second with smaller bursts: the next trim() keeps what they needed.
+    expect(cache.trim()).toBe(0); // what the last second's peak needed stays
+    const small = Array.from({ length: 3 }, () => cache.take(60_000));
+    for (const b of small) b.release();
+    expect(cache.trim()).toBe(7 * 65536);
+    expect(cache.retained).toBe(3 * 65536);
+    expect(cache.trim()).toBe(2 * 65536); // no takes at all since: down to retainBytes
+    expect(cache.retained).toBe(65536);
+    // Never beyond retainMaxBytes, whatever is out at once.
+    const many = Array.from({ length: 20 }, () => cache.take(60_000));
+    const views = many.map((b) => b.bytes);
+    for (const b of many) b.release();
+    expect(cache.retained).toBe(16 * 65536);
+    expect(views.filter((v) => v.length === 0).length).toBe(4); // unmapped beyond the limit
+  });
+
+  test("without retainMaxBytes nothing beyond retainBytes is kept, and trim() unmaps nothing", () => {
+    using cache = new BufferCache({ retainBytes: 2 * 65536 });
+    const out = Array.from({ length: 5 }, () => cache.take(65536));
+    for (const b of out) b.release();
+    expect(cache.retained).toBe(2 * 65536);
+    expect(cache.trim()).toBe(0);
+    expect(cache.retained).toBe(2 * 65536);
+  });
+
   test("poisoning fills a released buffer before its mapping is kept", () => {
     using cache = new BufferCache();
     setBufferPoisoning(true);
@@ -465,7 +499,7 @@ describe("BufferCache", () => {
   });
 
   test("bad options and sizes are refused with ERR_INVALID_ARG", () => {
-    for (const bad of [{ retainBytes: -1 }, { retainBytes: 1.5 }, { minClassBytes: 1000 }, { minClassBytes: 2048 }, { minClassBytes: 3 * 4096 }]) {
+    for (const bad of [{ retainBytes: -1 }, { retainBytes: 1.5 }, { retainBytes: 65536, retainMaxBytes: 4096 }, { retainMaxBytes: 2.5e7 + 0.5 }, { minClassBytes: 1000 }, { minClassBytes: 2048 }, { minClassBytes: 3 * 4096 }]) {
       expect(thrownBy(() => new BufferCache(bad))?.code).toBe("ERR_INVALID_ARG");
     }
     expect(thrownBy(() => new BufferCache(null as never))?.code).toBe("ERR_INVALID_ARG");
