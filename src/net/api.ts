@@ -119,8 +119,9 @@ export interface Server extends Listener {
    * queue: they are served like the others, see ListenerCloseOptions), waits `graceMs`, then shuts every connection's input
    * keeping what was received (shutdownInput({ keepReceived: true })): each handler reads the
    * rest of what its client sent, answers it, sees end of stream and returns, and serve()
-   * closes the connection after its output is flushed. Resolves once every handler has finished
-   * and its connection closed, or after `timeoutMs`, with the connections still open reset (a
+   * closes the connection after its output is flushed. Resolves once the listener has handed out
+   * its last connection and every handler has finished and its connection closed, or after
+   * `timeoutMs`, with the connections still open reset, and any handed out later reset too (a
    * handler still running then is not waited for; its socket operations fail from then on).
    * Idempotent: later calls return the first call's promise. Throws InvalidArgumentError for bad
    * options.
@@ -135,6 +136,15 @@ class ServeServer implements Server {
   draining: Promise<void> | undefined;
   /** drain()'s grace is over and it shut the running connections' input: one that starts later shuts its own. */
   inputShut = false;
+  /** drain()'s deadline passed and it reset the connections open then: one that starts later is reset too. */
+  pastDeadline = false;
+  /**
+   * serve()'s accept loop ended: the listener handed out its last connection (after a close,
+   * those it took from the kernel's queue come first).
+   */
+  acceptEnded = false;
+  /** drain() waits for the accept loop's end and the last handler: called when either comes. */
+  private whenIdle: (() => void) | undefined;
 
   constructor(readonly listener: Listener) {}
 
@@ -171,10 +181,23 @@ class ServeServer implements Server {
     return this.draining;
   }
 
+  /** @internal A handler finished or the accept loop ended: wakes drain() once both are over. */
+  checkIdle(): void {
+    if (this.acceptEnded && this.running.size === 0 && this.whenIdle !== undefined) {
+      const wake = this.whenIdle;
+      this.whenIdle = undefined;
+      wake();
+    }
+  }
+
   private async drainNow(graceMs: number, timeoutMs: number): Promise<void> {
     // Clients the kernel connected before the stop are served too (not reset from its queue).
+    // The close may resolve before the listener has handed them all out (accept() does that,
+    // and its iteration ends after the last): drain() waits for the accept loop's end as well
+    // as for the handlers (it returned while a connection the close took had not started yet,
+    // which was then served after drain() resolved).
     await this.listener.close({ acceptPending: true });
-    if (this.running.size === 0) {
+    if (this.running.size === 0 && this.acceptEnded) {
       this.inputShut = true;
       return;
     }
@@ -184,18 +207,21 @@ class ServeServer implements Server {
     // the input of any that starts after this point.
     this.inputShut = true;
     for (const c of this.running.keys()) c.shutdownInput({ keepReceived: true });
-    if (this.running.size === 0) return;
-    // Handlers that have not finished by the deadline get their connections reset; drain()
-    // does not wait for them further (one may be stuck on something other than its socket).
-    let expire!: () => void;
-    const expired = new Promise<void>((resolve) => (expire = resolve));
+    if (this.running.size === 0 && this.acceptEnded) return;
+    // Handlers that have not finished by the deadline get their connections reset, and so does
+    // a connection handed out after it (run() resets it: it was served, input shut, after drain()
+    // had returned); drain() does not wait for them further (one may be stuck on something other
+    // than its socket).
+    const idle = new Promise<void>((resolve) => (this.whenIdle = resolve));
     const timer = new Timer(() => {
+      this.pastDeadline = true;
       for (const c of this.running.keys()) c.reset();
-      expire();
+      this.whenIdle?.();
     }).arm(timeoutMs);
     try {
-      await Promise.race([Promise.allSettled(this.running.values()), expired]);
+      await idle;
     } finally {
+      this.whenIdle = undefined;
       timer.cancel();
     }
   }
@@ -223,6 +249,11 @@ export function serve(address: AddressInput, handler: (connection: Connection) =
   const server = new ServeServer((stack ?? networkStack()).listen(address, listenOptions));
   const run = async (c: Connection) => {
     try {
+      // Handed out after drain()'s deadline: reset, as the connections open then were.
+      if (server.pastDeadline) {
+        c.reset();
+        return;
+      }
       if (server.inputShut) c.shutdownInput({ keepReceived: true });
       await handler(c);
       await c.close();
@@ -235,12 +266,18 @@ export function serve(address: AddressInput, handler: (connection: Connection) =
       }
     } finally {
       server.running.delete(c);
+      server.checkIdle();
     }
   };
   void (async () => {
     // run() starts a microtask later, so that it is in `running` before its finally removes it
     // (a handler that throws at once would otherwise settle first and stay listed).
     for await (const c of server.listener) server.running.set(c, Promise.resolve(c).then(run));
-  })().catch((e) => defaultOnError(e));
+  })()
+    .catch((e) => defaultOnError(e))
+    .finally(() => {
+      server.acceptEnded = true;
+      server.checkIdle();
+    });
   return server;
 }
