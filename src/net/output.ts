@@ -71,6 +71,12 @@ export interface OutputSink {
   releaseReceived(address: number): void;
   /** Everything was sent after output.close(): shut down the sending side. */
   outputShutdown(): void;
+  /**
+   * A write could not be queued (send memory ran out part-way) and the output failed with `err`:
+   * the stream misses that write, so nothing queued or written after it may reach the peer.
+   * Reset the connection.
+   */
+  outputFailed(err: Error): void;
 }
 
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -184,9 +190,7 @@ export class StreamOutput implements ConnectionOutput {
         if (r !== undefined) return rejectedHandled(r);
       }
     } catch (err) {
-      // Out of send memory (mmap failed) part-way: nothing of this write stays queued.
-      this.rollback();
-      return rejectedHandled(err);
+      return this.failWrite(err);
     }
     this.sink.outputReady();
     return this.pressure();
@@ -244,8 +248,7 @@ export class StreamOutput implements ConnectionOutput {
     try {
       for (let i = 0; i < pieces.length; i++) this.append(pieces[i]!);
     } catch (err) {
-      this.rollback();
-      return rejectedHandled(err);
+      return this.failWrite(err);
     }
     if (pieces.length > 0) this.sink.outputReady();
     return this.pressure();
@@ -293,6 +296,22 @@ export class StreamOutput implements ConnectionOutput {
   /** Refuses further writes (the connection is closing); queued bytes are still sent. */
   seal(): void {
     this.sealed = true;
+  }
+
+  /**
+   * A write threw part-way (out of send memory: mmap failed): nothing of it stays queued, and
+   * the output fails with the error, as after a failed send. Writes are not awaited one by one
+   * (a server awaits only past the high-water mark, or a flush), and an answer is often several
+   * writes: going on after the lost one sent the next answer glued to a cut one and resolved
+   * flush() as if all had gone. Now that write, later calls and every waiting flush or drain
+   * reject with the error, and the stack resets the connection (its queue is dropped with it).
+   */
+  private failWrite(thrown: unknown): Promise<void> {
+    this.rollback();
+    const err = thrown instanceof Error ? thrown : new Error(String(thrown));
+    this.fail(err);
+    this.sink.outputFailed(err);
+    return rejectedHandled(err);
   }
 
   private refuse(): Error | undefined {

@@ -223,7 +223,9 @@ export interface ConnectionOutput {
    * than flush() resolving; release() it and let the pin decide when the memory is free, or
    * await close(), rather than rewriting it after flush()); a view from read() of at least 1 KiB is sent in place
    * (zero-copy forwarding). Rejects with the connection's error (SystemError EPIPE,
-   * ECONNRESET...) or ClosedError after close. Rejections are marked handled: a write nobody
+   * ECONNRESET...) or ClosedError after close. A write that cannot get send memory (SystemError
+   * ENOMEM, op "mmap (send buffers)") queues none of its bytes and resets the connection: the
+   * stream would miss it, so nothing written later may reach the peer. Rejections are marked handled: a write nobody
    * awaits never becomes an unhandled rejection, and the error resurfaces on the next call.
    * `start`/`end` (bytes only) write `data[start, end)` without making a view: what a protocol
    * encoder that fills its own buffer passes (small ranges are copied without a native call);

@@ -411,6 +411,11 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     if (this.input.ended) this.teardown(false);
   }
 
+  /** @internal OutputSink: a write was lost (see StreamOutput.failWrite); nothing more may go. */
+  outputFailed(err: Error): void {
+    this.abort(err, true);
+  }
+
   /** @internal Called by the stack's flush, once per turn, for connections with queued output. */
   startSend(): void {
     this.dirty = false;
@@ -419,6 +424,7 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     const n = out.entries;
     if (n === 0) return;
     const stack = this.stack;
+    let block = -1;
     const first = out.entryLength(0);
     const native = out.entryNative(0);
     // Zero-copy sends exist for TCP only (a Unix socket answers EOPNOTSUPP), and pay only
@@ -433,12 +439,11 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
       this.sendingBytes = first;
       this.zeroCopyPending++;
       stack.counters.sendsZeroCopy++;
-    } else if (n === 1) {
+    } else if (n === 1 || (block = this.acquireMsgBlock()) < 0) {
       this.sendOwner = this.sendHandler;
       this.sendSlot = this.r.prepare(IoOp.SEND, this.fd, out.entryAddress(0), first, 0, MSG_NOSIGNAL, this.sendHandler);
       this.sendingBytes = first;
     } else {
-      const block = stack.msgs.acquire();
       const w = stack.msgs.u32(block);
       const base = stack.msgs.address(block);
       let count = 0;
@@ -467,6 +472,19 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     }
     this.sendCancelled = false;
     stack.counters.sends++;
+  }
+
+  /**
+   * A msghdr block for a SENDMSG, or -1 when none can be mapped (mmap failed): the head entry
+   * then goes alone, in a SEND. (The throw left the stack's send batch midway: the connections
+   * after this one in it stayed marked for sending and never sent again.)
+   */
+  private acquireMsgBlock(): number {
+    try {
+      return this.stack.msgs.acquire();
+    } catch {
+      return -1;
+    }
   }
 
   /**
