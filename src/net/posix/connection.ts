@@ -284,11 +284,14 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
 
   // ---- receiving ----------------------------------------------------------------------------
 
-  private armRecv(): void {
+  /** Arms the connection's receive: multishot, or with `once` a single receive of one buffer. */
+  private armRecv(once = false): void {
     const stack = this.stack;
     let extra = stack.recvExtra;
     this.recvLimited = false;
-    if (stack.recvLimitSupported) {
+    if (once) {
+      extra = stack.recvExtraOnce;
+    } else if (stack.recvLimitSupported) {
       // Newer kernels end a multishot receive after a total byte count: it cannot run more
       // than one buffer past what the reader will take.
       const budget = Math.min(Math.max(this.input.receiveBudget, stack.rx.bufferSize), 0x7fff_ffff);
@@ -343,10 +346,15 @@ export class PosixConnection implements Connection, InputSource, OutputSink, Com
     if (!this.input.finished && !this.input.isPaused && !this.starved) this.armRecv();
   }
 
-  /** @internal The stack has buffers again after ENOBUFS. */
+  /**
+   * @internal The stack has buffers again after ENOBUFS. The first receive takes one buffer
+   * only (its completion re-arms the multishot one): re-armed in the order they ran dry, the
+   * first multishot receive of a flooding peer took every free buffer, so a quiet connection
+   * starved again, turn after turn, while its request waited behind gigabytes of flood.
+   */
   resumeAfterStarve(): void {
     this.starved = false;
-    if (this.state < TEARDOWN && this.recvSlot < 0 && !this.input.finished && !this.input.isPaused) this.armRecv();
+    if (this.state < TEARDOWN && this.recvSlot < 0 && !this.input.finished && !this.input.isPaused) this.armRecv(true);
   }
 
   /** @internal InputSource */

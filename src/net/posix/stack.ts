@@ -176,6 +176,8 @@ export class PosixStack implements NetworkStack {
   recvExtra!: PrepareExtra;
   /** The same with a total length limit (sqe optlen, which shares file_index's field). */
   recvExtraLimited!: PrepareExtra & { fileIndex: number };
+  /** A single-shot receive into one provided buffer (a starved connection's first, see resumeAfterStarve). */
+  recvExtraOnce!: PrepareExtra;
   /** False once the kernel refused a multishot receive length limit (older than the feature). */
   recvLimitSupported = true;
   zeroCopySendMin = 65536;
@@ -313,6 +315,7 @@ export class PosixStack implements NetworkStack {
     this.rx.poison = this.config.poisonBuffers;
     this.recvExtra = { sqeFlags: IOSQE_BUFFER_SELECT, buf: RECV_GROUP, ioprio: IORING_RECV_MULTISHOT };
     this.recvExtraLimited = { ...this.recvExtra, fileIndex: 0 };
+    this.recvExtraOnce = { sqeFlags: IOSQE_BUFFER_SELECT, buf: RECV_GROUP };
     this.zeroCopySendMin = this.config.zeroCopySendMin;
     r.addTenant(this.tenant);
     this.started = true;
