@@ -3,6 +3,7 @@
  */
 export * from "./core/errors.ts";
 export { BufferCache, BufferPool, NativeBuffer, PoolExhaustedError, allocateAlignedBuffer, setBufferPoisoning, POISON_BYTE, HUGE_PAGE_SIZE } from "./core/buffers.ts";
+export type { BufferHome } from "./core/buffers.ts";
 export { DataViewCache, copyBytes, dataViewOf } from "./core/bytes.ts";
 export type { AlignedBufferOptions } from "./core/buffers.ts";
 export type { BufferCacheOptions, BufferPoolOptions } from "./core/buffers.ts";

@@ -8,7 +8,7 @@ import { ascii } from "./out.ts";
 import { parsed, parseI32, parseU32, parseU64 } from "./numbers.ts";
 import { murmur3 as hashKey } from "./hash.ts";
 import { NIL, Comm, CS, StoreResult, AllocError, DeltaResult, F_FETCHED, F_KEY_BINARY, F_STALE, F_TOKEN_SENT } from "./store.ts";
-import { type Session, NreadKind } from "./session.ts";
+import { type Session, ITEM_SPLICE_MIN, NreadKind } from "./session.ts";
 import { KEY_MAX_LENGTH, tokLen } from "./text.ts";
 import { base64Decode, base64Encode } from "./base64.ts";
 
@@ -349,7 +349,8 @@ function processMget(s: Session, buf: Uint8Array): void {
       store.setItFlags(ref, f);
     }
     out.crlf();
-    if (of.value) out.copy(store.mem, store.valueOffset(ref), nb);
+    // A large value goes out from the item's memory, not copied (see Session.spliceItem).
+    if (of.value && (nb < ITEM_SPLICE_MIN || !s.spliceItem(ref, nb))) out.copy(store.mem, store.valueOffset(ref), nb);
     // Stock holds the item until the reply is sent, value or not ("because of the key").
     s.hold(ref);
     if (of.locked && !of.noUpdate) store.bump(ref);

@@ -827,7 +827,7 @@ function failRoutedGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, k
     }
   }
   const out = s.out;
-  out.truncate(Math.min(out.pos, s.keep));
+  s.cutOut(Math.min(out.pos, s.keep));
   s.releaseHolds();
   if (s.holes.length > s.keepHoles) s.holes.length = s.keepHoles;
   // The other shards' lookups stay in order with this session's later commands there.

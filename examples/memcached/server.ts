@@ -10,7 +10,7 @@ import { chmodSync, lstatSync, unlinkSync } from "node:fs";
 import { CString, dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
 import { STOP_RECEIVING, SystemError, Timer, maybeYield, sleep, bindUdp, configureNet, formatAddress, listen, parseAddress, BufferCache, type Connection, type Listener, type ListenOptions, type SocketAddress, type UdpChannel, type NativeBuffer } from "shoal";
 import { Engine } from "./engine.ts";
-import { Session, Proto, type Splice } from "./session.ts";
+import { Session, Proto, type Splice, unholdSplice } from "./session.ts";
 import { Out } from "./out.ts";
 import type { Settings } from "./settings.ts";
 import type { StatsSink } from "./stats.ts";
@@ -81,9 +81,23 @@ function writeSpliced(output: Connection["output"], out: NativeBuffer | Uint8Arr
     }
     if (send > at) w = output.write(out, at, send);
   } finally {
-    for (const sp of splices) sp.from.unhold();
+    for (const sp of splices) unholdSplice(sp);
   }
   return w!;
+}
+
+/**
+ * Takes the splices that go before `send` out of `splices` (in place: what stays are those at
+ * or after it, which go with what follows `send`). Returns them, or undefined if there are none.
+ * A splice exactly at `send` was made after that send point (a value follows its header).
+ */
+function splitSplices(splices: Splice[], send: number): Splice[] | undefined {
+  let n = 0;
+  while (n < splices.length && splices[n]!.at < send) n++;
+  if (n === 0) return undefined;
+  const before = splices.slice(0, n);
+  splices.splice(0, n);
+  return before;
 }
 
 /**
@@ -116,11 +130,13 @@ class Client {
     const session = this.session;
     // The first delivery after a batch of receives warms the caches for all of its keys.
     this.engine.store.warm();
+    // Large values may go out from their items' memory while nothing else is queued.
+    session.itemSpliceOk = this.connection.output.buffered === 0;
     try {
       session.feed(buf, start, end);
     } catch (e) {
       // Nothing half-rendered may stay in the shared buffer for the next connection.
-      session.out.reset();
+      session.discardOut();
       throw e;
     }
     const sent = this.respond();
@@ -157,14 +173,22 @@ class Client {
     const session = this.session;
     const output = this.connection.output;
     const stats = this.engine.stats;
-    // Other shards' large answers left where they arrived (fillHoles made them only if all of
-    // `out` goes now: no abort, no value arriving).
-    const splices = session.takeSplices();
+    // Large values sent from where they lie: other shards' answers left in the buffers they
+    // arrived in (fillHoles made them only if all of `out` goes now: no abort, no value
+    // arriving), this shard's items' values (from before the last send point, or after it).
+    let splices = session.takeSplices();
     if (session.abort) {
-      if (splices !== undefined) for (const sp of splices) sp.from.unhold();
-      if (session.keep > 0) {
-        stats.bytes_written += session.keep;
-        void output.write(session.out.buf.subarray(0, session.keep));
+      const keep = session.keep;
+      const before = splices === undefined ? undefined : splitSplices(splices, keep);
+      // What came after the send point is dropped, as the rest of `out`.
+      if (splices !== undefined) for (const sp of splices) unholdSplice(sp);
+      if (keep > 0) {
+        stats.bytes_written += keep;
+        if (before === undefined) void output.write(session.out.buf.subarray(0, keep));
+        else {
+          for (const sp of before) stats.bytes_written += sp.len;
+          void writeSpliced(output, session.out.buf, keep, before);
+        }
       }
       session.out.reset();
       return STOP_RECEIVING;
@@ -173,6 +197,13 @@ class Client {
     let p: Promise<void> | undefined;
     // Waiting for a value, stock sends nothing: what came after its last send point waits.
     const send = session.midValue ? session.keep : out.pos;
+    // Splices after it wait too, moved with the rest of `out` (keepSplices).
+    let rest: Splice[] | undefined;
+    if (splices !== undefined && session.midValue) {
+      const now = splitSplices(splices, send);
+      rest = splices;
+      splices = now;
+    }
     let given: NativeBuffer | undefined;
     let fresh: NativeBuffer | undefined;
     if (send > 0 || splices !== undefined) {
@@ -202,6 +233,7 @@ class Client {
     } else {
       session.holdFrom(send);
     }
+    if (rest !== undefined && rest.length > 0) session.keepSplices(rest, send);
     session.attachOut();
     // A metadump's answer is written: the next one may start once this one is sent (stock's
     // crawler is busy until it wrote the dump to its client).
@@ -224,10 +256,11 @@ class Client {
     for (;;) {
       if (p !== undefined && (await p) === STOP_RECEIVING) return STOP_RECEIVING;
       if (!session.paused) return;
+      session.itemSpliceOk = this.connection.output.buffered === 0;
       try {
         session.resume();
       } catch (e) {
-        session.out.reset();
+        session.discardOut();
         throw e;
       }
       p = this.respond();

@@ -96,16 +96,29 @@ const INPUT_KEEP = 16 * 1024;
  */
 const FWD_OWN = 16 * 1024;
 
-/** An answer sent from the buffer another shard handed it over in (Session.splice). */
+/**
+ * Bytes sent from where they lie instead of being copied into `out`: another shard's answer
+ * from the buffer it was handed over in (Session.splice), or a large value of this shard's
+ * store from the item's memory (Session.spliceItem).
+ */
 export interface Splice {
   /** Where in `out` it goes (what `out` holds before it is sent first). */
   at: number;
-  /** The batch whose handed-over answer `nb` is (held until unhold). */
-  from: Batch;
+  /** The batch whose handed-over answer `nb` is (held until unhold); null: `nb` is an item's value lent by the store. */
+  from: Batch | null;
   nb: NativeBuffer;
   start: number;
   len: number;
 }
+
+/** A splice's bytes were queued for sending (the output pins what it sends) or are dropped. */
+export function unholdSplice(sp: Splice): void {
+  if (sp.from === null) sp.nb.release();
+  else sp.from.unhold();
+}
+
+/** A value at least this large is sent from the item's memory rather than copied (Session.spliceItem). */
+export const ITEM_SPLICE_MIN = 16 * 1024;
 
 /**
  * The rest of a multiget a pause cut short: its keys `buf[p..end)` (the line stays where it
@@ -602,12 +615,15 @@ export class Session {
   private shouldPause(): boolean {
     // Forwarded answers pause the session only where stock sends anyway (after a get, mn, every
     // reqs_per_event commands...): what a pause sends is then what stock had sent by then too.
-    if (this.out.pos <= PAUSE_BYTES && this.holes.length <= PAUSE_HOLES && (this.fwdBytes <= PAUSE_BYTES || this.cmdsSinceFlush !== 0)) return this.paused;
+    // (Values sent from their items' memory count as rendered: they keep the items from being
+    // freed until sent.)
+    const rendered = this.out.pos + this.splicedLen;
+    if (rendered <= PAUSE_BYTES && this.holes.length <= PAUSE_HOLES && (this.fwdBytes <= PAUSE_BYTES || this.cmdsSinceFlush !== 0)) return this.paused;
     if (this.holes.length === 0 && this.fwdBytes > 0) {
       // The forwarded answers it counted were dropped (a get failed by a too-long key).
       this.fwdReads = 0;
       this.fwdBytes = 0;
-      if (this.out.pos <= PAUSE_BYTES) return this.paused;
+      if (rendered <= PAUSE_BYTES) return this.paused;
     }
     return this.paused || (this.pausable && this.state === St.CMD && !this.closing);
   }
@@ -773,6 +789,7 @@ export class Session {
   takeSplices(): Splice[] | undefined {
     const s = this.splices;
     this.splices = undefined;
+    this.splicedLen = 0;
     return s;
   }
 
@@ -781,7 +798,67 @@ export class Session {
     const s = this.splices;
     if (s === undefined) return;
     this.splices = undefined;
-    for (const sp of s) sp.from.unhold();
+    this.splicedLen = 0;
+    for (const sp of s) unholdSplice(sp);
+  }
+
+  /**
+   * The transport sends this session's output to a connection with nothing queued, and only
+   * this shard renders it: a get may send a large value from the item's memory (spliceItem).
+   * Set by the transport before each feed or resume.
+   */
+  itemSpliceOk = false;
+  /** Bytes of the splices not yet taken (what a pause counts besides `out.pos`). */
+  splicedLen = 0;
+
+  /**
+   * A get's value, item `ref`'s `len` bytes, goes out from the item's memory at `out.pos` (the
+   * store keeps it there until the send is done) instead of being copied into `out`. False
+   * when it cannot (the value is copied then): the transport did not allow it, other shards'
+   * answers are awaited (fillHoles moves what follows the first of them), or the store is not
+   * native memory.
+   */
+  spliceItem(ref: number, len: number): boolean {
+    if (!this.itemSpliceOk || this.holes.length > 0) return false;
+    const nb = this.store.lend(ref, 0, len);
+    if (nb === null) return false;
+    (this.splices ??= []).push({ at: this.out.pos, from: null, nb, start: 0, len });
+    this.splicedLen += len;
+    return true;
+  }
+
+  /** Output from `pos` on is dropped (stock releases the responses since its last send point): splices after it too. */
+  cutOut(pos: number): void {
+    this.out.truncate(pos);
+    const s = this.splices;
+    if (s === undefined) return;
+    let n = s.length;
+    while (n > 0 && s[n - 1]!.at > pos) {
+      const sp = s[--n]!;
+      if (sp.from === null) this.splicedLen -= sp.len;
+      unholdSplice(sp);
+    }
+    s.length = n;
+    if (n === 0) this.splices = undefined;
+  }
+
+  /** Everything rendered is dropped (a feed that threw, an aborted connection): its splices too. */
+  discardOut(): void {
+    this.out.reset();
+    this.dropSplices();
+  }
+
+  /**
+   * Splices the transport did not send now (they come after `send`, the last send point, while
+   * a value arrives): they go with the rest of the output, which holdFrom/handOff moved to
+   * start at 0.
+   */
+  keepSplices(rest: Splice[], send: number): void {
+    this.splices = rest;
+    for (const sp of rest) {
+      sp.at -= send;
+      if (sp.from === null) this.splicedLen += sp.len;
+    }
   }
 
   /** Bytes buffered for an incomplete command. */

@@ -454,7 +454,7 @@ function general(engine: Engine, snap: StatsSnapshot, sink: StatsSink): void {
   add("reclaimed", classSum(snap, engine, CS.RECLAIMED));
   add("crawler_reclaimed", classSum(snap, engine, CS.CRAWLER_RECLAIMED));
   add("crawler_items_checked", classSum(snap, engine, CS.CRAWLER_ITEMS_CHECKED));
-  add("lrutail_reflocked", 0);
+  add("lrutail_reflocked", classSum(snap, engine, CS.LRUTAIL_REFLOCKED));
   // One list per class: no hot/warm/cold segments to move between. Active items the tail
   // search sends back to the head are moves within the LRU; allocations that had to pull
   // from the tail (evict or reclaim) to get memory are direct reclaims, as in stock.
@@ -546,7 +546,7 @@ function items(engine: Engine, snap: StatsSnapshot, sink: StatsSink): void {
     add("evicted_unfetched", snap.classStats[b + CS.EVICTED_UNFETCHED]!);
     add("crawler_reclaimed", snap.classStats[b + CS.CRAWLER_RECLAIMED]!);
     add("crawler_items_checked", snap.classStats[b + CS.CRAWLER_ITEMS_CHECKED]!);
-    add("lrutail_reflocked", 0);
+    add("lrutail_reflocked", snap.classStats[b + CS.LRUTAIL_REFLOCKED]!);
   }
 }
 

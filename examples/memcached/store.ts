@@ -32,7 +32,7 @@
  * Expired and flushed items are removed lazily when found, by the tail check before each
  * allocation (stock's do_item_alloc_pull), and by `crawl()` (the LRU crawler), which the server runs a little every second.
  */
-import { DataViewCache, copyBytes, allocateAlignedBuffer, HUGE_PAGE_SIZE, type NativeBuffer } from "shoal";
+import { DataViewCache, copyBytes, allocateAlignedBuffer, HUGE_PAGE_SIZE, NativeBuffer } from "shoal";
 import type { Clock } from "./clock.ts";
 import { ITEM_UPDATE_INTERVAL } from "./clock.ts";
 import { murmur3 as hashKey } from "./hash.ts";
@@ -64,6 +64,10 @@ export const F_STALE = 2048;
 export const F_KEY_BINARY = 4096;
 /** A reply not yet sent refers to the item (stock: refcount above 2); see Holds. */
 export const F_HELD = 8192;
+/** The item's value is being sent from its memory (Store.lend): neither moved nor reused. */
+export const F_SENDING = 16384;
+/** Unlinked while being sent: its memory is freed when the last send is done (Store.unlend). */
+export const F_FREE_AFTER_SEND = 32768;
 
 /** Store result codes (stock's store_item_type). */
 export const enum StoreResult {
@@ -131,6 +135,8 @@ export const enum CS {
   CAS_HITS,
   CAS_BADVAL,
   TOUCH_HITS,
+  /** Tail items an allocation passed over because they were being sent (stock: refcount held). */
+  LRUTAIL_REFLOCKED,
   COUNT,
 }
 
@@ -363,6 +369,9 @@ export class Store {
    * next class). Always a linked item: lruRemove() steps it on when its item leaves the LRU.
    */
   private crawlRef = NIL;
+  /** Items whose value is being sent from their memory, and by how many sends (see lend). */
+  private readonly sends = new Map<number, number>();
+  private closed = false;
 
   constructor(options: StoreOptions) {
     this.clock = options.clock;
@@ -530,7 +539,9 @@ export class Store {
 
   /** Releases the arena. The store must not be used afterwards. */
   close(): void {
-    this.native?.release();
+    this.closed = true;
+    // Items' values still being sent keep the arena until the last send is done (unlend).
+    if (this.sends.size === 0) this.native?.release();
     this.nativeBuckets?.release();
     this.oldNativeBuckets?.release();
   }
@@ -1208,6 +1219,11 @@ export class Store {
     const cls = this.clsid(ref);
     const b = ref << 3;
     this.forgetIfHeld(ref);
+    if ((this.mem[b + 29]! & (F_SENDING >>> 8)) !== 0) {
+      // Its value is still being sent from here: the memory is freed after the last send.
+      this.mem[b + 29] = this.mem[b + 29]! | (F_FREE_AFTER_SEND >>> 8);
+      return;
+    }
     this.mem[b + 28] = F_SLABBED;
     this.mem[b + 29] = 0;
     if (cls === this.large) {
@@ -1292,6 +1308,14 @@ export class Store {
     for (let tries = 0; tries < MAX_ACTIVE_MOVES + 1; tries++) {
       let ref = this.lruTail[cls]!;
       if (ref !== NIL && ref === this.pinned) ref = this.i32[ref << 1]!;
+      // Items being sent from their memory are passed over, as stock passes over a tail item a
+      // connection holds a reference to (lrutail_reflocked): up to 5, then the search gives up.
+      for (let skipped = 0; ref !== NIL && (this.mem[(ref << 3) + 29]! & (F_SENDING >>> 8)) !== 0; skipped++) {
+        if (skipped === 5) return false;
+        this.classStats[base + CS.LRUTAIL_REFLOCKED]!++;
+        ref = this.i32[ref << 1]!;
+        if (ref !== NIL && ref === this.pinned) ref = this.i32[ref << 1]!;
+      }
       if (ref === NIL) return false;
       if (this.reclaimable(ref, now)) {
         this.classStats[base + CS.RECLAIMED]!++;
@@ -1531,7 +1555,7 @@ export class Store {
     this.classStats[cls + (incr ? CS.INCR_HITS : CS.DECR_HITS)]!++;
     const digits = next.toString();
     const res = digits.length;
-    if (res + 2 <= nb && (this.itFlags(ref) & F_HELD) === 0) {
+    if (res + 2 <= nb && (this.itFlags(ref) & (F_HELD | F_SENDING)) === 0) {
       // In place, padded with spaces, as stock does when nobody else holds the item.
       for (let i = 0; i < res; i++) this.mem[voff + i] = digits.charCodeAt(i);
       for (let i = res; i < nb - 2; i++) this.mem[voff + i] = 32;
@@ -1563,6 +1587,53 @@ export class Store {
     this.deltaValue = digits;
     this.lastCas = this.cas(this.deltaRef);
     return DeltaResult.OK;
+  }
+
+  /**
+   * A NativeBuffer over item `ref`'s value (`len` bytes from `start` within it), for a reply
+   * sent from the item's memory instead of a copy (stock's resp->item): until the buffer is
+   * released and the kernel is done with it, the item's memory is not reused: a delete or
+   * replacement unlinks it but frees it only then, its page is not moved or re-cut (pageBusy),
+   * an allocation passes it over at the LRU tail, and incr/decr write a new item. Null when the
+   * arena is not native memory (a test's store).
+   */
+  lend(ref: number, start: number, len: number): NativeBuffer | null {
+    const native = this.native;
+    if (native === null) return null;
+    const at = this.valueOffset(ref) + start;
+    const n = this.sends.get(ref) ?? 0;
+    this.sends.set(ref, n + 1);
+    if (n === 0) this.mem[(ref << 3) + 29] = this.mem[(ref << 3) + 29]! | (F_SENDING >>> 8);
+    return NativeBuffer.lend(this.mem.subarray(at, at + len), native.address + at, this, ref);
+  }
+
+  /** @internal BufferHome: a lent buffer is done with (see lend). */
+  recycle(buffer: NativeBuffer): void {
+    this.unlend(buffer.index);
+  }
+
+  /** One send of item `ref` is done: the last one lets it move, and frees it if it was unlinked meanwhile. */
+  private unlend(ref: number): void {
+    const n = this.sends.get(ref);
+    if (n === undefined) throw new Error(`store: item ${ref} was not lent`);
+    if (n > 1) {
+      this.sends.set(ref, n - 1);
+      return;
+    }
+    this.sends.delete(ref);
+    if (this.closed) {
+      if (this.sends.size === 0) this.native?.release();
+      return;
+    }
+    const b = (ref << 3) + 29;
+    const free = (this.mem[b]! & (F_FREE_AFTER_SEND >>> 8)) !== 0;
+    this.mem[b] = this.mem[b]! & ~((F_SENDING | F_FREE_AFTER_SEND) >>> 8);
+    if (free) this.freeItem(ref);
+  }
+
+  /** Sends of items' values from their memory still under way (see lend). */
+  get lentItems(): number {
+    return this.sends.size;
   }
 
   /** Holds with items in them: a release re-marks what the others still hold. */
@@ -1781,19 +1852,22 @@ export class Store {
     return p >= first && p < first + this.pageRun[first]!;
   }
 
-  /** True if page `p` holds (part of) an item allocated for an upload still arriving. */
+  /**
+   * True if page `p` holds (part of) an item allocated for an upload still arriving, or one
+   * whose value is being sent from its memory (linked or not): its page may not be re-cut.
+   */
   private pageBusy(p: number): boolean {
     const cls = this.pageClass[p]!;
     if (cls === this.large) {
       if (this.pageUsed[p] === 0) return false;
       let head = p;
       while (this.pageRun[head] === 0) head--;
-      return (this.itFlags((head * PAGE_SIZE) >>> 3) & F_PENDING) !== 0;
+      return (this.itFlags((head * PAGE_SIZE) >>> 3) & (F_PENDING | F_SENDING)) !== 0;
     }
     const size = this.classSize[cls]!;
     const start = p * PAGE_SIZE;
     for (let i = 0, n = this.perSlab[cls]!; i < n; i++) {
-      if (this.mem[start + i * size + 28]! & F_PENDING) return true;
+      if (this.mem[start + i * size + 28]! & F_PENDING || this.mem[start + i * size + 29]! & (F_SENDING >>> 8)) return true;
     }
     return false;
   }

@@ -7,7 +7,7 @@ import { ascii } from "./out.ts";
 import { formatParsedFixed2, parsed, parseDouble, parseI32, parseU32, parseU64 } from "./numbers.ts";
 import { murmur3 as hashKey } from "./hash.ts";
 import { NIL, Comm, CS, StoreResult, AllocError, DeltaResult } from "./store.ts";
-import { type GetCont, type Session, NreadKind, PAUSE_BYTES } from "./session.ts";
+import { type GetCont, type Session, ITEM_SPLICE_MIN, NreadKind, PAUSE_BYTES } from "./session.ts";
 import { processMeta, finalizeMetaSet } from "./meta.ts";
 import { processStats } from "./stats.ts";
 import { VERSION } from "./settings.ts";
@@ -262,14 +262,14 @@ function getKeys(s: Session, buf: Uint8Array, cmdStart: number, cmdEnd: number, 
   for (;;) {
     while (p < end && buf[p] === 32) p++;
     if (p >= end) break;
-    if (out.pos > PAUSE_BYTES && !discard && !noLongKey && done > 0) {
+    if (out.pos + s.splicedLen > PAUSE_BYTES && !discard && !noLongKey && done > 0) {
       // Enough rendered for a client that may not be reading: the transport sends it, waits
       // for the peer, and resumes with the rest of the keys (see Session.pauseGet). A session
       // that cannot pause (a multiget part run for another shard) renders on, unless the line
       // fails anyway: then nothing more is rendered.
       if (longKeyIn(buf, p, end)) {
         discard = true;
-        out.truncate(mark);
+        s.cutOut(mark);
       } else if (s.pausable) {
         s.pauseGet({ buf, cmdStart, cmdEnd, p, end, returnCas, touch: shouldTouch, exptime, routed: false });
         return;
@@ -283,7 +283,7 @@ function getKeys(s: Session, buf: Uint8Array, cmdStart: number, cmdEnd: number, 
     if (klen > KEY_MAX_LENGTH) {
       // Stock releases every response since its last send point (conn_release_items), not just
       // this get's values.
-      out.truncate(Math.min(mark, s.keep));
+      s.cutOut(Math.min(mark, s.keep));
       s.releaseHolds();
       // Answers of other shards opened after that point go too.
       if (s.holes.length > s.keepHoles) s.holes.length = s.keepHoles;
@@ -309,7 +309,8 @@ function getKeys(s: Session, buf: Uint8Array, cmdStart: number, cmdEnd: number, 
           out.uint(store.cas(ref));
         }
         out.crlf();
-        out.copy(mem, store.valueOffset(ref), nb);
+        // A large value goes out from the item's memory, not copied (see Session.spliceItem).
+        if (nb < ITEM_SPLICE_MIN || !s.spliceItem(ref, nb)) out.copy(mem, store.valueOffset(ref), nb);
       }
       const cls = store.clsid(ref);
       if (shouldTouch) {

@@ -25,7 +25,7 @@ export class PoolExhaustedError extends ShoalError {
 }
 listShoalErrorClass(PoolExhaustedError);
 
-/** @internal What a NativeBuffer returns to when recycled (a BufferPool, a BufferCache, its home shard). */
+/** What a NativeBuffer returns to when recycled (a BufferPool, a BufferCache, its home shard, the owner of lent memory). */
 export interface BufferHome {
   recycle(buffer: NativeBuffer): void;
 }
@@ -47,6 +47,8 @@ export class NativeBuffer {
   #released = false;
   #pins = 0;
   #deferredRecycle = false;
+  /** Memory its home owns (lend()): never poisoned or unmapped here. */
+  #lent = false;
 
   /**
    * @internal `mappedLength`: bytes to unmap for a standalone buffer (pool null; huge-page
@@ -59,6 +61,24 @@ export class NativeBuffer {
     this.#mappedLength = mappedLength;
     this.#pool = pool;
     this.#index = index;
+  }
+
+  /**
+   * A NativeBuffer over memory that `home` owns (a range of an arena: a cache's item sent from
+   * where it lies), `bytes` viewing it at native `address`. I/O pins it as any other buffer;
+   * once it is released and no operation uses it any more (a zero-copy send: the kernel's
+   * notification), `home.recycle(buffer)` runs, and from then on the owner may reuse the memory.
+   * Shoal never poisons or unmaps lent memory. `index` is the owner's to choose (buffer.index).
+   */
+  static lend(bytes: Uint8Array, address: number, home: BufferHome, index: number): NativeBuffer {
+    if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError("NativeBuffer.lend: bytes must be a Uint8Array");
+    if (!Number.isSafeInteger(address) || address <= 0) throw new InvalidArgumentError(`NativeBuffer.lend: address must be a positive integer, got ${describeValue(address)}`);
+    if (home === null || typeof home !== "object" || typeof home.recycle !== "function") {
+      throw new InvalidArgumentError("NativeBuffer.lend: home must have a recycle(buffer) method");
+    }
+    const b = new NativeBuffer(bytes, address, home, index);
+    b.#lent = true;
+    return b;
   }
 
   /** Zero-copy view of the buffer's memory. Do not keep it past release(). */
@@ -138,7 +158,7 @@ export class NativeBuffer {
   }
 
   private recycle(): void {
-    if (poisonOnRelease) this.#bytes.fill(POISON_BYTE);
+    if (poisonOnRelease && !this.#lent) this.#bytes.fill(POISON_BYTE);
     if (this.#pool) this.#pool.recycle(this);
     else unmapViewed(this.#bytes.buffer as ArrayBuffer, this.#address, this.#mappedLength);
   }

@@ -511,6 +511,36 @@ describe("BufferCache", () => {
   });
 });
 
+describe("NativeBuffer.lend", () => {
+  test("a lent range is pinned by I/O like any buffer; its home gets it back once, released and unpinned, never poisoned", () => {
+    const owner = allocateAlignedBuffer(8192, 4096);
+    owner.bytes.fill(7);
+    const back: NativeBuffer[] = [];
+    const home = { recycle: (b: NativeBuffer) => back.push(b) };
+    setBufferPoisoning(true);
+    const lent = NativeBuffer.lend(owner.bytes.subarray(100, 300), owner.address + 100, home, 42);
+    expect(lent.length).toBe(200);
+    expect(lent.index).toBe(42);
+    lent.pin();
+    lent.release();
+    expect(back.length).toBe(0); // the kernel still uses it
+    lent.unpin();
+    expect(back).toEqual([lent]);
+    expect(owner.bytes.every((v) => v === 7)).toBe(true); // not poisoned: the owner's memory
+    expect(() => lent.release()).toThrow(ClosedError);
+    expect(back.length).toBe(1);
+    owner.release();
+  });
+
+  test("bad arguments are refused with ERR_INVALID_ARG", () => {
+    const home = { recycle: () => {} };
+    const bytes = new Uint8Array(8);
+    expect(thrownBy(() => NativeBuffer.lend([] as never, 4096, home, 0))?.code).toBe("ERR_INVALID_ARG");
+    for (const address of [0, -4096, 1.5, 2 ** 53]) expect(thrownBy(() => NativeBuffer.lend(bytes, address, home, 0))?.code).toBe("ERR_INVALID_ARG");
+    for (const bad of [null, {}, { recycle: 1 }]) expect(thrownBy(() => NativeBuffer.lend(bytes, 4096, bad as never, 0))?.code).toBe("ERR_INVALID_ARG");
+  });
+});
+
 describe("copyBytes", () => {
   test("long copies (the native rep movsb path from 512 bytes) in both directions of an overlap", () => {
     const n = 300_000;

@@ -60,7 +60,7 @@ test("a large answer stays in the handed-over buffer, between the copied bytes, 
   expect(dec.decode(nb.bytes.subarray(splices[0]!.start, splices[0]!.start + splices[0]!.len))).toBe(big);
   settle();
   expect(nb.isReleased).toBe(false); // still held by the splice
-  splices[0]!.from.unhold();
+  splices[0]!.from!.unhold();
   expect(nb.isReleased).toBe(true); // back once the transport queued it
   s.close();
   engine.close();
@@ -123,7 +123,7 @@ test("a small answer in a large handed-over buffer is copied (a splice would kee
   const splices = s.takeSplices()!;
   expect(splices.map((sp) => [sp.at, sp.len])).toEqual([[big.length, huge.length]]);
   settle();
-  for (const sp of splices) sp.from.unhold();
+  for (const sp of splices) sp.from!.unhold();
   expect(nb.isReleased).toBe(true);
   s.close();
   engine.close();
