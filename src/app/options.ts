@@ -222,6 +222,18 @@ function editDistance(a: string, b: string): number {
   return row[b.length]!;
 }
 
+/** A plain decimal number: sign, digits with an optional point, optional exponent. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+/** `text` (DECIMAL) writes an integer: no digit but 0 after the point once the exponent moves it. */
+function writesInteger(text: string): boolean {
+  const m = /^[+-]?(\d*)\.?(\d*)(?:[eE]([+-]?\d+))?$/.exec(text)!;
+  const digits = m[1]! + m[2]!;
+  const point = m[1]!.length + Number(m[3] ?? 0);
+  for (let i = Math.max(point, 0); i < digits.length; i++) if (digits[i] !== "0") return false;
+  return true;
+}
+
 function convert(flag: string, type: OptionType, text: string, bounds: { min?: number | undefined; max?: number | undefined; choices?: readonly string[] | undefined }): unknown {
   switch (type) {
     case "boolean":
@@ -236,16 +248,19 @@ function convert(flag: string, type: OptionType, text: string, bounds: { min?: n
     case "number":
     case "integer": {
       // Plain decimal only: Number() would also take "0x1F90", "0b10", " 2 " and "".
-      const v = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text) ? Number(text) : NaN;
+      const v = DECIMAL.test(text) ? Number(text) : NaN;
       if (!Number.isFinite(v)) throw new OptionError(`--${flag} takes a number, got "${text}"`);
-      if (type === "integer" && !Number.isInteger(v)) throw new OptionError(`--${flag} takes an integer, got "${text}"`);
+      // Whether the text is an integer, not whether the nearest double is: "1.0000000000000001"
+      // and "0.99999999999999999" both became 1 (the latter passing a min of 1).
+      if (type === "integer" && !writesInteger(text)) throw new OptionError(`--${flag} takes an integer, got "${text}"`);
       // Past 2^53 a number no longer holds the integer written (9007199254740993 became ...992).
       if (type === "integer" && !Number.isSafeInteger(v)) {
         throw new OptionError(`--${flag} takes an integer of at most ${Number.MAX_SAFE_INTEGER} in magnitude, got "${text}"`);
       }
       if (bounds.min !== undefined && v < bounds.min) throw new OptionError(`--${flag} must be at least ${bounds.min}, got ${text}`);
       if (bounds.max !== undefined && v > bounds.max) throw new OptionError(`--${flag} must be at most ${bounds.max}, got ${text}`);
-      return v;
+      // "-0" is the integer 0 (a -0 divides to -Infinity, and Object.is tells it from 0).
+      return type === "integer" && v === 0 ? 0 : v;
     }
   }
 }
