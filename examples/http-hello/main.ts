@@ -5,17 +5,24 @@
  * send per loop turn.
  *
  * It reads request heads only, and answers what it cannot serve instead of misreading it:
- * - a request with a body (Content-Length > 0) gets 413, Transfer-Encoding gets 501: a body
- *   would otherwise be parsed as further requests;
+ * - a request with a body (Content-Length > 0) gets 413, Transfer-Encoding ending in chunked
+ *   gets 501: a body would otherwise be parsed as further requests. Transfer-Encoding whose last
+ *   coding is not chunked, or in an HTTP/1.0 request, gets 400: its body has no length (RFC 9112
+ *   6.1, 6.3: a server MUST answer 400);
+ * - CONNECT gets 501: a 2xx answer to it would open a tunnel (RFC 9110 9.3.6);
  * - a request line that is not "METHOD target HTTP/1.x" (the method a token, the target without
- *   spaces or control bytes), a malformed header line (its name not a token), and an HTTP/1.1
- *   request without exactly one Host field with a valid value (RFC 9112 3.2), get 400;
+ *   spaces or control bytes, in one of the four forms of RFC 9112 3.2), a malformed header line
+ *   (its name not a token), and an HTTP/1.1 request without exactly one Host field with a valid
+ *   value (RFC 9112 3.2), get 400;
  * - a head over 8 KiB gets 431 (414 when its request line is still unfinished: RFC 9112 3);
  *   a head not complete within --header-timeout-ms (default 10 s)
  *   of its first byte gets 408 (a client trickling one forever would hold its connection);
  * - lines may end in LF alone as well as CRLF (RFC 9112 2.2 allows it, and many servers do);
+ *   empty lines before a request line are skipped, and begin no head (RFC 9112 2.2);
  * - HTTP/1.0 without "Connection: keep-alive", or "Connection: close", is answered and closed;
- * - HEAD gets the response's head only.
+ * - HEAD gets the answer's head only, refusals included (RFC 9110 9.3.2);
+ * - a keep-alive connection idle for 30 s is closed with FIN, not reset (RFC 9112 9.5: a server
+ *   that times out SHOULD close gracefully).
  * Every answer that closes says "Connection: close", then the server sends FIN and reads and
  * drops what the client still sends, up to 64 KiB for up to 1 s (a lingering close), so that
  * closing does not reset the connection under the response.
@@ -23,7 +30,7 @@
  *   bun examples/http-hello/main.ts --port 8080 --smp 1
  *   wrk -t1 -c64 -d10s http://127.0.0.1:8080/
  */
-import { app, Timer, sharded, ShoalError, CONSUME_ALL, needBytes, parseAddress, serve, type Connection, type Server } from "shoal";
+import { app, now, Timer, sharded, ShoalError, CONSUME_ALL, needBytes, parseAddress, serve, type Connection, type Server } from "shoal";
 
 const encoder = new TextEncoder();
 const BODY = "Hello, World!";
@@ -35,9 +42,14 @@ const RESPONSE_CLOSE = encoder.encode(`${HELLO}Connection: close\r\n\r\n${BODY}`
 const HEAD_ONLY = [RESPONSE, RESPONSE_KEEP_ALIVE, RESPONSE_CLOSE].map((r) => r.subarray(0, r.length - BODY.length));
 const [RESPONSE_HEAD, RESPONSE_KEEP_ALIVE_HEAD, RESPONSE_CLOSE_HEAD] = HEAD_ONLY as [Uint8Array, Uint8Array, Uint8Array];
 
+/** Each refusal's head alone: the answer to HEAD, refusals included, has no content (RFC 9110 9.3.2: MUST NOT). */
+const REFUSAL_HEADS = new Map<Uint8Array, Uint8Array>();
+
 function refusal(status: string, why: string): Uint8Array {
   const body = `${why}\n`;
-  return encoder.encode(`HTTP/1.1 ${status}\r\nServer: shoal\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+  const answer = encoder.encode(`HTTP/1.1 ${status}\r\nServer: shoal\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+  REFUSAL_HEADS.set(answer, answer.subarray(0, answer.length - body.length));
+  return answer;
 }
 const BAD_REQUEST = refusal("400 Bad Request", "malformed request");
 const TIMED_OUT = refusal("408 Request Timeout", "request head not received in time");
@@ -47,6 +59,7 @@ const HEAD_TOO_LARGE = refusal("431 Request Header Fields Too Large", "request h
 // request-target longer than it wishes to parse (431 names the header fields).
 const URI_TOO_LONG = refusal("414 URI Too Long", "request line over 8 KiB");
 const CODING_REFUSED = refusal("501 Not Implemented", "Transfer-Encoding is not supported");
+const CONNECT_REFUSED = refusal("501 Not Implemented", "CONNECT is not supported");
 
 /** Longest request head, blank line included. */
 const MAX_HEAD_BYTES = 8192;
@@ -54,18 +67,35 @@ const HIGH_WATER = 256 * 1024;
 /** Lingering close: read and drop this much, for at most this long, after the last answer. */
 const LINGER_BYTES = 64 * 1024;
 const LINGER_MS = 1000;
+/** A keep-alive connection without a request this long is closed gracefully. */
+const KEEP_ALIVE_MS = 30_000;
+/**
+ * serve()'s idle timeout, which resets: only for what the keep-alive close does not end (a client
+ * that does not read its answers, or does not close after the FIN). Longer than KEEP_ALIVE_MS,
+ * so that an idle keep-alive connection gets the FIN first.
+ */
+const STALLED_MS = KEEP_ALIVE_MS + 10_000;
 
-// What a request head says, as bits; errors are the high ones (flags >= F_BAD: refuse).
+// What a request head says, as bits; refusals are the high ones (flags >= F_BAD), and all but
+// F_UNSERVED stop the reading of the head at once.
 const F_REQUEST_LINE = 1; // the request line was read
 const F_HTTP10 = 2;
 const F_CLOSE = 4; // Connection: close
 const F_KEEP_ALIVE = 8; // Connection: keep-alive
 const F_HEAD = 16; // the method is HEAD
 const F_HOST = 32; // a Host field was read
-const F_BAD = 64;
-const F_BODY = 128;
-const F_CODING = 256;
-const F_TOO_LARGE = 512;
+// A body: refused once the head has ended, when every Transfer-Encoding line has been read (the
+// last coding decides between 400 and 501) and the head is known to be well-formed.
+const F_BODY = 64; // Content-Length > 0
+const F_CODING = 128; // a Transfer-Encoding field
+const F_CHUNKED = 256; // the last transfer coding listed so far is chunked
+const F_UNCHUNKED = 512; // ... is another one
+const F_BAD = 1024;
+const F_TOO_LARGE = 2048;
+const F_CONNECT = 4096;
+const F_UNSERVED = 8192; // F_BODY or F_CODING, refused at the end of a well-formed head
+/** Set by a Transfer-Encoding line that lists a coding: later codings come after the earlier ones. */
+const F_LAST_CODING = F_CHUNKED | F_UNCHUNKED;
 
 const LF = 10;
 const CR = 13;
@@ -74,6 +104,8 @@ const HTAB = 9;
 const COLON = 58;
 const COMMA = 44;
 const NUL = 0;
+const SLASH = 47;
+const STAR = 42;
 const LBRACKET = 91;
 const RBRACKET = 93;
 const CONTENT_LENGTH = encoder.encode("content-length");
@@ -82,6 +114,10 @@ const TRANSFER_ENCODING = encoder.encode("transfer-encoding");
 const HOST = encoder.encode("host");
 const CLOSE = encoder.encode("close");
 const KEEP_ALIVE = encoder.encode("keep-alive");
+const CHUNKED = encoder.encode("chunked");
+// Methods are case-sensitive (RFC 9110 9.1).
+const CONNECT = encoder.encode("CONNECT");
+const OPTIONS = encoder.encode("OPTIONS");
 
 /** 1 for the bytes of a token (RFC 9110 5.6.2): what methods and header names are made of. */
 const TCHAR = new Uint8Array(256);
@@ -106,6 +142,37 @@ function sameWord(v: Uint8Array, s: number, e: number, word: Uint8Array): boolea
   return true;
 }
 
+/** v[s, e) is `word`, byte for byte. */
+function sameBytes(v: Uint8Array, s: number, e: number, word: Uint8Array): boolean {
+  if (e - s !== word.length) return false;
+  for (let i = 0; i < word.length; i++) if (v[s + i] !== word[i]) return false;
+  return true;
+}
+
+/** An ASCII letter. */
+function isAlpha(b: number): boolean {
+  const lower = b | 0x20;
+  return lower >= 97 && lower <= 122;
+}
+
+/**
+ * The request-target v[s, e) (no spaces or control bytes in it) is in a form its method may use
+ * (RFC 9112 3.2): origin-form ("/..."), absolute-form ("scheme:..."), or "*" for OPTIONS alone.
+ * (Authority-form is CONNECT's, refused before this.) RFC 9112 3 says to answer 400 to any other.
+ */
+function targetForm(v: Uint8Array, s: number, e: number, options: boolean): boolean {
+  if (v[s] === SLASH) return true;
+  if (e - s === 1 && v[s] === STAR) return options;
+  // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then ":" (RFC 3986 3.1).
+  if (!isAlpha(v[s]!)) return false;
+  for (let i = s + 1; i < e; i++) {
+    const b = v[i]!;
+    if (b === COLON) return true;
+    if (!isAlpha(b) && !(b >= 48 && b <= 57) && b !== 43 && b !== 45 && b !== 46) return false;
+  }
+  return false;
+}
+
 /** Flags of a request line v[s, e) (its line end excluded): "METHOD SP target SP HTTP/1.d", else F_BAD. */
 function requestLine(v: Uint8Array, s: number, e: number): number {
   // A method (a token), one space, a target without spaces or control bytes, one space, the
@@ -125,6 +192,11 @@ function requestLine(v: Uint8Array, s: number, e: number): number {
   }
   const minor = v[e - 1]!;
   if (minor < 48 || minor > 57) return F_BAD;
+  // Refused whatever its target: the 200 it got opened a tunnel in the client's eyes (RFC 9110
+  // 9.3.6: what follows a 2xx to CONNECT is tunnelled bytes, and such an answer MUST NOT carry
+  // Content-Length), so its body and every later answer reached the client as tunnel data.
+  if (sameBytes(v, s, first, CONNECT)) return F_REQUEST_LINE | F_CONNECT;
+  if (!targetForm(v, first + 1, sp, sameBytes(v, s, first, OPTIONS))) return F_BAD;
   const head = first - s === 4 && v[s] === 72 && v[s + 1] === 69 && v[s + 2] === 65 && v[s + 3] === 68 ? F_HEAD : 0; // "HEAD"
   return (minor === 48 ? F_REQUEST_LINE | F_HTTP10 : F_REQUEST_LINE) | head;
 }
@@ -142,7 +214,7 @@ function headerLine(v: Uint8Array, s: number, e: number): number {
     if (sameWord(v, s, colon, CONTENT_LENGTH)) return contentLength(v, colon + 1, e);
     if (sameWord(v, s, colon, CONNECTION)) return connection(v, colon + 1, e);
   } else if (lower === 116 && sameWord(v, s, colon, TRANSFER_ENCODING)) {
-    return F_CODING;
+    return transferEncoding(v, colon + 1, e);
   } else if (lower === 104 && sameWord(v, s, colon, HOST)) {
     return host(v, colon + 1, e);
   }
@@ -184,6 +256,20 @@ function contentLength(v: Uint8Array, s: number, e: number): number {
     if (d !== 48) flags = F_BODY;
   }
   return flags;
+}
+
+/**
+ * Transfer-Encoding value v[s, e), a comma-separated list of codings: F_CODING, with F_CHUNKED or
+ * F_UNCHUNKED for its last coding (none when it lists none: empty elements do not count, RFC
+ * 9110 5.6.1). Coding names are case-insensitive (RFC 9112 7); one with parameters is not chunked.
+ */
+function transferEncoding(v: Uint8Array, s: number, e: number): number {
+  while (e > s && (v[e - 1] === SP || v[e - 1] === HTAB || v[e - 1] === COMMA)) e--;
+  if (e === s) return F_CODING;
+  let a = e;
+  while (a > s && v[a - 1] !== COMMA) a--;
+  while (a < e && (v[a] === SP || v[a] === HTAB)) a++;
+  return F_CODING | (sameWord(v, a, e, CHUNKED) ? F_CHUNKED : F_UNCHUNKED);
 }
 
 /**
@@ -236,6 +322,23 @@ async function lingeringClose(c: Connection): Promise<void> {
   }
 }
 
+/** The answer to a request refused with `flags` (>= F_BAD): without its body when the method is HEAD. */
+function refusalFor(flags: number): Uint8Array {
+  const answer = refusalOf(flags);
+  return flags & F_HEAD ? REFUSAL_HEADS.get(answer)! : answer;
+}
+
+function refusalOf(flags: number): Uint8Array {
+  if (flags & F_TOO_LARGE) return flags & F_REQUEST_LINE ? HEAD_TOO_LARGE : URI_TOO_LONG;
+  if (flags & F_BAD) return BAD_REQUEST;
+  if (flags & F_CONNECT) return CONNECT_REFUSED;
+  // Transfer-Encoding whose last coding is not chunked, or in HTTP/1.0: the body's length is
+  // unknown, and RFC 9112 6.3 says a server MUST answer 400 (6.1: HTTP/1.0 framing is faulty).
+  // With Content-Length too, Transfer-Encoding decides (RFC 9112 6.3).
+  if (flags & F_CODING) return (flags & (F_HTTP10 | F_CHUNKED)) === F_CHUNKED ? CODING_REFUSED : BAD_REQUEST;
+  return BODY_REFUSED;
+}
+
 async function http(c: Connection, headerTimeoutMs: number): Promise<void> {
   const output = c.output;
   // The head being read, in offsets from its first byte: each later view starts there (the
@@ -260,6 +363,21 @@ async function http(c: Connection, headerTimeoutMs: number): Promise<void> {
     pending = true;
     deadline.arm(headerTimeoutMs);
   };
+  // Keep-alive: when the last request head ended, and a timer (armed once per connection, not per
+  // request: it arms itself again for the time left) that closes the connection once none came for
+  // KEEP_ALIVE_MS. close() sends FIN, and the waiting consume() ends with end of stream.
+  let seenAt = now();
+  const keepAlive = new Timer(() => {
+    if (closing) return; // the lingering close ends it
+    const idleMs = now() - seenAt;
+    // Not idle: a head being read has its own deadline; requests not yet parsed (held back while
+    // answers leave) and answers still leaving are serve()'s to time out.
+    if (pending || c.input.buffered > 0 || output.buffered > 0) keepAlive.arm(KEEP_ALIVE_MS);
+    else if (idleMs < KEEP_ALIVE_MS) keepAlive.arm(KEEP_ALIVE_MS - idleMs);
+    else void c.close();
+  })
+    .unref()
+    .arm(KEEP_ALIVE_MS);
 
   const parser = (v: Uint8Array): number => {
     const wasPending = pending;
@@ -282,20 +400,28 @@ async function http(c: Connection, headerTimeoutMs: number): Promise<void> {
             break;
           }
           const field = headerLine(v, line, lineEnd);
+          // Transfer-Encoding lines make one list: the last coding is the last one listed.
+          if (field & F_LAST_CODING) flags &= ~F_LAST_CODING;
           // A second Host line is malformed (RFC 9112 3.2).
           flags |= field & flags & F_HOST ? F_BAD : field;
         } else if (lineEnd > line) {
           flags |= requestLine(v, line, lineEnd);
-        } // else an empty line before the request line: skipped (RFC 9112 2.2)
+        } else {
+          // An empty line before the request line is skipped (RFC 9112 2.2: some clients send
+          // one after a body) and consumed: no head has begun, so its deadline does not start
+          // (a client idling after one got 408).
+          pos = lf + 1;
+        }
         at = line = lf + 1;
       }
       if (flags < F_BAD && end < 0 && v.length - pos >= MAX_HEAD_BYTES) flags |= F_TOO_LARGE;
-      // An HTTP/1.1 request without a Host field gets 400 (RFC 9112 3.2: a server MUST).
-      if (end >= 0 && (flags & (F_HTTP10 | F_HOST)) === 0) flags |= F_BAD;
+      if (end >= 0) {
+        // An HTTP/1.1 request without a Host field gets 400 (RFC 9112 3.2: a server MUST).
+        if ((flags & (F_HTTP10 | F_HOST)) === 0) flags |= F_BAD;
+        else if (flags & (F_BODY | F_CODING)) flags |= F_UNSERVED;
+      }
       if (flags >= F_BAD) {
-        void output.write(
-          flags & F_TOO_LARGE ? (flags & F_REQUEST_LINE ? HEAD_TOO_LARGE : URI_TOO_LONG) : flags & F_BAD ? BAD_REQUEST : flags & F_CODING ? CODING_REFUSED : BODY_REFUSED,
-        );
+        void output.write(refusalFor(flags));
         closing = true;
         return pos; // the rest is dropped by the lingering close
       }
@@ -303,7 +429,14 @@ async function http(c: Connection, headerTimeoutMs: number): Promise<void> {
         // The head at `pos` is incomplete (or absent).
         lineAt = line - pos;
         scanAt = v.length - pos;
-        if (pos === v.length) return wasPending ? pos : CONSUME_ALL; // leave the deadline's consume
+        if (pos === v.length) {
+          // Nothing of a head is left (the last bytes were a request or empty lines).
+          if (pending) {
+            pending = false;
+            deadline!.cancel();
+          }
+          return wasPending ? pos : CONSUME_ALL; // leave the deadline's consume
+        }
         if (!pending) {
           startDeadline();
           return pos; // consume again, with the deadline's signal
@@ -315,6 +448,7 @@ async function http(c: Connection, headerTimeoutMs: number): Promise<void> {
         pending = false;
         deadline!.cancel();
       }
+      seenAt = now();
       if (flags & F_CLOSE || (flags & (F_HTTP10 | F_KEEP_ALIVE)) === F_HTTP10) {
         void output.write(flags & F_HEAD ? RESPONSE_CLOSE_HEAD : RESPONSE_CLOSE);
         closing = true;
@@ -336,7 +470,8 @@ async function http(c: Connection, headerTimeoutMs: number): Promise<void> {
         more = await c.input.consume(parser, pending ? deadlineOpts : undefined);
       } catch (e) {
         if (!expired?.signal.aborted) throw e;
-        void output.write(TIMED_OUT);
+        // A HEAD whose request line came gets the head alone, as every answer to HEAD.
+        void output.write(flags & F_HEAD ? REFUSAL_HEADS.get(TIMED_OUT)! : TIMED_OUT);
         closing = true;
         more = true;
       }
@@ -346,6 +481,7 @@ async function http(c: Connection, headerTimeoutMs: number): Promise<void> {
     }
   } finally {
     deadline?.cancel();
+    keepAlive.cancel();
   }
 }
 
@@ -353,8 +489,9 @@ async function http(c: Connection, headerTimeoutMs: number): Promise<void> {
 class HttpShard {
   private readonly server: Server;
   constructor(host: string, port: number, headerTimeoutMs: number) {
-    // Idle keep-alive connections are dropped after 30 s; unfinished heads after headerTimeoutMs.
-    this.server = serve({ host, port }, (c) => http(c, headerTimeoutMs), { backlog: 4096, idleTimeoutMs: 30_000 });
+    // Idle keep-alive connections are closed after KEEP_ALIVE_MS, unfinished heads answered after
+    // headerTimeoutMs; serve()'s idle timeout resets what neither ends.
+    this.server = serve({ host, port }, (c) => http(c, headerTimeoutMs), { backlog: 4096, idleTimeoutMs: STALLED_MS });
   }
   /**
    * Stops accepting; every connection answers the requests its client had sent (received, or
