@@ -530,7 +530,8 @@ export class ShardServer {
       stats.total_conns++;
       const serving = this.serve(c, protocol);
       this.serving.add(serving);
-      void serving.finally(() => this.serving.delete(serving));
+      const done = (): void => void this.serving.delete(serving);
+      serving.then(done, done);
     }
   }
 
