@@ -183,12 +183,17 @@ pub const Reactor = struct {
     /// When the armed sleep timer fires, in the caller's clock (µs; the `now_us` of `turn`).
     sleep_deadline_us: f64,
     sleep_ts: linux.kernel_timespec,
+    /// The SQ tail just past the sleep timer's last SQE (see sleep_sqe_taken).
+    sleep_sqe_end: u32,
     /// Cleared if the kernel refuses to move a timer: waits then carry their own timeout.
     sleep_timer_usable: bool,
     /// Tests only: this many enters act as if the kernel answered EBUSY (took nothing).
     test_busy_enters: u32 = 0,
     /// Tests only: the next enter fails with this errno (0: none), taking nothing.
     test_fail_errno: u16 = 0,
+    /// Tests only: enters take at most this many SQEs (0: no limit), as a kernel short of
+    /// requests does; like the kernel's short submit, such an enter does not wait.
+    test_submit_limit: u32 = 0,
     /// Completions copied out of the kernel ring but not yet handed to JS (out was full).
     backlog_start: u32,
     backlog_count: u32,
@@ -247,9 +252,11 @@ pub const Reactor = struct {
         self.sleep_timer_armed = false;
         self.sleep_deadline_us = 0;
         self.sleep_ts = .{ .sec = 0, .nsec = 0 };
+        self.sleep_sqe_end = 0;
         self.sleep_timer_usable = true;
         self.test_busy_enters = 0;
         self.test_fail_errno = 0;
+        self.test_submit_limit = 0;
         self.backlog_start = 0;
         self.backlog_count = 0;
         self.info = .{
@@ -355,14 +362,31 @@ pub const Reactor = struct {
         self.sleep_ts = .{ .sec = @intCast(wait_us / 1_000_000), .nsec = @intCast((wait_us % 1_000_000) * 1000) };
     }
 
+    /// True once the kernel took the sleep timer's last SQE (its TIMEOUT, or an update), and
+    /// with it `sleep_ts`. Only this reactor's enters move the SQ head: exact between turns.
+    fn sleep_sqe_taken(self: *Reactor) bool {
+        const head = @atomicLoad(u32, self.ring.sq.head, .acquire);
+        return @as(i32, @bitCast(head -% self.sleep_sqe_end)) >= 0;
+    }
+
     /// Makes sure the sleep timer fires by `now_us + wait_us` (plus the slack). Returns false
     /// if it cannot (no free SQE, or the kernel refused an update): the wait then carries its
     /// own timeout.
     fn arm_sleep_timer(self: *Reactor, wait_us: u32, now_us: f64) bool {
         if (!self.sleep_timer_usable) return false;
         const want = now_us + @as(f64, @floatFromInt(wait_us));
+        if (self.sleep_timer_armed and !self.sleep_sqe_taken()) {
+            // Its SQE still waits in the SQ (an enter took nothing, or too little), and the
+            // kernel counts its time from when it takes it: set for this wait instead. Left as
+            // it was, it fired as much later than `sleep_deadline_us` as it had waited there,
+            // and every wait that kept it ran past its end.
+            self.set_sleep_ts(wait_us);
+            self.sleep_deadline_us = want;
+            return true;
+        }
         if (self.sleep_timer_armed and self.sleep_deadline_us <= want + sleep_slack_us) return true;
         const sqe = self.ring.get_sqe() catch return false;
+        self.sleep_sqe_end = self.ring.sq.sqe_tail;
         // The kernel copies the timespec while it prepares the SQE, inside this turn's enter.
         self.set_sleep_ts(wait_us);
         if (self.sleep_timer_armed) {
@@ -413,11 +437,13 @@ pub const Reactor = struct {
             self.test_fail_errno = 0;
             return -@as(i32, e);
         }
+        const submit = self.test_short_submit(to_submit);
+        if (submit < to_submit) min_complete = 0;
         self.counters.enters += 1;
         const res = linux.syscall6(
             .io_uring_enter,
             @as(usize, @bitCast(@as(isize, self.ring.fd))),
-            to_submit,
+            submit,
             min_complete,
             flags,
             if (own_timeout) @intFromPtr(&arg) else 0,
@@ -441,6 +467,12 @@ pub const Reactor = struct {
         }
     }
 
+    /// How many of `to_submit` SQEs an enter offers the kernel: all, except under test_submit_limit.
+    fn test_short_submit(self: *const Reactor, to_submit: u32) u32 {
+        if (builtin.is_test and self.test_submit_limit > 0) return @min(to_submit, self.test_submit_limit);
+        return to_submit;
+    }
+
     fn needs_enter(self: *Reactor) bool {
         if (self.ring.sq_ready() > 0) return true;
         const sq_flags = @atomicLoad(u32, self.ring.sq.flags, .acquire);
@@ -453,7 +485,8 @@ pub const Reactor = struct {
     /// for a completion, then copy out completions. Returns the number of completions in
     /// `out`, or a negative errno (io_uring_enter failed: no descriptor is lost, those not
     /// yet in the SQ ring are at the front of `ops`, counted in `info.ops_left`, and those in
-    /// it go with the next enter). Call again with (0, 0) while it returns `out.len`.
+    /// it go with the next enter; a turn that already holds completions hands them out and
+    /// leaves the failure to the next enter). Call again with (0, 0) while it returns `out.len`.
     /// `now_us` is the caller's clock (any monotonic base, in µs) when it chose `wait_us`.
     /// Descriptors the kernel would not take (its SQ full while completions are backed up)
     /// are moved to the front of `ops` and counted in `info.ops_left`; the turn then reaps
@@ -470,10 +503,16 @@ pub const Reactor = struct {
         var count = self.drain_backlog();
         if (count < self.out.len) {
             const ready = self.ring.cq_ready();
-            const wait = if (ready == 0 and count == 0 and self.info.ops_left == 0) wait_us else 0;
+            // A sleep must be ended by a wake: its eventfd read is re-armed when its completion
+            // is delivered, which fails while the SQ is full (the kernel took nothing, or the
+            // backlog was drained after prep_ops filled it). Try again; with no room, no sleep.
+            if (!self.wake_armed) _ = self.arm_wake();
+            const wait = if (ready == 0 and count == 0 and self.info.ops_left == 0 and self.wake_armed) wait_us else 0;
             if (wait > 0 or self.needs_enter()) {
                 const rc = self.enter(wait, now_us);
-                if (rc < 0) return rc;
+                // Completions already taken from the backlog are handed out, not dropped with
+                // the error (nothing else holds them); a lasting failure shows at the next enter.
+                if (rc < 0 and count == 0) return rc;
             }
             count += self.reap(count);
         }
@@ -530,7 +569,7 @@ pub const Reactor = struct {
             return -@as(i32, e);
         }
         self.counters.enters += 1;
-        const res = linux.syscall6(.io_uring_enter, @as(usize, @bitCast(@as(isize, self.ring.fd))), to_submit, 0, 0, 0, 0);
+        const res = linux.syscall6(.io_uring_enter, @as(usize, @bitCast(@as(isize, self.ring.fd))), self.test_short_submit(to_submit), 0, 0, 0, 0);
         switch (linux.E.init(res)) {
             .SUCCESS => {
                 self.counters.submitted += res;
@@ -1207,4 +1246,164 @@ test "bench_nops keeps other completions (a wake) for the loop instead of counti
     try std.testing.expectEqual(@as(i32, 0), Reactor.wake(r.eventfd));
     _ = r.turn(0, 1_000_000, test_now_us());
     try std.testing.expectEqual(@as(u64, 2), r.counters.wakes);
+}
+
+// ---- ring pressure (review 23): the backlog, a full SQ, the wake read ------------------------
+
+/// Leaves `foreign` of the reactor's completions (user_data 100, 101, ...) in its backlog, as
+/// bench_nops does with completions it is not after: nops submitted behind the reactor's back,
+/// then a native nop run that copies their completions out of the kernel ring.
+fn test_backlog_of(r: *Reactor, foreign: usize) !void {
+    try test_queue_foreign_nops(r, foreign);
+    _ = try r.ring.submit();
+    try std.testing.expectEqual(@as(i32, 0), bench_nops(r, 8, 4));
+    try std.testing.expectEqual(@as(u32, @intCast(foreign)), r.backlog_count);
+}
+
+test "completions taken from the backlog are handed out even when the turn's enter then fails" {
+    const r = try Reactor.create(8, 64);
+    defer r.destroy();
+    _ = r.turn(0, 0, test_now_us()); // arms (and submits) the wake read
+    try test_backlog_of(r, 3);
+    // The turn drains the backlog, then its enter (needed: a descriptor to submit) fails hard.
+    r.ops[0] = test_op(.NOP, 7);
+    r.test_fail_errno = @intFromEnum(linux.E.NOMEM);
+    const n = r.turn(1, 0, test_now_us());
+    var seen: [4]Completion = undefined;
+    var got: usize = 0;
+    if (n > 0) {
+        for (r.out[0..@intCast(n)]) |c| {
+            seen[got] = c;
+            got += 1;
+        }
+    }
+    // Whatever that turn answered, the three backlog completions and the nop's all arrive, once.
+    got += try test_collect(r, 0, 4 - got, seen[got..]);
+    try std.testing.expectEqual(@as(usize, 4), got);
+    var mask: u32 = 0;
+    for (seen) |c| mask |= @as(u32, 1) << @intCast(if (c.slot >= 100) c.slot - 100 else c.slot);
+    try std.testing.expectEqual(@as(u32, 0b1000_0111), mask);
+    try std.testing.expectEqual(@as(u32, 0), r.backlog_count);
+}
+
+test "a turn does not sleep deaf to wakes: the wake read is re-armed before a wait, or the wait is skipped" {
+    const r = try Reactor.create(8, 64);
+    defer r.destroy();
+    var fds = try test_pipe();
+    defer _ = linux.close(fds[0]);
+    defer if (fds[1] >= 0) {
+        _ = linux.close(fds[1]);
+    };
+    _ = r.turn(0, 0, test_now_us()); // arms (and submits) the wake read
+    // A wake completes the read; a turn whose enter takes nothing (busy: the SQ is full of
+    // polls the kernel has not taken) delivers it and cannot re-arm the read.
+    try std.testing.expectEqual(@as(i32, 0), Reactor.wake(r.eventfd));
+    for (0..8) |i| {
+        const sqe = try r.ring.get_sqe();
+        sqe.prep_poll_add(fds[0], linux.POLL.IN);
+        sqe.user_data = 100 + i;
+    }
+    _ = try r.ring.enter(0, 0, linux.IORING_ENTER_GETEVENTS); // posts the wake read's completion
+    r.test_busy_enters = 1;
+    try std.testing.expectEqual(@as(i32, 0), r.turn(0, 0, test_now_us()));
+    try std.testing.expectEqual(@as(u64, 1), r.counters.wakes);
+    try std.testing.expect(!r.wake_armed);
+    // Another shard wakes this one before it sleeps: the wake must end the next sleep (5 s) at
+    // once, not when the sleep times out.
+    try std.testing.expectEqual(@as(i32, 0), Reactor.wake(r.eventfd));
+    const t0 = test_now_us();
+    var turns: u32 = 0;
+    while (r.counters.wakes < 2 and turns < 3) : (turns += 1) {
+        try std.testing.expectEqual(@as(i32, 0), r.turn(0, 5_000_000, test_now_us()));
+    }
+    try std.testing.expectEqual(@as(u64, 2), r.counters.wakes);
+    try std.testing.expect(test_now_us() - t0 < 2_500_000);
+    // The polls still end (the pipe's write end closes: POLLHUP), each once.
+    _ = linux.close(fds[1]);
+    fds[1] = -1;
+    var seen: [8]Completion = undefined;
+    try std.testing.expectEqual(@as(usize, 8), try test_collect(r, 0, 8, &seen));
+}
+
+test "a sleep timer the kernel takes late (enter busy) still ends the waits that keep it on time" {
+    const r = try Reactor.create(8, 16);
+    defer r.destroy();
+    _ = r.turn(0, 0, test_now_us()); // arms (and submits) the wake read
+    // A 2 s wait arms the sleep timer, but the enter takes nothing: the TIMEOUT stays in the SQ.
+    r.test_busy_enters = 1;
+    try std.testing.expectEqual(@as(i32, 0), r.turn(0, 2_000_000, test_now_us()));
+    try std.testing.expect(r.sleep_timer_armed);
+    // 1.5 s pass before the kernel takes SQEs again (it was backed up).
+    const pause = linux.timespec{ .sec = 1, .nsec = 500_000_000 };
+    _ = linux.nanosleep(&pause, null);
+    // A 0.6 s wait now: the armed timer's deadline (2 s after the first wait, 0.5 s from now)
+    // comes first, so no new timer is armed, and the wait must end by 0.6 s from now; the kernel
+    // counts the 2 s from when it takes the SQE, with this turn's enter: 2 s from now.
+    const t0 = test_now_us();
+    try std.testing.expectEqual(@as(i32, 0), r.turn(0, 600_000, t0));
+    try std.testing.expect(test_now_us() - t0 < 1_200_000);
+}
+
+test "an enter the kernel takes only part of (a short submit): the rest go with later enters, each descriptor completes once" {
+    const r = try Reactor.create(8, 64);
+    defer r.destroy();
+    _ = r.turn(0, 0, test_now_us()); // arms (and submits) the wake read
+    for (0..8) |i| r.ops[i] = test_op(.NOP, @intCast(i));
+    r.test_submit_limit = 3; // every enter: the kernel takes 3 SQEs at most
+    // A turn asked to sleep 5 s: a short submit does not wait (the kernel's own does not either).
+    const t0 = test_now_us();
+    const n = r.turn(8, 5_000_000, t0);
+    try std.testing.expect(n >= 0 and n <= 3);
+    try std.testing.expect(test_now_us() - t0 < 2_500_000);
+    try std.testing.expectEqual(@as(u32, 0), r.info.ops_left); // all 8 are in the SQ ring
+    var seen: [8]Completion = undefined;
+    for (r.out[0..@intCast(n)], 0..) |c, i| seen[i] = c;
+    const rest = try test_collect(r, 0, 8 - @as(usize, @intCast(n)), seen[@intCast(n)..]);
+    try std.testing.expectEqual(@as(usize, 8), @as(usize, @intCast(n)) + rest);
+    var mask: u32 = 0;
+    for (seen) |c| {
+        try std.testing.expectEqual(@as(u32, 0), mask & (@as(u32, 1) << @intCast(c.slot)));
+        mask |= @as(u32, 1) << @intCast(c.slot);
+    }
+    try std.testing.expectEqual(@as(u32, 0xff), mask);
+    try std.testing.expectEqual(@as(u32, 0), r.ring.sq_ready());
+    // The wake read is still served: a wake ends a long sleep, short submits or not.
+    try std.testing.expectEqual(@as(i32, 0), Reactor.wake(r.eventfd));
+    const wakes = r.counters.wakes;
+    var turns: u32 = 0;
+    const t1 = test_now_us();
+    while (r.counters.wakes == wakes and turns < 10) : (turns += 1) _ = r.turn(0, 5_000_000, test_now_us());
+    try std.testing.expectEqual(wakes + 1, r.counters.wakes);
+    try std.testing.expect(test_now_us() - t1 < 2_500_000);
+}
+
+/// Counts SIGALRMs (the handler of the EINTR test).
+var test_alarms: u32 = 0;
+fn test_on_alarm(_: i32) callconv(.c) void {
+    test_alarms += 1;
+}
+
+test "a signal during a sleep (io_uring_enter EINTR) ends the turn early without an error, and loses nothing" {
+    const r = try Reactor.create(8, 16);
+    defer r.destroy();
+    const act = linux.Sigaction{ .handler = .{ .handler = test_on_alarm }, .mask = linux.sigemptyset(), .flags = 0 };
+    var old: linux.Sigaction = undefined;
+    _ = linux.sigaction(linux.SIG.ALRM, &act, &old);
+    defer _ = linux.sigaction(linux.SIG.ALRM, &old, null);
+    r.ops[0] = test_op(.TIMEOUT, 1);
+    r.ops[0].aux = 1; // 1 s
+    try std.testing.expectEqual(@as(i32, 0), r.turn(1, 0, test_now_us()));
+    // SIGALRM in 100 ms (setitimer's timeval: the second field is µs), no SA_RESTART.
+    const it = linux.itimerspec{ .it_interval = .{ .sec = 0, .nsec = 0 }, .it_value = .{ .sec = 0, .nsec = 100_000 } };
+    _ = linux.setitimer(@intFromEnum(linux.ITIMER.REAL), &it, null);
+    const off = std.mem.zeroes(linux.itimerspec);
+    defer _ = linux.setitimer(@intFromEnum(linux.ITIMER.REAL), &off, null); // before the handler goes
+    const alarms = test_alarms;
+    // The sleep ends at the signal: no completion yet (the timeout's is 0.9 s away), no error.
+    try std.testing.expectEqual(@as(i32, 0), r.turn(0, 5_000_000, test_now_us()));
+    try std.testing.expectEqual(alarms + 1, test_alarms);
+    var seen: [1]Completion = undefined;
+    try std.testing.expectEqual(@as(usize, 1), try test_collect(r, 0, 1, &seen));
+    try std.testing.expectEqual(@as(u32, 1), seen[0].slot);
+    try std.testing.expectEqual(-@as(i32, @intFromEnum(linux.E.TIME)), seen[0].res);
 }
