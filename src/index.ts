@@ -24,6 +24,8 @@ export {
 } from "./core/scheduler.ts";
 export { Timer, sleep, now, armedTimers } from "./core/timer.ts";
 export { probeIoUring } from "./core/probe.ts";
+export { fileLimit, raiseFileLimit } from "./core/limits.ts";
+export type { FileLimit, RaiseFileLimitOptions } from "./core/limits.ts";
 export {
   whenAll,
   whenAllSucceed,

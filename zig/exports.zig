@@ -8,7 +8,7 @@ const Reactor = reactor.Reactor;
 
 /// Bumped whenever an exported signature or shared struct layout changes.
 export fn shoal_abi_version() u32 {
-    return 7;
+    return 8;
 }
 
 export fn shoal_probe(out_or_null: ?*probe.Result, extra_ops: ?[*]const u8, extra_len: u32) void {
@@ -131,6 +131,27 @@ export fn shoal_copy(dst: [*]u8, dst_off: u32, src: [*]const u8, src_off: u32, l
     memory.copy(dst + dst_off, src + src_off, len);
 }
 
+/// RLIMIT_NOFILE's soft (`hard` 0) or hard (`hard` 1) limit, or a negative errno. No limit
+/// (RLIM_INFINITY, which Linux never gives NOFILE: it stops at fs.nr_open) reads maxInt(i64).
+export fn shoal_nofile_limit(hard: u32) i64 {
+    var lim: std.os.linux.rlimit = undefined;
+    const rc = std.os.linux.getrlimit(.NOFILE, &lim);
+    switch (std.os.linux.E.init(rc)) {
+        .SUCCESS => {},
+        else => |e| return -@as(i64, @intFromEnum(e)),
+    }
+    const value = if (hard != 0) lim.max else lim.cur;
+    return @intCast(@min(value, @as(u64, std.math.maxInt(i64))));
+}
+
+/// Sets RLIMIT_NOFILE (process-wide): 0, or a negative errno (EPERM: a hard limit raised without
+/// CAP_SYS_RESOURCE or past fs.nr_open; EINVAL: soft above hard).
+export fn shoal_set_nofile_limit(soft: u64, hard: u64) i32 {
+    const lim: std.os.linux.rlimit = .{ .cur = soft, .max = hard };
+    const rc = std.os.linux.setrlimit(.NOFILE, &lim);
+    return -@as(i32, @intFromEnum(std.os.linux.E.init(rc)));
+}
+
 comptime {
     // Each layer's exports live in its own file; importing them here exports them.
     _ = @import("exports_smp.zig");
@@ -192,4 +213,19 @@ test "shoal_eventfd_wake writes only a live reactor's eventfd: a pipe, or a dest
     shoal_reactor_destroy(h);
     // Once it is destroyed its number is nobody's eventfd (it may be reused by any file).
     try std.testing.expectEqual(einval, shoal_eventfd_wake(efd));
+}
+
+test "shoal_nofile_limit reads what getrlimit reads; shoal_set_nofile_limit sets it and refuses soft above hard" {
+    const linux = std.os.linux;
+    var lim: linux.rlimit = undefined;
+    try std.testing.expectEqual(@as(usize, 0), linux.getrlimit(.NOFILE, &lim));
+    try std.testing.expectEqual(@as(i64, @intCast(lim.cur)), shoal_nofile_limit(0));
+    try std.testing.expectEqual(@as(i64, @intCast(lim.max)), shoal_nofile_limit(1));
+    try std.testing.expectEqual(-@as(i32, @intFromEnum(linux.E.INVAL)), shoal_set_nofile_limit(lim.max + 1, lim.max));
+    defer _ = linux.setrlimit(.NOFILE, &lim);
+    // Lowering the soft limit needs no privilege, and raising it back up to the hard one neither.
+    try std.testing.expectEqual(@as(i32, 0), shoal_set_nofile_limit(lim.cur - 1, lim.max));
+    try std.testing.expectEqual(@as(i64, @intCast(lim.cur - 1)), shoal_nofile_limit(0));
+    try std.testing.expectEqual(@as(i32, 0), shoal_set_nofile_limit(lim.max, lim.max));
+    try std.testing.expectEqual(@as(i64, @intCast(lim.max)), shoal_nofile_limit(0));
 }

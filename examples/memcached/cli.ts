@@ -47,7 +47,7 @@ export interface CommandLine {
   /** -p / -U given: with -U N alone, stock listens on TCP port N too. */
   tcpGiven: boolean;
   udpGiven: boolean;
-  /** -S: refused once the options are read (stock fails SASL set-up after parsing). */
+  /** -S: refused by checkLate() (stock's SASL set-up fails after it set the limits and switched user). */
   sasl: boolean;
   /** Warnings to print (options accepted but without effect here). */
   warnings: string[];
@@ -209,9 +209,20 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
     }
   }
   if (cl.udpGiven && settings.udpPort !== 0 && !cl.tcpGiven) settings.port = settings.udpPort;
-  if (cl.sasl) throw new UsageError("This server is not built with SASL support.", 1);
   validate(cl);
   return cl;
+}
+
+/**
+ * What stock finds wrong only once it has set the descriptor limit and switched user (main.ts
+ * calls this then, so that under a low `ulimit -n` the limit's message comes first, as stock's):
+ * -S (its SASL set-up fails, exit 1) and a negative port (its listen fails, EX_OSERR).
+ */
+export function checkLate(cl: CommandLine): void {
+  const s = cl.settings;
+  if (cl.sasl) throw new UsageError("This server is not built with SASL support.", 1);
+  if (s.port < 0) throw new UsageError(`failed to listen on TCP port ${s.port}: Servname not supported for ai_socktype`, 71);
+  if (s.udpPort < 0) throw new UsageError(`failed to listen on UDP port ${s.udpPort}: Servname not supported for ai_socktype`, 71);
 }
 
 function apply(cl: CommandLine, c: string, v: string | undefined): void {
@@ -468,9 +479,7 @@ function validate(cl: CommandLine): void {
     throw new UsageError(`slab_chunk_max (bytes: ${s.slabChunkMax}) must divide evenly into 1048576 (slab_page_size)`);
   }
   if (s.port > 65535) throw new UsageError(`ERROR: Invalid port number ${s.port}.`);
-  // Stock gets as far as listening, which fails (EX_OSERR).
-  if (s.port < 0) throw new UsageError(`failed to listen on TCP port ${s.port}: Servname not supported for ai_socktype`, 71);
-  if (s.udpPort < 0) throw new UsageError(`failed to listen on UDP port ${s.udpPort}: Servname not supported for ai_socktype`, 71);
+  // A negative port: stock gets as far as listening, which fails (checkLate).
   // -U above 65535 (with -p given): stock listens on its low 16 bits (70000: UDP port 4464) and
   // reports the number given (stats settings udpport 70000); server.ts binds the same.
   if (s.maxBytes <= 0) throw new UsageError("-m: the memory limit must be at least 1 megabyte");

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { StartupError } from "./errors.ts";
 
 /** Must equal zig/exports.zig's shoal_abi_version(). */
-export const ABI_VERSION = 7;
+export const ABI_VERSION = 8;
 
 import { coreSymbols } from "./symbols/core.ts";
 import { smpSymbols } from "./symbols/smp.ts";

@@ -22,4 +22,6 @@ export const coreSymbols = {
   shoal_mem_unmap: { args: [u64, u64], returns: i32 },
   shoal_mem_fill: { args: [u64, u64, u8], returns: V },
   shoal_copy: { args: [P, u32, P, u32, u32], returns: V },
+  shoal_nofile_limit: { args: [u32], returns: i64_fast },
+  shoal_set_nofile_limit: { args: [u64, u64], returns: i32 },
 } as const;
