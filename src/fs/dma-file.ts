@@ -552,6 +552,11 @@ export class DmaFile implements AsyncDisposable, IoOwner {
    * Closes the file: new calls fail with ClosedError at once, operations already issued finish
    * first, then the descriptor is closed through the ring. Calling it again returns the same
    * promise. Does not flush. Rejects with SystemError if close(2) fails.
+   * The kernel may hold the file a little longer: an operation that ran on an io_uring worker
+   * thread (a write that extends the file, an fsync) can leave the last reference to it with
+   * that worker, whose release runs when this shard next enters its ring (its rings defer such
+   * work to their owner), so unmounting the file system right after close() can find it busy
+   * until the shard's loop turns once more (test/fs/fixtures/io-uring-release.ts waits for that).
    */
   close(): Promise<void> {
     if (this.closing !== undefined) return this.closing;

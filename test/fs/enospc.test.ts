@@ -7,10 +7,18 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { SystemError, allocateAlignedBuffer, reactor } from "../../src/index.ts";
 import { FileOutputStream, fsSpace, openFileDma } from "../../src/fs/index.ts";
 import { canLoopMount, loopExt4, type LoopDisk } from "./fixtures/ext4.ts";
+import { ioUringLetGo } from "./fixtures/io-uring-release.ts";
 
 const allowed = canLoopMount();
 let disk: LoopDisk | undefined;
-afterAll(() => disk?.cleanup());
+afterAll(async () => {
+  if (disk === undefined) return;
+  try {
+    await ioUringLetGo(); // else cleanup's umount may find the closed files still held, and go lazy
+  } finally {
+    disk.cleanup();
+  }
+});
 
 function fillPattern(b: Uint8Array, tag: number): void {
   for (let i = 0; i < b.length; i++) b[i] = (tag * 29 + i * 13 + (i >> 12)) & 0xff;
@@ -46,7 +54,7 @@ describe.skipIf(!allowed)("ENOSPC on a small loop-mounted ext4 image", () => {
     expect(reactor().counters().inFlight).toBe(0);
 
     // What a reboot would keep: unmount, mount again, read through DMA.
-    disk.remount();
+    await disk.remount();
     const g = await openFileDma(p);
     for (let k = 0; k < flushed; k++) {
       expect(await g.dmaReadInto(k * chunk, buf)).toBe(chunk);
