@@ -87,13 +87,14 @@ function writeSpliced(output: Connection["output"], out: NativeBuffer | Uint8Arr
 }
 
 /**
- * Takes the splices that go before `send` out of `splices` (in place: what stays are those at
- * or after it, which go with what follows `send`). Returns them, or undefined if there are none.
- * A splice exactly at `send` was made after that send point (a value follows its header).
+ * Takes the splices that go before `send` out of `splices` (in place: what stays are those
+ * after it, which go with what follows `send`). Returns them, or undefined if there are none.
+ * A splice exactly at `send` goes before it: a value is spliced after its header, so one at
+ * the send point ended there (an mg value, which nothing follows, at a reqs_per_event yield).
  */
 function splitSplices(splices: Splice[], send: number): Splice[] | undefined {
   let n = 0;
-  while (n < splices.length && splices[n]!.at < send) n++;
+  while (n < splices.length && splices[n]!.at <= send) n++;
   if (n === 0) return undefined;
   const before = splices.slice(0, n);
   splices.splice(0, n);

@@ -135,7 +135,7 @@ export const enum CS {
   CAS_HITS,
   CAS_BADVAL,
   TOUCH_HITS,
-  /** Tail items an allocation passed over because they were being sent (stock: refcount held). */
+  /** Tail items an allocation met while they were being sent (stock: refcount held), evicted all the same. */
   LRUTAIL_REFLOCKED,
   COUNT,
 }
@@ -947,7 +947,8 @@ export class Store {
     const count = Math.ceil(bytes / PAGE_SIZE);
     if (count > this.capacity) return NIL;
     const base = this.large * CS.COUNT;
-    // Each eviction frees at least one page; the class holds at most classPages items.
+    // Each eviction frees at least one page (an item being sent: once sent); the class holds at
+    // most classPages items.
     const attempts = this.classPages[this.large]! + 10;
     for (let attempt = 0; attempt < attempts; attempt++) {
       this.reclaimTail(this.large);
@@ -1295,7 +1296,8 @@ export class Store {
   /**
    * stock's lru_pull_tail for allocation: looks at up to 5 tail items; reclaims the first expired
    * or flushed one, gives ACTIVE items a second chance, else evicts the tail (if allowed).
-   * Returns true if a chunk was freed.
+   * Returns true if an item was removed: its chunk is free, unless its value is still being
+   * sent (lend), which frees it once sent; the caller tries again (stock's do_item_alloc_pull).
    */
   private lruPullTail(cls: number, evict: boolean): boolean {
     const now = this.clock.now;
@@ -1308,15 +1310,12 @@ export class Store {
     for (let tries = 0; tries < MAX_ACTIVE_MOVES + 1; tries++) {
       let ref = this.lruTail[cls]!;
       if (ref !== NIL && ref === this.pinned) ref = this.i32[ref << 1]!;
-      // Items being sent from their memory are passed over, as stock passes over a tail item a
-      // connection holds a reference to (lrutail_reflocked): up to 5, then the search gives up.
-      for (let skipped = 0; ref !== NIL && (this.mem[(ref << 3) + 29]! & (F_SENDING >>> 8)) !== 0; skipped++) {
-        if (skipped === 5) return false;
-        this.classStats[base + CS.LRUTAIL_REFLOCKED]!++;
-        ref = this.i32[ref << 1]!;
-        if (ref !== NIL && ref === this.pinned) ref = this.i32[ref << 1]!;
-      }
       if (ref === NIL) return false;
+      // An item being sent from its memory is counted, as stock counts a tail item a connection
+      // holds a reference to (lrutail_reflocked), and then treated as any other: stock unlinks
+      // it all the same ("it won't be reusable yet"), and its memory comes back once sent
+      // (freeItem defers). Passed over, it stayed readable for good under memory pressure.
+      if ((this.mem[(ref << 3) + 29]! & (F_SENDING >>> 8)) !== 0) this.classStats[base + CS.LRUTAIL_REFLOCKED]!++;
       if (this.reclaimable(ref, now)) {
         this.classStats[base + CS.RECLAIMED]!++;
         if ((this.itFlags(ref) & F_FETCHED) === 0) this.classStats[base + CS.EXPIRED_UNFETCHED]!++;
@@ -1592,10 +1591,10 @@ export class Store {
   /**
    * A NativeBuffer over item `ref`'s value (`len` bytes from `start` within it), for a reply
    * sent from the item's memory instead of a copy (stock's resp->item): until the buffer is
-   * released and the kernel is done with it, the item's memory is not reused: a delete or
-   * replacement unlinks it but frees it only then, its page is not moved or re-cut (pageBusy),
-   * an allocation passes it over at the LRU tail, and incr/decr write a new item. Null when the
-   * arena is not native memory (a test's store).
+   * released and the kernel is done with it, the item's memory is not reused: a delete, a
+   * replacement or an eviction (counted in lrutail_reflocked, as stock counts such a tail item)
+   * unlinks it but frees it only then, its page is not moved or re-cut (pageBusy), and
+   * incr/decr write a new item. Null when the arena is not native memory (a test's store).
    */
   lend(ref: number, start: number, len: number): NativeBuffer | null {
     const native = this.native;

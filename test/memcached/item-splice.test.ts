@@ -2,8 +2,9 @@
  * A get's large value is sent from the item's memory (Store.lend, Session.spliceItem) instead of
  * being copied into the connection's output. Until the send is done the item's memory must stay
  * what the client is being sent: a delete or replacement unlinks it but frees its chunk only
- * afterwards, its page is neither moved nor re-cut, an allocation passes over it at the LRU tail
- * (stock's lrutail_reflocked), an incr writes a new item, and closing the store keeps the arena.
+ * afterwards, its page is neither moved nor re-cut, an allocation meeting it at the LRU tail
+ * counts it (stock's lrutail_reflocked) and evicts it as stock does, its chunk freed once sent,
+ * an incr writes a new item, and closing the store keeps the arena.
  */
 import { expect, test } from "bun:test";
 import net from "node:net";
@@ -82,7 +83,7 @@ test("an item sent twice at once is freed after the second send; a linked one is
   s.close();
 });
 
-test("an allocation passes over tail items being sent (lrutail_reflocked) and evicts the next", () => {
+test("an allocation evicts tail items being sent as stock does (lrutail_reflocked), then the next, whose chunk it takes", () => {
   // One page: 16 chunks of the 60 KB class, then evictions.
   const s = new Store({ maxBytes: 1 << 20, itemSizeMax: 1 << 20, clock: new ManualClock() });
   const refs: number[] = [];
@@ -102,13 +103,18 @@ test("an allocation passes over tail items being sent (lrutail_reflocked) and ev
   const tail = [linked[0]!, linked[1]!];
   const keys = tail.map((r) => `k${refs.indexOf(r)}`);
   const sends = tail.map((r) => s.lend(r, 0, 60_000)!);
-  setItem(s, "new", 60_000, 0xee);
-  expect(evicted()).toBe(before + 1);
+  // Both are counted and evicted (stock: "it won't be reusable yet"); the third oldest's chunk is taken.
+  const third = linked[2]!;
+  expect(setItem(s, "new", 60_000, 0xee)).toBe(third);
+  expect(evicted()).toBe(before + 3);
   expect(s.classStats[cls * CS.COUNT + CS.LRUTAIL_REFLOCKED]).toBe(2);
-  // Both are still there, their values intact; the third oldest went.
-  expect(keys.map((k) => find(s, k))).toEqual(tail);
-  expect(find(s, `k${refs.indexOf(linked[2]!)}`)).toBe(-1);
+  expect(keys.map((k) => find(s, k))).toEqual([-1, -1]);
+  expect(find(s, `k${refs.indexOf(third)}`)).toBe(-1);
+  // What is being sent stays as it was; the chunks come back once sent.
+  tail.forEach((r, i) => expect(filled(sends[i]!.bytes, refs.indexOf(r) & 0xff)).toBe(true));
+  const free = s.freeChunks(cls);
   for (const nb of sends) nb.release();
+  expect(s.freeChunks(cls)).toBe(free + 2);
   s.close();
 });
 
