@@ -2,28 +2,9 @@
 // longer the held item's: a held item freed, or moved off a page that is re-cut, leaves or is
 // renamed in the lists, so releasing the holds cannot change another item's value.
 import { expect, test } from "bun:test";
-import { Comm, Holds, Store, StoreResult } from "../../examples/memcached/store.ts";
+import { Holds, Store } from "../../examples/memcached/store.ts";
 import { ManualClock } from "../../examples/memcached/clock.ts";
-import { murmur3 } from "../../examples/memcached/hash.ts";
-
-const enc = new TextEncoder();
-
-function setItem(s: Store, key: string, nbytes: number, fill: number): number {
-  const k = enc.encode(key);
-  const hv = murmur3(k, 0, k.length);
-  const ref = s.alloc(k, 0, k.length, 0, 0, nbytes);
-  expect(ref).toBeGreaterThanOrEqual(0);
-  s.mem.fill(fill, s.valueOffset(ref), s.valueOffset(ref) + nbytes - 2);
-  s.mem[s.valueOffset(ref) + nbytes - 2] = 13;
-  s.mem[s.valueOffset(ref) + nbytes - 1] = 10;
-  expect(s.storeItem(ref, Comm.SET, hv, 0, false)).toBe(StoreResult.STORED);
-  return ref;
-}
-
-function find(s: Store, key: string): number {
-  const k = enc.encode(key);
-  return s.get(k, 0, k.length, murmur3(k, 0, k.length), false);
-}
+import { find, setItem } from "./lib/lend.ts";
 
 function valueIntact(s: Store, ref: number, fill: number): boolean {
   const v = s.mem.subarray(s.valueOffset(ref), s.valueOffset(ref) + s.nbytes(ref) - 2);

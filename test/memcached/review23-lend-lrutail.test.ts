@@ -8,54 +8,13 @@
  * the tail made every allocation of the class fail.)
  */
 import { expect, test } from "bun:test";
-import net from "node:net";
-import { spawn } from "bun";
 import { type ServerProcess, startOurs, startStock } from "./lib/harness.ts";
+import { command, find, settledHits, stalledReader, stats } from "./lib/lend.ts";
 import { Comm, CS, Store, StoreResult } from "../../examples/memcached/store.ts";
 import { ManualClock } from "../../examples/memcached/clock.ts";
 import { murmur3 } from "../../examples/memcached/hash.ts";
 
 const L = (s: string) => Buffer.from(s, "latin1");
-
-async function command(port: number, bytes: Uint8Array, until: string): Promise<string> {
-  const c = net.connect(port, "127.0.0.1");
-  let got = "";
-  await new Promise<void>((resolve, reject) => {
-    c.on("data", (d) => {
-      got += d.toString("latin1");
-      if (got.endsWith(until)) resolve();
-    });
-    c.on("error", reject);
-    c.write(bytes);
-  });
-  c.destroy();
-  return got;
-}
-
-async function stats(port: number): Promise<Map<string, number>> {
-  const text = await command(port, L("stats\r\n"), "END\r\n");
-  return new Map([...text.matchAll(/STAT (\S+) (\S+)/g)].map((m) => [m[1]!, Number(m[2])]));
-}
-
-/** A reader with a 4 KiB receive buffer: asks get P0 .. get P<n-1>, one write each, reads nothing until told. */
-const READER = `
-import socket, sys, time
-port, prefix, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-s.connect(("127.0.0.1", port))
-for i in range(n):
-    s.sendall(("get %s%d\\r\\n" % (prefix, i)).encode())
-    time.sleep(0.01)
-sys.stdout.write("asked\\n"); sys.stdout.flush()
-sys.stdin.readline()
-got = bytearray()
-while got.count(b"END\\r\\n") < n:
-    d = s.recv(1 << 20)
-    if not d: break
-    got += d
-sys.stdout.buffer.write(bytes(got)); sys.stdout.flush()
-`;
 
 const value = (i: number) => {
   const v = Buffer.alloc(60_000);
@@ -78,18 +37,10 @@ async function run(server: ServerProcess): Promise<Outcome> {
   for (let i = 0; i < N; i++) sets.push(L(`set a${i} 0 0 60000 noreply\r\n`), value(i), L("\r\n"));
   sets.push(L("mn\r\n"));
   expect(await command(port, Buffer.concat(sets), "MN\r\n")).toBe("MN\r\n");
-  const proc = spawn(["python3", "-c", READER, String(port), "a", String(N)], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
-  const out = proc.stdout.getReader();
-  expect(new TextDecoder().decode((await out.read()).value)).toBe("asked\n");
+  const reader = await stalledReader(port, "a", N);
   // The server has taken every get it will take before the reader reads (get_hits settled): on
   // a loaded machine a fixed pause let the churn below evict keys before their gets ran.
-  let hits = -1;
-  for (let i = 0; i < 100; i++) {
-    await Bun.sleep(100);
-    const h = (await stats(port)).get("get_hits")!;
-    if (h === hits) break;
-    hits = h;
-  }
+  await settledHits(port);
   // Memory is filled several times over with other values of the same class.
   const junk: Buffer[] = [];
   for (let i = 0; i < 600; i++) junk.push(L(`set j${i} 0 0 60000 noreply\r\n`), Buffer.alloc(60_000, 0x7e), L("\r\n"));
@@ -101,16 +52,7 @@ async function run(server: ServerProcess): Promise<Outcome> {
     if (r.startsWith("VALUE")) found.push(`a${i}`);
   }
   const reflocked = (await stats(port)).get("lrutail_reflocked")!;
-  proc.stdin.write("go\n");
-  await proc.stdin.end();
-  const parts: Uint8Array[] = [];
-  for (;;) {
-    const r = await out.read();
-    if (r.done) break;
-    parts.push(r.value);
-  }
-  expect(await proc.exited).toBe(0);
-  const got = Buffer.concat(parts);
+  const got = await reader.go();
   // Every answer is a hit with its value as set, or a miss.
   let at = 0;
   let intact = true;
@@ -191,7 +133,8 @@ test("an allocation that meets the tail item while its value is being sent count
 
 const enc = new TextEncoder();
 
-function setItem(s: Store, key: string, nbytes: number, fill: number): number {
+/** setItem, except that an allocation that fails returns -1 (what these tests count). */
+function trySetItem(s: Store, key: string, nbytes: number, fill: number): number {
   const k = enc.encode(key);
   const ref = s.alloc(k, 0, k.length, 0, 0, nbytes);
   if (ref < 0) return ref;
@@ -199,11 +142,6 @@ function setItem(s: Store, key: string, nbytes: number, fill: number): number {
   s.mem.set([13, 10], s.valueOffset(ref) + nbytes - 2);
   expect(s.storeItem(ref, Comm.SET, murmur3(k, 0, k.length), 0, false)).toBe(StoreResult.STORED);
   return ref;
-}
-
-function find(s: Store, key: string): number {
-  const k = enc.encode(key);
-  return s.get(k, 0, k.length, murmur3(k, 0, k.length), false);
 }
 
 const filled = (v: Uint8Array, fill: number) => v.subarray(0, v.length - 2).every((b) => b === fill);
@@ -214,7 +152,7 @@ function fullStore(): { s: Store; cls: number; keys: string[]; refs: number[] } 
   const keys: string[] = [];
   const refs: number[] = [];
   for (let i = 0; ; i++) {
-    const ref = setItem(s, `k${i}`, 60_000, 0x30 + i);
+    const ref = trySetItem(s, `k${i}`, 60_000, 0x30 + i);
     keys.push(`k${i}`);
     refs.push(ref);
     if (s.freeChunks(s.clsid(ref)) === 0) return { s, cls: s.clsid(ref), keys, refs };
@@ -225,7 +163,7 @@ test("an allocation evicts tail items being sent as stock does (counted once eac
   const { s, cls, keys, refs } = fullStore();
   const stat = (c: CS) => s.classStats[cls * CS.COUNT + c]!;
   const sends = [s.lend(refs[0]!, 0, 60_000)!, s.lend(refs[1]!, 0, 60_000)!];
-  const nb = setItem(s, "new", 60_000, 0xee);
+  const nb = trySetItem(s, "new", 60_000, 0xee);
   expect(nb).toBeGreaterThanOrEqual(0);
   // Both were unlinked (stock: "it won't be reusable yet"); the third oldest gave its chunk.
   expect(stat(CS.LRUTAIL_REFLOCKED)).toBe(2);
