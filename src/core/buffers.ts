@@ -403,7 +403,8 @@ export interface BufferCacheOptions {
   retainBytes?: number | undefined;
   /**
    * Keep more than `retainBytes` when the buffers out at once need it: up to this many bytes
-   * (default `retainBytes`: no more), as much as was out at the peak since the last trim(). A
+   * (default `retainBytes`: no more), as much as was out at once at the peak since the trim()
+   * before last (so over one to two periods). A
    * burst that takes N buffers, releases them when the kernel has sent them, then takes N again
    * (a server's answers to all its connections) then reuses its mappings instead of mapping and
    * unmapping N of them per burst. Call trim() now and then (once a second) to let the kept
