@@ -3,42 +3,14 @@
 // pipelining clients go on unaffected. Raw TCP clients, so that every byte is ours.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
-import { fileURLToPath } from "node:url";
-import { BUN } from "../smp/helpers.ts";
+import { startHttpHello as start, stopHttpHello as stop } from "./fixtures/http-hello.ts";
 
 // Ports 19100-19199 are this file's: listeners use SO_REUSEPORT, so a stray server on the same
 // port would share it silently.
 const PORT = 19131;
 const DEADLINE_PORT = 19132;
 const HELLO = "HTTP/1.1 200 OK\r\n";
-const MAIN = fileURLToPath(new URL("../../examples/http-hello/main.ts", import.meta.url));
 
-async function start(port: number, ...args: string[]): Promise<ReturnType<typeof Bun.spawn>> {
-  const p = Bun.spawn([BUN, MAIN, "--port", String(port), "--host", "127.0.0.1", "--smp", "1", "--overprovisioned", ...args], {
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const reader = (p.stdout as ReadableStream<Uint8Array>).getReader();
-  let out = "";
-  while (!out.includes("listening")) {
-    const { value, done } = await reader.read();
-    if (done) {
-      p.kill("SIGKILL");
-      throw new Error(`http-hello exited: ${out}${await new Response(p.stderr as ReadableStream).text()}`);
-    }
-    out += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
-  return p;
-}
-
-async function stop(p: ReturnType<typeof Bun.spawn> | undefined): Promise<void> {
-  if (p === undefined) return;
-  p.kill("SIGTERM");
-  const code = await Promise.race([p.exited, Bun.sleep(10_000).then(() => "hung")]);
-  p.kill("SIGKILL");
-  expect(code).toBe(0);
-}
 
 interface Reply {
   text: string;

@@ -3,10 +3,8 @@
 // connection ends. Raw TCP clients, so that every byte is ours. Each test failed on the old code.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect, createServer } from "node:net";
-import { fileURLToPath } from "node:url";
-import { BUN } from "../smp/helpers.ts";
+import { startHttpHello as start, stopHttpHello as stop } from "./fixtures/http-hello.ts";
 
-const MAIN = fileURLToPath(new URL("../../examples/http-hello/main.ts", import.meta.url));
 const HELLO = "Hello, World!";
 
 /** A port nobody listens on right now (the server listens with SO_REUSEPORT: a fixed one could be shared silently). */
@@ -19,32 +17,6 @@ function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
-}
-
-/** Starts http-hello on `port`; resolves once it listens. */
-async function start(port: number, ...args: string[]): Promise<ReturnType<typeof Bun.spawn>> {
-  const p = Bun.spawn([BUN, MAIN, "--port", String(port), "--host", "127.0.0.1", "--smp", "1", "--overprovisioned", ...args], { stdout: "pipe", stderr: "pipe" });
-  const reader = (p.stdout as ReadableStream<Uint8Array>).getReader();
-  let out = "";
-  while (!out.includes("listening")) {
-    const { value, done } = await reader.read();
-    if (done) {
-      p.kill("SIGKILL");
-      throw new Error(`http-hello exited: ${out}${await new Response(p.stderr as ReadableStream).text()}`);
-    }
-    out += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
-  return p;
-}
-
-/** Stops it with SIGTERM: it must exit 0. */
-async function stop(p: ReturnType<typeof Bun.spawn> | undefined): Promise<void> {
-  if (p === undefined) return;
-  p.kill("SIGTERM");
-  const code = await Promise.race([p.exited, Bun.sleep(10_000).then(() => "hung")]);
-  p.kill("SIGKILL");
-  expect(code).toBe(0);
 }
 
 let port = 0;
