@@ -473,11 +473,22 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     r?.destroy();
   }
 
+  /**
+   * A UDP socket's error. The kernel reports a datagram's ICMP port-unreachable as ECONNREFUSED
+   * on the sender's next receive: after SIGTERM the server's UDP socket is closed, so a datagram
+   * sent then meets it (expected); before SIGTERM it would mean the server stopped serving UDP.
+   */
+  function udpError(who: string, e: Error & { code?: string }): void {
+    if (e.code === "ECONNREFUSED" && Date.now() >= sigtermAt) count("udp refused after SIGTERM");
+    else report.wrong.push(`${who}: ${e.message}`);
+  }
+
   /** UDP checker: a known key (set over TCP once), got over UDP; answers must be whole and right. */
   async function udpChecker(): Promise<void> {
     const key = "udpchk:k";
     const v = valueOf(key, 1, 3000);
     const sock = dgram.createSocket("udp4");
+    sock.on("error", (e) => udpError("udp checker", e));
     const got = new Map<number, Buffer[]>();
     sock.on("message", (m) => {
       const id = m.readUInt16BE(0);
@@ -670,6 +681,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     /** Datagrams with truncated and lying frame headers (and some honest ones). */
     async udpLies() {
       const sock = dgram.createSocket("udp4");
+      sock.on("error", (e) => udpError("udpLies", e));
       sock.on("message", () => count("udp lies answered"));
       await new Promise<void>((res) => sock.bind(0, "127.0.0.1", () => res()));
       for (let i = 0; i < 50; i++) {
