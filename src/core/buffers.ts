@@ -116,6 +116,14 @@ export class NativeBuffer {
     return this.#pins;
   }
 
+  /**
+   * True for a buffer over memory another owner keeps (lend()): never poisoned or unmapped by
+   * Shoal, and still so on a shard it was handed over to.
+   */
+  get isLent(): boolean {
+    return this.#lent;
+  }
+
   /** True once release() was called. */
   get isReleased(): boolean {
     return this.#released;

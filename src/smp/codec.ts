@@ -6,9 +6,9 @@
  * Encodable: undefined, null, booleans, numbers (-0 and NaN exact), bigint, strings, arrays,
  * plain objects (prototype Object.prototype or null; own enumerable string keys), Map, Set,
  * Date, typed arrays and ArrayBuffer (copied), Errors (name, message, code, stack, cause and
- * other own enumerable properties that can cross), and NativeBuffers (handed over, not copied:
- * see handover.ts). Anything else (functions, symbols, class instances, promises, cycles)
- * fails with an EncodeError naming where in the value it sits.
+ * other own enumerable properties that can cross), and NativeBuffers (handed over, not copied,
+ * a lent one arriving lent: see handover.ts). Anything else (functions, symbols, class
+ * instances, promises, cycles) fails with an EncodeError naming where in the value it sits.
  *
  * A Writer writes either straight into a ring (`limit` is the space the ring has there; going
  * past it throws RING_FULL and the caller re-encodes into scratch memory) or into a growable
@@ -40,6 +40,7 @@ const T_ARRAY_BUFFER = 16; // u32 byte length, bytes
 const T_ERROR = 17; // name, registered class, message, code, stack, cause, extra properties (an object)
 const T_HANDOVER = 18; // u16 owner shard, u32 handover id, f64 address, f64 length (a 4 GiB buffer's 2^32 fits no u32)
 const T_INT8 = 19; // i8: the small integers counters and indexes mostly are
+const T_HANDOVER_LENT = 20; // as T_HANDOVER, for a buffer over memory its owner keeps (NativeBuffer.lend)
 
 /** Node's fast Latin-1/UTF-16 copies, which Bun's Buffer has but its types do not list. */
 interface FastBuffer extends Buffer {
@@ -81,7 +82,7 @@ export interface HandoverSink {
 }
 
 /** Turns a handed-over buffer description back into a NativeBuffer on the receiving shard. */
-export type ForeignBufferFactory = (owner: number, id: number, address: number, length: number) => NativeBuffer;
+export type ForeignBufferFactory = (owner: number, id: number, address: number, length: number, lent: boolean) => NativeBuffer;
 
 /** Error classes rebuilt as themselves on the receiving shard, by the name they were registered under. */
 const knownErrors = new Map<string, new (...args: never[]) => Error>();
@@ -666,7 +667,9 @@ export class Writer {
     const id = this.sink.reserve(b);
     this.handed.push(b);
     this.handedIds.push(id);
-    this.u8[this.pos] = T_HANDOVER;
+    // A lent buffer stays lent where it arrives: its memory is the owner's (an item of a
+    // cache...), which the receiver's release must not poison.
+    this.u8[this.pos] = b.isLent ? T_HANDOVER_LENT : T_HANDOVER;
     this.dv.setUint16(this.pos + 1, this.sink.shard, true);
     this.dv.setUint32(this.pos + 3, id, true);
     this.dv.setFloat64(this.pos + 7, b.address, true);
@@ -827,14 +830,15 @@ export class Reader {
       }
       case T_ERROR:
         return this.error();
-      case T_HANDOVER: {
+      case T_HANDOVER:
+      case T_HANDOVER_LENT: {
         const owner = this.dv.getUint16(this.pos, true);
         const id = this.dv.getUint32(this.pos + 2, true);
         const address = this.dv.getFloat64(this.pos + 6, true);
         const length = this.dv.getFloat64(this.pos + 14, true);
         this.pos += 22;
         if (this.foreign === undefined) throw new EncodeError("a NativeBuffer arrived where none can be received");
-        const b = this.foreign(owner, id, address, length);
+        const b = this.foreign(owner, id, address, length, tag === T_HANDOVER_LENT);
         if (this.collect) this.received.push(b);
         return b;
       }

@@ -118,10 +118,12 @@ export class HandoverTable implements HandoverSink {
 
 /**
  * Builds the receiving side of a handed-over buffer: a NativeBuffer over the same memory
- * (one toArrayBuffer view, ~0.2 µs) whose recycling sends the release to `owner`.
+ * (one toArrayBuffer view, ~0.2 µs) whose recycling sends the release to `owner`. A `lent`
+ * buffer (NativeBuffer.lend on its owner: an item of a cache sent in place) is lent here too,
+ * so that poisoning on release never touches memory its owner keeps.
  */
-export function receiveBuffer(owner: number, id: number, address: number, length: number, send: ReleaseSender): NativeBuffer {
+export function receiveBuffer(owner: number, id: number, address: number, length: number, send: ReleaseSender, lent = false): NativeBuffer {
   const bytes = new Uint8Array(nativeView(address, length));
   const home: BufferHome = new HomeShard(owner, id, send);
-  return new NativeBuffer(bytes, address, home, -1);
+  return lent ? NativeBuffer.lend(bytes, address, home, -1) : new NativeBuffer(bytes, address, home, -1);
 }

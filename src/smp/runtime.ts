@@ -787,8 +787,8 @@ export function invokeServiceOnAll(host: ServiceHost, method: number, name: stri
 
 // ---- receiving -------------------------------------------------------------------------------
 
-function foreignBuffer(owner: number, id: number, address: number, length: number) {
-  return receiveBuffer(owner, id, address, length, sendRelease);
+function foreignBuffer(owner: number, id: number, address: number, length: number, lent: boolean) {
+  return receiveBuffer(owner, id, address, length, sendRelease, lent);
 }
 
 /** A RELEASE record: 12 bytes of header padded to the records' 8-byte alignment. */

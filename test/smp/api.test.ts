@@ -90,6 +90,10 @@ for (const groups of [false, true]) describe(groups ? "across shards, two schedu
     expect(r.middleRecovered).toBe(true);
   });
 
+  test("a lent NativeBuffer (memory its home keeps) arrives lent: the receiver's release does not poison it, and its home recycles it only after that release (not while the receiver holds it)", () => {
+    expect(r.lentHandover).toEqual({ sum: 144, lent: true, recycledWhileHeld: 0, recycled: [77], intact: true, senderReleased: true });
+  });
+
   test("a buffer handed to a call that never runs (service not started) goes back to its owner", () => {
     expect(r.notStartedCall).toMatchObject({ ok: false, code: "ERR_SERVICE_NOT_STARTED" });
     expect(r.notStartedRecovered).toBe(true);
