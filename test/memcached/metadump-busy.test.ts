@@ -109,10 +109,16 @@ describe("metadump from clients that do not read", () => {
       // The first dump was read: the crawler is free again.
       got[`${name} after`] = shape(await askers(s.port, 1));
     }
-    expect(got.ours).toEqual(got.stock!);
     expect(got.ours).toEqual({ dumps: 1, busy: 4, lines: [64_000] });
-    expect(got["ours after"]).toEqual(got["stock after"]!);
     expect(got["ours after"]).toEqual({ dumps: 1, busy: 0, lines: [64_000] });
+    // Stock the same, but its crawler passes over an item whose lock it cannot take or that
+    // another thread holds at that moment (items.c do_item_crawl_q, the LRU maintainer runs
+    // beside it): one fresh-clone CI run saw 63,999 lines in stock's second dump.
+    for (const name of ["stock", "stock after"]) {
+      const st = got[name]!;
+      expect({ name, dumps: st.dumps, busy: st.busy }).toEqual({ name, dumps: 1, busy: name === "stock" ? 4 : 0 });
+      expect(st.lines[0]!).toBeGreaterThan(63_900);
+    }
   }, 60_000);
 
   test("two shards: at most one dump per shard at a time, every dump whole", async () => {
