@@ -2,7 +2,7 @@
  * Shoal: a Seastar-style server framework for Bun. Public API.
  */
 export * from "./core/errors.ts";
-export { BufferCache, BufferPool, NativeBuffer, PoolExhaustedError, allocateAlignedBuffer, setBufferPoisoning, POISON_BYTE, HUGE_PAGE_SIZE } from "./core/buffers.ts";
+export { BufferCache, BufferPool, NativeBuffer, PoolExhaustedError, allocateAlignedBuffer, foreignView, releaseForeignView, setBufferPoisoning, POISON_BYTE, HUGE_PAGE_SIZE } from "./core/buffers.ts";
 export type { BufferHome } from "./core/buffers.ts";
 export { DataViewCache, copyBytes, dataViewOf } from "./core/bytes.ts";
 export type { AlignedBufferOptions } from "./core/buffers.ts";

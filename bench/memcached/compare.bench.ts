@@ -8,6 +8,7 @@
  *     mkdir -p /tmp/before/zig-out && cp -r zig-out/lib /tmp/before/zig-out/   # or build it there
  *   bun bench/memcached/compare.bench.ts /tmp/before [shards=2] [value bytes=60000] [rounds=4]
  *   MC_GET_RATIO=0.1 bun bench/memcached/compare.bench.ts ...   # a set-heavy load (get/set 1:9)
+ *   MC_WARMUP_S=30 MC_MEASURE_S=8 bun bench/memcached/compare.bench.ts ...   # past the JIT's warm-up
  *   bun bench/memcached/compare.bench.ts stock [shards] ...       # against stock memcached -t shards
  */
 import { spawnSync } from "bun";
@@ -19,6 +20,13 @@ const value = Number(process.argv[4] ?? 60_000);
 const rounds = Number(process.argv[5] ?? 4);
 /** The share of gets in the load (MC_GET_RATIO, default 0.9: get/set 9:1). */
 const getRatio = process.env["MC_GET_RATIO"] ?? "0.9";
+/**
+ * Seconds of load before and during the measurement (MC_WARMUP_S, MC_MEASURE_S). The engine
+ * still compiles hot functions 10-30 s into a run (hundreds of ms of a JIT thread's CPU, which
+ * counts as the server's): for changes worth a few percent, warm up for 30 s.
+ */
+const warmupS = Number(process.env["MC_WARMUP_S"] ?? 10);
+const measureS = Number(process.env["MC_MEASURE_S"] ?? 4);
 if (other === undefined || !(shards >= 1) || !(value >= 1) || !(rounds >= 1)) {
   throw new Error("usage: compare.bench.ts OTHER_CHECKOUT [shards] [value bytes] [rounds]");
 }
@@ -41,7 +49,7 @@ for (let r = 0; r < rounds; r++) {
   for (const which of order) {
     const s = await start(which);
     try {
-      const m = await measure(s, "mcload", ["-d", "4", "-r", getRatio, "-k", "1000", "-V", String(value)], { conns: 8, threads: 1, seconds: 4, warmup: 10 });
+      const m = await measure(s, "mcload", ["-d", "4", "-r", getRatio, "-k", "1000", "-V", String(value)], { conns: 8, threads: 1, seconds: measureS, warmup: warmupS });
       usPerOp[which].push(m.serverUsPerOp);
       opsPerS[which].push(m.opsPerS);
       console.log(`round ${r + 1} ${which.padEnd(6)} ${m.serverUsPerOp.toFixed(1)} µs/op  ${Math.round(m.opsPerS)} ops/s`);

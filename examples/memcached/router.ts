@@ -14,7 +14,7 @@
  *
  * Large batches and answers (items up to -I) cross as native buffers handed over, not copied.
  */
-import { copyBytes, BufferCache, NativeBuffer, registerHandler, submitTo } from "shoal";
+import { copyBytes, BufferCache, foreignView, NativeBuffer, registerHandler, releaseForeignView, submitTo, Timer, type BufferHome } from "shoal";
 import type { Engine } from "./engine.ts";
 import { murmur3, shardOf } from "./hash.ts";
 import { Out } from "./out.ts";
@@ -52,6 +52,8 @@ export const enum UnitKind {
   BINARY_NOMEM = 8,
   /** The batch ends here (a batch handed over in native memory may be followed by spare room). */
   END = 9,
+  /** The sender is done with these items' values its answers lent (u32 refs; no answer). */
+  UNLEND = 10,
 }
 
 const SHARD_FAILED = new TextEncoder().encode("SERVER_ERROR the shard owning this key is unavailable\r\n");
@@ -124,6 +126,79 @@ function takeRequestBuffer(): Uint8Array {
 /** Little-endian u32 at `p` (unit lengths; no DataView needed). */
 function u32le(b: Uint8Array, p: number): number {
   return (b[p]! | (b[p + 1]! << 8) | (b[p + 2]! << 16) | (b[p + 3]! << 24)) >>> 0;
+}
+
+/** Little-endian f64 at `p` (an arena's address and length in a lend table). */
+function f64le(b: Uint8Array, p: number): number {
+  return new DataView(b.buffer, b.byteOffset + p, 8).getFloat64(0, true);
+}
+
+/**
+ * Another shard's item arena as this shard sees it (all shards share one address space): one
+ * view over the whole mapping, made once, from which the values it lends are read or sent
+ * (making a view per value, and letting it go, cost ~2 µs each). Lent values going back are
+ * gathered and ride in the next batch to the owner (UnitKind.UNLEND).
+ */
+export class OwnerArena implements BufferHome {
+  readonly owner: number;
+  readonly address: number;
+  readonly view: Uint8Array;
+
+  constructor(owner: number, address: number, length: number) {
+    this.owner = owner;
+    this.address = address;
+    this.view = foreignView(address, length);
+  }
+
+  /** A NativeBuffer over the lent value `view[offset, offset+len)` of item `ref`: released, it goes back. */
+  lend(offset: number, len: number, ref: number): NativeBuffer {
+    return NativeBuffer.lend(this.view.subarray(offset, offset + len), this.address + offset, this, ref);
+  }
+
+  /** @internal BufferHome: the value was sent (lend). */
+  recycle(buffer: NativeBuffer): void {
+    this.unlend(buffer.index);
+  }
+
+  /**
+   * Item `ref`'s lent value is done with here: the owner may free or move it once told, in the
+   * next batch this shard sends it (within UNLEND_DELAY_MS: a batch of its own only if no other
+   * went; one per release doubled the batches between two shards under load).
+   */
+  unlend(ref: number): void {
+    const pend = pendingUnlends[this.owner];
+    if (pend !== undefined) {
+      pend.push(ref);
+      return;
+    }
+    pendingUnlends[this.owner] = [ref];
+    if (unlendTimer === undefined) {
+      unlendTimer = new Timer(() => {
+        // (A shard that lends to this one has a router here: this one asked it.)
+        const r = localEngine?.router;
+        if (r == null) return;
+        for (let d = 0; d < pendingUnlends.length; d++) if (pendingUnlends[d] !== undefined) r.batch(d);
+      });
+    }
+    if (!unlendTimer.armed) unlendTimer.arm(UNLEND_DELAY_MS);
+  }
+}
+
+/** Items other shards lent this one that it is done with, by owner, until a batch tells it (Batch.send). */
+const pendingUnlends: (number[] | undefined)[] = [];
+/** Sends a batch to an owner that releases are pending for and no other batch went to (OwnerArena.unlend). */
+let unlendTimer: Timer | undefined;
+/** How long a release may wait for a batch to ride in. */
+const UNLEND_DELAY_MS = 2;
+
+/** The arenas of other shards seen so far, by owner (a new one replaces the old: a new engine, in tests). */
+const arenas: (OwnerArena | undefined)[] = [];
+
+function ownerArena(owner: number, address: number, length: number): OwnerArena {
+  const a = arenas[owner];
+  if (a !== undefined && a.address === address && a.view.length === length) return a;
+  if (a !== undefined) releaseForeignView(a.view);
+  return (arenas[owner] = new OwnerArena(owner, address, length));
 }
 
 /** One turn's units for one shard, and (once sent) the answer. */
@@ -214,6 +289,17 @@ export class Batch {
 
   /** Sends the batch; `reply` resolves once the answer is split into units. */
   send(from: number): void {
+    // The destination's items this shard is done with ride along (see OwnerArena.unlend).
+    const unlends = pendingUnlends[this.dest];
+    if (unlends !== undefined) {
+      pendingUnlends[this.dest] = undefined;
+      this.begin(UnitKind.UNLEND, Proto.TEXT, 4 * unlends.length);
+      this.ensure(4 * unlends.length);
+      for (const ref of unlends) {
+        setU32le(this.buf, this.len, ref);
+        this.len += 4;
+      }
+    }
     let payload: Uint8Array | NativeBuffer;
     const native = this.request !== undefined;
     if (native) {
@@ -232,12 +318,12 @@ export class Batch {
     this.buf = EMPTY;
     this.len = 0;
     sent.then(
-      (answer) => {
-        this.split(answer);
+      (reply) => {
+        this.split(reply);
         this.replied = true;
         this.resolveReply();
         // After the reactions resolveReply queued: the connections waiting for this batch.
-        if (this.native !== undefined) queueMicrotask(() => this.settleNative());
+        if (this.native !== undefined || this.lends !== undefined) queueMicrotask(() => this.settle());
       },
       (err: unknown) => {
         // Refused before it was handed over (the shard is gone...): the buffer is still ours.
@@ -268,13 +354,36 @@ export class Batch {
     // two), so its end is where the last record ends, not the buffer's.
     let p = 0;
     while (p < bytes.length && this.starts.length < this.count) {
-      const n = u32le(bytes, p);
+      const h = u32le(bytes, p);
+      const n = (h & ~LENDS_FLAG) >>> 0;
       this.starts.push(p + 4);
       this.ends.push(p + 4 + n);
       p += 4 + n;
+      if (h >= LENDS_FLAG) {
+        // The values this unit lends (see LENDS_FLAG): [at, len, offset, ref] each.
+        const c = u32le(bytes, p);
+        this.arena = ownerArena(this.dest, f64le(bytes, p + 8), f64le(bytes, p + 16));
+        const t: number[] = [];
+        for (let k = 0, q = p + 24; k < c; k++, q += 16) t.push(u32le(bytes, q), u32le(bytes, q + 4), u32le(bytes, q + 8), u32le(bytes, q + 12));
+        (this.lends ??= [])[this.starts.length - 1] = t;
+        p += 24 + c * 16;
+      }
     }
     this.answer = p === bytes.length ? bytes : bytes.subarray(0, p);
     if (this.native !== undefined) this.taken = new Uint8Array(this.starts.length);
+  }
+
+  /**
+   * After the connections this reply woke took their units: every lent value still here is
+   * copied into its unit's answer and given back, then a handed-over answer goes back too.
+   */
+  private settle(): void {
+    const lends = this.lends;
+    if (lends !== undefined) {
+      for (let i = 0; i < lends.length; i++) if (lends[i] !== undefined) this.assemble(i);
+      this.lends = undefined;
+    }
+    if (this.native !== undefined) this.settleNative();
   }
 
   /** Gives a handed-over answer back: at no cost if every unit was read, else after a copy. */
@@ -285,6 +394,67 @@ export class Batch {
     this.taken = undefined;
     if (this.nativeHolds > 0) this.settledHeld = native;
     else native.release();
+  }
+
+  /** The owner's arena the lent values lie in (see ownerArena). */
+  private arena: OwnerArena | undefined;
+  /** Per unit whose answer lends values: [at, len, offset, ref]... (see LENDS_FLAG); undefined once taken. */
+  private lends: (number[] | undefined)[] | undefined;
+  /** Units whose lent values were copied in (settle): their whole answer. */
+  private assembled: (Uint8Array | undefined)[] | undefined;
+
+  /** Unit `i`'s answer with its lent values copied in (each goes back to the owner). */
+  private assemble(i: number): Uint8Array {
+    const t = this.lends![i]!;
+    this.lends![i] = undefined;
+    const raw = this.rawUnit(i);
+    const arena = this.arena!;
+    let total = raw.length;
+    for (let k = 0; k < t.length; k += 4) total += t[k + 1]!;
+    const whole = new Uint8Array(total);
+    let p = 0;
+    let at = 0;
+    for (let k = 0; k < t.length; k += 4) {
+      const gap = t[k]! - at;
+      if (gap > 0) copyBytes(whole, p, raw, at, gap);
+      p += gap;
+      at = t[k]!;
+      copyBytes(whole, p, arena.view, t[k + 2]!, t[k + 1]!);
+      p += t[k + 1]!;
+      arena.unlend(t[k + 3]!);
+    }
+    if (raw.length > at) copyBytes(whole, p, raw, at, raw.length - at);
+    (this.assembled ??= [])[i] = whole;
+    return whole;
+  }
+
+  /**
+   * For fillHoles: unit `i`'s answer without its lent values (`bytes`), and those values as
+   * [at in bytes, len, offset in `arena.view`, ref]..., which are now the caller's to send
+   * (arena.lend) or copy and give back (arena.unlend); undefined if it lends none (or they were
+   * copied in already: unitAnswer has them then).
+   */
+  takeLends(i: number): { bytes: Uint8Array; values: number[]; arena: OwnerArena } | undefined {
+    const t = this.lends?.[i];
+    if (t === undefined || this.failure !== undefined) return undefined;
+    this.lends![i] = undefined;
+    return { bytes: this.rawUnit(i), values: t, arena: this.arena! };
+  }
+
+  /** True if unit `i`'s answer lends values not yet taken (takeLends). */
+  lendsValues(i: number): boolean {
+    const l = this.lends;
+    return l !== undefined && l[i] !== undefined && this.failure === undefined;
+  }
+
+  /** Unit `i`'s record as it arrived (marked read for settleNative). */
+  private rawUnit(i: number): Uint8Array {
+    const taken = this.taken;
+    if (taken !== undefined && taken[i] === 0) {
+      taken[i] = 1;
+      this.takenCount++;
+    }
+    return this.answer.subarray(this.starts[i]!, this.ends[i]!);
   }
 
   /**
@@ -322,12 +492,10 @@ export class Batch {
       if (bin !== undefined) for (let k = 0; k < bin.length; k += 3) if (bin[k] === i) return binaryShardFailed(bin[k + 1]!, bin[k + 2]!);
       return SHARD_FAILED;
     }
-    const taken = this.taken;
-    if (taken !== undefined && taken[i] === 0) {
-      taken[i] = 1;
-      this.takenCount++;
-    }
-    return this.answer.subarray(this.starts[i]!, this.ends[i]!);
+    if (this.lends?.[i] !== undefined) return this.assemble(i);
+    const whole = this.assembled?.[i];
+    if (whole !== undefined) return whole;
+    return this.rawUnit(i);
   }
 }
 
@@ -422,6 +590,34 @@ let answerOut: Out | undefined;
 /** After a failed batch, an answer buffer larger than this is given up (a burst's size is not kept). */
 const ANSWER_KEEP = 4 * 1024 * 1024;
 
+/**
+ * A unit's answer record whose length has this bit set is followed by a table of the values of
+ * this shard's items it lends instead of copying (Seastar's foreign_ptr to the item): [u32
+ * count][u32 0][f64 arena address][f64 arena length], then per value [u32 where in the
+ * answer's bytes it goes][u32 length][u32 offset in the arena][u32 item ref], little-endian. A
+ * get's value of ITEM_SPLICE_MIN or more is lent (Store.lend: the store keeps the item in
+ * place); the requester sends it from there or copies it, and gives it back with an UNLEND
+ * unit in a later batch (Store.unlendRef).
+ */
+const LENDS_FLAG = 0x80000000;
+
+/** Appends a little-endian u32 to `out` (the answer's own framing; Out.u32 is big-endian). */
+function outU32le(out: Out, v: number): void {
+  out.byte(v & 0xff);
+  out.byte((v >>> 8) & 0xff);
+  out.byte((v >>> 16) & 0xff);
+  out.byte(v >>> 24);
+}
+
+const f64Bytes = new Uint8Array(8);
+const f64View = new DataView(f64Bytes.buffer);
+
+/** Appends a little-endian f64 to `out`. */
+function outF64le(out: Out, v: number): void {
+  f64View.setFloat64(0, v, true);
+  out.copy(f64Bytes, 0, 8);
+}
+
 function remoteSession(from: number, proto: Proto): Session {
   const key = from * 4 + proto;
   let s = remoteSessions.get(key);
@@ -429,6 +625,8 @@ function remoteSession(from: number, proto: Proto): Session {
     s = new Session(localEngine!, { protocol: proto, holds: remoteHolds });
     s.countBytes = false;
     s.routing = false;
+    // Large values are lent to the requester rather than copied (see LENDS_FLAG).
+    s.itemSpliceOk = true;
     remoteSessions.set(key, s);
   }
   return s;
@@ -460,6 +658,7 @@ export function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uin
   } catch (e) {
     out.reset();
     if (out.buf.length > ANSWER_KEEP) out.shed();
+    undoLends(store);
     throw e;
   } finally {
     // Whatever happened, the requester's buffer goes back and no item stays held.
@@ -470,11 +669,29 @@ export function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uin
     // Handed over in the buffer it was rendered in (the receiver reads one record per unit it
     // sent and gives the buffer back to this shard's cache); the answer buffer goes on in a
     // fresh one, taken first (a failed mapping leaves everything as it was).
-    return out.handOff(out.spare(0), out.pos);
+    let given: NativeBuffer;
+    try {
+      given = out.handOff(out.spare(0), out.pos);
+    } catch (e) {
+      undoLends(store);
+      throw e;
+    }
+    lentRefs.length = 0;
+    return given;
   }
+  lentRefs.length = 0;
   // A view of the shared answer buffer: a synchronous handler's result is encoded into the
   // reply as it returns, before the next batch can reuse the buffer.
   return out.bytes();
+}
+
+/** Items whose values the batch being run lends (to undo if its answer is not sent). */
+const lentRefs: number[] = [];
+
+/** The batch's answer is not sent: the values it lent are not lent after all. */
+function undoLends(store: Engine["store"]): void {
+  for (const ref of lentRefs) store.unlendRef(ref);
+  lentRefs.length = 0;
 }
 
 /** What a remote session renders into between units (the answer buffer is lent per unit). */
@@ -499,6 +716,9 @@ function runUnits(from: number, bytes: Uint8Array, out: Out): void {
       out.str(JSON.stringify(snapshot(engine)));
     } else if (kind === UnitKind.RELEASE) {
       store.release(remoteHolds);
+    } else if (kind === UnitKind.UNLEND) {
+      // (A ref not lent is ignored: the store stays as it is, whatever the sender says.)
+      for (let q = bodyStart; q + 4 <= bodyStart + n; q += 4) store.unlendRef(u32le(bytes, q));
     } else {
       // The unit renders straight into the answer, after its length. Nothing before its start
       // is the unit's to cut (a failed multiget truncates to `keep`).
@@ -518,6 +738,9 @@ function runUnits(from: number, bytes: Uint8Array, out: Out): void {
           s.feedRange(bytes, bodyStart, bodyStart + n);
           if (kind === UnitKind.TEXT_GET_PART && out.pos - start >= 5) out.pos -= 5;
         }
+      } catch (e) {
+        s.dropSplices();
+        throw e;
       } finally {
         s.silent = false;
         store.failNextAlloc = false;
@@ -525,13 +748,41 @@ function runUnits(from: number, bytes: Uint8Array, out: Out): void {
         // Not kept past the unit: the answer buffer is handed over with a large answer.
         s.out = idleOut;
       }
+      const lends = s.takeSplices();
+      if (lends !== undefined) {
+        if (kind === UnitKind.TEXT_SILENT) {
+          for (const sp of lends) sp.nb.release();
+        } else {
+          // Each value's lend goes on at the requester: its buffer here is dropped, not
+          // released (the UNLEND unit ends it: Store.unlendRef).
+          const len = out.pos - start;
+          setU32le(out.buf, lenAt, (len | LENDS_FLAG) >>> 0);
+          outU32le(out, lends.length);
+          outU32le(out, 0);
+          const base = store.arenaAddress;
+          outF64le(out, base);
+          outF64le(out, store.mem.length);
+          for (const sp of lends) {
+            outU32le(out, sp.at - start);
+            outU32le(out, sp.len);
+            outU32le(out, sp.nb.address - base);
+            outU32le(out, sp.nb.index);
+            lentRefs.push(sp.nb.index);
+          }
+          continue;
+        }
+      }
     }
-    const len = out.pos - start;
-    out.buf[lenAt] = len & 0xff;
-    out.buf[lenAt + 1] = (len >>> 8) & 0xff;
-    out.buf[lenAt + 2] = (len >>> 16) & 0xff;
-    out.buf[lenAt + 3] = len >>> 24;
+    setU32le(out.buf, lenAt, out.pos - start);
   }
+}
+
+/** Writes little-endian u32 `v` at `b[p]`. */
+function setU32le(b: Uint8Array, p: number, v: number): void {
+  b[p] = v & 0xff;
+  b[p + 1] = (v >>> 8) & 0xff;
+  b[p + 2] = (v >>> 16) & 0xff;
+  b[p + 3] = v >>> 24;
 }
 
 const EXEC = registerHandler("memcached.exec", execBatch);
@@ -1237,6 +1488,12 @@ export async function fillHoles(s: Session): Promise<void> {
       // no value arriving: what stock would hold back stays contiguous in `out`).
       const nb = splicing ? h.batch.handedOver : undefined;
       for (let i = h.first; i < h.first + h.count; i++) {
+        // Values the owner lent from its items go out from there (no copy on either shard), or
+        // are copied straight into the output (one copy, as for a value of this shard's).
+        if (h.batch.lendsValues(i)) {
+          spliced += putLent(s, h.batch, i, splicing);
+          continue;
+        }
         const a = h.batch.unitAnswer(i);
         if (nb !== undefined && a.length >= SPLICE_MIN && (nb.length <= SPLICE_SHARED_MAX || a.length * 8 >= nb.length)) {
           s.splice(h.batch, nb, a.byteOffset - nb.bytes.byteOffset, a.length);
@@ -1267,6 +1524,34 @@ export async function fillHoles(s: Session): Promise<void> {
   s.filledForwards(forwarded);
   s.keep = Math.max(s.keep + keepShift, sentTo);
   s.keepHoles = 0;
+}
+
+/**
+ * fillHoles: unit `i` of `b`, whose answer lends values of the owner's items, goes into the
+ * session's output: the values spliced from the owner's memory, or copied in (and given back
+ * at once) when the session cannot splice. Returns the bytes spliced. (Apart from fillHoles:
+ * the engine compiles that large function again whenever this path changes its types.)
+ */
+function putLent(s: Session, b: Batch, i: number, splicing: boolean): number {
+  const out = s.out;
+  const { bytes, values, arena } = b.takeLends(i)!;
+  let spliced = 0;
+  let at = 0;
+  for (let k = 0; k < values.length; k += 4) {
+    const to = values[k]!;
+    out.copy(bytes, at, to - at);
+    at = to;
+    const len = values[k + 1]!;
+    if (splicing) {
+      s.spliceLent(arena.lend(values[k + 2]!, len, values[k + 3]!), len);
+      spliced += len;
+    } else {
+      out.copy(arena.view, values[k + 2]!, len);
+      arena.unlend(values[k + 3]!);
+    }
+  }
+  out.copy(bytes, at, bytes.length - at);
+  return spliced;
 }
 
 /**

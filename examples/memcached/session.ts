@@ -794,7 +794,7 @@ export class Session {
   }
 
   /** Lets go of splices no transport took (the connection failed or closed first). */
-  private dropSplices(): void {
+  dropSplices(): void {
     const s = this.splices;
     if (s === undefined) return;
     this.splices = undefined;
@@ -825,6 +825,16 @@ export class Session {
     (this.splices ??= []).push({ at: this.out.pos, from: null, nb, start: 0, len });
     this.splicedLen += len;
     return true;
+  }
+
+  /**
+   * fillHoles: another shard's item value `nb` (lent by its owner with a batch's answer, see
+   * router.ts LENDS_FLAG) goes out at `out.pos`; released once queued or dropped, which hands it
+   * back to its owner.
+   */
+  spliceLent(nb: NativeBuffer, len: number): void {
+    (this.splices ??= []).push({ at: this.out.pos, from: null, nb, start: 0, len });
+    this.splicedLen += len;
   }
 
   /** Output from `pos` on is dropped (stock releases the responses since its last send point): splices after it too. */

@@ -1611,6 +1611,25 @@ export class Store {
     this.unlend(buffer.index);
   }
 
+  /**
+   * The native address of the arena (0 for a test's JS store): another shard views it once and
+   * reads values lent across shards from it (router.ts, LENDS_FLAG).
+   */
+  get arenaAddress(): number {
+    return this.native?.address ?? 0;
+  }
+
+  /**
+   * A send of item `ref`'s value that lend() started went on elsewhere (another shard sends it,
+   * see router.ts) and is done: as the release of that lend's buffer (which was dropped, not
+   * released). False if `ref` had no such send (nothing is changed).
+   */
+  unlendRef(ref: number): boolean {
+    if (!this.sends.has(ref)) return false;
+    this.unlend(ref);
+    return true;
+  }
+
   /** One send of item `ref` is done: the last one lets it move, and frees it if it was unlinked meanwhile. */
   private unlend(ref: number): void {
     const n = this.sends.get(ref);

@@ -240,6 +240,28 @@ export function allocateAlignedBuffer(size: number, alignment = 4096, options: A
   return new NativeBuffer(bytes, address, null, -1, huge ? Math.ceil(size / HUGE_PAGE_SIZE) * HUGE_PAGE_SIZE : size);
 }
 
+/**
+ * A long-lived view of `length` bytes of native memory at `address` that another owner keeps
+ * mapped: another shard's arena, read or sent from in place (the shards are Workers of one
+ * process and share its address space). Make it once and slice it (NativeBuffer.lend over a
+ * slice, for I/O): a view costs about 1 µs to make and more to collect. Its bytes are not
+ * counted as heap growth by the loop's collection trigger. The owner must keep the memory
+ * mapped while the view is used, for instance by lending ranges of it that come back to it
+ * once done with; releaseForeignView(view) when the view is dropped.
+ */
+export function foreignView(address: number, length: number): Uint8Array {
+  if (!Number.isSafeInteger(address) || address <= 0) throw new InvalidArgumentError(`foreignView: address must be a positive integer, got ${describeValue(address)}`);
+  checkSize("foreignView: length", length, 1);
+  checkViewable("foreignView: length", length);
+  return new Uint8Array(poolView(address, length));
+}
+
+/** A view from foreignView() is no longer used (it stops counting as pool memory). */
+export function releaseForeignView(view: Uint8Array): void {
+  if (!(view instanceof Uint8Array)) throw new InvalidArgumentError("releaseForeignView: view must be a Uint8Array from foreignView()");
+  poolViewReleased(view.buffer as ArrayBuffer);
+}
+
 export interface BufferPoolOptions {
   /** Bytes per buffer (rounded up to `alignment`). */
   bufferSize: number;

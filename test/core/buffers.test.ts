@@ -15,6 +15,8 @@ import {
   POISON_BYTE,
   PoolExhaustedError,
   allocateAlignedBuffer,
+  foreignView,
+  releaseForeignView,
   setBufferPoisoning,
 } from "../../src/index.ts";
 import { errorOf, quiet, status, thrownBy } from "./fixtures/util.ts";
@@ -538,6 +540,32 @@ describe("NativeBuffer.lend", () => {
     expect(thrownBy(() => NativeBuffer.lend([] as never, 4096, home, 0))?.code).toBe("ERR_INVALID_ARG");
     for (const address of [0, -4096, 1.5, 2 ** 53]) expect(thrownBy(() => NativeBuffer.lend(bytes, address, home, 0))?.code).toBe("ERR_INVALID_ARG");
     for (const bad of [null, {}, { recycle: 1 }]) expect(thrownBy(() => NativeBuffer.lend(bytes, 4096, bad as never, 0))?.code).toBe("ERR_INVALID_ARG");
+  });
+});
+
+describe("foreignView", () => {
+  test("one view of memory another owner keeps: it sees the owner's writes, and lent slices of it send from there", () => {
+    const owner = allocateAlignedBuffer(1 << 20, 4096);
+    const view = foreignView(owner.address, owner.length);
+    expect(view.length).toBe(1 << 20);
+    owner.bytes.fill(3, 5000, 6000);
+    expect(view[5000]).toBe(3);
+    view[7000] = 9; // the same memory both ways
+    expect(owner.bytes[7000]).toBe(9);
+    const back: number[] = [];
+    const slice = NativeBuffer.lend(view.subarray(5000, 6000), owner.address + 5000, { recycle: (b) => back.push(b.index) }, 7);
+    expect(slice.isLent).toBe(true);
+    expect(slice.bytes.every((v) => v === 3)).toBe(true);
+    slice.release();
+    expect(back).toEqual([7]);
+    releaseForeignView(view);
+    owner.release();
+  });
+
+  test("bad arguments are refused with ERR_INVALID_ARG", () => {
+    for (const address of [0, -4096, 1.5, 2 ** 53, "4096"]) expect(thrownBy(() => foreignView(address as never, 4096))?.code).toBe("ERR_INVALID_ARG");
+    for (const length of [0, -1, 1.5, 2 ** 32 + 1]) expect(thrownBy(() => foreignView(4096, length))?.code).toBe("ERR_INVALID_ARG");
+    expect(thrownBy(() => releaseForeignView({} as never))?.code).toBe("ERR_INVALID_ARG");
   });
 });
 
