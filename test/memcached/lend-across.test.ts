@@ -216,3 +216,30 @@ test("-t 2: stalled readers get the other shard's large values intact though the
     await server.stop();
   }
 }, 90_000);
+
+test("in process: a handed-over answer whose only unread units are never read (RELEASE, UNLEND, a silent line) goes back without a copy", async () => {
+  const { Batch, UnitKind } = await import("../../examples/memcached/router.ts");
+  const { BufferCache } = await import("../../src/core/buffers.ts");
+  const cache = new BufferCache({ retainBytes: 1 << 20 });
+  try {
+    for (const quiet of [UnitKind.RELEASE, UnitKind.UNLEND, UnitKind.TEXT_SILENT]) {
+      const b = new Batch(1);
+      b.begin(UnitKind.TEXT, 1, 0);
+      const q = b.begin(quiet, 1, 0);
+      if (quiet === UnitKind.TEXT_SILENT) b.noteUnread(q);
+      // The owner's answer: a 40,000-byte record for the read, an empty one for the other.
+      const answer = cache.take(65_536);
+      const dv = new DataView(answer.bytes.buffer, answer.bytes.byteOffset);
+      dv.setUint32(0, 40_000, true);
+      answer.bytes.fill(0x61, 4, 40_004);
+      dv.setUint32(40_004, 0, true);
+      const batch = b as unknown as { split(a: NativeBuffer): void; settle(): void; answer: Uint8Array };
+      batch.split(answer);
+      expect(b.unitAnswer(0).length).toBe(40_000);
+      batch.settle();
+      expect({ quiet, kept: batch.answer.length, released: answer.isReleased }).toEqual({ quiet, kept: 0, released: true });
+    }
+  } finally {
+    cache.close();
+  }
+});
