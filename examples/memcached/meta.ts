@@ -350,7 +350,7 @@ function processMget(s: Session, buf: Uint8Array): void {
     }
     out.crlf();
     // A large value goes out from the item's memory, not copied (see Session.spliceItem).
-    if (of.value && (nb < ITEM_SPLICE_MIN || !s.spliceItem(ref, nb, false))) out.copy(store.mem, store.valueOffset(ref), nb);
+    if (of.value && (nb < ITEM_SPLICE_MIN || !s.spliceItem(ref, nb))) out.copy(store.mem, store.valueOffset(ref), nb);
     // Stock holds the item until the reply is sent, value or not ("because of the key").
     s.hold(ref);
     if (of.locked && !of.noUpdate) store.bump(ref);

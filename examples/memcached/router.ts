@@ -56,13 +56,6 @@ export const enum UnitKind {
   UNLEND = 10,
 }
 
-/**
- * Set in a unit's proto byte: the unit is a read whose session sends this owner a command that
- * is not a read later in the same batch, so its values are copied into the answer, not lent
- * (Batch.noLendFor).
- */
-const NO_LEND = 0x80;
-
 const SHARD_FAILED = new TextEncoder().encode("SERVER_ERROR the shard owning this key is unavailable\r\n");
 
 /**
@@ -242,39 +235,6 @@ export class Batch {
     this.reply = new Promise<void>((resolve) => (this.resolveReply = resolve));
   }
 
-  /** Where in `buf` the last unit begun starts. */
-  private lastAt = 0;
-  /** Reads in this batch whose answers may lend values: the sessions that asked, and where each unit starts. */
-  private readers: Session[] | undefined;
-  private readAt: number[] | undefined;
-
-  /** The unit just begun is a read of session `s` (its values may be lent: see noLendFor). */
-  noteRead(s: Session): void {
-    (this.readers ??= []).push(s);
-    (this.readAt ??= []).push(this.lastAt);
-  }
-
-  /**
-   * Session `s` sends this owner a command that is not a read after its reads in this batch.
-   * Stock sent those reads' values and let go of their items before it ran the command, which
-   * therefore never meets them still referenced (an eviction that must pass over them, a
-   * delete whose chunk stays in use): they are copied, not lent.
-   */
-  noLendFor(s: Session): void {
-    const rs = this.readers;
-    if (rs === undefined) return;
-    let n = 0;
-    for (let k = 0; k < rs.length; k++) {
-      if (rs[k] === s) this.buf[this.readAt![k]! + 1] = this.buf[this.readAt![k]! + 1]! | NO_LEND;
-      else {
-        rs[n] = rs[k]!;
-        this.readAt![n++] = this.readAt![k]!;
-      }
-    }
-    rs.length = n;
-    this.readAt!.length = n;
-  }
-
   /**
    * Units whose answer nobody reads (RELEASE, UNLEND, a silent line without a hole): counted as
    * read when a handed-over answer arrives, which settleNative then gives back without copying.
@@ -292,7 +252,6 @@ export class Batch {
     this.ensure(6 + bodyLength);
     const buf = this.buf;
     const at = this.len;
-    this.lastAt = at;
     buf[at] = kind;
     buf[at + 1] = proto;
     buf[at + 2] = bodyLength & 0xff;
@@ -342,8 +301,6 @@ export class Batch {
 
   /** Sends the batch; `reply` resolves once the answer is split into units. */
   send(from: number): void {
-    this.readers = undefined;
-    this.readAt = undefined;
     // The destination's items this shard is done with ride along (see OwnerArena.unlend).
     const unlends = pendingUnlends[this.dest];
     if (unlends !== undefined) {
@@ -688,8 +645,8 @@ function remoteSession(from: number, proto: Proto): Session {
     s = new Session(localEngine!, { protocol: proto, holds: remoteHolds });
     s.countBytes = false;
     s.routing = false;
-    // Large values are lent to the requester rather than copied (see LENDS_FLAG), unless the
-    // unit says not to (NO_LEND: set per unit in runUnits).
+    // Large values are lent to the requester rather than copied (see LENDS_FLAG).
+    s.itemSpliceOk = true;
     remoteSessions.set(key, s);
   }
   return s;
@@ -712,7 +669,7 @@ export function execBatch(from: number, payload: Uint8Array | NativeBuffer): Uin
   const store = engine.store;
   for (let q = 0; q < bytes.length && bytes[q] !== UnitKind.END; ) {
     const n = u32le(bytes, q + 2);
-    if (bytes[q]! <= UnitKind.TEXT_GET_PART && (bytes[q + 1]! & ~NO_LEND) === Proto.TEXT) lookahead(store, 1, 0, bytes, q + 6, q + 6 + n);
+    if (bytes[q]! <= UnitKind.TEXT_GET_PART && bytes[q + 1]! === Proto.TEXT) lookahead(store, 1, 0, bytes, q + 6, q + 6 + n);
     // Lends the sender is done with end before any unit runs: it was done with them before it
     // sent any of this batch's commands (as stock, which let go of an item once its reply was
     // sent, before reading the next command), and a unit that fails cannot lose them.
@@ -773,7 +730,7 @@ function runUnits(from: number, bytes: Uint8Array, out: Out): void {
   while (p < bytes.length) {
     const kind = bytes[p]! as UnitKind;
     if (kind === UnitKind.END) break;
-    const proto = (bytes[p + 1]! & ~NO_LEND) as Proto;
+    const proto = bytes[p + 1]! as Proto;
     const n = u32le(bytes, p + 2);
     const bodyStart = p + 6;
     p += 6 + n;
@@ -790,7 +747,6 @@ function runUnits(from: number, bytes: Uint8Array, out: Out): void {
       // The unit renders straight into the answer, after its length. Nothing before its start
       // is the unit's to cut (a failed multiget truncates to `keep`).
       const s = remoteSession(from, proto);
-      s.itemSpliceOk = (bytes[bodyStart - 5]! & NO_LEND) === 0;
       s.out = out;
       s.keep = start;
       s.reset();
@@ -934,7 +890,7 @@ export function routeText(s: Session, r: Router, buf: Uint8Array, lineStart: num
     const dest = r.owner(kb, ko, kl);
     if (dest === r.self) return false;
     if (c1 !== 115) {
-      forwardLine(s, r, dest, UnitKind.TEXT, buf, lineStart, lineNext, c1 === 103 ? 1 : 0, false);
+      forwardLine(s, r, dest, UnitKind.TEXT, buf, lineStart, lineNext, c1 === 103 ? 1 : 0);
       if (c1 === 103) s.heldOn(dest);
       return true;
     }
@@ -1140,7 +1096,6 @@ function failRoutedGet(s: Session, r: Router, buf: Uint8Array, touch: boolean, k
       sub.out.reset();
     } else {
       const b = r.batch(d);
-      b.noLendFor(s);
       const index = b.begin(UnitKind.TEXT, Proto.TEXT, bytes.length);
       b.append(bytes, 0, bytes.length);
       parts.push({ batch: b, index });
@@ -1269,31 +1224,20 @@ function forwardStorage(s: Session, r: Router, dest: number, buf: Uint8Array, li
 }
 
 /** Forwards one whole line to `dest` (`reads`: the keys it reads, see Session.noteForward). */
-function forwardLine(s: Session, r: Router, dest: number, kind: UnitKind, buf: Uint8Array, lineStart: number, lineNext: number, reads: number, sendPoint = true): void {
+function forwardLine(s: Session, r: Router, dest: number, kind: UnitKind, buf: Uint8Array, lineStart: number, lineNext: number, reads: number): void {
   const b = r.batch(dest);
   const index = b.begin(kind, Proto.TEXT, lineNext - lineStart);
   b.append(buf, lineStart, lineNext);
-  if (kind !== UnitKind.TEXT_SILENT) addHole(s, b, index, reads, sendPoint);
-  else {
-    b.noLendFor(s);
-    b.noteUnread(index);
-  }
+  if (kind !== UnitKind.TEXT_SILENT) addHole(s, b, index, reads);
+  else b.noteUnread(index);
 }
 
 /**
  * Records that unit `index` of `b` answers at the session's current output position; it reads
  * `reads` keys (0: it answers with a line), which the session counts (Session.noteForward).
  */
-export function addHole(s: Session, b: Batch, index: number, reads: number, sendPoint = true): void {
+export function addHole(s: Session, b: Batch, index: number, reads: number): void {
   s.noteForward(reads);
-  // A get's values are copied if a command of the session that is not a read follows in the
-  // batch (stock sent them and let go of the items before it); an mg's stay lent, as stock
-  // still holds its items then (mg is no send point: Session.heldLikeStock).
-  if (reads > 0) {
-    if (sendPoint) b.noteRead(s);
-  } else {
-    b.noLendFor(s);
-  }
   const holes = s.holes;
   const at = s.out.pos;
   const last = holes.length > 0 ? holes[holes.length - 1]! : undefined;
@@ -1321,7 +1265,6 @@ function broadcastUnits(s: Session, r: Router, proto: Proto, buf: Uint8Array, st
   for (let d = 0; d < r.shards; d++) {
     if (d === r.self) continue;
     const b = r.batch(d);
-    b.noLendFor(s);
     const index = b.begin(UnitKind.TEXT_SILENT, proto, end - start);
     b.append(buf, start, end);
     parts.push({ batch: b, index });
@@ -1345,7 +1288,6 @@ function gatherLine(s: Session, r: Router, buf: Uint8Array, lineStart: number, l
   for (let d = 0; d < r.shards; d++) {
     if (d === r.self) continue;
     const b = r.batch(d);
-    b.noLendFor(s);
     const index = b.begin(UnitKind.TEXT_GATHER, Proto.TEXT, lineNext - lineStart);
     b.append(buf, lineStart, lineNext);
     parts.push({ batch: b, index });
@@ -1450,7 +1392,7 @@ function routeStats(s: Session, r: Router, buf: Uint8Array, lineStart: number, l
     return true;
   }
   if (sub !== "" && sub !== "items" && sub !== "slabs" && !(sub === "sizes" && nt === 3)) return false;
-  const parts = askOthersForStats(s, r);
+  const parts = askOthersForStats(r);
   const mine = snapshot(s.engine);
   s.holes.push({
     at: s.out.pos,
@@ -1470,12 +1412,11 @@ function routeStats(s: Session, r: Router, buf: Uint8Array, lineStart: number, l
 }
 
 /** Asks every other shard for its stats snapshot (answered in the next batch exchange). */
-function askOthersForStats(s: Session, r: Router): { batch: Batch; index: number }[] {
+function askOthersForStats(r: Router): { batch: Batch; index: number }[] {
   const parts: { batch: Batch; index: number }[] = [];
   for (let d = 0; d < r.shards; d++) {
     if (d === r.self) continue;
     const b = r.batch(d);
-    b.noLendFor(s);
     parts.push({ batch: b, index: b.begin(UnitKind.STATS, Proto.TEXT, 0) });
   }
   return parts;
@@ -1672,7 +1613,7 @@ function routeBinaryStats(s: Session, r: Router, buf: Uint8Array, pos: number, n
   }
   if (sub !== "" && sub !== "items" && sub !== "slabs" && sub !== "sizes") return false;
   const opaque = ((buf[pos + 12]! << 24) | (buf[pos + 13]! << 16) | (buf[pos + 14]! << 8) | buf[pos + 15]!) >>> 0;
-  const parts = askOthersForStats(s, r);
+  const parts = askOthersForStats(r);
   const mine = snapshot(s.engine);
   s.holes.push({
     at: s.out.pos,

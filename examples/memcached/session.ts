@@ -117,25 +117,6 @@ export function unholdSplice(sp: Splice): void {
   else sp.from.unhold();
 }
 
-/**
- * What the line `buf[p..nl)` is to Session.heldLikeStock: 2 a get (get, gets, gat, gats, bget:
- * stock sends its replies there), 1 an mg, 0 anything else.
- */
-function readLineKind(buf: Uint8Array, p: number, nl: number): number {
-  const c0 = buf[p];
-  if (c0 === 109 /* m */) return nl - p >= 3 && buf[p + 1] === 103 && buf[p + 2] === 32 ? 1 : 0;
-  let q = p;
-  if (c0 === 98 /* b */) q++;
-  else if (c0 !== 103 /* g */) return 0;
-  if (nl - q < 4 || buf[q] !== 103) return 0;
-  const c1 = buf[q + 1];
-  if ((c1 !== 101 /* e */ && c1 !== 97) /* a */ || buf[q + 2] !== 116 /* t */) return 0;
-  if (q > p && c1 !== 101) return 0; // bget only
-  const c3 = buf[q + 3];
-  if (c3 === 32) return 2;
-  return q === p && c3 === 115 /* s */ && nl - q >= 5 && buf[q + 4] === 32 ? 2 : 0;
-}
-
 /** A value at least this large is sent from the item's memory rather than copied (Session.spliceItem). */
 export const ITEM_SPLICE_MIN = 16 * 1024;
 
@@ -834,12 +815,11 @@ export class Session {
    * A get's value, item `ref`'s `len` bytes, goes out from the item's memory at `out.pos` (the
    * store keeps it there until the send is done) instead of being copied into `out`. False
    * when it cannot (the value is copied then): the transport did not allow it, other shards'
-   * answers are awaited (fillHoles moves what follows the first of them), the store is not
-   * native memory, or stock would have let go of the item before a command that follows in the
-   * input at hand runs (heldLikeStock; `sendPoint`: a text get, not an mg).
+   * answers are awaited (fillHoles moves what follows the first of them), or the store is not
+   * native memory.
    */
-  spliceItem(ref: number, len: number, sendPoint = true): boolean {
-    if (!this.itemSpliceOk || this.holes.length > 0 || !this.heldLikeStock(sendPoint)) return false;
+  spliceItem(ref: number, len: number): boolean {
+    if (!this.itemSpliceOk || this.holes.length > 0) return false;
     const nb = this.store.lend(ref, 0, len);
     if (nb === null) return false;
     (this.splices ??= []).push({ at: this.out.pos, from: null, nb, start: 0, len });
@@ -855,61 +835,6 @@ export class Session {
   spliceLent(nb: NativeBuffer, len: number): void {
     (this.splices ??= []).push({ at: this.out.pos, from: null, nb, start: 0, len });
     this.splicedLen += len;
-  }
-
-  /** The input run() was given: its buffer, end, and a count of runs (see heldLikeStock). */
-  private runBuf: Uint8Array | undefined;
-  private runEnd = 0;
-  private runSeq = 0;
-  /** Where the line being executed ends (the next line's start), in `line`. */
-  private lineNext = 0;
-  /**
-   * The last scan of the input after a line (heldLikeStock): its run, where it started, the
-   * first line that is not a read (-1: none up to the end), and the first get-family line
-   * before that (-1: none).
-   */
-  private scanSeq = -1;
-  private scanFrom = 0;
-  private scanNonRead = -1;
-  private scanFirstGet = -1;
-
-  /**
-   * Whether a value read by the current line may be sent from its item, which keeps it lent
-   * until the kernel is done, as stock would still hold the item when each later command of
-   * the input at hand runs. Stock lets go of a reply's items once it sent them, and sends at a
-   * get (text get, gets, gat, gats, bget: conn_mwrite before the next command), not at an mg.
-   * So a value read by a get (`sendPoint`) is copied if a command that is not a read (get,
-   * gets, gat, gats, bget, mg) follows in the input; one read by an mg only if a get and then
-   * such a command follow (`get big`, `delete big`, `stats slabs` in one read shows the chunk
-   * free, as stock; a set evicting at the LRU tail takes that item, not the next; `mg big v`
-   * then a set counts it in lrutail_reflocked, as stock). Conservative: a line cut at the end
-   * of the input counts as not a read. Linear per run: a scan is reused by the next lines.
-   */
-  private heldLikeStock(sendPoint: boolean): boolean {
-    const buf = this.line;
-    if (buf !== this.runBuf) return false;
-    const end = this.runEnd;
-    const from = this.lineNext;
-    if (from >= end) return true;
-    if (!(this.scanSeq === this.runSeq && from >= this.scanFrom && (this.scanNonRead < 0 || from <= this.scanNonRead) && (this.scanFirstGet < 0 || this.scanFirstGet >= from))) {
-      this.scanSeq = this.runSeq;
-      this.scanFrom = from;
-      this.scanNonRead = -1;
-      this.scanFirstGet = -1;
-      let p = from;
-      while (p < end) {
-        const nl = buf.indexOf(10, p);
-        const kind = nl < 0 || nl >= end ? 0 : readLineKind(buf, p, nl);
-        if (kind === 0) {
-          this.scanNonRead = p;
-          break;
-        }
-        if (kind === 2 && this.scanFirstGet < 0) this.scanFirstGet = p;
-        p = nl + 1;
-      }
-    }
-    if (this.scanNonRead < 0) return true;
-    return !sendPoint && (this.scanFirstGet < 0 || this.scanFirstGet > this.scanNonRead);
   }
 
   /** Output from `pos` on is dropped (stock releases the responses since its last send point): splices after it too. */
@@ -956,9 +881,6 @@ export class Session {
    * of an incomplete command line / packet header.
    */
   run(buf: Uint8Array, pos: number, end: number): number {
-    this.runBuf = buf;
-    this.runEnd = end;
-    this.runSeq++;
     while (pos < end) {
       if (this.closing || this.watching) return end;
       switch (this.state) {
@@ -1075,7 +997,6 @@ export class Session {
     if (end - start > 1 && buf[end - 1] === 13) end--;
     this.line = buf;
     this.lineEnd = end;
-    this.lineNext = nl + 1;
     this.tokenize(buf, start, end);
     // (`l` first: the common commands pay one compare.)
     if (this.pausable && this.ntokens === 4 && buf[this.tokS[0]!] === 108 && metadumpStarts(this, buf)) {
