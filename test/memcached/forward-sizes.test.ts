@@ -109,15 +109,7 @@ test("in process: a batch handed over with spare room after its units stops at i
   const { BufferCache } = await import("../../src/core/buffers.ts");
   const engine = new Engine(stockLikeSettings({}), { shards: 2, shardId: 1, memory: "js" });
   installRouter(engine);
-  const unit = (kind: number, text: string): Uint8Array => {
-    const body = new TextEncoder().encode(text);
-    const u = new Uint8Array(6 + body.length);
-    u[0] = kind;
-    u[1] = 1; // Proto.TEXT
-    new DataView(u.buffer).setUint32(2, body.length, true);
-    u.set(body, 6);
-    return u;
-  };
+  const { unit } = await import("./lib/units.ts");
   // A kept mapping's stale bytes after the END: a whole, valid unit that must not run.
   const parts = [unit(UnitKind.TEXT, "set kept 0 0 1\r\nx\r\n"), unit(UnitKind.END, ""), unit(UnitKind.TEXT, "set stale 0 0 1\r\ny\r\n")];
   const cache = new BufferCache({ retainBytes: 1 << 20 });

@@ -1,88 +1,22 @@
 /**
  * A get's large value read on another shard is lent to the requester from the owner's item
  * (router.ts LENDS_FLAG: Seastar's foreign_ptr to the item) instead of being copied into the
- * batch's answer. In process: the owner's reply hands over a lent NativeBuffer over the item's
- * memory, which the store keeps (a delete meanwhile frees the chunk only after the release),
- * a multiget's parts keep their order, a silent or a failed unit lends nothing. Over TCP with two
- * shards: readers that stall get their values intact though the owner deleted or evicted them
- * and reused their memory meanwhile.
+ * batch's answer. In process: the owner's answer carries a table of the values it lends (the
+ * item's place in its arena), the store keeps each item until the requester's UNLEND (a delete
+ * meanwhile frees the chunk only then; a ref not lent is ignored), a multiget's parts keep their
+ * order, a silent, a cut or a failed unit lends nothing, and a requester's handed-over answer
+ * goes back without a copy when its only unread units are never read. (Over TCP with two
+ * shards: item-splice.test.ts, stalled readers; review24-*.test.ts.)
  */
 import { expect, test } from "bun:test";
 import { NativeBuffer } from "../../src/core/buffers.ts";
-import { command, settledHits, stalledReader, stats } from "./lib/lend.ts";
-import { startOurs, stockLikeSettings } from "./lib/harness.ts";
+import { readUnits, unit, unlendUnit } from "./lib/units.ts";
+import { stockLikeSettings } from "./lib/harness.ts";
 
-const enc = new TextEncoder();
 const dec = new TextDecoder("latin1");
 
-/** One unit of a batch: [kind][proto][u32 length][body]. */
-function unit(kind: number, text: string): Uint8Array {
-  const body = enc.encode(text);
-  const u = new Uint8Array(6 + body.length);
-  u[0] = kind;
-  u[1] = 1; // Proto.TEXT
-  new DataView(u.buffer).setUint32(2, body.length, true);
-  u.set(body, 6);
-  return u;
-}
-
-const u32 = (b: Uint8Array, p: number) => new DataView(b.buffer, b.byteOffset).getUint32(p, true);
-
-/** A value lent by a unit's answer (see router.ts LENDS_FLAG). */
-interface Lent {
-  at: number;
-  len: number;
-  offset: number;
-  ref: number;
-  arena: number;
-}
-
-/** The units of an answer, each lent value read from the owner's arena where its table says (as the requester does). */
-function readReply(reply: Uint8Array | NativeBuffer, mem?: Uint8Array, units = Infinity): { texts: string[]; lent: Lent[]; flagged: number } {
-  const answer = reply instanceof NativeBuffer ? reply.bytes : reply;
-  const lent: Lent[] = [];
-  const texts: string[] = [];
-  let flagged = 0;
-  let p = 0;
-  // (A handed-over answer is the owner's whole buffer: only `units` records are its.)
-  while (p < answer.length && texts.length < units) {
-    const h = u32(answer, p);
-    const n = h & 0x7fffffff;
-    const raw = answer.subarray(p + 4, p + 4 + n);
-    p += 4 + n;
-    if (h < 0x80000000) {
-      texts.push(dec.decode(raw));
-      continue;
-    }
-    flagged++;
-    const c = u32(answer, p);
-    const dv = new DataView(answer.buffer, answer.byteOffset);
-    const arena = dv.getFloat64(p + 8, true);
-    expect(dv.getFloat64(p + 16, true)).toBe(mem!.length);
-    let text = "";
-    let at = 0;
-    for (let k = 0, q = p + 24; k < c; k++, q += 16) {
-      const l: Lent = { at: u32(answer, q), len: u32(answer, q + 4), offset: u32(answer, q + 8), ref: u32(answer, q + 12), arena };
-      lent.push(l);
-      text += dec.decode(raw.subarray(at, l.at)) + dec.decode(mem!.subarray(l.offset, l.offset + l.len));
-      at = l.at;
-    }
-    texts.push(text + dec.decode(raw.subarray(at)));
-    p += 24 + c * 16;
-  }
-  return { texts, lent, flagged };
-}
-
-/** An UNLEND unit: the requester is done with these lent items. */
-function unlendUnit(kind: number, refs: number[]): Uint8Array {
-  const u = new Uint8Array(6 + 4 * refs.length);
-  const dv = new DataView(u.buffer);
-  u[0] = kind;
-  u[1] = 1;
-  dv.setUint32(2, 4 * refs.length, true);
-  refs.forEach((r, i) => dv.setUint32(6 + 4 * i, r, true));
-  return u;
-}
+/** The units of an answer, lent values read from `mem` (the owner's arena) where they go. */
+const readReply = (reply: Uint8Array | NativeBuffer, mem?: Uint8Array, units?: number) => readUnits(reply, { mem, units });
 
 test("in process: the owner lends a large value from its item with the answer; the item stays until the requester says it is done", async () => {
   const { Engine } = await import("../../examples/memcached/engine.ts");
@@ -122,7 +56,7 @@ test("in process: the owner lends a large value from its item with the answer; t
     expect(r.flagged).toBe(3);
     // Four values lent, each in the item's own memory, in the arena the table names.
     expect(r.lent.length).toBe(4);
-    expect(r.lent.every((l) => l.arena === store.arenaAddress && l.offset === store.valueOffset(l.ref))).toBe(true);
+    expect(r.lent.every((l) => l.arena === store.arenaAddress && l.arenaLength === mem.length && l.offset === store.valueOffset(l.ref))).toBe(true);
     expect(store.lentItems).toBe(2);
 
     // A delete while lent: the key is gone at once, the bytes stay until the last UNLEND.
@@ -171,51 +105,6 @@ test("in process: the owner lends a large value from its item with the answer; t
     engine.close();
   }
 });
-
-const value = (prefix: string, i: number) => {
-  const v = Buffer.alloc(60_000);
-  for (let j = 0; j < v.length; j++) v[j] = 0x41 + ((i * 7 + j + prefix.charCodeAt(0)) % 26);
-  return v;
-};
-
-test("-t 2: stalled readers get the other shard's large values intact though the owner deleted or evicted them and reused their memory meanwhile", async () => {
-  const server = await startOurs(["-t", "2", "-m", "16"]);
-  const port = server.port;
-  try {
-    const N = 100;
-    const sets: Buffer[] = [];
-    for (const p of ["a", "b"]) {
-      for (let i = 0; i < N; i++) sets.push(Buffer.from(`set ${p}${i} 0 0 60000 noreply\r\n`), value(p, i), Buffer.from("\r\n"));
-    }
-    sets.push(Buffer.from("mn\r\n"));
-    expect(await command(port, Buffer.concat(sets), "MN\r\n")).toBe("MN\r\n");
-    const a = await stalledReader(port, "a", N);
-    const hitsA = await settledHits(port);
-    const b = await stalledReader(port, "b", N);
-    const hitsB = (await settledHits(port)) - hitsA;
-    expect(hitsA).toBeLessThan(N);
-    expect(hitsB).toBeLessThan(N);
-    const junk: Buffer[] = [];
-    for (let i = 0; i < N; i++) junk.push(Buffer.from(`delete a${i} noreply\r\n`));
-    for (let i = 0; i < 3 * N; i++) junk.push(Buffer.from(`set j${i} 0 0 60000 noreply\r\n`), Buffer.alloc(60_000, 0x7e), Buffer.from("\r\n"));
-    junk.push(Buffer.from("mn\r\n"));
-    expect(await command(port, Buffer.concat(junk), "MN\r\n")).toBe("MN\r\n");
-    expect((await stats(port)).get("evictions")!).toBeGreaterThan(N);
-    for (const [reader, p, hits] of [[a, "a", hitsA], [b, "b", hitsB]] as const) {
-      const expected = Buffer.concat([
-        ...Array.from({ length: hits }, (_, i) => Buffer.concat([Buffer.from(`VALUE ${p}${i} 0 60000\r\n`), value(p, i), Buffer.from("\r\nEND\r\n")])),
-        Buffer.from("END\r\n".repeat(N - hits)),
-      ]);
-      const got = await reader.go();
-      expect(got.length).toBe(expected.length);
-      expect(got.equals(expected)).toBe(true);
-    }
-    const back = await command(port, enc.encode("set z 0 0 60000\r\n" + "z".repeat(60_000) + "\r\nget z\r\n"), "END\r\n");
-    expect(back.startsWith("STORED\r\nVALUE z 0 60000\r\n")).toBe(true);
-  } finally {
-    await server.stop();
-  }
-}, 90_000);
 
 test("in process: a handed-over answer whose only unread units are never read (RELEASE, UNLEND, a silent line) goes back without a copy", async () => {
   const { Batch, UnitKind } = await import("../../examples/memcached/router.ts");

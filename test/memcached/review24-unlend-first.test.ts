@@ -9,48 +9,16 @@
  */
 import { afterAll, expect, test } from "bun:test";
 import { stockLikeSettings } from "./lib/harness.ts";
+import { readUnits, unit, unlendUnit } from "./lib/units.ts";
+import type { NativeBuffer } from "../../src/core/buffers.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder("latin1");
 
-/** One unit of a batch: [kind][proto][u32 length][body]. */
-function unit(kind: number, body: Uint8Array | string): Uint8Array {
-  const b = typeof body === "string" ? enc.encode(body) : body;
-  const u = new Uint8Array(6 + b.length);
-  u[0] = kind;
-  u[1] = 1; // Proto.TEXT
-  new DataView(u.buffer).setUint32(2, b.length, true);
-  u.set(b, 6);
-  return u;
-}
-
-/** An UNLEND unit: the requester is done with these lent items. */
-function unlendUnit(kind: number, refs: number[]): Uint8Array {
-  const body = new Uint8Array(4 * refs.length);
-  refs.forEach((r, i) => new DataView(body.buffer).setUint32(4 * i, r, true));
-  return unit(kind, body);
-}
-
-const u32 = (b: Uint8Array, p: number) => new DataView(b.buffer, b.byteOffset).getUint32(p, true);
-
 /** The units' answers as text (lent values left out), and the refs of the values they lend. */
-function readReply(reply: Uint8Array | { bytes: Uint8Array }): { texts: string[]; refs: number[] } {
-  const answer = reply instanceof Uint8Array ? reply : reply.bytes;
-  const texts: string[] = [];
-  const refs: number[] = [];
-  let p = 0;
-  while (p + 4 <= answer.length) {
-    const h = u32(answer, p);
-    const n = h & 0x7fffffff;
-    texts.push(dec.decode(answer.subarray(p + 4, p + 4 + n)));
-    p += 4 + n;
-    if (h >= 0x80000000) {
-      const c = u32(answer, p);
-      for (let k = 0, q = p + 24; k < c; k++, q += 16) refs.push(u32(answer, q + 12));
-      p += 24 + c * 16;
-    }
-  }
-  return { texts, refs };
+function readReply(reply: Uint8Array | NativeBuffer): { texts: string[]; refs: number[] } {
+  const r = readUnits(reply);
+  return { texts: r.texts, refs: r.lent.map((l) => l.ref) };
 }
 
 let owner: Awaited<ReturnType<typeof makeOwner>> | undefined;
