@@ -450,7 +450,8 @@ export interface BufferCacheOptions {
  * shards, staging of large replies): a released buffer's mapping is kept by size class (powers
  * of two) and reused, instead of being unmapped and mapped again. Each fresh mapping costs an
  * mmap, a page fault per 4 KiB page touched and, on release, an munmap whose TLB shootdown
- * interrupts every CPU the process runs on; a reused one costs a view (~0.2 µs).
+ * interrupts every CPU the process runs on; a reused one costs a typed array over the mapping
+ * it kept (no new view of native memory: bench/core/views.bench.ts).
  *
  * `take(size)` returns a NativeBuffer of exactly `size` bytes (page-aligned). A buffer handed to
  * another shard comes back here when the receiver releases it (handover), so a shard that sends
