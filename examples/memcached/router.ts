@@ -128,15 +128,20 @@ function u32le(b: Uint8Array, p: number): number {
   return (b[p]! | (b[p + 1]! << 8) | (b[p + 2]! << 16) | (b[p + 3]! << 24)) >>> 0;
 }
 
-/** Little-endian f64 at `p` (an arena's address and length in a lend table). */
+/** Scratch for the f64s of a lend table (an arena's address and length), read and written. */
+const f64Bytes = new Uint8Array(8);
+const f64View = new DataView(f64Bytes.buffer);
+
+/** Little-endian f64 at `p`. */
 function f64le(b: Uint8Array, p: number): number {
-  return new DataView(b.buffer, b.byteOffset + p, 8).getFloat64(0, true);
+  for (let k = 0; k < 8; k++) f64Bytes[k] = b[p + k]!;
+  return f64View.getFloat64(0, true);
 }
 
 /**
  * Another shard's item arena as this shard sees it (all shards share one address space): one
  * view over the whole mapping, made once, from which the values it lends are read or sent
- * (making a view per value, and letting it go, cost ~2 µs each). Lent values going back are
+ * (a view per value cost ~1 µs each: bench/core/views.bench.ts). Lent values going back are
  * gathered and ride in the next batch to the owner (UnitKind.UNLEND).
  */
 export class OwnerArena implements BufferHome {
@@ -306,7 +311,6 @@ export class Batch {
     if (unlends !== undefined) {
       pendingUnlends[this.dest] = undefined;
       this.begin(UnitKind.UNLEND, Proto.TEXT, 4 * unlends.length);
-      this.ensure(4 * unlends.length);
       for (const ref of unlends) {
         setU32le(this.buf, this.len, ref);
         this.len += 4;
@@ -449,19 +453,37 @@ export class Batch {
   }
 
   /**
-   * For fillHoles: unit `i`'s answer without its lent values (`bytes`), and those values as
-   * [at in bytes, len, offset in `arena.view`, ref]..., which are now the caller's to send
-   * (arena.lend) or copy and give back (arena.unlend); undefined if it lends none (or they were
-   * copied in already: unitAnswer has them then).
+   * fillHoles: unit `i`'s answer, whose values the owner lent (lendsValues), goes into the
+   * output of `s`: each value spliced from the owner's memory (given back once sent), or copied
+   * in and given back at once when the session cannot splice. Returns the bytes spliced. (Not
+   * in fillHoles: the engine compiled that large function again when this path changed its
+   * types.)
    */
-  takeLends(i: number): { bytes: Uint8Array; values: number[]; arena: OwnerArena } | undefined {
-    const t = this.lends?.[i];
-    if (t === undefined || this.failure !== undefined) return undefined;
+  putLent(i: number, s: Session, splicing: boolean): number {
+    const t = this.lends![i]!;
     this.lends![i] = undefined;
-    return { bytes: this.rawUnit(i), values: t, arena: this.arena! };
+    const bytes = this.rawUnit(i);
+    const arena = this.arena!;
+    const out = s.out;
+    let spliced = 0;
+    let at = 0;
+    for (let k = 0; k < t.length; k += 4) {
+      out.copy(bytes, at, t[k]! - at);
+      at = t[k]!;
+      const len = t[k + 1]!;
+      if (splicing) {
+        s.spliceLent(arena.lend(t[k + 2]!, len, t[k + 3]!), len);
+        spliced += len;
+      } else {
+        out.copy(arena.view, t[k + 2]!, len);
+        arena.unlend(t[k + 3]!);
+      }
+    }
+    out.copy(bytes, at, bytes.length - at);
+    return spliced;
   }
 
-  /** True if unit `i`'s answer lends values not yet taken (takeLends). */
+  /** True if unit `i`'s answer lends values not yet taken (putLent) or copied in (unitAnswer). */
   lendsValues(i: number): boolean {
     const l = this.lends;
     return l !== undefined && l[i] !== undefined && this.failure === undefined;
@@ -628,9 +650,6 @@ function outU32le(out: Out, v: number): void {
   out.byte((v >>> 16) & 0xff);
   out.byte(v >>> 24);
 }
-
-const f64Bytes = new Uint8Array(8);
-const f64View = new DataView(f64Bytes.buffer);
 
 /** Appends a little-endian f64 to `out`. */
 function outF64le(out: Out, v: number): void {
@@ -1516,7 +1535,7 @@ export async function fillHoles(s: Session): Promise<void> {
         // Values the owner lent from its items go out from there (no copy on either shard), or
         // are copied straight into the output (one copy, as for a value of this shard's).
         if (h.batch.lendsValues(i)) {
-          spliced += putLent(s, h.batch, i, splicing);
+          spliced += h.batch.putLent(i, s, splicing);
           continue;
         }
         const a = h.batch.unitAnswer(i);
@@ -1549,34 +1568,6 @@ export async function fillHoles(s: Session): Promise<void> {
   s.filledForwards(forwarded);
   s.keep = Math.max(s.keep + keepShift, sentTo);
   s.keepHoles = 0;
-}
-
-/**
- * fillHoles: unit `i` of `b`, whose answer lends values of the owner's items, goes into the
- * session's output: the values spliced from the owner's memory, or copied in (and given back
- * at once) when the session cannot splice. Returns the bytes spliced. (Apart from fillHoles:
- * the engine compiles that large function again whenever this path changes its types.)
- */
-function putLent(s: Session, b: Batch, i: number, splicing: boolean): number {
-  const out = s.out;
-  const { bytes, values, arena } = b.takeLends(i)!;
-  let spliced = 0;
-  let at = 0;
-  for (let k = 0; k < values.length; k += 4) {
-    const to = values[k]!;
-    out.copy(bytes, at, to - at);
-    at = to;
-    const len = values[k + 1]!;
-    if (splicing) {
-      s.spliceLent(arena.lend(values[k + 2]!, len, values[k + 3]!), len);
-      spliced += len;
-    } else {
-      out.copy(arena.view, values[k + 2]!, len);
-      arena.unlend(values[k + 3]!);
-    }
-  }
-  out.copy(bytes, at, bytes.length - at);
-  return spliced;
 }
 
 /**
